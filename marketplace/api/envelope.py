@@ -1,0 +1,51 @@
+"""Seal protobuf requests into SignedRequest envelopes, and open them again after verifying."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from marketplace.api.v1 import market_pb2 as pb
+from marketplace.core.clock import Clock, SystemClock
+from marketplace.core.errors import InvalidArgument
+from marketplace.identity import Key, ReplayGuard, Signature, verify
+
+M = TypeVar("M", bound=Message)
+
+
+def message_type(message_class: type[Message]) -> str:
+    return message_class.DESCRIPTOR.full_name
+
+
+def seal(key: Key, message: Message, clock: Clock | None = None) -> pb.SignedRequest:
+    payload = message.SerializeToString()
+    sig = key.sign(message_type(type(message)), payload, (clock or SystemClock()).now_ms())
+    return pb.SignedRequest(
+        payload=payload,
+        public_key=sig.public_key,
+        signature=sig.signature,
+        nonce=sig.nonce,
+        timestamp_ms=sig.timestamp_ms,
+    )
+
+
+def signature_of(request: pb.SignedRequest) -> Signature:
+    return Signature(request.public_key, request.signature, request.nonce, request.timestamp_ms)
+
+
+def open_envelope(
+    request: pb.SignedRequest, message_class: type[M], guard: ReplayGuard | None = None
+) -> tuple[str, M]:
+    """Verify the signature over the received bytes, then parse. Returns (signer address, msg).
+
+    Raises Unauthenticated for a bad signature, wrong message type, replay or stale timestamp,
+    and InvalidArgument for a payload that is signed but not a valid message.
+    """
+    address = verify(message_type(message_class), request.payload, signature_of(request), guard)
+    message = message_class()
+    try:
+        message.ParseFromString(request.payload)
+    except DecodeError as exc:
+        raise InvalidArgument(f"payload is not a {message_type(message_class)}") from exc
+    return address, message

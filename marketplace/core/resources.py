@@ -1,0 +1,121 @@
+"""What a deployment asks for, as frozen typed values. The SDL parser (manifest.py) produces them;
+matching, bidding, the auction, the server and the simulator consume them.
+
+Units: CPU in millicores, memory and storage in bytes, money in integer micro-units per hour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class JobKind(StrEnum):
+    TRAINING = "training"
+    INFERENCE = "inference"
+    SERVICE = "service"
+
+
+class RestartPolicy(StrEnum):
+    NEVER = "never"  # a lost or failed lease closes the group
+    ON_FAILURE = "on-failure"  # re-order after a failure or a lost provider
+    ALWAYS = "always"  # re-order after any close but the tenant's
+
+
+class Payment(StrEnum):
+    FIRST_PRICE = "first-price"  # the winner is paid its own bid (Akash)
+    SECOND_PRICE = "second-price"  # the winner is paid the next eligible bid, capped at the max
+
+
+@dataclass(frozen=True)
+class GpuOption:
+    """One acceptable GPU: a canonical model name ('*' for any), optionally pinned VRAM/interface."""
+
+    model: str  # canonical Akash model name, e.g. "h100", "a100", or "*"
+    ram_gib: int | None = None  # e.g. 80 for "80Gi"
+    interface: str | None = None  # "sxm" | "pcie"
+
+    @property
+    def attribute_key(self) -> str:
+        """Akash's flattened key: vendor/nvidia/model/h100/ram/80Gi/interface/sxm."""
+        key = f"vendor/nvidia/model/{self.model}"
+        if self.ram_gib is not None:
+            key += f"/ram/{self.ram_gib}Gi"
+        if self.interface is not None:
+            key += f"/interface/{self.interface}"
+        return key
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    units: int = 0
+    options: tuple[GpuOption, ...] = ()  # any one of them will do (Akash's AnyOf)
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    size_bytes: int
+    persistent: bool = False
+    storage_class: str | None = None  # default | beta1 | beta2 | beta3 | ram
+
+
+@dataclass(frozen=True)
+class ResourceUnit:
+    """One (service, compute profile) in a group: `count` replicas of these resources."""
+
+    services: tuple[str, ...]
+    count: int
+    cpu_millis: int
+    memory_bytes: int
+    storage: tuple[Volume, ...] = ()
+    gpu: GpuRequest = field(default_factory=GpuRequest)
+    max_price_per_hour: int = 0  # per replica, micro-units
+    ports: tuple[int, ...] = ()  # container ports exposed globally
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpu.units * self.count
+
+
+@dataclass(frozen=True)
+class PlacementRequirements:
+    attributes: tuple[tuple[str, str], ...] = ()  # (key glob, exact value)
+    signed_by_all_of: tuple[str, ...] = ()
+    signed_by_any_of: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuctionSettings:
+    bid_window_ms: int = 5_000
+    payment: Payment = Payment.FIRST_PRICE
+    manual: bool = False  # the tenant picks a bid, as in Akash
+    min_reliability: float = 0.0
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """One placement group: one order, one winning provider, one lease."""
+
+    name: str
+    requirements: PlacementRequirements
+    resources: tuple[ResourceUnit, ...]
+    denom: str = "uact"
+
+    @property
+    def max_price_per_hour(self) -> int:
+        return sum(r.max_price_per_hour * r.count for r in self.resources)
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(r.total_gpus for r in self.resources)
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """gpumarket's own optional SDL keys (see README: "Manifest extensions")."""
+
+    kind: JobKind = JobKind.SERVICE
+    max_runtime_ms: int | None = None
+    restart_policy: RestartPolicy = RestartPolicy.ON_FAILURE
+    auction: AuctionSettings = field(default_factory=AuctionSettings)

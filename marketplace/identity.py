@@ -1,0 +1,208 @@
+"""Ed25519 identities and request signatures. The only module that imports `cryptography`.
+
+A signature covers `signing_bytes(message_type, nonce, timestamp_ms, payload)`:
+
+    b"gpumarket/v1\\x00" + message_type + b"\\x00" + nonce(16) + timestamp_ms (8 bytes, big endian) + payload
+
+The message type (e.g. "marketplace.api.v1.PlaceBid") separates domains, so a signed bid can
+never pass as a signed manifest; the nonce and timestamp stop replays; the payload is the exact
+serialized bytes the signer sent (protobuf serialization is not canonical, so the verifier never
+re-serializes).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from marketplace.core.clock import Clock
+from marketplace.core.errors import InvalidArgument, NotFound, Unauthenticated
+
+DOMAIN = b"gpumarket/v1\x00"
+NONCE_BYTES = 16
+ADDRESS_PREFIX = "gm1"
+# A request older or newer than this (against the verifier's clock) is refused as stale.
+DEFAULT_MAX_SKEW_MS = 60_000
+
+
+def address_of(public_key: bytes) -> str:
+    """A short, stable account address derived from a raw Ed25519 public key."""
+    digest = hashlib.sha256(public_key).digest()[:20]
+    return ADDRESS_PREFIX + base64.b32encode(digest).decode().lower()
+
+
+def signing_bytes(message_type: str, nonce: bytes, timestamp_ms: int, payload: bytes) -> bytes:
+    return b"".join(
+        (DOMAIN, message_type.encode(), b"\x00", nonce, struct.pack(">q", timestamp_ms), payload)
+    )
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a signer attaches to a payload; maps 1:1 onto the wire's SignedRequest."""
+
+    public_key: bytes
+    signature: bytes
+    nonce: bytes
+    timestamp_ms: int
+
+
+class Key:
+    """An Ed25519 key pair with its address."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        self.public_key: bytes = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.address = address_of(self.public_key)
+
+    @classmethod
+    def generate(cls) -> Key:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> Key:
+        private = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(private, Ed25519PrivateKey):
+            raise InvalidArgument("not an Ed25519 private key")
+        return cls(private)
+
+    def to_pem(self) -> bytes:
+        return self._private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def sign(self, message_type: str, payload: bytes, timestamp_ms: int) -> Signature:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        data = signing_bytes(message_type, nonce, timestamp_ms, payload)
+        return Signature(self.public_key, self._private.sign(data), nonce, timestamp_ms)
+
+
+def verify_signature(message_type: str, payload: bytes, sig: Signature) -> str:
+    """Check the signature alone; return the signer's address. Raises Unauthenticated."""
+    if len(sig.public_key) != 32 or len(sig.signature) != 64 or len(sig.nonce) != NONCE_BYTES:
+        raise Unauthenticated("malformed signature envelope")
+    try:
+        public = Ed25519PublicKey.from_public_bytes(sig.public_key)
+        public.verify(
+            sig.signature, signing_bytes(message_type, sig.nonce, sig.timestamp_ms, payload)
+        )
+    except (InvalidSignature, ValueError) as exc:
+        raise Unauthenticated(f"bad signature for {message_type}") from exc
+    return address_of(sig.public_key)
+
+
+class ReplayGuard:
+    """Refuses stale timestamps and nonces seen before (within the skew window).
+
+    A nonce only needs remembering while its timestamp is fresh: once it is older than the
+    allowed skew, the timestamp check refuses it anyway, so the memory stays bounded.
+    """
+
+    def __init__(self, clock: Clock, max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
+        self._clock = clock
+        self._max_skew_ms = max_skew_ms
+        self._seen: OrderedDict[bytes, int] = OrderedDict()
+
+    def check(self, sig: Signature) -> None:
+        now = self._clock.now_ms()
+        if abs(now - sig.timestamp_ms) > self._max_skew_ms:
+            raise Unauthenticated(
+                f"stale request: timestamp is {(now - sig.timestamp_ms) / 1000:+.1f}s off "
+                f"the marketplace's clock (allowed ±{self._max_skew_ms / 1000:.0f}s)"
+            )
+        self._forget_before(now - self._max_skew_ms)
+        key = sig.public_key + sig.nonce
+        if key in self._seen:
+            raise Unauthenticated("replayed request: nonce already used")
+        self._seen[key] = sig.timestamp_ms
+
+    def _forget_before(self, cutoff_ms: int) -> None:
+        # Insertion order approximates timestamp order; stop at the first fresh entry.
+        while self._seen:
+            key, ts = next(iter(self._seen.items()))
+            if ts >= cutoff_ms:
+                break
+            del self._seen[key]
+
+
+def verify(
+    message_type: str, payload: bytes, sig: Signature, guard: ReplayGuard | None = None
+) -> str:
+    """Signature, then freshness and replay. Returns the signer's address."""
+    address = verify_signature(message_type, payload, sig)
+    if guard is not None:
+        guard.check(sig)
+    return address
+
+
+# ---------------------------------------------------------------------------------------------
+# Key files
+
+
+def config_dir() -> Path:
+    """$GPUMARKET_HOME, else $XDG_CONFIG_HOME/gpumarket, else ~/.config/gpumarket."""
+    if home := os.environ.get("GPUMARKET_HOME"):
+        return Path(home)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "gpumarket"
+
+
+def keys_dir() -> Path:
+    return config_dir() / "keys"
+
+
+def _key_path(name: str) -> Path:
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise InvalidArgument(f"bad key name {name!r}: use letters, digits, '-', '_' and '.'")
+    return keys_dir() / f"{name}.pem"
+
+
+def create_key(name: str) -> Key:
+    path = _key_path(name)
+    if path.exists():
+        raise InvalidArgument(f"key {name!r} exists already at {path}")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Key.generate()
+    # O_EXCL + mode 0600: the private key is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.to_pem())
+    return key
+
+
+def load_key(name_or_path: str) -> Key:
+    """A key by name (in keys_dir()) or by file path."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".pem" and path.exists()):
+        path = _key_path(name_or_path)
+    if not path.exists():
+        raise NotFound(f"no key {name_or_path!r}: create one with `gpumarket keys create NAME`")
+    return Key.from_pem(path.read_bytes())
+
+
+def load_or_create_key(name: str) -> Key:
+    try:
+        return load_key(name)
+    except NotFound:
+        return create_key(name)
+
+
+def list_keys() -> list[tuple[str, Key]]:
+    directory = keys_dir()
+    if not directory.exists():
+        return []
+    return [(p.stem, Key.from_pem(p.read_bytes())) for p in sorted(directory.glob("*.pem"))]

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what the tests need and run them all: ruff, then the whole pytest suite (Docker tests
+# included: a Docker engine is installed and started when none answers).
+# This is the command README gives and .ci/run calls. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python -m pip install -q --disable-pip-version-check -e '.[test]'
+if [ "${GPUMARKET_SKIP_DOCKER:-0}" != "1" ]; then
+    bash scripts/docker-up.sh
+fi
+python -m ruff check .
+python -m ruff format --check .
+
+set +e
+python -m pytest -q -p no:cacheprovider "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests: failing on purpose" >&2
+    exit 1
+fi
+exit "$status"

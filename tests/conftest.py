@@ -1,0 +1,33 @@
+"""Shared test fixtures: paths to ../shared, an isolated config dir, Docker availability."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("GPUMARKET_SHARED", REPO.parent / "shared"))
+FIXTURES_NVML = SHARED / "fixtures" / "nvml"
+CORPUS_SDL = SHARED / "corpus" / "sdl"
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets its own config dir, so no test touches the user's keys."""
+    home = tmp_path_factory.mktemp("gpumarket-home")
+    monkeypatch.setenv("GPUMARKET_HOME", str(home))
+    return home
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Only an explicit opt-out skips Docker tests; CI never sets it, so they always run there.
+    if os.environ.get("GPUMARKET_SKIP_DOCKER") == "1" and not os.environ.get("CI"):
+        skip = pytest.mark.skip(reason="GPUMARKET_SKIP_DOCKER=1")
+        for item in items:
+            if "docker" in item.keywords:
+                item.add_marker(skip)
