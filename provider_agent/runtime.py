@@ -1,0 +1,366 @@
+"""The Docker runtime: the only module that imports the docker SDK.
+
+Containers are created, started and removed explicitly (never `containers.run`, which leaves a
+created container behind when start fails, and pulls silently). Every container and network the
+agent makes carries its labels, so a restarted agent finds and re-adopts them. GPUs are requested
+by UUID (`DeviceRequest(device_ids=[...])`); `count=N` would mean "GPUs 0..N-1", not "N free GPUs".
+
+Everything here blocks: the supervisor calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+
+log = logging.getLogger(__name__)
+
+LABEL = "io.gpumarket"
+LABEL_PROVIDER = f"{LABEL}.provider"
+LABEL_LEASE = f"{LABEL}.lease"
+LABEL_SERVICE = f"{LABEL}.service"
+LABEL_REPLICA = f"{LABEL}.replica"
+LABEL_GPUS = f"{LABEL}.gpus"
+LABEL_SPEC = f"{LABEL}.spec-sha256"
+
+
+class RuntimeFailure(Exception):
+    """A container could not be pulled, created or started; the message says why, for the tenant."""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One replica of one service of a lease, as the runtime will create it."""
+
+    lease_id: str
+    service: str
+    image: str
+    replica: int = 0
+    command: tuple[str, ...] = ()  # entrypoint override (SDL `command`)
+    args: tuple[str, ...] = ()  # SDL `args`
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[int, ...] = ()  # container ports to publish on random host ports
+    cpu_millis: int = 1000
+    memory_bytes: int = 512 << 20
+    gpu_uuids: tuple[str, ...] = ()
+    shm_bytes: int = 64 << 20
+    pids_limit: int = 1024
+    network: str | None = None  # per-lease bridge network; services find each other by name
+    extra_labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    name: str
+    status: str  # created | running | exited | dead | ...
+    lease_id: str
+    service: str
+    replica: int
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str = ""
+    ports: tuple[tuple[int, int], ...] = ()  # (container port, host port)
+    gpu_uuids: tuple[str, ...] = ()
+    finished_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "restarting")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    time: float  # unix seconds, as the engine stamped it
+    stream: str  # stdout | stderr
+    text: str
+
+
+def container_name(lease_id: str, service: str, replica: int) -> str:
+    """A short, valid, stable name: gm-<lease hash>-<service>-<replica>."""
+    tag = hashlib.sha1(lease_id.encode()).hexdigest()[:10]
+    safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", service)[:40]
+    return f"gm-{tag}-{safe}-{replica}"
+
+
+def network_name(lease_id: str) -> str:
+    return f"gm-{hashlib.sha1(lease_id.encode()).hexdigest()[:10]}"
+
+
+def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
+    """The keyword arguments for `containers.create` (pure: unit-testable without Docker)."""
+    env = dict(spec.env)
+    # Pin GPU visibility to exactly what was allocated: a CUDA image's baked-in
+    # NVIDIA_VISIBLE_DEVICES=all must not expose every GPU where nvidia is the default runtime.
+    env["NVIDIA_VISIBLE_DEVICES"] = ",".join(spec.gpu_uuids) if spec.gpu_uuids else "void"
+    labels = {
+        LABEL_PROVIDER: provider,
+        LABEL_LEASE: spec.lease_id,
+        LABEL_SERVICE: spec.service,
+        LABEL_REPLICA: str(spec.replica),
+        LABEL_GPUS: ",".join(spec.gpu_uuids),
+        LABEL_SPEC: spec.digest,
+        **dict(spec.extra_labels),
+    }
+    kwargs: dict[str, Any] = {
+        "image": spec.image,
+        "name": container_name(spec.lease_id, spec.service, spec.replica),
+        "labels": labels,
+        "environment": env,
+        "detach": True,
+        "nano_cpus": spec.cpu_millis * 1_000_000,
+        "mem_limit": spec.memory_bytes,
+        "memswap_limit": spec.memory_bytes,  # equal to memory: no swap
+        "pids_limit": spec.pids_limit,
+        "shm_size": spec.shm_bytes,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "privileged": False,
+        "init": True,  # PID 1 forwards SIGTERM, so stop() does not wait out its timeout
+        "restart_policy": {"Name": "no"},  # the supervisor restarts, so it sees every exit
+        "ports": {f"{p}/tcp": None for p in spec.ports},  # None: a random free host port
+        "hostname": spec.service[:63],
+    }
+    if spec.command:
+        kwargs["entrypoint"] = list(spec.command)
+    if spec.args:
+        kwargs["command"] = list(spec.args)
+    if spec.gpu_uuids:
+        kwargs["device_requests"] = [
+            docker.types.DeviceRequest(device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])
+        ]
+    if spec.network:
+        kwargs["network"] = spec.network
+        kwargs["networking_config"] = {spec.network: {"Aliases": [spec.service]}}
+    return kwargs
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text or text.startswith("0001-"):
+        return None
+    # Docker: 2026-11-23T12:00:00.123456789Z (nanoseconds; fromisoformat takes 6 digits)
+    main, _, frac = text.rstrip("Z").partition(".")
+    iso = f"{main}.{(frac + '000000')[:6]}+00:00"
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _state(attrs: dict[str, Any]) -> ContainerState:
+    labels = attrs["Config"].get("Labels") or {}
+    st = attrs["State"]
+    ports = []
+    for key, bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+        for b in bindings or []:
+            if b.get("HostIp") in ("0.0.0.0", "", None):  # one binding per port (skip the ::)
+                ports.append((int(key.split("/")[0]), int(b["HostPort"])))
+    status = st.get("Status", "unknown")
+    return ContainerState(
+        id=attrs["Id"],
+        name=attrs["Name"].lstrip("/"),
+        status=status,
+        lease_id=labels.get(LABEL_LEASE, ""),
+        service=labels.get(LABEL_SERVICE, ""),
+        replica=int(labels.get(LABEL_REPLICA, "0") or 0),
+        exit_code=st.get("ExitCode") if status in ("exited", "dead") else None,
+        oom_killed=bool(st.get("OOMKilled")),
+        error=st.get("Error") or "",
+        ports=tuple(sorted(set(ports))),
+        gpu_uuids=tuple(u for u in labels.get(LABEL_GPUS, "").split(",") if u),
+        finished_at=_parse_time(st.get("FinishedAt")),
+    )
+
+
+@dataclass
+class DockerRuntime:
+    """Lease containers on one Docker engine, owned by one provider (by label)."""
+
+    provider: str
+    client: Any = field(default=None)
+    _pulls: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.client is None:
+            self.client = docker.from_env(timeout=120)
+
+    @classmethod
+    def connect(cls, provider: str) -> DockerRuntime:
+        """Raises RuntimeFailure when no engine answers."""
+        try:
+            client = docker.from_env(timeout=120)
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise RuntimeFailure(f"no Docker engine answers: {exc}") from exc
+        return cls(provider, client)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- images ---------------------------------------------------------------------------------
+    def has_image(self, ref: str) -> bool:
+        try:
+            self.client.images.get(ref)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    def ensure_image(self, ref: str, progress: Callable[[str], None] = log.info) -> None:
+        """Pull `ref` only when it is missing. Raises RuntimeFailure with the engine's reason."""
+        if self.has_image(ref):
+            return
+        lock = self._pulls.setdefault(ref, threading.Lock())
+        with lock:  # two leases needing one image pull it once
+            if self.has_image(ref):
+                return
+            repo, tag = _split_ref(ref)
+            progress(f"pulling {ref}")
+            try:
+                for event in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
+                    if "error" in event:
+                        raise RuntimeFailure(f"pull {ref} failed: {event['error']}")
+                    if event.get("status") and "progress" not in event:
+                        progress(f"{ref}: {event['status']}")
+            except docker.errors.APIError as exc:
+                raise RuntimeFailure(f"pull {ref} failed: {exc.explanation or exc}") from exc
+            except requests.exceptions.RequestException as exc:
+                raise RuntimeFailure(f"pull {ref} failed: {exc}") from exc
+            if not self.has_image(ref):
+                raise RuntimeFailure(f"pull {ref} finished but the image is not there")
+
+    # --- networks -------------------------------------------------------------------------------
+    def ensure_network(self, lease_id: str) -> str:
+        name = network_name(lease_id)
+        found = self.client.networks.list(names=[name])
+        if not any(n.name == name for n in found):
+            labels = {LABEL_PROVIDER: self.provider, LABEL_LEASE: lease_id}
+            self.client.networks.create(name, driver="bridge", labels=labels)
+        return name
+
+    def remove_network(self, lease_id: str) -> None:
+        for net in self.client.networks.list(names=[network_name(lease_id)]):
+            with contextlib.suppress(docker.errors.NotFound):
+                net.remove()
+
+    # --- containers -----------------------------------------------------------------------------
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) the container; an old one of the same name is removed first."""
+        kwargs = create_kwargs(spec, self.provider)
+        self._remove_by_name(kwargs["name"])
+        try:
+            container = self.client.containers.create(**kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise RuntimeFailure(f"image {spec.image} is not on this host") from exc
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"create failed: {exc.explanation or exc}") from exc
+        return str(container.id)
+
+    def start(self, container_id: str) -> ContainerState:
+        """Start a created container; on failure remove it (no leaked `Created` containers)."""
+        try:
+            self.client.api.start(container_id)
+        except docker.errors.APIError as exc:
+            self.remove(container_id)
+            raise RuntimeFailure(f"start failed: {exc.explanation or exc}") from exc
+        return self.inspect(container_id)
+
+    def launch(self, spec: ContainerSpec) -> ContainerState:
+        return self.start(self.create(spec))
+
+    def inspect(self, container_id: str) -> ContainerState:
+        return _state(self.client.api.inspect_container(container_id))
+
+    def wait(self, container_id: str) -> ContainerState:
+        """Block until the container exits; its final state (exit code, OOM kill)."""
+        while True:
+            try:
+                self.client.api.wait(container_id, timeout=None)
+                break
+            except requests.exceptions.ConnectionError:
+                continue  # docker-py reports a read timeout this way (docker-py#1966)
+            except docker.errors.NotFound:
+                break
+        return self.inspect(container_id)
+
+    def logs(
+        self, container_id: str, stream: str = "stdout", since: float | None = None
+    ) -> Iterator[LogLine]:
+        """Follow one stream of a container's logs (blocking) until it exits, line by line."""
+        kwargs: dict[str, Any] = {"stdout": stream == "stdout", "stderr": stream == "stderr"}
+        if since is not None:
+            kwargs["since"] = since
+        chunks = self.client.api.logs(
+            container_id, stream=True, follow=True, timestamps=True, **kwargs
+        )
+        buffer = b""
+        for chunk in chunks:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                yield _log_line(raw, stream)
+        if buffer:
+            yield _log_line(buffer, stream)
+
+    def stop(self, container_id: str, grace_s: int = 10) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.api.stop(container_id, timeout=grace_s)
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.client.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise
+
+    def _remove_by_name(self, name: str) -> None:
+        for c in self.client.api.containers(all=True, filters={"name": f"^/{name}$"}):
+            self.remove(c["Id"])
+
+    def owned(self, lease_id: str | None = None) -> list[ContainerState]:
+        """Every container of this provider (or of one lease), running or not."""
+        labels = [f"{LABEL_PROVIDER}={self.provider}"]
+        if lease_id is not None:
+            labels.append(f"{LABEL_LEASE}={lease_id}")
+        found = self.client.api.containers(all=True, filters={"label": labels})
+        states = []
+        for c in found:
+            try:
+                states.append(self.inspect(c["Id"]))
+            except docker.errors.NotFound:
+                continue  # removed between list and inspect
+        return states
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    if "@" in ref:
+        repo, digest = ref.split("@", 1)
+        return repo, digest
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = ref.rsplit(":", 1)
+        return repo, tag
+    return ref, "latest"
+
+
+def _log_line(raw: bytes, stream: str) -> LogLine:
+    text = raw.decode("utf-8", errors="replace")
+    stamp, _, rest = text.partition(" ")
+    when = _parse_time(stamp)
+    if when is None:
+        return LogLine(0.0, stream, text)
+    return LogLine(when, stream, rest.rstrip("\r"))
