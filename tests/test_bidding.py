@@ -1,0 +1,85 @@
+"""The pure bid decision shared by the agent and the simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import EXAMPLES
+
+from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
+from marketplace.core.gpus import GpuVariant
+from marketplace.core.manifest import parse_manifest
+from marketplace.core.matching import Capacity, GpuDevice
+from marketplace.core.pricing import ScalePricing
+from marketplace.core.resources import GroupSpec, PlacementRequirements
+
+GIB = 1 << 30
+H100 = GpuVariant("h100", 80, "sxm")
+FREE = Capacity(64_000, 512 * GIB, 4096 * GIB, tuple(GpuDevice(f"GPU-{i}", H100) for i in range(2)))
+PRICES = ScalePricing(gpu_hour=(("h100", 1_500_000),), cpu_hour=10_000, memory_gib_hour=1_000)
+ATTRS = {"region": "eu-west", "capabilities/gpu/vendor/nvidia/model/h100": "true"}
+
+
+def training_group() -> GroupSpec:
+    manifest = parse_manifest(Path(EXAMPLES / "training-h100.yaml").read_bytes())
+    return manifest.groups[0]
+
+
+def run(group: GroupSpec | None = None, **kw: object) -> BidDecision:
+    args: dict[str, object] = {
+        "group": group or training_group(),
+        "tenant": "gm1tenant",
+        "provider_attrs": ATTRS,
+        "free": FREE,
+        "policy": BidPolicy(),
+        "pricing": PRICES,
+        "now_ms": 1_000,
+    }
+    args.update(kw)
+    return decide(**args)  # type: ignore[arg-type]
+
+
+def test_bids_on_a_group_it_can_serve_with_the_gpu_it_reserved() -> None:
+    d = run()
+    assert d.bid, d.reason
+    assert d.allocation is not None and d.allocation.gpu_uuids == ("GPU-0",)
+    assert d.price_per_hour == 1_500_000 + 4 * 10_000 + 16 * 1_000
+    assert d.reason == "1× h100 80Gi sxm"
+
+
+def test_declines_when_no_gpu_is_free_and_says_so() -> None:
+    d = run(free=Capacity(64_000, 512 * GIB, 4096 * GIB))
+    assert not d.bid
+    assert "provider has no GPU free" in d.reason
+
+
+def test_declines_a_price_above_the_orders_maximum() -> None:
+    d = run(pricing=ScalePricing(gpu_hour=(("h100", 10**12),)))
+    assert not d.bid and "above the order's maximum" in d.reason
+
+
+def test_placement_mismatch_is_the_reason() -> None:
+    g = training_group()
+    g = GroupSpec(g.name, PlacementRequirements(attributes=(("region", "us-east"),)), g.resources)
+    d = run(g)
+    assert not d.bid and "placement needs region=us-east" in d.reason
+
+
+def test_tenant_lists_and_lease_limit() -> None:
+    assert "deny list" in run(policy=BidPolicy(deny_tenants=frozenset({"gm1tenant"}))).reason
+    assert "allow list" in run(policy=BidPolicy(allow_tenants=frozenset({"gm1other"}))).reason
+    assert run(policy=BidPolicy(allow_tenants=frozenset({"gm1tenant"}))).bid
+    assert "limit of 2" in run(policy=BidPolicy(max_leases=2), running_leases=2).reason
+
+
+def test_closed_window_is_not_bid_on() -> None:
+    assert run(closes_at_ms=1_000).reason == "the bid window has closed"
+    assert run(closes_at_ms=1_001).bid
+
+
+def test_without_pricing_it_reserves_then_with_price_finishes() -> None:
+    d = run(pricing=None)
+    assert d.bid and d.price_per_hour == 0 and d.allocation is not None
+    done = with_price(d, training_group(), 1_234)
+    assert done.bid and done.price_per_hour == 1_234
+    assert not with_price(d, training_group(), 0).bid
