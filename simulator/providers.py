@@ -1,0 +1,153 @@
+"""Simulated providers: GPU inventory, costs, pricing strategy, uptime and network links.
+
+The population is drawn once from the run's RNG. Costs and prices are integer micro-units per
+hour, as the market core wants them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from bisect import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from itertools import accumulate
+from typing import Any
+
+from marketplace.core.money import MICRO
+from simulator.network import Link
+from simulator.scenario import GpuMixEntry, ProviderSpec, Scenario
+
+STRATEGIES = ("cost-plus", "equilibrium", "adaptive")
+
+
+@cache
+def packaged_data() -> dict[str, Any]:
+    text = resources.files("simulator.data").joinpath("machine_mix.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def default_mix() -> tuple[GpuMixEntry, ...]:
+    """The machine mix of the public Alibaba traces (see simulator/data/machine_mix.json)."""
+    return tuple(
+        GpuMixEntry(
+            model=m["model"],
+            ram_gib=m["ram_gib"],
+            interface=m["interface"],
+            gpus_per_node=m["gpus_per_node"],
+            weight=float(m["machines"]),
+        )
+        for m in packaged_data()["machines"]
+    )
+
+
+def reference_costs(spec: ProviderSpec) -> dict[str, int]:
+    """Reference cost per GPU-hour in micro-units, by model (packaged table + overrides)."""
+    table = dict(packaged_data()["cost_per_gpu_hour"])
+    table.update(spec.cost_per_gpu_hour)
+    return {model: round(cost * MICRO) for model, cost in table.items()}
+
+
+class Chooser:
+    """Weighted choice from a value → weight table with one RNG draw (deterministic order)."""
+
+    def __init__(self, table: dict[Any, float] | Sequence[tuple[Any, float]]) -> None:
+        items = list(table.items()) if isinstance(table, dict) else list(table)
+        self.values = [value for value, _ in items]
+        self.cumulative = list(accumulate(weight for _, weight in items))
+        self.total = self.cumulative[-1]
+
+    def pick(self, rng: random.Random) -> Any:
+        index = bisect(self.cumulative, rng.random() * self.total)
+        return self.values[min(index, len(self.values) - 1)]
+
+
+@dataclass(slots=True)
+class SimProvider:
+    index: int
+    address: str
+    model: str
+    ram_gib: int
+    interface: str
+    gpus: int
+    cost_per_gpu_hour: int  # micro-units, this provider's true cost
+    strategy: str
+    markup: float  # cost-plus and adaptive: price = cost × (1 + markup)
+    link: Link
+    failure_factor: float  # community boxes fail more often than datacentre ones
+    free_gpus: int = 0  # not leased and not reserved by an open bid
+    up: bool = True
+    leases: set[str] = field(default_factory=set)
+    revenue: int = 0
+    wins: int = 0
+    losses: int = 0
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What a provider needs to price a bid; shared by all providers of a run."""
+
+    payment: str  # first-price | second-price
+    bidders: int  # the number of competitors it expects (the scenario's bidders_per_order)
+    spread: float  # costs are reference × U[1 − spread, 1 + spread]
+    adaptive_step: float
+
+
+def bid_price(p: SimProvider, gpus: int, reference: int, pricing: Pricing) -> int:
+    """The hourly price `p` asks for `gpus` of its GPUs (before the reserve check)."""
+    cost = p.cost_per_gpu_hour * gpus
+    if p.strategy == "equilibrium":
+        if pricing.payment == "second-price":
+            return cost  # truthful bidding is dominant under second price
+        # First-price symmetric equilibrium with costs U[lo, hi]: b(c) = c + (hi − c)/n.
+        high = reference * gpus * (1.0 + pricing.spread)
+        return round(cost + max(high - cost, 0.0) / pricing.bidders)
+    return round(cost * (1.0 + p.markup))
+
+
+def learn(p: SimProvider, won: bool, step: float) -> None:
+    """Adaptive providers raise their markup after a win and lower it after a loss."""
+    if won:
+        p.wins += 1
+    else:
+        p.losses += 1
+    if p.strategy == "adaptive":
+        p.markup = p.markup * (1.0 + step) + step / 10 if won else p.markup * (1.0 - step)
+
+
+def make_providers(scenario: Scenario, rng: random.Random) -> list[SimProvider]:
+    spec = scenario.providers
+    mix = default_mix() if spec.mix == "default" else spec.mix
+    assert isinstance(mix, tuple)
+    costs = reference_costs(spec)
+    machines = Chooser([(entry, entry.weight) for entry in mix])
+    strategies = Chooser(spec.strategies)
+    regions = Chooser(spec.regions)
+    ups = Chooser(spec.up_mbps)
+    downs = Chooser(spec.down_mbps)
+    fail = spec.failures
+    providers = []
+    for i in range(spec.count):
+        entry: GpuMixEntry = machines.pick(rng)
+        reference = costs.get(entry.model, MICRO)  # unknown model: 1 unit per GPU-hour
+        cost = round(reference * rng.uniform(1.0 - spec.cost_spread, 1.0 + spec.cost_spread))
+        community = rng.random() < fail.community_share
+        providers.append(
+            SimProvider(
+                index=i,
+                address=f"prov{i:06d}",
+                model=entry.model,
+                ram_gib=entry.ram_gib,
+                interface=entry.interface,
+                gpus=entry.gpus_per_node,
+                cost_per_gpu_hour=max(cost, 1),
+                strategy=strategies.pick(rng),
+                markup=spec.markup,
+                link=Link(ups.pick(rng), downs.pick(rng), regions.pick(rng)),
+                failure_factor=fail.community_factor if community else 1.0,
+                free_gpus=entry.gpus_per_node,
+            )
+        )
+    return providers
