@@ -244,26 +244,54 @@ class Manifest:
 # YAML loading with lines
 
 
-def _load(raw: bytes, source: str) -> tuple[yaml.Node | None, Any]:
-    loader = yaml.SafeLoader(raw)
+def _decode(raw: bytes, source: str) -> str:
+    """UTF-8 (with or without BOM) or UTF-16 with a BOM, as YAML allows; anything else is binary."""
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            return raw.decode("utf-16")
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ManifestError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "is this a binary file?",
+            line=line,
+            source=source,
+        ) from None
+
+
+def _load(raw: bytes, source: str) -> tuple[yaml.Node | None, Any]:
+    text = _decode(raw, source)
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         what = exc.problem or exc.context or "malformed"
         raise ManifestError(f"invalid YAML: {what}", line=line, source=source) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise ManifestError(
+            f"invalid YAML: unacceptable character {_char(exc.character)}",
+            line=line,
+            source=source,
+        ) from None
     except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "position", None), "line", None)
-        raise ManifestError(f"invalid YAML: {exc}", line=1, source=source) from None
+        raise ManifestError(f"invalid YAML: {exc}", source=source) from None
     except RecursionError:
         raise ManifestError("invalid YAML: nested too deeply", source=source) from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp out of range
         raise ManifestError(f"invalid YAML value: {exc}", source=source) from None
-    finally:
-        loader.dispose()
     return node, data
+
+
+def _char(character: Any) -> str:
+    return f"#x{character:04x}" if isinstance(character, int) else repr(character)
 
 
 def _node_at(root: yaml.Node | None, path: Path) -> yaml.Node | None:
@@ -289,25 +317,26 @@ def _child(node: yaml.Node | None, step: str | int) -> yaml.Node | None:
     return None
 
 
-def _duplicate_keys(root: yaml.Node | None) -> Iterator[tuple[yaml.Node, str]]:
+def _duplicate_keys(root: yaml.Node | None) -> Iterator[tuple[yaml.Node, Path]]:
     """Keys defined twice in one mapping: Go's yaml.v3 refuses them, PyYAML keeps the last."""
     seen_nodes: set[int] = set()
-    stack = [root]
+    stack: list[tuple[yaml.Node | None, Path]] = [(root, ())]
     while stack:
-        node = stack.pop()
+        node, path = stack.pop()
         if node is None or id(node) in seen_nodes:
             continue
         seen_nodes.add(id(node))
         if isinstance(node, yaml.MappingNode):
             keys: set[str] = set()
             for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
-                    if key.value in keys:
-                        yield key, key.value
-                    keys.add(key.value)
-                stack.extend((key, value))
+                if not isinstance(key, yaml.ScalarNode) or key.value == "<<":
+                    continue
+                if key.value in keys:
+                    yield key, (*path, key.value)
+                keys.add(key.value)
+                stack.append((value, (*path, key.value)))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+            stack.extend((child, (*path, i)) for i, child in enumerate(node.value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,8 +346,8 @@ def _duplicate_keys(root: yaml.Node | None) -> Iterator[tuple[yaml.Node, str]]:
 def parse_manifest(data: str | bytes, source: str = "<manifest>") -> Manifest:
     """Parse and validate an Akash SDL. Raises ManifestError (one line each), nothing else."""
     try:
-        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    except (UnicodeError, TypeError) as exc:
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    except (UnicodeError, TypeError, ValueError) as exc:
         raise ManifestError(f"cannot read manifest: {exc}", source=source) from None
     node, tree = _load(raw, source)
     parser = _Parser(node, source)
@@ -413,9 +442,10 @@ class _Parser:
         for key in top:
             if str(key) not in _TOP_KEYS:
                 raise _Problem((str(key),), f"unexpected field {str(key)!r}")
-        for node, key in _duplicate_keys(self.root):
+        for node, path in _duplicate_keys(self.root):
             raise ManifestError(
-                f"mapping key {key!r} already defined",
+                f"mapping key {path[-1]!r} already defined",
+                path=_dotted(path),
                 line=node.start_mark.line + 1,
                 source=self.source,
             )
