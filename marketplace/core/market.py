@@ -1,33 +1,96 @@
 """MarketService: the market's application service. Pure, synchronous, in memory; a Clock is passed in.
 
-Every command validates first and mutates only after every check passed, so a command that
-raises leaves the state untouched. Mutated records are marked; drain_changes() hands them (and
-new ledger entries, events and declines) to the server, which writes them in one transaction.
+Commands validate first and mutate only after every check passed, so a command that raises leaves
+the state as it was, with two deliberate exceptions the server must persist too (drain after
+every command, even one that raised a MarketError):
+- every command first applies what is already due (it calls tick()), so the state is current to
+  the clock before the command is judged;
+- an ineligible bid records a Decline(by_marketplace=True) and then raises Ineligible, so the
+  tenant can see why (explain_order).
+Changed records are marked; drain_changes() hands them, and the new ledger entries, events and
+declines, to the server, which writes them in one transaction.
+
+Rules (see also auction.py, ledger.py, leases.py, reliability.py):
+- Bid window: bids are taken from order creation until closes_at_ms (exclusive). At the close the
+  eligible open bids are ranked and the best wins (auction.py). With no eligible bid the order
+  stays open and keeps taking bids; a bid placed after the window closed is awarded at the next
+  tick (the server ticks at next_deadline_ms(), i.e. at once), together with any other bids that
+  arrived by then. Manual orders (auction.manual) are never awarded by the clock: the tenant calls
+  accept_bid (any open, still-eligible bid; it is paid its own price).
+- Eligible bid: order open; provider registered, online, not draining; price > 0 and ≤ the group
+  maximum (a maximum of 0 means none); placement attributes match (matching.placement_mismatches);
+  the group fits the provider's registered capacity minus what its pending and running leases
+  hold (matching.allocate; when the offer names GPU uuids, only those); the provider's
+  reliability ≥ the order's min_reliability. The same checks run again at award time; a bid that
+  no longer passes is passed over (and a decline recorded).
+- Billing: a lease bills from the moment its provider reports it running (pending time is free: the
+  provider is paid for work, not for promises) at its price per hour, exactly
+  (money.accrued on the cumulative billed time). It stops at close; for a lost provider at its
+  last heartbeat; for a job at max runtime exactly at running_at + max_runtime. Settlement pays
+  (owed − paid) from the escrow to the provider; closes settle; settle()/settle_all() may be
+  called at any time.
+- Escrow run-dry: the first millisecond at which the deployment's running leases owe more than its
+  escrow holds is computed exactly (ledger.run_dry_at). At that moment the leases are paid what
+  is left, closed insufficient_funds (closed_at = billed_until = that moment), and the deployment
+  closes (as Akash does: no funds, no re-order).
+- Liveness: a provider silent for more than heartbeat_timeout_ms (no heartbeat after
+  last + timeout) goes offline: its leases close provider_lost at the detection time, billed only
+  up to its last heartbeat, and each group is ordered again (oseq + 1) per the restart policy.
+- Restart policy, applied when a lease closes: never → no re-order; on-failure → re-order after
+  failed (exit ≠ 0, OOM), provider_lost, manifest_timeout and a close by the provider;
+  always → the same, plus completed (exit 0) for services and inference, but not for training
+  jobs (a finished training job is done). Closes by the tenant, by deployment close, at max
+  runtime and for insufficient funds never re-order.
+- A deployment whose groups are all finished (no open order, no open lease) closes by itself and
+  its escrow's rest is refunded to the tenant.
+- Pending too long: a lease not reported running within manifest_timeout_ms closes
+  manifest_timeout (re-ordered per policy).
 """
 
 from __future__ import annotations
 
+import heapq
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from marketplace.core import auction, leases, ledger, matching, money, reliability
 from marketplace.core.clock import Clock
-from marketplace.core.resources import GroupSpec, JobSettings
+from marketplace.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    Ineligible,
+    InsufficientFunds,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from marketplace.core.resources import GroupSpec, JobKind, JobSettings, RestartPolicy
 from marketplace.core.state import (
+    MINT,
     Account,
     AuditReport,
     Bid,
+    BidState,
     Changes,
+    CloseReason,
+    Decline,
     Deployment,
     DeploymentEvent,
+    DeploymentState,
     Endpoint,
     Lease,
+    LeaseState,
     MarketState,
     Offer,
     Order,
     OrderExplanation,
+    OrderState,
     PriceStat,
     ProviderEvent,
     ProviderRecord,
+    acct_key,
+    escrow_key,
 )
 
 
@@ -36,17 +99,45 @@ class MarketConfig:
     heartbeat_timeout_ms: int = 30_000  # silent longer than this → offline, leases provider_lost
     heartbeat_interval_ms: int = 10_000  # what providers are told to use
     default_bid_window_ms: int = 5_000  # when a group's auction settings give none
-    max_bids_per_order: int = 100
+    max_bids_per_order: int = 100  # open bids; withdrawn/lost ones do not count
     manifest_timeout_ms: int = 600_000  # a lease still pending after this closes manifest_timeout
     reliability_prior_ok: float = 4.0  # Beta prior: a new provider scores 4/(4+1) = 0.8
     reliability_prior_bad: float = 1.0
     admin_address: str = ""  # the faucet key: the only signer fund() accepts
-    min_deposit: int = 0
+    min_deposit: int = 1
     denom: str = "uact"
     journal: bool = True  # mark changed records for drain_changes(); off for the simulator
     record_events: bool = True  # keep deployment/provider events; off for the simulator
     keep_ledger: bool = True  # keep every LedgerEntry in memory; balances are kept either way
     retain_closed: bool = True  # keep records of closed deployments; off to bound sim memory
+
+
+# Reasons after which a group is ordered again, per restart policy (see the module docstring).
+_REORDER_ON_FAILURE = frozenset(
+    {
+        CloseReason.FAILED,
+        CloseReason.PROVIDER_LOST,
+        CloseReason.MANIFEST_TIMEOUT,
+        CloseReason.PROVIDER,
+    }
+)
+
+_WINDOW, _HEARTBEAT, _DRY, _MANIFEST, _RUNTIME = "window", "hb", "dry", "manifest", "runtime"
+
+
+@dataclass(slots=True)
+class _Used:
+    """What a provider's pending and running leases hold."""
+
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    storage_bytes: int = 0
+    gpu_uuids: set[str] = field(default_factory=set)
+
+
+def _require(condition: bool, error: Exception) -> None:
+    if not condition:
+        raise error
 
 
 class MarketService:
@@ -56,21 +147,329 @@ class MarketService:
         self.clock = clock
         self.config = config or MarketConfig()
         self.state = state or MarketState()
+        self._dirty: dict[tuple[str, str], object] = {}
+        self._new_declines: list[Decline] = []
+        self._new_entries: list = []
+        self._new_dep_events: list[DeploymentEvent] = []
+        self._new_prov_events: list[ProviderEvent] = []
+        self.ledger = ledger.Ledger(
+            self.state,
+            self._balance_of,
+            self._add_to,
+            on_entry=self._new_entries.append if self.config.journal else None,
+            keep=self.config.keep_ledger,
+        )
+        self._rebuild_indexes()
 
-    # ---- accounts -----------------------------------------------------------------------
+    # ==== indexes ==========================================================================
+    def _rebuild_indexes(self) -> None:
+        st = self.state
+        self._open_orders: dict[str, Order] = {}
+        self._order_bids: dict[str, dict[str, Bid]] = {}
+        self._dep_leases: dict[str, dict[str, Lease]] = {}  # open leases per deployment
+        self._prov_leases: dict[str, dict[str, Lease]] = {}  # open leases per provider
+        self._used: dict[str, _Used] = {}
+        self._owner_deps: dict[str, list[str]] = {}
+        self._dep_events: dict[str, list[DeploymentEvent]] = {}
+        self._heap: list[tuple[int, int, str, str]] = []
+        self._sched: dict[tuple[str, str], int] = {}
+        self._heap_seq = 0
+        self._prices: list[tuple[int, str, int]] = []  # (lease created ms, gpu model, per GPU-h)
+        for dep in st.deployments.values():
+            self._owner_deps.setdefault(dep.owner, []).append(dep.id)
+        for order in st.orders.values():
+            if order.state == OrderState.OPEN:
+                self._open_orders[order.id] = order
+                if not order.auction.manual:
+                    self._schedule(_WINDOW, order.id, order.closes_at_ms)
+        for bid in sorted(st.bids.values(), key=lambda b: b.seq):
+            self._order_bids.setdefault(bid.order_id, {})[bid.provider] = bid
+        for lease in sorted(st.leases.values(), key=lambda x: (x.created_at_ms, x.id)):
+            self._record_price(lease)
+            if lease.state != LeaseState.CLOSED:
+                self._index_lease(lease)
+        for prov in st.providers.values():
+            if prov.online:
+                self._schedule(_HEARTBEAT, prov.address, prov.last_heartbeat_ms + self._hb_grace())
+        for event in st.deployment_events:
+            self._dep_events.setdefault(event.deployment_id, []).append(event)
+        for dep_id in self._dep_leases:
+            self._reschedule_dry(st.deployments[dep_id])
+
+    def _index_lease(self, lease: Lease) -> None:
+        self._dep_leases.setdefault(lease.deployment_id, {})[lease.id] = lease
+        self._prov_leases.setdefault(lease.provider, {})[lease.id] = lease
+        used = self._used.setdefault(lease.provider, _Used())
+        used.cpu_millis += lease.cpu_millis
+        used.memory_bytes += lease.memory_bytes
+        used.storage_bytes += lease.storage_bytes
+        used.gpu_uuids.update(lease.gpu_uuids)
+        if lease.state == LeaseState.PENDING:
+            self._schedule(
+                _MANIFEST, lease.id, lease.created_at_ms + self.config.manifest_timeout_ms
+            )
+        else:
+            self._schedule_runtime(lease)
+
+    def _unindex_lease(self, lease: Lease) -> None:
+        self._dep_leases.get(lease.deployment_id, {}).pop(lease.id, None)
+        if not self._dep_leases.get(lease.deployment_id):
+            self._dep_leases.pop(lease.deployment_id, None)
+        self._prov_leases.get(lease.provider, {}).pop(lease.id, None)
+        used = self._used.get(lease.provider)
+        if used is not None:
+            used.cpu_millis -= lease.cpu_millis
+            used.memory_bytes -= lease.memory_bytes
+            used.storage_bytes -= lease.storage_bytes
+            used.gpu_uuids.difference_update(lease.gpu_uuids)
+        self._sched.pop((_MANIFEST, lease.id), None)
+        self._sched.pop((_RUNTIME, lease.id), None)
+
+    def _record_price(self, lease: Lease) -> None:
+        if lease.gpu_models:
+            per_gpu = lease.price_per_hour // len(lease.gpu_models)
+            self._prices.append((lease.created_at_ms, lease.gpu_models[0], per_gpu))
+
+    # ==== deadlines ========================================================================
+    def _hb_grace(self) -> int:
+        return self.config.heartbeat_timeout_ms + 1
+
+    def _schedule(self, kind: str, key: str, at_ms: int) -> None:
+        """(Re)schedule one deadline; an older entry for the same (kind, key) becomes stale."""
+        self._sched[(kind, key)] = at_ms
+        self._heap_seq += 1
+        heapq.heappush(self._heap, (at_ms, self._heap_seq, kind, key))
+
+    def _schedule_runtime(self, lease: Lease) -> None:
+        dep = self.state.deployments[lease.deployment_id]
+        if lease.started and dep.job.max_runtime_ms:
+            self._schedule(_RUNTIME, lease.id, lease.running_at_ms + dep.job.max_runtime_ms)
+
+    def _billing_lines(self, dep: Deployment) -> list[ledger.Billing]:
+        return [
+            ledger.Billing(lease.price_per_hour, lease.running_at_ms, lease.paid)
+            for lease in self._dep_leases.get(dep.id, {}).values()
+            if lease.started
+        ]
+
+    def _reschedule_dry(self, dep: Deployment) -> None:
+        lines = self._billing_lines(dep)
+        at = ledger.run_dry_at(lines, dep.escrow, self.clock.now_ms()) if lines else None
+        if at is None:
+            self._sched.pop((_DRY, dep.id), None)
+        elif self._sched.get((_DRY, dep.id)) != at:
+            self._schedule(_DRY, dep.id, at)
+
+    def _live_top(self) -> tuple[int, int, str, str] | None:
+        """The earliest valid heap entry (stale ones are dropped; heartbeat deadlines that moved
+        later are pushed again at their real time)."""
+        while self._heap:
+            entry = self._heap[0]
+            at, _, kind, key = entry
+            if self._sched.get((kind, key)) != at:
+                heapq.heappop(self._heap)
+                continue
+            if kind == _HEARTBEAT:
+                prov = self.state.providers.get(key)
+                if prov is None or not prov.online:
+                    heapq.heappop(self._heap)
+                    self._sched.pop((kind, key), None)
+                    continue
+                real = prov.last_heartbeat_ms + self._hb_grace()
+                if real > at:
+                    heapq.heappop(self._heap)
+                    self._schedule(kind, key, real)
+                    continue
+            return entry
+        return None
+
+    def next_deadline_ms(self) -> int | None:
+        """When tick() next has work; None when nothing is scheduled."""
+        top = self._live_top()
+        return None if top is None else top[0]
+
+    def tick(self) -> None:
+        """Do everything due by now, in deadline order: award closed bid windows, mark silent
+        providers offline, close leases whose escrow ran dry, whose job hit max runtime, or
+        whose manifest timed out."""
+        now = self.clock.now_ms()
+        while True:
+            top = self._live_top()
+            if top is None or top[0] > now:
+                return
+            heapq.heappop(self._heap)
+            at, _, kind, key = top
+            del self._sched[(kind, key)]
+            if kind == _WINDOW:
+                self._close_window(key, at)
+            elif kind == _HEARTBEAT:
+                self._provider_lost(key, at)
+            elif kind == _DRY:
+                self._run_dry(self.state.deployments[key], at)
+            elif kind == _MANIFEST:
+                lease = self.state.leases[key]
+                self._close_lease(
+                    lease, CloseReason.MANIFEST_TIMEOUT, at, at, "never reported running"
+                )
+            elif kind == _RUNTIME:
+                lease = self.state.leases[key]
+                self._close_lease(lease, CloseReason.TENANT, at, at, "max runtime reached")
+
+    def _run_dry(self, dep: Deployment, at_ms: int) -> None:
+        """The escrow cannot cover what the running leases owe from `at_ms` on: pay each what it
+        owes at that moment as far as the escrow goes (in lease order), close them
+        insufficient_funds at that moment, and close the deployment."""
+        for lease in list(self._dep_leases.get(dep.id, {}).values()):
+            if lease.started:
+                self._settle(lease, at_ms)
+        self._finish_deployment(dep, CloseReason.INSUFFICIENT_FUNDS, at_ms, "escrow ran dry")
+
+    # ==== journal ==========================================================================
+    def _touch(self, record: object) -> None:
+        if self.config.journal:
+            key = getattr(record, "id", None) or record.address
+            self._dirty[(type(record).__name__, key)] = record
+
+    def drain_changes(self) -> Changes:
+        """Records changed, and ledger entries/events/declines added, since the last drain."""
+        changes = Changes(
+            declines=self._new_declines[:],
+            ledger=self._new_entries[:],
+            deployment_events=self._new_dep_events[:],
+            provider_events=self._new_prov_events[:],
+        )
+        lists = {
+            "Account": changes.accounts,
+            "Deployment": changes.deployments,
+            "Order": changes.orders,
+            "Bid": changes.bids,
+            "Lease": changes.leases,
+            "ProviderRecord": changes.providers,
+        }
+        for (kind, _), record in self._dirty.items():
+            lists[kind].append(record)  # type: ignore[arg-type]
+        st = self.state
+        changes.counters = {
+            "total_minted": st.total_minted,
+            "next_deployment": st.next_deployment,
+            "next_ledger_id": st.next_ledger_id,
+            "next_event_seq": st.next_event_seq,
+            "next_bid_seq": st.next_bid_seq,
+        }
+        self._dirty.clear()
+        self._new_declines.clear()
+        self._new_entries.clear()
+        self._new_dep_events.clear()
+        self._new_prov_events.clear()
+        return changes
+
+    def _dep_event(self, dep_id: str, kind: str, time_ms: int, **fields: str) -> None:
+        if not self.config.record_events:
+            return
+        event = DeploymentEvent(self.state.next_event_seq, time_ms, dep_id, kind, **fields)
+        self.state.next_event_seq += 1
+        self.state.deployment_events.append(event)
+        self._dep_events.setdefault(dep_id, []).append(event)
+        if self.config.journal:
+            self._new_dep_events.append(event)
+
+    def _prov_event(self, provider: str, kind: str, time_ms: int, **fields: str) -> None:
+        if not self.config.record_events:
+            return
+        event = ProviderEvent(self.state.next_event_seq, time_ms, provider, kind, **fields)
+        self.state.next_event_seq += 1
+        self.state.provider_events.append(event)
+        if self.config.journal:
+            self._new_prov_events.append(event)
+
+    def _decline(self, order: Order, provider: str, reason: str, by_marketplace: bool) -> None:
+        now = self.clock.now_ms()
+        decline = Decline(order.id, provider, reason, now, by_marketplace)
+        # one decline per provider and order: the latest replaces the earlier
+        kept = [d for d in self.state.declines.get(order.id, []) if d.provider != provider]
+        kept.append(decline)
+        self.state.declines[order.id] = kept
+        if self.config.journal:
+            self._new_declines.append(decline)
+        self._dep_event(order.deployment_id, "bid_declined", now, order_id=order.id, message=reason)
+
+    # ==== money ============================================================================
+    def _balance_of(self, key: str) -> int:
+        kind, _, name = key.partition(":")
+        if kind == "acct":
+            account = self.state.accounts.get(name)
+            return 0 if account is None else account.balance
+        return self.state.deployments[name].escrow
+
+    def _add_to(self, key: str, amount: int) -> None:
+        kind, _, name = key.partition(":")
+        if kind == "acct":
+            account = self.state.accounts.get(name)
+            if account is None:
+                account = self.state.accounts[name] = Account(name)
+            account.balance += amount
+            self._touch(account)
+        else:
+            dep = self.state.deployments[name]
+            dep.escrow += amount
+            self._touch(dep)
+
+    def _owed(self, lease: Lease, until_ms: int) -> int:
+        if not lease.started:
+            return 0
+        return money.accrued(lease.price_per_hour, until_ms - lease.running_at_ms)
+
+    def _settle(self, lease: Lease, until_ms: int) -> None:
+        """Pay the lease's provider what it has accrued up to `until_ms`, as far as the escrow
+        goes (it always goes far enough except at the run-dry moment)."""
+        dep = self.state.deployments[lease.deployment_id]
+        until_ms = max(until_ms, lease.billed_until_ms)
+        amount = min(self._owed(lease, until_ms) - lease.paid, dep.escrow)
+        if amount > 0:
+            self.ledger.transfer(
+                self.clock.now_ms(),
+                escrow_key(dep.id),
+                acct_key(lease.provider),
+                amount,
+                "lease payment",
+                lease.id,
+            )
+            lease.paid += amount
+        lease.billed_until_ms = until_ms
+        self._touch(lease)
+
+    # ==== accounts =========================================================================
     def fund(self, signer: str, address: str, amount: int) -> Account:
         """Mint `amount` into `address` (faucet). Only config.admin_address may."""
-        raise NotImplementedError
+        self.tick()
+        _require(
+            bool(self.config.admin_address) and signer == self.config.admin_address,
+            PermissionDenied("only the marketplace's admin key may fund accounts"),
+        )
+        _require(bool(address), InvalidArgument("fund: address is empty"))
+        _require(amount > 0, InvalidArgument(f"fund: amount must be positive, got {amount}"))
+        self.ledger.transfer(self.clock.now_ms(), MINT, acct_key(address), amount, "faucet")
+        return self.state.accounts[address]
 
     def get_account(self, address: str) -> Account:
         """The account (a zero-balance one if it never received anything)."""
-        raise NotImplementedError
+        return self.state.accounts.get(address) or Account(address)
 
     def escrowed(self, address: str) -> int:
         """What `address` holds in the escrows of its open deployments."""
-        raise NotImplementedError
+        deps = self.state.deployments
+        return sum(
+            deps[d].escrow
+            for d in self._owner_deps.get(address, [])
+            if d in deps and deps[d].state == DeploymentState.ACTIVE
+        )
 
-    # ---- deployments --------------------------------------------------------------------
+    # ==== deployments ======================================================================
+    def _own_deployment(self, owner: str, deployment_id: str) -> Deployment:
+        dep = self.get_deployment(deployment_id)
+        _require(dep.owner == owner, PermissionDenied(f"deployment {deployment_id} is not yours"))
+        return dep
+
     def create_deployment(
         self,
         owner: str,
@@ -83,32 +482,434 @@ class MarketService:
     ) -> Deployment:
         """Move `deposit` from the owner's account into the deployment's escrow and open one order
         per group, with the bid window from job.auction."""
-        raise NotImplementedError
+        self.tick()
+        _require(bool(owner), InvalidArgument("owner is empty"))
+        _require(bool(groups), InvalidArgument("a deployment needs at least one placement group"))
+        for group in groups:
+            _require(
+                group.max_price_per_hour >= 0,
+                InvalidArgument(f"group {group.name}: negative maximum price"),
+            )
+        floor = max(self.config.min_deposit, 1)
+        _require(
+            deposit >= floor,
+            InvalidArgument(
+                f"deposit {money.format_amount(deposit)} is below the minimum "
+                f"{money.format_amount(floor)}"
+            ),
+        )
+        balance = self.get_account(owner).balance
+        _require(
+            balance >= deposit,
+            InsufficientFunds(
+                f"deposit {money.format_amount(deposit)} exceeds your balance "
+                f"{money.format_amount(balance)}"
+            ),
+        )
+        now = self.clock.now_ms()
+        st = self.state
+        dep = Deployment(
+            id=f"D{st.next_deployment}",
+            owner=owner,
+            state=DeploymentState.ACTIVE,
+            groups=tuple(groups),
+            job=job,
+            sdl=sdl,
+            sdl_sha256=sdl_sha256,
+            tenant_request=tenant_request,
+            deposited=deposit,
+            escrow=0,
+            created_at_ms=now,
+        )
+        st.next_deployment += 1
+        st.deployments[dep.id] = dep
+        self._owner_deps.setdefault(owner, []).append(dep.id)
+        self._touch(dep)
+        self.ledger.transfer(now, acct_key(owner), escrow_key(dep.id), deposit, "deposit")
+        self._dep_event(dep.id, "deployment_created", now)
+        for gseq in range(1, len(groups) + 1):
+            dep.group_orders.append("")
+            self._open_order(dep, gseq, 1, now)
+        return dep
+
+    def _open_order(self, dep: Deployment, gseq: int, oseq: int, now: int) -> Order:
+        auction_settings = dep.job.auction
+        window = auction_settings.bid_window_ms or self.config.default_bid_window_ms
+        order = Order(
+            id=f"{dep.id}/{gseq}/{oseq}",
+            deployment_id=dep.id,
+            owner=dep.owner,
+            gseq=gseq,
+            oseq=oseq,
+            group=dep.groups[gseq - 1],
+            auction=auction_settings,
+            state=OrderState.OPEN,
+            created_at_ms=now,
+            closes_at_ms=now + window,
+            job_kind=dep.job.kind,
+        )
+        self.state.orders[order.id] = order
+        self._open_orders[order.id] = order
+        self._order_bids[order.id] = {}
+        dep.group_orders[gseq - 1] = order.id
+        dep.order_ids.append(order.id)
+        self._touch(order)
+        self._touch(dep)
+        if not auction_settings.manual:
+            self._schedule(_WINDOW, order.id, order.closes_at_ms)
+        kind = "order_opened" if oseq == 1 else "order_reopened"
+        self._dep_event(dep.id, kind, now, order_id=order.id)
+        self._prov_event("", "order_opened", now, order_id=order.id)
+        return order
+
+    def _close_order(self, order: Order, now: int, message: str) -> None:
+        """Close an order that will not (or no longer) be leased: its open bids close too."""
+        if order.state == OrderState.CLOSED:
+            return
+        leases.move(order, OrderState.CLOSED)
+        self._open_orders.pop(order.id, None)
+        self._sched.pop((_WINDOW, order.id), None)
+        self._touch(order)
+        for bid in self._order_bids.get(order.id, {}).values():
+            if bid.state in (BidState.OPEN, BidState.WON):
+                leases.move(bid, BidState.CLOSED)
+                self._touch(bid)
+        self._dep_event(
+            order.deployment_id, "order_closed", now, order_id=order.id, message=message
+        )
+        self._prov_event("", "order_closed", now, order_id=order.id)
 
     def close_deployment(self, owner: str, deployment_id: str) -> Deployment:
         """Close its orders and leases (deployment_closed), settle, refund the escrow's rest."""
-        raise NotImplementedError
+        self.tick()
+        dep = self._own_deployment(owner, deployment_id)
+        _require(
+            dep.state == DeploymentState.ACTIVE,
+            FailedPrecondition(f"deployment {deployment_id} is closed already"),
+        )
+        now = self.clock.now_ms()
+        self._finish_deployment(dep, CloseReason.DEPLOYMENT_CLOSED, now, "closed by the tenant")
+        return dep
+
+    def _finish_deployment(
+        self, dep: Deployment, reason: CloseReason, at_ms: int, message: str
+    ) -> None:
+        """Close every open lease (with `reason`) and order, refund the escrow, close `dep`."""
+        for lease in list(self._dep_leases.get(dep.id, {}).values()):
+            self._close_lease(lease, reason, at_ms, at_ms, message, finishing=True)
+        for order_id in dep.group_orders:
+            self._close_order(self.state.orders[order_id], at_ms, message)
+        self.ledger.transfer(
+            self.clock.now_ms(), escrow_key(dep.id), acct_key(dep.owner), dep.escrow, "refund"
+        )
+        leases.move(dep, DeploymentState.CLOSED)
+        dep.closed_at_ms = at_ms
+        self._sched.pop((_DRY, dep.id), None)
+        self._touch(dep)
+        self._dep_event(dep.id, "deployment_closed", self.clock.now_ms(), message=message)
+        if not self.config.retain_closed:
+            self._forget(dep)
+
+    def _forget(self, dep: Deployment) -> None:
+        """Drop a closed deployment's records (simulator: bounded memory). Money stays in the
+        accounts; the deployment's (empty) escrow leaves the books with it."""
+        st = self.state
+        for order_id in dep.order_ids:
+            st.orders.pop(order_id, None)
+            st.declines.pop(order_id, None)
+            for bid in self._order_bids.pop(order_id, {}).values():
+                st.bids.pop(bid.id, None)
+        for lease_id in dep.lease_ids:
+            st.leases.pop(lease_id, None)
+        self._dep_events.pop(dep.id, None)
+        owned = self._owner_deps.get(dep.owner)
+        if owned is not None and dep.id in owned:
+            owned.remove(dep.id)
+        del st.deployments[dep.id]
 
     def deposit(self, owner: str, deployment_id: str, amount: int) -> Deployment:
         """Top up the escrow from the owner's account."""
-        raise NotImplementedError
+        self.tick()
+        dep = self._own_deployment(owner, deployment_id)
+        _require(
+            dep.state == DeploymentState.ACTIVE,
+            FailedPrecondition(f"deployment {deployment_id} is closed"),
+        )
+        _require(amount > 0, InvalidArgument(f"deposit must be positive, got {amount}"))
+        balance = self.get_account(owner).balance
+        _require(
+            balance >= amount,
+            InsufficientFunds(
+                f"deposit {money.format_amount(amount)} exceeds your balance "
+                f"{money.format_amount(balance)}"
+            ),
+        )
+        self.ledger.transfer(
+            self.clock.now_ms(), acct_key(owner), escrow_key(dep.id), amount, "deposit"
+        )
+        dep.deposited += amount
+        self._reschedule_dry(dep)
+        return dep
 
     def escrow_available(self, deployment_id: str) -> int:
         """Escrow left after what its open leases have accrued but not yet settled."""
-        raise NotImplementedError
+        dep = self.get_deployment(deployment_id)
+        lines = self._billing_lines(dep)
+        return max(0, dep.escrow - ledger.due(lines, self.clock.now_ms()))
+
+    # ==== eligibility and award ============================================================
+    def _free(self, prov: ProviderRecord) -> matching.Capacity:
+        cap: matching.Capacity = prov.capacity
+        used = self._used.get(prov.address)
+        if used is None or not (used.cpu_millis or used.gpu_uuids or used.memory_bytes):
+            return cap
+        return matching.Capacity(
+            cpu_millis=cap.cpu_millis - used.cpu_millis,
+            memory_bytes=cap.memory_bytes - used.memory_bytes,
+            storage_bytes=cap.storage_bytes - used.storage_bytes,
+            gpus=tuple(d for d in cap.gpus if d.uuid not in used.gpu_uuids),
+        )
+
+    def _check(
+        self, prov: ProviderRecord, order: Order, price: int, offer: Offer
+    ) -> matching.Allocation | str:
+        """The allocation the bid would take, or why it is ineligible."""
+        if not prov.online:
+            return "provider is offline (no heartbeat)"
+        if prov.draining:
+            return "provider is draining"
+        maximum = order.group.max_price_per_hour
+        if maximum > 0 and price > maximum:
+            return (
+                f"price {money.format_amount(price)}/h is above the tenant's maximum "
+                f"{money.format_amount(maximum)}/h"
+            )
+        mismatches = matching.placement_mismatches(order.group.requirements, prov.attributes)
+        if mismatches:
+            return "; ".join(mismatches)
+        score = self.reliability(prov.address)
+        if score < order.auction.min_reliability:
+            return (
+                f"provider reliability {score:.2f} is below the required "
+                f"{order.auction.min_reliability:.2f}"
+            )
+        free = self._free(prov)
+        if offer.gpu_uuids:
+            offered = set(offer.gpu_uuids)
+            free = matching.Capacity(
+                free.cpu_millis,
+                free.memory_bytes,
+                free.storage_bytes,
+                tuple(d for d in free.gpus if d.uuid in offered),
+            )
+        return matching.allocate(order.group, free)
+
+    def _close_window(self, order_id: str, at_ms: int) -> None:
+        order = self._open_orders.get(order_id)
+        if order is None or order.auction.manual:
+            return
+        eligible: list[tuple[Bid, matching.Allocation]] = []
+        for bid in self._order_bids.get(order_id, {}).values():
+            if bid.state != BidState.OPEN:
+                continue
+            verdict = self._check(
+                self.state.providers[bid.provider], order, bid.price_per_hour, bid.offer
+            )
+            if isinstance(verdict, str):
+                self._decline(order, bid.provider, f"at auction close: {verdict}", True)
+            else:
+                eligible.append((bid, verdict))
+        result = auction.award(
+            [bid for bid, _ in eligible], order.auction.payment, order.group.max_price_per_hour
+        )
+        if result is None:
+            # stays open; a later eligible bid is awarded at the next tick after it arrives
+            self._dep_event(order.deployment_id, "no_eligible_bid", at_ms, order_id=order.id)
+            return
+        allocation = next(a for b, a in eligible if b is result.winner)
+        self._create_lease(order, result.winner, result.price_per_hour, allocation, at_ms)
+
+    def _create_lease(
+        self, order: Order, winner: Bid, price: int, allocation: matching.Allocation, now: int
+    ) -> Lease:
+        dep = self.state.deployments[order.deployment_id]
+        leases.move(order, OrderState.ACTIVE)
+        self._open_orders.pop(order.id, None)
+        self._sched.pop((_WINDOW, order.id), None)
+        leases.move(winner, BidState.WON)
+        self._touch(winner)
+        for bid in self._order_bids.get(order.id, {}).values():
+            if bid.state == BidState.OPEN:
+                leases.move(bid, BidState.LOST)
+                self._touch(bid)
+                self._prov_event(bid.provider, "bid_lost", now, order_id=order.id, bid_id=bid.id)
+        lease = Lease(
+            id=winner.id,
+            order_id=order.id,
+            deployment_id=dep.id,
+            tenant=dep.owner,
+            provider=winner.provider,
+            price_per_hour=price,
+            state=LeaseState.PENDING,
+            created_at_ms=now,
+            bid_price_per_hour=winner.price_per_hour,
+            billed_until_ms=now,
+            gpu_uuids=allocation.gpu_uuids,
+            gpu_models=allocation.gpu_models,
+            cpu_millis=allocation.cpu_millis,
+            memory_bytes=allocation.memory_bytes,
+            storage_bytes=allocation.storage_bytes,
+        )
+        self.state.leases[lease.id] = lease
+        order.lease_id = lease.id
+        dep.lease_ids.append(lease.id)
+        self._touch(order)
+        self._touch(dep)
+        self._touch(lease)
+        self._index_lease(lease)
+        self._record_price(lease)
+        self._dep_event(dep.id, "lease_created", now, order_id=order.id, lease_id=lease.id)
+        self._prov_event(
+            lease.provider, "lease_won", now, order_id=order.id, bid_id=winner.id, lease_id=lease.id
+        )
+        self._prov_event("", "order_closed", now, order_id=order.id)
+        return lease
 
     def accept_bid(self, owner: str, bid_id: str) -> Lease:
         """Manual mode: the tenant picks any open, still-eligible bid; it is paid its own price."""
-        raise NotImplementedError
+        self.tick()
+        bid = self.get_bid(bid_id)
+        order = self.state.orders[bid.order_id]
+        self._own_deployment(owner, order.deployment_id)
+        _require(
+            order.state == OrderState.OPEN,
+            FailedPrecondition(f"order {order.id} is {order.state}, not open"),
+        )
+        _require(
+            bid.state == BidState.OPEN, FailedPrecondition(f"bid {bid_id} is {bid.state}, not open")
+        )
+        verdict = self._check(
+            self.state.providers[bid.provider], order, bid.price_per_hour, bid.offer
+        )
+        if isinstance(verdict, str):
+            self._decline(order, bid.provider, verdict, True)
+            raise Ineligible(verdict)
+        return self._create_lease(order, bid, bid.price_per_hour, verdict, self.clock.now_ms())
 
-    # ---- leases -------------------------------------------------------------------------
+    # ==== leases ===========================================================================
+    def _reorders(self, dep: Deployment, reason: CloseReason) -> bool:
+        policy = dep.job.restart_policy
+        if policy == RestartPolicy.NEVER:
+            return False
+        if reason in _REORDER_ON_FAILURE:
+            return True
+        return (
+            policy == RestartPolicy.ALWAYS
+            and reason == CloseReason.COMPLETED
+            and dep.job.kind != JobKind.TRAINING
+        )
+
+    def _close_lease(
+        self,
+        lease: Lease,
+        reason: CloseReason,
+        at_ms: int,
+        bill_until_ms: int,
+        message: str,
+        finishing: bool = False,
+    ) -> None:
+        """Settle up to `bill_until_ms`, close the lease at `at_ms`, release its capacity, then
+        re-order the group or finish the deployment (unless `finishing` it already)."""
+        dep = self.state.deployments[lease.deployment_id]
+        was_running = lease.started
+        self._settle(lease, bill_until_ms)
+        leases.move(lease, LeaseState.CLOSED)
+        lease.close_reason = reason
+        lease.closed_at_ms = at_ms
+        if message and not lease.message:
+            lease.message = message
+        self._touch(lease)
+        self._unindex_lease(lease)
+        bid = self.state.bids.get(lease.id)
+        if bid is not None and bid.state == BidState.WON:
+            leases.move(bid, BidState.CLOSED)
+            self._touch(bid)
+        order = self.state.orders[lease.order_id]
+        self._credit_history(lease.provider, reason, was_running)
+        now = self.clock.now_ms()
+        self._dep_event(
+            dep.id, "lease_closed", now, order_id=order.id, lease_id=lease.id, message=reason.value
+        )
+        self._prov_event(lease.provider, "lease_closed", now, order_id=order.id, lease_id=lease.id)
+        if order.state != OrderState.CLOSED:
+            leases.move(order, OrderState.CLOSED)
+            self._touch(order)
+        if finishing:
+            return
+        if dep.state == DeploymentState.ACTIVE and self._reorders(dep, reason):
+            self._open_order(dep, order.gseq, order.oseq + 1, now)
+            self._reschedule_dry(dep)
+        elif self._all_finished(dep):
+            self._finish_deployment(dep, reason, at_ms, f"all groups finished ({reason.value})")
+        else:
+            self._reschedule_dry(dep)
+
+    def _all_finished(self, dep: Deployment) -> bool:
+        if self._dep_leases.get(dep.id):
+            return False
+        return all(self.state.orders[o].state == OrderState.CLOSED for o in dep.group_orders)
+
+    def _credit_history(self, address: str, reason: CloseReason, was_running: bool) -> None:
+        prov = self.state.providers.get(address)
+        if prov is None:
+            return
+        if reason in (CloseReason.PROVIDER_LOST, CloseReason.PROVIDER):
+            prov.leases_lost += 1
+        elif reason == CloseReason.MANIFEST_TIMEOUT or (
+            reason == CloseReason.FAILED and not was_running
+        ):
+            prov.failed_starts += 1
+        elif reason == CloseReason.FAILED:
+            prov.leases_failed += 1
+        elif was_running:
+            prov.leases_ok += 1
+        self._touch(prov)
+
+    def _lease_of(self, lease_id: str) -> Lease:
+        lease = self.state.leases.get(lease_id)
+        if lease is None:
+            raise NotFound(f"lease {lease_id} not found")
+        return lease
+
     def close_lease(self, actor: str, lease_id: str, message: str = "") -> Lease:
-        """Tenant or provider closes a lease; settles; re-orders per the restart policy."""
-        raise NotImplementedError
+        """Tenant or provider closes a lease; settles; re-orders per the restart policy (a close
+        by the provider counts as a failure it caused; a close by the tenant never re-orders)."""
+        self.tick()
+        lease = self._lease_of(lease_id)
+        _require(
+            actor in (lease.tenant, lease.provider),
+            PermissionDenied(f"lease {lease_id} is neither yours as tenant nor as provider"),
+        )
+        _require(
+            lease.state != LeaseState.CLOSED,
+            FailedPrecondition(f"lease {lease_id} is closed already ({lease.close_reason})"),
+        )
+        reason = CloseReason.TENANT if actor == lease.tenant else CloseReason.PROVIDER
+        now = self.clock.now_ms()
+        self._close_lease(lease, reason, now, now, message)
+        return lease
 
     def manifest_for(self, provider: str, lease_id: str) -> tuple[Deployment, GroupSpec]:
         """The deployment and group a lease runs; only the lease's provider may ask."""
-        raise NotImplementedError
+        self.tick()
+        lease = self._lease_of(lease_id)
+        _require(lease.provider == provider, PermissionDenied(f"lease {lease_id} is not yours"))
+        _require(
+            lease.state != LeaseState.CLOSED,
+            FailedPrecondition(f"lease {lease_id} is closed ({lease.close_reason})"),
+        )
+        order = self.state.orders[lease.order_id]
+        return self.state.deployments[lease.deployment_id], order.group
 
     def report_status(
         self,
@@ -121,98 +922,316 @@ class MarketService:
         endpoints: Iterable[Endpoint] = (),
         message: str = "",
     ) -> Lease:
-        """The provider reports a lease running, or exited: exit 0 → completed, else failed
-        (re-ordered per the restart policy)."""
-        raise NotImplementedError
+        """The provider reports a lease running, or exited: exit 0 → completed, else (or OOM)
+        failed; the group is re-ordered per the restart policy."""
+        self.tick()
+        lease = self._lease_of(lease_id)
+        _require(lease.provider == provider, PermissionDenied(f"lease {lease_id} is not yours"))
+        _require(
+            lease.state != LeaseState.CLOSED,
+            FailedPrecondition(f"lease {lease_id} is closed ({lease.close_reason})"),
+        )
+        now = self.clock.now_ms()
+        endpoints = tuple(endpoints)
+        if endpoints:
+            lease.endpoints = endpoints
+        if message:
+            lease.message = message
+        self._touch(lease)
+        if running and lease.state == LeaseState.PENDING:
+            leases.move(lease, LeaseState.RUNNING)
+            lease.started = True
+            lease.running_at_ms = now
+            lease.billed_until_ms = now
+            self._sched.pop((_MANIFEST, lease.id), None)
+            self._schedule_runtime(lease)
+            self._reschedule_dry(self.state.deployments[lease.deployment_id])
+            self._dep_event(lease.deployment_id, "lease_running", now, lease_id=lease.id)
+        if exited:
+            lease.exit_code = exit_code
+            ok = exit_code == 0 and not oom_killed
+            reason = CloseReason.COMPLETED if ok else CloseReason.FAILED
+            text = message or ("OOM-killed" if oom_killed else f"exited with code {exit_code}")
+            lease.message = text
+            self._close_lease(lease, reason, now, now, text)
+        return lease
 
     def settle(self, lease_id: str) -> Lease:
-        """Pay the provider what the lease has accrued up to now (or its billing stop)."""
-        raise NotImplementedError
+        """Pay the provider what the lease has accrued up to now."""
+        self.tick()
+        lease = self._lease_of(lease_id)
+        if lease.state != LeaseState.CLOSED:
+            self._settle(lease, self.clock.now_ms())
+        return lease
 
     def settle_all(self) -> None:
         """settle() every open lease."""
-        raise NotImplementedError
+        self.tick()
+        now = self.clock.now_ms()
+        for open_leases in self._prov_leases.values():
+            for lease in open_leases.values():
+                self._settle(lease, now)
 
-    # ---- providers ----------------------------------------------------------------------
+    # ==== providers ========================================================================
+    def _provider(self, address: str) -> ProviderRecord:
+        prov = self.state.providers.get(address)
+        if prov is None:
+            raise NotFound(f"provider {address} is not registered")
+        return prov
+
     def register_provider(
         self,
         address: str,
         host_uri: str,
         attributes: dict[str, str],
-        capacity: object,
+        capacity: matching.Capacity,
         region: str = "",
         version: str = "",
     ) -> ProviderRecord:
-        """Register or update a provider (capacity: matching.Capacity); it is online from now."""
-        raise NotImplementedError
+        """Register or update a provider; it is online from now (history is kept)."""
+        self.tick()
+        _require(bool(address), InvalidArgument("provider address is empty"))
+        _require(
+            isinstance(capacity, matching.Capacity),
+            InvalidArgument("capacity must be a matching.Capacity"),
+        )
+        now = self.clock.now_ms()
+        prov = self.state.providers.get(address)
+        if prov is None:
+            prov = ProviderRecord(
+                address=address,
+                host_uri=host_uri,
+                attributes=dict(attributes),
+                capacity=capacity,
+                region=region,
+                version=version,
+                registered_at_ms=now,
+                last_heartbeat_ms=now,
+            )
+            self.state.providers[address] = prov
+        else:
+            self._credit_time(prov, now)
+            prov.host_uri, prov.attributes, prov.capacity = host_uri, dict(attributes), capacity
+            prov.region, prov.version = region, version
+        prov.online, prov.draining, prov.last_heartbeat_ms = True, False, now
+        self._touch(prov)
+        self._schedule(_HEARTBEAT, address, now + self._hb_grace())
+        return prov
+
+    def _credit_time(self, prov: ProviderRecord, now: int) -> None:
+        """Uptime since the last heartbeat (at most the timeout), or downtime if it was offline."""
+        gap = max(0, now - prov.last_heartbeat_ms)
+        if prov.online:
+            prov.uptime_ms += min(gap, self.config.heartbeat_timeout_ms)
+        else:
+            prov.downtime_ms += gap
 
     def heartbeat(
         self,
         address: str,
         running_lease_ids: Iterable[str] = (),
-        capacity: object | None = None,
+        capacity: matching.Capacity | None = None,
         draining: bool = False,
     ) -> list[str]:
         """Provider is alive. Returns the lease ids among `running_lease_ids` it must stop
-        (unknown or closed)."""
-        raise NotImplementedError
+        (unknown, closed, or not its own)."""
+        self.tick()
+        prov = self._provider(address)
+        _require(
+            capacity is None or isinstance(capacity, matching.Capacity),
+            InvalidArgument("capacity must be a matching.Capacity"),
+        )
+        now = self.clock.now_ms()
+        self._credit_time(prov, now)
+        if not prov.online:
+            prov.online = True
+            self._schedule(_HEARTBEAT, address, now + self._hb_grace())
+        elif (_HEARTBEAT, address) not in self._sched:
+            self._schedule(_HEARTBEAT, address, now + self._hb_grace())
+        prov.last_heartbeat_ms = now
+        prov.draining = draining
+        if capacity is not None:
+            prov.capacity = capacity
+        self._touch(prov)
+        mine = self._prov_leases.get(address, {})
+        return [lease_id for lease_id in running_lease_ids if lease_id not in mine]
+
+    def _provider_lost(self, address: str, at_ms: int) -> None:
+        prov = self.state.providers[address]
+        prov.online = False
+        self._touch(prov)
+        last = prov.last_heartbeat_ms
+        for lease in list(self._prov_leases.get(address, {}).values()):
+            if lease.state == LeaseState.CLOSED:
+                continue  # closed meanwhile (its deployment finished)
+            self._close_lease(
+                lease,
+                CloseReason.PROVIDER_LOST,
+                at_ms,
+                max(last, lease.billed_until_ms),
+                f"provider silent since {last} ms",
+            )
 
     def place_bid(
         self, provider: str, order_id: str, price_per_hour: int, offer: Offer | None = None
     ) -> Bid:
         """Bid on an open order. Ineligible → a Decline(by_marketplace=True) is recorded and
         Ineligible(reason) raised."""
-        raise NotImplementedError
+        self.tick()
+        prov = self._provider(provider)
+        order = self.get_order(order_id)
+        _require(
+            order.state == OrderState.OPEN,
+            FailedPrecondition(f"order {order_id} is {order.state}, not taking bids"),
+        )
+        _require(
+            price_per_hour > 0,
+            InvalidArgument(f"price must be positive, got {price_per_hour}"),
+        )
+        bids = self._order_bids.setdefault(order_id, {})
+        existing = bids.get(provider)
+        _require(
+            existing is None or existing.state != BidState.OPEN,
+            AlreadyExists(f"you already bid on {order_id}; withdraw it first to bid again"),
+        )
+        open_bids = sum(1 for b in bids.values() if b.state == BidState.OPEN)
+        _require(
+            open_bids < self.config.max_bids_per_order,
+            FailedPrecondition(
+                f"order {order_id} has the maximum {self.config.max_bids_per_order} open bids"
+            ),
+        )
+        offer = offer or Offer()
+        verdict = self._check(prov, order, price_per_hour, offer)
+        if isinstance(verdict, str):
+            self._decline(order, provider, verdict, True)
+            raise Ineligible(verdict)
+        now = self.clock.now_ms()
+        st = self.state
+        bid = Bid(
+            id=f"{order_id}/{provider}",
+            order_id=order_id,
+            provider=provider,
+            price_per_hour=price_per_hour,
+            state=BidState.OPEN,
+            created_at_ms=now,
+            reliability=self.reliability(provider),
+            offer=offer,
+            seq=st.next_bid_seq,
+        )
+        st.next_bid_seq += 1
+        st.bids[bid.id] = bid
+        bids.pop(provider, None)
+        bids[provider] = bid
+        self._touch(bid)
+        self._dep_event(order.deployment_id, "bid_placed", now, order_id=order_id, bid_id=bid.id)
+        if now >= order.closes_at_ms and not order.auction.manual:
+            # the window closed without a winner: award at the next tick
+            self._schedule(_WINDOW, order_id, now)
+        return bid
 
     def withdraw_bid(self, provider: str, bid_id: str) -> Bid:
-        raise NotImplementedError
+        self.tick()
+        bid = self.get_bid(bid_id)
+        _require(bid.provider == provider, PermissionDenied(f"bid {bid_id} is not yours"))
+        _require(
+            bid.state == BidState.OPEN, FailedPrecondition(f"bid {bid_id} is {bid.state}, not open")
+        )
+        leases.move(bid, BidState.WITHDRAWN)
+        self._touch(bid)
+        return bid
 
     def decline_order(self, provider: str, order_id: str, reason: str) -> None:
         """The provider says why it will not bid (shown to the tenant by explain_order)."""
-        raise NotImplementedError
+        self.tick()
+        self._provider(provider)
+        order = self.get_order(order_id)
+        self._decline(order, provider, reason.strip() or "declined (no reason given)", False)
 
-    # ---- time ---------------------------------------------------------------------------
-    def tick(self) -> None:
-        """Do everything due by now: award closed bid windows, mark silent providers offline,
-        close leases whose escrow ran dry or whose job hit max runtime or manifest timeout."""
-        raise NotImplementedError
-
-    def next_deadline_ms(self) -> int | None:
-        """When tick() next has work; None when nothing is scheduled."""
-        raise NotImplementedError
-
-    # ---- journal ------------------------------------------------------------------------
-    def drain_changes(self) -> Changes:
-        """Records changed, and ledger entries/events/declines added, since the last drain."""
-        raise NotImplementedError
-
-    # ---- reads --------------------------------------------------------------------------
+    # ==== reads ============================================================================
     def get_deployment(self, deployment_id: str) -> Deployment:
-        raise NotImplementedError
+        dep = self.state.deployments.get(deployment_id)
+        if dep is None:
+            raise NotFound(f"deployment {deployment_id} not found")
+        return dep
 
     def list_deployments(
         self, owner: str | None = None, open_only: bool = False
     ) -> list[Deployment]:
-        raise NotImplementedError
+        if owner is not None:
+            deps = [self.state.deployments[d] for d in self._owner_deps.get(owner, [])]
+        else:
+            deps = list(self.state.deployments.values())
+        if open_only:
+            deps = [d for d in deps if d.state == DeploymentState.ACTIVE]
+        return deps
 
     def get_order(self, order_id: str) -> Order:
-        raise NotImplementedError
+        order = self.state.orders.get(order_id)
+        if order is None:
+            raise NotFound(f"order {order_id} not found")
+        return order
 
     def list_orders(self, open_only: bool = False, deployment_id: str | None = None) -> list[Order]:
-        raise NotImplementedError
+        if deployment_id is not None:
+            dep = self.get_deployment(deployment_id)
+            orders = [self.state.orders[o] for o in dep.order_ids]
+            return [o for o in orders if o.state == OrderState.OPEN] if open_only else orders
+        if open_only:
+            return list(self._open_orders.values())
+        return list(self.state.orders.values())
 
     def list_bids(self, order_id: str) -> list[Bid]:
-        raise NotImplementedError
+        self.get_order(order_id)
+        return auction.rank(list(self._order_bids.get(order_id, {}).values()))
 
     def get_bid(self, bid_id: str) -> Bid:
-        raise NotImplementedError
+        bid = self.state.bids.get(bid_id)
+        if bid is None:
+            raise NotFound(f"bid {bid_id} not found")
+        return bid
 
     def explain_order(self, order_id: str) -> OrderExplanation:
         """The order, its bids, every decline with its reason, and a one-line summary."""
-        raise NotImplementedError
+        order = self.get_order(order_id)
+        bids = tuple(self.list_bids(order_id))
+        declines = tuple(self.state.declines.get(order_id, ()))
+        return OrderExplanation(order, bids, declines, self._summary(order, bids, declines))
+
+    def _summary(self, order: Order, bids: tuple[Bid, ...], declines: tuple[Decline, ...]) -> str:
+        now = self.clock.now_ms()
+        if order.state == OrderState.ACTIVE:
+            lease = self.state.leases[order.lease_id]
+            return f"leased to {lease.provider} at {money.format_amount(lease.price_per_hour)}/h"
+        if order.state == OrderState.CLOSED:
+            if order.lease_id:
+                lease = self.state.leases[order.lease_id]
+                return f"closed: lease {lease.id} ended ({lease.close_reason})"
+            return "closed without a lease"
+        open_bids = [b for b in bids if b.state == BidState.OPEN]
+        if order.auction.manual and open_bids:
+            best = open_bids[0]
+            return (
+                f"{len(open_bids)} open bid(s), waiting for you to accept one (best "
+                f"{money.format_amount(best.price_per_hour)}/h from {best.provider})"
+            )
+        if open_bids and now < order.closes_at_ms:
+            return f"{len(open_bids)} bid(s) so far; the auction closes in {order.closes_at_ms - now} ms"
+        online = sum(1 for p in self.state.providers.values() if p.online and not p.draining)
+        if not declines:
+            if now < order.closes_at_ms:
+                return f"no bids yet; {online} provider(s) online; window closes in {order.closes_at_ms - now} ms"
+            return f"no bids and no declines yet from {online} online provider(s); still open"
+        tally: dict[str, int] = {}
+        for d in declines:
+            tally[d.reason] = tally.get(d.reason, 0) + 1
+        top = "; ".join(
+            f"{reason} ({n})" for reason, n in sorted(tally.items(), key=lambda x: -x[1])[:3]
+        )
+        return f"no eligible bid: {len(declines)} provider(s) declined: {top}"
 
     def get_lease(self, lease_id: str) -> Lease:
-        raise NotImplementedError
+        return self._lease_of(lease_id)
 
     def list_leases(
         self,
@@ -221,32 +1240,76 @@ class MarketService:
         open_only: bool = False,
         deployment_id: str | None = None,
     ) -> list[Lease]:
-        raise NotImplementedError
+        if provider is not None and open_only:
+            found = list(self._prov_leases.get(provider, {}).values())
+        elif deployment_id is not None:
+            found = [self.state.leases[x] for x in self.get_deployment(deployment_id).lease_ids]
+        else:
+            found = list(self.state.leases.values())
+        return [
+            x
+            for x in found
+            if (owner is None or x.tenant == owner)
+            and (provider is None or x.provider == provider)
+            and (deployment_id is None or x.deployment_id == deployment_id)
+            and (not open_only or x.state != LeaseState.CLOSED)
+        ]
 
     def get_provider(self, address: str) -> ProviderRecord:
-        raise NotImplementedError
+        return self._provider(address)
 
     def list_providers(self) -> list[ProviderRecord]:
-        raise NotImplementedError
+        return list(self.state.providers.values())
+
+    def open_lease_count(self, address: str) -> int:
+        return len(self._prov_leases.get(address, {}))
 
     def provider_events_after(
         self, address: str, seq: int = 0, limit: int = 1000
     ) -> list[ProviderEvent]:
         """Events for `address` (and broadcasts) with seq > `seq`, oldest first."""
-        raise NotImplementedError
+        events = self.state.provider_events
+        start = bisect_right(events, seq, key=lambda e: e.seq)
+        out: list[ProviderEvent] = []
+        for event in events[start:]:
+            if event.provider in ("", address):
+                out.append(event)
+                if len(out) >= limit:
+                    break
+        return out
 
     def deployment_events_after(self, deployment_id: str, seq: int = 0) -> list[DeploymentEvent]:
-        raise NotImplementedError
+        self.get_deployment(deployment_id)
+        events = self._dep_events.get(deployment_id, [])
+        return events[bisect_right(events, seq, key=lambda e: e.seq) :]
 
     def price_stats(self, since_ms: int = 0) -> list[PriceStat]:
         """Per GPU model: p10/median/p90 of leases' price per GPU-hour, leases created since."""
-        raise NotImplementedError
+        start = bisect_left(self._prices, since_ms, key=lambda p: p[0])
+        by_model: dict[str, list[int]] = {}
+        for _, model, price in self._prices[start:]:
+            by_model.setdefault(model, []).append(price)
+        stats = []
+        for model, prices in sorted(by_model.items()):
+            prices.sort()
+
+            def pick(q: float, prices: list[int] = prices) -> int:
+                return prices[min(len(prices) - 1, int(q * len(prices)))]
+
+            stats.append(PriceStat(model, len(prices), pick(0.1), pick(0.5), pick(0.9)))
+        return stats
 
     def audit(self) -> AuditReport:
         """Ledger vs balances: Σ accounts + escrows == total minted, no negative balance, every
         entry > 0, and (when the ledger is kept) replaying it gives every balance."""
-        raise NotImplementedError
+        return ledger.audit(
+            self.state, replay=self.config.keep_ledger and self.config.retain_closed
+        )
 
     def reliability(self, address: str) -> float:
         """The provider's score in [0, 1] from its history (reliability.py)."""
-        raise NotImplementedError
+        return reliability.score(
+            self._provider(address),
+            self.config.reliability_prior_ok,
+            self.config.reliability_prior_bad,
+        )

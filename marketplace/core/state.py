@@ -66,7 +66,6 @@ class CloseReason(StrEnum):
     PROVIDER_LOST = "provider_lost"  # the provider went silent past the heartbeat timeout
     MANIFEST_TIMEOUT = "manifest_timeout"  # the provider never started the workload
     DEPLOYMENT_CLOSED = "deployment_closed"  # the tenant closed the whole deployment
-    MAX_RUNTIME = "max_runtime"  # the job reached its max_runtime (x-gpumarket key)
 
 
 @dataclass(slots=True)
@@ -164,7 +163,13 @@ class Lease:
     exit_code: int = 0
     message: str = ""
     endpoints: tuple[Endpoint, ...] = ()
-    allocation: Any = None  # matching.Allocation: what it holds of the provider's capacity
+    started: bool = False  # reported running at least once: billing runs from running_at_ms
+    # what it holds of the provider's capacity (from matching.allocate at award time)
+    gpu_uuids: tuple[str, ...] = ()
+    gpu_models: tuple[str, ...] = ()
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    storage_bytes: int = 0
 
 
 @dataclass(slots=True)
