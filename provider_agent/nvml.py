@@ -430,16 +430,20 @@ def health_problems(h: GpuHealth, info: GpuInfo) -> tuple[str, ...]:
 
 
 def open_monitor(
-    backend: str, replay_file: Path | None = None, replay_load: bool = False
+    backend: str,
+    replay_file: Path | None = None,
+    replay_load: bool = False,
+    xid_quarantine_s: float = 600.0,
 ) -> GpuMonitor:
     """A monitor over the real NVML ("nvml"), a recording ("replay"), or nothing ("none")."""
     if backend == "replay":
         if replay_file is None:
             raise ValueError("replay backend needs a replay_file")
-        return GpuMonitor(ReplayNvml.from_file(replay_file, pynvml, load=replay_load))
+        lib = ReplayNvml.from_file(replay_file, pynvml, load=replay_load)
+        return GpuMonitor(lib, xid_quarantine_s=xid_quarantine_s)
     if backend == "none":
         return _NoGpus()
-    return GpuMonitor(pynvml)
+    return GpuMonitor(pynvml, xid_quarantine_s=xid_quarantine_s)
 
 
 class _NoGpus(GpuMonitor):

@@ -79,6 +79,12 @@ class ContainerState:
     ports: tuple[tuple[int, int], ...] = ()  # (container port, host port)
     gpu_uuids: tuple[str, ...] = ()
     finished_at: float | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+
+    def label(self, key: str, default: str = "") -> str:
+        return dict(self.labels).get(key, default)
 
     @property
     def running(self) -> bool:
@@ -182,6 +188,9 @@ def _state(attrs: dict[str, Any]) -> ContainerState:
         ports=tuple(sorted(set(ports))),
         gpu_uuids=tuple(u for u in labels.get(LABEL_GPUS, "").split(",") if u),
         finished_at=_parse_time(st.get("FinishedAt")),
+        labels=tuple(sorted(labels.items())),
+        cpu_millis=int(attrs.get("HostConfig", {}).get("NanoCpus") or 0) // 1_000_000,
+        memory_bytes=int(attrs.get("HostConfig", {}).get("Memory") or 0),
     )
 
 

@@ -1,0 +1,162 @@
+"""`gpumarket provider ...`: run the agent, show what this box offers, quote a manifest."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from marketplace.cli.output import json_option, print_json, print_table
+from provider_agent.config import EX_CONFIG, AgentConfig, ConfigError, check_runnable, load_config
+
+DEFAULT_CONFIG = "provider.toml"
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Agent config (TOML). Default: ./provider.toml if present, else built-in defaults.",
+)
+
+
+def _load(config_path: Path | None, to_run: bool = False) -> AgentConfig:
+    """The validated config; on a bad one print one line and exit 78 (EX_CONFIG)."""
+    if config_path is None and Path(DEFAULT_CONFIG).exists():
+        config_path = Path(DEFAULT_CONFIG)
+    try:
+        cfg = AgentConfig() if config_path is None else load_config(config_path)
+        if to_run:
+            check_runnable(cfg)
+        return cfg
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+
+
+@click.group()
+def provider() -> None:
+    """Run a GPU provider: inventory, quotes and the bidding/running daemon."""
+
+
+@provider.command()
+@config_option
+@json_option
+def inventory(config_path: Path | None, as_json: bool) -> None:
+    """What this box offers (GPUs, CPU, memory, storage) and the health of each GPU."""
+    from provider_agent.agent import read_inventory
+
+    cfg = _load(config_path)
+    inv = read_inventory(cfg)
+    if as_json:
+        print_json(_inventory_json(inv))
+        return
+    host = inv.host
+    click.echo(inv.summary)
+    if host.driver_version:
+        click.echo(f"driver {host.driver_version}, CUDA {host.cuda_version}")
+    if inv.gpus:
+        rows = []
+        for g in inv.gpus:
+            info, health = g.reading.info, g.reading.health
+            rows.append(
+                [
+                    info.index,
+                    info.uuid,
+                    g.variant.label if g.variant else info.name,
+                    f"{info.memory_mib} MiB" if info.memory_mib else "?",
+                    info.compute_capability or "?",
+                    _pcie(info.pcie_gen, info.pcie_width),
+                    f"{health.temperature_c} C" if health.temperature_c is not None else "?",
+                    "offered" if g.offered else f"held back: {g.why_not}",
+                ]
+            )
+        print_table(["GPU", "UUID", "MODEL", "VRAM", "CC", "PCIE", "TEMP", "STATUS"], rows)
+    click.echo("attributes:")
+    for key, value in inv.attributes:
+        click.echo(f"  {key}={value}")
+
+
+def _pcie(gen: int | None, width: int | None) -> str:
+    return f"gen{gen} x{width}" if gen and width else "?"
+
+
+def _inventory_json(inv: Any) -> dict[str, Any]:
+    host = inv.host
+    return {
+        "status": host.status,
+        "message": host.message,
+        "summary": inv.summary,
+        "driver_version": host.driver_version,
+        "cuda_version": host.cuda_version,
+        "cpu_millis": inv.cpu_millis,
+        "memory_bytes": inv.memory_bytes,
+        "storage_bytes": inv.storage_bytes,
+        "attributes": dict(inv.attributes),
+        "gpus": [
+            {
+                **{k: v for k, v in asdict(g.reading.info).items() if v is not None},
+                "model": g.variant.model if g.variant else None,
+                "ram_gib": g.variant.ram_gib if g.variant else None,
+                "health": {k: v for k, v in asdict(g.reading.health).items() if v is not None},
+                "offered": g.offered,
+                "why_not": g.why_not,
+            }
+            for g in inv.gpus
+        ],
+    }
+
+
+@provider.command()
+@click.argument("manifest_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tenant", default="gm1quote", help="Tenant address the allow/deny lists see.")
+@config_option
+@json_option
+def quote(manifest_file: Path, tenant: str, config_path: Path | None, as_json: bool) -> None:
+    """Would this box bid on MANIFEST_FILE, at what price per hour, and if not, why."""
+    from marketplace.core.errors import MarketError
+    from marketplace.core.manifest import parse_manifest
+    from marketplace.core.money import format_amount
+    from provider_agent.agent import quote_group, read_inventory
+
+    cfg = _load(config_path)
+    try:
+        manifest = parse_manifest(manifest_file.read_bytes(), str(manifest_file))
+    except MarketError as exc:
+        raise click.ClickException(str(exc)) from exc
+    inv = read_inventory(cfg)
+    results = []
+    for group in manifest.groups:
+        d = quote_group(cfg, inv, group, tenant)
+        results.append(
+            {
+                "group": group.name,
+                "bid": d.bid,
+                "price_per_hour": d.price_per_hour if d.bid else None,
+                "max_price_per_hour": group.max_price_per_hour,
+                "gpus": list(d.allocation.gpu_uuids) if d.allocation and d.bid else [],
+                "reason": d.reason,
+            }
+        )
+    if as_json:
+        print_json({"provider": inv.summary, "groups": results})
+        return
+    click.echo(inv.summary)
+    for r in results:
+        if r["bid"]:
+            price = format_amount(r["price_per_hour"], manifest.groups[0].denom)
+            click.echo(f"group {r['group']}: would bid {price} per hour ({r['reason']})")
+        else:
+            click.echo(f"group {r['group']}: would not bid: {r['reason']}")
+
+
+@provider.command()
+@config_option
+def run(config_path: Path | None) -> None:
+    """Run the provider daemon: heartbeat, watch orders, bid, run won leases."""
+    from provider_agent.agent import run_agent
+
+    cfg = _load(config_path, to_run=True)
+    sys.exit(run_agent(cfg))

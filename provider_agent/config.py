@@ -1,0 +1,412 @@
+"""The agent's TOML configuration, read with tomllib and validated into frozen dataclasses.
+
+Every problem is a ConfigError naming the file and the key ("provider.toml: pricing.scale.
+cpu_hour: must not be negative"); the CLI prints it on one line and exits 78 (EX_CONFIG), which
+the systemd unit's RestartPreventExitStatus=78 keeps from restart-looping. Unknown keys are
+errors too: a typo must not silently fall back to a default. examples/provider.toml documents
+every key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marketplace.core import money, units
+from marketplace.core.bidding import BidPolicy
+from marketplace.core.pricing import PricingError, ScalePricing
+
+EX_CONFIG = 78
+PACKAGED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+class ConfigError(ValueError):
+    def __init__(self, key: str, message: str, source: str = "config") -> None:
+        self.key = key
+        self.message = message
+        self.source = source
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+
+
+@dataclass(frozen=True)
+class ProviderSection:
+    key: str = "provider"  # key name under $GPUMARKET_HOME/keys, or a path to a PEM file
+    region: str = ""
+    host_uri: str = ""
+    attributes: tuple[tuple[str, str], ...] = ()  # the operator's own (region, tier...)
+    state_dir: Path | None = None  # where the agent keeps its resume token; default: home
+
+
+@dataclass(frozen=True)
+class MarketplaceSection:
+    address: str = "127.0.0.1:7800"
+    call_timeout_s: float = 5.0
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class GpuSection:
+    backend: str = "nvml"  # nvml | replay | none
+    replay_file: Path | None = None
+    replay_load: bool = False  # replay the under-load time series (utilisation, power)
+    poll_interval_s: float = 5.0
+    allow_uuids: tuple[str, ...] = ()  # offer only these GPUs; empty: every healthy GPU
+    xid_quarantine_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class ResourcesSection:
+    cpu_millis: int | None = None  # None: every CPU of the host, less the reserve
+    memory_bytes: int | None = None  # None: the host's memory, less the reserve
+    storage_bytes: int | None = None  # None: free disk under the state dir
+    reserve_cpu_millis: int = 1000
+    reserve_memory_bytes: int = 2 * units.GI
+
+
+@dataclass(frozen=True)
+class PricingSection:
+    strategy: str = "scale"  # scale | script
+    scale: ScalePricing | None = None
+    script_command: tuple[str, ...] = ()
+    script_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class RuntimeSection:
+    pids_limit: int = 1024
+    shm_bytes: int = 64 * units.MI
+    training_shm_bytes: int = units.GI  # training jobs (NCCL, data loaders) need a large /dev/shm
+    max_restarts: int = 3  # local restarts for on-failure / always before the lease fails
+    stop_grace_s: int = 10
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = 9400  # 0: any free port (printed at start)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    provider: ProviderSection = field(default_factory=ProviderSection)
+    marketplace: MarketplaceSection = field(default_factory=MarketplaceSection)
+    gpu: GpuSection = field(default_factory=GpuSection)
+    resources: ResourcesSection = field(default_factory=ResourcesSection)
+    pricing: PricingSection = field(default_factory=PricingSection)
+    policy: BidPolicy = field(default_factory=BidPolicy)
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    source: str = "<defaults>"
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+class _Section:
+    """Typed getters over one TOML table that remember which keys were read."""
+
+    def __init__(self, data: dict[str, Any], prefix: str, source: str) -> None:
+        self.data = data
+        self.prefix = prefix
+        self.source = source
+        self.used: set[str] = set()
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.prefix}{key}", message, self.source)
+
+    def raw(self, key: str) -> Any:
+        self.used.add(key)
+        return self.data.get(key)
+
+    def string(self, key: str, default: str, choices: tuple[str, ...] = ()) -> str:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string, got {units.type_name(value)}")
+        if choices and value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, got {units.type_name(value)}")
+        return value
+
+    def number(self, key: str, default: float, minimum: float = 0.0) -> float:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"must be a number, got {units.type_name(value)}")
+        if value < minimum:
+            raise self.error(key, f"must be at least {minimum:g}, got {value}")
+        return float(value)
+
+    def integer(self, key: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+        value = self.raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"must be a whole number, got {units.type_name(value)}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise self.error(key, f"must be {bound}, got {value}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.raw(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, "must be a list of strings")
+        return tuple(value)
+
+    def parsed(self, key: str, parse: Any, default: Any = None) -> Any:
+        value = self.raw(key)
+        if value is None or value == "auto":
+            return default
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+
+    def amount(self, key: str, default: int | None = 0) -> int | None:
+        return self.parsed(key, lambda v: parse_money(v), default)
+
+    def table(self, key: str) -> _Section:
+        value = self.raw(key)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a table, got {units.type_name(value)}")
+        return _Section(value, f"{self.prefix}{key}.", self.source)
+
+    def check_unknown(self, subtables: tuple[_Section, ...] = ()) -> None:
+        for key in self.data:
+            if key not in self.used:
+                raise self.error(key, "unknown key (see examples/provider.toml for every key)")
+        for sub in subtables:
+            sub.check_unknown()
+
+
+def parse_money(value: object) -> int:
+    """A price: "2.50" (units) or "2500000u" (micro-units) or a whole number of units. Floats
+    are refused: money never goes through a float."""
+    if isinstance(value, bool | float):
+        raise ValueError(f'write prices as strings, e.g. "{value}", not as a float')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value * money.MICRO
+    if not isinstance(value, str):
+        raise ValueError(f'must be a price such as "2.50", got {units.type_name(value)}')
+    return money.parse_amount(value)
+
+
+def _path(value: object, base: Path) -> Path:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a path string, got {units.type_name(value)}")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def check_runnable(cfg: AgentConfig) -> None:
+    """What `provider run` needs beyond a valid file. Raises ConfigError."""
+    if cfg.pricing.strategy == "scale" and cfg.pricing.scale is None:
+        raise ConfigError("pricing.scale", "is required to bid: set at least one price", cfg.source)
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate a config file. Raises ConfigError."""
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read: {exc.strerror or exc}", source) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"not valid TOML: {exc}", source) from None
+    return parse_config(data, source, path.resolve().parent)
+
+
+def parse_config(
+    data: dict[str, Any], source: str = "config", base: Path | None = None
+) -> AgentConfig:
+    base = base or Path.cwd()
+    root = _Section(data, "", source)
+    sections = {
+        name: root.table(name)
+        for name in (
+            "provider",
+            "marketplace",
+            "gpu",
+            "resources",
+            "pricing",
+            "policy",
+            "runtime",
+            "metrics",
+        )
+    }
+    cfg = AgentConfig(
+        provider=_provider(sections["provider"], base),
+        marketplace=_marketplace(sections["marketplace"]),
+        gpu=_gpu(sections["gpu"], base),
+        resources=_resources(sections["resources"]),
+        pricing=_pricing(sections["pricing"], base),
+        policy=_policy(sections["policy"]),
+        runtime=_runtime(sections["runtime"]),
+        metrics=_metrics(sections["metrics"]),
+        source=source,
+    )
+    root.check_unknown(tuple(sections.values()))
+    return cfg
+
+
+def _provider(s: _Section, base: Path) -> ProviderSection:
+    attrs = s.table("attributes")
+    pairs = []
+    for key, value in attrs.data.items():
+        attrs.used.add(key)
+        if not isinstance(value, str):
+            raise attrs.error(key, f"attribute values are strings, got {units.type_name(value)}")
+        if key.startswith("capabilities/gpu"):
+            raise attrs.error(
+                key, "GPU capabilities are derived from the inventory; do not type them"
+            )
+        pairs.append((key, value))
+    state = s.raw("state_dir")
+    return ProviderSection(
+        key=s.string("key", "provider"),
+        region=s.string("region", ""),
+        host_uri=s.string("host_uri", ""),
+        attributes=tuple(sorted(pairs)),
+        state_dir=None if state is None else s.parsed("state_dir", lambda v: _path(v, base)),
+    )
+
+
+def _marketplace(s: _Section) -> MarketplaceSection:
+    return MarketplaceSection(
+        address=s.string("address", MarketplaceSection.address),
+        call_timeout_s=s.number("call_timeout_s", 5.0, minimum=0.1),
+        reconnect_max_s=s.number("reconnect_max_s", 30.0, minimum=0.1),
+    )
+
+
+def _gpu(s: _Section, base: Path) -> GpuSection:
+    backend = s.string("backend", "nvml", ("nvml", "replay", "none"))
+    replay = s.raw("replay_file")
+    replay_file = None
+    if replay is not None:
+        replay_file = s.parsed("replay_file", lambda v: _replay_path(v, base))
+        if not replay_file.exists():
+            raise s.error("replay_file", f"no such file: {replay_file}")
+    if backend == "replay" and replay_file is None:
+        raise s.error("replay_file", 'is required when backend = "replay"')
+    return GpuSection(
+        backend=backend,
+        replay_file=replay_file,
+        replay_load=s.boolean("replay_load", False),
+        poll_interval_s=s.number("poll_interval_s", 5.0, minimum=0.1),
+        allow_uuids=s.strings("allow_uuids"),
+        xid_quarantine_s=s.number("xid_quarantine_s", 600.0),
+    )
+
+
+def _replay_path(value: object, base: Path) -> Path:
+    """A path, or "builtin:h100_nvml.json" for a recording shipped inside the package."""
+    if isinstance(value, str) and value.startswith("builtin:"):
+        return PACKAGED_FIXTURES / value.removeprefix("builtin:")
+    return _path(value, base)
+
+
+def _resources(s: _Section) -> ResourcesSection:
+    return ResourcesSection(
+        cpu_millis=s.parsed("cpu", units.parse_cpu),
+        memory_bytes=s.parsed("memory", units.parse_size),
+        storage_bytes=s.parsed("storage", units.parse_size),
+        reserve_cpu_millis=s.parsed("reserve_cpu", units.parse_cpu, 1000),
+        reserve_memory_bytes=s.parsed("reserve_memory", units.parse_size, 2 * units.GI),
+    )
+
+
+def _pricing(s: _Section, base: Path) -> PricingSection:
+    strategy = s.string("strategy", "scale", ("scale", "script"))
+    scale_t = s.table("scale")
+    script_t = s.table("script")
+    scale = None
+    if scale_t.data:
+        gpu_t = scale_t.table("gpu_hour")
+        gpu = []
+        for model in list(gpu_t.data):
+            gpu.append((model, int(gpu_t.amount(model) or 0)))
+        try:
+            scale = ScalePricing(
+                gpu_hour=tuple(gpu),
+                cpu_hour=scale_t.amount("cpu_hour") or 0,
+                memory_gib_hour=scale_t.amount("memory_gib_hour") or 0,
+                storage_gib_hour=scale_t.amount("storage_gib_hour") or 0,
+                start_fee=scale_t.amount("start_fee") or 0,
+                floor=scale_t.amount("floor") or 0,
+                ceiling=scale_t.amount("ceiling", None),
+            )
+        except PricingError as exc:
+            raise ConfigError("pricing.scale", str(exc), s.source) from None
+        scale_t.check_unknown((gpu_t,))
+    command = script_t.raw("command")
+    if isinstance(command, str):
+        command = [command]
+    if command is not None and (
+        not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command)
+    ):
+        raise script_t.error("command", "must be a command line as a list of strings")
+    if strategy == "script" and not command:
+        raise script_t.error("command", 'is required when strategy = "script"')
+    if command:
+        first = Path(command[0]).expanduser()
+        if "/" in command[0] and not first.is_absolute():
+            command = [str(base / first), *command[1:]]
+    timeout = script_t.number("timeout_s", 5.0, minimum=0.1)
+    script_t.check_unknown()
+    return PricingSection(
+        strategy=strategy,
+        scale=scale,
+        script_command=tuple(command or ()),
+        script_timeout_s=timeout,
+    )
+
+
+def _policy(s: _Section) -> BidPolicy:
+    allow, deny = s.strings("allow_tenants"), s.strings("deny_tenants")
+    if set(allow) & set(deny):
+        raise s.error("deny_tenants", f"{sorted(set(allow) & set(deny))[0]} is also allowed")
+    return BidPolicy(
+        max_leases=s.integer("max_leases", 0),
+        allow_tenants=frozenset(allow),
+        deny_tenants=frozenset(deny),
+    )
+
+
+def _runtime(s: _Section) -> RuntimeSection:
+    return RuntimeSection(
+        pids_limit=s.integer("pids_limit", 1024, minimum=16),
+        shm_bytes=s.parsed("shm_size", units.parse_size, 64 * units.MI),
+        training_shm_bytes=s.parsed("training_shm_size", units.parse_size, units.GI),
+        max_restarts=s.integer("max_restarts", 3),
+        stop_grace_s=s.integer("stop_grace_s", 10, minimum=1),
+    )
+
+
+def _metrics(s: _Section) -> MetricsSection:
+    return MetricsSection(
+        enabled=s.boolean("enabled", True),
+        bind=s.string("bind", "127.0.0.1"),
+        port=s.integer("port", 9400, minimum=0, maximum=65535),
+    )

@@ -1,0 +1,455 @@
+"""Runs won leases as containers and watches them until they end.
+
+For each lease: pull missing images (progress goes to the lease's own log), make a per-lease
+network, create and start one container per service replica with the GPUs the bid reserved, report
+RUNNING with the published endpoints, stream logs, and report the exit (code, OOM kill) once every
+container is done. The manifest's restart policy is honoured locally: `never` reports the first
+failure; `on-failure` restarts a failed container (and `always` any exited one) up to
+`runtime.max_restarts` times before reporting.
+
+Everything a restarted agent needs is on the containers' labels, so `adopt()` finds its running
+containers, resumes their logs from a cursor kept on disk and watches them again: nothing is
+started twice. Callbacks (`report`, `ship_logs`) are called from worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from marketplace.core.manifest import Manifest
+from marketplace.core.matching import Allocation
+from marketplace.core.resources import GroupSpec, JobKind, JobSettings, RestartPolicy
+from provider_agent.config import RuntimeSection
+from provider_agent.runtime import (
+    LABEL,
+    ContainerSpec,
+    ContainerState,
+    DockerRuntime,
+    LogLine,
+    RuntimeFailure,
+)
+
+log = logging.getLogger(__name__)
+LABEL_RESTART = f"{LABEL}.restart"
+LABEL_RESTARTS = f"{LABEL}.restarts-left"
+LOG_BATCH = 200
+LOG_FLUSH_S = 0.2
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    service: str
+    port: int
+    host: str
+    external_port: int
+    proto: str = "tcp"
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.external_port}"
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    lease_id: str
+    running: bool
+    exited: bool = False
+    exit_code: int = 0
+    oom_killed: bool = False
+    message: str = ""
+    endpoints: tuple[EndpointInfo, ...] = ()
+
+
+@dataclass
+class _Lease:
+    lease_id: str
+    restart: RestartPolicy
+    containers: dict[str, ContainerState] = field(default_factory=dict)  # id -> last state
+    restarts_left: dict[str, int] = field(default_factory=dict)  # container id -> restarts left
+    specs: dict[str, ContainerSpec] = field(default_factory=dict)  # container id -> spec
+    done: dict[str, ContainerState] = field(default_factory=dict)  # exited for good
+    closing: bool = False
+    reported_exit: bool = False
+
+
+class LogCursor:
+    """Last shipped log time per container, on disk, so a restarted agent resumes (not repeats)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._times: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._dirty = False
+        if path is not None and path.exists():
+            try:
+                self._times = {k: float(v) for k, v in json.loads(path.read_text()).items()}
+            except (OSError, ValueError):
+                log.warning("log cursor %s unreadable; resuming logs from the start", path)
+
+    def get(self, container_id: str) -> float | None:
+        with self._lock:
+            return self._times.get(container_id)
+
+    def advance(self, container_id: str, when: float) -> None:
+        with self._lock:
+            if when > self._times.get(container_id, 0.0):
+                self._times[container_id] = when
+                self._dirty = True
+
+    def forget(self, container_id: str) -> None:
+        with self._lock:
+            self._dirty = self._times.pop(container_id, None) is not None or self._dirty
+
+    def save(self) -> None:
+        with self._lock:
+            if self.path is None or not self._dirty:
+                return
+            data = json.dumps(self._times)
+            self._dirty = False
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(data)
+        os.replace(tmp, self.path)  # atomic: a kill -9 leaves the old or the new file
+
+
+class LeaseSupervisor:
+    def __init__(
+        self,
+        runtime: DockerRuntime,
+        settings: RuntimeSection,
+        report: Callable[[StatusReport], None],
+        ship_logs: Callable[[str, list[LogLine]], None],
+        public_host: str = "127.0.0.1",
+        state_dir: Path | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self._report = report
+        self._ship = ship_logs
+        self.public_host = public_host
+        self.cursor = LogCursor(None if state_dir is None else state_dir / "log-cursor.json")
+        self._leases: dict[str, _Lease] = {}
+        self._lock = threading.RLock()
+        self._buffers: dict[str, list[LogLine]] = {}
+        self._followers: dict[str, list[threading.Thread]] = {}
+        self._buf_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="log-flush", daemon=True)
+        self._flusher.start()
+
+    # --- queries ------------------------------------------------------------------------------
+    def running_leases(self) -> list[str]:
+        with self._lock:
+            return [lid for lid, lease in self._leases.items() if not lease.reported_exit]
+
+    def containers(self, lease_id: str) -> list[ContainerState]:
+        with self._lock:
+            lease = self._leases.get(lease_id)
+            return list(lease.containers.values()) if lease else []
+
+    # --- starting -----------------------------------------------------------------------------
+    def start_lease(
+        self,
+        lease_id: str,
+        manifest: Manifest,
+        group: GroupSpec,
+        allocation: Allocation | None,
+    ) -> StatusReport:
+        """Pull, create and start every container of the lease (blocking). Reports and returns
+        RUNNING with endpoints, or an exit with the reason it could not start."""
+        with self._lock:
+            if lease_id in self._leases:
+                return StatusReport(lease_id, running=True, message="already running")
+            lease = _Lease(lease_id, manifest.job.restart_policy)
+            self._leases[lease_id] = lease
+        try:
+            specs = self._specs(lease_id, manifest, group, allocation)
+            for image in sorted({s.image for s in specs}):
+                self.runtime.ensure_image(image, lambda text: self._system_log(lease_id, text))
+            network = self.runtime.ensure_network(lease_id)
+            for spec in specs:
+                state = self.runtime.launch(_with_network(spec, network))
+                self._track(lease, state, spec, self.settings.max_restarts)
+        except RuntimeFailure as exc:
+            self._teardown(lease_id)
+            report = StatusReport(lease_id, False, exited=True, exit_code=-1, message=str(exc))
+            self._system_log(lease_id, f"lease failed to start: {exc}")
+            self._flush(lease_id)
+            with self._lock:
+                lease.reported_exit = True
+            self._report(report)
+            return report
+        report = StatusReport(lease_id, True, message="running", endpoints=self._endpoints(lease))
+        self._report(report)
+        with self._lock:
+            watched = list(lease.containers.values())
+        for state in watched:
+            self._watch(lease_id, state)
+        return report
+
+    def _specs(
+        self, lease_id: str, manifest: Manifest, group: GroupSpec, allocation: Allocation | None
+    ) -> list[ContainerSpec]:
+        job = manifest.job
+        shm = (
+            self.settings.training_shm_bytes
+            if job.kind == JobKind.TRAINING
+            else self.settings.shm_bytes
+        )
+        gpus_by_unit = list(allocation.unit_gpus) if allocation else []
+        specs = []
+        for i, unit in enumerate(group.resources):
+            unit_gpus = list(gpus_by_unit[i]) if i < len(gpus_by_unit) else []
+            per_replica = unit.gpu.units
+            for service_name in unit.services:
+                service = manifest.services[service_name]
+                for replica in range(unit.count):
+                    taken = unit_gpus[replica * per_replica : (replica + 1) * per_replica]
+                    specs.append(
+                        ContainerSpec(
+                            lease_id=lease_id,
+                            service=service.name,
+                            image=service.image,
+                            replica=replica,
+                            command=service.command,
+                            args=service.args,
+                            env=service.env,
+                            ports=service.global_ports,
+                            cpu_millis=unit.cpu_millis,
+                            memory_bytes=unit.memory_bytes,
+                            gpu_uuids=tuple(taken),
+                            shm_bytes=shm,
+                            pids_limit=self.settings.pids_limit,
+                            extra_labels=_job_labels(job),
+                        )
+                    )
+        return specs
+
+    def _track(
+        self, lease: _Lease, state: ContainerState, spec: ContainerSpec | None, left: int
+    ) -> None:
+        with self._lock:
+            lease.containers[state.id] = state
+            lease.restarts_left[state.id] = left
+            if spec is not None:
+                lease.specs[state.id] = spec
+
+    def _endpoints(self, lease: _Lease) -> tuple[EndpointInfo, ...]:
+        with self._lock:
+            states = list(lease.containers.values())
+        return tuple(
+            EndpointInfo(s.service, port, self.public_host, host_port)
+            for s in states
+            for port, host_port in s.ports
+        )
+
+    # --- re-adoption --------------------------------------------------------------------------
+    def adopt(self) -> list[str]:
+        """Find this provider's containers after a restart and watch them again. Returns the
+        lease ids now supervised. Leaked `created` containers are removed; containers that exited
+        while the agent was away are reported."""
+        found = self.runtime.owned()
+        by_lease: dict[str, list[ContainerState]] = {}
+        for state in found:
+            if state.status == "created":
+                self.runtime.remove(state.id)  # a start that never happened
+                continue
+            by_lease.setdefault(state.lease_id, []).append(state)
+        for lease_id, states in by_lease.items():
+            lease = _Lease(lease_id, _restart_of(states[0]))
+            with self._lock:
+                if lease_id in self._leases:
+                    continue
+                self._leases[lease_id] = lease
+            for state in states:
+                self._track(lease, state, None, 0)
+            log.info("re-adopted lease %s (%d containers)", lease_id, len(states))
+            for state in states:
+                self._watch(lease_id, state)
+        return sorted(by_lease)
+
+    def endpoints(self, lease_id: str) -> tuple[EndpointInfo, ...]:
+        with self._lock:
+            lease = self._leases.get(lease_id)
+        return self._endpoints(lease) if lease else ()
+
+    # --- watching -----------------------------------------------------------------------------
+    def _watch(self, lease_id: str, state: ContainerState) -> None:
+        followers = [
+            threading.Thread(
+                target=self._follow,
+                args=(lease_id, state.id, stream),
+                name=f"logs-{state.name}-{stream}",
+                daemon=True,
+            )
+            for stream in ("stdout", "stderr")
+        ]
+        with self._lock:
+            self._followers[state.id] = followers
+        for thread in followers:
+            thread.start()
+        threading.Thread(
+            target=self._wait, args=(lease_id, state.id), name=f"wait-{state.name}", daemon=True
+        ).start()
+
+    def _follow(self, lease_id: str, container_id: str, stream: str) -> None:
+        since = self.cursor.get(container_id)
+        try:
+            for line in self.runtime.logs(
+                container_id, stream, since=None if since is None else since + 1e-6
+            ):
+                self._emit(lease_id, container_id, line)
+        except Exception as exc:  # the container went away under us: nothing more to read
+            log.debug("log follow of %s ended: %s", container_id[:12], exc)
+
+    def _wait(self, lease_id: str, container_id: str) -> None:
+        try:
+            final = self.runtime.wait(container_id)
+        except Exception as exc:
+            log.warning("lost track of container %s: %s", container_id[:12], exc)
+            return
+        self._on_exit(lease_id, final)
+
+    def _on_exit(self, lease_id: str, final: ContainerState) -> None:
+        with self._lock:
+            followers = self._followers.pop(final.id, [])
+        for thread in followers:  # the exit report must come after the container's last lines
+            thread.join(timeout=5)
+        with self._lock:
+            lease = self._leases.get(lease_id)
+            if lease is None or lease.closing:
+                return
+            left = lease.restarts_left.get(final.id, 0)
+            failed = final.exit_code != 0 or final.oom_killed
+            again = (lease.restart == RestartPolicy.ALWAYS) or (
+                lease.restart == RestartPolicy.ON_FAILURE and failed
+            )
+        what = _exit_text(final)
+        if again and left > 0:
+            self._system_log(lease_id, f"{final.service}: {what}; restarting ({left} left)")
+            try:
+                self.runtime.start(final.id)
+            except RuntimeFailure as exc:
+                self._system_log(lease_id, f"{final.service}: restart failed: {exc}")
+            else:
+                with self._lock:
+                    lease.restarts_left[final.id] = left - 1
+                self._watch(lease_id, self.runtime.inspect(final.id))
+                return
+        self._system_log(lease_id, f"{final.service}: {what}")
+        with self._lock:
+            lease.done[final.id] = final
+            lease.containers[final.id] = final
+            all_done = len(lease.done) == len(lease.containers)
+            first_failure = next(
+                (s for s in lease.done.values() if s.exit_code != 0 or s.oom_killed), None
+            )
+            if lease.reported_exit:
+                return
+            if first_failure is None and not all_done:
+                return  # wait for the other containers
+            lease.reported_exit = True
+        if first_failure is not None and not all_done:
+            # one replica failed for good: the lease has failed; stop the rest
+            for cid in list(lease.containers):
+                if cid not in lease.done:
+                    self.runtime.stop(cid, self.settings.stop_grace_s)
+        self._flush(lease_id)
+        result = first_failure or final
+        self._report(
+            StatusReport(
+                lease_id,
+                running=False,
+                exited=True,
+                exit_code=result.exit_code if result.exit_code is not None else -1,
+                oom_killed=result.oom_killed,
+                message=f"{result.service}: {_exit_text(result)}",
+            )
+        )
+
+    # --- stopping -----------------------------------------------------------------------------
+    def stop_lease(self, lease_id: str) -> None:
+        """The lease is closed: stop and remove its containers and network (blocking)."""
+        with self._lock:
+            lease = self._leases.get(lease_id)
+            if lease is not None:
+                lease.closing = True
+        self._flush(lease_id)
+        self._teardown(lease_id)
+        with self._lock:
+            self._leases.pop(lease_id, None)
+
+    def _teardown(self, lease_id: str) -> None:
+        for state in self.runtime.owned(lease_id):
+            self.runtime.stop(state.id, self.settings.stop_grace_s)
+            self.runtime.remove(state.id)
+            self.cursor.forget(state.id)
+        self.runtime.remove_network(lease_id)
+        self.cursor.save()
+
+    def close(self) -> None:
+        """Stop watching (containers keep running, for re-adoption) and flush what is buffered."""
+        self._stop.set()
+        self._flusher.join(timeout=5)
+        for lease_id in list(self._buffers):
+            self._flush(lease_id)
+        self.cursor.save()
+
+    # --- logs ---------------------------------------------------------------------------------
+    def _emit(self, lease_id: str, container_id: str, line: LogLine) -> None:
+        with self._buf_lock:
+            self._buffers.setdefault(lease_id, []).append(line)
+            big = len(self._buffers[lease_id]) >= LOG_BATCH
+        if container_id:
+            self.cursor.advance(container_id, line.time)
+        if big:
+            self._flush(lease_id)
+
+    def _system_log(self, lease_id: str, text: str) -> None:
+        self._emit(lease_id, "", LogLine(time.time(), "system", text))
+
+    def _flush(self, lease_id: str) -> None:
+        with self._buf_lock:
+            lines = self._buffers.pop(lease_id, [])
+        if lines:
+            try:
+                self._ship(lease_id, lines)
+            except Exception:
+                log.exception("shipping logs of %s failed", lease_id)
+            self.cursor.save()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(LOG_FLUSH_S):
+            for lease_id in list(self._buffers):
+                self._flush(lease_id)
+
+
+def _with_network(spec: ContainerSpec, network: str) -> ContainerSpec:
+    from dataclasses import replace
+
+    return replace(spec, network=network)
+
+
+def _job_labels(job: JobSettings) -> tuple[tuple[str, str], ...]:
+    return ((LABEL_RESTART, str(job.restart_policy)), (f"{LABEL}.kind", str(job.kind)))
+
+
+def _restart_of(state: ContainerState) -> RestartPolicy:
+    try:
+        return RestartPolicy(state.label(LABEL_RESTART, RestartPolicy.NEVER))
+    except ValueError:
+        return RestartPolicy.NEVER
+
+
+def _exit_text(state: ContainerState) -> str:
+    if state.oom_killed:
+        return f"killed: out of memory (exit {state.exit_code})"
+    if state.exit_code == 0:
+        return "exited 0"
+    return f"exited with code {state.exit_code}" + (f" ({state.error})" if state.error else "")
