@@ -1378,14 +1378,15 @@ def _sequence(value: Any, path: Path, allow_none: bool = False, what: str = "a l
 
 def _integer(value: Any, path: Path, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Problem(path, f"expected a whole number, got {units.type_name(value)} {value!r:.40}")
+        shown = "" if value is None else f" {value!r:.40}"
+        raise _Problem(path, f"expected a whole number, got {units.type_name(value)}{shown}")
     if not low <= value <= high:
         raise _Problem(path, f"{value} is outside {low}..{high}")
     return value
 
 
 def _gpu_units(value: Any, path: Path) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Problem(path, f"GPU units must be a whole number, got {value!r:.40}")

@@ -46,6 +46,8 @@ def _number_text(value: object) -> str:
     text = str(value).strip()
     if not text:
         raise ValueError("empty value")
+    if not text.isascii():
+        raise ValueError(f"not a plain number: {text[:40]!r}")
     return text
 
 
@@ -73,7 +75,7 @@ def parse_cpu(value: object) -> int:
         raise ValueError("invalid: negative value not allowed")
     if text.endswith("m"):
         digits = text[:-1]
-        if not digits.isdigit():
+        if not re.fullmatch(r"[0-9]+", digits):
             raise ValueError(f"invalid CPU quantity {text!r} (use 0.5, 1 or 100m)")
         millis = Decimal(digits)
     else:
