@@ -177,6 +177,10 @@ def test_v21_merges_services_sharing_a_profile() -> None:
     (unit,) = v21.groups[0].resources
     assert unit.services == ("api", "web") and unit.count == 3
     assert dict((s.name, c) for s, c in v21.workloads("dc")) == {"api": 1, "web": 2}
+    replicas = [(r.service.name, r.index, r.unit_index, r.slot) for r in v21.replicas("dc")]
+    assert replicas == [("api", 0, 0, 0), ("web", 0, 0, 1), ("web", 1, 0, 2)]
+    replicas = [(r.service.name, r.index, r.unit_index, r.slot) for r in v20.replicas("dc")]
+    assert replicas == [("api", 0, 0, 0), ("web", 0, 1, 0), ("web", 1, 1, 1)]
 
 
 @pytest.mark.parametrize("bad", ['"1.0"', '"abc"', '"1.9"'])
@@ -590,3 +594,13 @@ def test_without_extension_keys_defaults_apply() -> None:
 def test_bad_extension_keys(old: str, new: str, path: str) -> None:
     err = error_of(BASE + EXTENSION.replace(old, new))
     assert err.path == path
+
+
+def test_the_documented_example_is_valid() -> None:
+    from tests.conftest import REPO
+
+    doc = (REPO / "docs" / "manifest.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    m = parse_manifest(example, "docs/manifest.md")
+    assert m.warnings == ()
+    assert m.job.kind is JobKind.TRAINING and m.job.auction.payment is Payment.SECOND_PRICE

@@ -215,6 +215,17 @@ class ServiceDeployment:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One container to run for a group. Its GPUs are slot `slot` of unit `unit_index`:
+    allocation.unit_gpus[unit_index][slot * units : (slot + 1) * units]."""
+
+    service: Service
+    index: int  # replica number within its service, from 0
+    unit_index: int  # position in GroupSpec.resources
+    slot: int  # replica number within the ResourceUnit (v2.1 units hold several services)
+
+
+@dataclass(frozen=True)
 class Manifest:
     version: str  # "2.0" or "2.1" (the grammar used)
     services: Mapping[str, Service] = field(hash=False)
@@ -238,6 +249,19 @@ class Manifest:
         return tuple(
             (self.services[d.service], d.count) for d in self.deployments if d.placement == group
         )
+
+    def replicas(self, group: str) -> tuple[Replica, ...]:
+        """Every container a provider runs for `group`, in unit order, each with its GPU slot."""
+        spec = self.group(group)
+        counts = {d.service: d.count for d in self.deployments if d.placement == group}
+        result = []
+        for unit_index, unit in enumerate(spec.resources):
+            slot = 0
+            for name in unit.services:
+                for index in range(counts[name]):
+                    result.append(Replica(self.services[name], index, unit_index, slot))
+                    slot += 1
+        return tuple(result)
 
 
 # ---------------------------------------------------------------------------------------------
