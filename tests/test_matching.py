@@ -202,3 +202,11 @@ def test_manifest_group_against_an_h100_box() -> None:
         )
         == []
     )
+
+
+def test_a_wildcard_unit_leaves_specific_devices_to_a_specific_unit() -> None:
+    spec = group(unit(1, GpuOption("*")), unit(1, GpuOption("h100")))
+    result = allocate(spec, capacity(*devices(H100, 1), *devices(RTX4090, 1)))
+    assert isinstance(result, Allocation)
+    assert result.unit_gpus == (("GPU-rtx4090-0",), ("GPU-h100-0",))
+    assert result.gpu_models == ("rtx4090", "h100")

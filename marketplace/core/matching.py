@@ -183,6 +183,22 @@ def _pick_gpus(
     return f"needs {needed}× {wanted} (one model for all replicas), {has}"
 
 
+def _most_constrained_first(
+    resources: tuple[ResourceUnit, ...], free: list[GpuDevice]
+) -> list[int]:
+    """GPU units in the order to fill them: fewest matching devices first, so a wildcard unit
+    does not take the only devices a specific unit could use. Ties keep the manifest's order."""
+    wanting = [i for i, unit in enumerate(resources) if unit.total_gpus]
+    if len(wanting) < 2:
+        return wanting
+
+    def choices(i: int) -> int:
+        options = resources[i].gpu.options or (GpuOption("*"),)
+        return sum(1 for d in free if any(d.variant.matches(o) for o in options))
+
+    return sorted(wanting, key=lambda i: (choices(i), i))
+
+
 def allocate(group: GroupSpec, free: Capacity) -> Allocation | str:
     """What hosting the whole group would take from `free`, or a one-line reason it cannot."""
     cpu = memory = storage = 0
@@ -198,31 +214,26 @@ def allocate(group: GroupSpec, free: Capacity) -> Allocation | str:
         need, have = units.format_size(storage), units.format_size(free.storage_bytes)
         return f"needs {need} storage, {have} free"
     remaining = list(free.gpus)
-    uuids: list[str] = []
-    models: list[str] = []
-    per_unit: list[tuple[str, ...]] = []
-    per_unit_variant: list[GpuVariant | None] = []
-    for unit in group.resources:
-        if unit.total_gpus == 0:
-            per_unit.append(())
-            per_unit_variant.append(None)
-            continue
-        picked = _pick_gpus(unit, remaining)
+    per_unit: list[tuple[str, ...]] = [() for _ in group.resources]
+    per_unit_variant: list[GpuVariant | None] = [None for _ in group.resources]
+    models: dict[str, str] = {}
+    for index in _most_constrained_first(group.resources, remaining):
+        picked = _pick_gpus(group.resources[index], remaining)
         if isinstance(picked, str):
             return picked
         variant, devices = picked
         taken = {d.uuid for d in devices}
         remaining = [d for d in remaining if d.uuid not in taken]
-        uuids.extend(d.uuid for d in devices)
-        models.extend(variant.model for _ in devices)
-        per_unit.append(tuple(d.uuid for d in devices))
-        per_unit_variant.append(variant)
+        per_unit[index] = tuple(d.uuid for d in devices)
+        per_unit_variant[index] = variant
+        models.update((d.uuid, variant.model) for d in devices)
+    uuids = [uuid for unit_uuids in per_unit for uuid in unit_uuids]
     return Allocation(
         gpu_uuids=tuple(uuids),
         cpu_millis=cpu,
         memory_bytes=memory,
         storage_bytes=storage,
-        gpu_models=tuple(models),
+        gpu_models=tuple(models[uuid] for uuid in uuids),
         unit_gpus=tuple(per_unit),
         unit_variants=tuple(per_unit_variant),
     )
