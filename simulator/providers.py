@@ -79,7 +79,10 @@ class SimProvider:
     failure_factor: float  # community boxes fail more often than datacentre ones
     free_gpus: int = 0  # not leased and not reserved by an open bid
     up: bool = True
-    leases: set[str] = field(default_factory=set)
+    # lease id → (job, group index), insertion-ordered (never a set: iteration must be stable)
+    leases: dict[str, Any] = field(default_factory=dict)
+    running: dict[str, tuple[int, int]] = field(default_factory=dict)  # lease → (GPUs, since ms)
+    busy_gpu_ms: float = 0.0  # GPU-time spent running leases (what its cost is paid on)
     revenue: int = 0
     wins: int = 0
     losses: int = 0

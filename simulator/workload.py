@@ -44,11 +44,15 @@ class Job:
     orders: list[str] = field(default_factory=list)  # per group: its current order id ("" none)
     leases: list[str] = field(default_factory=list)  # per group: its current lease id ("" none)
     providers: list[int] = field(default_factory=list)  # per group: provider index (-1 none)
+    lost_at: list[int] = field(default_factory=list)  # per group: when its provider failed (-1)
+    replica_since: list[int] = field(default_factory=list)  # inference: replica up since (-1)
     progress_ms: float = 0.0  # training: compute done and kept (up to the last sync)
     running_since_ms: int = -1  # when all groups last became leased; -1 when not running
     utilization: float = 1.0
     up_ms: float = 0.0  # inference: replica-time served
-    waiting_since_ms: int = 0  # since when it lacks a group (patience)
+    waiting_since_ms: int = 0  # since when it lacks a group (patience); -1 while running
+    patience_ms: int = 0
+    end_ms: int = 0  # inference: when the tenant stops the service
     first_start_ms: int = -1
     interruptions: int = 0
     done: bool = False

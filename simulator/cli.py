@@ -1,0 +1,186 @@
+"""`gpumarket simulate`: run the market simulator on a scenario, or sweep a grid of them.
+
+    gpumarket simulate                              the built-in scenario
+    gpumarket simulate scenario.yaml --seed 3 --out DIR --json
+    gpumarket simulate sweep sweep.yaml             a grid × seeds, in parallel processes
+
+`simulate` is a group whose default command is `run`: anything that is not a subcommand name
+is handed to `run`, so a scenario file and `sweep` never collide.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from marketplace.cli.output import friendly_errors, json_option, print_json, print_table
+from simulator.scenario import ScenarioError
+
+YAML_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+class DefaultRunGroup(click.Group):
+    """A group that runs `run` unless the first argument names another subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        help_flags = set(ctx.help_option_names)
+        if not args or (args[0] not in self.commands and args[0] not in help_flags):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultRunGroup)
+def simulate() -> None:
+    """Simulate the GPU market at scale, with the marketplace's own rules.
+
+    \b
+    gpumarket simulate [SCENARIO.yaml] [--seed N] [--out DIR] [--json]
+        Run one scenario (default: a built-in one with a few hundred providers
+        over three days). Writes metrics.json, timeseries.csv, providers.csv
+        and PNG plots to ./sim-out/<name>-seed<N>/ (or --out).
+    gpumarket simulate sweep SWEEP.yaml [--out DIR] [--json]
+        Run a grid of settings × seeds in parallel; writes sweep.csv/json and plots.
+
+    Examples of both files are in examples/ (scenario.yaml, sweep.yaml).
+    """
+
+
+def _progress_bar(enabled: bool, label: str) -> Any:
+    if not enabled:
+        return None
+    return click.progressbar(length=1000, label=label, file=sys.stderr, show_eta=True)
+
+
+@simulate.command("run")
+@click.argument("scenario", required=False, type=YAML_FILE)
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (default: the scenario's).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Report folder (default: ./sim-out/<scenario>-seed<N>/).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a scenario key, e.g. --set providers.count=1000 (repeatable).",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots (faster).")
+@json_option
+@friendly_errors
+def run(
+    scenario: Path | None,
+    seed: int | None,
+    out: Path | None,
+    overrides: tuple[str, ...],
+    no_plots: bool,
+    as_json: bool,
+) -> None:
+    """Run one scenario (the built-in one when SCENARIO is left out)."""
+    from simulator.engine import run_scenario
+    from simulator.report import summary_rows, write_report
+    from simulator.scenario import load_scenario
+
+    try:
+        sc = load_scenario(scenario, _parse_overrides(overrides))
+        seed = sc.seed if seed is None else seed
+        out = out or Path("sim-out") / f"{_slug(sc.name)}-seed{seed}"
+        show = not as_json and sys.stderr.isatty()
+        bar = _progress_bar(show, f"simulating {sc.duration_days:g} days")
+        started = time.perf_counter()
+        if bar is not None:
+            with bar:
+                sim = run_scenario(sc, seed, lambda f: bar.update(round(f * 1000) - bar.pos))
+        else:
+            sim = run_scenario(sc, seed)
+        wall = time.perf_counter() - started
+        summary = write_report(sim, out, plots=sc.report.plots and not no_plots)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        print_json({"out": str(out), "wall_seconds": round(wall, 3), "metrics": summary})
+        return
+    print_table(["metric", "value"], summary_rows(summary))
+    rate = sim.events / wall if wall > 0 else 0.0
+    click.echo(f"\nran in {wall:.1f} s ({sim.events} events, {rate:,.0f} events/s)")
+    click.echo(f"report: {out}/ (metrics.json, timeseries.csv, providers.csv, *.png)")
+
+
+@simulate.command("sweep")
+@click.argument("sweep_file", metavar="SWEEP.yaml", type=YAML_FILE)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Report folder (default: ./sim-out/sweep-<name>/).",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Processes (default: the file's).")
+@json_option
+@friendly_errors
+def sweep(sweep_file: Path, out: Path | None, workers: int | None, as_json: bool) -> None:
+    """Run a grid of scenario settings × seeds in parallel processes."""
+    import dataclasses
+
+    from simulator.sweep import load_sweep, run_sweep
+
+    try:
+        plan = load_sweep(sweep_file)
+        if workers is not None:
+            plan = dataclasses.replace(plan, workers=workers)
+        out = out or Path("sim-out") / f"sweep-{_slug(plan.name)}"
+        show = not as_json and sys.stderr.isatty()
+        total = len(plan.combinations()) * len(plan.seeds)
+        bar = click.progressbar(length=total, label="runs", file=sys.stderr) if show else None
+        started = time.perf_counter()
+        if bar is not None:
+            with bar:
+                rows, means, plots = run_sweep(plan, out, lambda done, _n: bar.update(1))
+        else:
+            rows, means, plots = run_sweep(plan, out)
+        wall = time.perf_counter() - started
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        print_json(
+            {
+                "out": str(out),
+                "wall_seconds": round(wall, 3),
+                "runs": rows,
+                "means": means,
+                "plots": plots,
+            }
+        )
+        return
+    headers = list(means[0])
+    print_table(headers, [[_cell(row[h]) for h in headers] for row in means])
+    click.echo(
+        f"\n{len(rows)} runs in {wall:.1f} s; report: {out}/ (sweep.csv, sweep_runs.csv, "
+        f"sweep.json, {', '.join(plots) or 'no plots'})"
+    )
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "scenario"
+
+
+def _parse_overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ScenarioError(f"--set {item!r}: expected KEY=VALUE, e.g. providers.count=1000")
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            out[key.strip()] = text
+    return out

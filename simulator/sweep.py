@@ -1,0 +1,209 @@
+"""Parameter sweeps: a grid of scenario settings × seeds, run in parallel processes.
+
+A sweep file (YAML):
+
+    name: payment-vs-providers
+    scenario: scenario-small.yaml      # optional, relative to this file; default: built-in
+    seeds: [1, 2]
+    set: {duration_days: 1}             # optional: fixed overrides for every run
+    grid:                               # dotted scenario keys → values to try
+      providers.count: [100, 200, 400]
+      market.payment: [first-price, second-price]
+    workers: 2                          # optional; default: the machine's CPU count
+
+Every combination is validated before anything runs, so a bad value fails in one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simulator.engine import run_scenario
+from simulator.report import metrics_json, summarize
+from simulator.scenario import ScenarioError, load_scenario
+
+_KEYS = ("name", "scenario", "seeds", "set", "grid", "workers")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    scenario: Path | None
+    seeds: tuple[int, ...]
+    fixed: dict[str, Any]
+    grid: dict[str, tuple[Any, ...]]
+    workers: int
+
+    def combinations(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        return [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(self.grid[k] for k in keys))
+        ]
+
+
+def load_sweep(path: Path) -> Sweep:
+    try:
+        data = yaml.safe_load(path.read_text("utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: a sweep must be a mapping with a 'grid'")
+    for key in data:
+        if key not in _KEYS:
+            raise ScenarioError(f"sweep.{key}: unknown key (known: {', '.join(_KEYS)})")
+    grid = data.get("grid")
+    if not isinstance(grid, dict) or not grid:
+        raise ScenarioError("sweep.grid: needs at least one 'dotted.key: [values]' entry")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ScenarioError(f"sweep.grid.{key}: expected a non-empty list of values")
+    seeds = data.get("seeds", [1])
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise ScenarioError("sweep.seeds: expected a list of whole numbers >= 0")
+    fixed = data.get("set") or {}
+    if not isinstance(fixed, dict):
+        raise ScenarioError("sweep.set: expected a mapping of dotted keys to values")
+    workers = data.get("workers", os.cpu_count() or 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ScenarioError(f"sweep.workers: expected a whole number >= 1, got {workers!r}")
+    scenario = data.get("scenario")
+    base = None
+    if scenario is not None:
+        if not isinstance(scenario, str):
+            raise ScenarioError("sweep.scenario: expected a file name")
+        base = (path.parent / scenario).resolve()
+    sweep = Sweep(
+        name=str(data.get("name") or path.stem),
+        scenario=base,
+        seeds=tuple(seeds),
+        fixed=dict(fixed),
+        grid={k: tuple(v) for k, v in grid.items()},
+        workers=workers,
+    )
+    for combo in sweep.combinations():  # validate every run before starting any
+        load_scenario(base, {**sweep.fixed, **combo})
+    return sweep
+
+
+def run_one(
+    scenario: Path | None, overrides: dict[str, Any], seed: int, out: str
+) -> dict[str, Any]:
+    """One sweep run (in a worker process): its metrics.json, and the row for the table."""
+    sc = load_scenario(scenario, overrides)
+    sim = run_scenario(sc, seed)
+    summary = summarize(sim)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(metrics_json(summary), encoding="utf-8")
+    return summary
+
+
+def table_row(params: dict[str, Any], seed: int, s: dict[str, Any]) -> dict[str, Any]:
+    outcomes = s["jobs"]["outcomes"]
+    return {
+        **params,
+        "seed": seed,
+        "price_to_reference_cost": s["price_to_reference_cost"],
+        "efficiency_auction": s["efficiency"]["auction_vs_best_bidder"],
+        "efficiency_market": s["efficiency"]["market_vs_cost_minimising"],
+        "gpu_utilization": s["utilization"]["gpu_busy_fraction"],
+        "wait_p50_min": s["wait_minutes"]["p50"],
+        "completed": outcomes.get("completed", 0),
+        "unfilled": outcomes.get("unfilled", 0),
+        "failovers": s["failures"]["failovers"],
+        "sla_violations": s["sla"]["violations"],
+        "provider_revenue": s["providers"]["revenue_total"],
+    }
+
+
+def average(rows: list[dict[str, Any]], params: list[str]) -> list[dict[str, Any]]:
+    """Mean over seeds of each numeric column, per parameter combination (grid order kept)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[p] for p in params), []).append(row)
+    out = []
+    for key, members in groups.items():
+        merged: dict[str, Any] = dict(zip(params, key, strict=True))
+        merged["seeds"] = len(members)
+        for column in members[0]:
+            if column in params or column == "seed":
+                continue
+            merged[column] = round(sum(m[column] for m in members) / len(members), 6)
+        out.append(merged)
+    return out
+
+
+def run_sweep(
+    sweep: Sweep, out: Path, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Run every combination × seed; write sweep_runs.csv, sweep.csv, sweep.json and plots.
+    Returns (per-run rows, per-combination means, plot file names)."""
+    out.mkdir(parents=True, exist_ok=True)
+    params = list(sweep.grid)
+    jobs = [
+        (i, combo, seed) for i, combo in enumerate(sweep.combinations()) for seed in sweep.seeds
+    ]
+    results: dict[tuple[int, int], dict[str, Any]] = {}
+    with ProcessPoolExecutor(max_workers=min(sweep.workers, len(jobs))) as pool:
+        futures = {
+            pool.submit(
+                run_one,
+                sweep.scenario,
+                {**sweep.fixed, **combo},
+                seed,
+                str(out / "runs" / f"run{i:03d}-seed{seed}"),
+            ): (i, combo, seed)
+            for i, combo, seed in jobs
+        }
+        for done, future in enumerate(as_completed(futures), start=1):
+            i, combo, seed = futures[future]
+            results[(i, seed)] = table_row(combo, seed, future.result())
+            if progress is not None:
+                progress(done, len(jobs))
+    rows = [results[(i, seed)] for i, _, seed in jobs]  # grid order, not finishing order
+    means = average(rows, params)
+    _write_csv(out / "sweep_runs.csv", rows)
+    _write_csv(out / "sweep.csv", means)
+    (out / "sweep.json").write_text(
+        json.dumps(
+            {
+                "name": sweep.name,
+                "grid": {k: list(v) for k, v in sweep.grid.items()},
+                "seeds": list(sweep.seeds),
+                "runs": rows,
+                "means": means,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    from simulator.plots import sweep_plots
+
+    plots = sweep_plots(means, params, out)
+    return rows, means, plots
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
