@@ -218,6 +218,11 @@ def test_malformed_input(text: str, needle: str) -> None:
     assert needle in error_of(text).message
 
 
+def test_absurd_nesting_is_an_error_not_a_crash() -> None:
+    # deeper than the C loader is trusted with: the Python loader runs and stops cleanly
+    assert "nested too deeply" in error_of("a: " + "[" * 500 + "]" * 500).message
+
+
 def test_binary_bytes() -> None:
     with pytest.raises(ManifestError, match="not UTF-8"):
         parse_manifest(b"\x7fELF\x02\x01\x01\x00\xd0\xff", "a.out")

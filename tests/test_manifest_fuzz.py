@@ -13,9 +13,10 @@ from marketplace.core.manifest import ManifestError, parse_manifest
 from tests.conftest import CORPUS_SDL
 from tests.test_manifest import BASE
 
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 SEEDS = [
     yaml.safe_load(BASE),
-    yaml.safe_load((CORPUS_SDL / "Llama-3.1-405B-BF16__deploy.yaml").read_text()),
+    yaml.safe_load((CORPUS_SDL / "DeepSeek-R1__deploy.yaml").read_text()),
     yaml.safe_load((CORPUS_SDL / "torchbench__torchbench_gpu_sdl_cuda12_0.yaml").read_text()),
 ]
 
@@ -68,7 +69,7 @@ def mutated(draw: st.DrawFn) -> str:
         path = draw(st.sampled_from(targets))
         action = draw(st.sampled_from(["drop", "replace", "replace", "add"]))
         doc = mutate(doc, path, action, draw(WEIRD))
-    text = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    text = yaml.dump(doc, Dumper=DUMPER, allow_unicode=True, sort_keys=False)
     if draw(st.booleans()):  # sometimes break the YAML itself
         cut = draw(st.integers(min_value=0, max_value=len(text)))
         text = text[:cut] + draw(st.sampled_from(["", ":", "[", "\t", "&a *b", "\x00", "- -"]))
