@@ -609,3 +609,58 @@ def test_the_documented_example_is_valid() -> None:
     m = parse_manifest(example, "docs/manifest.md")
     assert m.warnings == ()
     assert m.job.kind is JobKind.TRAINING and m.job.auction.payment is Payment.SECOND_PRICE
+
+
+def test_duplicated_mount_point() -> None:
+    text = BASE.replace(
+        "        data:\n          mount: /data\n",
+        "        data:\n          mount: /data\n        default:\n          mount: /data\n",
+    )
+    assert "duplicated mount point" in error_of(text).message
+
+
+def test_v21_ram_volume_cannot_be_read_only() -> None:
+    text = BASE.replace("persistent: true\n              class: beta3", "class: ram")
+    text = text.replace(
+        "          mount: /data\n", "          mount: /data\n          readOnly: true\n"
+    )
+    assert parse(text).version == "2.0"  # allowed in 2.0
+    err = error_of(text.replace('"2.0"', '"2.1"', 1))
+    assert 'readOnly=true is not allowed for storage class "ram"' in err.message
+
+
+def test_port_collision_on_one_leased_ip() -> None:
+    expose = (
+        "    expose:\n"
+        "      - port: 80\n        to:\n          - global: true\n            ip: myip\n"
+        "      - port: 8080\n        as: 80\n        to:\n          - global: true\n            ip: myip\n"
+    )
+    start = BASE.index("    expose:\n")
+    end = BASE.index("    params:\n")
+    text = BASE[:start] + expose + BASE[end:] + "endpoints:\n  myip:\n    kind: ip\n"
+    assert "exposed twice on IP 'myip'" in error_of(text).message
+
+
+def test_http_options_limits_and_next_cases() -> None:
+    opts = "\n        http_options:\n          max_body_size: 104857601\n"
+    assert "outside 0..104857600" in error_of(BASE.replace("as: 80", "as: 80" + opts)).message
+    cases = "\n        http_options:\n          next_cases: [off, error]\n"
+    assert "'off' must be the only" in error_of(BASE.replace("as: 80", "as: 80" + cases)).message
+    ok = "\n        http_options:\n          read_timeout: 5000\n          next_cases: ['502']\n"
+    expose = parse(BASE.replace("as: 80", "as: 80" + ok)).services["web"].expose[0]
+    assert expose.http_options.read_timeout_ms == 5000
+    assert expose.http_options.next_cases == ("502",)
+
+
+def test_tee_adds_a_placement_attribute_and_needs_gpus_for_cpu_gpu() -> None:
+    text = BASE.replace("    params:\n", "    params:\n      tee: cpu-gpu\n")
+    group = parse(text).groups[0]
+    assert ("tee/type", "cpu-gpu") in group.requirements.attributes
+    assert (
+        "invalid tee type"
+        in error_of(BASE.replace("    params:\n", "    params:\n      tee: sgx\n")).message
+    )
+
+
+def test_include_is_refused() -> None:
+    assert "include is not supported" in error_of(BASE + "include: [other.yaml]\n").message
