@@ -80,7 +80,8 @@ class _Lease:
 
 
 class LogCursor:
-    """Last shipped log time per container, on disk, so a restarted agent resumes (not repeats)."""
+    """Last shipped log time per container stream ("<id>:stdout"), on disk, so a restarted agent
+    resumes its logs rather than repeating them."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -299,14 +300,21 @@ class LeaseSupervisor:
         ).start()
 
     def _follow(self, lease_id: str, container_id: str, stream: str) -> None:
-        since = self.cursor.get(container_id)
-        try:
-            for line in self.runtime.logs(
-                container_id, stream, since=None if since is None else since + 1e-6
-            ):
-                self._emit(lease_id, container_id, line)
-        except Exception as exc:  # the container went away under us: nothing more to read
-            log.debug("log follow of %s ended: %s", container_id[:12], exc)
+        key = f"{container_id}:{stream}"
+        for attempt in range(3):  # a dropped connection resumes from the cursor, not the start
+            since = self.cursor.get(key)
+            try:
+                for line in self.runtime.logs(
+                    container_id, stream, since=None if since is None else since + 1e-6
+                ):
+                    self._emit(lease_id, key, line)
+                return
+            except Exception as exc:
+                log.warning(
+                    "log stream of %s broke (%s); attempt %d", container_id[:12], exc, attempt
+                )
+                if self._stop.wait(0.2):
+                    return
 
     def _wait(self, lease_id: str, container_id: str) -> None:
         try:
@@ -320,7 +328,7 @@ class LeaseSupervisor:
         with self._lock:
             followers = self._followers.pop(final.id, [])
         for thread in followers:  # the exit report must come after the container's last lines
-            thread.join(timeout=5)
+            thread.join(timeout=30)
         with self._lock:
             lease = self._leases.get(lease_id)
             if lease is None or lease.closing:
@@ -389,7 +397,8 @@ class LeaseSupervisor:
         for state in self.runtime.owned(lease_id):
             self.runtime.stop(state.id, self.settings.stop_grace_s)
             self.runtime.remove(state.id)
-            self.cursor.forget(state.id)
+            for stream in ("stdout", "stderr"):
+                self.cursor.forget(f"{state.id}:{stream}")
         self.runtime.remove_network(lease_id)
         self.cursor.save()
 
@@ -402,12 +411,12 @@ class LeaseSupervisor:
         self.cursor.save()
 
     # --- logs ---------------------------------------------------------------------------------
-    def _emit(self, lease_id: str, container_id: str, line: LogLine) -> None:
+    def _emit(self, lease_id: str, cursor_key: str, line: LogLine) -> None:
         with self._buf_lock:
             self._buffers.setdefault(lease_id, []).append(line)
             big = len(self._buffers[lease_id]) >= LOG_BATCH
-        if container_id:
-            self.cursor.advance(container_id, line.time)
+        if cursor_key:
+            self.cursor.advance(cursor_key, line.time)
         if big:
             self._flush(lease_id)
 
