@@ -173,7 +173,9 @@ class LeaseSupervisor:
             specs = self._specs(lease_id, manifest, group, allocation)
             for image in sorted({s.image for s in specs}):
                 self.runtime.ensure_image(image, lambda text: self._system_log(lease_id, text))
-            network = self.runtime.ensure_network(lease_id)
+            # Services of one lease find each other by name on their own network; a lone
+            # container needs none (the default bridge still publishes its ports).
+            network = self.runtime.ensure_network(lease_id) if len(specs) > 1 else None
             for spec in specs:
                 state = self.runtime.launch(_with_network(spec, network))
                 self._track(lease, state, spec, self.settings.max_restarts)
@@ -205,31 +207,29 @@ class LeaseSupervisor:
         )
         gpus_by_unit = list(allocation.unit_gpus) if allocation else []
         specs = []
-        for i, unit in enumerate(group.resources):
-            unit_gpus = list(gpus_by_unit[i]) if i < len(gpus_by_unit) else []
-            per_replica = unit.gpu.units
-            for service_name in unit.services:
-                service = manifest.services[service_name]
-                for replica in range(unit.count):
-                    taken = unit_gpus[replica * per_replica : (replica + 1) * per_replica]
-                    specs.append(
-                        ContainerSpec(
-                            lease_id=lease_id,
-                            service=service.name,
-                            image=service.image,
-                            replica=replica,
-                            command=service.command,
-                            args=service.args,
-                            env=service.env,
-                            ports=service.global_ports,
-                            cpu_millis=unit.cpu_millis,
-                            memory_bytes=unit.memory_bytes,
-                            gpu_uuids=tuple(taken),
-                            shm_bytes=shm,
-                            pids_limit=self.settings.pids_limit,
-                            extra_labels=_job_labels(job),
-                        )
-                    )
+        for r in manifest.replicas(group.name):
+            unit = group.resources[r.unit_index]
+            unit_gpus = gpus_by_unit[r.unit_index] if r.unit_index < len(gpus_by_unit) else ()
+            n = unit.gpu.units
+            service = r.service
+            specs.append(
+                ContainerSpec(
+                    lease_id=lease_id,
+                    service=service.name,
+                    image=service.image,
+                    replica=r.index,
+                    command=service.command,
+                    args=service.args,
+                    env=service.env,
+                    ports=service.global_ports,
+                    cpu_millis=unit.cpu_millis,
+                    memory_bytes=unit.memory_bytes,
+                    gpu_uuids=tuple(unit_gpus[r.slot * n : (r.slot + 1) * n]),
+                    shm_bytes=shm,
+                    pids_limit=self.settings.pids_limit,
+                    extra_labels=_job_labels(job),
+                )
+            )
         return specs
 
     def _track(
@@ -439,7 +439,7 @@ class LeaseSupervisor:
                 self._flush(lease_id)
 
 
-def _with_network(spec: ContainerSpec, network: str) -> ContainerSpec:
+def _with_network(spec: ContainerSpec, network: str | None) -> ContainerSpec:
     from dataclasses import replace
 
     return replace(spec, network=network)

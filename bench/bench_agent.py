@@ -1,0 +1,192 @@
+"""Provider agent figures (prints them; no assertions).
+
+1. Award-to-container-running latency: from the moment the agent has a won lease's manifest to
+   the RUNNING report (image present locally: create + start + inspect + network), p50/p99 over
+   N leases, against a same-run baseline of a bare DockerRuntime.launch (create + start only).
+2. The idle agent daemon (`gpumarket provider run`, replayed H100, NVML polled once a second):
+   CPU share and resident memory, sampled from /proc over a window.
+
+    python bench/bench_agent.py [--leases 30] [--idle-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from marketplace.core.manifest import parse_manifest  # noqa: E402
+from marketplace.core.matching import Allocation, Capacity, allocate  # noqa: E402
+from provider_agent.config import RuntimeSection  # noqa: E402
+from provider_agent.runtime import LABEL_PROVIDER, ContainerSpec, DockerRuntime  # noqa: E402
+from provider_agent.supervisor import LeaseSupervisor, StatusReport  # noqa: E402
+
+SDL = b"""
+version: "2.0"
+services:
+  job:
+    image: gpumarket/busybox:latest
+    command: ["sleep", "300"]
+profiles:
+  compute:
+    job:
+      resources:
+        cpu: {units: 0.5}
+        memory: {size: 64Mi}
+        storage: {size: 100Mi}
+  placement:
+    here:
+      pricing:
+        job: {denom: uact, amount: 100}
+deployment:
+  job:
+    here: {profile: job, count: 1}
+"""
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def cleanup(rt: DockerRuntime) -> None:
+    label = {"label": f"{LABEL_PROVIDER}={rt.provider}"}
+    for c in rt.client.containers.list(all=True, filters=label):
+        c.remove(force=True)
+    for n in rt.client.networks.list(filters=label):
+        n.remove()
+
+
+def bench_latency(n: int) -> None:
+    rt = DockerRuntime.connect(f"bench-{uuid.uuid4().hex[:6]}")
+    running = threading.Event()
+
+    def report(r: StatusReport) -> None:
+        if r.running:
+            running.set()
+
+    sup = LeaseSupervisor(rt, RuntimeSection(stop_grace_s=1), report, lambda _l, _x: None)
+    manifest = parse_manifest(SDL)
+    group = manifest.groups[0]
+    alloc = allocate(group, Capacity(8000, 8 << 30, 100 << 30))
+    assert isinstance(alloc, Allocation)
+    agent_s, bare_s = [], []
+    try:
+        for i in range(n):
+            lease = f"Dbench{i}/1/1/p"
+            running.clear()
+            t0 = time.perf_counter()
+            sup.start_lease(lease, manifest, group, alloc)
+            running.wait(30)
+            agent_s.append(time.perf_counter() - t0)
+            sup.stop_lease(lease)
+            spec = ContainerSpec(
+                lease_id=f"Dbare{i}",
+                service="job",
+                image="gpumarket/busybox:latest",
+                command=("sleep", "300"),
+            )
+            t0 = time.perf_counter()
+            state = rt.launch(spec)
+            bare_s.append(time.perf_counter() - t0)
+            rt.remove(state.id)
+    finally:
+        sup.close()
+        cleanup(rt)
+        rt.close()
+    a50, a99 = pct(agent_s, 50) * 1000, pct(agent_s, 99) * 1000
+    b50, b99 = pct(bare_s, 50) * 1000, pct(bare_s, 99) * 1000
+    print(f"award→running latency over {n} leases (local image):")
+    print(
+        f"  agent (create + start + inspect + report):         p50 {a50:.0f} ms, p99 {a99:.0f} ms"
+    )
+    print(
+        f"  baseline bare create+start:                          p50 {b50:.0f} ms, p99 {b99:.0f} ms"
+    )
+    print(
+        f"  ratio agent/baseline p50: {a50 / b50:.2f}x   (mean agent {statistics.mean(agent_s) * 1000:.0f} ms)"
+    )
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_idle(seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as home:
+        cfg = Path(home) / "provider.toml"
+        cfg.write_text(
+            '[provider]\nkey = "bench"\n'
+            '[marketplace]\naddress = "127.0.0.1:1"\nreconnect_max_s = 30\n'
+            '[gpu]\nbackend = "replay"\nreplay_file = "builtin:h100_nvml.json"\n'
+            "replay_load = true\npoll_interval_s = 1.0\n"
+            '[pricing.scale]\ncpu_hour = "0.01"\n[metrics]\nport = 0\n'
+        )
+        env = {**os.environ, "GPUMARKET_HOME": home}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from marketplace.cli.main import main; main()",
+                "provider",
+                "run",
+                "--config",
+                str(cfg),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert proc.stdout is not None
+        while "metrics on" not in (line := proc.stdout.readline()):
+            if not line:
+                raise SystemExit("agent did not start")
+        time.sleep(3)  # let startup (imports, first registration attempt) settle
+        cpu0, t0 = proc_cpu_seconds(proc.pid), time.monotonic()
+        rss = []
+        while time.monotonic() - t0 < seconds:
+            time.sleep(1)
+            rss.append(proc_rss_mb(proc.pid))
+        cpu1, t1 = proc_cpu_seconds(proc.pid), time.monotonic()
+        proc.terminate()
+        proc.wait(30)
+    share = (cpu1 - cpu0) / (t1 - t0) * 100
+    print(f"idle agent daemon over {t1 - t0:.0f} s (replayed H100 under load, NVML poll every 1 s,")
+    print("  marketplace unreachable so it backs off; Docker connected):")
+    print(
+        f"  CPU share {share:.2f}% of one core   RSS max {max(rss):.1f} MB, last {rss[-1]:.1f} MB"
+    )
+    print(f"  agent exit status on SIGTERM: {proc.returncode}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--leases", type=int, default=30)
+    parser.add_argument("--idle-seconds", type=float, default=20)
+    args = parser.parse_args()
+    bench_latency(args.leases)
+    bench_idle(args.idle_seconds)
+
+
+if __name__ == "__main__":
+    main()
