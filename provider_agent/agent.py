@@ -33,6 +33,7 @@ from marketplace.core.clock import SystemClock
 from marketplace.core.errors import MarketError
 from marketplace.core.manifest import parse_manifest
 from marketplace.core.matching import Allocation, allocate
+from marketplace.core.money import format_amount
 from marketplace.core.pricing import PricingError
 from marketplace.core.resources import GroupSpec
 from marketplace.identity import Key, config_dir, load_key, load_or_create_key
@@ -369,7 +370,8 @@ class Agent:
                 return  # replayed event for a lease we already run
             self.counters.add("bids_won")
             self.reservations.move(f"order:{lease.order_id}", f"lease:{lease.id}")
-            self.say(f"won {lease.order_id} at {lease.price_per_hour} per hour: lease {lease.id}")
+            price = format_amount(lease.price_per_hour)
+            self.say(f"won {lease.order_id} at {price}/h: lease {lease.id}")
             self._spawn(self._start_lease(lease), f"lease-{lease.id}")
         elif kind == "lease_closed":
             lease = event.lease_closed  # type: ignore[attr-defined]
@@ -419,7 +421,8 @@ class Agent:
             self.say(f"bid on {order_id} not placed: {exc.details or exc.code}")
             return
         self.counters.add("bids_placed")
-        self.say(f"bid {decision.price_per_hour} per hour on {order_id} ({decision.reason})")
+        price = format_amount(decision.price_per_hour, group.denom)
+        self.say(f"bid {price}/h on {order_id} ({decision.reason})")
         # Safety net: if no outcome ever arrives, free the reservation after the window.
         wait_ms = (closes - SystemClock().now_ms()) if closes else 300_000
         await asyncio.sleep(max(wait_ms + ORDER_GRACE_MS, 0) / 1000)

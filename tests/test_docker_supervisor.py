@@ -259,3 +259,48 @@ def test_agent_killed_with_sigkill_re_adopts_its_container(provider: str, tmp_pa
     sup.stop_lease("Dkill/1/1/prov")
     assert sup.runtime.owned() == []
     sup.close()
+
+
+TWO_SERVICES = b"""
+version: "2.0"
+services:
+  web:
+    image: gpumarket/busybox:latest
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    expose:
+      - port: 80
+        to:
+          - service: client
+  client:
+    image: gpumarket/busybox:latest
+    command: ["sh", "-c"]
+    args: ["until wget -q -O - http://web/; do sleep 0.1; done"]
+profiles:
+  compute:
+    small:
+      resources:
+        cpu: {units: 0.5}
+        memory: {size: 64Mi}
+        storage: {size: 100Mi}
+  placement:
+    here:
+      pricing:
+        small: {denom: uact, amount: 100}
+deployment:
+  web:
+    here: {profile: small, count: 1}
+  client:
+    here: {profile: small, count: 1}
+"""
+
+
+def test_services_of_one_lease_reach_each_other_by_name(provider: str) -> None:
+    rec = Recorder()
+    sup = supervise(provider, rec)
+    lease, first = start(sup, parse_manifest(TWO_SERVICES))
+    assert first.running and first.endpoints == ()  # nothing exposed globally
+    rec.wait_for(lambda r: any("gpumarket" in t for t in r.texts("stdout")))
+    assert {s.service for s in sup.containers(lease)} == {"web", "client"}
+    sup.stop_lease(lease)
+    assert sup.runtime.owned(lease) == []
+    sup.close()
