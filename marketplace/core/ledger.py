@@ -46,24 +46,34 @@ def due(lines: Iterable[Billing], t_ms: int) -> int:
 
 def run_dry_at(lines: list[Billing], funds: int, from_ms: int) -> int | None:
     """The first millisecond t ≥ from_ms at which the lines owe more than `funds` (beyond what
-    they were paid), or None if that never happens. Exact: a binary search on the integer
-    accrual, which only grows with t."""
+    they were paid), or None if that never happens; if they owe more already at from_ms, the
+    first millisecond they did. Exact: a closed form for one line, else a binary search on the
+    integer accrual (which only grows with t) between tight bounds."""
     if due(lines, from_ms) > funds:
-        # already dry: find the first ms it was, searching back to the earliest start
-        lo = min(line.start_ms for line in lines)
-        hi = from_ms
-    else:
-        live = [line for line in lines if line.stop_ms is None and line.rate > 0]
-        if not live:
-            return None
-        # floor(x) > x - 1, so past this t the sum surely exceeds funds
-        rates = sum(line.rate for line in live)
-        fixed = sum(line.owed(10**18) - line.paid for line in lines if line not in live)
-        need = funds - fixed + sum(line.paid for line in live) + len(live)
-        weighted = sum(line.rate * line.start_ms for line in live)
-        hi = (money.MS_PER_HOUR * need + weighted) // rates + 1
-        hi = max(hi, from_ms)
-        lo = from_ms
+        return _first_over(lines, funds, min(line.start_ms for line in lines), from_ms)
+    # past every start and stop, live lines accrue linearly and the others stay constant
+    t0 = max([from_ms] + [line.start_ms for line in lines] + [line.stop_ms or 0 for line in lines])
+    if due(lines, t0) > funds:
+        return _first_over(lines, funds, from_ms, t0)
+    live = [line for line in lines if line.stop_ms is None and line.rate > 0]
+    if not live:
+        return None
+    fixed = due([line for line in lines if line.stop_ms is not None or line.rate == 0], t0)
+    need = funds - fixed + sum(line.paid for line in live)  # live accrual must pass this
+    if len(live) == 1:
+        line = live[0]
+        # floor(r·(t−s)/H) ≥ need+1  ⇔  r·(t−s) ≥ (need+1)·H
+        return max(t0, line.start_ms + -(-(need + 1) * money.MS_PER_HOUR // line.rate))
+    rates = sum(line.rate for line in live)
+    weighted = sum(line.rate * line.start_ms for line in live)
+    # floors lose less than 1 each: Σx ≥ Σfloor(x) > Σx − k bounds the answer on both sides
+    lo = max(t0, (money.MS_PER_HOUR * need + weighted) // rates)
+    hi = max(lo, (money.MS_PER_HOUR * (need + len(live)) + weighted) // rates + 1)
+    return _first_over(lines, funds, lo, hi)
+
+
+def _first_over(lines: list[Billing], funds: int, lo: int, hi: int) -> int:
+    """Smallest t in [lo, hi] with due(lines, t) > funds (due(hi) > funds is given)."""
     while lo < hi:
         mid = (lo + hi) // 2
         if due(lines, mid) > funds:

@@ -65,7 +65,7 @@ from marketplace.core.errors import (
     NotFound,
     PermissionDenied,
 )
-from marketplace.core.resources import GroupSpec, JobKind, JobSettings, RestartPolicy
+from marketplace.core.resources import GroupSpec, JobKind, JobSettings, Payment, RestartPolicy
 from marketplace.core.state import (
     MINT,
     Account,
@@ -169,14 +169,19 @@ class MarketService:
         self._dep_leases: dict[str, dict[str, Lease]] = {}  # open leases per deployment
         self._prov_leases: dict[str, dict[str, Lease]] = {}  # open leases per provider
         self._used: dict[str, _Used] = {}
-        self._owner_deps: dict[str, list[str]] = {}
+        self._owner_deps: dict[str, dict[str, None]] = {}  # owner → deployment ids, in order
+        # provider → {(group, offered uuids): allocate() verdict}; valid until its free capacity
+        # changes (simulated providers see the same few group shapes again and again)
+        self._fits: dict[
+            str, dict[tuple[GroupSpec, tuple[str, ...]], matching.Allocation | str]
+        ] = {}
         self._dep_events: dict[str, list[DeploymentEvent]] = {}
         self._heap: list[tuple[int, int, str, str]] = []
         self._sched: dict[tuple[str, str], int] = {}
         self._heap_seq = 0
         self._prices: list[tuple[int, str, int]] = []  # (lease created ms, gpu model, per GPU-h)
         for dep in st.deployments.values():
-            self._owner_deps.setdefault(dep.owner, []).append(dep.id)
+            self._owner_deps.setdefault(dep.owner, {})[dep.id] = None
         for order in st.orders.values():
             if order.state == OrderState.OPEN:
                 self._open_orders[order.id] = order
@@ -200,6 +205,7 @@ class MarketService:
         self._dep_leases.setdefault(lease.deployment_id, {})[lease.id] = lease
         self._prov_leases.setdefault(lease.provider, {})[lease.id] = lease
         used = self._used.setdefault(lease.provider, _Used())
+        self._fits.pop(lease.provider, None)
         used.cpu_millis += lease.cpu_millis
         used.memory_bytes += lease.memory_bytes
         used.storage_bytes += lease.storage_bytes
@@ -217,6 +223,7 @@ class MarketService:
             self._dep_leases.pop(lease.deployment_id, None)
         self._prov_leases.get(lease.provider, {}).pop(lease.id, None)
         used = self._used.get(lease.provider)
+        self._fits.pop(lease.provider, None)
         if used is not None:
             used.cpu_millis -= lease.cpu_millis
             used.memory_bytes -= lease.memory_bytes
@@ -523,7 +530,7 @@ class MarketService:
         )
         st.next_deployment += 1
         st.deployments[dep.id] = dep
-        self._owner_deps.setdefault(owner, []).append(dep.id)
+        self._owner_deps.setdefault(owner, {})[dep.id] = None
         self._touch(dep)
         self.ledger.transfer(now, acct_key(owner), escrow_key(dep.id), deposit, "deposit")
         self._dep_event(dep.id, "deployment_created", now)
@@ -622,9 +629,7 @@ class MarketService:
         for lease_id in dep.lease_ids:
             st.leases.pop(lease_id, None)
         self._dep_events.pop(dep.id, None)
-        owned = self._owner_deps.get(dep.owner)
-        if owned is not None and dep.id in owned:
-            owned.remove(dep.id)
+        self._owner_deps.get(dep.owner, {}).pop(dep.id, None)
         del st.deployments[dep.id]
 
     def deposit(self, owner: str, deployment_id: str, amount: int) -> Deployment:
@@ -658,16 +663,21 @@ class MarketService:
         return max(0, dep.escrow - ledger.due(lines, self.clock.now_ms()))
 
     # ==== eligibility and award ============================================================
-    def _free(self, prov: ProviderRecord) -> matching.Capacity:
+    def _free(self, prov: ProviderRecord, only_gpus: tuple[str, ...] = ()) -> matching.Capacity:
+        """The provider's registered capacity minus what its open leases hold; only the GPUs
+        named in `only_gpus` when given (an offer that names its devices)."""
         cap: matching.Capacity = prov.capacity
-        used = self._used.get(prov.address)
-        if used is None or not (used.cpu_millis or used.gpu_uuids or used.memory_bytes):
-            return cap
+        used = self._used.get(prov.address) or _Used()
+        gpus = cap.gpus
+        if used.gpu_uuids:
+            gpus = tuple(d for d in gpus if d.uuid not in used.gpu_uuids)
+        if only_gpus:
+            gpus = tuple(d for d in gpus if d.uuid in only_gpus)
         return matching.Capacity(
             cpu_millis=cap.cpu_millis - used.cpu_millis,
             memory_bytes=cap.memory_bytes - used.memory_bytes,
             storage_bytes=cap.storage_bytes - used.storage_bytes,
-            gpus=tuple(d for d in cap.gpus if d.uuid not in used.gpu_uuids),
+            gpus=gpus,
         )
 
     def _check(
@@ -693,32 +703,36 @@ class MarketService:
                 f"provider reliability {score:.2f} is below the required "
                 f"{order.auction.min_reliability:.2f}"
             )
-        free = self._free(prov)
-        if offer.gpu_uuids:
-            offered = set(offer.gpu_uuids)
-            free = matching.Capacity(
-                free.cpu_millis,
-                free.memory_bytes,
-                free.storage_bytes,
-                tuple(d for d in free.gpus if d.uuid in offered),
-            )
-        return matching.allocate(order.group, free)
+        key = (order.group, offer.gpu_uuids)
+        fits = self._fits.setdefault(prov.address, {})
+        verdict = fits.get(key)
+        if verdict is None:
+            if len(fits) > 256:
+                fits.clear()
+            verdict = fits[key] = matching.allocate(order.group, self._free(prov, offer.gpu_uuids))
+        return verdict
 
     def _close_window(self, order_id: str, at_ms: int) -> None:
         order = self._open_orders.get(order_id)
         if order is None or order.auction.manual:
             return
+        # Check bids best first and stop once the payment rule has what it needs (the winner, and
+        # for second price the runner-up): a bid that no longer passes is passed over.
+        needed = 2 if order.auction.payment == Payment.SECOND_PRICE else 1
+        open_bids = [
+            b for b in self._order_bids.get(order_id, {}).values() if b.state == BidState.OPEN
+        ]
         eligible: list[tuple[Bid, matching.Allocation]] = []
-        for bid in self._order_bids.get(order_id, {}).values():
-            if bid.state != BidState.OPEN:
-                continue
+        for bid in auction.rank(open_bids):
             verdict = self._check(
                 self.state.providers[bid.provider], order, bid.price_per_hour, bid.offer
             )
             if isinstance(verdict, str):
                 self._decline(order, bid.provider, f"at auction close: {verdict}", True)
-            else:
-                eligible.append((bid, verdict))
+                continue
+            eligible.append((bid, verdict))
+            if len(eligible) == needed:
+                break
         result = auction.award(
             [bid for bid, _ in eligible], order.auction.payment, order.group.max_price_per_hour
         )
@@ -1012,6 +1026,7 @@ class MarketService:
         else:
             self._credit_time(prov, now)
             prov.host_uri, prov.attributes, prov.capacity = host_uri, dict(attributes), capacity
+            self._fits.pop(address, None)
             prov.region, prov.version = region, version
         prov.online, prov.draining, prov.last_heartbeat_ms = True, False, now
         self._touch(prov)
@@ -1051,6 +1066,8 @@ class MarketService:
         prov.last_heartbeat_ms = now
         prov.draining = draining
         if capacity is not None:
+            if capacity != prov.capacity:
+                self._fits.pop(address, None)
             prov.capacity = capacity
         self._touch(prov)
         mine = self._prov_leases.get(address, {})
