@@ -485,3 +485,16 @@ def test_price_stats_and_events(market: MarketService, clock: ManualClock) -> No
     assert "lease_won" in kinds and "order_opened" in kinds
     events = market.deployment_events_after(dep_id)
     assert events[0].kind == "deployment_created" and events[-1].kind == "deployment_closed"
+
+
+def test_min_reliability_and_draining_are_enforced(
+    market: MarketService, clock: ManualClock
+) -> None:
+    market.state.providers["p2"].leases_ok = 50  # a proven provider
+    dep_id = deploy(market, min_reliability=0.9)
+    with pytest.raises(Ineligible, match="reliability 0.80 is below the required 0.90"):
+        market.place_bid("p1", f"{dep_id}/1/1", 1)
+    market.place_bid("p2", f"{dep_id}/1/1", 1)
+    market.heartbeat("p3", draining=True)
+    with pytest.raises(Ineligible, match="draining"):
+        market.place_bid("p3", f"{dep_id}/1/1", 1)

@@ -697,8 +697,8 @@ class MarketService:
         mismatches = matching.placement_mismatches(order.group.requirements, prov.attributes)
         if mismatches:
             return "; ".join(mismatches)
-        score = self.reliability(prov.address)
-        if score < order.auction.min_reliability:
+        wanted = order.auction.min_reliability
+        if wanted > 0 and (score := self.reliability(prov.address)) < wanted:
             return (
                 f"provider reliability {score:.2f} is below the required "
                 f"{order.auction.min_reliability:.2f}"
@@ -1111,9 +1111,9 @@ class MarketService:
             existing is None or existing.state != BidState.OPEN,
             AlreadyExists(f"you already bid on {order_id}; withdraw it first to bid again"),
         )
-        open_bids = sum(1 for b in bids.values() if b.state == BidState.OPEN)
+        limit = self.config.max_bids_per_order
         _require(
-            open_bids < self.config.max_bids_per_order,
+            len(bids) < limit or sum(b.state == BidState.OPEN for b in bids.values()) < limit,
             FailedPrecondition(
                 f"order {order_id} has the maximum {self.config.max_bids_per_order} open bids"
             ),
