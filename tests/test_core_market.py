@@ -492,7 +492,7 @@ def test_min_reliability_and_draining_are_enforced(
 ) -> None:
     market.state.providers["p2"].leases_ok = 50  # a proven provider
     dep_id = deploy(market, min_reliability=0.9)
-    with pytest.raises(Ineligible, match="reliability 0.80 is below the required 0.90"):
+    with pytest.raises(Ineligible, match=r"reliability 0\.80 is below the required 0\.90"):
         market.place_bid("p1", f"{dep_id}/1/1", 1)
     market.place_bid("p2", f"{dep_id}/1/1", 1)
     market.heartbeat("p3", draining=True)
