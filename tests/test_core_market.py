@@ -498,3 +498,25 @@ def test_min_reliability_and_draining_are_enforced(
     market.heartbeat("p3", draining=True)
     with pytest.raises(Ineligible, match="draining"):
         market.place_bid("p3", f"{dep_id}/1/1", 1)
+
+
+def test_provider_silent_without_expiry_bills_to_last_heartbeat(clock: ManualClock) -> None:
+    market = MarketService(clock, MarketConfig(admin_address=ADMIN, heartbeat_expiry=False))
+    market.fund(ADMIN, TENANT, 100 * money.MICRO)
+    market.register_provider("p1", "", {}, capacity(prefix="p1"))
+    dep_id = deploy(market, deposit=50 * money.MICRO)
+    market.place_bid("p1", f"{dep_id}/1/1", 2 * money.MICRO)
+    clock.advance(5_000)
+    market.tick()
+    lease_id = f"{dep_id}/1/1/p1"
+    market.report_status("p1", lease_id, True)
+    clock.advance(HOUR)
+    market.heartbeat("p1", [lease_id])  # its last sign of life
+    clock.advance(5 * HOUR)  # no expiry by itself
+    market.tick()
+    assert market.get_lease(lease_id).state == LeaseState.RUNNING
+    market.provider_silent("p1")
+    lease = market.get_lease(lease_id)
+    assert lease.close_reason == CloseReason.PROVIDER_LOST and lease.paid == 2 * money.MICRO
+    assert market.get_order(f"{dep_id}/1/2").state == OrderState.OPEN
+    market.provider_silent("p1")  # idempotent

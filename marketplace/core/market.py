@@ -110,6 +110,9 @@ class MarketConfig:
     record_events: bool = True  # keep deployment/provider events; off for the simulator
     keep_ledger: bool = True  # keep every LedgerEntry in memory; balances are kept either way
     retain_closed: bool = True  # keep records of closed deployments; off to bound sim memory
+    # False: tick() never expires providers by itself; the caller reports silent ones with
+    # provider_silent() (the simulator models liveness analytically instead of heartbeating)
+    heartbeat_expiry: bool = True
 
 
 # Reasons after which a group is ordered again, per restart policy (see the module docstring).
@@ -243,6 +246,8 @@ class MarketService:
 
     def _schedule(self, kind: str, key: str, at_ms: int) -> None:
         """(Re)schedule one deadline; an older entry for the same (kind, key) becomes stale."""
+        if kind == _HEARTBEAT and not self.config.heartbeat_expiry:
+            return
         self._sched[(kind, key)] = at_ms
         self._heap_seq += 1
         heapq.heappush(self._heap, (at_ms, self._heap_seq, kind, key))
@@ -1072,6 +1077,16 @@ class MarketService:
         self._touch(prov)
         mine = self._prov_leases.get(address, {})
         return [lease_id for lease_id in running_lease_ids if lease_id not in mine]
+
+    def provider_silent(self, address: str) -> None:
+        """The caller has seen `address` silent past the timeout (config.heartbeat_expiry=False):
+        exactly what tick() does for a silent provider: offline, leases provider_lost now,
+        billed to its last heartbeat, groups re-ordered per restart policy. Idempotent."""
+        self.tick()
+        prov = self._provider(address)
+        if prov.online:
+            self._sched.pop((_HEARTBEAT, address), None)
+            self._provider_lost(address, self.clock.now_ms())
 
     def _provider_lost(self, address: str, at_ms: int) -> None:
         prov = self.state.providers[address]
