@@ -384,11 +384,11 @@ class Agent:
         return self.reservations.release(f"order:{order_id}")
 
     async def _bid(self, order: object) -> None:
-        from provider_agent.link import LinkError, group_from_pb
+        from provider_agent.link import LinkError, group_from_proto
 
         o = order  # pb.Order
         assert self.inventory is not None
-        group = group_from_pb(o.spec)  # type: ignore[attr-defined]
+        group = group_from_proto(o.spec)  # type: ignore[attr-defined]
         order_id: str = o.id  # type: ignore[attr-defined]
         closes = o.closes_at_ms or None  # type: ignore[attr-defined]
         scale = self.cfg.pricing.scale if self.cfg.pricing.strategy == "scale" else None

@@ -4,7 +4,8 @@ Speaks the v1 Provider service (proto/marketplace/api/v1/market.proto) over grpc
 request is a SignedRequest sealed with the provider's Ed25519 key. Unary calls carry a deadline;
 the order stream carries none (a deadline would end it mid-flow), waits for the server to be
 ready and resumes from a token. gRPC failures become LinkError, so the rest of the agent never
-sees grpc types. Conversions between wire messages and the agent's/core's types live here too.
+sees grpc types. Orders are decoded by marketplace/api/convert.py (shared with the server); the
+agent's own outgoing messages (inventory, offer) are built here.
 """
 
 from __future__ import annotations
@@ -14,18 +15,11 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 import grpc.aio
 
+from marketplace.api.convert import group_from_proto
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core.bidding import BidDecision
-from marketplace.core.resources import (
-    GpuOption,
-    GpuRequest,
-    GroupSpec,
-    PlacementRequirements,
-    ResourceUnit,
-    Volume,
-)
 from marketplace.identity import Key
 from provider_agent.inventory import Inventory
 from provider_agent.runtime import LogLine
@@ -213,37 +207,4 @@ def offer_pb(decision: BidDecision, inv: Inventory) -> pb.BidOffer:
     )
 
 
-def gpu_option(key: str) -> GpuOption:
-    """'vendor/nvidia/model/h100/ram/80Gi/interface/sxm' → GpuOption('h100', 80, 'sxm')."""
-    parts = key.split("/")
-    fields = dict(zip(parts[0::2], parts[1::2], strict=False))
-    ram = fields.get("ram")
-    return GpuOption(
-        model=fields.get("model", "*"),
-        ram_gib=int(ram.removesuffix("Gi")) if ram and ram.removesuffix("Gi").isdigit() else None,
-        interface=fields.get("interface"),
-    )
-
-
-def group_from_pb(g: pb.GroupSpec) -> GroupSpec:
-    units = tuple(
-        ResourceUnit(
-            services=(r.service,),
-            count=r.count,
-            cpu_millis=r.cpu_millis,
-            memory_bytes=r.memory_bytes,
-            storage=tuple(
-                Volume(s.name, s.bytes, s.persistent, s.storage_class or None) for s in r.storage
-            ),
-            gpu=GpuRequest(r.gpu.units, tuple(gpu_option(k) for k in r.gpu.attributes)),
-            max_price_per_hour=r.max_price_per_hour,
-            ports=tuple(r.ports),
-        )
-        for r in g.resources
-    )
-    req = PlacementRequirements(
-        attributes=tuple((a.key, a.value) for a in g.requirements.attributes),
-        signed_by_all_of=tuple(g.requirements.signed_by_all_of),
-        signed_by_any_of=tuple(g.requirements.signed_by_any_of),
-    )
-    return GroupSpec(g.name, req, units, g.denom or "uact")
+__all__ = ["LinkError", "MarketLink", "group_from_proto", "inventory_pb", "offer_pb"]

@@ -9,15 +9,7 @@ from marketplace.core.bidding import BidPolicy, decide
 from marketplace.core.resources import GpuOption
 from provider_agent.agent import read_inventory
 from provider_agent.config import load_config
-from provider_agent.link import gpu_option, group_from_pb, inventory_pb, offer_pb
-
-
-def test_gpu_attribute_keys_become_options() -> None:
-    assert gpu_option("vendor/nvidia/model/h100/ram/80Gi/interface/sxm") == GpuOption(
-        "h100", 80, "sxm"
-    )
-    assert gpu_option("vendor/nvidia/model/a100") == GpuOption("a100")
-    assert gpu_option("vendor/nvidia/model/*") == GpuOption("*")
+from provider_agent.link import group_from_proto, inventory_pb, offer_pb
 
 
 def order_spec() -> pb.GroupSpec:
@@ -44,7 +36,7 @@ def order_spec() -> pb.GroupSpec:
 def test_an_order_from_the_wire_is_bid_on_with_the_inventory() -> None:
     cfg = load_config(EXAMPLES / "provider-h100-replay.toml")
     inv = read_inventory(cfg)
-    group = group_from_pb(order_spec())
+    group = group_from_proto(order_spec())
     assert group.resources[0].gpu.options == (GpuOption("h100", 80),)
     d = decide(group, "gm1t", dict(inv.attributes), inv.total, BidPolicy(), cfg.pricing.scale, 0)
     assert d.bid, d.reason
