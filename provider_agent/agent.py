@@ -160,6 +160,7 @@ class Agent:
         self.resume_token = self._load_token()
         self.heartbeat_s = 10.0
         self._orders: dict[str, asyncio.Task[None]] = {}
+        self._open_bids: dict[str, str] = {}  # order id -> bid id, while the outcome is unknown
         self._tasks: set[asyncio.Task[None]] = set()
         self._outbox: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -255,6 +256,11 @@ class Agent:
         if self.connected.is_set():
             with contextlib.suppress(Exception):
                 await self.link.heartbeat(self.inventory, self._running(), draining=True)
+            # a bid won after we are gone would leave a tenant waiting for a manifest timeout
+            for order_id, bid_id in list(self._open_bids.items()):
+                with contextlib.suppress(Exception):
+                    await self.link.withdraw_bid(bid_id)
+                    self.say(f"withdrew bid on {order_id}")
         if self.supervisor is not None:
             await asyncio.to_thread(self.supervisor.close)
         await self._drain_outbox(timeout=3.0)
@@ -369,6 +375,7 @@ class Agent:
             if lease.id in self._running():
                 return  # replayed event for a lease we already run
             self.counters.add("bids_won")
+            self._open_bids.pop(lease.order_id, None)
             self.reservations.move(f"order:{lease.order_id}", f"lease:{lease.id}")
             price = format_amount(lease.price_per_hour)
             self.say(f"won {lease.order_id} at {price}/h: lease {lease.id}")
@@ -378,6 +385,7 @@ class Agent:
             self._spawn(self._stop_lease(lease.id), f"stop-{lease.id}")
 
     def _release_order(self, order_id: str) -> bool:
+        self._open_bids.pop(order_id, None)
         task = self._orders.pop(order_id, None)
         if task is not None and not task.done():
             task.cancel()
@@ -415,7 +423,8 @@ class Agent:
                 self.say(f"decline {order_id}: {decision.reason}")
                 await self.link.decline(order_id, decision.reason)
                 return
-            await self.link.place_bid(order_id, decision, self.inventory)
+            bid = await self.link.place_bid(order_id, decision, self.inventory)
+            self._open_bids[order_id] = bid.id
         except LinkError as exc:
             self.reservations.release(f"order:{order_id}")
             self.say(f"bid on {order_id} not placed: {exc.details or exc.code}")
@@ -426,6 +435,7 @@ class Agent:
         # Safety net: if no outcome ever arrives, free the reservation after the window.
         wait_ms = (closes - SystemClock().now_ms()) if closes else 300_000
         await asyncio.sleep(max(wait_ms + ORDER_GRACE_MS, 0) / 1000)
+        self._open_bids.pop(order_id, None)
         if self.reservations.release(f"order:{order_id}"):
             self.say(f"bid on {order_id} expired without an outcome; reservation released")
 
