@@ -520,3 +520,23 @@ def test_provider_silent_without_expiry_bills_to_last_heartbeat(clock: ManualClo
     assert lease.close_reason == CloseReason.PROVIDER_LOST and lease.paid == 2 * money.MICRO
     assert market.get_order(f"{dep_id}/1/2").state == OrderState.OPEN
     market.provider_silent("p1")  # idempotent
+
+
+def test_settlement_never_pays_past_the_last_heartbeat(
+    market: MarketService, clock: ManualClock
+) -> None:
+    dep_id = deploy(market)
+    market.place_bid("p1", f"{dep_id}/1/1", 3_600 * money.MICRO // 1000)  # 3.6 units/h
+    clock.advance(5_000)
+    market.tick()
+    lease_id = f"{dep_id}/1/1/p1"
+    market.report_status("p1", lease_id, True)
+    start = clock.now_ms()
+    elapse(market, clock, 60_000)
+    clock.advance(25_000)  # p1 dies right after its last heartbeat; settle before detection
+    market.settle_all()
+    assert market.get_lease(lease_id).billed_until_ms == start + 60_000
+    elapse(market, clock, 10_000, silent=("p1",))
+    lease = market.get_lease(lease_id)
+    assert lease.close_reason == CloseReason.PROVIDER_LOST
+    assert lease.paid == money.accrued(3_600_000, 60_000) == 60_000

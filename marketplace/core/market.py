@@ -975,12 +975,20 @@ class MarketService:
             self._close_lease(lease, reason, now, now, text)
         return lease
 
+    def _confirmed_until(self, lease: Lease, now: int) -> int:
+        """How far a periodic settlement may bill: up to the provider's last heartbeat, so a
+        provider that dies is never paid past it (billing stops there). With
+        heartbeat_expiry=False (simulator) heartbeats are not tracked and it is `now`."""
+        if not self.config.heartbeat_expiry:
+            return now
+        return min(now, self.state.providers[lease.provider].last_heartbeat_ms)
+
     def settle(self, lease_id: str) -> Lease:
-        """Pay the provider what the lease has accrued up to now."""
+        """Pay the provider what the lease has accrued up to its provider's last heartbeat."""
         self.tick()
         lease = self._lease_of(lease_id)
         if lease.state != LeaseState.CLOSED:
-            self._settle(lease, self.clock.now_ms())
+            self._settle(lease, self._confirmed_until(lease, self.clock.now_ms()))
         return lease
 
     def settle_all(self) -> None:
@@ -989,7 +997,7 @@ class MarketService:
         now = self.clock.now_ms()
         for open_leases in self._prov_leases.values():
             for lease in open_leases.values():
-                self._settle(lease, now)
+                self._settle(lease, self._confirmed_until(lease, now))
 
     # ==== providers ========================================================================
     def _provider(self, address: str) -> ProviderRecord:
