@@ -113,6 +113,9 @@ class MarketConfig:
     # False: tick() never expires providers by itself; the caller reports silent ones with
     # provider_silent() (the simulator models liveness analytically instead of heartbeating)
     heartbeat_expiry: bool = True
+    # provider events kept in memory for provider_events_after (the server persists all of them);
+    # a provider resuming from an older token gets the oldest kept and should re-list open orders
+    provider_event_retention: int = 100_000
 
 
 # Reasons after which a group is ordered again, per restart policy (see the module docstring).
@@ -390,7 +393,10 @@ class MarketService:
             return
         event = ProviderEvent(self.state.next_event_seq, time_ms, provider, kind, **fields)
         self.state.next_event_seq += 1
-        self.state.provider_events.append(event)
+        events = self.state.provider_events
+        events.append(event)
+        if len(events) > 2 * self.config.provider_event_retention:
+            del events[: len(events) - self.config.provider_event_retention]
         if self.config.journal:
             self._new_prov_events.append(event)
 
