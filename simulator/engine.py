@@ -15,6 +15,7 @@ One random.Random(seed) owned by the run drives every draw; iteration is over li
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import math
 import random
@@ -41,6 +42,7 @@ from marketplace.core.resources import (
     RestartPolicy,
 )
 from marketplace.core.state import CloseReason, LeaseState, Offer, OrderState
+from simulator.assignment import min_cost_assignment
 from simulator.failures import FailureModel
 from simulator.metrics import MS_PER_HOUR, Collector
 from simulator.network import sync_seconds, utilization
@@ -59,16 +61,22 @@ ADMIN = "sim-admin"
 GIB = 1 << 30
 TENANT_FUNDS = 10**18  # micro-units: tenants never run out; escrows are what is at stake
 NEVER = 100 * 365 * 24 * MS_PER_HOUR  # heartbeat timeout when the core cannot be told
+# The offline optimum looks at this many of the cheapest providers per order (a bound that
+# only binds when nearly every cheap provider is busy).
+SCAN_LIMIT = 2_000
 
 
 class SimClock:
-    """The market's Clock, reading SimPy's simulated time (ms)."""
+    """The market's Clock, reading SimPy's simulated time (whole ms: every delay is an int)."""
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
+        # The market reads the clock in every command (~30 times per job): a C-level
+        # getattr of the environment's time instead of a Python method and property call.
+        self.now_ms = functools.partial(getattr, env, "_now")  # type: ignore[method-assign]
 
     def now_ms(self) -> int:
-        return int(self.env.now)
+        return self.env.now  # type: ignore[no-any-return]
 
 
 class Pool:
@@ -142,6 +150,11 @@ class Simulation:
         self.metrics = Collector(models, round(scenario.report.sample_minutes * 60_000))
         self.by_address = {p.address: p for p in self.providers}
         self.pools: dict[str, Pool] = {model: Pool() for model in [*models, "*"]}
+        # providers cheapest first, per model and overall: costs are fixed for a run
+        ranked = sorted(self.providers, key=lambda p: (p.cost_per_gpu_hour, p.index))
+        self.by_cost: dict[str, list[int]] = {"*": [p.index for p in ranked]}
+        for p in ranked:
+            self.by_cost.setdefault(p.model, []).append(p.index)
         self.watch: dict[str, OrderWatch] = {}  # orders the tenants wait on, by id
         self.due: list[tuple[int, str]] = []  # heap of (window close, order id)
         self.silent: dict[int, None] = {}  # failed providers the market has noticed
@@ -178,7 +191,7 @@ class Simulation:
         event.callbacks.append(lambda _event: fn(*args))
 
     def now(self) -> int:
-        return int(self.env.now)
+        return self.env._now  # type: ignore[no-any-return]  # SimPy's time, as SimClock reads it
 
     def run(self, progress: Callable[[float], None] | None = None, steps: int = 100) -> None:
         """Run to the horizon, calling progress(fraction) between chunks of simulated time."""
@@ -257,7 +270,11 @@ class Simulation:
 
     def _refresh(self, p: SimProvider) -> None:
         """Keep p in the pools of providers with free GPUs exactly when it has some."""
-        if p.up and p.free_gpus > 0:
+        free = p.up and p.free_gpus > 0
+        if free == p.pooled:
+            return
+        p.pooled = free
+        if free:
             self.pools[p.model].add(p.index)
             self.pools["*"].add(p.index)
         else:
@@ -515,8 +532,7 @@ class Simulation:
         ready = []
         while self.due and self.due[0][0] <= now:
             ready.append(heapq.heappop(self.due))
-        awarded = 0
-        sampled = False
+        awarded: list[tuple[OrderWatch, SimProvider]] = []
         for _, order_id in ready:
             watch = self.watch.get(order_id)
             if watch is None:
@@ -537,14 +553,12 @@ class Simulation:
             if not order.lease_id:
                 self._release_bidders(watch, None)
                 continue
-            if awarded == 0:
-                self.rounds += 1
-                every = self.scenario.market.efficiency_sample_every
-                sampled = every > 0 and self.rounds % every == 0
-            awarded += 1
-            self._awarded(watch, order.lease_id, sampled)
+            awarded.append((watch, self._awarded(watch, order.lease_id)))
         if awarded:
             self.metrics.auction_rounds += 1
+            every = self.scenario.market.efficiency_sample_every
+            if every > 0 and self.metrics.auction_rounds % every == 0:
+                self._round_optimum(awarded)
 
     def _release_bidders(
         self, watch: OrderWatch, winner: int | None, withdraw: str = "", offer: bool = True
@@ -566,12 +580,13 @@ class Simulation:
             if offer and p.free_gpus > 0 and p.up:
                 self._offer_capacity(p)
 
-    def _awarded(self, watch: OrderWatch, lease_id: str, sampled: bool) -> None:
+    def _awarded(self, watch: OrderWatch, lease_id: str) -> SimProvider:
+        """The market leased the order to a provider: it starts the workload."""
         job, g = watch.job, watch.group
         lease = self.market.get_lease(lease_id)
         p = self.by_address[lease.provider]
         self.metrics.auctions += 1
-        self._welfare(watch, p, sampled)
+        self._welfare(watch, p)
         learn(p, won=True, step=self.pricing.adaptive_step)
         self._release_bidders(watch, p.index)
         per_gpu = lease.price_per_hour // job.gpus_per_group
@@ -580,7 +595,7 @@ class Simulation:
             p.free_gpus -= job.gpus_per_group  # an older bid of its won: it holds the GPUs now
             self._refresh(p)
         if job.done:
-            return
+            return p
         job.leases[g] = lease_id
         job.providers[g] = p.index
         p.leases[lease_id] = (job, g)
@@ -589,7 +604,7 @@ class Simulation:
                 self.market.close_lease(p.address, lease_id, "provider lost (simulated)")
                 self._lease_gone(p, lease_id)
                 self._reorder(job, g)
-            return  # else it won while failing: detection closes the lease and re-orders
+            return p  # else it won while failing: detection closes the lease and re-orders
         self.market.report_status(p.address, lease_id, running=True)
         p.running[lease_id] = (job.gpus_per_group, self.now())
         self.metrics.busy_gpus.add(self.now(), job.gpus_per_group)
@@ -598,27 +613,53 @@ class Simulation:
             self.metrics.failover_ms.append(self.now() - job.lost_at[g])
             job.lost_at[g] = -1
         self._group_up(job, g)
+        return p
 
-    def _welfare(self, watch: OrderWatch, winner: SimProvider, sampled: bool) -> None:
-        """Welfare of this award vs the cheapest bidder and (sampled) the cheapest free provider."""
+    def _welfare(self, watch: OrderWatch, winner: SimProvider) -> None:
+        """Welfare of this award (tenant's value − winner's true cost) vs the cheapest bidder."""
         job = watch.job
         value = job.max_price_per_hour
         g = job.gpus_per_group
+        costs = [self.providers[i].cost_per_gpu_hour * g for i, _ in watch.bidders]
         winner_cost = winner.cost_per_gpu_hour * g
-        best_bid = min(self.providers[i].cost_per_gpu_hour * g for i, _ in watch.bidders)
         w = self.metrics.welfare
         w.orders += 1
         w.mechanism += value - winner_cost
-        w.best_bidder += value - best_bid
-        if sampled:
-            best = best_bid
-            for i in self.pools[job.gpu_model].items:
+        w.best_bidder += value - min(costs, default=winner_cost)
+
+    def _round_optimum(self, awarded: list[tuple[OrderWatch, SimProvider]]) -> None:
+        """Offline, on a sampled round: the cost-minimising assignment of the round's orders to
+        every provider that could have hosted them (one order each), against what the market did.
+        An order's n cheapest candidates suffice when the round has n orders."""
+        n = len(awarded)
+        column: dict[tuple[int, int], int] = {}
+        rows: list[dict[tuple[int, int], float]] = []
+        for r, (watch, winner) in enumerate(awarded):
+            job = watch.job
+            g = job.gpus_per_group
+            # the winner's own slot (it may have won several orders of the round), then the
+            # cheapest providers with room for the group now
+            found = {(winner.index, r): float(winner.cost_per_gpu_hour * g)}
+            for scanned, i in enumerate(self.by_cost[job.gpu_model]):
+                if len(found) > n or scanned >= SCAN_LIMIT:
+                    break
                 p = self.providers[i]
                 if self._eligible(p, job):
-                    best = min(best, p.cost_per_gpu_hour * g)
-            w.sampled_orders += 1
-            w.sampled_mechanism += value - winner_cost
-            w.sampled_optimum += value - best
+                    found[(i, -1)] = float(p.cost_per_gpu_hour * g)
+            rows.append(found)
+            for i in found:
+                column.setdefault(i, len(column))
+        matrix = [[math.inf] * len(column) for _ in rows]
+        for r, found in enumerate(rows):
+            for i, c in found.items():
+                matrix[r][column[i]] = c
+        optimum, _ = min_cost_assignment(matrix)
+        values = sum(watch.job.max_price_per_hour for watch, _ in awarded)
+        used = sum(winner.cost_per_gpu_hour * watch.job.gpus_per_group for watch, winner in awarded)
+        w = self.metrics.welfare
+        w.sampled_orders += n
+        w.sampled_mechanism += values - used
+        w.sampled_optimum += values - optimum
 
     # ---- jobs running ------------------------------------------------------------------------
     def _group_up(self, job: Job, g: int) -> None:
@@ -653,6 +694,9 @@ class Simulation:
 
     def _top_up(self, job: Job, wall_ms: float) -> None:
         """Keep the escrow ahead of what the running leases will owe (a tenant watching it)."""
+        dep = self.market.state.deployments.get(job.deployment_id)
+        if dep is None or dep.state != "active":
+            return
         price = job.max_price_per_hour * job.groups
         needed = math.ceil(price * (wall_ms * 1.2 / MS_PER_HOUR + 1))
         available = self.market.escrow_available(job.deployment_id)

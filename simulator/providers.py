@@ -79,6 +79,7 @@ class SimProvider:
     failure_factor: float  # community boxes fail more often than datacentre ones
     free_gpus: int = 0  # not leased and not reserved by an open bid
     up: bool = True
+    pooled: bool = False  # in the engine's pools of providers with free GPUs
     # lease id → (job, group index), insertion-ordered (never a set: iteration must be stable)
     leases: dict[str, Any] = field(default_factory=dict)
     running: dict[str, tuple[int, int]] = field(default_factory=dict)  # lease → (GPUs, since ms)

@@ -66,3 +66,28 @@ def test_slowest_link_and_region_penalty_set_the_pace() -> None:
         allreduce_seconds(2, 1e9, 100e6 / 8)
     )
     assert sync_seconds([fast, far], 1e9, 0.5) == pytest.approx(allreduce_seconds(2, 1e9, 5e9 / 8))
+
+
+def test_min_cost_assignment_matches_brute_force() -> None:
+    import itertools
+    import math
+
+    from simulator.assignment import min_cost_assignment
+
+    rng = random.Random(11)
+    for _ in range(200):
+        n = rng.randint(1, 4)
+        m = rng.randint(n, 6)
+        cost = [[rng.choice([math.inf, rng.randint(1, 20)]) for _ in range(m)] for _ in range(n)]
+        feasible = [
+            sum(cost[i][c] for i, c in enumerate(cols))
+            for cols in itertools.permutations(range(m), n)
+        ]
+        best = min(feasible)
+        if math.isinf(best):
+            with pytest.raises(ValueError):
+                min_cost_assignment(cost)
+            continue
+        total, cols = min_cost_assignment(cost)
+        assert total == best
+        assert len(set(cols)) == n

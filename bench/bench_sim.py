@@ -1,0 +1,136 @@
+"""Simulator throughput: simulated events/s against a raw SimPy timeout loop in the same run,
+and the wall time of a 30-day market with 10,000 providers and >= 1,000,000 jobs.
+
+    python bench/bench_sim.py                 # the full scenario (minutes)
+    python bench/bench_sim.py --scale 0.05    # 500 providers, ~50,000 jobs, same 30 days
+    python bench/bench_sim.py --profile       # also print where the time goes (cProfile)
+
+"events" are the SimPy timeouts the simulation schedules (arrivals, bid-window closes,
+completions, failures, detections, repairs, patience checks, samples); each one runs the
+market's real code (MarketService) on the simulated clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import pstats
+import time
+from typing import Any
+
+import simpy
+
+from simulator.engine import run_scenario
+from simulator.report import summarize
+from simulator.scenario import parse_scenario
+
+FULL_PROVIDERS = 10_000
+FULL_JOBS_PER_HOUR = 1_400  # ~1,008,000 arrivals in 30 days
+
+
+def bench_scenario(scale: float, days: float) -> dict[str, Any]:
+    """Small jobs (a few GPU-hours) so 10,000 providers (~26,000 GPUs) carry >1M jobs a month
+    at ~70% utilization; the default failure model (datacentre + flaky community boxes)."""
+    return {
+        "name": f"bench-x{scale:g}",
+        "seed": 1,
+        "duration_days": days,
+        "market": {
+            "payment": "first-price",
+            "bid_window_s": 30,
+            "bidders_per_order": 6,
+            "efficiency_sample_every": 50,
+        },
+        "providers": {"count": max(10, round(FULL_PROVIDERS * scale))},
+        "tenants": {
+            "count": max(10, round(20_000 * scale)),
+            "arrivals": {"rate_per_hour": FULL_JOBS_PER_HOUR * scale},
+            "mix": {"training": 0.3, "inference": 0.7},
+            "training": {
+                "nodes": {1: 0.7, 2: 0.2, 4: 0.1},
+                "gpus_per_node": {1: 0.5, 2: 0.3, 4: 0.2},
+                "compute_hours": {"median": 2.5, "sigma": 1.0},
+            },
+            "inference": {
+                "duration_hours": {"median": 5.0, "sigma": 1.0},
+                "request_rate": {"median": 2.0, "sigma": 1.0},
+            },
+        },
+        "report": {"sample_minutes": 60, "plots": False},
+    }
+
+
+def raw_simpy(events: int, processes: int) -> float:
+    """Events/s of plain `yield env.timeout(1)` loops spread over `processes` processes."""
+    env = simpy.Environment()
+    per = events // processes
+
+    def loop(env: simpy.Environment, n: int):  # type: ignore[no-untyped-def]
+        for _ in range(n):
+            yield env.timeout(1)
+
+    for _ in range(processes):
+        env.process(loop(env, per))
+    started = time.perf_counter()
+    env.run()
+    return per * processes / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full size")
+    parser.add_argument("--days", type=float, default=30.0)
+    parser.add_argument("--profile", action="store_true", help="print the top functions")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+
+    base_1 = raw_simpy(1_000_000, 1)
+    base_10k = raw_simpy(1_000_000, 10_000)
+    scenario = parse_scenario(bench_scenario(args.scale, args.days))
+    gc.collect()
+    profiler = cProfile.Profile() if args.profile else None
+    started = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    sim = run_scenario(scenario)
+    if profiler is not None:
+        profiler.disable()
+    wall = time.perf_counter() - started
+    summary = summarize(sim)
+    jobs = sum(summary["jobs"]["arrived"].values())
+    rate = sim.events / wall
+    figures = {
+        "scale": args.scale,
+        "simulated_days": args.days,
+        "providers": len(sim.providers),
+        "gpus": summary["utilization"]["gpus"],
+        "jobs": jobs,
+        "auctions": summary["market"]["auctions"],
+        "bids": summary["market"]["bids"],
+        "simpy_events": sim.events,
+        "wall_seconds": round(wall, 2),
+        "events_per_second": round(rate),
+        "jobs_per_second": round(jobs / wall),
+        "raw_simpy_events_per_second_1_process": round(base_1),
+        "raw_simpy_events_per_second_10k_processes": round(base_10k),
+        "ratio_to_raw_1_process": round(rate / base_1, 4),
+        "ratio_to_raw_10k_processes": round(rate / base_10k, 4),
+        "gpu_utilization": summary["utilization"]["gpu_busy_fraction"],
+        "ledger_balanced": summary["ledger"]["balanced"],
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        for key, value in figures.items():
+            print(f"{key:45} {value}")
+    if profiler is not None:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
+        print(text.getvalue())
+
+
+if __name__ == "__main__":
+    main()
