@@ -21,6 +21,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import simpy
@@ -41,7 +42,7 @@ from marketplace.core.resources import (
     ResourceUnit,
     RestartPolicy,
 )
-from marketplace.core.state import CloseReason, LeaseState, Offer, OrderState
+from marketplace.core.state import Offer, OrderState
 from simulator.assignment import min_cost_assignment
 from simulator.failures import FailureModel
 from simulator.metrics import MS_PER_HOUR, Collector
@@ -165,7 +166,6 @@ class Simulation:
         self.funded: dict[str, None] = {}
         self.next_tick_ms = math.inf
         self.events = 0
-        self.rounds = 0
         self.groups: dict[tuple[str, int], tuple[GroupSpec, ...]] = {}
         self.settings = {
             kind: JobSettings(
@@ -358,9 +358,8 @@ class Simulation:
             path = arrivals.trace
             if self.scenario.base_dir and not path.startswith("/"):
                 path = f"{self.scenario.base_dir}/{path}"
-            from pathlib import Path
-
-            tasks = load_trace(Path(path), arrivals.trace_speedup, self.horizon_ms)
+            offset_s = arrivals.trace_offset_days * 86_400
+            tasks = load_trace(Path(path), arrivals.trace_speedup, self.horizon_ms, offset_s)
             self._next_trace(iter(tasks))
         else:
             times = poisson_arrivals(self.rng, arrivals.rate_per_hour, self.horizon_ms)
@@ -817,12 +816,6 @@ class Simulation:
         for p in self.providers:
             p.revenue = self.market.get_account(p.address).balance
         self.end_ms = now
-
-    def lease_reason(self, lease_id: str) -> CloseReason | None:
-        lease = self.market.state.leases.get(lease_id)
-        if lease is None or lease.state != LeaseState.CLOSED:
-            return None
-        return lease.close_reason
 
 
 def run_scenario(

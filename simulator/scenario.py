@@ -109,6 +109,8 @@ class ArrivalSpec:
     trace: str = ""
     # Trace seconds per simulated second, for arrivals and lifetimes (v2023 spans ~149 days).
     trace_speedup: float = field(default=1.0, metadata=_range(0.000001))
+    # Start the replay this far into the trace (the v2023 pod list is dense in its last weeks).
+    trace_offset_days: float = field(default=0.0, metadata=_range(0.0))
 
 
 @dataclass(frozen=True)

@@ -186,11 +186,14 @@ class TraceTask:
     duration_ms: int
 
 
-def load_trace(path: Path, speedup: float, horizon_ms: int) -> list[TraceTask]:
+def load_trace(
+    path: Path, speedup: float, horizon_ms: int, offset_s: float = 0.0
+) -> list[TraceTask]:
     """GPU tasks of an Alibaba GPU v2023 pod list (openb_pod_list_*.csv), in arrival order.
 
     Latency-sensitive (qos LS) tasks become inference services, the rest training jobs; a
     fractional GPU (gpu_milli < 1000) still rents a whole one; lifetime = deletion − scheduled.
+    Tasks created before `offset_s` (trace seconds) are skipped; the rest start at 0.
     """
     try:
         handle = path.open(newline="", encoding="utf-8")
@@ -209,8 +212,8 @@ def load_trace(path: Path, speedup: float, horizon_ms: int) -> list[TraceTask]:
             gpus = int(row["num_gpu"] or 0)
             if gpus <= 0:
                 continue
-            start = float(row["creation_time"] or 0) * MS_PER_SECOND / speedup
-            if start >= horizon_ms:
+            start = (float(row["creation_time"] or 0) - offset_s) * MS_PER_SECOND / speedup
+            if start < 0 or start >= horizon_ms:
                 continue
             scheduled = row.get("scheduled_time") or row["creation_time"]
             deleted = row.get("deletion_time") or ""
