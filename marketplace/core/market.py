@@ -141,11 +141,6 @@ class _Used:
     gpu_uuids: set[str] = field(default_factory=set)
 
 
-def _require(condition: bool, error: Exception) -> None:
-    if not condition:
-        raise error
-
-
 class MarketService:
     def __init__(
         self, clock: Clock, config: MarketConfig | None = None, state: MarketState | None = None
@@ -460,12 +455,12 @@ class MarketService:
     def fund(self, signer: str, address: str, amount: int) -> Account:
         """Mint `amount` into `address` (faucet). Only config.admin_address may."""
         self.tick()
-        _require(
-            bool(self.config.admin_address) and signer == self.config.admin_address,
-            PermissionDenied("only the marketplace's admin key may fund accounts"),
-        )
-        _require(bool(address), InvalidArgument("fund: address is empty"))
-        _require(amount > 0, InvalidArgument(f"fund: amount must be positive, got {amount}"))
+        if not self.config.admin_address or signer != self.config.admin_address:
+            raise PermissionDenied("only the marketplace's admin key may fund accounts")
+        if not address:
+            raise InvalidArgument("fund: address is empty")
+        if amount <= 0:
+            raise InvalidArgument(f"fund: amount must be positive, got {amount}")
         self.ledger.transfer(self.clock.now_ms(), MINT, acct_key(address), amount, "faucet")
         return self.state.accounts[address]
 
@@ -485,7 +480,8 @@ class MarketService:
     # ==== deployments ======================================================================
     def _own_deployment(self, owner: str, deployment_id: str) -> Deployment:
         dep = self.get_deployment(deployment_id)
-        _require(dep.owner == owner, PermissionDenied(f"deployment {deployment_id} is not yours"))
+        if dep.owner != owner:
+            raise PermissionDenied(f"deployment {deployment_id} is not yours")
         return dep
 
     def create_deployment(
@@ -501,29 +497,25 @@ class MarketService:
         """Move `deposit` from the owner's account into the deployment's escrow and open one order
         per group, with the bid window from job.auction."""
         self.tick()
-        _require(bool(owner), InvalidArgument("owner is empty"))
-        _require(bool(groups), InvalidArgument("a deployment needs at least one placement group"))
+        if not owner:
+            raise InvalidArgument("owner is empty")
+        if not groups:
+            raise InvalidArgument("a deployment needs at least one placement group")
         for group in groups:
-            _require(
-                group.max_price_per_hour >= 0,
-                InvalidArgument(f"group {group.name}: negative maximum price"),
-            )
+            if group.max_price_per_hour < 0:
+                raise InvalidArgument(f"group {group.name}: negative maximum price")
         floor = max(self.config.min_deposit, 1)
-        _require(
-            deposit >= floor,
-            InvalidArgument(
+        if deposit < floor:
+            raise InvalidArgument(
                 f"deposit {money.format_amount(deposit)} is below the minimum "
                 f"{money.format_amount(floor)}"
-            ),
-        )
+            )
         balance = self.get_account(owner).balance
-        _require(
-            balance >= deposit,
-            InsufficientFunds(
+        if balance < deposit:
+            raise InsufficientFunds(
                 f"deposit {money.format_amount(deposit)} exceeds your balance "
                 f"{money.format_amount(balance)}"
-            ),
-        )
+            )
         now = self.clock.now_ms()
         st = self.state
         dep = Deployment(
@@ -601,10 +593,8 @@ class MarketService:
         """Close its orders and leases (deployment_closed), settle, refund the escrow's rest."""
         self.tick()
         dep = self._own_deployment(owner, deployment_id)
-        _require(
-            dep.state == DeploymentState.ACTIVE,
-            FailedPrecondition(f"deployment {deployment_id} is closed already"),
-        )
+        if dep.state != DeploymentState.ACTIVE:
+            raise FailedPrecondition(f"deployment {deployment_id} is closed already")
         now = self.clock.now_ms()
         self._finish_deployment(dep, CloseReason.DEPLOYMENT_CLOSED, now, "closed by the tenant")
         return dep
@@ -647,19 +637,16 @@ class MarketService:
         """Top up the escrow from the owner's account."""
         self.tick()
         dep = self._own_deployment(owner, deployment_id)
-        _require(
-            dep.state == DeploymentState.ACTIVE,
-            FailedPrecondition(f"deployment {deployment_id} is closed"),
-        )
-        _require(amount > 0, InvalidArgument(f"deposit must be positive, got {amount}"))
+        if dep.state != DeploymentState.ACTIVE:
+            raise FailedPrecondition(f"deployment {deployment_id} is closed")
+        if amount <= 0:
+            raise InvalidArgument(f"deposit must be positive, got {amount}")
         balance = self.get_account(owner).balance
-        _require(
-            balance >= amount,
-            InsufficientFunds(
+        if balance < amount:
+            raise InsufficientFunds(
                 f"deposit {money.format_amount(amount)} exceeds your balance "
                 f"{money.format_amount(balance)}"
-            ),
-        )
+            )
         self.ledger.transfer(
             self.clock.now_ms(), acct_key(owner), escrow_key(dep.id), amount, "deposit"
         )
@@ -806,13 +793,10 @@ class MarketService:
         bid = self.get_bid(bid_id)
         order = self.state.orders[bid.order_id]
         self._own_deployment(owner, order.deployment_id)
-        _require(
-            order.state == OrderState.OPEN,
-            FailedPrecondition(f"order {order.id} is {order.state}, not open"),
-        )
-        _require(
-            bid.state == BidState.OPEN, FailedPrecondition(f"bid {bid_id} is {bid.state}, not open")
-        )
+        if order.state != OrderState.OPEN:
+            raise FailedPrecondition(f"order {order.id} is {order.state}, not open")
+        if bid.state != BidState.OPEN:
+            raise FailedPrecondition(f"bid {bid_id} is {bid.state}, not open")
         verdict = self._check(
             self.state.providers[bid.provider], order, bid.price_per_hour, bid.offer
         )
@@ -911,14 +895,10 @@ class MarketService:
         by the provider counts as a failure it caused; a close by the tenant never re-orders)."""
         self.tick()
         lease = self._lease_of(lease_id)
-        _require(
-            actor in (lease.tenant, lease.provider),
-            PermissionDenied(f"lease {lease_id} is neither yours as tenant nor as provider"),
-        )
-        _require(
-            lease.state != LeaseState.CLOSED,
-            FailedPrecondition(f"lease {lease_id} is closed already ({lease.close_reason})"),
-        )
+        if actor not in (lease.tenant, lease.provider):
+            raise PermissionDenied(f"lease {lease_id} is neither yours as tenant nor as provider")
+        if lease.state == LeaseState.CLOSED:
+            raise FailedPrecondition(f"lease {lease_id} is closed already ({lease.close_reason})")
         reason = CloseReason.TENANT if actor == lease.tenant else CloseReason.PROVIDER
         now = self.clock.now_ms()
         self._close_lease(lease, reason, now, now, message)
@@ -928,11 +908,10 @@ class MarketService:
         """The deployment and group a lease runs; only the lease's provider may ask."""
         self.tick()
         lease = self._lease_of(lease_id)
-        _require(lease.provider == provider, PermissionDenied(f"lease {lease_id} is not yours"))
-        _require(
-            lease.state != LeaseState.CLOSED,
-            FailedPrecondition(f"lease {lease_id} is closed ({lease.close_reason})"),
-        )
+        if lease.provider != provider:
+            raise PermissionDenied(f"lease {lease_id} is not yours")
+        if lease.state == LeaseState.CLOSED:
+            raise FailedPrecondition(f"lease {lease_id} is closed ({lease.close_reason})")
         order = self.state.orders[lease.order_id]
         return self.state.deployments[lease.deployment_id], order.group
 
@@ -951,11 +930,10 @@ class MarketService:
         failed; the group is re-ordered per the restart policy."""
         self.tick()
         lease = self._lease_of(lease_id)
-        _require(lease.provider == provider, PermissionDenied(f"lease {lease_id} is not yours"))
-        _require(
-            lease.state != LeaseState.CLOSED,
-            FailedPrecondition(f"lease {lease_id} is closed ({lease.close_reason})"),
-        )
+        if lease.provider != provider:
+            raise PermissionDenied(f"lease {lease_id} is not yours")
+        if lease.state == LeaseState.CLOSED:
+            raise FailedPrecondition(f"lease {lease_id} is closed ({lease.close_reason})")
         now = self.clock.now_ms()
         endpoints = tuple(endpoints)
         if endpoints:
@@ -1023,11 +1001,10 @@ class MarketService:
     ) -> ProviderRecord:
         """Register or update a provider; it is online from now (history is kept)."""
         self.tick()
-        _require(bool(address), InvalidArgument("provider address is empty"))
-        _require(
-            isinstance(capacity, matching.Capacity),
-            InvalidArgument("capacity must be a matching.Capacity"),
-        )
+        if not address:
+            raise InvalidArgument("provider address is empty")
+        if not isinstance(capacity, matching.Capacity):
+            raise InvalidArgument("capacity must be a matching.Capacity")
         now = self.clock.now_ms()
         prov = self.state.providers.get(address)
         if prov is None:
@@ -1071,10 +1048,8 @@ class MarketService:
         (unknown, closed, or not its own)."""
         self.tick()
         prov = self._provider(address)
-        _require(
-            capacity is None or isinstance(capacity, matching.Capacity),
-            InvalidArgument("capacity must be a matching.Capacity"),
-        )
+        if capacity is not None and not isinstance(capacity, matching.Capacity):
+            raise InvalidArgument("capacity must be a matching.Capacity")
         now = self.clock.now_ms()
         self._credit_time(prov, now)
         if not prov.online:
@@ -1126,27 +1101,19 @@ class MarketService:
         self.tick()
         prov = self._provider(provider)
         order = self.get_order(order_id)
-        _require(
-            order.state == OrderState.OPEN,
-            FailedPrecondition(f"order {order_id} is {order.state}, not taking bids"),
-        )
-        _require(
-            price_per_hour > 0,
-            InvalidArgument(f"price must be positive, got {price_per_hour}"),
-        )
+        if order.state != OrderState.OPEN:
+            raise FailedPrecondition(f"order {order_id} is {order.state}, not taking bids")
+        if price_per_hour <= 0:
+            raise InvalidArgument(f"price must be positive, got {price_per_hour}")
         bids = self._order_bids.setdefault(order_id, {})
         existing = bids.get(provider)
-        _require(
-            existing is None or existing.state != BidState.OPEN,
-            AlreadyExists(f"you already bid on {order_id}; withdraw it first to bid again"),
-        )
+        if existing is not None and existing.state == BidState.OPEN:
+            raise AlreadyExists(f"you already bid on {order_id}; withdraw it first to bid again")
         limit = self.config.max_bids_per_order
-        _require(
-            len(bids) < limit or sum(b.state == BidState.OPEN for b in bids.values()) < limit,
-            FailedPrecondition(
+        if len(bids) >= limit and sum(b.state == BidState.OPEN for b in bids.values()) >= limit:
+            raise FailedPrecondition(
                 f"order {order_id} has the maximum {self.config.max_bids_per_order} open bids"
-            ),
-        )
+            )
         offer = offer or Offer()
         verdict = self._check(prov, order, price_per_hour, offer)
         if isinstance(verdict, str):
@@ -1179,10 +1146,10 @@ class MarketService:
     def withdraw_bid(self, provider: str, bid_id: str) -> Bid:
         self.tick()
         bid = self.get_bid(bid_id)
-        _require(bid.provider == provider, PermissionDenied(f"bid {bid_id} is not yours"))
-        _require(
-            bid.state == BidState.OPEN, FailedPrecondition(f"bid {bid_id} is {bid.state}, not open")
-        )
+        if bid.provider != provider:
+            raise PermissionDenied(f"bid {bid_id} is not yours")
+        if bid.state != BidState.OPEN:
+            raise FailedPrecondition(f"bid {bid_id} is {bid.state}, not open")
         leases.move(bid, BidState.WITHDRAWN)
         self._touch(bid)
         return bid
