@@ -1,0 +1,511 @@
+"""Wire (protobuf v1) ↔ core conversions: the one place they live.
+
+Pairs of pure functions, `x_to_proto` and `x_from_proto`. Wire types are always written `pb.X`,
+core types by their own names, so the two never mix. Conventions:
+- a ResourceUnit's services travel comma-joined in the wire's single `service` field (an SDL
+  v2.1 unit may hold several services);
+- GPU options travel as Akash's flattened keys (vendor/nvidia/model/h100/ram/80Gi/interface/sxm);
+- a provider's capacity travels as an Inventory; only GPUs it marks healthy are offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from marketplace.api.v1 import market_pb2 as pb
+from marketplace.core import gpus, matching
+from marketplace.core.resources import (
+    AuctionSettings,
+    GpuOption,
+    GpuRequest,
+    GroupSpec,
+    JobKind,
+    Payment,
+    PlacementRequirements,
+    ResourceUnit,
+    Volume,
+)
+from marketplace.core.state import (
+    Account,
+    AuditReport,
+    Bid,
+    BidState,
+    CloseReason,
+    Decline,
+    Deployment,
+    DeploymentEvent,
+    DeploymentState,
+    Endpoint,
+    Lease,
+    LeaseState,
+    LedgerEntry,
+    Offer,
+    Order,
+    OrderExplanation,
+    OrderState,
+    PriceStat,
+    ProviderRecord,
+)
+
+# --- enums ------------------------------------------------------------------------------------
+
+PAYMENT_TO_PROTO = {
+    Payment.FIRST_PRICE: pb.AuctionSettings.FIRST_PRICE,
+    Payment.SECOND_PRICE: pb.AuctionSettings.SECOND_PRICE,
+}
+PAYMENT_FROM_PROTO = {v: k for k, v in PAYMENT_TO_PROTO.items()}
+DEPLOYMENT_STATE_TO_PROTO = {
+    DeploymentState.ACTIVE: pb.DEPLOYMENT_ACTIVE,
+    DeploymentState.CLOSED: pb.DEPLOYMENT_CLOSED,
+}
+ORDER_STATE_TO_PROTO = {
+    OrderState.OPEN: pb.ORDER_OPEN,
+    OrderState.ACTIVE: pb.ORDER_ACTIVE,
+    OrderState.CLOSED: pb.ORDER_CLOSED,
+}
+BID_STATE_TO_PROTO = {
+    BidState.OPEN: pb.BID_OPEN,
+    BidState.WON: pb.BID_WON,
+    BidState.LOST: pb.BID_LOST,
+    BidState.WITHDRAWN: pb.BID_WITHDRAWN,
+    BidState.CLOSED: pb.BID_CLOSED,
+}
+LEASE_STATE_TO_PROTO = {
+    LeaseState.PENDING: pb.LEASE_PENDING,
+    LeaseState.RUNNING: pb.LEASE_RUNNING,
+    LeaseState.CLOSED: pb.LEASE_CLOSED,
+}
+CLOSE_REASON_TO_PROTO = {
+    CloseReason.NONE: pb.LEASE_CLOSE_REASON_UNSPECIFIED,
+    CloseReason.TENANT: pb.CLOSED_BY_TENANT,
+    CloseReason.PROVIDER: pb.CLOSED_BY_PROVIDER,
+    CloseReason.COMPLETED: pb.COMPLETED,
+    CloseReason.FAILED: pb.FAILED,
+    CloseReason.INSUFFICIENT_FUNDS: pb.INSUFFICIENT_FUNDS,
+    CloseReason.PROVIDER_LOST: pb.PROVIDER_LOST,
+    CloseReason.MANIFEST_TIMEOUT: pb.MANIFEST_TIMEOUT,
+    CloseReason.DEPLOYMENT_CLOSED: pb.CLOSED_WITH_DEPLOYMENT,
+}
+
+
+def _inverse(mapping: dict) -> dict:  # type: ignore[type-arg]
+    return {v: k for k, v in mapping.items()}
+
+
+ORDER_STATE_FROM_PROTO = _inverse(ORDER_STATE_TO_PROTO)
+BID_STATE_FROM_PROTO = _inverse(BID_STATE_TO_PROTO)
+LEASE_STATE_FROM_PROTO = _inverse(LEASE_STATE_TO_PROTO)
+CLOSE_REASON_FROM_PROTO = _inverse(CLOSE_REASON_TO_PROTO)
+
+
+def lease_state_name(value: int) -> str:
+    """pb.LEASE_RUNNING → 'running' (for people)."""
+    return str(LEASE_STATE_FROM_PROTO.get(value, "unknown"))
+
+
+def close_reason_name(value: int) -> str:
+    return str(CLOSE_REASON_FROM_PROTO.get(value, ""))
+
+
+def order_state_name(value: int) -> str:
+    return str(ORDER_STATE_FROM_PROTO.get(value, "unknown"))
+
+
+def bid_state_name(value: int) -> str:
+    return str(BID_STATE_FROM_PROTO.get(value, "unknown"))
+
+
+def deployment_state_name(value: int) -> str:
+    return {pb.DEPLOYMENT_ACTIVE: "active", pb.DEPLOYMENT_CLOSED: "closed"}.get(value, "unknown")
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+
+def gpu_option_from_key(key: str) -> GpuOption:
+    """'vendor/nvidia/model/h100/ram/80Gi/interface/sxm' → GpuOption('h100', 80, 'sxm')."""
+    parts = key.split("/")
+    fields = dict(zip(parts[0::2], parts[1::2], strict=False))
+    ram = fields.get("ram", "").removesuffix("Gi")
+    return GpuOption(
+        model=fields.get("model", "*"),
+        ram_gib=int(ram) if ram.isdigit() else None,
+        interface=fields.get("interface"),
+    )
+
+
+def auction_to_proto(a: AuctionSettings) -> pb.AuctionSettings:
+    return pb.AuctionSettings(
+        bid_window_ms=a.bid_window_ms,
+        payment=PAYMENT_TO_PROTO[a.payment],
+        manual=a.manual,
+        min_reliability=a.min_reliability,
+    )
+
+
+def auction_from_proto(a: pb.AuctionSettings) -> AuctionSettings:
+    return AuctionSettings(
+        bid_window_ms=a.bid_window_ms,
+        payment=PAYMENT_FROM_PROTO.get(a.payment, Payment.FIRST_PRICE),
+        manual=a.manual,
+        min_reliability=a.min_reliability,
+    )
+
+
+def unit_to_proto(u: ResourceUnit) -> pb.ResourceUnit:
+    return pb.ResourceUnit(
+        service=",".join(u.services),
+        count=u.count,
+        cpu_millis=u.cpu_millis,
+        memory_bytes=u.memory_bytes,
+        storage=[
+            pb.StorageSpec(
+                name=v.name,
+                bytes=v.size_bytes,
+                persistent=v.persistent,
+                storage_class=v.storage_class or "",
+            )
+            for v in u.storage
+        ],
+        gpu=pb.GpuSpec(units=u.gpu.units, attributes=[o.attribute_key for o in u.gpu.options]),
+        max_price_per_hour=u.max_price_per_hour,
+        ports=list(u.ports),
+    )
+
+
+def unit_from_proto(u: pb.ResourceUnit) -> ResourceUnit:
+    return ResourceUnit(
+        services=tuple(s for s in u.service.split(",") if s),
+        count=u.count,
+        cpu_millis=u.cpu_millis,
+        memory_bytes=u.memory_bytes,
+        storage=tuple(
+            Volume(s.name, s.bytes, s.persistent, s.storage_class or None) for s in u.storage
+        ),
+        gpu=GpuRequest(u.gpu.units, tuple(gpu_option_from_key(k) for k in u.gpu.attributes)),
+        max_price_per_hour=u.max_price_per_hour,
+        ports=tuple(u.ports),
+    )
+
+
+def group_to_proto(g: GroupSpec) -> pb.GroupSpec:
+    return pb.GroupSpec(
+        name=g.name,
+        requirements=pb.PlacementRequirements(
+            attributes=[pb.Attribute(key=k, value=v) for k, v in g.requirements.attributes],
+            signed_by_all_of=list(g.requirements.signed_by_all_of),
+            signed_by_any_of=list(g.requirements.signed_by_any_of),
+        ),
+        resources=[unit_to_proto(u) for u in g.resources],
+        denom=g.denom,
+        max_price_per_hour=g.max_price_per_hour,
+    )
+
+
+def group_from_proto(g: pb.GroupSpec) -> GroupSpec:
+    req = g.requirements
+    return GroupSpec(
+        name=g.name,
+        requirements=PlacementRequirements(
+            attributes=tuple((a.key, a.value) for a in req.attributes),
+            signed_by_all_of=tuple(req.signed_by_all_of),
+            signed_by_any_of=tuple(req.signed_by_any_of),
+        ),
+        resources=tuple(unit_from_proto(u) for u in g.resources),
+        denom=g.denom or "uact",
+    )
+
+
+def attributes_from_proto(attrs: Iterable[pb.Attribute]) -> dict[str, str]:
+    return {a.key: a.value for a in attrs}
+
+
+def attributes_to_proto(attrs: dict[str, str]) -> list[pb.Attribute]:
+    return [pb.Attribute(key=k, value=v) for k, v in sorted(attrs.items())]
+
+
+# --- providers -------------------------------------------------------------------------------
+
+
+def gpu_variant_from_proto(d: pb.GpuDevice) -> gpus.GpuVariant | None:
+    """The device's canonical variant: from its NVML name and memory, else from the model and
+    interface the agent reported (VRAM rounded to whole GiB)."""
+    variant = gpus.from_nvml(d.name, d.memory_mib or None) if d.name else None
+    if variant is None and d.model:
+        ram = round(d.memory_mib / 1024) if d.memory_mib else 0
+        variant = gpus.GpuVariant(d.model, ram, gpus.normalize_interface(d.interface) or "pcie")
+    return variant
+
+
+def capacity_from_proto(inv: pb.Inventory) -> matching.Capacity:
+    devices = []
+    for d in inv.gpus:
+        variant = gpu_variant_from_proto(d)
+        if d.healthy and variant is not None and d.uuid:
+            devices.append(matching.GpuDevice(d.uuid, variant))
+    return matching.Capacity(inv.cpu_millis, inv.memory_bytes, inv.storage_bytes, tuple(devices))
+
+
+def capacity_to_proto(cap: matching.Capacity) -> pb.Inventory:
+    return pb.Inventory(
+        gpus=[
+            pb.GpuDevice(
+                index=i,
+                uuid=d.uuid,
+                model=d.variant.model,
+                memory_mib=d.variant.ram_gib * 1024,
+                interface=d.variant.interface,
+                healthy=True,
+            )
+            for i, d in enumerate(cap.gpus)
+        ],
+        cpu_millis=cap.cpu_millis,
+        memory_bytes=cap.memory_bytes,
+        storage_bytes=cap.storage_bytes,
+    )
+
+
+def provider_to_proto(
+    p: ProviderRecord, reliability: float, leases_running: int
+) -> pb.ProviderInfo:
+    return pb.ProviderInfo(
+        address=p.address,
+        host_uri=p.host_uri,
+        attributes=attributes_to_proto(p.attributes),
+        inventory=capacity_to_proto(p.capacity),
+        region=p.region,
+        reliability=reliability,
+        online=p.online,
+        last_heartbeat_ms=p.last_heartbeat_ms,
+        leases_running=leases_running,
+        version=p.version,
+    )
+
+
+# --- deployments, orders, bids, leases ---------------------------------------------------------
+
+
+def account_to_proto(a: Account, escrowed: int, denom: str) -> pb.Account:
+    return pb.Account(address=a.address, balance=a.balance, escrowed=escrowed, denom=denom)
+
+
+def deployment_to_proto(d: Deployment, escrow_balance: int) -> pb.Deployment:
+    return pb.Deployment(
+        id=d.id,
+        owner=d.owner,
+        state=DEPLOYMENT_STATE_TO_PROTO[d.state],
+        groups=[group_to_proto(g) for g in d.groups],
+        sdl_sha256=d.sdl_sha256,
+        escrow_balance=escrow_balance,
+        deposited=d.deposited,
+        created_at_ms=d.created_at_ms,
+        closed_at_ms=d.closed_at_ms,
+        auction=auction_to_proto(d.job.auction),
+        job_kind=d.job.kind.value,
+        max_runtime_ms=d.job.max_runtime_ms or 0,
+        restart_policy=d.job.restart_policy.value,
+        order_ids=list(d.order_ids),
+        lease_ids=list(d.lease_ids),
+    )
+
+
+def order_to_proto(o: Order) -> pb.Order:
+    return pb.Order(
+        id=o.id,
+        deployment_id=o.deployment_id,
+        owner=o.owner,
+        state=ORDER_STATE_TO_PROTO[o.state],
+        spec=group_to_proto(o.group),
+        auction=auction_to_proto(o.auction),
+        created_at_ms=o.created_at_ms,
+        closes_at_ms=o.closes_at_ms,
+        job_kind=o.job_kind.value,
+    )
+
+
+def order_from_proto(o: pb.Order) -> Order:
+    """An Order as the wire describes it (gseq/oseq read from its id)."""
+    parts = o.id.split("/")
+    gseq, oseq = (int(parts[1]), int(parts[2])) if len(parts) == 3 else (1, 1)
+    return Order(
+        id=o.id,
+        deployment_id=o.deployment_id,
+        owner=o.owner,
+        gseq=gseq,
+        oseq=oseq,
+        group=group_from_proto(o.spec),
+        auction=auction_from_proto(o.auction),
+        state=ORDER_STATE_FROM_PROTO.get(o.state, OrderState.OPEN),
+        created_at_ms=o.created_at_ms,
+        closes_at_ms=o.closes_at_ms,
+        job_kind=JobKind(o.job_kind) if o.job_kind else JobKind.SERVICE,
+    )
+
+
+def offer_to_proto(o: Offer) -> pb.BidOffer:
+    return pb.BidOffer(
+        gpu_models=list(o.gpu_models),
+        gpu_uuids=list(o.gpu_uuids),
+        driver_version=o.driver_version,
+        cuda_version=o.cuda_version,
+        price_per_gpu_hour=o.price_per_gpu_hour,
+        region=o.region,
+    )
+
+
+def offer_from_proto(o: pb.BidOffer) -> Offer:
+    return Offer(
+        gpu_models=tuple(o.gpu_models),
+        gpu_uuids=tuple(o.gpu_uuids),
+        driver_version=o.driver_version,
+        cuda_version=o.cuda_version,
+        price_per_gpu_hour=o.price_per_gpu_hour,
+        region=o.region,
+    )
+
+
+def bid_to_proto(b: Bid) -> pb.Bid:
+    return pb.Bid(
+        id=b.id,
+        order_id=b.order_id,
+        provider=b.provider,
+        price_per_hour=b.price_per_hour,
+        state=BID_STATE_TO_PROTO[b.state],
+        created_at_ms=b.created_at_ms,
+        reliability=b.reliability,
+        offer=offer_to_proto(b.offer),
+    )
+
+
+def bid_from_proto(b: pb.Bid) -> Bid:
+    return Bid(
+        id=b.id,
+        order_id=b.order_id,
+        provider=b.provider,
+        price_per_hour=b.price_per_hour,
+        state=BID_STATE_FROM_PROTO.get(b.state, BidState.OPEN),
+        created_at_ms=b.created_at_ms,
+        reliability=b.reliability,
+        offer=offer_from_proto(b.offer),
+    )
+
+
+def endpoint_to_proto(e: Endpoint) -> pb.Endpoint:
+    return pb.Endpoint(
+        service=e.service,
+        port=e.port,
+        host=e.host,
+        external_port=e.external_port,
+        proto=e.proto,
+        uri=e.uri,
+    )
+
+
+def endpoint_from_proto(e: pb.Endpoint) -> Endpoint:
+    return Endpoint(e.service, e.port, e.host, e.external_port, e.proto or "tcp", e.uri)
+
+
+def lease_to_proto(x: Lease) -> pb.Lease:
+    return pb.Lease(
+        id=x.id,
+        order_id=x.order_id,
+        deployment_id=x.deployment_id,
+        tenant=x.tenant,
+        provider=x.provider,
+        price_per_hour=x.price_per_hour,
+        state=LEASE_STATE_TO_PROTO[x.state],
+        close_reason=CLOSE_REASON_TO_PROTO[x.close_reason],
+        created_at_ms=x.created_at_ms,
+        running_at_ms=x.running_at_ms,
+        closed_at_ms=x.closed_at_ms,
+        billed_until_ms=x.billed_until_ms,
+        paid=x.paid,
+        exit_code=x.exit_code,
+        message=x.message,
+        endpoints=[endpoint_to_proto(e) for e in x.endpoints],
+    )
+
+
+def lease_from_proto(x: pb.Lease) -> Lease:
+    """The wire's view of a lease (what it holds of the provider is not on the wire)."""
+    return Lease(
+        id=x.id,
+        order_id=x.order_id,
+        deployment_id=x.deployment_id,
+        tenant=x.tenant,
+        provider=x.provider,
+        price_per_hour=x.price_per_hour,
+        state=LEASE_STATE_FROM_PROTO.get(x.state, LeaseState.PENDING),
+        created_at_ms=x.created_at_ms,
+        close_reason=CLOSE_REASON_FROM_PROTO.get(x.close_reason, CloseReason.NONE),
+        running_at_ms=x.running_at_ms,
+        closed_at_ms=x.closed_at_ms,
+        billed_until_ms=x.billed_until_ms,
+        paid=x.paid,
+        exit_code=x.exit_code,
+        message=x.message,
+        endpoints=tuple(endpoint_from_proto(e) for e in x.endpoints),
+        started=x.running_at_ms > 0,
+    )
+
+
+def decline_to_proto(d: Decline) -> pb.Decline:
+    return pb.Decline(
+        order_id=d.order_id,
+        provider=d.provider,
+        reason=d.reason,
+        time_ms=d.time_ms,
+        by_marketplace=d.by_marketplace,
+    )
+
+
+def explanation_to_proto(e: OrderExplanation) -> pb.OrderExplanation:
+    return pb.OrderExplanation(
+        order=order_to_proto(e.order),
+        bids=[bid_to_proto(b) for b in e.bids],
+        declines=[decline_to_proto(d) for d in e.declines],
+        summary=e.summary,
+    )
+
+
+# --- events, money, market data ------------------------------------------------------------
+
+
+def deployment_event_to_proto(e: DeploymentEvent) -> pb.DeploymentEvent:
+    return pb.DeploymentEvent(
+        seq=e.seq,
+        time_ms=e.time_ms,
+        deployment_id=e.deployment_id,
+        kind=e.kind,
+        order_id=e.order_id,
+        bid_id=e.bid_id,
+        lease_id=e.lease_id,
+        message=e.message,
+    )
+
+
+def ledger_entry_to_proto(e: LedgerEntry) -> pb.LedgerEntry:
+    return pb.LedgerEntry(
+        id=e.id,
+        time_ms=e.time_ms,
+        debit=e.debit,
+        credit=e.credit,
+        amount=e.amount,
+        memo=e.memo,
+        lease_id=e.lease_id,
+    )
+
+
+def audit_to_proto(a: AuditReport) -> pb.AuditReport:
+    return pb.AuditReport(
+        balanced=a.balanced,
+        entries=a.entries,
+        total_minted=a.total_minted,
+        problems=list(a.problems),
+    )
+
+
+def price_stat_to_proto(s: PriceStat) -> pb.GpuPriceStats:
+    return pb.GpuPriceStats(
+        model=s.gpu_model, samples=s.samples, p10=s.p10, median=s.median, p90=s.p90
+    )

@@ -1,0 +1,62 @@
+"""The market's errors ↔ gRPC status codes, both ways.
+
+The server aborts a call with the status of the core error it caught, its message as the
+details, and the error's class name in the trailing metadata key `gm-error`, so the client can
+raise the same class again (FAILED_PRECONDITION alone cannot tell Ineligible from
+InsufficientFunds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+
+from marketplace.core import errors
+
+ERROR_KEY = "gm-error"
+
+# Most specific first: the first class an error is an instance of decides its status.
+_TO_STATUS: tuple[tuple[type[errors.MarketError], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.Ineligible, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.InsufficientFunds, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+_BY_NAME: dict[str, type[errors.MarketError]] = {cls.__name__: cls for cls, _ in _TO_STATUS}
+_FROM_STATUS: dict[grpc.StatusCode, type[errors.MarketError]] = {}
+for _cls, _code in reversed(_TO_STATUS):
+    _FROM_STATUS[_code] = _cls  # the least specific class of each code
+
+
+def status_of(exc: errors.MarketError) -> grpc.StatusCode:
+    for cls, code in _TO_STATUS:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def error_name(exc: errors.MarketError) -> str:
+    """The class name the client should rebuild (the most specific known one)."""
+    for cls, _ in _TO_STATUS:
+        if isinstance(exc, cls):
+            return cls.__name__
+    return "MarketError"
+
+
+def error_from_status(
+    code: grpc.StatusCode, details: str, metadata: Iterable[tuple[str, str | bytes]] = ()
+) -> errors.MarketError | None:
+    """The market error a status stands for, or None for a transport status (UNAVAILABLE...)."""
+    name = next((str(v) for k, v in metadata if k == ERROR_KEY), "")
+    cls = _BY_NAME.get(name) or _FROM_STATUS.get(code)
+    if cls is None:
+        return None
+    if cls is errors.Ineligible:
+        return errors.Ineligible(details)
+    return cls(details)

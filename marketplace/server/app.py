@@ -1,0 +1,413 @@
+"""The marketplace's running core: MarketService plus durability, deadlines, events and logs.
+
+Everything here runs on one asyncio event loop, so MarketService (synchronous, not thread-safe)
+sees one command at a time. A command runs like this:
+
+1. call the core (it raises a MarketError, or returns a record);
+2. turn the answer into its reply message at once (records go on changing afterwards);
+3. drain the core's changes into SQLite rows and queue them for the committer;
+4. wait until the committer has written them: nothing is acknowledged before it is durable.
+
+The committer writes everything queued since its last write in one transaction, on a thread,
+so commands arriving during an fsync share the next one (group commit). Events go out to
+watchers only after the transaction holding them committed, so no one ever sees an event a
+crash could take back. The ticker calls MarketService.tick() at next_deadline_ms().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from marketplace.api import convert
+from marketplace.api.v1 import market_pb2 as pb
+from marketplace.core.clock import Clock, SystemClock
+from marketplace.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MarketError,
+    NotFound,
+    PermissionDenied,
+)
+from marketplace.core.market import MarketConfig, MarketService
+from marketplace.core.state import (
+    Changes,
+    DeploymentEvent,
+    DeploymentState,
+    LeaseState,
+    OrderState,
+    ProviderEvent,
+)
+from marketplace.identity import ReplayGuard
+from marketplace.server.store import Batch, Store, StoredLogLine, changes_batch, logs_batch
+
+log = logging.getLogger("gpumarket.market")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+WATCH_QUEUE_LIMIT = 20_000  # events buffered for one slow watcher before it is cut off
+MAX_LOG_LINES_PER_BATCH = 5_000
+MAX_LOG_LINE_CHARS = 16_384
+
+
+class WatcherOverflow(Exception):
+    """A watcher fell too far behind; it should reconnect with its resume token."""
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One open stream's inbox."""
+
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    overflowed: bool = False
+
+    def put(self, item: Any) -> None:
+        if self.queue.qsize() >= WATCH_QUEUE_LIMIT:
+            self.overflowed = True
+            self.queue.put_nowait(None)  # wakes the stream so it can end
+            return
+        self.queue.put_nowait(item)
+
+    async def get(self) -> Any:
+        item = await self.queue.get()
+        if self.overflowed:
+            raise WatcherOverflow("too far behind: reconnect with your resume token")
+        return item
+
+
+class MarketApp:
+    def __init__(
+        self,
+        store: Store,
+        config: MarketConfig,
+        clock: Clock | None = None,
+        restart_grace_ms: int | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.guard = ReplayGuard(self.clock)
+        self.market = self._load()
+        self._grant_restart_grace(
+            config.heartbeat_timeout_ms if restart_grace_ms is None else restart_grace_ms
+        )
+        self.committed_seq = self.market.state.next_event_seq - 1
+        self._log_seq: dict[str, int] = store.last_log_seqs()
+        # queued for the next transaction
+        self._pending = Batch()
+        self._pending_events: list[ProviderEvent | DeploymentEvent] = []
+        self._pending_logs: list[StoredLogLine] = []
+        self._pending_seq = self.committed_seq
+        self._pending_future: asyncio.Future[None] | None = None
+        self._latest_future: asyncio.Future[None] | None = None
+        self._wake_committer: asyncio.Event | None = None
+        self._deadline_moved: asyncio.Event | None = None
+        self._ticker_target: int | None = None
+        self._recovering: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failure: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] | None = None
+        # open streams
+        self.provider_watchers: dict[str, set[Watcher]] = {}
+        self.deployment_watchers: dict[str, set[Watcher]] = {}
+        self.log_watchers: dict[str, set[Watcher]] = {}
+
+    def _load(self) -> MarketService:
+        return MarketService(self.clock, self.config, self.store.load())
+
+    def _grant_restart_grace(self, grace_ms: int) -> None:
+        """After a restart, give every provider marked online a full heartbeat timeout from now
+        before declaring it lost: the marketplace, not the providers, was away. Billing of a
+        provider that really died still stops at its last heartbeat (the core's rule)."""
+        now = self.clock.now_ms()
+        grant = getattr(self.market, "grant_heartbeat_grace", None)
+        for prov in self.market.state.providers.values():
+            if not prov.online or prov.last_heartbeat_ms + grace_ms >= now:
+                continue
+            if grant is not None:
+                grant(prov.address, now + grace_ms)
+            else:  # the core has no public hook yet: reschedule its heartbeat deadline
+                self.market._schedule("hb", prov.address, now + grace_ms)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._wake_committer = asyncio.Event()
+        self._deadline_moved = asyncio.Event()
+        self._recovering = asyncio.Event()
+        self._recovering.set()  # set = not recovering
+        self._tasks = [
+            asyncio.create_task(self._committer(), name="committer"),
+            asyncio.create_task(self._ticker(), name="ticker"),
+        ]
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop the background tasks."""
+        with contextlib.suppress(Exception):
+            await self.flush()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is on disk."""
+        if self._latest_future is not None and not self._latest_future.done():
+            await asyncio.shield(self._latest_future)
+
+    # --- commands ------------------------------------------------------------------------------
+    async def run(self, command: Callable[[], T], reply: Callable[[T], R]) -> R:
+        """Run one core command and return its reply once its changes are durable.
+
+        A MarketError is raised again after the changes the core made before raising (due
+        deadlines, a recorded decline) are durable too.
+        """
+        assert self._recovering is not None
+        if not self._recovering.is_set():
+            await self._recovering.wait()
+        error: MarketError | None = None
+        answer: Any = None
+        try:
+            answer = reply(command())
+        except MarketError as exc:
+            error = exc
+        except Exception:
+            log.exception("internal error in a market command; reloading the committed state")
+            self.market.drain_changes()  # partial changes of a failed command: never written
+            self._recovering.clear()
+            self._enqueue(Batch(), [], [])
+            raise
+        changes = self.market.drain_changes()
+        self._note_deadline()
+        waiter = self._enqueue_changes(changes)
+        if waiter is not None:
+            await asyncio.shield(waiter)
+        if error is not None:
+            raise error
+        return answer  # type: ignore[no-any-return]
+
+    def read(self, query: Callable[[], R]) -> R:
+        """A read from memory (no commit to wait for)."""
+        return query()
+
+    async def append_logs(self, signer: str, batch: pb.LogBatch) -> int:
+        """Store log lines a lease's provider sent; returns how many were kept."""
+        lease = self.market.get_lease(batch.lease_id)
+        if lease.provider != signer:
+            raise PermissionDenied(f"lease {batch.lease_id} is not yours")
+        if len(batch.lines) > MAX_LOG_LINES_PER_BATCH:
+            raise InvalidArgument(
+                f"{len(batch.lines)} log lines in one batch; send at most {MAX_LOG_LINES_PER_BATCH}"
+            )
+        now = self.clock.now_ms()
+        seq = self._log_seq.get(lease.id, 0)
+        lines = []
+        for line in batch.lines:
+            seq += 1
+            lines.append(
+                StoredLogLine(
+                    lease.id,
+                    seq,
+                    line.time_ms or now,
+                    line.stream or "stdout",
+                    line.line[:MAX_LOG_LINE_CHARS],
+                )
+            )
+        self._log_seq[lease.id] = seq
+        await asyncio.shield(self._enqueue(logs_batch(lines), [], lines))
+        return len(lines)
+
+    # --- committing ----------------------------------------------------------------------------
+    def _enqueue_changes(self, changes: Changes) -> asyncio.Future[None] | None:
+        events: list[ProviderEvent | DeploymentEvent] = [
+            *changes.deployment_events,
+            *changes.provider_events,
+        ]
+        if changes:
+            return self._enqueue(changes_batch(changes), events, [])
+        # nothing new from this command, but it may have read what is not yet durable
+        return (
+            self._latest_future if self._latest_future and not self._latest_future.done() else None
+        )
+
+    def _enqueue(
+        self,
+        batch: Batch,
+        events: list[ProviderEvent | DeploymentEvent],
+        lines: list[StoredLogLine],
+    ) -> asyncio.Future[None]:
+        if self._pending_future is None:
+            self._pending_future = asyncio.get_running_loop().create_future()
+            self._latest_future = self._pending_future
+        self._pending.extend(batch)
+        self._pending_events.extend(events)
+        self._pending_logs.extend(lines)
+        self._pending_seq = self.market.state.next_event_seq - 1
+        assert self._wake_committer is not None
+        self._wake_committer.set()
+        return self._pending_future
+
+    async def _committer(self) -> None:
+        assert self._wake_committer is not None and self._recovering is not None
+        while True:
+            await self._wake_committer.wait()
+            self._wake_committer.clear()
+            if self._pending_future is None:
+                continue
+            batch, events, lines, future = (
+                self._pending,
+                self._pending_events,
+                self._pending_logs,
+                self._pending_future,
+            )
+            seq = self._pending_seq
+            self._pending, self._pending_events, self._pending_logs = Batch(), [], []
+            self._pending_future = None
+            try:
+                await asyncio.to_thread(self.store.write, batch)
+            except Exception as exc:  # the disk refused: memory is ahead of it, so stop
+                log.exception("cannot write the market's state; stopping")
+                self.failure = exc
+                future.set_exception(FailedPrecondition(f"the marketplace cannot store: {exc}"))
+                future.exception()  # retrieved: waiters get it through shield
+                if self.on_fatal is not None:
+                    self.on_fatal(exc)
+                return
+            self.committed_seq = max(self.committed_seq, seq)
+            future.set_result(None)
+            self._publish(events, lines)
+            if not self._recovering.is_set() and self._pending_future is None:
+                self.market = self._load()
+                self.committed_seq = self.market.state.next_event_seq - 1
+                self._recovering.set()
+
+    # --- deadlines -----------------------------------------------------------------------------
+    def _note_deadline(self) -> None:
+        deadline = self.market.next_deadline_ms()
+        if deadline is not None and (self._ticker_target is None or deadline < self._ticker_target):
+            assert self._deadline_moved is not None
+            self._deadline_moved.set()
+
+    async def _ticker(self) -> None:
+        assert self._deadline_moved is not None
+        while True:
+            deadline = self.market.next_deadline_ms()
+            self._ticker_target = deadline
+            now = self.clock.now_ms()
+            if deadline is not None and deadline <= now:
+                try:
+                    await self.run(self.market.tick, lambda _: None)
+                except Exception:
+                    log.exception("tick failed")
+                continue
+            timeout = None if deadline is None else (deadline - now) / 1000
+            self._deadline_moved.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._deadline_moved.wait(), timeout)
+
+    # --- events --------------------------------------------------------------------------------
+    def _publish(
+        self, events: list[ProviderEvent | DeploymentEvent], lines: list[StoredLogLine]
+    ) -> None:
+        for event in events:
+            if isinstance(event, ProviderEvent):
+                self._publish_provider_event(event)
+            else:
+                for w in self.deployment_watchers.get(event.deployment_id, ()):
+                    w.put(convert.deployment_event_to_proto(event))
+                if event.kind == "lease_closed" and event.lease_id:
+                    for w in self.log_watchers.get(event.lease_id, ()):
+                        w.put("closed")
+        for line in lines:
+            for w in self.log_watchers.get(line.lease_id, ()):
+                w.put(line)
+
+    def _publish_provider_event(self, event: ProviderEvent) -> None:
+        if event.provider:
+            targets = self.provider_watchers.get(event.provider, ())
+            if not targets:
+                return
+            message = self.provider_event_to_proto(event)
+            for w in targets:
+                w.put(message)
+            return
+        if not self.provider_watchers:
+            return
+        message = self.provider_event_to_proto(event)
+        for watchers in self.provider_watchers.values():
+            for w in watchers:
+                w.put(message)
+
+    def provider_event_to_proto(self, event: ProviderEvent) -> pb.ProviderEvent:
+        st = self.market.state
+        out = pb.ProviderEvent(seq=event.seq, time_ms=event.time_ms)
+        if event.kind == "order_opened" and event.order_id in st.orders:
+            out.order_opened.CopyFrom(convert.order_to_proto(st.orders[event.order_id]))
+        elif event.kind == "order_closed":
+            out.order_closed = event.order_id
+        elif event.kind == "lease_won" and event.lease_id in st.leases:
+            out.lease_won.CopyFrom(convert.lease_to_proto(st.leases[event.lease_id]))
+        elif event.kind == "bid_lost" and event.bid_id in st.bids:
+            out.bid_lost.CopyFrom(convert.bid_to_proto(st.bids[event.bid_id]))
+        elif event.kind == "lease_closed" and event.lease_id in st.leases:
+            out.lease_closed.CopyFrom(convert.lease_to_proto(st.leases[event.lease_id]))
+        return out
+
+    def provider_snapshot(self, address: str) -> list[pb.ProviderEvent]:
+        """For a watcher with no resume token: every open order, and its own open leases."""
+        market = self.market
+        events = [
+            pb.ProviderEvent(order_opened=convert.order_to_proto(o))
+            for o in market.list_orders(open_only=True)
+            if o.state == OrderState.OPEN
+        ]
+        events += [
+            pb.ProviderEvent(lease_won=convert.lease_to_proto(x))
+            for x in market.list_leases(provider=address, open_only=True)
+            if x.state != LeaseState.CLOSED
+        ]
+        return events
+
+    def provider_backlog(
+        self, address: str, after_seq: int, upto_seq: int
+    ) -> list[pb.ProviderEvent]:
+        out: list[pb.ProviderEvent] = []
+        seq = after_seq
+        while True:
+            chunk = self.market.provider_events_after(address, seq, 1000)
+            for event in chunk:
+                if event.seq > upto_seq:
+                    return out
+                out.append(self.provider_event_to_proto(event))
+            if len(chunk) < 1000:
+                return out
+            seq = chunk[-1].seq
+
+    def deployment_closed(self, deployment_id: str) -> bool:
+        dep = self.market.state.deployments.get(deployment_id)
+        return dep is None or dep.state == DeploymentState.CLOSED
+
+    def lease_closed(self, lease_id: str) -> bool:
+        try:
+            return self.market.get_lease(lease_id).state == LeaseState.CLOSED
+        except NotFound:
+            return True
+
+    @staticmethod
+    def subscribe(table: dict[str, set[Watcher]], key: str) -> Watcher:
+        watcher = Watcher()
+        table.setdefault(key, set()).add(watcher)
+        return watcher
+
+    @staticmethod
+    def unsubscribe(table: dict[str, set[Watcher]], key: str, watcher: Watcher) -> None:
+        watchers = table.get(key)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del table[key]

@@ -1,0 +1,314 @@
+"""SQLite persistence of the market's state. The only module that imports sqlite3.
+
+One table per record kind (the record as a JSON document plus a few indexed columns), an
+append-only ledger, event tables, log lines, and the state's counters. The server writes what
+MarketService.drain_changes() returns in ONE transaction before it answers (see app.py), and
+loads everything into a MarketState at start.
+
+Durability: WAL journal with synchronous=FULL, so a transaction is on disk when commit()
+returns: it survives kill -9 and power loss. The server commits groups of commands at once
+(group commit), which keeps the fsync cost per command small.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marketplace.core.state import (
+    Account,
+    Bid,
+    Changes,
+    Decline,
+    Deployment,
+    DeploymentEvent,
+    Lease,
+    LedgerEntry,
+    MarketState,
+    Order,
+    ProviderEvent,
+    ProviderRecord,
+)
+from marketplace.server.codec import decode, encode, encode_without
+
+SCHEMA_VERSION = 1
+DB_NAME = "market.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (address TEXT PRIMARY KEY, balance INTEGER, body TEXT);
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY, owner TEXT, state TEXT, sdl BLOB, tenant_request BLOB, body TEXT);
+CREATE INDEX IF NOT EXISTS deployments_owner ON deployments (owner);
+CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, deployment_id TEXT, state TEXT, body TEXT);
+CREATE TABLE IF NOT EXISTS bids (
+    id TEXT PRIMARY KEY, order_id TEXT, provider TEXT, state TEXT, body TEXT);
+CREATE INDEX IF NOT EXISTS bids_order ON bids (order_id);
+CREATE TABLE IF NOT EXISTS leases (
+    id TEXT PRIMARY KEY, deployment_id TEXT, tenant TEXT, provider TEXT, state TEXT, body TEXT);
+CREATE TABLE IF NOT EXISTS providers (address TEXT PRIMARY KEY, body TEXT);
+CREATE TABLE IF NOT EXISTS declines (
+    order_id TEXT, provider TEXT, body TEXT, PRIMARY KEY (order_id, provider));
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY, time_ms INTEGER, debit TEXT, credit TEXT, amount INTEGER,
+    memo TEXT, lease_id TEXT);
+CREATE TABLE IF NOT EXISTS deployment_events (seq INTEGER PRIMARY KEY, deployment_id TEXT, body TEXT);
+CREATE TABLE IF NOT EXISTS provider_events (seq INTEGER PRIMARY KEY, provider TEXT, body TEXT);
+CREATE TABLE IF NOT EXISTS logs (
+    lease_id TEXT, seq INTEGER, time_ms INTEGER, stream TEXT, line TEXT,
+    PRIMARY KEY (lease_id, seq));
+"""
+
+# Large, write-once fields of a Deployment live in their own columns, not in its JSON body,
+# so the body (rewritten at every escrow change) stays small.
+_DEPLOYMENT_BLOBS = ("sdl", "tenant_request")
+_COUNTERS = ("total_minted", "next_deployment", "next_ledger_id", "next_event_seq", "next_bid_seq")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLogLine:
+    lease_id: str
+    seq: int
+    time_ms: int
+    stream: str
+    line: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """Rows ready to write: serialized on the event loop, written later on the writer thread
+    (records go on changing in memory meanwhile, so they must not be read there)."""
+
+    statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+
+    def add(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self.statements.append((sql, rows))
+
+    def extend(self, other: Batch) -> None:
+        self.statements.extend(other.statements)
+
+    def __bool__(self) -> bool:
+        return bool(self.statements)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def changes_batch(changes: Changes) -> Batch:
+    """Serialize a drain of MarketService into rows."""
+    b = Batch()
+    b.add(
+        "INSERT OR REPLACE INTO accounts VALUES (?,?,?)",
+        [(a.address, a.balance, _dumps(encode(a))) for a in changes.accounts],
+    )
+    b.add(
+        "INSERT INTO deployments VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+        "state=excluded.state, body=excluded.body",
+        [
+            (
+                d.id,
+                d.owner,
+                d.state.value,
+                d.sdl,
+                d.tenant_request,
+                _dumps(encode_without(d, _DEPLOYMENT_BLOBS)),
+            )
+            for d in changes.deployments
+        ],
+    )
+    b.add(
+        "INSERT OR REPLACE INTO orders VALUES (?,?,?,?)",
+        [(o.id, o.deployment_id, o.state.value, _dumps(encode(o))) for o in changes.orders],
+    )
+    b.add(
+        "INSERT OR REPLACE INTO bids VALUES (?,?,?,?,?)",
+        [(x.id, x.order_id, x.provider, x.state.value, _dumps(encode(x))) for x in changes.bids],
+    )
+    b.add(
+        "INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?)",
+        [
+            (x.id, x.deployment_id, x.tenant, x.provider, x.state.value, _dumps(encode(x)))
+            for x in changes.leases
+        ],
+    )
+    b.add(
+        "INSERT OR REPLACE INTO providers VALUES (?,?)",
+        [(p.address, _dumps(encode(p))) for p in changes.providers],
+    )
+    # The core keeps one decline per (order, provider), the latest last: REPLACE re-inserts
+    # the row, so rowid order is that order.
+    b.add(
+        "INSERT OR REPLACE INTO declines VALUES (?,?,?)",
+        [(d.order_id, d.provider, _dumps(encode(d))) for d in changes.declines],
+    )
+    b.add(
+        "INSERT INTO ledger VALUES (?,?,?,?,?,?,?)",
+        [
+            (e.id, e.time_ms, e.debit, e.credit, e.amount, e.memo, e.lease_id)
+            for e in changes.ledger
+        ],
+    )
+    b.add(
+        "INSERT INTO deployment_events VALUES (?,?,?)",
+        [(e.seq, e.deployment_id, _dumps(encode(e))) for e in changes.deployment_events],
+    )
+    b.add(
+        "INSERT INTO provider_events VALUES (?,?,?)",
+        [(e.seq, e.provider, _dumps(encode(e))) for e in changes.provider_events],
+    )
+    b.add(
+        "INSERT OR REPLACE INTO counters VALUES (?,?)",
+        [(k, v) for k, v in changes.counters.items()],
+    )
+    return b
+
+
+def logs_batch(lines: Sequence[StoredLogLine]) -> Batch:
+    b = Batch()
+    b.add(
+        "INSERT OR REPLACE INTO logs VALUES (?,?,?,?,?)",
+        [(x.lease_id, x.seq, x.time_ms, x.stream, x.line) for x in lines],
+    )
+    return b
+
+
+class Store:
+    """The market's SQLite file. Writes come from one thread at a time (the server's committer);
+    reads use their own connection, which WAL lets run beside a write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write = self._connect()
+        self._read = self._connect()
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        with self._write_lock:
+            self._write.executescript(_SCHEMA)
+            self._write.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            self._write.commit()
+        version = self.meta("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise RuntimeError(
+                f"{path} has schema version {version}; this gpumarket reads {SCHEMA_VERSION}"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._write.close()
+        with self._read_lock:
+            self._read.close()
+
+    # --- writes --------------------------------------------------------------------------------
+    def write(self, batch: Batch) -> None:
+        """Everything in `batch`, in one transaction: on disk when this returns."""
+        if not batch:
+            return
+        with self._write_lock:
+            conn = self._write
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in batch.statements:
+                    conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write_lock:
+            self._write.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # --- reads ---------------------------------------------------------------------------------
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._read_lock:
+            return self._read.execute(sql, tuple(params)).fetchall()
+
+    def meta(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def load(self) -> MarketState:
+        """The whole market state, as committed."""
+        st = MarketState()
+        for (body,) in self._rows("SELECT body FROM accounts"):
+            a = decode(Account, json.loads(body))
+            st.accounts[a.address] = a
+        for sdl, request, body in self._rows(
+            "SELECT sdl, tenant_request, body FROM deployments ORDER BY rowid"
+        ):
+            data = json.loads(body)
+            dep = decode(Deployment, {**data, "sdl": "", "tenant_request": ""})
+            dep.sdl, dep.tenant_request = bytes(sdl or b""), bytes(request or b"")
+            st.deployments[dep.id] = dep
+        for (body,) in self._rows("SELECT body FROM orders ORDER BY rowid"):
+            o = decode(Order, json.loads(body))
+            st.orders[o.id] = o
+        for (body,) in self._rows("SELECT body FROM bids ORDER BY rowid"):
+            b = decode(Bid, json.loads(body))
+            st.bids[b.id] = b
+        for (body,) in self._rows("SELECT body FROM leases ORDER BY rowid"):
+            x = decode(Lease, json.loads(body))
+            st.leases[x.id] = x
+        for (body,) in self._rows("SELECT body FROM providers ORDER BY rowid"):
+            p = decode(ProviderRecord, json.loads(body))
+            st.providers[p.address] = p
+        for (body,) in self._rows("SELECT body FROM declines ORDER BY rowid"):
+            d = decode(Decline, json.loads(body))
+            st.declines.setdefault(d.order_id, []).append(d)
+        st.ledger = [
+            LedgerEntry(*row)
+            for row in self._rows(
+                "SELECT id, time_ms, debit, credit, amount, memo, lease_id FROM ledger ORDER BY id"
+            )
+        ]
+        st.deployment_events = [
+            decode(DeploymentEvent, json.loads(body))
+            for (body,) in self._rows("SELECT body FROM deployment_events ORDER BY seq")
+        ]
+        st.provider_events = [
+            decode(ProviderEvent, json.loads(body))
+            for (body,) in self._rows("SELECT body FROM provider_events ORDER BY seq")
+        ]
+        for name, value in self._rows("SELECT name, value FROM counters"):
+            if name in _COUNTERS:
+                setattr(st, name, value)
+        return st
+
+    def last_log_seqs(self) -> dict[str, int]:
+        return dict(self._rows("SELECT lease_id, MAX(seq) FROM logs GROUP BY lease_id"))
+
+    def logs(
+        self, lease_id: str, after_seq: int = 0, tail: int = 0, limit: int = 10_000
+    ) -> list[StoredLogLine]:
+        """Lines of a lease after `after_seq`; only the last `tail` of them when tail > 0."""
+        if tail > 0:
+            rows = self._rows(
+                "SELECT * FROM (SELECT lease_id, seq, time_ms, stream, line FROM logs "
+                "WHERE lease_id = ? AND seq > ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                (lease_id, after_seq, min(tail, limit)),
+            )
+        else:
+            rows = self._rows(
+                "SELECT lease_id, seq, time_ms, stream, line FROM logs "
+                "WHERE lease_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (lease_id, after_seq, limit),
+            )
+        return [StoredLogLine(*row) for row in rows]
