@@ -1,0 +1,125 @@
+"""`gpumarket market`: run the marketplace (`serve`) and read its books (`audit`, `stats`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import click
+
+from marketplace.api.client import DEFAULT_MARKET, MarketClient
+from marketplace.cli.output import friendly_errors, json_option, print_json, print_table
+from marketplace.cli.tenant import proto_dict
+from marketplace.core.money import format_amount
+
+
+@click.group()
+def market() -> None:
+    """Run the marketplace server and read its books."""
+
+
+@market.command()
+@click.option(
+    "--listen", default="127.0.0.1:7420", show_default=True, help="HOST:PORT (port 0: any)."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State directory [default: $GPUMARKET_HOME/market or ~/.local/share/gpumarket].",
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--insecure", is_flag=True, help="Allow plaintext off loopback (on purpose only).")
+@click.option(
+    "--admin-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Faucet key [default: admin.pem in the data dir, created at first start].",
+)
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the bound HOST:PORT here once listening.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log each internal error in full.")
+@friendly_errors
+def serve(
+    listen: str,
+    data_dir: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure: bool,
+    admin_key: Path | None,
+    port_file: Path | None,
+    verbose: bool,
+) -> None:
+    """Run the marketplace's gRPC server; its state lives in SQLite under the data dir."""
+    from marketplace.server.serve import ServeOptions, default_data_dir, serve_forever
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    opts = ServeOptions(
+        listen=listen,
+        data_dir=data_dir or default_data_dir(),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        insecure=insecure,
+        admin_key=admin_key,
+        port_file=port_file,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(opts, lambda line: click.echo(line)))
+
+
+@market.command()
+@click.option("--market", default=DEFAULT_MARKET, envvar="GPUMARKET_MARKET", show_default=True)
+@json_option
+@friendly_errors
+def audit(market: str, as_json: bool) -> None:
+    """Check that the books balance (exit 1 if they do not)."""
+    report = MarketClient(market).audit()
+    if as_json:
+        print_json(proto_dict(report))
+    else:
+        verdict = "balanced" if report.balanced else "NOT BALANCED"
+        click.echo(
+            f"books {verdict}: {report.entries} ledger entries, "
+            f"{format_amount(report.total_minted)} minted"
+        )
+        for problem in report.problems:
+            click.echo(f"  problem: {problem}")
+    if not report.balanced:
+        raise SystemExit(1)
+
+
+@market.command()
+@click.option("--market", default=DEFAULT_MARKET, envvar="GPUMARKET_MARKET", show_default=True)
+@click.option("--since-ms", type=int, default=0, help="Only leases created since (Unix ms).")
+@json_option
+@friendly_errors
+def stats(market: str, since_ms: int, as_json: bool) -> None:
+    """Lease prices per GPU-hour by model (P10 / median / P90), and market activity."""
+    answer = MarketClient(market).stats(since_ms)
+    if as_json:
+        print_json(proto_dict(answer))
+        return
+    click.echo(
+        f"{answer.providers_online} providers online, {answer.open_orders} open orders, "
+        f"{answer.running_leases} leases running"
+    )
+    print_table(
+        ["GPU", "LEASES", "P10/GPU-H", "MEDIAN/GPU-H", "P90/GPU-H"],
+        [
+            (
+                s.model,
+                s.samples,
+                format_amount(s.p10),
+                format_amount(s.median),
+                format_amount(s.p90),
+            )
+            for s in answer.gpu_prices
+        ],
+    )

@@ -1,0 +1,603 @@
+"""Tenant commands: `gpumarket deploy/status/bids/why/accept/leases/logs/close/account/providers`.
+
+Every command takes --market ADDR (env GPUMARKET_MARKET) and --key NAME (env GPUMARKET_KEY,
+default "default", created on first use with a notice). Tables for people, --json for
+scripts; amounts are shown in whole units with micro precision (12.500000 act).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from google.protobuf.message import Message
+
+from marketplace import identity
+from marketplace.api import convert
+from marketplace.api.client import DEFAULT_MARKET, MarketClient, TenantClient
+from marketplace.api.v1 import market_pb2 as pb
+from marketplace.cli.output import friendly_errors, json_option, print_json, print_table
+from marketplace.core.errors import InvalidArgument, NotFound
+from marketplace.core.manifest import ManifestError, parse_manifest
+from marketplace.core.money import format_amount, parse_amount
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+# --- shared options ------------------------------------------------------------------------
+
+
+def market_options(func: F) -> F:
+    """--market, --key and --tls-ca, from options or the environment."""
+    func = click.option(
+        "--tls-ca",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="GPUMARKET_TLS_CA",
+        help="CA certificate of a TLS marketplace [env GPUMARKET_TLS_CA].",
+    )(func)
+    func = click.option(
+        "--key",
+        "key_name",
+        default="default",
+        envvar="GPUMARKET_KEY",
+        show_default=True,
+        help="Your signing key: a name in the keys dir or a .pem path [env GPUMARKET_KEY].",
+    )(func)
+    func = click.option(
+        "--market",
+        default=DEFAULT_MARKET,
+        envvar="GPUMARKET_MARKET",
+        show_default=True,
+        help="Marketplace address HOST:PORT [env GPUMARKET_MARKET].",
+    )(func)
+    return func
+
+
+def load_key(name: str) -> identity.Key:
+    """The named key; a missing "name" (not a path) is created, with a notice on stderr."""
+    try:
+        return identity.load_key(name)
+    except NotFound:
+        if name.endswith(".pem"):
+            raise
+        key = identity.create_key(name)
+        click.echo(
+            f"created key {name!r} ({key.address}) in {identity.keys_dir()}; "
+            "fund it with `gpumarket account fund`",
+            err=True,
+        )
+        return key
+
+
+def tenant_client(market: str, key_name: str | None, tls_ca: Path | None) -> TenantClient:
+    key = load_key(key_name) if key_name is not None else None
+    return TenantClient(market, key, tls_ca=tls_ca)
+
+
+def amount(micro: int) -> str:
+    return format_amount(micro)
+
+
+def when(ms: int) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short(address: str, n: int = 14) -> str:
+    return address if len(address) <= n else address[:n] + "…"
+
+
+def proto_dict(message: Message) -> dict[str, Any]:
+    """A message as plain JSON data: every field, numbers as numbers, enums by name."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.message_type is not None:
+            if field.is_repeated:
+                out[field.name] = [proto_dict(v) for v in value]
+            elif message.HasField(field.name):
+                out[field.name] = proto_dict(value)
+            else:
+                out[field.name] = None
+        elif field.enum_type is not None:
+            name = field.enum_type.values_by_number
+            if field.is_repeated:
+                out[field.name] = [name[v].name for v in value]
+            else:
+                out[field.name] = name[value].name if value in name else value
+        elif field.type == field.TYPE_BYTES:
+            out[field.name] = value.hex()
+        elif field.is_repeated:
+            out[field.name] = list(value)
+        else:
+            out[field.name] = value
+    return out
+
+
+def endpoint_text(e: pb.Endpoint) -> str:
+    if e.uri:
+        return e.uri
+    host = e.host or "?"
+    return f"{e.service}: {host}:{e.external_port or e.port} ({e.proto or 'tcp'} → {e.port})"
+
+
+# --- deploy -------------------------------------------------------------------------------------
+
+
+def read_manifest(path: Path) -> bytes:
+    """The file's bytes, validated locally first: every problem on its own line."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise InvalidArgument(f"{path}: larger than 4 MiB; not a manifest")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        manifest = parse_manifest(raw, str(path))
+    except ManifestError as exc:
+        for error in exc.errors:
+            click.echo(error.location_message, err=True)
+        raise InvalidArgument(
+            f"{path} is not a valid manifest ({len(exc.errors)} problem(s))"
+        ) from None
+    for warning in manifest.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return raw
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--deposit", required=True, help="Escrow to lock, e.g. 5 (units) or 5000000u.")
+@click.option(
+    "--wait/--no-wait",
+    default=None,
+    help="Follow the auction until every group runs (default: on a terminal).",
+)
+@market_options
+@json_option
+@friendly_errors
+def deploy(
+    file: Path,
+    deposit: str,
+    wait: bool | None,
+    market: str,
+    key_name: str,
+    tls_ca: Path | None,
+    as_json: bool,
+) -> None:
+    """Deploy the job manifest FILE (Akash SDL) with a DEPOSIT in escrow."""
+    try:
+        micro = parse_amount(deposit)
+    except ValueError as exc:
+        raise InvalidArgument(f"--deposit: {exc}") from None
+    raw = read_manifest(file)
+    client = tenant_client(market, key_name, tls_ca)
+    dep = client.create_deployment(raw, micro)
+    if as_json:
+        print_json(proto_dict(dep))
+    else:
+        click.echo(
+            f"deployment {dep.id}: {amount(dep.deposited)} in escrow, "
+            f"{len(dep.order_ids)} order(s): {', '.join(dep.order_ids)}"
+        )
+    if wait is None:
+        wait = sys.stdout.isatty() and not as_json
+    if wait:
+        follow_deployment(client, dep, as_json)
+
+
+def follow_deployment(client: TenantClient, dep: pb.Deployment, as_json: bool) -> None:
+    """Print the auction as it happens; return once every group's lease runs, or it closes."""
+    groups = len(dep.groups)
+    running: set[str] = set()
+    for event in client.watch_deployment(dep.id):
+        if as_json:
+            print_json(proto_dict(event))
+        else:
+            line = describe_event(client, event)
+            if line:
+                click.echo(line)
+        if event.kind == "lease_running":
+            running.add(event.lease_id)
+        elif event.kind == "lease_closed":
+            running.discard(event.lease_id)
+        if len(running) >= groups:
+            return
+
+
+def describe_event(client: TenantClient, event: pb.DeploymentEvent) -> str:
+    kind = event.kind
+    if kind == "bid_placed":
+        bid = next((b for b in client.list_bids(event.order_id) if b.id == event.bid_id), None)
+        if bid is None:
+            return f"  bid on {event.order_id}"
+        return (
+            f"  bid  {amount(bid.price_per_hour)}/h from {short(bid.provider)} "
+            f"(reliability {bid.reliability:.2f})"
+        )
+    if kind == "bid_declined":
+        return f"  declined: {event.message}"
+    if kind == "no_eligible_bid":
+        why = client.explain_order(event.order_id)
+        return f"  auction closed without a winner: {why.summary}"
+    if kind == "lease_created":
+        lease = client.get_lease(event.lease_id)
+        return (
+            f"lease {lease.id}: won by {short(lease.provider)} at {amount(lease.price_per_hour)}/h; "
+            "waiting for it to start"
+        )
+    if kind == "lease_running":
+        lease = client.get_lease(event.lease_id)
+        ends = "; ".join(endpoint_text(e) for e in lease.endpoints) or "no endpoints"
+        return f"lease {lease.id} running: {ends}"
+    if kind == "lease_closed":
+        return f"lease {event.lease_id} closed ({event.message})"
+    if kind in ("order_opened", "order_reopened"):
+        return f"order {event.order_id} open for bids"
+    if kind == "deployment_closed":
+        return f"deployment {event.deployment_id} closed: {event.message}"
+    return ""
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("id", required=False)
+@market_options
+@json_option
+@friendly_errors
+def status(id: str | None, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+    """Your deployments, or one deployment (D<n>), order or lease in detail."""
+    client = tenant_client(market, key_name, tls_ca)
+    if id is None:
+        deps = client.list_deployments(owner=client.key.address if client.key else None)
+        if as_json:
+            print_json([proto_dict(d) for d in deps])
+            return
+        print_table(
+            ["DEPLOYMENT", "STATE", "ESCROW", "DEPOSITED", "KIND", "ORDERS", "LEASES", "CREATED"],
+            [
+                (
+                    d.id,
+                    convert.deployment_state_name(d.state),
+                    amount(d.escrow_balance),
+                    amount(d.deposited),
+                    d.job_kind,
+                    len(d.order_ids),
+                    len(d.lease_ids),
+                    when(d.created_at_ms),
+                )
+                for d in deps
+            ],
+        )
+        return
+    if id.count("/") == 3:
+        show_lease(client.get_lease(id), as_json)
+        return
+    if id.count("/") == 2:
+        why_order(client, id, as_json)
+        return
+    dep = client.get_deployment(id)
+    leases = [client.get_lease(x) for x in dep.lease_ids]
+    orders = [client.get_order(o) for o in dep.order_ids]
+    if as_json:
+        print_json(
+            {
+                "deployment": proto_dict(dep),
+                "orders": [proto_dict(o) for o in orders],
+                "leases": [proto_dict(x) for x in leases],
+            }
+        )
+        return
+    click.echo(
+        f"deployment {dep.id}  {convert.deployment_state_name(dep.state)}  {dep.job_kind}  "
+        f"escrow {amount(dep.escrow_balance)} of {amount(dep.deposited)} deposited"
+    )
+    print_table(
+        ["ORDER", "STATE", "GROUP", "MAX/H", "WINDOW CLOSES"],
+        [
+            (
+                o.id,
+                convert.order_state_name(o.state),
+                o.spec.name,
+                amount(o.spec.max_price_per_hour),
+                when(o.closes_at_ms),
+            )
+            for o in orders
+        ],
+    )
+    lease_table(leases)
+
+
+def lease_table(leases: list[pb.Lease]) -> None:
+    print_table(
+        ["LEASE", "STATE", "PROVIDER", "PRICE/H", "PAID", "REASON", "ENDPOINTS"],
+        [
+            (
+                x.id,
+                convert.lease_state_name(x.state),
+                short(x.provider),
+                amount(x.price_per_hour),
+                amount(x.paid),
+                convert.close_reason_name(x.close_reason) or "-",
+                "; ".join(endpoint_text(e) for e in x.endpoints) or "-",
+            )
+            for x in leases
+        ],
+    )
+
+
+def show_lease(lease: pb.Lease, as_json: bool) -> None:
+    if as_json:
+        print_json(proto_dict(lease))
+        return
+    lease_table([lease])
+    if lease.message:
+        click.echo(f"message: {lease.message}")
+
+
+@click.command()
+@click.argument("order")
+@market_options
+@json_option
+@friendly_errors
+def bids(order: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+    """The bids on ORDER, best first."""
+    found = tenant_client(market, None, tls_ca).list_bids(order)
+    if as_json:
+        print_json([proto_dict(b) for b in found])
+        return
+    bid_table(found)
+
+
+def bid_table(found: list[pb.Bid]) -> None:
+    print_table(
+        ["BID", "PROVIDER", "PRICE/H", "STATE", "RELIABILITY", "GPUS"],
+        [
+            (
+                b.id,
+                short(b.provider),
+                amount(b.price_per_hour),
+                convert.bid_state_name(b.state),
+                f"{b.reliability:.2f}",
+                ",".join(b.offer.gpu_models) or "-",
+            )
+            for b in found
+        ],
+    )
+
+
+@click.command()
+@click.argument("order")
+@market_options
+@json_option
+@friendly_errors
+def why(order: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+    """Why ORDER has no (winning) bid: every provider's decline reason and a summary."""
+    why_order(tenant_client(market, None, tls_ca), order, as_json)
+
+
+def why_order(client: TenantClient, order: str, as_json: bool) -> None:
+    answer = client.explain_order(order)
+    if as_json:
+        print_json(proto_dict(answer))
+        return
+    o = answer.order
+    click.echo(f"order {o.id}  {convert.order_state_name(o.state)}: {answer.summary}")
+    if answer.bids:
+        bid_table(list(answer.bids))
+    if answer.declines:
+        print_table(
+            ["PROVIDER", "REASON", "BY"],
+            [
+                (short(d.provider), d.reason, "marketplace" if d.by_marketplace else "provider")
+                for d in answer.declines
+            ],
+        )
+
+
+@click.command()
+@click.argument("bid")
+@market_options
+@json_option
+@friendly_errors
+def accept(bid: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+    """Accept BID (manual auctions): it becomes your lease at its price."""
+    lease = tenant_client(market, key_name, tls_ca).accept_bid(bid)
+    if as_json:
+        print_json(proto_dict(lease))
+    else:
+        click.echo(f"lease {lease.id}: {amount(lease.price_per_hour)}/h with {lease.provider}")
+
+
+@click.command()
+@click.option("--all", "show_all", is_flag=True, help="Closed leases too.")
+@market_options
+@json_option
+@friendly_errors
+def leases(show_all: bool, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+    """Your leases (open ones unless --all)."""
+    client = tenant_client(market, key_name, tls_ca)
+    assert client.key is not None
+    found = client.list_leases(owner=client.key.address, open_only=not show_all)
+    if as_json:
+        print_json([proto_dict(x) for x in found])
+    else:
+        lease_table(found)
+
+
+@click.command()
+@click.argument("lease")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the lease ends.")
+@click.option("--tail", type=int, default=0, help="Only the last N lines first.")
+@market_options
+@json_option
+@friendly_errors
+def logs(
+    lease: str,
+    follow: bool,
+    tail: int,
+    market: str,
+    key_name: str,
+    tls_ca: Path | None,
+    as_json: bool,
+) -> None:
+    """The log lines of LEASE (stdout, stderr, and the provider's system lines)."""
+    client = tenant_client(market, None, tls_ca)
+    for line in client.stream_logs(lease, follow=follow, tail=tail):
+        if as_json:
+            click.echo(
+                f'{{"seq": {line.seq}, "time_ms": {line.time_ms}, '
+                f'"stream": "{line.stream}", "line": {_json_str(line.line)}}}'
+            )
+        else:
+            prefix = "" if line.stream == "stdout" else f"[{line.stream}] "
+            click.echo(prefix + line.line)
+
+
+def _json_str(text: str) -> str:
+    return json.dumps(text)
+
+
+@click.command()
+@click.argument("id")
+@market_options
+@json_option
+@friendly_errors
+def close(id: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+    """Close a deployment (D<n>: every lease, refund the rest) or one lease."""
+    client = tenant_client(market, key_name, tls_ca)
+    if id.count("/") == 3:
+        lease = client.close_lease(id)
+        if as_json:
+            print_json(proto_dict(lease))
+        else:
+            click.echo(f"lease {lease.id} closed; paid {amount(lease.paid)} in all")
+        return
+    dep = client.close_deployment(id)
+    if as_json:
+        print_json(proto_dict(dep))
+    else:
+        click.echo(f"deployment {dep.id} closed; the escrow's rest went back to your account")
+
+
+# --- accounts and providers -------------------------------------------------------------------
+
+
+@click.group(invoke_without_command=True)
+@market_options
+@json_option
+@click.pass_context
+@friendly_errors
+def account(
+    ctx: click.Context, market: str, key_name: str, tls_ca: Path | None, as_json: bool
+) -> None:
+    """Your account: `account show` (the default) and the dev faucet `account fund`."""
+    if ctx.invoked_subcommand is None:
+        show_account(None, market, key_name, tls_ca, as_json)
+
+
+@account.command()
+@click.argument("address", required=False)
+@market_options
+@json_option
+@friendly_errors
+def show(
+    address: str | None, market: str, key_name: str, tls_ca: Path | None, as_json: bool
+) -> None:
+    """Balance and escrow of ADDRESS (default: your key's)."""
+    show_account(address, market, key_name, tls_ca, as_json)
+
+
+def show_account(
+    address: str | None, market: str, key_name: str, tls_ca: Path | None, as_json: bool
+) -> None:
+    client = tenant_client(market, None if address else key_name, tls_ca)
+    acct = client.get_account(address)
+    if as_json:
+        print_json(proto_dict(acct))
+        return
+    click.echo(f"address:   {acct.address}")
+    click.echo(f"balance:   {amount(acct.balance)}")
+    click.echo(f"escrowed:  {amount(acct.escrowed)}")
+
+
+@account.command()
+@click.argument("address")
+@click.argument("amount_text", metavar="AMOUNT")
+@click.option(
+    "--admin-key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The marketplace's admin key (admin.pem in its data dir).",
+)
+@market_options
+@json_option
+@friendly_errors
+def fund(
+    address: str,
+    amount_text: str,
+    admin_key: Path,
+    market: str,
+    key_name: str,
+    tls_ca: Path | None,
+    as_json: bool,
+) -> None:
+    """Dev faucet: mint AMOUNT into ADDRESS (only the marketplace's admin key may)."""
+    try:
+        micro = parse_amount(amount_text)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    if address in ("me", "self"):
+        address = load_key(key_name).address
+    key = identity.Key.from_pem(admin_key.read_bytes())
+    acct = TenantClient(market, key, tls_ca=tls_ca).fund(address, micro)
+    if as_json:
+        print_json(proto_dict(acct))
+    else:
+        click.echo(f"funded {acct.address}: balance {amount(acct.balance)}")
+
+
+@click.command()
+@click.option("--online", is_flag=True, help="Only providers online now.")
+@market_options
+@json_option
+@friendly_errors
+def providers(online: bool, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+    """The providers the marketplace knows: GPUs, reliability, liveness."""
+    found = MarketClient(market, tls_ca=tls_ca).list_providers(online_only=online)
+    if as_json:
+        print_json([proto_dict(p) for p in found])
+        return
+    print_table(
+        ["PROVIDER", "ONLINE", "REGION", "GPUS", "RELIABILITY", "LEASES", "LAST HEARTBEAT"],
+        [
+            (
+                short(p.address, 20),
+                "yes" if p.online else "no",
+                p.region or "-",
+                gpu_summary(p.inventory),
+                f"{p.reliability:.2f}",
+                p.leases_running,
+                when(p.last_heartbeat_ms),
+            )
+            for p in found
+        ],
+    )
+
+
+def gpu_summary(inv: pb.Inventory) -> str:
+    counts: dict[str, int] = {}
+    for g in inv.gpus:
+        label = f"{g.model} {g.memory_mib // 1024}Gi"
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{n}x {label}" for label, n in sorted(counts.items())) or "-"
