@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import subprocess
@@ -118,6 +119,87 @@ def bench_latency(n: int) -> None:
     )
 
 
+MARKET_JOB = SDL.replace(
+    b"    here: {profile: job, count: 1}\n",
+    b"    here: {profile: job, count: 1}\ngpumarket:\n  auction: {bid_window: 1s}\n",
+)
+
+
+async def _market_latency(n: int, tmp: Path) -> list[float]:
+    import grpc.aio
+
+    from marketplace.api.envelope import seal
+    from marketplace.api.v1 import market_pb2 as pb
+    from marketplace.api.v1 import market_pb2_grpc as pb_grpc
+    from marketplace.core.market import MarketConfig
+    from marketplace.identity import Key
+    from marketplace.server.app import MarketApp
+    from marketplace.server.servicers import add_servicers
+    from marketplace.server.store import Store
+    from provider_agent.agent import Agent
+    from provider_agent.config import parse_config
+
+    admin, tenant_key, provider_key = Key.generate(), Key.generate(), Key.generate()
+    app = MarketApp(Store(tmp / "market.db"), MarketConfig(admin_address=admin.address))
+    await app.start()
+    server = grpc.aio.server()
+    add_servicers(server, app)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    cfg = parse_config(
+        {
+            "provider": {"state_dir": str(tmp / "agent")},
+            "marketplace": {"address": f"127.0.0.1:{port}"},
+            "gpu": {"backend": "replay", "replay_file": "builtin:h100_nvml.json"},
+            "resources": {"cpu": 64, "memory": "64Gi", "storage": "1Ti"},
+            "pricing": {"scale": {"cpu_hour": "0.01"}},
+            "metrics": {"enabled": False},
+        }
+    )
+    said: list[str] = []
+    agent = Agent(cfg, provider_key, say=said.append)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = pb_grpc.TenantStub(channel)
+    await stub.Fund(seal(admin, pb.FundAccount(address=tenant_key.address, amount=10**12)))
+    while not any("registered" in s for s in said):
+        await asyncio.sleep(0.05)
+    latencies = []
+    try:
+        for _ in range(n):
+            dep = await stub.CreateDeployment(
+                seal(tenant_key, pb.CreateDeployment(sdl=MARKET_JOB, deposit=10**9))
+            )
+            lease = None
+            while lease is None or lease.state != pb.LEASE_RUNNING:
+                await asyncio.sleep(0.02)
+                d = await stub.GetDeployment(pb.GetRequest(id=dep.id))
+                if d.lease_ids:
+                    lease = await stub.GetLease(pb.GetRequest(id=d.lease_ids[0]))
+            latencies.append((lease.running_at_ms - lease.created_at_ms) / 1000)
+            await stub.CloseDeployment(seal(tenant_key, pb.CloseDeployment(deployment_id=dep.id)))
+    finally:
+        stop.set()
+        await task
+        await channel.close()
+        await server.stop(grace=None)
+        await app.stop()
+        rt = DockerRuntime.connect(provider_key.address)
+        cleanup(rt)
+        rt.close()
+    return latencies
+
+
+def bench_market_latency(n: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        values = asyncio.run(_market_latency(n, Path(tmp)))
+    p50, p99 = pct(values, 50) * 1000, pct(values, 99) * 1000
+    print(f"award→running through the marketplace over {n} leases (lease created_at → running_at,")
+    print("  marketplace clock: lease_won event, GetManifest, create + start, ReportLeaseStatus):")
+    print(f"  p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+
+
 def proc_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -185,6 +267,7 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20)
     args = parser.parse_args()
     bench_latency(args.leases)
+    bench_market_latency(args.leases)
     bench_idle(args.idle_seconds)
 
 

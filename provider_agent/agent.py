@@ -352,6 +352,13 @@ class Agent:
                         self._spawn(self._stop_lease(lease_id), f"stop-{lease_id}")
             except LinkError as exc:
                 log.warning("heartbeat failed: %s", exc)
+                if exc.code == "NOT_FOUND":  # the marketplace lost our registration: register again
+                    with contextlib.suppress(LinkError):
+                        assert self.inventory is not None
+                        await self.link.register(
+                            self.inventory, self.cfg.provider.host_uri, self.cfg.provider.region
+                        )
+                        self.say("registered again with the marketplace")
             await asyncio.sleep(self.heartbeat_s)
 
     # --- events -----------------------------------------------------------------------------------

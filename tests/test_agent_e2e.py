@@ -46,7 +46,7 @@ profiles:
     job:
       resources:
         cpu: {{units: 1}}
-        memory: {{size: 64Mi}}
+        memory: {{size: {memory}}}
         storage: {{size: 100Mi}}
 {gpu}  placement:
     here:
@@ -73,8 +73,8 @@ GPU = """\
 """
 
 
-def job(script: str, gpus: int = 0) -> str:
-    return JOB.format(script=script, gpu=GPU if gpus else "")
+def job(script: str, gpus: int = 0, memory: str = "64Mi") -> str:
+    return JOB.format(script=script, gpu=GPU if gpus else "", memory=memory)
 
 
 def agent_config(port: int, state: Path) -> dict[str, Any]:
@@ -93,13 +93,13 @@ def agent_config(port: int, state: Path) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def marketplace(tmp: Path, admin: Key) -> AsyncIterator[int]:
+async def marketplace(tmp: Path, admin: Key, port: int = 0) -> AsyncIterator[int]:
     config = MarketConfig(admin_address=admin.address, heartbeat_interval_ms=500)
     app = MarketApp(Store(tmp / "market.db"), config)
     await app.start()
     server = grpc.aio.server()
     add_servicers(server, app)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     try:
         yield port
@@ -172,6 +172,11 @@ def test_a_deployment_runs_on_the_agent_and_completes(tmp_path: Path) -> None:
                 bad = await tenant.deploy(job("echo failing; exit 7", gpus=0))
                 failed = await eventually(lambda: tenant.lease(bad.id, pb.LEASE_CLOSED))
                 assert failed.close_reason == pb.FAILED and failed.exit_code == 7
+                # a job over its memory limit is OOM-killed, and the tenant is told so
+                oom = await tenant.deploy(job("tail /dev/zero", memory="16Mi"))
+                killed = await eventually(lambda: tenant.lease(oom.id, pb.LEASE_CLOSED))
+                assert killed.close_reason == pb.FAILED and killed.exit_code == 137
+                assert "out of memory" in killed.message
                 # a GPU job gets the replayed H100: the container cannot start without the
                 # NVIDIA runtime, and the lease fails with the engine's reason
                 gpu = await tenant.deploy(job("nvidia-smi", gpus=1))
@@ -199,6 +204,36 @@ def cleanup(provider: str) -> None:
     rt = DockerRuntime.connect(provider)
     cleanup_provider(rt.client, provider)
     rt.close()
+
+
+def test_agent_reconnects_after_a_marketplace_restart_and_resumes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        admin = Key.generate()
+        async with marketplace(tmp_path, admin) as port:
+            cfg = parse_config(agent_config(port, tmp_path / "agent"))
+            said: list[str] = []
+            agent = Agent(cfg, Key.generate(), say=said.append)
+            stop = asyncio.Event()
+            task = asyncio.create_task(agent.run(stop))
+            await eventually(lambda: _async(any("registered" in s for s in said)))
+        try:
+            await eventually(lambda: _async(any("marketplace unreachable" in s for s in said)))
+            async with marketplace(tmp_path, admin, port) as again:  # same DB, same port
+                assert again == port
+                channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+                tenant = Tenant(channel, admin)
+                dep = await tenant.deploy(job("echo after the restart"))
+                done = await eventually(lambda: tenant.lease(dep.id, pb.LEASE_CLOSED))
+                assert done.close_reason == pb.COMPLETED
+                assert sum("registered" in s for s in said) == 2
+                await channel.close()
+                stop.set()
+                assert await task == 0
+        finally:
+            stop.set()
+            cleanup(agent.key.address)
+
+    run_async(scenario())
 
 
 def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Path) -> None:
