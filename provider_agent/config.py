@@ -41,7 +41,7 @@ class ProviderSection:
 
 @dataclass(frozen=True)
 class MarketplaceSection:
-    address: str = "127.0.0.1:7800"
+    address: str = "127.0.0.1:7420"
     call_timeout_s: float = 5.0
     reconnect_max_s: float = 30.0
 

@@ -22,7 +22,7 @@ def test_examples_load(name: str) -> None:
 
 def test_full_example_values() -> None:
     cfg = load_config(EXAMPLES / "provider.toml")
-    assert cfg.marketplace.address == "127.0.0.1:7800"
+    assert cfg.marketplace.address == "127.0.0.1:7420"
     assert dict(cfg.pricing.scale.gpu_hour)["h100"] == 2_000_000  # type: ignore[union-attr]
     assert cfg.pricing.scale.floor == 50_000  # type: ignore[union-attr]
     assert cfg.runtime.training_shm_bytes == 1 << 30
