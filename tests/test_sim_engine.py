@@ -1,0 +1,83 @@
+"""The simulator's market mechanics, on a two-provider market driven by hand: a provider dies
+mid-job, the market notices one heartbeat timeout later, pays it only up to the failure,
+re-auctions the group, and the job resumes from its last synchronisation."""
+
+from __future__ import annotations
+
+from marketplace.core.money import MICRO, accrued
+from simulator.engine import Simulation
+from simulator.providers import bid_price
+from simulator.scenario import parse_scenario
+from simulator.workload import MS_PER_HOUR, MS_PER_MINUTE
+
+WINDOW_MS = 30_000
+TIMEOUT_MS = 60_000
+
+
+def two_provider_market() -> Simulation:
+    scenario = parse_scenario(
+        {
+            "duration_days": 1,
+            "market": {"payment": "first-price", "bid_window_s": 30, "heartbeat_timeout_s": 60},
+            "providers": {
+                "count": 2,
+                "mix": [{"model": "h100", "ram_gib": 80, "interface": "sxm", "gpus_per_node": 8}],
+                "strategies": {"cost-plus": 1},
+                "failures": {"distribution": "none"},
+                "up_mbps": {1000: 1},
+                "down_mbps": {1000: 1},
+            },
+            "tenants": {
+                "count": 1,
+                "arrivals": {"rate_per_hour": 0},
+                "mix": {"training": 1},
+                "training": {
+                    "nodes": {1: 1},
+                    "gpu_models": {"h100": 1},
+                    "sync_interval_min": {38: 1},
+                    "min_bandwidth_mbps": {0: 1},
+                },
+            },
+        }
+    )
+    return Simulation(scenario, seed=4)
+
+
+def test_failover_bills_to_the_failure_and_resumes_from_the_last_sync() -> None:
+    sim = two_provider_market()
+    job = sim.factory.make(0, "training", gpus=8, duration_ms=5 * MS_PER_HOUR)
+    sim.after(0, sim._arrive, job)
+    sim.env.run(until=WINDOW_MS + 1)
+    first = sim.providers[job.providers[0]]
+    second = next(p for p in sim.providers if p is not first)
+    price = sim.market.get_lease(job.leases[0]).price_per_hour
+    assert first.cost_per_gpu_hour < second.cost_per_gpu_hour  # the cheaper bid won
+    started = job.first_start_ms
+    assert started == WINDOW_MS
+
+    fail_at = started + 2 * MS_PER_HOUR
+    sim.after(fail_at - sim.now(), sim._fail, first)
+    sim.env.run(until=fail_at + TIMEOUT_MS - 1)
+    assert job.leases[0] != ""  # not noticed yet: the market still holds the lease
+    sim.env.run(until=fail_at + TIMEOUT_MS + WINDOW_MS + 1)
+
+    # the failed provider is paid exactly up to its failure (its last heartbeat), not detection
+    assert sim.market.get_account(first.address).balance == accrued(price, fail_at - started)
+    assert sim.metrics.leases_lost == 1
+    assert sim.metrics.failovers == 1
+    assert job.providers[0] == second.index  # re-auctioned to the other provider
+    restarted = fail_at + TIMEOUT_MS + WINDOW_MS
+    assert sim.metrics.failover_ms == [restarted - fail_at]
+
+    # 2 h of work at a 38-minute sync interval keeps 3 syncs (114 min); the rest is redone
+    kept = 3 * 38 * MS_PER_MINUTE
+    assert job.progress_ms == kept
+    sim.env.run(until=sim.horizon_ms)
+    assert job.outcome == "completed"
+    # the second provider is paid its own (first-price) bid for the redone and remaining work
+    second_bid = bid_price(second, 8, sim.costs["h100"], sim.pricing)
+    paid = accrued(second_bid, 5 * MS_PER_HOUR - kept)
+    assert sim.market.get_account(second.address).balance == paid
+    assert sim.market.audit().balanced
+    assert sim.metrics.job_interruptions == 1
+    assert price == bid_price(first, 8, sim.costs["h100"], sim.pricing) > 8 * MICRO
