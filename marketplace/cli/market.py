@@ -42,6 +42,13 @@ def market() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the bound HOST:PORT here once listening.",
 )
+@click.option(
+    "--heartbeat-timeout",
+    type=click.FloatRange(min=0.5),
+    default=None,
+    help="Seconds of provider silence before its leases are lost and re-ordered [default: 30]; "
+    "providers are told to heartbeat three times as often.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log each internal error in full.")
 @friendly_errors
 def serve(
@@ -52,9 +59,11 @@ def serve(
     insecure: bool,
     admin_key: Path | None,
     port_file: Path | None,
+    heartbeat_timeout: float | None,
     verbose: bool,
 ) -> None:
     """Run the marketplace's gRPC server; its state lives in SQLite under the data dir."""
+    from marketplace.core.market import MarketConfig
     from marketplace.server.serve import ServeOptions, default_data_dir, serve_forever
 
     logging.basicConfig(
@@ -70,6 +79,11 @@ def serve(
         admin_key=admin_key,
         port_file=port_file,
     )
+    if heartbeat_timeout is not None:
+        timeout_ms = int(heartbeat_timeout * 1000)
+        opts.config = MarketConfig(
+            heartbeat_timeout_ms=timeout_ms, heartbeat_interval_ms=max(timeout_ms // 3, 100)
+        )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(opts, lambda line: click.echo(line)))
 
