@@ -59,7 +59,10 @@ def run_plots(sim: Simulation, out: Path) -> None:
     if waits:
         n = len(waits)
         ax.step(waits, [(i + 1) / n for i in range(n)], where="post")
-        ax.set_xscale("symlog", linthresh=1.0)
+        if waits[0] > 0:
+            ax.set_xscale("log")  # every wait is at least one bid window
+        else:
+            ax.set_xscale("symlog", linthresh=1.0)
     ax.set(
         xlabel="minutes from arrival to start",
         ylabel="fraction of started jobs",
@@ -69,14 +72,24 @@ def run_plots(sim: Simulation, out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     strategies = sorted({p.strategy for p in sim.providers})
-    data = [[p.revenue / MICRO for p in sim.providers if p.strategy == s] for s in strategies]
-    ax.hist(data, bins=30, stacked=True, label=strategies)
+    earned = [p.revenue / MICRO for p in sim.providers if p.revenue > 0]
+    idle = len(sim.providers) - len(earned)
+    if earned:
+        # revenues span orders of magnitude (a 1-GPU T4 box vs an 8-GPU H100 one): log bins
+        low, high = min(earned), max(earned)
+        bins = [low * (high / low) ** (i / 30) for i in range(31)] if high > low else 10
+        data = [
+            [p.revenue / MICRO for p in sim.providers if p.strategy == s and p.revenue > 0]
+            for s in strategies
+        ]
+        ax.hist(data, bins=bins, stacked=True, label=strategies)
+        ax.set_xscale("log")
+        ax.legend()
     ax.set(
         xlabel="revenue per provider (units)",
         ylabel="providers",
-        title="Provider revenue by pricing strategy",
+        title=f"Provider revenue by pricing strategy ({idle} earned nothing)",
     )
-    ax.legend()
     _save(fig, out / "provider_revenue.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
