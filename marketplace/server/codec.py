@@ -26,16 +26,50 @@ _FIELD_TYPES: dict[tuple[type, str], Any] = {
 }
 
 
+_SCALARS = frozenset({int, str, bool, float, type(None)})
+_memo: dict[int, tuple[Any, Any]] = {}  # id(frozen value) → (value, its encoding)
+_MEMO_LIMIT = 50_000
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@cache
+def _is_frozen(cls: type) -> bool:
+    return bool(cls.__dataclass_params__.frozen)  # type: ignore[attr-defined]
+
+
 def encode(value: Any) -> Any:
-    """A record (or any part of one) as plain JSON values."""
+    """A record (or any part of one) as plain JSON values.
+
+    Hot path of every commit: scalars and StrEnums (which JSON writes as their value) pass
+    through, and frozen values (group specs, capacities, offers) are encoded once and reused.
+    """
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
     if isinstance(value, enum.Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if _is_frozen(cls):
+            hit = _memo.get(id(value))
+            if hit is not None and hit[0] is value:
+                return hit[1]
+        out = {}
+        for name in _field_names(cls):
+            v = getattr(value, name)
+            out[name] = v if type(v) in _SCALARS else encode(v)
+        if _is_frozen(cls):
+            if len(_memo) >= _MEMO_LIMIT:
+                _memo.clear()
+            _memo[id(value)] = (value, out)  # holding the value keeps its id from being reused
+        return out
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, list | tuple):
-        return [encode(v) for v in value]
+        return [v if type(v) in _SCALARS else encode(v) for v in value]
     if isinstance(value, dict):
         return {k: encode(v) for k, v in value.items()}
     return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import ipaddress
 import logging
 import os
@@ -173,6 +174,10 @@ async def start(opts: ServeOptions) -> Running:
 async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
     """`gpumarket market serve`: run until SIGINT/SIGTERM, then stop cleanly."""
     running = await start(opts)
+    # The loaded state is long-lived: keep the collector from re-scanning it, and collect the
+    # old generation rarely, so a full collection does not stall awards for tens of ms.
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

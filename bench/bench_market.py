@@ -1,0 +1,383 @@
+"""The marketplace server under load: signed bids over real gRPC from many provider processes.
+
+    python bench/bench_market.py [--providers 1000] [--workers 4] [--bids-per-order 50]
+                                 [--orders 200] [--latency-orders 150] [--rate BIDS_PER_S]
+
+Everything runs on this machine over loopback: `gpumarket market serve` as a subprocess (real
+SQLite file in a temp dir), and --workers processes holding --providers provider identities
+between them (grpc.aio, one channel per process, each provider heartbeating every 10 s).
+
+1. throughput: --orders orders with a long bid window; each gets --bids-per-order signed bids
+   from random providers, sent as fast as the workers can (64 in flight per worker). bids/s.
+2. award latency: orders arrive at rate/bids-per-order per second with a 1 s window, and their
+   bids come in at once (--rate bids/s offered; by default half the measured throughput); latency = when an observer provider receives
+   the order's close on its WatchOrders stream minus the order's closes_at (p50/p99).
+3. baseline: the same workers send the same number of same-sized unary calls to a trivial
+   grpc.aio echo server (a subprocess too); the ratio bids/s ÷ echo calls/s says what the
+   marketplace costs above raw gRPC on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from marketplace.api.client import ProviderClient, TenantClient
+from marketplace.api.envelope import seal
+from marketplace.api.v1 import market_pb2 as pb
+from marketplace.api.v1 import market_pb2_grpc as pb_grpc
+from marketplace.core import money
+from marketplace.identity import Key
+from marketplace.server.testing import gpu_sdl, h100_inventory
+
+IN_FLIGHT = 64
+ECHO_METHOD = "/bench.Echo/Echo"
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def start_market(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = data_dir / "port"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from marketplace.cli.main import main; main()",
+            "market",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir / "market"),
+            "--port-file",
+            str(port_file),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    return proc, wait_for_file(port_file, proc)
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("server did not start")
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+def echo_server_main(port_file: str) -> None:
+    async def run() -> None:
+        server = grpc.aio.server()
+
+        async def echo(request: bytes, context: Any) -> bytes:
+            return request
+
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Echo",
+            {"Echo": grpc.unary_unary_rpc_method_handler(echo)},  # bytes in, bytes out
+        )
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        Path(port_file).write_text(f"127.0.0.1:{port}")
+        await server.wait_for_termination()
+
+    asyncio.run(run())
+
+
+def start_echo(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = data_dir / "echo-port"
+    code = f"import bench_market as b; b.echo_server_main({str(port_file)!r})"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    return proc, wait_for_file(port_file, proc)
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+
+class Worker:
+    """One process: a share of the providers, one channel, bids on request."""
+
+    def __init__(self, address: str, count: int, index: int) -> None:
+        self.address = address
+        self.keys = [Key.generate() for _ in range(count)]
+        self.index = index
+        self.rng = random.Random(index)
+
+    async def setup(self) -> None:
+        self.channel = grpc.aio.insecure_channel(self.address)
+        self.stub = pb_grpc.ProviderStub(self.channel)
+        sem = asyncio.Semaphore(IN_FLIGHT)
+
+        async def register(i: int, key: Key) -> None:
+            async with sem:
+                msg = pb.RegisterProvider(
+                    host_uri=f"https://w{self.index}p{i}",
+                    attributes=[pb.Attribute(key="region", value="eu")],
+                    inventory=h100_inventory(f"w{self.index}p{i}"),
+                    region="eu",
+                )
+                await self.stub.Register(seal(key, msg), timeout=30)
+
+        await asyncio.gather(*(register(i, k) for i, k in enumerate(self.keys)))
+        self.heartbeats = asyncio.create_task(self.heartbeat_forever())
+
+    async def heartbeat_forever(self) -> None:
+        while True:
+            for key in self.keys:
+                await asyncio.sleep(10 / len(self.keys))
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await self.stub.Heartbeat(seal(key, pb.Heartbeat()), timeout=10)
+
+    def bids_for(self, orders: list[str], per_order: int) -> list[tuple[Key, str]]:
+        out = []
+        for order in orders:
+            for key in self.rng.sample(self.keys, min(per_order, len(self.keys))):
+                out.append((key, order))
+        return out
+
+    async def bid_all(self, work: list[tuple[Key, str]]) -> dict[str, Any]:
+        sem = asyncio.Semaphore(IN_FLIGHT)
+        errors: dict[str, int] = {}
+        done = 0
+
+        async def bid(key: Key, order: str) -> None:
+            nonlocal done
+            async with sem:
+                price = self.rng.randrange(100_000, 2_000_000)
+                request = seal(key, pb.PlaceBid(order_id=order, price_per_hour=price))
+                try:
+                    await self.stub.PlaceBid(request, timeout=60)
+                    done += 1
+                except grpc.aio.AioRpcError as exc:
+                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(bid(k, o) for k, o in work))
+        return {"ok": done, "errors": errors, "seconds": time.perf_counter() - start}
+
+    async def echo_all(self, echo_address: str, work: list[tuple[Key, str]]) -> dict[str, Any]:
+        channel = grpc.aio.insecure_channel(echo_address)
+        echo = channel.unary_unary(ECHO_METHOD)
+        sem = asyncio.Semaphore(IN_FLIGHT)
+
+        async def call(key: Key, order: str) -> None:
+            async with sem:
+                request = seal(key, pb.PlaceBid(order_id=order, price_per_hour=123_456))
+                await echo(request.SerializeToString(), timeout=60)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(call(k, o) for k, o in work))
+        await channel.close()
+        return {"ok": len(work), "errors": {}, "seconds": time.perf_counter() - start}
+
+
+def worker_main(address: str, count: int, index: int, inbox: Any, outbox: Any) -> None:
+    async def run() -> None:
+        worker = Worker(address, count, index)
+        await worker.setup()
+        running: set[asyncio.Task[Any]] = set()
+        outbox.put(("ready", index))
+        loop = asyncio.get_running_loop()
+        while True:
+            command, args = await loop.run_in_executor(None, inbox.get)
+            if command == "stop":
+                return
+            if command == "bid":
+                orders, per_order = args
+                result = await worker.bid_all(worker.bids_for(orders, per_order))
+                outbox.put(("bid", result))
+            elif command == "echo":
+                echo_address, orders, per_order = args
+                result = await worker.echo_all(echo_address, worker.bids_for(orders, per_order))
+                outbox.put(("echo", result))
+            elif command == "stream":  # latency phase: bid on each order as it comes
+                order, per_order = args
+                task = asyncio.create_task(worker.bid_all(worker.bids_for([order], per_order)))
+                running.add(task)
+                task.add_done_callback(running.discard)
+
+    asyncio.run(run())
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def collect(outboxes: Any, kind: str, n: int) -> list[dict[str, Any]]:
+    results = []
+    while len(results) < n:
+        got, result = outboxes.get(timeout=600)
+        if got == kind:
+            results.append(result)
+    return results
+
+
+def summarize(results: list[dict[str, Any]]) -> tuple[int, float, dict[str, int]]:
+    ok = sum(r["ok"] for r in results)
+    seconds = max(r["seconds"] for r in results)
+    errors: dict[str, int] = {}
+    for r in results:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    return ok, seconds, errors
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--providers", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--bids-per-order", type=int, default=50)
+    parser.add_argument("--orders", type=int, default=200)
+    parser.add_argument("--latency-orders", type=int, default=150)
+    parser.add_argument(
+        "--rate", type=int, default=0, help="bids/s offered in phase 2 (0: half the throughput)"
+    )
+    args = parser.parse_args()
+    per_worker_bids = max(1, args.bids_per_order // args.workers)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-market-"))
+    market_proc, address = start_market(tmp)
+    echo_proc, echo_address = start_echo(tmp)
+    ctx = mp.get_context("spawn")
+    outbox = ctx.Queue()
+    inboxes = [ctx.Queue() for _ in range(args.workers)]
+    share = args.providers // args.workers
+    procs = [
+        ctx.Process(target=worker_main, args=(address, share, i, inboxes[i], outbox), daemon=True)
+        for i in range(args.workers)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        collect(outbox, "ready", args.workers)
+        print(
+            f"{args.providers} providers registered in {args.workers} processes; server {address}"
+        )
+
+        admin = TenantClient(address, Key.from_pem((tmp / "market" / "admin.pem").read_bytes()))
+        tenant_key = Key.generate()
+        admin.fund(tenant_key.address, 10**7 * money.MICRO)
+        tenant = TenantClient(address, tenant_key)
+
+        # 1. throughput
+        sdl_long = gpu_sdl(bid_window="1h", price=1_000_000)
+        orders = [
+            tenant.create_deployment(sdl_long, money.MICRO).order_ids[0] for _ in range(args.orders)
+        ]
+        cpu0 = cpu_seconds(market_proc.pid)
+        for inbox in inboxes:
+            inbox.put(("bid", (orders, per_worker_bids)))
+        ok, seconds, errors = summarize(collect(outbox, "bid", args.workers))
+        market_cpu = cpu_seconds(market_proc.pid) - cpu0
+        bids_per_s = ok / seconds
+        print(
+            f"throughput: {ok} bids in {seconds:.2f} s = {bids_per_s:,.0f} bids/s  errors {errors}"
+        )
+        print(
+            f"            server CPU {market_cpu * 1e6 / max(ok, 1):,.0f} µs per bid "
+            f"(= {ok / max(market_cpu, 1e-9):,.0f} bids per server CPU-second)"
+        )
+
+        # 3. baseline, same workers, same calls
+        cpu0 = cpu_seconds(echo_proc.pid)
+        for inbox in inboxes:
+            inbox.put(("echo", (echo_address, orders, per_worker_bids)))
+        eok, eseconds, _ = summarize(collect(outbox, "echo", args.workers))
+        echo_cpu = cpu_seconds(echo_proc.pid) - cpu0
+        echo_per_s = eok / eseconds
+        print(f"baseline:   {eok} echo calls in {eseconds:.2f} s = {echo_per_s:,.0f} calls/s")
+        print(f"            echo server CPU {echo_cpu * 1e6 / max(eok, 1):,.0f} µs per call")
+        print(f"ratio:      bids/s ÷ echo calls/s = {bids_per_s / echo_per_s:.2f}")
+
+        # 2. award latency under a steady offered load
+        if args.rate <= 0:
+            args.rate = max(50, int(bids_per_s / 2))
+        latencies = measure_latency(address, tenant, inboxes, args, per_worker_bids)
+        print(
+            f"award latency after window close ({len(latencies)} orders, {args.rate} bids/s "
+            f"offered): p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
+            f"max {max(latencies):.1f} ms"
+        )
+    finally:
+        for inbox in inboxes:
+            inbox.put(("stop", None))
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+        market_proc.terminate()
+        echo_proc.kill()
+        market_proc.wait(20)
+
+
+def measure_latency(
+    address: str, tenant: TenantClient, inboxes: list[Any], args: Any, per_worker_bids: int
+) -> list[float]:
+    observer = ProviderClient(address, Key.generate(), timeout_s=30)
+    observer.register(pb.RegisterProvider(host_uri="observer", inventory=pb.Inventory()))
+    closes_at: dict[str, int] = {}
+    closed_seen: dict[str, float] = {}
+    wanted: set[str] = set()
+    all_closed = threading.Event()
+
+    def watch() -> None:
+        for event in observer.watch_orders(0):
+            now_ms = time.time() * 1000
+            kind = event.WhichOneof("event")
+            if kind == "order_opened":
+                closes_at[event.order_opened.id] = event.order_opened.closes_at_ms
+            elif kind == "order_closed" and event.order_closed in wanted:
+                closed_seen[event.order_closed] = now_ms
+                if len(closed_seen) == args.latency_orders:
+                    all_closed.set()
+                    return
+
+    threading.Thread(target=watch, daemon=True).start()
+    sdl = gpu_sdl(bid_window="1s", price=1_000_000)
+    interval = args.bids_per_order / args.rate
+    next_at = time.perf_counter()
+    for _ in range(args.latency_orders):
+        order = tenant.create_deployment(sdl, money.MICRO).order_ids[0]
+        wanted.add(order)
+        for inbox in inboxes:
+            inbox.put(("stream", (order, per_worker_bids)))
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+    if not all_closed.wait(120):
+        print(f"warning: only {len(closed_seen)} of {args.latency_orders} orders closed")
+    out = [closed_seen[o] - closes_at[o] for o in closed_seen if o in closes_at]
+    if os.environ.get("BENCH_VERBOSE"):
+        print(" ".join(f"{x:.0f}" for x in out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
