@@ -18,6 +18,7 @@ import gc
 import io
 import json
 import pstats
+import sys
 import time
 from typing import Any
 
@@ -95,7 +96,13 @@ def main() -> None:
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    sim = run_scenario(scenario)
+
+    def report_progress(fraction: float) -> None:
+        if round(fraction * 100) % 10 == 0:
+            elapsed = time.perf_counter() - started
+            print(f"  {fraction:4.0%} simulated after {elapsed:6.1f} s", file=sys.stderr)
+
+    sim = run_scenario(scenario, progress=report_progress)
     if profiler is not None:
         profiler.disable()
     wall = time.perf_counter() - started
