@@ -37,7 +37,6 @@ from marketplace.core.market import MarketConfig, MarketService
 from marketplace.core.state import (
     Changes,
     DeploymentEvent,
-    DeploymentState,
     LeaseState,
     OrderState,
     ProviderEvent,
@@ -190,10 +189,6 @@ class MarketApp:
         if error is not None:
             raise error
         return answer  # type: ignore[no-any-return]
-
-    def read(self, query: Callable[[], R]) -> R:
-        """A read from memory (no commit to wait for)."""
-        return query()
 
     async def append_logs(self, signer: str, batch: pb.LogBatch) -> int:
         """Store log lines a lease's provider sent; returns how many were kept."""
@@ -387,10 +382,6 @@ class MarketApp:
             if len(chunk) < 1000:
                 return out
             seq = chunk[-1].seq
-
-    def deployment_closed(self, deployment_id: str) -> bool:
-        dep = self.market.state.deployments.get(deployment_id)
-        return dep is None or dep.state == DeploymentState.CLOSED
 
     def lease_closed(self, lease_id: str) -> bool:
         try:
