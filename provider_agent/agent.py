@@ -464,12 +464,14 @@ class Agent:
         return with_price(decision, group, price)
 
     async def _start_lease(self, lease: object) -> None:
-        from provider_agent.link import LinkError
+        from provider_agent.link import LinkError, manifest_problem
 
         lease_id: str = lease.id  # type: ignore[attr-defined]
         assert self.supervisor is not None and self.inventory is not None
         try:
             m = await self.link.get_manifest(lease_id)
+            if problem := manifest_problem(m, lease.tenant):  # type: ignore[attr-defined]
+                raise MarketError(f"refused: {problem}")
             manifest = parse_manifest(m.sdl, f"lease {lease_id}")
             group = manifest.group(m.group_name)
         except (LinkError, MarketError) as exc:

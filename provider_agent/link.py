@@ -16,10 +16,11 @@ import grpc
 import grpc.aio
 
 from marketplace.api.convert import group_from_proto
-from marketplace.api.envelope import seal
+from marketplace.api.envelope import open_envelope, seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core.bidding import BidDecision
+from marketplace.core.errors import MarketError
 from marketplace.identity import Key
 from provider_agent.inventory import Inventory
 from provider_agent.runtime import LogLine
@@ -161,6 +162,22 @@ class MarketLink:
         return await self._call("CloseLease", msg)  # type: ignore[return-value]
 
 
+def manifest_problem(manifest: pb.Manifest, tenant: str) -> str | None:
+    """Why a manifest must not run, or None: it must be exactly the bytes the lease's tenant
+    signed in its CreateDeployment (a marketplace cannot alter or substitute a job)."""
+    if not manifest.HasField("tenant_request"):
+        return "the manifest carries no tenant signature"
+    try:
+        signer, request = open_envelope(manifest.tenant_request, pb.CreateDeployment)
+    except MarketError as exc:
+        return f"the tenant's signature does not verify: {exc}"
+    if signer != tenant:
+        return f"signed by {signer}, not by the lease's tenant {tenant}"
+    if request.sdl != manifest.sdl:
+        return "the manifest's bytes differ from what the tenant signed"
+    return None
+
+
 # --- conversions ----------------------------------------------------------------------------
 
 
@@ -207,4 +224,11 @@ def offer_pb(decision: BidDecision, inv: Inventory) -> pb.BidOffer:
     )
 
 
-__all__ = ["LinkError", "MarketLink", "group_from_proto", "inventory_pb", "offer_pb"]
+__all__ = [
+    "LinkError",
+    "MarketLink",
+    "group_from_proto",
+    "inventory_pb",
+    "manifest_problem",
+    "offer_pb",
+]
