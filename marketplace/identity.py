@@ -19,6 +19,7 @@ import secrets
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -35,6 +36,7 @@ ADDRESS_PREFIX = "gm1"
 DEFAULT_MAX_SKEW_MS = 60_000
 
 
+@lru_cache(maxsize=65_536)  # every request derives its signer's address
 def address_of(public_key: bytes) -> str:
     """A short, stable account address derived from a raw Ed25519 public key."""
     digest = hashlib.sha256(public_key).digest()[:20]

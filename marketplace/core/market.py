@@ -1067,6 +1067,12 @@ class MarketService:
         mine = self._prov_leases.get(address, {})
         return [lease_id for lease_id in running_lease_ids if lease_id not in mine]
 
+    def grant_heartbeat_grace(self, address: str, until_ms: int) -> None:
+        """Do not declare `address` lost before `until_ms`: after the marketplace itself restarted,
+        it, not the provider, was away. Billing still stops at the provider's last heartbeat."""
+        self._provider(address)
+        self._schedule(_HEARTBEAT, address, until_ms)
+
     def provider_silent(self, address: str) -> None:
         """The caller has seen `address` silent past the timeout (config.heartbeat_expiry=False):
         exactly what tick() does for a silent provider: offline, leases provider_lost now,

@@ -124,14 +124,9 @@ class MarketApp:
         before declaring it lost: the marketplace, not the providers, was away. Billing of a
         provider that really died still stops at its last heartbeat (the core's rule)."""
         now = self.clock.now_ms()
-        grant = getattr(self.market, "grant_heartbeat_grace", None)
         for prov in self.market.state.providers.values():
-            if not prov.online or prov.last_heartbeat_ms + grace_ms >= now:
-                continue
-            if grant is not None:
-                grant(prov.address, now + grace_ms)
-            else:  # the core has no public hook yet: reschedule its heartbeat deadline
-                self.market._schedule("hb", prov.address, now + grace_ms)
+            if prov.online and prov.last_heartbeat_ms + grace_ms < now:
+                self.market.grant_heartbeat_grace(prov.address, now + grace_ms)
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
