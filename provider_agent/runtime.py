@@ -15,6 +15,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -302,7 +303,14 @@ class DockerRuntime:
                 continue  # docker-py reports a read timeout this way (docker-py#1966)
             except docker.errors.NotFound:
                 break
-        return self.inspect(container_id)
+        state = self.inspect(container_id)
+        # dockerd may handle the exit before the kernel's OOM notification (cgroup v1 eventfd)
+        # and set OOMKilled a moment later: look again before calling a SIGKILL a plain kill.
+        deadline = time.monotonic() + 2.0
+        while state.exit_code == 137 and not state.oom_killed and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = self.inspect(container_id)
+        return state
 
     def logs(
         self, container_id: str, stream: str = "stdout", since: float | None = None
