@@ -191,15 +191,17 @@ def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack:
     killed_ms = int(time.time() * 1000)
     killed = time.monotonic()
     stack.kill_provider(victim.name)
-    lost = wait_until(lambda: closed(client, first.id), HEARTBEAT_TIMEOUT_S + 5, "the loss")
+    lost = wait_until(lambda: closed(client, first.id), HEARTBEAT_TIMEOUT_S + 10, "the loss")
     lost_after = time.monotonic() - killed
     assert lost.close_reason == pb.PROVIDER_LOST
-    assert lost_after <= HEARTBEAT_TIMEOUT_S + 2
 
     # billing stopped at the provider's last heartbeat, before the kill; paid exactly that
     info = provider_info(stack, victim.address)
     assert not info.online
     assert lost.billed_until_ms == info.last_heartbeat_ms <= killed_ms
+    # declared lost one heartbeat timeout after its last heartbeat (the marketplace's clock)
+    silent_ms = lost.closed_at_ms - info.last_heartbeat_ms
+    assert HEARTBEAT_TIMEOUT_S * 1000 < silent_ms < HEARTBEAT_TIMEOUT_S * 1000 + 1500
     assert lost.paid == money.accrued(
         lost.price_per_hour, lost.billed_until_ms - lost.running_at_ms
     )
@@ -324,6 +326,8 @@ def test_provider_refuses_a_manifest_that_is_not_what_the_tenant_signed(stack: S
     key, client = funded_tenant(stack)
     sdl = (EXAMPLES / "training.yaml").read_bytes()
     dep = client.create_deployment(sdl, DEPOSIT)
+    # (a bid sent while the marketplace is down is dropped by the agent, not retried)
+    wait_until(lambda: len(client.list_bids(dep.order_ids[0])) == 2, 10, "both bids")
     stack.kill_market()  # while the bid window is open
     tampered = sdl.replace(b'echo "training done"', b'echo "tampered"')
     assert tampered != sdl
