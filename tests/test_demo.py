@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,6 +78,40 @@ def test_wait_until_returns_the_value_or_says_what_it_waited_for() -> None:
     assert wait_until(lambda: next(values), 5, "the value") == "ready"
     with pytest.raises(TimeoutError, match="waiting for nothing"):
         wait_until(lambda: None, 0.1, "nothing")
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie left for an init that does not reap counts as exited)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status
+
+
+ORCHESTRATOR = """
+import sys, time
+from pathlib import Path
+from marketplace.demo.stack import Stack
+stack = Stack(root=Path(sys.argv[1]))
+stack.start_market()
+print(stack.market.pid, flush=True)
+time.sleep(120)  # idle until the test kills us
+"""
+
+
+def test_children_die_with_their_orchestrator_even_on_sigkill(tmp_path: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORCHESTRATOR, str(tmp_path / "stack")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    market_pid = int(parent.stdout.readline())
+    assert not gone(market_pid)
+    parent.kill()
+    parent.wait(10)
+    wait_until(lambda: gone(market_pid), 10, "the marketplace to exit")
 
 
 @pytest.mark.docker

@@ -125,10 +125,14 @@ def remove_containers(provider: str) -> int:
 # --- processes --------------------------------------------------------------------------------
 
 
+# loaded here, not in the child: a forked child of a threaded parent must not dlopen
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the parent dies (Linux), however it dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -182,7 +186,7 @@ def spawn(name: str, args: list[str], log_path: Path, env: dict[str, str]) -> Pr
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C reaches only the orchestrator, which stops us in order
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_die_with_parent if _LIBC is not None else None,
         )
     finally:
         log_file.close()
