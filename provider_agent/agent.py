@@ -430,7 +430,7 @@ class Agent:
                 self.say(f"decline {order_id}: {decision.reason}")
                 await self.link.decline(order_id, decision.reason)
                 return
-            bid = await self.link.place_bid(order_id, decision, self.inventory)
+            bid = await self._place_bid(order_id, decision, closes)
             self._open_bids[order_id] = bid.id
         except LinkError as exc:
             self.reservations.release(f"order:{order_id}")
@@ -445,6 +445,29 @@ class Agent:
         self._open_bids.pop(order_id, None)
         if self.reservations.release(f"order:{order_id}"):
             self.say(f"bid on {order_id} expired without an outcome; reservation released")
+
+    async def _place_bid(
+        self, order_id: str, decision: BidDecision, closes_at_ms: int | None
+    ) -> object:
+        """Place the bid, retrying while the marketplace is briefly away (e.g. restarting).
+
+        The order was already read off the stream, so a reconnect will not offer it again:
+        giving up on the first UNAVAILABLE would lose it. Retry until its window (plus grace)
+        has passed; a refusal (not transient) is final at once."""
+        from provider_agent.link import LinkError
+
+        backoff = Backoff(maximum=5.0)
+        deadline_ms = (closes_at_ms or SystemClock().now_ms()) + ORDER_GRACE_MS
+        while True:
+            try:
+                return await self.link.place_bid(order_id, decision, self.inventory)
+            except LinkError as exc:
+                late = SystemClock().now_ms() + backoff.current * 1000 > deadline_ms
+                if not exc.transient or self.draining or late:
+                    raise
+                if backoff.current == backoff.initial:
+                    self.say(f"bid on {order_id}: marketplace away ({exc.code}); retrying")
+                await asyncio.sleep(backoff.next())
 
     async def _script_price(
         self, group: GroupSpec, tenant: str, decision: BidDecision

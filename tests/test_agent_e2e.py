@@ -237,6 +237,47 @@ def test_agent_reconnects_after_a_marketplace_restart_and_resumes(tmp_path: Path
     run_async(scenario())
 
 
+def test_a_bid_delayed_across_a_marketplace_restart_still_lands(tmp_path: Path) -> None:
+    """The order is read off the stream before the marketplace goes away; the bid (slowed by a
+    pricing script) must still be placed once it is back, not dropped for good."""
+
+    async def scenario() -> None:
+        admin = Key.generate()
+        raw = agent_config(0, tmp_path / "agent")
+        raw["pricing"] = {
+            "strategy": "script",
+            "script": {"command": ["sh", "-c", "cat >/dev/null; sleep 1.5; echo 0.05"]},
+        }
+        async with marketplace(tmp_path, admin) as port:
+            raw["marketplace"]["address"] = f"127.0.0.1:{port}"
+            said: list[str] = []
+            agent = Agent(parse_config(raw), Key.generate(), say=said.append)
+            stop = asyncio.Event()
+            task = asyncio.create_task(agent.run(stop))
+            await eventually(lambda: _async(agent.connected.is_set()))
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            dep = await Tenant(channel, admin).deploy(job("echo bid after restart"))
+            await channel.close()
+            await eventually(lambda: _async(bool(agent._orders)))  # pricing script running
+        try:
+            # the script ends while the marketplace is down: the bid meets UNAVAILABLE
+            tried = ("marketplace away", "not placed")
+            await eventually(lambda: _async(any(w in s for s in said for w in tried)))
+            async with marketplace(tmp_path, admin, port):  # same DB, same port
+                channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+                tenant = Tenant(channel, admin)
+                done = await eventually(lambda: tenant.lease(dep.id, pb.LEASE_CLOSED))
+                assert done.close_reason == pb.COMPLETED
+                await channel.close()
+                stop.set()
+                assert await task == 0
+        finally:
+            stop.set()
+            cleanup(agent.key.address)
+
+    run_async(scenario())
+
+
 def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {
