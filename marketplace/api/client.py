@@ -1,5 +1,6 @@
-"""Typed clients of the v1 API: TenantClient, ProviderClient, MarketClient (sync, for the CLI and
-scripts) and AsyncProviderClient (grpc.aio, for a provider agent).
+"""Typed clients of the v1 API: TenantClient, ProviderClient, MarketClient (sync, for the CLI,
+scripts, tests and benchmarks). The provider agent's daemon has its own grpc.aio link
+(provider_agent/link.py), built on the same wire conversions (convert.py).
 
 Mutating calls are sealed with the caller's Key (a SignedRequest). Every unary call has a
 deadline; streams have none (a deadline would cut a watch mid-flow). A failed call raises a
@@ -10,7 +11,7 @@ says what to do. Answers are the wire messages (marketplace.api.v1.market_pb2), 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -281,69 +282,3 @@ class MarketClient(_Client):
             return list(self._stub.ListLedger(req, timeout=self.timeout_s))
         except grpc.RpcError as exc:
             raise translate(exc, self.address) from None
-
-
-class AsyncProviderClient:
-    """The provider's calls over grpc.aio, for an agent's event loop."""
-
-    def __init__(
-        self,
-        address: str,
-        key: Key,
-        timeout_s: float = 5.0,
-        grpc_channel: grpc.aio.Channel | None = None,
-    ) -> None:
-        self.address = address
-        self.key = key
-        self.timeout_s = timeout_s
-        self.channel = grpc_channel or grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self._stub = pb_grpc.ProviderStub(self.channel)
-
-    async def close(self) -> None:
-        await self.channel.close(grace=None)
-
-    async def _unary(self, method: str, message: Message) -> Any:
-        try:
-            return await getattr(self._stub, method)(
-                seal(self.key, message), timeout=self.timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, self.address) from None
-
-    async def register(self, msg: pb.RegisterProvider) -> pb.RegisterResponse:
-        return await self._unary("Register", msg)  # type: ignore[no-any-return]
-
-    async def heartbeat(
-        self, running_lease_ids: Iterable[str] = (), draining: bool = False
-    ) -> pb.HeartbeatResponse:
-        msg = pb.Heartbeat(running_lease_ids=list(running_lease_ids), draining=draining)
-        return await self._unary("Heartbeat", msg)  # type: ignore[no-any-return]
-
-    async def place_bid(
-        self, order_id: str, price_per_hour: int, offer: pb.BidOffer | None = None
-    ) -> pb.Bid:
-        msg = pb.PlaceBid(order_id=order_id, price_per_hour=price_per_hour, offer=offer)
-        return await self._unary("PlaceBid", msg)  # type: ignore[no-any-return]
-
-    async def decline_order(self, order_id: str, reason: str) -> pb.Ack:
-        msg = pb.DeclineOrder(order_id=order_id, reason=reason)
-        return await self._unary("DeclineOrder", msg)  # type: ignore[no-any-return]
-
-    async def get_manifest(self, lease_id: str) -> pb.Manifest:
-        return await self._unary("GetManifest", pb.GetManifest(lease_id=lease_id))  # type: ignore[no-any-return]
-
-    async def report_status(self, report: pb.LeaseStatusReport) -> pb.Lease:
-        return await self._unary("ReportLeaseStatus", report)  # type: ignore[no-any-return]
-
-    async def watch_orders(self, resume_token: int = 0) -> AsyncIterator[pb.ProviderEvent]:
-        """Order events after `resume_token`; waits for the server to be ready (no deadline)."""
-        call = self._stub.WatchOrders(
-            seal(self.key, pb.WatchOrders(resume_token=resume_token)), wait_for_ready=True
-        )
-        try:
-            async for event in call:
-                yield event
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, self.address) from None
-        finally:
-            call.cancel()
