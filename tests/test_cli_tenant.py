@@ -33,7 +33,7 @@ def admin_pem(server: ServerThread, tmp_path: Path) -> Path:
 @pytest.fixture
 def sdl(tmp_path: Path) -> Path:
     path = tmp_path / "job.yaml"
-    path.write_bytes(gpu_sdl(bid_window="200ms"))
+    path.write_bytes(gpu_sdl(bid_window="1s"))  # room for the bidder thread on a busy box
     return path
 
 
