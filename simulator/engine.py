@@ -7,7 +7,9 @@ heartbeat at the moment it fails (so billing stops there) and is reported silent
 failure + heartbeat timeout.
 
 The simulator plays the tenants and the providers; the market (orders, bids, the auction and
-its payment rule, leases, escrow, billing, liveness, re-orders) is marketplace.core, unchanged.
+its payment rule, leases, escrow, billing, liveness, re-orders) is marketplace.core, unchanged,
+and each provider decides to bid or decline with the provider agent's own rule
+(marketplace.core.bidding: placement, reservation of concrete GPUs, the price check).
 One random.Random(seed) owned by the run drives every draw; iteration is over lists and dicts
 (insertion order), never sets, so a run is reproducible byte for byte.
 """
@@ -27,10 +29,9 @@ from typing import Any
 
 import simpy
 
+from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
 from marketplace.core.errors import FailedPrecondition, Ineligible, MarketError, NotFound
-from marketplace.core.gpus import GpuVariant
 from marketplace.core.market import MarketConfig, MarketService
-from marketplace.core.matching import Capacity, GpuDevice
 from marketplace.core.resources import (
     AuctionSettings,
     GpuOption,
@@ -51,10 +52,10 @@ from simulator.network import sync_seconds, utilization
 from simulator.providers import (
     Pricing,
     SimProvider,
-    bid_price,
     learn,
     make_providers,
     reference_costs,
+    strategy_price,
 )
 from simulator.scenario import Scenario, ScenarioError
 from simulator.workload import Job, JobFactory, load_trace, poisson_arrivals
@@ -147,6 +148,8 @@ class Simulation:
             spread=scenario.providers.cost_spread,
             adaptive_step=scenario.providers.adaptive_step,
         )
+        # every simulated provider bids on any tenant's order, with no lease limit
+        self.policy = BidPolicy()
         self.factory = JobFactory(scenario, self.providers, self.costs, self.rng)
         models = sorted({p.model for p in self.providers})
         self.metrics = Collector(models, round(scenario.report.sample_minutes * 60_000))
@@ -262,18 +265,11 @@ class Simulation:
     def _register_providers(self) -> None:
         now = self.now()
         for p in self.providers:
-            variant = GpuVariant(p.model, p.ram_gib, p.interface)
-            capacity = Capacity(
-                cpu_millis=p.gpus * 16_000,
-                memory_bytes=p.gpus * 128 * GIB,
-                storage_bytes=p.gpus * 2048 * GIB,
-                gpus=tuple(GpuDevice(f"GPU-{p.address}-{i}", variant) for i in range(p.gpus)),
-            )
             self.market.register_provider(
                 p.address,
                 f"sim://{p.address}",
-                {"region": p.link.region},
-                capacity,
+                p.attributes,
+                p.capacities[p.gpus],
                 region=p.link.region,
                 version="sim",
             )
@@ -458,14 +454,37 @@ class Simulation:
         self._end_job(job, "abandoned" if job.first_start_ms >= 0 else "unfilled")
 
     # ---- bidding ---------------------------------------------------------------------------
-    def _eligible(self, p: SimProvider, job: Job) -> bool:
-        return (
-            p.up
-            and p.free_gpus >= job.gpus_per_group
-            and min(p.link.up_mbps, p.link.down_mbps) >= job.min_bandwidth_mbps
-        )
+    def _sees(self, p: SimProvider, job: Job) -> bool:
+        """A provider that is up and whose link carries the job's traffic (what the simulator
+        models outside the manifest) looks at the order; the bid decision does the rest."""
+        return p.up and min(p.link.up_mbps, p.link.down_mbps) >= job.min_bandwidth_mbps
 
-    def _candidates(self, job: Job) -> list[SimProvider]:
+    def _reserve(self, p: SimProvider, group: GroupSpec, job: Job) -> BidDecision:
+        """The provider agent's decision up to the price: bidding.decide with pricing=None
+        (policy, placement, reservation of concrete GPUs from what p has free). Memoized per
+        (group spec, free GPUs): decide is pure, group specs are interned for the run, and p's
+        attributes and policy are fixed (the policy has no tenant lists or lease limit, so the
+        tenant and p's lease count cannot change the verdict)."""
+        free = max(p.free_gpus, 0)
+        key = (id(group), free)
+        decision = p.decisions.get(key)
+        if decision is None:
+            decision = decide(
+                group, job.tenant, p.attributes, p.capacities[free], self.policy, None, self.now()
+            )
+            p.decisions[key] = decision
+        return decision
+
+    def _can_host(self, p: SimProvider, job: Job, group: GroupSpec) -> bool:
+        """p sees the order and its bid decision, short of the price, is yes."""
+        if not self._sees(p, job):
+            return False
+        if self._reserve(p, group, job).bid:
+            return True
+        self.metrics.declines_no_room += 1
+        return False
+
+    def _candidates(self, job: Job, group: GroupSpec) -> list[SimProvider]:
         """Up to bidders_per_order providers that can host a group, drawn at random."""
         want = self.scenario.market.bidders_per_order
         pool = self.pools.get(job.gpu_model)
@@ -474,29 +493,39 @@ class Simulation:
         items = pool.items
         chosen: dict[int, None] = {}
         if len(items) <= want * 2:
-            eligible = [i for i in items if self._eligible(self.providers[i], job)]
+            eligible = [i for i in items if self._can_host(self.providers[i], job, group)]
             if len(eligible) > want:
                 eligible = self.rng.sample(eligible, want)
             return [self.providers[i] for i in eligible]
         for _ in range(want * 4):
             i = items[self.rng.randrange(len(items))]
-            if i not in chosen and self._eligible(self.providers[i], job):
+            if i not in chosen and self._can_host(self.providers[i], job, group):
                 chosen[i] = None
                 if len(chosen) >= want:
                     break
         return [self.providers[i] for i in chosen]
 
-    def _bid(self, p: SimProvider, job: Job, watch: OrderWatch, order_id: str) -> bool:
+    def _bid(self, p: SimProvider, watch: OrderWatch, order_id: str) -> bool:
+        """p, which can host the group, prices it with its strategy; bidding.with_price decides
+        whether that is still a bid (positive, within the order's maximum) or a decline."""
+        job = watch.job
+        group = self._group_specs(job)[watch.group]
         reference = self.costs.get(p.model, p.cost_per_gpu_hour)
-        price = bid_price(p, job.gpus_per_group, reference, self.pricing)
-        reserve = job.max_price_per_hour
-        if price > reserve:
-            if p.strategy == "cost-plus" or p.cost_per_gpu_hour * job.gpus_per_group > reserve:
-                return False  # Akash's script refuses to bid above the tenant's maximum
-            price = reserve
+        price = strategy_price(
+            p, job.gpus_per_group, reference, self.pricing, group.max_price_per_hour
+        )
+        decision = with_price(self._reserve(p, group, job), group, price)
+        if not decision.bid:
+            # the tenant can ask why (explain_order), as with the real agent's DeclineOrder
+            self.metrics.declines_price += 1
+            with contextlib.suppress(NotFound, FailedPrecondition):
+                self.market.decline_order(p.address, order_id, decision.reason)
+            return False
         self.metrics.bids += 1
         try:
-            self.market.place_bid(p.address, order_id, price, self.offers[p.index])
+            self.market.place_bid(
+                p.address, order_id, decision.price_per_hour, self.offers[p.index]
+            )
         except Ineligible:
             self.metrics.bids_refused += 1
             return False
@@ -504,15 +533,15 @@ class Simulation:
             return False  # the order closed meanwhile
         p.free_gpus -= job.gpus_per_group
         self._refresh(p)
-        watch.bidders.append((p.index, price))
+        watch.bidders.append((p.index, decision.price_per_hour))
         return True
 
     def _solicit(self, job: Job, g: int, order_id: str) -> None:
         """A new order: providers that see it bid; its window's close is watched."""
         watch = OrderWatch(job, g)
         self.watch[order_id] = watch
-        for p in self._candidates(job):
-            self._bid(p, job, watch, order_id)
+        for p in self._candidates(job, self._group_specs(job)[g]):
+            self._bid(p, watch, order_id)
         self.metrics.orders_solicited += 1
         self.metrics.bids_at_open += len(watch.bidders)
         order = self.market.get_order(order_id)
@@ -529,7 +558,8 @@ class Simulation:
                 if watch is None:
                     queue.pop(order_id, None)
                     continue
-                if self._eligible(p, watch.job) and self._bid(p, watch.job, watch, order_id):
+                group = self._group_specs(watch.job)[watch.group]
+                if self._can_host(p, watch.job, group) and self._bid(p, watch, order_id):
                     queue.pop(order_id, None)
                     heapq.heappush(self.due, (self.now(), order_id))
 
@@ -644,6 +674,7 @@ class Simulation:
         for r, (watch, winner) in enumerate(awarded):
             job = watch.job
             g = job.gpus_per_group
+            group = self._group_specs(job)[watch.group]
             # the winner's own slot (it may have won several orders of the round), then the
             # cheapest providers with room for the group now
             found = {(winner.index, r): float(winner.cost_per_gpu_hour * g)}
@@ -651,7 +682,7 @@ class Simulation:
                 if len(found) > n or scanned >= SCAN_LIMIT:
                     break
                 p = self.providers[i]
-                if self._eligible(p, job):
+                if self._sees(p, job) and self._reserve(p, group, job).bid:
                     found[(i, -1)] = float(p.cost_per_gpu_hour * g)
             rows.append(found)
             for i in found:

@@ -1,7 +1,9 @@
 """Simulated providers: GPU inventory, costs, pricing strategy, uptime and network links.
 
 The population is drawn once from the run's RNG. Costs and prices are integer micro-units per
-hour, as the market core wants them.
+hour, as the market core wants them. Whether a provider bids is the provider agent's own rule
+(marketplace.core.bidding.decide: policy, placement, reservation of concrete GPUs); what it asks
+is its strategy here (`strategy_price`), and `bidding.with_price` checks it against the order.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ from importlib import resources
 from itertools import accumulate
 from typing import Any
 
+from marketplace.core.bidding import BidDecision
+from marketplace.core.gpus import GpuVariant
+from marketplace.core.matching import Capacity, GpuDevice
 from marketplace.core.money import MICRO
 from simulator.network import Link
 from simulator.scenario import GpuMixEntry, ProviderSpec, Scenario
 
 STRATEGIES = ("cost-plus", "equilibrium", "adaptive")
+GIB = 1 << 30
+# what a simulated box has per GPU besides the GPU (the market registers the same)
+CPU_MILLIS_PER_GPU = 16_000
+MEMORY_PER_GPU = 128 * GIB
+STORAGE_PER_GPU = 2048 * GIB
 
 
 @cache
@@ -82,6 +92,13 @@ class SimProvider:
     pooled: bool = False  # in the engine's pools of providers with free GPUs
     # lease id → (job, group index), insertion-ordered (never a set: iteration must be stable)
     leases: dict[str, Any] = field(default_factory=dict)
+    # its free resources by number of free GPUs (GPUs of one box are interchangeable, so the
+    # free ones are its first n devices), and its attributes as the market sees them
+    capacities: tuple[Capacity, ...] = ()
+    attributes: dict[str, str] = field(default_factory=dict)
+    # bidding.decide(pricing=None) verdicts by (id of the group spec, free GPUs): decide is pure,
+    # and this provider's attributes and policy never change in a run
+    decisions: dict[tuple[int, int], BidDecision] = field(default_factory=dict)
     running: dict[str, tuple[int, int]] = field(default_factory=dict)  # lease → (GPUs, since ms)
     busy_gpu_ms: float = 0.0  # GPU-time spent running leases (what its cost is paid on)
     revenue: int = 0
@@ -111,6 +128,33 @@ def bid_price(p: SimProvider, gpus: int, reference: int, pricing: Pricing) -> in
     return round(cost * (1.0 + p.markup))
 
 
+def strategy_price(
+    p: SimProvider, gpus: int, reference: int, pricing: Pricing, reserve: int
+) -> int:
+    """What `p` asks for `gpus` of its GPUs on an order with maximum `reserve`. Strategic
+    providers (equilibrium, adaptive) shade a price above the maximum down to it while it still
+    covers their cost; cost-plus ones ask their price regardless, and the bid decision declines
+    it (as Akash's price script refuses to bid above the tenant's maximum)."""
+    price = bid_price(p, gpus, reference, pricing)
+    if price > reserve and p.strategy != "cost-plus" and p.cost_per_gpu_hour * gpus <= reserve:
+        return reserve
+    return price
+
+
+def capacities(address: str, variant: GpuVariant, gpus: int) -> tuple[Capacity, ...]:
+    """A box's free resources with 0..gpus of its GPUs free (its other resources in proportion)."""
+    devices = tuple(GpuDevice(f"GPU-{address}-{i}", variant) for i in range(gpus))
+    return tuple(
+        Capacity(
+            cpu_millis=n * CPU_MILLIS_PER_GPU,
+            memory_bytes=n * MEMORY_PER_GPU,
+            storage_bytes=n * STORAGE_PER_GPU,
+            gpus=devices[:n],
+        )
+        for n in range(gpus + 1)
+    )
+
+
 def learn(p: SimProvider, won: bool, step: float) -> None:
     """Adaptive providers raise their markup after a win and lower it after a loss."""
     if won:
@@ -138,10 +182,12 @@ def make_providers(scenario: Scenario, rng: random.Random) -> list[SimProvider]:
         reference = costs.get(entry.model, MICRO)  # unknown model: 1 unit per GPU-hour
         cost = round(reference * rng.uniform(1.0 - spec.cost_spread, 1.0 + spec.cost_spread))
         community = rng.random() < fail.community_share
+        address = f"prov{i:06d}"
+        variant = GpuVariant(entry.model, entry.ram_gib, entry.interface)
         providers.append(
             SimProvider(
                 index=i,
-                address=f"prov{i:06d}",
+                address=address,
                 model=entry.model,
                 ram_gib=entry.ram_gib,
                 interface=entry.interface,
@@ -152,6 +198,9 @@ def make_providers(scenario: Scenario, rng: random.Random) -> list[SimProvider]:
                 link=Link(ups.pick(rng), downs.pick(rng), regions.pick(rng)),
                 failure_factor=fail.community_factor if community else 1.0,
                 free_gpus=entry.gpus_per_node,
+                capacities=capacities(address, variant, entry.gpus_per_node),
             )
         )
+    for p in providers:
+        p.attributes = {"region": p.link.region}
     return providers

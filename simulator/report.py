@@ -73,6 +73,7 @@ def summarize(sim: Simulation) -> dict[str, Any]:
             "auction_rounds": m.auction_rounds,
             "bids": m.bids,
             "bids_refused_by_market": m.bids_refused,
+            "declines": {"no_room": m.declines_no_room, "price_above_maximum": m.declines_price},
             "mean_bidders_per_order": r6(m.bids_at_open / max(m.orders_solicited, 1)),
             "orders_without_bids_at_close": m.orders_without_bids,
             "escrow_top_ups": m.escrow_top_ups,

@@ -81,3 +81,38 @@ def test_failover_bills_to_the_failure_and_resumes_from_the_last_sync() -> None:
     assert sim.market.audit().balanced
     assert sim.metrics.job_interruptions == 1
     assert price == bid_price(first, 8, sim.costs["h100"], sim.pricing) > 8 * MICRO
+
+
+def test_a_provider_priced_above_the_maximum_declines_and_the_tenant_sees_why() -> None:
+    sim = two_provider_market()
+    job = sim.factory.make(0, "training", gpus=8, duration_ms=MS_PER_HOUR)
+    job.max_price_per_hour = 1  # below either provider's cost-plus price
+    sim.after(0, sim._arrive, job)
+    sim.env.run(until=1)
+    explanation = sim.market.explain_order(job.orders[0])
+    assert explanation.bids == ()
+    assert sorted(d.provider for d in explanation.declines) == ["prov000000", "prov000001"]
+    for decline in explanation.declines:
+        assert "above the order's maximum 1 per hour" in decline.reason
+        assert not decline.by_marketplace  # the provider's own decision, not a refusal
+    assert sim.metrics.declines_price == 2
+    assert sim.metrics.bids == 0
+
+
+def test_a_provider_without_room_for_the_group_declines_through_the_bid_decision() -> None:
+    sim = two_provider_market()
+    half = sim.factory.make(0, "training", gpus=4, duration_ms=5 * MS_PER_HOUR)
+    sim.after(0, sim._arrive, half)
+    sim.env.run(until=WINDOW_MS + 1)
+    busy = sim.providers[half.providers[0]]
+    assert busy.free_gpus == 4
+
+    whole = sim.factory.make(sim.now(), "training", gpus=8, duration_ms=MS_PER_HOUR)
+    sim.after(0, sim._arrive, whole)
+    sim.env.run(until=2 * WINDOW_MS + 2)
+    assert sim.metrics.declines_no_room == 1  # the half-busy box: bidding.decide said no
+    assert whole.providers[0] != busy.index
+    group = sim._group_specs(whole)[0]
+    verdict = busy.decisions[(id(group), 4)]
+    assert not verdict.bid
+    assert "needs 8× h100" in verdict.reason and "4× h100 80Gi free" in verdict.reason
