@@ -171,10 +171,13 @@ class MarketService:
         self._prov_leases: dict[str, dict[str, Lease]] = {}  # open leases per provider
         self._used: dict[str, _Used] = {}
         self._owner_deps: dict[str, dict[str, None]] = {}  # owner → deployment ids, in order
-        # provider → {(group, offered uuids): allocate() verdict}; valid until its free capacity
-        # changes (simulated providers see the same few group shapes again and again)
+        # provider → {(id(group), offered uuids): (group, allocate() verdict)}; valid until its
+        # free capacity changes (simulated providers see the same few group shapes again and
+        # again). Keyed by the group's identity, not its value: hashing a GroupSpec walks all its
+        # nested fields on every lookup. The entry holds the group, so its id cannot be reused
+        # while cached, and a hit is only taken when it is that very object.
         self._fits: dict[
-            str, dict[tuple[GroupSpec, tuple[str, ...]], matching.Allocation | str]
+            str, dict[tuple[int, tuple[str, ...]], tuple[GroupSpec, matching.Allocation | str]]
         ] = {}
         self._dep_events: dict[str, list[DeploymentEvent]] = {}
         self._heap: list[tuple[int, int, str, str]] = []
@@ -303,6 +306,10 @@ class MarketService:
         providers offline, close leases whose escrow ran dry, whose job hit max runtime, or
         whose manifest timed out."""
         now = self.clock.now_ms()
+        # Fast path (tick runs at the top of every command): every live deadline is in the heap,
+        # so the heap's first time (live or stale) is a lower bound; later than now → nothing due.
+        if not self._heap or self._heap[0][0] > now:
+            return
         while True:
             top = self._live_top()
             if top is None or top[0] > now:
@@ -701,13 +708,16 @@ class MarketService:
                 f"provider reliability {score:.2f} is below the required "
                 f"{order.auction.min_reliability:.2f}"
             )
-        key = (order.group, offer.gpu_uuids)
+        group = order.group
+        key = (id(group), offer.gpu_uuids)
         fits = self._fits.setdefault(prov.address, {})
-        verdict = fits.get(key)
-        if verdict is None:
-            if len(fits) > 256:
-                fits.clear()
-            verdict = fits[key] = matching.allocate(order.group, self._free(prov, offer.gpu_uuids))
+        cached = fits.get(key)
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        if len(fits) > 256:
+            fits.clear()
+        verdict = matching.allocate(group, self._free(prov, offer.gpu_uuids))
+        fits[key] = (group, verdict)
         return verdict
 
     def _close_window(self, order_id: str, at_ms: int) -> None:

@@ -100,6 +100,8 @@ def placement_mismatches(
     auditors: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Why this provider does not satisfy the placement; [] when it does."""
+    if not (req.attributes or req.signed_by_all_of or req.signed_by_any_of):
+        return []  # no placement rules (the common case; checked on every bid)
     reasons = []
     for pattern, value in _missing(req.attributes, provider_attributes):
         has = [f"{k}={v}" for k, v in provider_attributes.items() if key_matches(pattern, k)]
