@@ -65,7 +65,14 @@ from marketplace.core.errors import (
     NotFound,
     PermissionDenied,
 )
-from marketplace.core.resources import GroupSpec, JobKind, JobSettings, Payment, RestartPolicy
+from marketplace.core.resources import (
+    GroupSpec,
+    JobKind,
+    JobSettings,
+    Payment,
+    ResourceUnit,
+    RestartPolicy,
+)
 from marketplace.core.state import (
     MINT,
     Account,
@@ -171,13 +178,18 @@ class MarketService:
         self._prov_leases: dict[str, dict[str, Lease]] = {}  # open leases per provider
         self._used: dict[str, _Used] = {}
         self._owner_deps: dict[str, dict[str, None]] = {}  # owner → deployment ids, in order
-        # provider → {(id(group), offered uuids): (group, allocate() verdict)}; valid until its
-        # free capacity changes (simulated providers see the same few group shapes again and
-        # again). Keyed by the group's identity, not its value: hashing a GroupSpec walks all its
-        # nested fields on every lookup. The entry holds the group, so its id cannot be reused
-        # while cached, and a hit is only taken when it is that very object.
+        # provider → {(ids of the group's units, offered uuids): (units, allocate() verdict)};
+        # valid until its free capacity changes (simulated providers see the same few units again
+        # and again, shared by a job's groups). allocate() reads only group.resources. Keyed by
+        # the units' identity, not their value: hashing a ResourceUnit walks all its nested
+        # fields on every lookup. The entry holds the units, so no other object can take their
+        # ids while it is cached: equal ids mean the very same units.
         self._fits: dict[
-            str, dict[tuple[int, tuple[str, ...]], tuple[GroupSpec, matching.Allocation | str]]
+            str,
+            dict[
+                tuple[tuple[int, ...], tuple[str, ...]],
+                tuple[tuple[ResourceUnit, ...], matching.Allocation | str],
+            ],
         ] = {}
         self._dep_events: dict[str, list[DeploymentEvent]] = {}
         self._heap: list[tuple[int, int, str, str]] = []
@@ -708,16 +720,16 @@ class MarketService:
                 f"provider reliability {score:.2f} is below the required "
                 f"{order.auction.min_reliability:.2f}"
             )
-        group = order.group
-        key = (id(group), offer.gpu_uuids)
+        units = order.group.resources
+        key = (tuple(map(id, units)), offer.gpu_uuids)
         fits = self._fits.setdefault(prov.address, {})
         cached = fits.get(key)
-        if cached is not None and cached[0] is group:
+        if cached is not None:
             return cached[1]
         if len(fits) > 256:
             fits.clear()
-        verdict = matching.allocate(group, self._free(prov, offer.gpu_uuids))
-        fits[key] = (group, verdict)
+        verdict = matching.allocate(order.group, self._free(prov, offer.gpu_uuids))
+        fits[key] = (units, verdict)
         return verdict
 
     def _close_window(self, order_id: str, at_ms: int) -> None:
