@@ -167,11 +167,20 @@ def _pick_gpus(
     """
     needed = unit.total_gpus
     options = unit.gpu.options or (GpuOption("*"),)
-    by_variant: dict[GpuVariant, list[GpuDevice]] = {}
+    # (variant, its free devices) in order of first appearance. A list, not a dict: a provider
+    # has one or two variants, and hashing a GpuVariant (a dataclass) per device costs more than
+    # comparing against the few seen (identity first: a provider's devices share one object).
+    by_variant: list[tuple[GpuVariant, list[GpuDevice]]] = []
     for device in free:
-        by_variant.setdefault(device.variant, []).append(device)
+        variant = device.variant
+        for seen, devices in by_variant:
+            if seen is variant or seen == variant:
+                devices.append(device)
+                break
+        else:
+            by_variant.append((variant, [device]))
     for option in options:
-        for variant, devices in by_variant.items():
+        for variant, devices in by_variant:
             if len(devices) >= needed and variant.matches(option):
                 return variant, devices[:needed]
     wanted = " or ".join(option_label(o) for o in options)
