@@ -108,6 +108,7 @@ class Pool:
 class OrderWatch:
     job: Job
     group: int
+    spec: GroupSpec  # the order's group
     bidders: list[tuple[int, int]] = field(default_factory=list)  # (provider index, price)
 
 
@@ -404,9 +405,10 @@ class Simulation:
                 gpu=GpuRequest(job.gpus_per_group, (GpuOption(job.gpu_model),)),
                 max_price_per_hour=job.max_price_per_hour,
             )
-            specs = tuple(
-                GroupSpec(f"g{i + 1}", PlacementRequirements(), (unit,)) for i in range(64)
-            )
+            # the groups share their units and placement, so a provider's bid decision on one
+            # is its decision on all (see _reserve)
+            units, placement = (unit,), PlacementRequirements()
+            specs = tuple(GroupSpec(f"g{i + 1}", placement, units) for i in range(64))
             self.groups[key] = specs
         return specs[: job.groups]
 
@@ -462,11 +464,12 @@ class Simulation:
     def _reserve(self, p: SimProvider, group: GroupSpec, job: Job) -> BidDecision:
         """The provider agent's decision up to the price: bidding.decide with pricing=None
         (policy, placement, reservation of concrete GPUs from what p has free). Memoized per
-        (group spec, free GPUs): decide is pure, group specs are interned for the run, and p's
-        attributes and policy are fixed (the policy has no tenant lists or lease limit, so the
-        tenant and p's lease count cannot change the verdict)."""
-        free = max(p.free_gpus, 0)
-        key = (id(group), free)
+        (group's units, group's placement, free GPUs): decide is pure and reads nothing else of
+        the group, both are interned for the run (_group_specs), and p's attributes and policy
+        are fixed (the policy has no tenant lists or lease limit, so neither the tenant nor p's
+        lease count can change the verdict)."""
+        free = p.free_gpus if p.free_gpus > 0 else 0
+        key = (id(group.resources), id(group.requirements), free)
         decision = p.decisions.get(key)
         if decision is None:
             decision = decide(
@@ -509,7 +512,7 @@ class Simulation:
         """p, which can host the group, prices it with its strategy; bidding.with_price decides
         whether that is still a bid (positive, within the order's maximum) or a decline."""
         job = watch.job
-        group = self._group_specs(job)[watch.group]
+        group = watch.spec
         reference = self.costs.get(p.model, p.cost_per_gpu_hour)
         price = strategy_price(
             p, job.gpus_per_group, reference, self.pricing, group.max_price_per_hour
@@ -538,9 +541,9 @@ class Simulation:
 
     def _solicit(self, job: Job, g: int, order_id: str) -> None:
         """A new order: providers that see it bid; its window's close is watched."""
-        watch = OrderWatch(job, g)
+        watch = OrderWatch(job, g, self._group_specs(job)[g])
         self.watch[order_id] = watch
-        for p in self._candidates(job, self._group_specs(job)[g]):
+        for p in self._candidates(job, watch.spec):
             self._bid(p, watch, order_id)
         self.metrics.orders_solicited += 1
         self.metrics.bids_at_open += len(watch.bidders)
@@ -558,8 +561,7 @@ class Simulation:
                 if watch is None:
                     queue.pop(order_id, None)
                     continue
-                group = self._group_specs(watch.job)[watch.group]
-                if self._can_host(p, watch.job, group) and self._bid(p, watch, order_id):
+                if self._can_host(p, watch.job, watch.spec) and self._bid(p, watch, order_id):
                     queue.pop(order_id, None)
                     heapq.heappush(self.due, (self.now(), order_id))
 
@@ -674,7 +676,7 @@ class Simulation:
         for r, (watch, winner) in enumerate(awarded):
             job = watch.job
             g = job.gpus_per_group
-            group = self._group_specs(job)[watch.group]
+            group = watch.spec
             # the winner's own slot (it may have won several orders of the round), then the
             # cheapest providers with room for the group now
             found = {(winner.index, r): float(winner.cost_per_gpu_hour * g)}

@@ -96,9 +96,8 @@ class SimProvider:
     # free ones are its first n devices), and its attributes as the market sees them
     capacities: tuple[Capacity, ...] = ()
     attributes: dict[str, str] = field(default_factory=dict)
-    # bidding.decide(pricing=None) verdicts by (id of the group spec, free GPUs): decide is pure,
-    # and this provider's attributes and policy never change in a run
-    decisions: dict[tuple[int, int], BidDecision] = field(default_factory=dict)
+    # bidding.decide(pricing=None) verdicts, memoized by the engine (Simulation._reserve)
+    decisions: dict[tuple[int, int, int], BidDecision] = field(default_factory=dict)
     running: dict[str, tuple[int, int]] = field(default_factory=dict)  # lease → (GPUs, since ms)
     busy_gpu_ms: float = 0.0  # GPU-time spent running leases (what its cost is paid on)
     revenue: int = 0
