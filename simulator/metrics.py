@@ -59,7 +59,7 @@ class Collector:
     bids_refused: int = 0  # the market refused a bid as ineligible
     # providers that looked at an order and declined (bidding.decide / with_price said no)
     declines_no_room: int = 0  # placement or reservation failed (counted here only)
-    declines_price: int = 0  # its price was above the order's maximum (sent to the market)
+    declines_price: int = 0  # its price was above the order's maximum (counted here only)
     auctions: int = 0
     auction_rounds: int = 0
     orders_without_bids: int = 0
