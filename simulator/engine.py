@@ -521,7 +521,14 @@ class Simulation:
         price = strategy_price(
             p, job.gpus_per_group, reference, self.pricing, group.max_price_per_hour
         )
-        decision = with_price(self._reserve(p, group, job), group, price)
+        reserved = self._reserve(p, group, job)
+        if p.strategy == "adaptive":  # a new price nearly every time: nothing to reuse
+            decision = with_price(reserved, group, price)
+        else:  # with_price is pure; these providers ask the same few prices again and again
+            key = (id(reserved), id(group.resources), price)
+            decision = p.priced.get(key) or p.priced.setdefault(
+                key, with_price(reserved, group, price)
+            )
         if not decision.bid:
             # Counted, not sent: a DeclineOrder per such decline (a market tick and a decline
             # record each) made whole runs ~10% slower, for a reason no simulated tenant reads.
