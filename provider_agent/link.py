@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 import grpc.aio
 
-from marketplace.api.convert import group_from_proto
+from marketplace.api.convert import endpoint_to_proto, group_from_proto
 from marketplace.api.envelope import open_envelope, seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
@@ -124,17 +124,7 @@ class MarketLink:
         msg = pb.LeaseStatusReport(
             lease_id=report.lease_id,
             state=pb.LEASE_RUNNING if report.running else pb.LEASE_CLOSED,
-            endpoints=[
-                pb.Endpoint(
-                    service=e.service,
-                    port=e.port,
-                    host=e.host,
-                    external_port=e.external_port,
-                    proto=e.proto,
-                    uri=e.uri,
-                )
-                for e in report.endpoints
-            ],
+            endpoints=[endpoint_to_proto(e) for e in report.endpoints],
             exited=report.exited,
             exit_code=report.exit_code,
             oom_killed=report.oom_killed,

@@ -26,6 +26,7 @@ from pathlib import Path
 from marketplace.core.manifest import Manifest
 from marketplace.core.matching import Allocation
 from marketplace.core.resources import GroupSpec, JobKind, JobSettings, RestartPolicy
+from marketplace.core.state import Endpoint
 from provider_agent.config import RuntimeSection
 from provider_agent.runtime import (
     LABEL,
@@ -44,19 +45,6 @@ LOG_FLUSH_S = 0.2
 
 
 @dataclass(frozen=True)
-class EndpointInfo:
-    service: str
-    port: int
-    host: str
-    external_port: int
-    proto: str = "tcp"
-
-    @property
-    def uri(self) -> str:
-        return f"http://{self.host}:{self.external_port}"
-
-
-@dataclass(frozen=True)
 class StatusReport:
     lease_id: str
     running: bool
@@ -64,7 +52,7 @@ class StatusReport:
     exit_code: int = 0
     oom_killed: bool = False
     message: str = ""
-    endpoints: tuple[EndpointInfo, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
 
 
 @dataclass
@@ -241,11 +229,17 @@ class LeaseSupervisor:
             if spec is not None:
                 lease.specs[state.id] = spec
 
-    def _endpoints(self, lease: _Lease) -> tuple[EndpointInfo, ...]:
+    def _endpoints(self, lease: _Lease) -> tuple[Endpoint, ...]:
         with self._lock:
             states = list(lease.containers.values())
         return tuple(
-            EndpointInfo(s.service, port, self.public_host, host_port)
+            Endpoint(
+                s.service,
+                port,
+                self.public_host,
+                host_port,
+                uri=f"http://{self.public_host}:{host_port}",
+            )
             for s in states
             for port, host_port in s.ports
         )
@@ -275,7 +269,7 @@ class LeaseSupervisor:
                 self._watch(lease_id, state)
         return sorted(by_lease)
 
-    def endpoints(self, lease_id: str) -> tuple[EndpointInfo, ...]:
+    def endpoints(self, lease_id: str) -> tuple[Endpoint, ...]:
         with self._lock:
             lease = self._leases.get(lease_id)
         return self._endpoints(lease) if lease else ()

@@ -11,6 +11,7 @@ core types by their own names, so the two never mix. Conventions:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import gpus, matching
@@ -508,4 +509,15 @@ def audit_to_proto(a: AuditReport) -> pb.AuditReport:
 def price_stat_to_proto(s: PriceStat) -> pb.GpuPriceStats:
     return pb.GpuPriceStats(
         model=s.gpu_model, samples=s.samples, p10=s.p10, median=s.median, p90=s.p90
+    )
+
+
+def log_line_to_proto(line: Any) -> pb.LogLine:
+    """A stored log line (server.store.StoredLogLine) on the wire."""
+    return pb.LogLine(
+        lease_id=line.lease_id,
+        seq=line.seq,
+        time_ms=line.time_ms,
+        stream=line.stream,
+        line=line.line,
     )

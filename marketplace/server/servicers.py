@@ -244,29 +244,19 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
             last = request.after_seq
             for line in app.store.logs(lease_id, request.after_seq, request.tail):
                 last = line.seq
-                yield _log_line(line)
+                yield convert.log_line_to_proto(line)
             while request.follow and not app.lease_closed(lease_id):
                 item = await watcher.get()
                 if item == "closed":
                     break
                 if item is not None and item.seq > last:
                     last = item.seq
-                    yield _log_line(item)
+                    yield convert.log_line_to_proto(item)
             # lines written together with the close (or just before it)
             for line in app.store.logs(lease_id, last) if request.follow else ():
-                yield _log_line(line)
+                yield convert.log_line_to_proto(line)
         finally:
             app.unsubscribe(app.log_watchers, lease_id, watcher)
-
-
-def _log_line(line: Any) -> pb.LogLine:
-    return pb.LogLine(
-        lease_id=line.lease_id,
-        seq=line.seq,
-        time_ms=line.time_ms,
-        stream=line.stream,
-        line=line.line,
-    )
 
 
 class ProviderServicer(_Base, pb_grpc.ProviderServicer):
