@@ -7,12 +7,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GPUMARKET_SHARED", REPO.parent / "shared"))
-FIXTURES_NVML = SHARED / "fixtures" / "nvml"
-CORPUS_SDL = SHARED / "corpus" / "sdl"
-EXAMPLES = REPO / "examples"
-
 
 @pytest.fixture(autouse=True)
 def isolated_home(

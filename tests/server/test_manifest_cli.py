@@ -8,8 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from marketplace.cli.main import cli
-from tests.conftest import CORPUS_SDL
-from tests.test_manifest import BASE
+from tests.helpers import BASE, CORPUS_SDL
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import EXAMPLES
 
 from marketplace.api.client import MarketClient, TenantClient
 from marketplace.api.envelope import seal
@@ -28,6 +27,7 @@ from marketplace.core import money
 from marketplace.demo.stack import GPUMARKET, Stack, wait_until
 from marketplace.identity import Key
 from marketplace.server.store import DB_NAME
+from tests.helpers import EXAMPLES
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from marketplace.core.manifest import ManifestError, parse_manifest
-from tests.conftest import CORPUS_SDL
+from tests.helpers import CORPUS_SDL
 
 INDEX = {row["file"]: row for row in csv.DictReader((CORPUS_SDL / "_index.csv").open())}
 FILES = sorted(p for p in CORPUS_SDL.iterdir() if p.suffix in (".yaml", ".yml"))

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import EXAMPLES, FIXTURES_NVML
 
 from marketplace.cli.main import cli as main
+from tests.helpers import EXAMPLES, FIXTURES_NVML
 
 REPLAY = EXAMPLES / "provider-h100-replay.toml"
 CPU = EXAMPLES / "provider-cpu.toml"

@@ -188,7 +188,7 @@ def test_units_do_not_share_devices() -> None:
 def test_manifest_group_against_an_h100_box() -> None:
     from marketplace.core.gpus import from_nvml
     from marketplace.core.manifest import parse_manifest
-    from tests.test_manifest import BASE
+    from tests.helpers import BASE
 
     spec = parse_manifest(BASE).groups[0]  # 2 replicas × 2 GPUs of (h100 80Gi sxm | a100)
     h100 = from_nvml("NVIDIA H100 80GB HBM3", 81559)

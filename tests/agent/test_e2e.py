@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import pytest
-from conftest import REPO
-from test_docker_runtime import cleanup_provider
 
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
@@ -30,6 +28,8 @@ from marketplace.server.store import Store
 from provider_agent.agent import Agent
 from provider_agent.config import parse_config
 from provider_agent.runtime import DockerRuntime
+from tests.agent.test_docker_runtime import cleanup_provider
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 T = TypeVar("T")

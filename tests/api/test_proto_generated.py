@@ -6,7 +6,7 @@ import filecmp
 import subprocess
 from pathlib import Path
 
-from conftest import REPO
+from tests.helpers import REPO
 
 GENERATED = REPO / "marketplace" / "api" / "v1"
 

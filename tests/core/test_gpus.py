@@ -9,7 +9,7 @@ import pytest
 from marketplace.core import gpus
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.resources import GpuOption
-from tests.conftest import FIXTURES_NVML, SHARED
+from tests.helpers import FIXTURES_NVML, SHARED
 
 
 def test_the_h100_fixture_device_is_an_h100_80gi_sxm() -> None:

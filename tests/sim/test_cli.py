@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from marketplace.cli.main import cli
-from tests.conftest import EXAMPLES, SHARED
+from tests.helpers import EXAMPLES, SHARED
 
 TINY = """
 name: tiny

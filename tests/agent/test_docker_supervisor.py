@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from test_docker_runtime import H100_UUID, cleanup_provider
 
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.manifest import Manifest, parse_manifest
@@ -22,6 +20,8 @@ from marketplace.core.matching import Allocation, Capacity, GpuDevice, allocate
 from provider_agent.config import RuntimeSection
 from provider_agent.runtime import DockerRuntime, LogLine
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
+from tests.agent.test_docker_runtime import H100_UUID, cleanup_provider
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.docker
 GIB = 1 << 30

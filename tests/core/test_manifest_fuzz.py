@@ -10,8 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marketplace.core.manifest import ManifestError, parse_manifest
-from tests.conftest import CORPUS_SDL
-from tests.test_manifest import BASE
+from tests.helpers import BASE, CORPUS_SDL
 
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 SEEDS = [

@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES_NVML, REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provider_agent import nvml
 from provider_agent.nvml import GpuMonitor, open_monitor
 from provider_agent.nvml_replay import ReplayNvml, load_recording
+from tests.helpers import FIXTURES_NVML, REPO
 
 PACKAGED = REPO / "provider_agent" / "fixtures"
 H100 = FIXTURES_NVML / "h100_nvml.json"

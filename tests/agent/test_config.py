@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLES
 
 from marketplace.cli.main import cli as main
 from provider_agent.config import EX_CONFIG, ConfigError, load_config, parse_config
+from tests.helpers import EXAMPLES
 
 
 @pytest.mark.parametrize(

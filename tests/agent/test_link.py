@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from conftest import EXAMPLES
-
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.bidding import BidPolicy, decide
 from marketplace.core.resources import GpuOption
 from provider_agent.agent import read_inventory
 from provider_agent.config import load_config
 from provider_agent.link import group_from_proto, inventory_pb, offer_pb
+from tests.helpers import EXAMPLES
 
 
 def order_spec() -> pb.GroupSpec:

@@ -11,69 +11,7 @@ from marketplace.core.errors import InvalidArgument, NotFound
 from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.money import per_block_to_per_hour
 from marketplace.core.resources import GpuOption, JobKind, Payment, RestartPolicy, Volume
-
-BASE = textwrap.dedent(
-    """\
-    version: "2.0"
-    services:
-      web:
-        image: nginx:1.27
-        command: ["sh", "-c"]
-        args: ["nginx -g 'daemon off;'"]
-        env:
-          - MODE=prod
-          - EMPTY=
-        expose:
-          - port: 80
-            as: 80
-            to:
-              - global: true
-        params:
-          storage:
-            data:
-              mount: /data
-    profiles:
-      compute:
-        web:
-          resources:
-            cpu:
-              units: 0.5
-            memory:
-              size: 512Mi
-            storage:
-              - size: 1Gi
-              - name: data
-                size: 10Gi
-                attributes:
-                  persistent: true
-                  class: beta3
-            gpu:
-              units: 2
-              attributes:
-                vendor:
-                  nvidia:
-                    - model: h100
-                      ram: 80Gi
-                      interface: sxm
-                    - model: a100
-      placement:
-        dc:
-          attributes:
-            region: us-west
-          signedBy:
-            anyOf:
-              - akash1auditor
-          pricing:
-            web:
-              denom: uact
-              amount: 100000
-    deployment:
-      web:
-        dc:
-          profile: web
-          count: 2
-    """
-)
+from tests.helpers import BASE
 
 
 def parse(text: str) -> object:
@@ -602,7 +540,7 @@ def test_bad_extension_keys(old: str, new: str, path: str) -> None:
 
 
 def test_the_documented_example_is_valid() -> None:
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     doc = (REPO / "docs" / "manifest.md").read_text()
     example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]

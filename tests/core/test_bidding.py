@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import EXAMPLES
-
 from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.manifest import parse_manifest
 from marketplace.core.matching import Capacity, GpuDevice
 from marketplace.core.pricing import ScalePricing
 from marketplace.core.resources import GroupSpec, PlacementRequirements
+from tests.helpers import EXAMPLES
 
 GIB = 1 << 30
 H100 = GpuVariant("h100", 80, "sxm")
