@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import simpy
+from simpy.events import ProcessGenerator
 
 from simulator.engine import run_scenario
 from simulator.report import summarize
@@ -69,7 +70,7 @@ def raw_simpy(events: int, processes: int) -> float:
     env = simpy.Environment()
     per = events // processes
 
-    def loop(env: simpy.Environment, n: int):  # type: ignore[no-untyped-def]
+    def loop(env: simpy.Environment, n: int) -> ProcessGenerator:
         for _ in range(n):
             yield env.timeout(1)
 

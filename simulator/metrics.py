@@ -7,6 +7,7 @@ Money is integer micro-units until the summary, which reports whole units per GP
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +109,9 @@ class Collector:
         self.rows.append(row)
 
 
-def quantiles(values: list[float], qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> dict[str, float]:
+def quantiles(
+    values: Sequence[float], qs: tuple[float, ...] = (0.5, 0.9, 0.99)
+) -> dict[str, float]:
     if not values:
         return {f"p{round(q * 100)}": 0.0 for q in qs}
     ordered = sorted(values)
@@ -119,7 +122,7 @@ def quantiles(values: list[float], qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> 
     return out
 
 
-def mean(values: list[float]) -> float:
+def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 

@@ -139,9 +139,9 @@ def write_report(sim: Simulation, out: Path, plots: bool = True) -> dict[str, An
     rows = sim.metrics.rows
     if rows:
         with (out / "timeseries.csv").open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+            series = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            series.writeheader()
+            series.writerows(rows)
     with (out / "providers.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(

@@ -11,6 +11,7 @@ A closed object never changes state again; a group that must run again gets a NE
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
 from marketplace.core.errors import FailedPrecondition
@@ -40,27 +41,32 @@ LEASE_TRANSITIONS: dict[LeaseState, frozenset[LeaseState]] = {
     LeaseState.CLOSED: frozenset(),
 }
 
-_TABLES: dict[type, dict] = {
-    DeploymentState: DEPLOYMENT_TRANSITIONS,
-    OrderState: ORDER_TRANSITIONS,
-    BidState: BID_TRANSITIONS,
-    LeaseState: LEASE_TRANSITIONS,
-}
 
-
-class _Stateful(Protocol):
+class _Stateful(Protocol[S]):
     id: str
-    state: DeploymentState | OrderState | BidState | LeaseState
+    state: S
+
+
+def _table(current: S) -> Mapping[S, frozenset[S]]:
+    # isinstance rather than a dict keyed by type: mypy then checks each state kind is paired
+    # with its own table.
+    if isinstance(current, DeploymentState):
+        return DEPLOYMENT_TRANSITIONS
+    if isinstance(current, OrderState):
+        return ORDER_TRANSITIONS
+    if isinstance(current, BidState):
+        return BID_TRANSITIONS
+    return LEASE_TRANSITIONS
 
 
 def allowed(current: S, new: S) -> bool:
-    return new in _TABLES[type(current)][current]
+    return new in _table(current)[current]
 
 
-def move(record: _Stateful, new: S) -> None:
+def move(record: _Stateful[S], new: S) -> None:
     """Set record.state to `new` if the table allows it, else raise FailedPrecondition."""
     current = record.state
-    if not allowed(current, new):  # type: ignore[type-var]
+    if not allowed(current, new):
         kind = type(record).__name__.lower()
         raise FailedPrecondition(f"{kind} {record.id} is {current}; it cannot become {new}")
     record.state = new
