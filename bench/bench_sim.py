@@ -20,7 +20,6 @@ import json
 import pstats
 import sys
 import time
-from typing import Any
 
 import simpy
 from simpy.events import ProcessGenerator
@@ -33,7 +32,7 @@ FULL_PROVIDERS = 10_000
 FULL_JOBS_PER_HOUR = 1_400  # ~1,008,000 arrivals in 30 days
 
 
-def bench_scenario(scale: float, days: float) -> dict[str, Any]:
+def bench_scenario(scale: float, days: float) -> dict[str, object]:
     """Small jobs (a few GPU-hours) so 10,000 providers (~26,000 GPUs) carry >1M jobs a month
     at ~70% utilization; the default failure model (datacentre + flaky community boxes)."""
     return {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from marketplace.core.money import MICRO
 
@@ -86,7 +85,8 @@ class Collector:
     # reference cost (comparable across models)
     prices: dict[str, list[int]] = field(default_factory=dict)
     price_ratio_sum: float = 0.0
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    # the time series: time_h, the engine's state, then price_<model> ("" when none cleared)
+    rows: list[dict[str, float | str]] = field(default_factory=list)
     _interval_prices: dict[str, list[int]] = field(default_factory=dict)
 
     def outcome(self, name: str) -> None:
@@ -100,7 +100,7 @@ class Collector:
     def sample(self, now_ms: int, state: dict[str, float]) -> None:
         """One row of the time series: the state now and the mean clearing price per model
         over the interval since the last row."""
-        row: dict[str, Any] = {"time_h": round(now_ms / MS_PER_HOUR, 4)}
+        row: dict[str, float | str] = {"time_h": round(now_ms / MS_PER_HOUR, 4)}
         row.update({k: round(v, 6) for k, v in state.items()})
         for model in self.gpu_models:
             prices = self._interval_prices.get(model)

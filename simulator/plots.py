@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from marketplace.core.money import MICRO
 from simulator.engine import Simulation
@@ -16,16 +17,21 @@ from simulator.engine import Simulation
 MS_PER_MINUTE = 60_000
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     # no timestamp in the PNG metadata: the same run draws the same bytes
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 
+def _column(rows: list[dict[str, float | str]], key: str) -> list[float]:
+    """A numeric column of the time series (only the price_<model> columns may hold "")."""
+    return [cast(float, r[key]) for r in rows]
+
+
 def run_plots(sim: Simulation, out: Path) -> None:
     rows = sim.metrics.rows
-    hours = [r["time_h"] for r in rows]
+    hours = _column(rows, "time_h")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for model in sim.metrics.gpu_models:
@@ -43,10 +49,11 @@ def run_plots(sim: Simulation, out: Path) -> None:
     _save(fig, out / "clearing_price.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(hours, [r["utilization"] for r in rows], label="GPUs leased / GPUs up")
+    ax.plot(hours, _column(rows, "utilization"), label="GPUs leased / GPUs up")
+    gpus_up = _column(rows, "gpus_up")
     ax.plot(
         hours,
-        [r["gpus_up"] / max(rows[0]["gpus_up"], 1) for r in rows],
+        [up / max(gpus_up[0], 1) for up in gpus_up],
         label="GPUs up / all GPUs",
         linestyle="--",
     )
@@ -99,7 +106,7 @@ def run_plots(sim: Simulation, out: Path) -> None:
         ("failovers", "failovers (group re-leased)"),
         ("job_interruptions", "training interruptions"),
     ):
-        ax.plot(hours, [r[key] for r in rows], label=label)
+        ax.plot(hours, _column(rows, key), label=label)
     ax.set(xlabel="simulated hours", ylabel="cumulative count", title="Failures and failovers")
     ax.legend()
     _save(fig, out / "failures.png")

@@ -242,7 +242,7 @@ def parse_scenario(data: dict[str, object]) -> Scenario:
     return scenario
 
 
-def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
+def scenario_to_dict(scenario: Scenario) -> dict[str, object]:
     """The scenario as plain data (for the report), without internal fields."""
     out = dataclasses.asdict(scenario)
     out.pop("base_dir", None)

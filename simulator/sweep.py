@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from simulator.engine import run_scenario
-from simulator.report import metrics_json, summarize
+from simulator.report import Summary, metrics_json, summarize
 from simulator.scenario import ScenarioError, load_scenario
 
 _KEYS = ("name", "scenario", "seeds", "set", "grid", "workers")
@@ -40,11 +40,11 @@ class Sweep:
     name: str
     scenario: Path | None
     seeds: tuple[int, ...]
-    fixed: dict[str, Any]
-    grid: dict[str, tuple[Any, ...]]
+    fixed: dict[str, object]
+    grid: dict[str, tuple[object, ...]]
     workers: int
 
-    def combinations(self) -> list[dict[str, Any]]:
+    def combinations(self) -> list[dict[str, object]]:
         keys = list(self.grid)
         return [
             dict(zip(keys, values, strict=True))
@@ -102,9 +102,7 @@ def load_sweep(path: Path) -> Sweep:
     return sweep
 
 
-def run_one(
-    scenario: Path | None, overrides: dict[str, Any], seed: int, out: str
-) -> dict[str, Any]:
+def run_one(scenario: Path | None, overrides: dict[str, object], seed: int, out: str) -> Summary:
     """One sweep run (in a worker process): its metrics.json, and the row for the table."""
     sc = load_scenario(scenario, overrides)
     sim = run_scenario(sc, seed)
@@ -115,7 +113,7 @@ def run_one(
     return summary
 
 
-def table_row(params: dict[str, Any], seed: int, s: dict[str, Any]) -> dict[str, Any]:
+def table_row(params: dict[str, object], seed: int, s: Summary) -> dict[str, Any]:
     outcomes = s["jobs"]["outcomes"]
     return {
         **params,
