@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import matplotlib
 
@@ -112,7 +112,7 @@ def run_plots(sim: Simulation, out: Path) -> None:
     _save(fig, out / "failures.png")
 
 
-def sweep_plots(rows: list[dict[str, Any]], params: list[str], out: Path) -> list[str]:
+def sweep_plots(rows: list[dict[str, object]], params: list[str], out: Path) -> list[str]:
     """Mean clearing price (÷ reference cost) and efficiency against the first numeric grid
     parameter, one line per combination of the others (e.g. first- vs second-price)."""
     numeric = [p for p in params if all(isinstance(r[p], int | float) for r in rows)]
@@ -127,9 +127,11 @@ def sweep_plots(rows: list[dict[str, Any]], params: list[str], out: Path) -> lis
         ("gpu_utilization", "GPU utilization", "sweep_utilization.png"),
     ):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        lines: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
+        lines: dict[tuple[object, ...], list[tuple[float, float]]] = {}
         for r in rows:
-            lines.setdefault(tuple(r[o] for o in others), []).append((r[x_key], r[metric]))
+            # x_key is numeric (checked above); metric columns always are
+            point = (cast(float, r[x_key]), cast(float, r[metric]))
+            lines.setdefault(tuple(r[o] for o in others), []).append(point)
         for key, points in sorted(lines.items(), key=lambda kv: str(kv[0])):
             points.sort()
             text = ", ".join(f"{o}={v}" for o, v in zip(others, key, strict=True)) or metric

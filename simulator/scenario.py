@@ -303,8 +303,7 @@ def _check_range(f: dataclasses.Field[object], value: object, where: str) -> Non
         raise ScenarioError(f"{where}: must be <= {hi}, got {value}")
 
 
-def _convert(hint: object, value: Any, where: str) -> object:
-    # value: Any, as YAML gives it; this function is what checks it against the hint.
+def _convert(hint: object, value: object, where: str) -> object:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -338,6 +337,7 @@ def _convert(hint: object, value: Any, where: str) -> object:
 
 
 def _scalar(hint: object, value: Any, where: str) -> object:
+    # value: Any because float() takes whatever YAML gave and says itself what it refuses
     if hint is bool:
         if not isinstance(value, bool):
             raise ScenarioError(f"{where}: expected true or false, got {_kind(value)}")
