@@ -12,7 +12,7 @@ A closed object never changes state again; a group that must run again gets a NE
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from marketplace.core.errors import FailedPrecondition
 from marketplace.core.state import BidState, DeploymentState, LeaseState, OrderState
@@ -42,25 +42,22 @@ LEASE_TRANSITIONS: dict[LeaseState, frozenset[LeaseState]] = {
 }
 
 
+# Each state type → its own table above (a dict lookup: move() runs in the simulator's hot loop).
+_TABLES: dict[type, Mapping[Any, frozenset[Any]]] = {
+    DeploymentState: DEPLOYMENT_TRANSITIONS,
+    OrderState: ORDER_TRANSITIONS,
+    BidState: BID_TRANSITIONS,
+    LeaseState: LEASE_TRANSITIONS,
+}
+
+
 class _Stateful(Protocol[S]):
     id: str
     state: S
 
 
-def _table(current: S) -> Mapping[S, frozenset[S]]:
-    # isinstance rather than a dict keyed by type: mypy then checks each state kind is paired
-    # with its own table.
-    if isinstance(current, DeploymentState):
-        return DEPLOYMENT_TRANSITIONS
-    if isinstance(current, OrderState):
-        return ORDER_TRANSITIONS
-    if isinstance(current, BidState):
-        return BID_TRANSITIONS
-    return LEASE_TRANSITIONS
-
-
 def allowed(current: S, new: S) -> bool:
-    return new in _table(current)[current]
+    return new in _TABLES[type(current)][current]
 
 
 def move(record: _Stateful[S], new: S) -> None:
