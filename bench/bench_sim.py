@@ -20,6 +20,7 @@ import json
 import pstats
 import sys
 import time
+from collections.abc import Generator
 from typing import Any
 
 import simpy
@@ -69,7 +70,7 @@ def raw_simpy(events: int, processes: int) -> float:
     env = simpy.Environment()
     per = events // processes
 
-    def loop(env: simpy.Environment, n: int):  # type: ignore[no-untyped-def]
+    def loop(env: simpy.Environment, n: int) -> Generator[simpy.Event, Any, None]:
         for _ in range(n):
             yield env.timeout(1)
 

@@ -8,7 +8,6 @@ import contextlib
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from provider_agent.agent import Agent
 from provider_agent.config import parse_config
 from provider_agent.runtime import DockerRuntime
 from tests.agent.test_docker_runtime import cleanup_provider
-from tests.helpers import REPO
+from tests.helpers import REPO, await_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 T = TypeVar("T")
@@ -110,14 +109,7 @@ async def marketplace(tmp: Path, admin: Key, port: int = 0) -> AsyncIterator[int
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 45) -> T:
     """Poll `probe` until it returns something truthy (with a deadline, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {getattr(probe, '__qualname__', probe)}")
-        await asyncio.sleep(0.05)
+    return await await_until(probe, timeout, getattr(probe, "__qualname__", str(probe)))
 
 
 class Tenant:

@@ -27,7 +27,7 @@ from marketplace.cli.demo_stack import GPUMARKET, Stack, wait_for_market
 from marketplace.core import money
 from marketplace.identity import Key
 from marketplace.server.store import DB_NAME
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, funded_tenant
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -52,11 +52,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         print(s.logs())  # shown by pytest when the test failed
 
 
-def funded_tenant(stack: Stack) -> tuple[Key, TenantClient]:
-    key = Key.generate()
-    with TenantClient(stack.address, stack.admin_key()) as admin:
-        admin.fund(key.address, FUNDS)
-    return key, TenantClient(stack.address, key)
+def stack_tenant(stack: Stack) -> tuple[Key, TenantClient]:
+    client = funded_tenant(stack.address, stack.admin_key(), FUNDS)
+    assert client.key is not None
+    return client.key, client
 
 
 def newest_lease(client: TenantClient, deployment_id: str) -> pb.Lease | None:
@@ -126,7 +125,7 @@ def inference_running(stack: Stack, client: TenantClient) -> tuple[pb.Deployment
 def test_training_job_runs_to_completion_and_settles_to_the_micro_unit(
     stack: Stack, tmp_path: Path
 ) -> None:
-    key, client = funded_tenant(stack)
+    key, client = stack_tenant(stack)
     key_file = tmp_path / "tenant.pem"
     key_file.write_bytes(key.to_pem())
     deploy = subprocess.run(
@@ -181,7 +180,7 @@ def test_training_job_runs_to_completion_and_settles_to_the_micro_unit(
 
 
 def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack: Stack) -> None:
-    _, client = funded_tenant(stack)
+    _, client = stack_tenant(stack)
     dep, first = inference_running(stack, client)
     assert "tiny-llm" in http_get(first)
     victim = stack.provider_by_address(first.provider)
@@ -231,7 +230,7 @@ def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack:
 
 
 def test_sigkilled_marketplace_restarts_and_loses_nothing(stack: Stack) -> None:
-    _, client = funded_tenant(stack)
+    _, client = stack_tenant(stack)
     dep, lease = inference_running(stack, client)
     before = ledger(stack)
     assert before  # the faucet and the escrow deposit at least
@@ -283,7 +282,7 @@ def status_of(call: object, *args: object) -> grpc.StatusCode:
 
 
 def test_forged_bid_and_replayed_request_are_refused_and_change_nothing(stack: Stack) -> None:
-    key, client = funded_tenant(stack)
+    key, client = stack_tenant(stack)
     channel = grpc.insecure_channel(stack.address)
     tenant_stub = pb_grpc.TenantStub(channel)
     provider_stub = pb_grpc.ProviderStub(channel)
@@ -327,7 +326,7 @@ def test_forged_bid_and_replayed_request_are_refused_and_change_nothing(stack: S
 
 def test_provider_refuses_a_manifest_that_is_not_what_the_tenant_signed(stack: Stack) -> None:
     """A compromised marketplace swaps the job's bytes: no provider runs the swapped job."""
-    key, client = funded_tenant(stack)
+    key, client = stack_tenant(stack)
     sdl = (EXAMPLES / "training.yaml").read_bytes()
     dep = client.create_deployment(sdl, DEPOSIT)
     # (a bid sent while the marketplace is down is dropped by the agent, not retried)
