@@ -243,6 +243,7 @@ def test_agent_killed_with_sigkill_re_adopts_its_container(provider: str, tmp_pa
     )
     child.send_signal(signal.SIGKILL)
     child.wait()
+    child.stdout.close()
     before = [int(t.split()[1]) for t in shipped.read_text().split("\n") if t.startswith("tick")]
 
     rec = Recorder()

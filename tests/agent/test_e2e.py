@@ -291,18 +291,19 @@ def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Pat
         data = agent_config(port, tmp_path / "agent")
         data["provider"]["key"] = str(key_file)
         cfg.write_text(_toml(data))
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            "from marketplace.cli.main import main; main()",
-            "provider",
-            "run",
-            "--config",
-            str(cfg),
-            env=env,
-            stdout=log_file.open("a"),  # a file, not a pipe nobody reads: it can never fill up
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        with log_file.open("a") as log:  # a file, not a pipe nobody reads: it never fills up
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "from marketplace.cli.main import main; main()",
+                "provider",
+                "run",
+                "--config",
+                str(cfg),
+                env=env,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
 
     async def scenario() -> None:
         admin = Key.generate()

@@ -114,16 +114,16 @@ time.sleep(120)  # idle until the test kills us
 
 
 def test_children_die_with_their_orchestrator_even_on_sigkill(tmp_path: Path) -> None:
-    parent = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", ORCHESTRATOR, str(tmp_path / "stack")],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert parent.stdout is not None
-    market_pid = int(parent.stdout.readline())
-    assert not gone(market_pid)
-    parent.kill()
-    parent.wait(10)
+    ) as parent:
+        assert parent.stdout is not None
+        market_pid = int(parent.stdout.readline())
+        assert not gone(market_pid)
+        parent.kill()
+        parent.wait(10)
     wait_until(lambda: gone(market_pid), 10, "the marketplace to exit")
 
 
