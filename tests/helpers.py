@@ -1,6 +1,6 @@
 """Shared test helpers: paths to the repo and ../shared, manifest text, market builders and
 the await-until helpers (one poll loop, marketplace/polling.py, shared with the demo and the
-benchmarks: `python bench/x.py` cannot import this module from a plain checkout)."""
+benchmarks, which cannot import this module when run as `python bench/NAME.py`)."""
 
 from __future__ import annotations
 
