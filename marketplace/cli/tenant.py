@@ -21,10 +21,10 @@ from marketplace import identity
 from marketplace.api import convert
 from marketplace.api.client import DEFAULT_MARKET, MarketClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.cli.output import friendly_errors, json_option, print_json, print_table
 from marketplace.core.errors import InvalidArgument, NotFound
 from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.money import format_amount, parse_amount
+from marketplace.terminal import friendly_errors, json_option, print_json, print_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -110,6 +110,17 @@ def h100_inventory(prefix: str, gpus: int = 2) -> pb.Inventory:
     )
 
 
+def provider_registration(name: str, region: str = "eu") -> pb.RegisterProvider:
+    """What an agent on an H100 box in `region` registers with (inventory `h100_inventory`)."""
+    return pb.RegisterProvider(
+        host_uri=f"https://{name}.example",
+        attributes=[pb.Attribute(key="region", value=region)],
+        inventory=h100_inventory(name),
+        region=region,
+        version="test",
+    )
+
+
 def gpu_sdl(bid_window: str = "300ms", price: int = 5000, extra: str = "") -> bytes:
     """A one-group SDL asking for one H100 in region eu, with a short bid window."""
     return f"""
