@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from marketplace.cli.output import json_option, print_json, print_table
 from provider_agent.config import EX_CONFIG, AgentConfig, ConfigError, check_runnable, load_config
+
+if TYPE_CHECKING:  # the inventory pulls in NVML: only the commands that read it import it
+    from provider_agent.inventory import Inventory
 
 DEFAULT_CONFIG = "provider.toml"
 config_option = click.option(
@@ -83,7 +86,7 @@ def _pcie(gen: int | None, width: int | None) -> str:
     return f"gen{gen} x{width}" if gen and width else "?"
 
 
-def _inventory_json(inv: Any) -> dict[str, Any]:
+def _inventory_json(inv: Inventory) -> dict[str, Any]:
     host = inv.host
     return {
         "status": host.status,
@@ -116,10 +119,12 @@ def _inventory_json(inv: Any) -> dict[str, Any]:
 @json_option
 def quote(manifest_file: Path, tenant: str, config_path: Path | None, as_json: bool) -> None:
     """Would this box bid on MANIFEST_FILE, at what price per hour, and if not, why."""
+    from marketplace.core.clock import SystemClock
     from marketplace.core.errors import MarketError
     from marketplace.core.manifest import parse_manifest
     from marketplace.core.money import format_amount
-    from provider_agent.agent import quote_group, read_inventory
+    from provider_agent.agent import read_inventory
+    from provider_agent.bidder import Quoter
 
     cfg = _load(config_path)
     try:
@@ -127,9 +132,10 @@ def quote(manifest_file: Path, tenant: str, config_path: Path | None, as_json: b
     except MarketError as exc:
         raise click.ClickException(str(exc)) from exc
     inv = read_inventory(cfg)
-    results = []
+    quoter = Quoter.from_config(cfg, SystemClock())  # the daemon's path, up to the bid
+    results: list[dict[str, Any]] = []
     for group in manifest.groups:
-        d = quote_group(cfg, inv, group, tenant)
+        d = quoter.quote(group, tenant, inv)
         results.append(
             {
                 "group": group.name,

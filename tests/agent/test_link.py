@@ -1,13 +1,16 @@
-"""Wire conversions on the agent side: orders in, inventory and offers out."""
+"""Wire conversions on the agent side: orders and feed events in (as core types), inventory
+and offers out."""
 
 from __future__ import annotations
 
+from marketplace.api.convert import group_from_proto, offer_to_proto
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.bidding import BidPolicy, decide
 from marketplace.core.resources import GpuOption
 from provider_agent.agent import read_inventory
+from provider_agent.bidder import offer_for
 from provider_agent.config import load_config
-from provider_agent.link import group_from_proto, inventory_pb, offer_pb
+from provider_agent.link import inventory_pb
 from tests.helpers import EXAMPLES
 
 
@@ -39,7 +42,7 @@ def test_an_order_from_the_wire_is_bid_on_with_the_inventory() -> None:
     assert group.resources[0].gpu.options == (GpuOption("h100", 80),)
     d = decide(group, "gm1t", dict(inv.attributes), inv.total, BidPolicy(), cfg.pricing.scale, 0)
     assert d.bid, d.reason
-    offer = offer_pb(d, inv)
+    offer = offer_to_proto(offer_for(d, inv))
     assert list(offer.gpu_uuids) == ["GPU-ec74fc0e-388d-22e5-9031-c553a0c26378"]
     assert list(offer.gpu_models) == ["h100-80gb-sxm"]
     assert offer.driver_version == "580.159.04" and offer.cuda_version == "13.0"
