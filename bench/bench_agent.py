@@ -61,7 +61,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def cleanup(rt: DockerRuntime) -> None:
-    label = {"label": f"{LABEL_PROVIDER}={rt.provider}"}
+    label: dict[str, str | list[str] | bool] = {"label": f"{LABEL_PROVIDER}={rt.provider}"}
     for c in rt.client.containers.list(all=True, filters=label):
         c.remove(force=True)
     for n in rt.client.networks.list(filters=label):
@@ -184,7 +184,7 @@ async def _market_latency(n: int, tmp: Path) -> list[float]:
     finally:
         stop.set()
         await task
-        await channel.close()
+        await channel.close(grace=None)
         await server.stop(grace=None)
         await app.stop()
         cleanup(runtime)

@@ -148,7 +148,7 @@ class Tenant:
 
 
 def run_async(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 150))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(coro, 150))
 
 
 def test_a_deployment_runs_on_the_agent_and_completes(tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ def test_a_deployment_runs_on_the_agent_and_completes(tmp_path: Path) -> None:
                 runtime = DockerRuntime.connect(agent.key.address)
                 await eventually(lambda: _async(runtime.owned() == []))
                 runtime.close()
-                await channel.close()
+                await channel.close(grace=None)
             finally:
                 stop.set()
                 assert await task == 0
@@ -239,7 +239,7 @@ def test_agent_reconnects_after_a_marketplace_restart_and_resumes(tmp_path: Path
                 done = await eventually(lambda: tenant.lease(dep.id, pb.LEASE_CLOSED))
                 assert done.close_reason == pb.COMPLETED
                 assert sum("registered" in s for s in said) == 2
-                await channel.close()
+                await channel.close(grace=None)
                 stop.set()
                 assert await task == 0
         finally:
@@ -269,7 +269,7 @@ def test_a_bid_delayed_across_a_marketplace_restart_still_lands(tmp_path: Path) 
             await eventually(lambda: _async(agent.connected.is_set()))
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
             dep = await Tenant(channel, admin).deploy(job("echo bid after restart"))
-            await channel.close()
+            await channel.close(grace=None)
             await eventually(lambda: _async(bool(agent.bidder.open_orders())))  # script running
         try:
             # the script ends while the marketplace is down: the bid meets UNAVAILABLE
@@ -280,7 +280,7 @@ def test_a_bid_delayed_across_a_marketplace_restart_still_lands(tmp_path: Path) 
                 tenant = Tenant(channel, admin)
                 done = await eventually(lambda: tenant.lease(dep.id, pb.LEASE_CLOSED))
                 assert done.close_reason == pb.COMPLETED
-                await channel.close()
+                await channel.close(grace=None)
                 stop.set()
                 assert await task == 0
         finally:
@@ -364,7 +364,7 @@ def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Pat
                     await agent.wait()
                 cleanup_provider(runtime.client, provider_key.address)
                 runtime.close()
-                await channel.close()
+                await channel.close(grace=None)
 
     run_async(scenario())
 
