@@ -13,6 +13,8 @@ from marketplace.cli.output import json_option, print_json, print_table
 from provider_agent.config import EX_CONFIG, AgentConfig, ConfigError, check_runnable, load_config
 
 if TYPE_CHECKING:  # the inventory pulls in NVML: only the commands that read it import it
+    from marketplace.core.bidding import BidDecision
+    from marketplace.core.resources import GroupSpec
     from provider_agent.inventory import Inventory
 
 DEFAULT_CONFIG = "provider.toml"
@@ -133,29 +135,28 @@ def quote(manifest_file: Path, tenant: str, config_path: Path | None, as_json: b
         raise click.ClickException(str(exc)) from exc
     inv = read_inventory(cfg)
     quoter = Quoter.from_config(cfg, SystemClock())  # the daemon's path, up to the bid
-    results: list[dict[str, Any]] = []
-    for group in manifest.groups:
-        d = quoter.quote(group, tenant, inv)
-        results.append(
-            {
-                "group": group.name,
-                "bid": d.bid,
-                "price_per_hour": d.price_per_hour if d.bid else None,
-                "max_price_per_hour": group.max_price_per_hour,
-                "gpus": list(d.allocation.gpu_uuids) if d.allocation and d.bid else [],
-                "reason": d.reason,
-            }
-        )
+    quotes = [(group, quoter.quote(group, tenant, inv)) for group in manifest.groups]
     if as_json:
-        print_json({"provider": inv.summary, "groups": results})
+        print_json({"provider": inv.summary, "groups": [_quote_json(g, d) for g, d in quotes]})
         return
     click.echo(inv.summary)
-    for r in results:
-        if r["bid"]:
-            price = format_amount(r["price_per_hour"], manifest.groups[0].denom)
-            click.echo(f"group {r['group']}: would bid {price} per hour ({r['reason']})")
+    for group, d in quotes:
+        if d.bid:
+            price = format_amount(d.price_per_hour, manifest.groups[0].denom)
+            click.echo(f"group {group.name}: would bid {price} per hour ({d.reason})")
         else:
-            click.echo(f"group {r['group']}: would not bid: {r['reason']}")
+            click.echo(f"group {group.name}: would not bid: {d.reason}")
+
+
+def _quote_json(group: GroupSpec, d: BidDecision) -> dict[str, object]:
+    return {
+        "group": group.name,
+        "bid": d.bid,
+        "price_per_hour": d.price_per_hour if d.bid else None,
+        "max_price_per_hour": group.max_price_per_hour,
+        "gpus": list(d.allocation.gpu_uuids) if d.allocation and d.bid else [],
+        "reason": d.reason,
+    }
 
 
 @provider.command()
