@@ -88,4 +88,3 @@ def error_from_rpc(
     if code in TRANSIENT:
         return errors.Unavailable(f"{code.name}: {details}")
     return errors.MarketError(f"{code.name}: {details}")
-
