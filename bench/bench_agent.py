@@ -61,7 +61,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def cleanup(rt: DockerRuntime) -> None:
-    label = {"label": f"{LABEL_PROVIDER}={rt.provider}"}
+    label: dict[str, str | list[str] | bool] = {"label": f"{LABEL_PROVIDER}={rt.provider}"}
     for c in rt.client.containers.list(all=True, filters=label):
         c.remove(force=True)
     for n in rt.client.networks.list(filters=label):
@@ -131,6 +131,7 @@ async def _market_latency(n: int, tmp: Path) -> list[float]:
     from marketplace.api.envelope import seal
     from marketplace.api.v1 import market_pb2 as pb
     from marketplace.api.v1 import market_pb2_grpc as pb_grpc
+    from marketplace.core.clock import SystemClock
     from marketplace.core.market import MarketConfig
     from marketplace.identity import Key
     from marketplace.server.app import MarketApp
@@ -157,7 +158,8 @@ async def _market_latency(n: int, tmp: Path) -> list[float]:
         }
     )
     said: list[str] = []
-    agent = Agent(cfg, provider_key, say=said.append)
+    runtime = DockerRuntime.connect(provider_key.address)
+    agent = Agent(cfg, provider_key, runtime, SystemClock(), say=said.append)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -182,12 +184,11 @@ async def _market_latency(n: int, tmp: Path) -> list[float]:
     finally:
         stop.set()
         await task
-        await channel.close()
+        await channel.close(grace=None)
         await server.stop(grace=None)
         await app.stop()
-        rt = DockerRuntime.connect(provider_key.address)
-        cleanup(rt)
-        rt.close()
+        cleanup(runtime)
+        runtime.close()
     return latencies
 
 

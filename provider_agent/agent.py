@@ -1,14 +1,17 @@
 """The provider daemon: one asyncio process.
 
-  start:  read the GPUs (print them, or say plainly there are none), connect to Docker, re-adopt
-          containers left running by a previous agent, serve metrics;
-  loop:   register, heartbeat, watch orders (reconnect with backoff, resume from the last token),
-          one task per open order: decide (marketplace/core/bidding.py), reserve, price, bid or
-          decline with a reason; on a win fetch the manifest and run the lease; on loss, expiry,
-          close or withdrawal release the reservation;
+  start:  read the GPUs (print them, or say plainly there are none), re-adopt containers left
+          running by a previous agent on the runtime it is given, serve metrics;
+  loop:   register, heartbeat, watch orders (reconnect with backoff, resume from the last token);
+          each open order goes to the bidder (provider_agent/bidder.py: one task per order,
+          decide, reserve, price, bid or decline with a reason, release unless won); on a win
+          fetch the manifest and run the lease;
   SIGTERM: stop bidding, heartbeat draining=true, leave containers running for re-adoption.
 
-Blocking work (NVML, Docker, price scripts) runs in threads; the loop only coordinates.
+It sees only core types: provider_agent/link.py decodes the wire and raises core errors. The
+composition root (`_main`) builds what reaches outside (the container runtime, the clock) and
+hands them in. Blocking work (NVML, the runtime, price scripts) runs in threads; the loop only
+coordinates.
 """
 
 from __future__ import annotations
@@ -17,36 +20,43 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import click
 
-from marketplace.core.bidding import BidDecision, decide, with_price
-from marketplace.core.clock import SystemClock
-from marketplace.core.errors import MarketError
-from marketplace.core.manifest import parse_manifest
+from marketplace.core.clock import Clock, SystemClock
+from marketplace.core.errors import MarketError, NotFound, Unavailable
 from marketplace.core.matching import Allocation, allocate
 from marketplace.core.money import format_amount
-from marketplace.core.pricing import PricingError
+from marketplace.core.provider_feed import (
+    BidLost,
+    FeedEvent,
+    LeaseClosed,
+    LeaseWon,
+    OrderClosed,
+    OrderOpened,
+)
 from marketplace.core.resources import GroupSpec
+from marketplace.core.state import Lease
 from marketplace.identity import Key, config_dir, load_key, load_or_create_key
+from provider_agent.backoff import Backoff
+from provider_agent.bidder import Bidder, Quoter
 from provider_agent.config import AgentConfig
+from provider_agent.container import ContainerRuntime, LogLine, RuntimeFailure
 from provider_agent.inventory import Inventory, Reservations, build_inventory
+from provider_agent.link import MarketLink
 from provider_agent.metrics import AgentCounters, MetricsServer, render
 from provider_agent.nvml import GpuMonitor, HostGpus, open_monitor
-from provider_agent.pricing_script import run_price_script
-from provider_agent.runtime import DockerRuntime, LogLine, RuntimeFailure
+from provider_agent.runtime import DockerRuntime
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
 
 log = logging.getLogger("provider_agent")
-ORDER_GRACE_MS = 60_000  # keep a bid's reservation this long past the window before giving up
 
 
 def state_dir(cfg: AgentConfig) -> Path:
@@ -70,47 +80,6 @@ def read_inventory(cfg: AgentConfig) -> Inventory:
     return build_inventory(host, cfg, state_dir(cfg))
 
 
-def quote_group(
-    cfg: AgentConfig,
-    inv: Inventory,
-    group: GroupSpec,
-    tenant: str,
-    reservations: Reservations | None = None,
-    running_leases: int = 0,
-    closes_at_ms: int | None = None,
-) -> BidDecision:
-    """The bid decision for one group, priced by the configured strategy."""
-    free = (reservations or Reservations()).free(inv.total)
-    scale = cfg.pricing.scale if cfg.pricing.strategy == "scale" else None
-    if cfg.pricing.strategy == "scale" and scale is None:
-        return BidDecision(False, reason="no prices configured: set [pricing.scale] in the config")
-    decision = decide(
-        group,
-        tenant,
-        dict(inv.attributes),
-        free,
-        cfg.policy,
-        scale,
-        SystemClock().now_ms(),
-        running_leases=running_leases,
-        closes_at_ms=closes_at_ms,
-    )
-    if cfg.pricing.strategy != "script" or not decision.bid:
-        return decision
-    assert decision.allocation is not None
-    try:
-        price = run_price_script(
-            cfg.pricing.script_command,
-            group,
-            decision.allocation,
-            tenant,
-            cfg.pricing.script_timeout_s,
-        )
-    except PricingError as exc:
-        return replace(decision, bid=False, reason=str(exc))
-    return with_price(decision, group, price)
-
-
 def gpu_lines(host: HostGpus, inv: Inventory) -> list[str]:
     lines = []
     for g in inv.gpus:
@@ -123,46 +92,51 @@ def gpu_lines(host: HostGpus, inv: Inventory) -> list[str]:
     return lines
 
 
-class Backoff:
-    """Exponential backoff with ±20 % jitter, reset after a success."""
+@dataclass(frozen=True)
+class _Logs:
+    """Log lines of one lease, on their way to the marketplace."""
 
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0) -> None:
-        self.initial, self.maximum = initial, maximum
-        self.current = initial
-
-    def next(self) -> float:
-        delay = self.current * random.uniform(0.8, 1.2)
-        self.current = min(self.current * 1.6, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self.current = self.initial
+    lease_id: str
+    lines: tuple[LogLine, ...]
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, key: Key, say: Callable[[str], None] = click.echo) -> None:
-        from provider_agent.link import MarketLink
-
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        key: Key,
+        runtime: ContainerRuntime,
+        clock: Clock,
+        say: Callable[[str], None] = click.echo,
+    ) -> None:
         self.cfg = cfg
         self.key = key
+        self.runtime = runtime
+        self.clock = clock
         self.say = say
         self.state = state_dir(cfg)
         self.counters = AgentCounters()
         self.reservations = Reservations()
         self.link = MarketLink(cfg.marketplace.address, key, cfg.marketplace.call_timeout_s)
+        self.bidder = Bidder(
+            Quoter.from_config(cfg, clock),
+            self.link,
+            self.reservations,
+            inventory=self._inventory,
+            running_leases=lambda: len(self._running()),
+            counters=self.counters,
+            say=say,
+        )
         self.monitor = monitor_for(cfg)
         self.inventory: Inventory | None = None
-        self.runtime: DockerRuntime | None = None
         self.supervisor: LeaseSupervisor | None = None
         self.metrics: MetricsServer | None = None
         self.draining = False
         self.connected = asyncio.Event()
         self.resume_token = self._load_token()
         self.heartbeat_s = 10.0
-        self._orders: dict[str, asyncio.Task[None]] = {}
-        self._open_bids: dict[str, str] = {}  # order id -> bid id, while the outcome is unknown
         self._tasks: set[asyncio.Task[None]] = set()
-        self._outbox: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[StatusReport | _Logs] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- state on disk --------------------------------------------------------------------------
@@ -189,12 +163,11 @@ class Agent:
         for line in gpu_lines(host, self.inventory):
             self.say(line)
         self.say(self.inventory.summary)
-        self.runtime = await asyncio.to_thread(DockerRuntime.connect, self.key.address)
         self.supervisor = LeaseSupervisor(
             self.runtime,
             self.cfg.runtime,
-            report=self._from_thread("status"),
-            ship_logs=lambda lease, lines: self._from_thread("logs")((lease, lines)),
+            report=self._post,
+            ship_logs=lambda lease, lines: self._post(_Logs(lease, tuple(lines))),
             public_host=self._public_host(),
             state_dir=self.state,
         )
@@ -228,6 +201,10 @@ class Agent:
             ),
         )
 
+    def _inventory(self) -> Inventory:
+        assert self.inventory is not None, "read at start()"
+        return self.inventory
+
     def _metrics_text(self) -> str:
         return render(self.monitor.status, self.counters)
 
@@ -251,16 +228,12 @@ class Agent:
         """Stop bidding, tell the marketplace we drain, leave containers for re-adoption."""
         self.draining = True
         self.say("draining: no more bids; running containers are left for re-adoption")
-        for task in list(self._orders.values()):
-            task.cancel()
-        if self.connected.is_set():
-            with contextlib.suppress(Exception):
+        connected = self.connected.is_set()
+        if connected:
+            with contextlib.suppress(MarketError):
                 await self.link.heartbeat(self.inventory, self._running(), draining=True)
-            # a bid won after we are gone would leave a tenant waiting for a manifest timeout
-            for order_id, bid_id in list(self._open_bids.items()):
-                with contextlib.suppress(Exception):
-                    await self.link.withdraw_bid(bid_id)
-                    self.say(f"withdrew bid on {order_id}")
+        # a bid won after we are gone would leave a tenant waiting for a manifest timeout
+        await self.bidder.stop(withdraw=connected)
         if self.supervisor is not None:
             await asyncio.to_thread(self.supervisor.close)
         await self._drain_outbox(timeout=3.0)
@@ -271,14 +244,12 @@ class Agent:
             self.metrics.close()
         await asyncio.to_thread(self.monitor.close)
         await self.link.close()
-        if self.runtime is not None:
-            self.runtime.close()
 
     def _running(self) -> list[str]:
         return self.supervisor.running_leases() if self.supervisor else []
 
-    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -301,31 +272,31 @@ class Agent:
                     )
                 before[uuid] = g.offered
 
-    async def _market_loop(self) -> None:
-        from provider_agent.link import LinkError
+    async def _register(self) -> None:
+        interval_ms = await self.link.register(
+            self._inventory(), self.cfg.provider.host_uri, self.cfg.provider.region
+        )
+        if interval_ms:
+            self.heartbeat_s = interval_ms / 1000
 
+    async def _market_loop(self) -> None:
         backoff = Backoff(maximum=self.cfg.marketplace.reconnect_max_s)
         first = True
         while not self.draining:
             heartbeat: asyncio.Task[None] | None = None
             try:
-                assert self.inventory is not None
-                resp = await self.link.register(
-                    self.inventory, self.cfg.provider.host_uri, self.cfg.provider.region
-                )
-                if resp.heartbeat_interval_ms:
-                    self.heartbeat_s = resp.heartbeat_interval_ms / 1000
+                await self._register()
                 self.connected.set()
                 self.say(f"registered with the marketplace at {self.link.address}")
                 heartbeat = asyncio.create_task(self._heartbeat_loop())
                 async for event in self.link.watch(self.resume_token):
                     backoff.reset()
-                    await self._on_event(event)
+                    self._on_event(event)
                     if event.seq:
                         self.resume_token = event.seq
                         self._save_token()
                 reason = "order stream ended"
-            except LinkError as exc:
+            except MarketError as exc:
                 reason = str(exc)
             finally:
                 self.connected.clear()
@@ -341,187 +312,67 @@ class Agent:
             await asyncio.sleep(delay)
 
     async def _heartbeat_loop(self) -> None:
-        from provider_agent.link import LinkError
-
         while True:
             try:
-                resp = await self.link.heartbeat(self.inventory, self._running(), self.draining)
-                for lease_id in resp.unknown_lease_ids:
+                unknown = await self.link.heartbeat(self.inventory, self._running(), self.draining)
+                for lease_id in unknown:
                     if lease_id in self._running():
                         self.say(f"lease {lease_id}: closed at the marketplace; stopping it")
                         self._spawn(self._stop_lease(lease_id), f"stop-{lease_id}")
-            except LinkError as exc:
+            except NotFound as exc:  # the marketplace lost our registration: register again
                 log.warning("heartbeat failed: %s", exc)
-                if exc.code == "NOT_FOUND":  # the marketplace lost our registration: register again
-                    with contextlib.suppress(LinkError):
-                        assert self.inventory is not None
-                        await self.link.register(
-                            self.inventory, self.cfg.provider.host_uri, self.cfg.provider.region
-                        )
-                        self.say("registered again with the marketplace")
+                with contextlib.suppress(MarketError):
+                    await self._register()
+                    self.say("registered again with the marketplace")
+            except MarketError as exc:
+                log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(self.heartbeat_s)
 
     # --- events -----------------------------------------------------------------------------------
-    async def _on_event(self, event: object) -> None:
-        kind = event.WhichOneof("event")  # type: ignore[attr-defined]
-        if kind == "order_opened":
-            order = event.order_opened  # type: ignore[attr-defined]
-            if not self.draining and order.id not in self._orders:
-                task = self._spawn(self._bid(order), f"order-{order.id}")
-                self._orders[order.id] = task
-                task.add_done_callback(lambda _t, oid=order.id: self._orders.pop(oid, None))
-        elif kind == "order_closed":
-            self._release_order(event.order_closed)  # type: ignore[attr-defined]
-        elif kind == "bid_lost":
-            bid = event.bid_lost  # type: ignore[attr-defined]
-            self.counters.add("bids_lost")
-            if self._release_order(bid.order_id):
-                self.say(f"bid on {bid.order_id} lost; reservation released")
-        elif kind == "lease_won":
-            lease = event.lease_won  # type: ignore[attr-defined]
-            if lease.id in self._running():
-                return  # replayed event for a lease we already run
-            self.counters.add("bids_won")
-            self._open_bids.pop(lease.order_id, None)
-            self.reservations.move(f"order:{lease.order_id}", f"lease:{lease.id}")
-            price = format_amount(lease.price_per_hour)
-            self.say(f"won {lease.order_id} at {price}/h: lease {lease.id}")
-            self._spawn(self._start_lease(lease), f"lease-{lease.id}")
-        elif kind == "lease_closed":
-            lease = event.lease_closed  # type: ignore[attr-defined]
-            self._spawn(self._stop_lease(lease.id), f"stop-{lease.id}")
+    def _on_event(self, event: FeedEvent) -> None:
+        match event:
+            case OrderOpened(order=order):
+                if not self.draining:
+                    self.bidder.open(order)
+            case OrderClosed(order_id=order_id):
+                self.bidder.closed(order_id)
+            case BidLost(bid=bid):
+                self.bidder.lost(bid.order_id)
+            case LeaseWon(lease=lease):
+                if lease.id in self._running():
+                    return  # replayed event for a lease we already run
+                self.bidder.won(lease)
+                price = format_amount(lease.price_per_hour)
+                self.say(f"won {lease.order_id} at {price}/h: lease {lease.id}")
+                self._spawn(self._start_lease(lease), f"lease-{lease.id}")
+            case LeaseClosed(lease=lease):
+                self._spawn(self._stop_lease(lease.id), f"stop-{lease.id}")
 
-    def _release_order(self, order_id: str) -> bool:
-        self._open_bids.pop(order_id, None)
-        task = self._orders.pop(order_id, None)
-        if task is not None and not task.done():
-            task.cancel()
-        return self.reservations.release(f"order:{order_id}")
-
-    async def _bid(self, order: object) -> None:
-        from provider_agent.link import LinkError, group_from_proto
-
-        o = order  # pb.Order
-        assert self.inventory is not None
-        group = group_from_proto(o.spec)  # type: ignore[attr-defined]
-        order_id: str = o.id  # type: ignore[attr-defined]
-        closes = o.closes_at_ms or None  # type: ignore[attr-defined]
-        scale = self.cfg.pricing.scale if self.cfg.pricing.strategy == "scale" else None
-        decision = decide(
-            group,
-            o.owner,  # type: ignore[attr-defined]
-            dict(self.inventory.attributes),
-            self.reservations.free(self.inventory.total),
-            self.cfg.policy,
-            scale,
-            SystemClock().now_ms(),
-            running_leases=len(self._running()),
-            closes_at_ms=closes,
-        )
-        if decision.bid and decision.allocation is not None:
-            # reserve before pricing: no other order may take these GPUs meanwhile
-            self.reservations.hold(f"order:{order_id}", decision.allocation)
-            if self.cfg.pricing.strategy == "script":
-                decision = await self._script_price(group, o.owner, decision)  # type: ignore[attr-defined]
+    async def _start_lease(self, lease: Lease) -> None:
+        assert self.supervisor is not None
         try:
-            if not decision.bid:
-                self.reservations.release(f"order:{order_id}")
-                self.counters.add("orders_declined")
-                self.say(f"decline {order_id}: {decision.reason}")
-                await self.link.decline(order_id, decision.reason)
-                return
-            bid = await self._place_bid(order_id, decision, closes)
-            self._open_bids[order_id] = bid.id
-        except LinkError as exc:
-            self.reservations.release(f"order:{order_id}")
-            self.say(f"bid on {order_id} not placed: {exc.details or exc.code}")
-            return
-        self.counters.add("bids_placed")
-        price = format_amount(decision.price_per_hour, group.denom)
-        self.say(f"bid {price}/h on {order_id} ({decision.reason})")
-        # Safety net: if no outcome ever arrives, free the reservation after the window.
-        wait_ms = (closes - SystemClock().now_ms()) if closes else 300_000
-        await asyncio.sleep(max(wait_ms + ORDER_GRACE_MS, 0) / 1000)
-        self._open_bids.pop(order_id, None)
-        if self.reservations.release(f"order:{order_id}"):
-            self.say(f"bid on {order_id} expired without an outcome; reservation released")
-
-    async def _place_bid(
-        self, order_id: str, decision: BidDecision, closes_at_ms: int | None
-    ) -> object:
-        """Place the bid, retrying while the marketplace is briefly away (e.g. restarting).
-
-        The order was already read off the stream, so a reconnect will not offer it again:
-        giving up on the first UNAVAILABLE would lose it. Retry until its window (plus grace)
-        has passed; a refusal (not transient) is final at once."""
-        from provider_agent.link import LinkError
-
-        backoff = Backoff(maximum=5.0)
-        deadline_ms = (closes_at_ms or SystemClock().now_ms()) + ORDER_GRACE_MS
-        while True:
-            try:
-                return await self.link.place_bid(order_id, decision, self.inventory)
-            except LinkError as exc:
-                late = SystemClock().now_ms() + backoff.current * 1000 > deadline_ms
-                if not exc.transient or self.draining or late:
-                    raise
-                if backoff.current == backoff.initial:
-                    self.say(f"bid on {order_id}: marketplace away ({exc.code}); retrying")
-                await asyncio.sleep(backoff.next())
-
-    async def _script_price(
-        self, group: GroupSpec, tenant: str, decision: BidDecision
-    ) -> BidDecision:
-        assert decision.allocation is not None
-        try:
-            price = await asyncio.to_thread(
-                run_price_script,
-                self.cfg.pricing.script_command,
-                group,
-                decision.allocation,
-                tenant,
-                self.cfg.pricing.script_timeout_s,
-            )
-        except PricingError as exc:
-            return replace(decision, bid=False, reason=str(exc))
-        return with_price(decision, group, price)
-
-    async def _start_lease(self, lease: object) -> None:
-        from provider_agent.link import LinkError, manifest_problem
-
-        lease_id: str = lease.id  # type: ignore[attr-defined]
-        assert self.supervisor is not None and self.inventory is not None
-        try:
-            m = await self.link.get_manifest(lease_id)
-            if problem := manifest_problem(m, lease.tenant):  # type: ignore[attr-defined]
-                raise MarketError(f"refused: {problem}")
-            manifest = parse_manifest(m.sdl, f"lease {lease_id}")
-            group = manifest.group(m.group_name)
-        except (LinkError, MarketError) as exc:
-            self.say(f"lease {lease_id}: cannot get its manifest: {exc}")
+            job = await self.link.get_manifest(lease.id, lease.tenant)
+        except MarketError as exc:
+            self.say(f"lease {lease.id}: cannot get its manifest: {exc}")
             await self._outbox.put(
-                ("status", StatusReport(lease_id, False, True, -1, message=f"manifest: {exc}"))
+                StatusReport(lease.id, False, True, -1, message=f"manifest: {exc}")
             )
             return
-        allocation = self.reservations.held(f"lease:{lease_id}")
+        allocation = self.reservations.held(f"lease:{lease.id}")
         if allocation is None:  # e.g. the agent restarted between bid and win
-            got = allocate(group, self.reservations.free(self.inventory.total))
+            got = allocate(job.group, self.reservations.free(self._inventory().total))
             if isinstance(got, str):
-                await self._outbox.put(
-                    ("status", StatusReport(lease_id, False, True, -1, message=got))
-                )
+                await self._outbox.put(StatusReport(lease.id, False, True, -1, message=got))
                 return
             allocation = got
-            self.reservations.hold(f"lease:{lease_id}", allocation)
-        self.say(
-            f"lease {lease_id}: starting {', '.join(s for s, _ in _services(manifest, group))}"
-        )
+            self.reservations.hold(f"lease:{lease.id}", allocation)
+        self.say(f"lease {lease.id}: starting {', '.join(s for s, _ in _services(job.group))}")
         report = await asyncio.to_thread(
-            self.supervisor.start_lease, lease_id, manifest, group, allocation
+            self.supervisor.start_lease, lease.id, job.manifest, job.group, allocation
         )
         if report.running:
             ports = ", ".join(e.uri for e in report.endpoints)
-            self.say(f"lease {lease_id}: running" + (f" at {ports}" if ports else ""))
+            self.say(f"lease {lease.id}: running" + (f" at {ports}" if ports else ""))
 
     async def _stop_lease(self, lease_id: str) -> None:
         assert self.supervisor is not None
@@ -531,49 +382,44 @@ class Agent:
         self.say(f"lease {lease_id}: closed; containers removed")
 
     # --- reports from worker threads ----------------------------------------------------------
-    def _from_thread(self, kind: str):  # type: ignore[no-untyped-def]
-        def put(item: object) -> None:
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._outbox.put_nowait, (kind, item))
-
-        return put
+    def _post(self, item: StatusReport | _Logs) -> None:
+        """Queue a report for the marketplace (called from the supervisor's threads)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._outbox.put_nowait, item)
 
     async def _send_loop(self) -> None:
         """Sends lease statuses and logs in order; retries while the marketplace is away."""
-        from provider_agent.link import LinkError
-
         while True:
-            kind, item = await self._outbox.get()
+            item = await self._outbox.get()
             backoff = Backoff(maximum=self.cfg.marketplace.reconnect_max_s)
             while True:
                 try:
-                    await self._send(kind, item)
+                    await self._send(item)
                     break
-                except LinkError as exc:
-                    if not exc.transient:
-                        log.warning("marketplace refused a %s report: %s", kind, exc)
-                        break
+                except Unavailable:
                     await asyncio.sleep(backoff.next())
+                except MarketError as exc:
+                    kind = "logs" if isinstance(item, _Logs) else "status"
+                    log.warning("marketplace refused a %s report: %s", kind, exc)
+                    break
             self._outbox.task_done()
 
-    async def _send(self, kind: str, item: object) -> None:
-        if kind == "logs":
-            lease_id, lines = item  # type: ignore[misc]
-            await self.link.report_logs(lease_id, lines)
+    async def _send(self, item: StatusReport | _Logs) -> None:
+        if isinstance(item, _Logs):
+            await self.link.report_logs(item.lease_id, item.lines)
             return
-        report: StatusReport = item  # type: ignore[assignment]
         self.counters.leases_running = len(self._running())
-        if report.exited:
-            self.reservations.release(f"lease:{report.lease_id}")
-            self.say(f"lease {report.lease_id}: {report.message}")
-        await self.link.report_status(report)
+        if item.exited:
+            self.reservations.release(f"lease:{item.lease_id}")
+            self.say(f"lease {item.lease_id}: {item.message}")
+        await self.link.report_status(item)
 
     async def _drain_outbox(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._outbox.join(), timeout)
 
 
-def _services(manifest: object, group: GroupSpec) -> list[tuple[str, int]]:
+def _services(group: GroupSpec) -> list[tuple[str, int]]:
     return [(s, u.count) for u in group.resources for s in u.services]
 
 
@@ -596,14 +442,26 @@ def run_agent(cfg: AgentConfig) -> int:
 
 
 async def _main(cfg: AgentConfig, key: Key) -> int:
+    """The composition root: builds the runtime and the clock, and hands them to the agent."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    agent = Agent(cfg, key, say=lambda text: click.echo(f"{time.strftime('%H:%M:%S')} {text}"))
-    code = await agent.run(stop)
+
+    def say(text: str) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {text}")
+
+    try:
+        runtime = await asyncio.to_thread(DockerRuntime.connect, key.address)
+    except RuntimeFailure as exc:
+        say(f"Error: {exc}")
+        return 1
+    try:
+        code = await Agent(cfg, key, runtime, SystemClock(), say=say).run(stop)
+    finally:
+        runtime.close()
     sys.stdout.flush()
     return code
 
 
-__all__ = ["Agent", "LogLine", "quote_group", "read_inventory", "run_agent"]
+__all__ = ["Agent", "LogLine", "read_inventory", "run_agent"]

@@ -5,12 +5,17 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from marketplace.terminal import json_option, print_json, print_table
 from provider_agent.config import EX_CONFIG, AgentConfig, ConfigError, check_runnable, load_config
+
+if TYPE_CHECKING:  # the inventory pulls in NVML: only the commands that read it import it
+    from marketplace.core.bidding import BidDecision
+    from marketplace.core.resources import GroupSpec
+    from provider_agent.inventory import Inventory
 
 DEFAULT_CONFIG = "provider.toml"
 config_option = click.option(
@@ -83,7 +88,7 @@ def _pcie(gen: int | None, width: int | None) -> str:
     return f"gen{gen} x{width}" if gen and width else "?"
 
 
-def _inventory_json(inv: Any) -> dict[str, Any]:
+def _inventory_json(inv: Inventory) -> dict[str, Any]:
     host = inv.host
     return {
         "status": host.status,
@@ -116,10 +121,12 @@ def _inventory_json(inv: Any) -> dict[str, Any]:
 @json_option
 def quote(manifest_file: Path, tenant: str, config_path: Path | None, as_json: bool) -> None:
     """Would this box bid on MANIFEST_FILE, at what price per hour, and if not, why."""
+    from marketplace.core.clock import SystemClock
     from marketplace.core.errors import MarketError
     from marketplace.core.manifest import parse_manifest
     from marketplace.core.money import format_amount
-    from provider_agent.agent import quote_group, read_inventory
+    from provider_agent.agent import read_inventory
+    from provider_agent.bidder import Quoter
 
     cfg = _load(config_path)
     try:
@@ -127,29 +134,29 @@ def quote(manifest_file: Path, tenant: str, config_path: Path | None, as_json: b
     except MarketError as exc:
         raise click.ClickException(str(exc)) from exc
     inv = read_inventory(cfg)
-    results = []
-    for group in manifest.groups:
-        d = quote_group(cfg, inv, group, tenant)
-        results.append(
-            {
-                "group": group.name,
-                "bid": d.bid,
-                "price_per_hour": d.price_per_hour if d.bid else None,
-                "max_price_per_hour": group.max_price_per_hour,
-                "gpus": list(d.allocation.gpu_uuids) if d.allocation and d.bid else [],
-                "reason": d.reason,
-            }
-        )
+    quoter = Quoter.from_config(cfg, SystemClock())  # the daemon's path, up to the bid
+    quotes = [(group, quoter.quote(group, tenant, inv)) for group in manifest.groups]
     if as_json:
-        print_json({"provider": inv.summary, "groups": results})
+        print_json({"provider": inv.summary, "groups": [_quote_json(g, d) for g, d in quotes]})
         return
     click.echo(inv.summary)
-    for r in results:
-        if r["bid"]:
-            price = format_amount(r["price_per_hour"], manifest.groups[0].denom)
-            click.echo(f"group {r['group']}: would bid {price} per hour ({r['reason']})")
+    for group, d in quotes:
+        if d.bid:
+            price = format_amount(d.price_per_hour, manifest.groups[0].denom)
+            click.echo(f"group {group.name}: would bid {price} per hour ({d.reason})")
         else:
-            click.echo(f"group {r['group']}: would not bid: {r['reason']}")
+            click.echo(f"group {group.name}: would not bid: {d.reason}")
+
+
+def _quote_json(group: GroupSpec, d: BidDecision) -> dict[str, object]:
+    return {
+        "group": group.name,
+        "bid": d.bid,
+        "price_per_hour": d.price_per_hour if d.bid else None,
+        "max_price_per_hour": group.max_price_per_hour,
+        "gpus": list(d.allocation.gpu_uuids) if d.allocation and d.bid else [],
+        "reason": d.reason,
+    }
 
 
 @provider.command()

@@ -3,27 +3,42 @@
 Speaks the v1 Provider service (proto/marketplace/api/v1/market.proto) over grpc.aio. Every
 request is a SignedRequest sealed with the provider's Ed25519 key. Unary calls carry a deadline;
 the order stream carries none (a deadline would end it mid-flow), waits for the server to be
-ready and resumes from a token. gRPC failures become LinkError, so the rest of the agent never
-sees grpc types. Orders are decoded by marketplace/api/convert.py (shared with the server); the
-agent's own outgoing messages (inventory, offer) are built here.
+ready and resumes from a token.
+
+The rest of the agent never sees grpc or protobuf: what comes in is decoded by
+marketplace/api/convert.py into core types (orders, bids, leases, order-feed events, manifests),
+and a failed call raises the core error that marketplace/api/status.py maps its status to
+(`Unavailable` when trying again may help). The agent's own outgoing messages (inventory, status,
+logs) are built here.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TypeVar, cast
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 
-from marketplace.api.convert import endpoint_to_proto, group_from_proto
+from marketplace.api.convert import (
+    bid_from_proto,
+    endpoint_to_proto,
+    lease_from_proto,
+    lease_manifest_from_proto,
+    offer_to_proto,
+    provider_event_from_proto,
+)
 from marketplace.api.envelope import open_envelope, seal
+from marketplace.api.status import error_from_rpc
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
-from marketplace.core.bidding import BidDecision
-from marketplace.core.errors import MarketError
+from marketplace.core.errors import MarketError, PermissionDenied
+from marketplace.core.provider_feed import FeedEvent, LeaseManifest
+from marketplace.core.state import Bid, Lease, Offer
 from marketplace.identity import Key
+from provider_agent.container import LogLine
 from provider_agent.inventory import Inventory
-from provider_agent.runtime import LogLine
 from provider_agent.supervisor import StatusReport
 
 CHANNEL_OPTIONS = (
@@ -34,23 +49,13 @@ CHANNEL_OPTIONS = (
     ("grpc.max_reconnect_backoff_ms", 10_000),
 )
 VERSION = "gpumarket-provider/0.1"
+Reply = TypeVar("Reply", bound=Message)
 
 
-class LinkError(Exception):
-    """A marketplace call failed. `code` is the gRPC status name (UNAVAILABLE, ...)."""
-
-    def __init__(self, code: str, details: str) -> None:
-        super().__init__(f"{code}: {details}")
-        self.code = code
-        self.details = details
-
-    @property
-    def transient(self) -> bool:
-        return self.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED")
-
-
-def _error(exc: grpc.aio.AioRpcError) -> LinkError:
-    return LinkError(exc.code().name, exc.details() or "")
+def _error(exc: grpc.aio.AioRpcError) -> MarketError:
+    # grpc-stubs types metadata items as objects with .key/.value; grpc.aio yields (key, value)
+    pairs = cast(Iterable[tuple[str, str | bytes]], exc.trailing_metadata() or ())
+    return error_from_rpc(exc.code(), exc.details() or "", pairs)
 
 
 class MarketLink:
@@ -64,15 +69,21 @@ class MarketLink:
     async def close(self) -> None:
         await self._channel.close(grace=None)
 
-    async def _call(self, method: str, message: object, timeout: float | None = None) -> object:
+    async def _call(self, method: str, message: Message, reply: type[Reply]) -> Reply:
         rpc = getattr(self._stub, method)
         try:
-            return await rpc(seal(self.key, message), timeout=timeout or self.timeout_s)  # type: ignore[arg-type]
+            answer = await rpc(seal(self.key, message), timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise _error(exc) from None
+        if not isinstance(answer, reply):
+            raise MarketError(
+                f"{method} answered a {type(answer).__name__}, not a {reply.__name__}"
+            )
+        return answer
 
     # --- calls ----------------------------------------------------------------------------------
-    async def register(self, inv: Inventory, host_uri: str, region: str) -> pb.RegisterResponse:
+    async def register(self, inv: Inventory, host_uri: str, region: str) -> int:
+        """Register (again); the heartbeat interval the marketplace asks for, in ms (0: none)."""
         msg = pb.RegisterProvider(
             host_uri=host_uri,
             attributes=[pb.Attribute(key=k, value=v) for k, v in inv.attributes],
@@ -80,47 +91,58 @@ class MarketLink:
             region=region,
             version=VERSION,
         )
-        return await self._call("Register", msg)  # type: ignore[return-value]
+        resp = await self._call("Register", msg, pb.RegisterResponse)
+        return resp.heartbeat_interval_ms
 
     async def heartbeat(
         self, inv: Inventory | None, running: Sequence[str], draining: bool = False
-    ) -> pb.HeartbeatResponse:
+    ) -> tuple[str, ...]:
+        """Heartbeat; the ids of running leases the marketplace considers closed."""
         msg = pb.Heartbeat(running_lease_ids=list(running), draining=draining)
         if inv is not None:
             msg.inventory.CopyFrom(inventory_pb(inv))
-        return await self._call("Heartbeat", msg)  # type: ignore[return-value]
+        resp = await self._call("Heartbeat", msg, pb.HeartbeatResponse)
+        return tuple(resp.unknown_lease_ids)
 
-    async def watch(self, resume_token: int) -> AsyncIterator[pb.ProviderEvent]:
-        """Order events from `resume_token` on; ends (or raises LinkError) when the stream does."""
+    async def watch(self, resume_token: int) -> AsyncIterator[FeedEvent]:
+        """Order-feed events after `resume_token`; ends (or raises a MarketError) when the stream
+        does. Kinds this version does not know are skipped."""
         call = self._stub.WatchOrders(
             seal(self.key, pb.WatchOrders(resume_token=resume_token)), wait_for_ready=True
         )
         try:
-            async for event in call:
-                yield event
+            async for message in call:
+                event = provider_event_from_proto(message)
+                if event is not None:
+                    yield event
         except grpc.aio.AioRpcError as exc:
             raise _error(exc) from None
         finally:
             call.cancel()
 
-    async def place_bid(self, order_id: str, decision: BidDecision, inv: Inventory) -> pb.Bid:
+    async def place_bid(self, order_id: str, price_per_hour: int, offer: Offer) -> Bid:
         msg = pb.PlaceBid(
-            order_id=order_id,
-            price_per_hour=decision.price_per_hour,
-            offer=offer_pb(decision, inv),
+            order_id=order_id, price_per_hour=price_per_hour, offer=offer_to_proto(offer)
         )
-        return await self._call("PlaceBid", msg)  # type: ignore[return-value]
+        return bid_from_proto(await self._call("PlaceBid", msg, pb.Bid))
 
-    async def withdraw_bid(self, bid_id: str) -> pb.Bid:
-        return await self._call("WithdrawBid", pb.WithdrawBid(bid_id=bid_id))  # type: ignore[return-value]
+    async def withdraw_bid(self, bid_id: str) -> Bid:
+        return bid_from_proto(
+            await self._call("WithdrawBid", pb.WithdrawBid(bid_id=bid_id), pb.Bid)
+        )
 
     async def decline(self, order_id: str, reason: str) -> None:
-        await self._call("DeclineOrder", pb.DeclineOrder(order_id=order_id, reason=reason))
+        await self._call("DeclineOrder", pb.DeclineOrder(order_id=order_id, reason=reason), pb.Ack)
 
-    async def get_manifest(self, lease_id: str) -> pb.Manifest:
-        return await self._call("GetManifest", pb.GetManifest(lease_id=lease_id))  # type: ignore[return-value]
+    async def get_manifest(self, lease_id: str, tenant: str) -> LeaseManifest:
+        """The lease's manifest, once its bytes are shown to be what `tenant` signed. Raises
+        PermissionDenied when they are not, InvalidArgument/NotFound when it does not parse."""
+        m = await self._call("GetManifest", pb.GetManifest(lease_id=lease_id), pb.Manifest)
+        if problem := manifest_problem(m, tenant):
+            raise PermissionDenied(f"refused: {problem}")
+        return lease_manifest_from_proto(m)
 
-    async def report_status(self, report: StatusReport) -> pb.Lease:
+    async def report_status(self, report: StatusReport) -> Lease:
         msg = pb.LeaseStatusReport(
             lease_id=report.lease_id,
             state=pb.LEASE_RUNNING if report.running else pb.LEASE_CLOSED,
@@ -130,7 +152,7 @@ class MarketLink:
             oom_killed=report.oom_killed,
             message=report.message,
         )
-        return await self._call("ReportLeaseStatus", msg)  # type: ignore[return-value]
+        return lease_from_proto(await self._call("ReportLeaseStatus", msg, pb.Lease))
 
     async def report_logs(self, lease_id: str, lines: Sequence[LogLine]) -> None:
         msg = pb.LogBatch(
@@ -145,11 +167,11 @@ class MarketLink:
                 for line in lines
             ],
         )
-        await self._call("ReportLogs", msg)
+        await self._call("ReportLogs", msg, pb.Ack)
 
-    async def close_lease(self, lease_id: str, message: str) -> pb.Lease:
+    async def close_lease(self, lease_id: str, message: str) -> Lease:
         msg = pb.CloseLease(lease_id=lease_id, message=message)
-        return await self._call("CloseLease", msg)  # type: ignore[return-value]
+        return lease_from_proto(await self._call("CloseLease", msg, pb.Lease))
 
 
 def manifest_problem(manifest: pb.Manifest, tenant: str) -> str | None:
@@ -196,29 +218,4 @@ def inventory_pb(inv: Inventory) -> pb.Inventory:
     )
 
 
-def offer_pb(decision: BidDecision, inv: Inventory) -> pb.BidOffer:
-    a = decision.allocation
-    uuids = list(a.gpu_uuids) if a else []
-    variants = [v for v in (a.unit_variants if a else ()) if v is not None]
-    by_uuid = {g.reading.info.uuid: g.variant for g in inv.gpus}
-    models = [f"{v.model}-{v.ram_gib}gb-{v.interface}" for u in uuids if (v := by_uuid.get(u))]
-    if not models:
-        models = [f"{v.model}-{v.ram_gib}gb-{v.interface}" for v in variants]
-    return pb.BidOffer(
-        gpu_models=models,
-        gpu_uuids=uuids,
-        driver_version=inv.host.driver_version or "",
-        cuda_version=inv.host.cuda_version or "",
-        price_per_gpu_hour=decision.price_per_hour // len(uuids) if uuids else 0,
-        region=dict(inv.attributes).get("region", ""),
-    )
-
-
-__all__ = [
-    "LinkError",
-    "MarketLink",
-    "group_from_proto",
-    "inventory_pb",
-    "manifest_problem",
-    "offer_pb",
-]
+__all__ = ["MarketLink", "inventory_pb", "manifest_problem"]

@@ -1,5 +1,6 @@
 """The script pricing strategy's process half: run the operator's command with the order as JSON
 on stdin, and read the price it prints (marketplace/core/pricing.py has the pure half).
+`ScriptPricing` puts it behind the core `Pricing` protocol, beside `ScalePricing`.
 
 A non-zero exit means "do not bid" (as in Akash); a timeout kills the process; anything but a
 price on stdout is refused. Every failure is a PricingError whose message says which.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from marketplace.core.matching import Allocation
 from marketplace.core.pricing import PricingError, parse_script_price, script_input
@@ -43,3 +45,14 @@ def run_price_script(
         detail = f": {why[-1][:200]}" if why else ""
         raise PricingError(f"price script declined (exit {done.returncode}){detail}")
     return parse_script_price(done.stdout.decode(errors="replace"))
+
+
+@dataclass(frozen=True)
+class ScriptPricing:
+    """Prices by running `command` (blocking for up to `timeout_s`)."""
+
+    command: tuple[str, ...]
+    timeout_s: float = 5.0
+
+    def price(self, group: GroupSpec, allocation: Allocation, tenant: str) -> int:
+        return run_price_script(self.command, group, allocation, tenant, self.timeout_s)

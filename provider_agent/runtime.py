@@ -11,103 +11,37 @@ Everything here blocks: the supervisor calls it from worker threads.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
 import docker.types
 import requests.exceptions
 
+from provider_agent.container import (
+    LABEL,
+    LABEL_GPUS,
+    LABEL_LEASE,
+    LABEL_PROVIDER,
+    LABEL_REPLICA,
+    LABEL_SERVICE,
+    LABEL_SPEC,
+    ContainerSpec,
+    ContainerState,
+    LogLine,
+    RuntimeFailure,
+    container_name,
+    labels_of,
+    network_name,
+)
+
 log = logging.getLogger(__name__)
-
-LABEL = "io.gpumarket"
-LABEL_PROVIDER = f"{LABEL}.provider"
-LABEL_LEASE = f"{LABEL}.lease"
-LABEL_SERVICE = f"{LABEL}.service"
-LABEL_REPLICA = f"{LABEL}.replica"
-LABEL_GPUS = f"{LABEL}.gpus"
-LABEL_SPEC = f"{LABEL}.spec-sha256"
-
-
-class RuntimeFailure(Exception):
-    """A container could not be pulled, created or started; the message says why, for the tenant."""
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """One replica of one service of a lease, as the runtime will create it."""
-
-    lease_id: str
-    service: str
-    image: str
-    replica: int = 0
-    command: tuple[str, ...] = ()  # entrypoint override (SDL `command`)
-    args: tuple[str, ...] = ()  # SDL `args`
-    env: tuple[tuple[str, str], ...] = ()
-    ports: tuple[int, ...] = ()  # container ports to publish on random host ports
-    cpu_millis: int = 1000
-    memory_bytes: int = 512 << 20
-    gpu_uuids: tuple[str, ...] = ()
-    shm_bytes: int = 64 << 20
-    pids_limit: int = 1024
-    network: str | None = None  # per-lease bridge network; services find each other by name
-    extra_labels: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    id: str
-    name: str
-    status: str  # created | running | exited | dead | ...
-    lease_id: str
-    service: str
-    replica: int
-    exit_code: int | None = None
-    oom_killed: bool = False
-    error: str = ""
-    ports: tuple[tuple[int, int], ...] = ()  # (container port, host port)
-    gpu_uuids: tuple[str, ...] = ()
-    finished_at: float | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    cpu_millis: int = 0
-    memory_bytes: int = 0
-
-    def label(self, key: str, default: str = "") -> str:
-        return dict(self.labels).get(key, default)
-
-    @property
-    def running(self) -> bool:
-        return self.status in ("running", "restarting")
-
-
-@dataclass(frozen=True)
-class LogLine:
-    time: float  # unix seconds, as the engine stamped it
-    stream: str  # stdout | stderr
-    text: str
-
-
-def container_name(lease_id: str, service: str, replica: int) -> str:
-    """A short, valid, stable name: gm-<lease hash>-<service>-<replica>."""
-    tag = hashlib.sha1(lease_id.encode()).hexdigest()[:10]
-    safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", service)[:40]
-    return f"gm-{tag}-{safe}-{replica}"
-
-
-def network_name(lease_id: str) -> str:
-    return f"gm-{hashlib.sha1(lease_id.encode()).hexdigest()[:10]}"
 
 
 def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
@@ -116,15 +50,7 @@ def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
     # Pin GPU visibility to exactly what was allocated: a CUDA image's baked-in
     # NVIDIA_VISIBLE_DEVICES=all must not expose every GPU where nvidia is the default runtime.
     env["NVIDIA_VISIBLE_DEVICES"] = ",".join(spec.gpu_uuids) if spec.gpu_uuids else "void"
-    labels = {
-        LABEL_PROVIDER: provider,
-        LABEL_LEASE: spec.lease_id,
-        LABEL_SERVICE: spec.service,
-        LABEL_REPLICA: str(spec.replica),
-        LABEL_GPUS: ",".join(spec.gpu_uuids),
-        LABEL_SPEC: spec.digest,
-        **dict(spec.extra_labels),
-    }
+    labels = labels_of(spec, provider)
     kwargs: dict[str, Any] = {
         "image": spec.image,
         "name": container_name(spec.lease_id, spec.service, spec.replica),
@@ -200,12 +126,8 @@ class DockerRuntime:
     """Lease containers on one Docker engine, owned by one provider (by label)."""
 
     provider: str
-    client: Any = field(default=None)
+    client: docker.DockerClient = field(default_factory=lambda: docker.from_env(timeout=120))
     _pulls: dict[str, threading.Lock] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.client is None:
-            self.client = docker.from_env(timeout=120)
 
     @classmethod
     def connect(cls, provider: str) -> DockerRuntime:
@@ -381,3 +303,28 @@ def _log_line(raw: bytes, stream: str) -> LogLine:
     if when is None:
         return LogLine(0.0, stream, text)
     return LogLine(when, stream, rest.rstrip("\r"))
+
+
+if TYPE_CHECKING:
+    from provider_agent.container import ContainerRuntime
+
+    _IS_A_RUNTIME: type[ContainerRuntime] = DockerRuntime
+
+__all__ = [
+    "LABEL",
+    "LABEL_GPUS",
+    "LABEL_LEASE",
+    "LABEL_PROVIDER",
+    "LABEL_REPLICA",
+    "LABEL_SERVICE",
+    "LABEL_SPEC",
+    "ContainerSpec",
+    "ContainerState",
+    "DockerRuntime",
+    "LogLine",
+    "RuntimeFailure",
+    "container_name",
+    "create_kwargs",
+    "labels_of",
+    "network_name",
+]

@@ -28,11 +28,11 @@ from marketplace.core.matching import Allocation
 from marketplace.core.resources import GroupSpec, JobKind, JobSettings, RestartPolicy
 from marketplace.core.state import Endpoint
 from provider_agent.config import RuntimeSection
-from provider_agent.runtime import (
+from provider_agent.container import (
     LABEL,
+    ContainerRuntime,
     ContainerSpec,
     ContainerState,
-    DockerRuntime,
     LogLine,
     RuntimeFailure,
 )
@@ -110,14 +110,16 @@ class LogCursor:
 class LeaseSupervisor:
     def __init__(
         self,
-        runtime: DockerRuntime,
+        runtime: ContainerRuntime,
         settings: RuntimeSection,
         report: Callable[[StatusReport], None],
         ship_logs: Callable[[str, list[LogLine]], None],
         public_host: str = "127.0.0.1",
         state_dir: Path | None = None,
+        log_flush_s: float = LOG_FLUSH_S,
     ) -> None:
         self.runtime = runtime
+        self.log_flush_s = log_flush_s  # how long a log line may wait in the buffer
         self.settings = settings
         self._report = report
         self._ship = ship_logs
@@ -301,6 +303,8 @@ class LeaseSupervisor:
                 for line in self.runtime.logs(
                     container_id, stream, since=None if since is None else since + 1e-6
                 ):
+                    if self._stop.is_set():
+                        return  # closed: lines from here on are the next agent's to ship
                     self._emit(lease_id, key, line)
                 return
             except Exception as exc:
@@ -319,6 +323,8 @@ class LeaseSupervisor:
         self._on_exit(lease_id, final)
 
     def _on_exit(self, lease_id: str, final: ContainerState) -> None:
+        if self._stop.is_set():
+            return  # closed: the agent is going away; the next one's adopt() sees this exit
         with self._lock:
             followers = self._followers.pop(final.id, [])
         for thread in followers:  # the exit report must come after the container's last lines
@@ -428,7 +434,7 @@ class LeaseSupervisor:
             self.cursor.save()
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(LOG_FLUSH_S):
+        while not self._stop.wait(self.log_flush_s):
             for lease_id in list(self._buffers):
                 self._flush(lease_id)
 

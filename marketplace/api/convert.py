@@ -15,6 +15,16 @@ from typing import Any
 
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import gpus, matching
+from marketplace.core.manifest import parse_manifest
+from marketplace.core.provider_feed import (
+    BidLost,
+    FeedEvent,
+    LeaseClosed,
+    LeaseManifest,
+    LeaseWon,
+    OrderClosed,
+    OrderOpened,
+)
 from marketplace.core.resources import (
     AuctionSettings,
     GpuOption,
@@ -521,3 +531,29 @@ def log_line_to_proto(line: Any) -> pb.LogLine:
         stream=line.stream,
         line=line.line,
     )
+
+
+# --- the provider's order feed ----------------------------------------------------------------
+
+
+def provider_event_from_proto(e: pb.ProviderEvent) -> FeedEvent | None:
+    """One order-feed event, or None for a kind this version does not know (skip it)."""
+    kind = e.WhichOneof("event")
+    if kind == "order_opened":
+        return OrderOpened(e.seq, e.time_ms, order_from_proto(e.order_opened))
+    if kind == "order_closed":
+        return OrderClosed(e.seq, e.time_ms, e.order_closed)
+    if kind == "lease_won":
+        return LeaseWon(e.seq, e.time_ms, lease_from_proto(e.lease_won))
+    if kind == "bid_lost":
+        return BidLost(e.seq, e.time_ms, bid_from_proto(e.bid_lost))
+    if kind == "lease_closed":
+        return LeaseClosed(e.seq, e.time_ms, lease_from_proto(e.lease_closed))
+    return None
+
+
+def lease_manifest_from_proto(m: pb.Manifest) -> LeaseManifest:
+    """The manifest parsed, with its lease's group. Raises InvalidArgument for a bad SDL and
+    NotFound when it has no such group. (The tenant's signature is the caller's to check.)"""
+    manifest = parse_manifest(m.sdl, f"lease {m.lease_id}")
+    return LeaseManifest(m.lease_id, manifest, manifest.group(m.group_name))

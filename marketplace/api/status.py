@@ -4,6 +4,10 @@ The server aborts a call with the status of the core error it caught, its messag
 details, and the error's class name in the trailing metadata key `gm-error`, so the client can
 raise the same class again (FAILED_PRECONDITION alone cannot tell Ineligible from
 InsufficientFunds).
+
+A status no market error stands for is the transport's: `error_from_rpc` makes the transient
+ones (the market is away or slow) an `Unavailable`, worth trying again, and any other a plain
+MarketError, which is final.
 """
 
 from __future__ import annotations
@@ -60,3 +64,27 @@ def error_from_status(
     if cls is errors.Ineligible:
         return errors.Ineligible(details)
     return cls(details)
+
+
+# Statuses of the transport, not of the market's rules: the call may succeed if tried again.
+TRANSIENT: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+def error_from_rpc(
+    code: grpc.StatusCode, details: str, metadata: Iterable[tuple[str, str | bytes]] = ()
+) -> errors.MarketError:
+    """Every failed call as a core error: the market error its status stands for; Unavailable
+    for a transient transport status; else a MarketError naming the status (final)."""
+    error = error_from_status(code, details, metadata)
+    if error is not None:
+        return error
+    if code in TRANSIENT:
+        return errors.Unavailable(f"{code.name}: {details}")
+    return errors.MarketError(f"{code.name}: {details}")

@@ -54,8 +54,9 @@ def decide(
 ) -> BidDecision:
     """Whether to bid on `group`, with what resources, at what price per hour.
 
-    `pricing=None` stops after the reservation (bid=True, price 0): the caller prices it (e.g. by
-    running a script) and finishes with `with_price`.
+    `pricing=None` stops after the reservation (bid=True, price 0): the caller reserves what
+    `allocation` names, prices it and finishes with `with_price` (the agent's bidder, whose
+    pricing may take seconds; the simulator, which memoizes prices).
     """
     if closes_at_ms is not None and now_ms >= closes_at_ms:
         return BidDecision(False, reason="the bid window has closed")
@@ -71,7 +72,7 @@ def decide(
     if pricing is None:
         return BidDecision(True, 0, allocation, reason="awaiting price")
     try:
-        price = pricing.price(group, allocation)
+        price = pricing.price(group, allocation, tenant)
     except PricingError as exc:
         return BidDecision(False, allocation=allocation, reason=str(exc))
     return with_price(BidDecision(True, 0, allocation), group, price)

@@ -41,3 +41,8 @@ class Ineligible(FailedPrecondition):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Unavailable(MarketError):
+    """The market could not be reached or did not answer in time: the request may succeed if
+    tried again later (every other MarketError is final)."""

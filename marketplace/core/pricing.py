@@ -37,8 +37,12 @@ class PricingError(ValueError):
 
 
 class Pricing(Protocol):
-    def price(self, group: GroupSpec, allocation: Allocation) -> int:
-        """Micro-units per hour for hosting `group` with the resources in `allocation`."""
+    """A pricing strategy (Akash's BidPricingStrategy). It may block (a script): the agent's
+    bidder calls it in a thread."""
+
+    def price(self, group: GroupSpec, allocation: Allocation, tenant: str) -> int:
+        """Micro-units per hour for hosting `tenant`'s `group` with the resources in
+        `allocation`. Raises PricingError when it will not price it."""
         ...
 
 
@@ -100,8 +104,9 @@ class ScalePricing:
                 return self._gpu[key]
         return None
 
-    def price(self, group: GroupSpec, allocation: Allocation) -> int:
-        """Raises PricingError when a GPU model allocated has no price here."""
+    def price(self, group: GroupSpec, allocation: Allocation, tenant: str = "") -> int:
+        """The same for every tenant. Raises PricingError when a GPU model allocated has no
+        price here."""
         total = Fraction(self.start_fee)
         for i, unit in enumerate(group.resources):
             total += self._replica_price(unit, unit_variant(allocation, i)) * unit.count

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -80,7 +80,7 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path) -> Iterator[object]:
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
     started: list[Daemon] = []
 
     def make(backend: str) -> Daemon:
@@ -95,13 +95,17 @@ def daemon_factory(tmp_path: Path) -> Iterator[object]:
             d.proc.wait()
 
 
-def test_daemon_prints_its_gpus_serves_metrics_and_drains_on_sigterm(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+def test_daemon_prints_its_gpus_serves_metrics_and_drains_on_sigterm(
+    daemon_factory: Callable[[str], Daemon],
+) -> None:
     d = daemon_factory("replay")
     d.read_until(
         r"GPU 0: NVIDIA H100 80GB HBM3 GPU-ec74fc0e-388d-22e5-9031-c553a0c26378 81559 MiB CC 9.0"
     )
     d.read_until(r"offering 1× h100 80Gi sxm")
-    url = re.search(r"http://\S+/metrics", d.read_until(r"metrics on")).group(0)  # type: ignore[union-attr]
+    found = re.search(r"http://\S+/metrics", d.read_until(r"metrics on"))
+    assert found is not None
+    url = found.group(0)
     body = urllib.request.urlopen(url, timeout=5).read().decode()
     assert re.search(
         r'DCGM_FI_DEV_GPU_TEMP\{gpu="0",UUID="GPU-ec74fc0e-388d-22e5-9031-c553a0c26378",'
@@ -118,7 +122,9 @@ def test_daemon_prints_its_gpus_serves_metrics_and_drains_on_sigterm(daemon_fact
     assert any("draining" in line for line in d.lines)
 
 
-def test_daemon_on_a_host_without_nvidia_driver_runs_cpu_only(daemon_factory) -> None:  # type: ignore[no-untyped-def]
+def test_daemon_on_a_host_without_nvidia_driver_runs_cpu_only(
+    daemon_factory: Callable[[str], Daemon],
+) -> None:
     d = daemon_factory("nvml")
     line = d.read_until(r"offering|no GPUs")
     if "no GPUs" not in line:

@@ -24,7 +24,7 @@ H100_UUID = "GPU-ec74fc0e-388d-22e5-9031-c553a0c26378"
 
 def cleanup_provider(client: docker.DockerClient, provider: str) -> None:
     """Remove every container and network labelled with this test's provider id."""
-    label = {"label": f"{LABEL_PROVIDER}={provider}"}
+    label: dict[str, str | list[str] | bool] = {"label": f"{LABEL_PROVIDER}={provider}"}
     for c in client.containers.list(all=True, filters=label):
         c.remove(force=True)
     for n in client.networks.list(filters=label):

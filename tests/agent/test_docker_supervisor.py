@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,84 +16,14 @@ from marketplace.core.gpus import GpuVariant
 from marketplace.core.manifest import Manifest, parse_manifest
 from marketplace.core.matching import Allocation, Capacity, GpuDevice, allocate
 from provider_agent.config import RuntimeSection
-from provider_agent.runtime import DockerRuntime, LogLine
+from provider_agent.runtime import DockerRuntime
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
+from tests.agent.supervision import Recorder, sdl
 from tests.agent.test_docker_runtime import H100_UUID, cleanup_provider
 from tests.helpers import REPO, wait_until
 
 pytestmark = pytest.mark.docker
 GIB = 1 << 30
-
-
-def sdl(
-    command: str, memory: str = "64Mi", restart: str = "never", gpu: bool = False, expose: str = ""
-) -> bytes:
-    """A one-service SDL for the local busybox image. `expose` is YAML indented for the service."""
-    gpu_block = (
-        "        gpu:\n          units: 1\n          attributes:\n            vendor:\n"
-        "              nvidia:\n                - model: h100\n"
-        if gpu
-        else ""
-    )
-    text = (
-        'version: "2.0"\n'
-        "services:\n"
-        "  job:\n"
-        "    image: gpumarket/busybox:latest\n"
-        '    command: ["sh", "-c"]\n'
-        f"    args: [{command!r}]\n"
-        f"{expose}"
-        "profiles:\n"
-        "  compute:\n"
-        "    job:\n"
-        "      resources:\n"
-        "        cpu: {units: 0.5}\n"
-        f"        memory: {{size: {memory}}}\n"
-        "        storage: {size: 100Mi}\n"
-        f"{gpu_block}"
-        "  placement:\n"
-        "    here:\n"
-        "      pricing:\n"
-        "        job: {denom: uact, amount: 100}\n"
-        "deployment:\n"
-        "  job:\n"
-        "    here: {profile: job, count: 1}\n"
-        "gpumarket:\n"
-        "  kind: training\n"
-        f"  restart: {restart}\n"
-    )
-    return text.encode()
-
-
-class Recorder:
-    """Collects what the supervisor reports, and lets a test await it (no fixed sleeps)."""
-
-    def __init__(self) -> None:
-        self.reports: list[StatusReport] = []
-        self.lines: list[LogLine] = []
-        self._cond = threading.Condition()
-
-    def report(self, r: StatusReport) -> None:
-        with self._cond:
-            self.reports.append(r)
-            self._cond.notify_all()
-
-    def ship(self, lease_id: str, lines: list[LogLine]) -> None:
-        with self._cond:
-            self.lines.extend(lines)
-            self._cond.notify_all()
-
-    def wait_for(self, predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-        with self._cond:
-            assert self._cond.wait_for(lambda: predicate(self), timeout), (self.reports, self.lines)
-
-    def exited(self) -> StatusReport:
-        self.wait_for(lambda r: any(x.exited for x in r.reports))
-        return next(x for x in self.reports if x.exited)
-
-    def texts(self, stream: str | None = None) -> list[str]:
-        with self._cond:
-            return [line.text for line in self.lines if stream is None or line.stream == stream]
 
 
 @pytest.fixture
@@ -113,6 +42,11 @@ def supervise(
     return LeaseSupervisor(
         rt, RuntimeSection(**settings), rec.report, rec.ship, state_dir=state_dir
     )
+
+
+def engine(sup: LeaseSupervisor) -> DockerRuntime:
+    assert isinstance(sup.runtime, DockerRuntime)
+    return sup.runtime
 
 
 def start(
@@ -138,7 +72,7 @@ def test_lease_runs_logs_and_completes(provider: str) -> None:
     assert "job: exited 0" in rec.texts("system")
     sup.stop_lease(lease)
     assert sup.runtime.owned(lease) == []
-    assert sup.runtime.client.networks.list(filters={"label": f"io.gpumarket.lease={lease}"}) == []
+    assert engine(sup).client.networks.list(filters={"label": f"io.gpumarket.lease={lease}"}) == []
     sup.close()
 
 

@@ -19,13 +19,14 @@ import pytest
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
+from marketplace.core.clock import SystemClock
 from marketplace.core.market import MarketConfig
 from marketplace.identity import Key
 from marketplace.server.app import MarketApp
 from marketplace.server.servicers import add_servicers
 from marketplace.server.store import Store
 from provider_agent.agent import Agent
-from provider_agent.config import parse_config
+from provider_agent.config import AgentConfig, parse_config
 from provider_agent.runtime import DockerRuntime
 from tests.agent.test_docker_runtime import cleanup_provider
 from tests.helpers import REPO, await_until
@@ -139,7 +140,7 @@ class Tenant:
 
 
 def run_async(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 150))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(coro, 150))
 
 
 def test_a_deployment_runs_on_the_agent_and_completes(tmp_path: Path) -> None:
@@ -148,7 +149,7 @@ def test_a_deployment_runs_on_the_agent_and_completes(tmp_path: Path) -> None:
         async with marketplace(tmp_path, admin) as port:
             cfg = parse_config(agent_config(port, tmp_path / "agent"))
             said: list[str] = []
-            agent = Agent(cfg, Key.generate(), say=said.append)
+            agent = docker_agent(cfg, said)
             stop = asyncio.Event()
             task = asyncio.create_task(agent.run(stop))
             try:
@@ -180,17 +181,28 @@ def test_a_deployment_runs_on_the_agent_and_completes(tmp_path: Path) -> None:
                 runtime = DockerRuntime.connect(agent.key.address)
                 await eventually(lambda: _async(runtime.owned() == []))
                 runtime.close()
-                await channel.close()
+                await channel.close(grace=None)
             finally:
                 stop.set()
                 assert await task == 0
-                cleanup(agent.key.address)
+                finish(agent)
 
     run_async(scenario())
 
 
 async def _async(value: T) -> T:
     return value
+
+
+def docker_agent(cfg: AgentConfig, said: list[str]) -> Agent:
+    """An agent as `_main` builds it: on the Docker engine, with the system clock."""
+    key = Key.generate()
+    return Agent(cfg, key, DockerRuntime.connect(key.address), SystemClock(), say=said.append)
+
+
+def finish(agent: Agent) -> None:
+    agent.runtime.close()
+    cleanup(agent.key.address)
 
 
 def cleanup(provider: str) -> None:
@@ -205,7 +217,7 @@ def test_agent_reconnects_after_a_marketplace_restart_and_resumes(tmp_path: Path
         async with marketplace(tmp_path, admin) as port:
             cfg = parse_config(agent_config(port, tmp_path / "agent"))
             said: list[str] = []
-            agent = Agent(cfg, Key.generate(), say=said.append)
+            agent = docker_agent(cfg, said)
             stop = asyncio.Event()
             task = asyncio.create_task(agent.run(stop))
             await eventually(lambda: _async(any("registered" in s for s in said)))
@@ -219,12 +231,12 @@ def test_agent_reconnects_after_a_marketplace_restart_and_resumes(tmp_path: Path
                 done = await eventually(lambda: tenant.lease(dep.id, pb.LEASE_CLOSED))
                 assert done.close_reason == pb.COMPLETED
                 assert sum("registered" in s for s in said) == 2
-                await channel.close()
+                await channel.close(grace=None)
                 stop.set()
                 assert await task == 0
         finally:
             stop.set()
-            cleanup(agent.key.address)
+            finish(agent)
 
     run_async(scenario())
 
@@ -243,14 +255,14 @@ def test_a_bid_delayed_across_a_marketplace_restart_still_lands(tmp_path: Path) 
         async with marketplace(tmp_path, admin) as port:
             raw["marketplace"]["address"] = f"127.0.0.1:{port}"
             said: list[str] = []
-            agent = Agent(parse_config(raw), Key.generate(), say=said.append)
+            agent = docker_agent(parse_config(raw), said)
             stop = asyncio.Event()
             task = asyncio.create_task(agent.run(stop))
             await eventually(lambda: _async(agent.connected.is_set()))
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
             dep = await Tenant(channel, admin).deploy(job("echo bid after restart"))
-            await channel.close()
-            await eventually(lambda: _async(bool(agent._orders)))  # pricing script running
+            await channel.close(grace=None)
+            await eventually(lambda: _async(bool(agent.bidder.open_orders())))  # script running
         try:
             # the script ends while the marketplace is down: the bid meets UNAVAILABLE
             tried = ("marketplace away", "not placed")
@@ -260,12 +272,12 @@ def test_a_bid_delayed_across_a_marketplace_restart_still_lands(tmp_path: Path) 
                 tenant = Tenant(channel, admin)
                 done = await eventually(lambda: tenant.lease(dep.id, pb.LEASE_CLOSED))
                 assert done.close_reason == pb.COMPLETED
-                await channel.close()
+                await channel.close(grace=None)
                 stop.set()
                 assert await task == 0
         finally:
             stop.set()
-            cleanup(agent.key.address)
+            finish(agent)
 
     run_async(scenario())
 
@@ -345,7 +357,7 @@ def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Pat
                     await agent.wait()
                 cleanup_provider(runtime.client, provider_key.address)
                 runtime.close()
-                await channel.close()
+                await channel.close(grace=None)
 
     run_async(scenario())
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.manifest import parse_manifest
-from marketplace.core.matching import Capacity, GpuDevice
-from marketplace.core.pricing import ScalePricing
+from marketplace.core.matching import Allocation, Capacity, GpuDevice
+from marketplace.core.pricing import Pricing, PricingError, ScalePricing
 from marketplace.core.resources import GroupSpec, PlacementRequirements
 from tests.helpers import EXAMPLES
 
@@ -16,6 +17,7 @@ GIB = 1 << 30
 H100 = GpuVariant("h100", 80, "sxm")
 FREE = Capacity(64_000, 512 * GIB, 4096 * GIB, tuple(GpuDevice(f"GPU-{i}", H100) for i in range(2)))
 PRICES = ScalePricing(gpu_hour=(("h100", 1_500_000),), cpu_hour=10_000, memory_gib_hour=1_000)
+ANY_TENANT = BidPolicy()
 ATTRS = {"region": "eu-west", "capabilities/gpu/vendor/nvidia/model/h100": "true"}
 
 
@@ -24,18 +26,26 @@ def training_group() -> GroupSpec:
     return manifest.groups[0]
 
 
-def run(group: GroupSpec | None = None, **kw: object) -> BidDecision:
-    args: dict[str, object] = {
-        "group": group or training_group(),
-        "tenant": "gm1tenant",
-        "provider_attrs": ATTRS,
-        "free": FREE,
-        "policy": BidPolicy(),
-        "pricing": PRICES,
-        "now_ms": 1_000,
-    }
-    args.update(kw)
-    return decide(**args)  # type: ignore[arg-type]
+def run(
+    group: GroupSpec | None = None,
+    *,
+    free: Capacity = FREE,
+    policy: BidPolicy = ANY_TENANT,
+    pricing: Pricing | None = PRICES,
+    running_leases: int = 0,
+    closes_at_ms: int | None = None,
+) -> BidDecision:
+    return decide(
+        group or training_group(),
+        "gm1tenant",
+        ATTRS,
+        free,
+        policy,
+        pricing,
+        1_000,
+        running_leases=running_leases,
+        closes_at_ms=closes_at_ms,
+    )
 
 
 def test_bids_on_a_group_it_can_serve_with_the_gpu_it_reserved() -> None:
@@ -82,3 +92,22 @@ def test_without_pricing_it_reserves_then_with_price_finishes() -> None:
     done = with_price(d, training_group(), 1_234)
     assert done.bid and done.price_per_hour == 1_234
     assert not with_price(d, training_group(), 0).bid
+
+
+@dataclass(frozen=True)
+class PerTenantPricing:
+    """A strategy that charges by tenant (as a price script may): the decision passes it on."""
+
+    prices: dict[str, int]
+
+    def price(self, group: GroupSpec, allocation: Allocation, tenant: str) -> int:
+        if tenant not in self.prices:
+            raise PricingError(f"no price for {tenant}")
+        return self.prices[tenant]
+
+
+def test_the_tenant_reaches_the_pricing_strategy() -> None:
+    assert run(pricing=PerTenantPricing({"gm1tenant": 1_234})).price_per_hour == 1_234
+    refused = run(pricing=PerTenantPricing({}))
+    assert not refused.bid and refused.reason == "no price for gm1tenant"
+    assert refused.allocation is not None  # what it would have used, for the caller to release

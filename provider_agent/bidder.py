@@ -1,0 +1,298 @@
+"""The bid engine, shaped like Akash's (bidengine/order.go): one task per open order.
+
+  decide   marketplace/core/bidding.py: the bid window, the tenant lists and lease limit, the
+           placement attributes, and what to reserve (concrete GPUs, CPU, memory, storage);
+  reserve  hold those resources, so no other order is offered them while this one is priced;
+  price    the configured core `Pricing` (a price scale, or the operator's script), in a thread;
+  check    the price against the order's maximum (bidding.with_price);
+  bid      or decline with the reason;
+  wait     for the outcome: won (the reservation becomes the lease's), lost, closed, or no word
+           before the bid window has passed (plus grace).
+
+Every exit goes through one cleanup: unless the lease was won, the reservation is released, and
+a bid still open when the agent shuts down is withdrawn. `gpumarket provider quote` runs the same
+path up to the bid (`Quoter.quote`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
+from marketplace.core.clock import Clock
+from marketplace.core.errors import MarketError, Unavailable
+from marketplace.core.money import format_amount
+from marketplace.core.pricing import Pricing, PricingError
+from marketplace.core.resources import GroupSpec
+from marketplace.core.state import Bid, Lease, Offer, Order
+from provider_agent.backoff import Backoff
+from provider_agent.config import AgentConfig
+from provider_agent.inventory import Inventory, Reservations
+from provider_agent.metrics import AgentCounters
+from provider_agent.pricing_script import ScriptPricing
+
+log = logging.getLogger(__name__)
+ORDER_GRACE_MS = 60_000  # keep a bid's reservation this long past the window before giving up
+NO_WINDOW_WAIT_MS = 300_000  # how long to wait for an outcome when an order names no window
+NO_PRICES = "no prices configured: set [pricing.scale] in the config"
+
+
+def pricing_from_config(cfg: AgentConfig) -> Pricing | None:
+    """The configured strategy, or None when it has no prices to bid with."""
+    if cfg.pricing.strategy == "script":
+        return ScriptPricing(cfg.pricing.script_command, cfg.pricing.script_timeout_s)
+    return cfg.pricing.scale
+
+
+@dataclass(frozen=True)
+class Quoter:
+    """What this provider would bid on a group: decide → reserve → price → check."""
+
+    policy: BidPolicy
+    pricing: Pricing | None
+    clock: Clock
+
+    @classmethod
+    def from_config(cls, cfg: AgentConfig, clock: Clock) -> Quoter:
+        return cls(cfg.policy, pricing_from_config(cfg), clock)
+
+    async def evaluate(
+        self,
+        group: GroupSpec,
+        tenant: str,
+        inventory: Inventory,
+        reservations: Reservations,
+        key: str,
+        running_leases: int = 0,
+        closes_at_ms: int | None = None,
+    ) -> BidDecision:
+        """The decision for `group`. What it would use is held under `key` in `reservations`
+        from before pricing on; releasing it is the caller's (its one cleanup path)."""
+        if self.pricing is None:
+            return BidDecision(False, reason=NO_PRICES)
+        decision = decide(
+            group,
+            tenant,
+            dict(inventory.attributes),
+            reservations.free(inventory.total),
+            self.policy,
+            None,  # priced below, once the resources are held
+            self.clock.now_ms(),
+            running_leases=running_leases,
+            closes_at_ms=closes_at_ms,
+        )
+        if not decision.bid or decision.allocation is None:
+            return decision
+        reservations.hold(key, decision.allocation)
+        try:
+            price = await asyncio.to_thread(self.pricing.price, group, decision.allocation, tenant)
+        except PricingError as exc:
+            return replace(decision, bid=False, reason=str(exc))
+        return with_price(decision, group, price)
+
+    def quote(self, group: GroupSpec, tenant: str, inventory: Inventory) -> BidDecision:
+        """`evaluate` against the whole inventory, for a person asking (blocking)."""
+
+        async def quoted() -> BidDecision:
+            reservations = Reservations()
+            try:
+                return await self.evaluate(group, tenant, inventory, reservations, "quote")
+            finally:
+                reservations.release("quote")
+
+        return asyncio.run(quoted())
+
+
+class BidMarket(Protocol):
+    """What the bidder asks of the marketplace (provider_agent/link.py's MarketLink)."""
+
+    async def place_bid(self, order_id: str, price_per_hour: int, offer: Offer) -> Bid: ...
+
+    async def decline(self, order_id: str, reason: str) -> None: ...
+
+    async def withdraw_bid(self, bid_id: str) -> Bid: ...
+
+
+class Outcome(enum.Enum):
+    WON = "won"  # the reservation is the lease's now
+    LOST = "lost"
+    CLOSED = "closed"  # the order stopped taking bids
+    SHUTDOWN = "shutdown"  # the agent is stopping
+
+
+@dataclass
+class _OpenOrder:
+    order: Order
+    task: asyncio.Task[None] | None = None
+    outcome: Outcome | None = None
+    bid_id: str = ""  # set once the marketplace has the bid
+    expired: bool = False  # no outcome arrived in time
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = f"order:{self.order.id}"
+
+
+class Bidder:
+    """One task per open order; outcomes arrive from the order feed (`won`, `lost`, `closed`)."""
+
+    def __init__(
+        self,
+        quoter: Quoter,
+        market: BidMarket,
+        reservations: Reservations,
+        inventory: Callable[[], Inventory],
+        running_leases: Callable[[], int],
+        counters: AgentCounters,
+        say: Callable[[str], None],
+    ) -> None:
+        self.quoter = quoter
+        self.market = market
+        self.reservations = reservations
+        self.inventory = inventory  # the latest reading (GPU health changes)
+        self.running_leases = running_leases
+        self.counters = counters
+        self.say = say
+        self.draining = False
+        self._withdraw_on_stop = True
+        self._orders: dict[str, _OpenOrder] = {}
+
+    def open_orders(self) -> list[str]:
+        """Orders being decided, priced, bid on or awaiting their outcome."""
+        return list(self._orders)
+
+    # --- the order feed ---------------------------------------------------------------------
+    def open(self, order: Order) -> None:
+        if self.draining or order.id in self._orders:
+            return  # a replayed event, or the agent is stopping
+        entry = _OpenOrder(order)
+        self._orders[order.id] = entry
+        entry.task = asyncio.create_task(self._run(entry), name=f"order-{order.id}")
+
+    def won(self, lease: Lease) -> None:
+        self.counters.add("bids_won")
+        self.reservations.move(f"order:{lease.order_id}", f"lease:{lease.id}")
+        self._end(lease.order_id, Outcome.WON)
+
+    def lost(self, order_id: str) -> None:
+        self.counters.add("bids_lost")
+        self._end(order_id, Outcome.LOST)
+
+    def closed(self, order_id: str) -> None:
+        self._end(order_id, Outcome.CLOSED)
+
+    async def stop(self, withdraw: bool) -> None:
+        """Bid no more; end every order's task (withdrawing open bids if `withdraw`)."""
+        self.draining = True
+        self._withdraw_on_stop = withdraw
+        tasks = [e.task for e in self._orders.values() if e.task is not None]
+        for order_id in list(self._orders):
+            self._end(order_id, Outcome.SHUTDOWN)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _end(self, order_id: str, outcome: Outcome) -> None:
+        entry = self._orders.get(order_id)
+        if entry is None or entry.outcome is not None:
+            return
+        entry.outcome = outcome
+        if entry.task is not None:
+            entry.task.cancel()
+
+    # --- one order --------------------------------------------------------------------------
+    async def _run(self, entry: _OpenOrder) -> None:
+        order = entry.order
+        closes = order.closes_at_ms or None
+        try:
+            decision = await self.quoter.evaluate(
+                order.group,
+                order.owner,
+                self.inventory(),
+                self.reservations,
+                entry.key,
+                running_leases=self.running_leases(),
+                closes_at_ms=closes,
+            )
+            if not decision.bid:
+                self.counters.add("orders_declined")
+                self.say(f"decline {order.id}: {decision.reason}")
+                await self.market.decline(order.id, decision.reason)
+                return
+            bid = await self._place(order.id, decision, closes)
+            entry.bid_id = bid.id
+            self.counters.add("bids_placed")
+            price = format_amount(decision.price_per_hour, order.group.denom)
+            self.say(f"bid {price}/h on {order.id} ({decision.reason})")
+            await self._await_outcome(closes)
+            entry.expired = True
+        except MarketError as exc:
+            self.say(f"bid on {order.id} not placed: {exc}")
+        finally:
+            await self._clean_up(entry)
+
+    async def _place(self, order_id: str, decision: BidDecision, closes_at_ms: int | None) -> Bid:
+        """Place the bid, retrying while the marketplace is briefly away (e.g. restarting).
+
+        The order was already read off the stream, so a reconnect will not offer it again:
+        giving up on the first Unavailable would lose it. Retry until its window (plus grace)
+        has passed; any other error is final at once."""
+        backoff = Backoff(maximum=5.0)
+        deadline_ms = (closes_at_ms or self.quoter.clock.now_ms()) + ORDER_GRACE_MS
+        offer = offer_for(decision, self.inventory())
+        while True:
+            try:
+                return await self.market.place_bid(order_id, decision.price_per_hour, offer)
+            except Unavailable as exc:
+                late = self.quoter.clock.now_ms() + backoff.current * 1000 > deadline_ms
+                if self.draining or late:
+                    raise
+                if backoff.current == backoff.initial:
+                    self.say(f"bid on {order_id}: marketplace away ({exc}); retrying")
+                await asyncio.sleep(backoff.next())
+
+    async def _await_outcome(self, closes_at_ms: int | None) -> None:
+        """Sleep until the window has passed (plus grace); an outcome cancels the wait."""
+        wait_ms = (closes_at_ms - self.quoter.clock.now_ms()) if closes_at_ms else NO_WINDOW_WAIT_MS
+        await asyncio.sleep(max(wait_ms + ORDER_GRACE_MS, 0) / 1000)
+
+    async def _clean_up(self, entry: _OpenOrder) -> None:
+        """The one exit: keep a won reservation; else release it, and withdraw a bid still open
+        when the agent stops."""
+        order_id = entry.order.id
+        if self._orders.get(order_id) is entry:
+            del self._orders[order_id]
+        if entry.outcome is Outcome.WON:
+            return
+        if entry.outcome is Outcome.SHUTDOWN and entry.bid_id and self._withdraw_on_stop:
+            with contextlib.suppress(MarketError):
+                await self.market.withdraw_bid(entry.bid_id)
+                self.say(f"withdrew bid on {order_id}")
+        released = self.reservations.release(entry.key)
+        if released and entry.outcome is Outcome.LOST:
+            self.say(f"bid on {order_id} lost; reservation released")
+        elif released and entry.expired:
+            self.say(f"bid on {order_id} expired without an outcome; reservation released")
+
+
+def offer_for(decision: BidDecision, inv: Inventory) -> Offer:
+    """What the bid says it will run on: the reserved GPUs, their models, the driver and region."""
+    a = decision.allocation
+    uuids = list(a.gpu_uuids) if a else []
+    variants = [v for v in (a.unit_variants if a else ()) if v is not None]
+    by_uuid = {g.reading.info.uuid: g.variant for g in inv.gpus}
+    models = [f"{v.model}-{v.ram_gib}gb-{v.interface}" for u in uuids if (v := by_uuid.get(u))]
+    if not models:
+        models = [f"{v.model}-{v.ram_gib}gb-{v.interface}" for v in variants]
+    return Offer(
+        gpu_models=tuple(models),
+        gpu_uuids=tuple(uuids),
+        driver_version=inv.host.driver_version or "",
+        cuda_version=inv.host.cuda_version or "",
+        price_per_gpu_hour=decision.price_per_hour // len(uuids) if uuids else 0,
+        region=dict(inv.attributes).get("region", ""),
+    )

@@ -1,0 +1,155 @@
+"""What a lease's containers are, whichever runtime runs them: the `ContainerRuntime` protocol
+the supervisor drives, and the plain records it passes (specs, states, log lines).
+
+Two implementations: `runtime.DockerRuntime` (the real one, the only module that imports the
+docker SDK) and `memory_runtime.MemoryRuntime` (containers as records in memory, for dry runs and
+for testing the supervisor's rules in milliseconds). Every method may block: the supervisor calls
+them from worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+LABEL = "io.gpumarket"
+LABEL_PROVIDER = f"{LABEL}.provider"
+LABEL_LEASE = f"{LABEL}.lease"
+LABEL_SERVICE = f"{LABEL}.service"
+LABEL_REPLICA = f"{LABEL}.replica"
+LABEL_GPUS = f"{LABEL}.gpus"
+LABEL_SPEC = f"{LABEL}.spec-sha256"
+
+
+class RuntimeFailure(Exception):
+    """A container could not be pulled, created or started; the message says why, for the tenant."""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One replica of one service of a lease, as the runtime will create it."""
+
+    lease_id: str
+    service: str
+    image: str
+    replica: int = 0
+    command: tuple[str, ...] = ()  # entrypoint override (SDL `command`)
+    args: tuple[str, ...] = ()  # SDL `args`
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[int, ...] = ()  # container ports to publish on random host ports
+    cpu_millis: int = 1000
+    memory_bytes: int = 512 << 20
+    gpu_uuids: tuple[str, ...] = ()
+    shm_bytes: int = 64 << 20
+    pids_limit: int = 1024
+    network: str | None = None  # per-lease bridge network; services find each other by name
+    extra_labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    name: str
+    status: str  # created | running | exited | dead | ...
+    lease_id: str
+    service: str
+    replica: int
+    exit_code: int | None = None
+    oom_killed: bool = False
+    error: str = ""
+    ports: tuple[tuple[int, int], ...] = ()  # (container port, host port)
+    gpu_uuids: tuple[str, ...] = ()
+    finished_at: float | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+
+    def label(self, key: str, default: str = "") -> str:
+        return dict(self.labels).get(key, default)
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "restarting")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    time: float  # unix seconds, as the engine stamped it
+    stream: str  # stdout | stderr
+    text: str
+
+
+def container_name(lease_id: str, service: str, replica: int) -> str:
+    """A short, valid, stable name: gm-<lease hash>-<service>-<replica>."""
+    tag = hashlib.sha1(lease_id.encode()).hexdigest()[:10]
+    safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", service)[:40]
+    return f"gm-{tag}-{safe}-{replica}"
+
+
+def labels_of(spec: ContainerSpec, provider: str) -> dict[str, str]:
+    """What a container carries so that a restarted agent finds it and knows what it is."""
+    return {
+        LABEL_PROVIDER: provider,
+        LABEL_LEASE: spec.lease_id,
+        LABEL_SERVICE: spec.service,
+        LABEL_REPLICA: str(spec.replica),
+        LABEL_GPUS: ",".join(spec.gpu_uuids),
+        LABEL_SPEC: spec.digest,
+        **dict(spec.extra_labels),
+    }
+
+
+def network_name(lease_id: str) -> str:
+    return f"gm-{hashlib.sha1(lease_id.encode()).hexdigest()[:10]}"
+
+
+class ContainerRuntime(Protocol):
+    """Lease containers on one host, owned by one provider (found again by their labels)."""
+
+    def ensure_image(self, ref: str, progress: Callable[[str], None]) -> None:
+        """Make `ref` available, pulling it when missing. Raises RuntimeFailure with the reason."""
+        ...
+
+    def ensure_network(self, lease_id: str) -> str:
+        """The lease's own network (created once); its name."""
+        ...
+
+    def remove_network(self, lease_id: str) -> None: ...
+
+    def launch(self, spec: ContainerSpec) -> ContainerState:
+        """Create and start one container. Raises RuntimeFailure; leaves nothing behind then."""
+        ...
+
+    def start(self, container_id: str) -> ContainerState:
+        """Start a created or exited container again. Raises RuntimeFailure."""
+        ...
+
+    def inspect(self, container_id: str) -> ContainerState: ...
+
+    def wait(self, container_id: str) -> ContainerState:
+        """Block until the container exits; its final state (exit code, OOM kill)."""
+        ...
+
+    def logs(
+        self, container_id: str, stream: str = "stdout", since: float | None = None
+    ) -> Iterator[LogLine]:
+        """Follow one stream (stdout | stderr) from `since` (unix seconds) until the container
+        exits, line by line."""
+        ...
+
+    def stop(self, container_id: str, grace_s: int = 10) -> None: ...
+
+    def remove(self, container_id: str) -> None: ...
+
+    def owned(self, lease_id: str | None = None) -> list[ContainerState]:
+        """Every container of this provider (or of one lease), running or not."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,264 @@
+"""A container runtime that keeps its containers as records in memory: nothing is executed.
+
+It keeps the promises of `container.ContainerRuntime` the way the Docker runtime does (labels,
+statuses, published ports, exit codes, followed logs, restarts, removal), so the lease supervisor
+runs on it unchanged. Use it for a dry run of a provider on a box without Docker, and to test the
+supervisor's rules in milliseconds.
+
+A container runs from `start` until something ends it: `stop`/`remove` (as the engine would), or
+`finish` (its process exited: an exit code, maybe an OOM kill). `write` puts a line in its log.
+Those two stand in for what a real workload does by itself. Thread-safe: the supervisor calls it
+from many worker threads, and `wait`/`logs` block like the engine's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from provider_agent.container import (
+    ContainerSpec,
+    ContainerState,
+    LogLine,
+    RuntimeFailure,
+    container_name,
+    labels_of,
+    network_name,
+)
+
+FIRST_HOST_PORT = 32768  # where an engine's ephemeral port range starts
+EXIT_STOPPED = 143  # SIGTERM through the container's init, as `docker stop` ends a process
+EXIT_KILLED = 137  # SIGKILL: a forced removal, or the kernel's OOM killer
+
+
+@dataclass
+class _Container:
+    state: ContainerState
+    image: str
+    log: list[LogLine] = field(default_factory=list)
+    removed: bool = False
+
+
+class MemoryRuntime:
+    """Lease containers of one provider, held in memory.
+
+    `images` are present from the start; any other image is pulled on demand unless it is in
+    `unpullable`. `gpus` lists the GPU UUIDs this host has (None: whatever a spec asks for)."""
+
+    def __init__(
+        self,
+        provider: str,
+        images: Iterable[str] = (),
+        unpullable: Iterable[str] = (),
+        gpus: Iterable[str] | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.provider = provider
+        self._images = set(images)
+        self._unpullable = frozenset(unpullable)
+        self._gpus = None if gpus is None else frozenset(gpus)
+        self._now = now
+        self._containers: dict[str, _Container] = {}
+        self._networks: set[str] = set()
+        self._refused: dict[str | None, str] = {}  # image (None: any) -> why starts fail
+        self._ids = itertools.count(1)
+        self._ports = itertools.count(FIRST_HOST_PORT)
+        self._changed = threading.Condition()
+
+    # --- images and networks ------------------------------------------------------------------
+    def ensure_image(self, ref: str, progress: Callable[[str], None] = lambda _text: None) -> None:
+        with self._changed:
+            if ref in self._images:
+                return
+            progress(f"pulling {ref}")
+            if ref in self._unpullable:
+                raise RuntimeFailure(f"pull {ref} failed: not found in any registry")
+            self._images.add(ref)
+
+    def images(self) -> set[str]:
+        with self._changed:
+            return set(self._images)
+
+    def ensure_network(self, lease_id: str) -> str:
+        name = network_name(lease_id)
+        with self._changed:
+            self._networks.add(name)
+        return name
+
+    def remove_network(self, lease_id: str) -> None:
+        with self._changed:
+            self._networks.discard(network_name(lease_id))
+
+    def networks(self) -> set[str]:
+        with self._changed:
+            return set(self._networks)
+
+    # --- containers ---------------------------------------------------------------------------
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; an old one of the same name is removed first."""
+        name = container_name(spec.lease_id, spec.service, spec.replica)
+        with self._changed:
+            if spec.image not in self._images:
+                raise RuntimeFailure(f"image {spec.image} is not on this host")
+            for old in [c for c in self._live() if c.state.name == name]:
+                self._drop(old)
+            container_id = f"{next(self._ids):012x}"
+            state = ContainerState(
+                id=container_id,
+                name=name,
+                status="created",
+                lease_id=spec.lease_id,
+                service=spec.service,
+                replica=spec.replica,
+                ports=tuple((port, next(self._ports)) for port in spec.ports),
+                gpu_uuids=spec.gpu_uuids,
+                labels=tuple(sorted(labels_of(spec, self.provider).items())),
+                cpu_millis=spec.cpu_millis,
+                memory_bytes=spec.memory_bytes,
+            )
+            self._containers[container_id] = _Container(state, spec.image)
+        return container_id
+
+    def start(self, container_id: str) -> ContainerState:
+        """Start a created or exited container; a failed start removes it, as Docker's does."""
+        with self._changed:
+            container = self._get(container_id)
+            why = self._refused.get(container.image) or self._refused.get(None)
+            missing = [u for u in container.state.gpu_uuids if not self._has_gpu(u)]
+            if why is None and missing:
+                why = f"no GPU {missing[0]} on this host"
+            if why is not None:
+                self._drop(container)
+                raise RuntimeFailure(f"start failed: {why}")
+            container.state = replace(
+                container.state, status="running", exit_code=None, oom_killed=False, error=""
+            )
+            self._changed.notify_all()
+            return container.state
+
+    def launch(self, spec: ContainerSpec) -> ContainerState:
+        return self.start(self.create(spec))
+
+    def inspect(self, container_id: str) -> ContainerState:
+        with self._changed:
+            return self._get(container_id).state
+
+    def wait(self, container_id: str) -> ContainerState:
+        with self._changed:
+            container = self._get(container_id)
+            self._changed.wait_for(lambda: _ended(container))
+            return self._get(container_id).state
+
+    def logs(
+        self, container_id: str, stream: str = "stdout", since: float | None = None
+    ) -> Iterator[LogLine]:
+        """Follow one stream: the lines so far (from `since`), then new ones until it exits."""
+        with self._changed:
+            container = self._get(container_id)
+        seen = 0
+
+        def more_or_ended() -> bool:
+            return len(container.log) > seen or _ended(container)
+
+        while True:
+            with self._changed:
+                self._changed.wait_for(more_or_ended)
+                lines, seen = container.log[seen:], len(container.log)
+                ended = _ended(container)
+            for line in lines:
+                if line.stream == stream and (since is None or line.time >= since):
+                    yield line
+            if ended and not lines:
+                return
+
+    def stop(self, container_id: str, grace_s: int = 10) -> None:
+        with self._changed:
+            container = self._containers.get(container_id)
+            if container is not None and container.state.running:
+                self._exit(container, EXIT_STOPPED, oom_killed=False)
+
+    def remove(self, container_id: str) -> None:
+        with self._changed:
+            container = self._containers.get(container_id)
+            if container is not None:
+                self._drop(container)
+
+    def owned(self, lease_id: str | None = None) -> list[ContainerState]:
+        with self._changed:
+            return [
+                c.state for c in self._live() if lease_id is None or c.state.lease_id == lease_id
+            ]
+
+    def close(self) -> None:
+        """Nothing to let go of: the containers stay, as they would on an engine."""
+
+    # --- what a workload does by itself ---------------------------------------------------------
+    def write(self, container_id: str, text: str, stream: str = "stdout") -> None:
+        """The container prints `text` on `stream`."""
+        with self._changed:
+            container = self._get(container_id)
+            last = container.log[-1].time if container.log else 0.0
+            # strictly increasing stamps, so a log cursor never skips or repeats a line
+            container.log.append(LogLine(max(self._now(), last + 0.001), stream, text))
+            self._changed.notify_all()
+
+    def finish(self, container_id: str, exit_code: int = 0, oom_killed: bool = False) -> None:
+        """The container's process exits with `exit_code` (killed by the OOM killer if asked)."""
+        with self._changed:
+            container = self._get(container_id)
+            if not container.state.running:
+                raise RuntimeFailure(f"container {container_id} is not running")
+            self._exit(container, EXIT_KILLED if oom_killed else exit_code, oom_killed)
+
+    def refuse_starts(self, why: str, image: str | None = None) -> None:
+        """From now on starting a container (of `image`, or any) fails with `why`."""
+        with self._changed:
+            self._refused[image] = why
+
+    def allow_starts(self) -> None:
+        with self._changed:
+            self._refused.clear()
+
+    # --- internals (callers hold the lock) ------------------------------------------------------
+    def _live(self) -> list[_Container]:
+        return [c for c in self._containers.values() if not c.removed]
+
+    def _get(self, container_id: str) -> _Container:
+        container = self._containers.get(container_id)
+        if container is None or container.removed:
+            raise RuntimeFailure(f"no such container: {container_id}")
+        return container
+
+    def _has_gpu(self, uuid: str) -> bool:
+        return self._gpus is None or uuid in self._gpus
+
+    def _exit(self, container: _Container, exit_code: int, oom_killed: bool) -> None:
+        container.state = replace(
+            container.state,
+            status="exited",
+            exit_code=exit_code,
+            oom_killed=oom_killed,
+            finished_at=self._now(),
+        )
+        self._changed.notify_all()
+
+    def _drop(self, container: _Container) -> None:
+        if container.state.running:
+            self._exit(container, EXIT_KILLED, oom_killed=False)
+        container.removed = True
+        del self._containers[container.state.id]
+        self._changed.notify_all()
+
+
+def _ended(container: _Container) -> bool:
+    return container.removed or not container.state.running
+
+
+if TYPE_CHECKING:
+    from provider_agent.container import ContainerRuntime
+
+    _IS_A_RUNTIME: type[ContainerRuntime] = MemoryRuntime
