@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 import pytest
 
@@ -14,7 +15,9 @@ from simulator.scenario import FailureSpec, LogNormal
 DAY_MS = 24 * MS_PER_HOUR
 
 
-def llama3_model(distribution: str = "exponential") -> FailureModel:
+def llama3_model(
+    distribution: Literal["exponential", "weibull", "none"] = "exponential",
+) -> FailureModel:
     spec = FailureSpec(
         distribution=distribution, per_gpu_year=0.17, repair_hours=LogNormal(3.0, 1.0)
     )
