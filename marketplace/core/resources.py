@@ -1,4 +1,4 @@
-"""What a deployment asks for, as frozen typed values. The SDL parser (manifest.py) produces them;
+"""What a deployment asks for, as frozen typed values. The SDL parser (core.manifest) produces them;
 matching, bidding, the auction, the server and the simulator consume them.
 
 Units: CPU in millicores, memory and storage in bytes, money in integer micro-units per hour.

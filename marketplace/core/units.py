@@ -1,6 +1,6 @@
 """SDL quantities: CPU, byte sizes, GPU VRAM and durations, as Akash's parser reads them.
 
-Every parser raises ValueError with a short message; manifest.py adds the field path and line.
+Every parser raises ValueError with a short message; core.manifest adds the field path and line.
 
 - CPU: "100m" is 100 millicores; any other number is CPUs (0.5 → 500 millicores).
 - Sizes: a number of bytes with an optional suffix. k M G T P E are powers of 1000 and

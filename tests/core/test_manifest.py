@@ -8,13 +8,13 @@ import textwrap
 import pytest
 
 from marketplace.core.errors import InvalidArgument, NotFound
-from marketplace.core.manifest import ManifestError, parse_manifest
+from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
 from marketplace.core.money import per_block_to_per_hour
 from marketplace.core.resources import GpuOption, JobKind, Payment, RestartPolicy, Volume
 from tests.helpers import BASE
 
 
-def parse(text: str) -> object:
+def parse(text: str) -> Manifest:
     return parse_manifest(text, "job.yaml")
 
 

@@ -45,8 +45,8 @@ def two_provider_market() -> Simulation:
 
 def test_failover_bills_to_the_failure_and_resumes_from_the_last_sync() -> None:
     sim = two_provider_market()
-    job = sim.factory.make(0, "training", gpus=8, duration_ms=5 * MS_PER_HOUR)
-    sim.after(0, sim._arrive, job)
+    job = sim.arrivals.factory.make(0, "training", gpus=8, duration_ms=5 * MS_PER_HOUR)
+    sim.world.after(0, sim.arrivals.arrive, job)
     sim.env.run(until=WINDOW_MS + 1)
     first = sim.providers[job.providers[0]]
     second = next(p for p in sim.providers if p is not first)
@@ -56,7 +56,7 @@ def test_failover_bills_to_the_failure_and_resumes_from_the_last_sync() -> None:
     assert started == WINDOW_MS
 
     fail_at = started + 2 * MS_PER_HOUR
-    sim.after(fail_at - sim.now(), sim._fail, first)
+    sim.world.after(fail_at - sim.world.now(), sim.failures.fail, first)
     sim.env.run(until=fail_at + TIMEOUT_MS - 1)
     assert job.leases[0] != ""  # not noticed yet: the market still holds the lease
     sim.env.run(until=fail_at + TIMEOUT_MS + WINDOW_MS + 1)
@@ -75,19 +75,19 @@ def test_failover_bills_to_the_failure_and_resumes_from_the_last_sync() -> None:
     sim.env.run(until=sim.horizon_ms)
     assert job.outcome == "completed"
     # the second provider is paid its own (first-price) bid for the redone and remaining work
-    second_bid = bid_price(second, 8, sim.costs["h100"], sim.pricing)
+    second_bid = bid_price(second, 8, sim.costs["h100"], sim.auctions.pricing)
     paid = accrued(second_bid, 5 * MS_PER_HOUR - kept)
     assert sim.market.get_account(second.address).balance == paid
     assert sim.market.audit().balanced
     assert sim.metrics.job_interruptions == 1
-    assert price == bid_price(first, 8, sim.costs["h100"], sim.pricing) > 8 * MICRO
+    assert price == bid_price(first, 8, sim.costs["h100"], sim.auctions.pricing) > 8 * MICRO
 
 
 def test_a_provider_priced_above_the_maximum_declines_through_the_bid_decision() -> None:
     sim = two_provider_market()
-    job = sim.factory.make(0, "training", gpus=8, duration_ms=MS_PER_HOUR)
+    job = sim.arrivals.factory.make(0, "training", gpus=8, duration_ms=MS_PER_HOUR)
     job.max_price_per_hour = 1  # below either provider's cost-plus price
-    sim.after(0, sim._arrive, job)
+    sim.world.after(0, sim.arrivals.arrive, job)
     sim.env.run(until=WINDOW_MS + 1)
     assert sim.market.explain_order(job.orders[0]).bids == ()
     assert sim.metrics.declines_price == 2  # both looked, both said no (bidding.with_price)
@@ -97,18 +97,18 @@ def test_a_provider_priced_above_the_maximum_declines_through_the_bid_decision()
 
 def test_a_provider_without_room_for_the_group_declines_through_the_bid_decision() -> None:
     sim = two_provider_market()
-    half = sim.factory.make(0, "training", gpus=4, duration_ms=5 * MS_PER_HOUR)
-    sim.after(0, sim._arrive, half)
+    half = sim.arrivals.factory.make(0, "training", gpus=4, duration_ms=5 * MS_PER_HOUR)
+    sim.world.after(0, sim.arrivals.arrive, half)
     sim.env.run(until=WINDOW_MS + 1)
     busy = sim.providers[half.providers[0]]
     assert busy.free_gpus == 4
 
-    whole = sim.factory.make(sim.now(), "training", gpus=8, duration_ms=MS_PER_HOUR)
-    sim.after(0, sim._arrive, whole)
+    whole = sim.arrivals.factory.make(sim.world.now(), "training", gpus=8, duration_ms=MS_PER_HOUR)
+    sim.world.after(0, sim.arrivals.arrive, whole)
     sim.env.run(until=2 * WINDOW_MS + 2)
     assert sim.metrics.declines_no_room == 1  # the half-busy box: bidding.decide said no
     assert whole.providers[0] != busy.index
-    group = sim._group_specs(whole)[0]
+    group = sim.world.group_specs(whole)[0]
     verdict = busy.decisions[(id(group.resources), id(group.requirements), 4)]
     assert not verdict.bid
     assert "needs 8× h100" in verdict.reason and "4× h100 80Gi free" in verdict.reason

@@ -1,0 +1,254 @@
+"""profiles.compute: CPU, memory, storage volumes and GPUs (models checked against the registry)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from marketplace.core import gpus, units
+from marketplace.core.manifest.context import (
+    ParseContext,
+    Problem,
+    boolean,
+    mapping,
+    quantity,
+    sequence,
+)
+from marketplace.core.manifest.limits import (
+    ATTRIBUTE_KEY,
+    CPU_MAX_MILLIS,
+    CPU_MIN_MILLIS,
+    GPU_MAX_UNITS,
+    MEMORY_MAX,
+    MEMORY_MIN,
+    VOLUME_MAX,
+    VOLUME_MIN,
+)
+from marketplace.core.manifest.yaml_lines import Path
+from marketplace.core.resources import GpuOption, GpuRequest, Volume
+
+STORAGE_CLASSES = ("default", "beta1", "beta2", "beta3", "ram")
+
+
+@dataclass
+class Compute:
+    """A compute profile, read: what each replica placed with it gets."""
+
+    cpu_millis: int
+    memory_bytes: int
+    storage: tuple[Volume, ...]
+    gpu: GpuRequest
+
+
+def read_compute_profiles(ctx: ParseContext, value: object) -> dict[str, Compute | None]:
+    path: Path = ("profiles", "compute")
+    result: dict[str, Compute | None] = {}
+    for name, spec in mapping(value, path, allow_none=True).items():
+        ppath = (*path, str(name))
+        result[str(name)] = ctx.collect(read_compute, ctx, spec, ppath)
+    return result
+
+
+def read_compute(ctx: ParseContext, value: object, path: Path) -> Compute:
+    spec = mapping(value, path)
+    if "resources" not in spec:
+        raise Problem((*path, "resources"), "resources is required")
+    rpath = (*path, "resources")
+    res = mapping(spec["resources"], rpath)
+    for key in res:
+        if key not in ("cpu", "memory", "storage", "gpu"):
+            ctx.warn((*rpath, str(key)), f"unknown key {str(key)!r} ignored")
+    storage: tuple[Volume, ...] = ()
+    if res.get("storage") is None:
+        ctx.warn((*rpath, "storage"), "no storage given; the container gets none")
+    else:
+        storage = read_storage(ctx, res["storage"], (*rpath, "storage"))
+    return Compute(
+        cpu_millis=read_cpu(ctx, res.get("cpu"), (*rpath, "cpu")),
+        memory_bytes=read_memory(ctx, res.get("memory"), (*rpath, "memory")),
+        storage=storage,
+        gpu=read_gpu(ctx, res.get("gpu"), (*rpath, "gpu")),
+    )
+
+
+def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
+    spec = mapping(value, path, what="cpu")
+    if spec.get("units") is None:
+        raise Problem((*path, "units"), "cpu units are required")
+    millis = quantity(units.parse_cpu, spec["units"], (*path, "units"))
+    if not CPU_MIN_MILLIS <= millis <= CPU_MAX_MILLIS:
+        raise Problem(
+            (*path, "units"),
+            f"invalid unit CPU: {units.format_cpu(millis)} is outside 10m..384",
+        )
+    attrs = mapping(spec.get("attributes"), (*path, "attributes"), allow_none=True)
+    for key in attrs:
+        if key != "arch":
+            raise Problem((*path, "attributes", str(key)), f"unsupported cpu attribute {key!r}")
+    return millis
+
+
+def read_memory(ctx: ParseContext, value: object, path: Path) -> int:
+    spec = mapping(value, path, what="memory")
+    if spec.get("size") is None:
+        raise Problem((*path, "size"), "memory size is required")
+    size = quantity(units.parse_size, spec["size"], (*path, "size"))
+    if not MEMORY_MIN <= size <= MEMORY_MAX:
+        raise Problem(
+            (*path, "size"),
+            f"invalid unit memory: {units.format_size(size)} is outside 1Mi..2Ti",
+        )
+    return size
+
+
+def read_storage(ctx: ParseContext, value: object, path: Path) -> tuple[Volume, ...]:
+    if isinstance(value, dict):
+        entries: list[tuple[Path, object]] = [(path, value)]
+    else:
+        items = sequence(value, path, what="a storage mapping or a list of them")
+        entries = [((*path, i), item) for i, item in enumerate(items)]
+    volumes: list[Volume] = []
+    for vpath, item in entries:
+        volume = read_volume(ctx, item, vpath)
+        if any(v.name == volume.name for v in volumes):
+            raise Problem(vpath, f"duplicated volume name {volume.name!r}")
+        volumes.append(volume)
+    return tuple(volumes)
+
+
+def read_volume(ctx: ParseContext, value: object, path: Path) -> Volume:
+    spec = mapping(value, path)
+    for key in spec:
+        if key not in ("name", "size", "attributes"):
+            ctx.warn((*path, str(key)), f"unknown key {str(key)!r} ignored")
+    name = "default" if spec.get("name") is None else ctx.raw((*path, "name"), spec["name"])
+    if spec.get("size") is None:
+        raise Problem((*path, "size"), "storage size is required")
+    size = quantity(units.parse_size, spec["size"], (*path, "size"))
+    if not VOLUME_MIN <= size <= VOLUME_MAX:
+        raise Problem(
+            (*path, "size"),
+            f"invalid unit storage: {units.format_size(size)} is outside 5Mi..32Ti",
+        )
+    apath = (*path, "attributes")
+    attrs = mapping(spec.get("attributes"), apath, allow_none=True)
+    for key in attrs:
+        if key not in ("persistent", "class"):
+            raise Problem((*apath, str(key)), f"unsupported storage attribute {key!r}")
+    persistent = boolean(attrs.get("persistent", False), (*apath, "persistent"))
+    storage_class = attrs.get("class")
+    if storage_class is not None:
+        storage_class = ctx.raw((*apath, "class"), storage_class)
+        if storage_class not in STORAGE_CLASSES:
+            raise Problem(
+                (*apath, "class"),
+                f"invalid value for attribute class {storage_class!r} "
+                f"(one of {', '.join(STORAGE_CLASSES)})",
+            )
+        if storage_class == "ram" and persistent:
+            raise Problem((*apath, "persistent"), "ram storage class cannot be persistent")
+        if storage_class != "ram" and not persistent:
+            raise Problem((*apath, "class"), "ephemeral storage should not set attribute class")
+    elif persistent:
+        storage_class = "default"
+    return Volume(name=name, size_bytes=size, persistent=persistent, storage_class=storage_class)
+
+
+def read_gpu(ctx: ParseContext, value: object, path: Path) -> GpuRequest:
+    if value is None:
+        return GpuRequest()
+    spec = mapping(value, path, what="gpu")
+    for key in spec:
+        if key not in ("units", "attributes"):
+            raise Problem((*path, str(key)), f"unsupported field ({key}) for GPU resource")
+    count = gpu_units(spec.get("units", 0), (*path, "units"))
+    attrs = spec.get("attributes")
+    if count == 0:
+        if attrs is not None:
+            raise Problem((*path, "attributes"), "attributes cannot be present if units == 0")
+        return GpuRequest()
+    if count > GPU_MAX_UNITS:
+        raise Problem((*path, "units"), f"invalid unit GPU: {count} is outside 0..24")
+    if attrs is None:
+        raise Problem((*path, "attributes"), "GPU attributes must be present if units > 0")
+    return GpuRequest(units=count, options=read_gpu_options(ctx, attrs, (*path, "attributes")))
+
+
+def read_gpu_options(ctx: ParseContext, value: object, path: Path) -> tuple[GpuOption, ...]:
+    attrs = mapping(value, path)
+    for key in attrs:
+        if key != "vendor":
+            raise Problem((*path, str(key)), f"unsupported attribute ({key}) for GPU resource")
+    vendors = mapping(attrs.get("vendor"), (*path, "vendor"), allow_none=True)
+    if not vendors:
+        raise Problem((*path, "vendor"), "invalid GPU attributes. at least one vendor must be set")
+    options: list[GpuOption] = []
+    for vendor, models in vendors.items():
+        vpath = (*path, "vendor", str(vendor))
+        if vendor != "nvidia":
+            raise Problem(vpath, f"unsupported GPU vendor {vendor!r} (only nvidia)")
+        entries = sequence(models, vpath, allow_none=True)
+        if not entries:
+            options.append(GpuOption("*"))
+        for i, entry in enumerate(entries):
+            option = read_gpu_option(ctx, entry, (*vpath, i))
+            if option in options:
+                raise Problem((*vpath, i), "attributes cannot have duplicate keys")
+            options.append(option)
+    return tuple(options)
+
+
+def read_gpu_option(ctx: ParseContext, value: object, path: Path) -> GpuOption:
+    spec = mapping(value, path)
+    for key in spec:
+        if key not in ("model", "ram", "interface"):
+            ctx.warn((*path, str(key)), f"unknown GPU key {str(key)!r} ignored")
+    if spec.get("model") is None:
+        raise Problem((*path, "model"), "GPU model is required (or leave the list empty)")
+    written = ctx.raw((*path, "model"), spec["model"]).strip()
+    model = written.lower()
+    if not model or not ATTRIBUTE_KEY.match(f"m/{model}"):
+        raise Problem((*path, "model"), f"invalid GPU model {written!r}")
+    ram = None
+    if spec.get("ram") is not None:
+        ram = quantity(units.parse_gpu_ram, spec["ram"], (*path, "ram"))
+    interface = None
+    if spec.get("interface") is not None:
+        interface = ctx.raw((*path, "interface"), spec["interface"])
+        if interface not in ("pcie", "sxm"):
+            raise Problem(
+                (*path, "interface"), f'invalid GPU interface {interface}. expected "pcie|sxm"'
+            )
+    if model != "*":
+        check_model(ctx, written, model, ram, interface, (*path, "model"))
+    return GpuOption(model=model, ram_gib=ram, interface=interface)
+
+
+def check_model(
+    ctx: ParseContext, written: str, model: str, ram: int | None, interface: str | None, path: Path
+) -> None:
+    if not gpus.is_known(model):
+        hint = gpus.suggestions(written)
+        mean = f"; did you mean {' or '.join(hint)}?" if hint else ""
+        ctx.warn(path, f"unknown GPU model {written!r}{mean} (no provider will match it)")
+        return
+    if written != model:
+        ctx.warn(path, f"GPU model {written!r} read as {model!r}")
+    if not any(
+        (ram is None or v.ram_gib == ram) and (interface is None or v.interface == interface)
+        for v in gpus.variants(model)
+    ):
+        known = ", ".join(f"{v.ram_gib}Gi {v.interface}" for v in gpus.variants(model))
+        ctx.warn(path, f"no known {model} has that ram/interface (known: {known})")
+
+
+def gpu_units(value: object, path: Path) -> int:
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Problem(path, f"GPU units must be a whole number, got {value!r:.40}")
+    if value < 0:
+        raise Problem(path, "invalid: negative value not allowed")
+    if value > 10**9:
+        raise Problem(path, f"invalid unit GPU: {value} is outside 0..24")
+    return value

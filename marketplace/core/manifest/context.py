@@ -1,0 +1,167 @@
+"""What every section reader shares: the problems found so far and the warnings, the line a
+data path comes from, and small typed readers of YAML values ("expected a mapping, got a list")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import ParamSpec, TypeVar
+
+import yaml
+
+from marketplace.core import units
+from marketplace.core.manifest.errors import ManifestError, one_line
+from marketplace.core.manifest.yaml_lines import Path, child, exact, key_node, node_at
+
+P = ParamSpec("P")
+T = TypeVar("T")
+E = TypeVar("E", bound=Enum)
+
+
+class Problem(Exception):
+    """An error at a data path, turned into a ManifestError with a line once lines are known."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+class ParseContext:
+    """One parse: the YAML node tree (for lines), the problems found so far, the warnings."""
+
+    def __init__(self, root: yaml.Node | None, source: str) -> None:
+        self.root = root
+        self.source = source
+        self.errors: list[Problem] = []
+        self.warnings: list[str] = []
+
+    def line(self, path: Path) -> int:
+        """The line of the field's key (a missing field: of the key that should hold it)."""
+        node, key = self.root, None
+        for step in path:
+            found = child(node, step)
+            if found is None:
+                break
+            key = key_node(node, step)  # None for a list item: its own line is right
+            node = found
+        where = key if key is not None else node
+        return where.start_mark.line + 1 if where is not None else 1
+
+    def warn(self, path: Path, message: str) -> None:
+        where = f"{self.source}:{self.line(path)}: "
+        self.warnings.append(where + (f"{dotted(path)}: " if path else "") + one_line(message))
+
+    def to_error(self, problem: Problem) -> ManifestError:
+        return ManifestError(
+            problem.message,
+            path=dotted(problem.path),
+            line=self.line(problem.path),
+            source=self.source,
+        )
+
+    def combined(self) -> ManifestError:
+        errors = tuple(self.to_error(p) for p in self.errors)
+        first = errors[0]
+        return ManifestError(
+            first.message, path=first.path, line=first.line, source=self.source, errors=errors
+        )
+
+    def collect(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+        """Run one independent part; record its problem and go on (returns None on failure)."""
+        try:
+            return func(*args, **kwargs)
+        except Problem as problem:
+            self.errors.append(problem)
+            return None
+
+    def raw(self, path: Path, value: object) -> str:
+        """A scalar as written in the file: `model: 4000` is "4000", `host: yes` is "yes"."""
+        if isinstance(value, str):
+            return value
+        if value is None or isinstance(value, dict | list):
+            raise Problem(path, f"expected a string, got {units.type_name(value)}")
+        node = node_at(self.root, path) if exact(self.root, path) else None
+        if isinstance(node, yaml.ScalarNode):
+            text: str = node.value
+            return text
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    def strings(self, value: object, path: Path) -> tuple[str, ...]:
+        items = sequence(value, path, allow_none=True)
+        result = []
+        for index, item in enumerate(items):
+            if isinstance(item, dict | list) or item is None:
+                got = units.type_name(item)
+                raise Problem((*path, index), f"expected a string, got {got}")
+            result.append(self.raw((*path, index), item))
+        return tuple(result)
+
+
+def dotted(path: Path) -> str:
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
+    return text
+
+
+def mapping(
+    value: object, path: Path, allow_none: bool = False, what: str = "a mapping"
+) -> dict[object, object]:
+    if value is None and allow_none:
+        return {}
+    if value is None and path and isinstance(path[-1], str):
+        raise Problem(path, f"{path[-1]} is required")
+    if not isinstance(value, dict):
+        raise Problem(path, f"expected {what}, got {units.type_name(value)}")
+    return value
+
+
+def sequence(
+    value: object, path: Path, allow_none: bool = False, what: str = "a list"
+) -> list[object]:
+    if value is None and allow_none:
+        return []
+    if not isinstance(value, list):
+        raise Problem(path, f"expected {what}, got {units.type_name(value)}")
+    return value
+
+
+def integer(value: object, path: Path, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = "" if value is None else f" {value!r:.40}"
+        raise Problem(path, f"expected a whole number, got {units.type_name(value)}{shown}")
+    if not low <= value <= high:
+        raise Problem(path, f"{value} is outside {low}..{high}")
+    return value
+
+
+def boolean(value: object, path: Path) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "yes", "on", "y"):
+            return True
+        if lowered in ("false", "no", "off", "n"):
+            return False
+    raise Problem(path, f"expected true or false, got {value!r:.40}")
+
+
+def quantity(parse: Callable[[object], int], value: object, path: Path) -> int:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise Problem(path, str(exc)) from None
+
+
+def choice(value: object, path: Path, enum: type[E], default: E) -> E:
+    if value is None:
+        return default
+    try:
+        return enum(value)
+    except ValueError:
+        options = "|".join(member.value for member in enum)
+        raise Problem(path, f"invalid value {value!r:.40} ({options})") from None

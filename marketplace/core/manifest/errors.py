@@ -1,0 +1,34 @@
+"""The one error a manifest can raise: ManifestError, one line "FILE:LINE: path: message"."""
+
+from __future__ import annotations
+
+from marketplace.core.errors import InvalidArgument
+
+
+class ManifestError(InvalidArgument):
+    """A manifest that cannot be used. str() is one line: 'FILE:LINE: path: message'."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str = "",
+        line: int = 1,
+        source: str = "<manifest>",
+        errors: tuple[ManifestError, ...] = (),
+    ) -> None:
+        self.message = one_line(message)
+        self.path = path
+        self.line = line
+        self.source = source
+        self.errors: tuple[ManifestError, ...] = errors or (self,)
+        super().__init__(self.location_message)
+
+    @property
+    def location_message(self) -> str:
+        where = f"{self.source}:{self.line}: "
+        return where + (f"{self.path}: " if self.path else "") + self.message
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())

@@ -1,0 +1,83 @@
+"""gpumarket's own optional keys (`gpumarket:` job kind, runtime, restart, auction) and Akash's
+`reclamation:`; an SDL without them gets the defaults."""
+
+from __future__ import annotations
+
+import re
+
+from marketplace.core import units
+from marketplace.core.manifest.context import (
+    ParseContext,
+    Problem,
+    boolean,
+    choice,
+    mapping,
+    quantity,
+)
+from marketplace.core.manifest.yaml_lines import Path
+from marketplace.core.resources import AuctionSettings, JobKind, JobSettings, Payment, RestartPolicy
+
+_RECLAMATION = re.compile(r"^[1-9][0-9]*(s|m|h)$")
+
+
+def read_reclamation(ctx: ParseContext, value: object) -> int | None:
+    if value is None:
+        return None
+    path: Path = ("reclamation",)
+    spec = mapping(value, path)
+    window = spec.get("min_window")
+    if not isinstance(window, str) or not _RECLAMATION.match(window):
+        raise Problem((*path, "min_window"), "min_window must look like 1h, 24h or 720h")
+    return units.parse_duration_ms(window)
+
+
+def read_job(ctx: ParseContext, value: object) -> JobSettings:
+    if value is None:
+        return JobSettings()
+    path: Path = ("gpumarket",)
+    spec = mapping(value, path)
+    known = ("kind", "max_runtime", "restart", "auction", "min_reliability")
+    for key in spec:
+        if key not in known:
+            raise Problem((*path, str(key)), f"unknown key {key!r} (one of {', '.join(known)})")
+    kind = choice(spec.get("kind"), (*path, "kind"), JobKind, JobKind.SERVICE)
+    restart = choice(
+        spec.get("restart"), (*path, "restart"), RestartPolicy, RestartPolicy.ON_FAILURE
+    )
+    max_runtime = None
+    if spec.get("max_runtime") is not None:
+        max_runtime = quantity(units.parse_duration_ms, spec["max_runtime"], (*path, "max_runtime"))
+    auction = read_auction(ctx, spec.get("auction"), (*path, "auction"))
+    if spec.get("min_reliability") is not None:
+        reliability = spec["min_reliability"]
+        rpath = (*path, "min_reliability")
+        if isinstance(reliability, bool) or not isinstance(reliability, int | float):
+            raise Problem(rpath, "min_reliability must be a number between 0 and 1")
+        if not 0 <= reliability <= 1:
+            raise Problem(rpath, f"min_reliability {reliability} is outside 0..1")
+        auction = AuctionSettings(
+            auction.bid_window_ms, auction.payment, auction.manual, float(reliability)
+        )
+    return JobSettings(
+        kind=kind, max_runtime_ms=max_runtime, restart_policy=restart, auction=auction
+    )
+
+
+def read_auction(ctx: ParseContext, value: object, path: Path) -> AuctionSettings:
+    defaults = AuctionSettings()
+    if value is None:
+        return defaults
+    spec = mapping(value, path)
+    for key in spec:
+        if key not in ("bid_window", "payment", "manual"):
+            raise Problem(
+                (*path, str(key)), f"unknown key {key!r} (one of bid_window, payment, manual)"
+            )
+    window = defaults.bid_window_ms
+    if spec.get("bid_window") is not None:
+        window = quantity(units.parse_duration_ms, spec["bid_window"], (*path, "bid_window"))
+        if window > 3_600_000:
+            raise Problem((*path, "bid_window"), "bid_window must be at most 1h")
+    payment = choice(spec.get("payment"), (*path, "payment"), Payment, defaults.payment)
+    manual = boolean(spec.get("manual", False), (*path, "manual"))
+    return AuctionSettings(bid_window_ms=window, payment=payment, manual=manual)

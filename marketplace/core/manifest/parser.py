@@ -1,0 +1,124 @@
+"""Akash SDL text → Manifest: the entry point and the top level (version, sections in order).
+
+Each section has its own module (services, compute, placement, deployment, extensions), all
+reading through one ParseContext, which collects every problem it can go on past.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from types import MappingProxyType
+
+from marketplace.core.manifest.compute import read_compute_profiles
+from marketplace.core.manifest.context import ParseContext, Problem, dotted, mapping
+from marketplace.core.manifest.deployment import build_groups, read_deployment
+from marketplace.core.manifest.errors import ManifestError
+from marketplace.core.manifest.extensions import read_job, read_reclamation
+from marketplace.core.manifest.model import Endpoint, Manifest
+from marketplace.core.manifest.placement import read_placements
+from marketplace.core.manifest.services import (
+    check_endpoints_used,
+    read_endpoints,
+    read_services,
+)
+from marketplace.core.manifest.yaml_lines import duplicate_keys, load_yaml
+from marketplace.core.resources import JobSettings
+
+_TOP_KEYS = (
+    "version",
+    "include",
+    "services",
+    "profiles",
+    "deployment",
+    "endpoints",
+    "reclamation",
+    "gpumarket",
+)
+
+
+def parse_manifest(data: str | bytes, source: str = "<manifest>") -> Manifest:
+    """Parse and validate an Akash SDL. Raises ManifestError (one line each), nothing else."""
+    try:
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    except (UnicodeError, TypeError, ValueError) as exc:
+        raise ManifestError(f"cannot read manifest: {exc}", source=source) from None
+    node, tree = load_yaml(raw, source)
+    ctx = ParseContext(node, source)
+    try:
+        return read_manifest(ctx, tree, hashlib.sha256(raw).digest())
+    except ManifestError:
+        raise
+    except Problem as problem:
+        ctx.errors.append(problem)
+        raise ctx.combined() from None
+    except RecursionError:
+        raise ManifestError("manifest is nested too deeply", source=source) from None
+    except Exception as exc:  # a parser bug must still be one line, never a traceback
+        raise ManifestError(
+            f"internal parser error ({type(exc).__name__}: {exc})", source=source
+        ) from None
+
+
+def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
+    """The whole SDL, section by section; raises the problems collected on the way."""
+    if tree is None:
+        raise Problem((), "empty manifest")
+    top = mapping(tree, ())
+    for key in top:
+        if str(key) not in _TOP_KEYS:
+            raise Problem((str(key),), f"unexpected field {str(key)!r}")
+    for node, path in duplicate_keys(ctx.root):
+        raise ManifestError(
+            f"mapping key {path[-1]!r} already defined",
+            path=dotted(path),
+            line=node.start_mark.line + 1,
+            source=ctx.source,
+        )
+    version = read_version(ctx, top)
+    if top.get("include") is not None:
+        raise Problem(("include",), "include is not supported; put everything in one file")
+    endpoints = ctx.collect(read_endpoints, ctx, top.get("endpoints")) or {}
+    services = read_services(ctx, top.get("services"), endpoints)
+    profiles = mapping(top.get("profiles"), ("profiles",), allow_none=True)
+    compute = read_compute_profiles(ctx, profiles.get("compute"))
+    placements = read_placements(ctx, profiles.get("placement"))
+    for key in profiles:
+        if key not in ("compute", "placement"):
+            step = key if isinstance(key, str | int) else str(key)  # a YAML key may be anything
+            ctx.warn(("profiles", step), f"unknown key {key!r} ignored")
+    deployments = read_deployment(ctx, top.get("deployment"), services, compute, placements)
+    job = ctx.collect(read_job, ctx, top.get("gpumarket")) or JobSettings()
+    reclamation = ctx.collect(read_reclamation, ctx, top.get("reclamation"))
+    groups = build_groups(ctx, version, deployments, services, compute, placements)
+    check_endpoints_used(ctx, endpoints, services)
+    if ctx.errors:
+        raise ctx.combined()
+    return Manifest(
+        version=version,
+        services=MappingProxyType({n: s for n, s in services.items() if s is not None}),
+        groups=groups,
+        job=job,
+        warnings=tuple(ctx.warnings),
+        sdl_sha256=sha,
+        endpoints=tuple(Endpoint(name) for name in sorted(endpoints)),
+        deployments=tuple(deployments),
+        reclamation_min_window_ms=reclamation,
+    )
+
+
+def read_version(ctx: ParseContext, top: dict[object, object]) -> str:
+    if "version" not in top or top["version"] is None:
+        raise Problem(("version",), "no version found")
+    text = ctx.raw(("version",), top["version"]).strip()
+    match = re.fullmatch(r"v?(\d{1,6})(?:\.(\d{1,6}))?(?:\.(\d{1,6}))?", text)
+    if not match:
+        raise Problem(("version",), f'unsupported version {text!r} (use "2.0" or "2.1")')
+    major, minor = int(match.group(1)), int(match.group(2) or 0)
+    if (major, minor) == (2, 0):
+        return "2.0"
+    if (major, minor) < (2, 1):
+        raise Problem(("version",), f'unsupported version {text!r} (use "2.0" or "2.1")')
+    if (major, minor) > (2, 1):
+        ctx.warn(("version",), f"version {text} is newer than 2.1; read as 2.1")
+    return "2.1"

@@ -1,0 +1,98 @@
+"""profiles.placement: provider attributes, auditors (signedBy) and pricing per compute profile."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from marketplace.core import units
+from marketplace.core.manifest.context import ParseContext, Problem, mapping
+from marketplace.core.manifest.limits import ATTRIBUTE_KEY, PRICE_MAX
+from marketplace.core.manifest.yaml_lines import Path
+from marketplace.core.money import DENOMS
+from marketplace.core.resources import PlacementRequirements
+
+_DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+
+
+@dataclass
+class Placement:
+    """A placement profile, read: where a group may go and what it pays per compute profile."""
+
+    requirements: PlacementRequirements
+    pricing: dict[str, tuple[str, Decimal]]
+
+
+def read_placements(ctx: ParseContext, value: object) -> dict[str, Placement | None]:
+    path: Path = ("profiles", "placement")
+    result: dict[str, Placement | None] = {}
+    for name, spec in mapping(value, path, allow_none=True).items():
+        ppath = (*path, str(name))
+        result[str(name)] = ctx.collect(read_placement, ctx, spec, ppath)
+    return result
+
+
+def read_placement(ctx: ParseContext, value: object, path: Path) -> Placement:
+    spec = mapping(value, path)
+    for key in spec:
+        if key not in ("attributes", "signedBy", "pricing"):
+            ctx.warn((*path, str(key)), f"unknown key {str(key)!r} ignored")
+    attributes = []
+    apath = (*path, "attributes")
+    for key, val in mapping(spec.get("attributes"), apath, allow_none=True).items():
+        key_text = str(key)
+        if not ATTRIBUTE_KEY.match(key_text):
+            raise Problem((*apath, str(key)), f"invalid attribute key {key_text!r}")
+        if isinstance(val, dict | list) or val is None:
+            got = units.type_name(val)
+            raise Problem((*apath, str(key)), f"attribute value must be a string, got {got}")
+        attributes.append((key_text, ctx.raw((*apath, str(key)), val)))
+    signed = mapping(spec.get("signedBy"), (*path, "signedBy"), allow_none=True)
+    for key in signed:
+        if key not in ("allOf", "anyOf"):
+            ctx.warn((*path, "signedBy", str(key)), f"unknown key {str(key)!r} ignored")
+    all_of = ctx.strings(signed.get("allOf"), (*path, "signedBy", "allOf"))
+    any_of = ctx.strings(signed.get("anyOf"), (*path, "signedBy", "anyOf"))
+    pricing: dict[str, tuple[str, Decimal]] = {}
+    ppath = (*path, "pricing")
+    for profile, coin in mapping(spec.get("pricing"), ppath, allow_none=True).items():
+        pricing[str(profile)] = read_coin(ctx, coin, (*ppath, str(profile)))
+    return Placement(
+        requirements=PlacementRequirements(
+            attributes=tuple(sorted(attributes)),
+            signed_by_all_of=all_of,
+            signed_by_any_of=any_of,
+        ),
+        pricing=pricing,
+    )
+
+
+def read_coin(ctx: ParseContext, value: object, path: Path) -> tuple[str, Decimal]:
+    spec = mapping(value, path)
+    denom = spec.get("denom")
+    if denom is None:
+        raise Problem((*path, "denom"), "denom is required")
+    denom = ctx.raw((*path, "denom"), denom)
+    if denom not in DENOMS:
+        raise Problem((*path, "denom"), f"unsupported denom {denom!r} (use uact)")
+    if denom != "uact":
+        ctx.warn((*path, "denom"), f"{denom} is legacy (Akash now takes only uact)")
+    if spec.get("amount") is None:
+        raise Problem((*path, "amount"), "amount is required")
+    amount_value = spec["amount"]
+    if isinstance(amount_value, bool) or not isinstance(amount_value, int | float | str):
+        got = units.type_name(amount_value)
+        raise Problem((*path, "amount"), f"amount must be a decimal number, got {got}")
+    text = ctx.raw((*path, "amount"), amount_value).strip()
+    if not _DECIMAL.match(text):
+        raise Problem((*path, "amount"), f"invalid coin amount {text!r} (a decimal ≥ 0)")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise Problem((*path, "amount"), f"invalid coin amount {text!r}") from None
+    if amount == 0:
+        raise Problem((*path, "amount"), "invalid coin amount: amount is zero")
+    if amount > PRICE_MAX:
+        raise Problem((*path, "amount"), f"invalid price: {text} is over the maximum of 10000000")
+    return denom, amount

@@ -1,0 +1,160 @@
+"""What every process of a run shares: the simulated clock and its one scheduling primitive, the
+run's random stream, the market (marketplace.core on that clock), the providers with the pools
+of those that have free GPUs, the group specs the tenants ask for, and the metrics.
+
+The processes copy what they use from here into their own attributes once, at construction, so
+a hot path reads `self.market`, never a chain through the world.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Callable
+from typing import TypeVarTuple
+
+import simpy
+
+from marketplace.core.market import MarketConfig, MarketService
+from marketplace.core.resources import (
+    GpuOption,
+    GpuRequest,
+    GroupSpec,
+    PlacementRequirements,
+    ResourceUnit,
+)
+from simulator.metrics import MS_PER_HOUR, Collector
+from simulator.providers import SimProvider, make_providers, reference_costs
+from simulator.scenario import Scenario
+from simulator.workload import Job
+
+ADMIN = "sim-admin"
+GIB = 1 << 30
+
+Args = TypeVarTuple("Args")
+
+
+class SimClock:
+    """The market's Clock, reading SimPy's simulated time (whole ms: every delay is an int)."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        # The market reads the clock in every command (~30 times per job): a C-level
+        # getattr of the environment's time instead of a Python method and property call.
+        self.now_ms: Callable[[], int] = functools.partial(getattr, env, "_now")
+
+
+class Pool:
+    """Provider indices with free GPUs: O(1) add/remove and uniform sampling, deterministic."""
+
+    def __init__(self) -> None:
+        self.items: list[int] = []
+        self.pos: dict[int, int] = {}
+
+    def add(self, i: int) -> None:
+        if i not in self.pos:
+            self.pos[i] = len(self.items)
+            self.items.append(i)
+
+    def remove(self, i: int) -> None:
+        at = self.pos.pop(i, None)
+        if at is None:
+            return
+        last = self.items.pop()
+        if last != i:
+            self.items[at] = last
+            self.pos[last] = at
+
+
+class World:
+    """One run's shared state, built from the scenario and the seed."""
+
+    def __init__(self, scenario: Scenario, seed: int | None = None) -> None:
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.rng = random.Random(self.seed)
+        self.env = simpy.Environment()
+        clock = SimClock(self.env)
+        # SimPy's time as the market reads it (SimClock): whole ms
+        self.now = clock.now_ms
+        self.horizon_ms = round(scenario.duration_days * 24 * MS_PER_HOUR)
+        m = scenario.market
+        self.timeout_ms = max(1, round(m.heartbeat_timeout_s * 1000))
+        # Liveness is lazy: the core does not expire heartbeats on its own clock; the failure
+        # process tells it a provider went silent (MarketService.provider_silent).
+        config = MarketConfig(
+            heartbeat_timeout_ms=self.timeout_ms,
+            heartbeat_expiry=False,
+            admin_address=ADMIN,
+            journal=False,
+            record_events=False,
+            keep_ledger=False,
+            retain_closed=False,
+            max_bids_per_order=max(100, m.bidders_per_order),
+        )
+        self.market = MarketService(clock, config)
+        self.costs = reference_costs(scenario.providers)
+        self.providers = make_providers(scenario, self.rng)
+        models = sorted({p.model for p in self.providers})
+        self.metrics = Collector(models, round(scenario.report.sample_minutes * 60_000))
+        self.pools: dict[str, Pool] = {model: Pool() for model in [*models, "*"]}
+        self.silent: dict[int, None] = {}  # failed providers the market has noticed
+        self.groups: dict[tuple[str, int], tuple[GroupSpec, ...]] = {}
+        self.events = 0
+
+    def after(self, delay_ms: float, fn: Callable[[*Args], None], *args: *Args) -> None:
+        """Call fn(*args) in `delay_ms` of simulated time: one SimPy timeout."""
+        self.events += 1
+        event = self.env.timeout(max(0, math.ceil(delay_ms)))
+        event.callbacks.append(lambda _event: fn(*args))
+
+    def refresh(self, p: SimProvider) -> None:
+        """Keep p in the pools of providers with free GPUs exactly when it has some."""
+        free = p.up and p.free_gpus > 0
+        if free == p.pooled:
+            return
+        p.pooled = free
+        if free:
+            self.pools[p.model].add(p.index)
+            self.pools["*"].add(p.index)
+        else:
+            self.pools[p.model].remove(p.index)
+            self.pools["*"].remove(p.index)
+
+    def lease_gone(self, p: SimProvider, lease_id: str) -> None:
+        """A lease of p ended (any reason): its GPUs are free again."""
+        entry = p.leases.pop(lease_id, None)
+        if entry is None:
+            return
+        job, g = entry
+        p.free_gpus += job.gpus_per_group
+        if job.providers[g] == p.index:
+            job.providers[g] = -1
+        if job.leases[g] == lease_id:
+            job.leases[g] = ""
+        running = p.running.pop(lease_id, None)
+        if running is not None:
+            gpus, since = running
+            p.busy_gpu_ms += gpus * (self.now() - since)
+            self.metrics.busy_gpus.add(self.now(), -gpus)
+        self.refresh(p)
+
+    def group_specs(self, job: Job) -> tuple[GroupSpec, ...]:
+        """The groups a job's deployment asks for, interned per (GPU model, GPUs per group)."""
+        key = (job.gpu_model, job.gpus_per_group)
+        specs = self.groups.get(key)
+        if specs is None:
+            unit = ResourceUnit(
+                services=("worker",),
+                count=1,
+                cpu_millis=2_000 * job.gpus_per_group,
+                memory_bytes=8 * GIB * job.gpus_per_group,
+                gpu=GpuRequest(job.gpus_per_group, (GpuOption(job.gpu_model),)),
+                max_price_per_hour=job.max_price_per_hour,
+            )
+            # the groups share their units and placement, so a provider's bid decision on one
+            # is its decision on all (see Auctions.reserve)
+            units, placement = (unit,), PlacementRequirements()
+            specs = tuple(GroupSpec(f"g{i + 1}", placement, units) for i in range(64))
+            self.groups[key] = specs
+        return specs[: job.groups]
