@@ -23,7 +23,7 @@ import click
 from marketplace.api import convert
 from marketplace.api.client import MarketClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.cli.tenant import bid_table, endpoint_text, gpu_summary, lease_table
+from marketplace.cli.render import bid_table, endpoint_text, gpu_summary, lease_table
 from marketplace.core import money
 from marketplace.core.errors import MarketError
 from marketplace.core.money import format_amount

@@ -11,7 +11,7 @@ import click
 
 from marketplace.api.client import DEFAULT_MARKET, MarketClient
 from marketplace.cli.output import friendly_errors, json_option, print_json, print_table
-from marketplace.cli.tenant import proto_dict
+from marketplace.cli.render import proto_dict
 from marketplace.core.money import format_amount
 
 
