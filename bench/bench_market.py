@@ -42,7 +42,8 @@ from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import money
 from marketplace.identity import Key
-from marketplace.server.testing import gpu_sdl, h100_inventory
+from marketplace.polling import wait_until
+from marketplace.server.testing import gpu_sdl, provider_registration
 
 IN_FLIGHT = 64
 ECHO_METHOD = "/bench.Echo/Echo"
@@ -73,12 +74,17 @@ def start_market(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + 30
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
+    """The first line a starting server writes to `path` (its address)."""
+
+    def written() -> str | None:
+        if proc.poll() is not None:
             raise SystemExit("server did not start")
-        time.sleep(0.05)
-    return path.read_text().strip()
+        return path.read_text().strip() if path.exists() else None
+
+    try:
+        return wait_until(written, 30, f"{path.name} to be written")
+    except TimeoutError:
+        raise SystemExit("server did not start") from None
 
 
 def echo_server_main(port_file: str) -> None:
@@ -128,12 +134,7 @@ class Worker:
 
         async def register(i: int, key: Key) -> None:
             async with sem:
-                msg = pb.RegisterProvider(
-                    host_uri=f"https://w{self.index}p{i}",
-                    attributes=[pb.Attribute(key="region", value="eu")],
-                    inventory=h100_inventory(f"w{self.index}p{i}"),
-                    region="eu",
-                )
+                msg = provider_registration(f"w{self.index}p{i}")
                 await self.stub.Register(seal(key, msg), timeout=30)
 
         await asyncio.gather(*(register(i, k) for i, k in enumerate(self.keys)))
@@ -175,7 +176,7 @@ class Worker:
 
     async def echo_all(self, echo_address: str, work: list[tuple[Key, str]]) -> dict[str, Any]:
         channel = grpc.aio.insecure_channel(echo_address)
-        echo = channel.unary_unary(ECHO_METHOD)
+        echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
         sem = asyncio.Semaphore(IN_FLIGHT)
 
         async def call(key: Key, order: str) -> None:
@@ -185,7 +186,7 @@ class Worker:
 
         start = time.perf_counter()
         await asyncio.gather(*(call(k, o) for k, o in work))
-        await channel.close()
+        await channel.close(grace=None)
         return {"ok": len(work), "errors": {}, "seconds": time.perf_counter() - start}
 
 
@@ -221,7 +222,7 @@ def worker_main(address: str, count: int, index: int, inbox: Any, outbox: Any) -
 
 
 def collect(outboxes: Any, kind: str, n: int) -> list[dict[str, Any]]:
-    results = []
+    results: list[dict[str, Any]] = []
     while len(results) < n:
         got, result = outboxes.get(timeout=600)
         if got == kind:

@@ -20,9 +20,9 @@ import json
 import pstats
 import sys
 import time
-from typing import Any
 
 import simpy
+from simpy.events import ProcessGenerator
 
 from simulator.engine import run_scenario
 from simulator.report import summarize
@@ -32,7 +32,7 @@ FULL_PROVIDERS = 10_000
 FULL_JOBS_PER_HOUR = 1_400  # ~1,008,000 arrivals in 30 days
 
 
-def bench_scenario(scale: float, days: float) -> dict[str, Any]:
+def bench_scenario(scale: float, days: float) -> dict[str, object]:
     """Small jobs (a few GPU-hours) so 10,000 providers (~26,000 GPUs) carry >1M jobs a month
     at ~70% utilization; the default failure model (datacentre + flaky community boxes)."""
     return {
@@ -69,7 +69,7 @@ def raw_simpy(events: int, processes: int) -> float:
     env = simpy.Environment()
     per = events // processes
 
-    def loop(env: simpy.Environment, n: int):  # type: ignore[no-untyped-def]
+    def loop(env: simpy.Environment, n: int) -> ProcessGenerator:
         for _ in range(n):
             yield env.timeout(1)
 

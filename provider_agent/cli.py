@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from marketplace.cli.output import json_option, print_json, print_table
+from marketplace.terminal import json_option, print_json, print_table
 from provider_agent.config import EX_CONFIG, AgentConfig, ConfigError, check_runnable, load_config
 
 DEFAULT_CONFIG = "provider.toml"

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from marketplace.cli.output import friendly_errors, json_option, print_json, print_table
+from marketplace.terminal import friendly_errors, json_option, print_json, print_table
 from simulator.scenario import ScenarioError
 
 YAML_FILE = click.Path(dir_okay=False, path_type=Path)

@@ -7,8 +7,8 @@ Money is integer micro-units until the summary, which reports whole units per GP
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from marketplace.core.money import MICRO
 
@@ -85,7 +85,8 @@ class Collector:
     # reference cost (comparable across models)
     prices: dict[str, list[int]] = field(default_factory=dict)
     price_ratio_sum: float = 0.0
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    # the time series: time_h, the engine's state, then price_<model> ("" when none cleared)
+    rows: list[dict[str, float | str]] = field(default_factory=list)
     _interval_prices: dict[str, list[int]] = field(default_factory=dict)
 
     def outcome(self, name: str) -> None:
@@ -99,7 +100,7 @@ class Collector:
     def sample(self, now_ms: int, state: dict[str, float]) -> None:
         """One row of the time series: the state now and the mean clearing price per model
         over the interval since the last row."""
-        row: dict[str, Any] = {"time_h": round(now_ms / MS_PER_HOUR, 4)}
+        row: dict[str, float | str] = {"time_h": round(now_ms / MS_PER_HOUR, 4)}
         row.update({k: round(v, 6) for k, v in state.items()})
         for model in self.gpu_models:
             prices = self._interval_prices.get(model)
@@ -108,7 +109,9 @@ class Collector:
         self.rows.append(row)
 
 
-def quantiles(values: list[float], qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> dict[str, float]:
+def quantiles(
+    values: Sequence[float], qs: tuple[float, ...] = (0.5, 0.9, 0.99)
+) -> dict[str, float]:
     if not values:
         return {f"p{round(q * 100)}": 0.0 for q in qs}
     ordered = sorted(values)
@@ -119,7 +122,7 @@ def quantiles(values: list[float], qs: tuple[float, ...] = (0.5, 0.9, 0.99)) -> 
     return out
 
 
-def mean(values: list[float]) -> float:
+def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from marketplace.core.money import MICRO
 from simulator.engine import Simulation
@@ -16,16 +17,21 @@ from simulator.engine import Simulation
 MS_PER_MINUTE = 60_000
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     # no timestamp in the PNG metadata: the same run draws the same bytes
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 
+def _column(rows: list[dict[str, float | str]], key: str) -> list[float]:
+    """A numeric column of the time series (only the price_<model> columns may hold "")."""
+    return [cast(float, r[key]) for r in rows]
+
+
 def run_plots(sim: Simulation, out: Path) -> None:
     rows = sim.metrics.rows
-    hours = [r["time_h"] for r in rows]
+    hours = _column(rows, "time_h")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for model in sim.metrics.gpu_models:
@@ -43,10 +49,11 @@ def run_plots(sim: Simulation, out: Path) -> None:
     _save(fig, out / "clearing_price.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(hours, [r["utilization"] for r in rows], label="GPUs leased / GPUs up")
+    ax.plot(hours, _column(rows, "utilization"), label="GPUs leased / GPUs up")
+    gpus_up = _column(rows, "gpus_up")
     ax.plot(
         hours,
-        [r["gpus_up"] / max(rows[0]["gpus_up"], 1) for r in rows],
+        [up / max(gpus_up[0], 1) for up in gpus_up],
         label="GPUs up / all GPUs",
         linestyle="--",
     )
@@ -99,13 +106,13 @@ def run_plots(sim: Simulation, out: Path) -> None:
         ("failovers", "failovers (group re-leased)"),
         ("job_interruptions", "training interruptions"),
     ):
-        ax.plot(hours, [r[key] for r in rows], label=label)
+        ax.plot(hours, _column(rows, key), label=label)
     ax.set(xlabel="simulated hours", ylabel="cumulative count", title="Failures and failovers")
     ax.legend()
     _save(fig, out / "failures.png")
 
 
-def sweep_plots(rows: list[dict[str, Any]], params: list[str], out: Path) -> list[str]:
+def sweep_plots(rows: list[dict[str, object]], params: list[str], out: Path) -> list[str]:
     """Mean clearing price (÷ reference cost) and efficiency against the first numeric grid
     parameter, one line per combination of the others (e.g. first- vs second-price)."""
     numeric = [p for p in params if all(isinstance(r[p], int | float) for r in rows)]
@@ -120,9 +127,11 @@ def sweep_plots(rows: list[dict[str, Any]], params: list[str], out: Path) -> lis
         ("gpu_utilization", "GPU utilization", "sweep_utilization.png"),
     ):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        lines: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
+        lines: dict[tuple[object, ...], list[tuple[float, float]]] = {}
         for r in rows:
-            lines.setdefault(tuple(r[o] for o in others), []).append((r[x_key], r[metric]))
+            # x_key is numeric (checked above); metric columns always are
+            point = (cast(float, r[x_key]), cast(float, r[metric]))
+            lines.setdefault(tuple(r[o] for o in others), []).append(point)
         for key, points in sorted(lines.items(), key=lambda kv: str(kv[0])):
             points.sort()
             text = ", ".join(f"{o}={v}" for o, v in zip(others, key, strict=True)) or metric

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar
 
 from marketplace.core.bidding import BidDecision
 from marketplace.core.gpus import GpuVariant
@@ -24,6 +24,11 @@ from marketplace.core.matching import Capacity, GpuDevice
 from marketplace.core.money import MICRO
 from simulator.network import Link
 from simulator.scenario import GpuMixEntry, ProviderSpec, Scenario
+
+if TYPE_CHECKING:
+    from simulator.workload import Job
+
+V = TypeVar("V")
 
 STRATEGIES = ("cost-plus", "equilibrium", "adaptive")
 GIB = 1 << 30
@@ -33,8 +38,26 @@ MEMORY_PER_GPU = 128 * GIB
 STORAGE_PER_GPU = 2048 * GIB
 
 
+class MachineCount(TypedDict):
+    model: str
+    ram_gib: int
+    interface: Literal["sxm", "pcie"]
+    gpus_per_node: int
+    machines: int  # how many the trace holds
+    source: str
+
+
+class PackagedData(TypedDict):
+    """simulator/data/machine_mix.json"""
+
+    about: str
+    machines: list[MachineCount]
+    cost_per_gpu_hour_about: str
+    cost_per_gpu_hour: dict[str, float]
+
+
 @cache
-def packaged_data() -> dict[str, Any]:
+def packaged_data() -> PackagedData:
     text = resources.files("simulator.data").joinpath("machine_mix.json").read_text("utf-8")
     return json.loads(text)
 
@@ -60,16 +83,16 @@ def reference_costs(spec: ProviderSpec) -> dict[str, int]:
     return {model: round(cost * MICRO) for model, cost in table.items()}
 
 
-class Chooser:
+class Chooser(Generic[V]):
     """Weighted choice from a value → weight table with one RNG draw (deterministic order)."""
 
-    def __init__(self, table: dict[Any, float] | Sequence[tuple[Any, float]]) -> None:
+    def __init__(self, table: dict[V, float] | Sequence[tuple[V, float]]) -> None:
         items = list(table.items()) if isinstance(table, dict) else list(table)
         self.values = [value for value, _ in items]
         self.cumulative = list(accumulate(weight for _, weight in items))
         self.total = self.cumulative[-1]
 
-    def pick(self, rng: random.Random) -> Any:
+    def pick(self, rng: random.Random) -> V:
         index = bisect(self.cumulative, rng.random() * self.total)
         return self.values[min(index, len(self.values) - 1)]
 
@@ -91,7 +114,7 @@ class SimProvider:
     up: bool = True
     pooled: bool = False  # in the engine's pools of providers with free GPUs
     # lease id → (job, group index), insertion-ordered (never a set: iteration must be stable)
-    leases: dict[str, Any] = field(default_factory=dict)
+    leases: dict[str, tuple[Job, int]] = field(default_factory=dict)
     # its free resources by number of free GPUs (GPUs of one box are interchangeable, so the
     # free ones are its first n devices), and its attributes as the market sees them
     capacities: tuple[Capacity, ...] = ()

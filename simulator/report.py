@@ -8,23 +8,184 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from marketplace.core.money import MICRO
 from simulator.engine import Simulation
 from simulator.metrics import MS_PER_HOUR, mean, quantiles, r6
+from simulator.providers import SimProvider
 from simulator.scenario import scenario_to_dict
 
 MS_PER_MINUTE = 60_000
 
 
-def summarize(sim: Simulation) -> dict[str, Any]:
+# --- the shape of metrics.json -----------------------------------------------------------------
+
+
+class JobsSummary(TypedDict):
+    arrived: dict[str, int]
+    outcomes: dict[str, int]
+
+
+class Declines(TypedDict):
+    no_room: int
+    price_above_maximum: int
+
+
+class MarketSummary(TypedDict):
+    payment: str
+    orders: int
+    auctions: int
+    auction_rounds: int
+    bids: int
+    bids_refused_by_market: int
+    declines: Declines
+    mean_bidders_per_order: float
+    orders_without_bids_at_close: int
+    escrow_top_ups: int
+
+
+class PriceSummary(TypedDict):
+    leases: int
+    mean: float
+    p10: float
+    p50: float
+    p90: float
+    reference_cost: float
+
+
+class EfficiencySummary(TypedDict):
+    auction_vs_best_bidder: float
+    market_vs_cost_minimising: float
+    sampled_orders: int
+
+
+class UtilizationSummary(TypedDict):
+    gpu_busy_fraction: float
+    gpus: int
+    training_compute_utilization_mean: float
+
+
+class Spread(TypedDict):
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+
+class WaitSummary(Spread):
+    started: int
+
+
+class FailureSummary(TypedDict):
+    provider_failures: int
+    leases_lost: int
+    job_interruptions: int
+    failovers: int
+    failover_minutes: Spread
+
+
+class SlaSummary(TypedDict):
+    services_checked: int
+    violations: int
+    mean_availability: float
+
+
+class StrategySummary(TypedDict):
+    providers: int
+    wins: int
+    losses: int
+    mean_revenue: float
+    mean_profit: float
+
+
+class RevenueSpread(TypedDict):
+    p10: float
+    p50: float
+    p90: float
+
+
+class ProvidersSummary(TypedDict):
+    count: int
+    revenue_total: float
+    profit_total: float
+    revenue_per_provider: RevenueSpread
+    by_strategy: dict[str, StrategySummary]
+
+
+class LedgerSummary(TypedDict):
+    balanced: bool
+    problems: list[str]
+
+
+class EngineSummary(TypedDict):
+    simpy_events: int
+
+
+class Summary(TypedDict):
+    scenario: dict[str, object]
+    seed: int
+    simulated_hours: float
+    jobs: JobsSummary
+    market: MarketSummary
+    clearing_price_per_gpu_hour: dict[str, PriceSummary]
+    price_to_reference_cost: float
+    efficiency: EfficiencySummary
+    utilization: UtilizationSummary
+    wait_minutes: WaitSummary
+    failures: FailureSummary
+    sla: SlaSummary
+    providers: ProvidersSummary
+    ledger: LedgerSummary
+    engine: EngineSummary
+
+
+def _spread(values: list[float]) -> Spread:
+    q = quantiles(values)
+    return {"mean": r6(mean(values)), "p50": r6(q["p50"]), "p90": r6(q["p90"]), "p99": r6(q["p99"])}
+
+
+@dataclass
+class _StrategyTotals:
+    providers: int = 0
+    revenue: float = 0.0
+    profit: float = 0.0
+    wins: int = 0
+    losses: int = 0
+
+
+def _by_strategy(
+    providers: list[SimProvider], revenue: list[float], profit: list[float]
+) -> dict[str, StrategySummary]:
+    """Providers, wins, losses, mean revenue and profit per pricing strategy."""
+    totals: dict[str, _StrategyTotals] = {}
+    for p, rev, prof in zip(providers, revenue, profit, strict=True):
+        t = totals.setdefault(p.strategy, _StrategyTotals())
+        t.providers += 1
+        t.revenue += rev
+        t.profit += prof
+        t.wins += p.wins
+        t.losses += p.losses
+    return {
+        strategy: {
+            "providers": t.providers,
+            "wins": t.wins,
+            "losses": t.losses,
+            "mean_revenue": r6(t.revenue / t.providers),
+            "mean_profit": r6(t.profit / t.providers),
+        }
+        for strategy, t in sorted(totals.items())
+    }
+
+
+def summarize(sim: Simulation) -> Summary:
     """Every headline number of a finished run, as plain JSON-able data."""
     m = sim.metrics
     end = sim.end_ms
     w = m.welfare
-    prices = {}
+    prices: dict[str, PriceSummary] = {}
     for model in sorted(m.prices):
         values = m.prices[model]
         q = quantiles([v / MICRO for v in values], (0.1, 0.5, 0.9))
@@ -43,20 +204,7 @@ def summarize(sim: Simulation) -> dict[str, Any]:
         (p.revenue - p.cost_per_gpu_hour * p.busy_gpu_ms / MS_PER_HOUR) / MICRO
         for p in sim.providers
     ]
-    by_strategy: dict[str, dict[str, Any]] = {}
-    for p, rev, prof in zip(sim.providers, revenue, profit, strict=True):
-        s = by_strategy.setdefault(
-            p.strategy, {"providers": 0, "revenue": 0.0, "profit": 0.0, "wins": 0, "losses": 0}
-        )
-        s["providers"] += 1
-        s["revenue"] += rev
-        s["profit"] += prof
-        s["wins"] += p.wins
-        s["losses"] += p.losses
-    for s in by_strategy.values():
-        n = s["providers"]
-        s["mean_revenue"] = r6(s.pop("revenue") / n)
-        s["mean_profit"] = r6(s.pop("profit") / n)
+    revenue_spread = quantiles(revenue, (0.1, 0.5, 0.9))
     audit = sim.market.audit()
     return {
         "scenario": scenario_to_dict(sim.scenario),
@@ -93,20 +241,13 @@ def summarize(sim: Simulation) -> dict[str, Any]:
             "gpus": sum(p.gpus for p in sim.providers),
             "training_compute_utilization_mean": r6(mean(m.training_utilization)),
         },
-        "wait_minutes": {
-            "started": len(waits),
-            "mean": r6(mean(waits)),
-            **{k: r6(v) for k, v in quantiles(waits).items()},
-        },
+        "wait_minutes": {"started": len(waits), **_spread(waits)},
         "failures": {
             "provider_failures": m.provider_failures,
             "leases_lost": m.leases_lost,
             "job_interruptions": m.job_interruptions,
             "failovers": m.failovers,
-            "failover_minutes": {
-                "mean": r6(mean(failovers)),
-                **{k: r6(v) for k, v in quantiles(failovers).items()},
-            },
+            "failover_minutes": _spread(failovers),
         },
         "sla": {
             "services_checked": m.sla_checked,
@@ -118,20 +259,22 @@ def summarize(sim: Simulation) -> dict[str, Any]:
             "revenue_total": r6(sum(revenue)),
             "profit_total": r6(sum(profit)),
             "revenue_per_provider": {
-                k: r6(v) for k, v in quantiles(revenue, (0.1, 0.5, 0.9)).items()
+                "p10": r6(revenue_spread["p10"]),
+                "p50": r6(revenue_spread["p50"]),
+                "p90": r6(revenue_spread["p90"]),
             },
-            "by_strategy": dict(sorted(by_strategy.items())),
+            "by_strategy": _by_strategy(sim.providers, revenue, profit),
         },
         "ledger": {"balanced": audit.balanced, "problems": list(audit.problems)},
         "engine": {"simpy_events": sim.events},
     }
 
 
-def metrics_json(summary: dict[str, Any]) -> str:
+def metrics_json(summary: Summary) -> str:
     return json.dumps(summary, indent=2, sort_keys=True) + "\n"
 
 
-def write_report(sim: Simulation, out: Path, plots: bool = True) -> dict[str, Any]:
+def write_report(sim: Simulation, out: Path, plots: bool = True) -> Summary:
     """Write metrics.json, timeseries.csv, providers.csv and the plots into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(sim)
@@ -139,9 +282,9 @@ def write_report(sim: Simulation, out: Path, plots: bool = True) -> dict[str, An
     rows = sim.metrics.rows
     if rows:
         with (out / "timeseries.csv").open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+            series = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            series.writeheader()
+            series.writerows(rows)
     with (out / "providers.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -184,7 +327,7 @@ def write_report(sim: Simulation, out: Path, plots: bool = True) -> dict[str, An
     return summary
 
 
-def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+def summary_rows(summary: Summary) -> list[tuple[str, str]]:
     """The table printed at the end of a run: (metric, value)."""
     jobs = summary["jobs"]
     outcomes = ", ".join(f"{k} {v}" for k, v in jobs["outcomes"].items())

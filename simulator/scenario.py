@@ -19,16 +19,24 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import yaml
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    Spec = TypeVar("Spec", bound=DataclassInstance)
+
+# A value → weight mapping (strategies, regions, node counts, bandwidths…).
+WeightTable: TypeAlias = dict[str, float] | dict[int, float] | dict[float, float]
 
 
 class ScenarioError(ValueError):
     """A scenario value that cannot be used; the message is one line naming the key."""
 
 
-def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, float | None]:
     return {"min": lo, "max": hi}
 
 
@@ -63,9 +71,12 @@ class GpuMixEntry:
     weight: float = field(default=1.0, metadata=_range(0.0))
 
 
+FailureDistribution: TypeAlias = Literal["exponential", "weibull", "none"]
+
+
 @dataclass(frozen=True)
 class FailureSpec:
-    distribution: Literal["exponential", "weibull", "none"] = "exponential"
+    distribution: FailureDistribution = "exponential"
     # Unplanned interruptions per GPU-year (Llama 3: 419 in 54 days on 16,384 GPUs ≈ 0.17).
     per_gpu_year: float = field(default=0.17, metadata=_range(0.0))
     # Weibull shape k < 1: a box that just failed is likely to fail again soon (LANL).
@@ -192,7 +203,7 @@ _CHOICES = {
 
 
 def load_scenario(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None, overrides: dict[str, object] | None = None
 ) -> Scenario:
     """Read a scenario file (None: the built-in default), apply dotted overrides, validate."""
     if path is None:
@@ -224,21 +235,21 @@ def load_scenario(
     return dataclasses.replace(scenario, base_dir=base_dir)
 
 
-def parse_scenario(data: dict[str, Any]) -> Scenario:
+def parse_scenario(data: dict[str, object]) -> Scenario:
     """Validate a mapping (as read from YAML) into a Scenario."""
     scenario = _build(Scenario, data, "")
     _check_weights(scenario)
     return scenario
 
 
-def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
+def scenario_to_dict(scenario: Scenario) -> dict[str, object]:
     """The scenario as plain data (for the report), without internal fields."""
     out = dataclasses.asdict(scenario)
     out.pop("base_dir", None)
     return out
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(data: dict[str, object], dotted: str, value: object) -> None:
     node = data
     parts = dotted.split(".")
     for part in parts[:-1]:
@@ -250,7 +261,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -262,12 +273,12 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
+def _build(cls: type[Spec], data: object, path: str) -> Spec:
     if not isinstance(data, dict):
         raise ScenarioError(f"{path or 'scenario'}: expected a mapping, got {_kind(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, object] = {}
     for key, value in data.items():
         key_text = str(key)
         where = f"{path}.{key_text}" if path else key_text
@@ -282,7 +293,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
     return cls(**kwargs)
 
 
-def _check_range(f: dataclasses.Field[Any], value: Any, where: str) -> None:
+def _check_range(f: dataclasses.Field[object], value: object, where: str) -> None:
     lo, hi = f.metadata.get("min"), f.metadata.get("max")
     if not isinstance(value, int | float):
         return
@@ -292,10 +303,10 @@ def _check_range(f: dataclasses.Field[Any], value: Any, where: str) -> None:
         raise ScenarioError(f"{where}: must be <= {hi}, got {value}")
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+def _convert(hint: object, value: object, where: str) -> object:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     if origin is Literal:
         if value not in args:
@@ -317,7 +328,7 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ScenarioError(f"{where}: expected a mapping, got {_kind(value)}")
-        out = {}
+        out: dict[object, object] = {}
         for k, v in value.items():
             key = _convert(args[0], k, f"{where}.{k}")
             out[key] = _convert(args[1], v, f"{where}.{k}")
@@ -325,13 +336,14 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return _scalar(hint, value, where)
 
 
-def _scalar(hint: Any, value: Any, where: str) -> Any:
+def _scalar(hint: object, value: Any, where: str) -> object:
+    # value: Any because float() takes whatever YAML gave and says itself what it refuses
     if hint is bool:
         if not isinstance(value, bool):
             raise ScenarioError(f"{where}: expected true or false, got {_kind(value)}")
         return value
     if isinstance(value, bool):
-        raise ScenarioError(f"{where}: expected {hint.__name__}, got a boolean")
+        raise ScenarioError(f"{where}: expected {getattr(hint, '__name__', hint)}, got a boolean")
     if hint is int:
         if isinstance(value, int):
             return value
@@ -357,7 +369,7 @@ def _scalar(hint: Any, value: Any, where: str) -> Any:
 
 def _check_weights(s: Scenario) -> None:
     """Every value → weight mapping needs a positive total, non-negative weights, sane keys."""
-    weights = {
+    weights: dict[str, WeightTable] = {
         "providers.strategies": s.providers.strategies,
         "providers.regions": s.providers.regions,
         "providers.up_mbps": s.providers.up_mbps,
@@ -385,19 +397,25 @@ def _check_weights(s: Scenario) -> None:
             for name in table:
                 if name not in allowed:
                     raise ScenarioError(f"{key}.{name}: must be one of {', '.join(allowed)}")
-    for key in (
-        "tenants.training.nodes",
-        "tenants.training.gpus_per_node",
-        "tenants.inference.gpus_per_replica",
-    ):
-        table = weights[key]
-        if any(v < 1 for v in table):
+    counts = {
+        "tenants.training.nodes": s.tenants.training.nodes,
+        "tenants.training.gpus_per_node": s.tenants.training.gpus_per_node,
+        "tenants.inference.gpus_per_replica": s.tenants.inference.gpus_per_replica,
+    }
+    for key, count_table in counts.items():
+        if any(v < 1 for v in count_table):
             raise ScenarioError(f"{key}: values must be >= 1")
-    for key in ("providers.up_mbps", "providers.down_mbps"):
-        if any(v <= 0 for v in weights[key]):
+    for key, bandwidths in (
+        ("providers.up_mbps", s.providers.up_mbps),
+        ("providers.down_mbps", s.providers.down_mbps),
+    ):
+        if any(v <= 0 for v in bandwidths):
             raise ScenarioError(f"{key}: bandwidths must be > 0")
-    for key in ("tenants.training.gradient_gb", "tenants.training.sync_interval_min"):
-        if any(v <= 0 for v in weights[key]):
+    for key, amounts in (
+        ("tenants.training.gradient_gb", s.tenants.training.gradient_gb),
+        ("tenants.training.sync_interval_min", s.tenants.training.sync_interval_min),
+    ):
+        if any(v <= 0 for v in amounts):
             raise ScenarioError(f"{key}: values must be > 0")
     if s.tenants.arrivals.kind == "trace" and not s.tenants.arrivals.trace:
         raise ScenarioError("tenants.arrivals.trace: required when tenants.arrivals.kind is trace")

@@ -24,13 +24,17 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias, cast
 
 import yaml
 
 from simulator.engine import run_scenario
-from simulator.report import metrics_json, summarize
+from simulator.report import Summary, metrics_json, summarize
 from simulator.scenario import ScenarioError, load_scenario
+
+# One line of sweep_runs.csv / sweep.csv: a run's grid parameters (any scenario value), then
+# its seed and metrics (numbers).
+SweepRow: TypeAlias = dict[str, object]
 
 _KEYS = ("name", "scenario", "seeds", "set", "grid", "workers")
 
@@ -40,11 +44,11 @@ class Sweep:
     name: str
     scenario: Path | None
     seeds: tuple[int, ...]
-    fixed: dict[str, Any]
-    grid: dict[str, tuple[Any, ...]]
+    fixed: dict[str, object]
+    grid: dict[str, tuple[object, ...]]
     workers: int
 
-    def combinations(self) -> list[dict[str, Any]]:
+    def combinations(self) -> list[dict[str, object]]:
         keys = list(self.grid)
         return [
             dict(zip(keys, values, strict=True))
@@ -102,9 +106,7 @@ def load_sweep(path: Path) -> Sweep:
     return sweep
 
 
-def run_one(
-    scenario: Path | None, overrides: dict[str, Any], seed: int, out: str
-) -> dict[str, Any]:
+def run_one(scenario: Path | None, overrides: dict[str, object], seed: int, out: str) -> Summary:
     """One sweep run (in a worker process): its metrics.json, and the row for the table."""
     sc = load_scenario(scenario, overrides)
     sim = run_scenario(sc, seed)
@@ -115,7 +117,7 @@ def run_one(
     return summary
 
 
-def table_row(params: dict[str, Any], seed: int, s: dict[str, Any]) -> dict[str, Any]:
+def table_row(params: dict[str, object], seed: int, s: Summary) -> SweepRow:
     outcomes = s["jobs"]["outcomes"]
     return {
         **params,
@@ -133,26 +135,27 @@ def table_row(params: dict[str, Any], seed: int, s: dict[str, Any]) -> dict[str,
     }
 
 
-def average(rows: list[dict[str, Any]], params: list[str]) -> list[dict[str, Any]]:
+def average(rows: list[SweepRow], params: list[str]) -> list[SweepRow]:
     """Mean over seeds of each numeric column, per parameter combination (grid order kept)."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[object, ...], list[SweepRow]] = {}
     for row in rows:
         groups.setdefault(tuple(row[p] for p in params), []).append(row)
     out = []
     for key, members in groups.items():
-        merged: dict[str, Any] = dict(zip(params, key, strict=True))
+        merged: SweepRow = dict(zip(params, key, strict=True))
         merged["seeds"] = len(members)
         for column in members[0]:
             if column in params or column == "seed":
                 continue
-            merged[column] = round(sum(m[column] for m in members) / len(members), 6)
+            total = sum(cast(float, m[column]) for m in members)  # a metric: a number
+            merged[column] = round(total / len(members), 6)
         out.append(merged)
     return out
 
 
 def run_sweep(
     sweep: Sweep, out: Path, progress: Callable[[int, int], None] | None = None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+) -> tuple[list[SweepRow], list[SweepRow], list[str]]:
     """Run every combination × seed; write sweep_runs.csv, sweep.csv, sweep.json and plots.
     Returns (per-run rows, per-combination means, plot file names)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -160,7 +163,7 @@ def run_sweep(
     jobs = [
         (i, combo, seed) for i, combo in enumerate(sweep.combinations()) for seed in sweep.seeds
     ]
-    results: dict[tuple[int, int], dict[str, Any]] = {}
+    results: dict[tuple[int, int], SweepRow] = {}
     with ProcessPoolExecutor(max_workers=min(sweep.workers, len(jobs))) as pool:
         futures = {
             pool.submit(
@@ -202,7 +205,7 @@ def run_sweep(
     return rows, means, plots
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_csv(path: Path, rows: list[SweepRow]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to ../shared, an isolated config dir, Docker availability."""
+"""Fixtures for every test: an isolated config dir, and the opt-out that skips Docker tests."""
 
 from __future__ import annotations
 

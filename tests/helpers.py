@@ -1,10 +1,30 @@
-"""Shared test helpers: paths to the repo and ../shared, manifest text, and an await-until helper."""
+"""Shared test helpers: paths to the repo and ../shared, manifest text, market builders and
+the await-until helpers (one poll loop, marketplace/polling.py, shared with the demo and the
+benchmarks, which cannot import this module when run as `python bench/NAME.py`)."""
 
 from __future__ import annotations
 
 import os
 import textwrap
 from pathlib import Path
+
+from marketplace.api.client import ProviderClient, TenantClient
+from marketplace.identity import Key
+from marketplace.polling import await_until, wait_until
+from marketplace.server.testing import provider_registration
+
+__all__ = [
+    "BASE",
+    "CORPUS_SDL",
+    "EXAMPLES",
+    "FIXTURES_NVML",
+    "REPO",
+    "SHARED",
+    "await_until",
+    "funded_tenant",
+    "registered_provider",
+    "wait_until",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GPUMARKET_SHARED", REPO.parent / "shared"))
@@ -75,3 +95,21 @@ BASE = textwrap.dedent(
           count: 2
     """
 )
+
+
+# --- a market's parties, over real gRPC --------------------------------------------------------
+
+
+def funded_tenant(address: str, admin: Key, amount: int) -> TenantClient:
+    """A tenant with a fresh key and `amount` micro-units funded by the market's admin."""
+    key = Key.generate()
+    with TenantClient(address, admin) as funder:
+        funder.fund(key.address, amount)
+    return TenantClient(address, key)
+
+
+def registered_provider(address: str, name: str, region: str = "eu") -> ProviderClient:
+    """A provider with a fresh key, registered with two H100s in `region`."""
+    client = ProviderClient(address, Key.generate())
+    client.register(provider_registration(name, region))
+    return client

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 
 import click
@@ -23,17 +24,17 @@ import click
 from marketplace.api import convert
 from marketplace.api.client import MarketClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.cli.render import bid_table, endpoint_text, gpu_summary, lease_table
-from marketplace.core import money
-from marketplace.core.errors import MarketError
-from marketplace.core.money import format_amount
-from marketplace.demo.stack import (
+from marketplace.cli.demo_stack import (
     EXAMPLES,
     Stack,
     docker_problem,
     ensure_image,
-    wait_until,
+    wait_for_market,
 )
+from marketplace.cli.render import bid_table, endpoint_text, gpu_summary, lease_table
+from marketplace.core import money
+from marketplace.core.errors import MarketError
+from marketplace.core.money import format_amount
 from marketplace.identity import Key
 
 DEPOSIT = 5_000_000  # 5 units per deployment
@@ -162,7 +163,7 @@ def run_demo(stack: Stack) -> Timings:
     step("5. the auctions: bids and winners")
     leases: dict[str, pb.Lease] = {}
     for name, dep in deployed.items():
-        lease = wait_until(lambda d=dep: _started(tenant, d.id), 30, f"{name} to run")
+        lease = wait_for_market(partial(_started, tenant, dep.id), 30, f"{name} to run")
         # the marketplace's own timestamps: deployment created → provider reported it running
         timings.deploy_to_running_s[name] = (lease.running_at_ms - dep.created_at_ms) / 1000
         leases[name] = lease
@@ -187,7 +188,7 @@ def run_demo(stack: Stack) -> Timings:
     say(f"lease {done.id}: {_reason(done)} (exit {done.exit_code})")
 
     step("8. settlement of the training job")
-    dep = wait_until(
+    dep = wait_for_market(
         lambda: _closed_deployment(tenant, done.deployment_id), 15, "the deployment to settle"
     )
     billed_ms = done.billed_until_ms - done.running_at_ms
@@ -213,7 +214,7 @@ def run_demo(stack: Stack) -> Timings:
     say(f"kill -9 {victim.proc.pid}   # provider {victim.name}, running lease {inference.id}")
     killed_ms = int(time.time() * 1000)
     stack.kill_provider(victim.name)
-    lost = wait_until(
+    lost = wait_for_market(
         lambda: _lost(tenant, inference.id), stack.heartbeat_timeout_s + 15, "the lease to be lost"
     )
     timings.kill_to_lost_s = (lost.closed_at_ms - killed_ms) / 1000
@@ -221,7 +222,7 @@ def run_demo(stack: Stack) -> Timings:
         f"lease {lost.id}: {_reason(lost)} after {timings.kill_to_lost_s:.2f} s; billing stopped "
         f"at its last heartbeat, paid {format_amount(lost.paid)}; the order is open again"
     )
-    again = wait_until(
+    again = wait_for_market(
         lambda: _lease(tenant, inference.deployment_id, pb.LEASE_RUNNING), 30, "the failover"
     )
     timings.kill_to_running_s = (again.running_at_ms - killed_ms) / 1000
@@ -315,4 +316,4 @@ def _fetch(lease: pb.Lease, timeout_s: float = 10.0) -> str:
         except (urllib.error.URLError, OSError):
             return None  # the server in the container is still starting
 
-    return wait_until(get, timeout_s, f"{url} to answer", interval=0.1)
+    return wait_for_market(get, timeout_s, f"{url} to answer", interval=0.1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from marketplace import identity
-from marketplace.cli.output import friendly_errors, json_option, print_json, print_table
+from marketplace.terminal import friendly_errors, json_option, print_json, print_table
 
 
 @click.group()

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from marketplace.cli.output import json_option, print_json
 from marketplace.core import units
 from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
 from marketplace.core.matching import option_label, unit_totals
 from marketplace.core.money import MICRO, format_amount
+from marketplace.terminal import json_option, print_json
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # an SDL is a few KiB; anything this big is not one
 

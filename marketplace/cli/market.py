@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from marketplace.api.client import DEFAULT_MARKET, MarketClient
-from marketplace.cli.output import friendly_errors, json_option, print_json, print_table
 from marketplace.cli.render import proto_dict
 from marketplace.core.money import format_amount
+from marketplace.terminal import friendly_errors, json_option, print_json, print_table
 
 
 @click.group()

@@ -15,10 +15,10 @@ from google.protobuf.message import Message
 
 from marketplace.api import convert
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.cli.output import print_table
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.money import format_amount
 from marketplace.core.state import DeploymentEvent, Endpoint
+from marketplace.terminal import print_table
 
 # What proto_dict makes of a message: JSON values only.
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]

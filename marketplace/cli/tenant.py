@@ -19,7 +19,6 @@ from marketplace import identity
 from marketplace.api import convert
 from marketplace.api.client import DEFAULT_MARKET, MarketClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.cli.output import friendly_errors, json_option, print_json
 from marketplace.cli.render import (
     account_lines,
     amount,
@@ -37,6 +36,7 @@ from marketplace.core.errors import InvalidArgument, NotFound
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.money import parse_amount
+from marketplace.terminal import friendly_errors, json_option, print_json
 
 F = TypeVar("F", bound=Callable[..., object])
 

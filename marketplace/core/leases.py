@@ -11,7 +11,8 @@ A closed object never changes state again; a group that must run again gets a NE
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeVar
 
 from marketplace.core.errors import FailedPrecondition
 from marketplace.core.state import BidState, DeploymentState, LeaseState, OrderState
@@ -40,7 +41,9 @@ LEASE_TRANSITIONS: dict[LeaseState, frozenset[LeaseState]] = {
     LeaseState.CLOSED: frozenset(),
 }
 
-_TABLES: dict[type, dict] = {
+
+# Each state type → its own table above (a dict lookup: move() runs in the simulator's hot loop).
+_TABLES: dict[type, Mapping[Any, frozenset[Any]]] = {
     DeploymentState: DEPLOYMENT_TRANSITIONS,
     OrderState: ORDER_TRANSITIONS,
     BidState: BID_TRANSITIONS,
@@ -48,19 +51,19 @@ _TABLES: dict[type, dict] = {
 }
 
 
-class _Stateful(Protocol):
+class _Stateful(Protocol[S]):
     id: str
-    state: DeploymentState | OrderState | BidState | LeaseState
+    state: S
 
 
 def allowed(current: S, new: S) -> bool:
     return new in _TABLES[type(current)][current]
 
 
-def move(record: _Stateful, new: S) -> None:
+def move(record: _Stateful[S], new: S) -> None:
     """Set record.state to `new` if the table allows it, else raise FailedPrecondition."""
     current = record.state
-    if not allowed(current, new):  # type: ignore[type-var]
+    if not allowed(current, new):
         kind = type(record).__name__.lower()
         raise FailedPrecondition(f"{kind} {record.id} is {current}; it cannot become {new}")
     record.state = new

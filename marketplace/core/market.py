@@ -1,5 +1,9 @@
 """MarketService: the market's application service. Pure, synchronous, in memory; a Clock is passed in.
 
+This module is its command side, where every rule below is kept; the queries are in reads.py
+(MarketService inherits them), the record of what changed and the event log in journal.py, the
+event kinds in events.py, the settings in config.py.
+
 Commands validate first and mutate only after every check passed, so a command that raises leaves
 the state as it was, with two deliberate exceptions the server must persist too (drain after
 every command, even one that raised a MarketError):
@@ -7,8 +11,8 @@ every command, even one that raised a MarketError):
   the clock before the command is judged;
 - an ineligible bid records a Decline(by_marketplace=True) and then raises Ineligible, so the
   tenant can see why (explain_order).
-Changed records are marked; drain_changes() hands them, and the new ledger entries, events and
-declines, to the server, which writes them in one transaction.
+Changed records are marked in the journal; drain_changes() hands them, and the new ledger
+entries, events and declines, to the server, which writes them in one transaction.
 
 Rules (see also auction.py, ledger.py, leases.py, reliability.py):
 - Bid window: bids are taken from order creation until closes_at_ms (exclusive). At the close the

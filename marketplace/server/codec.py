@@ -14,20 +14,23 @@ import enum
 import types
 import typing
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from marketplace.core import matching, state
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 T = TypeVar("T")
 
 # Fields typed loosely in the core, with the type they really hold.
-_FIELD_TYPES: dict[tuple[type, str], Any] = {
+_FIELD_TYPES: dict[tuple[type, str], type] = {
     (state.ProviderRecord, "capacity"): matching.Capacity,
 }
 
 
 _SCALARS = frozenset({int, str, bool, float, type(None)})
-_memo: dict[int, tuple[Any, Any]] = {}  # id(frozen value) → (value, its encoding)
+_memo: dict[int, tuple[object, object]] = {}  # id(frozen value) → (value, its encoding)
 _MEMO_LIMIT = 50_000
 
 
@@ -41,13 +44,13 @@ def _is_frozen(cls: type) -> bool:
     return bool(cls.__dataclass_params__.frozen)  # type: ignore[attr-defined]
 
 
-def encode(value: Any) -> Any:
+def encode(value: object) -> object:
     """A record (or any part of one) as plain JSON values.
 
     Hot path of every commit: scalars and StrEnums (which JSON writes as their value) pass
     through, and frozen values (group specs, capacities, offers) are encoded once and reused.
     """
-    cls = type(value)
+    cls: type = type(value)
     if cls in _SCALARS:
         return value
     if isinstance(value, enum.Enum):
@@ -57,7 +60,7 @@ def encode(value: Any) -> Any:
             hit = _memo.get(id(value))
             if hit is not None and hit[0] is value:
                 return hit[1]
-        out = {}
+        out: dict[str, object] = {}
         for name in _field_names(cls):
             v = getattr(value, name)
             out[name] = v if type(v) in _SCALARS else encode(v)
@@ -75,7 +78,7 @@ def encode(value: Any) -> Any:
     return value
 
 
-def encode_without(record: Any, skip: tuple[str, ...]) -> dict[str, Any]:
+def encode_without(record: DataclassInstance, skip: tuple[str, ...]) -> dict[str, object]:
     """encode(), leaving out some (large) fields stored elsewhere."""
     return {
         f.name: encode(getattr(record, f.name))
@@ -86,11 +89,11 @@ def encode_without(record: Any, skip: tuple[str, ...]) -> dict[str, Any]:
 
 def decode(cls: type[T], data: Any) -> T:
     """The inverse of encode() for a value of type `cls`."""
-    return _decode(cls, data)  # type: ignore[no-any-return]
+    return cast(T, _decode(cls, data))
 
 
 @cache
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type) -> dict[str, object]:
     hints = typing.get_type_hints(cls)
     for (owner, name), real in _FIELD_TYPES.items():
         if owner is cls:
@@ -98,7 +101,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return hints
 
 
-def _decode(hint: Any, data: Any) -> Any:
+def _decode(hint: object, data: Any) -> object:
     if data is None:
         return None
     origin = typing.get_origin(hint)
@@ -106,10 +109,10 @@ def _decode(hint: Any, data: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return _decode(args[0], data)
     if origin is tuple:
-        args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(args[0], v) for v in data)
-        return tuple(_decode(a, v) for a, v in zip(args, data, strict=True))
+        items = typing.get_args(hint)
+        if len(items) == 2 and items[1] is Ellipsis:
+            return tuple(_decode(items[0], v) for v in data)
+        return tuple(_decode(a, v) for a, v in zip(items, data, strict=True))
     if origin is list:
         (arg,) = typing.get_args(hint)
         return [_decode(arg, v) for v in data]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio  # = health.aio, which grpc-stubs leaves out
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from marketplace.core.errors import InvalidArgument
@@ -143,7 +144,7 @@ async def start(opts: ServeOptions) -> Running:
     app = MarketApp(store, config)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     names = add_servicers(server, app)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [

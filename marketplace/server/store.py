@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from marketplace.core.state import (
     EVENT_RECORD_FIELDS,
@@ -72,6 +72,11 @@ _DEPLOYMENT_BLOBS = ("sdl", "tenant_request")
 _COUNTERS = ("total_minted", "next_deployment", "next_ledger_id", "next_event_seq", "next_bid_seq")
 
 
+# What the writer binds to a statement's placeholders.
+SqlValue: TypeAlias = int | float | str | bytes | None
+Row: TypeAlias = tuple[SqlValue, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class StoredLogLine:
     lease_id: str
@@ -86,9 +91,9 @@ class Batch:
     """Rows ready to write: serialized on the event loop, written later on the writer thread
     (records go on changing in memory meanwhile, so they must not be read there)."""
 
-    statements: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+    statements: list[tuple[str, list[Row]]] = field(default_factory=list)
 
-    def add(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    def add(self, sql: str, rows: list[Row]) -> None:
         if rows:
             self.statements.append((sql, rows))
 
@@ -99,7 +104,7 @@ class Batch:
         return bool(self.statements)
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -244,7 +249,8 @@ class Store:
             self._write.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # --- reads ---------------------------------------------------------------------------------
-    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    def _rows(self, sql: str, params: Iterable[SqlValue] = ()) -> list[tuple[Any, ...]]:
+        # Any: a row's column types are those of its query, which only the caller knows.
         with self._read_lock:
             return self._read.execute(sql, tuple(params)).fetchall()
 

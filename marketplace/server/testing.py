@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar, TypeVarTuple
 
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.market import MarketConfig
 from marketplace.identity import Key
 from marketplace.server.app import MarketApp
 from marketplace.server.serve import Running, ServeOptions, start
+
+R = TypeVar("R")
+Args = TypeVarTuple("Args")
 
 
 class ServerThread:
@@ -50,10 +54,10 @@ class ServerThread:
         assert self._running is not None
         return self._running.app
 
-    def call(self, fn, *args):  # type: ignore[no-untyped-def]
+    def call(self, fn: Callable[[*Args], R], *args: *Args) -> R:
         """Run fn(*args) on the server's loop (where the market lives) and return its result."""
 
-        async def on_loop():  # type: ignore[no-untyped-def]
+        async def on_loop() -> R:
             return fn(*args)
 
         return asyncio.run_coroutine_threadsafe(on_loop(), self._loop).result(30)
@@ -65,10 +69,6 @@ class ServerThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
-
-    def with_config(self, **changes: object) -> ServerThread:
-        self.options.config = replace(self.options.config, **changes)  # type: ignore[arg-type]
-        return self
 
     def __enter__(self) -> ServerThread:
         return self.start()
@@ -107,6 +107,17 @@ def h100_inventory(prefix: str, gpus: int = 2) -> pb.Inventory:
         storage_bytes=1024**4,
         driver_version="550.54.15",
         cuda_version="12.4",
+    )
+
+
+def provider_registration(name: str, region: str = "eu") -> pb.RegisterProvider:
+    """What an agent on an H100 box in `region` registers with (inventory `h100_inventory`)."""
+    return pb.RegisterProvider(
+        host_uri=f"https://{name}.example",
+        attributes=[pb.Attribute(key="region", value=region)],
+        inventory=h100_inventory(name),
+        region=region,
+        version="test",
     )
 
 

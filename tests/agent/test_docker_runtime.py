@@ -16,6 +16,7 @@ from provider_agent.runtime import (
     RuntimeFailure,
     create_kwargs,
 )
+from tests.helpers import wait_until
 
 IMAGE = "gpumarket/busybox:latest"
 H100_UUID = "GPU-ec74fc0e-388d-22e5-9031-c553a0c26378"
@@ -149,17 +150,11 @@ def test_exposed_port_is_published_and_answers(runtime: DockerRuntime) -> None:
 
 
 def _get(url: str) -> str:
-    import time
+    def fetch() -> str:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return str(resp.read().decode())
 
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return resp.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    return wait_until(fetch, 10, f"{url} to answer", retry_on=(OSError,))
 
 
 @pytest.mark.docker

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from provider_agent.config import RuntimeSection
 from provider_agent.runtime import DockerRuntime, LogLine
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
 from tests.agent.test_docker_runtime import H100_UUID, cleanup_provider
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_until
 
 pytestmark = pytest.mark.docker
 GIB = 1 << 30
@@ -237,12 +236,14 @@ def test_agent_killed_with_sigkill_re_adopts_its_container(provider: str, tmp_pa
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "READY"
-    deadline = time.monotonic() + 20
-    while not (shipped.exists() and shipped.read_text().count("tick") >= 5):
-        assert time.monotonic() < deadline, "the first agent shipped no logs"
-        time.sleep(0.05)
+    wait_until(
+        lambda: shipped.exists() and shipped.read_text().count("tick") >= 5,
+        20,
+        "the first agent to ship logs",
+    )
     child.send_signal(signal.SIGKILL)
     child.wait()
+    child.stdout.close()
     before = [int(t.split()[1]) for t in shipped.read_text().split("\n") if t.startswith("tick")]
 
     rec = Recorder()

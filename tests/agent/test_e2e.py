@@ -8,7 +8,6 @@ import contextlib
 import os
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from provider_agent.agent import Agent
 from provider_agent.config import parse_config
 from provider_agent.runtime import DockerRuntime
 from tests.agent.test_docker_runtime import cleanup_provider
-from tests.helpers import REPO
+from tests.helpers import REPO, await_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 T = TypeVar("T")
@@ -110,14 +109,7 @@ async def marketplace(tmp: Path, admin: Key, port: int = 0) -> AsyncIterator[int
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 45) -> T:
     """Poll `probe` until it returns something truthy (with a deadline, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {getattr(probe, '__qualname__', probe)}")
-        await asyncio.sleep(0.05)
+    return await await_until(probe, timeout, getattr(probe, "__qualname__", str(probe)))
 
 
 class Tenant:
@@ -299,18 +291,19 @@ def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Pat
         data = agent_config(port, tmp_path / "agent")
         data["provider"]["key"] = str(key_file)
         cfg.write_text(_toml(data))
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            "from marketplace.cli.main import main; main()",
-            "provider",
-            "run",
-            "--config",
-            str(cfg),
-            env=env,
-            stdout=log_file.open("a"),  # a file, not a pipe nobody reads: it can never fill up
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        with log_file.open("a") as log:  # a file, not a pipe nobody reads: it never fills up
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "from marketplace.cli.main import main; main()",
+                "provider",
+                "run",
+                "--config",
+                str(cfg),
+                env=env,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
 
     async def scenario() -> None:
         admin = Key.generate()

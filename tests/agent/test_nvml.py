@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from provider_agent import nvml
 from provider_agent.nvml import GpuMonitor, open_monitor
 from provider_agent.nvml_replay import ReplayNvml, load_recording
-from tests.helpers import FIXTURES_NVML, REPO
+from tests.helpers import FIXTURES_NVML, REPO, wait_until
 
 PACKAGED = REPO / "provider_agent" / "fixtures"
 H100 = FIXTURES_NVML / "h100_nvml.json"
@@ -156,15 +155,6 @@ def test_hardware_faults_mark_the_gpu_unhealthy(key: str, value: object, reason:
     assert reason in " ".join(gpu.health.reasons)
 
 
-def wait_until(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_xid_events_from_the_event_thread() -> None:
     now = [1000.0]
     monitor = GpuMonitor(
@@ -175,7 +165,7 @@ def test_xid_events_from_the_event_thread() -> None:
     try:
         lib.push_xid(0, 13)  # application error: ignored
         lib.push_xid(0, 79)  # fallen off the bus: the GPU is bad
-        assert wait_until(lambda: not monitor.poll().gpus[0].healthy)
+        wait_until(lambda: not monitor.poll().gpus[0].healthy, 5, "XID 79 to mark the GPU bad")
         assert monitor.status.gpus[0].health.reasons == ("XID 79",)
         assert monitor.status.gpus[0].health.last_xid == 79
         now[0] += 61  # quarantine over, no new XID: offered again

@@ -13,7 +13,9 @@ import pytest
 from marketplace.core.manifest import ManifestError, parse_manifest
 from tests.helpers import CORPUS_SDL
 
-INDEX = {row["file"]: row for row in csv.DictReader((CORPUS_SDL / "_index.csv").open())}
+INDEX = {
+    row["file"]: row for row in csv.DictReader((CORPUS_SDL / "_index.csv").read_text().splitlines())
+}
 FILES = sorted(p for p in CORPUS_SDL.iterdir() if p.suffix in (".yaml", ".yml"))
 ONE_LINE = re.compile(r"^[^\n]+:\d+: [A-Za-z_][\w.\-\[\]]*: [^\n]+$")
 

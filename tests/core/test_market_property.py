@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import TypeVarTuple
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -40,6 +42,8 @@ PROVIDERS = ("p1", "p2", "p3")
 GIB = 1024**3
 VARIANTS = (GpuVariant("h100", 80, "sxm"), GpuVariant("a100", 80, "sxm"))
 
+Args = TypeVarTuple("Args")
+
 prices = st.integers(min_value=1, max_value=20 * money.MICRO)
 
 
@@ -71,7 +75,7 @@ class MarketMachine(RuleBasedStateMachine):
             self.market.fund(ADMIN, tenant, 200 * money.MICRO)
         self.silent: set[str] = set()
 
-    def attempt(self, call, *args) -> None:  # type: ignore[no-untyped-def]
+    def attempt(self, call: Callable[[*Args], object], *args: *Args) -> None:
         with contextlib.suppress(MarketError):  # refusals are fine; invariants hold either way
             call(*args)
 
@@ -94,7 +98,17 @@ class MarketMachine(RuleBasedStateMachine):
         kind=st.sampled_from(list(JobKind)),
         max_runtime=st.none() | st.integers(1, 3_600_000),
     )
-    def deploy(self, tenant, groups, deposit, payment, manual, restart, kind, max_runtime) -> None:  # type: ignore[no-untyped-def]
+    def deploy(
+        self,
+        tenant: str,
+        groups: list[tuple[int, str, int]],
+        deposit: int,
+        payment: Payment,
+        manual: bool,
+        restart: RestartPolicy,
+        kind: JobKind,
+        max_runtime: int | None,
+    ) -> None:
         specs = [group(f"g{i}", n, m, p) for i, (n, m, p) in enumerate(groups)]
         job = JobSettings(
             kind=kind,

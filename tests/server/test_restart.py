@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
 from marketplace.server.serve import ADMIN_KEY_FILE
 from marketplace.server.testing import gpu_sdl, h100_inventory
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +54,15 @@ class ServerProcess:
             str(self.port_file),
         ]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while not self.port_file.exists():  # polled with a deadline: the file is the signal
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+        proc = self.proc
+
+        def listening() -> bool:  # the port file is the signal
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode() if proc.stdout else ""
                 raise AssertionError(f"server did not start: {out}")
-            time.sleep(0.02)
+            return self.port_file.exists()
+
+        wait_until(listening, 20, "the server to write its port file", interval=0.02)
         self.address = self.port_file.read_text().strip()
         return self
 
@@ -67,11 +70,17 @@ class ServerProcess:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        self._close_output()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        self._close_output()
+
+    def _close_output(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -137,9 +146,7 @@ def test_kill_9_while_bidding_loses_nothing_acknowledged(data_dir: Path) -> None
 
         bidder = threading.Thread(target=keep_bidding, daemon=True)
         bidder.start()
-        deadline = time.monotonic() + 20
-        while len(acknowledged) < 40 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(acknowledged) >= 40, 20, "40 acknowledged bids", interval=0.01)
         stop.set()
         server.kill9()
         bidder.join(20)

@@ -9,12 +9,12 @@ import pytest
 
 from simulator.failures import MS_PER_HOUR, FailureModel, count_failures
 from simulator.network import Link, allreduce_seconds, sync_seconds, utilization
-from simulator.scenario import FailureSpec, LogNormal
+from simulator.scenario import FailureDistribution, FailureSpec, LogNormal
 
 DAY_MS = 24 * MS_PER_HOUR
 
 
-def llama3_model(distribution: str = "exponential") -> FailureModel:
+def llama3_model(distribution: FailureDistribution = "exponential") -> FailureModel:
     spec = FailureSpec(
         distribution=distribution, per_gpu_year=0.17, repair_hours=LogNormal(3.0, 1.0)
     )

@@ -13,7 +13,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from marketplace.demo.stack import GPUMARKET, toml_dumps, wait_until
+from marketplace.cli.demo_stack import GPUMARKET, toml_dumps, wait_for_market
+from marketplace.core.errors import NotFound
+from marketplace.polling import wait_until
 from provider_agent.runtime import LABEL_PROVIDER
 
 ADDRESS = re.compile(r"^\s+(?:h100|cpu)\s+(gm1\w+)", re.M)
@@ -42,7 +44,7 @@ def containers_of(addresses: list[str]) -> list[str]:
     client = docker.from_env()
     try:
         return [
-            c.name
+            str(c.name)
             for a in addresses
             for c in client.containers.list(all=True, filters={"label": f"{LABEL_PROVIDER}={a}"})
         ]
@@ -73,11 +75,22 @@ def test_toml_dumps_round_trips_an_agent_config() -> None:
     assert tomllib.loads(toml_dumps(config)) == config
 
 
-def test_wait_until_returns_the_value_or_says_what_it_waited_for() -> None:
-    values = iter([None, 0, "ready"])
-    assert wait_until(lambda: next(values), 5, "the value") == "ready"
-    with pytest.raises(TimeoutError, match="waiting for nothing"):
-        wait_until(lambda: None, 0.1, "nothing")
+def test_wait_for_market_counts_market_errors_as_not_yet_and_names_the_last() -> None:
+    answers = iter([NotFound("lease L1"), None, "ready"])
+
+    def answer() -> str | None:
+        value = next(answers)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    assert wait_for_market(answer, 5, "the lease") == "ready"
+
+    def missing() -> None:
+        raise NotFound("lease L2")
+
+    with pytest.raises(TimeoutError, match=r"waiting for the lease \(last error: .*L2"):
+        wait_for_market(missing, 0.1, "the lease")
 
 
 def gone(pid: int) -> bool:
@@ -92,7 +105,7 @@ def gone(pid: int) -> bool:
 ORCHESTRATOR = """
 import sys, time
 from pathlib import Path
-from marketplace.demo.stack import Stack
+from marketplace.cli.demo_stack import Stack
 stack = Stack(root=Path(sys.argv[1]))
 stack.start_market()
 print(stack.market.pid, flush=True)
@@ -101,16 +114,16 @@ time.sleep(120)  # idle until the test kills us
 
 
 def test_children_die_with_their_orchestrator_even_on_sigkill(tmp_path: Path) -> None:
-    parent = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", ORCHESTRATOR, str(tmp_path / "stack")],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert parent.stdout is not None
-    market_pid = int(parent.stdout.readline())
-    assert not gone(market_pid)
-    parent.kill()
-    parent.wait(10)
+    ) as parent:
+        assert parent.stdout is not None
+        market_pid = int(parent.stdout.readline())
+        assert not gone(market_pid)
+        parent.kill()
+        parent.wait(10)
     wait_until(lambda: gone(market_pid), 10, "the marketplace to exit")
 
 

@@ -23,11 +23,11 @@ from marketplace.api.client import MarketClient, TenantClient
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
+from marketplace.cli.demo_stack import GPUMARKET, Stack, wait_for_market
 from marketplace.core import money
-from marketplace.demo.stack import GPUMARKET, Stack, wait_until
 from marketplace.identity import Key
 from marketplace.server.store import DB_NAME
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, funded_tenant
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -52,16 +52,21 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         print(s.logs())  # shown by pytest when the test failed
 
 
-def funded_tenant(stack: Stack) -> tuple[Key, TenantClient]:
-    key = Key.generate()
-    with TenantClient(stack.address, stack.admin_key()) as admin:
-        admin.fund(key.address, FUNDS)
-    return key, TenantClient(stack.address, key)
+def stack_tenant(stack: Stack) -> tuple[Key, TenantClient]:
+    client = funded_tenant(stack.address, stack.admin_key(), FUNDS)
+    assert client.key is not None
+    return client.key, client
 
 
 def newest_lease(client: TenantClient, deployment_id: str) -> pb.Lease | None:
     dep = client.get_deployment(deployment_id)
     return client.get_lease(dep.lease_ids[-1]) if dep.lease_ids else None
+
+
+def running(client: TenantClient, lease_id: str) -> pb.Lease | None:
+    """The lease once its container has run (it may have finished since)."""
+    lease: pb.Lease = client.get_lease(lease_id)
+    return lease if lease.running_at_ms else None
 
 
 def running_lease(client: TenantClient, deployment_id: str) -> pb.Lease | None:
@@ -85,7 +90,7 @@ def http_get(lease: pb.Lease, path: str = "/health") -> str:
         except (urllib.error.URLError, OSError):
             return None  # httpd in the container is still starting
 
-    return wait_until(get, 10, f"{url} to answer")
+    return wait_for_market(get, 10, f"{url} to answer")
 
 
 def ledger(stack: Stack) -> list[tuple[int, int, str, str, int, str, str]]:
@@ -110,7 +115,7 @@ def audit_balanced(stack: Stack) -> bool:
 
 def inference_running(stack: Stack, client: TenantClient) -> tuple[pb.Deployment, pb.Lease]:
     dep = client.create_deployment((EXAMPLES / "inference.yaml").read_bytes(), DEPOSIT)
-    lease = wait_until(lambda: running_lease(client, dep.id), 30, "the inference lease to run")
+    lease = wait_for_market(lambda: running_lease(client, dep.id), 30, "the inference lease to run")
     return dep, lease
 
 
@@ -120,7 +125,7 @@ def inference_running(stack: Stack, client: TenantClient) -> tuple[pb.Deployment
 def test_training_job_runs_to_completion_and_settles_to_the_micro_unit(
     stack: Stack, tmp_path: Path
 ) -> None:
-    key, client = funded_tenant(stack)
+    key, client = stack_tenant(stack)
     key_file = tmp_path / "tenant.pem"
     key_file.write_bytes(key.to_pem())
     deploy = subprocess.run(
@@ -137,10 +142,8 @@ def test_training_job_runs_to_completion_and_settles_to_the_micro_unit(
     dep_id = json.loads(deploy.stdout)["id"]
 
     # bids from both providers; the cheaper CPU-only box wins; the container runs
-    lease = wait_until(lambda: newest_lease(client, dep_id), 15, "a lease")
-    started = wait_until(
-        lambda: (x := client.get_lease(lease.id)).running_at_ms and x, 30, "the container to run"
-    )
+    lease = wait_for_market(lambda: newest_lease(client, dep_id), 15, "a lease")
+    started = wait_for_market(lambda: running(client, lease.id), 30, "the container to run")
     bids = client.list_bids(lease.order_id)
     assert {b.provider for b in bids} == {p.address for p in stack.providers.values()}
     assert lease.provider == stack.providers["cpu"].address
@@ -149,9 +152,9 @@ def test_training_job_runs_to_completion_and_settles_to_the_micro_unit(
     print(f"\ndeploy → container running: {(started.running_at_ms - created_ms) / 1000:.2f} s")
 
     # the job exits 0: the lease completes, the deployment closes and refunds by itself
-    done = wait_until(lambda: closed(client, lease.id), 30, "the job to finish")
+    done = wait_for_market(lambda: closed(client, lease.id), 30, "the job to finish")
     assert (done.close_reason, done.exit_code) == (pb.COMPLETED, 0)
-    wait_until(
+    wait_for_market(
         lambda: client.get_deployment(dep_id).state == pb.DEPLOYMENT_CLOSED, 10, "the refund"
     )
     lines = [x.line for x in client.stream_logs(lease.id)]
@@ -177,12 +180,12 @@ def test_training_job_runs_to_completion_and_settles_to_the_micro_unit(
 
 
 def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack: Stack) -> None:
-    _, client = funded_tenant(stack)
+    _, client = stack_tenant(stack)
     dep, first = inference_running(stack, client)
     assert "tiny-llm" in http_get(first)
     victim = stack.provider_by_address(first.provider)
     survivor = next(p for p in stack.providers.values() if p is not victim)
-    wait_until(
+    wait_for_market(
         lambda: provider_info(stack, victim.address).last_heartbeat_ms > first.running_at_ms,
         5,
         "a heartbeat while the lease runs",
@@ -191,7 +194,7 @@ def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack:
     killed_ms = int(time.time() * 1000)
     killed = time.monotonic()
     stack.kill_provider(victim.name)
-    lost = wait_until(lambda: closed(client, first.id), HEARTBEAT_TIMEOUT_S + 10, "the loss")
+    lost = wait_for_market(lambda: closed(client, first.id), HEARTBEAT_TIMEOUT_S + 10, "the loss")
     lost_after = time.monotonic() - killed
     assert lost.close_reason == pb.PROVIDER_LOST
 
@@ -207,7 +210,7 @@ def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack:
     )
 
     # the group is ordered again; the other provider wins it and serves the endpoint
-    again = wait_until(lambda: running_lease(client, dep.id), 30, "the failover")
+    again = wait_for_market(lambda: running_lease(client, dep.id), 30, "the failover")
     back_after = time.monotonic() - killed
     print(
         f"\nprovider SIGKILL → lease lost: {lost_after:.2f} s, running elsewhere: {back_after:.2f} s"
@@ -227,7 +230,7 @@ def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack:
 
 
 def test_sigkilled_marketplace_restarts_and_loses_nothing(stack: Stack) -> None:
-    _, client = funded_tenant(stack)
+    _, client = stack_tenant(stack)
     dep, lease = inference_running(stack, client)
     before = ledger(stack)
     assert before  # the faucet and the escrow deposit at least
@@ -246,12 +249,12 @@ def test_sigkilled_marketplace_restarts_and_loses_nothing(stack: Stack) -> None:
                 for p in stack.providers.values()
             )
 
-        wait_until(all_back, 15, "both agents to reconnect by themselves")
+        wait_for_market(all_back, 15, "both agents to reconnect by themselves")
 
     # a new job runs to completion meanwhile (longer than the heartbeat timeout)...
     job = client.create_deployment((EXAMPLES / "training.yaml").read_bytes(), DEPOSIT)
-    job_lease = wait_until(lambda: newest_lease(client, job.id), 15, "the training lease")
-    done = wait_until(lambda: closed(client, job_lease.id), 30, "the training job")
+    job_lease = wait_for_market(lambda: newest_lease(client, job.id), 15, "the training lease")
+    done = wait_for_market(lambda: closed(client, job_lease.id), 30, "the training job")
     assert done.close_reason == pb.COMPLETED
     assert int(time.time() * 1000) - restarted_ms > HEARTBEAT_TIMEOUT_S * 1000
 
@@ -274,12 +277,12 @@ def status_of(call: object, *args: object) -> grpc.StatusCode:
     try:
         call(*args, timeout=5)  # type: ignore[operator]
     except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
+        return exc.code()
     return grpc.StatusCode.OK
 
 
 def test_forged_bid_and_replayed_request_are_refused_and_change_nothing(stack: Stack) -> None:
-    key, client = funded_tenant(stack)
+    key, client = stack_tenant(stack)
     channel = grpc.insecure_channel(stack.address)
     tenant_stub = pb_grpc.TenantStub(channel)
     provider_stub = pb_grpc.ProviderStub(channel)
@@ -313,7 +316,7 @@ def test_forged_bid_and_replayed_request_are_refused_and_change_nothing(stack: S
     assert status_of(tenant_stub.Fund, fund) == grpc.StatusCode.UNAUTHENTICATED
     assert ledger(stack) == books
 
-    lease = wait_until(lambda: running_lease(client, dep.id), 30, "the real auction")
+    lease = wait_for_market(lambda: running_lease(client, dep.id), 30, "the real auction")
     assert all(b.price_per_hour > 2 for b in client.list_bids(order_id))
     assert [e for e in ledger(stack) if e[6] != lease.id] == books  # nothing else was booked
     assert client.get_account().balance == FUNDS + 1 - DEPOSIT
@@ -323,11 +326,11 @@ def test_forged_bid_and_replayed_request_are_refused_and_change_nothing(stack: S
 
 def test_provider_refuses_a_manifest_that_is_not_what_the_tenant_signed(stack: Stack) -> None:
     """A compromised marketplace swaps the job's bytes: no provider runs the swapped job."""
-    key, client = funded_tenant(stack)
+    key, client = stack_tenant(stack)
     sdl = (EXAMPLES / "training.yaml").read_bytes()
     dep = client.create_deployment(sdl, DEPOSIT)
     # (a bid sent while the marketplace is down is dropped by the agent, not retried)
-    wait_until(lambda: len(client.list_bids(dep.order_ids[0])) == 2, 10, "both bids")
+    wait_for_market(lambda: len(client.list_bids(dep.order_ids[0])) == 2, 10, "both bids")
     stack.kill_market()  # while the bid window is open
     tampered = sdl.replace(b'echo "training done"', b'echo "tampered"')
     assert tampered != sdl
@@ -340,8 +343,8 @@ def test_provider_refuses_a_manifest_that_is_not_what_the_tenant_signed(stack: S
     client = TenantClient(stack.address, key)
     books = ledger(stack)
 
-    lease = wait_until(lambda: newest_lease(client, dep.id), 30, "a lease")
-    refused = wait_until(lambda: closed(client, lease.id), 30, "the provider's answer")
+    lease = wait_for_market(lambda: newest_lease(client, dep.id), 30, "a lease")
+    refused = wait_for_market(lambda: closed(client, lease.id), 30, "the provider's answer")
     assert refused.close_reason == pb.FAILED
     assert "differ from what the tenant signed" in refused.message
     assert refused.running_at_ms == 0 and refused.paid == 0

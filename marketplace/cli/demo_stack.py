@@ -5,6 +5,8 @@ Ctrl-C at the terminal reaches only us, so we stop the parts in order) and dies 
 die (Linux parent-death signal). Output goes to log files under the stack's root. close() is
 idempotent and runs from finally/atexit: it stops every process, removes every container and
 network labelled with our providers' addresses, and deletes the temporary root.
+
+Used by `gpumarket demo` (marketplace/cli/demo.py) and by the full-stack tests (tests/system/).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 from marketplace.core.errors import MarketError
 from marketplace.identity import Key
+from marketplace.polling import wait_until
 
 T = TypeVar("T")
 
@@ -39,26 +41,11 @@ GPUMARKET = (sys.executable, "-c", "import sys; from marketplace.cli.main import
 _PR_SET_PDEATHSIG = 1
 
 
-def wait_until(
+def wait_for_market(
     predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
 ) -> T:
-    """Poll `predicate` until it returns something truthy; TimeoutError after `timeout` s.
-
-    A predicate may raise MarketError while a part is (re)starting: that counts as "not yet".
-    """
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except MarketError as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            hint = f" (last error: {last})" if last else ""
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}{hint}")
-        time.sleep(interval)
+    """wait_until where a MarketError counts as "not yet": a part may be (re)starting."""
+    return wait_until(predicate, timeout, what, interval=interval, retry_on=(MarketError,))
 
 
 # --- Docker -----------------------------------------------------------------------------------
@@ -297,7 +284,7 @@ class Stack:
             text = self.port_file.read_text().strip() if self.port_file.exists() else ""
             return text or None
 
-        self.address = wait_until(bound, timeout_s, "the marketplace to listen")
+        self.address = wait_for_market(bound, timeout_s, "the marketplace to listen")
         return self.address
 
     def market_args(self) -> list[str]:
@@ -359,7 +346,7 @@ class Stack:
                 found = {p.address for p in client.list_providers(online_only=True)}
                 return wanted <= found
 
-            wait_until(online, timeout_s, f"providers {', '.join(names)} to register")
+            wait_for_market(online, timeout_s, f"providers {', '.join(names)} to register")
 
     # --- cleanup ---
     def logs(self) -> str:
