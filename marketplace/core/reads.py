@@ -38,6 +38,8 @@ from marketplace.core.state import (
 
 
 class MarketReads:
+    """Queries over the records and indexes (MarketService's read side)."""
+
     def __init__(
         self, clock: Clock, config: MarketConfig, state: MarketState, journal: Journal
     ) -> None:

@@ -4,7 +4,9 @@ MarketService (market.py) is the only writer. The server persists these records 
 (every field is a str/int/bool/float, an enum (StrEnum), a frozen resources.* value, a
 matching.Capacity, or a list/tuple/dict of those) and hands a loaded MarketState back at start;
 the simulator keeps them in memory only. Indexes (open orders, leases per provider, deadlines)
-are NOT part of the state: MarketService rebuilds them from the records.
+are NOT part of the state: MarketService rebuilds them from the records. Events (their kinds
+are in events.py) name records by id and also carry them; only the ids are stored, and the
+journal (journal.py) attaches the records again to a loaded state's events.
 
 Ledger convention: a LedgerEntry moves `amount` FROM `debit` (its balance goes down) TO `credit`
 (its balance goes up), as on a bank statement. Account keys: "acct:<address>" (tenants and
