@@ -11,22 +11,21 @@ says what to do. Answers are the wire messages (marketplace.api.v1.market_pb2), 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import ClassVar, TypeVar
 
 import grpc
-import grpc.aio
 from google.protobuf.message import Message
 
 from marketplace.api.envelope import seal
 from marketplace.api.status import error_from_status
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core.errors import InvalidArgument, MarketError
 from marketplace.identity import Key
 
 T = TypeVar("T")
+Reply = TypeVar("Reply", bound=Message)
 
 DEFAULT_MARKET = "127.0.0.1:7420"
 DEFAULT_TIMEOUT_S = 10.0
@@ -45,10 +44,12 @@ class MarketUnavailable(MarketError):
 
 def translate(exc: grpc.RpcError, address: str) -> MarketError:
     """One gRPC failure as the MarketError a person can act on."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if hasattr(exc, "details") else "") or ""
-    metadata: Any = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    error = error_from_status(code, details, metadata or ())
+    # a failed call's error is also its grpc.Call, which holds the status
+    call = exc if isinstance(exc, grpc.Call) else None
+    code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
+    details = (call.details() if call is not None else "") or ""
+    metadata = (call.trailing_metadata() if call is not None else None) or ()
+    error = error_from_status(code, details, metadata)
     if error is not None:
         return error
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -77,7 +78,13 @@ def channel(address: str, tls_ca: Path | None = None, tls: bool = False) -> grpc
     return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
 class _Client:
+    SERVICE: ClassVar[str]  # the v1 service this client calls
+
     def __init__(
         self,
         address: str = DEFAULT_MARKET,
@@ -108,112 +115,133 @@ class _Client:
             raise InvalidArgument("this call must be signed: the client has no key")
         return seal(self.key, message)
 
-    def _unary(self, rpc: Any, request: Message) -> Any:
+    def _path(self, method: str) -> str:
+        """'/marketplace.api.v1.Tenant/GetAccount': checked against the proto's service."""
+        service = pb.DESCRIPTOR.services_by_name[self.SERVICE]
+        return f"/{service.full_name}/{service.methods_by_name[method].name}"
+
+    def _unary(self, method: str, request: Message, reply: type[Reply]) -> Reply:
+        call = self.channel.unary_unary(
+            self._path(method),
+            request_serializer=_serialize,
+            response_deserializer=reply.FromString,
+        )
         try:
-            return rpc(request, timeout=self.timeout_s)
+            answer = call(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise translate(exc, self.address) from None
+        if not isinstance(answer, reply):  # cannot happen: reply.FromString made it
+            raise TypeError(f"{method} answered {type(answer).__name__}, not {reply.__name__}")
+        return answer
 
-    def _stream(self, rpc: Any, request: Message) -> Iterator[Any]:
-        call = rpc(request)
+    def _stream(
+        self, method: str, request: Message, reply: type[Reply], timeout_s: float | None = None
+    ) -> Iterator[Reply]:
+        """The answers, until the server ends the stream (watches pass no timeout)."""
+        call = self.channel.unary_stream(
+            self._path(method),
+            request_serializer=_serialize,
+            response_deserializer=reply.FromString,
+        )(request, timeout=timeout_s)
+        # grpc-stubs leaves Call.cancel unannotated; this names what it is
+        cancel: Callable[[], object] = call.cancel
         try:
-            yield from call
+            for answer in call:
+                if not isinstance(answer, reply):  # cannot happen: reply.FromString made it
+                    raise TypeError(f"{method} sent {type(answer).__name__}, not {reply.__name__}")
+                yield answer
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.CANCELLED:
                 return
             raise translate(exc, self.address) from None
         finally:
-            call.cancel()
+            cancel()
 
 
 class TenantClient(_Client):
     """What a tenant does: fund (admin), deploy, watch, accept, read logs, close."""
 
-    @property
-    def _stub(self) -> pb_grpc.TenantStub:
-        return pb_grpc.TenantStub(self.channel)
+    SERVICE = "Tenant"
 
     def get_account(self, address: str | None = None) -> pb.Account:
         if address is None:
             address = self.key.address if self.key else ""
-        return self._unary(self._stub.GetAccount, pb.GetAccountRequest(address=address))
+        return self._unary("GetAccount", pb.GetAccountRequest(address=address), pb.Account)
 
     def fund(self, address: str, amount: int) -> pb.Account:
         """Dev faucet: only the marketplace's admin key may sign it."""
         msg = pb.FundAccount(address=address, amount=amount)
-        return self._unary(self._stub.Fund, self._seal(msg))
+        return self._unary("Fund", self._seal(msg), pb.Account)
 
     def create_deployment(self, sdl: bytes, deposit: int) -> pb.Deployment:
         msg = pb.CreateDeployment(sdl=sdl, deposit=deposit)
-        return self._unary(self._stub.CreateDeployment, self._seal(msg))
+        return self._unary("CreateDeployment", self._seal(msg), pb.Deployment)
 
     def get_deployment(self, deployment_id: str) -> pb.Deployment:
-        return self._unary(self._stub.GetDeployment, pb.GetRequest(id=deployment_id))
+        return self._unary("GetDeployment", pb.GetRequest(id=deployment_id), pb.Deployment)
 
     def list_deployments(
         self, owner: str | None = None, open_only: bool = False, limit: int = 0
     ) -> list[pb.Deployment]:
         req = pb.ListRequest(owner=owner or "", open_only=open_only, limit=limit)
-        return list(self._unary(self._stub.ListDeployments, req).deployments)
+        return list(self._unary("ListDeployments", req, pb.DeploymentList).deployments)
 
     def close_deployment(self, deployment_id: str) -> pb.Deployment:
         msg = pb.CloseDeployment(deployment_id=deployment_id)
-        return self._unary(self._stub.CloseDeployment, self._seal(msg))
+        return self._unary("CloseDeployment", self._seal(msg), pb.Deployment)
 
     def deposit(self, deployment_id: str, amount: int) -> pb.Deployment:
         msg = pb.DepositEscrow(deployment_id=deployment_id, amount=amount)
-        return self._unary(self._stub.Deposit, self._seal(msg))
+        return self._unary("Deposit", self._seal(msg), pb.Deployment)
 
     def get_order(self, order_id: str) -> pb.Order:
-        return self._unary(self._stub.GetOrder, pb.GetRequest(id=order_id))
+        return self._unary("GetOrder", pb.GetRequest(id=order_id), pb.Order)
 
     def list_orders(self, owner: str | None = None, open_only: bool = False) -> list[pb.Order]:
         req = pb.ListRequest(owner=owner or "", open_only=open_only)
-        return list(self._unary(self._stub.ListOrders, req).orders)
+        return list(self._unary("ListOrders", req, pb.OrderList).orders)
 
     def list_bids(self, order_id: str) -> list[pb.Bid]:
-        return list(self._unary(self._stub.ListBids, pb.GetRequest(id=order_id)).bids)
+        return list(self._unary("ListBids", pb.GetRequest(id=order_id), pb.BidList).bids)
 
     def explain_order(self, order_id: str) -> pb.OrderExplanation:
-        return self._unary(self._stub.ExplainOrder, pb.GetRequest(id=order_id))
+        return self._unary("ExplainOrder", pb.GetRequest(id=order_id), pb.OrderExplanation)
 
     def accept_bid(self, bid_id: str) -> pb.Lease:
-        return self._unary(self._stub.AcceptBid, self._seal(pb.AcceptBid(bid_id=bid_id)))
+        return self._unary("AcceptBid", self._seal(pb.AcceptBid(bid_id=bid_id)), pb.Lease)
 
     def get_lease(self, lease_id: str) -> pb.Lease:
-        return self._unary(self._stub.GetLease, pb.GetRequest(id=lease_id))
+        return self._unary("GetLease", pb.GetRequest(id=lease_id), pb.Lease)
 
     def list_leases(self, owner: str | None = None, open_only: bool = False) -> list[pb.Lease]:
         req = pb.ListRequest(owner=owner or "", open_only=open_only)
-        return list(self._unary(self._stub.ListLeases, req).leases)
+        return list(self._unary("ListLeases", req, pb.LeaseList).leases)
 
     def close_lease(self, lease_id: str, message: str = "") -> pb.Lease:
         msg = pb.CloseLease(lease_id=lease_id, message=message)
-        return self._unary(self._stub.CloseLease, self._seal(msg))
+        return self._unary("CloseLease", self._seal(msg), pb.Lease)
 
     def watch_deployment(
         self, deployment_id: str, after_seq: int = 0
     ) -> Iterator[pb.DeploymentEvent]:
         """Events after `after_seq`, then live ones; ends after the deployment closes."""
         req = pb.WatchDeploymentRequest(deployment_id=deployment_id, after_seq=after_seq)
-        return self._stream(self._stub.WatchDeployment, req)
+        return self._stream("WatchDeployment", req, pb.DeploymentEvent)
 
     def stream_logs(
         self, lease_id: str, follow: bool = False, tail: int = 0, after_seq: int = 0
     ) -> Iterator[pb.LogLine]:
         req = pb.StreamLogsRequest(lease_id=lease_id, follow=follow, tail=tail, after_seq=after_seq)
-        return self._stream(self._stub.StreamLogs, req)
+        return self._stream("StreamLogs", req, pb.LogLine)
 
 
 class ProviderClient(_Client):
-    """A provider's calls (sync). The agent daemon uses AsyncProviderClient."""
+    """A provider's calls (sync). The agent daemon has its own (provider_agent/link.py)."""
 
-    @property
-    def _stub(self) -> pb_grpc.ProviderStub:
-        return pb_grpc.ProviderStub(self.channel)
+    SERVICE = "Provider"
 
     def register(self, msg: pb.RegisterProvider) -> pb.RegisterResponse:
-        return self._unary(self._stub.Register, self._seal(msg))
+        return self._unary("Register", self._seal(msg), pb.RegisterResponse)
 
     def heartbeat(
         self,
@@ -224,61 +252,58 @@ class ProviderClient(_Client):
         msg = pb.Heartbeat(running_lease_ids=list(running_lease_ids), draining=draining)
         if inventory is not None:
             msg.inventory.CopyFrom(inventory)
-        return self._unary(self._stub.Heartbeat, self._seal(msg))
+        return self._unary("Heartbeat", self._seal(msg), pb.HeartbeatResponse)
 
     def watch_orders(self, resume_token: int = 0) -> Iterator[pb.ProviderEvent]:
         return self._stream(
-            self._stub.WatchOrders, self._seal(pb.WatchOrders(resume_token=resume_token))
+            "WatchOrders", self._seal(pb.WatchOrders(resume_token=resume_token)), pb.ProviderEvent
         )
 
     def place_bid(
         self, order_id: str, price_per_hour: int, offer: pb.BidOffer | None = None
     ) -> pb.Bid:
         msg = pb.PlaceBid(order_id=order_id, price_per_hour=price_per_hour, offer=offer)
-        return self._unary(self._stub.PlaceBid, self._seal(msg))
+        return self._unary("PlaceBid", self._seal(msg), pb.Bid)
 
     def withdraw_bid(self, bid_id: str) -> pb.Bid:
-        return self._unary(self._stub.WithdrawBid, self._seal(pb.WithdrawBid(bid_id=bid_id)))
+        return self._unary("WithdrawBid", self._seal(pb.WithdrawBid(bid_id=bid_id)), pb.Bid)
 
     def decline_order(self, order_id: str, reason: str) -> pb.Ack:
         msg = pb.DeclineOrder(order_id=order_id, reason=reason)
-        return self._unary(self._stub.DeclineOrder, self._seal(msg))
+        return self._unary("DeclineOrder", self._seal(msg), pb.Ack)
 
     def get_manifest(self, lease_id: str) -> pb.Manifest:
-        return self._unary(self._stub.GetManifest, self._seal(pb.GetManifest(lease_id=lease_id)))
+        return self._unary(
+            "GetManifest", self._seal(pb.GetManifest(lease_id=lease_id)), pb.Manifest
+        )
 
     def report_status(self, report: pb.LeaseStatusReport) -> pb.Lease:
-        return self._unary(self._stub.ReportLeaseStatus, self._seal(report))
+        return self._unary("ReportLeaseStatus", self._seal(report), pb.Lease)
 
     def report_logs(self, lease_id: str, lines: Iterable[pb.LogLine]) -> pb.Ack:
         msg = pb.LogBatch(lease_id=lease_id, lines=list(lines))
-        return self._unary(self._stub.ReportLogs, self._seal(msg))
+        return self._unary("ReportLogs", self._seal(msg), pb.Ack)
 
     def close_lease(self, lease_id: str, message: str = "") -> pb.Lease:
         msg = pb.CloseLease(lease_id=lease_id, message=message)
-        return self._unary(self._stub.CloseLease, self._seal(msg))
+        return self._unary("CloseLease", self._seal(msg), pb.Lease)
 
 
 class MarketClient(_Client):
     """Public market data: providers, price statistics, the audit, the ledger."""
 
-    @property
-    def _stub(self) -> pb_grpc.MarketStub:
-        return pb_grpc.MarketStub(self.channel)
+    SERVICE = "Market"
 
     def list_providers(self, online_only: bool = False) -> list[pb.ProviderInfo]:
         req = pb.ListRequest(open_only=online_only)
-        return list(self._unary(self._stub.ListProviders, req).providers)
+        return list(self._unary("ListProviders", req, pb.ProviderList).providers)
 
     def stats(self, since_ms: int = 0) -> pb.MarketStats:
-        return self._unary(self._stub.Stats, pb.MarketStatsRequest(since_ms=since_ms))
+        return self._unary("Stats", pb.MarketStatsRequest(since_ms=since_ms), pb.MarketStats)
 
     def audit(self) -> pb.AuditReport:
-        return self._unary(self._stub.Audit, pb.AuditRequest())
+        return self._unary("Audit", pb.AuditRequest(), pb.AuditReport)
 
     def ledger(self, address: str | None = None, limit: int = 0) -> list[pb.LedgerEntry]:
         req = pb.ListRequest(owner=address or "", limit=limit)
-        try:
-            return list(self._stub.ListLedger(req, timeout=self.timeout_s))
-        except grpc.RpcError as exc:
-            raise translate(exc, self.address) from None
+        return list(self._stream("ListLedger", req, pb.LedgerEntry, self.timeout_s))

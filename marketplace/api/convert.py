@@ -10,11 +10,12 @@ core types by their own names, so the two never mix. Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Protocol, TypeVar
 
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import gpus, matching
+from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.manifest import parse_manifest
 from marketplace.core.provider_feed import (
     BidLost,
@@ -55,8 +56,12 @@ from marketplace.core.state import (
     OrderExplanation,
     OrderState,
     PriceStat,
+    ProviderEvent,
     ProviderRecord,
 )
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # --- enums ------------------------------------------------------------------------------------
 
@@ -99,35 +104,36 @@ CLOSE_REASON_TO_PROTO = {
 }
 
 
-def _inverse(mapping: dict) -> dict:  # type: ignore[type-arg]
+def _inverse(mapping: Mapping[K, V]) -> dict[V, K]:
     return {v: k for k, v in mapping.items()}
 
 
+DEPLOYMENT_STATE_FROM_PROTO = _inverse(DEPLOYMENT_STATE_TO_PROTO)
 ORDER_STATE_FROM_PROTO = _inverse(ORDER_STATE_TO_PROTO)
 BID_STATE_FROM_PROTO = _inverse(BID_STATE_TO_PROTO)
 LEASE_STATE_FROM_PROTO = _inverse(LEASE_STATE_TO_PROTO)
 CLOSE_REASON_FROM_PROTO = _inverse(CLOSE_REASON_TO_PROTO)
 
 
-def lease_state_name(value: int) -> str:
+def lease_state_name(value: pb.LeaseState) -> str:
     """pb.LEASE_RUNNING → 'running' (for people)."""
     return str(LEASE_STATE_FROM_PROTO.get(value, "unknown"))
 
 
-def close_reason_name(value: int) -> str:
+def close_reason_name(value: pb.LeaseCloseReason) -> str:
     return str(CLOSE_REASON_FROM_PROTO.get(value, ""))
 
 
-def order_state_name(value: int) -> str:
+def order_state_name(value: pb.OrderState) -> str:
     return str(ORDER_STATE_FROM_PROTO.get(value, "unknown"))
 
 
-def bid_state_name(value: int) -> str:
+def bid_state_name(value: pb.BidState) -> str:
     return str(BID_STATE_FROM_PROTO.get(value, "unknown"))
 
 
-def deployment_state_name(value: int) -> str:
-    return {pb.DEPLOYMENT_ACTIVE: "active", pb.DEPLOYMENT_CLOSED: "closed"}.get(value, "unknown")
+def deployment_state_name(value: pb.DeploymentState) -> str:
+    return str(DEPLOYMENT_STATE_FROM_PROTO.get(value, "unknown"))
 
 
 # --- resources ---------------------------------------------------------------------------------
@@ -483,16 +489,56 @@ def explanation_to_proto(e: OrderExplanation) -> pb.OrderExplanation:
 
 
 def deployment_event_to_proto(e: DeploymentEvent) -> pb.DeploymentEvent:
+    """The kind travels as its string value; the bid and lease it names, when it carries them."""
     return pb.DeploymentEvent(
         seq=e.seq,
         time_ms=e.time_ms,
         deployment_id=e.deployment_id,
-        kind=e.kind,
+        kind=e.kind.value,
         order_id=e.order_id,
         bid_id=e.bid_id,
         lease_id=e.lease_id,
         message=e.message,
+        bid=None if e.bid is None else bid_to_proto(e.bid),
+        lease=None if e.lease is None else lease_to_proto(e.lease),
     )
+
+
+def deployment_event_from_proto(e: pb.DeploymentEvent) -> DeploymentEvent | None:
+    """The event, or None for a kind this side does not know (a newer marketplace's)."""
+    try:
+        kind = DeploymentEventKind(e.kind)
+    except ValueError:
+        return None
+    return DeploymentEvent(
+        seq=e.seq,
+        time_ms=e.time_ms,
+        deployment_id=e.deployment_id,
+        kind=kind,
+        order_id=e.order_id,
+        bid_id=e.bid_id,
+        lease_id=e.lease_id,
+        message=e.message,
+        bid=bid_from_proto(e.bid) if e.HasField("bid") else None,
+        lease=lease_from_proto(e.lease) if e.HasField("lease") else None,
+    )
+
+
+def provider_event_to_proto(e: ProviderEvent) -> pb.ProviderEvent:
+    """The kind picks the oneof member, which holds the record the event carries (an
+    order_closed holds only the order id). An event missing its record leaves it unset."""
+    out = pb.ProviderEvent(seq=e.seq, time_ms=e.time_ms)
+    if e.kind == ProviderEventKind.ORDER_OPENED and e.order is not None:
+        out.order_opened.CopyFrom(order_to_proto(e.order))
+    elif e.kind == ProviderEventKind.ORDER_CLOSED:
+        out.order_closed = e.order_id
+    elif e.kind == ProviderEventKind.LEASE_WON and e.lease is not None:
+        out.lease_won.CopyFrom(lease_to_proto(e.lease))
+    elif e.kind == ProviderEventKind.BID_LOST and e.bid is not None:
+        out.bid_lost.CopyFrom(bid_to_proto(e.bid))
+    elif e.kind == ProviderEventKind.LEASE_CLOSED and e.lease is not None:
+        out.lease_closed.CopyFrom(lease_to_proto(e.lease))
+    return out
 
 
 def ledger_entry_to_proto(e: LedgerEntry) -> pb.LedgerEntry:
@@ -522,8 +568,23 @@ def price_stat_to_proto(s: PriceStat) -> pb.GpuPriceStats:
     )
 
 
-def log_line_to_proto(line: Any) -> pb.LogLine:
-    """A stored log line (server.store.StoredLogLine) on the wire."""
+class LogLineRecord(Protocol):
+    """A log line as the server stores it (server.store.StoredLogLine)."""
+
+    @property
+    def lease_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def time_ms(self) -> int: ...
+    @property
+    def stream(self) -> str: ...
+    @property
+    def line(self) -> str: ...
+
+
+def log_line_to_proto(line: LogLineRecord) -> pb.LogLine:
+    """A stored log line on the wire."""
     return pb.LogLine(
         lease_id=line.lease_id,
         seq=line.seq,
@@ -537,19 +598,23 @@ def log_line_to_proto(line: Any) -> pb.LogLine:
 
 
 def provider_event_from_proto(e: pb.ProviderEvent) -> FeedEvent | None:
-    """One order-feed event, or None for a kind this version does not know (skip it)."""
-    kind = e.WhichOneof("event")
-    if kind == "order_opened":
-        return OrderOpened(e.seq, e.time_ms, order_from_proto(e.order_opened))
-    if kind == "order_closed":
-        return OrderClosed(e.seq, e.time_ms, e.order_closed)
-    if kind == "lease_won":
-        return LeaseWon(e.seq, e.time_ms, lease_from_proto(e.lease_won))
-    if kind == "bid_lost":
-        return BidLost(e.seq, e.time_ms, bid_from_proto(e.bid_lost))
-    if kind == "lease_closed":
-        return LeaseClosed(e.seq, e.time_ms, lease_from_proto(e.lease_closed))
-    return None
+    """One order-feed event (the inverse of provider_event_to_proto), or None for a kind this
+    version does not know (skip it)."""
+    try:
+        kind = ProviderEventKind(e.WhichOneof("event"))
+    except ValueError:
+        return None
+    match kind:
+        case ProviderEventKind.ORDER_OPENED:
+            return OrderOpened(e.seq, e.time_ms, order_from_proto(e.order_opened))
+        case ProviderEventKind.ORDER_CLOSED:
+            return OrderClosed(e.seq, e.time_ms, e.order_closed)
+        case ProviderEventKind.LEASE_WON:
+            return LeaseWon(e.seq, e.time_ms, lease_from_proto(e.lease_won))
+        case ProviderEventKind.BID_LOST:
+            return BidLost(e.seq, e.time_ms, bid_from_proto(e.bid_lost))
+        case ProviderEventKind.LEASE_CLOSED:
+            return LeaseClosed(e.seq, e.time_ms, lease_from_proto(e.lease_closed))
 
 
 def lease_manifest_from_proto(m: pb.Manifest) -> LeaseManifest:

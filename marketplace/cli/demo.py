@@ -31,7 +31,7 @@ from marketplace.cli.demo_stack import (
     ensure_image,
     wait_for_market,
 )
-from marketplace.cli.tenant import bid_table, endpoint_text, gpu_summary, lease_table
+from marketplace.cli.render import bid_table, endpoint_text, gpu_summary, lease_table
 from marketplace.core import money
 from marketplace.core.errors import MarketError
 from marketplace.core.money import format_amount

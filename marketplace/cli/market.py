@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from marketplace.api.client import DEFAULT_MARKET, MarketClient
-from marketplace.cli.tenant import proto_dict
+from marketplace.cli.render import proto_dict
 from marketplace.core.money import format_amount
 from marketplace.terminal import friendly_errors, json_option, print_json, print_table
 

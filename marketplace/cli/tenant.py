@@ -1,8 +1,8 @@
 """Tenant commands: `gpumarket deploy/status/bids/why/accept/leases/logs/close/account/providers`.
 
 Every command takes --market ADDR (env GPUMARKET_MARKET) and --key NAME (env GPUMARKET_KEY,
-default "default", created on first use with a notice). Tables for people, --json for
-scripts; amounts are shown in whole units with micro precision (12.500000 act).
+default "default", created on first use with a notice). Tables for people (render.py), --json
+for scripts.
 """
 
 from __future__ import annotations
@@ -10,23 +10,35 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
-from google.protobuf.message import Message
 
 from marketplace import identity
 from marketplace.api import convert
 from marketplace.api.client import DEFAULT_MARKET, MarketClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.cli.render import (
+    account_lines,
+    amount,
+    bid_table,
+    deployment_detail,
+    deployment_table,
+    describe_event,
+    explanation,
+    lease_detail,
+    lease_table,
+    proto_dict,
+    provider_table,
+)
 from marketplace.core.errors import InvalidArgument, NotFound
+from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import ManifestError, parse_manifest
-from marketplace.core.money import format_amount, parse_amount
-from marketplace.terminal import friendly_errors, json_option, print_json, print_table
+from marketplace.core.money import parse_amount
+from marketplace.terminal import friendly_errors, json_option, print_json
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
@@ -79,54 +91,6 @@ def load_key(name: str) -> identity.Key:
 def tenant_client(market: str, key_name: str | None, tls_ca: Path | None) -> TenantClient:
     key = load_key(key_name) if key_name is not None else None
     return TenantClient(market, key, tls_ca=tls_ca)
-
-
-def amount(micro: int) -> str:
-    return format_amount(micro)
-
-
-def when(ms: int) -> str:
-    if not ms:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def short(address: str, n: int = 14) -> str:
-    return address if len(address) <= n else address[:n] + "…"
-
-
-def proto_dict(message: Message) -> dict[str, Any]:
-    """A message as plain JSON data: every field, numbers as numbers, enums by name."""
-    out: dict[str, Any] = {}
-    for field in message.DESCRIPTOR.fields:
-        value = getattr(message, field.name)
-        if field.message_type is not None:
-            if field.is_repeated:
-                out[field.name] = [proto_dict(v) for v in value]
-            elif message.HasField(field.name):
-                out[field.name] = proto_dict(value)
-            else:
-                out[field.name] = None
-        elif field.enum_type is not None:
-            name = field.enum_type.values_by_number
-            if field.is_repeated:
-                out[field.name] = [name[v].name for v in value]
-            else:
-                out[field.name] = name[value].name if value in name else value
-        elif field.type == field.TYPE_BYTES:
-            out[field.name] = value.hex()
-        elif field.is_repeated:
-            out[field.name] = list(value)
-        else:
-            out[field.name] = value
-    return out
-
-
-def endpoint_text(e: pb.Endpoint) -> str:
-    if e.uri:
-        return e.uri
-    host = e.host or "?"
-    return f"{e.service}: {host}:{e.external_port or e.port} ({e.proto or 'tcp'} → {e.port})"
 
 
 # --- deploy -------------------------------------------------------------------------------------
@@ -198,53 +162,20 @@ def follow_deployment(client: TenantClient, dep: pb.Deployment, as_json: bool) -
     """Print the auction as it happens; return once every group's lease runs, or it closes."""
     groups = len(dep.groups)
     running: set[str] = set()
-    for event in client.watch_deployment(dep.id):
+    for message in client.watch_deployment(dep.id):
         if as_json:
-            print_json(proto_dict(event))
-        else:
-            line = describe_event(client, event)
-            if line:
-                click.echo(line)
-        if event.kind == "lease_running":
+            print_json(proto_dict(message))
+        event = convert.deployment_event_from_proto(message)
+        if event is None:
+            continue  # a kind this client does not know
+        if not as_json and (line := describe_event(event)):
+            click.echo(line)
+        if event.kind == DeploymentEventKind.LEASE_RUNNING:
             running.add(event.lease_id)
-        elif event.kind == "lease_closed":
+        elif event.kind == DeploymentEventKind.LEASE_CLOSED:
             running.discard(event.lease_id)
         if len(running) >= groups:
             return
-
-
-def describe_event(client: TenantClient, event: pb.DeploymentEvent) -> str:
-    kind = event.kind
-    if kind == "bid_placed":
-        bid = next((b for b in client.list_bids(event.order_id) if b.id == event.bid_id), None)
-        if bid is None:
-            return f"  bid on {event.order_id}"
-        return (
-            f"  bid  {amount(bid.price_per_hour)}/h from {short(bid.provider)} "
-            f"(reliability {bid.reliability:.2f})"
-        )
-    if kind == "bid_declined":
-        return f"  declined: {event.message}"
-    if kind == "no_eligible_bid":
-        why = client.explain_order(event.order_id)
-        return f"  auction closed without a winner: {why.summary}"
-    if kind == "lease_created":
-        lease = client.get_lease(event.lease_id)
-        return (
-            f"lease {lease.id}: won by {short(lease.provider)} at {amount(lease.price_per_hour)}/h; "
-            "waiting for it to start"
-        )
-    if kind == "lease_running":
-        lease = client.get_lease(event.lease_id)
-        ends = "; ".join(endpoint_text(e) for e in lease.endpoints) or "no endpoints"
-        return f"lease {lease.id} running: {ends}"
-    if kind == "lease_closed":
-        return f"lease {event.lease_id} closed ({event.message})"
-    if kind in ("order_opened", "order_reopened"):
-        return f"order {event.order_id} open for bids"
-    if kind == "deployment_closed":
-        return f"deployment {event.deployment_id} closed: {event.message}"
-    return ""
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -262,23 +193,8 @@ def status(id: str | None, market: str, key_name: str, tls_ca: Path | None, as_j
         deps = client.list_deployments(owner=client.key.address if client.key else None)
         if as_json:
             print_json([proto_dict(d) for d in deps])
-            return
-        print_table(
-            ["DEPLOYMENT", "STATE", "ESCROW", "DEPOSITED", "KIND", "ORDERS", "LEASES", "CREATED"],
-            [
-                (
-                    d.id,
-                    convert.deployment_state_name(d.state),
-                    amount(d.escrow_balance),
-                    amount(d.deposited),
-                    d.job_kind,
-                    len(d.order_ids),
-                    len(d.lease_ids),
-                    when(d.created_at_ms),
-                )
-                for d in deps
-            ],
-        )
+        else:
+            deployment_table(deps)
         return
     if id.count("/") == 3:
         show_lease(client.get_lease(id), as_json)
@@ -298,51 +214,14 @@ def status(id: str | None, market: str, key_name: str, tls_ca: Path | None, as_j
             }
         )
         return
-    click.echo(
-        f"deployment {dep.id}  {convert.deployment_state_name(dep.state)}  {dep.job_kind}  "
-        f"escrow {amount(dep.escrow_balance)} of {amount(dep.deposited)} deposited"
-    )
-    print_table(
-        ["ORDER", "STATE", "GROUP", "MAX/H", "WINDOW CLOSES"],
-        [
-            (
-                o.id,
-                convert.order_state_name(o.state),
-                o.spec.name,
-                amount(o.spec.max_price_per_hour),
-                when(o.closes_at_ms),
-            )
-            for o in orders
-        ],
-    )
-    lease_table(leases)
-
-
-def lease_table(leases: list[pb.Lease]) -> None:
-    print_table(
-        ["LEASE", "STATE", "PROVIDER", "PRICE/H", "PAID", "REASON", "ENDPOINTS"],
-        [
-            (
-                x.id,
-                convert.lease_state_name(x.state),
-                short(x.provider),
-                amount(x.price_per_hour),
-                amount(x.paid),
-                convert.close_reason_name(x.close_reason) or "-",
-                "; ".join(endpoint_text(e) for e in x.endpoints) or "-",
-            )
-            for x in leases
-        ],
-    )
+    deployment_detail(dep, orders, leases)
 
 
 def show_lease(lease: pb.Lease, as_json: bool) -> None:
     if as_json:
         print_json(proto_dict(lease))
-        return
-    lease_table([lease])
-    if lease.message:
-        click.echo(f"message: {lease.message}")
+    else:
+        lease_detail(lease)
 
 
 @click.command()
@@ -359,23 +238,6 @@ def bids(order: str, market: str, key_name: str, tls_ca: Path | None, as_json: b
     bid_table(found)
 
 
-def bid_table(found: list[pb.Bid]) -> None:
-    print_table(
-        ["BID", "PROVIDER", "PRICE/H", "STATE", "RELIABILITY", "GPUS"],
-        [
-            (
-                b.id,
-                short(b.provider),
-                amount(b.price_per_hour),
-                convert.bid_state_name(b.state),
-                f"{b.reliability:.2f}",
-                ",".join(b.offer.gpu_models) or "-",
-            )
-            for b in found
-        ],
-    )
-
-
 @click.command()
 @click.argument("order")
 @market_options
@@ -390,19 +252,8 @@ def why_order(client: TenantClient, order: str, as_json: bool) -> None:
     answer = client.explain_order(order)
     if as_json:
         print_json(proto_dict(answer))
-        return
-    o = answer.order
-    click.echo(f"order {o.id}  {convert.order_state_name(o.state)}: {answer.summary}")
-    if answer.bids:
-        bid_table(list(answer.bids))
-    if answer.declines:
-        print_table(
-            ["PROVIDER", "REASON", "BY"],
-            [
-                (short(d.provider), d.reason, "marketplace" if d.by_marketplace else "provider")
-                for d in answer.declines
-            ],
-        )
+    else:
+        explanation(answer)
 
 
 @click.command()
@@ -525,10 +376,8 @@ def show_account(
     acct = client.get_account(address)
     if as_json:
         print_json(proto_dict(acct))
-        return
-    click.echo(f"address:   {acct.address}")
-    click.echo(f"balance:   {amount(acct.balance)}")
-    click.echo(f"escrowed:  {amount(acct.escrowed)}")
+    else:
+        account_lines(acct)
 
 
 @account.command()
@@ -577,27 +426,5 @@ def providers(online: bool, market: str, key_name: str, tls_ca: Path | None, as_
     found = MarketClient(market, tls_ca=tls_ca).list_providers(online_only=online)
     if as_json:
         print_json([proto_dict(p) for p in found])
-        return
-    print_table(
-        ["PROVIDER", "ONLINE", "REGION", "GPUS", "RELIABILITY", "LEASES", "LAST HEARTBEAT"],
-        [
-            (
-                short(p.address, 20),
-                "yes" if p.online else "no",
-                p.region or "-",
-                gpu_summary(p.inventory),
-                f"{p.reliability:.2f}",
-                p.leases_running,
-                when(p.last_heartbeat_ms),
-            )
-            for p in found
-        ],
-    )
-
-
-def gpu_summary(inv: pb.Inventory) -> str:
-    counts: dict[str, int] = {}
-    for g in inv.gpus:
-        label = f"{g.model} {g.memory_mib // 1024}Gi"
-        counts[label] = counts.get(label, 0) + 1
-    return ", ".join(f"{n}x {label}" for label, n in sorted(counts.items())) or "-"
+    else:
+        provider_table(found)

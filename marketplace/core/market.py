@@ -1,5 +1,9 @@
 """MarketService: the market's application service. Pure, synchronous, in memory; a Clock is passed in.
 
+This module is its command side, where every rule below is kept; the queries are in reads.py
+(MarketService inherits them), the record of what changed and the event log in journal.py, the
+event kinds in events.py, the settings in config.py.
+
 Commands validate first and mutate only after every check passed, so a command that raises leaves
 the state as it was, with two deliberate exceptions the server must persist too (drain after
 every command, even one that raised a MarketError):
@@ -7,8 +11,8 @@ every command, even one that raised a MarketError):
   the clock before the command is judged;
 - an ineligible bid records a Decline(by_marketplace=True) and then raises Ineligible, so the
   tenant can see why (explain_order).
-Changed records are marked; drain_changes() hands them, and the new ledger entries, events and
-declines, to the server, which writes them in one transaction.
+Changed records are marked in the journal; drain_changes() hands them, and the new ledger
+entries, events and declines, to the server, which writes them in one transaction.
 
 Rules (see also auction.py, ledger.py, leases.py, reliability.py):
 - Bid window: bids are taken from order creation until closes_at_ms (exclusive). At the close the
@@ -50,21 +54,23 @@ Rules (see also auction.py, ledger.py, leases.py, reliability.py):
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from marketplace.core import auction, leases, ledger, matching, money, reliability
+from marketplace.core import auction, leases, ledger, matching, money
 from marketplace.core.clock import Clock
+from marketplace.core.config import MarketConfig as MarketConfig
 from marketplace.core.errors import (
     AlreadyExists,
     FailedPrecondition,
     Ineligible,
     InsufficientFunds,
     InvalidArgument,
-    NotFound,
     PermissionDenied,
 )
+from marketplace.core.events import DeploymentEventKind, ProviderEventKind
+from marketplace.core.journal import Journal, Record
+from marketplace.core.reads import MarketReads
 from marketplace.core.resources import (
     GroupSpec,
     JobKind,
@@ -76,14 +82,12 @@ from marketplace.core.resources import (
 from marketplace.core.state import (
     MINT,
     Account,
-    AuditReport,
     Bid,
     BidState,
     Changes,
     CloseReason,
     Decline,
     Deployment,
-    DeploymentEvent,
     DeploymentState,
     Endpoint,
     Lease,
@@ -91,39 +95,11 @@ from marketplace.core.state import (
     MarketState,
     Offer,
     Order,
-    OrderExplanation,
     OrderState,
-    PriceStat,
-    ProviderEvent,
     ProviderRecord,
     acct_key,
     escrow_key,
 )
-
-
-@dataclass(frozen=True)
-class MarketConfig:
-    heartbeat_timeout_ms: int = 30_000  # silent longer than this → offline, leases provider_lost
-    heartbeat_interval_ms: int = 10_000  # what providers are told to use
-    default_bid_window_ms: int = 5_000  # when a group's auction settings give none
-    max_bids_per_order: int = 100  # open bids; withdrawn/lost ones do not count
-    manifest_timeout_ms: int = 600_000  # a lease still pending after this closes manifest_timeout
-    reliability_prior_ok: float = 4.0  # Beta prior: a new provider scores 4/(4+1) = 0.8
-    reliability_prior_bad: float = 1.0
-    admin_address: str = ""  # the faucet key: the only signer fund() accepts
-    min_deposit: int = 1
-    denom: str = "uact"
-    journal: bool = True  # mark changed records for drain_changes(); off for the simulator
-    record_events: bool = True  # keep deployment/provider events; off for the simulator
-    keep_ledger: bool = True  # keep every LedgerEntry in memory; balances are kept either way
-    retain_closed: bool = True  # keep records of closed deployments; off to bound sim memory
-    # False: tick() never expires providers by itself; the caller reports silent ones with
-    # provider_silent() (the simulator models liveness analytically instead of heartbeating)
-    heartbeat_expiry: bool = True
-    # provider events kept in memory for provider_events_after (the server persists all of them);
-    # a provider resuming from an older token gets the oldest kept and should re-list open orders
-    provider_event_retention: int = 100_000
-
 
 # Reasons after which a group is ordered again, per restart policy (see the module docstring).
 _REORDER_ON_FAILURE = frozenset(
@@ -148,36 +124,35 @@ class _Used:
     gpu_uuids: set[str] = field(default_factory=set)
 
 
-class MarketService:
+def _untracked(record: Record) -> None:
+    """touch() when nothing is journaled (MarketConfig.journal off)."""
+
+
+class MarketService(MarketReads):
+    """The command side; the queries are inherited from MarketReads (reads.py)."""
+
     def __init__(
         self, clock: Clock, config: MarketConfig | None = None, state: MarketState | None = None
     ) -> None:
-        self.clock = clock
-        self.config = config or MarketConfig()
-        self.state = state or MarketState()
-        self._dirty: dict[tuple[str, str], object] = {}
-        self._new_declines: list[Decline] = []
-        self._new_entries: list = []
-        self._new_dep_events: list[DeploymentEvent] = []
-        self._new_prov_events: list[ProviderEvent] = []
+        config = config or MarketConfig()
+        state = state or MarketState()
+        journal = Journal(
+            state,
+            track_changes=config.journal,
+            record_events=config.record_events,
+            provider_event_retention=config.provider_event_retention,
+        )
+        super().__init__(clock, config, state, journal)
+        # Every changed record is marked; bound once, as it runs many times per command.
+        self._touch: Callable[[Record], None] = journal.touch if config.journal else _untracked
         self.ledger = ledger.Ledger(
-            self.state,
+            state,
             self._balance_of,
             self._add_to,
-            on_entry=self._new_entries.append if self.config.journal else None,
-            keep=self.config.keep_ledger,
+            on_entry=journal.entry_added if config.journal else None,
+            keep=config.keep_ledger,
         )
-        self._rebuild_indexes()
-
-    # ==== indexes ==========================================================================
-    def _rebuild_indexes(self) -> None:
-        st = self.state
-        self._open_orders: dict[str, Order] = {}
-        self._order_bids: dict[str, dict[str, Bid]] = {}
-        self._dep_leases: dict[str, dict[str, Lease]] = {}  # open leases per deployment
-        self._prov_leases: dict[str, dict[str, Lease]] = {}  # open leases per provider
         self._used: dict[str, _Used] = {}
-        self._owner_deps: dict[str, dict[str, None]] = {}  # owner → deployment ids, in order
         # provider → {(ids of the group's units, offered uuids): (units, allocate() verdict)};
         # valid until its free capacity changes (simulated providers see the same few units again
         # and again, shared by a job's groups). allocate() reads only group.resources. Keyed by
@@ -191,11 +166,20 @@ class MarketService:
                 tuple[tuple[ResourceUnit, ...], matching.Allocation | str],
             ],
         ] = {}
-        self._dep_events: dict[str, list[DeploymentEvent]] = {}
+        # deadlines: a heap of (at ms, push order, kind, key); _sched holds each one's live time
         self._heap: list[tuple[int, int, str, str]] = []
         self._sched: dict[tuple[str, str], int] = {}
         self._heap_seq = 0
-        self._prices: list[tuple[int, str, int]] = []  # (lease created ms, gpu model, per GPU-h)
+        self._build_indexes()
+
+    def drain_changes(self) -> Changes:
+        """Records changed, and ledger entries/events/declines added, since the last drain."""
+        return self.journal.drain()
+
+    # ==== indexes ==========================================================================
+    def _build_indexes(self) -> None:
+        """Fill the indexes (reads.py's and the command side's) from the records."""
+        st = self.state
         for dep in st.deployments.values():
             self._owner_deps.setdefault(dep.owner, {})[dep.id] = None
         for order in st.orders.values():
@@ -212,8 +196,6 @@ class MarketService:
         for prov in st.providers.values():
             if prov.online:
                 self._schedule(_HEARTBEAT, prov.address, prov.last_heartbeat_ms + self._hb_grace())
-        for event in st.deployment_events:
-            self._dep_events.setdefault(event.deployment_id, []).append(event)
         for dep_id in self._dep_leases:
             self._reschedule_dry(st.deployments[dep_id])
 
@@ -269,13 +251,6 @@ class MarketService:
         dep = self.state.deployments[lease.deployment_id]
         if lease.started and dep.job.max_runtime_ms:
             self._schedule(_RUNTIME, lease.id, lease.running_at_ms + dep.job.max_runtime_ms)
-
-    def _billing_lines(self, dep: Deployment) -> list[ledger.Billing]:
-        return [
-            ledger.Billing(lease.price_per_hour, lease.running_at_ms, lease.paid)
-            for lease in self._dep_leases.get(dep.id, {}).values()
-            if lease.started
-        ]
 
     def _reschedule_dry(self, dep: Deployment) -> None:
         lines = self._billing_lines(dep)
@@ -353,67 +328,7 @@ class MarketService:
                 self._settle(lease, at_ms)
         self._finish_deployment(dep, CloseReason.INSUFFICIENT_FUNDS, at_ms, "escrow ran dry")
 
-    # ==== journal ==========================================================================
-    def _touch(self, record: object) -> None:
-        if self.config.journal:
-            key = getattr(record, "id", None) or record.address
-            self._dirty[(type(record).__name__, key)] = record
-
-    def drain_changes(self) -> Changes:
-        """Records changed, and ledger entries/events/declines added, since the last drain."""
-        changes = Changes(
-            declines=self._new_declines[:],
-            ledger=self._new_entries[:],
-            deployment_events=self._new_dep_events[:],
-            provider_events=self._new_prov_events[:],
-        )
-        lists = {
-            "Account": changes.accounts,
-            "Deployment": changes.deployments,
-            "Order": changes.orders,
-            "Bid": changes.bids,
-            "Lease": changes.leases,
-            "ProviderRecord": changes.providers,
-        }
-        for (kind, _), record in self._dirty.items():
-            lists[kind].append(record)  # type: ignore[arg-type]
-        st = self.state
-        changes.counters = {
-            "total_minted": st.total_minted,
-            "next_deployment": st.next_deployment,
-            "next_ledger_id": st.next_ledger_id,
-            "next_event_seq": st.next_event_seq,
-            "next_bid_seq": st.next_bid_seq,
-        }
-        self._dirty.clear()
-        self._new_declines.clear()
-        self._new_entries.clear()
-        self._new_dep_events.clear()
-        self._new_prov_events.clear()
-        return changes
-
-    def _dep_event(self, dep_id: str, kind: str, time_ms: int, **fields: str) -> None:
-        if not self.config.record_events:
-            return
-        event = DeploymentEvent(self.state.next_event_seq, time_ms, dep_id, kind, **fields)
-        self.state.next_event_seq += 1
-        self.state.deployment_events.append(event)
-        self._dep_events.setdefault(dep_id, []).append(event)
-        if self.config.journal:
-            self._new_dep_events.append(event)
-
-    def _prov_event(self, provider: str, kind: str, time_ms: int, **fields: str) -> None:
-        if not self.config.record_events:
-            return
-        event = ProviderEvent(self.state.next_event_seq, time_ms, provider, kind, **fields)
-        self.state.next_event_seq += 1
-        events = self.state.provider_events
-        events.append(event)
-        if len(events) > 2 * self.config.provider_event_retention:
-            del events[: len(events) - self.config.provider_event_retention]
-        if self.config.journal:
-            self._new_prov_events.append(event)
-
+    # ==== declines =========================================================================
     def _decline(self, order: Order, provider: str, reason: str, by_marketplace: bool) -> None:
         now = self.clock.now_ms()
         decline = Decline(order.id, provider, reason, now, by_marketplace)
@@ -421,9 +336,10 @@ class MarketService:
         kept = [d for d in self.state.declines.get(order.id, []) if d.provider != provider]
         kept.append(decline)
         self.state.declines[order.id] = kept
-        if self.config.journal:
-            self._new_declines.append(decline)
-        self._dep_event(order.deployment_id, "bid_declined", now, order_id=order.id, message=reason)
+        self.journal.declined(decline)
+        self.journal.deployment_event(
+            order.deployment_id, DeploymentEventKind.BID_DECLINED, now, order=order, message=reason
+        )
 
     # ==== money ============================================================================
     def _balance_of(self, key: str) -> int:
@@ -482,19 +398,6 @@ class MarketService:
             raise InvalidArgument(f"fund: amount must be positive, got {amount}")
         self.ledger.transfer(self.clock.now_ms(), MINT, acct_key(address), amount, "faucet")
         return self.state.accounts[address]
-
-    def get_account(self, address: str) -> Account:
-        """The account (a zero-balance one if it never received anything)."""
-        return self.state.accounts.get(address) or Account(address)
-
-    def escrowed(self, address: str) -> int:
-        """What `address` holds in the escrows of its open deployments."""
-        deps = self.state.deployments
-        return sum(
-            deps[d].escrow
-            for d in self._owner_deps.get(address, [])
-            if d in deps and deps[d].state == DeploymentState.ACTIVE
-        )
 
     # ==== deployments ======================================================================
     def _own_deployment(self, owner: str, deployment_id: str) -> Deployment:
@@ -555,7 +458,7 @@ class MarketService:
         self._owner_deps.setdefault(owner, {})[dep.id] = None
         self._touch(dep)
         self.ledger.transfer(now, acct_key(owner), escrow_key(dep.id), deposit, "deposit")
-        self._dep_event(dep.id, "deployment_created", now)
+        self.journal.deployment_event(dep.id, DeploymentEventKind.DEPLOYMENT_CREATED, now)
         for gseq in range(1, len(groups) + 1):
             dep.group_orders.append("")
             self._open_order(dep, gseq, 1, now)
@@ -586,9 +489,9 @@ class MarketService:
         self._touch(dep)
         if not auction_settings.manual:
             self._schedule(_WINDOW, order.id, order.closes_at_ms)
-        kind = "order_opened" if oseq == 1 else "order_reopened"
-        self._dep_event(dep.id, kind, now, order_id=order.id)
-        self._prov_event("", "order_opened", now, order_id=order.id)
+        kind = DeploymentEventKind.ORDER_OPENED if oseq == 1 else DeploymentEventKind.ORDER_REOPENED
+        self.journal.deployment_event(dep.id, kind, now, order=order)
+        self.journal.provider_event("", ProviderEventKind.ORDER_OPENED, now, order=order)
         return order
 
     def _close_order(self, order: Order, now: int, message: str) -> None:
@@ -603,10 +506,10 @@ class MarketService:
             if bid.state in (BidState.OPEN, BidState.WON):
                 leases.move(bid, BidState.CLOSED)
                 self._touch(bid)
-        self._dep_event(
-            order.deployment_id, "order_closed", now, order_id=order.id, message=message
+        self.journal.deployment_event(
+            order.deployment_id, DeploymentEventKind.ORDER_CLOSED, now, order=order, message=message
         )
-        self._prov_event("", "order_closed", now, order_id=order.id)
+        self.journal.provider_event("", ProviderEventKind.ORDER_CLOSED, now, order=order)
 
     def close_deployment(self, owner: str, deployment_id: str) -> Deployment:
         """Close its orders and leases (deployment_closed), settle, refund the escrow's rest."""
@@ -633,7 +536,9 @@ class MarketService:
         dep.closed_at_ms = at_ms
         self._sched.pop((_DRY, dep.id), None)
         self._touch(dep)
-        self._dep_event(dep.id, "deployment_closed", self.clock.now_ms(), message=message)
+        self.journal.deployment_event(
+            dep.id, DeploymentEventKind.DEPLOYMENT_CLOSED, self.clock.now_ms(), message=message
+        )
         if not self.config.retain_closed:
             self._forget(dep)
 
@@ -648,7 +553,7 @@ class MarketService:
                 st.bids.pop(bid.id, None)
         for lease_id in dep.lease_ids:
             st.leases.pop(lease_id, None)
-        self._dep_events.pop(dep.id, None)
+        self.journal.forget_deployment(dep.id)
         self._owner_deps.get(dep.owner, {}).pop(dep.id, None)
         del st.deployments[dep.id]
 
@@ -672,12 +577,6 @@ class MarketService:
         dep.deposited += amount
         self._reschedule_dry(dep)
         return dep
-
-    def escrow_available(self, deployment_id: str) -> int:
-        """Escrow left after what its open leases have accrued but not yet settled."""
-        dep = self.get_deployment(deployment_id)
-        lines = self._billing_lines(dep)
-        return max(0, dep.escrow - ledger.due(lines, self.clock.now_ms()))
 
     # ==== eligibility and award ============================================================
     def _free(self, prov: ProviderRecord, only_gpus: tuple[str, ...] = ()) -> matching.Capacity:
@@ -758,7 +657,14 @@ class MarketService:
         )
         if result is None:
             # stays open; a later eligible bid is awarded at the next tick after it arrives
-            self._dep_event(order.deployment_id, "no_eligible_bid", at_ms, order_id=order.id)
+            if self.journal.recording:  # the summary costs a little: only when it is kept
+                self.journal.deployment_event(
+                    order.deployment_id,
+                    DeploymentEventKind.NO_ELIGIBLE_BID,
+                    at_ms,
+                    order=order,
+                    message=self.explain_order(order.id).summary,
+                )
             return
         allocation = next(a for b, a in eligible if b is result.winner)
         self._create_lease(order, result.winner, result.price_per_hour, allocation, at_ms)
@@ -776,7 +682,9 @@ class MarketService:
             if bid.state == BidState.OPEN:
                 leases.move(bid, BidState.LOST)
                 self._touch(bid)
-                self._prov_event(bid.provider, "bid_lost", now, order_id=order.id, bid_id=bid.id)
+                self.journal.provider_event(
+                    bid.provider, ProviderEventKind.BID_LOST, now, order=order, bid=bid
+                )
         lease = Lease(
             id=winner.id,
             order_id=order.id,
@@ -802,11 +710,13 @@ class MarketService:
         self._touch(lease)
         self._index_lease(lease)
         self._record_price(lease)
-        self._dep_event(dep.id, "lease_created", now, order_id=order.id, lease_id=lease.id)
-        self._prov_event(
-            lease.provider, "lease_won", now, order_id=order.id, bid_id=winner.id, lease_id=lease.id
+        self.journal.deployment_event(
+            dep.id, DeploymentEventKind.LEASE_CREATED, now, order=order, lease=lease
         )
-        self._prov_event("", "order_closed", now, order_id=order.id)
+        self.journal.provider_event(
+            lease.provider, ProviderEventKind.LEASE_WON, now, order=order, bid=winner, lease=lease
+        )
+        self.journal.provider_event("", ProviderEventKind.ORDER_CLOSED, now, order=order)
         return lease
 
     def accept_bid(self, owner: str, bid_id: str) -> Lease:
@@ -868,10 +778,17 @@ class MarketService:
         order = self.state.orders[lease.order_id]
         self._credit_history(lease.provider, reason, was_running)
         now = self.clock.now_ms()
-        self._dep_event(
-            dep.id, "lease_closed", now, order_id=order.id, lease_id=lease.id, message=reason.value
+        self.journal.deployment_event(
+            dep.id,
+            DeploymentEventKind.LEASE_CLOSED,
+            now,
+            order=order,
+            lease=lease,
+            message=reason.value,
         )
-        self._prov_event(lease.provider, "lease_closed", now, order_id=order.id, lease_id=lease.id)
+        self.journal.provider_event(
+            lease.provider, ProviderEventKind.LEASE_CLOSED, now, order=order, lease=lease
+        )
         if order.state != OrderState.CLOSED:
             leases.move(order, OrderState.CLOSED)
             self._touch(order)
@@ -906,17 +823,11 @@ class MarketService:
             prov.leases_ok += 1
         self._touch(prov)
 
-    def _lease_of(self, lease_id: str) -> Lease:
-        lease = self.state.leases.get(lease_id)
-        if lease is None:
-            raise NotFound(f"lease {lease_id} not found")
-        return lease
-
     def close_lease(self, actor: str, lease_id: str, message: str = "") -> Lease:
         """Tenant or provider closes a lease; settles; re-orders per the restart policy (a close
         by the provider counts as a failure it caused; a close by the tenant never re-orders)."""
         self.tick()
-        lease = self._lease_of(lease_id)
+        lease = self.get_lease(lease_id)
         if actor not in (lease.tenant, lease.provider):
             raise PermissionDenied(f"lease {lease_id} is neither yours as tenant nor as provider")
         if lease.state == LeaseState.CLOSED:
@@ -929,7 +840,7 @@ class MarketService:
     def manifest_for(self, provider: str, lease_id: str) -> tuple[Deployment, GroupSpec]:
         """The deployment and group a lease runs; only the lease's provider may ask."""
         self.tick()
-        lease = self._lease_of(lease_id)
+        lease = self.get_lease(lease_id)
         if lease.provider != provider:
             raise PermissionDenied(f"lease {lease_id} is not yours")
         if lease.state == LeaseState.CLOSED:
@@ -951,7 +862,7 @@ class MarketService:
         """The provider reports a lease running, or exited: exit 0 → completed, else (or OOM)
         failed; the group is re-ordered per the restart policy."""
         self.tick()
-        lease = self._lease_of(lease_id)
+        lease = self.get_lease(lease_id)
         if lease.provider != provider:
             raise PermissionDenied(f"lease {lease_id} is not yours")
         if lease.state == LeaseState.CLOSED:
@@ -971,7 +882,9 @@ class MarketService:
             self._sched.pop((_MANIFEST, lease.id), None)
             self._schedule_runtime(lease)
             self._reschedule_dry(self.state.deployments[lease.deployment_id])
-            self._dep_event(lease.deployment_id, "lease_running", now, lease_id=lease.id)
+            self.journal.deployment_event(
+                lease.deployment_id, DeploymentEventKind.LEASE_RUNNING, now, lease=lease
+            )
         if exited:
             lease.exit_code = exit_code
             ok = exit_code == 0 and not oom_killed
@@ -992,7 +905,7 @@ class MarketService:
     def settle(self, lease_id: str) -> Lease:
         """Pay the provider what the lease has accrued up to its provider's last heartbeat."""
         self.tick()
-        lease = self._lease_of(lease_id)
+        lease = self.get_lease(lease_id)
         if lease.state != LeaseState.CLOSED:
             self._settle(lease, self._confirmed_until(lease, self.clock.now_ms()))
         return lease
@@ -1006,12 +919,6 @@ class MarketService:
                 self._settle(lease, self._confirmed_until(lease, now))
 
     # ==== providers ========================================================================
-    def _provider(self, address: str) -> ProviderRecord:
-        prov = self.state.providers.get(address)
-        if prov is None:
-            raise NotFound(f"provider {address} is not registered")
-        return prov
-
     def register_provider(
         self,
         address: str,
@@ -1069,7 +976,7 @@ class MarketService:
         """Provider is alive. Returns the lease ids among `running_lease_ids` it must stop
         (unknown, closed, or not its own)."""
         self.tick()
-        prov = self._provider(address)
+        prov = self.get_provider(address)
         if capacity is not None and not isinstance(capacity, matching.Capacity):
             raise InvalidArgument("capacity must be a matching.Capacity")
         now = self.clock.now_ms()
@@ -1092,7 +999,7 @@ class MarketService:
     def grant_heartbeat_grace(self, address: str, until_ms: int) -> None:
         """Do not declare `address` lost before `until_ms`: after the marketplace itself restarted,
         it, not the provider, was away. Billing still stops at the provider's last heartbeat."""
-        self._provider(address)
+        self.get_provider(address)
         self._schedule(_HEARTBEAT, address, until_ms)
 
     def provider_silent(self, address: str) -> None:
@@ -1100,7 +1007,7 @@ class MarketService:
         exactly what tick() does for a silent provider: offline, leases provider_lost now,
         billed to its last heartbeat, groups re-ordered per restart policy. Idempotent."""
         self.tick()
-        prov = self._provider(address)
+        prov = self.get_provider(address)
         if prov.online:
             self._sched.pop((_HEARTBEAT, address), None)
             self._provider_lost(address, self.clock.now_ms())
@@ -1127,7 +1034,7 @@ class MarketService:
         """Bid on an open order. Ineligible → a Decline(by_marketplace=True) is recorded and
         Ineligible(reason) raised."""
         self.tick()
-        prov = self._provider(provider)
+        prov = self.get_provider(provider)
         order = self.get_order(order_id)
         if order.state != OrderState.OPEN:
             raise FailedPrecondition(f"order {order_id} is {order.state}, not taking bids")
@@ -1165,7 +1072,9 @@ class MarketService:
         bids.pop(provider, None)
         bids[provider] = bid
         self._touch(bid)
-        self._dep_event(order.deployment_id, "bid_placed", now, order_id=order_id, bid_id=bid.id)
+        self.journal.deployment_event(
+            order.deployment_id, DeploymentEventKind.BID_PLACED, now, order=order, bid=bid
+        )
         if now >= order.closes_at_ms and not order.auction.manual:
             # the window closed without a winner: award at the next tick
             self._schedule(_WINDOW, order_id, now)
@@ -1185,172 +1094,6 @@ class MarketService:
     def decline_order(self, provider: str, order_id: str, reason: str) -> None:
         """The provider says why it will not bid (shown to the tenant by explain_order)."""
         self.tick()
-        self._provider(provider)
+        self.get_provider(provider)
         order = self.get_order(order_id)
         self._decline(order, provider, reason.strip() or "declined (no reason given)", False)
-
-    # ==== reads ============================================================================
-    def get_deployment(self, deployment_id: str) -> Deployment:
-        dep = self.state.deployments.get(deployment_id)
-        if dep is None:
-            raise NotFound(f"deployment {deployment_id} not found")
-        return dep
-
-    def list_deployments(
-        self, owner: str | None = None, open_only: bool = False
-    ) -> list[Deployment]:
-        if owner is not None:
-            deps = [self.state.deployments[d] for d in self._owner_deps.get(owner, [])]
-        else:
-            deps = list(self.state.deployments.values())
-        if open_only:
-            deps = [d for d in deps if d.state == DeploymentState.ACTIVE]
-        return deps
-
-    def get_order(self, order_id: str) -> Order:
-        order = self.state.orders.get(order_id)
-        if order is None:
-            raise NotFound(f"order {order_id} not found")
-        return order
-
-    def list_orders(self, open_only: bool = False, deployment_id: str | None = None) -> list[Order]:
-        if deployment_id is not None:
-            dep = self.get_deployment(deployment_id)
-            orders = [self.state.orders[o] for o in dep.order_ids]
-            return [o for o in orders if o.state == OrderState.OPEN] if open_only else orders
-        if open_only:
-            return list(self._open_orders.values())
-        return list(self.state.orders.values())
-
-    def list_bids(self, order_id: str) -> list[Bid]:
-        self.get_order(order_id)
-        return auction.rank(list(self._order_bids.get(order_id, {}).values()))
-
-    def get_bid(self, bid_id: str) -> Bid:
-        bid = self.state.bids.get(bid_id)
-        if bid is None:
-            raise NotFound(f"bid {bid_id} not found")
-        return bid
-
-    def explain_order(self, order_id: str) -> OrderExplanation:
-        """The order, its bids, every decline with its reason, and a one-line summary."""
-        order = self.get_order(order_id)
-        bids = tuple(self.list_bids(order_id))
-        declines = tuple(self.state.declines.get(order_id, ()))
-        return OrderExplanation(order, bids, declines, self._summary(order, bids, declines))
-
-    def _summary(self, order: Order, bids: tuple[Bid, ...], declines: tuple[Decline, ...]) -> str:
-        now = self.clock.now_ms()
-        if order.state == OrderState.ACTIVE:
-            lease = self.state.leases[order.lease_id]
-            return f"leased to {lease.provider} at {money.format_amount(lease.price_per_hour)}/h"
-        if order.state == OrderState.CLOSED:
-            if order.lease_id:
-                lease = self.state.leases[order.lease_id]
-                return f"closed: lease {lease.id} ended ({lease.close_reason})"
-            return "closed without a lease"
-        open_bids = [b for b in bids if b.state == BidState.OPEN]
-        if order.auction.manual and open_bids:
-            best = open_bids[0]
-            return (
-                f"{len(open_bids)} open bid(s), waiting for you to accept one (best "
-                f"{money.format_amount(best.price_per_hour)}/h from {best.provider})"
-            )
-        if open_bids and now < order.closes_at_ms:
-            return f"{len(open_bids)} bid(s) so far; the auction closes in {order.closes_at_ms - now} ms"
-        online = sum(1 for p in self.state.providers.values() if p.online and not p.draining)
-        if not declines:
-            if now < order.closes_at_ms:
-                return f"no bids yet; {online} provider(s) online; window closes in {order.closes_at_ms - now} ms"
-            return f"no bids and no declines yet from {online} online provider(s); still open"
-        tally: dict[str, int] = {}
-        for d in declines:
-            tally[d.reason] = tally.get(d.reason, 0) + 1
-        top = "; ".join(
-            f"{reason} ({n})" for reason, n in sorted(tally.items(), key=lambda x: -x[1])[:3]
-        )
-        return f"no eligible bid: {len(declines)} provider(s) declined: {top}"
-
-    def get_lease(self, lease_id: str) -> Lease:
-        return self._lease_of(lease_id)
-
-    def list_leases(
-        self,
-        owner: str | None = None,
-        provider: str | None = None,
-        open_only: bool = False,
-        deployment_id: str | None = None,
-    ) -> list[Lease]:
-        if provider is not None and open_only:
-            found = list(self._prov_leases.get(provider, {}).values())
-        elif deployment_id is not None:
-            found = [self.state.leases[x] for x in self.get_deployment(deployment_id).lease_ids]
-        else:
-            found = list(self.state.leases.values())
-        return [
-            x
-            for x in found
-            if (owner is None or x.tenant == owner)
-            and (provider is None or x.provider == provider)
-            and (deployment_id is None or x.deployment_id == deployment_id)
-            and (not open_only or x.state != LeaseState.CLOSED)
-        ]
-
-    def get_provider(self, address: str) -> ProviderRecord:
-        return self._provider(address)
-
-    def list_providers(self) -> list[ProviderRecord]:
-        return list(self.state.providers.values())
-
-    def open_lease_count(self, address: str) -> int:
-        return len(self._prov_leases.get(address, {}))
-
-    def provider_events_after(
-        self, address: str, seq: int = 0, limit: int = 1000
-    ) -> list[ProviderEvent]:
-        """Events for `address` (and broadcasts) with seq > `seq`, oldest first."""
-        events = self.state.provider_events
-        start = bisect_right(events, seq, key=lambda e: e.seq)
-        out: list[ProviderEvent] = []
-        for event in events[start:]:
-            if event.provider in ("", address):
-                out.append(event)
-                if len(out) >= limit:
-                    break
-        return out
-
-    def deployment_events_after(self, deployment_id: str, seq: int = 0) -> list[DeploymentEvent]:
-        self.get_deployment(deployment_id)
-        events = self._dep_events.get(deployment_id, [])
-        return events[bisect_right(events, seq, key=lambda e: e.seq) :]
-
-    def price_stats(self, since_ms: int = 0) -> list[PriceStat]:
-        """Per GPU model: p10/median/p90 of leases' price per GPU-hour, leases created since."""
-        start = bisect_left(self._prices, since_ms, key=lambda p: p[0])
-        by_model: dict[str, list[int]] = {}
-        for _, model, price in self._prices[start:]:
-            by_model.setdefault(model, []).append(price)
-        stats = []
-        for model, prices in sorted(by_model.items()):
-            prices.sort()
-
-            def pick(q: float, prices: list[int] = prices) -> int:
-                return prices[min(len(prices) - 1, int(q * len(prices)))]
-
-            stats.append(PriceStat(model, len(prices), pick(0.1), pick(0.5), pick(0.9)))
-        return stats
-
-    def audit(self) -> AuditReport:
-        """Ledger vs balances: Σ accounts + escrows == total minted, no negative balance, every
-        entry > 0, and (when the ledger is kept) replaying it gives every balance."""
-        return ledger.audit(
-            self.state, replay=self.config.keep_ledger and self.config.retain_closed
-        )
-
-    def reliability(self, address: str) -> float:
-        """The provider's score in [0, 1] from its history (reliability.py)."""
-        return reliability.score(
-            self._provider(address),
-            self.config.reliability_prior_ok,
-            self.config.reliability_prior_bad,
-        )

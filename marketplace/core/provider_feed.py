@@ -2,8 +2,8 @@
 kind of order-feed event, each carrying exactly the records it needs, and the manifest of a
 lease it won. api/convert.py decodes them from the wire; the agent never sees protobuf.
 
-The event kinds are those of Provider.WatchOrders: order_opened, order_closed, lease_won,
-bid_lost, lease_closed. `seq` is the resume token.
+One class per ProviderEventKind (core/events.py documents the kinds); `seq` is the resume
+token.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ MarketService (market.py) is the only writer. The server persists these records 
 (every field is a str/int/bool/float, an enum (StrEnum), a frozen resources.* value, a
 matching.Capacity, or a list/tuple/dict of those) and hands a loaded MarketState back at start;
 the simulator keeps them in memory only. Indexes (open orders, leases per provider, deadlines)
-are NOT part of the state: MarketService rebuilds them from the records.
+are NOT part of the state: MarketService rebuilds them from the records. Events (their kinds
+are in events.py) name records by id and also carry them; only the ids are stored, and the
+journal (journal.py) attaches the records again to a loaded state's events.
 
 Ledger convention: a LedgerEntry moves `amount` FROM `debit` (its balance goes down) TO `credit`
 (its balance goes up), as on a bank statement. Account keys: "acct:<address>" (tenants and
@@ -16,8 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
+from marketplace.core.events import DeploymentEventKind, ProviderEventKind
+from marketplace.core.matching import Capacity
 from marketplace.core.resources import AuctionSettings, GroupSpec, JobKind, JobSettings
 
 MINT = "mint"
@@ -177,7 +180,7 @@ class ProviderRecord:
     address: str
     host_uri: str
     attributes: dict[str, str]
-    capacity: Any  # matching.Capacity: the provider's total resources, GPU devices included
+    capacity: Capacity  # the provider's total resources, GPU devices included
     region: str
     version: str
     registered_at_ms: int
@@ -217,26 +220,98 @@ class LedgerEntry:
 
 @dataclass(frozen=True, slots=True)
 class DeploymentEvent:
+    """Something that happened to a deployment (kinds: events.py). It names records by id and
+    carries them (the live records, not copies); the store keeps only the ids, and a loaded
+    market attaches the records again (journal.py)."""
+
     seq: int
     time_ms: int
     deployment_id: str
-    kind: str  # order_opened, bid_placed, bid_declined, lease_created, lease_running, lease_closed,
-    # order_reopened, order_closed, deployment_closed, escrow_low
+    kind: DeploymentEventKind
     order_id: str = ""
     bid_id: str = ""
     lease_id: str = ""
     message: str = ""
+    # the records named above; what the event says is its ids (equality and repr ignore these)
+    order: Order | None = field(default=None, compare=False, repr=False)
+    bid: Bid | None = field(default=None, compare=False, repr=False)
+    lease: Lease | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_records(
+        cls,
+        seq: int,
+        time_ms: int,
+        deployment_id: str,
+        kind: DeploymentEventKind,
+        *,
+        order: Order | None = None,
+        bid: Bid | None = None,
+        lease: Lease | None = None,
+        message: str = "",
+    ) -> DeploymentEvent:
+        """The event carrying these records, naming each by its id."""
+        return cls(
+            seq,
+            time_ms,
+            deployment_id,
+            kind,
+            order_id="" if order is None else order.id,
+            bid_id="" if bid is None else bid.id,
+            lease_id="" if lease is None else lease.id,
+            message=message,
+            order=order,
+            bid=bid,
+            lease=lease,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderEvent:
+    """What one provider (or, with provider "", every provider) is told; kinds: events.py.
+    Carries the records it names, as DeploymentEvent does."""
+
     seq: int
     time_ms: int
     provider: str  # "" = broadcast to every provider
-    kind: str  # order_opened | order_closed | lease_won | bid_lost | lease_closed
+    kind: ProviderEventKind
     order_id: str = ""
     bid_id: str = ""
     lease_id: str = ""
+    # the records named above; what the event says is its ids (equality and repr ignore these)
+    order: Order | None = field(default=None, compare=False, repr=False)
+    bid: Bid | None = field(default=None, compare=False, repr=False)
+    lease: Lease | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_records(
+        cls,
+        seq: int,
+        time_ms: int,
+        provider: str,
+        kind: ProviderEventKind,
+        *,
+        order: Order,
+        bid: Bid | None = None,
+        lease: Lease | None = None,
+    ) -> ProviderEvent:
+        """The event about `order` carrying these records, naming each by its id."""
+        return cls(
+            seq,
+            time_ms,
+            provider,
+            kind,
+            order_id=order.id,
+            bid_id="" if bid is None else bid.id,
+            lease_id="" if lease is None else lease.id,
+            order=order,
+            bid=bid,
+            lease=lease,
+        )
+
+
+# The fields of an event that hold records: never stored (the ids are), attached again on load.
+EVENT_RECORD_FIELDS = ("order", "bid", "lease")
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Generic, Literal, TypeAlias, TypeVar
 
 from marketplace.api import convert
 from marketplace.api.v1 import market_pb2 as pb
@@ -33,14 +33,9 @@ from marketplace.core.errors import (
     NotFound,
     PermissionDenied,
 )
+from marketplace.core.events import DeploymentEventKind
 from marketplace.core.market import MarketConfig, MarketService
-from marketplace.core.state import (
-    Changes,
-    DeploymentEvent,
-    LeaseState,
-    OrderState,
-    ProviderEvent,
-)
+from marketplace.core.state import Changes, DeploymentEvent, LeaseState, ProviderEvent
 from marketplace.identity import ReplayGuard
 from marketplace.server.store import Batch, Store, StoredLogLine, changes_batch, logs_batch
 
@@ -48,6 +43,10 @@ log = logging.getLogger("gpumarket.market")
 
 T = TypeVar("T")
 R = TypeVar("R")
+Item = TypeVar("Item")
+
+# What a log stream's watcher receives: new lines, then "closed" once the lease closed.
+LogItem: TypeAlias = StoredLogLine | Literal["closed"]
 
 WATCH_QUEUE_LIMIT = 20_000  # events buffered for one slow watcher before it is cut off
 MAX_LOG_LINES_PER_BATCH = 5_000
@@ -59,20 +58,20 @@ class WatcherOverflow(Exception):
 
 
 @dataclass(eq=False)
-class Watcher:
-    """One open stream's inbox."""
+class Watcher(Generic[Item]):
+    """One open stream's inbox. None wakes a stream that fell behind, so it can end."""
 
-    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Item | None] = field(default_factory=asyncio.Queue)
     overflowed: bool = False
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Item) -> None:
         if self.queue.qsize() >= WATCH_QUEUE_LIMIT:
             self.overflowed = True
             self.queue.put_nowait(None)  # wakes the stream so it can end
             return
         self.queue.put_nowait(item)
 
-    async def get(self) -> Any:
+    async def get(self) -> Item | None:
         item = await self.queue.get()
         if self.overflowed:
             raise WatcherOverflow("too far behind: reconnect with your resume token")
@@ -112,9 +111,11 @@ class MarketApp:
         self.failure: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None
         # open streams
-        self.provider_watchers: dict[str, set[Watcher]] = {}
-        self.deployment_watchers: dict[str, set[Watcher]] = {}
-        self.log_watchers: dict[str, set[Watcher]] = {}
+        self.provider_watchers: dict[str, set[Watcher[pb.ProviderEvent]]] = {}
+        # deployment watchers get core events (a stream converts its own); provider events are
+        # converted once here, as many providers watch the same broadcasts
+        self.deployment_watchers: dict[str, set[Watcher[DeploymentEvent]]] = {}
+        self.log_watchers: dict[str, set[Watcher[LogItem]]] = {}
 
     def _load(self) -> MarketService:
         return MarketService(self.clock, self.config, self.store.load())
@@ -164,12 +165,11 @@ class MarketApp:
         assert self._recovering is not None
         if not self._recovering.is_set():
             await self._recovering.wait()
-        error: MarketError | None = None
-        answer: Any = None
+        outcome: R | MarketError
         try:
-            answer = reply(command())
+            outcome = reply(command())
         except MarketError as exc:
-            error = exc
+            outcome = exc
         except Exception:
             log.exception("internal error in a market command; reloading the committed state")
             self.market.drain_changes()  # partial changes of a failed command: never written
@@ -181,9 +181,9 @@ class MarketApp:
         waiter = self._enqueue_changes(changes)
         if waiter is not None:
             await asyncio.shield(waiter)
-        if error is not None:
-            raise error
-        return answer  # type: ignore[no-any-return]
+        if isinstance(outcome, MarketError):
+            raise outcome
+        return outcome
 
     async def append_logs(self, signer: str, batch: pb.LogBatch) -> int:
         """Store log lines a lease's provider sent; returns how many were kept."""
@@ -308,60 +308,37 @@ class MarketApp:
             if isinstance(event, ProviderEvent):
                 self._publish_provider_event(event)
             else:
-                for w in self.deployment_watchers.get(event.deployment_id, ()):
-                    w.put(convert.deployment_event_to_proto(event))
-                if event.kind == "lease_closed" and event.lease_id:
-                    for w in self.log_watchers.get(event.lease_id, ()):
-                        w.put("closed")
+                self._publish_deployment_event(event)
         for line in lines:
             for w in self.log_watchers.get(line.lease_id, ()):
                 w.put(line)
+
+    def _publish_deployment_event(self, event: DeploymentEvent) -> None:
+        for w in self.deployment_watchers.get(event.deployment_id, ()):
+            w.put(event)
+        if event.kind == DeploymentEventKind.LEASE_CLOSED and event.lease_id:
+            for log_watcher in self.log_watchers.get(event.lease_id, ()):
+                log_watcher.put("closed")
 
     def _publish_provider_event(self, event: ProviderEvent) -> None:
         if event.provider:
             targets = self.provider_watchers.get(event.provider, ())
             if not targets:
                 return
-            message = self.provider_event_to_proto(event)
+            message = convert.provider_event_to_proto(event)
             for w in targets:
                 w.put(message)
             return
         if not self.provider_watchers:
             return
-        message = self.provider_event_to_proto(event)
+        message = convert.provider_event_to_proto(event)
         for watchers in self.provider_watchers.values():
             for w in watchers:
                 w.put(message)
 
-    def provider_event_to_proto(self, event: ProviderEvent) -> pb.ProviderEvent:
-        st = self.market.state
-        out = pb.ProviderEvent(seq=event.seq, time_ms=event.time_ms)
-        if event.kind == "order_opened" and event.order_id in st.orders:
-            out.order_opened.CopyFrom(convert.order_to_proto(st.orders[event.order_id]))
-        elif event.kind == "order_closed":
-            out.order_closed = event.order_id
-        elif event.kind == "lease_won" and event.lease_id in st.leases:
-            out.lease_won.CopyFrom(convert.lease_to_proto(st.leases[event.lease_id]))
-        elif event.kind == "bid_lost" and event.bid_id in st.bids:
-            out.bid_lost.CopyFrom(convert.bid_to_proto(st.bids[event.bid_id]))
-        elif event.kind == "lease_closed" and event.lease_id in st.leases:
-            out.lease_closed.CopyFrom(convert.lease_to_proto(st.leases[event.lease_id]))
-        return out
-
     def provider_snapshot(self, address: str) -> list[pb.ProviderEvent]:
         """For a watcher with no resume token: every open order, and its own open leases."""
-        market = self.market
-        events = [
-            pb.ProviderEvent(order_opened=convert.order_to_proto(o))
-            for o in market.list_orders(open_only=True)
-            if o.state == OrderState.OPEN
-        ]
-        events += [
-            pb.ProviderEvent(lease_won=convert.lease_to_proto(x))
-            for x in market.list_leases(provider=address, open_only=True)
-            if x.state != LeaseState.CLOSED
-        ]
-        return events
+        return [convert.provider_event_to_proto(e) for e in self.market.provider_snapshot(address)]
 
     def provider_backlog(
         self, address: str, after_seq: int, upto_seq: int
@@ -373,7 +350,7 @@ class MarketApp:
             for event in chunk:
                 if event.seq > upto_seq:
                     return out
-                out.append(self.provider_event_to_proto(event))
+                out.append(convert.provider_event_to_proto(event))
             if len(chunk) < 1000:
                 return out
             seq = chunk[-1].seq
@@ -385,13 +362,13 @@ class MarketApp:
             return True
 
     @staticmethod
-    def subscribe(table: dict[str, set[Watcher]], key: str) -> Watcher:
-        watcher = Watcher()
+    def subscribe(table: dict[str, set[Watcher[Item]]], key: str) -> Watcher[Item]:
+        watcher: Watcher[Item] = Watcher()
         table.setdefault(key, set()).add(watcher)
         return watcher
 
     @staticmethod
-    def unsubscribe(table: dict[str, set[Watcher]], key: str, watcher: Watcher) -> None:
+    def unsubscribe(table: dict[str, set[Watcher[Item]]], key: str, watcher: Watcher[Item]) -> None:
         watchers = table.get(key)
         if watchers is not None:
             watchers.discard(watcher)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
@@ -23,20 +23,33 @@ from marketplace.api.status import ERROR_KEY, error_name, status_of
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core.errors import InvalidArgument, MarketError
+from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import ManifestError, parse_manifest
-from marketplace.core.state import DeploymentState
+from marketplace.core.market import MarketService
+from marketplace.core.resources import GroupSpec
+from marketplace.core.state import (
+    Account,
+    Deployment,
+    DeploymentState,
+    LeaseState,
+    ProviderRecord,
+    acct_key,
+)
 from marketplace.server.app import MarketApp, WatcherOverflow
 
 log = logging.getLogger("gpumarket.market")
 
 M = TypeVar("M", bound=Message)
-F = TypeVar("F", bound=Callable[..., Any])
+Servicer = TypeVar("Servicer", bound="_Base")
+Request = TypeVar("Request", bound=Message)
+Reply = TypeVar("Reply", bound=Message)
+Context: TypeAlias = grpc.aio.ServicerContext[Message, Message]
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_LIST = 10_000
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+async def _abort(context: Context, exc: Exception) -> NoReturn:
     if isinstance(exc, MarketError):
         context.set_trailing_metadata(((ERROR_KEY, error_name(exc)),))
         await context.abort(status_of(exc), str(exc))
@@ -46,31 +59,35 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
 
-def unary(method: F) -> F:
+def unary(
+    method: Callable[[Servicer, Request, Context], Awaitable[Reply]],
+) -> Callable[[Servicer, Request, Context], Awaitable[Reply]]:
     """Map MarketError (and anything unexpected) onto a gRPC status."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapper(self: Servicer, request: Request, context: Context) -> Reply:
         try:
             return await method(self, request, context)
         except Exception as exc:
             await _abort(context, exc)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def stream(method: F) -> F:
+def stream(
+    method: Callable[[Servicer, Request, Context], AsyncIterator[Reply]],
+) -> Callable[[Servicer, Request, Context], AsyncIterator[Reply]]:
     """unary() for server-streaming methods (async generators)."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapper(self: Servicer, request: Request, context: Context) -> AsyncIterator[Reply]:
         try:
             async for item in method(self, request, context):
                 yield item
         except Exception as exc:
             await _abort(context, exc)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 class _Base:
@@ -78,7 +95,7 @@ class _Base:
         self.app = app
 
     @property
-    def market(self) -> Any:
+    def market(self) -> MarketService:
         return self.app.market
 
     def open(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[str, M]:
@@ -90,30 +107,30 @@ def _limit(request: pb.ListRequest) -> int:
 
 
 class TenantServicer(_Base, pb_grpc.TenantServicer):
-    def _account(self, account: Any) -> pb.Account:
+    def _account(self, account: Account) -> pb.Account:
         return convert.account_to_proto(
             account, self.market.escrowed(account.address), self.app.config.denom
         )
 
-    def _deployment(self, dep: Any) -> pb.Deployment:
+    def _deployment(self, dep: Deployment) -> pb.Deployment:
         available = (
             self.market.escrow_available(dep.id) if dep.state == DeploymentState.ACTIVE else 0
         )
         return convert.deployment_to_proto(dep, available)
 
     @unary
-    async def GetAccount(self, request: pb.GetAccountRequest, context: Any) -> pb.Account:
+    async def GetAccount(self, request: pb.GetAccountRequest, context: Context) -> pb.Account:
         return self._account(self.market.get_account(request.address))
 
     @unary
-    async def Fund(self, request: pb.SignedRequest, context: Any) -> pb.Account:
+    async def Fund(self, request: pb.SignedRequest, context: Context) -> pb.Account:
         signer, msg = self.open(request, pb.FundAccount)
         return await self.app.run(
             lambda: self.market.fund(signer, msg.address, msg.amount), self._account
         )
 
     @unary
-    async def CreateDeployment(self, request: pb.SignedRequest, context: Any) -> pb.Deployment:
+    async def CreateDeployment(self, request: pb.SignedRequest, context: Context) -> pb.Deployment:
         signer, msg = self.open(request, pb.CreateDeployment)
         if len(msg.sdl) > MAX_MANIFEST_BYTES:
             raise InvalidArgument(
@@ -138,67 +155,67 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         )
 
     @unary
-    async def GetDeployment(self, request: pb.GetRequest, context: Any) -> pb.Deployment:
+    async def GetDeployment(self, request: pb.GetRequest, context: Context) -> pb.Deployment:
         return self._deployment(self.market.get_deployment(request.id))
 
     @unary
-    async def ListDeployments(self, request: pb.ListRequest, context: Any) -> pb.DeploymentList:
+    async def ListDeployments(self, request: pb.ListRequest, context: Context) -> pb.DeploymentList:
         deps = self.market.list_deployments(request.owner or None, request.open_only)
         return pb.DeploymentList(
             deployments=[self._deployment(d) for d in deps[-_limit(request) :]]
         )
 
     @unary
-    async def CloseDeployment(self, request: pb.SignedRequest, context: Any) -> pb.Deployment:
+    async def CloseDeployment(self, request: pb.SignedRequest, context: Context) -> pb.Deployment:
         signer, msg = self.open(request, pb.CloseDeployment)
         return await self.app.run(
             lambda: self.market.close_deployment(signer, msg.deployment_id), self._deployment
         )
 
     @unary
-    async def Deposit(self, request: pb.SignedRequest, context: Any) -> pb.Deployment:
+    async def Deposit(self, request: pb.SignedRequest, context: Context) -> pb.Deployment:
         signer, msg = self.open(request, pb.DepositEscrow)
         return await self.app.run(
             lambda: self.market.deposit(signer, msg.deployment_id, msg.amount), self._deployment
         )
 
     @unary
-    async def GetOrder(self, request: pb.GetRequest, context: Any) -> pb.Order:
+    async def GetOrder(self, request: pb.GetRequest, context: Context) -> pb.Order:
         return convert.order_to_proto(self.market.get_order(request.id))
 
     @unary
-    async def ListOrders(self, request: pb.ListRequest, context: Any) -> pb.OrderList:
+    async def ListOrders(self, request: pb.ListRequest, context: Context) -> pb.OrderList:
         orders = self.market.list_orders(open_only=request.open_only)
         if request.owner:
             orders = [o for o in orders if o.owner == request.owner]
         return pb.OrderList(orders=[convert.order_to_proto(o) for o in orders[-_limit(request) :]])
 
     @unary
-    async def ListBids(self, request: pb.GetRequest, context: Any) -> pb.BidList:
+    async def ListBids(self, request: pb.GetRequest, context: Context) -> pb.BidList:
         return pb.BidList(bids=[convert.bid_to_proto(b) for b in self.market.list_bids(request.id)])
 
     @unary
-    async def ExplainOrder(self, request: pb.GetRequest, context: Any) -> pb.OrderExplanation:
+    async def ExplainOrder(self, request: pb.GetRequest, context: Context) -> pb.OrderExplanation:
         return convert.explanation_to_proto(self.market.explain_order(request.id))
 
     @unary
-    async def AcceptBid(self, request: pb.SignedRequest, context: Any) -> pb.Lease:
+    async def AcceptBid(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
         signer, msg = self.open(request, pb.AcceptBid)
         return await self.app.run(
             lambda: self.market.accept_bid(signer, msg.bid_id), convert.lease_to_proto
         )
 
     @unary
-    async def GetLease(self, request: pb.GetRequest, context: Any) -> pb.Lease:
+    async def GetLease(self, request: pb.GetRequest, context: Context) -> pb.Lease:
         return convert.lease_to_proto(self.market.get_lease(request.id))
 
     @unary
-    async def ListLeases(self, request: pb.ListRequest, context: Any) -> pb.LeaseList:
+    async def ListLeases(self, request: pb.ListRequest, context: Context) -> pb.LeaseList:
         found = self.market.list_leases(owner=request.owner or None, open_only=request.open_only)
         return pb.LeaseList(leases=[convert.lease_to_proto(x) for x in found[-_limit(request) :]])
 
     @unary
-    async def CloseLease(self, request: pb.SignedRequest, context: Any) -> pb.Lease:
+    async def CloseLease(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
         signer, msg = self.open(request, pb.CloseLease)
         return await self.app.run(
             lambda: self.market.close_lease(signer, msg.lease_id, msg.message),
@@ -207,7 +224,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
 
     @stream
     async def WatchDeployment(
-        self, request: pb.WatchDeploymentRequest, context: Any
+        self, request: pb.WatchDeploymentRequest, context: Context
     ) -> AsyncIterator[pb.DeploymentEvent]:
         app, dep_id = self.app, request.deployment_id
         self.market.get_deployment(dep_id)
@@ -220,22 +237,22 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
                     break
                 last = event.seq
                 yield convert.deployment_event_to_proto(event)
-                if event.kind == "deployment_closed":
+                if event.kind == DeploymentEventKind.DEPLOYMENT_CLOSED:
                     return  # nothing follows a close
             while True:
-                item = await watcher.get()
-                if item is None or item.seq <= last:
+                live = await watcher.get()
+                if live is None or live.seq <= last:
                     continue
-                last = item.seq
-                yield item
-                if item.kind == "deployment_closed":
+                last = live.seq
+                yield convert.deployment_event_to_proto(live)
+                if live.kind == DeploymentEventKind.DEPLOYMENT_CLOSED:
                     return
         finally:
             app.unsubscribe(app.deployment_watchers, dep_id, watcher)
 
     @stream
     async def StreamLogs(
-        self, request: pb.StreamLogsRequest, context: Any
+        self, request: pb.StreamLogsRequest, context: Context
     ) -> AsyncIterator[pb.LogLine]:
         app, lease_id = self.app, request.lease_id
         self.market.get_lease(lease_id)
@@ -261,12 +278,12 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
 
 class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     @unary
-    async def Register(self, request: pb.SignedRequest, context: Any) -> pb.RegisterResponse:
+    async def Register(self, request: pb.SignedRequest, context: Context) -> pb.RegisterResponse:
         signer, msg = self.open(request, pb.RegisterProvider)
         capacity = convert.capacity_from_proto(msg.inventory)
         config = self.app.config
 
-        def reply(prov: Any) -> pb.RegisterResponse:
+        def reply(prov: ProviderRecord) -> pb.RegisterResponse:
             return pb.RegisterResponse(
                 provider=self._info(prov),
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
@@ -285,16 +302,16 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             reply,
         )
 
-    def _info(self, prov: Any) -> pb.ProviderInfo:
+    def _info(self, prov: ProviderRecord) -> pb.ProviderInfo:
         return convert.provider_to_proto(
             prov, self.market.reliability(prov.address), self.market.open_lease_count(prov.address)
         )
 
     @unary
-    async def Heartbeat(self, request: pb.SignedRequest, context: Any) -> pb.HeartbeatResponse:
+    async def Heartbeat(self, request: pb.SignedRequest, context: Context) -> pb.HeartbeatResponse:
         signer, msg = self.open(request, pb.Heartbeat)
         capacity = convert.capacity_from_proto(msg.inventory) if msg.HasField("inventory") else None
-        unknown = await self.app.run(
+        unknown: list[str] = await self.app.run(
             lambda: self.market.heartbeat(
                 signer, list(msg.running_lease_ids), capacity, msg.draining
             ),
@@ -306,7 +323,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
 
     @stream
     async def WatchOrders(
-        self, request: pb.SignedRequest, context: Any
+        self, request: pb.SignedRequest, context: Context
     ) -> AsyncIterator[pb.ProviderEvent]:
         signer, msg = self.open(request, pb.WatchOrders)
         app = self.app
@@ -326,15 +343,15 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
                     yield event
                 last = upto
             while True:
-                event = await watcher.get()
-                if event is not None and event.seq > last:
-                    last = event.seq
-                    yield event
+                live = await watcher.get()
+                if live is not None and live.seq > last:
+                    last = live.seq
+                    yield live
         finally:
             app.unsubscribe(app.provider_watchers, signer, watcher)
 
     @unary
-    async def PlaceBid(self, request: pb.SignedRequest, context: Any) -> pb.Bid:
+    async def PlaceBid(self, request: pb.SignedRequest, context: Context) -> pb.Bid:
         signer, msg = self.open(request, pb.PlaceBid)
         offer = convert.offer_from_proto(msg.offer)
         return await self.app.run(
@@ -343,14 +360,14 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         )
 
     @unary
-    async def WithdrawBid(self, request: pb.SignedRequest, context: Any) -> pb.Bid:
+    async def WithdrawBid(self, request: pb.SignedRequest, context: Context) -> pb.Bid:
         signer, msg = self.open(request, pb.WithdrawBid)
         return await self.app.run(
             lambda: self.market.withdraw_bid(signer, msg.bid_id), convert.bid_to_proto
         )
 
     @unary
-    async def DeclineOrder(self, request: pb.SignedRequest, context: Any) -> pb.Ack:
+    async def DeclineOrder(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
         signer, msg = self.open(request, pb.DeclineOrder)
         return await self.app.run(
             lambda: self.market.decline_order(signer, msg.order_id, msg.reason),
@@ -358,10 +375,10 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         )
 
     @unary
-    async def GetManifest(self, request: pb.SignedRequest, context: Any) -> pb.Manifest:
+    async def GetManifest(self, request: pb.SignedRequest, context: Context) -> pb.Manifest:
         signer, msg = self.open(request, pb.GetManifest)
 
-        def reply(found: Any) -> pb.Manifest:
+        def reply(found: tuple[Deployment, GroupSpec]) -> pb.Manifest:
             dep, group = found
             tenant_request = pb.SignedRequest()
             tenant_request.ParseFromString(dep.tenant_request)
@@ -375,7 +392,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         return await self.app.run(lambda: self.market.manifest_for(signer, msg.lease_id), reply)
 
     @unary
-    async def ReportLeaseStatus(self, request: pb.SignedRequest, context: Any) -> pb.Lease:
+    async def ReportLeaseStatus(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
         signer, msg = self.open(request, pb.LeaseStatusReport)
         endpoints = [convert.endpoint_from_proto(e) for e in msg.endpoints]
         running = msg.state == pb.LEASE_RUNNING
@@ -394,13 +411,13 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         )
 
     @unary
-    async def ReportLogs(self, request: pb.SignedRequest, context: Any) -> pb.Ack:
+    async def ReportLogs(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
         signer, msg = self.open(request, pb.LogBatch)
         kept = await self.app.append_logs(signer, msg)
         return pb.Ack(ok=True, message=f"{kept} lines")
 
     @unary
-    async def CloseLease(self, request: pb.SignedRequest, context: Any) -> pb.Lease:
+    async def CloseLease(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
         signer, msg = self.open(request, pb.CloseLease)
         return await self.app.run(
             lambda: self.market.close_lease(signer, msg.lease_id, msg.message),
@@ -410,7 +427,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
 
 class MarketServicer(_Base, pb_grpc.MarketServicer):
     @unary
-    async def ListProviders(self, request: pb.ListRequest, context: Any) -> pb.ProviderList:
+    async def ListProviders(self, request: pb.ListRequest, context: Context) -> pb.ProviderList:
         provs = self.market.list_providers()
         if request.open_only:
             provs = [p for p in provs if p.online]
@@ -424,7 +441,7 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         )
 
     @unary
-    async def Stats(self, request: pb.MarketStatsRequest, context: Any) -> pb.MarketStats:
+    async def Stats(self, request: pb.MarketStatsRequest, context: Context) -> pb.MarketStats:
         market = self.market
         return pb.MarketStats(
             gpu_prices=[
@@ -433,19 +450,19 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
             providers_online=sum(1 for p in market.list_providers() if p.online),
             open_orders=len(market.list_orders(open_only=True)),
             running_leases=sum(
-                1 for x in market.state.leases.values() if x.state.value == "running"
+                1 for x in market.state.leases.values() if x.state == LeaseState.RUNNING
             ),
         )
 
     @unary
-    async def Audit(self, request: pb.AuditRequest, context: Any) -> pb.AuditReport:
+    async def Audit(self, request: pb.AuditRequest, context: Context) -> pb.AuditReport:
         return convert.audit_to_proto(self.market.audit())
 
     @stream
     async def ListLedger(
-        self, request: pb.ListRequest, context: Any
+        self, request: pb.ListRequest, context: Context
     ) -> AsyncIterator[pb.LedgerEntry]:
-        key = f"acct:{request.owner}" if request.owner else ""
+        key = acct_key(request.owner) if request.owner else ""
         entries = [e for e in self.market.state.ledger if not key or key in (e.debit, e.credit)]
         for entry in entries[-_limit(request) :]:
             yield convert.ledger_entry_to_proto(entry)

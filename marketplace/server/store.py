@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from marketplace.core.state import (
+    EVENT_RECORD_FIELDS,
     Account,
     Bid,
     Changes,
@@ -163,11 +164,17 @@ def changes_batch(changes: Changes) -> Batch:
     )
     b.add(
         "INSERT INTO deployment_events VALUES (?,?,?)",
-        [(e.seq, e.deployment_id, _dumps(encode(e))) for e in changes.deployment_events],
+        [
+            (e.seq, e.deployment_id, _dumps(encode_without(e, EVENT_RECORD_FIELDS)))
+            for e in changes.deployment_events
+        ],
     )
     b.add(
         "INSERT INTO provider_events VALUES (?,?,?)",
-        [(e.seq, e.provider, _dumps(encode(e))) for e in changes.provider_events],
+        [
+            (e.seq, e.provider, _dumps(encode_without(e, EVENT_RECORD_FIELDS)))
+            for e in changes.provider_events
+        ],
     )
     b.add(
         "INSERT OR REPLACE INTO counters VALUES (?,?)",

@@ -7,21 +7,26 @@ import grpc
 import pytest
 
 from marketplace.api import convert, status
+from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import errors
+from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.manifest import parse_manifest
 from marketplace.core.matching import Capacity, GpuDevice
+from marketplace.core.provider_feed import BidLost, LeaseClosed, LeaseWon, OrderClosed, OrderOpened
 from marketplace.core.resources import JobKind
 from marketplace.core.state import (
     Bid,
     BidState,
     CloseReason,
+    DeploymentEvent,
     Endpoint,
     Lease,
     LeaseState,
     Offer,
     Order,
     OrderState,
+    ProviderEvent,
 )
 from marketplace.server.testing import gpu_sdl, h100_inventory
 
@@ -31,7 +36,7 @@ def test_group_spec_round_trips() -> None:
     assert convert.group_from_proto(convert.group_to_proto(group)) == group
 
 
-def test_order_bid_lease_round_trip() -> None:
+def records() -> tuple[Order, Bid, Lease]:
     group = parse_manifest(gpu_sdl()).groups[0]
     order = Order(
         "D1/1/2",
@@ -46,9 +51,7 @@ def test_order_bid_lease_round_trip() -> None:
         20,
         JobKind.TRAINING,
     )
-    assert convert.order_from_proto(convert.order_to_proto(order)) == order
     bid = Bid("D1/1/2/p", "D1/1/2", "p", 5, BidState.WON, 11, 0.8, Offer(("h100",), ("GPU-1",)))
-    assert convert.bid_from_proto(convert.bid_to_proto(bid)) == bid
     lease = Lease(
         "D1/1/2/p",
         "D1/1/2",
@@ -68,7 +71,67 @@ def test_order_bid_lease_round_trip() -> None:
         endpoints=(Endpoint("web", 80, "h", 30080, "tcp", ""),),
         started=True,
     )
+    return order, bid, lease
+
+
+def test_order_bid_lease_round_trip() -> None:
+    order, bid, lease = records()
+    assert convert.order_from_proto(convert.order_to_proto(order)) == order
+    assert convert.bid_from_proto(convert.bid_to_proto(bid)) == bid
     assert convert.lease_from_proto(convert.lease_to_proto(lease)) == lease
+
+
+@pytest.mark.parametrize("kind", list(DeploymentEventKind))
+def test_deployment_events_round_trip_with_their_records(kind: DeploymentEventKind) -> None:
+    order, bid, lease = records()
+    event = DeploymentEvent.from_records(
+        7, 99, "D1", kind, order=order, bid=bid, lease=lease, message="why"
+    )
+    wire = convert.deployment_event_to_proto(event)
+    assert wire.kind == kind.value  # a string on the wire
+    back = convert.deployment_event_from_proto(wire)
+    assert back == event  # equal ids, kind and message
+    assert back is not None and (back.bid, back.lease) == (bid, lease)
+    assert back.order is None  # the wire carries the order's id only
+
+
+def test_a_deployment_event_of_an_unknown_kind_decodes_to_none() -> None:
+    wire = pb.DeploymentEvent(seq=1, deployment_id="D1", kind="escrow_low")
+    assert convert.deployment_event_from_proto(wire) is None
+
+
+def test_provider_events_put_their_record_in_the_oneof() -> None:
+    order, bid, lease = records()
+    expected = {
+        ProviderEventKind.ORDER_OPENED: convert.order_to_proto(order),
+        ProviderEventKind.ORDER_CLOSED: order.id,
+        ProviderEventKind.LEASE_WON: convert.lease_to_proto(lease),
+        ProviderEventKind.BID_LOST: convert.bid_to_proto(bid),
+        ProviderEventKind.LEASE_CLOSED: convert.lease_to_proto(lease),
+    }
+    for kind, payload in expected.items():
+        event = ProviderEvent.from_records(3, 4, "p", kind, order=order, bid=bid, lease=lease)
+        wire = convert.provider_event_to_proto(event)
+        assert (wire.seq, wire.time_ms, wire.WhichOneof("event")) == (3, 4, kind.value)
+        assert getattr(wire, kind.value) == payload
+
+
+def test_every_provider_event_kind_decodes_to_its_feed_record() -> None:
+    order, bid, lease = records()
+    feed_class = {
+        ProviderEventKind.ORDER_OPENED: OrderOpened,
+        ProviderEventKind.ORDER_CLOSED: OrderClosed,
+        ProviderEventKind.LEASE_WON: LeaseWon,
+        ProviderEventKind.BID_LOST: BidLost,
+        ProviderEventKind.LEASE_CLOSED: LeaseClosed,
+    }
+    assert set(feed_class) == set(ProviderEventKind)
+    for kind, cls in feed_class.items():
+        event = ProviderEvent.from_records(3, 4, "p", kind, order=order, bid=bid, lease=lease)
+        decoded = convert.provider_event_from_proto(convert.provider_event_to_proto(event))
+        assert decoded is not None and isinstance(decoded, cls)
+        assert (decoded.seq, decoded.time_ms) == (3, 4)
+    assert convert.provider_event_from_proto(pb.ProviderEvent(seq=1)) is None
 
 
 def test_inventory_becomes_capacity_of_healthy_gpus() -> None:

@@ -13,6 +13,9 @@ from click.testing import CliRunner, Result
 from marketplace.api.client import ProviderClient
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.main import cli
+from marketplace.cli.render import describe_event
+from marketplace.core.events import DeploymentEventKind
+from marketplace.core.state import Bid, BidState, DeploymentEvent, Endpoint, Lease, LeaseState
 from marketplace.identity import Key
 from marketplace.server.testing import ServerThread, gpu_sdl, h100_inventory
 
@@ -160,3 +163,34 @@ def test_unreachable_marketplace_says_what_to_do(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "cannot reach the marketplace at 127.0.0.1:1" in result.output
     assert "gpumarket market serve" in result.output
+
+
+def test_deployment_events_read_as_lines_from_the_records_they_carry() -> None:
+    bid = Bid("D1/1/1/p", "D1/1/1", "p", 800_000, BidState.OPEN, 1, 0.8)
+    lease = Lease(
+        bid.id,
+        bid.order_id,
+        "D1",
+        "alice",
+        "p",
+        800_000,
+        LeaseState.RUNNING,
+        2,
+        endpoints=(Endpoint("train", 8080, "p.example", 30080),),
+    )
+
+    def line(kind: DeploymentEventKind, message: str = "") -> str:
+        event = DeploymentEvent.from_records(
+            1, 1, "D1", kind, bid=bid, lease=lease, message=message
+        )
+        return describe_event(event)
+
+    assert line(DeploymentEventKind.BID_PLACED) == "  bid  0.800000 act/h from p (reliability 0.80)"
+    assert line(DeploymentEventKind.NO_ELIGIBLE_BID, "no eligible bid: …") == (
+        "  auction closed without a winner: no eligible bid: …"
+    )
+    assert line(DeploymentEventKind.LEASE_CREATED).startswith("lease D1/1/1/p: won by p at 0.8")
+    assert line(DeploymentEventKind.LEASE_RUNNING) == (
+        "lease D1/1/1/p running: train: p.example:30080 (tcp → 8080)"
+    )
+    assert line(DeploymentEventKind.DEPLOYMENT_CREATED) == ""

@@ -22,6 +22,7 @@ from marketplace.core.errors import (
     NotFound,
     PermissionDenied,
 )
+from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
 from marketplace.server.testing import ServerThread, gpu_sdl, h100_inventory
 
@@ -54,7 +55,14 @@ def provider(server: ServerThread, name: str, region: str = "eu") -> ProviderCli
     return client
 
 
-def wait_for(client: TenantClient, deployment_id: str, kind: str) -> pb.DeploymentEvent:
+def address(client: ProviderClient) -> str:
+    assert client.key is not None
+    return client.key.address
+
+
+def wait_for(
+    client: TenantClient, deployment_id: str, kind: DeploymentEventKind
+) -> pb.DeploymentEvent:
     """The first event of `kind` (replayed or live): awaited on the stream, never slept for."""
     for event in client.watch_deployment(deployment_id):
         if event.kind == kind:
@@ -74,12 +82,15 @@ def test_deploy_bid_lease_run_complete_settle(server: ServerThread) -> None:
     dear.place_bid(order_id, 2_000_000)
     assert [b.price_per_hour for b in alice.list_bids(order_id)] == [1_000_000, 2_000_000]
 
-    lease_id = wait_for(alice, dep.id, "lease_created").lease_id
+    created = wait_for(alice, dep.id, DeploymentEventKind.LEASE_CREATED)
+    assert created.lease.id == created.lease_id  # the event carries the lease it names
+    lease_id = created.lease_id
     lease = alice.get_lease(lease_id)
-    assert lease.provider == cheap.key.address and lease.price_per_hour == 1_000_000
+    assert lease.provider == address(cheap) and lease.price_per_hour == 1_000_000
+    assert created.lease.provider == lease.provider
     assert {b.provider: b.state for b in alice.list_bids(order_id)} == {
-        cheap.key.address: pb.BID_WON,
-        dear.key.address: pb.BID_LOST,
+        address(cheap): pb.BID_WON,
+        address(dear): pb.BID_LOST,
     }
 
     # the manifest goes to the winner only, with the tenant's own signed request
@@ -131,7 +142,7 @@ def test_logs_follow_sees_lines_as_they_come(server: ServerThread) -> None:
     prov = provider(server, "p")
     dep = alice.create_deployment(gpu_sdl(bid_window="100ms"), deposit=UNITS)
     prov.place_bid(dep.order_ids[0], 500_000)
-    lease_id = wait_for(alice, dep.id, "lease_created").lease_id
+    lease_id = wait_for(alice, dep.id, DeploymentEventKind.LEASE_CREATED).lease_id
     prov.report_logs(lease_id, [pb.LogLine(line="first")])
     follow = alice.stream_logs(lease_id, follow=True)
     assert next(follow).line == "first"

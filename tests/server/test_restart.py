@@ -22,6 +22,7 @@ from marketplace.api.client import MarketClient, ProviderClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import money
 from marketplace.core.errors import FailedPrecondition, MarketError
+from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
 from marketplace.server.serve import ADMIN_KEY_FILE
 from marketplace.server.testing import gpu_sdl, h100_inventory
@@ -112,7 +113,11 @@ def test_kill_9_while_bidding_loses_nothing_acknowledged(data_dir: Path) -> None
         # one lease that runs before the crash
         first = alice.create_deployment(gpu_sdl(bid_window="100ms"), money.MICRO)
         providers[0].place_bid(first.order_ids[0], 500_000)
-        lease_id = next(e for e in alice.watch_deployment(first.id) if e.kind == "lease_created")
+        lease_id = next(
+            e
+            for e in alice.watch_deployment(first.id)
+            if e.kind == DeploymentEventKind.LEASE_CREATED
+        )
         running = providers[0].report_status(
             pb.LeaseStatusReport(lease_id=lease_id.lease_id, state=pb.LEASE_RUNNING)
         )
@@ -168,7 +173,11 @@ def test_kill_9_while_bidding_loses_nothing_acknowledged(data_dir: Path) -> None
         bid_on = next(
             d for d in open_deps if any(b.order_id == d.order_ids[0] for b in before_kill)
         )
-        won = next(e for e in alice.watch_deployment(bid_on.id) if e.kind == "lease_created")
+        won = next(
+            e
+            for e in alice.watch_deployment(bid_on.id)
+            if e.kind == DeploymentEventKind.LEASE_CREATED
+        )
         assert alice.get_lease(won.lease_id).state == pb.LEASE_PENDING
         assert market.audit().balanced
     finally:

@@ -116,6 +116,9 @@ def test_reloaded_state_equals_the_state_before(tmp_path: Path) -> None:
     # a market rebuilt on the loaded state carries on: books balance, the re-order is open
     again = MarketService(clock, MarketConfig(admin_address="admin"), loaded)
     assert again.audit().balanced
+    # events come back with the records they name (the store keeps only the ids)
+    assert all(e.order is loaded.orders[e.order_id] for e in loaded.provider_events)
+    assert all(e.lease is loaded.leases.get(e.lease_id) for e in loaded.provider_events)
     assert again.list_orders(open_only=True)
 
 

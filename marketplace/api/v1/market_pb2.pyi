@@ -487,7 +487,7 @@ class OrderExplanation(_message.Message):
     def __init__(self, order: _Optional[_Union[Order, _Mapping]] = ..., bids: _Optional[_Iterable[_Union[Bid, _Mapping]]] = ..., declines: _Optional[_Iterable[_Union[Decline, _Mapping]]] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class DeploymentEvent(_message.Message):
-    __slots__ = ("seq", "time_ms", "deployment_id", "kind", "order_id", "bid_id", "lease_id", "message")
+    __slots__ = ("seq", "time_ms", "deployment_id", "kind", "order_id", "bid_id", "lease_id", "message", "bid", "lease")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -496,6 +496,8 @@ class DeploymentEvent(_message.Message):
     BID_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time_ms: int
     deployment_id: str
@@ -504,7 +506,9 @@ class DeploymentEvent(_message.Message):
     bid_id: str
     lease_id: str
     message: str
-    def __init__(self, seq: _Optional[int] = ..., time_ms: _Optional[int] = ..., deployment_id: _Optional[str] = ..., kind: _Optional[str] = ..., order_id: _Optional[str] = ..., bid_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    bid: Bid
+    lease: Lease
+    def __init__(self, seq: _Optional[int] = ..., time_ms: _Optional[int] = ..., deployment_id: _Optional[str] = ..., kind: _Optional[str] = ..., order_id: _Optional[str] = ..., bid_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., message: _Optional[str] = ..., bid: _Optional[_Union[Bid, _Mapping]] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
 
 class WatchDeploymentRequest(_message.Message):
     __slots__ = ("deployment_id", "after_seq")

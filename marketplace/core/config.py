@@ -1,0 +1,30 @@
+"""MarketConfig: the market's settings, shared by its command side (market.py) and read side
+(reads.py). The server builds one from its flags; the simulator turns off what it need not keep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MarketConfig:
+    heartbeat_timeout_ms: int = 30_000  # silent longer than this → offline, leases provider_lost
+    heartbeat_interval_ms: int = 10_000  # what providers are told to use
+    default_bid_window_ms: int = 5_000  # when a group's auction settings give none
+    max_bids_per_order: int = 100  # open bids; withdrawn/lost ones do not count
+    manifest_timeout_ms: int = 600_000  # a lease still pending after this closes manifest_timeout
+    reliability_prior_ok: float = 4.0  # Beta prior: a new provider scores 4/(4+1) = 0.8
+    reliability_prior_bad: float = 1.0
+    admin_address: str = ""  # the faucet key: the only signer fund() accepts
+    min_deposit: int = 1
+    denom: str = "uact"
+    journal: bool = True  # mark changed records for drain_changes(); off for the simulator
+    record_events: bool = True  # keep deployment/provider events; off for the simulator
+    keep_ledger: bool = True  # keep every LedgerEntry in memory; balances are kept either way
+    retain_closed: bool = True  # keep records of closed deployments; off to bound sim memory
+    # False: tick() never expires providers by itself; the caller reports silent ones with
+    # provider_silent() (the simulator models liveness analytically instead of heartbeating)
+    heartbeat_expiry: bool = True
+    # provider events kept in memory for provider_events_after (the server persists all of them);
+    # a provider resuming from an older token gets the oldest kept and should re-list open orders
+    provider_event_retention: int = 100_000

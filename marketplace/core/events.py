@@ -1,0 +1,67 @@
+"""What the market announces: the kinds of deployment and provider events, documented here only.
+
+The event records themselves (DeploymentEvent, ProviderEvent) live with the other records in
+state.py; MarketService emits them (market.py), the journal keeps them (journal.py), and
+api/convert.py alone carries them to the wire, where a kind travels as its string value.
+docs/events.md holds a copy of the tables below; a test keeps the two equal and checks that
+every kind is emitted.
+
+An event names records by id and carries those records as well (the live record, not a copy),
+so a listener never has to look one up.
+
+Deployment events: Tenant.WatchDeployment, for the deployment's owner.
+
+| kind                 | when                                                             | carries                       |
+| -------------------- | ---------------------------------------------------------------- | ----------------------------- |
+| `deployment_created` | the tenant created the deployment (its deposit is in escrow)     | -                             |
+| `order_opened`       | a placement group's first order opened for bids                  | order                         |
+| `order_reopened`     | a group is ordered again after its lease closed (restart policy) | order                         |
+| `bid_placed`         | a provider placed an eligible bid                                | order, bid                    |
+| `bid_declined`       | a provider declined the order, or the market refused its bid     | order; message: why           |
+| `no_eligible_bid`    | the bid window closed without a winner; the order stays open     | order; message: why           |
+| `lease_created`      | a bid won (at the auction's close, or the tenant accepted it)    | order, lease                  |
+| `lease_running`      | the provider reported the lease's workload running               | lease                         |
+| `lease_closed`       | the lease closed                                                 | order, lease; message: reason |
+| `order_closed`       | an order still open closed with its deployment                   | order; message: why           |
+| `deployment_closed`  | the deployment closed; nothing follows                           | message: why                  |
+
+Provider events: Provider.WatchOrders; broadcast to every provider, or to one.
+
+| kind           | to        | when                                             | carries            |
+| -------------- | --------- | ------------------------------------------------ | ------------------ |
+| `order_opened` | every one | an order opened for bids                         | order              |
+| `order_closed` | every one | an order stopped taking bids (leased or closed)  | order              |
+| `lease_won`    | winner    | its bid won: fetch the manifest and start        | order, bid, lease  |
+| `bid_lost`     | loser     | another bid won the order                        | order, bid         |
+| `lease_closed` | provider  | its lease closed: stop the workload              | order, lease       |
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DeploymentEventKind(StrEnum):
+    """What happened to a deployment (see the module's table)."""
+
+    DEPLOYMENT_CREATED = "deployment_created"
+    ORDER_OPENED = "order_opened"
+    ORDER_REOPENED = "order_reopened"
+    BID_PLACED = "bid_placed"
+    BID_DECLINED = "bid_declined"
+    NO_ELIGIBLE_BID = "no_eligible_bid"
+    LEASE_CREATED = "lease_created"
+    LEASE_RUNNING = "lease_running"
+    LEASE_CLOSED = "lease_closed"
+    ORDER_CLOSED = "order_closed"
+    DEPLOYMENT_CLOSED = "deployment_closed"
+
+
+class ProviderEventKind(StrEnum):
+    """What a provider is told (see the module's table)."""
+
+    ORDER_OPENED = "order_opened"
+    ORDER_CLOSED = "order_closed"
+    LEASE_WON = "lease_won"
+    BID_LOST = "bid_lost"
+    LEASE_CLOSED = "lease_closed"

@@ -1,0 +1,284 @@
+"""The market's read side: every query MarketService answers, over its records and indexes.
+
+Nothing here changes the market. MarketService (market.py) is a MarketReads that also takes
+commands: it fills the indexes declared here and keeps them in step with the records, so the
+rules that hold them together stay in one place. Reads answer from the records as they are (a
+read does not run due deadlines first; every command does).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+from marketplace.core import auction, ledger, money, reliability
+from marketplace.core.clock import Clock
+from marketplace.core.config import MarketConfig
+from marketplace.core.errors import NotFound
+from marketplace.core.events import ProviderEventKind
+from marketplace.core.journal import Journal
+from marketplace.core.state import (
+    Account,
+    AuditReport,
+    Bid,
+    BidState,
+    Decline,
+    Deployment,
+    DeploymentEvent,
+    DeploymentState,
+    Lease,
+    LeaseState,
+    MarketState,
+    Order,
+    OrderExplanation,
+    OrderState,
+    PriceStat,
+    ProviderEvent,
+    ProviderRecord,
+)
+
+
+class MarketReads:
+    """Queries over the records and indexes (MarketService's read side)."""
+
+    def __init__(
+        self, clock: Clock, config: MarketConfig, state: MarketState, journal: Journal
+    ) -> None:
+        self.clock = clock
+        self.config = config
+        self.state = state
+        self.journal = journal
+        # Indexes over the records, kept by MarketService.
+        self._open_orders: dict[str, Order] = {}
+        self._order_bids: dict[str, dict[str, Bid]] = {}  # order → provider → its latest bid
+        self._dep_leases: dict[str, dict[str, Lease]] = {}  # open leases per deployment
+        self._prov_leases: dict[str, dict[str, Lease]] = {}  # open leases per provider
+        self._owner_deps: dict[str, dict[str, None]] = {}  # owner → deployment ids, in order
+        self._prices: list[tuple[int, str, int]] = []  # (lease created ms, gpu model, per GPU-h)
+
+    # ==== accounts =========================================================================
+    def get_account(self, address: str) -> Account:
+        """The account (a zero-balance one if it never received anything)."""
+        return self.state.accounts.get(address) or Account(address)
+
+    def escrowed(self, address: str) -> int:
+        """What `address` holds in the escrows of its open deployments."""
+        deps = self.state.deployments
+        return sum(
+            deps[d].escrow
+            for d in self._owner_deps.get(address, [])
+            if d in deps and deps[d].state == DeploymentState.ACTIVE
+        )
+
+    # ==== deployments ======================================================================
+    def get_deployment(self, deployment_id: str) -> Deployment:
+        dep = self.state.deployments.get(deployment_id)
+        if dep is None:
+            raise NotFound(f"deployment {deployment_id} not found")
+        return dep
+
+    def list_deployments(
+        self, owner: str | None = None, open_only: bool = False
+    ) -> list[Deployment]:
+        if owner is not None:
+            deps = [self.state.deployments[d] for d in self._owner_deps.get(owner, [])]
+        else:
+            deps = list(self.state.deployments.values())
+        if open_only:
+            deps = [d for d in deps if d.state == DeploymentState.ACTIVE]
+        return deps
+
+    def escrow_available(self, deployment_id: str) -> int:
+        """Escrow left after what its open leases have accrued but not yet settled."""
+        dep = self.get_deployment(deployment_id)
+        lines = self._billing_lines(dep)
+        return max(0, dep.escrow - ledger.due(lines, self.clock.now_ms()))
+
+    def _billing_lines(self, dep: Deployment) -> list[ledger.Billing]:
+        return [
+            ledger.Billing(lease.price_per_hour, lease.running_at_ms, lease.paid)
+            for lease in self._dep_leases.get(dep.id, {}).values()
+            if lease.started
+        ]
+
+    # ==== orders and bids ==================================================================
+    def get_order(self, order_id: str) -> Order:
+        order = self.state.orders.get(order_id)
+        if order is None:
+            raise NotFound(f"order {order_id} not found")
+        return order
+
+    def list_orders(self, open_only: bool = False, deployment_id: str | None = None) -> list[Order]:
+        if deployment_id is not None:
+            dep = self.get_deployment(deployment_id)
+            orders = [self.state.orders[o] for o in dep.order_ids]
+            return [o for o in orders if o.state == OrderState.OPEN] if open_only else orders
+        if open_only:
+            return list(self._open_orders.values())
+        return list(self.state.orders.values())
+
+    def list_bids(self, order_id: str) -> list[Bid]:
+        self.get_order(order_id)
+        return auction.rank(list(self._order_bids.get(order_id, {}).values()))
+
+    def get_bid(self, bid_id: str) -> Bid:
+        bid = self.state.bids.get(bid_id)
+        if bid is None:
+            raise NotFound(f"bid {bid_id} not found")
+        return bid
+
+    def explain_order(self, order_id: str) -> OrderExplanation:
+        """The order, its bids, every decline with its reason, and a one-line summary."""
+        order = self.get_order(order_id)
+        bids = tuple(self.list_bids(order_id))
+        declines = tuple(self.state.declines.get(order_id, ()))
+        return OrderExplanation(order, bids, declines, self._summary(order, bids, declines))
+
+    def _summary(self, order: Order, bids: tuple[Bid, ...], declines: tuple[Decline, ...]) -> str:
+        now = self.clock.now_ms()
+        if order.state == OrderState.ACTIVE:
+            lease = self.state.leases[order.lease_id]
+            return f"leased to {lease.provider} at {money.format_amount(lease.price_per_hour)}/h"
+        if order.state == OrderState.CLOSED:
+            if order.lease_id:
+                lease = self.state.leases[order.lease_id]
+                return f"closed: lease {lease.id} ended ({lease.close_reason})"
+            return "closed without a lease"
+        open_bids = [b for b in bids if b.state == BidState.OPEN]
+        if order.auction.manual and open_bids:
+            best = open_bids[0]
+            return (
+                f"{len(open_bids)} open bid(s), waiting for you to accept one (best "
+                f"{money.format_amount(best.price_per_hour)}/h from {best.provider})"
+            )
+        if open_bids and now < order.closes_at_ms:
+            return f"{len(open_bids)} bid(s) so far; the auction closes in {order.closes_at_ms - now} ms"
+        online = sum(1 for p in self.state.providers.values() if p.online and not p.draining)
+        if not declines:
+            if now < order.closes_at_ms:
+                return f"no bids yet; {online} provider(s) online; window closes in {order.closes_at_ms - now} ms"
+            return f"no bids and no declines yet from {online} online provider(s); still open"
+        tally: dict[str, int] = {}
+        for d in declines:
+            tally[d.reason] = tally.get(d.reason, 0) + 1
+        top = "; ".join(
+            f"{reason} ({n})" for reason, n in sorted(tally.items(), key=lambda x: -x[1])[:3]
+        )
+        return f"no eligible bid: {len(declines)} provider(s) declined: {top}"
+
+    # ==== leases ===========================================================================
+    def get_lease(self, lease_id: str) -> Lease:
+        lease = self.state.leases.get(lease_id)
+        if lease is None:
+            raise NotFound(f"lease {lease_id} not found")
+        return lease
+
+    def list_leases(
+        self,
+        owner: str | None = None,
+        provider: str | None = None,
+        open_only: bool = False,
+        deployment_id: str | None = None,
+    ) -> list[Lease]:
+        if provider is not None and open_only:
+            found = list(self._prov_leases.get(provider, {}).values())
+        elif deployment_id is not None:
+            found = [self.state.leases[x] for x in self.get_deployment(deployment_id).lease_ids]
+        else:
+            found = list(self.state.leases.values())
+        return [
+            x
+            for x in found
+            if (owner is None or x.tenant == owner)
+            and (provider is None or x.provider == provider)
+            and (deployment_id is None or x.deployment_id == deployment_id)
+            and (not open_only or x.state != LeaseState.CLOSED)
+        ]
+
+    # ==== providers ========================================================================
+    def get_provider(self, address: str) -> ProviderRecord:
+        prov = self.state.providers.get(address)
+        if prov is None:
+            raise NotFound(f"provider {address} is not registered")
+        return prov
+
+    def list_providers(self) -> list[ProviderRecord]:
+        return list(self.state.providers.values())
+
+    def open_lease_count(self, address: str) -> int:
+        return len(self._prov_leases.get(address, {}))
+
+    def reliability(self, address: str) -> float:
+        """The provider's score in [0, 1] from its history (reliability.py)."""
+        return reliability.score(
+            self.get_provider(address),
+            self.config.reliability_prior_ok,
+            self.config.reliability_prior_bad,
+        )
+
+    # ==== events ===========================================================================
+    def provider_events_after(
+        self, address: str, seq: int = 0, limit: int = 1000
+    ) -> list[ProviderEvent]:
+        """Events for `address` (and broadcasts) with seq > `seq`, oldest first."""
+        events = self.state.provider_events
+        start = bisect_right(events, seq, key=lambda e: e.seq)
+        out: list[ProviderEvent] = []
+        for event in events[start:]:
+            if event.provider in ("", address):
+                out.append(event)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def provider_snapshot(self, address: str) -> list[ProviderEvent]:
+        """What a provider watching afresh must know, as events outside the log (seq 0): every
+        open order (order_opened), then its own open leases (lease_won)."""
+        st = self.state
+        opened = [
+            ProviderEvent.from_records(0, 0, "", ProviderEventKind.ORDER_OPENED, order=o)
+            for o in self._open_orders.values()
+            if o.state == OrderState.OPEN
+        ]
+        won = [
+            ProviderEvent.from_records(
+                0,
+                0,
+                address,
+                ProviderEventKind.LEASE_WON,
+                order=st.orders[x.order_id],
+                bid=st.bids.get(x.id),
+                lease=x,
+            )
+            for x in self._prov_leases.get(address, {}).values()
+            if x.state != LeaseState.CLOSED
+        ]
+        return opened + won
+
+    def deployment_events_after(self, deployment_id: str, seq: int = 0) -> list[DeploymentEvent]:
+        self.get_deployment(deployment_id)
+        events = self.journal.deployment_events(deployment_id)
+        return events[bisect_right(events, seq, key=lambda e: e.seq) :]
+
+    # ==== market data ======================================================================
+    def price_stats(self, since_ms: int = 0) -> list[PriceStat]:
+        """Per GPU model: p10/median/p90 of leases' price per GPU-hour, leases created since."""
+        start = bisect_left(self._prices, since_ms, key=lambda p: p[0])
+        by_model: dict[str, list[int]] = {}
+        for _, model, price in self._prices[start:]:
+            by_model.setdefault(model, []).append(price)
+        stats = []
+        for model, prices in sorted(by_model.items()):
+            prices.sort()
+
+            def pick(q: float, prices: list[int] = prices) -> int:
+                return prices[min(len(prices) - 1, int(q * len(prices)))]
+
+            stats.append(PriceStat(model, len(prices), pick(0.1), pick(0.5), pick(0.9)))
+        return stats
+
+    def audit(self) -> AuditReport:
+        """Ledger vs balances: Σ accounts + escrows == total minted, no negative balance, every
+        entry > 0, and (when the ledger is kept) replaying it gives every balance."""
+        return ledger.audit(
+            self.state, replay=self.config.keep_ledger and self.config.retain_closed
+        )
