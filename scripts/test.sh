@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests need and run them all: ruff, then the whole pytest suite (Docker tests
+# Install what the tests need and run them all: ruff, mypy, then the whole pytest suite (Docker tests
 # included: a Docker engine is installed and started when none answers).
 # This is the command README gives and .ci/run calls. Extra arguments go to pytest.
 set -euo pipefail
@@ -11,8 +11,7 @@ if [ "${GPUMARKET_SKIP_DOCKER:-0}" != "1" ]; then
 fi
 python -m ruff check .
 python -m ruff format --check .
-# mypy: enabled by the lead after the architecture branches merge
-# python -m mypy
+python -m mypy
 
 set +e
 python -m pytest -q -p no:cacheprovider "$@"
