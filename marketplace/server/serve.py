@@ -204,51 +204,70 @@ async def start(opts: ServeOptions) -> Running:
     host, port = split_listen(opts.listen)
     credentials = _credentials(opts, host)
     datadir.prepare(opts.data_dir)
-    async with contextlib.AsyncExitStack() as undo:
-        held = datadir.lock(opts.data_dir)
-        undo.callback(held.release)
-        check_listen(host, port)
-        datadir.check_store(opts.data_dir, DB_NAME, (ADMIN_KEY_FILE,))
-        store = Store(opts.data_dir / DB_NAME)
-        undo.callback(store.close)
-        datadir.mark_in_use(opts.data_dir, DB_NAME)
-        if opts.admin_key is not None:
-            admin, created = load_key(str(opts.admin_key)), False
-        else:
-            admin, created = load_or_create_admin_key(opts.data_dir)
-        config = opts.config
-        if not config.admin_address:
-            config = dataclasses.replace(config, admin_address=admin.address)
-        app = MarketApp(store, config)
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        names = add_servicers(server, app)
-        health_servicer = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
-        )
-        bound = _bind(server, opts.listen, credentials)
-        if bound == 0:
-            check_listen(host, port)  # says why, if it can
-            raise InvalidArgument(f"cannot listen on {opts.listen}")
-        await app.start()
-        undo.push_async_callback(app.stop)
-        await server.start()
-        for name in ("", *names):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        address = f"{host}:{bound}"
-        if opts.port_file is not None:
-            tmp = opts.port_file.with_suffix(".tmp")
-            tmp.write_text(address + "\n")
-            tmp.replace(opts.port_file)  # atomic: a reader never sees half an address
-        undo.pop_all()
-        return Running(server, app, address, admin, created, opts.data_dir, held)
-    raise AssertionError("unreachable: the block above returns or raises")
+    undo = contextlib.AsyncExitStack()
+    try:
+        return await _start(opts, host, port, credentials, undo)
+    except BaseException:
+        await undo.aclose()
+        raise
+
+
+async def _start(
+    opts: ServeOptions,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None,
+    undo: contextlib.AsyncExitStack,
+) -> Running:
+    held = datadir.lock(opts.data_dir)
+    undo.callback(held.release)
+    check_listen(host, port)
+    datadir.check_store(opts.data_dir, DB_NAME, (ADMIN_KEY_FILE,))
+    store = Store(opts.data_dir / DB_NAME)
+    undo.callback(store.close)
+    datadir.mark_in_use(opts.data_dir, DB_NAME)
+    # after the store: a faucet key in the dir then means a store was created beside it
+    if opts.admin_key is not None:
+        admin, created = load_key(str(opts.admin_key)), False
+    else:
+        admin, created = load_or_create_admin_key(opts.data_dir)
+    config = opts.config
+    if not config.admin_address:
+        config = dataclasses.replace(config, admin_address=admin.address)
+    app = MarketApp(store, config)
+    server, health_servicer, names = _grpc_server(app)
+    bound = _bind(server, opts.listen, credentials)
+    if bound == 0:
+        check_listen(host, port)  # says why, if it can
+        raise InvalidArgument(f"cannot listen on {opts.listen}")
+    await app.start()
+    undo.push_async_callback(app.stop)
+    await server.start()
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    address = f"{host}:{bound}"
+    if opts.port_file is not None:
+        tmp = opts.port_file.with_suffix(".tmp")
+        tmp.write_text(address + "\n")
+        tmp.replace(opts.port_file)  # atomic: a reader never sees half an address
+    return Running(server, app, address, admin, created, opts.data_dir, held)
+
+
+def _grpc_server(app: MarketApp) -> tuple[grpc.aio.Server, health_aio.HealthServicer, list[str]]:
+    """The server with the market's services, health and reflection; not bound yet."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    names = add_servicers(server, app)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    return server, health_servicer, names
 
 
 def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
