@@ -3,6 +3,7 @@ busy address, a data dir held by another server, an emptied database, a shared d
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -14,8 +15,11 @@ from click.testing import CliRunner
 
 from marketplace.api.client import MarketClient
 from marketplace.cli.main import cli
+from marketplace.core.errors import FailedPrecondition
 from marketplace.identity import Key
+from marketplace.server.serve import ServeOptions, start
 from marketplace.server.store import DB_NAME
+from marketplace.server.testing import ServerThread
 from tests.server.market_process import MarketProcess, refused_start
 
 
@@ -72,6 +76,19 @@ def test_the_server_does_not_share_its_port(tmp_path: Path) -> None:
         with pytest.raises(OSError) as refused:
             intruder.bind(("127.0.0.1", first.port))
         assert refused.value.errno == errno.EADDRINUSE
+
+
+def test_a_refused_start_lets_go_of_the_data_dir(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        listen = f"127.0.0.1:{busy.getsockname()[1]}"
+        opts = ServeOptions(listen=listen, data_dir=tmp_path / "m")
+        with pytest.raises(FailedPrecondition, match="already in use"):
+            asyncio.run(start(opts))
+    # in the same process, at once: the refused start released its lock
+    with ServerThread(tmp_path / "m") as server:
+        assert MarketClient(server.address).list_providers() == []
 
 
 def test_a_data_dir_is_held_by_one_server_until_it_dies(tmp_path: Path) -> None:
