@@ -69,11 +69,20 @@ def translate(exc: grpc.RpcError, address: str) -> MarketError:
     return MarketError(f"{code.name.lower()}: {details}")
 
 
-def channel(address: str, tls_ca: Path | None = None, tls: bool = False) -> grpc.Channel:
-    """A channel to the marketplace: TLS when a CA file is given or tls=True (system roots)."""
-    if tls_ca is not None or tls:
+def channel(
+    address: str,
+    tls_ca: Path | None = None,
+    tls: bool = False,
+    client_cert: tuple[Path, Path] | None = None,
+) -> grpc.Channel:
+    """A channel to the marketplace: TLS when a CA file is given or tls=True (system roots).
+    client_cert = (certificate, private key), PEM: shown to a market that asks for mutual TLS."""
+    if tls_ca is not None or tls or client_cert is not None:
         roots = tls_ca.read_bytes() if tls_ca is not None else None
-        creds = grpc.ssl_channel_credentials(root_certificates=roots)
+        cert, key = (p.read_bytes() for p in client_cert) if client_cert else (None, None)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=roots, private_key=key, certificate_chain=cert
+        )
         return grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
     return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
 

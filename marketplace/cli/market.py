@@ -29,8 +29,21 @@ def market() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="State directory [default: $GPUMARKET_HOME/market or ~/.local/share/gpumarket].",
 )
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Server certificate (PEM, chain allowed): serve TLS.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Private key of --tls-cert (PEM, unencrypted).",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Mutual TLS: require every client to show a certificate signed by this CA (PEM).",
+)
 @click.option("--insecure", is_flag=True, help="Allow plaintext off loopback (on purpose only).")
 @click.option(
     "--admin-key",
@@ -56,6 +69,7 @@ def serve(
     data_dir: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    tls_client_ca: Path | None,
     insecure: bool,
     admin_key: Path | None,
     port_file: Path | None,
@@ -75,6 +89,7 @@ def serve(
         data_dir=data_dir or default_data_dir(),
         tls_cert=tls_cert,
         tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
         insecure=insecure,
         admin_key=admin_key,
         port_file=port_file,

@@ -1,6 +1,9 @@
 """Start the marketplace: data dir, admin key, SQLite store, grpc.aio server, health, reflection.
 
-Off loopback the server speaks TLS (--tls-cert/--tls-key) unless told --insecure on purpose.
+Off loopback the server speaks TLS (--tls-cert/--tls-key) unless told --insecure on purpose;
+--tls-client-ca makes it mutual (every client shows a certificate signed by that CA).
+One server per port (no SO_REUSEPORT) and per data dir (datadir.lock); whatever stops a start
+is said in one line (a MarketError), never a traceback.
 """
 
 from __future__ import annotations
@@ -8,24 +11,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import gc
 import ipaddress
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import grpc.aio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import _async as health_aio  # = health.aio, which grpc-stubs leaves out
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from marketplace.core.errors import InvalidArgument
+from marketplace.core.errors import FailedPrecondition, InvalidArgument
 from marketplace.core.market import MarketConfig
 from marketplace.identity import Key, load_key
+from marketplace.server import datadir
 from marketplace.server.app import MarketApp
 from marketplace.server.servicers import MAX_MANIFEST_BYTES, add_servicers
 from marketplace.server.store import DB_NAME, Store
@@ -37,6 +45,9 @@ ADMIN_KEY_FILE = "admin.pem"
 # A manifest of 1 MiB plus its envelope fits; anything much larger is refused by gRPC itself.
 MAX_MESSAGE_BYTES = MAX_MANIFEST_BYTES + 64 * 1024
 SERVER_OPTIONS = (
+    # gRPC sets SO_REUSEPORT by default: a second server on a busy port would start and share
+    # its clients with the first. Off, so binding a busy port fails.
+    ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
     # in lockstep with the clients' keepalive (30 s), so long-lived watches survive NATs
@@ -82,7 +93,37 @@ def split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise InvalidArgument(f"--listen {listen!r}: use HOST:PORT, e.g. 127.0.0.1:7420")
+    # gRPC would take 99999 modulo 65536 and listen on a port nobody asked for
+    if int(port) > 65535:
+        raise InvalidArgument(f"--listen {listen!r}: port {int(port)} is out of range (0-65535)")
     return host, int(port)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind the address once as gRPC will (SO_REUSEADDR, no SO_REUSEPORT), to say in one line
+    why it cannot be served: gRPC itself only says "Failed to bind"."""
+    listen = f"{host}:{port}"
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise InvalidArgument(f"cannot listen on {listen}: unknown host ({exc.strerror})") from None
+    failures: list[OSError] = []
+    for family, kind, proto, _, sockaddr in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise FailedPrecondition(
+                        f"{listen} is already in use (another marketplace?)"
+                    ) from None
+                failures.append(exc)
+    if len(failures) == len(addresses):  # gRPC serves if any of the addresses binds
+        reason = failures[0].strerror if failures else "no address"
+        raise InvalidArgument(f"cannot listen on {listen}: {reason}")
 
 
 @dataclass
@@ -91,6 +132,7 @@ class ServeOptions:
     data_dir: Path = field(default_factory=default_data_dir)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     insecure: bool = False
     admin_key: Path | None = None
     port_file: Path | None = None
@@ -107,19 +149,46 @@ class Running:
     admin: Key
     admin_created: bool
     data_dir: Path
+    data_dir_lock: datadir.DataDirLock
 
     async def stop(self, grace: float | None = 1.0) -> None:
         await self.server.stop(grace)
         await self.app.stop()
         self.app.store.close()
+        self.data_dir_lock.release()
+
+
+def _pem_certificates(path: Path, option: str) -> bytes:
+    data = path.read_bytes()
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise InvalidArgument(f"{option} {path} is not a PEM certificate") from None
+    return data
+
+
+def _pem_private_key(path: Path) -> bytes:
+    data = path.read_bytes()
+    try:
+        serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise InvalidArgument(f"--tls-key {path} is not an unencrypted PEM private key") from None
+    return data
 
 
 def _credentials(opts: ServeOptions, host: str) -> grpc.ServerCredentials | None:
+    if opts.tls_client_ca and not (opts.tls_cert and opts.tls_key):
+        raise InvalidArgument("--tls-client-ca needs --tls-cert and --tls-key")
     if opts.tls_cert or opts.tls_key:
         if not (opts.tls_cert and opts.tls_key):
             raise InvalidArgument("TLS needs both --tls-cert and --tls-key")
+        key = _pem_private_key(opts.tls_key)
+        cert = _pem_certificates(opts.tls_cert, "--tls-cert")
+        client_ca = None
+        if opts.tls_client_ca is not None:
+            client_ca = _pem_certificates(opts.tls_client_ca, "--tls-client-ca")
         return grpc.ssl_server_credentials(
-            [(opts.tls_key.read_bytes(), opts.tls_cert.read_bytes())]
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
         )
     if not is_loopback(host) and not opts.insecure:
         raise InvalidArgument(
@@ -130,9 +199,34 @@ def _credentials(opts: ServeOptions, host: str) -> grpc.ServerCredentials | None
 
 
 async def start(opts: ServeOptions) -> Running:
-    """Open the store, load the state, bind, start serving. The caller awaits termination."""
-    host, _ = split_listen(opts.listen)
+    """Hold the data dir, open the store, load the state, bind, start serving; on any failure
+    undo what was done. The caller awaits termination."""
+    host, port = split_listen(opts.listen)
     credentials = _credentials(opts, host)
+    datadir.prepare(opts.data_dir)
+    undo = contextlib.AsyncExitStack()
+    try:
+        return await _start(opts, host, port, credentials, undo)
+    except BaseException:
+        await undo.aclose()
+        raise
+
+
+async def _start(
+    opts: ServeOptions,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None,
+    undo: contextlib.AsyncExitStack,
+) -> Running:
+    held = datadir.lock(opts.data_dir)
+    undo.callback(held.release)
+    check_listen(host, port)
+    datadir.check_store(opts.data_dir, DB_NAME, (ADMIN_KEY_FILE,))
+    store = Store(opts.data_dir / DB_NAME)
+    undo.callback(store.close)
+    datadir.mark_in_use(opts.data_dir, DB_NAME)
+    # after the store: a faucet key in the dir then means a store was created beside it
     if opts.admin_key is not None:
         admin, created = load_key(str(opts.admin_key)), False
     else:
@@ -140,8 +234,27 @@ async def start(opts: ServeOptions) -> Running:
     config = opts.config
     if not config.admin_address:
         config = dataclasses.replace(config, admin_address=admin.address)
-    store = Store(opts.data_dir / DB_NAME)
     app = MarketApp(store, config)
+    server, health_servicer, names = _grpc_server(app)
+    bound = _bind(server, opts.listen, credentials)
+    if bound == 0:
+        check_listen(host, port)  # says why, if it can
+        raise InvalidArgument(f"cannot listen on {opts.listen}")
+    await app.start()
+    undo.push_async_callback(app.stop)
+    await server.start()
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    address = f"{host}:{bound}"
+    if opts.port_file is not None:
+        tmp = opts.port_file.with_suffix(".tmp")
+        tmp.write_text(address + "\n")
+        tmp.replace(opts.port_file)  # atomic: a reader never sees half an address
+    return Running(server, app, address, admin, created, opts.data_dir, held)
+
+
+def _grpc_server(app: MarketApp) -> tuple[grpc.aio.Server, health_aio.HealthServicer, list[str]]:
+    """The server with the market's services, health and reflection; not bound yet."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     names = add_servicers(server, app)
     health_servicer = health_aio.HealthServicer()
@@ -154,22 +267,23 @@ async def start(opts: ServeOptions) -> Running:
         ],
         server,
     )
-    if credentials is None:
-        port = server.add_insecure_port(opts.listen)
-    else:
-        port = server.add_secure_port(opts.listen, credentials)
-    if port == 0:
-        raise InvalidArgument(f"cannot listen on {opts.listen}: address in use or not available")
-    await app.start()
-    await server.start()
-    for name in ("", *names):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    address = f"{host}:{port}"
-    if opts.port_file is not None:
-        tmp = opts.port_file.with_suffix(".tmp")
-        tmp.write_text(address + "\n")
-        tmp.replace(opts.port_file)  # atomic: a reader never sees half an address
-    return Running(server, app, address, admin, created, opts.data_dir)
+    return server, health_servicer, names
+
+
+def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
+    """The bound port, or 0 when gRPC cannot bind (it raises or returns 0, by version)."""
+    try:
+        if credentials is None:
+            return server.add_insecure_port(listen)
+        return server.add_secure_port(listen, credentials)
+    except RuntimeError:
+        return 0
+
+
+def _transport(opts: ServeOptions) -> str:
+    if opts.tls_client_ca:
+        return "TLS, client certificates required"
+    return "TLS" if opts.tls_cert else "plaintext"
 
 
 async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
@@ -186,7 +300,7 @@ async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
             loop.add_signal_handler(sig, stop.set)
     running.app.on_fatal = lambda exc: stop.set()
     state = running.app.market.state
-    say(f"marketplace listening on {running.address} ({'TLS' if opts.tls_cert else 'plaintext'})")
+    say(f"marketplace listening on {running.address} ({_transport(opts)})")
     say(f"data dir: {running.data_dir}")
     note = " (new)" if running.admin_created else ""
     say(f"admin (faucet) address: {running.admin.address}{note}")

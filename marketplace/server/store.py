@@ -13,7 +13,9 @@ returns: it survives kill -9 and power loss. The server commits groups of comman
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +41,9 @@ from marketplace.server.codec import decode, encode, encode_without
 
 SCHEMA_VERSION = 1
 DB_NAME = "market.db"
+# SQLite's companions of a WAL database; it creates them with the database file's mode.
+DB_COMPANIONS = ("-wal", "-shm")
+PRIVATE_FILE_MODE = 0o600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -192,6 +197,19 @@ def logs_batch(lines: Sequence[StoredLogLine]) -> Batch:
     return b
 
 
+def make_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (which would honour the umask, often
+    0644), and tighten an existing one and its WAL/SHM files: they hold every tenant's logs."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE))
+    for file in (path, *(path.with_name(path.name + end) for end in DB_COMPANIONS)):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(file, PRIVATE_FILE_MODE)
+
+
 class Store:
     """The market's SQLite file. Writes come from one thread at a time (the server's committer);
     reads use their own connection, which WAL lets run beside a write."""
@@ -199,6 +217,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
         self._write = self._connect()
         self._read = self._connect()
         self._write_lock = threading.Lock()
