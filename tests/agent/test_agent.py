@@ -113,7 +113,9 @@ def test_a_bid_still_open_at_shutdown_is_withdrawn_and_its_reservation_released(
                 assert agent.reservations.keys() == [f"order:{order_id}"]
             assert f"withdrew bid on {order_id}" in said
             assert agent.reservations.keys() == [] and agent.bidder.open_orders() == []
-            [bid] = (await tenant.stub.ListBids(pb.GetRequest(id=order_id))).bids
+            [bid] = (
+                await tenant.stub.ListBids(tenant.signed(pb.ListBidsRequest(order_id=order_id)))
+            ).bids
             assert bid.state == pb.BID_WITHDRAWN
             await channel.close(grace=None)
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf.message import Message
 
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
@@ -118,24 +119,34 @@ class Tenant:
         self.key = Key.generate()
         self.stub = pb_grpc.TenantStub(channel)
         self.admin = admin
+        self.market = admin.address  # the marketplace's id: its admin key's address
+
+    def signed(self, message: Message) -> pb.SignedRequest:
+        return seal(self.key, message, market=self.market)
 
     async def deploy(self, sdl: str) -> pb.Deployment:
         await self.stub.Fund(
-            seal(self.admin, pb.FundAccount(address=self.key.address, amount=100_000_000))
+            seal(
+                self.admin,
+                pb.FundAccount(address=self.key.address, amount=100_000_000),
+                market=self.market,
+            )
         )
         msg = pb.CreateDeployment(sdl=sdl.encode(), deposit=20_000_000)
-        return await self.stub.CreateDeployment(seal(self.key, msg))
+        return await self.stub.CreateDeployment(seal(self.key, msg, market=self.market))
 
     async def lease(self, deployment_id: str, state: int | None = None) -> pb.Lease | None:
-        dep = await self.stub.GetDeployment(pb.GetRequest(id=deployment_id))
+        dep = await self.stub.GetDeployment(self.signed(pb.GetRequest(id=deployment_id)))
         for lease_id in dep.lease_ids:
-            lease = await self.stub.GetLease(pb.GetRequest(id=lease_id))
+            lease = await self.stub.GetLease(self.signed(pb.GetRequest(id=lease_id)))
             if state is None or lease.state == state:
                 return lease
         return None
 
     async def logs(self, lease_id: str) -> list[str]:
-        call = self.stub.StreamLogs(pb.StreamLogsRequest(lease_id=lease_id, follow=False))
+        call = self.stub.StreamLogs(
+            self.signed(pb.StreamLogsRequest(lease_id=lease_id, follow=False))
+        )
         return [line.line async for line in call]
 
 
@@ -342,7 +353,7 @@ def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Pat
                 numbers = [int(x.split()[1]) for x in lines]
                 assert numbers == sorted(numbers)  # resumed, not replayed from the start
                 # the tenant closes it: the agent stops and removes the container
-                await tenant.stub.CloseLease(seal(tenant.key, pb.CloseLease(lease_id=lease.id)))
+                await tenant.stub.CloseLease(tenant.signed(pb.CloseLease(lease_id=lease.id)))
                 await eventually(lambda: _async(runtime.owned() == []))
                 agent.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(agent.wait(), 30) == 0

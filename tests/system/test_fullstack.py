@@ -288,8 +288,11 @@ def test_forged_bid_and_replayed_request_are_refused_and_change_nothing(stack: S
     provider_stub = pb_grpc.ProviderStub(channel)
 
     # a replayed CreateDeployment: the first copy deploys, the second is refused
+    market = stack.admin_key().address  # the marketplace's id
     envelope = seal(
-        key, pb.CreateDeployment(sdl=(EXAMPLES / "inference.yaml").read_bytes(), deposit=DEPOSIT)
+        key,
+        pb.CreateDeployment(sdl=(EXAMPLES / "inference.yaml").read_bytes(), deposit=DEPOSIT),
+        market=market,
     )
     dep = tenant_stub.CreateDeployment(envelope, timeout=5)
     books = ledger(stack)
@@ -300,17 +303,17 @@ def test_forged_bid_and_replayed_request_are_refused_and_change_nothing(stack: S
     # a forged bid: a provider's signed PlaceBid with its price changed afterwards
     order_id = dep.order_ids[0]
     cpu = stack.providers["cpu"].key
-    bid = seal(cpu, pb.PlaceBid(order_id=order_id, price_per_hour=1))
+    bid = seal(cpu, pb.PlaceBid(order_id=order_id, price_per_hour=1), market=market)
     forged = pb.SignedRequest()
     forged.CopyFrom(bid)
     forged.payload = pb.PlaceBid(order_id=order_id, price_per_hour=2).SerializeToString()
     assert status_of(provider_stub.PlaceBid, forged) == grpc.StatusCode.UNAUTHENTICATED
     # and one signed by a key that is not the provider's it claims to be
-    impostor = seal(Key.generate(), pb.PlaceBid(order_id=order_id, price_per_hour=1))
+    impostor = seal(Key.generate(), pb.PlaceBid(order_id=order_id, price_per_hour=1), market=market)
     impostor.public_key = bid.public_key
     assert status_of(provider_stub.PlaceBid, impostor) == grpc.StatusCode.UNAUTHENTICATED
     # a replayed fund request minting twice
-    fund = seal(stack.admin_key(), pb.FundAccount(address=key.address, amount=1))
+    fund = seal(stack.admin_key(), pb.FundAccount(address=key.address, amount=1), market=market)
     tenant_stub.Fund(fund, timeout=5)
     books = ledger(stack)
     assert status_of(tenant_stub.Fund, fund) == grpc.StatusCode.UNAUTHENTICATED
