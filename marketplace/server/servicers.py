@@ -422,6 +422,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         signer, msg = open_envelope(  # a read: its nonce need not outlive a restart
             request, pb.WatchOrders, self.app.guard, market=self.app.market_id, durable=False
         )
+        self.market.get_provider(signer)  # the feed is for registered providers (NotFound)
         app = self.app
         watcher = app.subscribe(app.provider_watchers, signer)
         try:
@@ -473,6 +474,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     @unary
     async def GetManifest(self, request: pb.SignedRequest, context: Context) -> pb.Manifest:
         signer, msg = self.open(request, pb.GetManifest)
+        self.readable_lease(Viewer(signer), msg.lease_id)  # another's lease: as if missing
 
         def reply(found: tuple[Deployment, GroupSpec]) -> pb.Manifest:
             dep, group = found
