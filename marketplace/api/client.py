@@ -107,6 +107,7 @@ class _Client:
         self._own_channel = grpc_channel is None
         self.channel = grpc_channel or channel(address, tls_ca, tls)
         self._market_id: str | None = None
+        self.page_size = 0  # items per page asked of listings (0: the server's default)
 
     def close(self) -> None:
         if self._own_channel:
@@ -140,6 +141,12 @@ class _Client:
         if self.key is None:
             raise InvalidArgument("this call must be signed: the client has no key")
         return seal(self.key, message, market=self.market_id)
+
+    def _size(self, limit: int) -> int:
+        """The page size to ask for: no more than `limit` (when > 0) needs."""
+        if limit > 0 and self.page_size > 0:
+            return min(limit, self.page_size)
+        return limit or self.page_size
 
     def _pages(
         self,
@@ -231,7 +238,7 @@ class TenantClient(_Client):
         """Your deployments, oldest first (all pages, or the first `limit`)."""
         return self._pages(
             "ListDeployments",
-            lambda token: _list_request(owner, open_only, limit, token),
+            lambda token: _list_request(owner, open_only, self._size(limit), token),
             pb.DeploymentList,
             lambda r: (r.deployments, r.next_page_token),
             limit,
@@ -254,7 +261,7 @@ class TenantClient(_Client):
         """The orders you may read: yours, and the open ones when you are a provider."""
         return self._pages(
             "ListOrders",
-            lambda token: _list_request(owner, open_only, limit, token),
+            lambda token: _list_request(owner, open_only, self._size(limit), token),
             pb.OrderList,
             lambda r: (r.orders, r.next_page_token),
             limit,
@@ -264,7 +271,9 @@ class TenantClient(_Client):
         """The order's bids you may see (sealed until its bid window closes), best first."""
         return self._pages(
             "ListBids",
-            lambda token: pb.ListBidsRequest(order_id=order_id, page_size=limit, page_token=token),
+            lambda token: pb.ListBidsRequest(
+                order_id=order_id, page_size=self._size(limit), page_token=token
+            ),
             pb.BidList,
             lambda r: (r.bids, r.next_page_token),
             limit,
@@ -286,7 +295,7 @@ class TenantClient(_Client):
         """Your leases, as tenant or provider (owner: only those with that party)."""
         return self._pages(
             "ListLeases",
-            lambda token: _list_request(owner, open_only, limit, token),
+            lambda token: _list_request(owner, open_only, self._size(limit), token),
             pb.LeaseList,
             lambda r: (r.leases, r.next_page_token),
             limit,
@@ -377,7 +386,9 @@ class MarketClient(_Client):
         found: list[pb.ProviderInfo] = []
         token = ""
         while True:
-            req = pb.ListRequest(open_only=online_only, page_size=limit, page_token=token)
+            req = pb.ListRequest(
+                open_only=online_only, page_size=self._size(limit), page_token=token
+            )
             answer = self._unary("ListProviders", req, pb.ProviderList)
             found.extend(answer.providers)
             token = answer.next_page_token
@@ -395,12 +406,12 @@ class MarketClient(_Client):
         """Entries touching `address` (your own by default); every entry for the admin key."""
         return self._pages(
             "ListLedger",
-            lambda token: _list_request(address, False, limit, token),
+            lambda token: _list_request(address, False, self._size(limit), token),
             pb.LedgerPage,
             lambda r: (r.entries, r.next_page_token),
             limit,
         )
 
 
-def _list_request(owner: str | None, open_only: bool, limit: int, token: str) -> pb.ListRequest:
-    return pb.ListRequest(owner=owner or "", open_only=open_only, page_size=limit, page_token=token)
+def _list_request(owner: str | None, open_only: bool, size: int, token: str) -> pb.ListRequest:
+    return pb.ListRequest(owner=owner or "", open_only=open_only, page_size=size, page_token=token)
