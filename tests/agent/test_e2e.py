@@ -115,8 +115,8 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 
 
 
 class Tenant:
-    def __init__(self, channel: grpc.aio.Channel, admin: Key) -> None:
-        self.key = Key.generate()
+    def __init__(self, channel: grpc.aio.Channel, admin: Key, key: Key | None = None) -> None:
+        self.key = key or Key.generate()
         self.stub = pb_grpc.TenantStub(channel)
         self.admin = admin
         self.market = admin.address  # the marketplace's id: its admin key's address
@@ -271,7 +271,8 @@ def test_a_bid_delayed_across_a_marketplace_restart_still_lands(tmp_path: Path) 
             task = asyncio.create_task(agent.run(stop))
             await eventually(lambda: _async(agent.connected.is_set()))
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-            dep = await Tenant(channel, admin).deploy(job("echo bid after restart"))
+            owner = Tenant(channel, admin)
+            dep = await owner.deploy(job("echo bid after restart"))
             await channel.close(grace=None)
             await eventually(lambda: _async(bool(agent.bidder.open_orders())))  # script running
         try:
@@ -280,7 +281,7 @@ def test_a_bid_delayed_across_a_marketplace_restart_still_lands(tmp_path: Path) 
             await eventually(lambda: _async(any(w in s for s in said for w in tried)))
             async with marketplace(tmp_path, admin, port):  # same DB, same port
                 channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-                tenant = Tenant(channel, admin)
+                tenant = Tenant(channel, admin, owner.key)  # the deployment's owner reads it
                 done = await eventually(lambda: tenant.lease(dep.id, pb.LEASE_CLOSED))
                 assert done.close_reason == pb.COMPLETED
                 await channel.close(grace=None)
