@@ -242,7 +242,7 @@ def run_demo(stack: Stack) -> Timings:
     account = tenant.get_account()
     spent = FUNDS - account.balance
     say(f"tenant: balance {format_amount(account.balance)} (spent {format_amount(spent)})")
-    command("gpumarket market audit")
+    command("gpumarket market audit --admin-key ...")
     report = market.audit()
     verdict = "balanced" if report.balanced else "NOT BALANCED"
     say(

@@ -21,8 +21,9 @@ from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import money
 from marketplace.core.clock import Clock, ManualClock, SystemClock
 from marketplace.core.errors import InvalidArgument, NotFound, PermissionDenied
-from marketplace.identity import Key
+from marketplace.identity import Key, SeenNonce
 from marketplace.server.serve import ADMIN_KEY_FILE
+from marketplace.server.store import Store, nonces_batch
 from marketplace.server.testing import ServerThread, gpu_sdl, h100_inventory
 from tests.server.test_restart import ServerProcess
 
@@ -245,3 +246,15 @@ def test_unsigned_or_foreign_reads_are_refused(server: ServerThread) -> None:
         TenantClient(server.address, Key.generate()).get_account(alice.address)
     with pytest.raises(InvalidArgument, match="must be signed"):  # a client with no key
         TenantClient(server.address).get_account(alice.address)
+
+
+def test_stored_nonces_are_kept_while_fresh_and_pruned_after(tmp_path: Path) -> None:
+    store = Store(tmp_path / "market.db")
+    try:
+        old = SeenNonce(b"k" * 32, b"a" * 16, 1_000)
+        fresh = SeenNonce(b"k" * 32, b"b" * 16, 100_000)
+        store.write(nonces_batch([old], 0))
+        store.write(nonces_batch([fresh], 50_000))  # forgets those older than 50 s
+        assert store.nonces_since(0) == [fresh]
+    finally:
+        store.close()

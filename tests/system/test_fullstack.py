@@ -94,7 +94,7 @@ def http_get(lease: pb.Lease, path: str = "/health") -> str:
 
 
 def ledger(stack: Stack) -> list[tuple[int, int, str, str, int, str, str]]:
-    with MarketClient(stack.address) as market:
+    with MarketClient(stack.address, stack.admin_key()) as market:  # the whole ledger: admin
         return [
             (e.id, e.time_ms, e.debit, e.credit, e.amount, e.memo, e.lease_id)
             for e in market.ledger()
@@ -107,7 +107,7 @@ def provider_info(stack: Stack, address: str) -> pb.ProviderInfo:
 
 
 def audit_balanced(stack: Stack) -> bool:
-    with MarketClient(stack.address) as market:
+    with MarketClient(stack.address, stack.admin_key()) as market:
         report = market.audit()
     assert not report.problems, report.problems
     return report.balanced
@@ -169,7 +169,8 @@ def test_training_job_runs_to_completion_and_settles_to_the_micro_unit(
     tenant = client.get_account()
     assert tenant.escrowed == 0
     assert tenant.balance + done.paid == FUNDS
-    assert client.get_account(done.provider).balance == done.paid
+    admin = TenantClient(stack.address, stack.admin_key())  # another's account: admin only
+    assert admin.get_account(done.provider).balance == done.paid
     provider_key = f"acct:{done.provider}"
     entries = [e for e in ledger(stack) if e[6] == lease.id]
     assert sum(e[4] for e in entries if e[3] == provider_key) == done.paid
