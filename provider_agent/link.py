@@ -35,7 +35,7 @@ from marketplace.api.envelope import open_envelope, seal
 from marketplace.api.status import error_from_rpc
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
-from marketplace.core.errors import MarketError, PermissionDenied
+from marketplace.core.errors import MarketError, PermissionDenied, Unauthenticated
 from marketplace.core.provider_feed import FeedEvent, LeaseManifest
 from marketplace.core.state import Bid, Lease, Offer
 from marketplace.identity import Key
@@ -94,7 +94,10 @@ class MarketLink:
         try:
             answer = await rpc(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from None
+            error = _error(exc)
+            if isinstance(error, Unauthenticated) and "another marketplace" in str(error):
+                self._market_id = None  # another marketplace answers here now: ask it again
+            raise error from None
         if not isinstance(answer, reply):
             raise MarketError(
                 f"{method} answered a {type(answer).__name__}, not a {reply.__name__}"
