@@ -334,7 +334,10 @@ def test_provider_refuses_a_manifest_that_is_not_what_the_tenant_signed(stack: S
     sdl = (EXAMPLES / "training.yaml").read_bytes()
     dep = client.create_deployment(sdl, DEPOSIT)
     # (a bid sent while the marketplace is down is dropped by the agent, not retried)
-    wait_for_market(lambda: len(client.list_bids(dep.order_ids[0])) == 2, 10, "both bids")
+    # bids are sealed while the window is open: each provider reads its own
+    bidders = [TenantClient(stack.address, p.key) for p in stack.providers.values()]
+    order = dep.order_ids[0]
+    wait_for_market(lambda: sum(len(b.list_bids(order)) for b in bidders) == 2, 10, "both bids")
     stack.kill_market()  # while the bid window is open
     tampered = sdl.replace(b'echo "training done"', b'echo "tampered"')
     assert tampered != sdl
