@@ -164,23 +164,32 @@ async def _market_latency(n: int, tmp: Path) -> list[float]:
     task = asyncio.create_task(agent.run(stop))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.TenantStub(channel)
-    await stub.Fund(seal(admin, pb.FundAccount(address=tenant_key.address, amount=10**12)))
+    market = admin.address  # the marketplace's id
+    await stub.Fund(
+        seal(admin, pb.FundAccount(address=tenant_key.address, amount=10**12), market=market)
+    )
     while not any("registered" in s for s in said):
         await asyncio.sleep(0.05)
     latencies = []
     try:
         for _ in range(n):
             dep = await stub.CreateDeployment(
-                seal(tenant_key, pb.CreateDeployment(sdl=MARKET_JOB, deposit=10**9))
+                seal(tenant_key, pb.CreateDeployment(sdl=MARKET_JOB, deposit=10**9), market=market)
             )
             lease = None
             while lease is None or lease.state != pb.LEASE_RUNNING:
                 await asyncio.sleep(0.02)
-                d = await stub.GetDeployment(pb.GetRequest(id=dep.id))
+                d = await stub.GetDeployment(
+                    seal(tenant_key, pb.GetRequest(id=dep.id), market=market)
+                )
                 if d.lease_ids:
-                    lease = await stub.GetLease(pb.GetRequest(id=d.lease_ids[0]))
+                    lease = await stub.GetLease(
+                        seal(tenant_key, pb.GetRequest(id=d.lease_ids[0]), market=market)
+                    )
             latencies.append((lease.running_at_ms - lease.created_at_ms) / 1000)
-            await stub.CloseDeployment(seal(tenant_key, pb.CloseDeployment(deployment_id=dep.id)))
+            await stub.CloseDeployment(
+                seal(tenant_key, pb.CloseDeployment(deployment_id=dep.id), market=market)
+            )
     finally:
         stop.set()
         await task

@@ -130,12 +130,14 @@ class Worker:
     async def setup(self) -> None:
         self.channel = grpc.aio.insecure_channel(self.address)
         self.stub = pb_grpc.ProviderStub(self.channel)
+        info = await pb_grpc.MarketStub(self.channel).Info(pb.MarketInfoRequest(), timeout=30)
+        self.market: str = info.market_id  # what every signature names
         sem = asyncio.Semaphore(IN_FLIGHT)
 
         async def register(i: int, key: Key) -> None:
             async with sem:
                 msg = provider_registration(f"w{self.index}p{i}")
-                await self.stub.Register(seal(key, msg), timeout=30)
+                await self.stub.Register(seal(key, msg, market=self.market), timeout=30)
 
         await asyncio.gather(*(register(i, k) for i, k in enumerate(self.keys)))
         self.heartbeats = asyncio.create_task(self.heartbeat_forever())
@@ -145,7 +147,9 @@ class Worker:
             for key in self.keys:
                 await asyncio.sleep(10 / len(self.keys))
                 with contextlib.suppress(grpc.aio.AioRpcError):
-                    await self.stub.Heartbeat(seal(key, pb.Heartbeat()), timeout=10)
+                    await self.stub.Heartbeat(
+                        seal(key, pb.Heartbeat(), market=self.market), timeout=10
+                    )
 
     def bids_for(self, orders: list[str], per_order: int) -> list[tuple[Key, str]]:
         out = []
@@ -163,7 +167,9 @@ class Worker:
             nonlocal done
             async with sem:
                 price = self.rng.randrange(100_000, 2_000_000)
-                request = seal(key, pb.PlaceBid(order_id=order, price_per_hour=price))
+                request = seal(
+                    key, pb.PlaceBid(order_id=order, price_per_hour=price), market=self.market
+                )
                 try:
                     await self.stub.PlaceBid(request, timeout=60)
                     done += 1
@@ -181,7 +187,9 @@ class Worker:
 
         async def call(key: Key, order: str) -> None:
             async with sem:
-                request = seal(key, pb.PlaceBid(order_id=order, price_per_hour=123_456))
+                request = seal(
+                    key, pb.PlaceBid(order_id=order, price_per_hour=123_456), market=self.market
+                )
                 await echo(request.SerializeToString(), timeout=60)
 
         start = time.perf_counter()

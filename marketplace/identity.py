@@ -1,11 +1,14 @@
 """Ed25519 identities and request signatures. The only module that imports `cryptography`.
 
-A signature covers `signing_bytes(message_type, nonce, timestamp_ms, payload)`:
+A signature covers `signing_bytes(market, message_type, nonce, timestamp_ms, payload)`:
 
-    b"gpumarket/v1\\x00" + message_type + b"\\x00" + nonce(16) + timestamp_ms (8 bytes, big endian) + payload
+    b"gpumarket/v1\\x00" + market + b"\\x00" + message_type + b"\\x00" + nonce(16)
+        + timestamp_ms (8 bytes, big endian) + payload
 
-The message type (e.g. "marketplace.api.v1.PlaceBid") separates domains, so a signed bid can
-never pass as a signed manifest; the nonce and timestamp stop replays; the payload is the exact
+The market is the id of the marketplace the request is meant for (its admin key's address,
+served by Market.Info), so a request signed for one marketplace is refused by every other. The
+message type (e.g. "marketplace.api.v1.PlaceBid") separates domains, so a signed bid can never
+pass as a signed manifest; the nonce and timestamp stop replays; the payload is the exact
 serialized bytes the signer sent (protobuf serialization is not canonical, so the verifier never
 re-serializes).
 """
@@ -43,9 +46,20 @@ def address_of(public_key: bytes) -> str:
     return ADDRESS_PREFIX + base64.b32encode(digest).decode().lower()
 
 
-def signing_bytes(message_type: str, nonce: bytes, timestamp_ms: int, payload: bytes) -> bytes:
+def signing_bytes(
+    market: str, message_type: str, nonce: bytes, timestamp_ms: int, payload: bytes
+) -> bytes:
     return b"".join(
-        (DOMAIN, message_type.encode(), b"\x00", nonce, struct.pack(">q", timestamp_ms), payload)
+        (
+            DOMAIN,
+            market.encode(),
+            b"\x00",
+            message_type.encode(),
+            b"\x00",
+            nonce,
+            struct.pack(">q", timestamp_ms),
+            payload,
+        )
     )
 
 
@@ -57,6 +71,7 @@ class Signature:
     signature: bytes
     nonce: bytes
     timestamp_ms: int
+    market: str  # the marketplace it is meant for
 
 
 class Key:
@@ -87,24 +102,37 @@ class Key:
             serialization.NoEncryption(),
         )
 
-    def sign(self, message_type: str, payload: bytes, timestamp_ms: int) -> Signature:
+    def sign(self, market: str, message_type: str, payload: bytes, timestamp_ms: int) -> Signature:
         nonce = secrets.token_bytes(NONCE_BYTES)
-        data = signing_bytes(message_type, nonce, timestamp_ms, payload)
-        return Signature(self.public_key, self._private.sign(data), nonce, timestamp_ms)
+        data = signing_bytes(market, message_type, nonce, timestamp_ms, payload)
+        return Signature(self.public_key, self._private.sign(data), nonce, timestamp_ms, market)
 
 
-def verify_signature(message_type: str, payload: bytes, sig: Signature) -> str:
-    """Check the signature alone; return the signer's address. Raises Unauthenticated."""
+def verify_signature(message_type: str, payload: bytes, sig: Signature, market: str) -> str:
+    """Check the signature alone, for the marketplace `market`; return the signer's address.
+    Raises Unauthenticated."""
     if len(sig.public_key) != 32 or len(sig.signature) != 64 or len(sig.nonce) != NONCE_BYTES:
         raise Unauthenticated("malformed signature envelope")
-    try:
-        public = Ed25519PublicKey.from_public_bytes(sig.public_key)
-        public.verify(
-            sig.signature, signing_bytes(message_type, sig.nonce, sig.timestamp_ms, payload)
+    if sig.market != market:
+        raise Unauthenticated(
+            f"signed for another marketplace ({sig.market or 'none named'}); "
+            f"this is marketplace {market}"
         )
+    data = signing_bytes(market, message_type, sig.nonce, sig.timestamp_ms, payload)
+    try:
+        Ed25519PublicKey.from_public_bytes(sig.public_key).verify(sig.signature, data)
     except (InvalidSignature, ValueError) as exc:
         raise Unauthenticated(f"bad signature for {message_type}") from exc
     return address_of(sig.public_key)
+
+
+@dataclass(frozen=True, slots=True)
+class SeenNonce:
+    """A nonce the marketplace accepted: kept (in the store too) while its timestamp is fresh."""
+
+    public_key: bytes
+    nonce: bytes
+    timestamp_ms: int
 
 
 class ReplayGuard:
@@ -112,25 +140,50 @@ class ReplayGuard:
 
     A nonce only needs remembering while its timestamp is fresh: once it is older than the
     allowed skew, the timestamp check refuses it anyway, so the memory stays bounded.
+
+    Across restarts: nonces of requests that change the market (`durable=True`) are also handed
+    to the server (take_durable()), which writes them in the same transaction as the command
+    they authorised, or an earlier one, and loads them again at start (remember()). So a
+    request whose effect is on disk has its nonce on disk too. Reads (`durable=False`) change
+    nothing a replay could repeat, so their nonces are kept in memory only (no write per read).
     """
 
     def __init__(self, clock: Clock, max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
         self._clock = clock
-        self._max_skew_ms = max_skew_ms
+        self.max_skew_ms = max_skew_ms
         self._seen: OrderedDict[bytes, int] = OrderedDict()
+        self._durable: list[SeenNonce] = []
 
-    def check(self, sig: Signature) -> None:
+    def check(self, sig: Signature, durable: bool = True) -> None:
         now = self._clock.now_ms()
-        if abs(now - sig.timestamp_ms) > self._max_skew_ms:
+        if abs(now - sig.timestamp_ms) > self.max_skew_ms:
             raise Unauthenticated(
                 f"stale request: timestamp is {(now - sig.timestamp_ms) / 1000:+.1f}s off "
-                f"the marketplace's clock (allowed ±{self._max_skew_ms / 1000:.0f}s)"
+                f"the marketplace's clock (allowed ±{self.max_skew_ms / 1000:.0f}s)"
             )
-        self._forget_before(now - self._max_skew_ms)
+        self._forget_before(self.cutoff_ms())
         key = sig.public_key + sig.nonce
         if key in self._seen:
             raise Unauthenticated("replayed request: nonce already used")
         self._seen[key] = sig.timestamp_ms
+        if durable:
+            self._durable.append(SeenNonce(sig.public_key, sig.nonce, sig.timestamp_ms))
+
+    def cutoff_ms(self) -> int:
+        """Nonces with timestamps before this are refused as stale: no need to keep them."""
+        return self._clock.now_ms() - self.max_skew_ms
+
+    def remember(self, seen: SeenNonce) -> None:
+        """A nonce accepted before a restart (loaded from the store, oldest first)."""
+        self._seen[seen.public_key + seen.nonce] = seen.timestamp_ms
+
+    def has_durable(self) -> bool:
+        return bool(self._durable)
+
+    def take_durable(self) -> list[SeenNonce]:
+        """The nonces of commands accepted since the last call, for the store."""
+        taken, self._durable = self._durable, []
+        return taken
 
     def _forget_before(self, cutoff_ms: int) -> None:
         # Insertion order approximates timestamp order; stop at the first fresh entry.
@@ -142,12 +195,17 @@ class ReplayGuard:
 
 
 def verify(
-    message_type: str, payload: bytes, sig: Signature, guard: ReplayGuard | None = None
+    message_type: str,
+    payload: bytes,
+    sig: Signature,
+    market: str,
+    guard: ReplayGuard | None = None,
+    durable: bool = True,
 ) -> str:
-    """Signature, then freshness and replay. Returns the signer's address."""
-    address = verify_signature(message_type, payload, sig)
+    """Signature (for `market`), then freshness and replay. Returns the signer's address."""
+    address = verify_signature(message_type, payload, sig, market)
     if guard is not None:
-        guard.check(sig)
+        guard.check(sig, durable)
     return address
 
 

@@ -1,7 +1,9 @@
 """The agent's link to the marketplace: the only agent module that imports grpc.
 
 Speaks the v1 Provider service (proto/marketplace/api/v1/market.proto) over grpc.aio. Every
-request is a SignedRequest sealed with the provider's Ed25519 key. Unary calls carry a deadline;
+request is a SignedRequest sealed with the provider's Ed25519 key for the marketplace at the
+other end (its id asked once, from Market.Info); a tenant's manifest must be signed for that
+same marketplace. Unary calls carry a deadline;
 the order stream carries none (a deadline would end it mid-flow), waits for the server to be
 ready and resumes from a token.
 
@@ -33,7 +35,7 @@ from marketplace.api.envelope import open_envelope, seal
 from marketplace.api.status import error_from_rpc
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
-from marketplace.core.errors import MarketError, PermissionDenied
+from marketplace.core.errors import MarketError, PermissionDenied, Unauthenticated
 from marketplace.core.provider_feed import FeedEvent, LeaseManifest
 from marketplace.core.state import Bid, Lease, Offer
 from marketplace.identity import Key
@@ -65,16 +67,37 @@ class MarketLink:
         self.timeout_s = timeout_s
         self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.ProviderStub(self._channel)
+        self._market_stub = pb_grpc.MarketStub(self._channel)
+        self._market_id: str | None = None
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
 
+    async def market_id(self) -> str:
+        """The marketplace's id (asked once): what every signature names."""
+        if self._market_id is None:
+            try:
+                info = await self._market_stub.Info(
+                    pb.MarketInfoRequest(), timeout=self.timeout_s, wait_for_ready=True
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise _error(exc) from None
+            self._market_id = info.market_id
+        return self._market_id
+
+    async def _seal(self, message: Message) -> pb.SignedRequest:
+        return seal(self.key, message, market=await self.market_id())
+
     async def _call(self, method: str, message: Message, reply: type[Reply]) -> Reply:
         rpc = getattr(self._stub, method)
+        request = await self._seal(message)
         try:
-            answer = await rpc(seal(self.key, message), timeout=self.timeout_s)
+            answer = await rpc(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from None
+            error = _error(exc)
+            if isinstance(error, Unauthenticated) and "another marketplace" in str(error):
+                self._market_id = None  # another marketplace answers here now: ask it again
+            raise error from None
         if not isinstance(answer, reply):
             raise MarketError(
                 f"{method} answered a {type(answer).__name__}, not a {reply.__name__}"
@@ -107,9 +130,8 @@ class MarketLink:
     async def watch(self, resume_token: int) -> AsyncIterator[FeedEvent]:
         """Order-feed events after `resume_token`; ends (or raises a MarketError) when the stream
         does. Kinds this version does not know are skipped."""
-        call = self._stub.WatchOrders(
-            seal(self.key, pb.WatchOrders(resume_token=resume_token)), wait_for_ready=True
-        )
+        request = await self._seal(pb.WatchOrders(resume_token=resume_token))
+        call = self._stub.WatchOrders(request, wait_for_ready=True)
         try:
             async for message in call:
                 event = provider_event_from_proto(message)
@@ -138,7 +160,7 @@ class MarketLink:
         """The lease's manifest, once its bytes are shown to be what `tenant` signed. Raises
         PermissionDenied when they are not, InvalidArgument/NotFound when it does not parse."""
         m = await self._call("GetManifest", pb.GetManifest(lease_id=lease_id), pb.Manifest)
-        if problem := manifest_problem(m, tenant):
+        if problem := manifest_problem(m, tenant, await self.market_id()):
             raise PermissionDenied(f"refused: {problem}")
         return lease_manifest_from_proto(m)
 
@@ -174,13 +196,14 @@ class MarketLink:
         return lease_from_proto(await self._call("CloseLease", msg, pb.Lease))
 
 
-def manifest_problem(manifest: pb.Manifest, tenant: str) -> str | None:
+def manifest_problem(manifest: pb.Manifest, tenant: str, market: str) -> str | None:
     """Why a manifest must not run, or None: it must be exactly the bytes the lease's tenant
-    signed in its CreateDeployment (a marketplace cannot alter or substitute a job)."""
+    signed in its CreateDeployment for this marketplace (`market`), so a marketplace can neither
+    alter or substitute a job nor pass on one deployed elsewhere."""
     if not manifest.HasField("tenant_request"):
         return "the manifest carries no tenant signature"
     try:
-        signer, request = open_envelope(manifest.tenant_request, pb.CreateDeployment)
+        signer, request = open_envelope(manifest.tenant_request, pb.CreateDeployment, market=market)
     except MarketError as exc:
         return f"the tenant's signature does not verify: {exc}"
     if signer != tenant:

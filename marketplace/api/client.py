@@ -2,7 +2,10 @@
 scripts, tests and benchmarks). The provider agent's daemon has its own grpc.aio link
 (provider_agent/link.py), built on the same wire conversions (convert.py).
 
-Mutating calls are sealed with the caller's Key (a SignedRequest). Every unary call has a
+Mutating calls, and reads of what is not public, are sealed with the caller's Key (a
+SignedRequest) for the marketplace the client talks to: its id is asked once per client
+(Market.Info) and named in every signature. Listings follow their pages (a `limit` stops
+early). Every unary call has a
 deadline; streams have none (a deadline would cut a watch mid-flow). A failed call raises a
 MarketError subclass, never grpc.RpcError: the market's own errors come back as the same class
 the server raised (status.py), and transport failures as MarketUnavailable with a message that
@@ -11,7 +14,7 @@ says what to do. Answers are the wire messages (marketplace.api.v1.market_pb2), 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
@@ -25,6 +28,7 @@ from marketplace.core.errors import InvalidArgument, MarketError
 from marketplace.identity import Key
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 Reply = TypeVar("Reply", bound=Message)
 
 DEFAULT_MARKET = "127.0.0.1:7420"
@@ -91,6 +95,9 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
+PageReply = TypeVar("PageReply", bound=Message)
+
+
 class _Client:
     SERVICE: ClassVar[str]  # the v1 service this client calls
 
@@ -108,6 +115,8 @@ class _Client:
         self.timeout_s = timeout_s
         self._own_channel = grpc_channel is None
         self.channel = grpc_channel or channel(address, tls_ca, tls)
+        self._market_id: str | None = None
+        self.page_size = 0  # items per page asked of listings (0: the server's default)
 
     def close(self) -> None:
         if self._own_channel:
@@ -119,10 +128,52 @@ class _Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def market_id(self) -> str:
+        """The id of the marketplace at the other end (asked once): what signatures name."""
+        if self._market_id is None:
+            call = self.channel.unary_unary(
+                "/marketplace.api.v1.Market/Info",
+                request_serializer=_serialize,
+                response_deserializer=pb.MarketInfo.FromString,
+            )
+            try:
+                info = call(pb.MarketInfoRequest(), timeout=self.timeout_s)
+            except grpc.RpcError as exc:
+                raise translate(exc, self.address) from None
+            if not isinstance(info, pb.MarketInfo):  # cannot happen: FromString made it
+                raise TypeError(f"Info answered {type(info).__name__}")
+            self._market_id = info.market_id
+        return self._market_id
+
     def _seal(self, message: Message) -> pb.SignedRequest:
         if self.key is None:
             raise InvalidArgument("this call must be signed: the client has no key")
-        return seal(self.key, message)
+        return seal(self.key, message, market=self.market_id)
+
+    def _size(self, limit: int) -> int:
+        """The page size to ask for: no more than `limit` (when > 0) needs."""
+        if limit > 0 and self.page_size > 0:
+            return min(limit, self.page_size)
+        return limit or self.page_size
+
+    def _pages(
+        self,
+        method: str,
+        request: Callable[[str], Message],
+        reply: type[PageReply],
+        items: Callable[[PageReply], tuple[Sequence[Item], str]],
+        limit: int = 0,
+    ) -> list[Item]:
+        """Every item of a signed listing, page after page (at most `limit` when > 0);
+        `items` gives a reply's items and its next_page_token."""
+        found: list[Item] = []
+        token = ""
+        while True:
+            page, token = items(self._unary(method, self._seal(request(token)), reply))
+            found.extend(page)
+            if not token or (limit > 0 and len(found) >= limit):
+                return found[:limit] if limit > 0 else found
 
     def _path(self, method: str) -> str:
         """'/marketplace.api.v1.Tenant/GetAccount': checked against the proto's service."""
@@ -173,9 +224,9 @@ class TenantClient(_Client):
     SERVICE = "Tenant"
 
     def get_account(self, address: str | None = None) -> pb.Account:
-        if address is None:
-            address = self.key.address if self.key else ""
-        return self._unary("GetAccount", pb.GetAccountRequest(address=address), pb.Account)
+        """Your account (another's needs the admin key)."""
+        msg = pb.GetAccountRequest(address=address or "")
+        return self._unary("GetAccount", self._seal(msg), pb.Account)
 
     def fund(self, address: str, amount: int) -> pb.Account:
         """Dev faucet: only the marketplace's admin key may sign it."""
@@ -187,13 +238,20 @@ class TenantClient(_Client):
         return self._unary("CreateDeployment", self._seal(msg), pb.Deployment)
 
     def get_deployment(self, deployment_id: str) -> pb.Deployment:
-        return self._unary("GetDeployment", pb.GetRequest(id=deployment_id), pb.Deployment)
+        req = self._seal(pb.GetRequest(id=deployment_id))
+        return self._unary("GetDeployment", req, pb.Deployment)
 
     def list_deployments(
         self, owner: str | None = None, open_only: bool = False, limit: int = 0
     ) -> list[pb.Deployment]:
-        req = pb.ListRequest(owner=owner or "", open_only=open_only, limit=limit)
-        return list(self._unary("ListDeployments", req, pb.DeploymentList).deployments)
+        """Your deployments, oldest first (all pages, or the first `limit`)."""
+        return self._pages(
+            "ListDeployments",
+            lambda token: _list_request(owner, open_only, self._size(limit), token),
+            pb.DeploymentList,
+            lambda r: (r.deployments, r.next_page_token),
+            limit,
+        )
 
     def close_deployment(self, deployment_id: str) -> pb.Deployment:
         msg = pb.CloseDeployment(deployment_id=deployment_id)
@@ -204,27 +262,53 @@ class TenantClient(_Client):
         return self._unary("Deposit", self._seal(msg), pb.Deployment)
 
     def get_order(self, order_id: str) -> pb.Order:
-        return self._unary("GetOrder", pb.GetRequest(id=order_id), pb.Order)
+        return self._unary("GetOrder", self._seal(pb.GetRequest(id=order_id)), pb.Order)
 
-    def list_orders(self, owner: str | None = None, open_only: bool = False) -> list[pb.Order]:
-        req = pb.ListRequest(owner=owner or "", open_only=open_only)
-        return list(self._unary("ListOrders", req, pb.OrderList).orders)
+    def list_orders(
+        self, owner: str | None = None, open_only: bool = False, limit: int = 0
+    ) -> list[pb.Order]:
+        """The orders you may read: yours, and the open ones when you are a provider."""
+        return self._pages(
+            "ListOrders",
+            lambda token: _list_request(owner, open_only, self._size(limit), token),
+            pb.OrderList,
+            lambda r: (r.orders, r.next_page_token),
+            limit,
+        )
 
-    def list_bids(self, order_id: str) -> list[pb.Bid]:
-        return list(self._unary("ListBids", pb.GetRequest(id=order_id), pb.BidList).bids)
+    def list_bids(self, order_id: str, limit: int = 0) -> list[pb.Bid]:
+        """The order's bids you may see (sealed until its bid window closes), best first."""
+        return self._pages(
+            "ListBids",
+            lambda token: pb.ListBidsRequest(
+                order_id=order_id, page_size=self._size(limit), page_token=token
+            ),
+            pb.BidList,
+            lambda r: (r.bids, r.next_page_token),
+            limit,
+        )
 
     def explain_order(self, order_id: str) -> pb.OrderExplanation:
-        return self._unary("ExplainOrder", pb.GetRequest(id=order_id), pb.OrderExplanation)
+        req = self._seal(pb.GetRequest(id=order_id))
+        return self._unary("ExplainOrder", req, pb.OrderExplanation)
 
     def accept_bid(self, bid_id: str) -> pb.Lease:
         return self._unary("AcceptBid", self._seal(pb.AcceptBid(bid_id=bid_id)), pb.Lease)
 
     def get_lease(self, lease_id: str) -> pb.Lease:
-        return self._unary("GetLease", pb.GetRequest(id=lease_id), pb.Lease)
+        return self._unary("GetLease", self._seal(pb.GetRequest(id=lease_id)), pb.Lease)
 
-    def list_leases(self, owner: str | None = None, open_only: bool = False) -> list[pb.Lease]:
-        req = pb.ListRequest(owner=owner or "", open_only=open_only)
-        return list(self._unary("ListLeases", req, pb.LeaseList).leases)
+    def list_leases(
+        self, owner: str | None = None, open_only: bool = False, limit: int = 0
+    ) -> list[pb.Lease]:
+        """Your leases, as tenant or provider (owner: only those with that party)."""
+        return self._pages(
+            "ListLeases",
+            lambda token: _list_request(owner, open_only, self._size(limit), token),
+            pb.LeaseList,
+            lambda r: (r.leases, r.next_page_token),
+            limit,
+        )
 
     def close_lease(self, lease_id: str, message: str = "") -> pb.Lease:
         msg = pb.CloseLease(lease_id=lease_id, message=message)
@@ -235,13 +319,13 @@ class TenantClient(_Client):
     ) -> Iterator[pb.DeploymentEvent]:
         """Events after `after_seq`, then live ones; ends after the deployment closes."""
         req = pb.WatchDeploymentRequest(deployment_id=deployment_id, after_seq=after_seq)
-        return self._stream("WatchDeployment", req, pb.DeploymentEvent)
+        return self._stream("WatchDeployment", self._seal(req), pb.DeploymentEvent)
 
     def stream_logs(
         self, lease_id: str, follow: bool = False, tail: int = 0, after_seq: int = 0
     ) -> Iterator[pb.LogLine]:
         req = pb.StreamLogsRequest(lease_id=lease_id, follow=follow, tail=tail, after_seq=after_seq)
-        return self._stream("StreamLogs", req, pb.LogLine)
+        return self._stream("StreamLogs", self._seal(req), pb.LogLine)
 
 
 class ProviderClient(_Client):
@@ -299,20 +383,44 @@ class ProviderClient(_Client):
 
 
 class MarketClient(_Client):
-    """Public market data: providers, price statistics, the audit, the ledger."""
+    """Market data: providers and price statistics (public); the audit and the whole ledger
+    (the admin key), your own ledger entries (your key)."""
 
     SERVICE = "Market"
 
-    def list_providers(self, online_only: bool = False) -> list[pb.ProviderInfo]:
-        req = pb.ListRequest(open_only=online_only)
-        return list(self._unary("ListProviders", req, pb.ProviderList).providers)
+    def info(self) -> pb.MarketInfo:
+        return self._unary("Info", pb.MarketInfoRequest(), pb.MarketInfo)
+
+    def list_providers(self, online_only: bool = False, limit: int = 0) -> list[pb.ProviderInfo]:
+        found: list[pb.ProviderInfo] = []
+        token = ""
+        while True:
+            req = pb.ListRequest(
+                open_only=online_only, page_size=self._size(limit), page_token=token
+            )
+            answer = self._unary("ListProviders", req, pb.ProviderList)
+            found.extend(answer.providers)
+            token = answer.next_page_token
+            if not token or (limit > 0 and len(found) >= limit):
+                return found[:limit] if limit > 0 else found
 
     def stats(self, since_ms: int = 0) -> pb.MarketStats:
         return self._unary("Stats", pb.MarketStatsRequest(since_ms=since_ms), pb.MarketStats)
 
     def audit(self) -> pb.AuditReport:
-        return self._unary("Audit", pb.AuditRequest(), pb.AuditReport)
+        """Admin key only."""
+        return self._unary("Audit", self._seal(pb.AuditRequest()), pb.AuditReport)
 
     def ledger(self, address: str | None = None, limit: int = 0) -> list[pb.LedgerEntry]:
-        req = pb.ListRequest(owner=address or "", limit=limit)
-        return list(self._stream("ListLedger", req, pb.LedgerEntry, self.timeout_s))
+        """Entries touching `address` (your own by default); every entry for the admin key."""
+        return self._pages(
+            "ListLedger",
+            lambda token: _list_request(address, False, self._size(limit), token),
+            pb.LedgerPage,
+            lambda r: (r.entries, r.next_page_token),
+            limit,
+        )
+
+
+def _list_request(owner: str | None, open_only: bool, size: int, token: str) -> pb.ListRequest:
+    return pb.ListRequest(owner=owner or "", open_only=open_only, page_size=size, page_token=token)

@@ -138,7 +138,7 @@ def run_demo(stack: Stack) -> Timings:
         command(f"gpumarket provider run --config examples/{file}")
         stack.start_provider(name)
     stack.wait_providers_online(list(examples))
-    market = MarketClient(address)
+    market = MarketClient(address, stack.admin_key())  # the audit at the end needs it
     for p in market.list_providers(online_only=True):
         name = stack.provider_by_address(p.address).name
         gpus = gpu_summary(p.inventory).replace("-", "no GPUs (CPU only)")
@@ -242,7 +242,7 @@ def run_demo(stack: Stack) -> Timings:
     account = tenant.get_account()
     spent = FUNDS - account.balance
     say(f"tenant: balance {format_amount(account.balance)} (spent {format_amount(spent)})")
-    command("gpumarket market audit")
+    command("gpumarket market audit --admin-key ...")
     report = market.audit()
     verdict = "balanced" if report.balanced else "NOT BALANCED"
     say(

@@ -11,7 +11,9 @@ import click
 
 from marketplace.api.client import DEFAULT_MARKET, MarketClient
 from marketplace.cli.render import proto_dict
+from marketplace.core.errors import InvalidArgument
 from marketplace.core.money import format_amount
+from marketplace.identity import Key
 from marketplace.terminal import friendly_errors, json_option, print_json, print_table
 
 
@@ -105,11 +107,27 @@ def serve(
 
 @market.command()
 @click.option("--market", default=DEFAULT_MARKET, envvar="GPUMARKET_MARKET", show_default=True)
+@click.option(
+    "--admin-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="GPUMARKET_ADMIN_KEY",
+    help="The marketplace's admin key [env GPUMARKET_ADMIN_KEY; default: admin.pem in the "
+    "default data dir].",
+)
 @json_option
 @friendly_errors
-def audit(market: str, as_json: bool) -> None:
-    """Check that the books balance (exit 1 if they do not)."""
-    report = MarketClient(market).audit()
+def audit(market: str, admin_key: Path | None, as_json: bool) -> None:
+    """Check that the books balance (exit 1 if they do not); needs the admin key."""
+    from marketplace.server.serve import ADMIN_KEY_FILE, default_data_dir
+
+    path = admin_key or default_data_dir() / ADMIN_KEY_FILE
+    if not path.exists():
+        raise InvalidArgument(
+            "the audit needs the marketplace's admin key: pass --admin-key (admin.pem in the "
+            "marketplace's data dir)"
+        )
+    key = Key.from_pem(path.read_bytes())
+    report = MarketClient(market, key).audit()
     if as_json:
         print_json(proto_dict(report))
     else:

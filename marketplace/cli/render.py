@@ -222,8 +222,8 @@ def describe_event(event: DeploymentEvent) -> str:
     """One line for a person following a deployment ("" for events not worth a line)."""
     kind, bid, lease = event.kind, event.bid, event.lease
     if kind == DeploymentEventKind.BID_PLACED:
-        if bid is None:
-            return f"  bid on {event.order_id}"
+        if bid is None:  # sealed: who bid and at what price show once the window closes
+            return f"  sealed bid on {event.order_id}"
         return (
             f"  bid  {amount(bid.price_per_hour)}/h from {short(bid.provider)} "
             f"(reliability {bid.reliability:.2f})"

@@ -190,7 +190,7 @@ def status(id: str | None, market: str, key_name: str, tls_ca: Path | None, as_j
     """Your deployments, or one deployment (D<n>), order or lease in detail."""
     client = tenant_client(market, key_name, tls_ca)
     if id is None:
-        deps = client.list_deployments(owner=client.key.address if client.key else None)
+        deps = client.list_deployments()
         if as_json:
             print_json([proto_dict(d) for d in deps])
         else:
@@ -230,8 +230,8 @@ def show_lease(lease: pb.Lease, as_json: bool) -> None:
 @json_option
 @friendly_errors
 def bids(order: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
-    """The bids on ORDER, best first."""
-    found = tenant_client(market, None, tls_ca).list_bids(order)
+    """The bids on ORDER you may see, best first (sealed until its bid window closes)."""
+    found = tenant_client(market, key_name, tls_ca).list_bids(order)
     if as_json:
         print_json([proto_dict(b) for b in found])
         return
@@ -245,7 +245,7 @@ def bids(order: str, market: str, key_name: str, tls_ca: Path | None, as_json: b
 @friendly_errors
 def why(order: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
     """Why ORDER has no (winning) bid: every provider's decline reason and a summary."""
-    why_order(tenant_client(market, None, tls_ca), order, as_json)
+    why_order(tenant_client(market, key_name, tls_ca), order, as_json)
 
 
 def why_order(client: TenantClient, order: str, as_json: bool) -> None:
@@ -303,7 +303,7 @@ def logs(
     as_json: bool,
 ) -> None:
     """The log lines of LEASE (stdout, stderr, and the provider's system lines)."""
-    client = tenant_client(market, None, tls_ca)
+    client = tenant_client(market, key_name, tls_ca)
     for line in client.stream_logs(lease, follow=follow, tail=tail):
         if as_json:
             click.echo(
@@ -365,14 +365,14 @@ def account(
 def show(
     address: str | None, market: str, key_name: str, tls_ca: Path | None, as_json: bool
 ) -> None:
-    """Balance and escrow of ADDRESS (default: your key's)."""
+    """Balance and escrow of ADDRESS (default: your key's; another's needs the admin key)."""
     show_account(address, market, key_name, tls_ca, as_json)
 
 
 def show_account(
     address: str | None, market: str, key_name: str, tls_ca: Path | None, as_json: bool
 ) -> None:
-    client = tenant_client(market, None if address else key_name, tls_ca)
+    client = tenant_client(market, key_name, tls_ca)
     acct = client.get_account(address)
     if as_json:
         print_json(proto_dict(acct))

@@ -16,7 +16,7 @@ Deployment events: Tenant.WatchDeployment, for the deployment's owner.
 | `deployment_created` | the tenant created the deployment (its deposit is in escrow)     | -                             |
 | `order_opened`       | a placement group's first order opened for bids                  | order                         |
 | `order_reopened`     | a group is ordered again after its lease closed (restart policy) | order                         |
-| `bid_placed`         | a provider placed an eligible bid                                | order, bid                    |
+| `bid_placed`         | a provider placed an eligible bid                                | order; bid once window closed |
 | `bid_declined`       | a provider declined the order, or the market refused its bid     | order; message: why           |
 | `no_eligible_bid`    | the bid window closed without a winner; the order stays open     | order; message: why           |
 | `lease_created`      | a bid won (at the auction's close, or the tenant accepted it)    | order, lease                  |
@@ -24,6 +24,11 @@ Deployment events: Tenant.WatchDeployment, for the deployment's owner.
 | `lease_closed`       | the lease closed                                                 | order, lease; message: reason |
 | `order_closed`       | an order still open closed with its deployment                   | order; message: why           |
 | `deployment_closed`  | the deployment closed; nothing follows                           | message: why                  |
+
+Sealed bids: while an order's bid window is open, `bid_placed` carries the order but no bid
+and no bid_id (message "sealed bid"): one event per bid, so the tenant can count them, but
+neither bidder nor price. Sent after the window closed (replayed too), it carries the bid. The
+rule is marketplace/core/visibility.py's.
 
 Provider events: Provider.WatchOrders; broadcast to every provider, or to one.
 

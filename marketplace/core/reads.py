@@ -120,6 +120,10 @@ class MarketReads:
         self.get_order(order_id)
         return auction.rank(list(self._order_bids.get(order_id, {}).values()))
 
+    def bid_of(self, order_id: str, provider: str) -> Bid | None:
+        """The provider's latest bid on the order, if it bid."""
+        return self._order_bids.get(order_id, {}).get(provider)
+
     def get_bid(self, bid_id: str) -> Bid:
         bid = self.state.bids.get(bid_id)
         if bid is None:

@@ -37,7 +37,14 @@ from marketplace.core.events import DeploymentEventKind
 from marketplace.core.market import MarketConfig, MarketService
 from marketplace.core.state import Changes, DeploymentEvent, LeaseState, ProviderEvent
 from marketplace.identity import ReplayGuard
-from marketplace.server.store import Batch, Store, StoredLogLine, changes_batch, logs_batch
+from marketplace.server.store import (
+    Batch,
+    Store,
+    StoredLogLine,
+    changes_batch,
+    logs_batch,
+    nonces_batch,
+)
 
 log = logging.getLogger("gpumarket.market")
 
@@ -89,7 +96,7 @@ class MarketApp:
         self.store = store
         self.config = config
         self.clock = clock or SystemClock()
-        self.guard = ReplayGuard(self.clock)
+        self.guard = self._load_guard()
         self.market = self._load()
         self._grant_restart_grace(
             config.heartbeat_timeout_ms if restart_grace_ms is None else restart_grace_ms
@@ -116,6 +123,18 @@ class MarketApp:
         # converted once here, as many providers watch the same broadcasts
         self.deployment_watchers: dict[str, set[Watcher[DeploymentEvent]]] = {}
         self.log_watchers: dict[str, set[Watcher[LogItem]]] = {}
+
+    @property
+    def market_id(self) -> str:
+        """What every request signed for this marketplace names: its admin key's address."""
+        return self.config.admin_address
+
+    def _load_guard(self) -> ReplayGuard:
+        """The replay guard, with the nonces accepted before a restart that are still fresh."""
+        guard = ReplayGuard(self.clock)
+        for seen in self.store.nonces_since(guard.cutoff_ms()):
+            guard.remember(seen)
+        return guard
 
     def _load(self) -> MarketService:
         return MarketService(self.clock, self.config, self.store.load())
@@ -179,6 +198,8 @@ class MarketApp:
         changes = self.market.drain_changes()
         self._note_deadline()
         waiter = self._enqueue_changes(changes)
+        if waiter is None and self.guard.has_durable():  # a refused command: its nonce is spent
+            waiter = self._enqueue(Batch(), [], [])
         if waiter is not None:
             await asyncio.shield(waiter)
         if isinstance(outcome, MarketError):
@@ -234,6 +255,8 @@ class MarketApp:
         if self._pending_future is None:
             self._pending_future = asyncio.get_running_loop().create_future()
             self._latest_future = self._pending_future
+        # the nonces of the commands accepted so far go in this transaction (or an earlier one)
+        self._pending.extend(nonces_batch(self.guard.take_durable(), self.guard.cutoff_ms()))
         self._pending.extend(batch)
         self._pending_events.extend(events)
         self._pending_logs.extend(lines)

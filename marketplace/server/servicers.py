@@ -1,9 +1,11 @@
 """gRPC servicers of the v1 API: open the envelope, convert, run the core command, convert back.
 
 Every mutating RPC takes a SignedRequest: open_envelope() checks the signature over the exact
-bytes received, the message type, the nonce and the timestamp (ReplayGuard on the server's
-clock) before anything is parsed; the signer's address is who acts. Ownership is the core's
-rule (PermissionDenied). Core errors become gRPC statuses in one place (api/status.py).
+bytes received, that it names this marketplace, the message type, the nonce and the timestamp
+(ReplayGuard on the server's clock) before anything is parsed; the signer's address is who acts.
+Ownership is the core's rule (PermissionDenied). Reads that are not public are signed too
+(read_as(): its nonce is not stored, a read changes nothing); what the signer may see is
+core/visibility.py's rule. Core errors become gRPC statuses in one place (api/status.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from marketplace.api.envelope import open_envelope
 from marketplace.api.status import ERROR_KEY, error_name, status_of
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
-from marketplace.core.errors import InvalidArgument, MarketError
+from marketplace.core import visibility
+from marketplace.core.errors import InvalidArgument, MarketError, NotFound, PermissionDenied
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.market import MarketService
@@ -30,12 +33,17 @@ from marketplace.core.resources import GroupSpec
 from marketplace.core.state import (
     Account,
     Deployment,
+    DeploymentEvent,
     DeploymentState,
+    Lease,
     LeaseState,
+    Order,
     ProviderRecord,
     acct_key,
 )
+from marketplace.core.visibility import Viewer
 from marketplace.server.app import MarketApp, WatcherOverflow
+from marketplace.server.paging import page
 
 log = logging.getLogger("gpumarket.market")
 
@@ -46,7 +54,6 @@ Reply = TypeVar("Reply", bound=Message)
 Context: TypeAlias = grpc.aio.ServicerContext[Message, Message]
 
 MAX_MANIFEST_BYTES = 1024 * 1024
-MAX_LIST = 10_000
 
 
 async def _abort(context: Context, exc: Exception) -> NoReturn:
@@ -99,11 +106,46 @@ class _Base:
         return self.app.market
 
     def open(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[str, M]:
-        return open_envelope(request, message_class, self.app.guard)
+        return open_envelope(request, message_class, self.app.guard, market=self.app.market_id)
+
+    def read_as(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[Viewer, M]:
+        """Open a signed read: who reads (with the roles the market knows it by), and what."""
+        signer, msg = open_envelope(
+            request, message_class, self.app.guard, market=self.app.market_id, durable=False
+        )
+        viewer = Viewer(
+            signer,
+            admin=signer == self.app.market_id,
+            provider=signer in self.market.state.providers,
+        )
+        return viewer, msg
+
+    # --- what a viewer may read; someone else's record answers as a missing one --------------
+    def readable_deployment(self, viewer: Viewer, deployment_id: str) -> Deployment:
+        dep = self.market.get_deployment(deployment_id)
+        if not visibility.can_read_deployment(viewer, dep):
+            raise NotFound(f"deployment {deployment_id} not found")
+        return dep
+
+    def readable_order(self, viewer: Viewer, order_id: str) -> Order:
+        order = self.market.get_order(order_id)
+        if not self.can_read_order(viewer, order):
+            raise NotFound(f"order {order_id} not found")
+        return order
+
+    def can_read_order(self, viewer: Viewer, order: Order) -> bool:
+        bid_on = self.market.bid_of(order.id, viewer.address) is not None
+        return visibility.can_read_order(viewer, order, bid_on)
+
+    def readable_lease(self, viewer: Viewer, lease_id: str) -> Lease:
+        lease = self.market.get_lease(lease_id)
+        if not visibility.can_read_lease(viewer, lease):
+            raise NotFound(f"lease {lease_id} not found")
+        return lease
 
 
-def _limit(request: pb.ListRequest) -> int:
-    return min(request.limit, MAX_LIST) if request.limit > 0 else MAX_LIST
+def _size(request: pb.ListRequest) -> int:
+    return request.page_size or request.limit
 
 
 class TenantServicer(_Base, pb_grpc.TenantServicer):
@@ -119,8 +161,12 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         return convert.deployment_to_proto(dep, available)
 
     @unary
-    async def GetAccount(self, request: pb.GetAccountRequest, context: Context) -> pb.Account:
-        return self._account(self.market.get_account(request.address))
+    async def GetAccount(self, request: pb.SignedRequest, context: Context) -> pb.Account:
+        viewer, msg = self.read_as(request, pb.GetAccountRequest)
+        address = msg.address or viewer.address
+        if not visibility.can_read_account(viewer, address):
+            raise PermissionDenied("you may read your own account only")
+        return self._account(self.market.get_account(address))
 
     @unary
     async def Fund(self, request: pb.SignedRequest, context: Context) -> pb.Account:
@@ -155,14 +201,20 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         )
 
     @unary
-    async def GetDeployment(self, request: pb.GetRequest, context: Context) -> pb.Deployment:
-        return self._deployment(self.market.get_deployment(request.id))
+    async def GetDeployment(self, request: pb.SignedRequest, context: Context) -> pb.Deployment:
+        viewer, msg = self.read_as(request, pb.GetRequest)
+        return self._deployment(self.readable_deployment(viewer, msg.id))
 
     @unary
-    async def ListDeployments(self, request: pb.ListRequest, context: Context) -> pb.DeploymentList:
-        deps = self.market.list_deployments(request.owner or None, request.open_only)
+    async def ListDeployments(
+        self, request: pb.SignedRequest, context: Context
+    ) -> pb.DeploymentList:
+        viewer, msg = self.read_as(request, pb.ListRequest)
+        mine = msg.owner in ("", viewer.address)
+        deps = self.market.list_deployments(viewer.address, msg.open_only) if mine else []
+        found, token = page(deps, _size(msg), msg.page_token)
         return pb.DeploymentList(
-            deployments=[self._deployment(d) for d in deps[-_limit(request) :]]
+            deployments=[self._deployment(d) for d in found], next_page_token=token
         )
 
     @unary
@@ -180,23 +232,48 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         )
 
     @unary
-    async def GetOrder(self, request: pb.GetRequest, context: Context) -> pb.Order:
-        return convert.order_to_proto(self.market.get_order(request.id))
+    async def GetOrder(self, request: pb.SignedRequest, context: Context) -> pb.Order:
+        viewer, msg = self.read_as(request, pb.GetRequest)
+        return convert.order_to_proto(self.readable_order(viewer, msg.id))
 
     @unary
-    async def ListOrders(self, request: pb.ListRequest, context: Context) -> pb.OrderList:
-        orders = self.market.list_orders(open_only=request.open_only)
-        if request.owner:
-            orders = [o for o in orders if o.owner == request.owner]
-        return pb.OrderList(orders=[convert.order_to_proto(o) for o in orders[-_limit(request) :]])
+    async def ListOrders(self, request: pb.SignedRequest, context: Context) -> pb.OrderList:
+        viewer, msg = self.read_as(request, pb.ListRequest)
+        orders = [
+            o
+            for o in self.market.list_orders(open_only=msg.open_only)
+            if (not msg.owner or o.owner == msg.owner) and self.can_read_order(viewer, o)
+        ]
+        found, token = page(orders, _size(msg), msg.page_token)
+        return pb.OrderList(
+            orders=[convert.order_to_proto(o) for o in found], next_page_token=token
+        )
 
     @unary
-    async def ListBids(self, request: pb.GetRequest, context: Context) -> pb.BidList:
-        return pb.BidList(bids=[convert.bid_to_proto(b) for b in self.market.list_bids(request.id)])
+    async def ListBids(self, request: pb.SignedRequest, context: Context) -> pb.BidList:
+        viewer, msg = self.read_as(request, pb.ListBidsRequest)
+        order = self.readable_order(viewer, msg.order_id)
+        now = self.app.clock.now_ms()
+        bids = [
+            b
+            for b in self.market.list_bids(order.id)
+            if visibility.can_read_bid(viewer, b, order, now)
+        ]
+        found, token = page(bids, msg.page_size, msg.page_token)
+        return pb.BidList(bids=[convert.bid_to_proto(b) for b in found], next_page_token=token)
 
     @unary
-    async def ExplainOrder(self, request: pb.GetRequest, context: Context) -> pb.OrderExplanation:
-        return convert.explanation_to_proto(self.market.explain_order(request.id))
+    async def ExplainOrder(
+        self, request: pb.SignedRequest, context: Context
+    ) -> pb.OrderExplanation:
+        viewer, msg = self.read_as(request, pb.GetRequest)
+        order = self.market.get_order(msg.id)
+        if viewer.address != order.owner:
+            raise NotFound(f"order {msg.id} not found")
+        why = self.market.explain_order(order.id)
+        return convert.explanation_to_proto(
+            visibility.explanation_for(viewer, why, self.app.clock.now_ms())
+        )
 
     @unary
     async def AcceptBid(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
@@ -206,13 +283,24 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         )
 
     @unary
-    async def GetLease(self, request: pb.GetRequest, context: Context) -> pb.Lease:
-        return convert.lease_to_proto(self.market.get_lease(request.id))
+    async def GetLease(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
+        viewer, msg = self.read_as(request, pb.GetRequest)
+        return convert.lease_to_proto(self.readable_lease(viewer, msg.id))
 
     @unary
-    async def ListLeases(self, request: pb.ListRequest, context: Context) -> pb.LeaseList:
-        found = self.market.list_leases(owner=request.owner or None, open_only=request.open_only)
-        return pb.LeaseList(leases=[convert.lease_to_proto(x) for x in found[-_limit(request) :]])
+    async def ListLeases(self, request: pb.SignedRequest, context: Context) -> pb.LeaseList:
+        """The signer's leases, as tenant or provider (owner: only those with that party)."""
+        viewer, msg = self.read_as(request, pb.ListRequest)
+        me = viewer.address
+        leases = [
+            x
+            for x in self.market.list_leases(open_only=msg.open_only)
+            if me in (x.tenant, x.provider) and msg.owner in ("", x.tenant, x.provider)
+        ]
+        found, token = page(leases, _size(msg), msg.page_token)
+        return pb.LeaseList(
+            leases=[convert.lease_to_proto(x) for x in found], next_page_token=token
+        )
 
     @unary
     async def CloseLease(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
@@ -224,19 +312,20 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
 
     @stream
     async def WatchDeployment(
-        self, request: pb.WatchDeploymentRequest, context: Context
+        self, request: pb.SignedRequest, context: Context
     ) -> AsyncIterator[pb.DeploymentEvent]:
-        app, dep_id = self.app, request.deployment_id
-        self.market.get_deployment(dep_id)
+        viewer, msg = self.read_as(request, pb.WatchDeploymentRequest)
+        app, dep_id = self.app, msg.deployment_id
+        self.readable_deployment(viewer, dep_id)
         watcher = app.subscribe(app.deployment_watchers, dep_id)
         try:
-            last = request.after_seq
+            last = msg.after_seq
             upto = app.committed_seq
             for event in self.market.deployment_events_after(dep_id, last):
                 if event.seq > upto:
                     break
                 last = event.seq
-                yield convert.deployment_event_to_proto(event)
+                yield self._tenant_event(event)
                 if event.kind == DeploymentEventKind.DEPLOYMENT_CLOSED:
                     return  # nothing follows a close
             while True:
@@ -244,25 +333,30 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
                 if live is None or live.seq <= last:
                     continue
                 last = live.seq
-                yield convert.deployment_event_to_proto(live)
+                yield self._tenant_event(live)
                 if live.kind == DeploymentEventKind.DEPLOYMENT_CLOSED:
                     return
         finally:
             app.unsubscribe(app.deployment_watchers, dep_id, watcher)
 
+    def _tenant_event(self, event: DeploymentEvent) -> pb.DeploymentEvent:
+        now = self.app.clock.now_ms()
+        return convert.deployment_event_to_proto(visibility.event_for_tenant(event, now))
+
     @stream
     async def StreamLogs(
-        self, request: pb.StreamLogsRequest, context: Context
+        self, request: pb.SignedRequest, context: Context
     ) -> AsyncIterator[pb.LogLine]:
-        app, lease_id = self.app, request.lease_id
-        self.market.get_lease(lease_id)
+        viewer, msg = self.read_as(request, pb.StreamLogsRequest)
+        app, lease_id = self.app, msg.lease_id
+        self.readable_lease(viewer, lease_id)
         watcher = app.subscribe(app.log_watchers, lease_id)
         try:
-            last = request.after_seq
-            for line in app.store.logs(lease_id, request.after_seq, request.tail):
+            last = msg.after_seq
+            for line in app.store.logs(lease_id, msg.after_seq, msg.tail):
                 last = line.seq
                 yield convert.log_line_to_proto(line)
-            while request.follow and not app.lease_closed(lease_id):
+            while msg.follow and not app.lease_closed(lease_id):
                 item = await watcher.get()
                 if item == "closed":
                     break
@@ -270,7 +364,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
                     last = item.seq
                     yield convert.log_line_to_proto(item)
             # lines written together with the close (or just before it)
-            for line in app.store.logs(lease_id, last) if request.follow else ():
+            for line in app.store.logs(lease_id, last) if msg.follow else ():
                 yield convert.log_line_to_proto(line)
         finally:
             app.unsubscribe(app.log_watchers, lease_id, watcher)
@@ -325,7 +419,10 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     async def WatchOrders(
         self, request: pb.SignedRequest, context: Context
     ) -> AsyncIterator[pb.ProviderEvent]:
-        signer, msg = self.open(request, pb.WatchOrders)
+        signer, msg = open_envelope(  # a read: its nonce need not outlive a restart
+            request, pb.WatchOrders, self.app.guard, market=self.app.market_id, durable=False
+        )
+        self.market.get_provider(signer)  # the feed is for registered providers (NotFound)
         app = self.app
         watcher = app.subscribe(app.provider_watchers, signer)
         try:
@@ -377,6 +474,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     @unary
     async def GetManifest(self, request: pb.SignedRequest, context: Context) -> pb.Manifest:
         signer, msg = self.open(request, pb.GetManifest)
+        self.readable_lease(Viewer(signer), msg.lease_id)  # another's lease: as if missing
 
         def reply(found: tuple[Deployment, GroupSpec]) -> pb.Manifest:
             dep, group = found
@@ -427,17 +525,28 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
 
 class MarketServicer(_Base, pb_grpc.MarketServicer):
     @unary
+    async def Info(self, request: pb.MarketInfoRequest, context: Context) -> pb.MarketInfo:
+        return pb.MarketInfo(
+            market_id=self.app.market_id,
+            server_time_ms=self.app.clock.now_ms(),
+            max_skew_ms=self.app.guard.max_skew_ms,
+            denom=self.app.config.denom,
+        )
+
+    @unary
     async def ListProviders(self, request: pb.ListRequest, context: Context) -> pb.ProviderList:
         provs = self.market.list_providers()
         if request.open_only:
             provs = [p for p in provs if p.online]
+        found, token = page(provs, _size(request), request.page_token)
         return pb.ProviderList(
             providers=[
                 convert.provider_to_proto(
                     p, self.market.reliability(p.address), self.market.open_lease_count(p.address)
                 )
-                for p in provs[: _limit(request)]
-            ]
+                for p in found
+            ],
+            next_page_token=token,
         )
 
     @unary
@@ -455,17 +564,25 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         )
 
     @unary
-    async def Audit(self, request: pb.AuditRequest, context: Context) -> pb.AuditReport:
+    async def Audit(self, request: pb.SignedRequest, context: Context) -> pb.AuditReport:
+        viewer, _ = self.read_as(request, pb.AuditRequest)
+        if not viewer.admin:
+            raise PermissionDenied("only the marketplace's admin key may run the audit")
         return convert.audit_to_proto(self.market.audit())
 
-    @stream
-    async def ListLedger(
-        self, request: pb.ListRequest, context: Context
-    ) -> AsyncIterator[pb.LedgerEntry]:
-        key = acct_key(request.owner) if request.owner else ""
+    @unary
+    async def ListLedger(self, request: pb.SignedRequest, context: Context) -> pb.LedgerPage:
+        """Entries touching your account; the whole ledger (or anyone's) for the admin key."""
+        viewer, msg = self.read_as(request, pb.ListRequest)
+        account = msg.owner if viewer.admin else (msg.owner or viewer.address)
+        if not visibility.can_read_ledger(viewer, account):
+            raise PermissionDenied("you may read your own account's entries only")
+        key = acct_key(account) if account else ""
         entries = [e for e in self.market.state.ledger if not key or key in (e.debit, e.credit)]
-        for entry in entries[-_limit(request) :]:
-            yield convert.ledger_entry_to_proto(entry)
+        found, token = page(entries, _size(msg), msg.page_token)
+        return pb.LedgerPage(
+            entries=[convert.ledger_entry_to_proto(e) for e in found], next_page_token=token
+        )
 
 
 def add_servicers(server: grpc.aio.Server, app: MarketApp) -> list[str]:

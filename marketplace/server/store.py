@@ -37,6 +37,7 @@ from marketplace.core.state import (
     ProviderEvent,
     ProviderRecord,
 )
+from marketplace.identity import SeenNonce
 from marketplace.server.codec import decode, encode, encode_without
 
 SCHEMA_VERSION = 1
@@ -69,6 +70,9 @@ CREATE TABLE IF NOT EXISTS provider_events (seq INTEGER PRIMARY KEY, provider TE
 CREATE TABLE IF NOT EXISTS logs (
     lease_id TEXT, seq INTEGER, time_ms INTEGER, stream TEXT, line TEXT,
     PRIMARY KEY (lease_id, seq));
+CREATE TABLE IF NOT EXISTS nonces (
+    public_key BLOB, nonce BLOB, timestamp_ms INTEGER, PRIMARY KEY (public_key, nonce));
+CREATE INDEX IF NOT EXISTS nonces_time ON nonces (timestamp_ms);
 """
 
 # Large, write-once fields of a Deployment live in their own columns, not in its JSON body,
@@ -210,6 +214,18 @@ def make_private(path: Path) -> None:
             os.chmod(file, PRIVATE_FILE_MODE)
 
 
+def nonces_batch(seen: Sequence[SeenNonce], forget_before_ms: int) -> Batch:
+    """Accepted nonces (replay protection across restarts), and forget those too old to matter."""
+    b = Batch()
+    b.add(
+        "INSERT OR IGNORE INTO nonces VALUES (?,?,?)",
+        [(n.public_key, n.nonce, n.timestamp_ms) for n in seen],
+    )
+    if seen:
+        b.add("DELETE FROM nonces WHERE timestamp_ms < ?", [(forget_before_ms,)])
+    return b
+
+
 class Store:
     """The market's SQLite file. Writes come from one thread at a time (the server's committer);
     reads use their own connection, which WAL lets run beside a write."""
@@ -323,6 +339,15 @@ class Store:
             if name in _COUNTERS:
                 setattr(st, name, value)
         return st
+
+    def nonces_since(self, since_ms: int) -> list[SeenNonce]:
+        """Accepted nonces whose timestamps are at or after `since_ms`, oldest first."""
+        rows = self._rows(
+            "SELECT public_key, nonce, timestamp_ms FROM nonces WHERE timestamp_ms >= ? "
+            "ORDER BY timestamp_ms",
+            (since_ms,),
+        )
+        return [SeenNonce(bytes(k), bytes(n), t) for k, n, t in rows]
 
     def last_log_seqs(self) -> dict[str, int]:
         return dict(self._rows("SELECT lease_id, MAX(seq) FROM logs GROUP BY lease_id"))

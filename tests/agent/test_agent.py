@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc.aio
 
+from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.clock import SystemClock
 from marketplace.identity import Key
@@ -113,7 +114,9 @@ def test_a_bid_still_open_at_shutdown_is_withdrawn_and_its_reservation_released(
                 assert agent.reservations.keys() == [f"order:{order_id}"]
             assert f"withdrew bid on {order_id}" in said
             assert agent.reservations.keys() == [] and agent.bidder.open_orders() == []
-            [bid] = (await tenant.stub.ListBids(pb.GetRequest(id=order_id))).bids
+            # the window is still open: the bid is sealed, so its bidder reads it
+            as_bidder = seal(agent.key, pb.ListBidsRequest(order_id=order_id), market=admin.address)
+            [bid] = (await tenant.stub.ListBids(as_bidder)).bids
             assert bid.state == pb.BID_WITHDRAWN
             await channel.close(grace=None)
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import pytest
+from google.protobuf.message import Message
 
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
@@ -114,28 +115,38 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 
 
 
 class Tenant:
-    def __init__(self, channel: grpc.aio.Channel, admin: Key) -> None:
-        self.key = Key.generate()
+    def __init__(self, channel: grpc.aio.Channel, admin: Key, key: Key | None = None) -> None:
+        self.key = key or Key.generate()
         self.stub = pb_grpc.TenantStub(channel)
         self.admin = admin
+        self.market = admin.address  # the marketplace's id: its admin key's address
+
+    def signed(self, message: Message) -> pb.SignedRequest:
+        return seal(self.key, message, market=self.market)
 
     async def deploy(self, sdl: str) -> pb.Deployment:
         await self.stub.Fund(
-            seal(self.admin, pb.FundAccount(address=self.key.address, amount=100_000_000))
+            seal(
+                self.admin,
+                pb.FundAccount(address=self.key.address, amount=100_000_000),
+                market=self.market,
+            )
         )
         msg = pb.CreateDeployment(sdl=sdl.encode(), deposit=20_000_000)
-        return await self.stub.CreateDeployment(seal(self.key, msg))
+        return await self.stub.CreateDeployment(seal(self.key, msg, market=self.market))
 
     async def lease(self, deployment_id: str, state: int | None = None) -> pb.Lease | None:
-        dep = await self.stub.GetDeployment(pb.GetRequest(id=deployment_id))
+        dep = await self.stub.GetDeployment(self.signed(pb.GetRequest(id=deployment_id)))
         for lease_id in dep.lease_ids:
-            lease = await self.stub.GetLease(pb.GetRequest(id=lease_id))
+            lease = await self.stub.GetLease(self.signed(pb.GetRequest(id=lease_id)))
             if state is None or lease.state == state:
                 return lease
         return None
 
     async def logs(self, lease_id: str) -> list[str]:
-        call = self.stub.StreamLogs(pb.StreamLogsRequest(lease_id=lease_id, follow=False))
+        call = self.stub.StreamLogs(
+            self.signed(pb.StreamLogsRequest(lease_id=lease_id, follow=False))
+        )
         return [line.line async for line in call]
 
 
@@ -260,7 +271,8 @@ def test_a_bid_delayed_across_a_marketplace_restart_still_lands(tmp_path: Path) 
             task = asyncio.create_task(agent.run(stop))
             await eventually(lambda: _async(agent.connected.is_set()))
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-            dep = await Tenant(channel, admin).deploy(job("echo bid after restart"))
+            owner = Tenant(channel, admin)
+            dep = await owner.deploy(job("echo bid after restart"))
             await channel.close(grace=None)
             await eventually(lambda: _async(bool(agent.bidder.open_orders())))  # script running
         try:
@@ -269,7 +281,7 @@ def test_a_bid_delayed_across_a_marketplace_restart_still_lands(tmp_path: Path) 
             await eventually(lambda: _async(any(w in s for s in said for w in tried)))
             async with marketplace(tmp_path, admin, port):  # same DB, same port
                 channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-                tenant = Tenant(channel, admin)
+                tenant = Tenant(channel, admin, owner.key)  # the deployment's owner reads it
                 done = await eventually(lambda: tenant.lease(dep.id, pb.LEASE_CLOSED))
                 assert done.close_reason == pb.COMPLETED
                 await channel.close(grace=None)
@@ -342,7 +354,7 @@ def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Pat
                 numbers = [int(x.split()[1]) for x in lines]
                 assert numbers == sorted(numbers)  # resumed, not replayed from the start
                 # the tenant closes it: the agent stops and removes the container
-                await tenant.stub.CloseLease(seal(tenant.key, pb.CloseLease(lease_id=lease.id)))
+                await tenant.stub.CloseLease(tenant.signed(pb.CloseLease(lease_id=lease.id)))
                 await eventually(lambda: _async(runtime.owned() == []))
                 agent.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(agent.wait(), 30) == 0

@@ -27,6 +27,8 @@ from provider_agent.link import inventory_pb, manifest_problem
 from tests.agent.supervision import sdl
 from tests.helpers import EXAMPLES
 
+MARKET = "gm1market"  # the id of the marketplace the manifests were deployed on
+
 
 def order_spec() -> pb.GroupSpec:
     return pb.GroupSpec(
@@ -134,7 +136,7 @@ def test_a_failed_call_is_the_core_error_its_status_stands_for(
 
 
 def signed_manifest(signer: Key, sdl: bytes, served: bytes | None = None) -> pb.Manifest:
-    request = seal(signer, pb.CreateDeployment(sdl=sdl, deposit=1))
+    request = seal(signer, pb.CreateDeployment(sdl=sdl, deposit=1), market=MARKET)
     return pb.Manifest(
         lease_id="D1/1/1/gm1prov",
         group_name="here",
@@ -147,14 +149,18 @@ def test_a_manifest_runs_only_as_its_tenant_signed_it() -> None:
     tenant, other = Key.generate(), Key.generate()
     text = sdl("echo hi")
     good = signed_manifest(tenant, text)
-    assert manifest_problem(good, tenant.address) is None
+    assert manifest_problem(good, tenant.address, MARKET) is None
     job = lease_manifest_from_proto(good)
     assert job.group.name == "here" and job.manifest.group("here") == job.group
-    assert "not by the lease's tenant" in (manifest_problem(good, other.address) or "")
+    assert "not by the lease's tenant" in (manifest_problem(good, other.address, MARKET) or "")
     altered = signed_manifest(tenant, text, served=text.replace(b"echo hi", b"rm -rf /"))
-    assert manifest_problem(altered, tenant.address) == (
+    assert manifest_problem(altered, tenant.address, MARKET) == (
         "the manifest's bytes differ from what the tenant signed"
     )
-    assert manifest_problem(pb.Manifest(sdl=text), tenant.address) == (
+    assert manifest_problem(pb.Manifest(sdl=text), tenant.address, MARKET) == (
         "the manifest carries no tenant signature"
+    )
+    # deployed on another marketplace: a marketplace cannot pass on a job signed elsewhere
+    assert "signed for another marketplace" in (
+        manifest_problem(good, tenant.address, "gm1elsewhere") or ""
     )

@@ -18,6 +18,7 @@ from marketplace.core.events import DeploymentEventKind
 from marketplace.core.state import Bid, BidState, DeploymentEvent, Endpoint, Lease, LeaseState
 from marketplace.identity import Key
 from marketplace.server.testing import ServerThread, gpu_sdl, h100_inventory
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -113,8 +114,9 @@ def test_deploy_wait_follows_the_auction_to_running(
     out = ok(server, "deploy", str(sdl), "--deposit", "5", "--wait")
     bidder.join(10)
     assert "deployment D1: 5.000000 act in escrow" in out
-    assert "bid  0.800000 act/h" in out
-    assert "won by" in out
+    # the bid is sealed while the window is open: counted, its price shown with the award
+    assert "sealed bid on D1/1/1" in out and "bid  0.800000 act/h" not in out
+    assert "won by" in out and "at 0.800000 act/h" in out
     assert "running: train: p.example:30080" in out
 
     status = ok(server, "status", "D1")
@@ -127,7 +129,7 @@ def test_deploy_wait_follows_the_auction_to_running(
     prov.report_logs(lease_id, [pb.LogLine(line="hello"), pb.LogLine(stream="stderr", line="oops")])
     assert ok(server, "logs", lease_id).splitlines() == ["hello", "[stderr] oops"]
     assert "closed" in ok(server, "close", lease_id)
-    assert "books balanced" in ok(server, "market", "audit")
+    assert "books balanced" in ok(server, "market", "audit", "--admin-key", str(admin_pem))
     stats = ok(server, "market", "stats")
     assert "h100" in stats and "0.800000 act" in stats
 
@@ -135,12 +137,16 @@ def test_deploy_wait_follows_the_auction_to_running(
 def test_bids_why_and_manual_accept(server: ServerThread, admin_pem: Path, tmp_path: Path) -> None:
     funded(server, admin_pem)
     manual = tmp_path / "manual.yaml"
-    manual.write_bytes(gpu_sdl(bid_window="1h", extra=", manual: true"))
+    manual.write_bytes(gpu_sdl(bid_window="2s", extra=", manual: true"))
     ok(server, "deploy", str(manual), "--deposit", "1", "--no-wait")
     cheap, busy = provider(server, "cheap"), provider(server, "busy")
     bid = cheap.place_bid("D1/1/1", 600_000)
     busy.decline_order("D1/1/1", "no free H100")
-    assert "0.600000 act" in ok(server, "bids", "D1/1/1")
+    # sealed while the window is open: the tenant sees that there is a bid, not whose or at what
+    if "sealed bid" in (during := ok(server, "why", "D1/1/1")):
+        assert "0.600000" not in during and "cheap" not in during
+        assert "(none)" in ok(server, "bids", "D1/1/1")
+    wait_until(lambda: "0.600000 act" in ok(server, "bids", "D1/1/1"), 10, "the window to close")
     why = ok(server, "why", "D1/1/1")
     assert "waiting for you to accept" in why and "no free H100" in why
     assert "0.600000 act/h" in ok(server, "accept", bid.id)

@@ -20,7 +20,6 @@ from marketplace.core.errors import (
     InsufficientFunds,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
@@ -80,9 +79,13 @@ def test_deploy_bid_lease_run_complete_settle(server: ServerThread) -> None:
 
     cheap.place_bid(order_id, 1_000_000)
     dear.place_bid(order_id, 2_000_000)
-    assert [b.price_per_hour for b in alice.list_bids(order_id)] == [1_000_000, 2_000_000]
+    # sealed while the window is open: each bidder reads its own bid
+    for bidder, price in ((cheap, 1_000_000), (dear, 2_000_000)):
+        own = TenantClient(server.address, bidder.key).list_bids(order_id)
+        assert [(b.provider, b.price_per_hour) for b in own] == [(address(bidder), price)]
 
     created = wait_for(alice, dep.id, DeploymentEventKind.LEASE_CREATED)
+    assert [b.price_per_hour for b in alice.list_bids(order_id)] == [1_000_000, 2_000_000]
     assert created.lease.id == created.lease_id  # the event carries the lease it names
     lease_id = created.lease_id
     lease = alice.get_lease(lease_id)
@@ -98,7 +101,7 @@ def test_deploy_bid_lease_run_complete_settle(server: ServerThread) -> None:
     assert manifest.sdl == gpu_sdl() and manifest.group_name == "dc"
     signed = pb.CreateDeployment.FromString(manifest.tenant_request.payload)
     assert signed.sdl == gpu_sdl()
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):  # another's lease reads as a missing one
         dear.get_manifest(lease_id)
 
     running = cheap.report_status(
@@ -126,7 +129,7 @@ def test_deploy_bid_lease_run_complete_settle(server: ServerThread) -> None:
     assert cheap_balance(server, cheap) == owed
     assert alice.get_deployment(dep.id).state == pb.DEPLOYMENT_CLOSED
     assert alice.get_account().balance == 100 * UNITS - owed
-    assert MarketClient(server.address).audit().balanced
+    assert MarketClient(server.address, server.admin).audit().balanced
 
     # a follower of a closed lease's logs gets everything and ends
     assert len(list(alice.stream_logs(lease_id, follow=True))) == 5
@@ -134,7 +137,7 @@ def test_deploy_bid_lease_run_complete_settle(server: ServerThread) -> None:
 
 def cheap_balance(server: ServerThread, client: ProviderClient) -> int:
     assert client.key is not None
-    return TenantClient(server.address).get_account(client.key.address).balance
+    return TenantClient(server.address, client.key).get_account().balance
 
 
 def test_logs_follow_sees_lines_as_they_come(server: ServerThread) -> None:

@@ -158,10 +158,18 @@ def test_kill_9_while_bidding_loses_nothing_acknowledged(data_dir: Path) -> None
     server = ServerProcess(data_dir).start()
     try:
         alice = TenantClient(server.address, alice_key)
-        market = MarketClient(server.address)
+        market = MarketClient(
+            server.address, Key.from_pem((data_dir / ADMIN_KEY_FILE).read_bytes())
+        )
         deployments = {d.id for d in alice.list_deployments(owner=alice_key.address)}
         assert {first.id, *(d.id for d in open_deps)} <= deployments
-        stored = {b.id for order in orders for b in alice.list_bids(order)}
+        # bids are sealed while their windows are open: each bidder reads its own
+        stored = {
+            b.id
+            for prov in providers[1:]
+            for order in orders
+            for b in TenantClient(server.address, prov.key).list_bids(order)
+        }
         assert {b.id for b in before_kill} <= stored
         assert alice.get_lease(lease_id.lease_id).state == pb.LEASE_RUNNING
         assert market.audit().balanced

@@ -1,22 +1,31 @@
-"""Signed requests over real gRPC: forged, tampered, mistyped, replayed and stale requests are
-refused UNAUTHENTICATED; acting on what another account owns is PERMISSION_DENIED."""
+"""Signed requests over real gRPC: forged, tampered, mistyped, replayed (also after a restart),
+stale requests and requests signed for another marketplace are refused UNAUTHENTICATED; acting
+on what another account owns is PERMISSION_DENIED, reading it NOT_FOUND (tests/server/test_reads.py
+has every read)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
-from marketplace.api.client import ProviderClient, TenantClient
+from marketplace.api.client import MarketClient, ProviderClient, TenantClient
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import money
-from marketplace.core.clock import ManualClock, SystemClock
-from marketplace.core.errors import PermissionDenied
-from marketplace.identity import Key
+from marketplace.core.clock import Clock, ManualClock, SystemClock
+from marketplace.core.errors import InvalidArgument, NotFound, PermissionDenied
+from marketplace.identity import Key, SeenNonce
+from marketplace.server.serve import ADMIN_KEY_FILE
+from marketplace.server.store import Store, nonces_batch
 from marketplace.server.testing import ServerThread, gpu_sdl, h100_inventory
+from tests.server.test_restart import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -37,31 +46,36 @@ def funded(server: ServerThread) -> Key:
     return key
 
 
-def refused(call: object, request: pb.SignedRequest) -> grpc.RpcError:
+def refused(call: Callable[..., Message], request: pb.SignedRequest) -> grpc.Call:
     with pytest.raises(grpc.RpcError) as caught:
-        call(request, timeout=5)  # type: ignore[operator]
+        call(request, timeout=5)
+    assert isinstance(caught.value, grpc.Call)
     return caught.value
 
 
-def deploy_request(key: Key, clock: object = None) -> pb.SignedRequest:
-    return seal(key, pb.CreateDeployment(sdl=gpu_sdl(), deposit=money.MICRO), clock)  # type: ignore[arg-type]
+def deploy_request(key: Key, market: str, clock: Clock | None = None) -> pb.SignedRequest:
+    return seal(key, pb.CreateDeployment(sdl=gpu_sdl(), deposit=money.MICRO), clock, market=market)
+
+
+def test_the_market_id_is_public_and_is_the_admin_keys_address(server: ServerThread) -> None:
+    assert MarketClient(server.address).info().market_id == server.admin.address
 
 
 def test_a_good_request_passes(server: ServerThread, stub: pb_grpc.TenantStub) -> None:
-    reply = stub.CreateDeployment(deploy_request(funded(server)), timeout=5)
+    reply = stub.CreateDeployment(deploy_request(funded(server), server.admin.address), timeout=5)
     assert reply.id.startswith("D")
 
 
 def test_forged_signature(server: ServerThread, stub: pb_grpc.TenantStub) -> None:
     victim, forger = funded(server), Key.generate()
-    request = deploy_request(forger)
+    request = deploy_request(forger, server.admin.address)
     request.public_key = victim.public_key  # claims to be the victim; signed by someone else
     error = refused(stub.CreateDeployment, request)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_tampered_payload(server: ServerThread, stub: pb_grpc.TenantStub) -> None:
-    request = deploy_request(funded(server))
+    request = deploy_request(funded(server), server.admin.address)
     message = pb.CreateDeployment.FromString(request.payload)
     message.deposit = 5 * money.MICRO
     request.payload = message.SerializeToString()
@@ -71,13 +85,15 @@ def test_tampered_payload(server: ServerThread, stub: pb_grpc.TenantStub) -> Non
 
 def test_wrong_message_type(server: ServerThread, stub: pb_grpc.TenantStub) -> None:
     # a validly signed CloseDeployment presented as a CreateDeployment
-    request = seal(funded(server), pb.CloseDeployment(deployment_id="D1"))
+    request = seal(
+        funded(server), pb.CloseDeployment(deployment_id="D1"), market=server.admin.address
+    )
     error = refused(stub.CreateDeployment, request)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_replayed_nonce(server: ServerThread, stub: pb_grpc.TenantStub) -> None:
-    request = deploy_request(funded(server))
+    request = deploy_request(funded(server), server.admin.address)
     stub.CreateDeployment(request, timeout=5)
     error = refused(stub.CreateDeployment, request)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -86,7 +102,9 @@ def test_replayed_nonce(server: ServerThread, stub: pb_grpc.TenantStub) -> None:
 
 def test_stale_timestamp(server: ServerThread, stub: pb_grpc.TenantStub) -> None:
     an_hour_ago = ManualClock(SystemClock().now_ms() - 3_600_000)
-    error = refused(stub.CreateDeployment, deploy_request(funded(server), an_hour_ago))
+    error = refused(
+        stub.CreateDeployment, deploy_request(funded(server), server.admin.address, an_hour_ago)
+    )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "stale" in (error.details() or "")
 
@@ -118,10 +136,125 @@ def test_other_accounts_things_are_permission_denied(server: ServerThread) -> No
     lease = alice.accept_bid(bid.id)
     with pytest.raises(PermissionDenied):
         mallory.close_lease(lease.id)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):  # another's lease reads as a missing one
         ProviderClient(server.address, mallory.key).get_manifest(lease.id)
     with pytest.raises(PermissionDenied):
         ProviderClient(server.address, mallory.key).report_logs(lease.id, [pb.LogLine(line="x")])
     # only the marketplace's admin key funds
     with pytest.raises(PermissionDenied, match="admin"):
         mallory.fund(mallory.key.address, 1)  # type: ignore[union-attr]
+
+
+def test_a_request_signed_for_another_marketplace_is_refused(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    """A provider that saw a tenant's signed request (it gets one with each manifest) cannot
+    replay it on another marketplace: the signature names the marketplace it was meant for."""
+    with ServerThread(tmp_path / "other") as other:
+        key = funded(server)
+        TenantClient(other.address, other.admin).fund(key.address, 10 * money.MICRO)
+        for_a = deploy_request(key, MarketClient(server.address).info().market_id)
+        with grpc.insecure_channel(other.address) as channel:
+            error = refused(pb_grpc.TenantStub(channel).CreateDeployment, for_a)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "signed for another marketplace" in (error.details() or "")
+        assert TenantClient(other.address, key).list_deployments() == []
+        # reads are bound too; and the clients learn each marketplace's id on their own
+        read_for_a = seal(key, pb.GetAccountRequest(), market=server.admin.address)
+        with grpc.insecure_channel(other.address) as channel:
+            error = refused(pb_grpc.TenantStub(channel).GetAccount, read_for_a)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert TenantClient(other.address, key).create_deployment(gpu_sdl(), money.MICRO).id
+        assert TenantClient(server.address, key).get_account().balance == 10 * money.MICRO
+
+
+@pytest.mark.slow
+def test_signed_requests_are_never_applied_twice_across_a_restart(tmp_path: Path) -> None:
+    """A faucet payment, a deployment and a deposit resent byte for byte after kill -9 and a
+    restart on the same data dir are refused UNAUTHENTICATED ("replayed"): their nonces were
+    stored with them and reloaded, so the replay guard refuses them before anything runs."""
+    data_dir = tmp_path / "market"
+    admin_key_file = data_dir / ADMIN_KEY_FILE
+    tenant = Key.generate()
+    server = ServerProcess(data_dir).start()
+    try:
+        admin = Key.from_pem(admin_key_file.read_bytes())
+        market = MarketClient(server.address).info().market_id
+        fund = seal(
+            admin, pb.FundAccount(address=tenant.address, amount=10 * money.MICRO), market=market
+        )
+        create = seal(
+            tenant, pb.CreateDeployment(sdl=gpu_sdl(), deposit=money.MICRO), market=market
+        )
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.TenantStub(channel)
+            stub.Fund(fund, timeout=5)
+            dep = stub.CreateDeployment(create, timeout=5)
+            deposit = seal(
+                tenant, pb.DepositEscrow(deployment_id=dep.id, amount=money.MICRO), market=market
+            )
+            stub.Deposit(deposit, timeout=5)
+        server.kill9()
+    finally:
+        server.stop()
+
+    server = ServerProcess(data_dir).start()
+    try:
+        books = MarketClient(server.address, admin).ledger()
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.TenantStub(channel)
+            replays = {"Fund": fund, "CreateDeployment": create, "Deposit": deposit}
+            for method, request in replays.items():
+                error = refused(getattr(stub, method), request)
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED, method
+                assert "replayed request" in (error.details() or ""), method
+        assert MarketClient(server.address, admin).ledger() == books
+        alice = TenantClient(server.address, tenant)
+        assert [d.id for d in alice.list_deployments()] == [dep.id]
+        assert alice.get_account().balance == 8 * money.MICRO
+        audit = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from marketplace.cli.main import main; main()",
+                "market",
+                "audit",
+                "--market",
+                server.address,
+                "--admin-key",
+                str(admin_key_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert audit.returncode == 0 and "books balanced" in audit.stdout, (
+            audit.stdout + audit.stderr
+        )
+    finally:
+        server.stop()
+
+
+def test_unsigned_or_foreign_reads_are_refused(server: ServerThread) -> None:
+    alice = funded(server)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.TenantStub(channel)
+        error = refused(stub.GetAccount, pb.SignedRequest(payload=b""))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(PermissionDenied):
+        TenantClient(server.address, Key.generate()).get_account(alice.address)
+    with pytest.raises(InvalidArgument, match="must be signed"):  # a client with no key
+        TenantClient(server.address).get_account(alice.address)
+
+
+def test_stored_nonces_are_kept_while_fresh_and_pruned_after(tmp_path: Path) -> None:
+    store = Store(tmp_path / "market.db")
+    try:
+        old = SeenNonce(b"k" * 32, b"a" * 16, 1_000)
+        fresh = SeenNonce(b"k" * 32, b"b" * 16, 100_000)
+        store.write(nonces_batch([old], 0))
+        store.write(nonces_batch([fresh], 50_000))  # forgets those older than 50 s
+        assert store.nonces_since(0) == [fresh]
+    finally:
+        store.close()

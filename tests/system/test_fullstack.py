@@ -94,7 +94,7 @@ def http_get(lease: pb.Lease, path: str = "/health") -> str:
 
 
 def ledger(stack: Stack) -> list[tuple[int, int, str, str, int, str, str]]:
-    with MarketClient(stack.address) as market:
+    with MarketClient(stack.address, stack.admin_key()) as market:  # the whole ledger: admin
         return [
             (e.id, e.time_ms, e.debit, e.credit, e.amount, e.memo, e.lease_id)
             for e in market.ledger()
@@ -107,7 +107,7 @@ def provider_info(stack: Stack, address: str) -> pb.ProviderInfo:
 
 
 def audit_balanced(stack: Stack) -> bool:
-    with MarketClient(stack.address) as market:
+    with MarketClient(stack.address, stack.admin_key()) as market:
         report = market.audit()
     assert not report.problems, report.problems
     return report.balanced
@@ -169,7 +169,8 @@ def test_training_job_runs_to_completion_and_settles_to_the_micro_unit(
     tenant = client.get_account()
     assert tenant.escrowed == 0
     assert tenant.balance + done.paid == FUNDS
-    assert client.get_account(done.provider).balance == done.paid
+    admin = TenantClient(stack.address, stack.admin_key())  # another's account: admin only
+    assert admin.get_account(done.provider).balance == done.paid
     provider_key = f"acct:{done.provider}"
     entries = [e for e in ledger(stack) if e[6] == lease.id]
     assert sum(e[4] for e in entries if e[3] == provider_key) == done.paid
@@ -288,8 +289,11 @@ def test_forged_bid_and_replayed_request_are_refused_and_change_nothing(stack: S
     provider_stub = pb_grpc.ProviderStub(channel)
 
     # a replayed CreateDeployment: the first copy deploys, the second is refused
+    market = stack.admin_key().address  # the marketplace's id
     envelope = seal(
-        key, pb.CreateDeployment(sdl=(EXAMPLES / "inference.yaml").read_bytes(), deposit=DEPOSIT)
+        key,
+        pb.CreateDeployment(sdl=(EXAMPLES / "inference.yaml").read_bytes(), deposit=DEPOSIT),
+        market=market,
     )
     dep = tenant_stub.CreateDeployment(envelope, timeout=5)
     books = ledger(stack)
@@ -300,17 +304,17 @@ def test_forged_bid_and_replayed_request_are_refused_and_change_nothing(stack: S
     # a forged bid: a provider's signed PlaceBid with its price changed afterwards
     order_id = dep.order_ids[0]
     cpu = stack.providers["cpu"].key
-    bid = seal(cpu, pb.PlaceBid(order_id=order_id, price_per_hour=1))
+    bid = seal(cpu, pb.PlaceBid(order_id=order_id, price_per_hour=1), market=market)
     forged = pb.SignedRequest()
     forged.CopyFrom(bid)
     forged.payload = pb.PlaceBid(order_id=order_id, price_per_hour=2).SerializeToString()
     assert status_of(provider_stub.PlaceBid, forged) == grpc.StatusCode.UNAUTHENTICATED
     # and one signed by a key that is not the provider's it claims to be
-    impostor = seal(Key.generate(), pb.PlaceBid(order_id=order_id, price_per_hour=1))
+    impostor = seal(Key.generate(), pb.PlaceBid(order_id=order_id, price_per_hour=1), market=market)
     impostor.public_key = bid.public_key
     assert status_of(provider_stub.PlaceBid, impostor) == grpc.StatusCode.UNAUTHENTICATED
     # a replayed fund request minting twice
-    fund = seal(stack.admin_key(), pb.FundAccount(address=key.address, amount=1))
+    fund = seal(stack.admin_key(), pb.FundAccount(address=key.address, amount=1), market=market)
     tenant_stub.Fund(fund, timeout=5)
     books = ledger(stack)
     assert status_of(tenant_stub.Fund, fund) == grpc.StatusCode.UNAUTHENTICATED
@@ -330,7 +334,10 @@ def test_provider_refuses_a_manifest_that_is_not_what_the_tenant_signed(stack: S
     sdl = (EXAMPLES / "training.yaml").read_bytes()
     dep = client.create_deployment(sdl, DEPOSIT)
     # (a bid sent while the marketplace is down is dropped by the agent, not retried)
-    wait_for_market(lambda: len(client.list_bids(dep.order_ids[0])) == 2, 10, "both bids")
+    # bids are sealed while the window is open: each provider reads its own
+    bidders = [TenantClient(stack.address, p.key) for p in stack.providers.values()]
+    order = dep.order_ids[0]
+    wait_for_market(lambda: sum(len(b.list_bids(order)) for b in bidders) == 2, 10, "both bids")
     stack.kill_market()  # while the bid window is open
     tampered = sdl.replace(b'echo "training done"', b'echo "tampered"')
     assert tampered != sdl

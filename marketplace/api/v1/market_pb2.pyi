@@ -75,18 +75,20 @@ MANIFEST_TIMEOUT: LeaseCloseReason
 CLOSED_WITH_DEPLOYMENT: LeaseCloseReason
 
 class SignedRequest(_message.Message):
-    __slots__ = ("payload", "public_key", "signature", "nonce", "timestamp_ms")
+    __slots__ = ("payload", "public_key", "signature", "nonce", "timestamp_ms", "market_id")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     public_key: bytes
     signature: bytes
     nonce: bytes
     timestamp_ms: int
-    def __init__(self, payload: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    market_id: str
+    def __init__(self, payload: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., market_id: _Optional[str] = ...) -> None: ...
 
 class Account(_message.Message):
     __slots__ = ("address", "balance", "escrowed", "denom")
@@ -441,38 +443,68 @@ class GetRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("owner", "open_only", "limit")
+    __slots__ = ("owner", "open_only", "limit", "page_size", "page_token")
     OWNER_FIELD_NUMBER: _ClassVar[int]
     OPEN_ONLY_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     owner: str
     open_only: bool
     limit: int
-    def __init__(self, owner: _Optional[str] = ..., open_only: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, owner: _Optional[str] = ..., open_only: _Optional[bool] = ..., limit: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListBidsRequest(_message.Message):
+    __slots__ = ("order_id", "page_size", "page_token")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, order_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class DeploymentList(_message.Message):
-    __slots__ = ("deployments",)
+    __slots__ = ("deployments", "next_page_token")
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
-    def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class OrderList(_message.Message):
-    __slots__ = ("orders",)
+    __slots__ = ("orders", "next_page_token")
     ORDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     orders: _containers.RepeatedCompositeFieldContainer[Order]
-    def __init__(self, orders: _Optional[_Iterable[_Union[Order, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, orders: _Optional[_Iterable[_Union[Order, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class BidList(_message.Message):
-    __slots__ = ("bids",)
+    __slots__ = ("bids", "next_page_token")
     BIDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     bids: _containers.RepeatedCompositeFieldContainer[Bid]
-    def __init__(self, bids: _Optional[_Iterable[_Union[Bid, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, bids: _Optional[_Iterable[_Union[Bid, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class LeaseList(_message.Message):
-    __slots__ = ("leases",)
+    __slots__ = ("leases", "next_page_token")
     LEASES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     leases: _containers.RepeatedCompositeFieldContainer[Lease]
-    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, leases: _Optional[_Iterable[_Union[Lease, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class LedgerPage(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[LedgerEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class OrderExplanation(_message.Message):
     __slots__ = ("order", "bids", "declines", "summary")
@@ -785,7 +817,25 @@ class MarketStats(_message.Message):
     def __init__(self, gpu_prices: _Optional[_Iterable[_Union[GpuPriceStats, _Mapping]]] = ..., providers_online: _Optional[int] = ..., open_orders: _Optional[int] = ..., running_leases: _Optional[int] = ...) -> None: ...
 
 class ProviderList(_message.Message):
-    __slots__ = ("providers",)
+    __slots__ = ("providers", "next_page_token")
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     providers: _containers.RepeatedCompositeFieldContainer[ProviderInfo]
-    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, providers: _Optional[_Iterable[_Union[ProviderInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class MarketInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MarketInfo(_message.Message):
+    __slots__ = ("market_id", "server_time_ms", "max_skew_ms", "denom")
+    MARKET_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SKEW_MS_FIELD_NUMBER: _ClassVar[int]
+    DENOM_FIELD_NUMBER: _ClassVar[int]
+    market_id: str
+    server_time_ms: int
+    max_skew_ms: int
+    denom: str
+    def __init__(self, market_id: _Optional[str] = ..., server_time_ms: _Optional[int] = ..., max_skew_ms: _Optional[int] = ..., denom: _Optional[str] = ...) -> None: ...

@@ -39,7 +39,7 @@ class TenantStub:
         """
         self.GetAccount = channel.unary_unary(
                 '/marketplace.api.v1.Tenant/GetAccount',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetAccountRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.Account.FromString,
                 _registered_method=True)
         self.Fund = channel.unary_unary(
@@ -54,12 +54,12 @@ class TenantStub:
                 _registered_method=True)
         self.GetDeployment = channel.unary_unary(
                 '/marketplace.api.v1.Tenant/GetDeployment',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.Deployment.FromString,
                 _registered_method=True)
         self.ListDeployments = channel.unary_unary(
                 '/marketplace.api.v1.Tenant/ListDeployments',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.DeploymentList.FromString,
                 _registered_method=True)
         self.CloseDeployment = channel.unary_unary(
@@ -74,22 +74,22 @@ class TenantStub:
                 _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/marketplace.api.v1.Tenant/GetOrder',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.Order.FromString,
                 _registered_method=True)
         self.ListOrders = channel.unary_unary(
                 '/marketplace.api.v1.Tenant/ListOrders',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.OrderList.FromString,
                 _registered_method=True)
         self.ListBids = channel.unary_unary(
                 '/marketplace.api.v1.Tenant/ListBids',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.BidList.FromString,
                 _registered_method=True)
         self.ExplainOrder = channel.unary_unary(
                 '/marketplace.api.v1.Tenant/ExplainOrder',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.OrderExplanation.FromString,
                 _registered_method=True)
         self.AcceptBid = channel.unary_unary(
@@ -99,12 +99,12 @@ class TenantStub:
                 _registered_method=True)
         self.GetLease = channel.unary_unary(
                 '/marketplace.api.v1.Tenant/GetLease',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.Lease.FromString,
                 _registered_method=True)
         self.ListLeases = channel.unary_unary(
                 '/marketplace.api.v1.Tenant/ListLeases',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.LeaseList.FromString,
                 _registered_method=True)
         self.CloseLease = channel.unary_unary(
@@ -114,12 +114,12 @@ class TenantStub:
                 _registered_method=True)
         self.WatchDeployment = channel.unary_stream(
                 '/marketplace.api.v1.Tenant/WatchDeployment',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.WatchDeploymentRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.DeploymentEvent.FromString,
                 _registered_method=True)
         self.StreamLogs = channel.unary_stream(
                 '/marketplace.api.v1.Tenant/StreamLogs',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.StreamLogsRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.LogLine.FromString,
                 _registered_method=True)
 
@@ -131,7 +131,8 @@ class TenantServicer:
     """
 
     def GetAccount(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """GetAccountRequest
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -151,13 +152,15 @@ class TenantServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDeployment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """GetRequest
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDeployments(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """ListRequest
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -177,26 +180,28 @@ class TenantServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """GetRequest
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListOrders(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """ListRequest
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListBids(self, request, context):
-        """id = order id
+        """ListBidsRequest
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExplainOrder(self, request, context):
-        """why no (winning) bid
+        """GetRequest: why no winner
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,13 +215,15 @@ class TenantServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetLease(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """GetRequest
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListLeases(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """ListRequest
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -229,13 +236,15 @@ class TenantServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchDeployment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """WatchDeploymentRequest
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StreamLogs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """StreamLogsRequest
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -245,7 +254,7 @@ def add_TenantServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAccount,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetAccountRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.Account.SerializeToString,
             ),
             'Fund': grpc.unary_unary_rpc_method_handler(
@@ -260,12 +269,12 @@ def add_TenantServicer_to_server(servicer, server):
             ),
             'GetDeployment': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDeployment,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.Deployment.SerializeToString,
             ),
             'ListDeployments': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeployments,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.DeploymentList.SerializeToString,
             ),
             'CloseDeployment': grpc.unary_unary_rpc_method_handler(
@@ -280,22 +289,22 @@ def add_TenantServicer_to_server(servicer, server):
             ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.Order.SerializeToString,
             ),
             'ListOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrders,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.OrderList.SerializeToString,
             ),
             'ListBids': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBids,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.BidList.SerializeToString,
             ),
             'ExplainOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.ExplainOrder,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.OrderExplanation.SerializeToString,
             ),
             'AcceptBid': grpc.unary_unary_rpc_method_handler(
@@ -305,12 +314,12 @@ def add_TenantServicer_to_server(servicer, server):
             ),
             'GetLease': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLease,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.Lease.SerializeToString,
             ),
             'ListLeases': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLeases,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.LeaseList.SerializeToString,
             ),
             'CloseLease': grpc.unary_unary_rpc_method_handler(
@@ -320,12 +329,12 @@ def add_TenantServicer_to_server(servicer, server):
             ),
             'WatchDeployment': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchDeployment,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.WatchDeploymentRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.DeploymentEvent.SerializeToString,
             ),
             'StreamLogs': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamLogs,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.StreamLogsRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.LogLine.SerializeToString,
             ),
     }
@@ -357,7 +366,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/GetAccount',
-            marketplace_dot_api_dot_v1_dot_market__pb2.GetAccountRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.Account.FromString,
             options,
             channel_credentials,
@@ -438,7 +447,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/GetDeployment',
-            marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.Deployment.FromString,
             options,
             channel_credentials,
@@ -465,7 +474,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/ListDeployments',
-            marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.DeploymentList.FromString,
             options,
             channel_credentials,
@@ -546,7 +555,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/GetOrder',
-            marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.Order.FromString,
             options,
             channel_credentials,
@@ -573,7 +582,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/ListOrders',
-            marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.OrderList.FromString,
             options,
             channel_credentials,
@@ -600,7 +609,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/ListBids',
-            marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.BidList.FromString,
             options,
             channel_credentials,
@@ -627,7 +636,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/ExplainOrder',
-            marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.OrderExplanation.FromString,
             options,
             channel_credentials,
@@ -681,7 +690,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/GetLease',
-            marketplace_dot_api_dot_v1_dot_market__pb2.GetRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.Lease.FromString,
             options,
             channel_credentials,
@@ -708,7 +717,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/ListLeases',
-            marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.LeaseList.FromString,
             options,
             channel_credentials,
@@ -762,7 +771,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/WatchDeployment',
-            marketplace_dot_api_dot_v1_dot_market__pb2.WatchDeploymentRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.DeploymentEvent.FromString,
             options,
             channel_credentials,
@@ -789,7 +798,7 @@ class Tenant:
             request,
             target,
             '/marketplace.api.v1.Tenant/StreamLogs',
-            marketplace_dot_api_dot_v1_dot_market__pb2.StreamLogsRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.LogLine.FromString,
             options,
             channel_credentials,
@@ -1280,6 +1289,11 @@ class MarketStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Info = channel.unary_unary(
+                '/marketplace.api.v1.Market/Info',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.MarketInfoRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.MarketInfo.FromString,
+                _registered_method=True)
         self.ListProviders = channel.unary_unary(
                 '/marketplace.api.v1.Market/ListProviders',
                 request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.SerializeToString,
@@ -1292,39 +1306,50 @@ class MarketStub:
                 _registered_method=True)
         self.Audit = channel.unary_unary(
                 '/marketplace.api.v1.Market/Audit',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.AuditRequest.SerializeToString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.AuditReport.FromString,
                 _registered_method=True)
-        self.ListLedger = channel.unary_stream(
+        self.ListLedger = channel.unary_unary(
                 '/marketplace.api.v1.Market/ListLedger',
-                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.SerializeToString,
-                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.LedgerEntry.FromString,
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.LedgerPage.FromString,
                 _registered_method=True)
 
 
 class MarketServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def Info(self, request, context):
+        """public: the market's id
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListProviders(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """public
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stats(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """public
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Audit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """AuditRequest, admin only
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListLedger(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """ListRequest: your account's
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -1332,6 +1357,11 @@ class MarketServicer:
 
 def add_MarketServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Info': grpc.unary_unary_rpc_method_handler(
+                    servicer.Info,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.MarketInfoRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.MarketInfo.SerializeToString,
+            ),
             'ListProviders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListProviders,
                     request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.FromString,
@@ -1344,13 +1374,13 @@ def add_MarketServicer_to_server(servicer, server):
             ),
             'Audit': grpc.unary_unary_rpc_method_handler(
                     servicer.Audit,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.AuditRequest.FromString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.AuditReport.SerializeToString,
             ),
-            'ListLedger': grpc.unary_stream_rpc_method_handler(
+            'ListLedger': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLedger,
-                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.FromString,
-                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.LedgerEntry.SerializeToString,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.LedgerPage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1362,6 +1392,33 @@ def add_MarketServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Market:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Info(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Market/Info',
+            marketplace_dot_api_dot_v1_dot_market__pb2.MarketInfoRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.MarketInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ListProviders(request,
@@ -1432,7 +1489,7 @@ class Market:
             request,
             target,
             '/marketplace.api.v1.Market/Audit',
-            marketplace_dot_api_dot_v1_dot_market__pb2.AuditRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.AuditReport.FromString,
             options,
             channel_credentials,
@@ -1455,12 +1512,12 @@ class Market:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
+        return grpc.experimental.unary_unary(
             request,
             target,
             '/marketplace.api.v1.Market/ListLedger',
-            marketplace_dot_api_dot_v1_dot_market__pb2.ListRequest.SerializeToString,
-            marketplace_dot_api_dot_v1_dot_market__pb2.LedgerEntry.FromString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.LedgerPage.FromString,
             options,
             channel_credentials,
             insecure,
