@@ -18,6 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from marketplace.api.client import MarketClient, MarketUnavailable, channel
 from marketplace.cli.main import cli
+from marketplace.identity import Key
 from tests.server.market_process import MarketProcess, refused_start
 
 Name = x509.Name
@@ -145,9 +146,10 @@ def mtls_market(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def test_a_client_trusting_the_ca_talks_tls(pki: Pki, tls_market: MarketProcess) -> None:
-    with MarketClient(tls_market.address, tls_ca=pki.ca.cert) as client:
+    admin = Key.from_pem((tls_market.data_dir / "admin.pem").read_bytes())
+    with MarketClient(tls_market.address, key=admin, tls_ca=pki.ca.cert) as client:
         assert client.list_providers() == []
-        assert client.audit().balanced
+        assert client.audit().balanced  # a signed read, bound to this market's id, over TLS
 
 
 def test_the_tenant_cli_trusts_a_ca_from_the_environment(
