@@ -166,6 +166,10 @@ class ShapeCooldowns:
     def started(self, group: GroupSpec) -> None:
         self._shapes.pop(shape_of(group), None)
 
+    def __len__(self) -> int:
+        """How many shapes have failed starts on record."""
+        return len(self._shapes)
+
     def refusal(self, group: GroupSpec) -> str | None:
         """Why not to bid on `group` now, or None."""
         cooldown = self._shapes.get(shape_of(group))
