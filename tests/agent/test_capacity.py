@@ -93,9 +93,7 @@ def test_an_idle_manual_order_locks_nothing_for_long(tmp_path: Path) -> None:
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
             attacker = Tenant(channel, admin)
             stub = attacker.stub
-            await stub.Fund(
-                seal(admin, pb.FundAccount(address=attacker.key.address, amount=10**8))
-            )
+            await stub.Fund(seal(admin, pb.FundAccount(address=attacker.key.address, amount=10**8)))
 
             async def refused(text: str, deposit: int) -> str:
                 msg = pb.CreateDeployment(sdl=text.encode(), deposit=deposit)

@@ -210,9 +210,7 @@ def test_a_manual_order_lapses_when_no_bid_is_accepted_in_time(
     assert_audited(market)
 
 
-def test_a_manual_bid_accepted_in_time_is_leased(
-    market: MarketService, clock: ManualClock
-) -> None:
+def test_a_manual_bid_accepted_in_time_is_leased(market: MarketService, clock: ManualClock) -> None:
     dep_id = deploy(market, manual=True)
     order_id = f"{dep_id}/1/1"
     market.place_bid("p1", order_id, 2 * money.MICRO)
@@ -234,7 +232,7 @@ def test_a_deposit_must_pay_for_the_longest_hold_at_the_maximum_price(
     short = dataclasses.replace(job(), max_runtime_ms=60 * SECOND)
     assert market.create_deployment(TENANT, [group], short, b"", b"", b"", money.MICRO // 10)
     # every group counts
-    with pytest.raises(InvalidArgument, match="at least 2.000000"):
+    with pytest.raises(InvalidArgument, match=r"at least 2\.000000"):
         market.create_deployment(TENANT, [group, group], job(), b"", b"", b"", money.MICRO)
     assert market.get_account(TENANT).balance == 1_000 * money.MICRO - money.MICRO * 11 // 10
 
@@ -242,6 +240,6 @@ def test_a_deposit_must_pay_for_the_longest_hold_at_the_maximum_price(
 def test_a_bid_window_longer_than_the_bound_is_refused(market: MarketService) -> None:
     longest = market.config.max_bid_window_ms
     assert longest == 5 * 60 * SECOND
-    with pytest.raises(InvalidArgument, match="bid window 301s is longer .* maximum 5m"):
+    with pytest.raises(InvalidArgument, match=r"bid window 301s is longer .* maximum 5m"):
         deploy(market, bid_window_ms=longest + SECOND)
     deploy(market, bid_window_ms=longest)
