@@ -135,7 +135,7 @@ def test_deploy_wait_follows_the_auction_to_running(
 def test_bids_why_and_manual_accept(server: ServerThread, admin_pem: Path, tmp_path: Path) -> None:
     funded(server, admin_pem)
     manual = tmp_path / "manual.yaml"
-    manual.write_bytes(gpu_sdl(bid_window="1h", extra=", manual: true"))
+    manual.write_bytes(gpu_sdl(bid_window="5m", extra=", manual: true"))  # the longest
     ok(server, "deploy", str(manual), "--deposit", "1", "--no-wait")
     cheap, busy = provider(server, "cheap"), provider(server, "busy")
     bid = cheap.place_bid("D1/1/1", 600_000)
