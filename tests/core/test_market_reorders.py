@@ -5,6 +5,7 @@ longest hold, bid windows are bounded."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from marketplace.core.errors import Ineligible, InvalidArgument
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.market import MarketConfig, MarketService
 from marketplace.core.state import BidState, CloseReason, DeploymentState, OrderState
+from marketplace.server.store import Store, changes_batch
 from tests.core.test_market import ADMIN, TENANT, assert_audited, deploy, gpu_group, job
 from tests.core.test_market import market_with as market_for
 
@@ -156,6 +158,25 @@ def test_a_pending_reorder_keeps_the_deployment_open_and_survives_a_reload(
     third = again.get_order(f"{dep_id}/1/3")
     assert third.state == OrderState.OPEN and third.excluded_provider == "p2"
     assert again.get_deployment(dep_id).reorder_at_ms == [0]
+
+
+def test_a_pending_reorder_survives_the_sqlite_store(clock: ManualClock, tmp_path: Path) -> None:
+    market = market_for(clock, MarketConfig(admin_address=ADMIN))
+    store = Store(tmp_path / "market.db")
+    dep_id = deploy(market)
+    fail_to_start(market, win(market, clock, f"{dep_id}/1/1", "p1"))
+    fail_to_start(market, win(market, clock, f"{dep_id}/1/2", "p2"))
+    store.write(changes_batch(market.drain_changes()))
+    store.close()
+    reopened = Store(tmp_path / "market.db")
+    again = MarketService(clock, market.config, reopened.load())
+    reopened.close()
+    dep = again.get_deployment(dep_id)
+    assert (dep.failed_starts, dep.reorder_at_ms) == ([2], [clock.now_ms() + 5 * SECOND])
+    assert again.get_order(f"{dep_id}/1/2").excluded_provider == "p1"
+    clock.advance(5 * SECOND)
+    again.tick()
+    assert again.get_order(f"{dep_id}/1/3").excluded_provider == "p2"
 
 
 def test_closing_the_deployment_cancels_a_pending_reorder(
