@@ -1,7 +1,9 @@
 """The provider daemon: one asyncio process.
 
-  start:  read the GPUs (print them, or say plainly there are none), re-adopt containers left
-          running by a previous agent on the runtime it is given, serve metrics;
+  start:  offer no more CPU, memory or disk than the host has (provider_agent/host.py: a
+          configured amount above it is lowered, with a warning); read the GPUs (print them,
+          or say plainly there are none), re-adopt containers left running by a previous
+          agent on the runtime it is given, serve metrics;
   loop:   register, heartbeat, watch orders (reconnect with backoff, resume from the last token);
           each open order goes to the bidder (provider_agent/bidder.py: one task per order,
           decide, reserve, price, bid or decline with a reason, release unless won); on a win
@@ -24,7 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -49,6 +51,7 @@ from provider_agent.backoff import Backoff
 from provider_agent.bidder import Bidder, Quoter
 from provider_agent.config import AgentConfig
 from provider_agent.container import ContainerRuntime, LogLine, RuntimeFailure
+from provider_agent.host import HostCapacity, fit_to_host, read_host
 from provider_agent.inventory import Inventory, Reservations, build_inventory
 from provider_agent.link import MarketLink
 from provider_agent.metrics import AgentCounters, MetricsServer, render
@@ -80,6 +83,12 @@ def read_inventory(cfg: AgentConfig) -> Inventory:
     return build_inventory(host, cfg, state_dir(cfg))
 
 
+def fitted_to_host(cfg: AgentConfig, host: HostCapacity) -> tuple[AgentConfig, list[str]]:
+    """`cfg` offering no more CPU, memory or disk than `host` has, and what was lowered."""
+    resources, warnings = fit_to_host(cfg.resources, host)
+    return replace(cfg, resources=resources), warnings
+
+
 def gpu_lines(host: HostGpus, inv: Inventory) -> list[str]:
     lines = []
     for g in inv.gpus:
@@ -108,8 +117,10 @@ class Agent:
         runtime: ContainerRuntime,
         clock: Clock,
         say: Callable[[str], None] = click.echo,
+        host: HostCapacity | None = None,
     ) -> None:
         self.cfg = cfg
+        self.host = host  # what the machine has; None: read it at start
         self.key = key
         self.runtime = runtime
         self.clock = clock
@@ -126,6 +137,7 @@ class Agent:
             running_leases=lambda: len(self._running()),
             counters=self.counters,
             say=say,
+            limits=cfg.holds,
         )
         self.monitor = monitor_for(cfg)
         self.inventory: Inventory | None = None
@@ -157,6 +169,12 @@ class Agent:
     # --- startup --------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        machine = self.host
+        if machine is None:
+            machine = await asyncio.to_thread(read_host, self.state)
+        self.cfg, warnings = fitted_to_host(self.cfg, machine)
+        for warning in warnings:
+            self.say(f"warning: {warning}")
         host = await asyncio.to_thread(self.monitor.start)
         self.inventory = build_inventory(host, self.cfg, self.state)
         self.say(f"provider {self.key.address}")
@@ -362,6 +380,7 @@ class Agent:
         if allocation is None:  # e.g. the agent restarted between bid and win
             got = allocate(job.group, self.reservations.free(self._inventory().total))
             if isinstance(got, str):
+                self.bidder.start_failed(job.group, got)
                 await self._outbox.put(StatusReport(lease.id, False, True, -1, message=got))
                 return
             allocation = got
@@ -371,8 +390,11 @@ class Agent:
             self.supervisor.start_lease, lease.id, job.manifest, job.group, allocation
         )
         if report.running:
+            self.bidder.started(job.group)
             ports = ", ".join(e.uri for e in report.endpoints)
             self.say(f"lease {lease.id}: running" + (f" at {ports}" if ports else ""))
+        else:
+            self.bidder.start_failed(job.group, report.message)
 
     async def _stop_lease(self, lease_id: str) -> None:
         assert self.supervisor is not None

@@ -7,10 +7,17 @@
   check    the price against the order's maximum (bidding.with_price);
   bid      or decline with the reason;
   wait     for the outcome: won (the reservation becomes the lease's), lost, closed, or no word
-           before the bid window has passed (plus grace).
+           before the bid window has passed (plus grace), and never longer than max_hold.
+
+What one order or tenant may hold is bounded (config `[policy]`, HoldLimits), so an idle order
+is no free denial of service: an order whose bid window outlasts max_hold is declined; a bid
+with no outcome after max_hold is withdrawn and its reservation released; a tenant holds at
+most max_bids_per_tenant pending bids; and a shape (the group's resources) whose lease failed
+to start here is not bid on for a cooldown that doubles with each failure in a row (up to an
+hour) and ends with the next lease of that shape that starts.
 
 Every exit goes through one cleanup: unless the lease was won, the reservation is released, and
-a bid still open when the agent shuts down is withdrawn. `gpumarket provider quote` runs the same
+a bid still open when the agent shuts down, or left without an outcome, is withdrawn. `gpumarket provider quote` runs the same
 path up to the bid (`Quoter.quote`).
 """
 
@@ -32,15 +39,15 @@ from marketplace.core.pricing import Pricing, PricingError
 from marketplace.core.resources import GroupSpec
 from marketplace.core.state import Bid, Lease, Offer, Order
 from provider_agent.backoff import Backoff
-from provider_agent.config import AgentConfig
+from provider_agent.config import AgentConfig, HoldLimits
 from provider_agent.inventory import Inventory, Reservations
 from provider_agent.metrics import AgentCounters
 from provider_agent.pricing_script import ScriptPricing
 
 log = logging.getLogger(__name__)
 ORDER_GRACE_MS = 60_000  # keep a bid's reservation this long past the window before giving up
-NO_WINDOW_WAIT_MS = 300_000  # how long to wait for an outcome when an order names no window
 NO_PRICES = "no prices configured: set [pricing.scale] in the config"
+MAX_COOLDOWN_MS = 3_600_000
 
 
 def pricing_from_config(cfg: AgentConfig) -> Pricing | None:
@@ -119,6 +126,62 @@ class BidMarket(Protocol):
     async def withdraw_bid(self, bid_id: str) -> Bid: ...
 
 
+Shape = tuple[tuple[int, int, int, int, object], ...]
+
+
+def shape_of(group: GroupSpec) -> Shape:
+    """What a group asks of a host, names and prices aside: per unit the replicas, CPU, memory,
+    storage and GPU request."""
+    return tuple(
+        sorted(
+            (u.count, u.cpu_millis, u.memory_bytes, sum(v.size_bytes for v in u.storage), u.gpu)
+            for u in group.resources
+        )
+    )
+
+
+@dataclass
+class _Cooldown:
+    failures: int
+    until_ms: int
+    why: str
+
+
+class ShapeCooldowns:
+    """Shapes whose last lease failed to start here, and until when they are not bid on."""
+
+    def __init__(self, clock: Clock, initial_ms: int, maximum_ms: int = MAX_COOLDOWN_MS) -> None:
+        self.clock = clock
+        self.initial_ms, self.maximum_ms = initial_ms, maximum_ms
+        self._shapes: dict[Shape, _Cooldown] = {}
+
+    def failed(self, group: GroupSpec, why: str) -> int:
+        """A lease of this shape failed to start: the cooldown (ms) it now has."""
+        shape = shape_of(group)
+        failures = self._shapes[shape].failures + 1 if shape in self._shapes else 1
+        wait = min(self.initial_ms << min(failures - 1, 30), self.maximum_ms)
+        self._shapes[shape] = _Cooldown(failures, self.clock.now_ms() + wait, why)
+        return wait
+
+    def started(self, group: GroupSpec) -> None:
+        self._shapes.pop(shape_of(group), None)
+
+    def __len__(self) -> int:
+        """How many shapes have failed starts on record."""
+        return len(self._shapes)
+
+    def refusal(self, group: GroupSpec) -> str | None:
+        """Why not to bid on `group` now, or None."""
+        cooldown = self._shapes.get(shape_of(group))
+        left = (cooldown.until_ms - self.clock.now_ms()) if cooldown else 0
+        if cooldown is None or left <= 0:
+            return None
+        return (
+            f"a lease of this shape failed to start here ({cooldown.why}); "
+            f"not bidding on it for {left // 1000 + 1} s more"
+        )
+
+
 class Outcome(enum.Enum):
     WON = "won"  # the reservation is the lease's now
     LOST = "lost"
@@ -151,8 +214,11 @@ class Bidder:
         running_leases: Callable[[], int],
         counters: AgentCounters,
         say: Callable[[str], None],
+        limits: HoldLimits | None = None,
     ) -> None:
         self.quoter = quoter
+        self.limits = limits or HoldLimits()
+        self.cooldowns = ShapeCooldowns(quoter.clock, self.limits.failed_start_cooldown_ms)
         self.market = market
         self.reservations = reservations
         self.inventory = inventory  # the latest reading (GPU health changes)
@@ -205,10 +271,45 @@ class Bidder:
             entry.task.cancel()
 
     # --- one order --------------------------------------------------------------------------
+    def start_failed(self, group: GroupSpec, why: str) -> None:
+        """A lease of `group` could not start here: cool down on its shape."""
+        wait = self.cooldowns.failed(group, why)
+        self.say(f"not bidding on this shape for {wait // 1000} s: a lease of it failed to start")
+
+    def started(self, group: GroupSpec) -> None:
+        self.cooldowns.started(group)
+
+    def _refusal(self, entry: _OpenOrder) -> str | None:
+        """Why this provider will not hold anything for the order, or None."""
+        order = entry.order
+        cooling = self.cooldowns.refusal(order.group)
+        if cooling:
+            return cooling
+        hold = self.limits.max_hold_ms
+        window = order.closes_at_ms - self.quoter.clock.now_ms() if order.closes_at_ms else 0
+        if window > hold:
+            return (
+                f"the bid window ends in {window // 1000} s, later than this provider holds "
+                f"capacity for a bid ({hold // 1000} s)"
+            )
+        most = self.limits.max_bids_per_tenant
+        held = sum(
+            1 for e in self._orders.values() if e is not entry and e.order.owner == order.owner
+        )
+        if most and held >= most:
+            return f"this provider already holds {held} pending bids for tenant {order.owner}"
+        return None
+
     async def _run(self, entry: _OpenOrder) -> None:
         order = entry.order
         closes = order.closes_at_ms or None
         try:
+            refused = self._refusal(entry)
+            if refused:
+                self.counters.add("orders_declined")
+                self.say(f"decline {order.id}: {refused}")
+                await self.market.decline(order.id, refused)
+                return
             decision = await self.quoter.evaluate(
                 order.group,
                 order.owner,
@@ -228,7 +329,7 @@ class Bidder:
             self.counters.add("bids_placed")
             price = format_amount(decision.price_per_hour, order.group.denom)
             self.say(f"bid {price}/h on {order.id} ({decision.reason})")
-            await self._await_outcome(closes)
+            await self._await_outcome(None if order.auction.manual else closes)
             entry.expired = True
         except MarketError as exc:
             self.say(f"bid on {order.id} not placed: {exc}")
@@ -256,9 +357,13 @@ class Bidder:
                 await asyncio.sleep(backoff.next())
 
     async def _await_outcome(self, closes_at_ms: int | None) -> None:
-        """Sleep until the window has passed (plus grace); an outcome cancels the wait."""
-        wait_ms = (closes_at_ms - self.quoter.clock.now_ms()) if closes_at_ms else NO_WINDOW_WAIT_MS
-        await asyncio.sleep(max(wait_ms + ORDER_GRACE_MS, 0) / 1000)
+        """Sleep until the window has passed (plus grace), at most max_hold; with no window (a
+        manual order, which the tenant may accept after it) max_hold. An outcome cancels it."""
+        wait_ms = self.limits.max_hold_ms
+        if closes_at_ms is not None:
+            left_ms = closes_at_ms - self.quoter.clock.now_ms() + ORDER_GRACE_MS
+            wait_ms = min(max(left_ms, 0), wait_ms)
+        await asyncio.sleep(wait_ms / 1000)
 
     async def _clean_up(self, entry: _OpenOrder) -> None:
         """The one exit: keep a won reservation; else release it, and withdraw a bid still open
@@ -268,7 +373,9 @@ class Bidder:
             del self._orders[order_id]
         if entry.outcome is Outcome.WON:
             return
-        if entry.outcome is Outcome.SHUTDOWN and entry.bid_id and self._withdraw_on_stop:
+        stopping = entry.outcome is Outcome.SHUTDOWN and self._withdraw_on_stop
+        if entry.bid_id and (stopping or entry.expired):
+            # an expired bid could still win later, for capacity no longer held for it
             with contextlib.suppress(MarketError):
                 await self.market.withdraw_bid(entry.bid_id)
                 self.say(f"withdrew bid on {order_id}")

@@ -66,6 +66,15 @@ class ResourcesSection:
 
 
 @dataclass(frozen=True)
+class HoldLimits:
+    """What one order or tenant may hold of this provider ([policy] keys; see bidder.py)."""
+
+    max_hold_ms: int = 600_000  # a bid's reservation is withdrawn and released after this long
+    max_bids_per_tenant: int = 8  # pending bids (reservations) for one tenant at once; 0: no limit
+    failed_start_cooldown_ms: int = 60_000  # no bids on a shape that failed to start; doubles
+
+
+@dataclass(frozen=True)
 class PricingSection:
     strategy: str = "scale"  # scale | script
     scale: ScalePricing | None = None
@@ -97,6 +106,7 @@ class AgentConfig:
     resources: ResourcesSection = field(default_factory=ResourcesSection)
     pricing: PricingSection = field(default_factory=PricingSection)
     policy: BidPolicy = field(default_factory=BidPolicy)
+    holds: HoldLimits = field(default_factory=HoldLimits)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     source: str = "<defaults>"
@@ -262,6 +272,7 @@ def parse_config(
         resources=_resources(sections["resources"]),
         pricing=_pricing(sections["pricing"], base),
         policy=_policy(sections["policy"]),
+        holds=_holds(sections["policy"]),
         runtime=_runtime(sections["runtime"]),
         metrics=_metrics(sections["metrics"]),
         source=source,
@@ -391,6 +402,17 @@ def _policy(s: _Section) -> BidPolicy:
         max_leases=s.integer("max_leases", 0),
         allow_tenants=frozenset(allow),
         deny_tenants=frozenset(deny),
+    )
+
+
+def _holds(s: _Section) -> HoldLimits:
+    defaults = HoldLimits()
+    return HoldLimits(
+        max_hold_ms=s.parsed("max_hold", units.parse_duration_ms, defaults.max_hold_ms),
+        max_bids_per_tenant=s.integer("max_bids_per_tenant", defaults.max_bids_per_tenant),
+        failed_start_cooldown_ms=s.parsed(
+            "failed_start_cooldown", units.parse_duration_ms, defaults.failed_start_cooldown_ms
+        ),
     )
 
 

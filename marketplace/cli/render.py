@@ -246,6 +246,8 @@ def describe_event(event: DeploymentEvent) -> str:
         return f"lease {event.lease_id} closed ({event.message})"
     if kind in (DeploymentEventKind.ORDER_OPENED, DeploymentEventKind.ORDER_REOPENED):
         return f"order {event.order_id} open for bids"
+    if kind == DeploymentEventKind.REORDERS_STOPPED:
+        return f"not ordered again: {event.message}"
     if kind == DeploymentEventKind.DEPLOYMENT_CLOSED:
         return f"deployment {event.deployment_id} closed: {event.message}"
     return ""

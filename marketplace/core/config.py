@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The longest bid window a manifest may ask for (gpumarket.auction.bid_window): a provider holds
+# capacity for its bid while the window is open, so the window bounds that hold. Akash's
+# providers give up on a bid after 5 minutes too.
+MAX_BID_WINDOW_MS = 300_000
+
 
 @dataclass(frozen=True)
 class MarketConfig:
@@ -28,3 +33,15 @@ class MarketConfig:
     # provider events kept in memory for provider_events_after (the server persists all of them);
     # a provider resuming from an older token gets the oldest kept and should re-list open orders
     provider_event_retention: int = 100_000
+    # --- what an order may hold (market.py, "Reservations") ---
+    max_bid_window_ms: int = MAX_BID_WINDOW_MS
+    # a manual order closes (its bids lapse) this long after its bid window if no bid was accepted
+    manual_accept_ms: int = 300_000
+    # a deposit must pay every group's maximum price for this long (or for max_runtime if shorter):
+    # as long as the longest reservation an order can make (window + manual acceptance)
+    min_escrow_ms: int = MAX_BID_WINDOW_MS + 300_000
+    # --- re-orders after failed starts (market.py, "Failed starts") ---
+    quick_failure_ms: int = 60_000  # a lease that fails sooner after running "failed quickly"
+    reorder_backoff_ms: int = 5_000  # wait before the 2nd re-order in a row; doubles each time
+    reorder_backoff_max_ms: int = 300_000
+    max_failed_starts: int = 5  # after this many in a row the group is not ordered again

@@ -16,13 +16,14 @@ Deployment events: Tenant.WatchDeployment, for the deployment's owner.
 | `deployment_created` | the tenant created the deployment (its deposit is in escrow)     | -                             |
 | `order_opened`       | a placement group's first order opened for bids                  | order                         |
 | `order_reopened`     | a group is ordered again after its lease closed (restart policy) | order                         |
+| `reorders_stopped`   | a group's leases failed to start too often in a row: no re-order | order; message: why           |
 | `bid_placed`         | a provider placed an eligible bid                                | order; bid once window closed |
 | `bid_declined`       | a provider declined the order, or the market refused its bid     | order; message: why           |
 | `no_eligible_bid`    | the bid window closed without a winner; the order stays open     | order; message: why           |
 | `lease_created`      | a bid won (at the auction's close, or the tenant accepted it)    | order, lease                  |
 | `lease_running`      | the provider reported the lease's workload running               | lease                         |
 | `lease_closed`       | the lease closed                                                 | order, lease; message: reason |
-| `order_closed`       | an order still open closed with its deployment                   | order; message: why           |
+| `order_closed`       | an order closed unleased: with its deployment, or a manual lapse | order; message: why           |
 | `deployment_closed`  | the deployment closed; nothing follows                           | message: why                  |
 
 Sealed bids: while an order's bid window is open, `bid_placed` carries the order but no bid
@@ -52,6 +53,7 @@ class DeploymentEventKind(StrEnum):
     DEPLOYMENT_CREATED = "deployment_created"
     ORDER_OPENED = "order_opened"
     ORDER_REOPENED = "order_reopened"
+    REORDERS_STOPPED = "reorders_stopped"
     BID_PLACED = "bid_placed"
     BID_DECLINED = "bid_declined"
     NO_ELIGIBLE_BID = "no_eligible_bid"

@@ -49,6 +49,19 @@ Rules (see also auction.py, ledger.py, leases.py, reliability.py):
   its escrow's rest is refunded to the tenant.
 - Pending too long: a lease not reported running within manifest_timeout_ms closes
   manifest_timeout (re-ordered per policy).
+- Reservations (a provider holds capacity for each bid it places, so an idle order must not
+  hold it for free): a bid window is at most max_bid_window_ms (5 min); a manual order whose
+  tenant accepted no bid closes manual_accept_ms (5 min) after its window, its bids with it
+  (order_closed: providers release), and the deployment closes if nothing else is left; a
+  deposit must pay every group's maximum price for min_escrow_ms (10 min, the longest such
+  hold) or for max_runtime if that is shorter.
+- Failed starts: a lease that closed failed or manifest_timeout before running, or failed
+  within quick_failure_ms of running, is a failed start of its group; any other close ends the
+  group's run of them. The first re-order after a failed start is immediate, the next ones wait
+  reorder_backoff_ms, doubling up to reorder_backoff_max_ms (a pending re-order keeps the
+  deployment open); after max_failed_starts in a row the group is not ordered again
+  (reorders_stopped, with why). A provider whose lease never ran may not bid in the window of
+  the group's next order (later bids are taken, as for any order left without a winner).
 """
 
 from __future__ import annotations
@@ -57,7 +70,7 @@ import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from marketplace.core import auction, leases, ledger, matching, money
+from marketplace.core import auction, leases, ledger, matching, money, units
 from marketplace.core.clock import Clock
 from marketplace.core.config import MarketConfig as MarketConfig
 from marketplace.core.errors import (
@@ -112,6 +125,7 @@ _REORDER_ON_FAILURE = frozenset(
 )
 
 _WINDOW, _HEARTBEAT, _DRY, _MANIFEST, _RUNTIME = "window", "hb", "dry", "manifest", "runtime"
+_REORDER = "reorder"  # key: "<deployment id>/<gseq>"
 
 
 @dataclass(slots=True)
@@ -185,8 +199,7 @@ class MarketService(MarketReads):
         for order in st.orders.values():
             if order.state == OrderState.OPEN:
                 self._open_orders[order.id] = order
-                if not order.auction.manual:
-                    self._schedule(_WINDOW, order.id, order.closes_at_ms)
+                self._schedule(_WINDOW, order.id, self._window_deadline(order))
         for bid in sorted(st.bids.values(), key=lambda b: b.seq):
             self._order_bids.setdefault(bid.order_id, {})[bid.provider] = bid
         for lease in sorted(st.leases.values(), key=lambda x: (x.created_at_ms, x.id)):
@@ -198,6 +211,10 @@ class MarketService(MarketReads):
                 self._schedule(_HEARTBEAT, prov.address, prov.last_heartbeat_ms + self._hb_grace())
         for dep_id in self._dep_leases:
             self._reschedule_dry(st.deployments[dep_id])
+        for dep in st.deployments.values():
+            for gseq, at in enumerate(dep.reorder_at_ms, start=1):
+                if at and dep.state == DeploymentState.ACTIVE:
+                    self._schedule(_REORDER, f"{dep.id}/{gseq}", at)
 
     def _index_lease(self, lease: Lease) -> None:
         self._dep_leases.setdefault(lease.deployment_id, {})[lease.id] = lease
@@ -318,6 +335,8 @@ class MarketService(MarketReads):
             elif kind == _RUNTIME:
                 lease = self.state.leases[key]
                 self._close_lease(lease, CloseReason.TENANT, at, at, "max runtime reached")
+            elif kind == _REORDER:
+                self._reorder_due(key)
 
     def _run_dry(self, dep: Deployment, at_ms: int) -> None:
         """The escrow cannot cover what the running leases owe from `at_ms` on: pay each what it
@@ -432,6 +451,7 @@ class MarketService(MarketReads):
                 f"deposit {money.format_amount(deposit)} is below the minimum "
                 f"{money.format_amount(floor)}"
             )
+        self._check_reservation_terms(groups, job, deposit)
         balance = self.get_account(owner).balance
         if balance < deposit:
             raise InsufficientFunds(
@@ -452,6 +472,8 @@ class MarketService(MarketReads):
             deposited=deposit,
             escrow=0,
             created_at_ms=now,
+            failed_starts=[0] * len(groups),
+            reorder_at_ms=[0] * len(groups),
         )
         st.next_deployment += 1
         st.deployments[dep.id] = dep
@@ -464,7 +486,9 @@ class MarketService(MarketReads):
             self._open_order(dep, gseq, 1, now)
         return dep
 
-    def _open_order(self, dep: Deployment, gseq: int, oseq: int, now: int) -> Order:
+    def _open_order(
+        self, dep: Deployment, gseq: int, oseq: int, now: int, excluded: str = ""
+    ) -> Order:
         auction_settings = dep.job.auction
         window = auction_settings.bid_window_ms or self.config.default_bid_window_ms
         order = Order(
@@ -479,6 +503,7 @@ class MarketService(MarketReads):
             created_at_ms=now,
             closes_at_ms=now + window,
             job_kind=dep.job.kind,
+            excluded_provider=excluded,
         )
         self.state.orders[order.id] = order
         self._open_orders[order.id] = order
@@ -487,8 +512,7 @@ class MarketService(MarketReads):
         dep.order_ids.append(order.id)
         self._touch(order)
         self._touch(dep)
-        if not auction_settings.manual:
-            self._schedule(_WINDOW, order.id, order.closes_at_ms)
+        self._schedule(_WINDOW, order.id, self._window_deadline(order))
         kind = DeploymentEventKind.ORDER_OPENED if oseq == 1 else DeploymentEventKind.ORDER_REOPENED
         self.journal.deployment_event(dep.id, kind, now, order=order)
         self.journal.provider_event("", ProviderEventKind.ORDER_OPENED, now, order=order)
@@ -529,6 +553,7 @@ class MarketService(MarketReads):
             self._close_lease(lease, reason, at_ms, at_ms, message, finishing=True)
         for order_id in dep.group_orders:
             self._close_order(self.state.orders[order_id], at_ms, message)
+        self._cancel_reorders(dep)
         self.ledger.transfer(
             self.clock.now_ms(), escrow_key(dep.id), acct_key(dep.owner), dep.escrow, "refund"
         )
@@ -604,6 +629,8 @@ class MarketService(MarketReads):
             return "provider is offline (no heartbeat)"
         if prov.draining:
             return "provider is draining"
+        if order.excluded_provider == prov.address and self.clock.now_ms() < order.closes_at_ms:
+            return "provider failed to start this group's last lease: it sits out this bid window"
         maximum = order.group.max_price_per_hour
         if maximum > 0 and price > maximum:
             return (
@@ -633,7 +660,10 @@ class MarketService(MarketReads):
 
     def _close_window(self, order_id: str, at_ms: int) -> None:
         order = self._open_orders.get(order_id)
-        if order is None or order.auction.manual:
+        if order is None:
+            return
+        if order.auction.manual:
+            self._lapse(order, at_ms)
             return
         # Check bids best first and stop once the payment rule has what it needs (the winner, and
         # for second price the runner-up): a bid that no longer passes is passed over.
@@ -750,6 +780,111 @@ class MarketService(MarketReads):
             and dep.job.kind != JobKind.TRAINING
         )
 
+    # ==== failed starts: backoff and cap of re-orders =======================================
+    def _order_again(self, dep: Deployment, order: Order, lease: Lease, now: int) -> None:
+        """Re-order the group of `lease` (closed at `now`): at once, after the backoff of its run
+        of failed starts, or not at all once that run reached max_failed_starts."""
+        g = order.gseq - 1
+        streak = _grown(dep.failed_starts, len(dep.groups))
+        streak[g] = streak[g] + 1 if self._failed_start(lease, now) else 0
+        self._touch(dep)
+        if streak[g] >= self.config.max_failed_starts:
+            self.journal.deployment_event(
+                dep.id,
+                DeploymentEventKind.REORDERS_STOPPED,
+                now,
+                order=order,
+                message=(
+                    f"group {order.group.name}: {streak[g]} leases in a row failed to start or "
+                    f"failed quickly (last: {lease.message or lease.close_reason.value}); "
+                    "it is not ordered again"
+                ),
+            )
+            return
+        delay = self._reorder_delay(streak[g])
+        if delay == 0:
+            self._open_order(dep, order.gseq, order.oseq + 1, now, _excluded_after(lease))
+            return
+        due = _grown(dep.reorder_at_ms, len(dep.groups))
+        due[g] = now + delay
+        self._schedule(_REORDER, f"{dep.id}/{order.gseq}", due[g])
+
+    def _failed_start(self, lease: Lease, closed_at_ms: int) -> bool:
+        if lease.close_reason == CloseReason.MANIFEST_TIMEOUT:
+            return True
+        if lease.close_reason != CloseReason.FAILED:
+            return False
+        return not lease.started or closed_at_ms - lease.running_at_ms < (
+            self.config.quick_failure_ms
+        )
+
+    def _reorder_delay(self, streak: int) -> int:
+        """0 after one failed start (a one-off costs no time), then base, 2×base, ... capped."""
+        if streak <= 1:
+            return 0
+        doublings = min(streak - 2, 30)
+        return min(self.config.reorder_backoff_ms << doublings, self.config.reorder_backoff_max_ms)
+
+    def _reorder_due(self, key: str) -> None:
+        dep_id, _, gseq_text = key.rpartition("/")
+        dep = self.state.deployments.get(dep_id)
+        gseq = int(gseq_text)
+        if dep is None or dep.state != DeploymentState.ACTIVE or not dep.reorder_at_ms[gseq - 1]:
+            return
+        dep.reorder_at_ms[gseq - 1] = 0
+        last = self.state.orders[dep.group_orders[gseq - 1]]
+        lease = self.state.leases.get(last.lease_id)
+        excluded = _excluded_after(lease) if lease is not None else ""
+        self._open_order(dep, gseq, last.oseq + 1, self.clock.now_ms(), excluded)
+        self._reschedule_dry(dep)
+
+    def _cancel_reorders(self, dep: Deployment) -> None:
+        for gseq, at in enumerate(dep.reorder_at_ms, start=1):
+            if at:
+                self._sched.pop((_REORDER, f"{dep.id}/{gseq}"), None)
+                dep.reorder_at_ms[gseq - 1] = 0
+
+    # ==== reservations: bounded windows and deposits =======================================
+    def _window_deadline(self, order: Order) -> int:
+        """When tick() closes the order's window: the auction's end, or for a manual order the
+        end of the tenant's time to accept a bid."""
+        if order.auction.manual:
+            return order.closes_at_ms + self.config.manual_accept_ms
+        return order.closes_at_ms
+
+    def _lapse(self, order: Order, at_ms: int) -> None:
+        """A manual order whose tenant accepted no bid in time: it closes with its bids (the
+        providers release what they held), and so does the deployment if nothing is left."""
+        accept = self.config.manual_accept_ms // 1000
+        self._close_order(order, at_ms, f"no bid accepted within {accept} s of the bid window")
+        dep = self.state.deployments[order.deployment_id]
+        if dep.state == DeploymentState.ACTIVE and self._all_finished(dep):
+            self._finish_deployment(dep, CloseReason.TENANT, at_ms, "no bid accepted in time")
+
+    def _check_reservation_terms(
+        self, groups: Sequence[GroupSpec], job: JobSettings, deposit: int
+    ) -> None:
+        """An order may not ask providers to hold capacity longer than the bid window's bound,
+        nor for less escrow than its own maximum price for min_escrow_ms (or its max runtime)."""
+        window = job.auction.bid_window_ms
+        if window > self.config.max_bid_window_ms:
+            raise InvalidArgument(
+                f"bid window {units.format_duration(window)} is longer than the marketplace's "
+                f"maximum {units.format_duration(self.config.max_bid_window_ms)}"
+            )
+        hold_ms = self.config.min_escrow_ms
+        if job.max_runtime_ms:
+            hold_ms = min(hold_ms, job.max_runtime_ms)
+        per_hour = sum(g.max_price_per_hour for g in groups if g.max_price_per_hour > 0)
+        needed = money.accrued(per_hour, hold_ms)
+        if deposit < needed:
+            raise InvalidArgument(
+                f"deposit {money.format_amount(deposit)} does not pay for "
+                f"{units.format_duration(hold_ms)} at the maximum price "
+                f"{money.format_amount(per_hour)}/h: deposit at least "
+                f"{money.format_amount(needed)}"
+            )
+
     def _close_lease(
         self,
         lease: Lease,
@@ -795,15 +930,14 @@ class MarketService(MarketReads):
         if finishing:
             return
         if dep.state == DeploymentState.ACTIVE and self._reorders(dep, reason):
-            self._open_order(dep, order.gseq, order.oseq + 1, now)
-            self._reschedule_dry(dep)
-        elif self._all_finished(dep):
+            self._order_again(dep, order, lease, now)
+        if self._all_finished(dep):
             self._finish_deployment(dep, reason, at_ms, f"all groups finished ({reason.value})")
         else:
             self._reschedule_dry(dep)
 
     def _all_finished(self, dep: Deployment) -> bool:
-        if self._dep_leases.get(dep.id):
+        if self._dep_leases.get(dep.id) or any(dep.reorder_at_ms):
             return False
         return all(self.state.orders[o].state == OrderState.CLOSED for o in dep.group_orders)
 
@@ -1097,3 +1231,16 @@ class MarketService(MarketReads):
         self.get_provider(provider)
         order = self.get_order(order_id)
         self._decline(order, provider, reason.strip() or "declined (no reason given)", False)
+
+
+def _grown(per_group: list[int], groups: int) -> list[int]:
+    """`per_group` with room for every group (records stored before it existed are empty)."""
+    if len(per_group) < groups:
+        per_group.extend([0] * (groups - len(per_group)))
+    return per_group
+
+
+def _excluded_after(lease: Lease) -> str:
+    """Who sits out the next order's window: the provider of a lease that never ran."""
+    failed = lease.close_reason in (CloseReason.FAILED, CloseReason.MANIFEST_TIMEOUT)
+    return lease.provider if failed and not lease.started else ""

@@ -94,6 +94,10 @@ class Deployment:
     group_orders: list[str] = field(default_factory=list)  # gseq-1 → that group's current order id
     order_ids: list[str] = field(default_factory=list)  # every order ever opened, in order
     lease_ids: list[str] = field(default_factory=list)  # every lease ever created, in order
+    # per group (gseq-1), see market.py's "Failed starts": leases in a row that failed to start
+    # or failed quickly, and when a delayed re-order is due (0: none)
+    failed_starts: list[int] = field(default_factory=list)
+    reorder_at_ms: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -110,6 +114,7 @@ class Order:
     closes_at_ms: int  # end of the bid window
     job_kind: JobKind
     lease_id: str = ""  # the lease created from it, if any
+    excluded_provider: str = ""  # failed to start the group's last lease: no bid in this window
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,10 +60,11 @@ def clock() -> ManualClock:
     return ManualClock(1_000_000)
 
 
-def run_through_every_kind(market: MarketService, clock: ManualClock) -> str:
+def run_through_every_kind(market: MarketService, clock: ManualClock) -> list[str]:
     """Drive one deployment through a refused bid, a window with no winner, a late award, a
-    failed run and its re-order, a contested auction, another failure, and a close by the
-    tenant while its third order is open."""
+    failed run and its re-order, a contested auction, another failure (its re-order waits),
+    and a close by the tenant while its third order is open; and another deployment whose
+    leases fail to start until the market stops ordering its group again."""
     market.fund(ADMIN, TENANT, 1_000 * money.MICRO)
     for name in ("p1", "p2"):
         market.register_provider(name, f"https://{name}", {}, capacity(prefix=name))
@@ -82,7 +83,25 @@ def run_through_every_kind(market: MarketService, clock: ManualClock) -> str:
     clock.advance(5_000)
     market.tick()  # p2 wins, p1 loses
     fail(market, "p2", f"{second}/p2")
+    clock.advance(5_000)  # the second failed start in a row: re-ordered after 5 s
+    market.tick()
     market.close_deployment(TENANT, dep_id)  # its third order is still open
+    return [dep_id, never_starts(market, clock)]
+
+
+def never_starts(market: MarketService, clock: ManualClock) -> str:
+    """Each lease fails before it runs, until the group is not ordered again."""
+    dep_id = deploy(market)
+    for oseq in range(1, market.config.max_failed_starts + 1):
+        clock.advance(25_000)  # past the backoff (at most 20 s here), within the heartbeat timeout
+        for name in ("p1", "p2"):
+            market.heartbeat(name)
+        order_id = f"{dep_id}/1/{oseq}"
+        market.place_bid("p2" if oseq % 2 else "p1", order_id, 2 * money.MICRO)
+        clock.advance(5_000)
+        market.tick()
+        [lease] = [x for x in market.list_leases(deployment_id=dep_id) if x.order_id == order_id]
+        market.report_status(lease.provider, lease.id, False, exited=True, exit_code=-1)
     return dep_id
 
 
@@ -93,8 +112,8 @@ def fail(market: MarketService, provider: str, lease_id: str) -> None:
 
 def test_every_kind_is_emitted(clock: ManualClock) -> None:
     market = MarketService(clock, MarketConfig(admin_address=ADMIN))
-    dep_id = run_through_every_kind(market, clock)
-    emitted = {e.kind for e in market.deployment_events_after(dep_id)}
+    dep_ids = run_through_every_kind(market, clock)
+    emitted = {e.kind for dep_id in dep_ids for e in market.deployment_events_after(dep_id)}
     assert emitted == set(DeploymentEventKind)
     told = {e.kind for name in ("p1", "p2") for e in market.provider_events_after(name)}
     assert told == set(ProviderEventKind)
@@ -111,7 +130,7 @@ def assert_carries_what_it_names(
 
 def test_events_carry_the_records_they_name(clock: ManualClock) -> None:
     market = MarketService(clock, MarketConfig(admin_address=ADMIN))
-    dep_id = run_through_every_kind(market, clock)
+    dep_id, *_ = run_through_every_kind(market, clock)
     told: list[DeploymentEvent | ProviderEvent] = [
         *market.deployment_events_after(dep_id),
         *market.provider_events_after("p1"),
@@ -128,7 +147,7 @@ def test_events_carry_the_records_they_name(clock: ManualClock) -> None:
 
 def test_a_loaded_market_attaches_the_records_again(clock: ManualClock) -> None:
     market = MarketService(clock, MarketConfig(admin_address=ADMIN))
-    dep_id = run_through_every_kind(market, clock)
+    dep_id, *_ = run_through_every_kind(market, clock)
     # what the store keeps of an event: its ids, not its records
     assert EVENT_RECORD_FIELDS == ("order", "bid", "lease")
     st = market.state

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from marketplace.core import units
+from marketplace.core.config import MAX_BID_WINDOW_MS
 from marketplace.core.manifest.context import (
     ParseContext,
     Problem,
@@ -76,8 +77,9 @@ def read_auction(ctx: ParseContext, value: object, path: Path) -> AuctionSetting
     window = defaults.bid_window_ms
     if spec.get("bid_window") is not None:
         window = quantity(units.parse_duration_ms, spec["bid_window"], (*path, "bid_window"))
-        if window > 3_600_000:
-            raise Problem((*path, "bid_window"), "bid_window must be at most 1h")
+        if window > MAX_BID_WINDOW_MS:
+            limit = units.format_duration(MAX_BID_WINDOW_MS)
+            raise Problem((*path, "bid_window"), f"bid_window must be at most {limit}")
     payment = choice(spec.get("payment"), (*path, "payment"), Payment, defaults.payment)
     manual = boolean(spec.get("manual", False), (*path, "manual"))
     return AuctionSettings(bid_window_ms=window, payment=payment, manual=manual)
