@@ -60,8 +60,9 @@ def capacity(prefix: str) -> Capacity:
 def run_scenario(market: MarketService, clock: ManualClock, store: Store) -> None:
     """Deployments, bids, declines, a lease that runs, one that fails and re-orders, a close."""
 
-    def commit() -> None:
+    def commit() -> None:  # as the server does: write a drain, then tell the market it is stored
         store.write(changes_batch(market.drain_changes()))
+        market.committed(market.drains)
 
     manifest = parse_manifest(SDL)
     market.fund("admin", "alice", 1_000 * money.MICRO)

@@ -1,0 +1,128 @@
+"""Memory does not grow with history: closed records leave memory and are read from the store.
+
+A real `gpumarket market serve` subprocess on a real SQLite file takes 300 deployments, each with
+a ~500 KB SDL, each leased and closed. Its resident memory (VmRSS) after the first 50 must grow
+by less than a bound that is far below what keeping the SDLs and signed requests would take
+(~1 MiB a deployment); every closed deployment, order, lease and ledger entry must still be
+readable over the API, before and after a restart, and the books must balance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from marketplace.api.client import MarketClient, ProviderClient, TenantClient
+from marketplace.api.v1 import market_pb2 as pb
+from marketplace.core import money
+from marketplace.core.events import DeploymentEventKind
+from marketplace.identity import Key
+from marketplace.server.serve import ADMIN_KEY_FILE
+from marketplace.server.testing import gpu_sdl
+from tests.helpers import registered_provider
+from tests.server.test_restart import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+DEPLOYMENTS = 300
+WARMUP = 50
+SDL_PAD = 500 * 1024
+RSS_BOUND_MIB = 60
+
+
+def big_sdl(n: int) -> bytes:
+    """gpu_sdl (manual auction) with one ~500 KB environment variable, different for each n."""
+    sdl = gpu_sdl(extra=", manual: true").decode()
+    pad = f"{n:06d}" + "x" * SDL_PAD
+    service = "    image: gpumarket/busybox:latest\n"
+    return sdl.replace(service, f'{service}    env:\n      - "PAD={pad}"\n', 1).encode()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/PID/status")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path / "market").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def lease_and_close(
+    tenant: TenantClient, provider: ProviderClient, n: int
+) -> tuple[pb.Deployment, pb.Lease]:
+    dep = tenant.create_deployment(big_sdl(n), money.MICRO)
+    bid = provider.place_bid(dep.order_ids[0], 500_000)
+    lease = tenant.accept_bid(bid.id)
+    if n % 25 == 0:  # the provider reads the manifest while the lease is open
+        assert provider.get_manifest(lease.id).sdl == big_sdl(n)
+    tenant.close_deployment(dep.id)
+    return dep, lease
+
+
+def check_readable(
+    address: str, owner: str, deps: list[pb.Deployment], leases: list[pb.Lease]
+) -> None:
+    tenant = TenantClient(address)
+    for dep in deps:
+        got = tenant.get_deployment(dep.id)
+        assert (got.id, got.state) == (dep.id, pb.DEPLOYMENT_CLOSED)
+    listed = tenant.list_deployments(owner)
+    assert [d.id for d in listed] == [d.id for d in deps]
+    for lease in leases:
+        got_lease = tenant.get_lease(lease.id)
+        assert (got_lease.id, got_lease.state) == (lease.id, pb.LEASE_CLOSED)
+    assert len(tenant.list_leases(owner)) == len(leases)
+    order = tenant.get_order(deps[0].order_ids[0])
+    assert order.state == pb.ORDER_CLOSED
+    assert [b.id for b in tenant.list_bids(order.id)] == [leases[0].id]
+    assert "closed" in tenant.explain_order(order.id).summary
+    kinds = [e.kind for e in tenant.watch_deployment(deps[0].id)]
+    assert kinds[0] == DeploymentEventKind.DEPLOYMENT_CREATED
+    assert kinds[-1] == DeploymentEventKind.DEPLOYMENT_CLOSED
+    with MarketClient(address) as market:
+        entries = market.ledger(owner)
+        # per deployment: the deposit and the refund
+        assert len(entries) == 1 + 2 * len(deps)
+        assert market.audit().balanced
+
+
+def test_closed_deployments_leave_memory_and_stay_readable(server: ServerProcess) -> None:
+    admin = TenantClient(
+        server.address, Key.from_pem((server.data_dir / ADMIN_KEY_FILE).read_bytes())
+    )
+    tenant_key = Key.generate()
+    admin.fund(tenant_key.address, 10_000 * money.MICRO)
+    tenant = TenantClient(server.address, tenant_key)
+    provider = registered_provider(server.address, "p1")
+    assert server.proc is not None
+    pid = server.proc.pid
+    deps: list[pb.Deployment] = []
+    leases: list[pb.Lease] = []
+    for n in range(DEPLOYMENTS):
+        if n == WARMUP:
+            after_warmup = rss_mib(pid)
+        dep, lease = lease_and_close(tenant, provider, n)
+        deps.append(dep)
+        leases.append(lease)
+    grown = rss_mib(pid) - after_warmup
+    print(
+        f"server RSS after {WARMUP}: {after_warmup:.1f} MiB, after {DEPLOYMENTS}: +{grown:.1f} MiB"
+    )
+    if os.environ.get("GPUMARKET_MEMORY_MEASURE_ONLY"):
+        return
+    assert grown < RSS_BOUND_MIB, f"server RSS grew {grown:.1f} MiB over {DEPLOYMENTS - WARMUP}"
+    check_readable(server.address, tenant_key.address, deps, leases)
+
+    server.stop()
+    server.start()
+    check_readable(server.address, tenant_key.address, deps, leases)
