@@ -9,6 +9,7 @@ readable over the API, before and after a restart, and the books must balance.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +19,18 @@ import pytest
 from marketplace.api.client import MarketClient, ProviderClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import money
+from marketplace.core.clock import ManualClock
+from marketplace.core.errors import FailedPrecondition
 from marketplace.core.events import DeploymentEventKind
+from marketplace.core.market import MarketConfig, MarketService
+from marketplace.core.state import DeploymentState
 from marketplace.identity import Key
 from marketplace.server.serve import ADMIN_KEY_FILE
+from marketplace.server.store import Store, changes_batch
 from marketplace.server.testing import gpu_sdl
 from tests.helpers import registered_provider
 from tests.server.test_restart import ServerProcess
-
-pytestmark = pytest.mark.slow
+from tests.server.test_store import SDL, run_scenario
 
 DEPLOYMENTS = 300
 WARMUP = 50
@@ -39,6 +44,81 @@ def big_sdl(n: int) -> bytes:
     pad = f"{n:06d}" + "x" * SDL_PAD
     service = "    image: gpumarket/busybox:latest\n"
     return sdl.replace(service, f'{service}    env:\n      - "PAD={pad}"\n', 1).encode()
+
+
+def every_read(market: MarketService) -> dict[str, object]:
+    """What every query answers about alice's deployments (events with the records they carry)."""
+    deps = market.list_deployments("alice")
+    orders = market.list_orders()
+    events = {
+        d.id: [(e, e.order, e.bid, e.lease) for e in market.deployment_events_after(d.id)]
+        for d in deps
+    }
+    return {
+        "deployments": [market.get_deployment(d.id) for d in deps],
+        "all deployments": market.list_deployments(),
+        "open": market.list_deployments(open_only=True),
+        "orders": orders,
+        "orders of": [market.list_orders(deployment_id=d.id) for d in deps],
+        "order": [market.get_order(o.id) for o in orders],
+        "bids": [market.list_bids(o.id) for o in orders],
+        "bid": [market.get_bid(b.id) for o in orders for b in market.list_bids(o.id)],
+        "explain": [market.explain_order(o.id) for o in orders],
+        "leases": market.list_leases(owner="alice"),
+        "leases of p1": market.list_leases(provider="p1"),
+        "leases of": [market.list_leases(deployment_id=d.id) for d in deps],
+        "lease": [market.get_lease(x.id) for x in market.list_leases()],
+        "events": events,
+        "prices": market.price_stats(),
+        "audit": market.audit(),
+        "alice": (market.get_account("alice"), market.escrowed("alice")),
+    }
+
+
+def test_reads_answer_the_same_once_closed_records_left_memory(tmp_path: Path) -> None:
+    """The core lets a closed deployment go once the store has it, and every read answers as
+    before, from the archive: in the same market and in one loaded again from the store."""
+    clock = ManualClock(1_700_000_000_000)
+    config = MarketConfig(admin_address="admin")
+    store = Store(tmp_path / "market.db")
+    market = MarketService(clock, config, archive=store)
+    run_scenario(market, clock, store)
+    dep_ids = [d.id for d in market.list_deployments("alice")]
+    assert all(not market.get_deployment(d).sdl for d in dep_ids)  # stored: out of memory
+    for dep_id in dep_ids:
+        market.close_deployment("alice", dep_id)
+    store.write(changes_batch(market.drain_changes()))
+    before = copy.deepcopy(every_read(market))
+    assert market.state.deployments and market.state.leases  # not gone before it is stored
+
+    market.committed(market.drains)
+    st = market.state
+    assert not (st.deployments or st.orders or st.bids or st.leases or st.declines)
+    assert not st.deployment_events
+    assert every_read(market) == before
+    assert market.list_deployments("alice")[0].state == DeploymentState.CLOSED
+    again = MarketService(clock, config, store.load(), store)
+    assert not again.state.deployments
+    assert every_read(again) == before
+
+    # what is closed takes no command, and nothing of it comes back into memory
+    order_id = market.get_deployment(dep_ids[0]).order_ids[0]
+    with pytest.raises(FailedPrecondition):
+        market.decline_order("p3", order_id, "too late")
+    with pytest.raises(FailedPrecondition):
+        market.accept_bid("alice", market.list_bids(order_id)[0].id)
+    assert not (st.deployments or st.orders or st.declines or market.drain_changes().declines)
+
+
+def test_the_manifest_is_read_from_the_store_once_stored(tmp_path: Path) -> None:
+    clock = ManualClock(1_700_000_000_000)
+    store = Store(tmp_path / "market.db")
+    market = MarketService(clock, MarketConfig(admin_address="admin"), archive=store)
+    run_scenario(market, clock, store)
+    lease = market.list_leases(owner="alice", open_only=True)[0]
+    dep, _ = market.manifest_for(lease.provider, lease.id)
+    assert (dep.sdl, dep.tenant_request) == (SDL, b"signed")
+    assert not market.get_deployment(dep.id).sdl  # the one in memory holds no copy
 
 
 def rss_mib(pid: int) -> float:
@@ -96,6 +176,7 @@ def check_readable(
         assert market.audit().balanced
 
 
+@pytest.mark.slow
 def test_closed_deployments_leave_memory_and_stay_readable(server: ServerProcess) -> None:
     admin = TenantClient(
         server.address, Key.from_pem((server.data_dir / ADMIN_KEY_FILE).read_bytes())
