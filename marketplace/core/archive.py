@@ -8,6 +8,9 @@ bids, leases, declines and events; a manifest) come through this port. The serve
 store implements it (server/store.py); the simulator, which never reads a closed record back,
 passes NullArchive.
 
+Ledger entries leave memory once stored too (the ledger is history): listing them, and the
+audit's replay, read the stored ones here and add those still in memory, which follow them.
+
 Every method answers from what is stored, and the callers (reads.py) prefer a record they still
 hold in memory: a stored copy of an open record may be older than the one in memory. Lists hold
 closed records only, and the callers merge them with the ones in memory.
@@ -17,7 +20,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from marketplace.core.state import Bid, Decline, Deployment, DeploymentEvent, Lease, Order
+from marketplace.core.ledger import Replay
+from marketplace.core.state import (
+    Bid,
+    Decline,
+    Deployment,
+    DeploymentEvent,
+    Lease,
+    LedgerEntry,
+    Order,
+)
 
 
 class Archive(Protocol):
@@ -59,6 +71,15 @@ class Archive(Protocol):
         """The deployment's SDL and its tenant's signed request, as stored."""
         ...
 
+    def ledger(self, key: str, before_id: int, limit: int | None) -> list[LedgerEntry]:
+        """Stored entries with id < `before_id`, by id, those moving money from or to `key`
+        when it is not "": the last `limit` of them when given."""
+        ...
+
+    def ledger_replay(self, before_id: int) -> Replay:
+        """The replay of the stored entries with id < `before_id`."""
+        ...
+
 
 class NullArchive:
     """An archive that holds nothing: for a market that never reads closed records back."""
@@ -97,3 +118,9 @@ class NullArchive:
 
     def manifest(self, deployment_id: str) -> tuple[bytes, bytes]:
         return b"", b""
+
+    def ledger(self, key: str, before_id: int, limit: int | None) -> list[LedgerEntry]:
+        return []
+
+    def ledger_replay(self, before_id: int) -> Replay:
+        return Replay()

@@ -14,8 +14,8 @@ events of a loaded state (from the archive, archive.py, for records no longer in
 
 What may leave memory once stored: the journal numbers its drains and remembers, per drain, the
 deployments created (their SDL and signed request) and closed (all their records and events) in
-it; stored(n) hands back those of drains up to n, which the server has written, and
-MarketService.committed() lets them go.
+it, and its last ledger entry; stored(n) hands back those of drains up to n, which the server has
+written, and MarketService.committed() lets them go.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 
 from marketplace.core.archive import Archive, NullArchive
@@ -45,6 +46,16 @@ from marketplace.core.state import (
 # A record the store keeps one row of, rewritten whenever it changes.
 Record: TypeAlias = Account | Deployment | Order | Bid | Lease | ProviderRecord
 AnyEvent = TypeVar("AnyEvent", DeploymentEvent, ProviderEvent)
+
+
+@dataclass(slots=True)
+class Stored:
+    """What one or more drains held that may leave memory once stored."""
+
+    drain: int  # the last drain it covers
+    created: list[Deployment] = field(default_factory=list)  # their SDL and signed request
+    closed: list[str] = field(default_factory=list)  # deployment ids: every record and event
+    last_entry: int = 0  # ledger entries up to this id
 
 
 class Journal:
@@ -73,7 +84,7 @@ class Journal:
         self.drains = 0
         self._created: list[Deployment] = []
         self._closed: list[str] = []
-        self._unstored: deque[tuple[int, list[Deployment], list[str]]] = deque()
+        self._unstored: deque[Stored] = deque()
         self._forgotten: set[str] = set()  # deployments whose events leave state.deployment_events
         self._attach_records()
 
@@ -99,22 +110,22 @@ class Journal:
         if self.tracking:
             self._closed.append(deployment_id)
 
-    def stored(self, drain: int) -> tuple[list[Deployment], list[str]]:
-        """The deployments created, and the ids of those closed, in drains up to `drain` (which
-        the caller has stored), each handed back once."""
-        created: list[Deployment] = []
-        closed: list[str] = []
-        while self._unstored and self._unstored[0][0] <= drain:
-            _, made, ended = self._unstored.popleft()
-            created += made
-            closed += ended
-        return created, closed
+    def stored(self, drain: int) -> Stored:
+        """What drains up to `drain` (which the caller has stored) held, each handed back once."""
+        done = Stored(drain)
+        while self._unstored and self._unstored[0].drain <= drain:
+            one = self._unstored.popleft()
+            done.created += one.created
+            done.closed += one.closed
+            done.last_entry = max(done.last_entry, one.last_entry)
+        return done
 
     def drain(self) -> Changes:
         """Records changed, and ledger entries, declines and events added, since the last drain."""
         self.drains += 1
-        if self._created or self._closed:
-            self._unstored.append((self.drains, self._created, self._closed))
+        if self._created or self._closed or self._entries:
+            last_entry = self._entries[-1].id if self._entries else 0
+            self._unstored.append(Stored(self.drains, self._created, self._closed, last_entry))
             self._created, self._closed = [], []
         changes = Changes(
             declines=self._declines,

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -196,16 +197,19 @@ class MarketService(MarketReads):
 
     def committed(self, drain: int) -> None:
         """The server has stored every drain up to `drain`: the SDL and signed request of
-        deployments created in them, and every record of deployments closed in them, leave
-        memory (reads find them in the archive)."""
-        created, closed = self.journal.stored(drain)
-        for dep in created:
+        deployments created in them, every record of deployments closed in them, and their
+        ledger entries leave memory (reads find them in the archive)."""
+        stored = self.journal.stored(drain)
+        for dep in stored.created:
             dep.sdl = dep.tenant_request = b""
-        for dep_id in closed:
+        for dep_id in stored.closed:
             ended = self.state.deployments.get(dep_id)
             if ended is not None:
                 self._forget(ended)
         self.journal.compact()
+        kept = self.state.ledger
+        if kept and kept[0].id <= stored.last_entry:
+            del kept[: bisect_right(kept, stored.last_entry, key=lambda e: e.id)]
 
     # ==== indexes ==========================================================================
     def _build_indexes(self) -> None:

@@ -34,6 +34,7 @@ from marketplace.core.state import (
     DeploymentState,
     Lease,
     LeaseState,
+    LedgerEntry,
     MarketState,
     Order,
     OrderExplanation,
@@ -338,6 +339,22 @@ class MarketReads:
     def audit(self) -> AuditReport:
         """Ledger vs balances: Σ accounts + escrows == total minted, no negative balance, every
         entry > 0, and (when the ledger is kept) replaying it gives every balance."""
-        return ledger.audit(
-            self.state, replay=self.config.keep_ledger and self.config.retain_closed
-        )
+        replay = self.config.keep_ledger and self.config.retain_closed
+        stored = self.archive.ledger_replay(self._first_kept_entry()) if replay else None
+        return ledger.audit(self.state, replay=replay, stored=stored)
+
+    def ledger_entries(self, key: str = "", limit: int | None = None) -> list[LedgerEntry]:
+        """Ledger entries by id, those moving money from or to `key` (an account key such as
+        acct_key(address)) when it is not "": the last `limit` of them when given. Stored
+        entries come from the archive, the rest from memory."""
+        held = [e for e in self.state.ledger if not key or key in (e.debit, e.credit)]
+        if limit is not None:
+            held = held[-limit:] if limit > 0 else []
+        wanted = None if limit is None else limit - len(held)
+        stored = self.archive.ledger(key, self._first_kept_entry(), wanted) if wanted != 0 else []
+        return stored + held
+
+    def _first_kept_entry(self) -> int:
+        """The id of the oldest ledger entry in memory; every older one is stored."""
+        kept = self.state.ledger
+        return kept[0].id if kept else self.state.next_ledger_id

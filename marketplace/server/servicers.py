@@ -463,8 +463,7 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         self, request: pb.ListRequest, context: Context
     ) -> AsyncIterator[pb.LedgerEntry]:
         key = acct_key(request.owner) if request.owner else ""
-        entries = [e for e in self.market.state.ledger if not key or key in (e.debit, e.credit)]
-        for entry in entries[-_limit(request) :]:
+        for entry in self.market.ledger_entries(key, _limit(request)):
             yield convert.ledger_entry_to_proto(entry)
 
 

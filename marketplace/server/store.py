@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
+from marketplace.core.ledger import Replay
 from marketplace.core.state import (
     EVENT_RECORD_FIELDS,
     Account,
@@ -72,7 +73,12 @@ CREATE INDEX IF NOT EXISTS leases_deployment ON leases (deployment_id);
 CREATE INDEX IF NOT EXISTS leases_tenant ON leases (tenant);
 CREATE INDEX IF NOT EXISTS leases_provider ON leases (provider);
 CREATE INDEX IF NOT EXISTS deployment_events_deployment ON deployment_events (deployment_id);
+CREATE INDEX IF NOT EXISTS ledger_debit ON ledger (debit);
+CREATE INDEX IF NOT EXISTS ledger_credit ON ledger (credit);
 """
+
+_LEDGER_COLUMNS = "id, time_ms, debit, credit, amount, memo, lease_id"
+_REPLAY_PAGE = 10_000
 
 # What a market loads: the records of deployments not closed (the closed stay in the archive).
 _OPEN_DEPLOYMENTS = "SELECT id FROM deployments WHERE state != 'closed'"
@@ -312,12 +318,7 @@ class Store:
         ):
             d = decode(Decline, json.loads(body))
             st.declines.setdefault(d.order_id, []).append(d)
-        st.ledger = [
-            LedgerEntry(*row)
-            for row in self._rows(
-                "SELECT id, time_ms, debit, credit, amount, memo, lease_id FROM ledger ORDER BY id"
-            )
-        ]
+        # the ledger is history: it stays here (ledger(), ledger_replay())
         st.deployment_events = [
             decode(DeploymentEvent, json.loads(body))
             for (body,) in self._rows(
@@ -400,6 +401,30 @@ class Store:
             return b"", b""
         sdl, request = rows[0]
         return bytes(sdl or b""), bytes(request or b"")
+
+    def ledger(self, key: str, before_id: int, limit: int | None) -> list[LedgerEntry]:
+        params: list[SqlValue]
+        where, params = "id < ?", [before_id]
+        if key:
+            where += " AND (debit = ? OR credit = ?)"
+            params += [key, key]
+        sql = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE {where} ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [LedgerEntry(*row) for row in reversed(self._rows(sql, params))]
+
+    def ledger_replay(self, before_id: int) -> Replay:
+        replay, after = Replay(), 0
+        while True:  # a page at a time: the whole ledger is never in memory at once
+            page = self._rows(
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE id > ? AND id < ? ORDER BY id "
+                f"LIMIT {_REPLAY_PAGE}",
+                (after, before_id),
+            )
+            replay.add(LedgerEntry(*row) for row in page)
+            if len(page) < _REPLAY_PAGE:
+                return replay
+            after = page[-1][0]
 
     def _one(self, cls: type[Decoded], sql: str, key: str) -> Decoded | None:
         rows = self._rows(sql, (key,))

@@ -23,7 +23,7 @@ from marketplace.core.clock import ManualClock
 from marketplace.core.errors import FailedPrecondition
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.market import MarketConfig, MarketService
-from marketplace.core.state import DeploymentState
+from marketplace.core.state import DeploymentState, acct_key
 from marketplace.identity import Key
 from marketplace.server.serve import ADMIN_KEY_FILE
 from marketplace.server.store import Store, changes_batch
@@ -71,6 +71,8 @@ def every_read(market: MarketService) -> dict[str, object]:
         "events": events,
         "prices": market.price_stats(),
         "audit": market.audit(),
+        "ledger": market.ledger_entries(),
+        "alice's last 3": market.ledger_entries(acct_key("alice"), 3),
         "alice": (market.get_account("alice"), market.escrowed("alice")),
     }
 
@@ -94,7 +96,7 @@ def test_reads_answer_the_same_once_closed_records_left_memory(tmp_path: Path) -
     market.committed(market.drains)
     st = market.state
     assert not (st.deployments or st.orders or st.bids or st.leases or st.declines)
-    assert not st.deployment_events
+    assert not st.deployment_events and not st.ledger
     assert every_read(market) == before
     assert market.list_deployments("alice")[0].state == DeploymentState.CLOSED
     again = MarketService(clock, config, store.load(), store)
