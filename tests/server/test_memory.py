@@ -9,8 +9,10 @@ readable over the API, before and after a restart, and the books must balance.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +112,22 @@ def test_reads_answer_the_same_once_closed_records_left_memory(tmp_path: Path) -
     with pytest.raises(FailedPrecondition):
         market.accept_bid("alice", market.list_bids(order_id)[0].id)
     assert not (st.deployments or st.orders or st.declines or market.drain_changes().declines)
+
+
+def test_the_audit_replays_the_stored_ledger(tmp_path: Path) -> None:
+    """The ledger left memory, and the audit still replays every entry: from the store."""
+    clock = ManualClock(1_700_000_000_000)
+    store = Store(tmp_path / "market.db")
+    market = MarketService(clock, MarketConfig(admin_address="admin"), archive=store)
+    run_scenario(market, clock, store)
+    assert not market.state.ledger
+    report = market.audit()
+    assert report.balanced and report.entries == market.state.next_ledger_id - 1 == 5
+    with contextlib.closing(sqlite3.connect(store.path)) as db, db:
+        db.execute("UPDATE ledger SET amount = amount + 1 WHERE id = 1")  # the faucet's mint
+    report = market.audit()
+    assert not report.balanced
+    assert any(p.startswith("ledger mints") for p in report.problems), report.problems
 
 
 def test_the_manifest_is_read_from_the_store_once_stored(tmp_path: Path) -> None:
