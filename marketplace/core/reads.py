@@ -347,12 +347,15 @@ class MarketReads:
         """Ledger entries by id, those moving money from or to `key` (an account key such as
         acct_key(address)) when it is not "": the last `limit` of them when given. Stored
         entries come from the archive, the rest from memory."""
+        if limit is not None and limit <= 0:
+            return []
         held = [e for e in self.state.ledger if not key or key in (e.debit, e.credit)]
         if limit is not None:
-            held = held[-limit:] if limit > 0 else []
+            held = held[-limit:]
+            if len(held) == limit:
+                return held
         wanted = None if limit is None else limit - len(held)
-        stored = self.archive.ledger(key, self._first_kept_entry(), wanted) if wanted != 0 else []
-        return stored + held
+        return self.archive.ledger(key, self._first_kept_entry(), wanted) + held
 
     def _first_kept_entry(self) -> int:
         """The id of the oldest ledger entry in memory; every older one is stored."""
