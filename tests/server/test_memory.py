@@ -4,7 +4,12 @@ A real `gpumarket market serve` subprocess on a real SQLite file takes 300 deplo
 a ~500 KB SDL, each leased and closed. Its resident memory (VmRSS) after the first 50 must grow
 by less than a bound that is far below what keeping the SDLs and signed requests would take
 (~1 MiB a deployment); every closed deployment, order, lease and ledger entry must still be
-readable over the API, before and after a restart, and the books must balance.
+readable over the API, before and after a restart, and the books must balance (measured: +253 MiB
+before closed records left memory, +2 to +5 MiB after).
+
+Faster, on MarketService and a real SQLite store: every read answers the same once a closed
+deployment's records, its ledger entries and every SDL left memory, in the same market and in one
+loaded again; the audit still replays the whole stored ledger.
 """
 
 from __future__ import annotations
