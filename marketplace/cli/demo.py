@@ -24,8 +24,8 @@ import click
 from marketplace.api import convert
 from marketplace.api.client import MarketClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.cli.demo_files import demo_file
 from marketplace.cli.demo_stack import (
-    EXAMPLES,
     Stack,
     docker_problem,
     ensure_image,
@@ -134,7 +134,7 @@ def run_demo(stack: Stack) -> Timings:
     step("2. two providers")
     examples = {"h100": "provider-h100-replay.toml", "cpu": "provider-cpu.toml"}
     for name, file in examples.items():
-        stack.add_provider(name, EXAMPLES / file)
+        stack.add_provider(name, demo_file(file))
         command(f"gpumarket provider run --config examples/{file}")
         stack.start_provider(name)
     stack.wait_providers_online(list(examples))
@@ -155,7 +155,7 @@ def run_demo(stack: Stack) -> Timings:
     deployed: dict[str, pb.Deployment] = {}
     for name in ("inference", "training"):
         command(f"gpumarket deploy examples/{name}.yaml --deposit {_units(DEPOSIT)}")
-        dep = tenant.create_deployment((EXAMPLES / f"{name}.yaml").read_bytes(), DEPOSIT)
+        dep = tenant.create_deployment(demo_file(f"{name}.yaml").read_bytes(), DEPOSIT)
         deployed[name] = dep
         say(f"deployment {dep.id}: order {dep.order_ids[0]} open for bids")
     say("(sealed bids until each order's 2 s bid window closes)")

@@ -23,9 +23,12 @@ import tempfile
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from marketplace.cli.demo_files import DOCKER_UP, demo_file
 from marketplace.core.errors import MarketError
 from marketplace.identity import Key
 from marketplace.polling import wait_until
@@ -33,9 +36,6 @@ from marketplace.polling import wait_until
 T = TypeVar("T")
 
 IMAGE = "gpumarket/busybox:latest"
-REPO = Path(__file__).resolve().parent.parent.parent
-DOCKER_UP = REPO / "scripts" / "docker-up.sh"
-EXAMPLES = REPO / "examples"
 # `gpumarket` as a child process, with this interpreter (no reliance on PATH)
 GPUMARKET = (sys.executable, "-c", "import sys; from marketplace.cli.main import main; main()")
 _PR_SET_PDEATHSIG = 1
@@ -62,7 +62,8 @@ def docker_problem() -> str | None:
     except RuntimeFailure:
         return (
             "no Docker engine answers on this machine: start one with `sudo dockerd &` "
-            "(or `bash scripts/docker-up.sh`, which also builds the demo image), then run this again"
+            f"(or `sudo bash {demo_file(DOCKER_UP)}`, a checkout's scripts/docker-up.sh, which also "
+            "builds the demo image), then run this again"
         )
     return None
 
@@ -75,15 +76,20 @@ def ensure_image(say: Callable[[str], None], image: str = IMAGE) -> str | None:
     try:
         if runtime.has_image(image):
             return None
-        if not DOCKER_UP.exists():
-            return f"the image {image} is missing: build it with scripts/docker-up.sh from the repo"
-        say(f"building {image} locally with {DOCKER_UP.name} (no registry needed)")
-        done = subprocess.run(
-            ["bash", str(DOCKER_UP)], capture_output=True, text=True, check=False, timeout=600
-        )
+        say(f"building {image} locally with {DOCKER_UP} (no registry needed)")
+        # the script ships in the package (demo_files): a real file for bash to run
+        with resources.as_file(demo_file(DOCKER_UP)) as script:
+            done = subprocess.run(
+                ["bash", str(script)],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=600,
+                env={**os.environ, "GPUMARKET_TEST_IMAGE": image},  # the image asked for
+            )
         if done.returncode != 0 or not runtime.has_image(image):
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return f"could not build {image} ({last}): run `bash {DOCKER_UP}` as root"
+            return f"could not build {image} ({last}): run `bash {demo_file(DOCKER_UP)}` as root"
         return None
     finally:
         runtime.close()
@@ -296,8 +302,11 @@ class Stack:
             self.market.kill()
 
     # --- providers ---
-    def add_provider(self, name: str, example: Path, **overrides: dict[str, Any]) -> Provider:
-        """Write an agent config: the example's, pointed at our marketplace and root."""
+    def add_provider(
+        self, name: str, example: Traversable, **overrides: dict[str, Any]
+    ) -> Provider:
+        """Write an agent config: the example's (a path, or a file shipped in the package),
+        pointed at our marketplace and root."""
         config = tomllib.loads(example.read_text())
         key = Key.generate()
         key_path = self.root / f"{name}.pem"

@@ -26,7 +26,9 @@ class MarketConfig:
     journal: bool = True  # mark changed records for drain_changes(); off for the simulator
     record_events: bool = True  # keep deployment/provider events; off for the simulator
     keep_ledger: bool = True  # keep every LedgerEntry in memory; balances are kept either way
-    retain_closed: bool = True  # keep records of closed deployments; off to bound sim memory
+    # keep a closed deployment's records until the server has stored them (committed());
+    # off: they leave memory as it closes (the simulator, which stores nothing)
+    retain_closed: bool = True
     # False: tick() never expires providers by itself; the caller reports silent ones with
     # provider_silent() (the simulator models liveness analytically instead of heartbeating)
     heartbeat_expiry: bool = True

@@ -10,14 +10,23 @@ Events are numbered from MarketState.next_event_seq (deployment and provider eve
 sequence, which is what a provider's resume token counts) and kept in the MarketState; the
 provider log is trimmed to the newest `provider_event_retention`. An event carries the records it
 names (events.py); the store keeps only the ids, so the journal attaches the records again to the
-events of a loaded state.
+events of a loaded state (from the archive, archive.py, for records no longer in memory).
+
+What may leave memory once stored: the journal numbers its drains and remembers, per drain, the
+deployments created (their SDL and signed request) and closed (all their records and events) in
+it, and its last ledger entry; stored(n) hands back those of drains up to n, which the server has
+written, and MarketService.committed() lets them go.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 
+from marketplace.core.archive import Archive, NullArchive
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.state import (
     Account,
@@ -39,6 +48,16 @@ Record: TypeAlias = Account | Deployment | Order | Bid | Lease | ProviderRecord
 AnyEvent = TypeVar("AnyEvent", DeploymentEvent, ProviderEvent)
 
 
+@dataclass(slots=True)
+class Stored:
+    """What one or more drains held that may leave memory once stored."""
+
+    drain: int  # the last drain it covers
+    created: list[Deployment] = field(default_factory=list)  # their SDL and signed request
+    closed: list[str] = field(default_factory=list)  # deployment ids: every record and event
+    last_entry: int = 0  # ledger entries up to this id
+
+
 class Journal:
     def __init__(
         self,
@@ -47,8 +66,10 @@ class Journal:
         track_changes: bool,
         record_events: bool,
         provider_event_retention: int,
+        archive: Archive | None = None,
     ) -> None:
         self.state = state
+        self._archive: Archive = archive or NullArchive()
         self.tracking = track_changes
         self.recording = record_events
         self._retention = provider_event_retention
@@ -59,6 +80,12 @@ class Journal:
         self._deployment_events: list[DeploymentEvent] = []
         self._provider_events: list[ProviderEvent] = []
         self._by_deployment: dict[str, list[DeploymentEvent]] = {}
+        # drains so far, and per drain the deployments created and closed in it (while tracking)
+        self.drains = 0
+        self._created: list[Deployment] = []
+        self._closed: list[str] = []
+        self._unstored: deque[Stored] = deque()
+        self._forgotten: set[str] = set()  # deployments whose events leave state.deployment_events
         self._attach_records()
 
     # --- changes --------------------------------------------------------------------------
@@ -75,8 +102,31 @@ class Journal:
         if self.tracking:
             self._entries.append(entry)
 
+    def deployment_created(self, dep: Deployment) -> None:
+        if self.tracking:
+            self._created.append(dep)
+
+    def deployment_closed(self, deployment_id: str) -> None:
+        if self.tracking:
+            self._closed.append(deployment_id)
+
+    def stored(self, drain: int) -> Stored:
+        """What drains up to `drain` (which the caller has stored) held, each handed back once."""
+        done = Stored(drain)
+        while self._unstored and self._unstored[0].drain <= drain:
+            one = self._unstored.popleft()
+            done.created += one.created
+            done.closed += one.closed
+            done.last_entry = max(done.last_entry, one.last_entry)
+        return done
+
     def drain(self) -> Changes:
         """Records changed, and ledger entries, declines and events added, since the last drain."""
+        self.drains += 1
+        if self._created or self._closed or self._entries:
+            last_entry = self._entries[-1].id if self._entries else 0
+            self._unstored.append(Stored(self.drains, self._created, self._closed, last_entry))
+            self._created, self._closed = [], []
         changes = Changes(
             declines=self._declines,
             ledger=self._entries,
@@ -170,7 +220,18 @@ class Journal:
         return self._by_deployment.get(deployment_id, [])
 
     def forget_deployment(self, deployment_id: str) -> None:
-        self._by_deployment.pop(deployment_id, None)
+        """Drop the deployment's events from memory (compact() takes them out of the state)."""
+        if self._by_deployment.pop(deployment_id, None):
+            self._forgotten.add(deployment_id)
+
+    def compact(self) -> None:
+        """Take the events of forgotten deployments out of state.deployment_events (one pass
+        for all of them)."""
+        if self._forgotten:
+            gone = self._forgotten
+            st = self.state
+            st.deployment_events = [e for e in st.deployment_events if e.deployment_id not in gone]
+            self._forgotten = set()
 
     def _attach_records(self) -> None:
         """Give the events of a loaded state the records they name, and index them."""
@@ -181,10 +242,32 @@ class Journal:
             self._by_deployment.setdefault(event.deployment_id, []).append(event)
 
     def _with_records(self, event: AnyEvent) -> AnyEvent:
-        st = self.state
+        st, archive = self.state, self._archive
         order = event.order or st.orders.get(event.order_id)
         bid = event.bid or st.bids.get(event.bid_id)
         lease = event.lease or st.leases.get(event.lease_id)
+        # records that left memory (a provider event about a closed deployment)
+        if order is None and event.order_id:
+            order = archive.order(event.order_id)
+        if bid is None and event.bid_id:
+            bid = archive.bid(event.bid_id)
+        if lease is None and event.lease_id:
+            lease = archive.lease(event.lease_id)
         if order is event.order and bid is event.bid and lease is event.lease:
             return event
         return dataclasses.replace(event, order=order, bid=bid, lease=lease)
+
+
+def with_records(
+    events: list[DeploymentEvent],
+    orders: Mapping[str, Order],
+    bids: Mapping[str, Bid],
+    leases: Mapping[str, Lease],
+) -> list[DeploymentEvent]:
+    """Stored events (ids only) carrying the records they name, from these maps."""
+    return [
+        dataclasses.replace(
+            e, order=orders.get(e.order_id), bid=bids.get(e.bid_id), lease=leases.get(e.lease_id)
+        )
+        for e in events
+    ]

@@ -17,7 +17,7 @@ money.accrued(rate, ms) = floor(rate × ms / 3,600,000) in total; each settlemen
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from marketplace.core import money
 from marketplace.core.errors import InsufficientFunds
@@ -144,8 +144,34 @@ class Ledger:
         return entry
 
 
-def audit(state: MarketState, replay: bool = True) -> AuditReport:
-    """Check the books (see the module docstring). `replay` also replays the kept entries."""
+@dataclass(slots=True)
+class Replay:
+    """What replaying ledger entries from zero gives: how many, the total minted, every key's
+    balance, and the entries that move no money (each a problem)."""
+
+    entries: int = 0
+    minted: int = 0
+    balances: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, entries: Iterable[LedgerEntry]) -> Replay:
+        """Replay `entries` on top of this (in place); returns self."""
+        balances = self.balances
+        for entry in entries:
+            self.entries += 1
+            if entry.amount <= 0 and len(self.problems) < 50:
+                self.problems.append(f"entry {entry.id} moves {entry.amount}")
+            if entry.debit == MINT:
+                self.minted += entry.amount
+            else:
+                balances[entry.debit] = balances.get(entry.debit, 0) - entry.amount
+            balances[entry.credit] = balances.get(entry.credit, 0) + entry.amount
+        return self
+
+
+def audit(state: MarketState, replay: bool = True, stored: Replay | None = None) -> AuditReport:
+    """Check the books (see the module docstring). `replay` also replays the entries: `stored`
+    (the replay of those no longer in memory, which precede state.ledger), then the kept ones."""
     problems: list[str] = []
     balances: dict[str, int] = {}
     for account in state.accounts.values():
@@ -158,17 +184,11 @@ def audit(state: MarketState, replay: bool = True) -> AuditReport:
     total = sum(balances.values())
     if total != state.total_minted:
         problems.append(f"balances sum to {total}, minted {state.total_minted}")
+    replayed_entries = 0
     if replay:
-        replayed: dict[str, int] = {}
-        minted = 0
-        for entry in state.ledger:
-            if entry.amount <= 0:
-                problems.append(f"entry {entry.id} moves {entry.amount}")
-            if entry.debit == MINT:
-                minted += entry.amount
-            else:
-                replayed[entry.debit] = replayed.get(entry.debit, 0) - entry.amount
-            replayed[entry.credit] = replayed.get(entry.credit, 0) + entry.amount
+        done = (stored or Replay()).add(state.ledger)
+        problems += done.problems
+        replayed, minted, replayed_entries = done.balances, done.minted, done.entries
         if minted != state.total_minted:
             problems.append(f"ledger mints {minted}, state says {state.total_minted}")
         for key in balances.keys() | replayed.keys():
@@ -178,7 +198,7 @@ def audit(state: MarketState, replay: bool = True) -> AuditReport:
                 )
     return AuditReport(
         balanced=not problems,
-        entries=len(state.ledger) if replay else state.next_ledger_id - 1,
+        entries=replayed_entries if replay else state.next_ledger_id - 1,
         total_minted=state.total_minted,
         problems=tuple(problems[:50]),
     )

@@ -62,15 +62,23 @@ Rules (see also auction.py, ledger.py, leases.py, reliability.py):
   deployment open); after max_failed_starts in a row the group is not ordered again
   (reorders_stopped, with why). A provider whose lease never ran may not bid in the window of
   the group's next order (later bids are taken, as for any order left without a winner).
+
+Memory holds what can still change. Once the server has stored a drain (committed()), the SDL and
+signed request of deployments created in it, and every record and event of deployments closed in
+it, leave memory; reads find them in the archive (archive.py). Without a journal
+(retain_closed=False, the simulator) a closed deployment's records leave at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from marketplace.core import auction, leases, ledger, matching, money, units
+from marketplace.core.archive import Archive, NullArchive
 from marketplace.core.clock import Clock
 from marketplace.core.config import MarketConfig as MarketConfig
 from marketplace.core.errors import (
@@ -146,17 +154,23 @@ class MarketService(MarketReads):
     """The command side; the queries are inherited from MarketReads (reads.py)."""
 
     def __init__(
-        self, clock: Clock, config: MarketConfig | None = None, state: MarketState | None = None
+        self,
+        clock: Clock,
+        config: MarketConfig | None = None,
+        state: MarketState | None = None,
+        archive: Archive | None = None,
     ) -> None:
         config = config or MarketConfig()
         state = state or MarketState()
+        archive = archive or NullArchive()
         journal = Journal(
             state,
             track_changes=config.journal,
             record_events=config.record_events,
             provider_event_retention=config.provider_event_retention,
+            archive=archive,
         )
-        super().__init__(clock, config, state, journal)
+        super().__init__(clock, config, state, journal, archive)
         # Every changed record is marked; bound once, as it runs many times per command.
         self._touch: Callable[[Record], None] = journal.touch if config.journal else _untracked
         self.ledger = ledger.Ledger(
@@ -190,6 +204,27 @@ class MarketService(MarketReads):
         """Records changed, and ledger entries/events/declines added, since the last drain."""
         return self.journal.drain()
 
+    @property
+    def drains(self) -> int:
+        """How many drains so far: what the server passes to committed() once it stored them."""
+        return self.journal.drains
+
+    def committed(self, drain: int) -> None:
+        """The server has stored every drain up to `drain`: the SDL and signed request of
+        deployments created in them, every record of deployments closed in them, and their
+        ledger entries leave memory (reads find them in the archive)."""
+        stored = self.journal.stored(drain)
+        for dep in stored.created:
+            dep.sdl = dep.tenant_request = b""
+        for dep_id in stored.closed:
+            ended = self.state.deployments.get(dep_id)
+            if ended is not None:
+                self._forget(ended)
+        self.journal.compact()
+        kept = self.state.ledger
+        if kept and kept[0].id <= stored.last_entry:
+            del kept[: bisect_right(kept, stored.last_entry, key=lambda e: e.id)]
+
     # ==== indexes ==========================================================================
     def _build_indexes(self) -> None:
         """Fill the indexes (reads.py's and the command side's) from the records."""
@@ -202,10 +237,16 @@ class MarketService(MarketReads):
                 self._schedule(_WINDOW, order.id, self._window_deadline(order))
         for bid in sorted(st.bids.values(), key=lambda b: b.seq):
             self._order_bids.setdefault(bid.order_id, {})[bid.provider] = bid
+        archived = [
+            x for x in self.archive.closed_leases(None, None, None) if x.id not in st.leases
+        ]
         for lease in sorted(st.leases.values(), key=lambda x: (x.created_at_ms, x.id)):
-            self._record_price(lease)
             if lease.state != LeaseState.CLOSED:
                 self._index_lease(lease)
+        for lease in sorted(
+            [*st.leases.values(), *archived], key=lambda x: (x.created_at_ms, x.id)
+        ):
+            self._record_price(lease)
         for prov in st.providers.values():
             if prov.online:
                 self._schedule(_HEARTBEAT, prov.address, prov.last_heartbeat_ms + self._hb_grace())
@@ -479,6 +520,7 @@ class MarketService(MarketReads):
         st.deployments[dep.id] = dep
         self._owner_deps.setdefault(owner, {})[dep.id] = None
         self._touch(dep)
+        self.journal.deployment_created(dep)
         self.ledger.transfer(now, acct_key(owner), escrow_key(dep.id), deposit, "deposit")
         self.journal.deployment_event(dep.id, DeploymentEventKind.DEPLOYMENT_CREATED, now)
         for gseq in range(1, len(groups) + 1):
@@ -564,12 +606,15 @@ class MarketService(MarketReads):
         self.journal.deployment_event(
             dep.id, DeploymentEventKind.DEPLOYMENT_CLOSED, self.clock.now_ms(), message=message
         )
+        self.journal.deployment_closed(dep.id)
         if not self.config.retain_closed:
             self._forget(dep)
+            self.journal.compact()
 
     def _forget(self, dep: Deployment) -> None:
-        """Drop a closed deployment's records (simulator: bounded memory). Money stays in the
-        accounts; the deployment's (empty) escrow leaves the books with it."""
+        """Drop a closed deployment's records from memory (the archive has them, or, for the
+        simulator, nothing reads them back). Money stays in the accounts; the deployment's
+        (empty) escrow leaves the books with it."""
         st = self.state
         for order_id in dep.order_ids:
             st.orders.pop(order_id, None)
@@ -753,7 +798,7 @@ class MarketService(MarketReads):
         """Manual mode: the tenant picks any open, still-eligible bid; it is paid its own price."""
         self.tick()
         bid = self.get_bid(bid_id)
-        order = self.state.orders[bid.order_id]
+        order = self.get_order(bid.order_id)
         self._own_deployment(owner, order.deployment_id)
         if order.state != OrderState.OPEN:
             raise FailedPrecondition(f"order {order.id} is {order.state}, not open")
@@ -980,7 +1025,11 @@ class MarketService(MarketReads):
         if lease.state == LeaseState.CLOSED:
             raise FailedPrecondition(f"lease {lease_id} is closed ({lease.close_reason})")
         order = self.state.orders[lease.order_id]
-        return self.state.deployments[lease.deployment_id], order.group
+        dep = self.state.deployments[lease.deployment_id]
+        if not dep.sdl:  # stored and let go (committed()): the provider needs it now
+            sdl, request = self.archive.manifest(dep.id)
+            dep = dataclasses.replace(dep, sdl=sdl, tenant_request=request)
+        return dep, order.group
 
     def report_status(
         self,
@@ -1230,6 +1279,8 @@ class MarketService(MarketReads):
         self.tick()
         self.get_provider(provider)
         order = self.get_order(order_id)
+        if order.state != OrderState.OPEN:
+            raise FailedPrecondition(f"order {order_id} is {order.state}, not taking bids")
         self._decline(order, provider, reason.strip() or "declined (no reason given)", False)
 
 

@@ -4,18 +4,25 @@ Nothing here changes the market. MarketService (market.py) is a MarketReads that
 commands: it fills the indexes declared here and keeps them in step with the records, so the
 rules that hold them together stay in one place. Reads answer from the records as they are (a
 read does not run due deadlines first; every command does).
+
+Records of closed deployments leave memory once stored (MarketService.committed): a read looks in
+memory first and then in the archive (archive.py), and a list merges the closed records the
+archive holds with those in memory, in creation order.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
 
 from marketplace.core import auction, ledger, money, reliability
+from marketplace.core.archive import Archive
 from marketplace.core.clock import Clock
 from marketplace.core.config import MarketConfig
 from marketplace.core.errors import NotFound
 from marketplace.core.events import ProviderEventKind
-from marketplace.core.journal import Journal
+from marketplace.core.journal import Journal, with_records
 from marketplace.core.state import (
     Account,
     AuditReport,
@@ -27,6 +34,7 @@ from marketplace.core.state import (
     DeploymentState,
     Lease,
     LeaseState,
+    LedgerEntry,
     MarketState,
     Order,
     OrderExplanation,
@@ -37,16 +45,49 @@ from marketplace.core.state import (
 )
 
 
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+Rec = TypeVar("Rec", bound=_HasId)
+
+
+def _merged(
+    held: Iterable[Rec], archived: Iterable[Rec], key: Callable[[Rec], tuple[int, str]]
+) -> list[Rec]:
+    """The records in memory and the archived ones not among them, sorted by `key`."""
+    records = list(held)
+    ids = {r.id for r in records}
+    records += [r for r in archived if r.id not in ids]
+    return sorted(records, key=key)
+
+
+def _deployment_number(dep: Deployment) -> tuple[int, str]:
+    """Deployment "D12" → 12: deployments in the order they were created."""
+    return (int(dep.id[1:]), dep.id)
+
+
+def _created(record: Order | Lease) -> tuple[int, str]:
+    return (record.created_at_ms, record.id)
+
+
 class MarketReads:
     """Queries over the records and indexes (MarketService's read side)."""
 
     def __init__(
-        self, clock: Clock, config: MarketConfig, state: MarketState, journal: Journal
+        self,
+        clock: Clock,
+        config: MarketConfig,
+        state: MarketState,
+        journal: Journal,
+        archive: Archive,
     ) -> None:
         self.clock = clock
         self.config = config
         self.state = state
         self.journal = journal
+        self.archive = archive  # closed records no longer in memory
         # Indexes over the records, kept by MarketService.
         self._open_orders: dict[str, Order] = {}
         self._order_bids: dict[str, dict[str, Bid]] = {}  # order → provider → its latest bid
@@ -71,7 +112,7 @@ class MarketReads:
 
     # ==== deployments ======================================================================
     def get_deployment(self, deployment_id: str) -> Deployment:
-        dep = self.state.deployments.get(deployment_id)
+        dep = self.state.deployments.get(deployment_id) or self.archive.deployment(deployment_id)
         if dep is None:
             raise NotFound(f"deployment {deployment_id} not found")
         return dep
@@ -84,8 +125,8 @@ class MarketReads:
         else:
             deps = list(self.state.deployments.values())
         if open_only:
-            deps = [d for d in deps if d.state == DeploymentState.ACTIVE]
-        return deps
+            return [d for d in deps if d.state == DeploymentState.ACTIVE]
+        return _merged(deps, self.archive.closed_deployments(owner), _deployment_number)
 
     def escrow_available(self, deployment_id: str) -> int:
         """Escrow left after what its open leases have accrued but not yet settled."""
@@ -102,7 +143,7 @@ class MarketReads:
 
     # ==== orders and bids ==================================================================
     def get_order(self, order_id: str) -> Order:
-        order = self.state.orders.get(order_id)
+        order = self.state.orders.get(order_id) or self.archive.order(order_id)
         if order is None:
             raise NotFound(f"order {order_id} not found")
         return order
@@ -110,22 +151,28 @@ class MarketReads:
     def list_orders(self, open_only: bool = False, deployment_id: str | None = None) -> list[Order]:
         if deployment_id is not None:
             dep = self.get_deployment(deployment_id)
-            orders = [self.state.orders[o] for o in dep.order_ids]
+            orders = [self.get_order(o) for o in dep.order_ids]
             return [o for o in orders if o.state == OrderState.OPEN] if open_only else orders
         if open_only:
             return list(self._open_orders.values())
-        return list(self.state.orders.values())
+        return _merged(self.state.orders.values(), self.archive.closed_orders(None), _created)
 
     def list_bids(self, order_id: str) -> list[Bid]:
         self.get_order(order_id)
-        return auction.rank(list(self._order_bids.get(order_id, {}).values()))
+        held = self._order_bids.get(order_id)
+        return auction.rank(
+            list(held.values()) if held is not None else self.archive.bids(order_id)
+        )
 
     def bid_of(self, order_id: str, provider: str) -> Bid | None:
-        """The provider's latest bid on the order, if it bid."""
-        return self._order_bids.get(order_id, {}).get(provider)
+        """The provider's latest bid on the order, if it bid (also once the order left memory)."""
+        held = self._order_bids.get(order_id)
+        if held is not None:
+            return held.get(provider)
+        return self.archive.bid(f"{order_id}/{provider}")
 
     def get_bid(self, bid_id: str) -> Bid:
-        bid = self.state.bids.get(bid_id)
+        bid = self.state.bids.get(bid_id) or self.archive.bid(bid_id)
         if bid is None:
             raise NotFound(f"bid {bid_id} not found")
         return bid
@@ -134,17 +181,20 @@ class MarketReads:
         """The order, its bids, every decline with its reason, and a one-line summary."""
         order = self.get_order(order_id)
         bids = tuple(self.list_bids(order_id))
-        declines = tuple(self.state.declines.get(order_id, ()))
+        if order_id in self.state.orders:
+            declines = tuple(self.state.declines.get(order_id, ()))
+        else:
+            declines = tuple(self.archive.declines(order_id))
         return OrderExplanation(order, bids, declines, self._summary(order, bids, declines))
 
     def _summary(self, order: Order, bids: tuple[Bid, ...], declines: tuple[Decline, ...]) -> str:
         now = self.clock.now_ms()
         if order.state == OrderState.ACTIVE:
-            lease = self.state.leases[order.lease_id]
+            lease = self.get_lease(order.lease_id)
             return f"leased to {lease.provider} at {money.format_amount(lease.price_per_hour)}/h"
         if order.state == OrderState.CLOSED:
             if order.lease_id:
-                lease = self.state.leases[order.lease_id]
+                lease = self.get_lease(order.lease_id)
                 return f"closed: lease {lease.id} ended ({lease.close_reason})"
             return "closed without a lease"
         open_bids = [b for b in bids if b.state == BidState.OPEN]
@@ -171,7 +221,7 @@ class MarketReads:
 
     # ==== leases ===========================================================================
     def get_lease(self, lease_id: str) -> Lease:
-        lease = self.state.leases.get(lease_id)
+        lease = self.state.leases.get(lease_id) or self.archive.lease(lease_id)
         if lease is None:
             raise NotFound(f"lease {lease_id} not found")
         return lease
@@ -186,9 +236,12 @@ class MarketReads:
         if provider is not None and open_only:
             found = list(self._prov_leases.get(provider, {}).values())
         elif deployment_id is not None:
-            found = [self.state.leases[x] for x in self.get_deployment(deployment_id).lease_ids]
-        else:
+            found = [self.get_lease(x) for x in self.get_deployment(deployment_id).lease_ids]
+        elif open_only:
             found = list(self.state.leases.values())
+        else:
+            archived = self.archive.closed_leases(owner, provider, None)
+            found = _merged(self.state.leases.values(), archived, _created)
         return [
             x
             for x in found
@@ -259,9 +312,19 @@ class MarketReads:
         return opened + won
 
     def deployment_events_after(self, deployment_id: str, seq: int = 0) -> list[DeploymentEvent]:
-        self.get_deployment(deployment_id)
-        events = self.journal.deployment_events(deployment_id)
+        dep = self.get_deployment(deployment_id)
+        if deployment_id in self.state.deployments:
+            events = self.journal.deployment_events(deployment_id)
+        else:
+            events = self._archived_events(dep)
         return events[bisect_right(events, seq, key=lambda e: e.seq) :]
+
+    def _archived_events(self, dep: Deployment) -> list[DeploymentEvent]:
+        """The stored events of a deployment no longer in memory, carrying their records."""
+        orders = {o: self.get_order(o) for o in dep.order_ids}
+        leases = {x: self.get_lease(x) for x in dep.lease_ids}
+        bids = {b.id: b for o in dep.order_ids for b in self.archive.bids(o)}
+        return with_records(self.archive.deployment_events(dep.id), orders, bids, leases)
 
     # ==== market data ======================================================================
     def price_stats(self, since_ms: int = 0) -> list[PriceStat]:
@@ -283,6 +346,25 @@ class MarketReads:
     def audit(self) -> AuditReport:
         """Ledger vs balances: Σ accounts + escrows == total minted, no negative balance, every
         entry > 0, and (when the ledger is kept) replaying it gives every balance."""
-        return ledger.audit(
-            self.state, replay=self.config.keep_ledger and self.config.retain_closed
-        )
+        replay = self.config.keep_ledger and self.config.retain_closed
+        stored = self.archive.ledger_replay(self._first_kept_entry()) if replay else None
+        return ledger.audit(self.state, replay=replay, stored=stored)
+
+    def ledger_entries(self, key: str = "", limit: int | None = None) -> list[LedgerEntry]:
+        """Ledger entries by id, those moving money from or to `key` (an account key such as
+        acct_key(address)) when it is not "": the last `limit` of them when given. Stored
+        entries come from the archive, the rest from memory."""
+        if limit is not None and limit <= 0:
+            return []
+        held = [e for e in self.state.ledger if not key or key in (e.debit, e.credit)]
+        if limit is not None:
+            held = held[-limit:]
+            if len(held) == limit:
+                return held
+        wanted = None if limit is None else limit - len(held)
+        return self.archive.ledger(key, self._first_kept_entry(), wanted) + held
+
+    def _first_kept_entry(self) -> int:
+        """The id of the oldest ledger entry in memory; every older one is stored."""
+        kept = self.state.ledger
+        return kept[0].id if kept else self.state.next_ledger_id

@@ -84,9 +84,11 @@ class Deployment:
     state: DeploymentState
     groups: tuple[GroupSpec, ...]
     job: JobSettings
+    # sdl and tenant_request (opaque: the tenant's serialized signed request, for end-to-end
+    # checks) are held until the server stored them (empty afterwards: archive.manifest())
     sdl: bytes
     sdl_sha256: bytes
-    tenant_request: bytes  # opaque: the tenant's serialized signed request, for end-to-end checks
+    tenant_request: bytes
     deposited: int  # total ever deposited
     escrow: int  # what the escrow account holds now (settled payments already left it)
     created_at_ms: int
@@ -321,7 +323,9 @@ EVENT_RECORD_FIELDS = ("order", "bid", "lease")
 
 @dataclass(slots=True)
 class MarketState:
-    """All market state. Loaded by the server from SQLite; empty for a fresh market."""
+    """The market state held in memory: everything that can still change, i.e. all but the
+    records of closed deployments once stored (those are in the archive, archive.py). Loaded
+    by the server from SQLite; empty for a fresh market."""
 
     accounts: dict[str, Account] = field(default_factory=dict)
     deployments: dict[str, Deployment] = field(default_factory=dict)

@@ -108,6 +108,7 @@ class MarketApp:
         self._pending_events: list[ProviderEvent | DeploymentEvent] = []
         self._pending_logs: list[StoredLogLine] = []
         self._pending_seq = self.committed_seq
+        self._pending_drains = 0  # MarketService.drains when the pending batch was last added to
         self._pending_future: asyncio.Future[None] | None = None
         self._latest_future: asyncio.Future[None] | None = None
         self._wake_committer: asyncio.Event | None = None
@@ -137,7 +138,9 @@ class MarketApp:
         return guard
 
     def _load(self) -> MarketService:
-        return MarketService(self.clock, self.config, self.store.load())
+        # the store is also the market's archive: closed records are read back from it
+        state = self.store.load(provider_events=self.config.provider_event_retention)
+        return MarketService(self.clock, self.config, state, self.store)
 
     def _grant_restart_grace(self, grace_ms: int) -> None:
         """After a restart, give every provider marked online a full heartbeat timeout from now
@@ -261,6 +264,7 @@ class MarketApp:
         self._pending_events.extend(events)
         self._pending_logs.extend(lines)
         self._pending_seq = self.market.state.next_event_seq - 1
+        self._pending_drains = self.market.drains
         assert self._wake_committer is not None
         self._wake_committer.set()
         return self._pending_future
@@ -278,7 +282,7 @@ class MarketApp:
                 self._pending_logs,
                 self._pending_future,
             )
-            seq = self._pending_seq
+            seq, drains = self._pending_seq, self._pending_drains
             self._pending, self._pending_events, self._pending_logs = Batch(), [], []
             self._pending_future = None
             try:
@@ -292,6 +296,8 @@ class MarketApp:
                     self.on_fatal(exc)
                 return
             self.committed_seq = max(self.committed_seq, seq)
+            if self._recovering.is_set():  # stored: what closed leaves memory (the core's rule)
+                self.market.committed(drains)
             future.set_result(None)
             self._publish(events, lines)
             if not self._recovering.is_set() and self._pending_future is None:

@@ -305,8 +305,8 @@ async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
     note = " (new)" if running.admin_created else ""
     say(f"admin (faucet) address: {running.admin.address}{note}")
     say(
-        f"state: {len(state.deployments)} deployments, {len(state.leases)} leases, "
-        f"{len(state.ledger)} ledger entries, {len(state.providers)} providers"
+        f"state: {len(state.deployments)} open deployments of {state.next_deployment - 1}, "
+        f"{state.next_ledger_id - 1} ledger entries, {len(state.providers)} providers"
     )
     await stop.wait()
     say("stopping: writing what is queued")

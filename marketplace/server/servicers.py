@@ -578,7 +578,7 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         if not visibility.can_read_ledger(viewer, account):
             raise PermissionDenied("you may read your own account's entries only")
         key = acct_key(account) if account else ""
-        entries = [e for e in self.market.state.ledger if not key or key in (e.debit, e.credit)]
+        entries = self.market.ledger_entries(key)
         found, token = page(entries, _size(msg), msg.page_token)
         return pb.LedgerPage(
             entries=[convert.ledger_entry_to_proto(e) for e in found], next_page_token=token

@@ -3,7 +3,10 @@
 One table per record kind (the record as a JSON document plus a few indexed columns), an
 append-only ledger, event tables, log lines, and the state's counters. The server writes what
 MarketService.drain_changes() returns in ONE transaction before it answers (see app.py), and
-loads everything into a MarketState at start.
+loads into a MarketState at start what can still change (open deployments with their orders,
+bids, leases, declines and events; accounts, providers, the ledger); the records of closed
+deployments, and every SDL and signed request, stay here and are read on demand (Store is the
+core's Archive, core/archive.py).
 
 Durability: WAL journal with synchronous=FULL, so a transaction is on disk when commit()
 returns: it survives kill -9 and power loss. The server commits groups of commands at once
@@ -20,8 +23,9 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
+from marketplace.core.ledger import Replay
 from marketplace.core.state import (
     EVENT_RECORD_FIELDS,
     Account,
@@ -73,7 +77,22 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE TABLE IF NOT EXISTS nonces (
     public_key BLOB, nonce BLOB, timestamp_ms INTEGER, PRIMARY KEY (public_key, nonce));
 CREATE INDEX IF NOT EXISTS nonces_time ON nonces (timestamp_ms);
+
+CREATE INDEX IF NOT EXISTS orders_deployment ON orders (deployment_id);
+CREATE INDEX IF NOT EXISTS leases_deployment ON leases (deployment_id);
+CREATE INDEX IF NOT EXISTS leases_tenant ON leases (tenant);
+CREATE INDEX IF NOT EXISTS leases_provider ON leases (provider);
+CREATE INDEX IF NOT EXISTS deployment_events_deployment ON deployment_events (deployment_id);
+CREATE INDEX IF NOT EXISTS ledger_debit ON ledger (debit);
+CREATE INDEX IF NOT EXISTS ledger_credit ON ledger (credit);
 """
+
+_LEDGER_COLUMNS = "id, time_ms, debit, credit, amount, memo, lease_id"
+_REPLAY_PAGE = 10_000
+
+# What a market loads: the records of deployments not closed (the closed stay in the archive).
+_OPEN_DEPLOYMENTS = "SELECT id FROM deployments WHERE state != 'closed'"
+_OPEN_ORDERS = f"SELECT id FROM orders WHERE deployment_id IN ({_OPEN_DEPLOYMENTS})"
 
 # Large, write-once fields of a Deployment live in their own columns, not in its JSON body,
 # so the body (rewritten at every escrow change) stays small.
@@ -84,6 +103,7 @@ _COUNTERS = ("total_minted", "next_deployment", "next_ledger_id", "next_event_se
 # What the writer binds to a statement's placeholders.
 SqlValue: TypeAlias = int | float | str | bytes | None
 Row: TypeAlias = tuple[SqlValue, ...]
+Decoded = TypeVar("Decoded", Order, Bid, Lease, Decline, DeploymentEvent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +212,11 @@ def changes_batch(changes: Changes) -> Batch:
     return b
 
 
+def _deployment(body: str) -> Deployment:
+    """A stored deployment without its SDL and signed request (Store.manifest reads them)."""
+    return decode(Deployment, {**json.loads(body), "sdl": "", "tenant_request": ""})
+
+
 def logs_batch(lines: Sequence[StoredLogLine]) -> Batch:
     b = Batch()
     b.add(
@@ -293,47 +318,58 @@ class Store:
         rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
-    def load(self) -> MarketState:
-        """The whole market state, as committed."""
+    def load(self, provider_events: int | None = None) -> MarketState:
+        """The market state as committed, less what the archive keeps: the records of closed
+        deployments, and SDLs and signed requests (left empty). Only the newest
+        `provider_events` provider events (all when None)."""
         st = MarketState()
         for (body,) in self._rows("SELECT body FROM accounts"):
             a = decode(Account, json.loads(body))
             st.accounts[a.address] = a
-        for sdl, request, body in self._rows(
-            "SELECT sdl, tenant_request, body FROM deployments ORDER BY rowid"
+        for (body,) in self._rows(
+            "SELECT body FROM deployments WHERE state != 'closed' ORDER BY rowid"
         ):
-            data = json.loads(body)
-            dep = decode(Deployment, {**data, "sdl": "", "tenant_request": ""})
-            dep.sdl, dep.tenant_request = bytes(sdl or b""), bytes(request or b"")
+            dep = _deployment(body)
             st.deployments[dep.id] = dep
-        for (body,) in self._rows("SELECT body FROM orders ORDER BY rowid"):
+        for (body,) in self._rows(
+            f"SELECT body FROM orders WHERE id IN ({_OPEN_ORDERS}) ORDER BY rowid"
+        ):
             o = decode(Order, json.loads(body))
             st.orders[o.id] = o
-        for (body,) in self._rows("SELECT body FROM bids ORDER BY rowid"):
+        for (body,) in self._rows(
+            f"SELECT body FROM bids WHERE order_id IN ({_OPEN_ORDERS}) ORDER BY rowid"
+        ):
             b = decode(Bid, json.loads(body))
             st.bids[b.id] = b
-        for (body,) in self._rows("SELECT body FROM leases ORDER BY rowid"):
+        for (body,) in self._rows(
+            f"SELECT body FROM leases WHERE deployment_id IN ({_OPEN_DEPLOYMENTS}) ORDER BY rowid"
+        ):
             x = decode(Lease, json.loads(body))
             st.leases[x.id] = x
         for (body,) in self._rows("SELECT body FROM providers ORDER BY rowid"):
             p = decode(ProviderRecord, json.loads(body))
             st.providers[p.address] = p
-        for (body,) in self._rows("SELECT body FROM declines ORDER BY rowid"):
+        for (body,) in self._rows(
+            f"SELECT body FROM declines WHERE order_id IN ({_OPEN_ORDERS}) ORDER BY rowid"
+        ):
             d = decode(Decline, json.loads(body))
             st.declines.setdefault(d.order_id, []).append(d)
-        st.ledger = [
-            LedgerEntry(*row)
-            for row in self._rows(
-                "SELECT id, time_ms, debit, credit, amount, memo, lease_id FROM ledger ORDER BY id"
-            )
-        ]
+        # the ledger is history: it stays here (ledger(), ledger_replay())
         st.deployment_events = [
             decode(DeploymentEvent, json.loads(body))
-            for (body,) in self._rows("SELECT body FROM deployment_events ORDER BY seq")
+            for (body,) in self._rows(
+                "SELECT body FROM deployment_events "
+                f"WHERE deployment_id IN ({_OPEN_DEPLOYMENTS}) ORDER BY seq"
+            )
         ]
+        newest = -1 if provider_events is None else provider_events
         st.provider_events = [
             decode(ProviderEvent, json.loads(body))
-            for (body,) in self._rows("SELECT body FROM provider_events ORDER BY seq")
+            for (body,) in self._rows(
+                "SELECT body FROM (SELECT seq, body FROM provider_events ORDER BY seq DESC "
+                "LIMIT ?) ORDER BY seq",
+                (newest,),
+            )
         ]
         for name, value in self._rows("SELECT name, value FROM counters"):
             if name in _COUNTERS:
@@ -348,6 +384,99 @@ class Store:
             (since_ms,),
         )
         return [SeenNonce(bytes(k), bytes(n), t) for k, n, t in rows]
+
+    # --- the archive (core/archive.py): closed records, SDLs and signed requests ---------------
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        rows = self._rows("SELECT body FROM deployments WHERE id = ?", (deployment_id,))
+        return _deployment(rows[0][0]) if rows else None
+
+    def closed_deployments(self, owner: str | None) -> list[Deployment]:
+        sql = "SELECT body FROM deployments WHERE state = 'closed'"
+        rows = (
+            self._rows(f"{sql} AND owner = ?", (owner,)) if owner is not None else self._rows(sql)
+        )
+        return [_deployment(body) for (body,) in rows]
+
+    def order(self, order_id: str) -> Order | None:
+        return self._one(Order, "SELECT body FROM orders WHERE id = ?", order_id)
+
+    def closed_orders(self, deployment_id: str | None) -> list[Order]:
+        sql = "SELECT body FROM orders WHERE state = 'closed'"
+        if deployment_id is None:
+            return self._all(Order, sql)
+        return self._all(Order, f"{sql} AND deployment_id = ?", deployment_id)
+
+    def bid(self, bid_id: str) -> Bid | None:
+        return self._one(Bid, "SELECT body FROM bids WHERE id = ?", bid_id)
+
+    def bids(self, order_id: str) -> list[Bid]:
+        return self._all(Bid, "SELECT body FROM bids WHERE order_id = ?", order_id)
+
+    def lease(self, lease_id: str) -> Lease | None:
+        return self._one(Lease, "SELECT body FROM leases WHERE id = ?", lease_id)
+
+    def closed_leases(
+        self, tenant: str | None, provider: str | None, deployment_id: str | None
+    ) -> list[Lease]:
+        where = ["state = 'closed'"]
+        params: list[SqlValue] = []
+        for column, value in (
+            ("tenant", tenant),
+            ("provider", provider),
+            ("deployment_id", deployment_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return self._all(Lease, f"SELECT body FROM leases WHERE {' AND '.join(where)}", *params)
+
+    def declines(self, order_id: str) -> list[Decline]:
+        sql = "SELECT body FROM declines WHERE order_id = ? ORDER BY rowid"
+        return self._all(Decline, sql, order_id)
+
+    def deployment_events(self, deployment_id: str) -> list[DeploymentEvent]:
+        sql = "SELECT body FROM deployment_events WHERE deployment_id = ? ORDER BY seq"
+        return self._all(DeploymentEvent, sql, deployment_id)
+
+    def manifest(self, deployment_id: str) -> tuple[bytes, bytes]:
+        rows = self._rows(
+            "SELECT sdl, tenant_request FROM deployments WHERE id = ?", (deployment_id,)
+        )
+        if not rows:
+            return b"", b""
+        sdl, request = rows[0]
+        return bytes(sdl or b""), bytes(request or b"")
+
+    def ledger(self, key: str, before_id: int, limit: int | None) -> list[LedgerEntry]:
+        params: list[SqlValue]
+        where, params = "id < ?", [before_id]
+        if key:
+            where += " AND (debit = ? OR credit = ?)"
+            params += [key, key]
+        sql = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE {where} ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [LedgerEntry(*row) for row in reversed(self._rows(sql, params))]
+
+    def ledger_replay(self, before_id: int) -> Replay:
+        replay, after = Replay(), 0
+        while True:  # a page at a time: the whole ledger is never in memory at once
+            page = self._rows(
+                f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE id > ? AND id < ? ORDER BY id "
+                f"LIMIT {_REPLAY_PAGE}",
+                (after, before_id),
+            )
+            replay.add(LedgerEntry(*row) for row in page)
+            if len(page) < _REPLAY_PAGE:
+                return replay
+            after = page[-1][0]
+
+    def _one(self, cls: type[Decoded], sql: str, key: str) -> Decoded | None:
+        rows = self._rows(sql, (key,))
+        return decode(cls, json.loads(rows[0][0])) if rows else None
+
+    def _all(self, cls: type[Decoded], sql: str, *params: SqlValue) -> list[Decoded]:
+        return [decode(cls, json.loads(body)) for (body,) in self._rows(sql, params)]
 
     def last_log_seqs(self) -> dict[str, int]:
         return dict(self._rows("SELECT lease_id, MAX(seq) FROM logs GROUP BY lease_id"))

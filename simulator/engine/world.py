@@ -16,6 +16,7 @@ from typing import TypeVarTuple
 
 import simpy
 
+from marketplace.core.archive import NullArchive
 from marketplace.core.market import MarketConfig, MarketService
 from marketplace.core.resources import (
     GpuOption,
@@ -92,7 +93,8 @@ class World:
             retain_closed=False,
             max_bids_per_order=max(100, m.bidders_per_order),
         )
-        self.market = MarketService(clock, config)
+        # nothing reads a closed record back: it leaves memory as it closes (no archive)
+        self.market = MarketService(clock, config, archive=NullArchive())
         self.costs = reference_costs(scenario.providers)
         self.providers = make_providers(scenario, self.rng)
         models = sorted({p.model for p in self.providers})

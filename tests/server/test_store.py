@@ -60,8 +60,9 @@ def capacity(prefix: str) -> Capacity:
 def run_scenario(market: MarketService, clock: ManualClock, store: Store) -> None:
     """Deployments, bids, declines, a lease that runs, one that fails and re-orders, a close."""
 
-    def commit() -> None:
+    def commit() -> None:  # as the server does: write a drain, then tell the market it is stored
         store.write(changes_batch(market.drain_changes()))
+        market.committed(market.drains)
 
     manifest = parse_manifest(SDL)
     market.fund("admin", "alice", 1_000 * money.MICRO)
@@ -104,17 +105,17 @@ def run_scenario(market: MarketService, clock: ManualClock, store: Store) -> Non
 
 def test_reloaded_state_equals_the_state_before(tmp_path: Path) -> None:
     clock = ManualClock(1_700_000_000_000)
-    market = MarketService(clock, MarketConfig(admin_address="admin"))
     store = Store(tmp_path / "market.db")
+    market = MarketService(clock, MarketConfig(admin_address="admin"), archive=store)
     run_scenario(market, clock, store)
     assert any(x.state == LeaseState.RUNNING for x in market.state.leases.values())
-    assert market.state.ledger and market.state.declines and market.state.provider_events
+    assert market.ledger_entries() and market.state.declines and market.state.provider_events
 
     reopened = Store(tmp_path / "market.db")
     loaded = reopened.load()
     assert loaded == market.state
     # a market rebuilt on the loaded state carries on: books balance, the re-order is open
-    again = MarketService(clock, MarketConfig(admin_address="admin"), loaded)
+    again = MarketService(clock, MarketConfig(admin_address="admin"), loaded, reopened)
     assert again.audit().balanced
     # events come back with the records they name (the store keeps only the ids)
     assert all(e.order is loaded.orders[e.order_id] for e in loaded.provider_events)

@@ -1,0 +1,150 @@
+"""`pip install . && gpumarket demo` works: the installed package carries what its commands read.
+
+The wheel is built from a copy of the package sources (no checkout beside it), installed into a
+fresh virtual environment, and run from an empty temporary directory with no PYTHONPATH, so a
+file read from the checkout (examples/, scripts/) would be missing, as on a user's machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from marketplace.cli.demo_files import DOCKER_UP, SHIPPED, demo_file
+from tests.helpers import EXAMPLES, REPO
+
+# what a wheel is built from: the package sources, nothing else of the checkout
+SOURCES = ("pyproject.toml", "README.md", "marketplace", "provider_agent", "simulator")
+
+
+def checkout_copy(name: str) -> Path:
+    """Where the checkout keeps the file the package ships as `name`."""
+    return REPO / "scripts" / name if name == DOCKER_UP else EXAMPLES / name
+
+
+def test_the_shipped_demo_files_are_the_checkouts() -> None:
+    """examples/ and scripts/ stay for users; the package holds identical copies."""
+    for name in SHIPPED:
+        assert demo_file(name).read_bytes() == checkout_copy(name).read_bytes(), (
+            f"marketplace/cli/demo_files/{name} differs from {checkout_copy(name)}: copy it over"
+        )
+
+
+def _without_checkout() -> dict[str, str]:
+    """The environment without PYTHONPATH (which may point at a checkout)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+@dataclass(frozen=True)
+class Installed:
+    venv: Path
+    cwd: Path  # an empty directory: nothing of the checkout is reachable from it
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args,
+            cwd=self.cwd,
+            env=_without_checkout(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def python(self, code: str) -> str:
+        done = self.run(str(self.venv / "bin" / "python"), "-c", code)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def gpumarket(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.run(str(self.venv / "bin" / "gpumarket"), *args, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    # the build backend, from this interpreter (no build isolation: nothing is downloaded)
+    pytest.importorskip("setuptools", minversion="68")
+    root = tmp_path_factory.mktemp("wheel")
+    src, wheels, venv, cwd = (root / d for d in ("src", "wheels", "venv", "cwd"))
+    src.mkdir()
+    cwd.mkdir()
+    junk = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist")
+    for name in SOURCES:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=junk)
+        else:
+            shutil.copy2(path, src / name)
+    pip = (sys.executable, "-m", "pip")
+    # no build isolation and no index: nothing is downloaded (the machine may be offline)
+    build = (*pip, "wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(wheels))
+    subprocess.run([*build, "-q"], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300
+    )
+    [wheel] = wheels.glob("gpumarket-*.whl")
+    # --force-reinstall: a gpumarket in the system site-packages (an editable install of a
+    # checkout) must not count as installed already
+    install = (str(venv / "bin" / "pip"), "install", "--no-deps", "--no-index", "--force-reinstall")
+    subprocess.run([*install, "-q", str(wheel)], check=True, timeout=300, env=_without_checkout())
+    yield Installed(venv, cwd)
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_what_the_commands_read(installed: Installed) -> None:
+    # the package comes from the wheel, not from the checkout
+    where = installed.python("import marketplace; print(marketplace.__file__)").strip()
+    assert Path(where).is_relative_to(installed.venv), where
+    # every file the demo reads loads from the installed package, identical to the checkout's
+    for name in SHIPPED:
+        shipped = installed.python(
+            "import sys; from marketplace.cli.demo_files import demo_file; "
+            f"sys.stdout.buffer.write(demo_file({name!r}).read_bytes())"
+        )
+        assert shipped == checkout_copy(name).read_text(), name
+    done = installed.gpumarket("demo", "--help")
+    assert done.returncode == 0 and "Run the whole market here" in done.stdout, done.stderr
+    # the README's quick start: the simulator on its built-in scenario
+    done = installed.gpumarket("simulate", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "balanced" in done.stdout and (installed.cwd / "sim-out").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_installed_demo_runs_through(installed: Installed) -> None:
+    done = installed.gpumarket("demo", timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "books balanced" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_installed_package_builds_the_demo_image(installed: Installed) -> None:
+    """The image build (the shipped docker-up.sh) runs from the installed package; under
+    another image name, so the one the other tests use is left alone."""
+    import docker
+
+    image = f"gpumarket/wheel-test:{uuid.uuid4().hex[:8]}"
+    try:
+        out = installed.python(
+            "from marketplace.cli.demo_stack import ensure_image; "
+            f"print(ensure_image(print, {image!r}))"
+        )
+        assert out.strip().splitlines()[-1] == "None", out
+    finally:
+        client = docker.from_env()
+        try:
+            client.images.remove(image, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+        finally:
+            client.close()
