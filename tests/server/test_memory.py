@@ -175,9 +175,12 @@ def lease_and_close(
 
 
 def check_readable(
-    address: str, owner: str, deps: list[pb.Deployment], leases: list[pb.Lease]
+    address: str, keys: tuple[Key, Key], deps: list[pb.Deployment], leases: list[pb.Lease]
 ) -> None:
-    tenant = TenantClient(address)
+    """Everything the tenant (keys[0]) owns reads back; the admin (keys[1]) audits the books."""
+    tenant_key, admin_key = keys
+    owner = tenant_key.address
+    tenant = TenantClient(address, tenant_key)
     for dep in deps:
         got = tenant.get_deployment(dep.id)
         assert (got.id, got.state) == (dep.id, pb.DEPLOYMENT_CLOSED)
@@ -194,7 +197,7 @@ def check_readable(
     kinds = [e.kind for e in tenant.watch_deployment(deps[0].id)]
     assert kinds[0] == DeploymentEventKind.DEPLOYMENT_CREATED
     assert kinds[-1] == DeploymentEventKind.DEPLOYMENT_CLOSED
-    with MarketClient(address) as market:
+    with MarketClient(address, admin_key) as market:
         entries = market.ledger(owner)
         # per deployment: the deposit and the refund
         assert len(entries) == 1 + 2 * len(deps)
@@ -203,9 +206,8 @@ def check_readable(
 
 @pytest.mark.slow
 def test_closed_deployments_leave_memory_and_stay_readable(server: ServerProcess) -> None:
-    admin = TenantClient(
-        server.address, Key.from_pem((server.data_dir / ADMIN_KEY_FILE).read_bytes())
-    )
+    admin_key = Key.from_pem((server.data_dir / ADMIN_KEY_FILE).read_bytes())
+    admin = TenantClient(server.address, admin_key)
     tenant_key = Key.generate()
     admin.fund(tenant_key.address, 10_000 * money.MICRO)
     tenant = TenantClient(server.address, tenant_key)
@@ -227,8 +229,8 @@ def test_closed_deployments_leave_memory_and_stay_readable(server: ServerProcess
     if os.environ.get("GPUMARKET_MEMORY_MEASURE_ONLY"):
         return
     assert grown < RSS_BOUND_MIB, f"server RSS grew {grown:.1f} MiB over {DEPLOYMENTS - WARMUP}"
-    check_readable(server.address, tenant_key.address, deps, leases)
+    check_readable(server.address, (tenant_key, admin_key), deps, leases)
 
     server.stop()
     server.start()
-    check_readable(server.address, tenant_key.address, deps, leases)
+    check_readable(server.address, (tenant_key, admin_key), deps, leases)
