@@ -53,7 +53,7 @@ from provider_agent.config import AgentConfig
 from provider_agent.container import ContainerRuntime, LogLine, RuntimeFailure
 from provider_agent.host import HostCapacity, fit_to_host, read_host
 from provider_agent.inventory import Inventory, Reservations, build_inventory
-from provider_agent.link import MarketLink
+from provider_agent.link import MarketLink, TlsSettings
 from provider_agent.metrics import AgentCounters, MetricsServer, render
 from provider_agent.nvml import GpuMonitor, HostGpus, open_monitor
 from provider_agent.runtime import DockerRuntime
@@ -109,6 +109,15 @@ class _Logs:
     lines: tuple[LogLine, ...]
 
 
+def tls_settings(cfg: AgentConfig) -> TlsSettings | None:
+    """The [marketplace] TLS keys as the link takes them; None: plaintext (loopback)."""
+    m = cfg.marketplace
+    if not m.uses_tls:
+        return None
+    cert = (m.tls_cert, m.tls_key) if m.tls_cert is not None and m.tls_key is not None else None
+    return TlsSettings(ca=m.tls_ca, client_cert=cert)
+
+
 class Agent:
     def __init__(
         self,
@@ -128,7 +137,9 @@ class Agent:
         self.state = state_dir(cfg)
         self.counters = AgentCounters()
         self.reservations = Reservations()
-        self.link = MarketLink(cfg.marketplace.address, key, cfg.marketplace.call_timeout_s)
+        self.link = MarketLink(
+            cfg.marketplace.address, key, cfg.marketplace.call_timeout_s, tls_settings(cfg)
+        )
         self.bidder = Bidder(
             Quoter.from_config(cfg, clock),
             self.link,

@@ -44,6 +44,15 @@ class MarketplaceSection:
     address: str = "127.0.0.1:7420"
     call_timeout_s: float = 5.0
     reconnect_max_s: float = 30.0
+    tls: bool = False  # TLS with the system's roots (implied by tls_ca or tls_cert)
+    tls_ca: Path | None = None  # the CA that signed the marketplace's certificate (PEM)
+    # the agent's client certificate and key (PEM), for a market that asks for mutual TLS
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.tls_ca is not None or self.tls_cert is not None
 
 
 @dataclass(frozen=True)
@@ -267,7 +276,7 @@ def parse_config(
     }
     cfg = AgentConfig(
         provider=_provider(sections["provider"], base),
-        marketplace=_marketplace(sections["marketplace"]),
+        marketplace=_marketplace(sections["marketplace"], base),
         gpu=_gpu(sections["gpu"], base),
         resources=_resources(sections["resources"]),
         pricing=_pricing(sections["pricing"], base),
@@ -303,12 +312,31 @@ def _provider(s: _Section, base: Path) -> ProviderSection:
     )
 
 
-def _marketplace(s: _Section) -> MarketplaceSection:
+def _marketplace(s: _Section, base: Path) -> MarketplaceSection:
+    pem = {key: _pem_file(s, key, base) for key in ("tls_ca", "tls_cert", "tls_key")}
+    if (pem["tls_cert"] is None) != (pem["tls_key"] is None):
+        raise s.error("tls_cert", "and tls_key go together: set both or neither")
     return MarketplaceSection(
         address=s.string("address", MarketplaceSection.address),
         call_timeout_s=s.number("call_timeout_s", 5.0, minimum=0.1),
         reconnect_max_s=s.number("reconnect_max_s", 30.0, minimum=0.1),
+        tls=s.boolean("tls", False),
+        **pem,
     )
+
+
+def _pem_file(s: _Section, key: str, base: Path) -> Path | None:
+    """An optional PEM file, relative to the config file; it must exist and look like PEM."""
+    if s.raw(key) is None:
+        return None
+    path: Path = s.parsed(key, lambda v: _path(v, base))
+    try:
+        head = path.read_bytes()[:4096]
+    except OSError as exc:
+        raise s.error(key, f"cannot read {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in head:
+        raise s.error(key, f"{path} is not a PEM file")
+    return path
 
 
 def _gpu(s: _Section, base: Path) -> GpuSection:

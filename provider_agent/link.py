@@ -17,12 +17,15 @@ logs) are built here.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar, cast
 
 import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from marketplace.api.client import tls_credentials
 from marketplace.api.convert import (
     bid_from_proto,
     endpoint_to_proto,
@@ -60,12 +63,30 @@ def _error(exc: grpc.aio.AioRpcError) -> MarketError:
     return error_from_rpc(exc.code(), exc.details() or "", pairs)
 
 
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS to the marketplace: trust `ca` (None: the system's roots); show `client_cert`
+    (certificate, key) to a market serving mutual TLS."""
+
+    ca: Path | None = None
+    client_cert: tuple[Path, Path] | None = None
+
+
+def _channel(address: str, tls: TlsSettings | None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    creds = tls_credentials(tls.ca, tls.client_cert)
+    return grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+
+
 class MarketLink:
-    def __init__(self, address: str, key: Key, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, address: str, key: Key, timeout_s: float = 5.0, tls: TlsSettings | None = None
+    ) -> None:
         self.address = address
         self.key = key
         self.timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = _channel(address, tls)
         self._stub = pb_grpc.ProviderStub(self._channel)
         self._market_stub = pb_grpc.MarketStub(self._channel)
         self._market_id: str | None = None

@@ -82,13 +82,21 @@ def channel(
     """A channel to the marketplace: TLS when a CA file is given or tls=True (system roots).
     client_cert = (certificate, private key), PEM: shown to a market that asks for mutual TLS."""
     if tls_ca is not None or tls or client_cert is not None:
-        roots = tls_ca.read_bytes() if tls_ca is not None else None
-        cert, key = (p.read_bytes() for p in client_cert) if client_cert else (None, None)
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=roots, private_key=key, certificate_chain=cert
-        )
+        creds = tls_credentials(tls_ca, client_cert)
         return grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
     return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def tls_credentials(
+    tls_ca: Path | None, client_cert: tuple[Path, Path] | None
+) -> grpc.ChannelCredentials:
+    """TLS trusting `tls_ca` (None: the system's roots), showing `client_cert` (certificate,
+    key) when given. The same credentials serve sync channels and grpc.aio ones (the agent)."""
+    roots = tls_ca.read_bytes() if tls_ca is not None else None
+    cert, key = (p.read_bytes() for p in client_cert) if client_cert else (None, None)
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=key, certificate_chain=cert
+    )
 
 
 def _serialize(message: Message) -> bytes:

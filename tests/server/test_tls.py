@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 from collections.abc import Iterator
@@ -18,7 +19,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from marketplace.api.client import MarketClient, MarketUnavailable, channel
 from marketplace.cli.main import cli
+from marketplace.core.errors import Unavailable
 from marketplace.identity import Key
+from provider_agent.agent import read_inventory, tls_settings
+from provider_agent.config import AgentConfig, ConfigError, load_config
+from provider_agent.link import MarketLink
+from tests.helpers import EXAMPLES
 from tests.server.market_process import MarketProcess, refused_start
 
 Name = x509.Name
@@ -240,3 +246,58 @@ def test_files_that_are_not_pem_are_refused(pki: Pki, tmp_path: Path) -> None:
         "--tls-client-ca", str(garbage),
     )  # fmt: skip
     assert (code, lines) == (1, [f"Error: --tls-client-ca {garbage} is not a PEM certificate"])
+
+
+# --- the provider agent over TLS and mutual TLS -----------------------------------------------
+
+
+def agent_config(tmp_path: Path, address: str, marketplace_keys: str) -> AgentConfig:
+    """The replayed-H100 example, pointed at `address` with these [marketplace] TLS keys."""
+    path = tmp_path / "provider.toml"
+    example = (EXAMPLES / "provider-h100-replay.toml").read_text()
+    path.write_text(f'{example}\n[marketplace]\naddress = "{address}"\n{marketplace_keys}\n')
+    return load_config(path)
+
+
+def register_over(cfg: AgentConfig) -> int:
+    """Register the config's provider through the agent's own link; the heartbeat interval."""
+
+    async def register() -> int:
+        link = MarketLink(cfg.marketplace.address, Key.generate(), 5.0, tls_settings(cfg))
+        try:
+            return await link.register(read_inventory(cfg), "https://p.example:8443", "eu-west")
+        finally:
+            await link.close()
+
+    return asyncio.run(register())
+
+
+def test_an_agent_registers_over_mutual_tls(
+    pki: Pki, mtls_market: MarketProcess, tmp_path: Path
+) -> None:
+    keys = f'tls_ca = "{pki.ca.cert}"\ntls_cert = "{pki.client.cert}"\ntls_key = "{pki.client.key}"'
+    assert register_over(agent_config(tmp_path, mtls_market.address, keys)) > 0
+    with (
+        MarketClient(mtls_market.address, tls_ca=pki.ca.cert, timeout_s=5) as client,
+        pytest.raises(MarketUnavailable),  # the same market turns a certificate-less client away
+    ):
+        client.list_providers()
+
+
+def test_an_agent_without_its_certificate_is_turned_away_by_mutual_tls(
+    pki: Pki, mtls_market: MarketProcess, tmp_path: Path
+) -> None:
+    cfg = agent_config(tmp_path, mtls_market.address, f'tls_ca = "{pki.ca.cert}"')
+    with pytest.raises(Unavailable):
+        register_over(cfg)
+
+
+def test_agent_tls_keys_are_checked_when_the_config_is_read(pki: Pki, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"marketplace\.tls_cert: and tls_key go together"):
+        agent_config(tmp_path, "127.0.0.1:1", f'tls_cert = "{pki.client.cert}"')
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(ConfigError, match="is not a PEM file"):
+        agent_config(tmp_path, "127.0.0.1:1", f'tls_ca = "{not_pem}"')
+    with pytest.raises(ConfigError, match="cannot read"):
+        agent_config(tmp_path, "127.0.0.1:1", f'tls_ca = "{tmp_path / "missing.pem"}"')
