@@ -1,19 +1,104 @@
-"""YAML in, with lines kept: decoding, loading (libyaml when the text is plainly shallow, the
-pure-Python loader otherwise), and lookups from a data path to the node it came from, so that
-every problem can name its line."""
+"""YAML in, with lines kept: decoding, loading (libyaml's parser under a bounded composer),
+and lookups from a data path to the node it came from,
+so that every problem can name its line.
+
+A document is bounded while it is composed, before any of it is constructed: at most
+MAX_MANIFEST_NODES nodes, MAX_MANIFEST_DEPTH levels and MAX_MANIFEST_TEXT characters of scalars,
+where an alias costs the whole size of the node it names (so a kilobyte of nested aliases, the
+"billion laughs", is refused after a few thousand events instead of expanding to gigabytes when
+something walks or prints it). A recursive alias is refused too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import yaml
+from yaml._yaml import CParser
+from yaml._yaml import Mark as CMark
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, NodeEvent
+from yaml.nodes import Node, ScalarNode
+from yaml.resolver import Resolver
 
+from marketplace.core.limits import MAX_MANIFEST_DEPTH, MAX_MANIFEST_NODES, MAX_MANIFEST_TEXT
 from marketplace.core.manifest.errors import ManifestError
 
 Path = tuple[str | int, ...]  # keys and list indices from the document's root to a field
-# libyaml's loader when PyYAML was built with it (5-10× faster); the same nodes, marks and errors.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_C_LOADER_MAX_DEPTH = 400
+
+
+class TooLarge(Exception):
+    """The document is over a bound (nodes, depth, text), counted through its aliases."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | CMark | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = mark.line + 1 if mark is not None else 1
+
+
+class _BoundedComposer(Composer):
+    """PyYAML's composer, counting what the document would expand to as it composes it."""
+
+    def __init__(self) -> None:
+        Composer.__init__(self)
+        self._nodes = 0
+        self._text = 0
+        self._depth = 0
+        self._cost: dict[int, tuple[int, int]] = {}  # anchored node → (nodes, characters)
+
+    # provided by the parser the composer is mixed with (CParser)
+    check_event: Callable[..., bool]
+    peek_event: Callable[[], NodeEvent]
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event = self.peek_event()
+        if self.check_event(AliasEvent):
+            node = super().compose_node(parent, index)
+            cost = self._cost.get(id(node))
+            if cost is None:  # its anchor is still open: the alias is inside what it names
+                raise TooLarge(f"recursive alias *{event.anchor}", event.start_mark)
+            self._charge(cost[0], cost[1], event.start_mark)
+            return node
+        self._depth += 1
+        if self._depth > MAX_MANIFEST_DEPTH:
+            raise TooLarge(
+                f"nested too deeply (more than {MAX_MANIFEST_DEPTH} levels)",
+                event.start_mark,
+            )
+        nodes, text = self._nodes, self._text
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        own = len(node.value) if isinstance(node, ScalarNode) else 0
+        self._charge(1, own, event.start_mark)
+        if event.anchor is not None:
+            self._cost[id(node)] = (self._nodes - nodes, self._text - text)
+        return node
+
+    def _charge(self, nodes: int, text: int, mark: yaml.Mark | CMark | None) -> None:
+        self._nodes += nodes
+        self._text += text
+        if self._nodes > MAX_MANIFEST_NODES:
+            raise TooLarge(
+                f"the document expands to more than {MAX_MANIFEST_NODES:,} YAML nodes "
+                "(aliases count as what they repeat)",
+                mark,
+            )
+        if self._text > MAX_MANIFEST_TEXT:
+            raise TooLarge(
+                f"the document expands to more than {MAX_MANIFEST_TEXT:,} characters of text "
+                "(aliases count as what they repeat)",
+                mark,
+            )
+
+
+class _Loader(_BoundedComposer, CParser, SafeConstructor, Resolver):
+    """libyaml's parser (5-10× faster) under the bounded composer: the same nodes and marks."""
+
+    def __init__(self, text: str) -> None:
+        CParser.__init__(self, text)
+        _BoundedComposer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
 
 
 def _decode(raw: bytes, source: str) -> str:
@@ -37,16 +122,18 @@ def load_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, object]:
     YAML refuses."""
     text = _decode(raw, source)
     try:
-        # libyaml recurses in C and crashes the process on absurdly deep nesting; only plainly
-        # shallow text goes to it, the rest to the pure-Python loader (RecursionError is caught).
-        loader = (
-            _Loader(text) if _nesting_bound(text) <= _C_LOADER_MAX_DEPTH else yaml.SafeLoader(text)
-        )
+        # libyaml's parser keeps its nesting on the heap; the composer (Python, ours) stops at
+        # MAX_MANIFEST_DEPTH, so no nesting reaches a recursion limit.
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
+    except TooLarge as exc:
+        raise ManifestError(
+            f"manifest too large: {exc.problem}", line=exc.line, source=source
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -66,30 +153,6 @@ def load_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, object]:
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp out of range
         raise ManifestError(f"invalid YAML value: {exc}", source=source) from None
     return node, data
-
-
-def _nesting_bound(text: str) -> int:
-    """A cheap upper bound on YAML nesting depth: flow brackets plus, per line, indentation and
-    block markers. Quotes are not understood, so the bound may be high, never low."""
-    depth = deepest = 0
-    for char in text:
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    block = max(
-        (
-            len(line)
-            - len(line.lstrip(" "))
-            + line.count("- ")
-            + line.count(": ")
-            + line.count("? ")
-            for line in text.splitlines()
-        ),
-        default=0,
-    )
-    return deepest + block
 
 
 def _char(character: object) -> str:
