@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from marketplace.core.limits import MAX_AMOUNT
+
 
 @dataclass(frozen=True)
 class MarketConfig:
@@ -17,6 +19,9 @@ class MarketConfig:
     reliability_prior_bad: float = 1.0
     admin_address: str = ""  # the faucet key: the only signer fund() accepts
     min_deposit: int = 1
+    # the most money that may ever be minted (so no balance passes the store's int64); None is
+    # no cap, for the simulator alone, whose books never reach a store
+    mint_limit: int | None = MAX_AMOUNT
     denom: str = "uact"
     journal: bool = True  # mark changed records for drain_changes(); off for the simulator
     record_events: bool = True  # keep deployment/provider events; off for the simulator

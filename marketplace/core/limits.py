@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from marketplace.core.errors import InvalidArgument
+from marketplace.core.matching import Capacity
+from marketplace.core.state import Endpoint, Offer
 
 # --- money (micro-units) ---------------------------------------------------------------------
 MAX_AMOUNT = 10**18  # one payment or deposit, the total ever minted, any balance (int64 < 9.3e18)
@@ -166,6 +168,38 @@ def check_amount(field: str, amount: int, most: int = MAX_AMOUNT) -> int:
     if amount > most:
         raise InvalidArgument(f"{field} {amount:,} is over the maximum of {most:,} micro-units")
     return amount
+
+
+def check_capacity(capacity: Capacity) -> None:
+    """What a provider registers or heartbeats: no negative size, a bounded list of GPUs."""
+    for field in ("cpu_millis", "memory_bytes", "storage_bytes"):
+        value = getattr(capacity, field)
+        if not 0 <= value <= MAX_AMOUNT:
+            raise InvalidArgument(f"inventory {field} {shown(value)} is outside 0..{MAX_AMOUNT:,}")
+    check_texts("gpu uuid", (device.uuid for device in capacity.gpus), MAX_GPUS)
+
+
+def check_offer(offer: Offer) -> None:
+    check_texts("gpu model", offer.gpu_models, MAX_OFFER_ITEMS)
+    check_texts("gpu uuid", offer.gpu_uuids, MAX_OFFER_ITEMS)
+    check_text("driver version", offer.driver_version)
+    check_text("cuda version", offer.cuda_version)
+    check_text("region", offer.region)
+    if not 0 <= offer.price_per_gpu_hour <= MAX_PRICE_PER_HOUR:
+        raise InvalidArgument(
+            f"offer price_per_gpu_hour {shown(offer.price_per_gpu_hour)} is outside "
+            f"0..{MAX_PRICE_PER_HOUR:,}"
+        )
+
+
+def check_endpoints(endpoints: tuple[Endpoint, ...]) -> None:
+    if len(endpoints) > MAX_ENDPOINTS:
+        raise InvalidArgument(f"{len(endpoints):,} endpoints; the limit is {MAX_ENDPOINTS}")
+    for endpoint in endpoints:
+        check_text("endpoint service", endpoint.service)
+        check_text("endpoint host", endpoint.host)
+        check_text("endpoint uri", endpoint.uri)
+        check_text("endpoint proto", endpoint.proto)
 
 
 def escape_log_line(line: str) -> str:

@@ -8,9 +8,11 @@ rule (PermissionDenied). Core errors become gRPC statuses in one place (api/stat
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn, TypeAlias, TypeVar
 
 import grpc
@@ -22,9 +24,10 @@ from marketplace.api.envelope import open_envelope
 from marketplace.api.status import ERROR_KEY, error_name, status_of
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
+from marketplace.core import limits
 from marketplace.core.errors import InvalidArgument, MarketError
 from marketplace.core.events import DeploymentEventKind
-from marketplace.core.manifest import ManifestError, parse_manifest
+from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
 from marketplace.core.market import MarketService
 from marketplace.core.resources import GroupSpec
 from marketplace.core.state import (
@@ -45,7 +48,11 @@ Request = TypeVar("Request", bound=Message)
 Reply = TypeVar("Reply", bound=Message)
 Context: TypeAlias = grpc.aio.ServicerContext[Message, Message]
 
-MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_MANIFEST_BYTES = limits.MAX_MANIFEST_BYTES
+# Manifests are parsed here, off the event loop, so that heartbeats and health checks never wait
+# behind one (parsing is bounded, but a big SDL takes tens of ms). Two threads: many hostile
+# manifests at once queue up rather than multiply the memory they may take.
+_PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="manifest")
 MAX_LIST = 10_000
 
 
@@ -102,6 +109,15 @@ class _Base:
         return open_envelope(request, message_class, self.app.guard)
 
 
+async def _parse_off_loop(sdl: bytes) -> Manifest:
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            _PARSERS, parse_manifest, sdl, "manifest"
+        )
+    except ManifestError as exc:
+        raise InvalidArgument("; ".join(e.location_message for e in exc.errors)) from None
+
+
 def _limit(request: pb.ListRequest) -> int:
     return min(request.limit, MAX_LIST) if request.limit > 0 else MAX_LIST
 
@@ -125,6 +141,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     @unary
     async def Fund(self, request: pb.SignedRequest, context: Context) -> pb.Account:
         signer, msg = self.open(request, pb.FundAccount)
+        limits.check_address("fund: address", msg.address)
         return await self.app.run(
             lambda: self.market.fund(signer, msg.address, msg.amount), self._account
         )
@@ -136,10 +153,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
             raise InvalidArgument(
                 f"manifest is {len(msg.sdl):,} bytes; the limit is {MAX_MANIFEST_BYTES:,} (1 MiB)"
             )
-        try:
-            manifest = parse_manifest(msg.sdl, "manifest")
-        except ManifestError as exc:
-            raise InvalidArgument("; ".join(e.location_message for e in exc.errors)) from None
+        manifest = await _parse_off_loop(bytes(msg.sdl))
         signed = request.SerializeToString()
         return await self.app.run(
             lambda: self.market.create_deployment(

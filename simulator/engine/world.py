@@ -91,6 +91,7 @@ class World:
             keep_ledger=False,
             retain_closed=False,
             max_bids_per_order=max(100, m.bidders_per_order),
+            mint_limit=None,  # every tenant is funded 10^18: the books stay in memory
         )
         self.market = MarketService(clock, config)
         self.costs = reference_costs(scenario.providers)
