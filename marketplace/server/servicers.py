@@ -50,20 +50,34 @@ Context: TypeAlias = grpc.aio.ServicerContext[Message, Message]
 
 MAX_MANIFEST_BYTES = limits.MAX_MANIFEST_BYTES
 # Manifests are parsed here, off the event loop, so that heartbeats and health checks never wait
-# behind one (parsing is bounded, but a big SDL takes tens of ms). Two threads: many hostile
-# manifests at once queue up rather than multiply the memory they may take.
-_PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="manifest")
+# behind one (parsing is bounded, but a big SDL takes tens of ms). One thread: many hostile
+# manifests at once queue up rather than multiply the memory they take, and the loop shares
+# the GIL with one parser only (health checks p99 ~35 ms under attack, ~60 ms with two).
+_PARSERS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest")
 MAX_LIST = 10_000
 
 
 async def _abort(context: Context, exc: Exception) -> NoReturn:
+    if not isinstance(exc, MarketError | WatcherOverflow):
+        log.error("internal error", exc_info=exc)
+    # context.abort() leaves a reference cycle (gRPC's call state ↔ its AbortError ↔ frames)
+    # that only the collector frees, and it counts objects, not bytes: whatever the frames of
+    # the error's tracebacks hold (a 1 MiB request, a parsed manifest) stayed, and hostile
+    # requests grew the server by ~1 MiB each. Dropped here, it is freed at once.
+    _drop_tracebacks(exc)
     if isinstance(exc, MarketError):
         context.set_trailing_metadata(((ERROR_KEY, error_name(exc)),))
         await context.abort(status_of(exc), str(exc))
     if isinstance(exc, WatcherOverflow):
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-    log.error("internal error", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+
+def _drop_tracebacks(exc: BaseException | None) -> None:
+    seen = 0
+    while exc is not None and seen < 16:
+        exc.__traceback__ = None
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
 
 
 def unary(
@@ -76,6 +90,7 @@ def unary(
         try:
             return await method(self, request, context)
         except Exception as exc:
+            del request  # see _abort: the abort's cycle must not hold the request
             await _abort(context, exc)
 
     return wrapper
@@ -92,6 +107,7 @@ def stream(
             async for item in method(self, request, context):
                 yield item
         except Exception as exc:
+            del request  # see _abort
             await _abort(context, exc)
 
     return wrapper

@@ -66,7 +66,7 @@ HOSTILE: dict[str, Callable[[], str]] = {
     "recursive alias (mapping)": lambda: in_restart("&r {x: *r}"),
     "long scalar through aliases": lambda: in_restart(long_text()),
     "deep flow nesting": lambda: in_restart("[" * 100_000 + "]" * 100_000),
-    "deep block nesting": lambda: "a:\n" + "".join("  " * i + "- \n" for i in range(1, 5_000)),
+    "deep block nesting": lambda: "a:\n" + "".join("  " * i + "- \n" for i in range(1, 300)),
     "deep mapping nesting": lambda: in_restart("{a: " * 50_000 + "x" + "}" * 50_000),
     "many keys": lambda: "version: '2.0'\nx:\n" + "".join(f"  k{i}: v\n" for i in range(50_000)),
     "many list items": lambda: in_restart("[" + ",".join(["1"] * 200_000) + "]"),

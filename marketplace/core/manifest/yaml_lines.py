@@ -100,6 +100,15 @@ class _Loader(_BoundedComposer, CParser, SafeConstructor, Resolver):
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
 
+    def release(self) -> None:
+        """Drop what a parse that stopped half-way still holds (the constructor's pending
+        generators refer back to the loader: a cycle only the collector would free)."""
+        self.anchors = {}
+        self._cost = {}
+        self.constructed_objects = {}
+        self.recursive_objects = {}
+        self.state_generators = []
+
 
 def _decode(raw: bytes, source: str) -> str:
     """UTF-8 (with or without BOM) or UTF-16 with a BOM, as YAML allows; anything else is binary."""
@@ -121,38 +130,42 @@ def load_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, object]:
     """The node tree (for lines) and the data of one YAML document; ManifestError on anything
     YAML refuses."""
     text = _decode(raw, source)
+    error: ManifestError
     try:
-        # libyaml's parser keeps its nesting on the heap; the composer (Python, ours) stops at
-        # MAX_MANIFEST_DEPTH, so no nesting reaches a recursion limit.
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
+        return _load(text)
     except TooLarge as exc:
-        raise ManifestError(
-            f"manifest too large: {exc.problem}", line=exc.line, source=source
-        ) from None
+        error = ManifestError(f"manifest too large: {exc.problem}", line=exc.line, source=source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         what = exc.problem or exc.context or "malformed"
-        raise ManifestError(f"invalid YAML: {what}", line=line, source=source) from None
+        error = ManifestError(f"invalid YAML: {what}", line=line, source=source)
     except yaml.reader.ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
-        raise ManifestError(
-            f"invalid YAML: unacceptable character {_char(exc.character)}",
-            line=line,
-            source=source,
-        ) from None
+        what = f"invalid YAML: unacceptable character {_char(exc.character)}"
+        error = ManifestError(what, line=line, source=source)
     except yaml.YAMLError as exc:
-        raise ManifestError(f"invalid YAML: {exc}", source=source) from None
+        error = ManifestError(f"invalid YAML: {exc}", source=source)
     except RecursionError:
-        raise ManifestError("invalid YAML: nested too deeply", source=source) from None
+        error = ManifestError("invalid YAML: nested too deeply", source=source)
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp out of range
-        raise ManifestError(f"invalid YAML value: {exc}", source=source) from None
-    return node, data
+        error = ManifestError(f"invalid YAML value: {exc}", source=source)
+    # Raised outside the handlers, so it carries no traceback of the parse: the partly composed
+    # document is freed at once by reference counting. (Chained to the YAML error, it stayed
+    # alive in cycles until the collector ran; hostile manifests made that a 0.5 s pause.)
+    raise error
+
+
+def _load(text: str) -> tuple[yaml.Node | None, object]:
+    # libyaml's parser keeps its nesting on the heap; the composer (Python, ours) stops at
+    # MAX_MANIFEST_DEPTH, so no nesting reaches a recursion limit.
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+        loader.release()
 
 
 def _char(character: object) -> str:
