@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.matching import Capacity
+from marketplace.core.resources import GroupSpec
 from marketplace.core.state import Endpoint, Offer
 
 # --- money (micro-units) ---------------------------------------------------------------------
@@ -67,10 +68,13 @@ TEXT: Mapping[str, TextLimit] = {
     "endpoint uri": TextLimit(512),
     "endpoint service": TextLimit(63),
     "endpoint proto": TextLimit(8),
+    "group name": TextLimit(128),
+    "auditor": TextLimit(128),
     "id": TextLimit(128, required=True),  # deployment, order, bid and lease ids
     "address": TextLimit(64, required=True),
 }
-MAX_ATTRIBUTES = 64  # per provider
+MAX_ATTRIBUTES = 64  # per provider, and per group's placement requirements
+MAX_GROUPS = 256  # placement groups in one deployment
 MAX_GPUS = 256  # devices one provider registers
 MAX_OFFER_ITEMS = 256  # GPU models/uuids named in one bid offer
 MAX_ENDPOINTS = 256  # per lease status report
@@ -79,7 +83,7 @@ MAX_RUNNING_IDS = 10_000  # lease ids in one heartbeat
 # --- logs ----------------------------------------------------------------------------------------
 MAX_LOG_LINES_PER_BATCH = 5_000
 MAX_LOG_LINE_CHARS = 16_384  # after escaping
-LOG_STREAMS = ("stdout", "stderr")
+LOG_STREAMS = ("stdout", "stderr", "system")  # system: what the agent says about the lease
 
 # --- addresses -----------------------------------------------------------------------------------
 ADDRESS_PREFIX = "gm1"
@@ -168,6 +172,14 @@ def check_amount(field: str, amount: int, most: int = MAX_AMOUNT) -> int:
     if amount > most:
         raise InvalidArgument(f"{field} {amount:,} is over the maximum of {most:,} micro-units")
     return amount
+
+
+def check_group_texts(group: GroupSpec) -> None:
+    """What every provider sees of a group (its order): its name and placement requirements."""
+    check_text("group name", group.name)
+    check_attributes(dict(group.requirements.attributes))
+    check_texts("auditor", group.requirements.signed_by_all_of, MAX_ATTRIBUTES)
+    check_texts("auditor", group.requirements.signed_by_any_of, MAX_ATTRIBUTES)
 
 
 def check_capacity(capacity: Capacity) -> None:

@@ -437,8 +437,11 @@ class MarketService(MarketReads):
             raise InvalidArgument("owner is empty")
         if not groups:
             raise InvalidArgument("a deployment needs at least one placement group")
+        if len(groups) > limits.MAX_GROUPS:
+            raise InvalidArgument(f"{len(groups)} groups; the limit is {limits.MAX_GROUPS}")
         for group in groups:
             self._check_group_price(group)
+            limits.check_group_texts(group)
         floor = max(self.config.min_deposit, 1)
         if deposit < floor:
             raise InvalidArgument(

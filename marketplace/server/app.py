@@ -197,7 +197,10 @@ class MarketApp:
             )
         for line in batch.lines:
             if line.stream and line.stream not in limits.LOG_STREAMS:
-                raise InvalidArgument(f"log stream {limits.shown(line.stream)}: stdout or stderr")
+                streams = ", ".join(limits.LOG_STREAMS)
+                raise InvalidArgument(
+                    f"log stream {limits.shown(line.stream)}: use one of {streams}"
+                )
         now = self.clock.now_ms()
         seq = self._log_seq.get(lease.id, 0)
         lines = []

@@ -242,3 +242,20 @@ def test_senders_can_make_free_text_fit() -> None:
     text = limits.display_safe("line one\nline two\x1b[0m" + "x" * 5000, "decline reason")
     assert len(text) == 1024 and "\n" not in text and "\x1b" not in text
     assert limits.check_text("decline reason", text) == text
+
+
+def test_group_names_and_requirements_are_bounded(market: MarketService) -> None:
+    base = group()
+    named = GroupSpec(HUGE, base.requirements, base.resources)
+    assert "group name" in refused(
+        market.create_deployment, TENANT, [named], JobSettings(), b"", b"", b"", 10
+    )
+    wanting = GroupSpec("dc", PlacementRequirements(attributes=(("region", HUGE),)), base.resources)
+    assert "attribute value" in refused(
+        market.create_deployment, TENANT, [wanting], JobSettings(), b"", b"", b"", 10
+    )
+    many = [group()] * (limits.MAX_GROUPS + 1)
+    assert "groups; the limit is 256" in refused(
+        market.create_deployment, TENANT, many, JobSettings(), b"", b"", b"", 10
+    )
+    assert market.list_deployments() == []

@@ -185,3 +185,26 @@ def test_shown_cuts_before_formatting() -> None:
     assert limits.shown(2**10_000) == "<int>"
     assert limits.shown(12) == "12" and limits.shown("ok") == "'ok'"
     assert time.perf_counter() - started < 0.05
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("    dc:\n", "    " + "d" * 500 + ":\n", "invalid placement name 'dddd"),
+        ("    dc:\n", '    "d\\x1bc":\n', "invalid placement name"),
+        ("{region: eu}", "{region: " + "e" * 5000 + "}", "attribute value 'eeee"),
+        ("{region: eu}", '{region: "e\\nu"}', "must be printable"),
+        (
+            "      attributes: {region: eu}",
+            "      signedBy: {anyOf: [" + "a" * 500 + "]}\n      attributes: {region: eu}",
+            "invalid auditor 'aaaa",
+        ),
+    ],
+)
+def test_what_every_provider_sees_of_a_group_is_bounded(old: str, new: str, expected: str) -> None:
+    text = BASE.replace(old, new, 1)
+    assert text != BASE
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text)
+    assert any(expected in str(error) for error in caught.value.errors), caught.value
+    assert all(len(str(error)) < 400 for error in caught.value.errors)

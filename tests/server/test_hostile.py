@@ -329,7 +329,7 @@ def test_log_lines_are_stored_display_safe(server: ServerThread) -> None:
     wait_until(lambda: _has_lease(tenant, bid.id), 10, "the lease", interval=0.05)
     line = pb.LogLine(stream="stdout", line="\x1b[31mred\x1b[0m\x1b]52;c;cGF3bmVk\x07 done")
     provider.report_logs(bid.id, [line])
-    with pytest.raises(InvalidArgument, match="stdout or stderr"):
+    with pytest.raises(InvalidArgument, match="use one of stdout, stderr, system"):
         provider.report_logs(bid.id, [pb.LogLine(stream="x" * 10_000, line="hi")])
     (stored,) = tenant.stream_logs(bid.id)
     assert stored.line == "\\x1b[31mred\\x1b[0m\\x1b]52;c;cGF3bmVk\\x07 done"

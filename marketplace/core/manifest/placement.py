@@ -15,6 +15,8 @@ from marketplace.core.money import BLOCK_SECONDS, DENOMS, per_block_to_per_hour
 from marketplace.core.resources import PlacementRequirements
 
 _DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+_NAME = re.compile(r"[^\x00-\x20\x7f-\x9f]{1,128}")  # a group's name: every provider sees it
+_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f-\x9f]{0,256}")  # an attribute's value
 # the least price per block that converts to 1 micro-unit per hour (money.per_block_to_per_hour)
 MIN_PRICE = (BLOCK_SECONDS / 3600).quantize(Decimal("0.0001"), rounding=ROUND_CEILING)
 
@@ -32,6 +34,10 @@ def read_placements(ctx: ParseContext, value: object) -> dict[str, Placement | N
     result: dict[str, Placement | None] = {}
     for name, spec in mapping(value, path, allow_none=True).items():
         ppath = (*path, str(name))
+        if not _NAME.fullmatch(str(name)):
+            problem = f"invalid placement name {shown(str(name))} (1-128 printable characters)"
+            ctx.errors.append(Problem(ppath, problem))
+            continue
         result[str(name)] = ctx.collect(read_placement, ctx, spec, ppath)
     return result
 
@@ -50,13 +56,22 @@ def read_placement(ctx: ParseContext, value: object, path: Path) -> Placement:
         if isinstance(val, dict | list) or val is None:
             got = units.type_name(val)
             raise Problem((*apath, str(key)), f"attribute value must be a string, got {got}")
-        attributes.append((key_text, ctx.raw((*apath, str(key)), val)))
+        text = ctx.raw((*apath, str(key)), val)
+        if not _VALUE.fullmatch(text):
+            problem = f"attribute value {shown(text)} must be printable, at most 256 characters"
+            raise Problem((*apath, str(key)), problem)
+        attributes.append((key_text, text))
     signed = mapping(spec.get("signedBy"), (*path, "signedBy"), allow_none=True)
     for key in signed:
         if key not in ("allOf", "anyOf"):
             ctx.warn((*path, "signedBy", str(key)), f"unknown key {shown(str(key))} ignored")
     all_of = ctx.strings(signed.get("allOf"), (*path, "signedBy", "allOf"))
     any_of = ctx.strings(signed.get("anyOf"), (*path, "signedBy", "anyOf"))
+    for which, auditors in (("allOf", all_of), ("anyOf", any_of)):
+        for i, auditor in enumerate(auditors):
+            if not _NAME.fullmatch(auditor):
+                problem = f"invalid auditor {shown(auditor)} (1-128 printable characters)"
+                raise Problem((*path, "signedBy", which, i), problem)
     pricing: dict[str, tuple[str, Decimal]] = {}
     ppath = (*path, "pricing")
     for profile, coin in mapping(spec.get("pricing"), ppath, allow_none=True).items():
