@@ -31,10 +31,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from marketplace.core.clock import Clock
 from marketplace.core.errors import InvalidArgument, NotFound, Unauthenticated
+from marketplace.core.limits import ADDRESS_PREFIX as ADDRESS_PREFIX  # the core checks addresses
+from marketplace.core.limits import is_address as is_address  # (limits.is_address) without us
 
 DOMAIN = b"gpumarket/v1\x00"
 NONCE_BYTES = 16
-ADDRESS_PREFIX = "gm1"
 # A request older or newer than this (against the verifier's clock) is refused as stale.
 DEFAULT_MAX_SKEW_MS = 60_000
 

@@ -39,6 +39,7 @@ from marketplace.api.status import error_from_rpc
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core.errors import MarketError, PermissionDenied, Unauthenticated
+from marketplace.core.limits import display_safe
 from marketplace.core.provider_feed import FeedEvent, LeaseManifest
 from marketplace.core.state import Bid, Lease, Offer
 from marketplace.identity import Key
@@ -175,7 +176,11 @@ class MarketLink:
         )
 
     async def decline(self, order_id: str, reason: str) -> None:
-        await self._call("DeclineOrder", pb.DeclineOrder(order_id=order_id, reason=reason), pb.Ack)
+        await self._call(
+            "DeclineOrder",
+            pb.DeclineOrder(order_id=order_id, reason=display_safe(reason, "decline reason")),
+            pb.Ack,
+        )
 
     async def get_manifest(self, lease_id: str, tenant: str) -> LeaseManifest:
         """The lease's manifest, once its bytes are shown to be what `tenant` signed. Raises
@@ -193,7 +198,7 @@ class MarketLink:
             exited=report.exited,
             exit_code=report.exit_code,
             oom_killed=report.oom_killed,
-            message=report.message,
+            message=display_safe(report.message, "lease message"),  # fits what the market takes
         )
         return lease_from_proto(await self._call("ReportLeaseStatus", msg, pb.Lease))
 
@@ -213,7 +218,7 @@ class MarketLink:
         await self._call("ReportLogs", msg, pb.Ack)
 
     async def close_lease(self, lease_id: str, message: str) -> Lease:
-        msg = pb.CloseLease(lease_id=lease_id, message=message)
+        msg = pb.CloseLease(lease_id=lease_id, message=display_safe(message, "close message"))
         return lease_from_proto(await self._call("CloseLease", msg, pb.Lease))
 
 

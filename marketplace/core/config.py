@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from marketplace.core.limits import MAX_AMOUNT
+
 # The longest bid window a manifest may ask for (gpumarket.auction.bid_window): a provider holds
 # capacity for its bid while the window is open, so the window bounds that hold. Akash's
 # providers give up on a bid after 5 minutes too.
@@ -22,6 +24,9 @@ class MarketConfig:
     reliability_prior_bad: float = 1.0
     admin_address: str = ""  # the faucet key: the only signer fund() accepts
     min_deposit: int = 1
+    # the most money that may ever be minted (so no balance passes the store's int64); None is
+    # no cap, for the simulator alone, whose books never reach a store
+    mint_limit: int | None = MAX_AMOUNT
     denom: str = "uact"
     journal: bool = True  # mark changed records for drain_changes(); off for the simulator
     record_events: bool = True  # keep deployment/provider events; off for the simulator

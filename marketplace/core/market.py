@@ -22,7 +22,7 @@ Rules (see also auction.py, ledger.py, leases.py, reliability.py):
   arrived by then. Manual orders (auction.manual) are never awarded by the clock: the tenant calls
   accept_bid (any open, still-eligible bid; it is paid its own price).
 - Eligible bid: order open; provider registered, online, not draining; price > 0 and ≤ the group
-  maximum (a maximum of 0 means none); placement attributes match (matching.placement_mismatches);
+  maximum (every group has one, at least 1 micro-unit per hour); placement attributes match (matching.placement_mismatches);
   the group fits the provider's registered capacity minus what its pending and running leases
   hold (matching.allocate; when the offer names GPU uuids, only those); the provider's
   reliability ≥ the order's min_reliability. The same checks run again at award time; a bid that
@@ -47,6 +47,8 @@ Rules (see also auction.py, ledger.py, leases.py, reliability.py):
   runtime and for insufficient funds never re-order.
 - A deployment whose groups are all finished (no open order, no open lease) closes by itself and
   its escrow's rest is refunded to the tenant.
+- Inputs: every string, list and amount a command stores is checked first against limits.py
+  (InvalidArgument naming the field and the limit); no money total may pass config.mint_limit.
 - Pending too long: a lease not reported running within manifest_timeout_ms closes
   manifest_timeout (re-ordered per policy).
 - Reservations (a provider holds capacity for each bid it places, so an idle order must not
@@ -77,7 +79,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from marketplace.core import auction, leases, ledger, matching, money, units
+from marketplace.core import auction, leases, ledger, limits, matching, money, units
 from marketplace.core.archive import Archive, NullArchive
 from marketplace.core.clock import Clock
 from marketplace.core.config import MarketConfig as MarketConfig
@@ -456,8 +458,20 @@ class MarketService(MarketReads):
             raise InvalidArgument("fund: address is empty")
         if amount <= 0:
             raise InvalidArgument(f"fund: amount must be positive, got {amount}")
+        limits.check_text("address", address)
+        limits.check_amount("fund: amount", amount)
+        self._check_mint(amount)
         self.ledger.transfer(self.clock.now_ms(), MINT, acct_key(address), amount, "faucet")
         return self.state.accounts[address]
+
+    def _check_mint(self, amount: int) -> None:
+        """Refuse to mint past config.mint_limit (every balance stays under it: see limits.py)."""
+        cap = self.config.mint_limit
+        if cap is not None and self.state.total_minted + amount > cap:
+            raise FailedPrecondition(
+                f"minting {amount:,} would bring the money in existence past the market's "
+                f"limit of {cap:,} micro-units ({self.state.total_minted:,} minted so far)"
+            )
 
     # ==== deployments ======================================================================
     def _own_deployment(self, owner: str, deployment_id: str) -> Deployment:
@@ -483,15 +497,18 @@ class MarketService(MarketReads):
             raise InvalidArgument("owner is empty")
         if not groups:
             raise InvalidArgument("a deployment needs at least one placement group")
+        if len(groups) > limits.MAX_GROUPS:
+            raise InvalidArgument(f"{len(groups)} groups; the limit is {limits.MAX_GROUPS}")
         for group in groups:
-            if group.max_price_per_hour < 0:
-                raise InvalidArgument(f"group {group.name}: negative maximum price")
+            self._check_group_price(group)
+            limits.check_group_texts(group)
         floor = max(self.config.min_deposit, 1)
         if deposit < floor:
             raise InvalidArgument(
                 f"deposit {money.format_amount(deposit)} is below the minimum "
                 f"{money.format_amount(floor)}"
             )
+        limits.check_amount("deposit", deposit)
         self._check_reservation_terms(groups, job, deposit)
         balance = self.get_account(owner).balance
         if balance < deposit:
@@ -527,6 +544,23 @@ class MarketService(MarketReads):
             dep.group_orders.append("")
             self._open_order(dep, gseq, 1, now)
         return dep
+
+    @staticmethod
+    def _check_group_price(group: GroupSpec) -> None:
+        """Every group has a maximum price, 1 ≤ max ≤ MAX_PRICE_PER_HOUR: zero is no cap."""
+        maximum = group.max_price_per_hour
+        if maximum < 0:
+            raise InvalidArgument(f"group {group.name}: negative maximum price")
+        if maximum == 0:
+            raise InvalidArgument(
+                f"group {group.name}: maximum price is 0 per hour; a group needs a maximum "
+                "of at least 1 micro-unit per hour (there is no uncapped group)"
+            )
+        if maximum > limits.MAX_PRICE_PER_HOUR:
+            raise InvalidArgument(
+                f"group {group.name}: maximum price {maximum:,} per hour is over the limit "
+                f"of {limits.MAX_PRICE_PER_HOUR:,}"
+            )
 
     def _open_order(
         self, dep: Deployment, gseq: int, oseq: int, now: int, excluded: str = ""
@@ -635,6 +669,11 @@ class MarketService(MarketReads):
             raise FailedPrecondition(f"deployment {deployment_id} is closed")
         if amount <= 0:
             raise InvalidArgument(f"deposit must be positive, got {amount}")
+        limits.check_amount("deposit", amount)
+        if dep.deposited + amount > limits.MAX_AMOUNT:
+            raise InvalidArgument(
+                f"deposit: {deployment_id} would hold more than {limits.MAX_AMOUNT:,} in total"
+            )
         balance = self.get_account(owner).balance
         if balance < amount:
             raise InsufficientFunds(
@@ -677,7 +716,7 @@ class MarketService(MarketReads):
         if order.excluded_provider == prov.address and self.clock.now_ms() < order.closes_at_ms:
             return "provider failed to start this group's last lease: it sits out this bid window"
         maximum = order.group.max_price_per_hour
-        if maximum > 0 and price > maximum:
+        if price > maximum:  # always capped: a group without a maximum cannot be created
             return (
                 f"price {money.format_amount(price)}/h is above the tenant's maximum "
                 f"{money.format_amount(maximum)}/h"
@@ -1006,6 +1045,7 @@ class MarketService(MarketReads):
         """Tenant or provider closes a lease; settles; re-orders per the restart policy (a close
         by the provider counts as a failure it caused; a close by the tenant never re-orders)."""
         self.tick()
+        limits.check_text("close message", message)
         lease = self.get_lease(lease_id)
         if actor not in (lease.tenant, lease.provider):
             raise PermissionDenied(f"lease {lease_id} is neither yours as tenant nor as provider")
@@ -1052,6 +1092,8 @@ class MarketService(MarketReads):
             raise FailedPrecondition(f"lease {lease_id} is closed ({lease.close_reason})")
         now = self.clock.now_ms()
         endpoints = tuple(endpoints)
+        limits.check_endpoints(endpoints)
+        limits.check_text("lease message", message)
         if endpoints:
             lease.endpoints = endpoints
         if message:
@@ -1117,6 +1159,7 @@ class MarketService(MarketReads):
             raise InvalidArgument("provider address is empty")
         if not isinstance(capacity, matching.Capacity):
             raise InvalidArgument("capacity must be a matching.Capacity")
+        self._check_registration(address, host_uri, attributes, capacity, region, version)
         now = self.clock.now_ms()
         prov = self.state.providers.get(address)
         if prov is None:
@@ -1141,6 +1184,22 @@ class MarketService(MarketReads):
         self._schedule(_HEARTBEAT, address, now + self._hb_grace())
         return prov
 
+    @staticmethod
+    def _check_registration(
+        address: str,
+        host_uri: str,
+        attributes: dict[str, str],
+        capacity: matching.Capacity,
+        region: str,
+        version: str,
+    ) -> None:
+        limits.check_text("address", address)
+        limits.check_text("host_uri", host_uri)
+        limits.check_text("region", region)
+        limits.check_text("version", version)
+        limits.check_attributes(attributes)
+        limits.check_capacity(capacity)
+
     def _credit_time(self, prov: ProviderRecord, now: int) -> None:
         """Uptime since the last heartbeat (at most the timeout), or downtime if it was offline."""
         gap = max(0, now - prov.last_heartbeat_ms)
@@ -1162,6 +1221,9 @@ class MarketService(MarketReads):
         prov = self.get_provider(address)
         if capacity is not None and not isinstance(capacity, matching.Capacity):
             raise InvalidArgument("capacity must be a matching.Capacity")
+        if capacity is not None:
+            limits.check_capacity(capacity)
+        running_lease_ids = limits.check_texts("id", running_lease_ids, limits.MAX_RUNNING_IDS)
         now = self.clock.now_ms()
         self._credit_time(prov, now)
         if not prov.online:
@@ -1223,6 +1285,9 @@ class MarketService(MarketReads):
             raise FailedPrecondition(f"order {order_id} is {order.state}, not taking bids")
         if price_per_hour <= 0:
             raise InvalidArgument(f"price must be positive, got {price_per_hour}")
+        limits.check_amount("price_per_hour", price_per_hour, limits.MAX_PRICE_PER_HOUR)
+        if offer is not None:
+            limits.check_offer(offer)
         bids = self._order_bids.setdefault(order_id, {})
         existing = bids.get(provider)
         if existing is not None and existing.state == BidState.OPEN:
@@ -1279,6 +1344,7 @@ class MarketService(MarketReads):
         self.tick()
         self.get_provider(provider)
         order = self.get_order(order_id)
+        limits.check_text("decline reason", reason)
         if order.state != OrderState.OPEN:
             raise FailedPrecondition(f"order {order_id} is {order.state}, not taking bids")
         self._decline(order, provider, reason.strip() or "declined (no reason given)", False)

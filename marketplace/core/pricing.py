@@ -136,7 +136,7 @@ def check_price(group: GroupSpec, price: int) -> str | None:
     if price <= 0:
         return "price is zero"
     limit = group.max_price_per_hour
-    if limit and price > limit:
+    if price > limit:  # every group has a maximum (MarketService refuses one of 0)
         return f"price {price} is above the order's maximum {limit} per hour"
     return None
 

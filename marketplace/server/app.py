@@ -25,6 +25,7 @@ from typing import Generic, Literal, TypeAlias, TypeVar
 
 from marketplace.api import convert
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.core import limits
 from marketplace.core.clock import Clock, SystemClock
 from marketplace.core.errors import (
     FailedPrecondition,
@@ -56,8 +57,8 @@ Item = TypeVar("Item")
 LogItem: TypeAlias = StoredLogLine | Literal["closed"]
 
 WATCH_QUEUE_LIMIT = 20_000  # events buffered for one slow watcher before it is cut off
-MAX_LOG_LINES_PER_BATCH = 5_000
-MAX_LOG_LINE_CHARS = 16_384
+MAX_LOG_LINES_PER_BATCH = limits.MAX_LOG_LINES_PER_BATCH
+MAX_LOG_LINE_CHARS = limits.MAX_LOG_LINE_CHARS
 
 
 class WatcherOverflow(Exception):
@@ -218,6 +219,12 @@ class MarketApp:
             raise InvalidArgument(
                 f"{len(batch.lines)} log lines in one batch; send at most {MAX_LOG_LINES_PER_BATCH}"
             )
+        for line in batch.lines:
+            if line.stream and line.stream not in limits.LOG_STREAMS:
+                streams = ", ".join(limits.LOG_STREAMS)
+                raise InvalidArgument(
+                    f"log stream {limits.shown(line.stream)}: use one of {streams}"
+                )
         now = self.clock.now_ms()
         seq = self._log_seq.get(lease.id, 0)
         lines = []
@@ -229,7 +236,7 @@ class MarketApp:
                     seq,
                     line.time_ms or now,
                     line.stream or "stdout",
-                    line.line[:MAX_LOG_LINE_CHARS],
+                    limits.escape_log_line(line.line),  # control characters as visible text
                 )
             )
         self._log_seq[lease.id] = seq

@@ -92,6 +92,7 @@ class World:
             keep_ledger=False,
             retain_closed=False,
             max_bids_per_order=max(100, m.bidders_per_order),
+            mint_limit=None,  # every tenant is funded 10^18: the books stay in memory
         )
         # nothing reads a closed record back: it leaves memory as it closes (no archive)
         self.market = MarketService(clock, config, archive=NullArchive())

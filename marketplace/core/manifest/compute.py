@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from marketplace.core import gpus, units
+from marketplace.core.limits import clipped, shown
 from marketplace.core.manifest.context import (
     ParseContext,
     Problem,
@@ -57,7 +58,7 @@ def read_compute(ctx: ParseContext, value: object, path: Path) -> Compute:
     res = mapping(spec["resources"], rpath)
     for key in res:
         if key not in ("cpu", "memory", "storage", "gpu"):
-            ctx.warn((*rpath, str(key)), f"unknown key {str(key)!r} ignored")
+            ctx.warn((*rpath, str(key)), f"unknown key {shown(str(key))} ignored")
     storage: tuple[Volume, ...] = ()
     if res.get("storage") is None:
         ctx.warn((*rpath, "storage"), "no storage given; the container gets none")
@@ -84,7 +85,9 @@ def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
     attrs = mapping(spec.get("attributes"), (*path, "attributes"), allow_none=True)
     for key in attrs:
         if key != "arch":
-            raise Problem((*path, "attributes", str(key)), f"unsupported cpu attribute {key!r}")
+            raise Problem(
+                (*path, "attributes", str(key)), f"unsupported cpu attribute {shown(key)}"
+            )
     return millis
 
 
@@ -111,7 +114,7 @@ def read_storage(ctx: ParseContext, value: object, path: Path) -> tuple[Volume, 
     for vpath, item in entries:
         volume = read_volume(ctx, item, vpath)
         if any(v.name == volume.name for v in volumes):
-            raise Problem(vpath, f"duplicated volume name {volume.name!r}")
+            raise Problem(vpath, f"duplicated volume name {shown(volume.name)}")
         volumes.append(volume)
     return tuple(volumes)
 
@@ -120,7 +123,7 @@ def read_volume(ctx: ParseContext, value: object, path: Path) -> Volume:
     spec = mapping(value, path)
     for key in spec:
         if key not in ("name", "size", "attributes"):
-            ctx.warn((*path, str(key)), f"unknown key {str(key)!r} ignored")
+            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
     name = "default" if spec.get("name") is None else ctx.raw((*path, "name"), spec["name"])
     if spec.get("size") is None:
         raise Problem((*path, "size"), "storage size is required")
@@ -134,7 +137,7 @@ def read_volume(ctx: ParseContext, value: object, path: Path) -> Volume:
     attrs = mapping(spec.get("attributes"), apath, allow_none=True)
     for key in attrs:
         if key not in ("persistent", "class"):
-            raise Problem((*apath, str(key)), f"unsupported storage attribute {key!r}")
+            raise Problem((*apath, str(key)), f"unsupported storage attribute {shown(key)}")
     persistent = boolean(attrs.get("persistent", False), (*apath, "persistent"))
     storage_class = attrs.get("class")
     if storage_class is not None:
@@ -142,7 +145,7 @@ def read_volume(ctx: ParseContext, value: object, path: Path) -> Volume:
         if storage_class not in STORAGE_CLASSES:
             raise Problem(
                 (*apath, "class"),
-                f"invalid value for attribute class {storage_class!r} "
+                f"invalid value for attribute class {shown(storage_class)} "
                 f"(one of {', '.join(STORAGE_CLASSES)})",
             )
         if storage_class == "ram" and persistent:
@@ -160,7 +163,9 @@ def read_gpu(ctx: ParseContext, value: object, path: Path) -> GpuRequest:
     spec = mapping(value, path, what="gpu")
     for key in spec:
         if key not in ("units", "attributes"):
-            raise Problem((*path, str(key)), f"unsupported field ({key}) for GPU resource")
+            raise Problem(
+                (*path, str(key)), f"unsupported field ({clipped(str(key))}) for GPU resource"
+            )
     count = gpu_units(spec.get("units", 0), (*path, "units"))
     attrs = spec.get("attributes")
     if count == 0:
@@ -178,7 +183,9 @@ def read_gpu_options(ctx: ParseContext, value: object, path: Path) -> tuple[GpuO
     attrs = mapping(value, path)
     for key in attrs:
         if key != "vendor":
-            raise Problem((*path, str(key)), f"unsupported attribute ({key}) for GPU resource")
+            raise Problem(
+                (*path, str(key)), f"unsupported attribute ({clipped(str(key))}) for GPU resource"
+            )
     vendors = mapping(attrs.get("vendor"), (*path, "vendor"), allow_none=True)
     if not vendors:
         raise Problem((*path, "vendor"), "invalid GPU attributes. at least one vendor must be set")
@@ -186,7 +193,7 @@ def read_gpu_options(ctx: ParseContext, value: object, path: Path) -> tuple[GpuO
     for vendor, models in vendors.items():
         vpath = (*path, "vendor", str(vendor))
         if vendor != "nvidia":
-            raise Problem(vpath, f"unsupported GPU vendor {vendor!r} (only nvidia)")
+            raise Problem(vpath, f"unsupported GPU vendor {shown(vendor)} (only nvidia)")
         entries = sequence(models, vpath, allow_none=True)
         if not entries:
             options.append(GpuOption("*"))
@@ -202,13 +209,13 @@ def read_gpu_option(ctx: ParseContext, value: object, path: Path) -> GpuOption:
     spec = mapping(value, path)
     for key in spec:
         if key not in ("model", "ram", "interface"):
-            ctx.warn((*path, str(key)), f"unknown GPU key {str(key)!r} ignored")
+            ctx.warn((*path, str(key)), f"unknown GPU key {shown(str(key))} ignored")
     if spec.get("model") is None:
         raise Problem((*path, "model"), "GPU model is required (or leave the list empty)")
     written = ctx.raw((*path, "model"), spec["model"]).strip()
     model = written.lower()
     if not model or not ATTRIBUTE_KEY.match(f"m/{model}"):
-        raise Problem((*path, "model"), f"invalid GPU model {written!r}")
+        raise Problem((*path, "model"), f"invalid GPU model {shown(written)}")
     ram = None
     if spec.get("ram") is not None:
         ram = quantity(units.parse_gpu_ram, spec["ram"], (*path, "ram"))
@@ -230,10 +237,10 @@ def check_model(
     if not gpus.is_known(model):
         hint = gpus.suggestions(written)
         mean = f"; did you mean {' or '.join(hint)}?" if hint else ""
-        ctx.warn(path, f"unknown GPU model {written!r}{mean} (no provider will match it)")
+        ctx.warn(path, f"unknown GPU model {shown(written)}{mean} (no provider will match it)")
         return
     if written != model:
-        ctx.warn(path, f"GPU model {written!r} read as {model!r}")
+        ctx.warn(path, f"GPU model {shown(written)} read as {shown(model)}")
     if not any(
         (ram is None or v.ram_gib == ram) and (interface is None or v.interface == interface)
         for v in gpus.variants(model)
@@ -246,9 +253,9 @@ def gpu_units(value: object, path: Path) -> int:
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
-        raise Problem(path, f"GPU units must be a whole number, got {value!r:.40}")
+        raise Problem(path, f"GPU units must be a whole number, got {shown(value)}")
     if value < 0:
         raise Problem(path, "invalid: negative value not allowed")
     if value > 10**9:
-        raise Problem(path, f"invalid unit GPU: {value} is outside 0..24")
+        raise Problem(path, f"invalid unit GPU: {shown(value)} is outside 0..24")
     return value

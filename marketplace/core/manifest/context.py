@@ -10,9 +10,11 @@ from typing import ParamSpec, TypeVar
 import yaml
 
 from marketplace.core import units
-from marketplace.core.manifest.errors import ManifestError, one_line
+from marketplace.core.limits import shown
+from marketplace.core.manifest.errors import MAX_ERRORS, MAX_WARNINGS, ManifestError, one_line
 from marketplace.core.manifest.yaml_lines import Path, child, exact, key_node, node_at
 
+_STEP_CHARS = 64  # of one key in a dotted path (a key may be a 1 MiB string)
 P = ParamSpec("P")
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
@@ -49,6 +51,10 @@ class ParseContext:
         return where.start_mark.line + 1 if where is not None else 1
 
     def warn(self, path: Path, message: str) -> None:
+        if len(self.warnings) >= MAX_WARNINGS:
+            if len(self.warnings) == MAX_WARNINGS:
+                self.warnings.append(f"{self.source}: more warnings not shown")
+            return
         where = f"{self.source}:{self.line(path)}: "
         self.warnings.append(where + (f"{dotted(path)}: " if path else "") + one_line(message))
 
@@ -61,7 +67,7 @@ class ParseContext:
         )
 
     def combined(self) -> ManifestError:
-        errors = tuple(self.to_error(p) for p in self.errors)
+        errors = tuple(self.to_error(p) for p in self.errors[:MAX_ERRORS])
         first = errors[0]
         return ManifestError(
             first.message, path=first.path, line=first.line, source=self.source, errors=errors
@@ -103,6 +109,7 @@ class ParseContext:
 def dotted(path: Path) -> str:
     text = ""
     for step in path:
+        step = step if isinstance(step, int) else step[:_STEP_CHARS]
         text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
     return text
 
@@ -131,10 +138,10 @@ def sequence(
 
 def integer(value: object, path: Path, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        shown = "" if value is None else f" {value!r:.40}"
-        raise Problem(path, f"expected a whole number, got {units.type_name(value)}{shown}")
+        quoted = "" if value is None else f" {shown(value)}"
+        raise Problem(path, f"expected a whole number, got {units.type_name(value)}{quoted}")
     if not low <= value <= high:
-        raise Problem(path, f"{value} is outside {low}..{high}")
+        raise Problem(path, f"{shown(value)} is outside {low}..{high}")
     return value
 
 
@@ -147,7 +154,7 @@ def boolean(value: object, path: Path) -> bool:
             return True
         if lowered in ("false", "no", "off", "n"):
             return False
-    raise Problem(path, f"expected true or false, got {value!r:.40}")
+    raise Problem(path, f"expected true or false, got {shown(value)}")
 
 
 def quantity(parse: Callable[[object], int], value: object, path: Path) -> int:
@@ -164,4 +171,4 @@ def choice(value: object, path: Path, enum: type[E], default: E) -> E:
         return enum(value)
     except ValueError:
         options = "|".join(member.value for member in enum)
-        raise Problem(path, f"invalid value {value!r:.40} ({options})") from None
+        raise Problem(path, f"invalid value {shown(value)} ({options})") from None

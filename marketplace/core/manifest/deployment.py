@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from marketplace.core import units
+from marketplace.core.limits import shown
 from marketplace.core.manifest.compute import Compute
 from marketplace.core.manifest.context import ParseContext, Problem, integer, mapping
 from marketplace.core.manifest.limits import (
@@ -32,7 +33,7 @@ def read_deployment(
     for service, spec in mapping(value, ("deployment",)).items():
         spath: Path = ("deployment", str(service))
         if str(service) not in services:
-            ctx.errors.append(Problem(spath, f"no service profile named {service!r}"))
+            ctx.errors.append(Problem(spath, f"no service profile named {shown(service)}"))
             continue
         for placement, entry in mapping(spec, spath).items():
             epath = (*spath, str(placement))
@@ -53,7 +54,7 @@ def read_deployment(
     deployed = {d.service for d in result}
     for name in services:
         if name not in deployed and not ctx.errors:
-            ctx.warn(("services", name), f"service {name!r} is not deployed anywhere")
+            ctx.warn(("services", name), f"service {shown(name)} is not deployed anywhere")
     return sorted(result, key=lambda d: (d.placement, d.service))
 
 
@@ -74,16 +75,16 @@ def read_deploy_entry(
         raise Problem((*path, "count"), "count is required")
     count = integer(spec["count"], (*path, "count"), 1, 2**31 - 1)
     if placement not in placements:
-        raise Problem(path, f"no placement profile named {placement!r}")
+        raise Problem(path, f"no placement profile named {shown(placement)}")
     if profile not in compute:
         raise Problem(
-            (*path, "profile"), f"{service}.{placement}: no compute profile named {profile!r}"
+            (*path, "profile"), f"{service}.{placement}: no compute profile named {shown(profile)}"
         )
     chosen = placements[placement]
     if chosen is not None and profile not in chosen.pricing:
         raise Problem(
             ("profiles", "placement", placement, "pricing"),
-            f"no pricing for profile {profile!r}",
+            f"no pricing for profile {shown(profile)}",
         )
     return ServiceDeployment(service, placement, profile, count)
 
@@ -131,8 +132,8 @@ def check_mounts(
         if volume is None:
             raise Problem(
                 (*spath, mount.volume),
-                f"service {service.name!r} references to no-existing compute volume named "
-                f"{mount.volume!r}",
+                f"service {shown(service.name)} references to no-existing compute volume named "
+                f"{shown(mount.volume)}",
             )
         if version == "2.1" and mount.read_only and volume.storage_class == "ram":
             raise Problem(
@@ -253,7 +254,7 @@ def check_group_totals(
         if total > per_unit * GROUP_FACTOR:
             raise Problem(
                 path,
-                f"group {group.name!r} asks for {fmt(total)} {label} in total; "
+                f"group {shown(group.name)} asks for {fmt(total)} {label} in total; "
                 f"the most one group may ask for is {fmt(per_unit * GROUP_FACTOR)}",
             )
     price = sum(placement.pricing[d.profile][1] * d.count for d in mine)

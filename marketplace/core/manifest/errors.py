@@ -17,8 +17,8 @@ class ManifestError(InvalidArgument):
         source: str = "<manifest>",
         errors: tuple[ManifestError, ...] = (),
     ) -> None:
-        self.message = one_line(message)
-        self.path = path
+        self.message = one_line(message[:MAX_MESSAGE])[:MAX_MESSAGE]
+        self.path = path[:MAX_PATH]
         self.line = line
         self.source = source
         self.errors: tuple[ManifestError, ...] = errors or (self,)
@@ -32,3 +32,11 @@ class ManifestError(InvalidArgument):
 
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+# A message quotes values through limits.shown() (cut before formatting); these caps are the
+# last guard, so that no error, whatever it quotes, grows past a line or two.
+MAX_MESSAGE = 400
+MAX_PATH = 200
+MAX_ERRORS = 20  # problems reported at once (the first ones, in file order)
+MAX_WARNINGS = 50  # warnings kept (each names its line, which costs a walk of the document)

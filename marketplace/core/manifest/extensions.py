@@ -7,6 +7,7 @@ import re
 
 from marketplace.core import units
 from marketplace.core.config import MAX_BID_WINDOW_MS
+from marketplace.core.limits import shown
 from marketplace.core.manifest.context import (
     ParseContext,
     Problem,
@@ -40,7 +41,9 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
     known = ("kind", "max_runtime", "restart", "auction", "min_reliability")
     for key in spec:
         if key not in known:
-            raise Problem((*path, str(key)), f"unknown key {key!r} (one of {', '.join(known)})")
+            raise Problem(
+                (*path, str(key)), f"unknown key {shown(key)} (one of {', '.join(known)})"
+            )
     kind = choice(spec.get("kind"), (*path, "kind"), JobKind, JobKind.SERVICE)
     restart = choice(
         spec.get("restart"), (*path, "restart"), RestartPolicy, RestartPolicy.ON_FAILURE
@@ -72,7 +75,7 @@ def read_auction(ctx: ParseContext, value: object, path: Path) -> AuctionSetting
     for key in spec:
         if key not in ("bid_window", "payment", "manual"):
             raise Problem(
-                (*path, str(key)), f"unknown key {key!r} (one of bid_window, payment, manual)"
+                (*path, str(key)), f"unknown key {shown(key)} (one of bid_window, payment, manual)"
             )
     window = defaults.bid_window_ms
     if spec.get("bid_window") is not None:

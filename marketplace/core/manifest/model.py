@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from marketplace.core.errors import NotFound
+from marketplace.core.limits import shown
 from marketplace.core.resources import GroupSpec, JobSettings
 
 
@@ -118,7 +119,7 @@ class Manifest:
         for group in self.groups:
             if group.name == name:
                 return group
-        raise NotFound(f"manifest has no placement group {name!r}")
+        raise NotFound(f"manifest has no placement group {shown(name)}")
 
     def workloads(self, group: str) -> tuple[tuple[Service, int], ...]:
         """What to run for a group: each service with its replica count, in deployment order."""

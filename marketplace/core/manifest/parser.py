@@ -10,6 +10,7 @@ import hashlib
 import re
 from types import MappingProxyType
 
+from marketplace.core.limits import shown
 from marketplace.core.manifest.compute import read_compute_profiles
 from marketplace.core.manifest.context import ParseContext, Problem, dotted, mapping
 from marketplace.core.manifest.deployment import build_groups, read_deployment
@@ -67,10 +68,10 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
     top = mapping(tree, ())
     for key in top:
         if str(key) not in _TOP_KEYS:
-            raise Problem((str(key),), f"unexpected field {str(key)!r}")
+            raise Problem((str(key),), f"unexpected field {shown(str(key))}")
     for node, path in duplicate_keys(ctx.root):
         raise ManifestError(
-            f"mapping key {path[-1]!r} already defined",
+            f"mapping key {shown(path[-1])} already defined",
             path=dotted(path),
             line=node.start_mark.line + 1,
             source=ctx.source,
@@ -86,7 +87,7 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
     for key in profiles:
         if key not in ("compute", "placement"):
             step = key if isinstance(key, str | int) else str(key)  # a YAML key may be anything
-            ctx.warn(("profiles", step), f"unknown key {key!r} ignored")
+            ctx.warn(("profiles", step), f"unknown key {shown(key)} ignored")
     deployments = read_deployment(ctx, top.get("deployment"), services, compute, placements)
     job = ctx.collect(read_job, ctx, top.get("gpumarket")) or JobSettings()
     reclamation = ctx.collect(read_reclamation, ctx, top.get("reclamation"))
@@ -113,12 +114,12 @@ def read_version(ctx: ParseContext, top: dict[object, object]) -> str:
     text = ctx.raw(("version",), top["version"]).strip()
     match = re.fullmatch(r"v?(\d{1,6})(?:\.(\d{1,6}))?(?:\.(\d{1,6}))?", text)
     if not match:
-        raise Problem(("version",), f'unsupported version {text!r} (use "2.0" or "2.1")')
+        raise Problem(("version",), f'unsupported version {shown(text)} (use "2.0" or "2.1")')
     major, minor = int(match.group(1)), int(match.group(2) or 0)
     if (major, minor) == (2, 0):
         return "2.0"
     if (major, minor) < (2, 1):
-        raise Problem(("version",), f'unsupported version {text!r} (use "2.0" or "2.1")')
+        raise Problem(("version",), f'unsupported version {shown(text)} (use "2.0" or "2.1")')
     if (major, minor) > (2, 1):
         ctx.warn(("version",), f"version {text} is newer than 2.1; read as 2.1")
     return "2.1"

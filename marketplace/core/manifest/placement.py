@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 from marketplace.core import units
+from marketplace.core.limits import shown
 from marketplace.core.manifest.context import ParseContext, Problem, mapping
 from marketplace.core.manifest.limits import ATTRIBUTE_KEY, PRICE_MAX
 from marketplace.core.manifest.yaml_lines import Path
-from marketplace.core.money import DENOMS
+from marketplace.core.money import BLOCK_SECONDS, DENOMS, per_block_to_per_hour
 from marketplace.core.resources import PlacementRequirements
 
 _DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+_NAME = re.compile(r"[^\x00-\x20\x7f-\x9f]{1,128}")  # a group's name: every provider sees it
+_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f-\x9f]{0,256}")  # an attribute's value
+# the least price per block that converts to 1 micro-unit per hour (money.per_block_to_per_hour)
+MIN_PRICE = (BLOCK_SECONDS / 3600).quantize(Decimal("0.0001"), rounding=ROUND_CEILING)
 
 
 @dataclass
@@ -29,6 +34,10 @@ def read_placements(ctx: ParseContext, value: object) -> dict[str, Placement | N
     result: dict[str, Placement | None] = {}
     for name, spec in mapping(value, path, allow_none=True).items():
         ppath = (*path, str(name))
+        if not _NAME.fullmatch(str(name)):
+            problem = f"invalid placement name {shown(str(name))} (1-128 printable characters)"
+            ctx.errors.append(Problem(ppath, problem))
+            continue
         result[str(name)] = ctx.collect(read_placement, ctx, spec, ppath)
     return result
 
@@ -37,23 +46,32 @@ def read_placement(ctx: ParseContext, value: object, path: Path) -> Placement:
     spec = mapping(value, path)
     for key in spec:
         if key not in ("attributes", "signedBy", "pricing"):
-            ctx.warn((*path, str(key)), f"unknown key {str(key)!r} ignored")
+            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
     attributes = []
     apath = (*path, "attributes")
     for key, val in mapping(spec.get("attributes"), apath, allow_none=True).items():
         key_text = str(key)
         if not ATTRIBUTE_KEY.match(key_text):
-            raise Problem((*apath, str(key)), f"invalid attribute key {key_text!r}")
+            raise Problem((*apath, str(key)), f"invalid attribute key {shown(key_text)}")
         if isinstance(val, dict | list) or val is None:
             got = units.type_name(val)
             raise Problem((*apath, str(key)), f"attribute value must be a string, got {got}")
-        attributes.append((key_text, ctx.raw((*apath, str(key)), val)))
+        text = ctx.raw((*apath, str(key)), val)
+        if not _VALUE.fullmatch(text):
+            problem = f"attribute value {shown(text)} must be printable, at most 256 characters"
+            raise Problem((*apath, str(key)), problem)
+        attributes.append((key_text, text))
     signed = mapping(spec.get("signedBy"), (*path, "signedBy"), allow_none=True)
     for key in signed:
         if key not in ("allOf", "anyOf"):
-            ctx.warn((*path, "signedBy", str(key)), f"unknown key {str(key)!r} ignored")
+            ctx.warn((*path, "signedBy", str(key)), f"unknown key {shown(str(key))} ignored")
     all_of = ctx.strings(signed.get("allOf"), (*path, "signedBy", "allOf"))
     any_of = ctx.strings(signed.get("anyOf"), (*path, "signedBy", "anyOf"))
+    for which, auditors in (("allOf", all_of), ("anyOf", any_of)):
+        for i, auditor in enumerate(auditors):
+            if not _NAME.fullmatch(auditor):
+                problem = f"invalid auditor {shown(auditor)} (1-128 printable characters)"
+                raise Problem((*path, "signedBy", which, i), problem)
     pricing: dict[str, tuple[str, Decimal]] = {}
     ppath = (*path, "pricing")
     for profile, coin in mapping(spec.get("pricing"), ppath, allow_none=True).items():
@@ -75,7 +93,7 @@ def read_coin(ctx: ParseContext, value: object, path: Path) -> tuple[str, Decima
         raise Problem((*path, "denom"), "denom is required")
     denom = ctx.raw((*path, "denom"), denom)
     if denom not in DENOMS:
-        raise Problem((*path, "denom"), f"unsupported denom {denom!r} (use uact)")
+        raise Problem((*path, "denom"), f"unsupported denom {shown(denom)} (use uact)")
     if denom != "uact":
         ctx.warn((*path, "denom"), f"{denom} is legacy (Akash now takes only uact)")
     if spec.get("amount") is None:
@@ -86,13 +104,21 @@ def read_coin(ctx: ParseContext, value: object, path: Path) -> tuple[str, Decima
         raise Problem((*path, "amount"), f"amount must be a decimal number, got {got}")
     text = ctx.raw((*path, "amount"), amount_value).strip()
     if not _DECIMAL.match(text):
-        raise Problem((*path, "amount"), f"invalid coin amount {text!r} (a decimal ≥ 0)")
+        raise Problem((*path, "amount"), f"invalid coin amount {shown(text)} (a decimal ≥ 0)")
     try:
         amount = Decimal(text)
     except InvalidOperation:
-        raise Problem((*path, "amount"), f"invalid coin amount {text!r}") from None
+        raise Problem((*path, "amount"), f"invalid coin amount {shown(text)}") from None
     if amount == 0:
         raise Problem((*path, "amount"), "invalid coin amount: amount is zero")
     if amount > PRICE_MAX:
-        raise Problem((*path, "amount"), f"invalid price: {text} is over the maximum of 10000000")
+        raise Problem(
+            (*path, "amount"), f"invalid price: {shown(text)} is over the maximum of 10000000"
+        )
+    if per_block_to_per_hour(amount) == 0:
+        raise Problem(
+            (*path, "amount"),
+            f"price {shown(text)} {denom} per block is under 1 micro-unit per hour, and a group's "
+            f"maximum must be at least that (0 would mean no cap); use at least {MIN_PRICE}",
+        )
     return denom, amount

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from marketplace.core.limits import shown
 from marketplace.core.manifest.context import (
     ParseContext,
     Problem,
@@ -49,11 +50,11 @@ def read_endpoints(ctx: ParseContext, value: object) -> dict[str, Endpoint]:
     for name, spec in mapping(value, ("endpoints",), allow_none=True).items():
         path: Path = ("endpoints", str(name))
         if not isinstance(name, str) or not _ENDPOINT_NAME.match(name):
-            raise Problem(path, f"invalid endpoint name {name!r} (lowercase letters, -, _)")
+            raise Problem(path, f"invalid endpoint name {shown(name)} (lowercase letters, -, _)")
         spec_map = mapping(spec, path)
         kind = spec_map.get("kind")
         if kind != "ip":
-            raise Problem((*path, "kind"), f"endpoint kind must be 'ip', got {kind!r}")
+            raise Problem((*path, "kind"), f"endpoint kind must be 'ip', got {shown(kind)}")
         result[name] = Endpoint(name)
     return result
 
@@ -78,7 +79,7 @@ def read_services(
                     ctx.errors.append(
                         Problem(
                             ("services", service.name, "expose"),
-                            f"hostname {host!r} is also accepted by service {hosts[host]!r}",
+                            f"hostname {shown(host)} is also accepted by service {shown(hosts[host])}",
                         )
                     )
                 hosts[host] = service.name
@@ -89,11 +90,11 @@ def read_service(
     ctx: ParseContext, name: object, value: object, path: Path, endpoints: dict[str, Endpoint]
 ) -> Service:
     if not isinstance(name, str) or len(name) > 63 or not _SERVICE_NAME.match(name):
-        raise Problem(path, f"invalid service name {name!r} (lowercase DNS label)")
+        raise Problem(path, f"invalid service name {shown(name)} (lowercase DNS label)")
     spec = mapping(value, path)
     for key in spec:
         if key not in _SERVICE_KEYS:
-            ctx.warn((*path, str(key)), f"unknown key {str(key)!r} ignored (as Akash does)")
+            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored (as Akash does)")
     image = spec.get("image")
     if image is None or (isinstance(image, str) and not image.strip()):
         raise Problem((*path, "image"), "image is required")
@@ -101,7 +102,7 @@ def read_service(
     params = mapping(spec.get("params"), (*path, "params"), allow_none=True)
     for key in params:
         if key not in ("storage", "permissions", "tee"):
-            ctx.warn((*path, "params", str(key)), f"unknown key {str(key)!r} ignored")
+            ctx.warn((*path, "params", str(key)), f"unknown key {shown(str(key))} ignored")
     return Service(
         name=name,
         image=image,
@@ -123,9 +124,9 @@ def read_env(ctx: ParseContext, value: object, path: Path) -> tuple[tuple[str, s
     for index, item in enumerate(ctx.strings(value, path)):
         key, sep, val = item.partition("=")
         if not key.strip():
-            raise Problem((*path, index), f"invalid environment entry {item!r} (KEY=VALUE)")
+            raise Problem((*path, index), f"invalid environment entry {shown(item)} (KEY=VALUE)")
         if not sep:
-            ctx.warn((*path, index), f"environment entry {item!r} has no '='; value is empty")
+            ctx.warn((*path, index), f"environment entry {shown(item)} has no '='; value is empty")
         result.append((key, val))
     return tuple(result)
 
@@ -144,7 +145,7 @@ def read_exposes(
             if key in seen:
                 raise Problem(
                     (*path, index),
-                    f"port {expose.as_port}/{expose.proto} is exposed twice on IP {to.ip!r}",
+                    f"port {expose.as_port}/{expose.proto} is exposed twice on IP {shown(to.ip)}",
                 )
             seen.add(key)
         result.append(expose)
@@ -158,7 +159,7 @@ def read_expose(
     known = ("port", "as", "proto", "accept", "to", "http_options")
     for key in spec:
         if key not in known:
-            ctx.warn((*path, str(key)), f"unknown key {str(key)!r} ignored")
+            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
     if "port" not in spec:
         raise Problem((*path, "port"), "port is required")
     port = integer(spec["port"], (*path, "port"), 1, 65535)
@@ -167,11 +168,11 @@ def read_expose(
     if spec.get("proto") is not None:
         proto = str(spec["proto"]).lower()
         if proto not in ("tcp", "udp"):
-            raise Problem((*path, "proto"), f"invalid protocol {spec['proto']!r} (tcp|udp)")
+            raise Problem((*path, "proto"), f"invalid protocol {shown(spec['proto'])} (tcp|udp)")
     accept = []
     for i, host in enumerate(sequence(spec.get("accept"), (*path, "accept"), True)):
         if not isinstance(host, str) or not _HOSTNAME.match(host):
-            raise Problem((*path, "accept", i), f"invalid hostname {host!r}")
+            raise Problem((*path, "accept", i), f"invalid hostname {shown(host)}")
         accept.append(host.lower())
     targets = []
     for i, target in enumerate(sequence(spec.get("to"), (*path, "to"), allow_none=True)):
@@ -192,7 +193,7 @@ def read_expose_to(
     spec = mapping(value, path)
     for key in spec:
         if key not in ("service", "global", "ip"):
-            ctx.warn((*path, str(key)), f"unknown key {str(key)!r} ignored")
+            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
     service = spec.get("service")
     if service is not None:
         service = ctx.raw((*path, "service"), service)
@@ -205,7 +206,7 @@ def read_expose_to(
                 (*path, "ip"), "if an IP is declared the directive must be declared as global"
             )
         if ip not in endpoints:
-            raise Problem((*path, "ip"), f"unknown endpoint {ip!r}")
+            raise Problem((*path, "ip"), f"unknown endpoint {shown(ip)}")
     return ExposeTo(service=service, global_=global_, ip=ip)
 
 
@@ -225,13 +226,13 @@ def read_http_options(ctx: ParseContext, value: object, path: Path) -> HttpOptio
         cases = ctx.strings(spec["next_cases"], (*path, "next_cases"))
         for i, case in enumerate(cases):
             if case not in HTTP_NEXT_CASES:
-                raise Problem((*path, "next_cases", i), f"invalid next case {case!r}")
+                raise Problem((*path, "next_cases", i), f"invalid next case {shown(case)}")
         if "off" in cases and len(cases) > 1:
             raise Problem((*path, "next_cases"), "'off' must be the only next case")
     for key in spec:
         known = ("max_body_size", "read_timeout", "send_timeout", "next_tries")
         if key not in (*known, "next_timeout", "next_cases", "proxy_buffer_size"):
-            ctx.warn((*path, str(key)), f"unknown key {str(key)!r} ignored")
+            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
     if spec.get("proxy_buffer_size") is not None:
         integer(spec["proxy_buffer_size"], (*path, "proxy_buffer_size"), 0, 1_048_576)
     return HttpOptions(
@@ -256,9 +257,9 @@ def read_mounts(ctx: ParseContext, value: object, path: Path) -> tuple[StorageMo
         else:
             mount_text = ctx.raw((*vpath, "mount"), mount)
             if not mount_text.startswith("/"):
-                raise Problem((*vpath, "mount"), f"mount path {mount_text!r} is not absolute")
+                raise Problem((*vpath, "mount"), f"mount path {shown(mount_text)} is not absolute")
             if mount_text in seen:
-                raise Problem((*vpath, "mount"), f"duplicated mount point {mount_text!r}")
+                raise Problem((*vpath, "mount"), f"duplicated mount point {shown(mount_text)}")
             seen.add(mount_text)
         read_only = boolean(spec_map.get("readOnly", False), (*vpath, "readOnly"))
         result.append(StorageMount(str(volume), mount_text, read_only))
@@ -287,7 +288,7 @@ def read_permissions(ctx: ParseContext, params_value: object, path: Path) -> tup
     read = ctx.strings(spec.get("read"), (*path, "permissions", "read"))
     for i, item in enumerate(read):
         if item not in PERMISSIONS:
-            raise Problem((*path, "permissions", "read", i), f"invalid permission {item!r}")
+            raise Problem((*path, "permissions", "read", i), f"invalid permission {shown(item)}")
     return read
 
 
@@ -295,7 +296,7 @@ def read_tee(ctx: ParseContext, value: object, path: Path) -> str | None:
     if value is None:
         return None
     if value not in ("cpu", "cpu-gpu"):
-        raise Problem(path, f"invalid tee type {value!r} (cpu|cpu-gpu)")
+        raise Problem(path, f"invalid tee type {shown(value)} (cpu|cpu-gpu)")
     return str(value)
 
 
@@ -313,5 +314,5 @@ def check_endpoints_used(
     for name in endpoints:
         if name not in used:
             ctx.errors.append(
-                Problem(("endpoints", name), f"endpoint {name!r} declared but never used")
+                Problem(("endpoints", name), f"endpoint {shown(name)} declared but never used")
             )

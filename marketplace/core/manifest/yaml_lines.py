@@ -1,19 +1,113 @@
-"""YAML in, with lines kept: decoding, loading (libyaml when the text is plainly shallow, the
-pure-Python loader otherwise), and lookups from a data path to the node it came from, so that
-every problem can name its line."""
+"""YAML in, with lines kept: decoding, loading (libyaml's parser under a bounded composer),
+and lookups from a data path to the node it came from,
+so that every problem can name its line.
+
+A document is bounded while it is composed, before any of it is constructed: at most
+MAX_MANIFEST_NODES nodes, MAX_MANIFEST_DEPTH levels and MAX_MANIFEST_TEXT characters of scalars,
+where an alias costs the whole size of the node it names (so a kilobyte of nested aliases, the
+"billion laughs", is refused after a few thousand events instead of expanding to gigabytes when
+something walks or prints it). A recursive alias is refused too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import yaml
+from yaml._yaml import CParser
+from yaml._yaml import Mark as CMark
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, NodeEvent
+from yaml.nodes import Node, ScalarNode
+from yaml.resolver import Resolver
 
+from marketplace.core.limits import MAX_MANIFEST_DEPTH, MAX_MANIFEST_NODES, MAX_MANIFEST_TEXT
 from marketplace.core.manifest.errors import ManifestError
 
 Path = tuple[str | int, ...]  # keys and list indices from the document's root to a field
-# libyaml's loader when PyYAML was built with it (5-10× faster); the same nodes, marks and errors.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_C_LOADER_MAX_DEPTH = 400
+
+
+class TooLarge(Exception):
+    """The document is over a bound (nodes, depth, text), counted through its aliases."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | CMark | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = mark.line + 1 if mark is not None else 1
+
+
+class _BoundedComposer(Composer):
+    """PyYAML's composer, counting what the document would expand to as it composes it."""
+
+    def __init__(self) -> None:
+        Composer.__init__(self)
+        self._nodes = 0
+        self._text = 0
+        self._depth = 0
+        self._cost: dict[int, tuple[int, int]] = {}  # anchored node → (nodes, characters)
+
+    # provided by the parser the composer is mixed with (CParser)
+    check_event: Callable[..., bool]
+    peek_event: Callable[[], NodeEvent]
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event = self.peek_event()
+        if self.check_event(AliasEvent):
+            node = super().compose_node(parent, index)
+            cost = self._cost.get(id(node))
+            if cost is None:  # its anchor is still open: the alias is inside what it names
+                raise TooLarge(f"recursive alias *{event.anchor}", event.start_mark)
+            self._charge(cost[0], cost[1], event.start_mark)
+            return node
+        self._depth += 1
+        if self._depth > MAX_MANIFEST_DEPTH:
+            raise TooLarge(
+                f"nested too deeply (more than {MAX_MANIFEST_DEPTH} levels)",
+                event.start_mark,
+            )
+        nodes, text = self._nodes, self._text
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        own = len(node.value) if isinstance(node, ScalarNode) else 0
+        self._charge(1, own, event.start_mark)
+        if event.anchor is not None:
+            self._cost[id(node)] = (self._nodes - nodes, self._text - text)
+        return node
+
+    def _charge(self, nodes: int, text: int, mark: yaml.Mark | CMark | None) -> None:
+        self._nodes += nodes
+        self._text += text
+        if self._nodes > MAX_MANIFEST_NODES:
+            raise TooLarge(
+                f"the document expands to more than {MAX_MANIFEST_NODES:,} YAML nodes "
+                "(aliases count as what they repeat)",
+                mark,
+            )
+        if self._text > MAX_MANIFEST_TEXT:
+            raise TooLarge(
+                f"the document expands to more than {MAX_MANIFEST_TEXT:,} characters of text "
+                "(aliases count as what they repeat)",
+                mark,
+            )
+
+
+class _Loader(_BoundedComposer, CParser, SafeConstructor, Resolver):
+    """libyaml's parser (5-10× faster) under the bounded composer: the same nodes and marks."""
+
+    def __init__(self, text: str) -> None:
+        CParser.__init__(self, text)
+        _BoundedComposer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+
+    def release(self) -> None:
+        """Drop what a parse that stopped half-way still holds (the constructor's pending
+        generators refer back to the loader: a cycle only the collector would free)."""
+        self.anchors = {}
+        self._cost = {}
+        self.constructed_objects = {}
+        self.recursive_objects = {}
+        self.state_generators = []
 
 
 def _decode(raw: bytes, source: str) -> str:
@@ -36,60 +130,42 @@ def load_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, object]:
     """The node tree (for lines) and the data of one YAML document; ManifestError on anything
     YAML refuses."""
     text = _decode(raw, source)
+    error: ManifestError
     try:
-        # libyaml recurses in C and crashes the process on absurdly deep nesting; only plainly
-        # shallow text goes to it, the rest to the pure-Python loader (RecursionError is caught).
-        loader = (
-            _Loader(text) if _nesting_bound(text) <= _C_LOADER_MAX_DEPTH else yaml.SafeLoader(text)
-        )
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
+        return _load(text)
+    except TooLarge as exc:
+        error = ManifestError(f"manifest too large: {exc.problem}", line=exc.line, source=source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         what = exc.problem or exc.context or "malformed"
-        raise ManifestError(f"invalid YAML: {what}", line=line, source=source) from None
+        error = ManifestError(f"invalid YAML: {what}", line=line, source=source)
     except yaml.reader.ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
-        raise ManifestError(
-            f"invalid YAML: unacceptable character {_char(exc.character)}",
-            line=line,
-            source=source,
-        ) from None
+        what = f"invalid YAML: unacceptable character {_char(exc.character)}"
+        error = ManifestError(what, line=line, source=source)
     except yaml.YAMLError as exc:
-        raise ManifestError(f"invalid YAML: {exc}", source=source) from None
+        error = ManifestError(f"invalid YAML: {exc}", source=source)
     except RecursionError:
-        raise ManifestError("invalid YAML: nested too deeply", source=source) from None
+        error = ManifestError("invalid YAML: nested too deeply", source=source)
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp out of range
-        raise ManifestError(f"invalid YAML value: {exc}", source=source) from None
-    return node, data
+        error = ManifestError(f"invalid YAML value: {exc}", source=source)
+    # Raised outside the handlers, so it carries no traceback of the parse: the partly composed
+    # document is freed at once by reference counting. (Chained to the YAML error, it stayed
+    # alive in cycles until the collector ran; hostile manifests made that a 0.5 s pause.)
+    raise error
 
 
-def _nesting_bound(text: str) -> int:
-    """A cheap upper bound on YAML nesting depth: flow brackets plus, per line, indentation and
-    block markers. Quotes are not understood, so the bound may be high, never low."""
-    depth = deepest = 0
-    for char in text:
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    block = max(
-        (
-            len(line)
-            - len(line.lstrip(" "))
-            + line.count("- ")
-            + line.count(": ")
-            + line.count("? ")
-            for line in text.splitlines()
-        ),
-        default=0,
-    )
-    return deepest + block
+def _load(text: str) -> tuple[yaml.Node | None, object]:
+    # libyaml's parser keeps its nesting on the heap; the composer (Python, ours) stops at
+    # MAX_MANIFEST_DEPTH, so no nesting reaches a recursion limit.
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+        loader.release()
 
 
 def _char(character: object) -> str:

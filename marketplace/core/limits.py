@@ -1,0 +1,232 @@
+"""Every bound on what a request may carry, in one table, and the checks that apply them.
+
+The market stores what providers and tenants send and echoes it to everyone (ListProviders,
+ExplainOrder, events), so one oversized or garbled string would break those reads for all.
+Commands check their inputs here before they change anything; a value out of bounds is refused
+with InvalidArgument naming the field and the limit (gRPC INVALID_ARGUMENT).
+
+Text is display-safe: stored strings hold no control characters but tab (a name with a NUL, an
+escape sequence that rewrites a reader's terminal, a newline that forges a table row are all
+refused). Log lines are the exception: they are a container's own output, which neither the
+provider nor the tenant fully controls, so refusing them would lose logs. Their control
+characters (ANSI colours included) are escaped as visible text instead (`\\x1b`), which keeps
+every byte's information and runs nothing on the reader's terminal.
+
+Money: every amount is an integer number of micro-units. No single amount (a faucet payment, a
+deposit) and no running total (the total ever minted, hence every balance and escrow) may pass
+MAX_AMOUNT, so nothing ever overflows the int64 of the wire and the store (9.2×10^18). A price
+per hour (a bid, a group's maximum) may not pass MAX_PRICE_PER_HOUR. Zero never means "no
+limit": a group's maximum price is at least 1 micro-unit per hour.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from marketplace.core.errors import InvalidArgument
+from marketplace.core.matching import Capacity
+from marketplace.core.resources import GroupSpec
+from marketplace.core.state import Endpoint, Offer
+
+# --- money (micro-units) ---------------------------------------------------------------------
+MAX_AMOUNT = 10**18  # one payment or deposit, the total ever minted, any balance (int64 < 9.3e18)
+MAX_PRICE_PER_HOUR = 10**15  # a bid, a group's maximum, a per-GPU offer price (10^9 units/h)
+
+# --- manifests ---------------------------------------------------------------------------------
+MAX_MANIFEST_BYTES = 1024 * 1024  # the SDL text
+MAX_MANIFEST_NODES = 10_000  # YAML nodes, counting each alias as the size of what it names
+MAX_MANIFEST_DEPTH = 64  # nesting of YAML collections
+MAX_MANIFEST_TEXT = 4 * 1024 * 1024  # characters of all scalars, aliases expanded
+MAX_ERROR_VALUE = 40  # characters of a value quoted in an error message
+
+
+@dataclass(frozen=True, slots=True)
+class TextLimit:
+    """How long one stored string may be (characters); `required` refuses the empty string."""
+
+    chars: int
+    required: bool = False
+
+
+TEXT: Mapping[str, TextLimit] = {
+    "host_uri": TextLimit(512),
+    "region": TextLimit(64),
+    "version": TextLimit(64),
+    "attribute key": TextLimit(128),
+    "attribute value": TextLimit(256),
+    "decline reason": TextLimit(1024),
+    "lease message": TextLimit(1024),
+    "close message": TextLimit(1024),
+    "gpu uuid": TextLimit(128),
+    "gpu model": TextLimit(64),
+    "driver version": TextLimit(64),
+    "cuda version": TextLimit(64),
+    "endpoint host": TextLimit(253),
+    "endpoint uri": TextLimit(512),
+    "endpoint service": TextLimit(63),
+    "endpoint proto": TextLimit(8),
+    "group name": TextLimit(128),
+    "auditor": TextLimit(128),
+    "id": TextLimit(128, required=True),  # deployment, order, bid and lease ids
+    "address": TextLimit(64, required=True),
+}
+MAX_ATTRIBUTES = 64  # per provider, and per group's placement requirements
+MAX_GROUPS = 256  # placement groups in one deployment
+MAX_GPUS = 256  # devices one provider registers
+MAX_OFFER_ITEMS = 256  # GPU models/uuids named in one bid offer
+MAX_ENDPOINTS = 256  # per lease status report
+MAX_RUNNING_IDS = 10_000  # lease ids in one heartbeat
+
+# --- logs ----------------------------------------------------------------------------------------
+MAX_LOG_LINES_PER_BATCH = 5_000
+MAX_LOG_LINE_CHARS = 16_384  # after escaping
+LOG_STREAMS = ("stdout", "stderr", "system")  # system: what the agent says about the lease
+
+# --- addresses -----------------------------------------------------------------------------------
+ADDRESS_PREFIX = "gm1"
+_ADDRESS_BYTES = 20  # sha256(public key)[:20], base32 without padding: 32 characters
+_ADDRESS = re.compile(r"gm1[a-z2-7]{32}")
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def is_address(text: str) -> bool:
+    """Whether `text` is a well-formed account address (what identity.address_of derives)."""
+    if not _ADDRESS.fullmatch(text):
+        return False
+    raw = base64.b32decode(text[len(ADDRESS_PREFIX) :].upper())
+    return len(raw) == _ADDRESS_BYTES
+
+
+def check_address(field: str, text: str) -> str:
+    if not is_address(text):
+        raise InvalidArgument(
+            f"{field}: {shown(text)} is not an account address "
+            f"({ADDRESS_PREFIX} and 32 base32 characters, as `gpumarket keys show` prints)"
+        )
+    return text
+
+
+def shown(value: object, limit: int = MAX_ERROR_VALUE) -> str:
+    """A value quoted for an error message, at most about `limit` characters, cut BEFORE it is
+    formatted: an aliased YAML value or a 1 MiB string costs no more than a short one."""
+    if isinstance(value, str):
+        cut = value[: limit + 1]
+        text = repr(cut[:limit]) + ("…" if len(cut) > limit else "")
+    elif value is None or isinstance(value, bool | int | float):
+        text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "<int>"
+    elif isinstance(value, list | tuple):
+        text = f"<a list of {len(value)}>"
+    elif isinstance(value, dict):
+        text = f"<a mapping of {len(value)}>"
+    else:
+        text = f"<{type(value).__name__}>"
+    return text[: limit + 8]
+
+
+def clipped(text: str, limit: int = MAX_ERROR_VALUE) -> str:
+    """shown() without the quotes, for text a message names as it is."""
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def check_text(field: str, text: str, limit: TextLimit | None = None) -> str:
+    """`text` if it fits its field's limit and holds no control character but tab."""
+    bound = limit or TEXT[field]
+    if len(text) > bound.chars:
+        raise InvalidArgument(f"{field} is {len(text):,} characters; the limit is {bound.chars:,}")
+    if bound.required and not text:
+        raise InvalidArgument(f"{field} is empty")
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        raise InvalidArgument(
+            f"{field} holds a control character (U+{ord(bad.group()):04X} at {bad.start()}); "
+            "only printable text and tabs are kept"
+        )
+    return text
+
+
+def check_texts(field: str, texts: Iterable[str], most: int) -> tuple[str, ...]:
+    items = tuple(texts)
+    if len(items) > most:
+        raise InvalidArgument(f"{len(items):,} {field}s; the limit is {most:,}")
+    for item in items:
+        check_text(field, item)
+    return items
+
+
+def check_attributes(attributes: Mapping[str, str]) -> None:
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidArgument(f"{len(attributes):,} attributes; the limit is {MAX_ATTRIBUTES}")
+    for key, value in attributes.items():
+        check_text("attribute key", key)
+        check_text("attribute value", value)
+
+
+def check_amount(field: str, amount: int, most: int = MAX_AMOUNT) -> int:
+    """A positive amount of micro-units no larger than `most`."""
+    if amount <= 0:
+        raise InvalidArgument(f"{field} must be positive, got {shown(amount)}")
+    if amount > most:
+        raise InvalidArgument(f"{field} {amount:,} is over the maximum of {most:,} micro-units")
+    return amount
+
+
+def check_group_texts(group: GroupSpec) -> None:
+    """What every provider sees of a group (its order): its name and placement requirements."""
+    check_text("group name", group.name)
+    check_attributes(dict(group.requirements.attributes))
+    check_texts("auditor", group.requirements.signed_by_all_of, MAX_ATTRIBUTES)
+    check_texts("auditor", group.requirements.signed_by_any_of, MAX_ATTRIBUTES)
+
+
+def check_capacity(capacity: Capacity) -> None:
+    """What a provider registers or heartbeats: no negative size, a bounded list of GPUs."""
+    for field in ("cpu_millis", "memory_bytes", "storage_bytes"):
+        value = getattr(capacity, field)
+        if not 0 <= value <= MAX_AMOUNT:
+            raise InvalidArgument(f"inventory {field} {shown(value)} is outside 0..{MAX_AMOUNT:,}")
+    check_texts("gpu uuid", (device.uuid for device in capacity.gpus), MAX_GPUS)
+
+
+def check_offer(offer: Offer) -> None:
+    check_texts("gpu model", offer.gpu_models, MAX_OFFER_ITEMS)
+    check_texts("gpu uuid", offer.gpu_uuids, MAX_OFFER_ITEMS)
+    check_text("driver version", offer.driver_version)
+    check_text("cuda version", offer.cuda_version)
+    check_text("region", offer.region)
+    if not 0 <= offer.price_per_gpu_hour <= MAX_PRICE_PER_HOUR:
+        raise InvalidArgument(
+            f"offer price_per_gpu_hour {shown(offer.price_per_gpu_hour)} is outside "
+            f"0..{MAX_PRICE_PER_HOUR:,}"
+        )
+
+
+def check_endpoints(endpoints: tuple[Endpoint, ...]) -> None:
+    if len(endpoints) > MAX_ENDPOINTS:
+        raise InvalidArgument(f"{len(endpoints):,} endpoints; the limit is {MAX_ENDPOINTS}")
+    for endpoint in endpoints:
+        check_text("endpoint service", endpoint.service)
+        check_text("endpoint host", endpoint.host)
+        check_text("endpoint uri", endpoint.uri)
+        check_text("endpoint proto", endpoint.proto)
+
+
+def escape_log_line(line: str) -> str:
+    """A log line made display-safe: control characters but tab as visible `\\xNN` text, then cut
+    to MAX_LOG_LINE_CHARS (cut first too, so a huge line costs no more than a long one)."""
+    cut = line[:MAX_LOG_LINE_CHARS]
+    return _CONTROL.sub(_escape, cut)[:MAX_LOG_LINE_CHARS]
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def display_safe(text: str, field: str) -> str:
+    """For senders: free text (an error's message) made to fit `field`: control characters as
+    spaces, cut to the limit. The market refuses what does not fit; a sender can avoid that."""
+    return _CONTROL.sub(" ", text[: TEXT[field].chars * 2])[: TEXT[field].chars]

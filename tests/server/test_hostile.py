@@ -1,0 +1,348 @@
+"""Hostile inputs against a real marketplace: alias bombs, amounts at int64's edge, huge strings.
+
+The first test runs `gpumarket market serve` as a real process (so its memory can be read from
+/proc) with a one-second heartbeat timeout, a provider heartbeating a running lease, and a gRPC
+health probe, while several threads send hostile manifests from a funded and an unfunded key.
+The server must refuse each one (INVALID_ARGUMENT), keep answering health checks within 100 ms,
+keep the provider's lease, and stay within 100 MiB of the memory it had before the attack.
+
+The others run the server in-process (marketplace.server.testing.ServerThread): money that would
+pass int64 or a zero price cap, and the red team's 900 KB host URIs and decline reasons.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from marketplace.api.client import MarketClient, ProviderClient, TenantClient
+from marketplace.api.envelope import seal
+from marketplace.api.v1 import market_pb2 as pb
+from marketplace.api.v1 import market_pb2_grpc as pb_grpc
+from marketplace.core import limits, money
+from marketplace.core.errors import FailedPrecondition, InvalidArgument, MarketError
+from marketplace.identity import Key
+from marketplace.server.serve import ADMIN_KEY_FILE
+from marketplace.server.testing import ServerThread, gpu_sdl, provider_registration
+from tests.helpers import funded_tenant, registered_provider, wait_until
+
+MIB = 1024 * 1024
+
+
+class ServerProcess:
+    """`gpumarket market serve` in a subprocess on a fresh data dir."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        port_file = data_dir.parent / "port"
+        command = [
+            sys.executable,
+            "-c",
+            "from marketplace.cli.main import main; main()",
+            "market",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir),
+            "--port-file",
+            str(port_file),
+            *args,
+        ]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = self.proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"server did not start: {self.output()}")
+            return port_file.exists()
+
+        wait_until(listening, 30, "the server to write its port file", interval=0.02)
+        self.address = port_file.read_text().strip()
+        self.admin = Key.from_pem((data_dir / ADMIN_KEY_FILE).read_bytes())
+
+    def memory_mib(self, field: str) -> float:
+        """VmHWM (peak resident) or VmRSS of the server process, in MiB."""
+        for row in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if row.startswith(field + ":"):
+                return int(row.split()[1]) / 1024
+        raise AssertionError(f"no {field} in /proc/{self.proc.pid}/status")
+
+    def output(self) -> str:
+        return self.proc.stderr.read().decode() if self.proc.stderr else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+class Repeat(threading.Thread):
+    """Runs `step` until stopped; keeps what it raised."""
+
+    def __init__(self, step: Callable[[], None], pause: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.step, self.pause = step, pause
+        self.stopping = threading.Event()
+        self.failures: list[BaseException] = []
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.step()
+            except BaseException as exc:
+                self.failures.append(exc)
+            self.stopping.wait(self.pause)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(30)
+
+
+def running_lease(server: ServerProcess) -> tuple[ProviderClient, str]:
+    """A provider with a running lease (a tenant deployed, it bid, won and reported running)."""
+    tenant = funded_tenant(server.address, server.admin, 100 * money.MICRO)
+    provider = registered_provider(server.address, "honest")
+    dep = tenant.create_deployment(gpu_sdl(bid_window="200ms"), money.MICRO)
+    bid = provider.place_bid(dep.order_ids[0], 1_000)
+    wait_until(lambda: _has_lease(tenant, bid.id), 10, "the lease", interval=0.05)
+    provider.report_status(pb.LeaseStatusReport(lease_id=bid.id, state=pb.LEASE_RUNNING))
+    return provider, bid.id
+
+
+@pytest.mark.slow
+def test_alias_bombs_neither_stall_the_server_nor_grow_its_memory(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "market", "--heartbeat-timeout", "1")
+    try:
+        provider, lease_id = running_lease(server)
+        heartbeats = Repeat(lambda: _heartbeat(provider, lease_id), pause=0.2)
+        heartbeats.start()
+        time.sleep(1.0)  # settled: the server has done everything once
+        before = server.memory_mib("VmHWM")
+
+        latencies: list[float] = []
+        with grpc.insecure_channel(server.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            probe = Repeat(lambda: _probe(health, latencies), pause=0.02)
+            funded = funded_tenant(server.address, server.admin, 10 * money.MICRO)
+            # the attackers run in processes of their own, so that the probe measures the
+            # server, not this process's GIL
+            attackers = [
+                subprocess.Popen(
+                    [sys.executable, "-c", ATTACKER, server.address, key, "4.0"],
+                    stdout=subprocess.PIPE,
+                )
+                for key in (funded.key.to_pem().decode(), "", funded.key.to_pem().decode(), "")  # type: ignore[union-attr]
+            ]
+            for attacker in attackers:  # started (imports done, bombs built): measure from here
+                assert attacker.stdout is not None and attacker.stdout.readline() == b"ready\n"
+            probe.start()
+            outcomes = [attacker.communicate(timeout=120)[0].decode() for attacker in attackers]
+            probe.stop()
+        heartbeats.stop()
+        after = server.memory_mib("VmHWM")
+
+        refused = [float(ms) for out in outcomes for ms in out.split()]
+        assert all(a.returncode == 0 for a in attackers), "a bomb was not refused cleanly"
+        assert len(refused) >= 20, f"only {len(refused)} bombs were sent"
+        assert not probe.failures and not heartbeats.failures
+        p99 = statistics.quantiles(latencies, n=100)[98] * 1000
+        assert p99 < 100, f"health check p99 {p99:.0f} ms under attack"
+        assert after - before < 100, f"peak memory grew {after - before:.0f} MiB"
+        lease = TenantClient(server.address, Key.generate()).get_lease(lease_id)
+        assert lease.state == pb.LEASE_RUNNING, "the provider lost its lease during the attack"
+        assert MarketClient(server.address).audit().balanced
+        print(
+            f"\n{len(refused)} bombs refused (median {statistics.median(refused):.1f} ms each), "
+            f"health p50 {statistics.median(latencies) * 1000:.1f} ms p99 {p99:.1f} ms "
+            f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} checks; "
+            f"VmHWM {before:.0f} → {after:.0f} MiB"
+        )
+    finally:
+        server.stop()
+
+
+def _heartbeat(provider: ProviderClient, lease_id: str) -> None:
+    reply = provider.heartbeat([lease_id])
+    assert list(reply.unknown_lease_ids) == [], "the market dropped the lease"
+
+
+def _probe(health: health_pb2_grpc.HealthStub, latencies: list[float]) -> None:
+    started = time.perf_counter()
+    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    latencies.append(time.perf_counter() - started)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# An attacker process: argv = address, key PEM ("" for a fresh unfunded key), seconds. Sends
+# every hostile manifest in turn until the time is up; prints each refusal's milliseconds; exits
+# 1 if any was not refused with INVALID_ARGUMENT naming the manifest.
+ATTACKER = """
+import sys, time
+from marketplace.api.client import TenantClient
+from marketplace.core.errors import InvalidArgument
+from marketplace.identity import Key
+from tests.core.test_manifest_hostile import HOSTILE
+
+address, pem, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+key = Key.from_pem(pem.encode()) if pem else Key.generate()
+bombs = [make().encode() for make in HOSTILE.values()]
+with TenantClient(address, key) as client:
+    client.get_account()  # connected
+    print("ready", flush=True)
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        for bomb in bombs:
+            started = time.perf_counter()
+            try:
+                client.create_deployment(bomb, 1_000_000)
+                sys.exit("a bomb was accepted")
+            except InvalidArgument as exc:
+                if "manifest" not in str(exc):
+                    sys.exit(f"refused for another reason: {exc}")
+            print(f"{(time.perf_counter() - started) * 1000:.2f}", flush=True)
+"""
+
+
+# --- in-process server: money and strings ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    with ServerThread(tmp_path_factory.mktemp("market")) as running:
+        yield running
+
+
+def status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status a raw call ends with."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    error = caught.value
+    return error.code(), error.details() or ""
+
+
+def test_a_bid_at_int64_max_is_refused_and_cannot_drain_the_escrow(server: ServerThread) -> None:
+    tenant = funded_tenant(server.address, server.admin, 100 * money.MICRO)
+    dep = tenant.create_deployment(gpu_sdl(bid_window="200ms"), 50 * money.MICRO)
+    greedy = registered_provider(server.address, "greedy")
+    with pytest.raises(InvalidArgument, match="over the maximum of 1,000,000,000,000,000"):
+        greedy.place_bid(dep.order_ids[0], 2**63 - 1)
+    with pytest.raises(FailedPrecondition, match="above the tenant's maximum"):
+        greedy.place_bid(dep.order_ids[0], 10**15)
+    assert tenant.get_deployment(dep.id).escrow_balance == 50 * money.MICRO
+
+
+def test_a_price_that_converts_to_zero_per_hour_is_refused(server: ServerThread) -> None:
+    tenant = funded_tenant(server.address, server.admin, 10 * money.MICRO)
+    sdl = gpu_sdl().replace(b"amount: 5000}", b"amount: 0.001}")
+    with pytest.raises(InvalidArgument, match="under 1 micro-unit per hour"):
+        tenant.create_deployment(sdl, money.MICRO)
+    assert tenant.list_deployments(owner=tenant.key.address) == []  # type: ignore[union-attr]
+
+
+def test_amounts_past_the_maximum_are_invalid_arguments(server: ServerThread) -> None:
+    admin = TenantClient(server.address, server.admin)
+    target = Key.generate().address
+    with grpc.insecure_channel(server.address) as channel:  # raw, to see the status itself
+        fund = pb_grpc.TenantStub(channel).Fund
+        code, details = status_of(
+            lambda: fund(
+                seal(
+                    server.admin,
+                    pb.FundAccount(address=target, amount=2**63 - 1),
+                    market=server.admin.address,
+                )
+            )
+        )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "over the maximum of 1,000,000,000,000,000,000 micro-units" in details
+    tenant = funded_tenant(server.address, server.admin, 10 * money.MICRO)
+    dep = tenant.create_deployment(gpu_sdl(), money.MICRO)
+    with pytest.raises(InvalidArgument, match="over the maximum"):
+        tenant.deposit(dep.id, 2**63 - 1)
+    assert admin.get_account(target).balance == 0
+
+
+def test_minting_past_the_limit_is_refused_and_the_server_carries_on(tmp_path: Path) -> None:
+    with ServerThread(tmp_path / "market") as server:
+        admin = TenantClient(server.address, server.admin)
+        rich, late = Key.generate().address, Key.generate().address
+        admin.fund(rich, limits.MAX_AMOUNT)
+        for _ in range(3):  # before: the store overflowed int64 and the server stopped
+            with pytest.raises(FailedPrecondition, match="past the market's limit"):
+                admin.fund(late, limits.MAX_AMOUNT)
+        assert admin.get_account(rich).balance == limits.MAX_AMOUNT
+        report = MarketClient(server.address).audit()
+        assert report.balanced and report.total_minted == limits.MAX_AMOUNT
+
+
+@pytest.mark.parametrize("address", ["gm1bogus", "gm1\x00root", "", "GM1" + "A" * 32])
+def test_the_faucet_pays_only_real_addresses(server: ServerThread, address: str) -> None:
+    admin = TenantClient(server.address, server.admin)
+    with pytest.raises(InvalidArgument, match="is not an account address"):
+        admin.fund(address, money.MICRO)
+    assert admin.get_account(address).balance == 0
+
+
+def test_huge_strings_fail_at_entry_and_listings_keep_working(server: ServerThread) -> None:
+    tenant = funded_tenant(server.address, server.admin, 10 * money.MICRO)
+    dep = tenant.create_deployment(gpu_sdl(bid_window="1h"), money.MICRO)
+    order_id = dep.order_ids[0]
+    honest = registered_provider(server.address, "honest-strings")
+    honest.decline_order(order_id, "no H100 free until tomorrow")
+    huge = "h" * 900_000
+    for i in range(5):  # a handful of new keys, as the red team did
+        attacker = ProviderClient(server.address, Key.generate())
+        registration = provider_registration(f"attacker{i}")
+        registration.host_uri = f"https://{huge}"
+        with pytest.raises(
+            InvalidArgument, match="host_uri is 900,008 characters; the limit is 512"
+        ):
+            attacker.register(registration)
+        registration = provider_registration(f"attacker{i}")
+        registration.attributes.append(pb.Attribute(key="note", value=huge))
+        with pytest.raises(InvalidArgument, match="attribute value"):
+            attacker.register(registration)
+        attacker.register(provider_registration(f"attacker{i}"))  # a fair registration is fine
+        with pytest.raises(InvalidArgument, match="decline reason is 900,000 characters"):
+            attacker.decline_order(order_id, huge)
+        with pytest.raises(InvalidArgument, match="control character"):
+            attacker.decline_order(order_id, "\x1b]0;owned\x07 no")
+    providers = MarketClient(server.address).list_providers()
+    assert all(len(p.host_uri) <= 512 for p in providers)
+    assert sum(p.ByteSize() for p in providers) < 64 * 1024
+    explanation = tenant.explain_order(order_id)
+    assert [d.reason for d in explanation.declines] == ["no H100 free until tomorrow"]
+    assert explanation.ByteSize() < 16 * 1024
+
+
+def test_log_lines_are_stored_display_safe(server: ServerThread) -> None:
+    tenant = funded_tenant(server.address, server.admin, 10 * money.MICRO)
+    provider = registered_provider(server.address, "logger")
+    dep = tenant.create_deployment(gpu_sdl(bid_window="200ms"), money.MICRO)
+    bid = provider.place_bid(dep.order_ids[0], 1_000)
+    wait_until(lambda: _has_lease(tenant, bid.id), 10, "the lease", interval=0.05)
+    line = pb.LogLine(stream="stdout", line="\x1b[31mred\x1b[0m\x1b]52;c;cGF3bmVk\x07 done")
+    provider.report_logs(bid.id, [line])
+    with pytest.raises(InvalidArgument, match="use one of stdout, stderr, system"):
+        provider.report_logs(bid.id, [pb.LogLine(stream="x" * 10_000, line="hi")])
+    (stored,) = tenant.stream_logs(bid.id)
+    assert stored.line == "\\x1b[31mred\\x1b[0m\\x1b]52;c;cGF3bmVk\\x07 done"
+
+
+def _has_lease(tenant: TenantClient, lease_id: str) -> bool:
+    try:
+        return tenant.get_lease(lease_id).id == lease_id
+    except MarketError:
+        return False
