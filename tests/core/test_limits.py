@@ -201,7 +201,9 @@ def test_a_bid_at_int64_max_is_refused_as_an_invalid_argument(market: MarketServ
 
 def test_amounts_are_bounded(market: MarketService) -> None:
     assert "over the maximum" in refused(market.fund, ADMIN, TENANT, limits.MAX_AMOUNT + 1)
-    dep = market.create_deployment(TENANT, [group()], JobSettings(), b"", b"", b"", 10)
+    dep = market.create_deployment(
+        TENANT, [group()], JobSettings(), b"", b"", b"", 2_000_000
+    )  # 10 minutes at 10 act/h
     assert "over the maximum" in refused(market.deposit, TENANT, dep.id, 2**63 - 1)
     too_much = limits.MAX_AMOUNT + 1
     assert "over the maximum" in refused(
