@@ -34,6 +34,7 @@ LogFormat: TypeAlias = Literal["text", "json"]
 LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
+OUR_LOGGERS = "gpumarket"  # every logger of ours is named gpumarket.<part>
 FieldValue: TypeAlias = str | int | float | bool | None
 MAX_FIELD_CHARS = 200
 _FIELDS_ATTR = "gm_fields"  # where fields() puts the fields on the LogRecord
@@ -102,15 +103,18 @@ def _text_value(value: FieldValue) -> str:
 def configure(
     level: LogLevel = "info", fmt: LogFormat = "text", stream: IO[str] | None = None
 ) -> None:
-    """Send every log line of the process (ours and the libraries') to `stream` (stderr) at
-    `level` and above, in `fmt`. Replaces what was configured before."""
+    """Send the process's log lines to `stream` (stderr) in `fmt`: ours (gpumarket.*) from
+    `level` up, the libraries' (grpc, asyncio) from warning up, as their debug lines are noise
+    to an operator. Replaces what was configured before."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    ours = logging.getLevelNamesMapping()[level.upper()]
+    root.setLevel(max(ours, logging.WARNING))
+    logging.getLogger(OUR_LOGGERS).setLevel(ours)
 
 
 @dataclass(slots=True)

@@ -125,11 +125,10 @@ class _Seen:
 
 @dataclass(slots=True)
 class _Batch:
-    """What one command's events told, for the lines that need more than one event."""
+    """What one command's changes hold, for the lines that need more than one event."""
 
-    lost: dict[tuple[str, int], Lease] = field(default_factory=dict)  # (deployment, gseq)
+    deployments: dict[str, Deployment]
     dry: set[str] = field(default_factory=set)  # deployments whose leases closed for funds
-    deployments: dict[str, Deployment] = field(default_factory=dict)
 
 
 class MarketObserver:
@@ -142,6 +141,9 @@ class MarketObserver:
         self._open_orders: set[str] = set()
         self._escrows: dict[str, int] = {}  # active deployment → its escrow
         self._leases: dict[str, LeaseState] = {}  # leases not closed
+        # (deployment, gseq) → the group's lease that closed, until the group is ordered again
+        # or its deployment closes (a re-order may come in a later command than the close)
+        self._closed_groups: dict[tuple[str, int], Lease] = {}
         self._seed(state)
         figures.start_time.set(round(time.time(), 3))
 
@@ -163,7 +165,7 @@ class MarketObserver:
         now_ms = self.clock.now_ms()
         for prov in changes.providers:
             self._provider(prov, now_ms)
-        batch = _Batch(deployments={d.id: d for d in changes.deployments})
+        batch = _Batch({d.id: d for d in changes.deployments})
         for event in changes.deployment_events:
             self._event(event, batch)
         for order in changes.orders:
@@ -240,7 +242,7 @@ class MarketObserver:
             window_ms = order.closes_at_ms - order.created_at_ms
             _info("order opened", order=order.id, deployment=dep_id, bid_window_ms=window_ms)
         elif kind == DeploymentEventKind.ORDER_REOPENED and order is not None:
-            self._reopened(event, batch)
+            self._reopened(event)
         elif kind == DeploymentEventKind.BID_PLACED and event.bid is not None:
             f.bids.inc()
             bid = event.bid
@@ -272,13 +274,15 @@ class MarketObserver:
             if dep_id in batch.dry:
                 _info("escrow ran dry", deployment=dep_id)
             _info("deployment closed", deployment=dep_id, why=event.message)
+            for group in [g for g in self._closed_groups if g[0] == dep_id]:
+                del self._closed_groups[group]
 
     def _lease_closed(self, lease: Lease, event: DeploymentEvent, batch: _Batch) -> None:
         reason = lease.close_reason
         self.figures.leases_closed.inc(1, (reason.value or "unknown",))
-        if reason == CloseReason.PROVIDER_LOST and event.order is not None:
-            batch.lost[(lease.deployment_id, event.order.gseq)] = lease
-        elif reason == CloseReason.INSUFFICIENT_FUNDS:
+        if event.order is not None:
+            self._closed_groups[(lease.deployment_id, event.order.gseq)] = lease
+        if reason == CloseReason.INSUFFICIENT_FUNDS:
             batch.dry.add(lease.deployment_id)
         _info(
             "lease closed",
@@ -289,20 +293,27 @@ class MarketObserver:
             paid=lease.paid,
         )
 
-    def _reopened(self, event: DeploymentEvent, batch: _Batch) -> None:
+    def _reopened(self, event: DeploymentEvent) -> None:
+        """A group ordered again: a failover when its lease was lost with its provider."""
         order = event.order
         assert order is not None
-        lost = batch.lost.pop((event.deployment_id, order.gseq), None)
-        if lost is None:
-            _info("order reopened", order=order.id, deployment=event.deployment_id)
+        closed = self._closed_groups.pop((event.deployment_id, order.gseq), None)
+        if closed is None or closed.close_reason != CloseReason.PROVIDER_LOST:
+            _info(
+                "order reopened",
+                order=order.id,
+                deployment=event.deployment_id,
+                lease=closed.id if closed else None,
+                after=closed.close_reason.value if closed else None,
+            )
             return
         self.figures.failovers.inc()
         _info(
             "failover",
             deployment=event.deployment_id,
-            lease=lost.id,
-            provider=lost.provider,
-            reason=CloseReason.PROVIDER_LOST.value,
+            lease=closed.id,
+            provider=closed.provider,
+            reason=closed.close_reason.value,
             order=order.id,
         )
 
