@@ -246,17 +246,12 @@ async def _start(
     if not config.admin_address:
         config = dataclasses.replace(config, admin_address=admin.address)
     app = MarketApp(store, config)
-    observability = Observability(app.market.state, app.clock)
-    undo.callback(observability.close)
-    app.observers.append(observability.observer)
+    observability, metrics_address = _observe(app, opts, undo)
     server, health_servicer, names = _grpc_server(app, observability)
     bound = _bind(server, opts.listen, credentials)
     if bound == 0:
         check_listen(host, port)  # says why, if it can
         raise InvalidArgument(f"cannot listen on {opts.listen}")
-    metrics_address = None
-    if opts.metrics_listen is not None:
-        metrics_address = observability.serve_metrics(*split_metrics_listen(opts.metrics_listen))
     await app.start()
     undo.push_async_callback(app.stop)
     await server.start()
@@ -267,6 +262,8 @@ async def _start(
         tmp = opts.port_file.with_suffix(".tmp")
         tmp.write_text(address + "\n")
         tmp.replace(opts.port_file)  # atomic: a reader never sees half an address
+    running = Running(server, app, address, admin, created, opts.data_dir, held)
+    running.observability, running.metrics_address = observability, metrics_address
     log.info(
         "marketplace started",
         extra=fields(
@@ -277,9 +274,20 @@ async def _start(
             metrics=f"http://{metrics_address}/metrics" if metrics_address else None,
         ),
     )
-    running = Running(server, app, address, admin, created, opts.data_dir, held)
-    running.observability, running.metrics_address = observability, metrics_address
     return running
+
+
+def _observe(
+    app: MarketApp, opts: ServeOptions, undo: contextlib.AsyncExitStack
+) -> tuple[Observability, str | None]:
+    """The market's logs and metrics, and /metrics served when asked (before gRPC binds, so a
+    refused metrics address leaves nothing bound). Returns it and the bound metrics address."""
+    observability = Observability(app.market.state, app.clock)
+    undo.callback(observability.close)
+    app.observers.append(observability.observer)
+    if opts.metrics_listen is None:
+        return observability, None
+    return observability, observability.serve_metrics(*split_metrics_listen(opts.metrics_listen))
 
 
 def _grpc_server(
