@@ -15,6 +15,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -74,16 +75,19 @@ def rpc_name(method: str) -> str:
     return f"{service.rpartition('.')[2]}/{name}"
 
 
-def _failed_code(exc: BaseException, context: Context) -> grpc.StatusCode:
-    if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
+def _status(context: Context, default: grpc.StatusCode) -> grpc.StatusCode:
+    """The status the handler set (by abort or set_code), else `default`."""
     code: grpc.StatusCode | None = context.code()
-    return code or grpc.StatusCode.UNKNOWN  # an exception no one turned into a status
+    return code or default
 
 
-def _ended_code(context: Context) -> grpc.StatusCode:
-    code: grpc.StatusCode | None = context.code()
-    return code or grpc.StatusCode.OK
+@dataclass(slots=True)
+class _Call:
+    rpc: str
+    # read at the start: once a client has gone, its call (and what the context reads) may be
+    # freed in the C core, and touching the context then crashes the process
+    peer: str
+    started: float = field(default_factory=time.perf_counter)
 
 
 class ObservingInterceptor(grpc.aio.ServerInterceptor):
@@ -124,62 +128,71 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, behavior: UnaryBehavior, rpc: str) -> UnaryBehavior:
         async def measured(request: Any, context: Context) -> Any:
-            started = time.perf_counter()
+            call = _Call(rpc, context.peer())
             try:
                 reply = await behavior(request, context)
-            except BaseException as exc:
-                self.finished(rpc, _failed_code(exc, context), context, started, unary=True)
+            except asyncio.CancelledError:  # the client went away: the context is not touched
+                self.finished(call, grpc.StatusCode.CANCELLED)
                 raise
-            self.finished(rpc, _ended_code(context), context, started, unary=True)
+            except BaseException:  # aborted with a status, or an exception gRPC makes UNKNOWN
+                self.finished(call, _status(context, grpc.StatusCode.UNKNOWN), context)
+                raise
+            self.finished(call, _status(context, grpc.StatusCode.OK), context)
             return reply
 
         return measured
 
     def _streaming(self, behavior: StreamingBehavior, rpc: str) -> StreamingBehavior:
         async def measured(request: Any, context: Context) -> AsyncIterator[Any]:
-            started = time.perf_counter()
+            call = _Call(rpc, context.peer())
             try:
                 async for item in behavior(request, context):
                     yield item
-            except BaseException as exc:
-                code = (
-                    grpc.StatusCode.CANCELLED
-                    if isinstance(exc, GeneratorExit)
-                    else _failed_code(exc, context)
-                )
-                self.finished(rpc, code, context, started, unary=False)
+            except (asyncio.CancelledError, GeneratorExit):  # the client went away (see _Call)
+                self.finished(call, grpc.StatusCode.CANCELLED, streaming=True)
                 raise
-            self.finished(rpc, _ended_code(context), context, started, unary=False)
+            except BaseException:
+                code = _status(context, grpc.StatusCode.UNKNOWN)
+                self.finished(call, code, context, streaming=True)
+                raise
+            self.finished(call, _status(context, grpc.StatusCode.OK), context, streaming=True)
 
         return measured
 
     def finished(
-        self, rpc: str, code: grpc.StatusCode, context: Context, started: float, *, unary: bool
+        self,
+        call: _Call,
+        code: grpc.StatusCode,
+        context: Context | None = None,
+        *,
+        streaming: bool = False,
     ) -> None:
-        elapsed = time.perf_counter() - started
-        labels = (rpc, code.name)
+        """Count and time a finished call; `context` only while its call is alive."""
+        elapsed = time.perf_counter() - call.started
+        labels = (call.rpc, code.name)
         self.figures.requests.inc(1, labels)
-        if unary:
+        if not streaming:  # a stream's life is not a latency
             self.figures.latency.observe(elapsed, labels)
         if code in REFUSED:
             self.figures.refused.inc(1, (code.name,))
-            self._refused(rpc, code, context)
+            self._refused(call, code, context)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "rpc",
                 extra=fields(
-                    rpc=rpc, code=code.name, ms=round(elapsed * 1000, 3), peer=context.peer()
+                    rpc=call.rpc, code=code.name, ms=round(elapsed * 1000, 3), peer=call.peer
                 ),
             )
 
-    def _refused(self, rpc: str, code: grpc.StatusCode, context: Context) -> None:
-        error = next((str(v) for k, v in context.trailing_metadata() or () if k == ERROR_KEY), "")
-        details = context.details() if code in _DETAILS_LOGGED else None
+    def _refused(self, call: _Call, code: grpc.StatusCode, context: Context | None) -> None:
+        metadata = context.trailing_metadata() if context is not None else None
+        error = next((str(v) for k, v in metadata or () if k == ERROR_KEY), "")
+        details = context.details() if context is not None and code in _DETAILS_LOGGED else ""
         self.throttle.warning(
             code.name,
             "request refused",
-            rpc=rpc,
+            rpc=call.rpc,
             error=error or None,
             details=details or None,
-            peer=context.peer(),
+            peer=call.peer,
         )

@@ -46,9 +46,10 @@ def fields(**values: FieldValue) -> dict[str, object]:
     return {_FIELDS_ATTR: values}
 
 
-def fields_of(record: logging.LogRecord) -> Mapping[str, FieldValue]:
+def fields_of(record: logging.LogRecord) -> dict[str, FieldValue]:
+    """The record's fields, those given None left out (a field that does not apply)."""
     found: Mapping[str, FieldValue] = getattr(record, _FIELDS_ATTR, {})
-    return found
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def _bounded(value: FieldValue) -> FieldValue:

@@ -38,6 +38,7 @@ from marketplace.core.state import (
     LeaseState,
     LedgerEntry,
     MarketState,
+    Order,
     OrderState,
     ProviderRecord,
 )
@@ -137,10 +138,15 @@ class MarketObserver:
     def __init__(self, figures: MarketFigures, state: MarketState, clock: Clock) -> None:
         self.figures = figures
         self.clock = clock
+        # each kept with its sum, so a command costs what it changed, never a scan of them all
         self._providers: dict[str, _Seen] = {}
+        self._online = 0  # providers online
+        self._gpus_online: Counter[str] = Counter()  # model → GPUs of online providers
         self._open_orders: set[str] = set()
         self._escrows: dict[str, int] = {}  # active deployment → its escrow
+        self._held = 0  # Σ _escrows
         self._leases: dict[str, LeaseState] = {}  # leases not closed
+        self._lease_states: Counter[LeaseState] = Counter()  # Σ _leases by state
         # (deployment, gseq) → the group's lease that closed, until the group is ordered again
         # or its deployment closes (a re-order may come in a later command than the close)
         self._closed_groups: dict[tuple[str, int], Lease] = {}
@@ -150,14 +156,13 @@ class MarketObserver:
     def _seed(self, state: MarketState) -> None:
         """What the loaded state holds (once, at start)."""
         for prov in state.providers.values():
-            self._providers[prov.address] = _seen(prov)
-        self._open_orders = {o.id for o in state.orders.values() if o.state == OrderState.OPEN}
-        self._escrows = {
-            d.id: d.escrow for d in state.deployments.values() if d.state == DeploymentState.ACTIVE
-        }
-        self._leases = {
-            x.id: x.state for x in state.leases.values() if x.state != LeaseState.CLOSED
-        }
+            self._see_provider(prov)
+        for order in state.orders.values():
+            self._see_order(order)
+        for dep in state.deployments.values():
+            self._see_deployment(dep)
+        for lease in state.leases.values():
+            self._see_lease(lease)
         self._set_gauges()
 
     # --- a command's changes -------------------------------------------------------------------
@@ -169,43 +174,62 @@ class MarketObserver:
         for event in changes.deployment_events:
             self._event(event, batch)
         for order in changes.orders:
-            if order.state == OrderState.OPEN:
-                self._open_orders.add(order.id)
-            else:
-                self._open_orders.discard(order.id)
+            self._see_order(order)
         for dep in changes.deployments:
-            if dep.state == DeploymentState.ACTIVE:
-                self._escrows[dep.id] = dep.escrow
-            else:
-                self._escrows.pop(dep.id, None)
+            self._see_deployment(dep)
         for lease in changes.leases:
-            if lease.state == LeaseState.CLOSED:
-                self._leases.pop(lease.id, None)
-            else:
-                self._leases[lease.id] = lease.state
+            self._see_lease(lease)
         for entry in changes.ledger:
             self._money(entry)
         self._set_gauges()
 
     def _set_gauges(self) -> None:
         f = self.figures
-        online = [seen for seen in self._providers.values() if seen.online]
-        f.providers_online.set(len(online))
-        by_model: Counter[str] = Counter()
-        for seen in online:
-            by_model.update(seen.gpus)
-        f.gpus_online.replace({(model,): n for model, n in by_model.items()})
+        f.providers_online.set(self._online)
+        f.gpus_online.replace({(model,): n for model, n in self._gpus_online.items() if n})
         f.orders_open.set(len(self._open_orders))
         f.deployments_active.set(len(self._escrows))
-        f.escrow_held.set(sum(self._escrows.values()))
-        states = Counter(self._leases.values())
+        f.escrow_held.set(self._held)
         for state in _LIVE_LEASE_STATES:
-            f.leases.set(states[state], (state.value,))
+            f.leases.set(self._lease_states[state], (state.value,))
+
+    # --- the records' latest state -------------------------------------------------------------
+    def _see_provider(self, prov: ProviderRecord) -> _Seen | None:
+        """Note `prov` as it is now; returns what was seen of it before (None: never)."""
+        before = self._providers.get(prov.address)
+        if before is not None and before.online:
+            self._gpus_online.subtract(before.gpus)
+            self._online -= 1
+        seen = self._providers[prov.address] = _seen(prov)
+        if seen.online:
+            self._gpus_online.update(seen.gpus)
+            self._online += 1
+        return before
+
+    def _see_order(self, order: Order) -> None:
+        if order.state == OrderState.OPEN:
+            self._open_orders.add(order.id)
+        else:
+            self._open_orders.discard(order.id)
+
+    def _see_deployment(self, dep: Deployment) -> None:
+        self._held -= self._escrows.pop(dep.id, 0)
+        if dep.state == DeploymentState.ACTIVE:
+            self._escrows[dep.id] = dep.escrow
+            self._held += dep.escrow
+
+    def _see_lease(self, lease: Lease) -> None:
+        before = self._leases.pop(lease.id, None)
+        if before is not None:
+            self._lease_states[before] -= 1
+        if lease.state != LeaseState.CLOSED:
+            self._leases[lease.id] = lease.state
+            self._lease_states[lease.state] += 1
 
     # --- providers -----------------------------------------------------------------------------
     def _provider(self, prov: ProviderRecord, now_ms: int) -> None:
-        before = self._providers.get(prov.address)
-        seen = self._providers[prov.address] = _seen(prov)
+        before = self._see_provider(prov)
+        seen = self._providers[prov.address]
         if before is None:
             _info(
                 "provider registered",

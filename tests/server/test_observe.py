@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +30,7 @@ from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import money
+from marketplace.core.errors import InvalidArgument, PermissionDenied
 from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
 from marketplace.server.logs import JsonFormatter, TextFormatter, Throttle, fields
@@ -81,8 +82,17 @@ class LoggedMarket:
     def admin(self) -> Key:
         return Key.from_pem((self.root / "market" / ADMIN_KEY_FILE).read_bytes())
 
-    def stdout(self) -> str:
-        return (self.root / "stdout").read_text()
+    def metrics_address(self) -> str:
+        """HOST:PORT of /metrics, from the banner it prints on stdout once started."""
+        banner = self.root / "stdout"
+        return wait_until(
+            lambda: next(
+                iter(re.findall(r"^metrics: http://(\S+)/metrics$", banner.read_text(), re.M)), None
+            ),
+            10,
+            "the metrics banner",
+            interval=0.02,
+        )
 
     def log_text(self) -> str:
         return (self.root / "stderr").read_text()
@@ -191,6 +201,16 @@ def scrape(url: str) -> Scrape:
     return Scrape(samples, types)
 
 
+def scrape_until(url: str, ready: Callable[[Scrape], bool]) -> Scrape:
+    """The first scrape that is `ready` (within 10 s)."""
+
+    def scraped() -> Scrape | None:
+        figures = scrape(url)
+        return figures if ready(figures) else None
+
+    return wait_until(scraped, 10, "the metrics to be ready", interval=0.05)
+
+
 def check_histogram(scraped: Scrape, name: str, **labels: str) -> float:
     """Buckets cumulative and ending at +Inf == _count; returns the count."""
     buckets = sorted(
@@ -259,7 +279,7 @@ def running(provider: ProviderClient, lease_id: str) -> None:
 @pytest.fixture
 def market(tmp_path: Path) -> Iterator[LoggedMarket]:
     args = ("--log-format", "json", "--log-level", "debug", "--metrics-listen", "127.0.0.1:0")
-    with LoggedMarket.start(tmp_path, *args, "--heartbeat-timeout", "1") as started:
+    with LoggedMarket.start(tmp_path, *args, "--heartbeat-timeout", "2") as started:
         yield started
 
 
@@ -333,6 +353,8 @@ def test_a_markets_life_is_logged_with_its_fields_and_counted(market: LoggedMark
     )
     assert figures.get("gpumarket_requests_total", rpc="Provider/Heartbeat", code="OK") > 0
 
+    refusals_are_logged_without_what_the_client_sent(market, dep)
+
     assert market.stop() == 0
     assert market.logged("marketplace stopped", address=market.address)
     log = market.log_text()
@@ -355,7 +377,7 @@ def failover(
     lease_id = event(alice, dep.id, DeploymentEventKind.LEASE_CREATED).lease_id
     running(lost, lease_id)
     lost.report_logs(lease_id, [pb.LogLine(stream="stdout", line=TENANT_LINE)])
-    lost_beat.stop()  # silent from now: lost after the 1 s timeout
+    lost_beat.stop()  # silent from now: lost after the 2 s timeout
     reopened = event(alice, dep.id, DeploymentEventKind.ORDER_REOPENED)
     spare.place_bid(reopened.order_id, 2_000_000)
     second = event(alice, dep.id, DeploymentEventKind.LEASE_CREATED, reopened.order_id)
@@ -376,14 +398,35 @@ def run_dry(alice: TenantClient, spare: ProviderClient) -> str:
 
 # --- refusals --------------------------------------------------------------------------------
 
+
+def refusals_are_logged_without_what_the_client_sent(market: LoggedMarket, dep: str) -> None:
+    """A refused request is a warning naming the RPC, the code and the error; the details only
+    where the server wrote them all: an invalid manifest's message may quote the manifest."""
+    mallory = funded_tenant(market.address, market.admin, UNITS)
+    with pytest.raises(PermissionDenied):
+        mallory.close_deployment(dep)
+    denied = market.await_logged("request refused", code="PERMISSION_DENIED")
+    assert denied["level"] == "warning" and denied["rpc"] == "Tenant/CloseDeployment"
+    assert denied["error"] == "PermissionDenied" and f"{dep} is not yours" in str(denied["details"])
+    quoting = sdl().replace(f"API_TOKEN={SECRET_ENV}".encode(), f"={SECRET_ENV}".encode())
+    with pytest.raises(InvalidArgument, match=SECRET_ENV):  # the tenant is told its own value
+        mallory.create_deployment(quoting, deposit=UNITS)
+    invalid = market.await_logged("request refused", code="INVALID_ARGUMENT")
+    assert invalid["rpc"] == "Tenant/CreateDeployment" and invalid["error"] == "InvalidArgument"
+    assert "details" not in invalid
+    figures = scrape(str(market.logged("marketplace started")[0]["metrics"]))
+    assert figures.get("gpumarket_requests_refused_total", code="INVALID_ARGUMENT") == 1
+    assert figures.get("gpumarket_requests_refused_total", code="PERMISSION_DENIED") == 1
+
+
 _TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z (?P<level>[A-Z]+) (?P<logger>\S+): (?P<rest>.*)")
 
 
 def test_a_flood_of_forged_requests_is_counted_but_logged_in_few_lines(tmp_path: Path) -> None:
     args = ("--log-level", "warning", "--metrics-listen", "0")
     with LoggedMarket.start(tmp_path, *args) as market:
-        url = re.search(r"^metrics: (http://127\.0\.0\.1:\d+/metrics)$", market.stdout(), re.M)
-        assert url, market.stdout()
+        url = f"http://{market.metrics_address()}/metrics"
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", url)  # a bare port: loopback
         victim, forger = Key.generate(), Key.generate()
         request = seal(forger, pb.CreateDeployment(sdl=gpu_sdl(), deposit=UNITS))
         request.public_key = victim.public_key  # claims to be the victim
@@ -395,8 +438,11 @@ def test_a_flood_of_forged_requests_is_counted_but_logged_in_few_lines(tmp_path:
                     stub.CreateDeployment(request, timeout=5)
                 assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         seconds = time.monotonic() - began
-        figures = scrape(url[1])
         unauthenticated = {"rpc": "Tenant/CreateDeployment", "code": "UNAUTHENTICATED"}
+        # a refusal is counted just after its status went out: the last may trail the client
+        figures = scrape_until(
+            url, lambda f: f.get("gpumarket_requests_total", **unauthenticated) >= FLOOD
+        )
         assert figures.get("gpumarket_requests_total", **unauthenticated) == FLOOD
         assert figures.get("gpumarket_requests_refused_total", code="UNAUTHENTICATED") == FLOOD
         assert market.stop() == 0
@@ -417,15 +463,40 @@ def test_a_flood_of_forged_requests_is_counted_but_logged_in_few_lines(tmp_path:
     assert len(said) + len(summaries) <= 6 * (math.ceil(seconds) + 2)
 
 
+def test_streams_the_client_walks_away_from_are_counted_and_the_server_lives(
+    tmp_path: Path,
+) -> None:
+    """A stream cancelled by its client ends after gRPC freed its call: measuring it must not
+    touch its context then (reading the peer of a freed call crashed the server)."""
+    cancelled = {"rpc": "Tenant/WatchDeployment", "code": "CANCELLED"}
+    with LoggedMarket.start(tmp_path, "--log-level", "debug", "--metrics-listen", "0") as market:
+        url = f"http://{market.metrics_address()}/metrics"
+        alice = funded_tenant(market.address, market.admin, 10 * UNITS)
+        dep = alice.create_deployment(gpu_sdl(bid_window="1h"), deposit=UNITS)
+        for _ in range(WALKAWAYS):
+            events = alice.watch_deployment(dep.id)
+            assert isinstance(events, Generator)  # closing it cancels the stream
+            next(events)  # the replayed deployment_created
+            events.close()
+        figures = scrape_until(
+            url, lambda f: f.get("gpumarket_requests_total", **cancelled) >= WALKAWAYS
+        )
+        assert figures.get("gpumarket_requests_total", **cancelled) == WALKAWAYS
+        assert market.proc.poll() is None
+        assert market.stop() == 0
+
+
+WALKAWAYS = 100
+
+
 def test_a_bad_or_busy_metrics_address_is_refused_in_one_line(tmp_path: Path) -> None:
     code, lines = refused_start("--data-dir", str(tmp_path / "a"), "--metrics-listen", "99999")
     assert code == 1 and len(lines) == 1, lines
     assert "--metrics-listen '99999': use PORT or HOST:PORT" in lines[0]
     with LoggedMarket.start(tmp_path / "b", "--metrics-listen", "0") as first:
-        taken = re.search(r"^metrics: http://(\S+)/metrics$", first.stdout(), re.M)
-        assert taken
-        code, lines = refused_start("--data-dir", str(tmp_path / "c"), "--metrics-listen", taken[1])
-        assert code == 1 and lines == [f"Error: --metrics-listen {taken[1]} is already in use"]
+        taken = first.metrics_address()
+        code, lines = refused_start("--data-dir", str(tmp_path / "c"), "--metrics-listen", taken)
+        assert code == 1 and lines == [f"Error: --metrics-listen {taken} is already in use"]
 
 
 # --- the formatters and the throttle, alone --------------------------------------------------
