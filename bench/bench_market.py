@@ -67,6 +67,8 @@ def start_market(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             str(data_dir / "market"),
             "--port-file",
             str(port_file),
+            "--log-level",  # a line per provider and deployment would bury the bench's output
+            "warning",
         ],
         stdout=subprocess.DEVNULL,
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +15,9 @@ from marketplace.core.errors import InvalidArgument
 from marketplace.core.money import format_amount
 from marketplace.identity import Key
 from marketplace.terminal import friendly_errors, json_option, print_json, print_table
+
+if TYPE_CHECKING:
+    from marketplace.server.logs import LogFormat, LogLevel
 
 
 @click.group()
@@ -64,7 +67,28 @@ def market() -> None:
     help="Seconds of provider silence before its leases are lost and re-ordered [default: 30]; "
     "providers are told to heartbeat three times as often.",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log each internal error in full.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="Least important log line shown (debug: every RPC, bid and decline too).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines on stderr as text, or as one JSON object a line (time, level, logger, "
+    "message and fields).",
+)
+@click.option(
+    "--metrics-listen",
+    metavar="[HOST:]PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (a bare port: loopback; "
+    "port 0: any free one, shown in the startup log) [default: off].",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
 @friendly_errors
 def serve(
     listen: str,
@@ -76,16 +100,17 @@ def serve(
     admin_key: Path | None,
     port_file: Path | None,
     heartbeat_timeout: float | None,
+    log_level: LogLevel,
+    log_format: LogFormat,
+    metrics_listen: str | None,
     verbose: bool,
 ) -> None:
     """Run the marketplace's gRPC server; its state lives in SQLite under the data dir."""
     from marketplace.core.market import MarketConfig
+    from marketplace.server import logs
     from marketplace.server.serve import ServeOptions, default_data_dir, serve_forever
 
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure("debug" if verbose else log_level, log_format)
     opts = ServeOptions(
         listen=listen,
         data_dir=data_dir or default_data_dir(),
@@ -95,6 +120,7 @@ def serve(
         insecure=insecure,
         admin_key=admin_key,
         port_file=port_file,
+        metrics_listen=metrics_listen,
     )
     if heartbeat_timeout is not None:
         timeout_ms = int(heartbeat_timeout * 1000)

@@ -125,6 +125,9 @@ class MarketApp:
         # converted once here, as many providers watch the same broadcasts
         self.deployment_watchers: dict[str, set[Watcher[DeploymentEvent]]] = {}
         self.log_watchers: dict[str, set[Watcher[LogItem]]] = {}
+        # told each command's changes once they are durable (logs and metrics: observe.py)
+        self.observers: list[Callable[[Changes], None]] = []
+        self._pending_changes: list[Changes] = []
 
     @property
     def market_id(self) -> str:
@@ -250,6 +253,7 @@ class MarketApp:
             *changes.provider_events,
         ]
         if changes:
+            self._pending_changes.append(changes)
             return self._enqueue(changes_batch(changes), events, [])
         # nothing new from this command, but it may have read what is not yet durable
         return (
@@ -290,6 +294,7 @@ class MarketApp:
                 self._pending_future,
             )
             seq, drains = self._pending_seq, self._pending_drains
+            committed, self._pending_changes = self._pending_changes, []
             self._pending, self._pending_events, self._pending_logs = Batch(), [], []
             self._pending_future = None
             try:
@@ -307,6 +312,7 @@ class MarketApp:
                 self.market.committed(drains)
             future.set_result(None)
             self._publish(events, lines)
+            self._tell_observers(committed)
             if not self._recovering.is_set() and self._pending_future is None:
                 self.market = self._load()
                 self.committed_seq = self.market.state.next_event_seq - 1
@@ -348,6 +354,14 @@ class MarketApp:
         for line in lines:
             for w in self.log_watchers.get(line.lease_id, ()):
                 w.put(line)
+
+    def _tell_observers(self, committed: list[Changes]) -> None:
+        for changes in committed:
+            for observer in self.observers:
+                try:
+                    observer(changes)
+                except Exception:  # an observer's fault must not stop the committer
+                    log.exception("an observer of the market's changes failed")
 
     def _publish_deployment_event(self, event: DeploymentEvent) -> None:
         for w in self.deployment_watchers.get(event.deployment_id, ()):

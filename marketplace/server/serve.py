@@ -35,6 +35,9 @@ from marketplace.core.market import MarketConfig
 from marketplace.identity import Key, load_key
 from marketplace.server import datadir
 from marketplace.server.app import MarketApp
+from marketplace.server.logs import fields
+from marketplace.server.metrics import split_metrics_listen
+from marketplace.server.observe import Observability
 from marketplace.server.servicers import MAX_MANIFEST_BYTES, add_servicers
 from marketplace.server.store import DB_NAME, Store
 
@@ -137,6 +140,7 @@ class ServeOptions:
     admin_key: Path | None = None
     port_file: Path | None = None
     config: MarketConfig = field(default_factory=MarketConfig)
+    metrics_listen: str | None = None  # PORT or HOST:PORT: serve /metrics there
 
 
 @dataclass
@@ -150,11 +154,16 @@ class Running:
     admin_created: bool
     data_dir: Path
     data_dir_lock: datadir.DataDirLock
+    observability: Observability | None = None
+    metrics_address: str | None = None  # HOST:PORT of /metrics, when served
 
     async def stop(self, grace: float | None = 1.0) -> None:
         await self.server.stop(grace)
         await self.app.stop()
         self.app.store.close()
+        if self.observability is not None:
+            self.observability.close()
+        log.info("marketplace stopped", extra=fields(address=self.address))
         self.data_dir_lock.release()
 
 
@@ -202,6 +211,8 @@ async def start(opts: ServeOptions) -> Running:
     """Hold the data dir, open the store, load the state, bind, start serving; on any failure
     undo what was done. The caller awaits termination."""
     host, port = split_listen(opts.listen)
+    if opts.metrics_listen is not None:
+        split_metrics_listen(opts.metrics_listen)  # a bad address is said before anything starts
     credentials = _credentials(opts, host)
     datadir.prepare(opts.data_dir)
     undo = contextlib.AsyncExitStack()
@@ -235,7 +246,8 @@ async def _start(
     if not config.admin_address:
         config = dataclasses.replace(config, admin_address=admin.address)
     app = MarketApp(store, config)
-    server, health_servicer, names = _grpc_server(app)
+    observability, metrics_address = _observe(app, opts, undo)
+    server, health_servicer, names = _grpc_server(app, observability)
     bound = _bind(server, opts.listen, credentials)
     if bound == 0:
         check_listen(host, port)  # says why, if it can
@@ -250,12 +262,39 @@ async def _start(
         tmp = opts.port_file.with_suffix(".tmp")
         tmp.write_text(address + "\n")
         tmp.replace(opts.port_file)  # atomic: a reader never sees half an address
-    return Running(server, app, address, admin, created, opts.data_dir, held)
+    running = Running(server, app, address, admin, created, opts.data_dir, held)
+    running.observability, running.metrics_address = observability, metrics_address
+    log.info(
+        "marketplace started",
+        extra=fields(
+            address=address,
+            data_dir=str(opts.data_dir),
+            tls=_transport(opts),
+            store=f"sqlite {store.path}",
+            metrics=f"http://{metrics_address}/metrics" if metrics_address else None,
+        ),
+    )
+    return running
 
 
-def _grpc_server(app: MarketApp) -> tuple[grpc.aio.Server, health_aio.HealthServicer, list[str]]:
+def _observe(
+    app: MarketApp, opts: ServeOptions, undo: contextlib.AsyncExitStack
+) -> tuple[Observability, str | None]:
+    """The market's logs and metrics, and /metrics served when asked (before gRPC binds, so a
+    refused metrics address leaves nothing bound). Returns it and the bound metrics address."""
+    observability = Observability(app.market.state, app.clock)
+    undo.callback(observability.close)
+    app.observers.append(observability.observer)
+    if opts.metrics_listen is None:
+        return observability, None
+    return observability, observability.serve_metrics(*split_metrics_listen(opts.metrics_listen))
+
+
+def _grpc_server(
+    app: MarketApp, observability: Observability
+) -> tuple[grpc.aio.Server, health_aio.HealthServicer, list[str]]:
     """The server with the market's services, health and reflection; not bound yet."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[observability.interceptor])
     names = add_servicers(server, app)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -302,6 +341,8 @@ async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
     state = running.app.market.state
     say(f"marketplace listening on {running.address} ({_transport(opts)})")
     say(f"data dir: {running.data_dir}")
+    if running.metrics_address is not None:
+        say(f"metrics: http://{running.metrics_address}/metrics")
     note = " (new)" if running.admin_created else ""
     say(f"admin (faucet) address: {running.admin.address}{note}")
     say(
