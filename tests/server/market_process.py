@@ -1,4 +1,4 @@
-"""`gpumarket market serve` as a real process, for the tests of serving, refusing and TLS.
+"""`gpumarket market serve` as a real process, for every test that needs one.
 
 with MarketProcess.start(tmp_path / "market") as market:
     MarketClient(market.address).list_providers()
@@ -16,6 +16,9 @@ from types import TracebackType
 
 import pytest
 
+from marketplace.identity import Key
+from marketplace.server.serve import ADMIN_KEY_FILE
+
 SERVE = [sys.executable, "-c", "from marketplace.cli.main import main; main()", "market", "serve"]
 # The usual umask, set for the server so the file modes the tests check do not depend on the
 # umask of whoever runs them.
@@ -24,47 +27,80 @@ START_TIMEOUT_S = 30.0
 
 
 class MarketProcess:
-    def __init__(self, proc: subprocess.Popen[str], address: str, data_dir: Path) -> None:
-        self.proc = proc
-        self.address = address
+    """One `market serve` process on a data dir. Its output goes to a file beside the data dir,
+    never to a pipe nobody reads while it runs: a chatty server would fill the pipe and block."""
+
+    def __init__(self, data_dir: Path, args: tuple[str, ...], listen: str) -> None:
         self.data_dir = data_dir
+        self.args = args
+        self.listen = listen
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.port_file = data_dir.parent / f"{data_dir.name}.port"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
 
     @classmethod
     def start(cls, data_dir: Path, *args: str, listen: str = "127.0.0.1:0") -> MarketProcess:
         """Start serving on `data_dir` and wait until it is listening."""
-        port_file = data_dir.parent / f"{data_dir.name}.port"
-        port_file.unlink(missing_ok=True)
-        command = [*SERVE, "--listen", listen, "--data-dir", str(data_dir)]
-        proc = subprocess.Popen(
-            [*command, "--port-file", str(port_file), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            umask=UMASK,
-        )
+        return cls(data_dir, args, listen).restart()
+
+    def restart(self) -> MarketProcess:
+        """(Re)start on the same data dir, arguments and listen address; wait until listening."""
+        self.port_file.unlink(missing_ok=True)
+        command = [*SERVE, "--listen", self.listen, "--data-dir", str(self.data_dir)]
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [*command, "--port-file", str(self.port_file), *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                umask=UMASK,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not port_file.exists():  # polled with a deadline: the file is the signal
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                out, _ = proc.communicate()
-                raise AssertionError(f"the marketplace did not start: {out}")
+        while not self.port_file.exists():  # polled with a deadline: the file is the signal
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise AssertionError(f"the marketplace did not start: {self.output()}")
             time.sleep(0.02)
-        return cls(proc, port_file.read_text().strip(), data_dir)
+        self.address = self.port_file.read_text().strip()
+        return self
 
     @property
     def port(self) -> int:
         return int(self.address.rpartition(":")[2])
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def admin(self) -> Key:
+        """The marketplace's admin key (the faucet; its address is the market's id)."""
+        return Key.from_pem((self.data_dir / ADMIN_KEY_FILE).read_bytes())
+
+    def output(self) -> str:
+        """Everything the server printed, over all its starts."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def memory_mib(self, field: str) -> float:
+        """VmHWM (peak resident) or VmRSS of the server process, in MiB."""
+        for row in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if row.startswith(field + ":"):
+                return int(row.split()[1]) / 1024
+        raise AssertionError(f"no {field} in /proc/{self.pid}/status")
+
     def kill9(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
+        os.kill(self.pid, signal.SIGKILL)
+        assert self.proc is not None
         self.proc.wait(10)
 
     def stop(self) -> str:
         """Stop it (SIGTERM, as an operator would) and return what it printed."""
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=20)
-        return out
+            self.proc.wait(20)
+        return self.output()
 
     def __enter__(self) -> MarketProcess:
         return self
@@ -75,9 +111,9 @@ class MarketProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate(timeout=20)
+            self.proc.wait(20)
 
 
 def refused_start(*args: str, timeout_s: float = START_TIMEOUT_S) -> tuple[int, list[str]]:

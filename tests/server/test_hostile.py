@@ -31,60 +31,11 @@ from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import limits, money
 from marketplace.core.errors import FailedPrecondition, InvalidArgument, MarketError
 from marketplace.identity import Key
-from marketplace.server.serve import ADMIN_KEY_FILE
 from marketplace.server.testing import ServerThread, gpu_sdl, provider_registration
 from tests.helpers import funded_tenant, registered_provider, wait_until
+from tests.server.market_process import MarketProcess
 
 MIB = 1024 * 1024
-
-
-class ServerProcess:
-    """`gpumarket market serve` in a subprocess on a fresh data dir."""
-
-    def __init__(self, data_dir: Path, *args: str) -> None:
-        port_file = data_dir.parent / "port"
-        command = [
-            sys.executable,
-            "-c",
-            "from marketplace.cli.main import main; main()",
-            "market",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(data_dir),
-            "--port-file",
-            str(port_file),
-            *args,
-        ]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        proc = self.proc
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"server did not start: {self.output()}")
-            return port_file.exists()
-
-        wait_until(listening, 30, "the server to write its port file", interval=0.02)
-        self.address = port_file.read_text().strip()
-        self.admin = Key.from_pem((data_dir / ADMIN_KEY_FILE).read_bytes())
-
-    def memory_mib(self, field: str) -> float:
-        """VmHWM (peak resident) or VmRSS of the server process, in MiB."""
-        for row in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if row.startswith(field + ":"):
-                return int(row.split()[1]) / 1024
-        raise AssertionError(f"no {field} in /proc/{self.proc.pid}/status")
-
-    def output(self) -> str:
-        return self.proc.stderr.read().decode() if self.proc.stderr else ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 class Repeat(threading.Thread):
@@ -109,7 +60,7 @@ class Repeat(threading.Thread):
         self.join(30)
 
 
-def running_lease(server: ServerProcess) -> tuple[ProviderClient, str]:
+def running_lease(server: MarketProcess) -> tuple[ProviderClient, str]:
     """A provider with a running lease (a tenant deployed, it bid, won and reported running)."""
     tenant = funded_tenant(server.address, server.admin, 100 * money.MICRO)
     provider = registered_provider(server.address, "honest")
@@ -122,7 +73,7 @@ def running_lease(server: ServerProcess) -> tuple[ProviderClient, str]:
 
 @pytest.mark.slow
 def test_alias_bombs_neither_stall_the_server_nor_grow_its_memory(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "market", "--heartbeat-timeout", "1")
+    server = MarketProcess.start(tmp_path / "market", "--heartbeat-timeout", "1")
     try:
         provider, lease_id = running_lease(server)
         heartbeats = Repeat(lambda: _heartbeat(provider, lease_id), pause=0.2)

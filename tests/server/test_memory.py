@@ -36,7 +36,7 @@ from marketplace.server.serve import ADMIN_KEY_FILE
 from marketplace.server.store import Store, changes_batch
 from marketplace.server.testing import gpu_sdl
 from tests.helpers import registered_provider
-from tests.server.test_restart import ServerProcess
+from tests.server.market_process import MarketProcess
 from tests.server.test_store import SDL, run_scenario
 
 DEPLOYMENTS = 300
@@ -154,8 +154,8 @@ def rss_mib(pid: int) -> float:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "market").start()
+def server(tmp_path: Path) -> Iterator[MarketProcess]:
+    proc = MarketProcess.start(tmp_path / "market")
     try:
         yield proc
     finally:
@@ -205,15 +205,14 @@ def check_readable(
 
 
 @pytest.mark.slow
-def test_closed_deployments_leave_memory_and_stay_readable(server: ServerProcess) -> None:
+def test_closed_deployments_leave_memory_and_stay_readable(server: MarketProcess) -> None:
     admin_key = Key.from_pem((server.data_dir / ADMIN_KEY_FILE).read_bytes())
     admin = TenantClient(server.address, admin_key)
     tenant_key = Key.generate()
     admin.fund(tenant_key.address, 10_000 * money.MICRO)
     tenant = TenantClient(server.address, tenant_key)
     provider = registered_provider(server.address, "p1")
-    assert server.proc is not None
-    pid = server.proc.pid
+    pid = server.pid
     deps: list[pb.Deployment] = []
     leases: list[pb.Lease] = []
     for n in range(DEPLOYMENTS):
@@ -232,5 +231,5 @@ def test_closed_deployments_leave_memory_and_stay_readable(server: ServerProcess
     check_readable(server.address, (tenant_key, admin_key), deps, leases)
 
     server.stop()
-    server.start()
+    server.restart()
     check_readable(server.address, (tenant_key, admin_key), deps, leases)

@@ -8,10 +8,6 @@ award the auctions that were open.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,60 +23,9 @@ from marketplace.identity import Key
 from marketplace.server.serve import ADMIN_KEY_FILE
 from marketplace.server.testing import gpu_sdl, h100_inventory
 from tests.helpers import wait_until
+from tests.server.market_process import MarketProcess
 
 pytestmark = pytest.mark.slow
-
-
-class ServerProcess:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port_file = data_dir.parent / "port"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.address = ""
-
-    def start(self) -> ServerProcess:
-        self.port_file.unlink(missing_ok=True)
-        command = [
-            sys.executable,
-            "-c",
-            "from marketplace.cli.main import main; main()",
-            "market",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(self.data_dir),
-            "--port-file",
-            str(self.port_file),
-        ]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        proc = self.proc
-
-        def listening() -> bool:  # the port file is the signal
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise AssertionError(f"server did not start: {out}")
-            return self.port_file.exists()
-
-        wait_until(listening, 20, "the server to write its port file", interval=0.02)
-        self.address = self.port_file.read_text().strip()
-        return self
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._close_output()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self._close_output()
-
-    def _close_output(self) -> None:
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -102,7 +47,7 @@ def register(address: str, name: str) -> ProviderClient:
 
 
 def test_kill_9_while_bidding_loses_nothing_acknowledged(data_dir: Path) -> None:
-    server = ServerProcess(data_dir).start()
+    server = MarketProcess.start(data_dir)
     try:
         admin = TenantClient(server.address, Key.from_pem((data_dir / ADMIN_KEY_FILE).read_bytes()))
         alice_key = Key.generate()
@@ -155,7 +100,7 @@ def test_kill_9_while_bidding_loses_nothing_acknowledged(data_dir: Path) -> None
     finally:
         server.stop()
 
-    server = ServerProcess(data_dir).start()
+    server = MarketProcess.start(data_dir)
     try:
         alice = TenantClient(server.address, alice_key)
         market = MarketClient(

@@ -25,7 +25,7 @@ from marketplace.identity import Key, SeenNonce
 from marketplace.server.serve import ADMIN_KEY_FILE
 from marketplace.server.store import Store, nonces_batch
 from marketplace.server.testing import ServerThread, gpu_sdl, h100_inventory
-from tests.server.test_restart import ServerProcess
+from tests.server.market_process import MarketProcess
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_signed_requests_are_never_applied_twice_across_a_restart(tmp_path: Path
     data_dir = tmp_path / "market"
     admin_key_file = data_dir / ADMIN_KEY_FILE
     tenant = Key.generate()
-    server = ServerProcess(data_dir).start()
+    server = MarketProcess.start(data_dir)
     try:
         admin = Key.from_pem(admin_key_file.read_bytes())
         market = MarketClient(server.address).info().market_id
@@ -198,7 +198,7 @@ def test_signed_requests_are_never_applied_twice_across_a_restart(tmp_path: Path
     finally:
         server.stop()
 
-    server = ServerProcess(data_dir).start()
+    server = MarketProcess.start(data_dir)
     try:
         books = MarketClient(server.address, admin).ledger()
         with grpc.insecure_channel(server.address) as channel:

@@ -100,7 +100,7 @@ def test_a_data_dir_is_held_by_one_server_until_it_dies(tmp_path: Path) -> None:
         code, lines = refused_start("--listen", "127.0.0.1:0", "--data-dir", str(data_dir))
         assert code == 1
         assert one_line(lines) == (
-            f"the data dir {data_dir} is in use by another marketplace (pid {first.proc.pid}): "
+            f"the data dir {data_dir} is in use by another marketplace (pid {first.pid}): "
             "stop it first, or pass another --data-dir"
         )
         assert MarketClient(first.address).list_providers() == []
