@@ -117,12 +117,13 @@ class _Client:
         tls_ca: Path | None = None,
         tls: bool = False,
         grpc_channel: grpc.Channel | None = None,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> None:
         self.address = address
         self.key = key
         self.timeout_s = timeout_s
         self._own_channel = grpc_channel is None
-        self.channel = grpc_channel or channel(address, tls_ca, tls)
+        self.channel = grpc_channel or channel(address, tls_ca, tls, client_cert)
         self._market_id: str | None = None
         self.page_size = 0  # items per page asked of listings (0: the server's default)
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from marketplace.api.client import DEFAULT_MARKET, MarketClient
 from marketplace.cli.render import proto_dict
+from marketplace.cli.tenant import Connection, endpoint_options
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.money import format_amount
 from marketplace.identity import Key
@@ -132,7 +132,7 @@ def serve(
 
 
 @market.command()
-@click.option("--market", default=DEFAULT_MARKET, envvar="GPUMARKET_MARKET", show_default=True)
+@endpoint_options
 @click.option(
     "--admin-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -142,7 +142,7 @@ def serve(
 )
 @json_option
 @friendly_errors
-def audit(market: str, admin_key: Path | None, as_json: bool) -> None:
+def audit(conn: Connection, admin_key: Path | None, as_json: bool) -> None:
     """Check that the books balance (exit 1 if they do not); needs the admin key."""
     from marketplace.server.serve import ADMIN_KEY_FILE, default_data_dir
 
@@ -153,7 +153,7 @@ def audit(market: str, admin_key: Path | None, as_json: bool) -> None:
             "marketplace's data dir)"
         )
     key = Key.from_pem(path.read_bytes())
-    report = MarketClient(market, key).audit()
+    report = conn.market_client(key).audit()
     if as_json:
         print_json(proto_dict(report))
     else:
@@ -169,13 +169,13 @@ def audit(market: str, admin_key: Path | None, as_json: bool) -> None:
 
 
 @market.command()
-@click.option("--market", default=DEFAULT_MARKET, envvar="GPUMARKET_MARKET", show_default=True)
+@endpoint_options
 @click.option("--since-ms", type=int, default=0, help="Only leases created since (Unix ms).")
 @json_option
 @friendly_errors
-def stats(market: str, since_ms: int, as_json: bool) -> None:
+def stats(conn: Connection, since_ms: int, as_json: bool) -> None:
     """Lease prices per GPU-hour by model (P10 / median / P90), and market activity."""
-    answer = MarketClient(market).stats(since_ms)
+    answer = conn.market_client().stats(since_ms)
     if as_json:
         print_json(proto_dict(answer))
         return

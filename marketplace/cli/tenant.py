@@ -7,11 +7,13 @@ for scripts.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import click
 
@@ -38,7 +40,7 @@ from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.money import parse_amount
 from marketplace.terminal import friendly_errors, json_option, print_json
 
-F = TypeVar("F", bound=Callable[..., object])
+R = TypeVar("R")
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
@@ -46,30 +48,102 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 # --- shared options ------------------------------------------------------------------------
 
 
-def market_options(func: F) -> F:
-    """--market, --key and --tls-ca, from options or the environment."""
-    func = click.option(
-        "--tls-ca",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        envvar="GPUMARKET_TLS_CA",
-        help="CA certificate of a TLS marketplace [env GPUMARKET_TLS_CA].",
-    )(func)
-    func = click.option(
-        "--key",
-        "key_name",
-        default="default",
-        envvar="GPUMARKET_KEY",
-        show_default=True,
-        help="Your signing key: a name in the keys dir or a .pem path [env GPUMARKET_KEY].",
-    )(func)
-    func = click.option(
-        "--market",
-        default=DEFAULT_MARKET,
-        envvar="GPUMARKET_MARKET",
-        show_default=True,
-        help="Marketplace address HOST:PORT [env GPUMARKET_MARKET].",
-    )(func)
-    return func
+@dataclass(frozen=True)
+class Connection:
+    """Where the marketplace is and how to reach it, as the shared options gave it."""
+
+    market: str
+    key_name: str
+    tls_ca: Path | None
+    tls_cert: Path | None
+    tls_key: Path | None
+
+    @property
+    def client_cert(self) -> tuple[Path, Path] | None:
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return (self.tls_cert, self.tls_key)
+
+    def tenant(self, key: identity.Key | None = None) -> TenantClient:
+        """A tenant client signing with `key`, or with the --key option's key."""
+        signer = key if key is not None else load_key(self.key_name)
+        return TenantClient(self.market, signer, tls_ca=self.tls_ca, client_cert=self.client_cert)
+
+    def market_client(self, key: identity.Key | None = None) -> MarketClient:
+        return MarketClient(self.market, key, tls_ca=self.tls_ca, client_cert=self.client_cert)
+
+
+def market_options(func: Callable[..., R]) -> Callable[..., R]:
+    """--market, --key, --tls-ca and --tls-cert/--tls-key (from options or the environment),
+    handed to the command as one `conn: Connection`."""
+    return _connection_options(func, signing=True)
+
+
+def endpoint_options(func: Callable[..., R]) -> Callable[..., R]:
+    """market_options without --key, for commands that sign with another key or not at all."""
+    return _connection_options(func, signing=False)
+
+
+def _connection_options(func: Callable[..., R], signing: bool) -> Callable[..., R]:
+    @functools.wraps(func)
+    def with_connection(*args: object, **kwargs: object) -> R:
+        cert, key = kwargs.pop("tls_cert"), kwargs.pop("tls_key")
+        if (cert is None) != (key is None):
+            raise click.UsageError("--tls-cert and --tls-key go together")
+        conn = Connection(
+            market=str(kwargs.pop("market")),
+            key_name=str(kwargs.pop("key_name", "default")),
+            tls_ca=cast("Path | None", kwargs.pop("tls_ca")),
+            tls_cert=cast("Path | None", cert),
+            tls_key=cast("Path | None", key),
+        )
+        return func(*args, conn=conn, **kwargs)
+
+    pem = click.Path(exists=True, dir_okay=False, path_type=Path)
+    options = [
+        click.option(
+            "--tls-key",
+            type=pem,
+            envvar="GPUMARKET_TLS_KEY",
+            help="Private key of --tls-cert [env GPUMARKET_TLS_KEY].",
+        ),
+        click.option(
+            "--tls-cert",
+            type=pem,
+            envvar="GPUMARKET_TLS_CERT",
+            help="Your client certificate, for a marketplace serving mutual TLS "
+            "[env GPUMARKET_TLS_CERT].",
+        ),
+        click.option(
+            "--tls-ca",
+            type=pem,
+            envvar="GPUMARKET_TLS_CA",
+            help="CA certificate of a TLS marketplace [env GPUMARKET_TLS_CA].",
+        ),
+    ]
+    if signing:
+        options.append(
+            click.option(
+                "--key",
+                "key_name",
+                default="default",
+                envvar="GPUMARKET_KEY",
+                show_default=True,
+                help="Your signing key: a name in the keys dir or a .pem path [env GPUMARKET_KEY].",
+            )
+        )
+    options.append(
+        click.option(
+            "--market",
+            default=DEFAULT_MARKET,
+            envvar="GPUMARKET_MARKET",
+            show_default=True,
+            help="Marketplace address HOST:PORT [env GPUMARKET_MARKET].",
+        )
+    )
+    for option in options:
+        with_connection = option(with_connection)
+    return with_connection
 
 
 def load_key(name: str) -> identity.Key:
@@ -86,11 +160,6 @@ def load_key(name: str) -> identity.Key:
             err=True,
         )
         return key
-
-
-def tenant_client(market: str, key_name: str | None, tls_ca: Path | None) -> TenantClient:
-    key = load_key(key_name) if key_name is not None else None
-    return TenantClient(market, key, tls_ca=tls_ca)
 
 
 # --- deploy -------------------------------------------------------------------------------------
@@ -132,9 +201,7 @@ def deploy(
     file: Path,
     deposit: str,
     wait: bool | None,
-    market: str,
-    key_name: str,
-    tls_ca: Path | None,
+    conn: Connection,
     as_json: bool,
 ) -> None:
     """Deploy the job manifest FILE (Akash SDL) with a DEPOSIT in escrow."""
@@ -143,7 +210,7 @@ def deploy(
     except ValueError as exc:
         raise InvalidArgument(f"--deposit: {exc}") from None
     raw = read_manifest(file)
-    client = tenant_client(market, key_name, tls_ca)
+    client = conn.tenant()
     dep = client.create_deployment(raw, micro)
     if as_json:
         print_json(proto_dict(dep))
@@ -186,9 +253,9 @@ def follow_deployment(client: TenantClient, dep: pb.Deployment, as_json: bool) -
 @market_options
 @json_option
 @friendly_errors
-def status(id: str | None, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+def status(id: str | None, conn: Connection, as_json: bool) -> None:
     """Your deployments, or one deployment (D<n>), order or lease in detail."""
-    client = tenant_client(market, key_name, tls_ca)
+    client = conn.tenant()
     if id is None:
         deps = client.list_deployments()
         if as_json:
@@ -229,9 +296,9 @@ def show_lease(lease: pb.Lease, as_json: bool) -> None:
 @market_options
 @json_option
 @friendly_errors
-def bids(order: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+def bids(order: str, conn: Connection, as_json: bool) -> None:
     """The bids on ORDER you may see, best first (sealed until its bid window closes)."""
-    found = tenant_client(market, key_name, tls_ca).list_bids(order)
+    found = conn.tenant().list_bids(order)
     if as_json:
         print_json([proto_dict(b) for b in found])
         return
@@ -243,9 +310,9 @@ def bids(order: str, market: str, key_name: str, tls_ca: Path | None, as_json: b
 @market_options
 @json_option
 @friendly_errors
-def why(order: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+def why(order: str, conn: Connection, as_json: bool) -> None:
     """Why ORDER has no (winning) bid: every provider's decline reason and a summary."""
-    why_order(tenant_client(market, key_name, tls_ca), order, as_json)
+    why_order(conn.tenant(), order, as_json)
 
 
 def why_order(client: TenantClient, order: str, as_json: bool) -> None:
@@ -261,9 +328,9 @@ def why_order(client: TenantClient, order: str, as_json: bool) -> None:
 @market_options
 @json_option
 @friendly_errors
-def accept(bid: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+def accept(bid: str, conn: Connection, as_json: bool) -> None:
     """Accept BID (manual auctions): it becomes your lease at its price."""
-    lease = tenant_client(market, key_name, tls_ca).accept_bid(bid)
+    lease = conn.tenant().accept_bid(bid)
     if as_json:
         print_json(proto_dict(lease))
     else:
@@ -275,9 +342,9 @@ def accept(bid: str, market: str, key_name: str, tls_ca: Path | None, as_json: b
 @market_options
 @json_option
 @friendly_errors
-def leases(show_all: bool, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+def leases(show_all: bool, conn: Connection, as_json: bool) -> None:
     """Your leases (open ones unless --all)."""
-    client = tenant_client(market, key_name, tls_ca)
+    client = conn.tenant()
     assert client.key is not None
     found = client.list_leases(owner=client.key.address, open_only=not show_all)
     if as_json:
@@ -297,13 +364,11 @@ def logs(
     lease: str,
     follow: bool,
     tail: int,
-    market: str,
-    key_name: str,
-    tls_ca: Path | None,
+    conn: Connection,
     as_json: bool,
 ) -> None:
     """The log lines of LEASE (stdout, stderr, and the provider's system lines)."""
-    client = tenant_client(market, key_name, tls_ca)
+    client = conn.tenant()
     for line in client.stream_logs(lease, follow=follow, tail=tail):
         if as_json:
             click.echo(
@@ -324,9 +389,9 @@ def _json_str(text: str) -> str:
 @market_options
 @json_option
 @friendly_errors
-def close(id: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+def close(id: str, conn: Connection, as_json: bool) -> None:
     """Close a deployment (D<n>: every lease, refund the rest) or one lease."""
-    client = tenant_client(market, key_name, tls_ca)
+    client = conn.tenant()
     if id.count("/") == 3:
         lease = client.close_lease(id)
         if as_json:
@@ -349,12 +414,10 @@ def close(id: str, market: str, key_name: str, tls_ca: Path | None, as_json: boo
 @json_option
 @click.pass_context
 @friendly_errors
-def account(
-    ctx: click.Context, market: str, key_name: str, tls_ca: Path | None, as_json: bool
-) -> None:
+def account(ctx: click.Context, conn: Connection, as_json: bool) -> None:
     """Your account: `account show` (the default) and the dev faucet `account fund`."""
     if ctx.invoked_subcommand is None:
-        show_account(None, market, key_name, tls_ca, as_json)
+        show_account(None, conn, as_json)
 
 
 @account.command()
@@ -362,17 +425,13 @@ def account(
 @market_options
 @json_option
 @friendly_errors
-def show(
-    address: str | None, market: str, key_name: str, tls_ca: Path | None, as_json: bool
-) -> None:
+def show(address: str | None, conn: Connection, as_json: bool) -> None:
     """Balance and escrow of ADDRESS (default: your key's; another's needs the admin key)."""
-    show_account(address, market, key_name, tls_ca, as_json)
+    show_account(address, conn, as_json)
 
 
-def show_account(
-    address: str | None, market: str, key_name: str, tls_ca: Path | None, as_json: bool
-) -> None:
-    client = tenant_client(market, key_name, tls_ca)
+def show_account(address: str | None, conn: Connection, as_json: bool) -> None:
+    client = conn.tenant()
     acct = client.get_account(address)
     if as_json:
         print_json(proto_dict(acct))
@@ -396,9 +455,7 @@ def fund(
     address: str,
     amount_text: str,
     admin_key: Path,
-    market: str,
-    key_name: str,
-    tls_ca: Path | None,
+    conn: Connection,
     as_json: bool,
 ) -> None:
     """Dev faucet: mint AMOUNT into ADDRESS (only the marketplace's admin key may)."""
@@ -407,9 +464,9 @@ def fund(
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     if address in ("me", "self"):
-        address = load_key(key_name).address
+        address = load_key(conn.key_name).address
     key = identity.Key.from_pem(admin_key.read_bytes())
-    acct = TenantClient(market, key, tls_ca=tls_ca).fund(address, micro)
+    acct = conn.tenant(key).fund(address, micro)
     if as_json:
         print_json(proto_dict(acct))
     else:
@@ -421,9 +478,9 @@ def fund(
 @market_options
 @json_option
 @friendly_errors
-def providers(online: bool, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+def providers(online: bool, conn: Connection, as_json: bool) -> None:
     """The providers the marketplace knows: GPUs, reliability, liveness."""
-    found = MarketClient(market, tls_ca=tls_ca).list_providers(online_only=online)
+    found = conn.market_client().list_providers(online_only=online)
     if as_json:
         print_json([proto_dict(p) for p in found])
     else:

@@ -301,3 +301,24 @@ def test_agent_tls_keys_are_checked_when_the_config_is_read(pki: Pki, tmp_path: 
         agent_config(tmp_path, "127.0.0.1:1", f'tls_ca = "{not_pem}"')
     with pytest.raises(ConfigError, match="cannot read"):
         agent_config(tmp_path, "127.0.0.1:1", f'tls_ca = "{tmp_path / "missing.pem"}"')
+
+
+def test_the_tenant_cli_shows_its_certificate_to_a_mutual_tls_market(
+    pki: Pki, mtls_market: MarketProcess
+) -> None:
+    env = {
+        "GPUMARKET_MARKET": mtls_market.address,
+        "GPUMARKET_TLS_CA": str(pki.ca.cert),
+        "GPUMARKET_TLS_CERT": str(pki.client.cert),
+        "GPUMARKET_TLS_KEY": str(pki.client.key),
+    }
+    listed = CliRunner().invoke(cli, ["providers", "--json"], env=env, catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    admin_key = str(mtls_market.data_dir / "admin.pem")
+    audited = CliRunner().invoke(
+        cli, ["market", "audit", "--admin-key", admin_key], env=env, catch_exceptions=False
+    )
+    assert audited.exit_code == 0 and "books balanced" in audited.output, audited.output
+    half = {**env, "GPUMARKET_TLS_KEY": ""}
+    refused = CliRunner().invoke(cli, ["providers"], env=half, catch_exceptions=False)
+    assert refused.exit_code == 2 and "--tls-cert and --tls-key go together" in refused.output
