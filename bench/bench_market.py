@@ -46,6 +46,8 @@ from marketplace.polling import wait_until
 from marketplace.server.testing import gpu_sdl, provider_registration
 
 IN_FLIGHT = 64
+# a deposit that pays the bench orders' maximum price (~589 units/h) for the 10 minutes the market asks
+DEPOSIT = 100 * money.MICRO
 ECHO_METHOD = "/bench.Echo/Echo"
 
 
@@ -299,9 +301,9 @@ def main() -> None:
         tenant = TenantClient(address, tenant_key)
 
         # 1. throughput
-        sdl_long = gpu_sdl(bid_window="1h", price=1_000_000)
+        sdl_long = gpu_sdl(bid_window="5m", price=1_000_000)  # open for the whole phase
         orders = [
-            tenant.create_deployment(sdl_long, money.MICRO).order_ids[0] for _ in range(args.orders)
+            tenant.create_deployment(sdl_long, DEPOSIT).order_ids[0] for _ in range(args.orders)
         ]
         cpu0 = cpu_seconds(market_proc.pid)
         for inbox in inboxes:
@@ -376,7 +378,7 @@ def measure_latency(
     interval = args.bids_per_order / args.rate
     next_at = time.perf_counter()
     for _ in range(args.latency_orders):
-        order = tenant.create_deployment(sdl, money.MICRO).order_ids[0]
+        order = tenant.create_deployment(sdl, DEPOSIT).order_ids[0]
         wanted.add(order)
         for inbox in inboxes:
             inbox.put(("stream", (order, per_worker_bids)))
