@@ -368,7 +368,7 @@ class LeaseSupervisor:
             again = (lease.restart == RestartPolicy.ALWAYS) or (
                 lease.restart == RestartPolicy.ON_FAILURE and failed
             )
-        self._check_volumes(lease_id)  # what the container left on disk, before any restart
+        self.check_volumes(lease_id)  # what the container left on disk, before any restart
         what = _exit_text(final)
         if again and left > 0:
             self._system_log(lease_id, f"{final.service}: {what}; restarting ({left} left)")
@@ -444,11 +444,11 @@ class LeaseSupervisor:
         while not self._stop.wait(self.settings.volume_check_s):
             for lease_id in self.running_leases():
                 try:
-                    self._check_volumes(lease_id)
+                    self.check_volumes(lease_id)
                 except Exception:
                     log.exception("measuring the volumes of %s failed", lease_id)
 
-    def _check_volumes(self, lease_id: str) -> None:
+    def check_volumes(self, lease_id: str) -> None:
         """Report, in the lease's log, a persistent volume whose data outgrew its size: the
         engine's local volumes have no cap (a tmpfs has: the kernel refuses the write)."""
         for volume in self.runtime.volumes(lease_id):
@@ -462,7 +462,7 @@ class LeaseSupervisor:
                 continue  # said once; said again only after it went back under
             self._outgrown.add(volume.name)
             text = (
-                f"{volume.service}: volume {volume.volume} data uses {units.format_size(used)} "
+                f"{volume.service}: volume {volume.volume} uses {units.format_size(used)} "
                 f"of {units.format_size(volume.size_bytes)}"
             )
             self._system_log(lease_id, text)
