@@ -488,7 +488,7 @@ def _capabilities(s: _Section) -> tuple[str, ...]:
     if s.raw("capabilities") is None:
         return () if drop_all else DEFAULT_CAPABILITIES
     if drop_all:
-        raise s.error("cap_drop_all", "and capabilities exclude each other: set one")
+        raise s.error("cap_drop_all", "= true and capabilities exclude each other: set one")
     chosen = tuple(c.upper().removeprefix("CAP_") for c in s.strings("capabilities"))
     for cap in chosen:
         if cap not in DOCKER_DEFAULT_CAPABILITIES:

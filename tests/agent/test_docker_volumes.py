@@ -19,7 +19,7 @@ import pytest
 from marketplace.core.manifest import Manifest, parse_manifest
 from marketplace.core.matching import Allocation, Capacity, allocate
 from provider_agent.config import RuntimeSection
-from provider_agent.container import LABEL_LEASE, LABEL_PROVIDER
+from provider_agent.container import DEFAULT_CAPABILITIES, LABEL_LEASE, LABEL_PROVIDER
 from provider_agent.runtime import DockerRuntime
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
 from tests.agent.supervision import Recorder, stored
@@ -42,11 +42,15 @@ def provider() -> Iterator[str]:
 
 
 def supervise(
-    provider: str, rec: Recorder, state_dir: Path | None = None, **settings: object
+    provider: str,
+    rec: Recorder,
+    state_dir: Path | None = None,
+    max_restarts: int = 3,
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES,
 ) -> LeaseSupervisor:
     return LeaseSupervisor(
         DockerRuntime.connect(provider),
-        RuntimeSection(**settings),  # type: ignore[arg-type]
+        RuntimeSection(max_restarts=max_restarts, capabilities=capabilities),
         rec.report,
         rec.ship,
         state_dir=state_dir,
@@ -151,7 +155,8 @@ def test_a_persistent_volume_survives_an_agent_sigkill_and_re_adoption(
 
     def marker() -> str:
         result = client.containers.get(container.id).exec_run(["cat", "/data/marker"])
-        return str(result.output.decode().strip()) if result.exit_code == 0 else ""
+        assert isinstance(result.output, bytes)  # not streamed
+        return result.output.decode().strip() if result.exit_code == 0 else ""
 
     wait_until(lambda: marker() == "kept", 20, "the container to write its marker")
     [volume] = sup.runtime.volumes("Dkill/1/1/prov")

@@ -83,11 +83,11 @@ def sup(runtime: MemoryRuntime, rec: Recorder, tmp_path: Path) -> Iterator[Lease
 
 
 def supervise(
-    runtime: MemoryRuntime, rec: Recorder, state_dir: Path | None = None, **settings: int
+    runtime: MemoryRuntime, rec: Recorder, state_dir: Path | None = None, max_restarts: int = 3
 ) -> LeaseSupervisor:
     return LeaseSupervisor(
         runtime,
-        RuntimeSection(**settings),
+        RuntimeSection(max_restarts=max_restarts),
         rec.report,
         rec.ship,
         state_dir=state_dir,
