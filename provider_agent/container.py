@@ -24,6 +24,7 @@ LABEL_GPUS = f"{LABEL}.gpus"
 LABEL_SPEC = f"{LABEL}.spec-sha256"
 LABEL_VOLUME = f"{LABEL}.volume"
 LABEL_SIZE = f"{LABEL}.size-bytes"
+LABEL_SCRATCH = f"{LABEL}.scratch-bytes"
 
 # Docker's default capability set (moby oci/caps/defaults.go), less what is dangerous on a
 # shared host and no ordinary image needs: NET_RAW (raw sockets: ARP and ICMP spoofing of the
@@ -109,6 +110,7 @@ class ContainerSpec:
     network: str | None = None  # per-lease bridge network; services find each other by name
     extra_labels: tuple[tuple[str, str], ...] = ()
     volumes: tuple[VolumeMount, ...] = ()
+    scratch_bytes: int = 0  # ephemeral disk volumes: the container's own layer may use this much
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES  # all others are dropped
 
     @property
@@ -170,6 +172,7 @@ def labels_of(spec: ContainerSpec, provider: str) -> dict[str, str]:
         LABEL_REPLICA: str(spec.replica),
         LABEL_GPUS: ",".join(spec.gpu_uuids),
         LABEL_SPEC: spec.digest,
+        LABEL_SCRATCH: str(spec.scratch_bytes),
         **dict(spec.extra_labels),
     }
 
@@ -261,6 +264,10 @@ class ContainerRuntime(Protocol):
 
     def volume_usage(self, name: str) -> int | None:
         """Bytes of data in a volume now; None when it cannot be measured."""
+        ...
+
+    def scratch_usage(self, container_id: str) -> int | None:
+        """Bytes the container wrote to its own layer (scratch space); None if unknown."""
         ...
 
     def close(self) -> None: ...

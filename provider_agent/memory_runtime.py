@@ -46,6 +46,7 @@ class _Container:
     spec: ContainerSpec
     log: list[LogLine] = field(default_factory=list)
     removed: bool = False
+    scratch_used: int = 0
 
 
 class MemoryRuntime:
@@ -223,6 +224,11 @@ class MemoryRuntime:
         with self._changed:
             return self._usage.get(name, 0) if name in self._volumes else None
 
+    def scratch_usage(self, container_id: str) -> int | None:
+        with self._changed:
+            container = self._containers.get(container_id)
+            return None if container is None else container.scratch_used
+
     def spec_of(self, container_id: str) -> ContainerSpec:
         """What the container was created from (its mounts, capabilities)."""
         with self._changed:
@@ -255,6 +261,11 @@ class MemoryRuntime:
             if name not in self._volumes:
                 raise RuntimeFailure(f"no such volume: {name}")
             self._usage[name] = used_bytes
+
+    def fill_scratch(self, container_id: str, used_bytes: int) -> None:
+        """The workload's files in its own layer now take `used_bytes`."""
+        with self._changed:
+            self._get(container_id).scratch_used = used_bytes
 
     def refuse_starts(self, why: str, image: str | None = None) -> None:
         """From now on starting a container (of `image`, or any) fails with `why`."""

@@ -337,6 +337,12 @@ class DockerRuntime:
                 return int(size) if size >= 0 else None
         return None
 
+    def scratch_usage(self, container_id: str) -> int | None:
+        """The container's writable layer (`SizeRw`): overlay2 on ext4 caps it nowhere."""
+        found = self.client.api.containers(all=True, filters={"id": container_id}, size=True)
+        size = found[0].get("SizeRw") if found else None
+        return int(size) if isinstance(size, int) and size >= 0 else None
+
     def _remove_by_name(self, name: str) -> None:
         for c in self.client.api.containers(all=True, filters={"name": f"^/{name}$"}):
             self.remove(c["Id"])

@@ -31,6 +31,7 @@ from marketplace.core.state import Endpoint
 from provider_agent.config import RuntimeSection
 from provider_agent.container import (
     LABEL,
+    LABEL_SCRATCH,
     ContainerRuntime,
     ContainerSpec,
     ContainerState,
@@ -230,6 +231,7 @@ class LeaseSupervisor:
                     pids_limit=self.settings.pids_limit,
                     extra_labels=_job_labels(job),
                     volumes=volumes,
+                    scratch_bytes=_scratch_bytes(unit),
                     capabilities=self.settings.capabilities,
                 )
             )
@@ -300,6 +302,13 @@ class LeaseSupervisor:
                 log.info("removed volume %s of closed lease %s", volume.name, volume.lease_id)
             except RuntimeFailure as exc:
                 log.warning("could not remove leftover volume %s: %s", volume.name, exc)
+
+    def storage_bytes(self, lease_id: str) -> int:
+        """The disk a running lease holds: its persistent volumes and its containers' scratch
+        space, as their labels say (what a restarted agent reserves for an adopted lease)."""
+        volumes = sum(v.size_bytes for v in self.runtime.volumes(lease_id))
+        scratch = sum(int(s.label(LABEL_SCRATCH, "0") or 0) for s in self.containers(lease_id))
+        return volumes + scratch
 
     def endpoints(self, lease_id: str) -> tuple[Endpoint, ...]:
         with self._lock:
@@ -430,6 +439,7 @@ class LeaseSupervisor:
             self.runtime.remove(state.id)
             for stream in ("stdout", "stderr"):
                 self.cursor.forget(f"{state.id}:{stream}")
+            self._outgrown.discard(state.id)
         self.runtime.remove_network(lease_id)
         for volume in self.runtime.volumes(lease_id):  # the lease is over: so is its data
             try:
@@ -449,24 +459,33 @@ class LeaseSupervisor:
                     log.exception("measuring the volumes of %s failed", lease_id)
 
     def check_volumes(self, lease_id: str) -> None:
-        """Report, in the lease's log, a persistent volume whose data outgrew its size: the
-        engine's local volumes have no cap (a tmpfs has: the kernel refuses the write)."""
+        """Report, in the lease's log, storage whose data outgrew its size: a persistent volume
+        (the engine's local volumes have no cap) or a container's scratch space (overlay2 on
+        ext4 has none either). A tmpfs needs no report: the kernel refuses the write."""
         for volume in self.runtime.volumes(lease_id):
             used = self.runtime.volume_usage(volume.name)
-            if used is None or volume.size_bytes <= 0:
-                continue
-            if used <= volume.size_bytes:
-                self._outgrown.discard(volume.name)
-                continue
-            if volume.name in self._outgrown:
-                continue  # said once; said again only after it went back under
-            self._outgrown.add(volume.name)
-            text = (
-                f"{volume.service}: volume {volume.volume} uses {units.format_size(used)} "
-                f"of {units.format_size(volume.size_bytes)}"
-            )
-            self._system_log(lease_id, text)
-            log.warning("lease %s: %s", lease_id, text)
+            what = f"{volume.service}: volume {volume.volume}"
+            self._compare(lease_id, volume.name, what, used, volume.size_bytes)
+        for state in self.runtime.owned(lease_id):
+            size = int(state.label(LABEL_SCRATCH, "0") or 0)
+            if size > 0:
+                used = self.runtime.scratch_usage(state.id)
+                what = f"{state.service}: scratch space"
+                self._compare(lease_id, state.id, what, used, size)
+
+    def _compare(self, lease_id: str, key: str, what: str, used: int | None, size: int) -> None:
+        if used is None or size <= 0:
+            return
+        with self._lock:
+            if used <= size:
+                self._outgrown.discard(key)
+                return
+            if key in self._outgrown:
+                return  # said once; said again only after it went back under
+            self._outgrown.add(key)
+        text = f"{what} uses {units.format_size(used)} of {units.format_size(size)}"
+        self._system_log(lease_id, text)
+        log.warning("lease %s: %s", lease_id, text)
 
     def close(self) -> None:
         """Stop watching (containers keep running, for re-adoption) and flush what is buffered."""
@@ -510,6 +529,11 @@ def _with_network(spec: ContainerSpec, network: str | None) -> ContainerSpec:
     from dataclasses import replace
 
     return replace(spec, network=network)
+
+
+def _scratch_bytes(unit: ResourceUnit) -> int:
+    """The unit's ephemeral disk volumes: what a replica may write to its own layer."""
+    return sum(v.size_bytes for v in unit.storage if not v.persistent and v.storage_class is None)
 
 
 def _mounts(service: Service, unit: ResourceUnit) -> tuple[VolumeMount, ...]:

@@ -57,8 +57,10 @@ def stored(
     data_size: str = "50Mi",
     read_only: bool = False,
     data_class: str = "beta2",
+    scratch_size: str = "100Mi",
 ) -> bytes:
-    """One busybox service with a persistent volume at /data and a 16Mi ram volume at /cache."""
+    """One busybox service with a persistent volume at /data, a 16Mi ram volume at /cache and
+    `scratch_size` of ephemeral disk (its own layer)."""
     text = f"""
 version: "2.0"
 services:
@@ -80,7 +82,7 @@ profiles:
         cpu: {{units: 0.5}}
         memory: {{size: 64Mi}}
         storage:
-          - size: 100Mi
+          - size: {scratch_size}
           - name: data
             size: {data_size}
             attributes: {{persistent: true, class: {data_class}}}

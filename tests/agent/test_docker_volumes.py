@@ -220,14 +220,18 @@ def test_a_read_only_mount_refuses_writes(provider: str) -> None:
     sup.close()
 
 
-def test_a_volume_that_outgrows_its_size_is_reported_in_the_lease_log(provider: str) -> None:
+def test_a_volume_or_scratch_space_that_outgrows_its_size_is_reported_in_the_lease_log(
+    provider: str,
+) -> None:
     rec = Recorder()
     sup = supervise(provider, rec)
-    script = "dd if=/dev/zero of=/data/big bs=1M count=8 && sync"
-    start(sup, parse_manifest(stored(script, data_size="5Mi")))
+    script = "dd if=/dev/zero of=/data/big bs=1M count=8 && dd if=/dev/zero of=/big bs=1M count=9"
+    start(sup, parse_manifest(stored(script, data_size="5Mi", scratch_size="6Mi")))
     assert rec.exited().exit_code == 0
-    said = [t for t in rec.texts("system") if "volume data uses" in t]
-    assert len(said) == 1 and said[0].startswith("db: ") and said[0].endswith("of 5Mi")
+    said = [t for t in rec.texts("system") if " uses " in t]
+    assert len(said) == 2, said
+    assert said[0].startswith("db: volume data uses 8") and said[0].endswith("of 5Mi")
+    assert said[1].startswith("db: scratch space uses 9") and said[1].endswith("of 6Mi")
     sup.close()
 
 

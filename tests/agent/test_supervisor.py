@@ -512,6 +512,28 @@ def test_an_outgrown_volume_is_reported_once_while_it_stays_over(
     rec.wait_for(lambda r: [t for t in r.texts("system") if "volume data" in t] == expected)
 
 
+def test_scratch_space_past_its_ephemeral_storage_is_reported(
+    sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder
+) -> None:
+    lease, _ = start(sup, parse_manifest(stored("serve")))
+    runtime.fill_scratch(only(runtime, lease).id, 200 * MI)
+    sup.check_volumes(lease)
+    rec.wait_for(lambda r: "db: scratch space uses 200Mi of 100Mi" in r.texts("system"))
+
+
+def test_an_adopted_lease_holds_its_volumes_and_scratch_space(
+    runtime: MemoryRuntime, tmp_path: Path
+) -> None:
+    before = supervise(runtime, Recorder(), tmp_path)
+    lease, _ = start(before, parse_manifest(stored("serve")))
+    before.close()
+    after = supervise(runtime, Recorder(), tmp_path)
+    after.adopt()
+    assert after.storage_bytes(lease) == (50 + 100) * MI  # the ram volume counts as memory
+    assert only(runtime, lease).memory_bytes == (64 + 16) * MI
+    after.close()
+
+
 def test_an_outgrown_volume_is_reported_when_its_container_exits(
     sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder
 ) -> None:
