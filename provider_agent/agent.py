@@ -225,7 +225,7 @@ class Agent:
                 gpu_uuids=uuids,
                 cpu_millis=sum(s.cpu_millis for s in states),
                 memory_bytes=sum(s.memory_bytes for s in states),
-                storage_bytes=0,
+                storage_bytes=self.supervisor.storage_bytes(lease_id),
                 gpu_models=(),
             ),
         )

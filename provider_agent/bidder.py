@@ -40,7 +40,7 @@ from marketplace.core.resources import GroupSpec
 from marketplace.core.state import Bid, Lease, Offer, Order
 from provider_agent.backoff import Backoff
 from provider_agent.config import AgentConfig, HoldLimits
-from provider_agent.inventory import Inventory, Reservations
+from provider_agent.inventory import Inventory, Reservations, storage_refusal
 from provider_agent.metrics import AgentCounters
 from provider_agent.pricing_script import ScriptPricing
 
@@ -83,6 +83,9 @@ class Quoter:
         from before pricing on; releasing it is the caller's (its one cleanup path)."""
         if self.pricing is None:
             return BidDecision(False, reason=NO_PRICES)
+        no_storage = storage_refusal(group, dict(inventory.attributes))
+        if no_storage is not None:
+            return BidDecision(False, reason=no_storage)
         decision = decide(
             group,
             tenant,

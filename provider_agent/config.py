@@ -17,6 +17,7 @@ from typing import Any
 from marketplace.core import money, units
 from marketplace.core.bidding import BidPolicy
 from marketplace.core.pricing import PricingError, ScalePricing
+from provider_agent.container import DEFAULT_CAPABILITIES, DOCKER_DEFAULT_CAPABILITIES
 
 EX_CONFIG = 78
 PACKAGED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -65,6 +66,10 @@ class GpuSection:
     xid_quarantine_s: float = 600.0
 
 
+STORAGE_CLASSES = ("beta1", "beta2", "beta3", "ram")  # Akash's, less `default` (see inventory)
+DEFAULT_STORAGE_CLASSES = ("beta2", "ram")
+
+
 @dataclass(frozen=True)
 class ResourcesSection:
     cpu_millis: int | None = None  # None: every CPU of the host, less the reserve
@@ -72,6 +77,9 @@ class ResourcesSection:
     storage_bytes: int | None = None  # None: free disk under the state dir
     reserve_cpu_millis: int = 1000
     reserve_memory_bytes: int = 2 * units.GI
+    # Akash's storage classes this host offers (beta1 HDD, beta2 SSD, beta3 NVMe; ram = tmpfs).
+    # Persistent classes are Docker named volumes on the engine's disk: claim only what it is.
+    storage_classes: tuple[str, ...] = DEFAULT_STORAGE_CLASSES
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,9 @@ class RuntimeSection:
     training_shm_bytes: int = units.GI  # training jobs (NCCL, data loaders) need a large /dev/shm
     max_restarts: int = 3  # local restarts for on-failure / always before the lease fails
     stop_grace_s: int = 10
+    # the capabilities a container keeps (every other is dropped); see container.py
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+    volume_check_s: float = 60.0  # how often persistent volumes are measured against their size
 
 
 @dataclass(frozen=True)
@@ -301,6 +312,8 @@ def _provider(s: _Section, base: Path) -> ProviderSection:
             raise attrs.error(
                 key, "GPU capabilities are derived from the inventory; do not type them"
             )
+        if key.startswith("capabilities/storage"):
+            raise attrs.error(key, "storage capabilities come from resources.storage_classes")
         pairs.append((key, value))
     state = s.raw("state_dir")
     return ProviderSection(
@@ -373,7 +386,20 @@ def _resources(s: _Section) -> ResourcesSection:
         storage_bytes=s.parsed("storage", units.parse_size),
         reserve_cpu_millis=s.parsed("reserve_cpu", units.parse_cpu, 1000),
         reserve_memory_bytes=s.parsed("reserve_memory", units.parse_size, 2 * units.GI),
+        storage_classes=_storage_classes(s),
     )
+
+
+def _storage_classes(s: _Section) -> tuple[str, ...]:
+    if s.raw("storage_classes") is None:
+        return DEFAULT_STORAGE_CLASSES
+    classes = s.strings("storage_classes")
+    for name in classes:
+        if name not in STORAGE_CLASSES:
+            raise s.error("storage_classes", f"{name!r} is not one of {', '.join(STORAGE_CLASSES)}")
+    if len(set(classes)) != len(classes):
+        raise s.error("storage_classes", "lists a class twice")
+    return classes
 
 
 def _pricing(s: _Section, base: Path) -> PricingSection:
@@ -451,7 +477,26 @@ def _runtime(s: _Section) -> RuntimeSection:
         training_shm_bytes=s.parsed("training_shm_size", units.parse_size, units.GI),
         max_restarts=s.integer("max_restarts", 3),
         stop_grace_s=s.integer("stop_grace_s", 10, minimum=1),
+        capabilities=_capabilities(s),
+        volume_check_s=s.number("volume_check_s", 60.0, minimum=1.0),
     )
+
+
+def _capabilities(s: _Section) -> tuple[str, ...]:
+    """`capabilities = [...]` (a subset of Docker's default set) or `cap_drop_all = true`."""
+    drop_all = s.boolean("cap_drop_all", False)
+    if s.raw("capabilities") is None:
+        return () if drop_all else DEFAULT_CAPABILITIES
+    if drop_all:
+        raise s.error("cap_drop_all", "= true and capabilities exclude each other: set one")
+    chosen = tuple(c.upper().removeprefix("CAP_") for c in s.strings("capabilities"))
+    for cap in chosen:
+        if cap not in DOCKER_DEFAULT_CAPABILITIES:
+            raise s.error(
+                "capabilities",
+                f"{cap} is not in Docker's default set ({', '.join(DOCKER_DEFAULT_CAPABILITIES)})",
+            )
+    return tuple(sorted(set(chosen)))
 
 
 def _metrics(s: _Section) -> MetricsSection:

@@ -22,10 +22,72 @@ LABEL_SERVICE = f"{LABEL}.service"
 LABEL_REPLICA = f"{LABEL}.replica"
 LABEL_GPUS = f"{LABEL}.gpus"
 LABEL_SPEC = f"{LABEL}.spec-sha256"
+LABEL_VOLUME = f"{LABEL}.volume"
+LABEL_SIZE = f"{LABEL}.size-bytes"
+LABEL_SCRATCH = f"{LABEL}.scratch-bytes"
+
+# Docker's default capability set (moby oci/caps/defaults.go), less what is dangerous on a
+# shared host and no ordinary image needs: NET_RAW (raw sockets: ARP and ICMP spoofing of the
+# other leases on the bridge; Kubernetes' "baseline" Pod Security drops it too), MKNOD (device
+# nodes) and AUDIT_WRITE (writes into the host's audit log). What is kept is what images'
+# entrypoints use: chown and su/gosu (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID,
+# SETPCAP), binding a port below 1024, signalling their children, chroot (sshd privilege
+# separation) and setcap in package scripts (inert under no-new-privileges).
+DOCKER_DEFAULT_CAPABILITIES = (
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+)
+DROPPED_CAPABILITIES = ("AUDIT_WRITE", "MKNOD", "NET_RAW")
+DEFAULT_CAPABILITIES = tuple(
+    c for c in DOCKER_DEFAULT_CAPABILITIES if c not in DROPPED_CAPABILITIES
+)
 
 
 class RuntimeFailure(Exception):
     """A container could not be pulled, created or started; the message says why, for the tenant."""
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """One `params.storage` mount of a replica. Persistent volumes are named volumes of their
+    own (one per lease, service, replica and volume, as Akash gives each replica its claim);
+    class `ram` is a tmpfs of `size_bytes`. Ephemeral disk volumes are no mount at all: they are
+    the container's scratch space."""
+
+    volume: str  # the SDL's volume name
+    mount: str  # absolute path in the container
+    size_bytes: int
+    read_only: bool = False
+    persistent: bool = False
+    storage_class: str | None = None
+
+    @property
+    def is_ram(self) -> bool:
+        return self.storage_class == "ram"
+
+
+@dataclass(frozen=True)
+class VolumeState:
+    """A named volume this provider made, found again by its labels."""
+
+    name: str
+    lease_id: str
+    service: str
+    replica: int
+    volume: str
+    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -47,6 +109,14 @@ class ContainerSpec:
     pids_limit: int = 1024
     network: str | None = None  # per-lease bridge network; services find each other by name
     extra_labels: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[VolumeMount, ...] = ()
+    scratch_bytes: int = 0  # ephemeral disk volumes: the container's own layer may use this much
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES  # all others are dropped
+
+    @property
+    def named_volumes(self) -> tuple[VolumeMount, ...]:
+        """The mounts that are volumes of their own (persistent, not ram)."""
+        return tuple(v for v in self.volumes if v.persistent and not v.is_ram)
 
     @property
     def digest(self) -> str:
@@ -102,12 +172,44 @@ def labels_of(spec: ContainerSpec, provider: str) -> dict[str, str]:
         LABEL_REPLICA: str(spec.replica),
         LABEL_GPUS: ",".join(spec.gpu_uuids),
         LABEL_SPEC: spec.digest,
+        LABEL_SCRATCH: str(spec.scratch_bytes),
         **dict(spec.extra_labels),
     }
 
 
 def network_name(lease_id: str) -> str:
     return f"gm-{hashlib.sha1(lease_id.encode()).hexdigest()[:10]}"
+
+
+def volume_name(spec: ContainerSpec, volume: VolumeMount) -> str:
+    """gm-<lease hash>-<service>-<replica>-<volume>: stable, so a restarted container (and a
+    re-adopted one) finds the same data."""
+    safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", volume.volume)[:40]
+    return f"{container_name(spec.lease_id, spec.service, spec.replica)}-{safe}"
+
+
+def volume_labels(spec: ContainerSpec, volume: VolumeMount, provider: str) -> dict[str, str]:
+    """A volume carries its provider and lease (as containers do), so a restarted agent finds
+    it and removes it once the lease is gone."""
+    return {
+        LABEL_PROVIDER: provider,
+        LABEL_LEASE: spec.lease_id,
+        LABEL_SERVICE: spec.service,
+        LABEL_REPLICA: str(spec.replica),
+        LABEL_VOLUME: volume.volume,
+        LABEL_SIZE: str(volume.size_bytes),
+    }
+
+
+def volume_state(name: str, labels: dict[str, str]) -> VolumeState:
+    return VolumeState(
+        name=name,
+        lease_id=labels.get(LABEL_LEASE, ""),
+        service=labels.get(LABEL_SERVICE, ""),
+        replica=int(labels.get(LABEL_REPLICA, "0") or 0),
+        volume=labels.get(LABEL_VOLUME, ""),
+        size_bytes=int(labels.get(LABEL_SIZE, "0") or 0),
+    )
 
 
 class ContainerRuntime(Protocol):
@@ -150,6 +252,22 @@ class ContainerRuntime(Protocol):
 
     def owned(self, lease_id: str | None = None) -> list[ContainerState]:
         """Every container of this provider (or of one lease), running or not."""
+        ...
+
+    def volumes(self, lease_id: str | None = None) -> list[VolumeState]:
+        """Every named volume of this provider (or of one lease). `launch` makes them."""
+        ...
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume and its data (its containers must be gone)."""
+        ...
+
+    def volume_usage(self, name: str) -> int | None:
+        """Bytes of data in a volume now; None when it cannot be measured."""
+        ...
+
+    def scratch_usage(self, container_id: str) -> int | None:
+        """Bytes the container wrote to its own layer (scratch space); None if unknown."""
         ...
 
     def close(self) -> None: ...

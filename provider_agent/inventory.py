@@ -15,6 +15,7 @@ from pathlib import Path
 from marketplace.core import gpus as gpu_registry
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.matching import Allocation, Capacity, GpuDevice
+from marketplace.core.resources import GroupSpec
 from provider_agent.config import AgentConfig
 from provider_agent.nvml import GpuReading, HostGpus
 
@@ -116,7 +117,56 @@ def provider_attributes(
     for variant in variants:
         for key in variant.attribute_keys:
             attrs[key] = "true"
+    attrs.update(storage_attributes(cfg.resources.storage_classes))
     return tuple(sorted(attrs.items()))
+
+
+STORAGE_PREFIX = "capabilities/storage/"
+
+
+def storage_attributes(classes: tuple[str, ...]) -> dict[str, str]:
+    """Akash's form: capabilities/storage/<n>/class = beta2, capabilities/storage/<n>/persistent
+    = true (ram is the one class that is not persistent)."""
+    attrs = {}
+    for n, name in enumerate(classes, start=1):
+        attrs[f"{STORAGE_PREFIX}{n}/class"] = name
+        attrs[f"{STORAGE_PREFIX}{n}/persistent"] = "false" if name == "ram" else "true"
+    return attrs
+
+
+def offered_storage(attributes: dict[str, str]) -> dict[str, bool]:
+    """Storage class -> persistent, read back from a provider's capability attributes."""
+    groups: dict[str, dict[str, str]] = {}
+    for key, value in attributes.items():
+        if key.startswith(STORAGE_PREFIX):
+            n, _, field_ = key.removeprefix(STORAGE_PREFIX).partition("/")
+            groups.setdefault(n, {})[field_] = value
+    return {g["class"]: g.get("persistent") == "true" for g in groups.values() if "class" in g}
+
+
+def storage_refusal(group: GroupSpec, attributes: dict[str, str]) -> str | None:
+    """Why this provider cannot give `group` its volumes, or None. Akash's rule: every volume's
+    attributes (class, persistent) equal one capabilities/storage/<n> group. Ephemeral disk
+    volumes ask for nothing (they are scratch space); class `default` (persistent without a
+    class) is whichever persistent class the provider offers."""
+    offered = offered_storage(attributes)
+    persistent = [name for name, is_persistent in offered.items() if is_persistent]
+    for unit in group.resources:
+        for volume in unit.storage:
+            wanted = volume.storage_class
+            if wanted is None and not volume.persistent:
+                continue
+            if wanted in (None, "default"):
+                if persistent:
+                    continue
+                return "persistent storage not offered here" + _offers(offered)
+            if offered.get(wanted) != volume.persistent:
+                return f"storage class {wanted} not offered here" + _offers(offered)
+    return None
+
+
+def _offers(offered: dict[str, bool]) -> str:
+    return f" (offers {', '.join(offered)})" if offered else " (offers no storage classes)"
 
 
 class Reservations:

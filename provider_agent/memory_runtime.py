@@ -25,9 +25,13 @@ from provider_agent.container import (
     ContainerState,
     LogLine,
     RuntimeFailure,
+    VolumeState,
     container_name,
     labels_of,
     network_name,
+    volume_labels,
+    volume_name,
+    volume_state,
 )
 
 FIRST_HOST_PORT = 32768  # where an engine's ephemeral port range starts
@@ -39,8 +43,10 @@ EXIT_KILLED = 137  # SIGKILL: a forced removal, or the kernel's OOM killer
 class _Container:
     state: ContainerState
     image: str
+    spec: ContainerSpec
     log: list[LogLine] = field(default_factory=list)
     removed: bool = False
+    scratch_used: int = 0
 
 
 class MemoryRuntime:
@@ -64,6 +70,8 @@ class MemoryRuntime:
         self._now = now
         self._containers: dict[str, _Container] = {}
         self._networks: set[str] = set()
+        self._volumes: dict[str, VolumeState] = {}
+        self._usage: dict[str, int] = {}  # volume name -> bytes its data uses
         self._refused: dict[str | None, str] = {}  # image (None: any) -> why starts fail
         self._ids = itertools.count(1)
         self._ports = itertools.count(FIRST_HOST_PORT)
@@ -120,7 +128,11 @@ class MemoryRuntime:
                 cpu_millis=spec.cpu_millis,
                 memory_bytes=spec.memory_bytes,
             )
-            self._containers[container_id] = _Container(state, spec.image)
+            for volume in spec.named_volumes:  # made once; a restart or a re-create reuses it
+                name = volume_name(spec, volume)
+                labels = volume_labels(spec, volume, self.provider)
+                self._volumes.setdefault(name, volume_state(name, labels))
+            self._containers[container_id] = _Container(state, spec.image, spec)
         return container_id
 
     def start(self, container_id: str) -> ContainerState:
@@ -193,6 +205,35 @@ class MemoryRuntime:
                 c.state for c in self._live() if lease_id is None or c.state.lease_id == lease_id
             ]
 
+    def volumes(self, lease_id: str | None = None) -> list[VolumeState]:
+        with self._changed:
+            return sorted(
+                (v for v in self._volumes.values() if lease_id is None or v.lease_id == lease_id),
+                key=lambda v: v.name,
+            )
+
+    def remove_volume(self, name: str) -> None:
+        with self._changed:
+            users = [c.state.name for c in self._live() if name in _volume_names(c.spec)]
+            if users:  # as the engine refuses: "volume is in use"
+                raise RuntimeFailure(f"volume {name} is in use by {', '.join(users)}")
+            self._volumes.pop(name, None)
+            self._usage.pop(name, None)
+
+    def volume_usage(self, name: str) -> int | None:
+        with self._changed:
+            return self._usage.get(name, 0) if name in self._volumes else None
+
+    def scratch_usage(self, container_id: str) -> int | None:
+        with self._changed:
+            container = self._containers.get(container_id)
+            return None if container is None else container.scratch_used
+
+    def spec_of(self, container_id: str) -> ContainerSpec:
+        """What the container was created from (its mounts, capabilities)."""
+        with self._changed:
+            return self._get(container_id).spec
+
     def close(self) -> None:
         """Nothing to let go of: the containers stay, as they would on an engine."""
 
@@ -213,6 +254,18 @@ class MemoryRuntime:
             if not container.state.running:
                 raise RuntimeFailure(f"container {container_id} is not running")
             self._exit(container, EXIT_KILLED if oom_killed else exit_code, oom_killed)
+
+    def fill_volume(self, name: str, used_bytes: int) -> None:
+        """The workload's data in volume `name` now takes `used_bytes`."""
+        with self._changed:
+            if name not in self._volumes:
+                raise RuntimeFailure(f"no such volume: {name}")
+            self._usage[name] = used_bytes
+
+    def fill_scratch(self, container_id: str, used_bytes: int) -> None:
+        """The workload's files in its own layer now take `used_bytes`."""
+        with self._changed:
+            self._get(container_id).scratch_used = used_bytes
 
     def refuse_starts(self, why: str, image: str | None = None) -> None:
         """From now on starting a container (of `image`, or any) fails with `why`."""
@@ -252,6 +305,10 @@ class MemoryRuntime:
         container.removed = True
         del self._containers[container.state.id]
         self._changed.notify_all()
+
+
+def _volume_names(spec: ContainerSpec) -> set[str]:
+    return {volume_name(spec, v) for v in spec.named_volumes}
 
 
 def _ended(container: _Container) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,9 +37,14 @@ from provider_agent.container import (
     ContainerState,
     LogLine,
     RuntimeFailure,
+    VolumeMount,
+    VolumeState,
     container_name,
     labels_of,
     network_name,
+    volume_labels,
+    volume_name,
+    volume_state,
 )
 
 log = logging.getLogger(__name__)
@@ -62,7 +68,8 @@ def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
         "memswap_limit": spec.memory_bytes,  # equal to memory: no swap
         "pids_limit": spec.pids_limit,
         "shm_size": spec.shm_bytes,
-        "cap_drop": ["ALL"],
+        "cap_drop": ["ALL"],  # then add back the chosen set: the same on any engine's defaults
+        "cap_add": list(spec.capabilities),
         "security_opt": ["no-new-privileges"],
         "privileged": False,
         "init": True,  # PID 1 forwards SIGTERM, so stop() does not wait out its timeout
@@ -70,6 +77,8 @@ def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
         "ports": {f"{p}/tcp": None for p in spec.ports},  # None: a random free host port
         "hostname": spec.service[:63],
     }
+    if spec.volumes:
+        kwargs["mounts"] = [_mount(spec, v) for v in spec.volumes if v.persistent or v.is_ram]
     if spec.command:
         kwargs["entrypoint"] = list(spec.command)
     if spec.args:
@@ -82,6 +91,22 @@ def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
         kwargs["network"] = spec.network
         kwargs["networking_config"] = {spec.network: {"Aliases": [spec.service]}}
     return kwargs
+
+
+def _mount(spec: ContainerSpec, volume: VolumeMount) -> docker.types.Mount:
+    """A ram volume is a tmpfs capped at its size (the kernel enforces it); a persistent one is
+    the replica's own named volume."""
+    if volume.is_ram:
+        return docker.types.Mount(
+            volume.mount,
+            None,
+            type="tmpfs",
+            read_only=volume.read_only,
+            tmpfs_size=volume.size_bytes,
+        )
+    return docker.types.Mount(
+        volume.mount, volume_name(spec, volume), type="volume", read_only=volume.read_only
+    )
 
 
 def _parse_time(text: str | None) -> float | None:
@@ -193,6 +218,8 @@ class DockerRuntime:
         kwargs = create_kwargs(spec, self.provider)
         self._remove_by_name(kwargs["name"])
         try:
+            for volume in spec.named_volumes:
+                self._ensure_volume(spec, volume)
             container = self.client.containers.create(**kwargs)
         except docker.errors.ImageNotFound as exc:
             raise RuntimeFailure(f"image {spec.image} is not on this host") from exc
@@ -266,6 +293,56 @@ class DockerRuntime:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
 
+    # --- volumes --------------------------------------------------------------------------------
+    def _ensure_volume(self, spec: ContainerSpec, volume: VolumeMount) -> None:
+        """The replica's named volume, made once with its labels (a restart reuses it)."""
+        name = volume_name(spec, volume)
+        try:
+            self.client.api.inspect_volume(name)
+        except docker.errors.NotFound:
+            labels = volume_labels(spec, volume, self.provider)
+            self.client.api.create_volume(name, driver="local", labels=labels)
+
+    def volumes(self, lease_id: str | None = None) -> list[VolumeState]:
+        labels = [f"{LABEL_PROVIDER}={self.provider}"]
+        if lease_id is not None:
+            labels.append(f"{LABEL_LEASE}={lease_id}")
+        found = self.client.api.volumes(filters={"label": labels}).get("Volumes") or []
+        return sorted(
+            (volume_state(v["Name"], v.get("Labels") or {}) for v in found), key=lambda v: v.name
+        )
+
+    def remove_volume(self, name: str) -> None:
+        try:
+            self.client.api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:  # 409: a container still uses it
+            raise RuntimeFailure(f"remove volume {name}: {exc.explanation or exc}") from exc
+
+    def volume_usage(self, name: str) -> int | None:
+        """Bytes under the volume's directory, walked like `du` (Docker's local driver sets no
+        size limit on overlay or ext4, so this is how an outgrown volume is noticed). Where the
+        agent cannot read the engine's directory, the engine's own count (`docker system df`)."""
+        try:
+            mountpoint = self.client.api.inspect_volume(name)["Mountpoint"]
+        except docker.errors.NotFound:
+            return None
+        used = _tree_bytes(mountpoint)
+        if used is not None:
+            return used
+        for v in self.client.df().get("Volumes") or []:
+            if v.get("Name") == name:
+                size = (v.get("UsageData") or {}).get("Size", -1)
+                return int(size) if size >= 0 else None
+        return None
+
+    def scratch_usage(self, container_id: str) -> int | None:
+        """The container's writable layer (`SizeRw`): overlay2 on ext4 caps it nowhere."""
+        found = self.client.api.containers(all=True, filters={"id": container_id}, size=True)
+        size = found[0].get("SizeRw") if found else None
+        return int(size) if isinstance(size, int) and size >= 0 else None
+
     def _remove_by_name(self, name: str) -> None:
         for c in self.client.api.containers(all=True, filters={"name": f"^/{name}$"}):
             self.remove(c["Id"])
@@ -283,6 +360,34 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 continue  # removed between list and inspect
         return states
+
+
+def _tree_bytes(root: str) -> int | None:
+    """Disk bytes used under `root` (allocated blocks, hard links once); None if unreadable."""
+    try:
+        os.stat(root)
+    except OSError:
+        return None
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [root]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue  # removed while walking, or a directory the agent may not read
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
@@ -323,6 +428,7 @@ __all__ = [
     "DockerRuntime",
     "LogLine",
     "RuntimeFailure",
+    "VolumeMount",
     "container_name",
     "create_kwargs",
     "labels_of",

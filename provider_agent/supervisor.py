@@ -23,18 +23,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marketplace.core.manifest import Manifest
+from marketplace.core import units
+from marketplace.core.manifest import Manifest, Service
 from marketplace.core.matching import Allocation
-from marketplace.core.resources import GroupSpec, JobKind, JobSettings, RestartPolicy
+from marketplace.core.resources import GroupSpec, JobKind, JobSettings, ResourceUnit, RestartPolicy
 from marketplace.core.state import Endpoint
 from provider_agent.config import RuntimeSection
 from provider_agent.container import (
     LABEL,
+    LABEL_SCRATCH,
     ContainerRuntime,
     ContainerSpec,
     ContainerState,
     LogLine,
     RuntimeFailure,
+    VolumeMount,
 )
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,11 @@ class LeaseSupervisor:
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="log-flush", daemon=True)
         self._flusher.start()
+        self._outgrown: set[str] = set()  # volumes reported over their size (until back under)
+        self._volume_checker = threading.Thread(
+            target=self._volume_loop, name="volume-check", daemon=True
+        )
+        self._volume_checker.start()
 
     # --- queries ------------------------------------------------------------------------------
     def running_leases(self) -> list[str]:
@@ -202,6 +210,8 @@ class LeaseSupervisor:
             unit_gpus = gpus_by_unit[r.unit_index] if r.unit_index < len(gpus_by_unit) else ()
             n = unit.gpu.units
             service = r.service
+            volumes = _mounts(service, unit)
+            ram = sum(v.size_bytes for v in volumes if v.is_ram)
             specs.append(
                 ContainerSpec(
                     lease_id=lease_id,
@@ -213,11 +223,16 @@ class LeaseSupervisor:
                     env=service.env,
                     ports=service.global_ports,
                     cpu_millis=unit.cpu_millis,
-                    memory_bytes=unit.memory_bytes,
+                    # a tmpfs's pages count against the container's memory: the ram volumes
+                    # come on top of the memory asked for (matching reserved both)
+                    memory_bytes=unit.memory_bytes + ram,
                     gpu_uuids=tuple(unit_gpus[r.slot * n : (r.slot + 1) * n]),
                     shm_bytes=shm,
                     pids_limit=self.settings.pids_limit,
                     extra_labels=_job_labels(job),
+                    volumes=volumes,
+                    scratch_bytes=_scratch_bytes(unit),
+                    capabilities=self.settings.capabilities,
                 )
             )
         return specs
@@ -258,6 +273,7 @@ class LeaseSupervisor:
                 self.runtime.remove(state.id)  # a start that never happened
                 continue
             by_lease.setdefault(state.lease_id, []).append(state)
+        self._remove_orphan_volumes(set(by_lease))
         for lease_id, states in by_lease.items():
             lease = _Lease(lease_id, _restart_of(states[0]))
             with self._lock:
@@ -270,6 +286,29 @@ class LeaseSupervisor:
             for state in states:
                 self._watch(lease_id, state)
         return sorted(by_lease)
+
+    def _remove_orphan_volumes(self, leases_with_containers: set[str]) -> None:
+        """Volumes of a lease none of whose containers is left (a killed agent's teardown, or
+        start, cut short) hold data nothing will mount again: remove them. The volumes of the
+        leases adopted stay until those leases close."""
+        for volume in self.runtime.volumes():
+            if volume.lease_id in leases_with_containers:
+                continue
+            with self._lock:
+                if volume.lease_id in self._leases:
+                    continue  # started by this supervisor meanwhile
+            try:
+                self.runtime.remove_volume(volume.name)
+                log.info("removed volume %s of closed lease %s", volume.name, volume.lease_id)
+            except RuntimeFailure as exc:
+                log.warning("could not remove leftover volume %s: %s", volume.name, exc)
+
+    def storage_bytes(self, lease_id: str) -> int:
+        """The disk a running lease holds: its persistent volumes and its containers' scratch
+        space, as their labels say (what a restarted agent reserves for an adopted lease)."""
+        volumes = sum(v.size_bytes for v in self.runtime.volumes(lease_id))
+        scratch = sum(int(s.label(LABEL_SCRATCH, "0") or 0) for s in self.containers(lease_id))
+        return volumes + scratch
 
     def endpoints(self, lease_id: str) -> tuple[Endpoint, ...]:
         with self._lock:
@@ -338,6 +377,7 @@ class LeaseSupervisor:
             again = (lease.restart == RestartPolicy.ALWAYS) or (
                 lease.restart == RestartPolicy.ON_FAILURE and failed
             )
+        self.check_volumes(lease_id)  # what the container left on disk, before any restart
         what = _exit_text(final)
         if again and left > 0:
             self._system_log(lease_id, f"{final.service}: {what}; restarting ({left} left)")
@@ -399,13 +439,59 @@ class LeaseSupervisor:
             self.runtime.remove(state.id)
             for stream in ("stdout", "stderr"):
                 self.cursor.forget(f"{state.id}:{stream}")
+            self._outgrown.discard(state.id)
         self.runtime.remove_network(lease_id)
+        for volume in self.runtime.volumes(lease_id):  # the lease is over: so is its data
+            try:
+                self.runtime.remove_volume(volume.name)
+            except RuntimeFailure as exc:  # an adopt() at the next start removes it then
+                log.warning("could not remove volume %s: %s", volume.name, exc)
+            self._outgrown.discard(volume.name)
         self.cursor.save()
+
+    # --- volume sizes -------------------------------------------------------------------------
+    def _volume_loop(self) -> None:
+        while not self._stop.wait(self.settings.volume_check_s):
+            for lease_id in self.running_leases():
+                try:
+                    self.check_volumes(lease_id)
+                except Exception:
+                    log.exception("measuring the volumes of %s failed", lease_id)
+
+    def check_volumes(self, lease_id: str) -> None:
+        """Report, in the lease's log, storage whose data outgrew its size: a persistent volume
+        (the engine's local volumes have no cap) or a container's scratch space (overlay2 on
+        ext4 has none either). A tmpfs needs no report: the kernel refuses the write."""
+        for volume in self.runtime.volumes(lease_id):
+            used = self.runtime.volume_usage(volume.name)
+            what = f"{volume.service}: volume {volume.volume}"
+            self._compare(lease_id, volume.name, what, used, volume.size_bytes)
+        for state in self.runtime.owned(lease_id):
+            size = int(state.label(LABEL_SCRATCH, "0") or 0)
+            if size > 0:
+                used = self.runtime.scratch_usage(state.id)
+                what = f"{state.service}: scratch space"
+                self._compare(lease_id, state.id, what, used, size)
+
+    def _compare(self, lease_id: str, key: str, what: str, used: int | None, size: int) -> None:
+        if used is None or size <= 0:
+            return
+        with self._lock:
+            if used <= size:
+                self._outgrown.discard(key)
+                return
+            if key in self._outgrown:
+                return  # said once; said again only after it went back under
+            self._outgrown.add(key)
+        text = f"{what} uses {units.format_size(used)} of {units.format_size(size)}"
+        self._system_log(lease_id, text)
+        log.warning("lease %s: %s", lease_id, text)
 
     def close(self) -> None:
         """Stop watching (containers keep running, for re-adoption) and flush what is buffered."""
         self._stop.set()
         self._flusher.join(timeout=5)
+        self._volume_checker.join(timeout=5)
         for lease_id in list(self._buffers):
             self._flush(lease_id)
         self.cursor.save()
@@ -443,6 +529,33 @@ def _with_network(spec: ContainerSpec, network: str | None) -> ContainerSpec:
     from dataclasses import replace
 
     return replace(spec, network=network)
+
+
+def _scratch_bytes(unit: ResourceUnit) -> int:
+    """The unit's ephemeral disk volumes: what a replica may write to its own layer."""
+    return sum(v.size_bytes for v in unit.storage if not v.persistent and v.storage_class is None)
+
+
+def _mounts(service: Service, unit: ResourceUnit) -> tuple[VolumeMount, ...]:
+    """The service's `params.storage` mounts with their volumes' size and class. An unmounted
+    or ephemeral disk volume is scratch space in the container's own layer (no mount)."""
+    volumes = {v.name: v for v in unit.storage}
+    mounts = []
+    for m in service.storage:
+        volume = volumes.get(m.volume)
+        if volume is None or not m.mount:
+            continue  # the parser refuses such a manifest; nothing to mount
+        mounts.append(
+            VolumeMount(
+                volume=m.volume,
+                mount=m.mount,
+                size_bytes=volume.size_bytes,
+                read_only=m.read_only,
+                persistent=volume.persistent,
+                storage_class=volume.storage_class,
+            )
+        )
+    return tuple(mounts)
 
 
 def _job_labels(job: JobSettings) -> tuple[tuple[str, str], ...]:

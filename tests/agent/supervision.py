@@ -51,6 +51,57 @@ def sdl(
     return text.encode()
 
 
+def stored(
+    script: str,
+    restart: str = "never",
+    data_size: str = "50Mi",
+    read_only: bool = False,
+    data_class: str = "beta2",
+    scratch_size: str = "100Mi",
+) -> bytes:
+    """One busybox service with a persistent volume at /data, a 16Mi ram volume at /cache and
+    `scratch_size` of ephemeral disk (its own layer)."""
+    text = f"""
+version: "2.0"
+services:
+  db:
+    image: gpumarket/busybox:latest
+    command: ["sh", "-c"]
+    args: [{script!r}]
+    params:
+      storage:
+        data:
+          mount: /data
+          readOnly: {str(read_only).lower()}
+        cache:
+          mount: /cache
+profiles:
+  compute:
+    db:
+      resources:
+        cpu: {{units: 0.5}}
+        memory: {{size: 64Mi}}
+        storage:
+          - size: {scratch_size}
+          - name: data
+            size: {data_size}
+            attributes: {{persistent: true, class: {data_class}}}
+          - name: cache
+            size: 16Mi
+            attributes: {{class: ram}}
+  placement:
+    here:
+      pricing:
+        db: {{denom: uact, amount: 100}}
+deployment:
+  db:
+    here: {{profile: db, count: 1}}
+gpumarket:
+  restart: {restart}
+"""
+    return text.encode()
+
+
 class Recorder:
     """Collects what the supervisor reports, and lets a test await it (no fixed sleeps)."""
 

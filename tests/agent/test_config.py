@@ -53,6 +53,19 @@ def test_full_example_values() -> None:
             "also allowed",
         ),
         ("gpus = 3", "gpus", "unknown key"),
+        ('[resources]\nstorage_classes = ["beta4"]', "resources.storage_classes", "not one of"),
+        ('[resources]\nstorage_classes = ["ram", "ram"]', "resources.storage_classes", "twice"),
+        (
+            '[provider.attributes]\n"capabilities/storage/1/class" = "beta3"',
+            "provider.attributes.capabilities/storage/1/class",
+            "storage_classes",
+        ),
+        ('[runtime]\ncapabilities = ["SYS_ADMIN"]', "runtime.capabilities", "default set"),
+        (
+            '[runtime]\ncapabilities = ["CHOWN"]\ncap_drop_all = true',
+            "runtime.cap_drop_all",
+            "exclude each other",
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str, words: str) -> None:
@@ -63,6 +76,18 @@ def test_bad_values_name_the_key(tmp_path: Path, toml: str, key: str, words: str
     assert info.value.key == key
     assert words in str(info.value)
     assert str(info.value).startswith(f"{path}: {key}: ")
+
+
+def test_storage_classes_and_capabilities_default_and_tighten() -> None:
+    cfg = parse_config({})
+    assert cfg.resources.storage_classes == ("beta2", "ram")
+    assert "CHOWN" in cfg.runtime.capabilities and "NET_RAW" not in cfg.runtime.capabilities
+    assert parse_config({"runtime": {"cap_drop_all": True}}).runtime.capabilities == ()
+    only = parse_config({"runtime": {"capabilities": ["cap_chown", "NET_RAW"]}})
+    assert only.runtime.capabilities == ("CHOWN", "NET_RAW")
+    example = load_config(EXAMPLES / "provider.toml")
+    assert example.runtime.capabilities == cfg.runtime.capabilities
+    assert example.resources.storage_classes == cfg.resources.storage_classes
 
 
 def test_builtin_replay_file_resolves_into_the_package() -> None:

@@ -36,11 +36,11 @@ def provider() -> Iterator[str]:
 
 
 def supervise(
-    provider: str, rec: Recorder, state_dir: Path | None = None, **settings: int
+    provider: str, rec: Recorder, state_dir: Path | None = None, max_restarts: int = 3
 ) -> LeaseSupervisor:
     rt = DockerRuntime.connect(provider)
     return LeaseSupervisor(
-        rt, RuntimeSection(**settings), rec.report, rec.ship, state_dir=state_dir
+        rt, RuntimeSection(max_restarts=max_restarts), rec.report, rec.ship, state_dir=state_dir
     )
 
 

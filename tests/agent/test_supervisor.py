@@ -14,10 +14,16 @@ from marketplace.core.gpus import GpuVariant
 from marketplace.core.manifest import Manifest, parse_manifest
 from marketplace.core.matching import Allocation, Capacity, GpuDevice, allocate
 from provider_agent.config import RuntimeSection
-from provider_agent.container import ContainerSpec, ContainerState, network_name
+from provider_agent.container import (
+    DEFAULT_CAPABILITIES,
+    ContainerSpec,
+    ContainerState,
+    VolumeMount,
+    network_name,
+)
 from provider_agent.memory_runtime import EXIT_KILLED, MemoryRuntime
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
-from tests.agent.supervision import Recorder, sdl, until
+from tests.agent.supervision import Recorder, sdl, stored, until
 
 GIB = 1 << 30
 FLUSH_S = 0.005  # ship logs at once: the tests wait on what is shipped
@@ -77,11 +83,11 @@ def sup(runtime: MemoryRuntime, rec: Recorder, tmp_path: Path) -> Iterator[Lease
 
 
 def supervise(
-    runtime: MemoryRuntime, rec: Recorder, state_dir: Path | None = None, **settings: int
+    runtime: MemoryRuntime, rec: Recorder, state_dir: Path | None = None, max_restarts: int = 3
 ) -> LeaseSupervisor:
     return LeaseSupervisor(
         runtime,
-        RuntimeSection(**settings),
+        RuntimeSection(max_restarts=max_restarts),
         rec.report,
         rec.ship,
         state_dir=state_dir,
@@ -405,3 +411,135 @@ def test_adopting_twice_leaves_supervised_leases_alone(
     runtime.finish(only(runtime, lease).id, 0)
     rec.exited()
     assert [r.exited for r in rec.reports].count(True) == 1  # watched once, reported once
+
+
+# --- storage and capabilities -------------------------------------------------------------------
+
+MI = 1 << 20
+
+
+def test_storage_mounts_become_a_named_volume_a_tmpfs_and_scratch_space(
+    sup: LeaseSupervisor, runtime: MemoryRuntime
+) -> None:
+    lease, first = start(sup, parse_manifest(stored("serve", read_only=True)))
+    assert first.running
+    spec = runtime.spec_of(only(runtime, lease).id)
+    assert spec.volumes == (
+        VolumeMount(
+            "data", "/data", 50 * MI, read_only=True, persistent=True, storage_class="beta2"
+        ),
+        VolumeMount("cache", "/cache", 16 * MI, storage_class="ram"),
+    )  # the 100Mi ephemeral volume is no mount: it is the container's scratch space
+    assert spec.memory_bytes == (64 + 16) * MI  # the tmpfs's pages count as the container's
+    assert spec.capabilities == DEFAULT_CAPABILITIES
+    [volume] = runtime.volumes(lease)  # only the persistent one is a volume of its own
+    assert (volume.lease_id, volume.service, volume.volume) == (lease, "db", "data")
+    assert volume.size_bytes == 50 * MI
+
+
+def test_the_providers_capability_setting_reaches_the_container(
+    runtime: MemoryRuntime, rec: Recorder
+) -> None:
+    sup = LeaseSupervisor(
+        runtime, RuntimeSection(capabilities=()), rec.report, rec.ship, log_flush_s=FLUSH_S
+    )
+    lease, _ = start(sup, parse_manifest(sdl("serve")))
+    assert runtime.spec_of(only(runtime, lease).id).capabilities == ()
+    sup.close()
+
+
+def test_a_restarted_container_keeps_its_volume_and_a_closed_lease_loses_it(
+    sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder
+) -> None:
+    lease, _ = start(sup, parse_manifest(stored("serve", restart="on-failure")))
+    [volume] = runtime.volumes(lease)
+    runtime.fill_volume(volume.name, 10 * MI)
+    job = only(runtime, lease)
+    runtime.finish(job.id, 1)
+    until(lambda: any("restarting" in t for t in rec.texts("system")))
+    until(lambda: only(runtime, lease).running)
+    assert runtime.volumes(lease) == [volume] and runtime.volume_usage(volume.name) == 10 * MI
+    sup.stop_lease(lease)
+    assert runtime.volumes() == []
+
+
+def test_a_lease_that_fails_to_start_leaves_no_volume(rec: Recorder, tmp_path: Path) -> None:
+    runtime = MemoryRuntime("gm1provider", images=[IMAGE])
+    runtime.refuse_starts("no room")
+    sup = supervise(runtime, rec, tmp_path)
+    _, first = start(sup, parse_manifest(stored("serve")))
+    assert first.exited and runtime.volumes() == []
+    sup.close()
+
+
+def test_a_restarted_agent_keeps_adopted_volumes_and_removes_leftovers(
+    runtime: MemoryRuntime, tmp_path: Path
+) -> None:
+    before = supervise(runtime, Recorder(), tmp_path)
+    kept, _ = start(before, parse_manifest(stored("serve")))
+    gone, _ = start(before, parse_manifest(stored("serve")))
+    before.close()  # killed: its containers and volumes stay
+    runtime.remove(only(runtime, gone).id)  # a teardown cut short: the volume outlived it
+
+    after = supervise(runtime, Recorder(), tmp_path)
+    assert after.adopt() == [kept]
+    assert [v.lease_id for v in runtime.volumes()] == [kept]
+    after.stop_lease(kept)
+    assert runtime.volumes() == []
+    after.close()
+
+
+def test_volumes_are_measured_every_volume_check_s(runtime: MemoryRuntime, rec: Recorder) -> None:
+    sup = LeaseSupervisor(
+        runtime, RuntimeSection(volume_check_s=0.01), rec.report, rec.ship, log_flush_s=FLUSH_S
+    )
+    lease, _ = start(sup, parse_manifest(stored("serve")))
+    [volume] = runtime.volumes(lease)
+    runtime.fill_volume(volume.name, 60 * MI)
+    rec.wait_for(lambda r: "db: volume data uses 60Mi of 50Mi" in r.texts("system"))
+    sup.close()
+
+
+def test_an_outgrown_volume_is_reported_once_while_it_stays_over(
+    sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder
+) -> None:
+    lease, _ = start(sup, parse_manifest(stored("serve")))
+    [volume] = runtime.volumes(lease)
+    for used in (50, 60, 70, 40, 55):  # at its size, over, still over, cleaned up, over again
+        runtime.fill_volume(volume.name, used * MI)
+        sup.check_volumes(lease)
+    expected = ["db: volume data uses 60Mi of 50Mi", "db: volume data uses 55Mi of 50Mi"]
+    rec.wait_for(lambda r: [t for t in r.texts("system") if "volume data" in t] == expected)
+
+
+def test_scratch_space_past_its_ephemeral_storage_is_reported(
+    sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder
+) -> None:
+    lease, _ = start(sup, parse_manifest(stored("serve")))
+    runtime.fill_scratch(only(runtime, lease).id, 200 * MI)
+    sup.check_volumes(lease)
+    rec.wait_for(lambda r: "db: scratch space uses 200Mi of 100Mi" in r.texts("system"))
+
+
+def test_an_adopted_lease_holds_its_volumes_and_scratch_space(
+    runtime: MemoryRuntime, tmp_path: Path
+) -> None:
+    before = supervise(runtime, Recorder(), tmp_path)
+    lease, _ = start(before, parse_manifest(stored("serve")))
+    before.close()
+    after = supervise(runtime, Recorder(), tmp_path)
+    after.adopt()
+    assert after.storage_bytes(lease) == (50 + 100) * MI  # the ram volume counts as memory
+    assert only(runtime, lease).memory_bytes == (64 + 16) * MI
+    after.close()
+
+
+def test_an_outgrown_volume_is_reported_when_its_container_exits(
+    sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder
+) -> None:
+    lease, _ = start(sup, parse_manifest(stored("fill")))
+    [volume] = runtime.volumes(lease)
+    runtime.fill_volume(volume.name, 51 * MI)
+    runtime.finish(only(runtime, lease).id, 0)
+    rec.exited()
+    assert "db: volume data uses 51Mi of 50Mi" in rec.texts("system")
