@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marketplace.core.manifest import Manifest
+from marketplace.core.manifest import Manifest, Service
 from marketplace.core.matching import Allocation
 from marketplace.core.resources import GroupSpec, JobKind, JobSettings, RestartPolicy
 from marketplace.core.state import Endpoint
@@ -36,10 +36,13 @@ from provider_agent.container import (
     LogLine,
     RuntimeFailure,
 )
+from provider_agent.ingress import Backend, IngressSite, lease_hostname
+from provider_agent.network import backend_host
 
 log = logging.getLogger(__name__)
 LABEL_RESTART = f"{LABEL}.restart"
 LABEL_RESTARTS = f"{LABEL}.restarts-left"
+LABEL_INGRESS = f"{LABEL}.ingress"  # "80=a.example,b.example;8080=": ports the ingress serves
 LOG_BATCH = 200
 LOG_FLUSH_S = 0.2
 
@@ -117,7 +120,11 @@ class LeaseSupervisor:
         public_host: str = "127.0.0.1",
         state_dir: Path | None = None,
         log_flush_s: float = LOG_FLUSH_S,
+        publish_ip: str = "127.0.0.1",
+        ingress: IngressSite | None = None,
     ) -> None:
+        self.publish_ip = publish_ip  # the host address tenant ports bind to
+        self.ingress = ingress  # None: no HTTP ingress on this provider
         self.runtime = runtime
         self.log_flush_s = log_flush_s  # how long a log line may wait in the buffer
         self.settings = settings
@@ -169,6 +176,7 @@ class LeaseSupervisor:
             for spec in specs:
                 state = self.runtime.launch(_with_network(spec, network))
                 self._track(lease, state, spec, self.settings.max_restarts)
+            self._route(lease)
         except RuntimeFailure as exc:
             self._teardown(lease_id)
             report = StatusReport(lease_id, False, exited=True, exit_code=-1, message=str(exc))
@@ -211,13 +219,15 @@ class LeaseSupervisor:
                     command=service.command,
                     args=service.args,
                     env=service.env,
-                    ports=service.global_ports,
+                    ports=_global_ports(service, "tcp"),
+                    udp_ports=_global_ports(service, "udp"),
+                    publish_ip=self.publish_ip,
                     cpu_millis=unit.cpu_millis,
                     memory_bytes=unit.memory_bytes,
                     gpu_uuids=tuple(unit_gpus[r.slot * n : (r.slot + 1) * n]),
                     shm_bytes=shm,
                     pids_limit=self.settings.pids_limit,
-                    extra_labels=_job_labels(job),
+                    extra_labels=(*_job_labels(job), *_ingress_label(service)),
                 )
             )
         return specs
@@ -234,17 +244,58 @@ class LeaseSupervisor:
     def _endpoints(self, lease: _Lease) -> tuple[Endpoint, ...]:
         with self._lock:
             states = list(lease.containers.values())
-        return tuple(
-            Endpoint(
-                s.service,
-                port,
-                self.public_host,
-                host_port,
-                uri=f"http://{self.public_host}:{host_port}",
-            )
+        host = self.public_host
+        direct = [
+            Endpoint(s.service, port, host, host_port, "tcp", f"http://{host}:{host_port}")
             for s in states
             for port, host_port in s.ports
-        )
+        ] + [
+            Endpoint(s.service, port, host, host_port, "udp", f"udp://{host}:{host_port}")
+            for s in states
+            for port, host_port in s.udp_ports
+        ]
+        return (*self._ingress_endpoints(lease.lease_id, states), *direct)
+
+    # --- ingress ------------------------------------------------------------------------------
+    def _ingress_endpoints(self, lease_id: str, states: list[ContainerState]) -> list[Endpoint]:
+        """The lease's stable HTTP endpoints: its own hostname per port, and its accept hosts."""
+        site = self.ingress
+        if site is None:
+            return []
+        found: dict[tuple[str, int, str], None] = {}
+        for s in states:
+            for port, accept in _ingress_ports(s):
+                own = lease_hostname(lease_id, s.service, port, site.domain)
+                for name in (own, *accept):
+                    found[(s.service, port, name)] = None
+        return [
+            Endpoint(service, port, name, site.public_port, "tcp", site.uri(name))
+            for service, port, name in found
+        ]
+
+    def _route(self, lease: _Lease) -> None:
+        """(Re-)register the lease's HTTP ports with the ingress, on their current host ports."""
+        site = self.ingress
+        if site is None:
+            return
+        with self._lock:
+            states = list(lease.containers.values())
+        routes: dict[str, list[Backend]] = {}
+        backend = backend_host(self.publish_ip)
+        for s in states:
+            published = dict(s.ports)
+            for port, accept in _ingress_ports(s):
+                if port not in published:
+                    continue
+                own = lease_hostname(lease.lease_id, s.service, port, site.domain)
+                for name in (own, *accept):
+                    routes.setdefault(name, []).append(Backend(backend, published[port]))
+        for name in site.routes.set_lease(lease.lease_id, routes):
+            self._system_log(lease.lease_id, f"ingress: {name} is served by another lease")
+
+    def _unroute(self, lease_id: str) -> None:
+        if self.ingress is not None:
+            self.ingress.routes.drop_lease(lease_id)
 
     # --- re-adoption --------------------------------------------------------------------------
     def adopt(self) -> list[str]:
@@ -266,6 +317,7 @@ class LeaseSupervisor:
                 self._leases[lease_id] = lease
             for state in states:
                 self._track(lease, state, None, 0)
+            self._route(lease)
             log.info("re-adopted lease %s (%d containers)", lease_id, len(states))
             for state in states:
                 self._watch(lease_id, state)
@@ -346,9 +398,12 @@ class LeaseSupervisor:
             except RuntimeFailure as exc:
                 self._system_log(lease_id, f"{final.service}: restart failed: {exc}")
             else:
+                restarted = self.runtime.inspect(final.id)
                 with self._lock:
                     lease.restarts_left[final.id] = left - 1
-                self._watch(lease_id, self.runtime.inspect(final.id))
+                    lease.containers[final.id] = restarted  # new host ports: route to them
+                self._route(lease)
+                self._watch(lease_id, restarted)
                 return
         self._system_log(lease_id, f"{final.service}: {what}")
         with self._lock:
@@ -363,6 +418,7 @@ class LeaseSupervisor:
             if first_failure is None and not all_done:
                 return  # wait for the other containers
             lease.reported_exit = True
+        self._unroute(lease_id)
         if first_failure is not None and not all_done:
             # one replica failed for good: the lease has failed; stop the rest
             for cid in list(lease.containers):
@@ -394,6 +450,7 @@ class LeaseSupervisor:
             self._leases.pop(lease_id, None)
 
     def _teardown(self, lease_id: str) -> None:
+        self._unroute(lease_id)
         for state in self.runtime.owned(lease_id):
             self.runtime.stop(state.id, self.settings.stop_grace_s)
             self.runtime.remove(state.id)
@@ -443,6 +500,33 @@ def _with_network(spec: ContainerSpec, network: str | None) -> ContainerSpec:
     from dataclasses import replace
 
     return replace(spec, network=network)
+
+
+def _global_ports(service: Service, proto: str) -> tuple[int, ...]:
+    return tuple(sorted({e.port for e in service.expose if e.is_global and e.proto == proto}))
+
+
+def _ingress_label(service: Service) -> tuple[tuple[str, str], ...]:
+    """The service's HTTP ports (global TCP exposed as 80, or with accept hosts), on a label so
+    a re-adopted container is routed again without its manifest."""
+    http: dict[int, tuple[str, ...]] = {}
+    for e in service.expose:
+        if e.is_global and e.proto == "tcp" and (e.as_port == 80 or e.accept):
+            http[e.port] = tuple(dict.fromkeys((*http.get(e.port, ()), *e.accept)))
+    if not http:
+        return ()
+    text = ";".join(f"{port}={','.join(hosts)}" for port, hosts in sorted(http.items()))
+    return ((LABEL_INGRESS, text),)
+
+
+def _ingress_ports(state: ContainerState) -> list[tuple[int, tuple[str, ...]]]:
+    """(container port, accept hosts) the ingress serves for this container, from its label."""
+    found = []
+    for item in state.label(LABEL_INGRESS).split(";"):
+        port, _, hosts = item.partition("=")
+        if port.isdigit():
+            found.append((int(port), tuple(h for h in hosts.split(",") if h)))
+    return found
 
 
 def _job_labels(job: JobSettings) -> tuple[tuple[str, str], ...]:
