@@ -31,6 +31,8 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 PIPE_CHUNK = 64 * 1024
+LINGER_BYTES = 256 * 1024  # read and dropped after an error answer, at most
+LINGER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -218,11 +220,13 @@ class Ingress:
         self._open += 1
         try:
             if self._open > self.limits.max_connections:
-                await _answer(writer, 503, "too many connections")
+                await _answer(writer, 503, "too many connections", reader)
                 return
             await self._proxy(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
+        except asyncio.CancelledError:
+            pass  # the ingress is closing: end here, not as a failed connection task
         finally:
             self._open -= 1
             if task is not None:
@@ -236,13 +240,14 @@ class Ingress:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.limits.head_timeout_s)
             host = host_of(head)
         except asyncio.LimitOverrunError:
-            await _answer(writer, 431, f"request head over {self.limits.max_head_bytes} bytes")
+            too_big = f"request head over {self.limits.max_head_bytes} bytes"
+            await _answer(writer, 431, too_big, reader)
             return
         except TimeoutError:
             await _answer(writer, 408, "request head not received in time")
             return
         except BadRequest as exc:
-            await _answer(writer, exc.status, str(exc))
+            await _answer(writer, exc.status, str(exc), reader)
             return
         backends = self.routes.lookup(host)
         if not backends:
@@ -275,10 +280,29 @@ class Ingress:
         return None
 
 
-async def _answer(writer: asyncio.StreamWriter, status: int, text: str) -> None:
+async def _answer(
+    writer: asyncio.StreamWriter,
+    status: int,
+    text: str,
+    reader: asyncio.StreamReader | None = None,
+) -> None:
+    """Answer and close our side; with `reader`, discard what the client still sends for a
+    moment, so a close with unread bytes does not reset the connection before the answer lands."""
     writer.write(response(status, REASONS[status], text))
-    with contextlib.suppress(ConnectionError):
+    with contextlib.suppress(ConnectionError, OSError):
         await writer.drain()
+        if reader is not None and writer.can_write_eof():
+            writer.write_eof()
+            with contextlib.suppress(TimeoutError, asyncio.LimitOverrunError):
+                await asyncio.wait_for(_discard(reader, LINGER_BYTES), LINGER_S)
+
+
+async def _discard(reader: asyncio.StreamReader, most: int) -> None:
+    while most > 0:
+        data = await reader.read(min(most, PIPE_CHUNK))
+        if not data:
+            return
+        most -= len(data)
 
 
 async def _pipe_both(
