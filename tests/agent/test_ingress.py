@@ -427,7 +427,18 @@ def test_a_restarted_container_keeps_its_ingress_uri(provider: str) -> None:
         assert _ingress_uris(StatusReport(lease, True, endpoints=sup.endpoints(lease))) == (
             _ingress_uris(first)
         )
-        sup.stop_lease(lease)
+        # A restarted agent knows the route from the container's labels alone.
+        assert sup.ingress is not None
+        sup.close()
+        sup.ingress.routes.drop_lease(lease)
+        assert _fetch(port, own)[0] == 404
+        again = LeaseSupervisor(
+            sup.runtime, RuntimeSection(), rec.report, rec.ship, ingress=sup.ingress
+        )
+        assert again.adopt() == [lease]
+        assert _page(port, own, "run1") == "run1"
+        again.stop_lease(lease)
+        again.close()
         assert _fetch(port, own)[0] == 404
 
 
