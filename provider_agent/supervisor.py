@@ -258,16 +258,18 @@ class LeaseSupervisor:
 
     # --- ingress ------------------------------------------------------------------------------
     def _ingress_endpoints(self, lease_id: str, states: list[ContainerState]) -> list[Endpoint]:
-        """The lease's stable HTTP endpoints: its own hostname per port, and its accept hosts."""
+        """The lease's stable HTTP endpoints: its own hostname per port, and the accept hosts
+        the ingress serves it on."""
         site = self.ingress
         if site is None:
             return []
-        found: dict[tuple[str, int, str], None] = {}
-        for s in states:
-            for port, accept in _ingress_ports(s):
-                own = lease_hostname(lease_id, s.service, port, site.domain)
-                for name in (own, *accept):
-                    found[(s.service, port, name)] = None
+        held = set(site.routes.hosts(lease_id))
+        found = {
+            (s.service, port, name): None
+            for s in states
+            for port, name in _hostnames(lease_id, s, site.domain)
+            if name in held
+        }
         return [
             Endpoint(service, port, name, site.public_port, "tcp", site.uri(name))
             for service, port, name in found
@@ -284,11 +286,8 @@ class LeaseSupervisor:
         backend = backend_host(self.publish_ip)
         for s in states:
             published = dict(s.ports)
-            for port, accept in _ingress_ports(s):
-                if port not in published:
-                    continue
-                own = lease_hostname(lease.lease_id, s.service, port, site.domain)
-                for name in (own, *accept):
+            for port, name in _hostnames(lease.lease_id, s, site.domain):
+                if port in published:
                     routes.setdefault(name, []).append(Backend(backend, published[port]))
         for name in site.routes.set_lease(lease.lease_id, routes):
             self._system_log(lease.lease_id, f"ingress: {name} is served by another lease")
@@ -526,6 +525,17 @@ def _ingress_ports(state: ContainerState) -> list[tuple[int, tuple[str, ...]]]:
         port, _, hosts = item.partition("=")
         if port.isdigit():
             found.append((int(port), tuple(h for h in hosts.split(",") if h)))
+    return found
+
+
+def _hostnames(lease_id: str, state: ContainerState, domain: str) -> list[tuple[int, str]]:
+    """(container port, hostname) the ingress serves this container on: the lease's own name
+    per HTTP port, and its accept hosts, less any under the provider's domain (the lease names
+    there are derived from lease ids, which are guessable: no tenant may claim another's)."""
+    found = []
+    for port, accept in _ingress_ports(state):
+        found.append((port, lease_hostname(lease_id, state.service, port, domain)))
+        found += [(port, h) for h in accept if h != domain and not h.endswith(f".{domain}")]
     return found
 
 

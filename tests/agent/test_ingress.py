@@ -565,3 +565,28 @@ def test_the_agent_starts_its_ingress_and_refuses_a_publish_address_not_its_own(
         await foreign.shutdown([])
 
     asyncio.run(scenario())
+
+
+def test_no_lease_may_claim_a_name_under_the_ingress_domain() -> None:
+    """Lease names are hashes of guessable lease ids: an SDL's `accept` of one is not served."""
+    from provider_agent.memory_runtime import MemoryRuntime
+
+    victim = lease_hostname("D2/1/1/prov", "web", 80, "ingress.test")
+    manifest = _sdl(BUSYBOX, ["true"], HTTP_80 + f"  accept: [{victim}, mine.example.test]\n")
+    rec = Recorder()
+    table = RouteTable()
+    sup = LeaseSupervisor(
+        MemoryRuntime("p", images=[BUSYBOX]),
+        RuntimeSection(),
+        rec.report,
+        rec.ship,
+        ingress=IngressSite(table, "ingress.test", 8080),
+    )
+    lease, report = _run(sup, manifest)
+    own = lease_hostname(lease, "web", 80, "ingress.test")
+    assert table.hosts(lease) == sorted([own, "mine.example.test"])
+    assert set(_ingress_uris(report)) == {own, "mine.example.test"}
+    assert table.lookup(victim) == ()
+    sup.stop_lease(lease)
+    assert table.hosts(lease) == []
+    sup.close()
