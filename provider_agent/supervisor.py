@@ -254,7 +254,8 @@ class LeaseSupervisor:
             for s in states
             for port, host_port in s.udp_ports
         ]
-        return (*self._ingress_endpoints(lease.lease_id, states), *direct)
+        # direct ports first: tools that take endpoints[0] keep reaching what they reached
+        return (*direct, *self._ingress_endpoints(lease.lease_id, states))
 
     # --- ingress ------------------------------------------------------------------------------
     def _ingress_endpoints(self, lease_id: str, states: list[ContainerState]) -> list[Endpoint]:
