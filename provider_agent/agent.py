@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
-from urllib.parse import urlparse
 
 import click
 
@@ -52,9 +51,11 @@ from provider_agent.bidder import Bidder, Quoter
 from provider_agent.config import AgentConfig
 from provider_agent.container import ContainerRuntime, LogLine, RuntimeFailure
 from provider_agent.host import HostCapacity, fit_to_host, read_host
+from provider_agent.ingress import Ingress, IngressLimits, IngressSite, RouteTable
 from provider_agent.inventory import Inventory, Reservations, build_inventory
 from provider_agent.link import MarketLink, TlsSettings
 from provider_agent.metrics import AgentCounters, MetricsServer, render
+from provider_agent.network import WILDCARDS, host_of_uri, publish_ip
 from provider_agent.nvml import GpuMonitor, HostGpus, open_monitor
 from provider_agent.runtime import DockerRuntime
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
@@ -154,6 +155,7 @@ class Agent:
         self.inventory: Inventory | None = None
         self.supervisor: LeaseSupervisor | None = None
         self.metrics: MetricsServer | None = None
+        self.ingress: Ingress | None = None
         self.draining = False
         self.connected = asyncio.Event()
         self.resume_token = self._load_token()
@@ -192,13 +194,16 @@ class Agent:
         for line in gpu_lines(host, self.inventory):
             self.say(line)
         self.say(self.inventory.summary)
+        publish = publish_ip(self.cfg)
         self.supervisor = LeaseSupervisor(
             self.runtime,
             self.cfg.runtime,
             report=self._post,
             ship_logs=lambda lease, lines: self._post(_Logs(lease, tuple(lines))),
-            public_host=self._public_host(),
+            public_host=self._public_host(publish),
             state_dir=self.state,
+            publish_ip=publish,
+            ingress=await self._start_ingress(),
         )
         adopted = await asyncio.to_thread(self.supervisor.adopt)
         for lease_id in adopted:
@@ -210,10 +215,28 @@ class Agent:
             self.metrics = MetricsServer(m.bind, m.port, self._metrics_text)
             self.say(f"metrics on http://{m.bind}:{self.metrics.port}/metrics")
 
-    def _public_host(self) -> str:
-        uri = self.cfg.provider.host_uri
-        host = urlparse(uri if "//" in uri else f"//{uri}").hostname if uri else None
-        return host or "127.0.0.1"
+    def _public_host(self, publish: str) -> str:
+        """The host tenants are told: host_uri's, else the publish address."""
+        return host_of_uri(self.cfg.provider.host_uri) or (
+            "127.0.0.1" if publish in WILDCARDS else publish
+        )
+
+    async def _start_ingress(self) -> IngressSite | None:
+        """The HTTP ingress for every lease, when [ingress] listen is set. Raises RuntimeFailure
+        when its port cannot be bound."""
+        ic = self.cfg.ingress
+        if not ic.enabled:
+            return None
+        routes = RouteTable()
+        host, port = ic.listen_address
+        limits = IngressLimits(idle_timeout_s=ic.idle_timeout_s, max_connections=ic.max_connections)
+        self.ingress = Ingress(routes, host, port, limits)
+        try:
+            await self.ingress.start()
+        except OSError as exc:
+            raise RuntimeFailure(f"[ingress] listen {ic.listen}: {exc.strerror or exc}") from None
+        self.say(f"ingress on {ic.listen.rsplit(':', 1)[0]}:{self.ingress.port} for *.{ic.domain}")
+        return IngressSite(routes, ic.domain, ic.public_port or self.ingress.port)
 
     def _hold_adopted(self, lease_id: str) -> None:
         assert self.supervisor is not None
@@ -271,6 +294,8 @@ class Agent:
         await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
         if self.metrics is not None:
             self.metrics.close()
+        if self.ingress is not None:
+            await self.ingress.close()
         await asyncio.to_thread(self.monitor.close)
         await self.link.close()
 

@@ -9,6 +9,8 @@ every key.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +121,32 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class NetworkSection:
+    # The host address tenant ports are published on. "auto": the IP of [provider] host_uri when
+    # it names one (else what its name resolves to), 127.0.0.1 without host_uri; "0.0.0.0" (or
+    # "::") publishes on every interface, only when the operator writes it.
+    publish_address: str = "auto"
+
+
+@dataclass(frozen=True)
+class IngressSection:
+    listen: str = ""  # "0.0.0.0:8080": the HTTP ingress for every lease; "": no ingress
+    domain: str = ""  # leases get <hash>.<domain>; required with listen (wildcard DNS to here)
+    public_port: int = 0  # the port tenants use, when forwarded (80 -> 8080); 0: the listen port
+    idle_timeout_s: float = 300.0  # a proxied connection with no byte either way is closed
+    max_connections: int = 1024  # open at once; more are answered 503
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     provider: ProviderSection = field(default_factory=ProviderSection)
     marketplace: MarketplaceSection = field(default_factory=MarketplaceSection)
@@ -129,6 +157,8 @@ class AgentConfig:
     holds: HoldLimits = field(default_factory=HoldLimits)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    network: NetworkSection = field(default_factory=NetworkSection)
+    ingress: IngressSection = field(default_factory=IngressSection)
     source: str = "<defaults>"
 
 
@@ -283,6 +313,8 @@ def parse_config(
             "policy",
             "runtime",
             "metrics",
+            "network",
+            "ingress",
         )
     }
     cfg = AgentConfig(
@@ -295,6 +327,8 @@ def parse_config(
         holds=_holds(sections["policy"]),
         runtime=_runtime(sections["runtime"]),
         metrics=_metrics(sections["metrics"]),
+        network=_network(sections["network"]),
+        ingress=_ingress(sections["ingress"]),
         source=source,
     )
     root.check_unknown(tuple(sections.values()))
@@ -504,4 +538,45 @@ def _metrics(s: _Section) -> MetricsSection:
         enabled=s.boolean("enabled", True),
         bind=s.string("bind", "127.0.0.1"),
         port=s.integer("port", 9400, minimum=0, maximum=65535),
+    )
+
+
+def _network(s: _Section) -> NetworkSection:
+    address = s.string("publish_address", "auto")
+    if address != "auto":
+        s.parsed("publish_address", _ip_address)
+    return NetworkSection(publish_address=address)
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f'must be an IP address of this host or "auto", got {value!r}') from None
+
+
+_DOMAIN = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+
+
+def _ingress(s: _Section) -> IngressSection:
+    listen = s.string("listen", "")
+    domain = s.string("domain", "").lower().rstrip(".")
+    if listen:
+        host, colon, port = listen.rpartition(":")
+        if not colon or not port.isdigit() or int(port) > 65535:
+            raise s.error("listen", f'must be "address:port", e.g. "0.0.0.0:8080", got {listen!r}')
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise s.error("listen", f"{host!r} is not an IP address") from None
+        if not domain:
+            raise s.error("domain", "is required with listen: leases are named <hash>.<domain>")
+    if domain and (len(domain) > 200 or not _DOMAIN.match(domain)):
+        raise s.error("domain", f"must be a DNS name such as ingress.example.com, got {domain!r}")
+    return IngressSection(
+        listen=listen,
+        domain=domain,
+        public_port=s.integer("public_port", 0, minimum=0, maximum=65535),
+        idle_timeout_s=s.number("idle_timeout_s", 300.0, minimum=1.0),
+        max_connections=s.integer("max_connections", 1024, minimum=1),
     )

@@ -101,7 +101,9 @@ class ContainerSpec:
     command: tuple[str, ...] = ()  # entrypoint override (SDL `command`)
     args: tuple[str, ...] = ()  # SDL `args`
     env: tuple[tuple[str, str], ...] = ()
-    ports: tuple[int, ...] = ()  # container ports to publish on random host ports
+    ports: tuple[int, ...] = ()  # container TCP ports to publish on random host ports
+    udp_ports: tuple[int, ...] = ()  # container UDP ports (SDL `proto: udp`), published as UDP
+    publish_ip: str = "127.0.0.1"  # host address ports bind to; "0.0.0.0": every interface
     cpu_millis: int = 1000
     memory_bytes: int = 512 << 20
     gpu_uuids: tuple[str, ...] = ()
@@ -134,7 +136,8 @@ class ContainerState:
     exit_code: int | None = None
     oom_killed: bool = False
     error: str = ""
-    ports: tuple[tuple[int, int], ...] = ()  # (container port, host port)
+    ports: tuple[tuple[int, int], ...] = ()  # TCP (container port, host port)
+    udp_ports: tuple[tuple[int, int], ...] = ()  # UDP (container port, host port)
     gpu_uuids: tuple[str, ...] = ()
     finished_at: float | None = None
     labels: tuple[tuple[str, str], ...] = ()

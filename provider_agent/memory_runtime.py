@@ -123,6 +123,7 @@ class MemoryRuntime:
                 service=spec.service,
                 replica=spec.replica,
                 ports=tuple((port, next(self._ports)) for port in spec.ports),
+                udp_ports=tuple((port, next(self._ports)) for port in spec.udp_ports),
                 gpu_uuids=spec.gpu_uuids,
                 labels=tuple(sorted(labels_of(spec, self.provider).items())),
                 cpu_millis=spec.cpu_millis,

@@ -74,7 +74,7 @@ def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
         "privileged": False,
         "init": True,  # PID 1 forwards SIGTERM, so stop() does not wait out its timeout
         "restart_policy": {"Name": "no"},  # the supervisor restarts, so it sees every exit
-        "ports": {f"{p}/tcp": None for p in spec.ports},  # None: a random free host port
+        "ports": published_ports(spec),
         "hostname": spec.service[:63],
     }
     if spec.volumes:
@@ -109,6 +109,28 @@ def _mount(spec: ContainerSpec, volume: VolumeMount) -> docker.types.Mount:
     )
 
 
+def published_ports(spec: ContainerSpec) -> dict[str, tuple[str, None] | None]:
+    """Docker's `ports` for the spec: each TCP and UDP port on a random free host port (None),
+    bound to `publish_ip` only; a wildcard address binds every interface (v4 and v6)."""
+    everywhere = spec.publish_ip in ("", "0.0.0.0", "::")
+    binding = None if everywhere else (spec.publish_ip, None)
+    ports: dict[str, tuple[str, None] | None] = {f"{p}/tcp": binding for p in spec.ports}
+    ports.update({f"{p}/udp": binding for p in spec.udp_ports})
+    return ports
+
+
+def _published(attrs: dict[str, Any], proto: str) -> tuple[tuple[int, int], ...]:
+    """(container port, host port) of one protocol, one binding per port (the first: v4 and v6
+    bindings of a wildcard publish share the host port)."""
+    found: dict[int, int] = {}
+    for key, bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+        port, _, kind = key.partition("/")
+        for b in bindings or []:
+            if kind == proto and b.get("HostPort"):
+                found.setdefault(int(port), int(b["HostPort"]))
+    return tuple(sorted(found.items()))
+
+
 def _parse_time(text: str | None) -> float | None:
     if not text or text.startswith("0001-"):
         return None
@@ -121,11 +143,6 @@ def _parse_time(text: str | None) -> float | None:
 def _state(attrs: dict[str, Any]) -> ContainerState:
     labels = attrs["Config"].get("Labels") or {}
     st = attrs["State"]
-    ports = []
-    for key, bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
-        for b in bindings or []:
-            if b.get("HostIp") in ("0.0.0.0", "", None):  # one binding per port (skip the ::)
-                ports.append((int(key.split("/")[0]), int(b["HostPort"])))
     status = st.get("Status", "unknown")
     return ContainerState(
         id=attrs["Id"],
@@ -137,7 +154,8 @@ def _state(attrs: dict[str, Any]) -> ContainerState:
         exit_code=st.get("ExitCode") if status in ("exited", "dead") else None,
         oom_killed=bool(st.get("OOMKilled")),
         error=st.get("Error") or "",
-        ports=tuple(sorted(set(ports))),
+        ports=_published(attrs, "tcp"),
+        udp_ports=_published(attrs, "udp"),
         gpu_uuids=tuple(u for u in labels.get(LABEL_GPUS, "").split(",") if u),
         finished_at=_parse_time(st.get("FinishedAt")),
         labels=tuple(sorted(labels.items())),
@@ -433,4 +451,5 @@ __all__ = [
     "create_kwargs",
     "labels_of",
     "network_name",
+    "published_ports",
 ]

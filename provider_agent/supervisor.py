@@ -39,10 +39,13 @@ from provider_agent.container import (
     RuntimeFailure,
     VolumeMount,
 )
+from provider_agent.ingress import Backend, IngressSite, lease_hostname
+from provider_agent.network import backend_host
 
 log = logging.getLogger(__name__)
 LABEL_RESTART = f"{LABEL}.restart"
 LABEL_RESTARTS = f"{LABEL}.restarts-left"
+LABEL_INGRESS = f"{LABEL}.ingress"  # "80=a.example,b.example;8080=": ports the ingress serves
 LOG_BATCH = 200
 LOG_FLUSH_S = 0.2
 
@@ -120,7 +123,11 @@ class LeaseSupervisor:
         public_host: str = "127.0.0.1",
         state_dir: Path | None = None,
         log_flush_s: float = LOG_FLUSH_S,
+        publish_ip: str = "127.0.0.1",
+        ingress: IngressSite | None = None,
     ) -> None:
+        self.publish_ip = publish_ip  # the host address tenant ports bind to
+        self.ingress = ingress  # None: no HTTP ingress on this provider
         self.runtime = runtime
         self.log_flush_s = log_flush_s  # how long a log line may wait in the buffer
         self.settings = settings
@@ -177,6 +184,7 @@ class LeaseSupervisor:
             for spec in specs:
                 state = self.runtime.launch(_with_network(spec, network))
                 self._track(lease, state, spec, self.settings.max_restarts)
+            self._route(lease)
         except RuntimeFailure as exc:
             self._teardown(lease_id)
             report = StatusReport(lease_id, False, exited=True, exit_code=-1, message=str(exc))
@@ -221,7 +229,9 @@ class LeaseSupervisor:
                     command=service.command,
                     args=service.args,
                     env=service.env,
-                    ports=service.global_ports,
+                    ports=_global_ports(service, "tcp"),
+                    udp_ports=_global_ports(service, "udp"),
+                    publish_ip=self.publish_ip,
                     cpu_millis=unit.cpu_millis,
                     # a tmpfs's pages count against the container's memory: the ram volumes
                     # come on top of the memory asked for (matching reserved both)
@@ -229,7 +239,7 @@ class LeaseSupervisor:
                     gpu_uuids=tuple(unit_gpus[r.slot * n : (r.slot + 1) * n]),
                     shm_bytes=shm,
                     pids_limit=self.settings.pids_limit,
-                    extra_labels=_job_labels(job),
+                    extra_labels=(*_job_labels(job), *_ingress_label(service)),
                     volumes=volumes,
                     scratch_bytes=_scratch_bytes(unit),
                     capabilities=self.settings.capabilities,
@@ -249,17 +259,58 @@ class LeaseSupervisor:
     def _endpoints(self, lease: _Lease) -> tuple[Endpoint, ...]:
         with self._lock:
             states = list(lease.containers.values())
-        return tuple(
-            Endpoint(
-                s.service,
-                port,
-                self.public_host,
-                host_port,
-                uri=f"http://{self.public_host}:{host_port}",
-            )
+        host = self.public_host
+        direct = [
+            Endpoint(s.service, port, host, host_port, "tcp", f"http://{host}:{host_port}")
             for s in states
             for port, host_port in s.ports
-        )
+        ] + [
+            Endpoint(s.service, port, host, host_port, "udp", f"udp://{host}:{host_port}")
+            for s in states
+            for port, host_port in s.udp_ports
+        ]
+        # direct ports first: tools that take endpoints[0] keep reaching what they reached
+        return (*direct, *self._ingress_endpoints(lease.lease_id, states))
+
+    # --- ingress ------------------------------------------------------------------------------
+    def _ingress_endpoints(self, lease_id: str, states: list[ContainerState]) -> list[Endpoint]:
+        """The lease's stable HTTP endpoints: its own hostname per port, and the accept hosts
+        the ingress serves it on."""
+        site = self.ingress
+        if site is None:
+            return []
+        held = set(site.routes.hosts(lease_id))
+        found = {
+            (s.service, port, name): None
+            for s in states
+            for port, name in _hostnames(lease_id, s, site.domain)
+            if name in held
+        }
+        return [
+            Endpoint(service, port, name, site.public_port, "tcp", site.uri(name))
+            for service, port, name in found
+        ]
+
+    def _route(self, lease: _Lease) -> None:
+        """(Re-)register the lease's HTTP ports with the ingress, on their current host ports."""
+        site = self.ingress
+        if site is None:
+            return
+        with self._lock:
+            states = list(lease.containers.values())
+        routes: dict[str, list[Backend]] = {}
+        backend = backend_host(self.publish_ip)
+        for s in states:
+            published = dict(s.ports)
+            for port, name in _hostnames(lease.lease_id, s, site.domain):
+                if port in published:
+                    routes.setdefault(name, []).append(Backend(backend, published[port]))
+        for name in site.routes.set_lease(lease.lease_id, routes):
+            self._system_log(lease.lease_id, f"ingress: {name} is served by another lease")
+
+    def _unroute(self, lease_id: str) -> None:
+        if self.ingress is not None:
+            self.ingress.routes.drop_lease(lease_id)
 
     # --- re-adoption --------------------------------------------------------------------------
     def adopt(self) -> list[str]:
@@ -282,6 +333,7 @@ class LeaseSupervisor:
                 self._leases[lease_id] = lease
             for state in states:
                 self._track(lease, state, None, 0)
+            self._route(lease)
             log.info("re-adopted lease %s (%d containers)", lease_id, len(states))
             for state in states:
                 self._watch(lease_id, state)
@@ -386,9 +438,12 @@ class LeaseSupervisor:
             except RuntimeFailure as exc:
                 self._system_log(lease_id, f"{final.service}: restart failed: {exc}")
             else:
+                restarted = self.runtime.inspect(final.id)
                 with self._lock:
                     lease.restarts_left[final.id] = left - 1
-                self._watch(lease_id, self.runtime.inspect(final.id))
+                    lease.containers[final.id] = restarted  # new host ports: route to them
+                self._route(lease)
+                self._watch(lease_id, restarted)
                 return
         self._system_log(lease_id, f"{final.service}: {what}")
         with self._lock:
@@ -403,6 +458,7 @@ class LeaseSupervisor:
             if first_failure is None and not all_done:
                 return  # wait for the other containers
             lease.reported_exit = True
+        self._unroute(lease_id)
         if first_failure is not None and not all_done:
             # one replica failed for good: the lease has failed; stop the rest
             for cid in list(lease.containers):
@@ -434,6 +490,7 @@ class LeaseSupervisor:
             self._leases.pop(lease_id, None)
 
     def _teardown(self, lease_id: str) -> None:
+        self._unroute(lease_id)
         for state in self.runtime.owned(lease_id):
             self.runtime.stop(state.id, self.settings.stop_grace_s)
             self.runtime.remove(state.id)
@@ -556,6 +613,44 @@ def _mounts(service: Service, unit: ResourceUnit) -> tuple[VolumeMount, ...]:
             )
         )
     return tuple(mounts)
+
+
+def _global_ports(service: Service, proto: str) -> tuple[int, ...]:
+    return tuple(sorted({e.port for e in service.expose if e.is_global and e.proto == proto}))
+
+
+def _ingress_label(service: Service) -> tuple[tuple[str, str], ...]:
+    """The service's HTTP ports (global TCP exposed as 80, or with accept hosts), on a label so
+    a re-adopted container is routed again without its manifest."""
+    http: dict[int, tuple[str, ...]] = {}
+    for e in service.expose:
+        if e.is_global and e.proto == "tcp" and (e.as_port == 80 or e.accept):
+            http[e.port] = tuple(dict.fromkeys((*http.get(e.port, ()), *e.accept)))
+    if not http:
+        return ()
+    text = ";".join(f"{port}={','.join(hosts)}" for port, hosts in sorted(http.items()))
+    return ((LABEL_INGRESS, text),)
+
+
+def _ingress_ports(state: ContainerState) -> list[tuple[int, tuple[str, ...]]]:
+    """(container port, accept hosts) the ingress serves for this container, from its label."""
+    found = []
+    for item in state.label(LABEL_INGRESS).split(";"):
+        port, _, hosts = item.partition("=")
+        if port.isdigit():
+            found.append((int(port), tuple(h for h in hosts.split(",") if h)))
+    return found
+
+
+def _hostnames(lease_id: str, state: ContainerState, domain: str) -> list[tuple[int, str]]:
+    """(container port, hostname) the ingress serves this container on: the lease's own name
+    per HTTP port, and its accept hosts, less any under the provider's domain (the lease names
+    there are derived from lease ids, which are guessable: no tenant may claim another's)."""
+    found = []
+    for port, accept in _ingress_ports(state):
+        found.append((port, lease_hostname(lease_id, state.service, port, domain)))
+        found += [(port, h) for h in accept if h != domain and not h.endswith(f".{domain}")]
+    return found
 
 
 def _job_labels(job: JobSettings) -> tuple[tuple[str, str], ...]:
