@@ -46,6 +46,9 @@ class Attestation:
     revoked_at_ms: int = 0  # 0: not revoked
     proof: bytes = b""  # the auditor's signed request, as received
 
+    def with_proof(self, proof: bytes) -> Attestation:
+        return replace(self, proof=proof)
+
     def valid_at(self, now_ms: int) -> bool:
         return not self.revoked_at_ms and now_ms < self.expires_at_ms
 
@@ -103,6 +106,9 @@ class AttestationBook:
         """Load stored attestations (nothing to write back)."""
         for att in attestations:
             self._by_provider.setdefault(att.provider, {})[(att.auditor, att.key)] = att
+
+    def has_changes(self) -> bool:
+        return bool(self._changed)
 
     def take_changed(self) -> list[Attestation]:
         """What changed since the last call: for the server to store."""

@@ -80,8 +80,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from marketplace.core import auction, leases, ledger, limits, matching, money, units
-from marketplace.core.attestations import Attestation, AttestationBook, AuditorTrust
 from marketplace.core.archive import Archive, NullArchive
+from marketplace.core.attestations import Attestation, AttestationBook, AuditorTrust
 from marketplace.core.clock import Clock
 from marketplace.core.config import MarketConfig as MarketConfig
 from marketplace.core.errors import (
@@ -185,9 +185,7 @@ class MarketService(MarketReads):
         )
         self._used: dict[str, _Used] = {}
         # auditors' signed provider attributes (signedBy); the server restores and stores them
-        self.attestations = AttestationBook(
-            AuditorTrust(config.auditors, config.auditor_aliases)
-        )
+        self.attestations = AttestationBook(AuditorTrust(config.auditors, config.auditor_aliases))
         # provider → {(ids of the group's units, offered uuids): (units, allocate() verdict)};
         # valid until its free capacity changes (simulated providers see the same few units again
         # and again, shared by a job's groups). allocate() reads only group.resources. Keyed by

@@ -11,7 +11,7 @@ from marketplace.core.attestations import AttestationBook, AuditorTrust, parse_a
 from marketplace.core.clock import ManualClock
 from marketplace.core.errors import Ineligible, InvalidArgument, NotFound, PermissionDenied
 from marketplace.core.market import MarketConfig, MarketService
-from marketplace.core.resources import PlacementRequirements
+from marketplace.core.resources import GroupSpec, PlacementRequirements
 from marketplace.core.state import BidState
 from tests.core.test_market import ADMIN, capacity, deploy, gpu_group
 
@@ -22,7 +22,7 @@ AKASH_AUDITOR = "akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63"
 DAY = 86_400_000
 
 
-def signed_group(all_of: tuple[str, ...] = (), any_of: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+def signed_group(all_of: tuple[str, ...] = (), any_of: tuple[str, ...] = ()) -> GroupSpec:
     group = gpu_group(attributes=(("region", "eu"),))
     req = PlacementRequirements(group.requirements.attributes, all_of, any_of)
     return dataclasses.replace(group, requirements=req)
@@ -47,7 +47,9 @@ def market(clock: ManualClock) -> MarketService:
     return m
 
 
-def bid(market: MarketService, group_all: tuple[str, ...] = (), group_any=()) -> str:  # type: ignore[no-untyped-def]
+def bid(
+    market: MarketService, group_all: tuple[str, ...] = (), group_any: tuple[str, ...] = ()
+) -> str:
     order_id = f"{deploy(market, group=signed_group(group_all, group_any))}/1/1"
     try:
         market.place_bid("p1", order_id, 1_000_000)
