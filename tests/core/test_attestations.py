@@ -10,10 +10,13 @@ import pytest
 from marketplace.core.attestations import AttestationBook, AuditorTrust, parse_alias
 from marketplace.core.clock import ManualClock
 from marketplace.core.errors import Ineligible, InvalidArgument, NotFound, PermissionDenied
+from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.market import MarketConfig, MarketService
+from marketplace.core.matching import placement_mismatches
 from marketplace.core.resources import GroupSpec, PlacementRequirements
 from marketplace.core.state import BidState
 from tests.core.test_market import ADMIN, capacity, deploy, gpu_group
+from tests.helpers import CORPUS_SDL
 
 AUDITOR = "gm1" + "a" * 32
 OTHER = "gm1" + "b" * 32
@@ -160,3 +163,67 @@ def test_trust_and_alias_settings_are_checked() -> None:
 
 def test_a_placement_without_signed_by_ignores_attestations(market: MarketService) -> None:
     assert bid(market) == ""
+
+
+# --- the SDL corpus: real signedBy placements against a provider the aliased auditor signed ----
+
+
+def _signed_by_groups() -> list[tuple[str, GroupSpec]]:
+    found = []
+    for path in sorted(CORPUS_SDL.iterdir()):
+        if path.suffix not in (".yaml", ".yml"):
+            continue
+        try:
+            manifest = parse_manifest(path.read_bytes(), path.name)
+        except ManifestError:
+            continue  # refused with its reason (test_manifest_corpus)
+        for group in manifest.groups:
+            if group.requirements.signed_by_all_of or group.requirements.signed_by_any_of:
+                found.append((path.name, group))
+    return found
+
+
+def _matching_files(
+    groups: list[tuple[str, GroupSpec]], provider: dict[str, str], book: AttestationBook
+) -> set[str]:
+    audited = book.signed_for("p1", 0)
+    failing = {
+        name
+        for name, group in groups
+        if placement_mismatches(group.requirements, provider, audited)
+    }
+    return {name for name, _ in groups} - failing
+
+
+def test_corpus_sdls_that_need_signed_by_match_a_provider_the_aliased_auditor_signed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    groups = _signed_by_groups()
+    files = {name for name, _ in groups}
+    named = {a for _, g in groups for a in (*g.requirements.signed_by_any_of,)}
+    assert AKASH_AUDITOR in named and len(files) >= 40
+    typical = {"host": "akash", "region": "eu"}
+    chia = {**typical, "chia-plotting": "true"}
+
+    without_alias = AttestationBook(AuditorTrust(frozenset({AUDITOR})))
+    without_alias.sign("p1", AUDITOR, typical, 0, DAY)
+    before = _matching_files(groups, typical, without_alias)
+
+    book = AttestationBook(AuditorTrust(aliases=((AKASH_AUDITOR, AUDITOR),)))
+    book.sign("p1", AUDITOR, typical, 0, DAY)
+    after = _matching_files(groups, typical, book)
+    book.sign("p1", AUDITOR, chia, 0, DAY)
+    after_chia = _matching_files(groups, chia, book)
+
+    with capsys.disabled():
+        print(
+            f"\nsignedBy in the SDL corpus: {len(files)} files need it; they match a provider "
+            f"signed by the local auditor: without the alias {len(before)}, with "
+            f"--auditor-alias {AKASH_AUDITOR}=LOCAL {len(after)} (host=akash signed), "
+            f"{len(after_chia)} (host=akash and chia-plotting=true signed)"
+        )
+    assert before == set()
+    assert after_chia == files
+    assert len(after) >= len(files) - sum(
+        1 for _, g in groups if ("chia-plotting", "true") in g.requirements.attributes
+    )
