@@ -4,6 +4,8 @@ signatures survive a kill -9; `gpumarket auditor sign/list/verify/revoke` on the
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from marketplace.core.errors import FailedPrecondition, InvalidArgument, Permiss
 from marketplace.core.market import MarketConfig
 from marketplace.identity import Key, verify_signature
 from marketplace.server.testing import ServerThread, gpu_sdl, h100_inventory
+from tests.agent.test_agent import running_agent
+from tests.agent.test_e2e import _async, eventually, job
 from tests.helpers import funded_tenant, registered_provider
 from tests.server.market_process import MarketProcess
 
@@ -54,6 +58,11 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
 def order_of(tenant: TenantClient, sdl: bytes) -> str:
     dep = tenant.create_deployment(sdl, 100_000_000)
     return f"{dep.id}/1/1"
+
+
+def address_of(client: ProviderClient) -> str:
+    assert client.key is not None
+    return client.key.address
 
 
 def now_ms(server: ServerThread) -> int:
@@ -89,7 +98,7 @@ def test_a_signed_attribute_lets_the_provider_bid_on_a_signed_by_order(
 ) -> None:
     tenant = funded_tenant(server.address, server.admin, 1_000_000_000)
     provider = registered_provider(server.address, "p1")
-    address = provider.key.address  # type: ignore[union-attr]
+    address = address_of(provider)
     first = order_of(tenant, signed_by_sdl())
     with pytest.raises(FailedPrecondition, match=f"any of auditors {AKASH_AUDITOR}"):
         provider.place_bid(first, 1_000)
@@ -119,7 +128,7 @@ def test_a_signed_attribute_lets_the_provider_bid_on_a_signed_by_order(
 
 
 def test_a_forged_attestation_is_unauthenticated(server: ServerThread) -> None:
-    provider = registered_provider(server.address, "p1").key.address  # type: ignore[union-attr]
+    provider = address_of(registered_provider(server.address, "p1"))
     tampered = sign_request(server, AUDITOR, provider)
     msg = pb.SignProviderAttributes()
     msg.ParseFromString(tampered.payload)
@@ -140,7 +149,7 @@ def test_a_forged_attestation_is_unauthenticated(server: ServerThread) -> None:
 def test_an_untrusted_auditors_attestation_is_refused_and_not_stored(
     server: ServerThread,
 ) -> None:
-    provider = registered_provider(server.address, "p1").key.address  # type: ignore[union-attr]
+    provider = address_of(registered_provider(server.address, "p1"))
     stranger = Key.generate()
     request = sign_request(server, stranger, provider)
     assert raw_call(server, "SignProviderAttributes", request) == grpc.StatusCode.PERMISSION_DENIED
@@ -152,7 +161,7 @@ def test_an_untrusted_auditors_attestation_is_refused_and_not_stored(
 def test_expired_and_revoked_signatures_do_not_satisfy(server: ServerThread) -> None:
     tenant = funded_tenant(server.address, server.admin, 1_000_000_000)
     provider = registered_provider(server.address, "p1")
-    address = provider.key.address  # type: ignore[union-attr]
+    address = address_of(provider)
     auditor = AuditorClient(server.address, AUDITOR)
     with pytest.raises(InvalidArgument, match="already expired"):
         auditor.sign(address, {"region": "eu"}, now_ms(server) - 1)
@@ -180,7 +189,7 @@ def test_attestations_survive_a_kill_9(tmp_path: Path) -> None:
     with MarketProcess.start(data_dir, *args) as market:
         provider = ProviderClient(market.address, Key.generate())
         provider.register(pb.RegisterProvider(host_uri="https://p", inventory=h100_inventory("p")))
-        address = provider.key.address  # type: ignore[union-attr]
+        address = address_of(provider)
         server_now = MarketClient(market.address).info().server_time_ms
         AuditorClient(market.address, AUDITOR).sign(address, {"tier": "1"}, server_now + DAY_MS)
         market.kill9()
@@ -199,7 +208,7 @@ def test_attestations_survive_a_kill_9(tmp_path: Path) -> None:
 
 def test_verify_finds_what_does_not_hold(server: ServerThread) -> None:
     honest = registered_provider(server.address, "honest")
-    address = honest.key.address  # type: ignore[union-attr]
+    address = address_of(honest)
     auditor = AuditorClient(server.address)
     findings = auditor.verify(address, {"region": "eu"})
     assert findings.ok, findings
@@ -211,7 +220,7 @@ def test_verify_finds_what_does_not_hold(server: ServerThread) -> None:
     # the same GPUs registered by a second provider
     copycat = ProviderClient(server.address, Key.generate())
     copycat.register(pb.RegisterProvider(host_uri="https://c", inventory=h100_inventory("honest")))
-    twice = auditor.verify(copycat.key.address)  # type: ignore[union-attr]
+    twice = auditor.verify(address_of(copycat))
     assert any(f.check == "gpu-uuid" and not f.ok for f in twice.findings)
 
     # a re-registration with other UUIDs, and an A100 reported as an H100
@@ -221,6 +230,38 @@ def test_verify_finds_what_does_not_hold(server: ServerThread) -> None:
     changed = auditor.verify(address)
     failed = {f.check for f in changed.findings if not f.ok}
     assert {"gpu-stable", "gpu-model"} <= failed, changed
+
+
+def test_the_agent_bids_on_a_signed_by_order_once_an_auditor_signed(tmp_path: Path) -> None:
+    """The provider agent's own bid decision sees the market's view of its signatures."""
+    settings = dataclasses.replace(config(AUDITOR.address), heartbeat_interval_ms=300)
+    placement = "    here:\n"
+    sdl = job("true").replace(
+        placement, f"{placement}      signedBy:\n        anyOf: [{AKASH_AUDITOR}]\n"
+    )
+    assert AKASH_AUDITOR in sdl
+    with ServerThread(tmp_path / "market", settings) as server:
+        tenant = funded_tenant(server.address, server.admin, 1_000_000_000)
+        port = int(server.address.rpartition(":")[2])
+
+        async def scenario() -> None:
+            async with running_agent(tmp_path, port) as (agent, _runtime, said):
+                first = order_of(tenant, sdl.encode())
+                declined = await eventually(
+                    lambda: _async(
+                        next((s for s in said if s.startswith(f"decline {first}")), None)
+                    )
+                )
+                assert f"any of auditors {AKASH_AUDITOR}" in declined
+                auditor = AuditorClient(server.address, AUDITOR)
+                auditor.sign(agent.key.address, {"tier": "audited"}, now_ms(server) + DAY_MS)
+                await eventually(lambda: _async(AKASH_AUDITOR in agent.link.audited))
+                second = order_of(tenant, sdl.encode())
+                await eventually(
+                    lambda: _async(any(s.startswith("bid ") and second in s for s in said))
+                )
+
+        asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 # --- the command line --------------------------------------------------------------------------
@@ -240,7 +281,7 @@ def run(server: ServerThread, *args: str) -> Result:
 
 def test_cli_sign_list_verify_revoke(cli_server: tuple[ServerThread, Key]) -> None:
     server, auditor = cli_server
-    provider = registered_provider(server.address, "p1").key.address  # type: ignore[union-attr]
+    provider = address_of(registered_provider(server.address, "p1"))
 
     verified = run(server, "verify", provider, "region=eu")
     assert verified.exit_code == 0, verified.output
