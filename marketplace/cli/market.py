@@ -151,6 +151,9 @@ def serve(
         opts.config = dataclasses.replace(
             opts.config, auditors=trust.auditors, auditor_aliases=trust.aliases
         )
+        click.echo(f"trusted auditors: {', '.join(trust.trusted)}")
+        for foreign, local in trust.aliases:
+            click.echo(f"  signedBy {foreign} means {local}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(opts, lambda line: click.echo(line)))
 
