@@ -143,6 +143,12 @@ class AttestationBook:
             raise InvalidArgument(
                 f"an attestation may run at most {MAX_VALIDITY_MS // DAY_MS} days; sign again later"
             )
+        held = {key for signer, key in self._by_provider.get(provider, {}) if signer == auditor}
+        if len(held | set(attributes)) > limits.MAX_ATTRIBUTES:
+            raise InvalidArgument(
+                f"an auditor may sign at most {limits.MAX_ATTRIBUTES} attributes of one provider; "
+                "revoke some first"
+            )
         signed = [
             Attestation(provider, auditor, key, value, now_ms, expires_at_ms, 0, proof)
             for key, value in sorted(attributes.items())

@@ -124,6 +124,17 @@ def test_untrusted_auditor_is_refused_and_never_counts(market: MarketService) ->
     assert later.signed_for("p1", 1) == {}
 
 
+def test_an_auditor_signs_a_bounded_number_of_attributes_per_provider(
+    market: MarketService,
+) -> None:
+    expires = 1_000_000 + DAY
+    market.sign_attributes(AUDITOR, "p1", {f"k{i}": "v" for i in range(60)}, expires)
+    with pytest.raises(InvalidArgument, match="at most 64 attributes"):
+        market.sign_attributes(AUDITOR, "p1", {f"x{i}": "v" for i in range(5)}, expires)
+    market.sign_attributes(AUDITOR, "p1", {"k1": "re-signed"}, expires)  # replaces: no growth
+    market.sign_attributes(OTHER, "p1", {f"x{i}": "v" for i in range(5)}, expires)
+
+
 def test_unregistered_provider_is_not_attested(market: MarketService) -> None:
     with pytest.raises(NotFound):
         market.sign_attributes(AUDITOR, "nobody", {"region": "eu"}, 1_000_000 + DAY)
