@@ -150,6 +150,7 @@ class Agent:
             counters=self.counters,
             say=say,
             limits=cfg.holds,
+            auditors=lambda: self.link.audited,
         )
         self.monitor = monitor_for(cfg)
         self.inventory: Inventory | None = None

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -78,6 +78,7 @@ class Quoter:
         key: str,
         running_leases: int = 0,
         closes_at_ms: int | None = None,
+        auditors: Mapping[str, Mapping[str, str]] | None = None,
     ) -> BidDecision:
         """The decision for `group`. What it would use is held under `key` in `reservations`
         from before pricing on; releasing it is the caller's (its one cleanup path)."""
@@ -96,6 +97,7 @@ class Quoter:
             self.clock.now_ms(),
             running_leases=running_leases,
             closes_at_ms=closes_at_ms,
+            auditors=auditors,
         )
         if not decision.bid or decision.allocation is None:
             return decision
@@ -218,8 +220,10 @@ class Bidder:
         counters: AgentCounters,
         say: Callable[[str], None],
         limits: HoldLimits | None = None,
+        auditors: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
     ) -> None:
         self.quoter = quoter
+        self.auditors = auditors or dict  # the market's signedBy view of this provider
         self.limits = limits or HoldLimits()
         self.cooldowns = ShapeCooldowns(quoter.clock, self.limits.failed_start_cooldown_ms)
         self.market = market
@@ -321,6 +325,7 @@ class Bidder:
                 entry.key,
                 running_leases=self.running_leases(),
                 closes_at_ms=closes,
+                auditors=self.auditors(),
             )
             if not decision.bid:
                 self.counters.add("orders_declined")

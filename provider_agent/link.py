@@ -25,6 +25,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from marketplace.api.attestations import audited_from_proto
 from marketplace.api.client import tls_credentials
 from marketplace.api.convert import (
     bid_from_proto,
@@ -91,6 +92,9 @@ class MarketLink:
         self._stub = pb_grpc.ProviderStub(self._channel)
         self._market_stub = pb_grpc.MarketStub(self._channel)
         self._market_id: str | None = None
+        # the auditors' signatures of this provider that count now (for signedBy), by every
+        # name a placement may use; refreshed at each registration and heartbeat
+        self.audited: dict[str, dict[str, str]] = {}
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
@@ -137,6 +141,7 @@ class MarketLink:
             version=VERSION,
         )
         resp = await self._call("Register", msg, pb.RegisterResponse)
+        self.audited = audited_from_proto(resp.audited)
         return resp.heartbeat_interval_ms
 
     async def heartbeat(
@@ -147,6 +152,7 @@ class MarketLink:
         if inv is not None:
             msg.inventory.CopyFrom(inventory_pb(inv))
         resp = await self._call("Heartbeat", msg, pb.HeartbeatResponse)
+        self.audited = audited_from_proto(resp.audited)
         return tuple(resp.unknown_lease_ids)
 
     async def watch(self, resume_token: int) -> AsyncIterator[FeedEvent]:

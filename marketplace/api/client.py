@@ -433,3 +433,48 @@ class MarketClient(_Client):
 
 def _list_request(owner: str | None, open_only: bool, size: int, token: str) -> pb.ListRequest:
     return pb.ListRequest(owner=owner or "", open_only=open_only, page_size=size, page_token=token)
+
+
+class AuditorClient(_Client):
+    """An auditor signs and revokes providers' attributes (its key); anyone lists what is
+    signed and runs the checks an auditor runs before signing."""
+
+    SERVICE = "Auditor"
+
+    def sign(
+        self, provider: str, attributes: dict[str, str], expires_at_ms: int
+    ) -> pb.AttestationList:
+        """Sign `attributes` of `provider` until `expires_at_ms` (the marketplace's clock)."""
+        if self.key is None:
+            raise InvalidArgument("signing needs the auditor's key")
+        msg = pb.SignProviderAttributes(
+            provider=provider,
+            auditor=self.key.address,
+            attributes=[pb.Attribute(key=k, value=v) for k, v in sorted(attributes.items())],
+            expires_at_ms=expires_at_ms,
+        )
+        return self._unary("SignProviderAttributes", self._seal(msg), pb.AttestationList)
+
+    def revoke(self, provider: str, keys: Sequence[str] = ()) -> pb.AttestationList:
+        """Withdraw this auditor's signatures of `keys` (all of them when none)."""
+        if self.key is None:
+            raise InvalidArgument("revoking needs the auditor's key")
+        msg = pb.RevokeProviderAttributes(
+            provider=provider, auditor=self.key.address, keys=list(keys)
+        )
+        return self._unary("RevokeProviderAttributes", self._seal(msg), pb.AttestationList)
+
+    def list(self, provider: str) -> pb.AttestationList:
+        req = pb.ListAttestationsRequest(provider=provider)
+        return self._unary("ListAttestations", req, pb.AttestationList)
+
+    def verify(
+        self, provider: str, attributes: dict[str, str] | None = None
+    ) -> pb.ProviderFindings:
+        req = pb.VerifyProviderRequest(
+            provider=provider,
+            attributes=[
+                pb.Attribute(key=k, value=v) for k, v in sorted((attributes or {}).items())
+            ],
+        )
+        return self._unary("VerifyProvider", req, pb.ProviderFindings)

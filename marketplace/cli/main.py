@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "close": "marketplace.cli.tenant:close",
     "account": "marketplace.cli.tenant:account",
     "providers": "marketplace.cli.tenant:providers",
+    "auditor": "marketplace.cli.auditor:auditor",
     "provider": "provider_agent.cli:provider",
     "demo": "marketplace.cli.demo:demo",
 }

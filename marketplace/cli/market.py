@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,6 +89,21 @@ def market() -> None:
     help="Serve Prometheus metrics at http://HOST:PORT/metrics (a bare port: loopback; "
     "port 0: any free one, shown in the startup log) [default: off].",
 )
+@click.option(
+    "--auditor",
+    "auditors",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Trust this key's signed provider attributes for placement signedBy (repeatable).",
+)
+@click.option(
+    "--auditor-alias",
+    "auditor_aliases",
+    multiple=True,
+    metavar="FOREIGN=ADDRESS",
+    help="Read signedBy FOREIGN (e.g. Akash's akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63) "
+    "as the local auditor ADDRESS, which is then trusted (repeatable).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
 @friendly_errors
 def serve(
@@ -103,9 +119,12 @@ def serve(
     log_level: LogLevel,
     log_format: LogFormat,
     metrics_listen: str | None,
+    auditors: tuple[str, ...],
+    auditor_aliases: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Run the marketplace's gRPC server; its state lives in SQLite under the data dir."""
+    from marketplace.core.attestations import AuditorTrust, parse_alias
     from marketplace.core.market import MarketConfig
     from marketplace.server import logs
     from marketplace.server.serve import ServeOptions, default_data_dir, serve_forever
@@ -127,6 +146,14 @@ def serve(
         opts.config = MarketConfig(
             heartbeat_timeout_ms=timeout_ms, heartbeat_interval_ms=max(timeout_ms // 3, 100)
         )
+    if auditors or auditor_aliases:
+        trust = AuditorTrust(frozenset(auditors), tuple(map(parse_alias, auditor_aliases)))
+        opts.config = dataclasses.replace(
+            opts.config, auditors=trust.auditors, auditor_aliases=trust.aliases
+        )
+        click.echo(f"trusted auditors: {', '.join(trust.trusted)}")
+        for foreign, local in trust.aliases:
+            click.echo(f"  signedBy {foreign} means {local}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(opts, lambda line: click.echo(line)))
 

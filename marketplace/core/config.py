@@ -52,3 +52,6 @@ class MarketConfig:
     reorder_backoff_ms: int = 5_000  # wait before the 2nd re-order in a row; doubles each time
     reorder_backoff_max_ms: int = 300_000
     max_failed_starts: int = 5  # after this many in a row the group is not ordered again
+    # --- auditors (attestations.py): whose signed provider attributes satisfy signedBy ---
+    auditors: frozenset[str] = frozenset()  # trusted auditor addresses
+    auditor_aliases: tuple[tuple[str, str], ...] = ()  # (foreign name in SDLs, local auditor)

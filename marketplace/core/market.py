@@ -81,6 +81,7 @@ from dataclasses import dataclass, field
 
 from marketplace.core import auction, leases, ledger, limits, matching, money, units
 from marketplace.core.archive import Archive, NullArchive
+from marketplace.core.attestations import Attestation, AttestationBook, AuditorTrust
 from marketplace.core.clock import Clock
 from marketplace.core.config import MarketConfig as MarketConfig
 from marketplace.core.errors import (
@@ -183,6 +184,8 @@ class MarketService(MarketReads):
             keep=config.keep_ledger,
         )
         self._used: dict[str, _Used] = {}
+        # auditors' signed provider attributes (signedBy); the server restores and stores them
+        self.attestations = AttestationBook(AuditorTrust(config.auditors, config.auditor_aliases))
         # provider → {(ids of the group's units, offered uuids): (units, allocate() verdict)};
         # valid until its free capacity changes (simulated providers see the same few units again
         # and again, shared by a job's groups). allocate() reads only group.resources. Keyed by
@@ -721,7 +724,9 @@ class MarketService(MarketReads):
                 f"price {money.format_amount(price)}/h is above the tenant's maximum "
                 f"{money.format_amount(maximum)}/h"
             )
-        mismatches = matching.placement_mismatches(order.group.requirements, prov.attributes)
+        mismatches = matching.placement_mismatches(
+            order.group.requirements, prov.attributes, self._audited(prov, order)
+        )
         if mismatches:
             return "; ".join(mismatches)
         wanted = order.auction.min_reliability
@@ -741,6 +746,14 @@ class MarketService(MarketReads):
         verdict = matching.allocate(order.group, self._free(prov, offer.gpu_uuids))
         fits[key] = (units, verdict)
         return verdict
+
+    def _audited(self, prov: ProviderRecord, order: Order) -> dict[str, dict[str, str]] | None:
+        """The auditors' attributes for prov that count now, when the order's placement asks
+        for signatures (only then: it is checked on every bid)."""
+        req = order.group.requirements
+        if not (req.signed_by_all_of or req.signed_by_any_of):
+            return None
+        return self.attestations.signed_for(prov.address, self.clock.now_ms())
 
     def _close_window(self, order_id: str, at_ms: int) -> None:
         order = self._open_orders.get(order_id)
@@ -1183,6 +1196,26 @@ class MarketService(MarketReads):
         self._touch(prov)
         self._schedule(_HEARTBEAT, address, now + self._hb_grace())
         return prov
+
+    def sign_attributes(
+        self,
+        auditor: str,
+        provider: str,
+        attributes: dict[str, str],
+        expires_at_ms: int,
+        proof: bytes = b"",
+    ) -> list[Attestation]:
+        """An auditor signs attributes of a registered provider (attestations.py's rules)."""
+        self.tick()
+        self.get_provider(provider)  # NotFound: only a registered provider is attested
+        now = self.clock.now_ms()
+        return self.attestations.sign(provider, auditor, attributes, now, expires_at_ms, proof)
+
+    def revoke_attributes(self, auditor: str, provider: str, keys: list[str]) -> list[Attestation]:
+        """An auditor withdraws its signatures of `keys` (all when empty) for `provider`."""
+        self.tick()
+        limits.check_texts("attribute key", keys, limits.MAX_ATTRIBUTES)
+        return self.attestations.revoke(provider, auditor, keys, self.clock.now_ms())
 
     @staticmethod
     def _check_registration(

@@ -36,13 +36,16 @@ from marketplace.core.errors import (
 )
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.market import MarketConfig, MarketService
+from marketplace.core.provider_audit import InventoryHistory
 from marketplace.core.state import Changes, DeploymentEvent, LeaseState, ProviderEvent
 from marketplace.identity import ReplayGuard
 from marketplace.server.store import (
     Batch,
     Store,
     StoredLogLine,
+    attestations_batch,
     changes_batch,
+    inventory_reports_batch,
     logs_batch,
     nonces_batch,
 )
@@ -99,6 +102,9 @@ class MarketApp:
         self.clock = clock or SystemClock()
         self.guard = self._load_guard()
         self.market = self._load()
+        # every distinct inventory a provider reported, for `auditor verify` (provider_audit.py)
+        self.inventory = InventoryHistory()
+        self.inventory.restore(store.inventory_reports())
         self._grant_restart_grace(
             config.heartbeat_timeout_ms if restart_grace_ms is None else restart_grace_ms
         )
@@ -144,7 +150,9 @@ class MarketApp:
     def _load(self) -> MarketService:
         # the store is also the market's archive: closed records are read back from it
         state = self.store.load(provider_events=self.config.provider_event_retention)
-        return MarketService(self.clock, self.config, state, self.store)
+        market = MarketService(self.clock, self.config, state, self.store)
+        market.attestations.restore(self.store.attestations())
+        return market
 
     def _grant_restart_grace(self, grace_ms: int) -> None:
         """After a restart, give every provider marked online a full heartbeat timeout from now
@@ -205,7 +213,8 @@ class MarketApp:
         changes = self.market.drain_changes()
         self._note_deadline()
         waiter = self._enqueue_changes(changes)
-        if waiter is None and self.guard.has_durable():  # a refused command: its nonce is spent
+        if waiter is None and (self.guard.has_durable() or self._audit_rows_pending()):
+            # a refused command: its nonce is spent; or only attestations/inventories changed
             waiter = self._enqueue(Batch(), [], [])
         if waiter is not None:
             await asyncio.shield(waiter)
@@ -246,6 +255,9 @@ class MarketApp:
         await asyncio.shield(self._enqueue(logs_batch(lines), [], lines))
         return len(lines)
 
+    def _audit_rows_pending(self) -> bool:
+        return self.market.attestations.has_changes() or self.inventory.has_changes()
+
     # --- committing ----------------------------------------------------------------------------
     def _enqueue_changes(self, changes: Changes) -> asyncio.Future[None] | None:
         events: list[ProviderEvent | DeploymentEvent] = [
@@ -271,6 +283,8 @@ class MarketApp:
             self._latest_future = self._pending_future
         # the nonces of the commands accepted so far go in this transaction (or an earlier one)
         self._pending.extend(nonces_batch(self.guard.take_durable(), self.guard.cutoff_ms()))
+        self._pending.extend(attestations_batch(self.market.attestations.take_changed()))
+        self._pending.extend(inventory_reports_batch(self.inventory.take_changed()))
         self._pending.extend(batch)
         self._pending_events.extend(events)
         self._pending_logs.extend(lines)

@@ -21,16 +21,24 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from marketplace.api import attestations as audit_wire
 from marketplace.api import convert
 from marketplace.api.envelope import open_envelope
 from marketplace.api.status import ERROR_KEY, error_name, status_of
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import limits, visibility
-from marketplace.core.errors import InvalidArgument, MarketError, NotFound, PermissionDenied
+from marketplace.core.errors import (
+    InvalidArgument,
+    MarketError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
 from marketplace.core.market import MarketService
+from marketplace.core.provider_audit import verify_provider
 from marketplace.core.resources import GroupSpec
 from marketplace.core.state import (
     Account,
@@ -407,10 +415,12 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         config = self.app.config
 
         def reply(prov: ProviderRecord) -> pb.RegisterResponse:
+            self._note_inventory(signer, msg.inventory)
             return pb.RegisterResponse(
                 provider=self._info(prov),
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 heartbeat_timeout_ms=config.heartbeat_timeout_ms,
+                audited=self._audited(signer),
             )
 
         return await self.app.run(
@@ -425,6 +435,16 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             reply,
         )
 
+    def _note_inventory(self, provider: str, inventory: pb.Inventory) -> None:
+        """Keep what the provider reported when it differs from before (`auditor verify`)."""
+        now = self.app.clock.now_ms()
+        self.app.inventory.note(audit_wire.inventory_report_from_proto(provider, now, inventory))
+
+    def _audited(self, provider: str) -> pb.AuditedAttributes:
+        """The auditors' signatures of `provider` that count now, for its own bid decisions."""
+        now = self.app.clock.now_ms()
+        return audit_wire.audited_to_proto(self.market.attestations.signed_for(provider, now))
+
     def _info(self, prov: ProviderRecord) -> pb.ProviderInfo:
         return convert.provider_to_proto(
             prov, self.market.reliability(prov.address), self.market.open_lease_count(prov.address)
@@ -434,14 +454,22 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     async def Heartbeat(self, request: pb.SignedRequest, context: Context) -> pb.HeartbeatResponse:
         signer, msg = self.open(request, pb.Heartbeat)
         capacity = convert.capacity_from_proto(msg.inventory) if msg.HasField("inventory") else None
+
+        def noted(unknown: list[str]) -> list[str]:
+            if capacity is not None:
+                self._note_inventory(signer, msg.inventory)
+            return list(unknown)
+
         unknown: list[str] = await self.app.run(
             lambda: self.market.heartbeat(
                 signer, list(msg.running_lease_ids), capacity, msg.draining
             ),
-            list,
+            noted,
         )
         return pb.HeartbeatResponse(
-            server_time_ms=self.app.clock.now_ms(), unknown_lease_ids=unknown
+            server_time_ms=self.app.clock.now_ms(),
+            unknown_lease_ids=unknown,
+            audited=self._audited(signer),
         )
 
     @stream
@@ -614,10 +642,93 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         )
 
 
+# An auditor's request is kept as its proof, once per attribute it signs: bounded.
+MAX_ATTESTATION_BYTES = 64 * 1024
+
+
+class AuditorServicer(_Base, pb_grpc.AuditorServicer):
+    """Auditors sign and revoke providers' attributes (attestations.py has the rules); anyone
+    may read what is signed and run the checks an auditor runs before signing."""
+
+    def _signed_by(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[str, M]:
+        if len(request.payload) > MAX_ATTESTATION_BYTES:
+            raise InvalidArgument(
+                f"request is {len(request.payload):,} bytes; the limit is {MAX_ATTESTATION_BYTES:,}"
+            )
+        return self.open(request, message_class)
+
+    def _list(self, provider: str) -> pb.AttestationList:
+        book = self.market.attestations
+        now = self.app.clock.now_ms()
+        return audit_wire.attestation_list(book.of_provider(provider), book, now)
+
+    @staticmethod
+    def _bound(signer: str, auditor: str) -> None:
+        """The auditor named inside the signed payload is the key that signed it."""
+        if auditor != signer:
+            raise Unauthenticated(f"signed by {signer}, not by the auditor {auditor or '(none)'}")
+
+    @unary
+    async def SignProviderAttributes(
+        self, request: pb.SignedRequest, context: Context
+    ) -> pb.AttestationList:
+        signer, msg = self._signed_by(request, pb.SignProviderAttributes)
+        self._bound(signer, msg.auditor)
+        attributes = convert.attributes_from_proto(msg.attributes)
+        if len(attributes) != len(msg.attributes):
+            raise InvalidArgument("an attribute key is signed twice")
+        proof = request.SerializeToString()
+        return await self.app.run(
+            lambda: self.market.sign_attributes(
+                signer, msg.provider, attributes, msg.expires_at_ms, proof
+            ),
+            lambda _: self._list(msg.provider),
+        )
+
+    @unary
+    async def RevokeProviderAttributes(
+        self, request: pb.SignedRequest, context: Context
+    ) -> pb.AttestationList:
+        signer, msg = self._signed_by(request, pb.RevokeProviderAttributes)
+        self._bound(signer, msg.auditor)
+        return await self.app.run(
+            lambda: self.market.revoke_attributes(signer, msg.provider, list(msg.keys)),
+            lambda _: self._list(msg.provider),
+        )
+
+    @unary
+    async def ListAttestations(
+        self, request: pb.ListAttestationsRequest, context: Context
+    ) -> pb.AttestationList:
+        self.market.get_provider(request.provider)
+        return self._list(request.provider)
+
+    @unary
+    async def VerifyProvider(
+        self, request: pb.VerifyProviderRequest, context: Context
+    ) -> pb.ProviderFindings:
+        prov = self.market.get_provider(request.provider)
+        to_sign = convert.attributes_from_proto(request.attributes)
+        limits.check_attributes(to_sign)
+        reports = self.app.store.inventory_reports(prov.address)
+        latest = self.app.inventory.latest(prov.address)
+        if latest is not None and (not reports or reports[-1].time_ms < latest.time_ms):
+            reports.append(latest)  # reported, not yet on disk
+        claimed_by = {
+            device.uuid: other.address
+            for other in self.market.state.providers.values()
+            if other.address != prov.address
+            for device in other.capacity.gpus
+        }
+        findings = verify_provider(prov, reports, to_sign, claimed_by)
+        return audit_wire.findings_to_proto(prov.address, findings)
+
+
 def add_servicers(server: grpc.aio.Server, app: MarketApp) -> list[str]:
-    """Register the three v1 services; returns their full names (for reflection and health)."""
+    """Register the v1 services; returns their full names (for reflection and health)."""
     pb_grpc.add_TenantServicer_to_server(TenantServicer(app), server)
     pb_grpc.add_ProviderServicer_to_server(ProviderServicer(app), server)
     pb_grpc.add_MarketServicer_to_server(MarketServicer(app), server)
+    pb_grpc.add_AuditorServicer_to_server(AuditorServicer(app), server)
     services = pb.DESCRIPTOR.services_by_name
-    return [services[name].full_name for name in ("Tenant", "Provider", "Market")]
+    return [services[name].full_name for name in ("Tenant", "Provider", "Market", "Auditor")]

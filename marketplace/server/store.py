@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
+from marketplace.core.attestations import Attestation
 from marketplace.core.ledger import Replay
+from marketplace.core.provider_audit import KEEP_REPORTS, InventoryReport
 from marketplace.core.state import (
     EVENT_RECORD_FIELDS,
     Account,
@@ -77,6 +79,11 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE TABLE IF NOT EXISTS nonces (
     public_key BLOB, nonce BLOB, timestamp_ms INTEGER, PRIMARY KEY (public_key, nonce));
 CREATE INDEX IF NOT EXISTS nonces_time ON nonces (timestamp_ms);
+CREATE TABLE IF NOT EXISTS attestations (
+    provider TEXT, auditor TEXT, key TEXT, body TEXT, proof BLOB,
+    PRIMARY KEY (provider, auditor, key));
+CREATE TABLE IF NOT EXISTS inventory_reports (
+    provider TEXT, time_ms INTEGER, body TEXT, PRIMARY KEY (provider, time_ms));
 
 CREATE INDEX IF NOT EXISTS orders_deployment ON orders (deployment_id);
 CREATE INDEX IF NOT EXISTS leases_deployment ON leases (deployment_id);
@@ -251,6 +258,34 @@ def nonces_batch(seen: Sequence[SeenNonce], forget_before_ms: int) -> Batch:
     return b
 
 
+def attestations_batch(attestations: Sequence[Attestation]) -> Batch:
+    """Auditors' signatures (a re-signed or revoked one replaces its row)."""
+    b = Batch()
+    b.add(
+        "INSERT OR REPLACE INTO attestations VALUES (?,?,?,?,?)",
+        [
+            (a.provider, a.auditor, a.key, _dumps(encode_without(a, ("proof",))), a.proof)
+            for a in attestations
+        ],
+    )
+    return b
+
+
+def inventory_reports_batch(reports: Sequence[InventoryReport]) -> Batch:
+    """Providers' distinct inventories; only the newest KEEP_REPORTS per provider are kept."""
+    b = Batch()
+    b.add(
+        "INSERT OR REPLACE INTO inventory_reports VALUES (?,?,?)",
+        [(r.provider, r.time_ms, _dumps(encode(r))) for r in reports],
+    )
+    b.add(
+        "DELETE FROM inventory_reports WHERE provider = ? AND time_ms NOT IN (SELECT time_ms "
+        "FROM inventory_reports WHERE provider = ? ORDER BY time_ms DESC LIMIT ?)",
+        [(p, p, KEEP_REPORTS) for p in sorted({r.provider for r in reports})],
+    )
+    return b
+
+
 class Store:
     """The market's SQLite file. Writes come from one thread at a time (the server's committer);
     reads use their own connection, which WAL lets run beside a write."""
@@ -384,6 +419,26 @@ class Store:
             (since_ms,),
         )
         return [SeenNonce(bytes(k), bytes(n), t) for k, n, t in rows]
+
+    def attestations(self) -> list[Attestation]:
+        rows = self._rows("SELECT body, proof FROM attestations ORDER BY provider, auditor, key")
+        return [
+            decode(Attestation, {**json.loads(body), "proof": ""}).with_proof(bytes(proof))
+            for body, proof in rows
+        ]
+
+    def inventory_reports(self, provider: str | None = None) -> list[InventoryReport]:
+        """A provider's reports, oldest first; every provider's latest when None."""
+        if provider is None:
+            sql = (
+                "SELECT body FROM inventory_reports r WHERE time_ms = (SELECT MAX(time_ms) "
+                "FROM inventory_reports WHERE provider = r.provider)"
+            )
+            rows = self._rows(sql)
+        else:
+            sql = "SELECT body FROM inventory_reports WHERE provider = ? ORDER BY time_ms"
+            rows = self._rows(sql, (provider,))
+        return [decode(InventoryReport, json.loads(body)) for (body,) in rows]
 
     # --- the archive (core/archive.py): closed records, SDLs and signed requests ---------------
     def deployment(self, deployment_id: str) -> Deployment | None:

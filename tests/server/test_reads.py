@@ -42,6 +42,8 @@ WRITES = {
     "DeclineOrder",
     "ReportLeaseStatus",
     "ReportLogs",
+    "SignProviderAttributes",  # an auditor's, signed (tests/server/test_auditors.py)
+    "RevokeProviderAttributes",
 }
 
 
@@ -234,6 +236,22 @@ READS = [
         pb.MarketStats,
         "public",
         shows=_has("gpu_prices"),
+    ),
+    Read(
+        "Auditor",
+        "ListAttestations",
+        lambda w: pb.ListAttestationsRequest(provider=w.keys["p"].address),
+        pb.AttestationList,
+        "public",
+        shows=lambda r, w: isinstance(r[0], pb.AttestationList),
+    ),
+    Read(
+        "Auditor",
+        "VerifyProvider",
+        lambda w: pb.VerifyProviderRequest(provider=w.keys["p"].address),
+        pb.ProviderFindings,
+        "public",
+        shows=_has("findings"),
     ),
     Read(
         "Market",

@@ -657,14 +657,16 @@ class RegisterProvider(_message.Message):
     def __init__(self, host_uri: _Optional[str] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., inventory: _Optional[_Union[Inventory, _Mapping]] = ..., region: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("provider", "heartbeat_interval_ms", "heartbeat_timeout_ms")
+    __slots__ = ("provider", "heartbeat_interval_ms", "heartbeat_timeout_ms", "audited")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    AUDITED_FIELD_NUMBER: _ClassVar[int]
     provider: ProviderInfo
     heartbeat_interval_ms: int
     heartbeat_timeout_ms: int
-    def __init__(self, provider: _Optional[_Union[ProviderInfo, _Mapping]] = ..., heartbeat_interval_ms: _Optional[int] = ..., heartbeat_timeout_ms: _Optional[int] = ...) -> None: ...
+    audited: AuditedAttributes
+    def __init__(self, provider: _Optional[_Union[ProviderInfo, _Mapping]] = ..., heartbeat_interval_ms: _Optional[int] = ..., heartbeat_timeout_ms: _Optional[int] = ..., audited: _Optional[_Union[AuditedAttributes, _Mapping]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("inventory", "running_lease_ids", "draining")
@@ -677,12 +679,14 @@ class Heartbeat(_message.Message):
     def __init__(self, inventory: _Optional[_Union[Inventory, _Mapping]] = ..., running_lease_ids: _Optional[_Iterable[str]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("server_time_ms", "unknown_lease_ids")
+    __slots__ = ("server_time_ms", "unknown_lease_ids", "audited")
     SERVER_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    AUDITED_FIELD_NUMBER: _ClassVar[int]
     server_time_ms: int
     unknown_lease_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, server_time_ms: _Optional[int] = ..., unknown_lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    audited: AuditedAttributes
+    def __init__(self, server_time_ms: _Optional[int] = ..., unknown_lease_ids: _Optional[_Iterable[str]] = ..., audited: _Optional[_Union[AuditedAttributes, _Mapping]] = ...) -> None: ...
 
 class WatchOrders(_message.Message):
     __slots__ = ("resume_token",)
@@ -839,3 +843,116 @@ class MarketInfo(_message.Message):
     max_skew_ms: int
     denom: str
     def __init__(self, market_id: _Optional[str] = ..., server_time_ms: _Optional[int] = ..., max_skew_ms: _Optional[int] = ..., denom: _Optional[str] = ...) -> None: ...
+
+class SignProviderAttributes(_message.Message):
+    __slots__ = ("provider", "auditor", "attributes", "expires_at_ms")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AUDITOR_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    auditor: str
+    attributes: _containers.RepeatedCompositeFieldContainer[Attribute]
+    expires_at_ms: int
+    def __init__(self, provider: _Optional[str] = ..., auditor: _Optional[str] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+
+class RevokeProviderAttributes(_message.Message):
+    __slots__ = ("provider", "auditor", "keys")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AUDITOR_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    auditor: str
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, provider: _Optional[str] = ..., auditor: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Attestation(_message.Message):
+    __slots__ = ("provider", "auditor", "key", "value", "signed_at_ms", "expires_at_ms", "revoked_at_ms", "trusted", "valid", "names", "proof")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AUDITOR_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_FIELD_NUMBER: _ClassVar[int]
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    auditor: str
+    key: str
+    value: str
+    signed_at_ms: int
+    expires_at_ms: int
+    revoked_at_ms: int
+    trusted: bool
+    valid: bool
+    names: _containers.RepeatedScalarFieldContainer[str]
+    proof: SignedRequest
+    def __init__(self, provider: _Optional[str] = ..., auditor: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[str] = ..., signed_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., revoked_at_ms: _Optional[int] = ..., trusted: _Optional[bool] = ..., valid: _Optional[bool] = ..., names: _Optional[_Iterable[str]] = ..., proof: _Optional[_Union[SignedRequest, _Mapping]] = ...) -> None: ...
+
+class AuditorAlias(_message.Message):
+    __slots__ = ("foreign", "auditor")
+    FOREIGN_FIELD_NUMBER: _ClassVar[int]
+    AUDITOR_FIELD_NUMBER: _ClassVar[int]
+    foreign: str
+    auditor: str
+    def __init__(self, foreign: _Optional[str] = ..., auditor: _Optional[str] = ...) -> None: ...
+
+class ListAttestationsRequest(_message.Message):
+    __slots__ = ("provider",)
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    def __init__(self, provider: _Optional[str] = ...) -> None: ...
+
+class AttestationList(_message.Message):
+    __slots__ = ("attestations", "trusted_auditors", "aliases")
+    ATTESTATIONS_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_AUDITORS_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    attestations: _containers.RepeatedCompositeFieldContainer[Attestation]
+    trusted_auditors: _containers.RepeatedScalarFieldContainer[str]
+    aliases: _containers.RepeatedCompositeFieldContainer[AuditorAlias]
+    def __init__(self, attestations: _Optional[_Iterable[_Union[Attestation, _Mapping]]] = ..., trusted_auditors: _Optional[_Iterable[str]] = ..., aliases: _Optional[_Iterable[_Union[AuditorAlias, _Mapping]]] = ...) -> None: ...
+
+class AuditedAttributes(_message.Message):
+    __slots__ = ("auditors",)
+    class ByAuditor(_message.Message):
+        __slots__ = ("name", "attributes")
+        NAME_FIELD_NUMBER: _ClassVar[int]
+        ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+        name: str
+        attributes: _containers.RepeatedCompositeFieldContainer[Attribute]
+        def __init__(self, name: _Optional[str] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ...) -> None: ...
+    AUDITORS_FIELD_NUMBER: _ClassVar[int]
+    auditors: _containers.RepeatedCompositeFieldContainer[AuditedAttributes.ByAuditor]
+    def __init__(self, auditors: _Optional[_Iterable[_Union[AuditedAttributes.ByAuditor, _Mapping]]] = ...) -> None: ...
+
+class VerifyProviderRequest(_message.Message):
+    __slots__ = ("provider", "attributes")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    attributes: _containers.RepeatedCompositeFieldContainer[Attribute]
+    def __init__(self, provider: _Optional[str] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ...) -> None: ...
+
+class Finding(_message.Message):
+    __slots__ = ("check", "ok", "message")
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    check: str
+    ok: bool
+    message: str
+    def __init__(self, check: _Optional[str] = ..., ok: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ProviderFindings(_message.Message):
+    __slots__ = ("provider", "ok", "findings")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    ok: bool
+    findings: _containers.RepeatedCompositeFieldContainer[Finding]
+    def __init__(self, provider: _Optional[str] = ..., ok: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ...) -> None: ...

@@ -1527,3 +1527,208 @@ class Market:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AuditorStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SignProviderAttributes = channel.unary_unary(
+                '/marketplace.api.v1.Auditor/SignProviderAttributes',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.AttestationList.FromString,
+                _registered_method=True)
+        self.RevokeProviderAttributes = channel.unary_unary(
+                '/marketplace.api.v1.Auditor/RevokeProviderAttributes',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.AttestationList.FromString,
+                _registered_method=True)
+        self.ListAttestations = channel.unary_unary(
+                '/marketplace.api.v1.Auditor/ListAttestations',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListAttestationsRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.AttestationList.FromString,
+                _registered_method=True)
+        self.VerifyProvider = channel.unary_unary(
+                '/marketplace.api.v1.Auditor/VerifyProvider',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.VerifyProviderRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ProviderFindings.FromString,
+                _registered_method=True)
+
+
+class AuditorServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def SignProviderAttributes(self, request, context):
+        """SignProviderAttributes
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeProviderAttributes(self, request, context):
+        """RevokeProviderAttributes
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAttestations(self, request, context):
+        """public
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyProvider(self, request, context):
+        """public: checks before signing
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditorServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SignProviderAttributes': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignProviderAttributes,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.AttestationList.SerializeToString,
+            ),
+            'RevokeProviderAttributes': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeProviderAttributes,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.AttestationList.SerializeToString,
+            ),
+            'ListAttestations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAttestations,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ListAttestationsRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.AttestationList.SerializeToString,
+            ),
+            'VerifyProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyProvider,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.VerifyProviderRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ProviderFindings.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'marketplace.api.v1.Auditor', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('marketplace.api.v1.Auditor', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Auditor:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def SignProviderAttributes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Auditor/SignProviderAttributes',
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.AttestationList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeProviderAttributes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Auditor/RevokeProviderAttributes',
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.AttestationList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAttestations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Auditor/ListAttestations',
+            marketplace_dot_api_dot_v1_dot_market__pb2.ListAttestationsRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.AttestationList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Auditor/VerifyProvider',
+            marketplace_dot_api_dot_v1_dot_market__pb2.VerifyProviderRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.ProviderFindings.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
