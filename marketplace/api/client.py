@@ -106,7 +106,7 @@ def _serialize(message: Message) -> bytes:
 PageReply = TypeVar("PageReply", bound=Message)
 
 
-class _Client:
+class ServiceClient:
     SERVICE: ClassVar[str]  # the v1 service this client calls
 
     def __init__(
@@ -227,7 +227,7 @@ class _Client:
             cancel()
 
 
-class TenantClient(_Client):
+class TenantClient(ServiceClient):
     """What a tenant does: fund (admin), deploy, watch, accept, read logs, close."""
 
     SERVICE = "Tenant"
@@ -337,7 +337,7 @@ class TenantClient(_Client):
         return self._stream("StreamLogs", self._seal(req), pb.LogLine)
 
 
-class ProviderClient(_Client):
+class ProviderClient(ServiceClient):
     """A provider's calls (sync). The agent daemon has its own (provider_agent/link.py)."""
 
     SERVICE = "Provider"
@@ -391,7 +391,7 @@ class ProviderClient(_Client):
         return self._unary("CloseLease", self._seal(msg), pb.Lease)
 
 
-class MarketClient(_Client):
+class MarketClient(ServiceClient):
     """Market data: providers and price statistics (public); the audit and the whole ledger
     (the admin key), your own ledger entries (your key)."""
 
@@ -435,7 +435,7 @@ def _list_request(owner: str | None, open_only: bool, size: int, token: str) -> 
     return pb.ListRequest(owner=owner or "", open_only=open_only, page_size=size, page_token=token)
 
 
-class AuditorClient(_Client):
+class AuditorClient(ServiceClient):
     """An auditor signs and revokes providers' attributes (its key); anyone lists what is
     signed and runs the checks an auditor runs before signing."""
 

@@ -6,14 +6,12 @@ signatures once its operator trusts it (`market serve --auditor ADDRESS`).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from marketplace.api.client import AuditorClient, MarketClient
+from marketplace.api.client import AuditorClient
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.render import proto_dict, when
-from marketplace.cli.tenant import load_key, market_options
+from marketplace.cli.tenant import Connection, load_key, market_options
 from marketplace.core import units
 from marketplace.core.errors import InvalidArgument
 from marketplace.terminal import friendly_errors, json_option, print_json, print_table
@@ -37,9 +35,8 @@ def parse_attributes(pairs: tuple[str, ...]) -> dict[str, str]:
     return attributes
 
 
-def _client(market: str, key_name: str | None, tls_ca: Path | None) -> AuditorClient:
-    key = load_key(key_name) if key_name is not None else None
-    return AuditorClient(market, key, tls_ca=tls_ca)
+def _client(conn: Connection, signing: bool) -> AuditorClient:
+    return conn.client(AuditorClient, load_key(conn.key_name) if signing else None)
 
 
 def _print_findings(findings: pb.ProviderFindings) -> None:
@@ -93,9 +90,7 @@ def sign(
     attributes: tuple[str, ...],
     expires: str,
     skip_verify: bool,
-    market: str,
-    key_name: str,
-    tls_ca: Path | None,
+    conn: Connection,
     as_json: bool,
 ) -> None:
     """Sign KEY=VALUE attributes of PROVIDER with your key (--key), after checking it."""
@@ -104,7 +99,7 @@ def sign(
         valid_for_ms = units.parse_duration_ms(expires)
     except ValueError as exc:
         raise InvalidArgument(f"--expires: {exc}") from None
-    client = _client(market, key_name, tls_ca)
+    client = _client(conn, signing=True)
     if not skip_verify:
         findings = client.verify(provider, signed)
         if not findings.ok:
@@ -112,7 +107,7 @@ def sign(
             raise InvalidArgument(
                 f"not signed: {provider} fails the checks above (--skip-verify to sign anyway)"
             )
-    now = MarketClient(market, tls_ca=tls_ca).info().server_time_ms
+    now = conn.market_client().info().server_time_ms
     answer = client.sign(provider, signed, now + valid_for_ms)
     if as_json:
         print_json(proto_dict(answer))
@@ -130,13 +125,11 @@ def sign(
 def revoke(
     provider: str,
     keys: tuple[str, ...],
-    market: str,
-    key_name: str,
-    tls_ca: Path | None,
+    conn: Connection,
     as_json: bool,
 ) -> None:
     """Withdraw your signatures of KEYs (all of them when none) for PROVIDER."""
-    answer = _client(market, key_name, tls_ca).revoke(provider, keys)
+    answer = _client(conn, signing=True).revoke(provider, keys)
     if as_json:
         print_json(proto_dict(answer))
         return
@@ -148,9 +141,9 @@ def revoke(
 @market_options
 @json_option
 @friendly_errors
-def list_(provider: str, market: str, key_name: str, tls_ca: Path | None, as_json: bool) -> None:
+def list_(provider: str, conn: Connection, as_json: bool) -> None:
     """What auditors signed for PROVIDER, and whether it counts on this marketplace now."""
-    answer = _client(market, None, tls_ca).list(provider)
+    answer = _client(conn, signing=False).list(provider)
     if as_json:
         print_json(proto_dict(answer))
         return
@@ -170,15 +163,13 @@ def list_(provider: str, market: str, key_name: str, tls_ca: Path | None, as_jso
 def verify(
     provider: str,
     attributes: tuple[str, ...],
-    market: str,
-    key_name: str,
-    tls_ca: Path | None,
+    conn: Connection,
     as_json: bool,
 ) -> None:
     """Check PROVIDER before signing: its NVML inventory (models, VRAM, UUIDs stable across
     re-registrations, unique on the market), its declared resources against what it reports,
     and any KEY=VALUE you mean to sign. Exit 1 if something does not hold."""
-    findings = _client(market, None, tls_ca).verify(provider, parse_attributes(attributes))
+    findings = _client(conn, signing=False).verify(provider, parse_attributes(attributes))
     if as_json:
         print_json(proto_dict(findings))
     else:

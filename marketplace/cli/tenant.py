@@ -19,7 +19,7 @@ import click
 
 from marketplace import identity
 from marketplace.api import convert
-from marketplace.api.client import DEFAULT_MARKET, MarketClient, TenantClient
+from marketplace.api.client import DEFAULT_MARKET, MarketClient, ServiceClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.render import (
     account_lines,
@@ -41,6 +41,7 @@ from marketplace.core.money import parse_amount
 from marketplace.terminal import friendly_errors, json_option, print_json
 
 R = TypeVar("R")
+C = TypeVar("C", bound=ServiceClient)
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
@@ -70,7 +71,11 @@ class Connection:
         return TenantClient(self.market, signer, tls_ca=self.tls_ca, client_cert=self.client_cert)
 
     def market_client(self, key: identity.Key | None = None) -> MarketClient:
-        return MarketClient(self.market, key, tls_ca=self.tls_ca, client_cert=self.client_cert)
+        return self.client(MarketClient, key)
+
+    def client(self, cls: type[C], key: identity.Key | None = None) -> C:
+        """A client of service `cls` on this connection, signing with `key` (None: unsigned)."""
+        return cls(self.market, key, tls_ca=self.tls_ca, client_cert=self.client_cert)
 
 
 def market_options(func: Callable[..., R]) -> Callable[..., R]:
