@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from provider_agent.registry import RegistryAuth
 
 LABEL = "io.gpumarket"
 LABEL_PROVIDER = f"{LABEL}.provider"
@@ -47,6 +49,9 @@ class ContainerSpec:
     pids_limit: int = 1024
     network: str | None = None  # per-lease bridge network; services find each other by name
     extra_labels: tuple[tuple[str, str], ...] = ()
+    # Only for the pull of `image` (never a label, never in the digest): the SDL's credentials
+    # when they name this image's registry.
+    registry_auth: RegistryAuth | None = field(default=None, repr=False, compare=False)
 
     @property
     def digest(self) -> str:
@@ -113,8 +118,11 @@ def network_name(lease_id: str) -> str:
 class ContainerRuntime(Protocol):
     """Lease containers on one host, owned by one provider (found again by their labels)."""
 
-    def ensure_image(self, ref: str, progress: Callable[[str], None]) -> None:
-        """Make `ref` available, pulling it when missing. Raises RuntimeFailure with the reason."""
+    def ensure_image(
+        self, ref: str, progress: Callable[[str], None], auth: RegistryAuth | None = None
+    ) -> None:
+        """Make `ref` available, pulling it when missing (with `auth`, the registry checks it
+        even when the image is here). Raises RuntimeFailure with the reason, never a password."""
         ...
 
     def ensure_network(self, lease_id: str) -> str:

@@ -29,6 +29,7 @@ from provider_agent.container import (
     labels_of,
     network_name,
 )
+from provider_agent.registry import RegistryAuth
 
 FIRST_HOST_PORT = 32768  # where an engine's ephemeral port range starts
 EXIT_STOPPED = 143  # SIGTERM through the container's init, as `docker stop` ends a process
@@ -70,7 +71,12 @@ class MemoryRuntime:
         self._changed = threading.Condition()
 
     # --- images and networks ------------------------------------------------------------------
-    def ensure_image(self, ref: str, progress: Callable[[str], None] = lambda _text: None) -> None:
+    def ensure_image(
+        self,
+        ref: str,
+        progress: Callable[[str], None] = lambda _text: None,
+        auth: RegistryAuth | None = None,  # no registry here: any credentials will do
+    ) -> None:
         with self._changed:
             if ref in self._images:
                 return

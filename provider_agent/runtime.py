@@ -40,6 +40,7 @@ from provider_agent.container import (
     labels_of,
     network_name,
 )
+from provider_agent.registry import RegistryAuth, image_registry
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class DockerRuntime:
     provider: str
     client: docker.DockerClient = field(default_factory=lambda: docker.from_env(timeout=120))
     _pulls: dict[str, threading.Lock] = field(default_factory=dict)
+    _private: set[str] = field(default_factory=set)  # refs pulled with a login
 
     @classmethod
     def connect(cls, provider: str) -> DockerRuntime:
@@ -150,28 +152,49 @@ class DockerRuntime:
         except docker.errors.ImageNotFound:
             return False
 
-    def ensure_image(self, ref: str, progress: Callable[[str], None] = log.info) -> None:
-        """Pull `ref` only when it is missing. Raises RuntimeFailure with the engine's reason."""
-        if self.has_image(ref):
+    def ensure_image(
+        self,
+        ref: str,
+        progress: Callable[[str], None] = log.info,
+        auth: RegistryAuth | None = None,
+    ) -> None:
+        """Pull `ref` when it is missing, and whenever a login is given for it or it was once
+        pulled with one: a private image stays on the host after its lease, and a lease without
+        the right credentials must not run it from the cache. Raises RuntimeFailure with the
+        engine's reason (the password masked)."""
+        if self._cached(ref, auth):
             return
         lock = self._pulls.setdefault(ref, threading.Lock())
         with lock:  # two leases needing one image pull it once
-            if self.has_image(ref):
+            if self._cached(ref, auth):
                 return
-            repo, tag = _split_ref(ref)
-            progress(f"pulling {ref}")
-            try:
-                for event in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
-                    if "error" in event:
-                        raise RuntimeFailure(f"pull {ref} failed: {event['error']}")
-                    if event.get("status") and "progress" not in event:
-                        progress(f"{ref}: {event['status']}")
-            except docker.errors.APIError as exc:
-                raise RuntimeFailure(f"pull {ref} failed: {exc.explanation or exc}") from exc
-            except requests.exceptions.RequestException as exc:
-                raise RuntimeFailure(f"pull {ref} failed: {exc}") from exc
-            if not self.has_image(ref):
-                raise RuntimeFailure(f"pull {ref} finished but the image is not there")
+            self._pull(ref, progress, auth)
+            if auth is not None:
+                self._private.add(ref)
+
+    def _cached(self, ref: str, auth: RegistryAuth | None) -> bool:
+        return auth is None and ref not in self._private and self.has_image(ref)
+
+    def _pull(self, ref: str, progress: Callable[[str], None], auth: RegistryAuth | None) -> None:
+        repo, tag = _split_ref(ref)
+        progress(f"pulling {ref}" + (f" as {auth.username} on {auth.registry}" if auth else ""))
+        auth_config = auth.auth_config() if auth else None
+        try:
+            events = self.client.api.pull(
+                repo, tag=tag, stream=True, decode=True, auth_config=auth_config
+            )
+            for event in events:
+                if "error" in event:
+                    raise RuntimeFailure(pull_failure(ref, str(event["error"]), auth))
+                if event.get("status") and "progress" not in event:
+                    progress(f"{ref}: {event['status']}")
+        # `from None`: the engine's exception would carry what it was sent into a traceback
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(pull_failure(ref, str(exc.explanation or exc), auth)) from None
+        except requests.exceptions.RequestException as exc:
+            raise RuntimeFailure(pull_failure(ref, str(exc), auth)) from None
+        if not self.has_image(ref):
+            raise RuntimeFailure(f"pull {ref} finished but the image is not there")
 
     # --- networks -------------------------------------------------------------------------------
     def ensure_network(self, lease_id: str) -> str:
@@ -283,6 +306,27 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 continue  # removed between list and inspect
         return states
+
+
+_DENIED = ("no basic auth credentials", "unauthorized", "authentication required", "denied")
+
+
+def pull_failure(ref: str, reason: str, auth: RegistryAuth | None) -> str:
+    """What the tenant reads when a pull fails: a refused login says so and whose it was."""
+    if auth is not None:
+        reason = auth.scrub(reason)
+    if not any(marker in reason.lower() for marker in _DENIED):
+        return f"pull {ref} failed: {reason}"
+    registry = image_registry(ref)
+    why = (
+        f"the registry refused the SDL's credentials for user {auth.username}"
+        if auth
+        else f"the SDL gives no credentials for it (services.*.credentials.host: {registry})"
+    )
+    return (
+        f"pull {ref} failed: pull access denied / authentication required for {registry}: "
+        f"{why} ({reason})"
+    )
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

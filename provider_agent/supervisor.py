@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marketplace.core.manifest import Manifest
+from marketplace.core.manifest import Manifest, Service
 from marketplace.core.matching import Allocation
 from marketplace.core.resources import GroupSpec, JobKind, JobSettings, RestartPolicy
 from marketplace.core.state import Endpoint
@@ -36,6 +36,7 @@ from provider_agent.container import (
     LogLine,
     RuntimeFailure,
 )
+from provider_agent.registry import RegistryAuth, auth_for
 
 log = logging.getLogger(__name__)
 LABEL_RESTART = f"{LABEL}.restart"
@@ -161,8 +162,10 @@ class LeaseSupervisor:
             self._leases[lease_id] = lease
         try:
             specs = self._specs(lease_id, manifest, group, allocation)
-            for image in sorted({s.image for s in specs}):
-                self.runtime.ensure_image(image, lambda text: self._system_log(lease_id, text))
+            for image, auth in _pulls(specs):
+                self.runtime.ensure_image(
+                    image, lambda text: self._system_log(lease_id, text), auth
+                )
             # Services of one lease find each other by name on their own network; a lone
             # container needs none (the default bridge still publishes its ports).
             network = self.runtime.ensure_network(lease_id) if len(specs) > 1 else None
@@ -218,6 +221,7 @@ class LeaseSupervisor:
                     shm_bytes=shm,
                     pids_limit=self.settings.pids_limit,
                     extra_labels=_job_labels(job),
+                    registry_auth=_registry_auth(service),
                 )
             )
         return specs
@@ -462,3 +466,18 @@ def _exit_text(state: ContainerState) -> str:
     if state.exit_code == 0:
         return "exited 0"
     return f"exited with code {state.exit_code}" + (f" ({state.error})" if state.error else "")
+
+
+def _registry_auth(service: Service) -> RegistryAuth | None:
+    """The service's SDL credentials, when they name its image's registry (Akash's rule)."""
+    c = service.credentials
+    return auth_for(service.image, c.host, c.username, c.password, c.email) if c else None
+
+
+def _pulls(specs: list[ContainerSpec]) -> list[tuple[str, RegistryAuth | None]]:
+    """Each image once, with the credentials of a service that gave some for it."""
+    auths: dict[str, RegistryAuth | None] = {}
+    for spec in specs:
+        if auths.get(spec.image) is None:
+            auths[spec.image] = spec.registry_auth
+    return sorted(auths.items(), key=lambda pair: pair[0])
