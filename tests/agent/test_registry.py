@@ -9,6 +9,7 @@ repr. scripts/docker-up.sh installs the registry and htpasswd; this test install
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import socket
@@ -24,15 +25,20 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import grpc
+import grpc.aio
 import pytest
 
+from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.manifest import parse_manifest
 from marketplace.core.matching import Allocation, Capacity, allocate
-from provider_agent.config import RuntimeSection
+from marketplace.identity import Key
+from provider_agent.config import RuntimeSection, parse_config
 from provider_agent.container import ContainerSpec
 from provider_agent.registry import RegistryAuth, auth_for, canonical_host, image_registry
 from provider_agent.runtime import DockerRuntime
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
+from tests.agent import test_e2e as e2e
 from tests.agent.supervision import Recorder
 from tests.agent.test_docker_runtime import cleanup_provider
 
@@ -191,7 +197,7 @@ def credentials(host: str, password: str = PASSWORD) -> str:
     return f"    credentials:\n      host: {host}\n      username: {USER}\n      password: {password}\n"
 
 
-def private_sdl(image: str, credentials_block: str = "") -> bytes:
+def private_sdl(image: str, credentials_block: str = "", memory: str = "64Mi") -> bytes:
     return (
         'version: "2.0"\n'
         "services:\n"
@@ -205,18 +211,19 @@ def private_sdl(image: str, credentials_block: str = "") -> bytes:
         "    job:\n"
         "      resources:\n"
         "        cpu: {units: 0.5}\n"
-        "        memory: {size: 64Mi}\n"
+        f"        memory: {{size: {memory}}}\n"
         "        storage: {size: 100Mi}\n"
         "  placement:\n"
         "    here:\n"
         "      pricing:\n"
-        "        job: {denom: uact, amount: 100}\n"
+        "        job: {denom: uact, amount: 3000}\n"
         "deployment:\n"
         "  job:\n"
         "    here: {profile: job, count: 1}\n"
         "gpumarket:\n"
         "  kind: training\n"
         "  restart: never\n"
+        "  auction: {bid_window: 1s}\n"
     ).encode()
 
 
@@ -342,3 +349,49 @@ def test_a_cached_private_image_still_needs_the_credentials(
 def test_the_registry_tools_are_installed_by_docker_up() -> None:
     script = (Path(__file__).resolve().parents[2] / "scripts" / "docker-up.sh").read_text()
     assert "docker-registry apache2-utils" in script
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_tenant_reads_why_its_private_image_did_not_pull(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real marketplace, real agent, real registry: without the login the tenant's lease closes
+    FAILED with the registry's refusal; with it the job runs. The password is in no log."""
+    caplog.set_level(logging.DEBUG)
+    _forget(registry.image)
+
+    async def scenario() -> None:
+        admin = Key.generate()
+        async with e2e.marketplace(tmp_path, admin) as port:
+            cfg = parse_config(e2e.agent_config(port, tmp_path / "agent"))
+            said: list[str] = []
+            agent = e2e.docker_agent(cfg, said)
+            stop = asyncio.Event()
+            task = asyncio.create_task(agent.run(stop))
+            try:
+                channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+                tenant = e2e.Tenant(channel, admin)
+                bare = await tenant.deploy(private_sdl(registry.image).decode())
+                failed = await e2e.eventually(lambda: tenant.lease(bare.id, pb.LEASE_CLOSED))
+                assert failed.close_reason == pb.FAILED
+                why = (
+                    "the SDL gives no credentials for it "
+                    f"(services.*.credentials.host: {registry.host})"
+                )
+                assert failed.message.startswith(_denied(registry, why)), failed.message
+                # another shape: the agent rests a shape that just failed to start
+                login = credentials(registry.host)
+                ok = await tenant.deploy(private_sdl(registry.image, login, "96Mi").decode())
+                done = await e2e.eventually(lambda: tenant.lease(ok.id, pb.LEASE_CLOSED))
+                assert done.close_reason == pb.COMPLETED, done.message
+                assert "private hello" in await tenant.logs(done.id)
+                assert not [line for line in said if PASSWORD in line]
+                await channel.close(grace=None)
+            finally:
+                stop.set()
+                assert await task == 0
+                e2e.finish(agent)
+
+    e2e.run_async(scenario())
+    assert PASSWORD not in caplog.text
