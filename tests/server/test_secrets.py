@@ -9,6 +9,7 @@ table of tests/server/test_reads.py, which a test there keeps complete.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.main import cli
 from marketplace.core import money
-from marketplace.core.errors import NotFound
+from marketplace.core.errors import InvalidArgument, NotFound
 from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
 from marketplace.server.logs import JsonFormatter
@@ -199,7 +200,22 @@ def test_the_tenant_commands_never_print_it(market: Market) -> None:
             assert PASSWORD not in result.output, args
 
 
+def test_no_repr_of_a_deployment_shows_its_sdl(market: Market) -> None:
+    w = market.world
+    stored = w.server.call(lambda: w.server.app.market.state.deployments[w.leased_dep.id])
+    held = dataclasses.replace(stored, sdl=private_sdl("1s"), tenant_request=private_sdl("1s"))
+    assert PASSWORD not in repr(held) and w.leased_dep.id in repr(held)
+
+
 def test_the_server_logs_it_at_no_level(market: Market) -> None:
+    w = market.world
+    # refused at parse: a password YAML reads as an alias; the refusal is the tenant's alone
+    broken = private_sdl("1s").replace(
+        f"password: {PASSWORD}".encode(), f"password: *{PASSWORD}".encode()
+    )
+    with pytest.raises(InvalidArgument) as caught:
+        w.tenant("alice").create_deployment(broken, money.MICRO)
+    assert PASSWORD in str(caught.value)  # the tenant's own bytes, back to the tenant only
     lines = market.log.lines
     assert any("deployment created" in line for line in lines)  # the log was heard
     assert not [line for line in lines if PASSWORD in line]
