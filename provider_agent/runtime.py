@@ -11,6 +11,7 @@ Everything here blocks: the supervisor calls it from worker threads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -129,7 +130,6 @@ class DockerRuntime:
     provider: str
     client: docker.DockerClient = field(default_factory=lambda: docker.from_env(timeout=120))
     _pulls: dict[str, threading.Lock] = field(default_factory=dict)
-    _private: set[str] = field(default_factory=set)  # refs pulled with a login
 
     @classmethod
     def connect(cls, provider: str) -> DockerRuntime:
@@ -160,8 +160,9 @@ class DockerRuntime:
     ) -> None:
         """Pull `ref` when it is missing, and whenever a login is given for it or it was once
         pulled with one: a private image stays on the host after its lease, and a lease without
-        the right credentials must not run it from the cache. Raises RuntimeFailure with the
-        engine's reason (the password masked)."""
+        the right credentials must not run it from the cache (a tag on the engine remembers it
+        across agent restarts). Raises RuntimeFailure with the engine's reason (the password
+        masked)."""
         if self._cached(ref, auth):
             return
         lock = self._pulls.setdefault(ref, threading.Lock())
@@ -170,10 +171,18 @@ class DockerRuntime:
                 return
             self._pull(ref, progress, auth)
             if auth is not None:
-                self._private.add(ref)
+                self._mark_private(ref)
 
     def _cached(self, ref: str, auth: RegistryAuth | None) -> bool:
-        return auth is None and ref not in self._private and self.has_image(ref)
+        return auth is None and self.has_image(ref) and not self.has_image(private_mark(ref))
+
+    def _mark_private(self, ref: str) -> None:
+        """Remember on the engine (so a restarted agent knows too) that `ref` needed a login."""
+        repo, tag = _split_ref(private_mark(ref))
+        try:
+            self.client.images.get(ref).tag(repo, tag)
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"pull {ref}: cannot mark it private: {exc.explanation}") from None
 
     def _pull(self, ref: str, progress: Callable[[str], None], auth: RegistryAuth | None) -> None:
         repo, tag = _split_ref(ref)
@@ -306,6 +315,11 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 continue  # removed between list and inspect
         return states
+
+
+def private_mark(ref: str) -> str:
+    """The engine-side tag that says `ref` was pulled with a login."""
+    return f"gpumarket-private/{hashlib.sha256(ref.encode()).hexdigest()[:24]}:login"
 
 
 _DENIED = ("no basic auth credentials", "unauthorized", "authentication required", "denied")

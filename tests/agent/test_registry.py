@@ -10,6 +10,7 @@ repr. scripts/docker-up.sh installs the registry and htpasswd; this test install
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import socket
@@ -34,9 +35,9 @@ from marketplace.core.manifest import parse_manifest
 from marketplace.core.matching import Allocation, Capacity, allocate
 from marketplace.identity import Key
 from provider_agent.config import RuntimeSection, parse_config
-from provider_agent.container import ContainerSpec
+from provider_agent.container import ContainerSpec, RuntimeFailure
 from provider_agent.registry import RegistryAuth, auth_for, canonical_host, image_registry
-from provider_agent.runtime import DockerRuntime
+from provider_agent.runtime import DockerRuntime, private_mark
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
 from tests.agent import test_e2e as e2e
 from tests.agent.supervision import Recorder
@@ -184,11 +185,12 @@ def _push(reg: Registry) -> None:
 
 
 def _forget(image: str) -> None:
+    """The image off the engine, with the tag that marks it as pulled with a login."""
     client = docker.from_env()
     try:
-        client.images.remove(image, force=True)
-    except docker.errors.ImageNotFound:
-        pass
+        for ref in (image, private_mark(image)):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(ref, force=True)
     finally:
         client.close()
 
@@ -341,6 +343,10 @@ def test_a_cached_private_image_still_needs_the_credentials(
     the right login must not run it from the cache."""
     assert agent.run(private_sdl(registry.image, credentials(registry.host))).running
     assert agent.run(private_sdl(registry.image)).exited
+    restarted = DockerRuntime.connect(f"test-{uuid.uuid4().hex[:8]}")  # knows only the engine
+    with pytest.raises(RuntimeFailure, match="the SDL gives no credentials"):
+        restarted.ensure_image(registry.image, lambda _text: None)
+    restarted.close()
     wrong = agent.run(private_sdl(registry.image, credentials(registry.host, "not-the-pw")))
     assert wrong.exited and "refused the SDL's credentials" in wrong.message
     assert agent.run(private_sdl(registry.image, credentials(registry.host))).running
