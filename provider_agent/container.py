@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from provider_agent.registry import RegistryAuth
 
 LABEL = "io.gpumarket"
 LABEL_PROVIDER = f"{LABEL}.provider"
@@ -114,6 +116,10 @@ class ContainerSpec:
     volumes: tuple[VolumeMount, ...] = ()
     scratch_bytes: int = 0  # ephemeral disk volumes: the container's own layer may use this much
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES  # all others are dropped
+
+    # Only for the pull of `image` (never a label, never in the digest): the SDL's credentials
+    # when they name this image's registry.
+    registry_auth: RegistryAuth | None = field(default=None, repr=False, compare=False)
 
     @property
     def named_volumes(self) -> tuple[VolumeMount, ...]:
@@ -218,8 +224,11 @@ def volume_state(name: str, labels: dict[str, str]) -> VolumeState:
 class ContainerRuntime(Protocol):
     """Lease containers on one host, owned by one provider (found again by their labels)."""
 
-    def ensure_image(self, ref: str, progress: Callable[[str], None]) -> None:
-        """Make `ref` available, pulling it when missing. Raises RuntimeFailure with the reason."""
+    def ensure_image(
+        self, ref: str, progress: Callable[[str], None], auth: RegistryAuth | None = None
+    ) -> None:
+        """Make `ref` available, pulling it when missing (with `auth`, the registry checks it
+        even when the image is here). Raises RuntimeFailure with the reason, never a password."""
         ...
 
     def ensure_network(self, lease_id: str) -> str:

@@ -33,6 +33,7 @@ from provider_agent.container import (
     volume_name,
     volume_state,
 )
+from provider_agent.registry import RegistryAuth
 
 FIRST_HOST_PORT = 32768  # where an engine's ephemeral port range starts
 EXIT_STOPPED = 143  # SIGTERM through the container's init, as `docker stop` ends a process
@@ -78,7 +79,12 @@ class MemoryRuntime:
         self._changed = threading.Condition()
 
     # --- images and networks ------------------------------------------------------------------
-    def ensure_image(self, ref: str, progress: Callable[[str], None] = lambda _text: None) -> None:
+    def ensure_image(
+        self,
+        ref: str,
+        progress: Callable[[str], None] = lambda _text: None,
+        auth: RegistryAuth | None = None,  # no registry here: any credentials will do
+    ) -> None:
         with self._changed:
             if ref in self._images:
                 return

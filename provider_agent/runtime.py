@@ -11,6 +11,7 @@ Everything here blocks: the supervisor calls it from worker threads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -46,6 +47,7 @@ from provider_agent.container import (
     volume_name,
     volume_state,
 )
+from provider_agent.registry import RegistryAuth, image_registry
 
 log = logging.getLogger(__name__)
 
@@ -193,28 +195,58 @@ class DockerRuntime:
         except docker.errors.ImageNotFound:
             return False
 
-    def ensure_image(self, ref: str, progress: Callable[[str], None] = log.info) -> None:
-        """Pull `ref` only when it is missing. Raises RuntimeFailure with the engine's reason."""
-        if self.has_image(ref):
+    def ensure_image(
+        self,
+        ref: str,
+        progress: Callable[[str], None] = log.info,
+        auth: RegistryAuth | None = None,
+    ) -> None:
+        """Pull `ref` when it is missing, and whenever a login is given for it or it was once
+        pulled with one: a private image stays on the host after its lease, and a lease without
+        the right credentials must not run it from the cache (a tag on the engine remembers it
+        across agent restarts). Raises RuntimeFailure with the engine's reason (the password
+        masked)."""
+        if self._cached(ref, auth):
             return
         lock = self._pulls.setdefault(ref, threading.Lock())
         with lock:  # two leases needing one image pull it once
-            if self.has_image(ref):
+            if self._cached(ref, auth):
                 return
-            repo, tag = _split_ref(ref)
-            progress(f"pulling {ref}")
-            try:
-                for event in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
-                    if "error" in event:
-                        raise RuntimeFailure(f"pull {ref} failed: {event['error']}")
-                    if event.get("status") and "progress" not in event:
-                        progress(f"{ref}: {event['status']}")
-            except docker.errors.APIError as exc:
-                raise RuntimeFailure(f"pull {ref} failed: {exc.explanation or exc}") from exc
-            except requests.exceptions.RequestException as exc:
-                raise RuntimeFailure(f"pull {ref} failed: {exc}") from exc
-            if not self.has_image(ref):
-                raise RuntimeFailure(f"pull {ref} finished but the image is not there")
+            self._pull(ref, progress, auth)
+            if auth is not None:
+                self._mark_private(ref)
+
+    def _cached(self, ref: str, auth: RegistryAuth | None) -> bool:
+        return auth is None and self.has_image(ref) and not self.has_image(private_mark(ref))
+
+    def _mark_private(self, ref: str) -> None:
+        """Remember on the engine (so a restarted agent knows too) that `ref` needed a login."""
+        repo, tag = _split_ref(private_mark(ref))
+        try:
+            self.client.images.get(ref).tag(repo, tag)
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"pull {ref}: cannot mark it private: {exc.explanation}") from None
+
+    def _pull(self, ref: str, progress: Callable[[str], None], auth: RegistryAuth | None) -> None:
+        repo, tag = _split_ref(ref)
+        progress(f"pulling {ref}" + (f" as {auth.username} on {auth.registry}" if auth else ""))
+        auth_config = auth.auth_config() if auth else None
+        try:
+            events = self.client.api.pull(
+                repo, tag=tag, stream=True, decode=True, auth_config=auth_config
+            )
+            for event in events:
+                if "error" in event:
+                    raise RuntimeFailure(pull_failure(ref, str(event["error"]), auth))
+                if event.get("status") and "progress" not in event:
+                    progress(f"{ref}: {event['status']}")
+        # `from None`: the engine's exception would carry what it was sent into a traceback
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(pull_failure(ref, str(exc.explanation or exc), auth)) from None
+        except requests.exceptions.RequestException as exc:
+            raise RuntimeFailure(pull_failure(ref, str(exc), auth)) from None
+        if not self.has_image(ref):
+            raise RuntimeFailure(f"pull {ref} finished but the image is not there")
 
     # --- networks -------------------------------------------------------------------------------
     def ensure_network(self, lease_id: str) -> str:
@@ -406,6 +438,32 @@ def _tree_bytes(root: str) -> int | None:
             seen.add((st.st_dev, st.st_ino))
             total += st.st_blocks * 512
     return total
+
+
+def private_mark(ref: str) -> str:
+    """The engine-side tag that says `ref` was pulled with a login."""
+    return f"gpumarket-private/{hashlib.sha256(ref.encode()).hexdigest()[:24]}:login"
+
+
+_DENIED = ("no basic auth credentials", "unauthorized", "authentication required", "denied")
+
+
+def pull_failure(ref: str, reason: str, auth: RegistryAuth | None) -> str:
+    """What the tenant reads when a pull fails: a refused login says so and whose it was."""
+    if auth is not None:
+        reason = auth.scrub(reason)
+    if not any(marker in reason.lower() for marker in _DENIED):
+        return f"pull {ref} failed: {reason}"
+    registry = image_registry(ref)
+    why = (
+        f"the registry refused the SDL's credentials for user {auth.username}"
+        if auth
+        else f"the SDL gives no credentials for it (services.*.credentials.host: {registry})"
+    )
+    return (
+        f"pull {ref} failed: pull access denied / authentication required for {registry}: "
+        f"{why} ({reason})"
+    )
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

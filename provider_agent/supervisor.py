@@ -41,6 +41,7 @@ from provider_agent.container import (
 )
 from provider_agent.ingress import Backend, IngressSite, lease_hostname
 from provider_agent.network import backend_host
+from provider_agent.registry import RegistryAuth, auth_for
 
 log = logging.getLogger(__name__)
 LABEL_RESTART = f"{LABEL}.restart"
@@ -176,8 +177,10 @@ class LeaseSupervisor:
             self._leases[lease_id] = lease
         try:
             specs = self._specs(lease_id, manifest, group, allocation)
-            for image in sorted({s.image for s in specs}):
-                self.runtime.ensure_image(image, lambda text: self._system_log(lease_id, text))
+            for image, auth in _pulls(specs):
+                self.runtime.ensure_image(
+                    image, lambda text: self._system_log(lease_id, text), auth
+                )
             # Services of one lease find each other by name on their own network; a lone
             # container needs none (the default bridge still publishes its ports).
             network = self.runtime.ensure_network(lease_id) if len(specs) > 1 else None
@@ -243,6 +246,7 @@ class LeaseSupervisor:
                     volumes=volumes,
                     scratch_bytes=_scratch_bytes(unit),
                     capabilities=self.settings.capabilities,
+                    registry_auth=_registry_auth(service),
                 )
             )
         return specs
@@ -670,3 +674,18 @@ def _exit_text(state: ContainerState) -> str:
     if state.exit_code == 0:
         return "exited 0"
     return f"exited with code {state.exit_code}" + (f" ({state.error})" if state.error else "")
+
+
+def _registry_auth(service: Service) -> RegistryAuth | None:
+    """The service's SDL credentials, when they name its image's registry (Akash's rule)."""
+    c = service.credentials
+    return auth_for(service.image, c.host, c.username, c.password, c.email) if c else None
+
+
+def _pulls(specs: list[ContainerSpec]) -> list[tuple[str, RegistryAuth | None]]:
+    """Each image once, with the credentials of a service that gave some for it."""
+    auths: dict[str, RegistryAuth | None] = {}
+    for spec in specs:
+        if auths.get(spec.image) is None:
+            auths[spec.image] = spec.registry_auth
+    return sorted(auths.items(), key=lambda pair: pair[0])

@@ -2,7 +2,9 @@
 # Make sure a Docker engine answers and the local test image exists.
 #   - installs Debian's docker.io and busybox-static when dockerd or busybox is missing (root only);
 #   - starts dockerd in the background when no engine answers, and waits for its socket;
-#   - builds the image gpumarket/busybox:latest with `docker import` (no registry is needed).
+#   - builds the image gpumarket/busybox:latest with `docker import` (no registry is needed);
+#   - installs Debian's docker-registry and apache2-utils (htpasswd) when missing, for the private
+#     registry test (tests/agent/test_registry.py runs one on 127.0.0.1; it installs nothing).
 # Idempotent: run it as often as you like.
 set -euo pipefail
 

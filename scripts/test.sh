@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 python -m pip install -q --disable-pip-version-check -e '.[test]'
 if [ "${GPUMARKET_SKIP_DOCKER:-0}" != "1" ]; then
     bash scripts/docker-up.sh
+    bash scripts/test-deps.sh
 fi
 python -m ruff check .
 python -m ruff format --check .

@@ -85,10 +85,11 @@ class Deployment:
     groups: tuple[GroupSpec, ...]
     job: JobSettings
     # sdl and tenant_request (opaque: the tenant's serialized signed request, for end-to-end
-    # checks) are held until the server stored them (empty afterwards: archive.manifest())
-    sdl: bytes
+    # checks) are held until the server stored them (empty afterwards: archive.manifest()).
+    # Both may hold a registry password (SDL `credentials`): never in repr().
+    sdl: bytes = field(repr=False)
     sdl_sha256: bytes
-    tenant_request: bytes
+    tenant_request: bytes = field(repr=False)
     deposited: int  # total ever deposited
     escrow: int  # what the escrow account holds now (settled payments already left it)
     created_at_ms: int

@@ -52,9 +52,12 @@ class StorageMount:
 
 @dataclass(frozen=True)
 class Credentials:
+    """A private registry's login (SDL `credentials`). The password stays out of repr(), so
+    no log line, traceback or error that shows a Service shows it."""
+
     host: str
     username: str
-    password: str
+    password: str = field(repr=False)
     email: str | None = None
 
 
