@@ -105,7 +105,7 @@ class Replica:
 
 @dataclass(frozen=True)
 class Manifest:
-    version: str  # "2.0" or "2.1" (the grammar used)
+    version: str  # "2.0", "2.1" or "2.2" (the grammar used)
     services: Mapping[str, Service] = field(hash=False)
     groups: tuple[GroupSpec, ...]
     job: JobSettings
