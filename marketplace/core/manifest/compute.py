@@ -164,6 +164,7 @@ def check_storage_attributes(attrs: dict[object, object], path: Path) -> None:
         if key not in attrs:
             hint = "persistent: false" if attrs.get("class") == "ram" else "class: beta3"
             raise Problem((*path, key), f"storage attributes need {key} too (e.g. {hint})")
+    text(attrs["class"], (*path, "class"))
     persistent = attrs["persistent"]
     if isinstance(persistent, dict | list) or persistent is None:
         raise Problem(

@@ -92,7 +92,7 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
     placements = read_placements(ctx, profiles["placement"], version)
     deployments = read_deployment(ctx, top.get("deployment"), services, compute, placements)
     job = ctx.collect(read_job, ctx, top.get("gpumarket")) or JobSettings()
-    reclamation = ctx.collect(read_reclamation, ctx, top.get("reclamation"))
+    reclamation = ctx.collect(read_reclamation, ctx, top)
     groups = build_groups(ctx, version, deployments, services, compute, placements)
     check_endpoints_used(ctx, endpoints, services)
     if ctx.errors:

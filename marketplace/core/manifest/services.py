@@ -171,7 +171,7 @@ def read_expose(
     if "port" not in spec:
         raise Problem((*path, "port"), "port is required")
     port = integer(spec["port"], (*path, "port"), 1, 65535)
-    as_port = port if spec.get("as") is None else integer(spec["as"], (*path, "as"), 1, 65535)
+    as_port = port if "as" not in spec else integer(spec["as"], (*path, "as"), 1, 65535)
     proto = "tcp"
     if "proto" in spec:
         if spec["proto"] not in ("tcp", "udp", "TCP", "UDP"):
