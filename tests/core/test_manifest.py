@@ -486,6 +486,103 @@ def test_placement_and_deployment_rules(old: str, new: str, needle: str) -> None
     assert needle in error_of(text).message
 
 
+# --- SDL 2.2: a list of prices per profile, one denomination paid -------------------------------
+
+V22_PRICES = "          - denom: uakt\n            amount: 50\n          - denom: uact\n            amount: 100\n"
+
+
+def v22(prices: str = V22_PRICES) -> str:
+    text = BASE.replace('"2.0"', '"2.2"', 1)
+    return text.replace(
+        "        web:\n          denom: uact\n          amount: 100000\n", "        web:\n" + prices
+    )
+
+
+def test_v22_list_pricing_pays_in_uact_when_offered() -> None:
+    m = parse(v22())
+    assert m.version == "2.2" and m.warnings == ()
+    (group,) = m.groups
+    assert group.denom == "uact"
+    assert group.resources[0].max_price_per_hour == per_block_to_per_hour(100)
+    assert group.max_price_per_hour == 2 * per_block_to_per_hour(100)
+
+
+def test_v22_single_coin_and_legacy_only_list() -> None:
+    assert parse(BASE.replace('"2.0"', '"2.2"', 1)).groups[0].denom == "uact"
+    legacy = parse(v22("          - denom: uakt\n            amount: 50\n"))
+    assert legacy.groups[0].denom == "uakt"
+    assert legacy.groups[0].resources[0].max_price_per_hour == per_block_to_per_hour(50)
+    assert any("uakt is legacy" in w for w in legacy.warnings)
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "needle"),
+    [
+        (
+            v22().replace('"2.2"', '"2.1"', 1),
+            "profiles.placement.dc.pricing.web",
+            'needs version "2.2"',
+        ),
+        (
+            v22().replace('"2.2"', '"2.0"', 1),
+            "profiles.placement.dc.pricing.web",
+            'needs version "2.2"',
+        ),
+        (v22("          []\n"), "profiles.placement.dc.pricing.web", "no coins specified"),
+        (
+            v22(V22_PRICES.replace("uakt", "uact")),
+            "profiles.placement.dc.pricing.web[1].denom",
+            "priced twice",
+        ),
+        (
+            v22(V22_PRICES.replace("50", "0")),
+            "profiles.placement.dc.pricing.web[0].amount",
+            "amount is zero",
+        ),
+        (
+            v22(V22_PRICES.replace("uakt", "usdc")),
+            "profiles.placement.dc.pricing.web[0].denom",
+            "unsupported denom",
+        ),
+    ],
+)
+def test_v22_pricing_errors(text: str, path: str, needle: str) -> None:
+    err = error_of(text)
+    assert err.path == path and needle in err.message
+
+
+def test_v22_groups_share_the_one_denomination_all_offer() -> None:
+    second = (
+        "    dc2:\n      pricing:\n        web:\n          - denom: uakt\n            amount: 70\n"
+    )
+    text = v22().replace("deployment:\n", second + "deployment:\n")
+    text = text.replace(
+        "      count: 2\n", "      count: 2\n    dc2:\n      profile: web\n      count: 1\n"
+    )
+    m = parse(text)
+    assert [(g.name, g.denom) for g in m.groups] == [("dc", "uakt"), ("dc2", "uakt")]
+    assert m.groups[0].resources[0].max_price_per_hour == per_block_to_per_hour(50)
+    only_uact = text.replace("          - denom: uakt\n            amount: 50\n", "")
+    assert "inconsistent group denomination" in error_of(only_uact).message
+
+
+def test_v22_merges_services_sharing_a_profile_as_v21_does() -> None:
+    two = (
+        v22()
+        .replace(
+            "deployment:\n  web:\n",
+            "deployment:\n  api:\n    dc:\n      profile: web\n      count: 1\n  web:\n",
+        )
+        .replace(
+            "services:\n",
+            "services:\n  api:\n    image: api:1\n    params:\n      storage:\n        data:\n          mount: /data\n",
+            1,
+        )
+    )
+    (unit,) = parse(two).groups[0].resources
+    assert unit.services == ("api", "web") and unit.count == 3
+
+
 def test_uakt_is_accepted_with_a_warning() -> None:
     m = parse(BASE.replace("denom: uact", "denom: uakt"))
     assert m.groups[0].denom == "uakt"
