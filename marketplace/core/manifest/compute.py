@@ -87,6 +87,11 @@ def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
             raise Problem(
                 (*path, "attributes", str(key)), f"unsupported cpu attribute {shown(key)}"
             )
+    if "arch" in attrs:  # support.TABLE: not matched, so said rather than dropped in silence
+        ctx.warn(
+            (*path, "attributes", "arch"),
+            "CPU architecture is not matched by gpumarket providers (any may bid)",
+        )
     return millis
 
 
