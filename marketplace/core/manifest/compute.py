@@ -259,7 +259,9 @@ def check_model(
     if not gpus.is_known(model):
         hint = gpus.suggestions(written)
         mean = f"; did you mean {' or '.join(hint)}?" if hint else ""
-        ctx.warn(path, f"unknown GPU model {shown(written)}{mean} (no provider will match it)")
+        ctx.cannot_match(
+            path, f"unknown GPU model {shown(written)}{mean} (no provider will match it)"
+        )
         return
     if written != model:
         ctx.warn(path, f"GPU model {shown(written)} read as {shown(model)}")
@@ -268,7 +270,7 @@ def check_model(
         for v in gpus.variants(model)
     ):
         known = ", ".join(f"{v.ram_gib}Gi {v.interface}" for v in gpus.variants(model))
-        ctx.warn(path, f"no known {model} has that ram/interface (known: {known})")
+        ctx.cannot_match(path, f"no known {model} has that ram/interface (known: {known})")
 
 
 def gpu_units(value: object, path: Path) -> int:

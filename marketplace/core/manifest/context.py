@@ -37,6 +37,7 @@ class ParseContext:
         self.source = source
         self.errors: list[Problem] = []
         self.warnings: list[str] = []
+        self.unmatchable: list[str] = []  # GPU requests no registry model can meet (warned too)
 
     def line(self, path: Path) -> int:
         """The line of the field's key (a missing field: of the key that should hold it)."""
@@ -55,8 +56,17 @@ class ParseContext:
             if len(self.warnings) == MAX_WARNINGS:
                 self.warnings.append(f"{self.source}: more warnings not shown")
             return
+        self.warnings.append(self.located(path, message))
+
+    def cannot_match(self, path: Path, message: str) -> None:
+        """A GPU request no provider can meet: a warning, and deploy refuses it (unless forced)."""
+        self.warn(path, message)
+        if len(self.unmatchable) < MAX_WARNINGS:
+            self.unmatchable.append(self.located(path, message))
+
+    def located(self, path: Path, message: str) -> str:
         where = f"{self.source}:{self.line(path)}: "
-        self.warnings.append(where + (f"{dotted(path)}: " if path else "") + one_line(message))
+        return where + (f"{dotted(path)}: " if path else "") + one_line(message)
 
     def to_error(self, problem: Problem) -> ManifestError:
         return ManifestError(

@@ -114,6 +114,9 @@ class Manifest:
     endpoints: tuple[Endpoint, ...] = ()
     deployments: tuple[ServiceDeployment, ...] = ()
     reclamation_min_window_ms: int | None = None
+    # GPU requests no model in the registry can meet, one located line each (also in warnings):
+    # deploy refuses such a manifest unless forced (support.refuse_unmatchable)
+    unmatchable: tuple[str, ...] = ()
 
     def group(self, name: str) -> GroupSpec:
         for group in self.groups:

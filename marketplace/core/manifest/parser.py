@@ -76,9 +76,10 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
             source=ctx.source,
         )
     version = read_version(ctx, top)
-    for key in ("services", "profiles", "deployment"):
-        if key not in top:
-            raise Problem((key,), f"{key} is required")
+    missing = [key for key in ("services", "profiles", "deployment") if key not in top]
+    if missing:
+        ctx.errors.extend(Problem((key,), f"{key} is required") for key in missing)
+        raise ctx.combined()
     if "include" in top:
         raise Problem(("include",), "include is not supported; put everything in one file")
     endpoints = ctx.collect(read_endpoints, ctx, top) or {}
@@ -107,6 +108,7 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
         endpoints=tuple(Endpoint(name) for name in sorted(endpoints)),
         deployments=tuple(deployments),
         reclamation_min_window_ms=reclamation,
+        unmatchable=tuple(ctx.unmatchable),
     )
 
 

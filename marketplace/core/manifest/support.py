@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from marketplace.core.errors import InvalidArgument
 from marketplace.core.manifest.model import Expose, HttpOptions, Manifest, Service
 from marketplace.core.resources import ResourceUnit
 
@@ -176,7 +177,13 @@ TABLE: tuple[FieldSupport, ...] = (
     FieldSupport(f"{RES}.gpu.units", ("GpuRequest.units", "ResourceUnit.gpu"), _H),
     FieldSupport(
         f"{RES}.gpu.attributes.vendor.nvidia[]",
-        ("GpuRequest.options", "GpuOption.model", "GpuOption.ram_gib", "GpuOption.interface"),
+        (
+            "GpuRequest.options",
+            "GpuOption.model",
+            "GpuOption.ram_gib",
+            "GpuOption.interface",
+            "Manifest.unmatchable",
+        ),
         _D,
         "a GPU of a listed model (ram, interface)",
         _gpu_used,
@@ -261,4 +268,18 @@ def notes(manifest: Manifest) -> tuple[Note, ...]:
         if entry.support in (Support.DECLINED, Support.DEGRADED)
         and entry.used is not None
         and entry.used(manifest)
+    )
+
+
+def refuse_unmatchable(manifest: Manifest, force_hint: str) -> None:
+    """Refuse a manifest asking for a GPU no registry model can be (a typo such as a100-80gb):
+    its order could never fill and would hold its escrow for nothing. `force_hint` says how to
+    send it anyway (the CLI's --force, the API's force field)."""
+    if not manifest.unmatchable:
+        return
+    more = len(manifest.unmatchable) - 1
+    others = f" (and {more} more)" if more else ""
+    raise InvalidArgument(
+        f"{manifest.unmatchable[0]}{others}; no order is created, so no escrow is locked "
+        f"({force_hint} to deploy it anyway)"
     )
