@@ -14,6 +14,7 @@ import copy
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import jsonschema
 import pytest
@@ -26,7 +27,7 @@ from tests.helpers import BASE, SHARED
 SCHEMA_FILE = SHARED / "corpus" / "akash" / "sdl-input.schema.yaml"
 ONE_LINE = re.compile(r"^[^\n]+:\d+: [^\n]+$")
 Path = tuple[str | int, ...]
-Tree = dict[str, object]
+Tree = dict[str, Any]  # JSON read from a schema or manifest file: its shape varies by keyword
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -51,7 +52,7 @@ NOT_WALKED = {"include": "include: is refused; a manifest is one file"}
 def full_manifest() -> Tree:
     """BASE, with every optional field of the schema filled in (still schema-valid)."""
     tree: Tree = yaml.safe_load(BASE)
-    web = tree["services"]["web"]  # type: ignore[index]
+    web = tree["services"]["web"]
     web["credentials"] = {
         "host": "registry.example.com",
         "username": "me",
@@ -75,9 +76,9 @@ def full_manifest() -> Tree:
     web["params"]["storage"]["data"]["readOnly"] = False
     web["params"]["permissions"] = {"read": ["logs"]}
     web["params"]["tee"] = "cpu"
-    resources = tree["profiles"]["compute"]["web"]["resources"]  # type: ignore[index]
+    resources = tree["profiles"]["compute"]["web"]["resources"]
     resources["cpu"]["attributes"] = {"arch": "amd64"}
-    tree["profiles"]["placement"]["dc"]["signedBy"]["allOf"] = ["akash1auditor"]  # type: ignore[index]
+    tree["profiles"]["placement"]["dc"]["signedBy"]["allOf"] = ["akash1auditor"]
     tree["endpoints"] = {"myip": {"kind": "ip"}}
     tree["reclamation"] = {"min_window": "1h"}
     return tree
@@ -111,7 +112,7 @@ def resolve(schema: Tree, pointer: str) -> tuple[Tree, str]:
     ref = schema.get("$ref")
     if isinstance(ref, str):
         name = ref.rsplit("/", 1)[-1]
-        return SCHEMA["definitions"][name], f"definitions/{name}"  # type: ignore[index]
+        return SCHEMA["definitions"][name], f"definitions/{name}"
     return schema, pointer
 
 
@@ -248,17 +249,17 @@ def conditional_cases(part: Tree, value: object, path: Path, pointer: str) -> It
 
 def mutate(tree: Tree, case: Case) -> Tree:
     result = copy.deepcopy(tree)
-    parent: object = result
+    parent: Any = result  # a mapping or a list, by the step
     steps = case.path if case.change != "merge" else (*case.path, "")
     for step in steps[:-1]:
-        parent = parent[step]  # type: ignore[index]
+        parent = parent[step]
     last = steps[-1]
     if case.change == "delete":
-        parent.pop(last, None)  # type: ignore[attr-defined]
+        parent.pop(last, None)
     elif case.change == "merge":
-        parent.update(case.value)  # type: ignore[attr-defined]
+        parent.update(case.value)
     else:
-        parent[last] = case.value  # type: ignore[index]
+        parent[last] = case.value
     return result
 
 
