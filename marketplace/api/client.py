@@ -242,8 +242,8 @@ class TenantClient(ServiceClient):
         msg = pb.FundAccount(address=address, amount=amount)
         return self._unary("Fund", self._seal(msg), pb.Account)
 
-    def create_deployment(self, sdl: bytes, deposit: int) -> pb.Deployment:
-        msg = pb.CreateDeployment(sdl=sdl, deposit=deposit)
+    def create_deployment(self, sdl: bytes, deposit: int, force: bool = False) -> pb.Deployment:
+        msg = pb.CreateDeployment(sdl=sdl, deposit=deposit, force=force)
         return self._unary("CreateDeployment", self._seal(msg), pb.Deployment)
 
     def get_deployment(self, deployment_id: str) -> pb.Deployment:

@@ -9,6 +9,7 @@ import click
 
 from marketplace.core import units
 from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
+from marketplace.core.manifest.support import Support, notes
 from marketplace.core.matching import option_label, unit_totals
 from marketplace.core.money import MICRO, format_amount
 from marketplace.terminal import json_option, print_json
@@ -18,16 +19,18 @@ MAX_FILE_BYTES = 4 * 1024 * 1024  # an SDL is a few KiB; anything this big is no
 
 @click.group()
 def manifest() -> None:
-    """Work with job manifests (Akash SDL v2.0/v2.1 plus optional `gpumarket:` settings)."""
+    """Work with job manifests (Akash SDL v2.0/v2.1/v2.2 plus optional `gpumarket:` settings)."""
 
 
 @manifest.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @json_option
 def validate(files: tuple[Path, ...], as_json: bool) -> None:
-    """Check each FILE; print a summary and warnings, or one line per error.
+    """Check each FILE; print a summary, warnings and notes, or one line per error.
 
-    Exits 0 only if every file is valid.
+    Notes name the fields a typical provider may decline (it lacks what they ask for) or runs
+    differently from Akash, and a GPU model deploy refuses without --force. Exits 0 only if
+    every file is valid.
     """
     reports = [check_file(path) for path in files]
     if as_json:
@@ -72,8 +75,20 @@ def check_file(path: Path) -> dict[str, Any]:
         "valid": True,
         "errors": [],
         "warnings": list(parsed.warnings),
+        "notes": field_notes(parsed),
         "summary": summarize(parsed),
     }
+
+
+def field_notes(parsed: Manifest) -> list[dict[str, str]]:
+    """What to know before deploying: fields a provider may decline or not run as written."""
+    found = [
+        {"path": n.path, "support": str(n.support), "message": n.message} for n in notes(parsed)
+    ]
+    for line in parsed.unmatchable:
+        message = f"deploy refuses it unless --force: {line}"
+        found.append({"path": "gpu model", "support": str(Support.REFUSED), "message": message})
+    return found
 
 
 def summarize(parsed: Manifest) -> dict[str, Any]:
@@ -150,3 +165,5 @@ def _print_report(report: dict[str, Any]) -> None:
     )
     for warning in report["warnings"]:
         click.echo(f"  warning: {warning}")
+    for note in report["notes"]:
+        click.echo(f"  note: {note['path']}: {note['message']}")

@@ -37,6 +37,7 @@ from marketplace.cli.render import (
 from marketplace.core.errors import InvalidArgument, NotFound
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import ManifestError, parse_manifest
+from marketplace.core.manifest.support import refuse_unmatchable
 from marketplace.core.money import parse_amount
 from marketplace.terminal import friendly_errors, json_option, print_json
 
@@ -170,8 +171,9 @@ def load_key(name: str) -> identity.Key:
 # --- deploy -------------------------------------------------------------------------------------
 
 
-def read_manifest(path: Path) -> bytes:
-    """The file's bytes, validated locally first: every problem on its own line."""
+def read_manifest(path: Path, force: bool = False) -> bytes:
+    """The file's bytes, validated locally first: every problem on its own line; a GPU model
+    no provider can be is refused too, unless `force` (deploy --force)."""
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise InvalidArgument(f"{path}: larger than 4 MiB; not a manifest")
@@ -188,6 +190,8 @@ def read_manifest(path: Path) -> bytes:
         ) from None
     for warning in manifest.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if not force:
+        refuse_unmatchable(manifest, "use --force")
     return raw
 
 
@@ -199,6 +203,11 @@ def read_manifest(path: Path) -> bytes:
     default=None,
     help="Follow the auction until every group runs (default: on a terminal).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Deploy even if a GPU model is unknown to the registry (no provider can match it).",
+)
 @market_options
 @json_option
 @friendly_errors
@@ -206,6 +215,7 @@ def deploy(
     file: Path,
     deposit: str,
     wait: bool | None,
+    force: bool,
     conn: Connection,
     as_json: bool,
 ) -> None:
@@ -214,9 +224,9 @@ def deploy(
         micro = parse_amount(deposit)
     except ValueError as exc:
         raise InvalidArgument(f"--deposit: {exc}") from None
-    raw = read_manifest(file)
+    raw = read_manifest(file, force)
     client = conn.tenant()
-    dep = client.create_deployment(raw, micro)
+    dep = client.create_deployment(raw, micro, force=force)
     if as_json:
         print_json(proto_dict(dep))
     else:

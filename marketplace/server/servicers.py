@@ -37,6 +37,7 @@ from marketplace.core.errors import (
 )
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
+from marketplace.core.manifest.support import refuse_unmatchable
 from marketplace.core.market import MarketService
 from marketplace.core.provider_audit import verify_provider
 from marketplace.core.resources import GroupSpec
@@ -223,6 +224,8 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
                 f"manifest is {len(msg.sdl):,} bytes; the limit is {MAX_MANIFEST_BYTES:,} (1 MiB)"
             )
         manifest = await _parse_off_loop(bytes(msg.sdl))
+        if not msg.force:  # an order no provider can fill would hold its escrow for nothing
+            refuse_unmatchable(manifest, "set force")
         signed = request.SerializeToString()
         return await self.app.run(
             lambda: self.market.create_deployment(

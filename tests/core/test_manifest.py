@@ -95,9 +95,21 @@ def test_all_errors_are_collected_one_line_each() -> None:
 # --- version dispatch -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("written", "version"), [('"2.0"', "2.0"), ('"2"', "2.0"), ("2.0", "2.0")])
-def test_v2_versions(written: str, version: str) -> None:
-    assert parse(BASE.replace('"2.0"', written, 1)).version == version
+@pytest.mark.parametrize("version", ["2.0", "2.1", "2.2"])
+def test_known_versions(version: str) -> None:
+    assert parse(BASE.replace('"2.0"', f'"{version}"', 1)).version == version
+
+
+@pytest.mark.parametrize("written", ['"2"', '"2.3"', '"3"', '"3.0"', '"2.0.0"', '"v2.0"', '"2.10"'])
+def test_a_version_is_never_read_as_the_nearest_known_one(written: str) -> None:
+    err = error_of(BASE.replace('"2.0"', written, 1))
+    assert err.path == "version"
+    assert err.message.startswith("unsupported version") and '"2.0", "2.1" or "2.2"' in err.message
+
+
+def test_an_unquoted_version_is_refused_as_the_schema_types_it() -> None:
+    err = error_of(BASE.replace('"2.0"', "2.0", 1))
+    assert err.path == "version" and "quote it" in err.message
 
 
 def test_v21_merges_services_sharing_a_profile() -> None:
@@ -233,7 +245,7 @@ def test_null_or_empty_model_list_is_the_wildcard(nvidia: str) -> None:
 def test_integer_model_names_become_strings_and_unknown_models_warn() -> None:
     body = (
         "gpu:\n  units: 1\n  attributes:\n    vendor:\n      nvidia:\n"
-        "        - model: 4000\n        - model: a100-80gb\n"
+        '        - model: "4000"\n        - model: a100-80gb\n'
     )
     m = parse(gpu_block(body))
     assert [o.model for o in m.groups[0].resources[0].gpu.options] == ["4000", "a100-80gb"]
@@ -242,6 +254,8 @@ def test_integer_model_names_become_strings_and_unknown_models_warn() -> None:
     assert warning.startswith(f"job.yaml:{line}: ")
     assert "unknown GPU model 'a100-80gb'" in warning and "did you mean a100 (ram 80Gi)?" in warning
     assert any("'4000'" in w for w in m.warnings)
+    unquoted = error_of(gpu_block(body.replace('"4000"', "4000")))
+    assert unquoted.path.endswith("nvidia[0].model") and "quote it" in unquoted.message
 
 
 def test_gpu_ram_is_normalised_to_gi() -> None:
@@ -311,16 +325,38 @@ def test_storage_class_rules(attributes: str, needle: str) -> None:
     assert needle in error_of(text).message
 
 
-def test_persistent_accepts_yes_and_string_true_and_defaults_class() -> None:
-    text = BASE.replace("persistent: true\n              class: beta3", 'persistent: "yes"')
+def test_persistent_accepts_string_true() -> None:
+    text = BASE.replace(
+        "persistent: true\n              class: beta3",
+        'persistent: "true"\n              class: default',
+    )
     unit = parse(text).groups[0].resources[0]
     assert unit.storage[1] == Volume("data", 10 * 1024**3, persistent=True, storage_class="default")
 
 
+@pytest.mark.parametrize(
+    ("attributes", "missing"),
+    [('persistent: "yes"', "class"), ("persistent: true", "class"), ("class: beta3", "persistent")],
+)
+def test_storage_attributes_name_both_class_and_persistent(attributes: str, missing: str) -> None:
+    text = BASE.replace("persistent: true\n              class: beta3", attributes)
+    err = error_of(text)
+    assert err.path == f"profiles.compute.web.resources.storage[1].attributes.{missing}"
+    assert f"need {missing} too" in err.message
+
+
+def test_a_non_ram_class_needs_persistent_true_exactly() -> None:
+    text = BASE.replace("persistent: true\n", 'persistent: "yes"\n')
+    assert "ephemeral storage should not set attribute class" in error_of(text).message
+
+
 def test_ram_volume_not_persistent() -> None:
-    text = BASE.replace("persistent: true\n              class: beta3", "class: ram")
-    unit = parse(text).groups[0].resources[0]
-    assert unit.storage[1].storage_class == "ram" and not unit.storage[1].persistent
+    ram = "persistent: false\n              class: ram"
+    unit = parse(BASE.replace("persistent: true\n              class: beta3", ram)).groups[0]
+    assert unit.resources[0].storage[1].storage_class == "ram"
+    assert not unit.resources[0].storage[1].persistent
+    err = error_of(BASE.replace("persistent: true\n              class: beta3", "class: ram"))
+    assert "persistent: false" in err.message
 
 
 def test_duplicate_volume_names() -> None:
@@ -354,14 +390,16 @@ def test_mount_must_be_absolute_and_unique() -> None:
 # --- services, expose, endpoints --------------------------------------------------------------
 
 
-def test_unknown_service_keys_warn_like_go_ignores_them() -> None:
+def test_unknown_service_keys_are_refused_not_ignored() -> None:
+    # Go's parser drops them; Akash's schema refuses them, and a dropped key runs a different
+    # container from the one asked for, so they are refused, each on its own line
     text = BASE.replace(
         "    image: nginx:1.27\n",
         "    image: nginx:1.27\n    depends_on: [db]\n    restart: always\n",
     )
-    m = parse(text)
-    assert any("services.web.depends_on" in w and "ignored" in w for w in m.warnings)
-    assert any("services.web.restart" in w for w in m.warnings)
+    err = error_of(text)
+    assert [e.path for e in err.errors] == ["services.web.depends_on", "services.web.restart"]
+    assert "unexpected field 'depends_on'" in err.message and "docker-compose" in err.message
 
 
 def test_missing_image() -> None:
@@ -448,6 +486,103 @@ def test_placement_and_deployment_rules(old: str, new: str, needle: str) -> None
     assert needle in error_of(text).message
 
 
+# --- SDL 2.2: a list of prices per profile, one denomination paid -------------------------------
+
+V22_PRICES = "          - denom: uakt\n            amount: 50\n          - denom: uact\n            amount: 100\n"
+
+
+def v22(prices: str = V22_PRICES) -> str:
+    text = BASE.replace('"2.0"', '"2.2"', 1)
+    return text.replace(
+        "        web:\n          denom: uact\n          amount: 100000\n", "        web:\n" + prices
+    )
+
+
+def test_v22_list_pricing_pays_in_uact_when_offered() -> None:
+    m = parse(v22())
+    assert m.version == "2.2" and m.warnings == ()
+    (group,) = m.groups
+    assert group.denom == "uact"
+    assert group.resources[0].max_price_per_hour == per_block_to_per_hour(100)
+    assert group.max_price_per_hour == 2 * per_block_to_per_hour(100)
+
+
+def test_v22_single_coin_and_legacy_only_list() -> None:
+    assert parse(BASE.replace('"2.0"', '"2.2"', 1)).groups[0].denom == "uact"
+    legacy = parse(v22("          - denom: uakt\n            amount: 50\n"))
+    assert legacy.groups[0].denom == "uakt"
+    assert legacy.groups[0].resources[0].max_price_per_hour == per_block_to_per_hour(50)
+    assert any("uakt is legacy" in w for w in legacy.warnings)
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "needle"),
+    [
+        (
+            v22().replace('"2.2"', '"2.1"', 1),
+            "profiles.placement.dc.pricing.web",
+            'needs version "2.2"',
+        ),
+        (
+            v22().replace('"2.2"', '"2.0"', 1),
+            "profiles.placement.dc.pricing.web",
+            'needs version "2.2"',
+        ),
+        (v22("          []\n"), "profiles.placement.dc.pricing.web", "no coins specified"),
+        (
+            v22(V22_PRICES.replace("uakt", "uact")),
+            "profiles.placement.dc.pricing.web[1].denom",
+            "priced twice",
+        ),
+        (
+            v22(V22_PRICES.replace("50", "0")),
+            "profiles.placement.dc.pricing.web[0].amount",
+            "amount is zero",
+        ),
+        (
+            v22(V22_PRICES.replace("uakt", "usdc")),
+            "profiles.placement.dc.pricing.web[0].denom",
+            "unsupported denom",
+        ),
+    ],
+)
+def test_v22_pricing_errors(text: str, path: str, needle: str) -> None:
+    err = error_of(text)
+    assert err.path == path and needle in err.message
+
+
+def test_v22_groups_share_the_one_denomination_all_offer() -> None:
+    second = (
+        "    dc2:\n      pricing:\n        web:\n          - denom: uakt\n            amount: 70\n"
+    )
+    text = v22().replace("deployment:\n", second + "deployment:\n")
+    text = text.replace(
+        "      count: 2\n", "      count: 2\n    dc2:\n      profile: web\n      count: 1\n"
+    )
+    m = parse(text)
+    assert [(g.name, g.denom) for g in m.groups] == [("dc", "uakt"), ("dc2", "uakt")]
+    assert m.groups[0].resources[0].max_price_per_hour == per_block_to_per_hour(50)
+    only_uact = text.replace("          - denom: uakt\n            amount: 50\n", "")
+    assert "inconsistent group denomination" in error_of(only_uact).message
+
+
+def test_v22_merges_services_sharing_a_profile_as_v21_does() -> None:
+    two = (
+        v22()
+        .replace(
+            "deployment:\n  web:\n",
+            "deployment:\n  api:\n    dc:\n      profile: web\n      count: 1\n  web:\n",
+        )
+        .replace(
+            "services:\n",
+            "services:\n  api:\n    image: api:1\n    params:\n      storage:\n        data:\n          mount: /data\n",
+            1,
+        )
+    )
+    (unit,) = parse(two).groups[0].resources
+    assert unit.services == ("api", "web") and unit.count == 3
+
+
 def test_uakt_is_accepted_with_a_warning() -> None:
     m = parse(BASE.replace("denom: uact", "denom: uakt"))
     assert m.groups[0].denom == "uakt"
@@ -463,9 +598,12 @@ def test_decimal_amounts_and_bool_attribute_values() -> None:
     assert group.requirements.attributes == (("chia-plotting", "true"),)
 
 
-def test_null_placement_attributes_are_allowed() -> None:
+def test_null_placement_attributes_are_refused_and_empty_ones_allowed() -> None:
     text = BASE.replace("      attributes:\n        region: us-west\n", "      attributes:\n")
-    assert parse(text).groups[0].requirements.attributes == ()
+    err = error_of(text)
+    assert err.path == "profiles.placement.dc.attributes" and "got null" in err.message
+    empty = BASE.replace("      attributes:\n        region: us-west\n", "      attributes: {}\n")
+    assert parse(empty).groups[0].requirements.attributes == ()
 
 
 def test_one_denom_for_all_groups() -> None:
@@ -558,7 +696,10 @@ def test_duplicated_mount_point() -> None:
 
 
 def test_v21_ram_volume_cannot_be_read_only() -> None:
-    text = BASE.replace("persistent: true\n              class: beta3", "class: ram")
+    text = BASE.replace(
+        "persistent: true\n              class: beta3",
+        "persistent: false\n              class: ram",
+    )
     text = text.replace(
         "          mount: /data\n", "          mount: /data\n          readOnly: true\n"
     )

@@ -143,13 +143,23 @@ def test_many_problems_are_cut_to_the_first_ones() -> None:
 
 
 def test_many_warnings_are_cut() -> None:
-    unknown = "".join(f"    unknown{i}: 1\n" for i in range(3000))
-    text = BASE.replace("  train:\n    image:", "  train:\n" + unknown + "    image:", 1)
+    bare = "    env:\n" + "".join(f"      - NOVALUE{i}\n" for i in range(3000))
+    text = BASE.replace("  train:\n", "  train:\n" + bare, 1)
+    assert text != BASE
     started = time.perf_counter()
     manifest = parse_manifest(text)
     assert time.perf_counter() - started < 1.0
     assert len(manifest.warnings) == 51
     assert manifest.warnings[-1].endswith("more warnings not shown")
+
+
+def test_many_unknown_keys_are_cut() -> None:
+    unknown = "".join(f"    unknown{i}: 1\n" for i in range(3000))
+    text = BASE.replace("  train:\n    image:", "  train:\n" + unknown + "    image:", 1)
+    started = time.perf_counter()
+    error, _, _ = refused(text)
+    assert time.perf_counter() - started < 1.0
+    assert len(error.errors) <= 20
 
 
 def test_aliases_within_the_bounds_still_work() -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from click.testing import CliRunner
+import pytest
+from click.testing import CliRunner, Result
 
+from marketplace.api.client import TenantClient
 from marketplace.cli.main import cli
-from tests.helpers import BASE, CORPUS_SDL
+from marketplace.core.errors import InvalidArgument
+from marketplace.identity import load_or_create_key
+from marketplace.server.testing import ServerThread, gpu_sdl
+from tests.helpers import BASE, CORPUS_SDL, funded_tenant
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -66,27 +72,102 @@ def test_unreadable_inputs_are_one_line_each(tmp_path: Path) -> None:
 
 
 def test_warnings_are_printed(tmp_path: Path) -> None:
-    code, out = run(str(CORPUS_SDL / "torchbench__torchbench_gpu_sdl_cuda12_0.yaml"))
+    # (this used torchbench_gpu_sdl_cuda12_0.yaml, which Akash's schema refuses: `cmd:`, and
+    # `model: 4000` unquoted; the parser now refuses it too)
+    typo = write(tmp_path, "typo.yaml", BASE.replace("- model: a100", '- model: "a100-80gb"'))
+    code, out = run(typo)
     assert code == 0
-    assert "warning:" in out and "unknown GPU model '4000'" in out
+    assert "warning:" in out and "unknown GPU model 'a100-80gb'" in out
 
 
-def test_json_output(tmp_path: Path) -> None:
-    good = write(tmp_path, "good.yaml", BASE + "gpumarket:\n  kind: inference\n")
-    bad = write(tmp_path, "bad.yaml", BASE.replace("amount: 100000", "amount: 0"))
-    code, out = run("--json", good, bad)
+def test_schema_invalid_corpus_file_is_refused_naming_each_field() -> None:
+    code, out = run(str(CORPUS_SDL / "torchbench__torchbench_gpu_sdl_cuda12_0.yaml"))
     assert code == 1
-    reports = json.loads(out)
-    assert [r["valid"] for r in reports] == [True, False]
-    summary = reports[0]["summary"]
-    assert summary["gpus"] == {"h100 80Gi sxm | a100": 4}
-    assert summary["job"]["kind"] == "inference"
-    assert summary["cpu_millis"] == 1000 and summary["replicas"] == 2
-    price = summary["max_price_per_hour"]
+    assert "services.gpu-test.cmd: unexpected field 'cmd'" in out
+    assert "model: expected a string, got a number 4000 (quote it)" in out
+
+
+def test_notes_name_what_a_provider_may_decline_or_run_differently(tmp_path: Path) -> None:
+    text = BASE.replace("- global: true", "- global: true\n            ip: myip")
+    text = text.replace("- model: a100", '- model: "a100-80gb"')
+    path = write(tmp_path, "job.yaml", text + "endpoints:\n  myip:\n    kind: ip\n")
+    code, out = run(path)
+    assert code == 0
     assert (
-        price["denom"] == "uact"
-        and price["whole"] == f"{price['micro'] // 10**6}.{price['micro'] % 10**6:06d}"
+        "  note: profiles.compute.*.resources.storage[].attributes.class: declined by providers "
+        "that lack that storage class" in out
     )
-    (error,) = reports[1]["errors"]
-    assert error["path"].endswith("pricing.web.amount")
-    assert error["message"] == "invalid coin amount: amount is zero"
+    assert "  note: profiles.placement.*.signedBy: declined by providers that lack" in out
+    assert "  note: services.*.expose[].to[].ip: not honoured as written: no leased IPs" in out
+    assert "  note: gpu model: deploy refuses it unless --force: " in out
+    code, out = run("--json", path)
+    (report,) = json.loads(out)
+    kinds = {n["path"]: n["support"] for n in report["notes"]}
+    assert kinds["services.*.expose[].to[].ip"] == "degraded"
+    assert kinds["profiles.placement.*.attributes"] == "declined"
+    assert kinds["gpu model"] == "refused"
+
+
+def test_a_plain_cpu_manifest_has_no_notes(tmp_path: Path) -> None:
+    plain = (
+        'version: "2.0"\n'
+        "services:\n  web:\n    image: nginx:1.27\n"
+        "    expose:\n      - port: 80\n        to:\n          - global: true\n"
+        "profiles:\n  compute:\n    web:\n      resources:\n"
+        "        cpu: {units: 1}\n        memory: {size: 1Gi}\n        storage: {size: 1Gi}\n"
+        "  placement:\n    dc:\n      pricing:\n        web: {denom: uact, amount: 1000}\n"
+        "deployment:\n  web:\n    dc: {profile: web, count: 1}\n"
+    )
+    code, out = run("--json", write(tmp_path, "plain.yaml", plain))
+    assert code == 0, out
+    assert json.loads(out)[0]["notes"] == []
+
+
+# --- deploy refuses a GPU model no provider can be, unless forced --------------------------------
+
+TYPO = gpu_sdl().replace(b"- model: h100", b"- model: h100-80gb")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerThread]:
+    with ServerThread(tmp_path / "market") as running:
+        yield running
+
+
+def deploy(server: ServerThread, *args: str) -> Result:
+    env = {"GPUMARKET_MARKET": server.address, "GPUMARKET_KEY": "alice"}
+    return CliRunner().invoke(cli, ["deploy", *args], env=env, catch_exceptions=False)
+
+
+def test_deploy_refuses_an_unknown_gpu_model_unless_forced(
+    server: ServerThread, tmp_path: Path
+) -> None:
+    sdl = tmp_path / "typo.yaml"
+    sdl.write_bytes(TYPO)
+    with TenantClient(server.address, server.admin) as admin:
+        admin.fund(load_or_create_key("alice").address, 20_000_000)
+    refused = deploy(server, str(sdl), "--deposit", "5", "--no-wait")
+    assert refused.exit_code == 1
+    last = refused.output.strip().splitlines()[-1]
+    assert "unknown GPU model 'h100-80gb'" in last and "did you mean h100" in last
+    assert "no escrow is locked (use --force to deploy it anyway)" in last
+    with TenantClient(server.address, load_or_create_key("alice")) as alice:
+        assert alice.list_deployments() == []
+        assert alice.get_account().escrowed == 0
+    forced = deploy(server, str(sdl), "--deposit", "5", "--no-wait", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "deployment D1: 5.000000 act in escrow" in forced.output
+
+
+def test_the_marketplace_refuses_an_unknown_gpu_model_unless_the_request_forces(
+    server: ServerThread,
+) -> None:
+    with funded_tenant(server.address, server.admin, 20_000_000) as tenant:
+        with pytest.raises(InvalidArgument) as caught:  # the client's view of the status
+            tenant.create_deployment(TYPO, 5_000_000)
+        details = str(caught.value)
+        assert "unknown GPU model 'h100-80gb'" in details and "set force" in details
+        assert tenant.list_deployments() == [] and tenant.get_account().escrowed == 0
+        dep = tenant.create_deployment(TYPO, 5_000_000, force=True)
+        assert dep.deposited == 5_000_000
+        assert tenant.create_deployment(gpu_sdl(), 5_000_000).deposited == 5_000_000

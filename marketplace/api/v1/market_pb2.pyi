@@ -401,12 +401,14 @@ class Lease(_message.Message):
     def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...
 
 class CreateDeployment(_message.Message):
-    __slots__ = ("sdl", "deposit")
+    __slots__ = ("sdl", "deposit", "force")
     SDL_FIELD_NUMBER: _ClassVar[int]
     DEPOSIT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     sdl: bytes
     deposit: int
-    def __init__(self, sdl: _Optional[bytes] = ..., deposit: _Optional[int] = ...) -> None: ...
+    force: bool
+    def __init__(self, sdl: _Optional[bytes] = ..., deposit: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class CloseDeployment(_message.Message):
     __slots__ = ("deployment_id",)

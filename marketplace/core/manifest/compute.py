@@ -11,9 +11,11 @@ from marketplace.core.manifest.context import (
     ParseContext,
     Problem,
     boolean,
+    field,
     mapping,
     quantity,
     sequence,
+    text,
 )
 from marketplace.core.manifest.limits import (
     ATTRIBUTE_KEY,
@@ -44,36 +46,33 @@ class Compute:
 def read_compute_profiles(ctx: ParseContext, value: object) -> dict[str, Compute | None]:
     path: Path = ("profiles", "compute")
     result: dict[str, Compute | None] = {}
-    for name, spec in mapping(value, path, allow_none=True).items():
+    for name, spec in mapping(value, path, null_ok=False).items():
         ppath = (*path, str(name))
         result[str(name)] = ctx.collect(read_compute, ctx, spec, ppath)
     return result
 
 
 def read_compute(ctx: ParseContext, value: object, path: Path) -> Compute:
-    spec = mapping(value, path)
+    spec = mapping(value, path, null_ok=False)
+    ctx.unexpected(spec, ("resources",), path)
     if "resources" not in spec:
         raise Problem((*path, "resources"), "resources is required")
     rpath = (*path, "resources")
-    res = mapping(spec["resources"], rpath)
-    for key in res:
-        if key not in ("cpu", "memory", "storage", "gpu"):
-            ctx.warn((*rpath, str(key)), f"unknown key {shown(str(key))} ignored")
-    storage: tuple[Volume, ...] = ()
-    if res.get("storage") is None:
-        ctx.warn((*rpath, "storage"), "no storage given; the container gets none")
-    else:
-        storage = read_storage(ctx, res["storage"], (*rpath, "storage"))
+    res = mapping(spec["resources"], rpath, null_ok=False)
+    ctx.unexpected(res, ("cpu", "memory", "storage", "gpu"), rpath)
+    if "storage" not in res:
+        raise Problem((*rpath, "storage"), "storage is required (the container's disk)")
     return Compute(
         cpu_millis=read_cpu(ctx, res.get("cpu"), (*rpath, "cpu")),
         memory_bytes=read_memory(ctx, res.get("memory"), (*rpath, "memory")),
-        storage=storage,
-        gpu=read_gpu(ctx, res.get("gpu"), (*rpath, "gpu")),
+        storage=read_storage(ctx, res["storage"], (*rpath, "storage")),
+        gpu=read_gpu(ctx, res, rpath),
     )
 
 
 def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
     spec = mapping(value, path, what="cpu")
+    ctx.unexpected(spec, ("units", "attributes"), path)
     if spec.get("units") is None:
         raise Problem((*path, "units"), "cpu units are required")
     millis = quantity(units.parse_cpu, spec["units"], (*path, "units"))
@@ -82,20 +81,26 @@ def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
             (*path, "units"),
             f"invalid unit CPU: {units.format_cpu(millis)} is outside 10m..384",
         )
-    attrs = mapping(spec.get("attributes"), (*path, "attributes"), allow_none=True)
+    attrs = field(spec, "attributes", path)
     for key in attrs:
         if key != "arch":
             raise Problem(
                 (*path, "attributes", str(key)), f"unsupported cpu attribute {shown(key)}"
             )
+    if "arch" in attrs:  # support.TABLE: not matched, so said rather than dropped in silence
+        ctx.warn(
+            (*path, "attributes", "arch"),
+            "CPU architecture is not matched by gpumarket providers (any may bid)",
+        )
     return millis
 
 
 def read_memory(ctx: ParseContext, value: object, path: Path) -> int:
     spec = mapping(value, path, what="memory")
+    ctx.unexpected(spec, ("size",), path)
     if spec.get("size") is None:
         raise Problem((*path, "size"), "memory size is required")
-    size = quantity(units.parse_size, spec["size"], (*path, "size"))
+    size = quantity(units.parse_size, text(spec["size"], (*path, "size")), (*path, "size"))
     if not MEMORY_MIN <= size <= MEMORY_MAX:
         raise Problem(
             (*path, "size"),
@@ -120,28 +125,28 @@ def read_storage(ctx: ParseContext, value: object, path: Path) -> tuple[Volume, 
 
 
 def read_volume(ctx: ParseContext, value: object, path: Path) -> Volume:
-    spec = mapping(value, path)
-    for key in spec:
-        if key not in ("name", "size", "attributes"):
-            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
-    name = "default" if spec.get("name") is None else ctx.raw((*path, "name"), spec["name"])
+    spec = mapping(value, path, null_ok=False)
+    ctx.unexpected(spec, ("name", "size", "attributes"), path)
+    name = "default" if "name" not in spec else text(spec["name"], (*path, "name"))
     if spec.get("size") is None:
         raise Problem((*path, "size"), "storage size is required")
-    size = quantity(units.parse_size, spec["size"], (*path, "size"))
+    size = quantity(units.parse_size, text(spec["size"], (*path, "size")), (*path, "size"))
     if not VOLUME_MIN <= size <= VOLUME_MAX:
         raise Problem(
             (*path, "size"),
             f"invalid unit storage: {units.format_size(size)} is outside 5Mi..32Ti",
         )
     apath = (*path, "attributes")
-    attrs = mapping(spec.get("attributes"), apath, allow_none=True)
+    attrs = field(spec, "attributes", path)
     for key in attrs:
         if key not in ("persistent", "class"):
             raise Problem((*apath, str(key)), f"unsupported storage attribute {shown(key)}")
+    if attrs:
+        check_storage_attributes(attrs, apath)
     persistent = boolean(attrs.get("persistent", False), (*apath, "persistent"))
     storage_class = attrs.get("class")
     if storage_class is not None:
-        storage_class = ctx.raw((*apath, "class"), storage_class)
+        storage_class = text(storage_class, (*apath, "class"))
         if storage_class not in STORAGE_CLASSES:
             raise Problem(
                 (*apath, "class"),
@@ -157,10 +162,29 @@ def read_volume(ctx: ParseContext, value: object, path: Path) -> Volume:
     return Volume(name=name, size_bytes=size, persistent=persistent, storage_class=storage_class)
 
 
-def read_gpu(ctx: ParseContext, value: object, path: Path) -> GpuRequest:
-    if value is None:
+def check_storage_attributes(attrs: dict[object, object], path: Path) -> None:
+    """Akash's schema: given attributes name both class and persistent, and a class other than
+    ram is persistent: true (a ram volume is never persistent; that is checked with the class)."""
+    for key in ("class", "persistent"):
+        if key not in attrs:
+            hint = "persistent: false" if attrs.get("class") == "ram" else "class: beta3"
+            raise Problem((*path, key), f"storage attributes need {key} too (e.g. {hint})")
+    text(attrs["class"], (*path, "class"))
+    persistent = attrs["persistent"]
+    if isinstance(persistent, dict | list) or persistent is None:
+        raise Problem(
+            (*path, "persistent"), f"expected true or false, got {units.type_name(persistent)}"
+        )
+    if attrs["class"] != "ram" and persistent not in (True, "true"):
+        boolean(persistent, (*path, "persistent"))  # a word that is no boolean says so first
+        raise Problem((*path, "class"), "ephemeral storage should not set attribute class")
+
+
+def read_gpu(ctx: ParseContext, resources: dict[object, object], parent: Path) -> GpuRequest:
+    if "gpu" not in resources:
         return GpuRequest()
-    spec = mapping(value, path, what="gpu")
+    path = (*parent, "gpu")
+    spec = mapping(resources["gpu"], path, what="a mapping for gpu", null_ok=False)
     for key in spec:
         if key not in ("units", "attributes"):
             raise Problem(
@@ -169,24 +193,24 @@ def read_gpu(ctx: ParseContext, value: object, path: Path) -> GpuRequest:
     count = gpu_units(spec.get("units", 0), (*path, "units"))
     attrs = spec.get("attributes")
     if count == 0:
-        if attrs is not None:
+        if "attributes" in spec:
             raise Problem((*path, "attributes"), "attributes cannot be present if units == 0")
         return GpuRequest()
     if count > GPU_MAX_UNITS:
         raise Problem((*path, "units"), f"invalid unit GPU: {count} is outside 0..24")
-    if attrs is None:
+    if "attributes" not in spec:
         raise Problem((*path, "attributes"), "GPU attributes must be present if units > 0")
     return GpuRequest(units=count, options=read_gpu_options(ctx, attrs, (*path, "attributes")))
 
 
 def read_gpu_options(ctx: ParseContext, value: object, path: Path) -> tuple[GpuOption, ...]:
-    attrs = mapping(value, path)
+    attrs = mapping(value, path, null_ok=False)
     for key in attrs:
         if key != "vendor":
             raise Problem(
                 (*path, str(key)), f"unsupported attribute ({clipped(str(key))}) for GPU resource"
             )
-    vendors = mapping(attrs.get("vendor"), (*path, "vendor"), allow_none=True)
+    vendors = field(attrs, "vendor", path)
     if not vendors:
         raise Problem((*path, "vendor"), "invalid GPU attributes. at least one vendor must be set")
     options: list[GpuOption] = []
@@ -206,22 +230,20 @@ def read_gpu_options(ctx: ParseContext, value: object, path: Path) -> tuple[GpuO
 
 
 def read_gpu_option(ctx: ParseContext, value: object, path: Path) -> GpuOption:
-    spec = mapping(value, path)
-    for key in spec:
-        if key not in ("model", "ram", "interface"):
-            ctx.warn((*path, str(key)), f"unknown GPU key {shown(str(key))} ignored")
+    spec = mapping(value, path, null_ok=False)
+    ctx.unexpected(spec, ("model", "ram", "interface"), path)
     if spec.get("model") is None:
         raise Problem((*path, "model"), "GPU model is required (or leave the list empty)")
-    written = ctx.raw((*path, "model"), spec["model"]).strip()
+    written = text(spec["model"], (*path, "model")).strip()
     model = written.lower()
     if not model or not ATTRIBUTE_KEY.match(f"m/{model}"):
         raise Problem((*path, "model"), f"invalid GPU model {shown(written)}")
     ram = None
-    if spec.get("ram") is not None:
-        ram = quantity(units.parse_gpu_ram, spec["ram"], (*path, "ram"))
+    if "ram" in spec:
+        ram = quantity(units.parse_gpu_ram, text(spec["ram"], (*path, "ram")), (*path, "ram"))
     interface = None
-    if spec.get("interface") is not None:
-        interface = ctx.raw((*path, "interface"), spec["interface"])
+    if "interface" in spec:
+        interface = text(spec["interface"], (*path, "interface"))
         if interface not in ("pcie", "sxm"):
             raise Problem(
                 (*path, "interface"), f'invalid GPU interface {interface}. expected "pcie|sxm"'
@@ -237,7 +259,9 @@ def check_model(
     if not gpus.is_known(model):
         hint = gpus.suggestions(written)
         mean = f"; did you mean {' or '.join(hint)}?" if hint else ""
-        ctx.warn(path, f"unknown GPU model {shown(written)}{mean} (no provider will match it)")
+        ctx.cannot_match(
+            path, f"unknown GPU model {shown(written)}{mean} (no provider will match it)"
+        )
         return
     if written != model:
         ctx.warn(path, f"GPU model {shown(written)} read as {shown(model)}")
@@ -246,7 +270,7 @@ def check_model(
         for v in gpus.variants(model)
     ):
         known = ", ".join(f"{v.ram_gib}Gi {v.interface}" for v in gpus.variants(model))
-        ctx.warn(path, f"no known {model} has that ram/interface (known: {known})")
+        ctx.cannot_match(path, f"no known {model} has that ram/interface (known: {known})")
 
 
 def gpu_units(value: object, path: Path) -> int:

@@ -37,6 +37,7 @@ class ParseContext:
         self.source = source
         self.errors: list[Problem] = []
         self.warnings: list[str] = []
+        self.unmatchable: list[str] = []  # GPU requests no registry model can meet (warned too)
 
     def line(self, path: Path) -> int:
         """The line of the field's key (a missing field: of the key that should hold it)."""
@@ -55,8 +56,17 @@ class ParseContext:
             if len(self.warnings) == MAX_WARNINGS:
                 self.warnings.append(f"{self.source}: more warnings not shown")
             return
+        self.warnings.append(self.located(path, message))
+
+    def cannot_match(self, path: Path, message: str) -> None:
+        """A GPU request no provider can meet: a warning, and deploy refuses it (unless forced)."""
+        self.warn(path, message)
+        if len(self.unmatchable) < MAX_WARNINGS:
+            self.unmatchable.append(self.located(path, message))
+
+    def located(self, path: Path, message: str) -> str:
         where = f"{self.source}:{self.line(path)}: "
-        self.warnings.append(where + (f"{dotted(path)}: " if path else "") + one_line(message))
+        return where + (f"{dotted(path)}: " if path else "") + one_line(message)
 
     def to_error(self, problem: Problem) -> ManifestError:
         return ManifestError(
@@ -96,14 +106,50 @@ class ParseContext:
         return str(value)
 
     def strings(self, value: object, path: Path) -> tuple[str, ...]:
+        """A list of strings (Akash's schema: no numbers or booleans in it); null is empty."""
         items = sequence(value, path, allow_none=True)
-        result = []
-        for index, item in enumerate(items):
-            if isinstance(item, dict | list) or item is None:
-                got = units.type_name(item)
-                raise Problem((*path, index), f"expected a string, got {got}")
-            result.append(self.raw((*path, index), item))
-        return tuple(result)
+        return tuple(text(item, (*path, index)) for index, item in enumerate(items))
+
+    def unexpected(self, spec: dict[object, object], allowed: tuple[str, ...], path: Path) -> None:
+        """Record every key of `spec` outside `allowed` (the schema's additionalProperties:
+        false): a field the parser would drop is refused, never ignored."""
+        for key in spec:
+            if key not in allowed:
+                self.errors.append(Problem((*path, str(key)), unexpected_field(key, allowed)))
+
+
+# docker-compose keys that turn up in real SDLs (awesome-akash), each refused with a pointer
+_COMPOSE_KEYS = frozenset(
+    ("depends_on", "depends-on", "restart", "volumes", "links", "cmd", "environment", "ports")
+)
+
+
+def unexpected_field(key: object, allowed: tuple[str, ...]) -> str:
+    hint = "; a docker-compose key, not SDL" if key in _COMPOSE_KEYS else ""
+    return f"unexpected field {shown(str(key))} (allowed: {', '.join(allowed)}){hint}"
+
+
+def text(value: object, path: Path, what: str = "a string") -> str:
+    """A YAML string, as Akash's schema types it: `4000` or `true` unquoted is refused with a
+    hint to quote it, rather than read as text the author may not have meant."""
+    if isinstance(value, str):
+        return value
+    quote = " (quote it)" if isinstance(value, bool | int | float) else ""
+    raise Problem(path, f"expected {what}, got {units.type_name(value)} {shown(value)}{quote}")
+
+
+def field(spec: dict[object, object], key: str, path: Path) -> dict[object, object]:
+    """An optional mapping field: absent is empty; present it must be a mapping (not null)."""
+    if key not in spec:
+        return {}
+    return mapping(spec[key], (*path, key), what=f"a mapping for {key}", null_ok=False)
+
+
+def strict_bool(value: object, path: Path) -> bool:
+    """A YAML boolean, as the schema types it (`true`/`false`, not the string "yes")."""
+    if isinstance(value, bool):
+        return value
+    raise Problem(path, f"expected true or false, got {units.type_name(value)} {shown(value)}")
 
 
 def dotted(path: Path) -> str:
@@ -115,11 +161,15 @@ def dotted(path: Path) -> str:
 
 
 def mapping(
-    value: object, path: Path, allow_none: bool = False, what: str = "a mapping"
+    value: object,
+    path: Path,
+    allow_none: bool = False,
+    what: str = "a mapping",
+    null_ok: bool = True,
 ) -> dict[object, object]:
     if value is None and allow_none:
         return {}
-    if value is None and path and isinstance(path[-1], str):
+    if value is None and null_ok and path and isinstance(path[-1], str):
         raise Problem(path, f"{path[-1]} is required")
     if not isinstance(value, dict):
         raise Problem(path, f"expected {what}, got {units.type_name(value)}")

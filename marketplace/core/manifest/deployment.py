@@ -6,7 +6,7 @@ from __future__ import annotations
 from marketplace.core import units
 from marketplace.core.limits import shown
 from marketplace.core.manifest.compute import Compute
-from marketplace.core.manifest.context import ParseContext, Problem, integer, mapping
+from marketplace.core.manifest.context import ParseContext, Problem, integer, mapping, text
 from marketplace.core.manifest.limits import (
     CPU_MAX_MILLIS,
     GPU_MAX_UNITS,
@@ -18,7 +18,7 @@ from marketplace.core.manifest.limits import (
 from marketplace.core.manifest.model import Service, ServiceDeployment
 from marketplace.core.manifest.placement import Placement
 from marketplace.core.manifest.yaml_lines import Path
-from marketplace.core.money import per_block_to_per_hour
+from marketplace.core.money import DENOMS, per_block_to_per_hour
 from marketplace.core.resources import GroupSpec, PlacementRequirements, ResourceUnit
 
 
@@ -30,12 +30,12 @@ def read_deployment(
     placements: dict[str, Placement | None],
 ) -> list[ServiceDeployment]:
     result: list[ServiceDeployment] = []
-    for service, spec in mapping(value, ("deployment",)).items():
+    for service, spec in mapping(value, ("deployment",), null_ok=False).items():
         spath: Path = ("deployment", str(service))
         if str(service) not in services:
             ctx.errors.append(Problem(spath, f"no service profile named {shown(service)}"))
             continue
-        for placement, entry in mapping(spec, spath).items():
+        for placement, entry in mapping(spec, spath, null_ok=False).items():
             epath = (*spath, str(placement))
             item = ctx.collect(
                 read_deploy_entry,
@@ -67,10 +67,11 @@ def read_deploy_entry(
     compute: dict[str, Compute | None],
     placements: dict[str, Placement | None],
 ) -> ServiceDeployment:
-    spec = mapping(value, path)
+    spec = mapping(value, path, null_ok=False)
+    ctx.unexpected(spec, ("profile", "count"), path)
     if spec.get("profile") is None:
         raise Problem((*path, "profile"), "profile is required")
-    profile = ctx.raw((*path, "profile"), spec["profile"])
+    profile = text(spec["profile"], (*path, "profile"))
     if spec.get("count") is None:
         raise Problem((*path, "count"), "count is required")
     count = integer(spec["count"], (*path, "count"), 1, 2**31 - 1)
@@ -101,17 +102,46 @@ def build_groups(
         ctx.collect(check_mounts, ctx, version, d, services, compute)
     if ctx.errors:
         return ()
-    denoms: set[str] = set()
+    denom = choose_denom(ctx, deployments, placements)
     groups = []
     for name in sorted({d.placement for d in deployments}):
         mine = [d for d in deployments if d.placement == name]
-        group = ctx.collect(build_group, ctx, version, name, mine, services, compute, placements)
+        group = ctx.collect(
+            build_group, ctx, version, name, mine, services, compute, placements, denom
+        )
         if group is not None:
             groups.append(group)
-            denoms.add(group.denom)
-    if len(denoms) > 1:
-        raise Problem(("profiles", "placement"), "inconsistent group denomination")
     return tuple(groups)
+
+
+def choose_denom(
+    ctx: ParseContext,
+    deployments: list[ServiceDeployment],
+    placements: dict[str, Placement | None],
+) -> str:
+    """The one denomination every group pays in (Akash: all groups share one): of those priced
+    for every deployed profile, uact if offered (SDL 2.2 may offer several), else the legacy one."""
+    common: set[str] | None = None
+    for name in sorted({d.placement for d in deployments}):
+        placement = placements[name]
+        if placement is None:
+            continue
+        offered = set(DENOMS)
+        for d in deployments:
+            if d.placement == name:
+                offered &= set(placement.pricing[d.profile])
+        if not offered:
+            path = ("profiles", "placement", name, "pricing")
+            raise Problem(path, "inconsistent group denomination")
+        common = offered if common is None else common & offered
+    if common is None:
+        return "uact"
+    if not common:
+        raise Problem(("profiles", "placement"), "inconsistent group denomination")
+    denom = next(d for d in DENOMS if d in common)
+    if denom != "uact":
+        ctx.warn(("profiles", "placement"), f"{denom} is legacy (Akash now takes only uact)")
+    return denom
 
 
 def check_mounts(
@@ -135,7 +165,7 @@ def check_mounts(
                 f"service {shown(service.name)} references to no-existing compute volume named "
                 f"{shown(mount.volume)}",
             )
-        if version == "2.1" and mount.read_only and volume.storage_class == "ram":
+        if version != "2.0" and mount.read_only and volume.storage_class == "ram":
             raise Problem(
                 (*spath, mount.volume, "readOnly"),
                 'readOnly=true is not allowed for storage class "ram"',
@@ -157,6 +187,7 @@ def build_group(
     services: dict[str, Service | None],
     compute: dict[str, Compute | None],
     placements: dict[str, Placement | None],
+    denom: str,
 ) -> GroupSpec:
     placement = placements[name]
     path: Path = ("profiles", "placement", name)
@@ -172,11 +203,8 @@ def build_group(
         requirements = PlacementRequirements(
             attributes, requirements.signed_by_all_of, requirements.signed_by_any_of
         )
-    denoms = {placement.pricing[d.profile][0] for d in mine}
-    if len(denoms) > 1:
-        raise Problem((*path, "pricing"), "inconsistent group denomination")
-    resources = resource_units(ctx, version, mine, services, compute, placement)
-    group = GroupSpec(name=name, requirements=requirements, resources=resources, denom=denoms.pop())
+    resources = resource_units(ctx, version, mine, services, compute, placement, denom)
+    group = GroupSpec(name=name, requirements=requirements, resources=resources, denom=denom)
     check_group_totals(ctx, group, placement, mine, path)
     return group
 
@@ -188,18 +216,19 @@ def resource_units(
     services: dict[str, Service | None],
     compute: dict[str, Compute | None],
     placement: Placement,
+    denom: str,
 ) -> tuple[ResourceUnit, ...]:
-    # v2.0: one unit per service; v2.1: services sharing a compute profile share a unit.
+    # v2.0: one unit per service; v2.1 and v2.2: services sharing a compute profile share a unit.
     buckets: dict[str, list[ServiceDeployment]] = {}
     for d in mine:
-        key = d.profile if version == "2.1" else d.service
+        key = d.profile if version != "2.0" else d.service
         buckets.setdefault(key, []).append(d)
     result = []
     for bucket in buckets.values():
         profile = compute[bucket[0].profile]
         assert profile is not None  # groups() only runs without errors
         ports = sorted({p for d in bucket for p in _ports(services[d.service])})
-        _, amount = placement.pricing[bucket[0].profile]
+        amount = placement.pricing[bucket[0].profile][denom]
         result.append(
             ResourceUnit(
                 services=tuple(d.service for d in bucket),
@@ -257,7 +286,7 @@ def check_group_totals(
                 f"group {shown(group.name)} asks for {fmt(total)} {label} in total; "
                 f"the most one group may ask for is {fmt(per_unit * GROUP_FACTOR)}",
             )
-    price = sum(placement.pricing[d.profile][1] * d.count for d in mine)
+    price = sum(placement.pricing[d.profile][group.denom] * d.count for d in mine)
     if price > PRICE_MAX * GROUP_FACTOR:
         raise Problem((*path, "pricing"), f"group price {price} is over the maximum")
 

@@ -22,11 +22,12 @@ from marketplace.core.resources import AuctionSettings, JobKind, JobSettings, Pa
 _RECLAMATION = re.compile(r"^[1-9][0-9]*(s|m|h)$")
 
 
-def read_reclamation(ctx: ParseContext, value: object) -> int | None:
-    if value is None:
+def read_reclamation(ctx: ParseContext, top: dict[object, object]) -> int | None:
+    if "reclamation" not in top:
         return None
     path: Path = ("reclamation",)
-    spec = mapping(value, path)
+    spec = mapping(top["reclamation"], path, null_ok=False)
+    ctx.unexpected(spec, ("min_window",), path)
     window = spec.get("min_window")
     if not isinstance(window, str) or not _RECLAMATION.match(window):
         raise Problem((*path, "min_window"), "min_window must look like 1h, 24h or 720h")

@@ -108,7 +108,7 @@ class Replica:
 
 @dataclass(frozen=True)
 class Manifest:
-    version: str  # "2.0" or "2.1" (the grammar used)
+    version: str  # "2.0", "2.1" or "2.2" (the grammar used)
     services: Mapping[str, Service] = field(hash=False)
     groups: tuple[GroupSpec, ...]
     job: JobSettings
@@ -117,6 +117,9 @@ class Manifest:
     endpoints: tuple[Endpoint, ...] = ()
     deployments: tuple[ServiceDeployment, ...] = ()
     reclamation_min_window_ms: int | None = None
+    # GPU requests no model in the registry can meet, one located line each (also in warnings):
+    # deploy refuses such a manifest unless forced (support.refuse_unmatchable)
+    unmatchable: tuple[str, ...] = ()
 
     def group(self, name: str) -> GroupSpec:
         for group in self.groups:

@@ -7,12 +7,11 @@ reading through one ParseContext, which collects every problem it can go on past
 from __future__ import annotations
 
 import hashlib
-import re
 from types import MappingProxyType
 
 from marketplace.core.limits import shown
 from marketplace.core.manifest.compute import read_compute_profiles
-from marketplace.core.manifest.context import ParseContext, Problem, dotted, mapping
+from marketplace.core.manifest.context import ParseContext, Problem, dotted, mapping, text
 from marketplace.core.manifest.deployment import build_groups, read_deployment
 from marketplace.core.manifest.errors import ManifestError
 from marketplace.core.manifest.extensions import read_job, read_reclamation
@@ -77,20 +76,24 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
             source=ctx.source,
         )
     version = read_version(ctx, top)
-    if top.get("include") is not None:
+    missing = [key for key in ("services", "profiles", "deployment") if key not in top]
+    if missing:
+        ctx.errors.extend(Problem((key,), f"{key} is required") for key in missing)
+        raise ctx.combined()
+    if "include" in top:
         raise Problem(("include",), "include is not supported; put everything in one file")
-    endpoints = ctx.collect(read_endpoints, ctx, top.get("endpoints")) or {}
+    endpoints = ctx.collect(read_endpoints, ctx, top) or {}
     services = read_services(ctx, top.get("services"), endpoints)
-    profiles = mapping(top.get("profiles"), ("profiles",), allow_none=True)
-    compute = read_compute_profiles(ctx, profiles.get("compute"))
-    placements = read_placements(ctx, profiles.get("placement"))
-    for key in profiles:
-        if key not in ("compute", "placement"):
-            step = key if isinstance(key, str | int) else str(key)  # a YAML key may be anything
-            ctx.warn(("profiles", step), f"unknown key {shown(key)} ignored")
+    profiles = mapping(top["profiles"], ("profiles",), what="a mapping", null_ok=False)
+    ctx.unexpected(profiles, ("compute", "placement"), ("profiles",))
+    for key in ("compute", "placement"):
+        if key not in profiles:
+            raise Problem(("profiles", key), f"profiles.{key} is required")
+    compute = read_compute_profiles(ctx, profiles["compute"])
+    placements = read_placements(ctx, profiles["placement"], version)
     deployments = read_deployment(ctx, top.get("deployment"), services, compute, placements)
     job = ctx.collect(read_job, ctx, top.get("gpumarket")) or JobSettings()
-    reclamation = ctx.collect(read_reclamation, ctx, top.get("reclamation"))
+    reclamation = ctx.collect(read_reclamation, ctx, top)
     groups = build_groups(ctx, version, deployments, services, compute, placements)
     check_endpoints_used(ctx, endpoints, services)
     if ctx.errors:
@@ -105,21 +108,23 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
         endpoints=tuple(Endpoint(name) for name in sorted(endpoints)),
         deployments=tuple(deployments),
         reclamation_min_window_ms=reclamation,
+        unmatchable=tuple(ctx.unmatchable),
     )
+
+
+# The grammars this parser reads. Akash's schema lists "2.0" and "2.1"; its Go parser also
+# reads "2.2" (multi-denom pricing, chain-sdk go/sdl/v2_2.go), and so do we. Anything else is
+# refused: a version is never read as the nearest known one.
+VERSIONS = ("2.0", "2.1", "2.2")
 
 
 def read_version(ctx: ParseContext, top: dict[object, object]) -> str:
     if "version" not in top or top["version"] is None:
         raise Problem(("version",), "no version found")
-    text = ctx.raw(("version",), top["version"]).strip()
-    match = re.fullmatch(r"v?(\d{1,6})(?:\.(\d{1,6}))?(?:\.(\d{1,6}))?", text)
-    if not match:
-        raise Problem(("version",), f'unsupported version {shown(text)} (use "2.0" or "2.1")')
-    major, minor = int(match.group(1)), int(match.group(2) or 0)
-    if (major, minor) == (2, 0):
-        return "2.0"
-    if (major, minor) < (2, 1):
-        raise Problem(("version",), f'unsupported version {shown(text)} (use "2.0" or "2.1")')
-    if (major, minor) > (2, 1):
-        ctx.warn(("version",), f"version {text} is newer than 2.1; read as 2.1")
-    return "2.1"
+    written = top["version"]
+    version = ctx.raw(("version",), written)
+    allowed = ", ".join(f'"{v}"' for v in VERSIONS[:-1]) + f' or "{VERSIONS[-1]}"'
+    if version not in VERSIONS:
+        raise Problem(("version",), f"unsupported version {shown(version)} (use {allowed})")
+    text(written, ("version",), f'a quoted version ("{version}")')
+    return version

@@ -8,7 +8,14 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 from marketplace.core import units
 from marketplace.core.limits import shown
-from marketplace.core.manifest.context import ParseContext, Problem, mapping
+from marketplace.core.manifest.context import (
+    ParseContext,
+    Problem,
+    field,
+    mapping,
+    sequence,
+    text,
+)
 from marketplace.core.manifest.limits import ATTRIBUTE_KEY, PRICE_MAX
 from marketplace.core.manifest.yaml_lines import Path
 from marketplace.core.money import BLOCK_SECONDS, DENOMS, per_block_to_per_hour
@@ -23,33 +30,34 @@ MIN_PRICE = (BLOCK_SECONDS / 3600).quantize(Decimal("0.0001"), rounding=ROUND_CE
 
 @dataclass
 class Placement:
-    """A placement profile, read: where a group may go and what it pays per compute profile."""
+    """A placement profile, read: where a group may go and what it pays per compute profile,
+    in each denomination offered (one before SDL 2.2; 2.2 may list several)."""
 
     requirements: PlacementRequirements
-    pricing: dict[str, tuple[str, Decimal]]
+    pricing: dict[str, dict[str, Decimal]]  # compute profile → denom → amount per block
 
 
-def read_placements(ctx: ParseContext, value: object) -> dict[str, Placement | None]:
+def read_placements(
+    ctx: ParseContext, value: object, version: str = "2.0"
+) -> dict[str, Placement | None]:
     path: Path = ("profiles", "placement")
     result: dict[str, Placement | None] = {}
-    for name, spec in mapping(value, path, allow_none=True).items():
+    for name, spec in mapping(value, path, null_ok=False).items():
         ppath = (*path, str(name))
         if not _NAME.fullmatch(str(name)):
             problem = f"invalid placement name {shown(str(name))} (1-128 printable characters)"
             ctx.errors.append(Problem(ppath, problem))
             continue
-        result[str(name)] = ctx.collect(read_placement, ctx, spec, ppath)
+        result[str(name)] = ctx.collect(read_placement, ctx, spec, ppath, version)
     return result
 
 
-def read_placement(ctx: ParseContext, value: object, path: Path) -> Placement:
-    spec = mapping(value, path)
-    for key in spec:
-        if key not in ("attributes", "signedBy", "pricing"):
-            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
+def read_placement(ctx: ParseContext, value: object, path: Path, version: str) -> Placement:
+    spec = mapping(value, path, null_ok=False)
+    ctx.unexpected(spec, ("attributes", "signedBy", "pricing"), path)
     attributes = []
     apath = (*path, "attributes")
-    for key, val in mapping(spec.get("attributes"), apath, allow_none=True).items():
+    for key, val in field(spec, "attributes", path).items():
         key_text = str(key)
         if not ATTRIBUTE_KEY.match(key_text):
             raise Problem((*apath, str(key)), f"invalid attribute key {shown(key_text)}")
@@ -61,21 +69,21 @@ def read_placement(ctx: ParseContext, value: object, path: Path) -> Placement:
             problem = f"attribute value {shown(text)} must be printable, at most 256 characters"
             raise Problem((*apath, str(key)), problem)
         attributes.append((key_text, text))
-    signed = mapping(spec.get("signedBy"), (*path, "signedBy"), allow_none=True)
-    for key in signed:
-        if key not in ("allOf", "anyOf"):
-            ctx.warn((*path, "signedBy", str(key)), f"unknown key {shown(str(key))} ignored")
-    all_of = ctx.strings(signed.get("allOf"), (*path, "signedBy", "allOf"))
-    any_of = ctx.strings(signed.get("anyOf"), (*path, "signedBy", "anyOf"))
+    signed = field(spec, "signedBy", path)
+    ctx.unexpected(signed, ("allOf", "anyOf"), (*path, "signedBy"))
+    all_of = read_auditors(ctx, signed, "allOf", (*path, "signedBy"))
+    any_of = read_auditors(ctx, signed, "anyOf", (*path, "signedBy"))
     for which, auditors in (("allOf", all_of), ("anyOf", any_of)):
         for i, auditor in enumerate(auditors):
             if not _NAME.fullmatch(auditor):
                 problem = f"invalid auditor {shown(auditor)} (1-128 printable characters)"
                 raise Problem((*path, "signedBy", which, i), problem)
-    pricing: dict[str, tuple[str, Decimal]] = {}
+    pricing: dict[str, dict[str, Decimal]] = {}
     ppath = (*path, "pricing")
-    for profile, coin in mapping(spec.get("pricing"), ppath, allow_none=True).items():
-        pricing[str(profile)] = read_coin(ctx, coin, (*ppath, str(profile)))
+    if "pricing" not in spec:
+        raise Problem(ppath, "pricing is required")
+    for profile, coins in mapping(spec["pricing"], ppath, null_ok=False).items():
+        pricing[str(profile)] = read_prices(ctx, coins, (*ppath, str(profile)), version)
     return Placement(
         requirements=PlacementRequirements(
             attributes=tuple(sorted(attributes)),
@@ -86,39 +94,65 @@ def read_placement(ctx: ParseContext, value: object, path: Path) -> Placement:
     )
 
 
+def read_auditors(
+    ctx: ParseContext, signed: dict[object, object], key: str, path: Path
+) -> tuple[str, ...]:
+    if key not in signed:
+        return ()
+    return ctx.strings(sequence(signed[key], (*path, key)), (*path, key))
+
+
+def read_prices(ctx: ParseContext, value: object, path: Path, version: str) -> dict[str, Decimal]:
+    """One compute profile's price: a coin, or (SDL 2.2) a list of coins in distinct denoms,
+    of which the group pays in one (deployment.choose_denom)."""
+    if not isinstance(value, list):
+        denom, amount = read_coin(ctx, value, path)
+        return {denom: amount}
+    if version in ("2.0", "2.1"):
+        raise Problem(path, f'a list of prices needs version "2.2" (this SDL is {version})')
+    if not value:
+        raise Problem(path, "invalid multi-coin amount: no coins specified")
+    prices: dict[str, Decimal] = {}
+    for index, coin in enumerate(value):
+        denom, amount = read_coin(ctx, coin, (*path, index))
+        if denom in prices:
+            raise Problem((*path, index, "denom"), f"denom {denom} is priced twice")
+        prices[denom] = amount
+    return prices
+
+
 def read_coin(ctx: ParseContext, value: object, path: Path) -> tuple[str, Decimal]:
-    spec = mapping(value, path)
+    spec = mapping(value, path, null_ok=False)
+    ctx.unexpected(spec, ("denom", "amount"), path)
     denom = spec.get("denom")
     if denom is None:
         raise Problem((*path, "denom"), "denom is required")
-    denom = ctx.raw((*path, "denom"), denom)
+    denom = text(denom, (*path, "denom"))
     if denom not in DENOMS:
         raise Problem((*path, "denom"), f"unsupported denom {shown(denom)} (use uact)")
-    if denom != "uact":
-        ctx.warn((*path, "denom"), f"{denom} is legacy (Akash now takes only uact)")
     if spec.get("amount") is None:
         raise Problem((*path, "amount"), "amount is required")
     amount_value = spec["amount"]
     if isinstance(amount_value, bool) or not isinstance(amount_value, int | float | str):
         got = units.type_name(amount_value)
         raise Problem((*path, "amount"), f"amount must be a decimal number, got {got}")
-    text = ctx.raw((*path, "amount"), amount_value).strip()
-    if not _DECIMAL.match(text):
-        raise Problem((*path, "amount"), f"invalid coin amount {shown(text)} (a decimal ≥ 0)")
+    written = ctx.raw((*path, "amount"), amount_value).strip()
+    if not _DECIMAL.match(written):
+        raise Problem((*path, "amount"), f"invalid coin amount {shown(written)} (a decimal ≥ 0)")
     try:
-        amount = Decimal(text)
+        amount = Decimal(written)
     except InvalidOperation:
-        raise Problem((*path, "amount"), f"invalid coin amount {shown(text)}") from None
+        raise Problem((*path, "amount"), f"invalid coin amount {shown(written)}") from None
     if amount == 0:
         raise Problem((*path, "amount"), "invalid coin amount: amount is zero")
     if amount > PRICE_MAX:
         raise Problem(
-            (*path, "amount"), f"invalid price: {shown(text)} is over the maximum of 10000000"
+            (*path, "amount"), f"invalid price: {shown(written)} is over the maximum of 10000000"
         )
     if per_block_to_per_hour(amount) == 0:
         raise Problem(
             (*path, "amount"),
-            f"price {shown(text)} {denom} per block is under 1 micro-unit per hour, and a group's "
+            f"price {shown(written)} {denom} per block is under 1 micro-unit per hour, and a group's "
             f"maximum must be at least that (0 would mean no cap); use at least {MIN_PRICE}",
         )
     return denom, amount

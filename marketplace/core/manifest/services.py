@@ -9,10 +9,12 @@ from marketplace.core.limits import shown
 from marketplace.core.manifest.context import (
     ParseContext,
     Problem,
-    boolean,
+    field,
     integer,
     mapping,
     sequence,
+    strict_bool,
+    text,
 )
 from marketplace.core.manifest.model import (
     Credentials,
@@ -45,13 +47,14 @@ _HOSTNAME = re.compile(
 )
 
 
-def read_endpoints(ctx: ParseContext, value: object) -> dict[str, Endpoint]:
+def read_endpoints(ctx: ParseContext, top: dict[object, object]) -> dict[str, Endpoint]:
     result: dict[str, Endpoint] = {}
-    for name, spec in mapping(value, ("endpoints",), allow_none=True).items():
+    for name, spec in field(top, "endpoints", ()).items():
         path: Path = ("endpoints", str(name))
         if not isinstance(name, str) or not _ENDPOINT_NAME.match(name):
             raise Problem(path, f"invalid endpoint name {shown(name)} (lowercase letters, -, _)")
-        spec_map = mapping(spec, path)
+        spec_map = mapping(spec, path, null_ok=False)
+        ctx.unexpected(spec_map, ("kind",), path)
         kind = spec_map.get("kind")
         if kind != "ip":
             raise Problem((*path, "kind"), f"endpoint kind must be 'ip', got {shown(kind)}")
@@ -91,18 +94,15 @@ def read_service(
 ) -> Service:
     if not isinstance(name, str) or len(name) > 63 or not _SERVICE_NAME.match(name):
         raise Problem(path, f"invalid service name {shown(name)} (lowercase DNS label)")
-    spec = mapping(value, path)
-    for key in spec:
-        if key not in _SERVICE_KEYS:
-            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored (as Akash does)")
+    spec = mapping(value, path, null_ok=False)
+    ctx.unexpected(spec, _SERVICE_KEYS, path)
     image = spec.get("image")
     if image is None or (isinstance(image, str) and not image.strip()):
         raise Problem((*path, "image"), "image is required")
-    image = ctx.raw((*path, "image"), image)
-    params = mapping(spec.get("params"), (*path, "params"), allow_none=True)
-    for key in params:
-        if key not in ("storage", "permissions", "tee"):
-            ctx.warn((*path, "params", str(key)), f"unknown key {shown(str(key))} ignored")
+    image = text(image, (*path, "image"))
+    params = field(spec, "params", path)
+    ctx.unexpected(params, ("storage", "permissions", "tee"), (*path, "params"))
+    read_dependencies(ctx, spec, path)
     return Service(
         name=name,
         image=image,
@@ -110,11 +110,22 @@ def read_service(
         args=ctx.strings(spec.get("args"), (*path, "args")),
         env=read_env(ctx, spec.get("env"), (*path, "env")),
         expose=read_exposes(ctx, spec.get("expose"), (*path, "expose"), endpoints),
-        storage=read_mounts(ctx, params.get("storage"), (*path, "params", "storage")),
-        credentials=read_credentials(ctx, spec.get("credentials"), (*path, "credentials")),
-        permissions=read_permissions(ctx, params.get("permissions"), (*path, "params")),
-        tee=read_tee(ctx, params.get("tee"), (*path, "params", "tee")),
+        storage=read_mounts(ctx, params, (*path, "params")),
+        credentials=read_credentials(ctx, spec, path),
+        permissions=read_permissions(ctx, params, (*path, "params")),
+        tee=read_tee(ctx, params, (*path, "params")),
     )
+
+
+def read_dependencies(ctx: ParseContext, spec: dict[object, object], path: Path) -> None:
+    """`dependencies: [{service: NAME}]`: checked for shape; Akash documents it as a no-op and
+    so does gpumarket (services of a group start together)."""
+    dpath = (*path, "dependencies")
+    for index, item in enumerate(sequence(spec.get("dependencies", []), dpath)):
+        entry = mapping(item, (*dpath, index), null_ok=False)
+        ctx.unexpected(entry, ("service",), (*dpath, index))
+        if "service" in entry:
+            text(entry["service"], (*dpath, index, "service"))
 
 
 def read_env(ctx: ParseContext, value: object, path: Path) -> tuple[tuple[str, str], ...]:
@@ -136,7 +147,7 @@ def read_exposes(
 ) -> tuple[Expose, ...]:
     result = []
     seen: set[tuple[str, int, str]] = set()
-    for index, item in enumerate(sequence(value, path, allow_none=True)):
+    for index, item in enumerate(sequence(value, path, allow_none=True, what="a list or null")):
         expose = read_expose(ctx, item, (*path, index), endpoints)
         for to in expose.to:
             if to.ip is None:
@@ -155,27 +166,24 @@ def read_exposes(
 def read_expose(
     ctx: ParseContext, value: object, path: Path, endpoints: dict[str, Endpoint]
 ) -> Expose:
-    spec = mapping(value, path)
-    known = ("port", "as", "proto", "accept", "to", "http_options")
-    for key in spec:
-        if key not in known:
-            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
+    spec = mapping(value, path, null_ok=False)
+    ctx.unexpected(spec, ("port", "as", "proto", "accept", "to", "http_options"), path)
     if "port" not in spec:
         raise Problem((*path, "port"), "port is required")
     port = integer(spec["port"], (*path, "port"), 1, 65535)
-    as_port = port if spec.get("as") is None else integer(spec["as"], (*path, "as"), 1, 65535)
+    as_port = port if "as" not in spec else integer(spec["as"], (*path, "as"), 1, 65535)
     proto = "tcp"
-    if spec.get("proto") is not None:
-        proto = str(spec["proto"]).lower()
-        if proto not in ("tcp", "udp"):
+    if "proto" in spec:
+        if spec["proto"] not in ("tcp", "udp", "TCP", "UDP"):
             raise Problem((*path, "proto"), f"invalid protocol {shown(spec['proto'])} (tcp|udp)")
+        proto = str(spec["proto"]).lower()
     accept = []
-    for i, host in enumerate(sequence(spec.get("accept"), (*path, "accept"), True)):
+    for i, host in enumerate(sequence(spec.get("accept", []), (*path, "accept"))):
         if not isinstance(host, str) or not _HOSTNAME.match(host):
             raise Problem((*path, "accept", i), f"invalid hostname {shown(host)}")
         accept.append(host.lower())
     targets = []
-    for i, target in enumerate(sequence(spec.get("to"), (*path, "to"), allow_none=True)):
+    for i, target in enumerate(sequence(spec.get("to", []), (*path, "to"))):
         targets.append(read_expose_to(ctx, target, (*path, "to", i), endpoints))
     return Expose(
         port=port,
@@ -183,24 +191,24 @@ def read_expose(
         proto=proto,
         accept=tuple(accept),
         to=tuple(targets),
-        http_options=read_http_options(ctx, spec.get("http_options"), (*path, "http_options")),
+        http_options=read_http_options(ctx, spec, path),
     )
 
 
 def read_expose_to(
     ctx: ParseContext, value: object, path: Path, endpoints: dict[str, Endpoint]
 ) -> ExposeTo:
-    spec = mapping(value, path)
-    for key in spec:
-        if key not in ("service", "global", "ip"):
-            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
-    service = spec.get("service")
-    if service is not None:
-        service = ctx.raw((*path, "service"), service)
-    global_ = boolean(spec.get("global", False), (*path, "global"))
-    ip = spec.get("ip")
-    if ip is not None:
-        ip = ctx.raw((*path, "ip"), ip)
+    spec = mapping(value, path, null_ok=False)
+    ctx.unexpected(spec, ("service", "global", "ip"), path)
+    service = None
+    if "service" in spec:
+        service = text(spec["service"], (*path, "service"))
+    global_ = strict_bool(spec.get("global", False), (*path, "global"))
+    ip = None
+    if "ip" in spec:
+        ip = text(spec["ip"], (*path, "ip"))
+        if not ip:
+            raise Problem((*path, "ip"), "ip must name an endpoint")
         if not global_:
             raise Problem(
                 (*path, "ip"), "if an IP is declared the directive must be declared as global"
@@ -210,30 +218,39 @@ def read_expose_to(
     return ExposeTo(service=service, global_=global_, ip=ip)
 
 
-def read_http_options(ctx: ParseContext, value: object, path: Path) -> HttpOptions:
-    if value is None:
+_HTTP_OPTIONS = (
+    "max_body_size",
+    "read_timeout",
+    "send_timeout",
+    "next_tries",
+    "next_timeout",
+    "next_cases",
+    "proxy_buffer_size",
+)
+
+
+def read_http_options(ctx: ParseContext, expose: dict[object, object], parent: Path) -> HttpOptions:
+    if "http_options" not in expose:
         return HttpOptions()
-    spec = mapping(value, path)
+    path = (*parent, "http_options")
+    spec = field(expose, "http_options", parent)
+    ctx.unexpected(spec, _HTTP_OPTIONS, path)
     defaults = HttpOptions()
 
     def bounded(key: str, default: int, high: int) -> int:
-        if spec.get(key) is None:
+        if key not in spec:
             return default
         return integer(spec[key], (*path, key), 0, high)
 
     cases = defaults.next_cases
-    if spec.get("next_cases") is not None:
-        cases = ctx.strings(spec["next_cases"], (*path, "next_cases"))
+    if "next_cases" in spec:
+        cases = next_cases(ctx, spec["next_cases"], (*path, "next_cases"))
         for i, case in enumerate(cases):
             if case not in HTTP_NEXT_CASES:
                 raise Problem((*path, "next_cases", i), f"invalid next case {shown(case)}")
         if "off" in cases and len(cases) > 1:
             raise Problem((*path, "next_cases"), "'off' must be the only next case")
-    for key in spec:
-        known = ("max_body_size", "read_timeout", "send_timeout", "next_tries")
-        if key not in (*known, "next_timeout", "next_cases", "proxy_buffer_size"):
-            ctx.warn((*path, str(key)), f"unknown key {shown(str(key))} ignored")
-    if spec.get("proxy_buffer_size") is not None:
+    if "proxy_buffer_size" in spec:
         integer(spec["proxy_buffer_size"], (*path, "proxy_buffer_size"), 0, 1_048_576)
     return HttpOptions(
         max_body_size=bounded("max_body_size", defaults.max_body_size, 104_857_600),
@@ -245,56 +262,83 @@ def read_http_options(ctx: ParseContext, value: object, path: Path) -> HttpOptio
     )
 
 
-def read_mounts(ctx: ParseContext, value: object, path: Path) -> tuple[StorageMount, ...]:
+def next_cases(ctx: ParseContext, value: object, path: Path) -> tuple[str, ...]:
+    """The cases as written: YAML 1.1 reads an unquoted `off` as false, Akash's (1.2) as "off"."""
+    cases = []
+    for index, item in enumerate(sequence(value, path)):
+        case = ctx.raw((*path, index), item) if isinstance(item, bool) else item
+        cases.append(text(case, (*path, index)))
+    return tuple(cases)
+
+
+def read_mounts(
+    ctx: ParseContext, params: dict[object, object], parent: Path
+) -> tuple[StorageMount, ...]:
     result = []
     seen: set[str] = set()
-    for volume, spec in mapping(value, path, allow_none=True).items():
+    path = (*parent, "storage")
+    for volume, spec in field(params, "storage", parent).items():
         vpath = (*path, str(volume))
-        spec_map = mapping(spec, vpath, allow_none=True)
-        mount = spec_map.get("mount")
-        if mount is None:
+        spec_map = mapping(spec, vpath, null_ok=False)
+        ctx.unexpected(spec_map, ("mount", "readOnly"), vpath)
+        if "mount" not in spec_map:
             mount_text = ""
         else:
-            mount_text = ctx.raw((*vpath, "mount"), mount)
+            mount_text = text(spec_map["mount"], (*vpath, "mount"))
             if not mount_text.startswith("/"):
                 raise Problem((*vpath, "mount"), f"mount path {shown(mount_text)} is not absolute")
             if mount_text in seen:
                 raise Problem((*vpath, "mount"), f"duplicated mount point {shown(mount_text)}")
             seen.add(mount_text)
-        read_only = boolean(spec_map.get("readOnly", False), (*vpath, "readOnly"))
+        read_only = strict_bool(spec_map.get("readOnly", False), (*vpath, "readOnly"))
         result.append(StorageMount(str(volume), mount_text, read_only))
     return tuple(result)
 
 
-def read_credentials(ctx: ParseContext, value: object, path: Path) -> Credentials | None:
-    if value is None:
+def read_credentials(
+    ctx: ParseContext, service: dict[object, object], parent: Path
+) -> Credentials | None:
+    if "credentials" not in service:
         return None
-    spec = mapping(value, path)
+    path = (*parent, "credentials")
+    spec = field(service, "credentials", parent)
+    ctx.unexpected(spec, ("host", "username", "password", "email"), path)
     fields: dict[str, str] = {}
     for key in ("host", "username", "password"):
         if not spec.get(key):
             raise Problem((*path, key), f"credentials missing {key}")
-        fields[key] = ctx.raw((*path, key), spec[key])
+        fields[key] = text(spec[key], (*path, key))
     if len(fields["password"]) < 6:
         raise Problem((*path, "password"), "credentials password is shorter than 6 characters")
-    email = ctx.raw((*path, "email"), spec["email"]) if spec.get("email") else None
+    email = None
+    if "email" in spec:
+        email = text(spec["email"], (*path, "email"))
+        if len(email) < 5:
+            raise Problem((*path, "email"), "credentials email is shorter than 5 characters")
     return Credentials(email=email, **fields)
 
 
-def read_permissions(ctx: ParseContext, params_value: object, path: Path) -> tuple[str, ...]:
-    if params_value is None:
+def read_permissions(
+    ctx: ParseContext, params: dict[object, object], path: Path
+) -> tuple[str, ...]:
+    if "permissions" not in params:
         return ()
-    spec = mapping(params_value, (*path, "permissions"))
-    read = ctx.strings(spec.get("read"), (*path, "permissions", "read"))
+    spec = field(params, "permissions", path)
+    ctx.unexpected(spec, ("read",), (*path, "permissions"))
+    if "read" not in spec:
+        return ()
+    rpath = (*path, "permissions", "read")
+    read = ctx.strings(sequence(spec["read"], rpath), rpath)
     for i, item in enumerate(read):
         if item not in PERMISSIONS:
             raise Problem((*path, "permissions", "read", i), f"invalid permission {shown(item)}")
     return read
 
 
-def read_tee(ctx: ParseContext, value: object, path: Path) -> str | None:
-    if value is None:
+def read_tee(ctx: ParseContext, params: dict[object, object], parent: Path) -> str | None:
+    if "tee" not in params:
         return None
+    value, path = params["tee"], (*parent, "tee")
     if value not in ("cpu", "cpu-gpu"):
         raise Problem(path, f"invalid tee type {shown(value)} (cpu|cpu-gpu)")
     return str(value)

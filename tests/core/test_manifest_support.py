@@ -1,0 +1,94 @@
+"""The support table (marketplace/core/manifest/support.py): every field of the manifest model
+has an entry saying what a provider does with it, and `notes` names what a manifest uses that
+a typical provider may decline or run differently."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from marketplace.core import resources
+from marketplace.core.manifest import model as manifest_model
+from marketplace.core.manifest import parse_manifest
+from marketplace.core.manifest.support import TABLE, Support, notes
+from tests.helpers import BASE
+
+# Every type a parsed manifest is made of (Replica is derived from the others, not read).
+MODEL_TYPES = (
+    manifest_model.Manifest,
+    manifest_model.Service,
+    manifest_model.Expose,
+    manifest_model.ExposeTo,
+    manifest_model.HttpOptions,
+    manifest_model.StorageMount,
+    manifest_model.Credentials,
+    manifest_model.Endpoint,
+    manifest_model.ServiceDeployment,
+    resources.GroupSpec,
+    resources.PlacementRequirements,
+    resources.ResourceUnit,
+    resources.Volume,
+    resources.GpuRequest,
+    resources.GpuOption,
+    resources.JobSettings,
+    resources.AuctionSettings,
+)
+
+
+def model_fields() -> set[str]:
+    return {f"{t.__name__}.{f.name}" for t in MODEL_TYPES for f in dataclasses.fields(t)}
+
+
+def test_every_model_field_has_an_entry() -> None:
+    covered = {name for entry in TABLE for name in entry.model}
+    assert sorted(model_fields() - covered) == []
+
+
+def test_no_entry_names_a_field_the_model_lacks() -> None:
+    covered = {name for entry in TABLE for name in entry.model}
+    assert sorted(covered - model_fields()) == []
+
+
+def test_paths_are_unique_and_every_verdict_is_one_of_four() -> None:
+    paths = [entry.path for entry in TABLE]
+    assert len(paths) == len(set(paths))
+    for entry in TABLE:
+        assert entry.support in Support
+        if entry.support in (Support.DECLINED, Support.DEGRADED):
+            assert entry.note, entry.path
+
+
+def test_notes_for_the_base_manifest() -> None:
+    found = {n.path: n for n in notes(parse_manifest(BASE))}
+    assert set(found) == {
+        "profiles.compute.*.resources.storage[].attributes.class",
+        "profiles.compute.*.resources.gpu.attributes.vendor.nvidia[]",
+        "profiles.placement.*.attributes",
+        "profiles.placement.*.signedBy",
+    }
+    assert all(n.support is Support.DECLINED for n in found.values())
+    assert found["profiles.placement.*.signedBy"].message.startswith(
+        "declined by providers that lack attributes signed by the auditors named"
+    )
+
+
+def test_degraded_fields_are_noted() -> None:
+    text = BASE.replace("- global: true", "- global: true\n            ip: myip").replace(
+        "as: 80", "as: 80\n        http_options:\n          max_body_size: 2048"
+    )
+    text += "endpoints:\n  myip:\n    kind: ip\nreclamation:\n  min_window: 1h\n"
+    found = {n.path: n for n in notes(parse_manifest(text))}
+    for path in (
+        "services.*.expose[].to[].ip",
+        "services.*.expose[].http_options",
+        "reclamation.min_window",
+    ):
+        assert found[path].support is Support.DEGRADED
+        assert found[path].message.startswith("not honoured as written: ")
+
+
+def test_a_cpu_architecture_is_warned_about() -> None:
+    text = BASE.replace(
+        "units: 0.5\n", "units: 0.5\n          attributes:\n            arch: arm64\n"
+    )
+    (warning,) = parse_manifest(text, "job.yaml").warnings
+    assert "cpu.attributes.arch" in warning and "not matched" in warning
