@@ -88,7 +88,7 @@ profiles:
             attributes: {{persistent: true, class: {data_class}}}
           - name: cache
             size: 16Mi
-            attributes: {{class: ram}}
+            attributes: {{class: ram, persistent: false}}
   placement:
     here:
       pricing:

@@ -47,11 +47,12 @@ def test_storage_classes_become_akash_capability_attributes() -> None:
     [
         ("{persistent: true, class: beta3}", ("beta2", "ram"), "storage class beta3 not offered"),
         ("{persistent: true, class: beta3}", ("beta3",), None),
-        ("{persistent: true}", ("beta2",), None),  # class default: any persistent class
-        ("{persistent: true}", ("ram",), "persistent storage not offered"),
-        ("{class: ram}", ("beta2",), "storage class ram not offered"),
-        ("{class: ram}", ("ram",), None),
-        ("{persistent: false}", (), None),  # scratch space asks for no class
+        # class default: any persistent class
+        ("{persistent: true, class: default}", ("beta2",), None),
+        ("{persistent: true, class: default}", ("ram",), "persistent storage not offered"),
+        ("{class: ram, persistent: false}", ("beta2",), "storage class ram not offered"),
+        ("{class: ram, persistent: false}", ("ram",), None),
+        ("{}", (), None),  # scratch space asks for no class
     ],
 )
 def test_each_volume_needs_a_class_the_provider_offers(
