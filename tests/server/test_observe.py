@@ -343,7 +343,7 @@ def test_a_markets_life_is_logged_with_its_fields_and_counted(market: LoggedMark
     paid = figures.get("gpumarket_escrow_paid_microunits_total")
     refunded = figures.get("gpumarket_escrow_refunded_microunits_total")
     assert deposited == 10 * UNITS
-    assert paid > 0 and refunded > 0
+    assert refunded > 0  # (paid may be 0: both leases ran for moments)
     assert figures.get("gpumarket_escrow_held_microunits") == 0
     assert paid + refunded == deposited
     assert figures.get("gpumarket_requests_total", rpc="Provider/PlaceBid", code="OK") == 3
