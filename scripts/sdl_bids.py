@@ -5,8 +5,8 @@
 Every schema-valid file is deployed on a real core MarketService whose operator trusts a local
 auditor and maps Akash's own auditor to it; one provider is registered with 8 GPUs of each model
 the sample names, large CPU, memory and disk, the common storage classes (beta1, beta2, beta3,
-ram), the placement attributes the sample asks for, signed by that auditor, and the example
-config's prices. Each order then goes through the agent's own decision (Quoter.evaluate: storage
+ram), the placement attributes the sample asks for, signed by that auditor, an HTTP ingress (for
+`accept` hostnames), and the example config's prices. Each order then goes through the agent's own decision (Quoter.evaluate: storage
 classes, policy, placement and signedBy, allocation, price) and, where the agent would bid, the
 market's eligibility (place_bid). Prints the outcome per reason: `bid`, or `declined: <kind>`
 with kind capacity, GPU model, price, or what else it was. Runs with whichever code is on
@@ -68,6 +68,7 @@ CONFIG: dict[str, Any] = {  # examples/provider.toml's prices
         "storage": "100Ti",
         "storage_classes": STORAGE_CLASSES,
     },
+    "ingress": {"listen": "127.0.0.1:0", "domain": "ingress.example"},  # serves accept hosts
     "pricing": {
         "scale": {
             "cpu_hour": "0.01",
@@ -117,9 +118,10 @@ def mask(reason: str) -> str:
 def agent_config() -> AgentConfig:
     try:
         return parse_config(CONFIG)
-    except ConfigError:  # a tree from before storage classes
+    except ConfigError:  # a tree from before storage classes and the ingress
         resources = {k: v for k, v in CONFIG["resources"].items() if k != "storage_classes"}
-        return parse_config({**CONFIG, "resources": resources})
+        old = {k: v for k, v in CONFIG.items() if k != "ingress"}
+        return parse_config({**old, "resources": resources})
 
 
 def inventory() -> Inventory:
