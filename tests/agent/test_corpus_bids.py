@@ -28,7 +28,7 @@ from marketplace.identity import Key
 from provider_agent.config import parse_config
 from provider_agent.inventory import host_arch, needs_refusal, provider_features
 from tests.agent.test_agent import running_agent
-from tests.agent.test_e2e import Tenant, _async, eventually, job, marketplace
+from tests.agent.test_e2e import Tenant, eventually, job, marketplace
 from tests.helpers import CORPUS_SDL, REPO
 
 ALLOWED = {"bid", "declined: capacity", "declined: GPU model", "declined: price"}
@@ -152,20 +152,19 @@ def test_the_agent_declines_accept_hosts_without_an_ingress_and_why_shows_it(
         admin = Key.generate()
         async with (
             marketplace(tmp_path, admin) as port,
-            running_agent(tmp_path, port) as (agent, _runtime, said),
+            running_agent(tmp_path, port) as (agent, _runtime, _said),
         ):
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
             tenant = Tenant(channel, admin)
             for field in ("accept", "leased-ip"):
                 dep = await tenant.deploy(with_field(field))
-                order_id = dep.order_ids[0]
 
-                def declined(order: str = order_id) -> bool:
-                    return any(s.startswith(f"decline {order}") for s in said)
+                async def declines(order_id: str = dep.order_ids[0]) -> list[pb.Decline] | None:
+                    request = tenant.signed(pb.GetRequest(id=order_id))  # a fresh nonce each
+                    answer = await tenant.stub.ExplainOrder(request)
+                    return list(answer.declines) or None
 
-                await eventually(lambda: _async(declined()))
-                answer = await tenant.stub.ExplainOrder(tenant.signed(pb.GetRequest(id=order_id)))
-                [decline] = answer.declines
+                [decline] = await eventually(declines)
                 assert decline.provider == agent.key.address
                 assert decline.reason.startswith(REFUSALS[field])
             await channel.close(grace=None)
