@@ -40,7 +40,13 @@ from marketplace.core.resources import GroupSpec
 from marketplace.core.state import Bid, Lease, Offer, Order
 from provider_agent.backoff import Backoff
 from provider_agent.config import AgentConfig, HoldLimits
-from provider_agent.inventory import Inventory, Reservations, storage_refusal
+from provider_agent.inventory import (
+    Inventory,
+    Reservations,
+    needs_refusal,
+    provider_features,
+    storage_refusal,
+)
 from provider_agent.metrics import AgentCounters
 from provider_agent.pricing_script import ScriptPricing
 
@@ -64,10 +70,11 @@ class Quoter:
     policy: BidPolicy
     pricing: Pricing | None
     clock: Clock
+    features: frozenset[str] = frozenset()  # the GroupSpec.needs this provider meets
 
     @classmethod
     def from_config(cls, cfg: AgentConfig, clock: Clock) -> Quoter:
-        return cls(cfg.policy, pricing_from_config(cfg), clock)
+        return cls(cfg.policy, pricing_from_config(cfg), clock, provider_features(cfg))
 
     async def evaluate(
         self,
@@ -84,9 +91,11 @@ class Quoter:
         from before pricing on; releasing it is the caller's (its one cleanup path)."""
         if self.pricing is None:
             return BidDecision(False, reason=NO_PRICES)
-        no_storage = storage_refusal(group, dict(inventory.attributes))
-        if no_storage is not None:
-            return BidDecision(False, reason=no_storage)
+        lacking = needs_refusal(group, self.features) or storage_refusal(
+            group, dict(inventory.attributes)
+        )
+        if lacking is not None:
+            return BidDecision(False, reason=lacking)
         decision = decide(
             group,
             tenant,

@@ -7,6 +7,7 @@ never typed by hand.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import threading
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 from marketplace.core import gpus as gpu_registry
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.matching import Allocation, Capacity, GpuDevice
-from marketplace.core.resources import GroupSpec
+from marketplace.core.resources import GroupSpec, Need, cpu_arch
 from provider_agent.config import AgentConfig
 from provider_agent.nvml import GpuReading, HostGpus
 
@@ -162,6 +163,50 @@ def storage_refusal(group: GroupSpec, attributes: dict[str, str]) -> str | None:
                 return "persistent storage not offered here" + _offers(offered)
             if offered.get(wanted) != volume.persistent:
                 return f"storage class {wanted} not offered here" + _offers(offered)
+    return None
+
+
+def host_arch() -> str:
+    """This host's CPU architecture in Akash's names (amd64, arm64)."""
+    return cpu_arch(platform.machine())
+
+
+def provider_features(cfg: AgentConfig, arch: str | None = None) -> frozenset[str]:
+    """The GroupSpec.needs this provider meets: its CPU architecture, and the HTTP ingress when
+    [ingress] listen is set. It offers no leased IPs, no lease log access inside a container
+    and no reclamation window, so it declines groups needing them (support.TABLE)."""
+    features = {f"{Need.CPU_ARCH}{arch or host_arch()}"}
+    if cfg.ingress.enabled:
+        features.add(Need.HTTP_INGRESS.value)
+    return frozenset(features)
+
+
+NOT_OFFERED = {
+    Need.LEASED_IP: "leased IP endpoints are not offered by this provider",
+    Need.HTTP_INGRESS: "accept hostnames need an HTTP ingress ([ingress] listen), "
+    "which this provider does not run",
+    Need.LOG_ACCESS: "params.permissions (the lease's logs inside its containers) is not offered "
+    "by this provider",
+    Need.RECLAMATION: "a reclamation window (reclamation.min_window) is not offered by this "
+    "provider",
+}
+
+
+def needs_refusal(group: GroupSpec, features: frozenset[str]) -> str | None:
+    """Why this provider lacks a feature `group` needs (GroupSpec.needs), or None."""
+    for need in group.needs:
+        if need in features:
+            continue
+        if need.startswith(Need.CPU_ARCH):
+            mine = sorted(
+                f.removeprefix(Need.CPU_ARCH) for f in features if f.startswith(Need.CPU_ARCH)
+            )
+            return (
+                f"CPU architecture {need.removeprefix(Need.CPU_ARCH)} is needed; this provider "
+                f"is {', '.join(mine) or 'of another architecture'}"
+            )
+        known = next((text for n, text in NOT_OFFERED.items() if need == n.value), None)
+        return known or f"the order needs {need!r}, which this provider does not know"
     return None
 
 

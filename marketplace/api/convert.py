@@ -216,6 +216,7 @@ def group_to_proto(g: GroupSpec) -> pb.GroupSpec:
         resources=[unit_to_proto(u) for u in g.resources],
         denom=g.denom,
         max_price_per_hour=g.max_price_per_hour,
+        needs=list(g.needs),
     )
 
 
@@ -230,6 +231,7 @@ def group_from_proto(g: pb.GroupSpec) -> GroupSpec:
         ),
         resources=tuple(unit_from_proto(u) for u in g.resources),
         denom=g.denom or "uact",
+        needs=tuple(g.needs),
     )
 
 

@@ -93,6 +93,25 @@ class AuctionSettings:
     min_reliability: float = 0.0
 
 
+class Need(StrEnum):
+    """Features of a provider a group may need, derived from its SDL (GroupSpec.needs)."""
+
+    LEASED_IP = "leased-ip"  # expose ... to: ip (Akash's IP leases)
+    HTTP_INGRESS = "http-ingress"  # expose ... accept: hostnames routed by Host header
+    LOG_ACCESS = "lease-log-access"  # params.permissions.read: the lease's logs in the container
+    RECLAMATION = "reclamation-window"  # reclamation.min_window: notice before reclaiming
+    CPU_ARCH = "cpu-arch/"  # a prefix: cpu-arch/amd64, cpu-arch/arm64
+
+
+ARCH_NAMES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64"}
+
+
+def cpu_arch(name: str) -> str:
+    """Akash's arch names (amd64, arm64); the kernel's (x86_64, aarch64) read as them."""
+    lowered = name.strip().lower()
+    return ARCH_NAMES.get(lowered, lowered)
+
+
 @dataclass(frozen=True)
 class GroupSpec:
     """One placement group: one order, one winning provider, one lease."""
@@ -101,6 +120,9 @@ class GroupSpec:
     requirements: PlacementRequirements
     resources: tuple[ResourceUnit, ...]
     denom: str = "uact"
+    # What a provider must offer beyond resources and attributes (the `Need` values, e.g.
+    # "http-ingress", "cpu-arch/arm64"), so one lacking it declines at bid time with the reason.
+    needs: tuple[str, ...] = ()
 
     @property
     def max_price_per_hour(self) -> int:

@@ -71,24 +71,26 @@ def test_notes_for_the_base_manifest() -> None:
     )
 
 
-def test_degraded_fields_are_noted() -> None:
+def test_fields_a_provider_cannot_honour_are_declined_and_noted() -> None:
     text = BASE.replace("- global: true", "- global: true\n            ip: myip").replace(
         "as: 80", "as: 80\n        http_options:\n          max_body_size: 2048"
     )
     text += "endpoints:\n  myip:\n    kind: ip\nreclamation:\n  min_window: 1h\n"
-    found = {n.path: n for n in notes(parse_manifest(text))}
-    for path in (
-        "services.*.expose[].to[].ip",
-        "services.*.expose[].http_options",
-        "reclamation.min_window",
-    ):
-        assert found[path].support is Support.DEGRADED
-        assert found[path].message.startswith("not honoured as written: ")
+    manifest = parse_manifest(text)
+    found = {n.path: n for n in notes(manifest)}
+    for path in ("services.*.expose[].to[].ip", "endpoints.*.kind", "reclamation.min_window"):
+        assert found[path].support is Support.DECLINED
+        assert found[path].message.startswith("declined by providers that lack "), path
+    assert found["services.*.expose[].http_options"].support is Support.DEGRADED
+    assert set(manifest.groups[0].needs) == {"leased-ip", "reclamation-window"}
 
 
-def test_a_cpu_architecture_is_warned_about() -> None:
+def test_a_cpu_architecture_is_a_need_of_the_order_not_a_warning() -> None:
     text = BASE.replace(
-        "units: 0.5\n", "units: 0.5\n          attributes:\n            arch: arm64\n"
+        "units: 0.5\n", "units: 0.5\n          attributes:\n            arch: aarch64\n"
     )
-    (warning,) = parse_manifest(text, "job.yaml").warnings
-    assert "cpu.attributes.arch" in warning and "not matched" in warning
+    manifest = parse_manifest(text, "job.yaml")
+    assert manifest.warnings == ()
+    assert manifest.groups[0].needs == ("cpu-arch/arm64",)
+    (note,) = [n for n in notes(manifest) if n.path.endswith("cpu.attributes.arch")]
+    assert note.message.startswith("declined by providers that lack that CPU architecture")

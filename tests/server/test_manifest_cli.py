@@ -98,12 +98,15 @@ def test_notes_name_what_a_provider_may_decline_or_run_differently(tmp_path: Pat
         "that lack that storage class" in out
     )
     assert "  note: profiles.placement.*.signedBy: declined by providers that lack" in out
-    assert "  note: services.*.expose[].to[].ip: not honoured as written: no leased IPs" in out
+    assert (
+        "  note: services.*.expose[].to[].ip: declined by providers that lack leased IP endpoints"
+        in out
+    )
     assert "  note: gpu model: deploy refuses it unless --force: " in out
     code, out = run("--json", path)
     (report,) = json.loads(out)
     kinds = {n["path"]: n["support"] for n in report["notes"]}
-    assert kinds["services.*.expose[].to[].ip"] == "degraded"
+    assert kinds["services.*.expose[].to[].ip"] == "declined"
     assert kinds["profiles.placement.*.attributes"] == "declined"
     assert kinds["gpu model"] == "refused"
 

@@ -229,18 +229,20 @@ class AuctionSettings(_message.Message):
     def __init__(self, bid_window_ms: _Optional[int] = ..., payment: _Optional[_Union[AuctionSettings.Payment, str]] = ..., manual: _Optional[bool] = ..., min_reliability: _Optional[float] = ...) -> None: ...
 
 class GroupSpec(_message.Message):
-    __slots__ = ("name", "requirements", "resources", "denom", "max_price_per_hour")
+    __slots__ = ("name", "requirements", "resources", "denom", "max_price_per_hour", "needs")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     DENOM_FIELD_NUMBER: _ClassVar[int]
     MAX_PRICE_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     requirements: PlacementRequirements
     resources: _containers.RepeatedCompositeFieldContainer[ResourceUnit]
     denom: str
     max_price_per_hour: int
-    def __init__(self, name: _Optional[str] = ..., requirements: _Optional[_Union[PlacementRequirements, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceUnit, _Mapping]]] = ..., denom: _Optional[str] = ..., max_price_per_hour: _Optional[int] = ...) -> None: ...
+    needs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., requirements: _Optional[_Union[PlacementRequirements, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceUnit, _Mapping]]] = ..., denom: _Optional[str] = ..., max_price_per_hour: _Optional[int] = ..., needs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Deployment(_message.Message):
     __slots__ = ("id", "owner", "state", "groups", "sdl_sha256", "escrow_balance", "deposited", "created_at_ms", "closed_at_ms", "auction", "job_kind", "max_runtime_ms", "restart_policy", "order_ids", "lease_ids")

@@ -41,6 +41,7 @@ class Compute:
     memory_bytes: int
     storage: tuple[Volume, ...]
     gpu: GpuRequest
+    arch: str | None = None  # cpu.attributes.arch: the CPU architecture each replica needs
 
 
 def read_compute_profiles(ctx: ParseContext, value: object) -> dict[str, Compute | None]:
@@ -67,7 +68,15 @@ def read_compute(ctx: ParseContext, value: object, path: Path) -> Compute:
         memory_bytes=read_memory(ctx, res.get("memory"), (*rpath, "memory")),
         storage=read_storage(ctx, res["storage"], (*rpath, "storage")),
         gpu=read_gpu(ctx, res, rpath),
+        arch=read_arch(res.get("cpu")),
     )
+
+
+def read_arch(cpu: object) -> str | None:
+    """cpu.attributes.arch (read_cpu has checked it), as GroupSpec.needs carries it."""
+    attrs = cpu.get("attributes") if isinstance(cpu, dict) else None
+    arch = attrs.get("arch") if isinstance(attrs, dict) else None
+    return str(arch) if arch is not None else None
 
 
 def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
@@ -87,11 +96,6 @@ def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
             raise Problem(
                 (*path, "attributes", str(key)), f"unsupported cpu attribute {shown(key)}"
             )
-    if "arch" in attrs:  # support.TABLE: not matched, so said rather than dropped in silence
-        ctx.warn(
-            (*path, "attributes", "arch"),
-            "CPU architecture is not matched by gpumarket providers (any may bid)",
-        )
     return millis
 
 

@@ -19,7 +19,13 @@ from marketplace.core.manifest.model import Service, ServiceDeployment
 from marketplace.core.manifest.placement import Placement
 from marketplace.core.manifest.yaml_lines import Path
 from marketplace.core.money import DENOMS, per_block_to_per_hour
-from marketplace.core.resources import GroupSpec, PlacementRequirements, ResourceUnit
+from marketplace.core.resources import (
+    GroupSpec,
+    Need,
+    PlacementRequirements,
+    ResourceUnit,
+    cpu_arch,
+)
 
 
 def read_deployment(
@@ -204,9 +210,37 @@ def build_group(
             attributes, requirements.signed_by_all_of, requirements.signed_by_any_of
         )
     resources = resource_units(ctx, version, mine, services, compute, placement, denom)
-    group = GroupSpec(name=name, requirements=requirements, resources=resources, denom=denom)
+    needs = group_needs(mine, services, compute)
+    group = GroupSpec(
+        name=name, requirements=requirements, resources=resources, denom=denom, needs=needs
+    )
     check_group_totals(ctx, group, placement, mine, path)
     return group
+
+
+def group_needs(
+    mine: list[ServiceDeployment],
+    services: dict[str, Service | None],
+    compute: dict[str, Compute | None],
+) -> tuple[str, ...]:
+    """What a provider must offer to run these deployments beyond resources and attributes
+    (support.TABLE's declined fields): leased IPs, an HTTP ingress for accept hostnames, lease
+    log access, a CPU architecture."""
+    needs: set[str] = set()
+    for d in mine:
+        service, profile = services[d.service], compute[d.profile]
+        if profile is not None and profile.arch:
+            needs.add(f"{Need.CPU_ARCH}{cpu_arch(profile.arch)}")
+        if service is None:
+            continue
+        exposes = service.expose
+        if any(t.ip for e in exposes for t in e.to):
+            needs.add(Need.LEASED_IP.value)
+        if any(e.accept and e.is_global for e in exposes):
+            needs.add(Need.HTTP_INGRESS.value)
+        if service.permissions:
+            needs.add(Need.LOG_ACCESS.value)
+    return tuple(sorted(needs))
 
 
 def resource_units(

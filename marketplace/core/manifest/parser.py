@@ -7,6 +7,7 @@ reading through one ParseContext, which collects every problem it can go on past
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from types import MappingProxyType
 
 from marketplace.core.limits import shown
@@ -23,7 +24,7 @@ from marketplace.core.manifest.services import (
     read_services,
 )
 from marketplace.core.manifest.yaml_lines import duplicate_keys, load_yaml
-from marketplace.core.resources import JobSettings
+from marketplace.core.resources import JobSettings, Need
 
 _TOP_KEYS = (
     "version",
@@ -95,6 +96,10 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
     job = ctx.collect(read_job, ctx, top.get("gpumarket")) or JobSettings()
     reclamation = ctx.collect(read_reclamation, ctx, top)
     groups = build_groups(ctx, version, deployments, services, compute, placements)
+    if reclamation is not None:  # every group's provider must give notice before reclaiming
+        groups = tuple(
+            replace(g, needs=tuple(sorted({*g.needs, Need.RECLAMATION.value}))) for g in groups
+        )
     check_endpoints_used(ctx, endpoints, services)
     if ctx.errors:
         raise ctx.combined()

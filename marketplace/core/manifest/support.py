@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.manifest.model import Expose, HttpOptions, Manifest, Service
-from marketplace.core.resources import ResourceUnit
+from marketplace.core.resources import Need, ResourceUnit
 
 
 class Support(StrEnum):
@@ -113,14 +113,20 @@ TABLE: tuple[FieldSupport, ...] = (
     FieldSupport(f"{EXP}.port", ("Expose.port",), _H),
     FieldSupport(f"{EXP}.as", ("Expose.as_port",), _H, "80 through the HTTP ingress"),
     FieldSupport(f"{EXP}.proto", ("Expose.proto",), _H, "UDP ports published as UDP"),
-    FieldSupport(f"{EXP}.accept", ("Expose.accept",), _H, "routed by the provider's ingress"),
+    FieldSupport(
+        f"{EXP}.accept",
+        ("Expose.accept",),
+        _D,
+        "an HTTP ingress ([ingress] listen) to route the hostnames (needs http-ingress)",
+        lambda m: _any_expose(m, lambda e: bool(e.accept) and e.is_global),
+    ),
     FieldSupport(f"{EXP}.to[].global", ("ExposeTo.global_",), _H, "only global ports publish"),
     FieldSupport(f"{EXP}.to[].service", ("ExposeTo.service",), _H, "one network per lease"),
     FieldSupport(
         f"{EXP}.to[].ip",
         ("ExposeTo.ip",),
-        _G,
-        "no leased IPs; the port is published on the provider's address at a port it picks",
+        _D,
+        "leased IP endpoints, which no gpumarket provider offers yet (needs leased-ip)",
         lambda m: _any_expose(m, lambda e: any(t.ip for t in e.to)),
     ),
     FieldSupport(
@@ -144,8 +150,9 @@ TABLE: tuple[FieldSupport, ...] = (
     FieldSupport(
         f"{SVC}.params.permissions.read",
         ("Service.permissions",),
-        _G,
-        "a container gets no access to its lease's logs or events",
+        _D,
+        "access to the lease's logs from inside its containers, which no gpumarket provider "
+        "offers yet (needs lease-log-access)",
         lambda m: any(s.permissions for s in _services(m)),
     ),
     FieldSupport(
@@ -159,8 +166,9 @@ TABLE: tuple[FieldSupport, ...] = (
     FieldSupport(
         f"{RES}.cpu.attributes.arch",
         (),
-        _G,
-        "the CPU architecture is not matched (the parser warns where it is given)",
+        _D,
+        "that CPU architecture (amd64, arm64; needs cpu-arch/<arch>)",
+        lambda m: any(n.startswith(Need.CPU_ARCH) for g in m.groups for n in g.needs),
     ),
     FieldSupport(f"{RES}.memory.size", ("ResourceUnit.memory_bytes",), _H),
     FieldSupport(f"{RES}.storage", ("ResourceUnit.storage",), _H),
@@ -190,9 +198,16 @@ TABLE: tuple[FieldSupport, ...] = (
     ),
     FieldSupport(
         PLACE,
-        ("Manifest.groups", "GroupSpec.name", "GroupSpec.requirements", "GroupSpec.resources"),
+        (
+            "Manifest.groups",
+            "GroupSpec.name",
+            "GroupSpec.requirements",
+            "GroupSpec.resources",
+            "GroupSpec.needs",
+        ),
         _H,
-        "one order, one provider, one lease per placement",
+        "one order, one provider, one lease per placement; the order names the provider "
+        "features its fields need (GroupSpec.needs), so a provider lacking one declines",
     ),
     FieldSupport(
         f"{PLACE}.attributes",
@@ -226,14 +241,15 @@ TABLE: tuple[FieldSupport, ...] = (
     FieldSupport(
         "endpoints.*.kind",
         ("Manifest.endpoints", "Endpoint.name", "Endpoint.kind"),
-        _G,
-        "no leased IPs (see expose to ip)",
+        _D,
+        "leased IP endpoints (see expose to ip)",
+        lambda m: bool(m.endpoints),
     ),
     FieldSupport(
         "reclamation.min_window",
         ("Manifest.reclamation_min_window_ms",),
-        _G,
-        "no provider offers a reclamation window yet; the lease may close without one",
+        _D,
+        "a reclamation window, which no gpumarket provider offers yet (needs reclamation-window)",
         lambda m: m.reclamation_min_window_ms is not None,
     ),
     FieldSupport("gpumarket", ("Manifest.job",), _H, "gpumarket's own optional settings"),
