@@ -316,6 +316,8 @@ class Ingress:
         if request.length is not None and request.length > options.max_body_size:
             await _answer(writer, 413, f"body over {options.max_body_size} bytes", reader)
             return False
+        if request.expect_continue and (request.chunked or request.length):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is read here, not there
         try:
             body = await asyncio.wait_for(
                 _read_body(reader, request, options.max_body_size), self.limits.body_timeout_s
@@ -423,6 +425,7 @@ class Request:
     chunked: bool
     upgrade: bool  # Connection: upgrade: raw bytes after the head
     close: bool  # the client ends the connection after this request
+    expect_continue: bool  # Expect: 100-continue: the client waits for a go before the body
 
 
 def _headers(lines: list[str]) -> dict[str, list[str]]:
@@ -469,6 +472,7 @@ def parse_request(head: bytes) -> Request:
         chunked=chunked,
         upgrade="upgrade" in connection and "upgrade" in headers,
         close="close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection),
+        expect_continue="100-continue" in _tokens(headers, "expect"),
     )
 
 

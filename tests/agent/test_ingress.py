@@ -29,7 +29,7 @@ from marketplace.core.manifest.model import HttpOptions
 from marketplace.core.matching import Allocation, Capacity, allocate
 from marketplace.core.state import Endpoint
 from provider_agent.config import AgentConfig, ConfigError, RuntimeSection, parse_config
-from provider_agent.container import RuntimeFailure
+from provider_agent.container import ContainerState, RuntimeFailure
 from provider_agent.ingress import (
     Backend,
     BadRequest,
@@ -42,7 +42,12 @@ from provider_agent.ingress import (
 )
 from provider_agent.network import publish_ip
 from provider_agent.runtime import DockerRuntime
-from provider_agent.supervisor import LeaseSupervisor, StatusReport
+from provider_agent.supervisor import (
+    LeaseSupervisor,
+    StatusReport,
+    _http_options,
+    _ingress_label,
+)
 from tests.agent.supervision import Recorder
 from tests.agent.test_docker_runtime import cleanup_provider
 from tests.helpers import wait_until
@@ -421,6 +426,40 @@ def test_an_upgraded_connection_is_copied_raw() -> None:
         await _stop(backend)
 
     asyncio.run(scenario())
+
+
+def test_a_client_expecting_100_continue_is_told_to_send_its_body() -> None:
+    async def scenario() -> None:
+        backend = await _keepalive_backend("a")
+        table = RouteTable()
+        table.set_lease("l", {"a.example": [Backend("127.0.0.1", _port(backend))]})
+        async with _proxy(table) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST / HTTP/1.1\r\nHost: a.example\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 4\r\n\r\n"
+            )
+            go = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert go.startswith(b"HTTP/1.1 100 ")
+            writer.write(b"body")
+            assert (await asyncio.wait_for(_read_message(reader), 5))[1] == b"a:body"
+            await _close(writer)
+        await _stop(backend)
+
+    asyncio.run(scenario())
+
+
+def test_the_supervisor_routes_with_the_expose_http_options_across_readoption() -> None:
+    expose = "- port: 80\n  as: 80\n  to: [{global: true}]\n"
+    options = "  http_options: {max_body_size: 4096, next_tries: 1}\n"
+    (service,) = _sdl("nginx", ["true"], expose + options).services.values()
+    labels = _ingress_label(service)
+    state = ContainerState("c", "n", "running", "l", service.name, 0, labels=labels)
+    (http,) = [e for e in service.expose if e.is_global]
+    assert _http_options(state) == {http.port: http.http_options}
+    assert http.http_options.max_body_size == 4096 and http.http_options.next_tries == 1
+    plain = ContainerState("c", "n", "running", "l", "web", 0)
+    assert _http_options(plain) == {}  # Akash's defaults apply
 
 
 # --- configuration -----------------------------------------------------------------------------
