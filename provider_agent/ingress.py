@@ -8,12 +8,20 @@ each `accept` hostname. The supervisor registers a lease's routes in a `RouteTab
 containers start, restart or are re-adopted, and drops them when the lease ends; the proxy looks
 the Host up per connection and streams bytes both ways to the container's published port.
 
-What the proxy does with a connection: read the request head (at most `max_head_bytes`, within
-`head_timeout_s`: else 431 / 408), take its single Host header (none or several: 400), find the
-backends (none: 404), connect to one (a dead one is skipped; all dead: 502), send the head as it
-came and pipe both ways until both sides close or nothing moves for `idle_timeout_s`. Routing is
-per connection: a keep-alive connection stays with the backend its first request chose, which can
-only ever be a backend that request's Host named. WebSockets pass through as bytes.
+What the proxy does with a connection, per request (HTTP/1.1 keep-alive): read the head (at
+most `max_head_bytes`; the first within `head_timeout_s`, later ones within `idle_timeout_s`:
+else 431 / 408 / closed), take its single Host header (none or several: 400), find the backends
+(none: 404), and apply the route's `http_options` as Akash's nginx ingress does: a body over
+`max_body_size` is a 413 without contacting the lease (by Content-Length up front, or while a
+chunked body arrives); the body (so at most `max_body_size`) is buffered, so a connect error or
+timeout before any response byte is retried on the next replica, up to `next_tries` while the
+case is in `next_cases` and `next_timeout` has not passed; a backend that does not take the
+request within `send_timeout` or answer within `read_timeout` is a 504. The response is
+relayed framed by Content-Length, chunked, or until the backend closes (which ends the
+client connection too); each request gets its own backend connection. `Connection: upgrade`
+requests (WebSockets) switch to raw bytes both ways, until both sides close or nothing moves
+for `idle_timeout_s`. Each request is routed by its own Host, so a keep-alive connection only
+ever reaches backends its requests named.
 """
 
 from __future__ import annotations
@@ -25,22 +33,27 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
+
+from marketplace.core.manifest.model import HttpOptions
 
 log = logging.getLogger(__name__)
 
 PIPE_CHUNK = 64 * 1024
 LINGER_BYTES = 256 * 1024  # read and dropped after an error answer, at most
 LINGER_S = 1.0
+AKASH_HTTP = HttpOptions()  # 1 MiB bodies, 60 s timeouts, 3 tries on error or timeout
 
 
 @dataclass(frozen=True)
 class Backend:
-    """Where a route's container answers: its published host port."""
+    """Where a route's container answers: its published host port, and the expose's HTTP
+    options (body size, timeouts, retries), as Akash's ingress applies them."""
 
     host: str
     port: int
+    options: HttpOptions = AKASH_HTTP
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class IngressLimits:
     head_timeout_s: float = 10.0  # to send the whole head
     connect_timeout_s: float = 5.0  # to reach a backend
     idle_timeout_s: float = 300.0  # no byte either way: the connection is closed
+    body_timeout_s: float = 60.0  # to send a request body (at most the route's max_body_size)
     max_connections: int = 1024  # open at once; beyond it: 503
 
 
@@ -172,9 +186,11 @@ REASONS = {
     400: "Bad Request",
     404: "Not Found",
     408: "Request Timeout",
+    413: "Content Too Large",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
     503: "Service Unavailable",
+    504: "Gateway Timeout",
 }
 
 
@@ -236,23 +252,46 @@ class Ingress:
                 await writer.wait_closed()
 
     async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.limits.head_timeout_s)
-            host = host_of(head)
-        except asyncio.LimitOverrunError:
-            too_big = f"request head over {self.limits.max_head_bytes} bytes"
-            await _answer(writer, 431, too_big, reader)
-            return
-        except TimeoutError:
-            await _answer(writer, 408, "request head not received in time")
-            return
-        except BadRequest as exc:
-            await _answer(writer, exc.status, str(exc), reader)
-            return
-        backends = self.routes.lookup(host)
-        if not backends:
-            await _answer(writer, 404, f"no lease serves {host}")
-            return
+        wait = self.limits.head_timeout_s
+        while True:  # one request per turn: HTTP/1.1 keep-alive
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
+                request = parse_request(head)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    await _answer(writer, 400, "the request head ended early")
+                return  # the client closed between requests
+            except asyncio.LimitOverrunError:
+                too_big = f"request head over {self.limits.max_head_bytes} bytes"
+                await _answer(writer, 431, too_big, reader)
+                return
+            except TimeoutError:
+                if wait == self.limits.head_timeout_s:
+                    await _answer(writer, 408, "request head not received in time")
+                return
+            except BadRequest as exc:
+                await _answer(writer, exc.status, str(exc), reader)
+                return
+            backends = self.routes.lookup(request.host)
+            if not backends:
+                await _answer(writer, 404, f"no lease serves {request.host}")
+                return
+            if request.upgrade:
+                await self._tunnel(head, request.host, backends, reader, writer)
+                return
+            if not await self._exchange(head, request, backends, reader, writer):
+                return
+            wait = self.limits.idle_timeout_s
+
+    async def _tunnel(
+        self,
+        head: bytes,
+        host: str,
+        backends: tuple[Backend, ...],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """An upgraded connection (WebSocket): bytes both ways from here on."""
         upstream = await self._connect(backends)
         if upstream is None:
             await _answer(writer, 502, f"the lease serving {host} does not answer")
@@ -262,9 +301,100 @@ class Ingress:
             up_writer.write(head)
             await _pipe_both(reader, writer, up_reader, up_writer, self.limits.idle_timeout_s)
         finally:
-            up_writer.close()
-            with contextlib.suppress(ConnectionError):
-                await up_writer.wait_closed()
+            await _shut(up_writer)
+
+    async def _exchange(
+        self,
+        head: bytes,
+        request: Request,
+        backends: tuple[Backend, ...],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """One request and its response; whether the client connection stays open."""
+        options = backends[0].options
+        if request.length is not None and request.length > options.max_body_size:
+            await _answer(writer, 413, f"body over {options.max_body_size} bytes", reader)
+            return False
+        if request.expect_continue and (request.chunked or request.length):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the body is read here, not there
+        try:
+            body = await asyncio.wait_for(
+                _read_body(reader, request, options.max_body_size), self.limits.body_timeout_s
+            )
+        except BodyTooLarge:
+            await _answer(writer, 413, f"body over {options.max_body_size} bytes", reader)
+            return False
+        except TimeoutError:
+            await _answer(writer, 408, "request body not received in time")
+            return False
+        except ValueError as exc:
+            await _answer(writer, 400, str(exc), reader)
+            return False
+        tries = min(options.next_tries or len(backends), len(backends))
+        deadline = (
+            time.monotonic() + options.next_timeout_ms / 1000 if options.next_timeout_ms else None
+        )
+        failure = "error"
+        for turn, backend in enumerate(backends[:tries]):
+            last = turn == tries - 1 or (deadline is not None and time.monotonic() >= deadline)
+            outcome = await self._try(backend, head + body, request, writer)
+            if isinstance(outcome, bool):
+                return outcome
+            failure = outcome
+            if last or failure not in options.next_cases:
+                break
+        if failure == "timeout":
+            await _answer(writer, 504, f"the lease serving {request.host} did not answer in time")
+        else:
+            await _answer(writer, 502, f"the lease serving {request.host} does not answer")
+        return False
+
+    async def _try(
+        self, backend: Backend, data: bytes, request: Request, writer: asyncio.StreamWriter
+    ) -> bool | str:
+        """Send the buffered request to one backend and relay its response: whether the client
+        connection stays open; or, when no response byte came, the failure ("error", "timeout")."""
+        options = backend.options
+        read_s = min(options.read_timeout_ms / 1000, self.limits.idle_timeout_s)
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    backend.host, backend.port, limit=self.limits.max_head_bytes
+                ),
+                self.limits.connect_timeout_s,
+            )
+        except TimeoutError:
+            return "timeout"
+        except OSError as exc:
+            log.info("ingress backend %s:%d: %s", backend.host, backend.port, exc)
+            return "error"
+        try:
+            try:
+                up_writer.write(data)
+                await asyncio.wait_for(up_writer.drain(), options.send_timeout_ms / 1000)
+                while True:  # interim 1xx answers are relayed, then the final one
+                    head = await asyncio.wait_for(up_reader.readuntil(b"\r\n\r\n"), read_s)
+                    status, length, chunked, close = parse_response(head)
+                    if status >= 200 or status == 101:
+                        break
+                    writer.write(head)
+            except TimeoutError:
+                idle = self.limits.idle_timeout_s < options.read_timeout_ms / 1000
+                return False if idle else "timeout"  # idle: closed, as every idle connection
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                return "error"
+            writer.write(head)
+            await writer.drain()
+            if request.method == "HEAD" or status in (204, 304):
+                return not (close or request.close)
+            try:
+                complete = await _relay_body(up_reader, writer, length, chunked, read_s)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                return False  # the response started: the client sees the connection end
+            return complete and not (close or request.close)
+        finally:
+            await _shut(up_writer)
 
     async def _connect(
         self, backends: tuple[Backend, ...]
@@ -278,6 +408,167 @@ class Ingress:
             except (OSError, TimeoutError) as exc:
                 log.info("ingress backend %s:%d: %s", backend.host, backend.port, exc)
         return None
+
+
+# --- HTTP/1.1 framing ---------------------------------------------------------------------------
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    host: str
+    length: int | None  # Content-Length; None when chunked or absent
+    chunked: bool
+    upgrade: bool  # Connection: upgrade: raw bytes after the head
+    close: bool  # the client ends the connection after this request
+    expect_continue: bool  # Expect: 100-continue: the client waits for a go before the body
+
+
+def _headers(lines: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if colon:
+            found.setdefault(name.strip().lower(), []).append(value.strip())
+    return found
+
+
+def _tokens(headers: dict[str, list[str]], name: str) -> set[str]:
+    return {t.strip().lower() for v in headers.get(name, []) for t in v.split(",") if t.strip()}
+
+
+def _framing(headers: dict[str, list[str]]) -> tuple[int | None, bool]:
+    """(Content-Length, chunked) of a message; ValueError when they cannot be trusted."""
+    chunked = "chunked" in _tokens(headers, "transfer-encoding")
+    lengths = set(headers.get("content-length", []))
+    if chunked and lengths:
+        raise ValueError("both Content-Length and chunked")  # request smuggling
+    if not lengths:
+        return None, chunked
+    if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+        raise ValueError("a bad Content-Length")
+    return int(next(iter(lengths))), False
+
+
+def parse_request(head: bytes) -> Request:
+    """The routing and framing of a request head. Raises BadRequest."""
+    host = host_of(head)
+    request_line, *lines = head.decode("latin-1").split("\r\n")
+    method, _, version = request_line.split(" ")
+    headers = _headers(lines)
+    try:
+        length, chunked = _framing(headers)
+    except ValueError as exc:
+        raise BadRequest(400, str(exc)) from exc
+    connection = _tokens(headers, "connection")
+    return Request(
+        method=method,
+        host=host,
+        length=length,
+        chunked=chunked,
+        upgrade="upgrade" in connection and "upgrade" in headers,
+        close="close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection),
+        expect_continue="100-continue" in _tokens(headers, "expect"),
+    )
+
+
+def parse_response(head: bytes) -> tuple[int, int | None, bool, bool]:
+    """(status, Content-Length, chunked, closes) of a response head; ValueError if malformed."""
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise ValueError("not an HTTP/1.x status line")
+    headers = _headers(lines)
+    length, chunked = _framing(headers)
+    connection = _tokens(headers, "connection")
+    close = "close" in connection or (parts[0] == "HTTP/1.0" and "keep-alive" not in connection)
+    return int(parts[1]), length, chunked, close
+
+
+async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, int]]:
+    """A chunked body as it came, piece by piece, with each piece's payload size."""
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError as exc:
+            raise ValueError("a bad chunk size") from exc
+        if size < 0:
+            raise ValueError("a bad chunk size")
+        if size == 0:
+            trailer = line
+            while True:
+                end = await reader.readuntil(b"\r\n")
+                trailer += end
+                if end == b"\r\n":
+                    yield trailer, 0
+                    return
+        yield line, 0
+        rest = size + 2
+        while rest:
+            data = await reader.readexactly(min(rest, PIPE_CHUNK))
+            rest -= len(data)
+            yield data, len(data) - max(0, 2 - rest)
+
+
+async def _read_body(reader: asyncio.StreamReader, request: Request, most: int) -> bytes:
+    """The whole request body as it came (to be sent again on a retry); BodyTooLarge past
+    `most` payload bytes."""
+    if request.length is not None:
+        return await reader.readexactly(request.length)  # checked against `most` already
+    if not request.chunked:
+        return b""
+    parts, size = [], 0
+    async for data, payload in _chunks(reader):
+        size += payload
+        if size > most:
+            raise BodyTooLarge()
+        parts.append(data)
+    return b"".join(parts)
+
+
+async def _relay_body(
+    src: asyncio.StreamReader,
+    dst: asyncio.StreamWriter,
+    length: int | None,
+    chunked: bool,
+    read_s: float,
+) -> bool:
+    """Copy a response body; whether it ended framed (else it ran until the backend closed)."""
+    if chunked:
+        pieces = _chunks(src)
+        while True:
+            try:
+                data, _ = await asyncio.wait_for(anext(pieces), read_s)
+            except StopAsyncIteration:
+                return True
+            dst.write(data)
+            await dst.drain()
+    rest = length
+    while rest is None or rest > 0:
+        data = await asyncio.wait_for(
+            src.read(PIPE_CHUNK if rest is None else min(rest, PIPE_CHUNK)), read_s
+        )
+        if not data:
+            if rest is None:
+                return False
+            raise asyncio.IncompleteReadError(b"", rest)
+        dst.write(data)
+        await dst.drain()
+        if rest is not None:
+            rest -= len(data)
+    return True
+
+
+async def _shut(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
 
 
 async def _answer(

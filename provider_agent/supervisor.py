@@ -14,6 +14,7 @@ started twice. Callbacks (`report`, `ship_logs`) are called from worker threads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from marketplace.core import units
 from marketplace.core.manifest import Manifest, Service
+from marketplace.core.manifest.model import HttpOptions
 from marketplace.core.matching import Allocation
 from marketplace.core.resources import GroupSpec, JobKind, JobSettings, ResourceUnit, RestartPolicy
 from marketplace.core.state import Endpoint
@@ -39,13 +41,14 @@ from provider_agent.container import (
     RuntimeFailure,
     VolumeMount,
 )
-from provider_agent.ingress import Backend, IngressSite, lease_hostname
+from provider_agent.ingress import AKASH_HTTP, Backend, IngressSite, lease_hostname
 from provider_agent.network import backend_host
 from provider_agent.registry import RegistryAuth, auth_for
 
 log = logging.getLogger(__name__)
 LABEL_RESTART = f"{LABEL}.restart"
 LABEL_RESTARTS = f"{LABEL}.restarts-left"
+LABEL_HTTP = f"{LABEL}.http"  # the HTTP ports' http_options, JSON, as the ingress applies them
 LABEL_INGRESS = f"{LABEL}.ingress"  # "80=a.example,b.example;8080=": ports the ingress serves
 LOG_BATCH = 200
 LOG_FLUSH_S = 0.2
@@ -306,9 +309,11 @@ class LeaseSupervisor:
         backend = backend_host(self.publish_ip)
         for s in states:
             published = dict(s.ports)
+            options = _http_options(s)
             for port, name in _hostnames(lease.lease_id, s, site.domain):
                 if port in published:
-                    routes.setdefault(name, []).append(Backend(backend, published[port]))
+                    route = Backend(backend, published[port], options.get(port, AKASH_HTTP))
+                    routes.setdefault(name, []).append(route)
         for name in site.routes.set_lease(lease.lease_id, routes):
             self._system_log(lease.lease_id, f"ingress: {name} is served by another lease")
 
@@ -633,7 +638,31 @@ def _ingress_label(service: Service) -> tuple[tuple[str, str], ...]:
     if not http:
         return ()
     text = ";".join(f"{port}={','.join(hosts)}" for port, hosts in sorted(http.items()))
-    return ((LABEL_INGRESS, text),)
+    options = {
+        str(e.port): dataclasses.astuple(e.http_options)
+        for e in reversed(service.expose)
+        if e.port in http and e.http_options != AKASH_HTTP
+    }
+    return ((LABEL_INGRESS, text), *([(LABEL_HTTP, json.dumps(options))] if options else []))
+
+
+def _http_options(state: ContainerState) -> dict[int, HttpOptions]:
+    """The http_options of the container's HTTP ports, from its label (defaults: absent)."""
+    try:
+        found = json.loads(state.label(LABEL_HTTP) or "{}")
+        return {int(port): _options_of(values) for port, values in found.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _options_of(values: list[object]) -> HttpOptions:
+    size, read, send, tries, next_timeout, cases = values
+    if not isinstance(cases, list):
+        raise TypeError("next_cases is a list")
+    size_, read_, send_, tries_, next_ = (
+        int(str(v)) for v in (size, read, send, tries, next_timeout)
+    )
+    return HttpOptions(size_, read_, send_, tries_, next_, tuple(str(c) for c in cases))
 
 
 def _ingress_ports(state: ContainerState) -> list[tuple[int, tuple[str, ...]]]:

@@ -25,10 +25,11 @@ from pathlib import Path
 import pytest
 
 from marketplace.core.manifest import Manifest, parse_manifest
+from marketplace.core.manifest.model import HttpOptions
 from marketplace.core.matching import Allocation, Capacity, allocate
 from marketplace.core.state import Endpoint
 from provider_agent.config import AgentConfig, ConfigError, RuntimeSection, parse_config
-from provider_agent.container import RuntimeFailure
+from provider_agent.container import ContainerState, RuntimeFailure
 from provider_agent.ingress import (
     Backend,
     BadRequest,
@@ -41,7 +42,12 @@ from provider_agent.ingress import (
 )
 from provider_agent.network import publish_ip
 from provider_agent.runtime import DockerRuntime
-from provider_agent.supervisor import LeaseSupervisor, StatusReport
+from provider_agent.supervisor import (
+    LeaseSupervisor,
+    StatusReport,
+    _http_options,
+    _ingress_label,
+)
 from tests.agent.supervision import Recorder
 from tests.agent.test_docker_runtime import cleanup_provider
 from tests.helpers import wait_until
@@ -153,7 +159,7 @@ def _get(host: str, body: bytes = b"") -> bytes:
         method
         + b" / HTTP/1.1\r\nHost: "
         + host.encode()
-        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
         + body
     )
 
@@ -230,6 +236,230 @@ def test_an_idle_proxied_connection_is_closed() -> None:
         await backend.wait_closed()
 
     asyncio.run(scenario())
+
+
+# --- per-request HTTP: keep-alive, framing, the expose's http_options ---------------------------
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = b""
+    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        body += (await reader.readexactly(size + 2))[:-2]
+    await reader.readuntil(b"\r\n")
+    return body
+
+
+async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(head, decoded body) of one HTTP/1.1 message framed by Content-Length or chunked."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lower = head.lower()
+    if b"transfer-encoding: chunked" in lower:
+        return head, await _read_chunked(reader)
+    for line in lower.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return head, await reader.readexactly(int(line.split(b":")[1]))
+    return head, b""
+
+
+async def _keepalive_backend(name: str, delay: float = 0.0) -> asyncio.Server:
+    """An HTTP/1.1 server that keeps connections open and answers `name:` + the body, chunked
+    when the request was chunked."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await _answer_each(reader, writer, name, delay)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()  # also when the test ends first (cancelled mid-sleep)
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def _answer_each(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str, delay: float
+) -> None:
+    """Answer each request on the connection with `name:` + its body."""
+    while True:
+        head, body = await _read_message(reader)
+        await asyncio.sleep(delay)
+        reply = f"{name}:".encode() + body
+        if b"chunked" in head.lower():
+            half = len(reply) // 2
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for part in (reply[:half], reply[half:]):
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            writer.write(b"0\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(reply))
+            writer.write(reply)
+        await writer.drain()
+
+
+def _request(host: str, body: bytes = b"", chunked: bool = False) -> bytes:
+    head = b"POST / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+    if not chunked:
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    data = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 1000]), body[i : i + 1000])
+        for i in range(0, len(body), 1000)
+    )
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + data + b"0\r\n\r\n"
+
+
+async def _stop(*servers: asyncio.Server) -> None:
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+def test_keep_alive_routes_each_request_and_relays_chunked_bodies_intact() -> None:
+    async def scenario() -> None:
+        a, b = await _keepalive_backend("a"), await _keepalive_backend("b")
+        table = RouteTable()
+        table.set_lease("la", {"a.example": [Backend("127.0.0.1", _port(a))]})
+        table.set_lease("lb", {"b.example": [Backend("127.0.0.1", _port(b))]})
+        async with _proxy(table) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_request("a.example", b"one"))
+            assert (await _read_message(reader))[1] == b"a:one"
+            writer.write(_request("b.example", b"two"))  # the same connection, another lease
+            assert (await _read_message(reader))[1] == b"b:two"
+            body = bytes(range(256)) * 1000
+            writer.write(_request("a.example", body, chunked=True))
+            head, answer = await asyncio.wait_for(_read_message(reader), 10)
+            assert b"chunked" in head.lower() and answer == b"a:" + body
+            await _close(writer)
+        await _stop(a, b)
+
+    asyncio.run(scenario())
+
+
+def test_max_body_size_refuses_a_body_over_it_with_413() -> None:
+    async def scenario() -> None:
+        backend = await _keepalive_backend("a")
+        body = b"z" * (2 * 1024 * 1024)
+        for most, chunked in ((1024 * 1024, False), (1024 * 1024, True), (4 * 1024 * 1024, False)):
+            options = HttpOptions(max_body_size=most)
+            table = RouteTable()
+            table.set_lease("la", {"a.example": [Backend("127.0.0.1", _port(backend), options)]})
+            async with _proxy(table) as port:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(_request("a.example", body, chunked))
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                head, answer = await asyncio.wait_for(_read_message(reader), 10)
+                if most < len(body):
+                    assert head.startswith(b"HTTP/1.1 413 "), (most, chunked)
+                else:
+                    assert head.startswith(b"HTTP/1.1 200 ") and answer == b"a:" + body
+                await _close(writer)
+        await _stop(backend)
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_backend_is_a_504_after_read_timeout() -> None:
+    async def scenario() -> None:
+        slow = await _keepalive_backend("slow", delay=3.0)
+        options = HttpOptions(read_timeout_ms=300, next_tries=1)
+        table = RouteTable()
+        table.set_lease("l", {"a.example": [Backend("127.0.0.1", _port(slow), options)]})
+        async with _proxy(table) as port:
+            started = asyncio.get_running_loop().time()
+            answer = await _ask(port, _get("a.example"))
+            assert answer.startswith(b"HTTP/1.1 504 ")
+            assert asyncio.get_running_loop().time() - started < 2.5
+        await _stop(slow)
+
+    asyncio.run(scenario())
+
+
+def test_a_dead_replica_is_retried_on_the_next_within_next_tries() -> None:
+    async def scenario() -> None:
+        alive = await _keepalive_backend("alive")
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))  # never listening: refused
+        replicas = [dead.getsockname()[1], _port(alive)]
+        for tries, expect_all in ((3, True), (1, False)):
+            options = HttpOptions(next_tries=tries)
+            table = RouteTable()
+            backends = [Backend("127.0.0.1", p, options) for p in replicas]
+            table.set_lease("l", {"a.example": backends})
+            async with _proxy(table) as port:
+                answers = [await _ask(port, _get("a.example", b"x")) for _ in range(2)]
+            ok = [a.endswith(b"alive:x") for a in answers]
+            assert all(ok) if expect_all else ok.count(True) == 1, answers
+        dead.close()
+        await _stop(alive)
+
+    asyncio.run(scenario())
+
+
+def test_an_upgraded_connection_is_copied_raw() -> None:
+    async def scenario() -> None:
+        async def websocket(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n")
+            writer.write(b"Connection: Upgrade\r\n\r\n")
+            try:
+                while data := await reader.read(1024):
+                    writer.write(data[::-1])  # not HTTP: raw frames both ways
+                    await writer.drain()
+            finally:
+                writer.close()
+
+        backend = await asyncio.start_server(websocket, "127.0.0.1", 0)
+        table = RouteTable()
+        table.set_lease("l", {"a.example": [Backend("127.0.0.1", _port(backend))]})
+        async with _proxy(table) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\n\r\n"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            writer.write(b"\x81\x04ping")
+            assert await asyncio.wait_for(reader.readexactly(6), 5) == b"gnip\x04\x81"
+            await _close(writer)
+        await _stop(backend)
+
+    asyncio.run(scenario())
+
+
+def test_a_client_expecting_100_continue_is_told_to_send_its_body() -> None:
+    async def scenario() -> None:
+        backend = await _keepalive_backend("a")
+        table = RouteTable()
+        table.set_lease("l", {"a.example": [Backend("127.0.0.1", _port(backend))]})
+        async with _proxy(table) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST / HTTP/1.1\r\nHost: a.example\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 4\r\n\r\n"
+            )
+            go = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert go.startswith(b"HTTP/1.1 100 ")
+            writer.write(b"body")
+            assert (await asyncio.wait_for(_read_message(reader), 5))[1] == b"a:body"
+            await _close(writer)
+        await _stop(backend)
+
+    asyncio.run(scenario())
+
+
+def test_the_supervisor_routes_with_the_expose_http_options_across_readoption() -> None:
+    expose = "- port: 80\n  as: 80\n  to: [{global: true}]\n"
+    options = "  http_options: {max_body_size: 4096, next_tries: 1}\n"
+    (service,) = _sdl("nginx", ["true"], expose + options).services.values()
+    labels = _ingress_label(service)
+    state = ContainerState("c", "n", "running", "l", service.name, 0, labels=labels)
+    (http,) = [e for e in service.expose if e.is_global]
+    assert _http_options(state) == {http.port: http.http_options}
+    assert http.http_options.max_body_size == 4096 and http.http_options.next_tries == 1
+    plain = ContainerState("c", "n", "running", "l", "web", 0)
+    assert _http_options(plain) == {}  # Akash's defaults apply
 
 
 # --- configuration -----------------------------------------------------------------------------

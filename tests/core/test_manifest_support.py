@@ -81,7 +81,7 @@ def test_fields_a_provider_cannot_honour_are_declined_and_noted() -> None:
     for path in ("services.*.expose[].to[].ip", "endpoints.*.kind", "reclamation.min_window"):
         assert found[path].support is Support.DECLINED
         assert found[path].message.startswith("declined by providers that lack "), path
-    assert found["services.*.expose[].http_options"].support is Support.DEGRADED
+    assert "services.*.expose[].http_options" not in found  # honoured: the ingress applies it
     assert set(manifest.groups[0].needs) == {"leased-ip", "reclamation-window"}
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from marketplace.core.errors import InvalidArgument
-from marketplace.core.manifest.model import Expose, HttpOptions, Manifest, Service
+from marketplace.core.manifest.model import Expose, Manifest, Service
 from marketplace.core.resources import Need, ResourceUnit
 
 
@@ -70,10 +70,6 @@ def _class_used(manifest: Manifest) -> bool:
 
 def _gpu_used(manifest: Manifest) -> bool:
     return any(u.gpu.units for u in _units(manifest))
-
-
-def _custom_http(manifest: Manifest) -> bool:
-    return _any_expose(manifest, lambda e: e.http_options != HttpOptions())
 
 
 _H, _D, _R, _G = Support.HONOURED, Support.DECLINED, Support.REFUSED, Support.DEGRADED
@@ -140,9 +136,8 @@ TABLE: tuple[FieldSupport, ...] = (
             "HttpOptions.next_timeout_ms",
             "HttpOptions.next_cases",
         ),
-        _G,
-        "the provider's ingress applies its own body-size, timeout and retry settings",
-        _custom_http,
+        _H,
+        "the provider's ingress applies them per request on the routed hosts, as Akash's does",
     ),
     FieldSupport(f"{SVC}.params.storage.*", ("Service.storage", "StorageMount.volume"), _H),
     FieldSupport(f"{SVC}.params.storage.*.mount", ("StorageMount.mount",), _H),
