@@ -67,35 +67,48 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with ServerThread(tmp_path_factory.mktemp("market")) as server:
-        keys = {name: Key.generate() for name in ("alice", "mallory", "p", "q")}
-        keys["admin"] = server.admin
-        faucet = TenantClient(server.address, server.admin)
-        for name in ("alice", "mallory"):
-            faucet.fund(keys[name].address, 100 * money.MICRO)
-        for name in ("p", "q"):
-            ProviderClient(server.address, keys[name]).register(provider_registration(name))
-        w = World(server, keys, pb.Deployment(), pb.Lease(), pb.Deployment())
-        alice, p = w.tenant("alice"), w.provider("p")
+        yield populated_world(server, gpu_sdl, "secret=hunter2")
 
-        dep = alice.create_deployment(gpu_sdl(bid_window="300ms"), money.MICRO)
-        p.place_bid(dep.order_ids[0], 500_000)
-        created = next(
-            e for e in alice.watch_deployment(dep.id) if e.kind == DeploymentEventKind.LEASE_CREATED
-        )
-        endpoint = pb.Endpoint(service="train", port=8080, host="p.example", external_port=30080)
-        p.report_status(
-            pb.LeaseStatusReport(
-                lease_id=created.lease_id, state=pb.LEASE_RUNNING, endpoints=[endpoint]
-            )
-        )
-        p.report_logs(created.lease_id, [pb.LogLine(line="secret=hunter2")])
-        w.lease = alice.get_lease(created.lease_id)
-        w.leased_dep = alice.get_deployment(dep.id)
 
-        w.sealed_dep = alice.create_deployment(gpu_sdl(bid_window="60s"), money.MICRO)
-        p.place_bid(w.sealed_dep.order_ids[0], 400_000)
-        w.provider("q").place_bid(w.sealed_dep.order_ids[0], 450_000)
-        yield w
+def populated_world(
+    server: ServerThread,
+    sdl: Callable[..., bytes],
+    log_line: str,
+    losing_bid: int | None = None,
+) -> World:
+    """D1: leased to p (q bid `losing_bid` too, and lost), running, with `log_line` in its log;
+    D2: in its bid window, bid on by p and q."""
+    keys = {name: Key.generate() for name in ("alice", "mallory", "p", "q")}
+    keys["admin"] = server.admin
+    faucet = TenantClient(server.address, server.admin)
+    for name in ("alice", "mallory"):
+        faucet.fund(keys[name].address, 100 * money.MICRO)
+    for name in ("p", "q"):
+        ProviderClient(server.address, keys[name]).register(provider_registration(name))
+    w = World(server, keys, pb.Deployment(), pb.Lease(), pb.Deployment())
+    alice, p, q = w.tenant("alice"), w.provider("p"), w.provider("q")
+
+    dep = alice.create_deployment(sdl(bid_window="300ms"), money.MICRO)
+    p.place_bid(dep.order_ids[0], 500_000)
+    if losing_bid is not None:
+        q.place_bid(dep.order_ids[0], losing_bid)
+    created = next(
+        e for e in alice.watch_deployment(dep.id) if e.kind == DeploymentEventKind.LEASE_CREATED
+    )
+    endpoint = pb.Endpoint(service="train", port=8080, host="p.example", external_port=30080)
+    p.report_status(
+        pb.LeaseStatusReport(
+            lease_id=created.lease_id, state=pb.LEASE_RUNNING, endpoints=[endpoint]
+        )
+    )
+    p.report_logs(created.lease_id, [pb.LogLine(line=log_line)])
+    w.lease = alice.get_lease(created.lease_id)
+    w.leased_dep = alice.get_deployment(dep.id)
+
+    w.sealed_dep = alice.create_deployment(sdl(bid_window="60s"), money.MICRO)
+    p.place_bid(w.sealed_dep.order_ids[0], 400_000)
+    q.place_bid(w.sealed_dep.order_ids[0], 450_000)
+    return w
 
 
 # --- the table ----------------------------------------------------------------------------------

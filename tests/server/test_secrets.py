@@ -20,17 +20,13 @@ import pytest
 from click.testing import CliRunner
 from google.protobuf.message import Message
 
-from marketplace.api.client import ProviderClient, TenantClient
 from marketplace.api.envelope import seal
-from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.main import cli
 from marketplace.core import money
 from marketplace.core.errors import InvalidArgument, NotFound
-from marketplace.core.events import DeploymentEventKind
-from marketplace.identity import Key
 from marketplace.server.logs import JsonFormatter
-from marketplace.server.testing import ServerThread, gpu_sdl, provider_registration
-from tests.server.test_reads import READS, Read, World
+from marketplace.server.testing import ServerThread, gpu_sdl
+from tests.server.test_reads import READS, Read, World, populated_world
 
 PASSWORD = f"registry-pw-{uuid.uuid4().hex}"
 READERS = ("alice", "mallory", "p", "q", "admin")  # owner, stranger, winner, loser, admin
@@ -85,37 +81,8 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Market]:
 
 
 def _world(server: ServerThread) -> World:
-    """D1: leased to p (q bid too, and lost), running, with a log line; D2: in its bid window."""
-    keys = {name: Key.generate() for name in ("alice", "mallory", "p", "q")}
-    keys["admin"] = server.admin
-    faucet = TenantClient(server.address, server.admin)
-    for name in ("alice", "mallory"):
-        faucet.fund(keys[name].address, 100 * money.MICRO)
-    for name in ("p", "q"):
-        ProviderClient(server.address, keys[name]).register(provider_registration(name))
-    w = World(server, keys, pb.Deployment(), pb.Lease(), pb.Deployment())
-    alice, p, q = w.tenant("alice"), w.provider("p"), w.provider("q")
-
-    dep = alice.create_deployment(private_sdl(bid_window="300ms"), money.MICRO)
-    p.place_bid(dep.order_ids[0], 500_000)
-    q.place_bid(dep.order_ids[0], 900_000)
-    created = next(
-        e for e in alice.watch_deployment(dep.id) if e.kind == DeploymentEventKind.LEASE_CREATED
-    )
-    endpoint = pb.Endpoint(service="train", port=8080, host="p.example", external_port=30080)
-    p.report_status(
-        pb.LeaseStatusReport(
-            lease_id=created.lease_id, state=pb.LEASE_RUNNING, endpoints=[endpoint]
-        )
-    )
-    p.report_logs(created.lease_id, [pb.LogLine(line="training")])
-    w.lease = alice.get_lease(created.lease_id)
-    w.leased_dep = alice.get_deployment(dep.id)
-
-    w.sealed_dep = alice.create_deployment(private_sdl(bid_window="60s"), money.MICRO)
-    p.place_bid(w.sealed_dep.order_ids[0], 400_000)
-    q.place_bid(w.sealed_dep.order_ids[0], 450_000)
-    return w
+    """test_reads' world with a private image's credentials in every SDL; q bid on D1 and lost."""
+    return populated_world(server, private_sdl, "training", losing_bid=900_000)
 
 
 def _bytes(message: Message) -> bytes:
