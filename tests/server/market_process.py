@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pytest
 
@@ -28,13 +29,17 @@ START_TIMEOUT_S = 30.0
 
 class MarketProcess:
     """One `market serve` process on a data dir. Its output goes to a file beside the data dir,
-    never to a pipe nobody reads while it runs: a chatty server would fill the pipe and block."""
+    never to a pipe nobody reads while it runs: a chatty server would fill the pipe and block.
+    With SEPARATE_LOG its stderr (the log) goes to a file of its own."""
+
+    SEPARATE_LOG = False
 
     def __init__(self, data_dir: Path, args: tuple[str, ...], listen: str) -> None:
         self.data_dir = data_dir
         self.args = args
         self.listen = listen
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.stderr_path = data_dir.parent / f"{data_dir.name}.stderr"
         self.port_file = data_dir.parent / f"{data_dir.name}.port"
         self.proc: subprocess.Popen[bytes] | None = None
         self.address = ""
@@ -48,11 +53,13 @@ class MarketProcess:
         """(Re)start on the same data dir, arguments and listen address; wait until listening."""
         self.port_file.unlink(missing_ok=True)
         command = [*SERVE, "--listen", self.listen, "--data-dir", str(self.data_dir)]
-        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+        err_path = self.stderr_path if self.SEPARATE_LOG else self.log_path
+        # the child keeps its own copies of the fds
+        with self.log_path.open("ab") as out, err_path.open("ab") as err:
             self.proc = subprocess.Popen(
                 [*command, "--port-file", str(self.port_file), *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdout=out,
+                stderr=err,
                 umask=UMASK,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -64,6 +71,11 @@ class MarketProcess:
             time.sleep(0.02)
         self.address = self.port_file.read_text().strip()
         return self
+
+    @property
+    def root(self) -> Path:
+        """The folder that holds the data dir and the output files."""
+        return self.data_dir.parent
 
     @property
     def port(self) -> int:
@@ -81,7 +93,8 @@ class MarketProcess:
 
     def output(self) -> str:
         """Everything the server printed, over all its starts."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        found = [p for p in (self.log_path, self.stderr_path) if p.exists()]
+        return "".join(p.read_text(errors="replace") for p in found)
 
     def memory_mib(self, field: str) -> float:
         """VmHWM (peak resident) or VmRSS of the server process, in MiB."""
@@ -102,7 +115,7 @@ class MarketProcess:
             self.proc.wait(20)
         return self.output()
 
-    def __enter__(self) -> MarketProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

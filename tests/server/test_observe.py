@@ -14,14 +14,12 @@ import json
 import logging
 import math
 import re
-import subprocess
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import grpc
 import pytest
@@ -39,11 +37,10 @@ from marketplace.identity import Key
 from marketplace.server.logs import JsonFormatter, TextFormatter, Throttle, fields, fields_of
 from marketplace.server.metrics import Registry
 from marketplace.server.observe import MarketFigures, MarketObserver
-from marketplace.server.serve import ADMIN_KEY_FILE
 from marketplace.server.testing import gpu_sdl
 from tests.core.test_market import ADMIN, deploy, gpu_group, market_with
 from tests.helpers import funded_tenant, registered_provider, wait_until
-from tests.server.market_process import SERVE, START_TIMEOUT_S, UMASK, refused_start
+from tests.server.market_process import MarketProcess, refused_start
 
 UNITS = money.MICRO
 SECRET_ENV = "hunter2-do-not-log"
@@ -53,44 +50,21 @@ FLOOD = 500
 # --- the server as an operator runs it ---------------------------------------------------------
 
 
-class LoggedMarket:
-    """`market serve` with stdout and stderr (the log) in files, read while it runs."""
+class LoggedMarket(MarketProcess):
+    """`market serve` with stdout and stderr (the log) in files of their own, read while it runs."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], root: Path, address: str) -> None:
-        self.proc = proc
-        self.root = root
-        self.address = address
+    SEPARATE_LOG = True
 
     @classmethod
-    def start(cls, root: Path, *args: str) -> LoggedMarket:
+    def start_in(cls, root: Path, *args: str) -> LoggedMarket:
         root.mkdir(parents=True, exist_ok=True)
-        port_file = root / "port"
-        with (root / "stdout").open("wb") as out, (root / "stderr").open("wb") as err:
-            where = ["--data-dir", str(root / "market"), "--port-file", str(port_file)]
-            proc = subprocess.Popen(
-                [*SERVE, "--listen", "127.0.0.1:0", *where, *args],
-                stdout=out,
-                stderr=err,
-                umask=UMASK,
-            )
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"the marketplace did not start: {(root / 'stderr').read_text()}"
-                )
-            return port_file.exists()
-
-        wait_until(listening, START_TIMEOUT_S, "the marketplace to listen", interval=0.02)
-        return cls(proc, root, port_file.read_text().strip())
-
-    @property
-    def admin(self) -> Key:
-        return Key.from_pem((self.root / "market" / ADMIN_KEY_FILE).read_bytes())
+        market = cls(root / "market", args, "127.0.0.1:0")
+        market.restart()
+        return market
 
     def metrics_address(self) -> str:
         """HOST:PORT of /metrics, from the banner it prints on stdout once started."""
-        banner = self.root / "stdout"
+        banner = self.log_path
         return wait_until(
             lambda: next(
                 iter(re.findall(r"^metrics: http://(\S+)/metrics$", banner.read_text(), re.M)), None
@@ -101,7 +75,7 @@ class LoggedMarket:
         )
 
     def log_text(self) -> str:
-        return (self.root / "stderr").read_text()
+        return self.stderr_path.read_text()
 
     def json_lines(self) -> list[dict[str, object]]:
         """Every line of the log, each of which must be one JSON object."""
@@ -130,24 +104,11 @@ class LoggedMarket:
             interval=0.05,
         )
 
-    def stop(self) -> int:
+    def stop_status(self) -> int:
         """SIGTERM, as an operator stops it; returns its exit status."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        self.stop()
+        assert self.proc is not None
         return self.proc.wait(20)
-
-    def __enter__(self) -> LoggedMarket:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(20)
 
 
 # --- /metrics, parsed ------------------------------------------------------------------------
@@ -285,7 +246,7 @@ def running(provider: ProviderClient, lease_id: str) -> None:
 @pytest.fixture
 def market(tmp_path: Path) -> Iterator[LoggedMarket]:
     args = ("--log-format", "json", "--log-level", "debug", "--metrics-listen", "127.0.0.1:0")
-    with LoggedMarket.start(tmp_path, *args, "--heartbeat-timeout", "2") as started:
+    with LoggedMarket.start_in(tmp_path, *args, "--heartbeat-timeout", "2") as started:
         yield started
 
 
@@ -357,7 +318,7 @@ def test_a_markets_life_is_logged_with_its_fields_and_counted(market: LoggedMark
 
     refusals_are_logged_without_what_the_client_sent(market, dep)
 
-    assert market.stop() == 0
+    assert market.stop_status() == 0
     assert market.logged("marketplace stopped", address=market.address)
     log = market.log_text()
     for secret in (SECRET_ENV, TENANT_LINE, "signature"):
@@ -413,7 +374,7 @@ _TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z (?P<level>[A-Z]+) (?P<logger>
 
 def test_a_flood_of_forged_requests_is_counted_but_logged_in_few_lines(tmp_path: Path) -> None:
     args = ("--log-level", "warning", "--metrics-listen", "0")
-    with LoggedMarket.start(tmp_path, *args) as market:
+    with LoggedMarket.start_in(tmp_path, *args) as market:
         url = f"http://{market.metrics_address()}/metrics"
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", url)  # a bare port: loopback
         victim, forger = Key.generate(), Key.generate()
@@ -438,7 +399,7 @@ def test_a_flood_of_forged_requests_is_counted_but_logged_in_few_lines(tmp_path:
         )
         assert figures.get("gpumarket_requests_total", **unauthenticated) == FLOOD
         assert figures.get("gpumarket_requests_refused_total", code="UNAUTHENTICATED") == FLOOD
-        assert market.stop() == 0
+        assert market.stop_status() == 0
         lines = [_TEXT_LINE.fullmatch(line) for line in market.log_text().splitlines()]
 
     assert all(lines), market.log_text()  # text format, one record a line
@@ -462,7 +423,7 @@ def test_streams_the_client_walks_away_from_are_counted_and_the_server_lives(
     """A stream cancelled by its client ends after gRPC freed its call: measuring it must not
     touch its context then (reading the peer of a freed call crashed the server)."""
     cancelled = {"rpc": "Tenant/WatchDeployment", "code": "CANCELLED"}
-    with LoggedMarket.start(tmp_path, "--log-level", "debug", "--metrics-listen", "0") as market:
+    with LoggedMarket.start_in(tmp_path, "--log-level", "debug", "--metrics-listen", "0") as market:
         url = f"http://{market.metrics_address()}/metrics"
         alice = funded_tenant(market.address, market.admin, 10 * UNITS)
         dep = alice.create_deployment(gpu_sdl(bid_window="5m"), deposit=UNITS)
@@ -475,8 +436,8 @@ def test_streams_the_client_walks_away_from_are_counted_and_the_server_lives(
             url, lambda f: f.get("gpumarket_requests_total", **cancelled) >= WALKAWAYS
         )
         assert figures.get("gpumarket_requests_total", **cancelled) == WALKAWAYS
-        assert market.proc.poll() is None
-        assert market.stop() == 0
+        assert market.proc is not None and market.proc.poll() is None
+        assert market.stop_status() == 0
 
 
 WALKAWAYS = 100
@@ -486,7 +447,7 @@ def test_a_bad_or_busy_metrics_address_is_refused_in_one_line(tmp_path: Path) ->
     code, lines = refused_start("--data-dir", str(tmp_path / "a"), "--metrics-listen", "99999")
     assert code == 1 and len(lines) == 1, lines
     assert "--metrics-listen '99999': use PORT or HOST:PORT" in lines[0]
-    with LoggedMarket.start(tmp_path / "b", "--metrics-listen", "0") as first:
+    with LoggedMarket.start_in(tmp_path / "b", "--metrics-listen", "0") as first:
         taken = first.metrics_address()
         code, lines = refused_start("--data-dir", str(tmp_path / "c"), "--metrics-listen", taken)
         assert code == 1 and lines == [f"Error: --metrics-listen {taken} is already in use"]
