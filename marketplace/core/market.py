@@ -461,6 +461,17 @@ class MarketService(MarketReads):
             )
         self._reschedule_dry(dep)
 
+    def funding(self, dep: Deployment) -> tuple[int, int, int]:
+        """(escrow left after what has accrued, rate per hour of its running leases, ms until
+        the escrow runs dry at that rate (0: nothing runs))."""
+        if dep.state != DeploymentState.ACTIVE:
+            return 0, 0, 0
+        now = self.clock.now_ms()
+        lines = self._billing_lines(dep)
+        available = max(0, dep.escrow - ledger.due(lines, now))
+        left = escrow.time_left_ms(lines, dep.escrow, now) or 0
+        return available, escrow.rate_per_hour(lines), left
+
     def current_rate(self, dep: Deployment) -> int:
         """What the deployment costs an hour now (escrow.py): its running leases' rates, or
         before any runs, the most its open leases and orders may cost."""
