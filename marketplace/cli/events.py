@@ -8,6 +8,7 @@ thread of its own feeding one queue, until Ctrl-C.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from marketplace.cli.render import describe_event, proto_dict, when
 from marketplace.cli.tenant import Connection, market_options
 from marketplace.core.errors import MarketError
 from marketplace.core.events import DeploymentEventKind
-from marketplace.terminal import friendly_errors, json_option, print_json
+from marketplace.terminal import friendly_errors, json_option
 
 _POLL_S = 0.2  # how often the main thread looks up from the queue (so Ctrl-C is seen at once)
 
@@ -36,7 +37,8 @@ def event_line(event: pb.DeploymentEvent) -> str:
 
 def show(event: pb.DeploymentEvent, as_json: bool) -> None:
     if as_json:
-        print_json(proto_dict(event) | {"time": when(event.time_ms) + " UTC"})
+        record = proto_dict(event) | {"time": when(event.time_ms) + " UTC"}
+        click.echo(json.dumps(record, sort_keys=True))  # one object a line
     else:
         click.echo(event_line(event))
 
