@@ -14,11 +14,12 @@ _AUTO_TOP_UP = re.compile(r"^\s*([^/\s]+)\s*(?:/\s*max\s*[=\s]?\s*(\S+))?\s*$", 
 def parse_money(what: str, text: str) -> int:
     """An amount as `deploy --deposit` takes it (12.5 units or 12500000u), in the market's
     bounds (limits.py) before it is sent."""
+    negative = text.strip().startswith("-")  # refused by limits.py, as zero is
     try:
-        micro = parse_amount(text)
+        micro = parse_amount(text.strip().removeprefix("-"))
     except ValueError as exc:
         raise InvalidArgument(f"{what}: {exc}") from None
-    return limits.check_amount(what, micro)
+    return limits.check_amount(what, -micro if negative else micro)
 
 
 def parse_auto_top_up(text: str | None) -> tuple[int, int]:

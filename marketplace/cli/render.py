@@ -298,7 +298,7 @@ def describe_event(event: DeploymentEvent) -> str:
     if kind == DeploymentEventKind.DEPLOYMENT_CLOSED:
         return f"deployment {event.deployment_id} closed: {event.message}"
     if kind == DeploymentEventKind.ESCROW_LOW:
-        return f"escrow low: {event.message}"
+        return f"warning: {event.message}"
     if kind == DeploymentEventKind.ESCROW_TOPPED_UP:
-        return f"escrow topped up: {event.message}"
+        return event.message
     return ""

@@ -94,7 +94,7 @@ def test_deposit_tops_up_and_refuses_too_little(
     ) in small.output
     for amount, said in [
         ("0", "deposit must be positive"),
-        ("-1", "amount must not be negative"),
+        ("-1", "deposit must be positive, got -1000000"),
         ("10000000000000", "is over the maximum"),
         ("lots", "not an amount"),
     ]:
