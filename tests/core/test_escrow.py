@@ -196,3 +196,18 @@ def test_format_time() -> None:
         "2 h 5 min",
         "1 d 1 h",
     ]
+
+
+def test_a_restarted_market_says_escrow_low_once(clock: ManualClock) -> None:
+    """Said before the restart: not again. Due while it was down: said at its first tick."""
+    market = low_market(clock)
+    told = running(market, clock, deposit=RATE)
+    elapse(market, clock, HOUR // 2 + 10_000)  # told's escrow_low is said
+    later = running(market, clock, deposit=RATE)
+    elapse(market, clock, HOUR // 2 - 10_000)
+    again = MarketService(clock, market.config, market.state)
+    clock.advance(20_000)  # later's escrow_low fell due while the market was "down"
+    for name in ("p1", "p2", "p3"):
+        again.heartbeat(name)
+    assert kinds(again, told).count(Kind.ESCROW_LOW) == 1
+    assert kinds(again, later).count(Kind.ESCROW_LOW) == 1
