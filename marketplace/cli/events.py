@@ -99,7 +99,8 @@ def events(deployment: str | None, keep_following: bool, conn: Connection, as_js
 
     Bids (sealed while the bid window is open), awards, leases running, exits and failovers
     (re-orders), low escrow and top-ups, closes: one line each with its time in UTC. With -f,
-    the live events of every deployment still open follow, until Ctrl-C (or they all close).
+    the live events of every deployment still open follow, until Ctrl-C (or they all close);
+    without DEPLOYMENT, of those you had when it started.
     --json prints one JSON object a line.
 
     \b
