@@ -242,8 +242,23 @@ class TenantClient(ServiceClient):
         msg = pb.FundAccount(address=address, amount=amount)
         return self._unary("Fund", self._seal(msg), pb.Account)
 
-    def create_deployment(self, sdl: bytes, deposit: int, force: bool = False) -> pb.Deployment:
-        msg = pb.CreateDeployment(sdl=sdl, deposit=deposit, force=force)
+    def create_deployment(
+        self,
+        sdl: bytes,
+        deposit: int,
+        force: bool = False,
+        auto_top_up: int = 0,
+        auto_top_up_max: int = 0,
+    ) -> pb.Deployment:
+        """Deploy with `deposit` in escrow; `auto_top_up` (capped at `auto_top_up_max` in all):
+        what the market moves from your account each time the escrow runs low."""
+        msg = pb.CreateDeployment(
+            sdl=sdl,
+            deposit=deposit,
+            force=force,
+            auto_top_up=auto_top_up,
+            auto_top_up_max=auto_top_up_max,
+        )
         return self._unary("CreateDeployment", self._seal(msg), pb.Deployment)
 
     def get_deployment(self, deployment_id: str) -> pb.Deployment:
@@ -324,11 +339,18 @@ class TenantClient(ServiceClient):
         return self._unary("CloseLease", self._seal(msg), pb.Lease)
 
     def watch_deployment(
-        self, deployment_id: str, after_seq: int = 0
+        self,
+        deployment_id: str,
+        after_seq: int = 0,
+        history_only: bool = False,
+        timeout_s: float | None = None,
     ) -> Iterator[pb.DeploymentEvent]:
-        """Events after `after_seq`, then live ones; ends after the deployment closes."""
-        req = pb.WatchDeploymentRequest(deployment_id=deployment_id, after_seq=after_seq)
-        return self._stream("WatchDeployment", self._seal(req), pb.DeploymentEvent)
+        """Events after `after_seq`, then live ones; ends after the deployment closes (or with
+        `history_only`, after the stored ones). `timeout_s` bounds the whole watch."""
+        req = pb.WatchDeploymentRequest(
+            deployment_id=deployment_id, after_seq=after_seq, history_only=history_only
+        )
+        return self._stream("WatchDeployment", self._seal(req), pb.DeploymentEvent, timeout_s)
 
     def stream_logs(
         self, lease_id: str, follow: bool = False, tail: int = 0, after_seq: int = 0

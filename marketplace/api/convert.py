@@ -308,7 +308,11 @@ def account_to_proto(a: Account, escrowed: int, denom: str) -> pb.Account:
     return pb.Account(address=a.address, balance=a.balance, escrowed=escrowed, denom=denom)
 
 
-def deployment_to_proto(d: Deployment, escrow_balance: int) -> pb.Deployment:
+def deployment_to_proto(
+    d: Deployment, escrow_balance: int, rate_per_hour: int = 0, time_left_ms: int = 0
+) -> pb.Deployment:
+    """`rate_per_hour` and `time_left_ms`: what its running leases pay, and how long the escrow
+    lasts at that rate (MarketService.funding)."""
     return pb.Deployment(
         id=d.id,
         owner=d.owner,
@@ -325,6 +329,12 @@ def deployment_to_proto(d: Deployment, escrow_balance: int) -> pb.Deployment:
         restart_policy=d.job.restart_policy.value,
         order_ids=list(d.order_ids),
         lease_ids=list(d.lease_ids),
+        rate_per_hour=rate_per_hour,
+        escrow_time_left_ms=time_left_ms,
+        escrow_low=d.escrow_low,
+        auto_top_up=d.auto_top_up,
+        auto_top_up_max=d.auto_top_up_max,
+        auto_topped_up=d.auto_topped_up,
     )
 
 

@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "close": "marketplace.cli.tenant:close",
     "account": "marketplace.cli.tenant:account",
     "providers": "marketplace.cli.tenant:providers",
+    "deposit": "marketplace.cli.funds:deposit",
+    "events": "marketplace.cli.events:events",
     "auditor": "marketplace.cli.auditor:auditor",
     "provider": "provider_agent.cli:provider",
     "demo": "marketplace.cli.demo:demo",

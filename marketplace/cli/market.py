@@ -14,6 +14,7 @@ from marketplace.cli.render import proto_dict
 from marketplace.cli.tenant import Connection, endpoint_options
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.money import format_amount
+from marketplace.core.units import parse_duration_ms
 from marketplace.identity import Key
 from marketplace.terminal import friendly_errors, json_option, print_json, print_table
 
@@ -69,6 +70,18 @@ def market() -> None:
     "providers are told to heartbeat three times as often.",
 )
 @click.option(
+    "--escrow-low",
+    metavar="DURATION",
+    help="Tell a tenant (event escrow_low, and the auto top-up) when a deployment's escrow lasts "
+    "at most DURATION at its current rate, e.g. 30m; 0: never [default: 1h].",
+)
+@click.option(
+    "--min-escrow",
+    metavar="DURATION",
+    help="A deposit must pay every group's maximum price this long (or its max runtime if "
+    "shorter); 0: no minimum (tests, demos) [default: 10m].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -116,6 +129,8 @@ def serve(
     admin_key: Path | None,
     port_file: Path | None,
     heartbeat_timeout: float | None,
+    escrow_low: str | None,
+    min_escrow: str | None,
     log_level: LogLevel,
     log_format: LogFormat,
     metrics_listen: str | None,
@@ -146,6 +161,14 @@ def serve(
         opts.config = MarketConfig(
             heartbeat_timeout_ms=timeout_ms, heartbeat_interval_ms=max(timeout_ms // 3, 100)
         )
+    if escrow_low is not None:
+        opts.config = dataclasses.replace(
+            opts.config, escrow_low_ms=duration_or_zero("--escrow-low", escrow_low)
+        )
+    if min_escrow is not None:
+        opts.config = dataclasses.replace(
+            opts.config, min_escrow_ms=duration_or_zero("--min-escrow", min_escrow)
+        )
     if auditors or auditor_aliases:
         trust = AuditorTrust(frozenset(auditors), tuple(map(parse_alias, auditor_aliases)))
         opts.config = dataclasses.replace(
@@ -156,6 +179,16 @@ def serve(
             click.echo(f"  signedBy {foreign} means {local}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(opts, lambda line: click.echo(line)))
+
+
+def duration_or_zero(option: str, text: str) -> int:
+    """A duration option's milliseconds ("0": off)."""
+    if text.strip() == "0":
+        return 0
+    try:
+        return parse_duration_ms(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{option}: {exc}") from None
 
 
 @market.command()

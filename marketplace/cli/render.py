@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 
 from marketplace.api import convert
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.core.escrow import format_time
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.money import format_amount
 from marketplace.core.state import DeploymentEvent, Endpoint
@@ -89,12 +90,23 @@ def gpu_summary(inv: pb.Inventory) -> str:
 
 def deployment_table(deps: Sequence[pb.Deployment]) -> None:
     print_table(
-        ["DEPLOYMENT", "STATE", "ESCROW", "DEPOSITED", "KIND", "ORDERS", "LEASES", "CREATED"],
+        [
+            "DEPLOYMENT",
+            "STATE",
+            "ESCROW",
+            "TIME LEFT",
+            "DEPOSITED",
+            "KIND",
+            "ORDERS",
+            "LEASES",
+            "CREATED",
+        ],
         [
             (
                 d.id,
                 convert.deployment_state_name(d.state),
                 amount(d.escrow_balance),
+                time_left(d),
                 amount(d.deposited),
                 d.job_kind,
                 len(d.order_ids),
@@ -114,8 +126,43 @@ def deployment_detail(
         f"deployment {dep.id}  {convert.deployment_state_name(dep.state)}  {dep.job_kind}  "
         f"escrow {amount(dep.escrow_balance)} of {amount(dep.deposited)} deposited"
     )
+    for line in funding_lines(dep):
+        click.echo(line)
     order_table(orders)
     lease_table(leases)
+
+
+def time_left(dep: pb.Deployment) -> str:
+    """How long the escrow lasts at the running leases' rate ("-" while nothing runs)."""
+    if not dep.rate_per_hour:
+        return "-"
+    return format_time(dep.escrow_time_left_ms) + (" (low)" if dep.escrow_low else "")
+
+
+def funding_lines(dep: pb.Deployment) -> list[str]:
+    """How long the escrow lasts at the running leases' rate, the auto top-up, and a warning
+    when the market said the escrow is low (escrow_low)."""
+    lines = []
+    if dep.rate_per_hour:
+        lines.append(
+            f"escrow left {amount(dep.escrow_balance)}: lasts "
+            f"{format_time(dep.escrow_time_left_ms)} at {amount(dep.rate_per_hour)}/h"
+        )
+    if dep.auto_top_up:
+        lines.append(
+            f"auto top-up {amount(dep.auto_top_up)} when low; moved {amount(dep.auto_topped_up)} "
+            f"of at most {amount(dep.auto_top_up_max)}"
+        )
+    if dep.escrow_low:
+        lines.append(low_warning(dep))
+    return lines
+
+
+def low_warning(dep: pb.Deployment) -> str:
+    return (
+        f"warning: {dep.id}'s escrow is low ({format_time(dep.escrow_time_left_ms)} left); "
+        f"top it up with `gpumarket deposit {dep.id} AMOUNT`"
+    )
 
 
 def order_table(orders: Sequence[pb.Order]) -> None:
@@ -250,4 +297,8 @@ def describe_event(event: DeploymentEvent) -> str:
         return f"not ordered again: {event.message}"
     if kind == DeploymentEventKind.DEPLOYMENT_CLOSED:
         return f"deployment {event.deployment_id} closed: {event.message}"
+    if kind == DeploymentEventKind.ESCROW_LOW:
+        return f"warning: {event.message}"
+    if kind == DeploymentEventKind.ESCROW_TOPPED_UP:
+        return event.message
     return ""

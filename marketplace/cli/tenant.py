@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,16 @@ import click
 
 from marketplace import identity
 from marketplace.api import convert
-from marketplace.api.client import DEFAULT_MARKET, MarketClient, ServiceClient, TenantClient
+from marketplace.api.client import (
+    DEFAULT_MARKET,
+    MarketClient,
+    MarketUnavailable,
+    ServiceClient,
+    TenantClient,
+)
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.cli.amounts import parse_auto_top_up
+from marketplace.cli.ids import Ids
 from marketplace.cli.render import (
     account_lines,
     amount,
@@ -31,9 +40,12 @@ from marketplace.cli.render import (
     explanation,
     lease_detail,
     lease_table,
+    low_warning,
     proto_dict,
     provider_table,
 )
+from marketplace.cli.wait import WAIT_TIMED_OUT, WaitTimedOut, no_provider_line
+from marketplace.core import units
 from marketplace.core.errors import InvalidArgument, NotFound
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import ManifestError, parse_manifest
@@ -204,9 +216,23 @@ def read_manifest(path: Path, force: bool = False) -> bytes:
     help="Follow the auction until every group runs (default: on a terminal).",
 )
 @click.option(
+    "--timeout",
+    "timeout_text",
+    metavar="DURATION",
+    help="Wait at most DURATION (e.g. 90s, 10m, 1h; implies --wait): then exit with status "
+    f"{WAIT_TIMED_OUT}, the deployment left open.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Deploy even if a GPU model is unknown to the registry (no provider can match it).",
+)
+@click.option(
+    "--auto-top-up",
+    "auto_top_up",
+    metavar="AMOUNT[/max TOTAL]",
+    help="When the escrow runs low (escrow_low), move AMOUNT from your account into it, at "
+    "most TOTAL over the deployment's life [default TOTAL: 10 × AMOUNT].",
 )
 @market_options
 @json_option
@@ -215,7 +241,9 @@ def deploy(
     file: Path,
     deposit: str,
     wait: bool | None,
+    timeout_text: str | None,
     force: bool,
+    auto_top_up: str | None,
     conn: Connection,
     as_json: bool,
 ) -> None:
@@ -224,9 +252,11 @@ def deploy(
         micro = parse_amount(deposit)
     except ValueError as exc:
         raise InvalidArgument(f"--deposit: {exc}") from None
+    timeout_ms = parse_timeout(timeout_text)
+    step, cap = parse_auto_top_up(auto_top_up)
     raw = read_manifest(file, force)
     client = conn.tenant()
-    dep = client.create_deployment(raw, micro, force=force)
+    dep = client.create_deployment(raw, micro, force=force, auto_top_up=step, auto_top_up_max=cap)
     if as_json:
         print_json(proto_dict(dep))
     else:
@@ -235,16 +265,46 @@ def deploy(
             f"{len(dep.order_ids)} order(s): {', '.join(dep.order_ids)}"
         )
     if wait is None:
-        wait = sys.stdout.isatty() and not as_json
+        wait = timeout_ms is not None or (sys.stdout.isatty() and not as_json)
     if wait:
-        follow_deployment(client, dep, as_json)
+        if line := no_provider_line(conn.market_client()):
+            click.echo(line, err=True)
+        follow_deployment(client, dep, as_json, timeout_ms)
 
 
-def follow_deployment(client: TenantClient, dep: pb.Deployment, as_json: bool) -> None:
-    """Print the auction as it happens; return once every group's lease runs, or it closes."""
+def parse_timeout(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return units.parse_duration_ms(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"--timeout: {exc}") from None
+
+
+def follow_deployment(
+    client: TenantClient, dep: pb.Deployment, as_json: bool, timeout_ms: int | None = None
+) -> None:
+    """Print the auction as it happens; return once every group's lease runs, or it closes;
+    WaitTimedOut after `timeout_ms`."""
+    timeout_s = None if timeout_ms is None else timeout_ms / 1000
+    started = time.monotonic()
+    try:
+        _follow(client, dep, as_json, timeout_s)
+    except MarketUnavailable:
+        if timeout_ms is None or time.monotonic() - started < timeout_ms / 1000:
+            raise  # the market itself is away, not the wait's end
+        raise WaitTimedOut(
+            f"deployment {dep.id}: not every group runs after {units.format_duration(timeout_ms)}"
+            f"; it stays open (`gpumarket status {dep.id}`, `gpumarket close {dep.id}`)"
+        ) from None
+
+
+def _follow(
+    client: TenantClient, dep: pb.Deployment, as_json: bool, timeout_s: float | None
+) -> None:
     groups = len(dep.groups)
     running: set[str] = set()
-    for message in client.watch_deployment(dep.id):
+    for message in client.watch_deployment(dep.id, timeout_s=timeout_s):
         if as_json:
             print_json(proto_dict(message))
         event = convert.deployment_event_from_proto(message)
@@ -269,7 +329,10 @@ def follow_deployment(client: TenantClient, dep: pb.Deployment, as_json: bool) -
 @json_option
 @friendly_errors
 def status(id: str | None, conn: Connection, as_json: bool) -> None:
-    """Your deployments, or one deployment (D<n>), order or lease in detail."""
+    """Your deployments, or one deployment (D<n>), order (D<n>/G/O) or lease in detail.
+
+    Ids may be short: 2 for D2; a lease by its order (D2/1/1) or deployment when it has one
+    lease; a provider address cut short (D2/1/1/3fa)."""
     client = conn.tenant()
     if id is None:
         deps = client.list_deployments()
@@ -277,14 +340,18 @@ def status(id: str | None, conn: Connection, as_json: bool) -> None:
             print_json([proto_dict(d) for d in deps])
         else:
             deployment_table(deps)
+            for low in (d for d in deps if d.escrow_low):
+                click.echo(low_warning(low))
         return
-    if id.count("/") == 3:
-        show_lease(client.get_lease(id), as_json)
+    ids = Ids(client)
+    parts = id.strip().rstrip("/").count("/") + 1
+    if parts == 3:
+        why_order(client, ids.order(id), as_json)
         return
-    if id.count("/") == 2:
-        why_order(client, id, as_json)
+    if parts > 1:
+        show_lease(client.get_lease(ids.lease(id)), as_json)
         return
-    dep = client.get_deployment(id)
+    dep = client.get_deployment(ids.deployment(id))
     leases = [client.get_lease(x) for x in dep.lease_ids]
     orders = [client.get_order(o) for o in dep.order_ids]
     if as_json:
@@ -313,7 +380,8 @@ def show_lease(lease: pb.Lease, as_json: bool) -> None:
 @friendly_errors
 def bids(order: str, conn: Connection, as_json: bool) -> None:
     """The bids on ORDER you may see, best first (sealed until its bid window closes)."""
-    found = conn.tenant().list_bids(order)
+    client = conn.tenant()
+    found = client.list_bids(Ids(client).order(order))
     if as_json:
         print_json([proto_dict(b) for b in found])
         return
@@ -327,7 +395,8 @@ def bids(order: str, conn: Connection, as_json: bool) -> None:
 @friendly_errors
 def why(order: str, conn: Connection, as_json: bool) -> None:
     """Why ORDER has no (winning) bid: every provider's decline reason and a summary."""
-    why_order(conn.tenant(), order, as_json)
+    client = conn.tenant()
+    why_order(client, Ids(client).order(order), as_json)
 
 
 def why_order(client: TenantClient, order: str, as_json: bool) -> None:
@@ -345,7 +414,8 @@ def why_order(client: TenantClient, order: str, as_json: bool) -> None:
 @friendly_errors
 def accept(bid: str, conn: Connection, as_json: bool) -> None:
     """Accept BID (manual auctions): it becomes your lease at its price."""
-    lease = conn.tenant().accept_bid(bid)
+    client = conn.tenant()
+    lease = client.accept_bid(Ids(client).bid(bid))
     if as_json:
         print_json(proto_dict(lease))
     else:
@@ -384,7 +454,7 @@ def logs(
 ) -> None:
     """The log lines of LEASE (stdout, stderr, and the provider's system lines)."""
     client = conn.tenant()
-    for line in client.stream_logs(lease, follow=follow, tail=tail):
+    for line in client.stream_logs(Ids(client).lease(lease), follow=follow, tail=tail):
         if as_json:
             click.echo(
                 f'{{"seq": {line.seq}, "time_ms": {line.time_ms}, '
@@ -405,16 +475,18 @@ def _json_str(text: str) -> str:
 @json_option
 @friendly_errors
 def close(id: str, conn: Connection, as_json: bool) -> None:
-    """Close a deployment (D<n>: every lease, refund the rest) or one lease."""
+    """Close a deployment (D<n>: every lease, refund the rest) or one lease (D<n>/G/O/PROVIDER,
+    or the short D<n>/G/O when that order has one lease)."""
     client = conn.tenant()
-    if id.count("/") == 3:
-        lease = client.close_lease(id)
+    ids = Ids(client)
+    if "/" in id.strip().rstrip("/"):
+        lease = client.close_lease(ids.lease(id))
         if as_json:
             print_json(proto_dict(lease))
         else:
             click.echo(f"lease {lease.id} closed; paid {amount(lease.paid)} in all")
         return
-    dep = client.close_deployment(id)
+    dep = client.close_deployment(ids.deployment(id))
     if as_json:
         print_json(proto_dict(dep))
     else:

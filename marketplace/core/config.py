@@ -47,6 +47,9 @@ class MarketConfig:
     # a deposit must pay every group's maximum price for this long (or for max_runtime if shorter):
     # as long as the longest reservation an order can make (window + manual acceptance)
     min_escrow_ms: int = MAX_BID_WINDOW_MS + 300_000
+    # a deployment whose escrow lasts at most this long at its current rate gets escrow_low
+    # (escrow.py); 0: never
+    escrow_low_ms: int = 3_600_000
     # --- re-orders after failed starts (market.py, "Failed starts") ---
     quick_failure_ms: int = 60_000  # a lease that fails sooner after running "failed quickly"
     reorder_backoff_ms: int = 5_000  # wait before the 2nd re-order in a row; doubles each time

@@ -24,6 +24,8 @@ Deployment events: Tenant.WatchDeployment, for the deployment's owner.
 | `lease_running`      | the provider reported the lease's workload running               | lease                         |
 | `lease_closed`       | the lease closed                                                 | order, lease; message: reason |
 | `order_closed`       | an order closed unleased: with its deployment, or a manual lapse | order; message: why           |
+| `escrow_low`         | the escrow lasts at most the market's threshold at current rates | message: time left, top-up    |
+| `escrow_topped_up`   | money entered the escrow: a deposit, or the auto top-up          | message: how much, from where |
 | `deployment_closed`  | the deployment closed; nothing follows                           | message: why                  |
 
 Sealed bids: while an order's bid window is open, `bid_placed` carries the order but no bid
@@ -61,6 +63,8 @@ class DeploymentEventKind(StrEnum):
     LEASE_RUNNING = "lease_running"
     LEASE_CLOSED = "lease_closed"
     ORDER_CLOSED = "order_closed"
+    ESCROW_LOW = "escrow_low"
+    ESCROW_TOPPED_UP = "escrow_topped_up"
     DEPLOYMENT_CLOSED = "deployment_closed"
 
 

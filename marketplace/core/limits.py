@@ -175,6 +175,20 @@ def check_amount(field: str, amount: int, most: int = MAX_AMOUNT) -> int:
     return amount
 
 
+def check_auto_top_up(step: int, cap: int) -> None:
+    """An auto top-up (escrow.py): none (0, 0), or a positive step and a cap of at least one
+    step (0: the default, escrow.DEFAULT_CAP_AMOUNTS steps)."""
+    if step == 0 and cap == 0:
+        return
+    check_amount("auto top-up", step)
+    if cap:
+        check_amount("auto top-up cap", cap)
+        if cap < step:
+            raise InvalidArgument(
+                f"auto top-up cap {cap:,} is below its step {step:,}: it could never move one"
+            )
+
+
 def check_group_texts(group: GroupSpec) -> None:
     """What every provider sees of a group (its order): its name and placement requirements."""
     check_text("group name", group.name)

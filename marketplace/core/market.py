@@ -79,7 +79,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from marketplace.core import auction, leases, ledger, limits, matching, money, units
+from marketplace.core import auction, escrow, leases, ledger, limits, matching, money, units
 from marketplace.core.archive import Archive, NullArchive
 from marketplace.core.attestations import Attestation, AttestationBook, AuditorTrust
 from marketplace.core.clock import Clock
@@ -137,6 +137,7 @@ _REORDER_ON_FAILURE = frozenset(
 
 _WINDOW, _HEARTBEAT, _DRY, _MANIFEST, _RUNTIME = "window", "hb", "dry", "manifest", "runtime"
 _REORDER = "reorder"  # key: "<deployment id>/<gseq>"
+_LOW = "low"  # key: deployment id; escrow.py's escrow_low
 
 
 @dataclass(slots=True)
@@ -256,7 +257,7 @@ class MarketService(MarketReads):
             if prov.online:
                 self._schedule(_HEARTBEAT, prov.address, prov.last_heartbeat_ms + self._hb_grace())
         for dep_id in self._dep_leases:
-            self._reschedule_dry(st.deployments[dep_id])
+            self._reschedule_dry(st.deployments[dep_id], loading=True)
         for dep in st.deployments.values():
             for gseq, at in enumerate(dep.reorder_at_ms, start=1):
                 if at and dep.state == DeploymentState.ACTIVE:
@@ -315,13 +316,35 @@ class MarketService(MarketReads):
         if lease.started and dep.job.max_runtime_ms:
             self._schedule(_RUNTIME, lease.id, lease.running_at_ms + dep.job.max_runtime_ms)
 
-    def _reschedule_dry(self, dep: Deployment) -> None:
+    def _reschedule_dry(self, dep: Deployment, loading: bool = False) -> None:
         lines = self._billing_lines(dep)
         at = ledger.run_dry_at(lines, dep.escrow, self.clock.now_ms()) if lines else None
         if at is None:
             self._sched.pop((_DRY, dep.id), None)
         elif self._sched.get((_DRY, dep.id)) != at:
             self._schedule(_DRY, dep.id, at)
+        self._reschedule_low(dep, at, loading)
+
+    def _reschedule_low(self, dep: Deployment, dry_at: int | None, loading: bool) -> None:
+        """escrow_low is due at dry − threshold, once per crossing (escrow.py): re-armed when the
+        time left is above the threshold again; said at once when it is due already (a lease
+        started on a low escrow), except while loading (the next tick says it). Without events
+        nor an auto top-up (the simulator) it has nothing to do."""
+        threshold = self.config.escrow_low_ms
+        if not self.config.record_events and not dep.auto_top_up:
+            threshold = 0
+        now = self.clock.now_ms()
+        low = None if dry_at is None or not threshold else escrow.low_at(dry_at, threshold)
+        if dep.escrow_low and (low is None or low > now):
+            dep.escrow_low = False
+            self._touch(dep)
+        if low is None or dep.escrow_low:
+            self._sched.pop((_LOW, dep.id), None)
+        elif low <= now and not loading:
+            self._sched.pop((_LOW, dep.id), None)
+            self._escrow_low(dep, now)
+        elif self._sched.get((_LOW, dep.id)) != max(low, now):
+            self._schedule(_LOW, dep.id, max(low, now))
 
     def _live_top(self) -> tuple[int, int, str, str] | None:
         """The earliest valid heap entry (stale ones are dropped; heartbeat deadlines that moved
@@ -383,15 +406,86 @@ class MarketService(MarketReads):
                 self._close_lease(lease, CloseReason.TENANT, at, at, "max runtime reached")
             elif kind == _REORDER:
                 self._reorder_due(key)
+            elif kind == _LOW:
+                self._escrow_low(self.state.deployments[key], at)  # popped when it closes
 
     def _run_dry(self, dep: Deployment, at_ms: int) -> None:
         """The escrow cannot cover what the running leases owe from `at_ms` on: pay each what it
         owes at that moment as far as the escrow goes (in lease order), close them
-        insufficient_funds at that moment, and close the deployment."""
+        insufficient_funds at that moment, and close the deployment. escrow_low comes first if it
+        was not said yet (and its auto top-up may keep the deployment running)."""
+        if self.config.escrow_low_ms and not dep.escrow_low:
+            self._escrow_low(dep, at_ms)
+            if (_DRY, dep.id) in self._sched:
+                return  # rescheduled: topped up, or due again at once (then it closes)
         for lease in list(self._dep_leases.get(dep.id, {}).values()):
             if lease.started:
                 self._settle(lease, at_ms)
         self._finish_deployment(dep, CloseReason.INSUFFICIENT_FUNDS, at_ms, "escrow ran dry")
+
+    def _escrow_low(self, dep: Deployment, at_ms: int) -> None:
+        """Say the escrow is low (once per crossing), then top it up if the tenant asked."""
+        now = self.clock.now_ms()
+        lines = self._billing_lines(dep)
+        # as it was when due (a tick may come a little later)
+        available = max(0, dep.escrow - ledger.due(lines, at_ms))
+        left = escrow.time_left_ms(lines, dep.escrow, at_ms) or 0
+        rate = escrow.rate_per_hour(lines)
+        plan = escrow.TopUp(0, "")
+        if dep.auto_top_up:
+            threshold = self.config.escrow_low_ms
+            shortfall = ledger.due(lines, now + threshold + 1) - dep.escrow
+            plan = escrow.plan_top_up(
+                dep.auto_top_up,
+                dep.auto_top_up_max - dep.auto_topped_up,
+                self.get_account(dep.owner).balance,
+                shortfall,
+            )
+        dep.escrow_low = True
+        self._touch(dep)
+        said = (
+            f"escrow {money.format_amount(available)} lasts {escrow.format_time(left)} "
+            f"at {money.format_amount(rate)}/h"
+        )
+        if plan.note and not plan.amount:
+            said += f"; {plan.note}"
+        self.journal.deployment_event(dep.id, DeploymentEventKind.ESCROW_LOW, at_ms, message=said)
+        if plan.amount:
+            self.ledger.transfer(
+                now, acct_key(dep.owner), escrow_key(dep.id), plan.amount, "auto top-up"
+            )
+            dep.deposited += plan.amount
+            dep.auto_topped_up += plan.amount
+            self.journal.deployment_event(
+                dep.id, DeploymentEventKind.ESCROW_TOPPED_UP, now, message=plan.note
+            )
+        self._reschedule_dry(dep)
+
+    def funding(self, dep: Deployment) -> tuple[int, int, int]:
+        """(escrow left after what has accrued, rate per hour of its running leases, ms until
+        the escrow runs dry at that rate (0: nothing runs))."""
+        if dep.state != DeploymentState.ACTIVE:
+            return 0, 0, 0
+        now = self.clock.now_ms()
+        lines = self._billing_lines(dep)
+        available = max(0, dep.escrow - ledger.due(lines, now))
+        left = escrow.time_left_ms(lines, dep.escrow, now) or 0
+        return available, escrow.rate_per_hour(lines), left
+
+    def current_rate(self, dep: Deployment) -> int:
+        """What the deployment costs an hour now (escrow.py): its running leases' rates, or
+        before any runs, the most its open leases and orders may cost."""
+        rate = escrow.rate_per_hour(self._billing_lines(dep))
+        if rate:
+            return rate
+        held = sum(x.price_per_hour for x in self._dep_leases.get(dep.id, {}).values())
+        if held:
+            return held
+        return sum(
+            self.state.orders[o].group.max_price_per_hour
+            for o in dep.group_orders
+            if o in self._open_orders
+        )
 
     # ==== declines =========================================================================
     def _decline(self, order: Order, provider: str, reason: str, by_marketplace: bool) -> None:
@@ -492,9 +586,12 @@ class MarketService(MarketReads):
         sdl_sha256: bytes,
         tenant_request: bytes,
         deposit: int,
+        auto_top_up: int = 0,
+        auto_top_up_max: int = 0,
     ) -> Deployment:
         """Move `deposit` from the owner's account into the deployment's escrow and open one order
-        per group, with the bid window from job.auction."""
+        per group, with the bid window from job.auction. `auto_top_up` (with its cap
+        `auto_top_up_max`): escrow.py's auto top-up."""
         self.tick()
         if not owner:
             raise InvalidArgument("owner is empty")
@@ -512,6 +609,7 @@ class MarketService(MarketReads):
                 f"{money.format_amount(floor)}"
             )
         limits.check_amount("deposit", deposit)
+        limits.check_auto_top_up(auto_top_up, auto_top_up_max)
         self._check_reservation_terms(groups, job, deposit)
         balance = self.get_account(owner).balance
         if balance < deposit:
@@ -535,6 +633,9 @@ class MarketService(MarketReads):
             created_at_ms=now,
             failed_starts=[0] * len(groups),
             reorder_at_ms=[0] * len(groups),
+            auto_top_up=auto_top_up,
+            auto_top_up_max=auto_top_up_max
+            or min(auto_top_up * escrow.DEFAULT_CAP_AMOUNTS, limits.MAX_AMOUNT),
         )
         st.next_deployment += 1
         st.deployments[dep.id] = dep
@@ -639,6 +740,7 @@ class MarketService(MarketReads):
         leases.move(dep, DeploymentState.CLOSED)
         dep.closed_at_ms = at_ms
         self._sched.pop((_DRY, dep.id), None)
+        self._sched.pop((_LOW, dep.id), None)
         self._touch(dep)
         self.journal.deployment_event(
             dep.id, DeploymentEventKind.DEPLOYMENT_CLOSED, self.clock.now_ms(), message=message
@@ -683,10 +785,16 @@ class MarketService(MarketReads):
                 f"deposit {money.format_amount(amount)} exceeds your balance "
                 f"{money.format_amount(balance)}"
             )
-        self.ledger.transfer(
-            self.clock.now_ms(), acct_key(owner), escrow_key(dep.id), amount, "deposit"
-        )
+        escrow.check_deposit_buys(amount, self.current_rate(dep))
+        now = self.clock.now_ms()
+        self.ledger.transfer(now, acct_key(owner), escrow_key(dep.id), amount, "deposit")
         dep.deposited += amount
+        self.journal.deployment_event(
+            dep.id,
+            DeploymentEventKind.ESCROW_TOPPED_UP,
+            now,
+            message=f"deposit: {money.format_amount(amount)} from your account",
+        )
         self._reschedule_dry(dep)
         return dep
 
@@ -1119,10 +1227,10 @@ class MarketService(MarketReads):
             lease.billed_until_ms = now
             self._sched.pop((_MANIFEST, lease.id), None)
             self._schedule_runtime(lease)
-            self._reschedule_dry(self.state.deployments[lease.deployment_id])
             self.journal.deployment_event(
                 lease.deployment_id, DeploymentEventKind.LEASE_RUNNING, now, lease=lease
             )
+            self._reschedule_dry(self.state.deployments[lease.deployment_id])
         if exited:
             lease.exit_code = exit_code
             ok = exit_code == 0 and not oom_killed

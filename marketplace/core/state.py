@@ -101,6 +101,12 @@ class Deployment:
     # or failed quickly, and when a delayed re-order is due (0: none)
     failed_starts: list[int] = field(default_factory=list)
     reorder_at_ms: list[int] = field(default_factory=list)
+    # escrow.py: an escrow_low event was sent for the current crossing (cleared once above it);
+    # the auto top-up's step, its cap over the deployment's life, and what it moved so far
+    escrow_low: bool = False
+    auto_top_up: int = 0
+    auto_top_up_max: int = 0
+    auto_topped_up: int = 0
 
 
 @dataclass(slots=True)

@@ -45,7 +45,6 @@ from marketplace.core.state import (
     Account,
     Deployment,
     DeploymentEvent,
-    DeploymentState,
     Lease,
     LeaseState,
     Order,
@@ -195,10 +194,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         )
 
     def _deployment(self, dep: Deployment) -> pb.Deployment:
-        available = (
-            self.market.escrow_available(dep.id) if dep.state == DeploymentState.ACTIVE else 0
-        )
-        return convert.deployment_to_proto(dep, available)
+        return convert.deployment_to_proto(dep, *self.market.funding(dep))
 
     @unary
     async def GetAccount(self, request: pb.SignedRequest, context: Context) -> pb.Account:
@@ -236,6 +232,8 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
                 manifest.sdl_sha256,
                 signed,
                 msg.deposit,
+                msg.auto_top_up,
+                msg.auto_top_up_max,
             ),
             self._deployment,
         )
@@ -368,6 +366,8 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
                 yield self._tenant_event(event)
                 if event.kind == DeploymentEventKind.DEPLOYMENT_CLOSED:
                     return  # nothing follows a close
+            if msg.history_only:
+                return
             while True:
                 live = await watcher.get()
                 if live is None or live.seq <= last:

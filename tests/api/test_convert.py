@@ -96,7 +96,7 @@ def test_deployment_events_round_trip_with_their_records(kind: DeploymentEventKi
 
 
 def test_a_deployment_event_of_an_unknown_kind_decodes_to_none() -> None:
-    wire = pb.DeploymentEvent(seq=1, deployment_id="D1", kind="escrow_low")
+    wire = pb.DeploymentEvent(seq=1, deployment_id="D1", kind="a_kind_from_a_newer_market")
     assert convert.deployment_event_from_proto(wire) is None
 
 

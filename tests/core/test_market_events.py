@@ -18,7 +18,7 @@ from marketplace.core.state import (
     DeploymentEvent,
     ProviderEvent,
 )
-from tests.core.test_market import ADMIN, TENANT, capacity, deploy
+from tests.core.test_market import ADMIN, TENANT, capacity, deploy, gpu_group, job
 from tests.helpers import REPO
 
 DOCS = REPO / "docs" / "events.md"
@@ -86,7 +86,19 @@ def run_through_every_kind(market: MarketService, clock: ManualClock) -> list[st
     clock.advance(5_000)  # the second failed start in a row: re-ordered after 5 s
     market.tick()
     market.close_deployment(TENANT, dep_id)  # its third order is still open
-    return [dep_id, never_starts(market, clock)]
+    return [dep_id, never_starts(market, clock), runs_low(market)]
+
+
+def runs_low(market: MarketService) -> str:
+    """A lease starts on an escrow that lasts under the market's threshold (escrow_low), and
+    its auto top-up moves money in (escrow_topped_up)."""
+    dep_id = market.create_deployment(
+        TENANT, [gpu_group()], job(), b"sdl", b"h" * 32, b"req", 2 * money.MICRO, money.MICRO
+    ).id
+    market.place_bid("p1", f"{dep_id}/1/1", 10 * money.MICRO)
+    market.accept_bid(TENANT, f"{dep_id}/1/1/p1")
+    market.report_status("p1", f"{dep_id}/1/1/p1", running=True)
+    return dep_id
 
 
 def never_starts(market: MarketService, clock: ManualClock) -> str:

@@ -245,7 +245,7 @@ class GroupSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requirements: _Optional[_Union[PlacementRequirements, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceUnit, _Mapping]]] = ..., denom: _Optional[str] = ..., max_price_per_hour: _Optional[int] = ..., needs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("id", "owner", "state", "groups", "sdl_sha256", "escrow_balance", "deposited", "created_at_ms", "closed_at_ms", "auction", "job_kind", "max_runtime_ms", "restart_policy", "order_ids", "lease_ids")
+    __slots__ = ("id", "owner", "state", "groups", "sdl_sha256", "escrow_balance", "deposited", "created_at_ms", "closed_at_ms", "auction", "job_kind", "max_runtime_ms", "restart_policy", "order_ids", "lease_ids", "rate_per_hour", "escrow_time_left_ms", "escrow_low", "auto_top_up", "auto_top_up_max", "auto_topped_up")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +261,12 @@ class Deployment(_message.Message):
     RESTART_POLICY_FIELD_NUMBER: _ClassVar[int]
     ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
     LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    RATE_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    ESCROW_TIME_LEFT_MS_FIELD_NUMBER: _ClassVar[int]
+    ESCROW_LOW_FIELD_NUMBER: _ClassVar[int]
+    AUTO_TOP_UP_FIELD_NUMBER: _ClassVar[int]
+    AUTO_TOP_UP_MAX_FIELD_NUMBER: _ClassVar[int]
+    AUTO_TOPPED_UP_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner: str
     state: DeploymentState
@@ -276,7 +282,13 @@ class Deployment(_message.Message):
     restart_policy: str
     order_ids: _containers.RepeatedScalarFieldContainer[str]
     lease_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., groups: _Optional[_Iterable[_Union[GroupSpec, _Mapping]]] = ..., sdl_sha256: _Optional[bytes] = ..., escrow_balance: _Optional[int] = ..., deposited: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., job_kind: _Optional[str] = ..., max_runtime_ms: _Optional[int] = ..., restart_policy: _Optional[str] = ..., order_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    rate_per_hour: int
+    escrow_time_left_ms: int
+    escrow_low: bool
+    auto_top_up: int
+    auto_top_up_max: int
+    auto_topped_up: int
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., groups: _Optional[_Iterable[_Union[GroupSpec, _Mapping]]] = ..., sdl_sha256: _Optional[bytes] = ..., escrow_balance: _Optional[int] = ..., deposited: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., job_kind: _Optional[str] = ..., max_runtime_ms: _Optional[int] = ..., restart_policy: _Optional[str] = ..., order_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ..., rate_per_hour: _Optional[int] = ..., escrow_time_left_ms: _Optional[int] = ..., escrow_low: _Optional[bool] = ..., auto_top_up: _Optional[int] = ..., auto_top_up_max: _Optional[int] = ..., auto_topped_up: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
     __slots__ = ("id", "deployment_id", "owner", "state", "spec", "auction", "created_at_ms", "closes_at_ms", "job_kind")
@@ -403,14 +415,18 @@ class Lease(_message.Message):
     def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...
 
 class CreateDeployment(_message.Message):
-    __slots__ = ("sdl", "deposit", "force")
+    __slots__ = ("sdl", "deposit", "force", "auto_top_up", "auto_top_up_max")
     SDL_FIELD_NUMBER: _ClassVar[int]
     DEPOSIT_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    AUTO_TOP_UP_FIELD_NUMBER: _ClassVar[int]
+    AUTO_TOP_UP_MAX_FIELD_NUMBER: _ClassVar[int]
     sdl: bytes
     deposit: int
     force: bool
-    def __init__(self, sdl: _Optional[bytes] = ..., deposit: _Optional[int] = ..., force: _Optional[bool] = ...) -> None: ...
+    auto_top_up: int
+    auto_top_up_max: int
+    def __init__(self, sdl: _Optional[bytes] = ..., deposit: _Optional[int] = ..., force: _Optional[bool] = ..., auto_top_up: _Optional[int] = ..., auto_top_up_max: _Optional[int] = ...) -> None: ...
 
 class CloseDeployment(_message.Message):
     __slots__ = ("deployment_id",)
@@ -547,12 +563,14 @@ class DeploymentEvent(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., time_ms: _Optional[int] = ..., deployment_id: _Optional[str] = ..., kind: _Optional[str] = ..., order_id: _Optional[str] = ..., bid_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., message: _Optional[str] = ..., bid: _Optional[_Union[Bid, _Mapping]] = ..., lease: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
 
 class WatchDeploymentRequest(_message.Message):
-    __slots__ = ("deployment_id", "after_seq")
+    __slots__ = ("deployment_id", "after_seq", "history_only")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_ONLY_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     after_seq: int
-    def __init__(self, deployment_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+    history_only: bool
+    def __init__(self, deployment_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., history_only: _Optional[bool] = ...) -> None: ...
 
 class LogLine(_message.Message):
     __slots__ = ("lease_id", "seq", "time_ms", "stream", "line")
