@@ -246,6 +246,11 @@ class TenantClient(ServiceClient):
         msg = pb.CreateDeployment(sdl=sdl, deposit=deposit, force=force)
         return self._unary("CreateDeployment", self._seal(msg), pb.Deployment)
 
+    def update_deployment(self, deployment_id: str, sdl: bytes) -> pb.UpdateResult:
+        """Update in place: image, command, args, env (anything else is refused)."""
+        msg = pb.UpdateDeployment(deployment_id=deployment_id, sdl=sdl)
+        return self._unary("UpdateDeployment", self._seal(msg), pb.UpdateResult)
+
     def get_deployment(self, deployment_id: str) -> pb.Deployment:
         req = self._seal(pb.GetRequest(id=deployment_id))
         return self._unary("GetDeployment", req, pb.Deployment)

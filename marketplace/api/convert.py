@@ -22,6 +22,7 @@ from marketplace.core.provider_feed import (
     FeedEvent,
     LeaseClosed,
     LeaseManifest,
+    LeaseUpdated,
     LeaseWon,
     OrderClosed,
     OrderOpened,
@@ -325,6 +326,7 @@ def deployment_to_proto(d: Deployment, escrow_balance: int) -> pb.Deployment:
         restart_policy=d.job.restart_policy.value,
         order_ids=list(d.order_ids),
         lease_ids=list(d.lease_ids),
+        version=d.version,
     )
 
 
@@ -442,6 +444,8 @@ def lease_to_proto(x: Lease) -> pb.Lease:
         exit_code=x.exit_code,
         message=x.message,
         endpoints=[endpoint_to_proto(e) for e in x.endpoints],
+        version=x.version,
+        failed_version=x.failed_version,
     )
 
 
@@ -465,6 +469,8 @@ def lease_from_proto(x: pb.Lease) -> Lease:
         message=x.message,
         endpoints=tuple(endpoint_from_proto(e) for e in x.endpoints),
         started=x.running_at_ms > 0,
+        version=x.version,
+        failed_version=x.failed_version,
     )
 
 
@@ -540,6 +546,8 @@ def provider_event_to_proto(e: ProviderEvent) -> pb.ProviderEvent:
         out.bid_lost.CopyFrom(bid_to_proto(e.bid))
     elif e.kind == ProviderEventKind.LEASE_CLOSED and e.lease is not None:
         out.lease_closed.CopyFrom(lease_to_proto(e.lease))
+    elif e.kind == ProviderEventKind.LEASE_UPDATED and e.lease is not None:
+        out.lease_updated.CopyFrom(lease_to_proto(e.lease))
     return out
 
 
@@ -617,10 +625,12 @@ def provider_event_from_proto(e: pb.ProviderEvent) -> FeedEvent | None:
             return BidLost(e.seq, e.time_ms, bid_from_proto(e.bid_lost))
         case ProviderEventKind.LEASE_CLOSED:
             return LeaseClosed(e.seq, e.time_ms, lease_from_proto(e.lease_closed))
+        case ProviderEventKind.LEASE_UPDATED:
+            return LeaseUpdated(e.seq, e.time_ms, lease_from_proto(e.lease_updated))
 
 
 def lease_manifest_from_proto(m: pb.Manifest) -> LeaseManifest:
     """The manifest parsed, with its lease's group. Raises InvalidArgument for a bad SDL and
     NotFound when it has no such group. (The tenant's signature is the caller's to check.)"""
     manifest = parse_manifest(m.sdl, f"lease {m.lease_id}")
-    return LeaseManifest(m.lease_id, manifest, manifest.group(m.group_name))
+    return LeaseManifest(m.lease_id, manifest, manifest.group(m.group_name), m.version)

@@ -25,6 +25,9 @@ Deployment events: Tenant.WatchDeployment, for the deployment's owner.
 | `lease_closed`       | the lease closed                                                 | order, lease; message: reason |
 | `order_closed`       | an order closed unleased: with its deployment, or a manual lapse | order; message: why           |
 | `deployment_closed`  | the deployment closed; nothing follows                           | message: why                  |
+| `deployment_updated` | the tenant updated the deployment in place (a new SDL version)   | message: version, changes     |
+| `update_running`     | the provider reported the lease running the new version          | lease; message: version       |
+| `update_failed`      | the new version could not start; the provider runs the old again | lease; message: why           |
 
 Sealed bids: while an order's bid window is open, `bid_placed` carries the order but no bid
 and no bid_id (message "sealed bid"): one event per bid, so the tenant can count them, but
@@ -40,6 +43,7 @@ Provider events: Provider.WatchOrders; broadcast to every provider, or to one.
 | `lease_won`    | winner    | its bid won: fetch the manifest and start        | order, bid, lease  |
 | `bid_lost`     | loser     | another bid won the order                        | order, bid         |
 | `lease_closed` | provider  | its lease closed: stop the workload              | order, lease       |
+| `lease_updated`| provider  | its lease's SDL changed: fetch it, replace them  | order, lease       |
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ class DeploymentEventKind(StrEnum):
     LEASE_CLOSED = "lease_closed"
     ORDER_CLOSED = "order_closed"
     DEPLOYMENT_CLOSED = "deployment_closed"
+    DEPLOYMENT_UPDATED = "deployment_updated"
+    UPDATE_RUNNING = "update_running"
+    UPDATE_FAILED = "update_failed"
 
 
 class ProviderEventKind(StrEnum):
@@ -72,3 +79,4 @@ class ProviderEventKind(StrEnum):
     LEASE_WON = "lease_won"
     BID_LOST = "bid_lost"
     LEASE_CLOSED = "lease_closed"
+    LEASE_UPDATED = "lease_updated"

@@ -101,6 +101,9 @@ class Deployment:
     # or failed quickly, and when a delayed re-order is due (0: none)
     failed_starts: list[int] = field(default_factory=list)
     reorder_at_ms: list[int] = field(default_factory=list)
+    # update in place (manifest/update.py): 1 for the SDL it was created with, +1 per update;
+    # sdl and tenant_request are then the current version's (the signed UpdateDeployment)
+    version: int = 1
 
 
 @dataclass(slots=True)
@@ -181,6 +184,10 @@ class Lease:
     cpu_millis: int = 0
     memory_bytes: int = 0
     storage_bytes: int = 0
+    # update in place: the deployment version the provider reported running (0: none yet),
+    # and the last version it failed to run (it then runs `version` again)
+    version: int = 0
+    failed_version: int = 0
 
 
 @dataclass(slots=True)

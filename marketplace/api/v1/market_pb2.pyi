@@ -245,7 +245,7 @@ class GroupSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requirements: _Optional[_Union[PlacementRequirements, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceUnit, _Mapping]]] = ..., denom: _Optional[str] = ..., max_price_per_hour: _Optional[int] = ..., needs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("id", "owner", "state", "groups", "sdl_sha256", "escrow_balance", "deposited", "created_at_ms", "closed_at_ms", "auction", "job_kind", "max_runtime_ms", "restart_policy", "order_ids", "lease_ids")
+    __slots__ = ("id", "owner", "state", "groups", "sdl_sha256", "escrow_balance", "deposited", "created_at_ms", "closed_at_ms", "auction", "job_kind", "max_runtime_ms", "restart_policy", "order_ids", "lease_ids", "version")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +261,7 @@ class Deployment(_message.Message):
     RESTART_POLICY_FIELD_NUMBER: _ClassVar[int]
     ORDER_IDS_FIELD_NUMBER: _ClassVar[int]
     LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner: str
     state: DeploymentState
@@ -276,7 +277,8 @@ class Deployment(_message.Message):
     restart_policy: str
     order_ids: _containers.RepeatedScalarFieldContainer[str]
     lease_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., groups: _Optional[_Iterable[_Union[GroupSpec, _Mapping]]] = ..., sdl_sha256: _Optional[bytes] = ..., escrow_balance: _Optional[int] = ..., deposited: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., job_kind: _Optional[str] = ..., max_runtime_ms: _Optional[int] = ..., restart_policy: _Optional[str] = ..., order_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    version: int
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., groups: _Optional[_Iterable[_Union[GroupSpec, _Mapping]]] = ..., sdl_sha256: _Optional[bytes] = ..., escrow_balance: _Optional[int] = ..., deposited: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., job_kind: _Optional[str] = ..., max_runtime_ms: _Optional[int] = ..., restart_policy: _Optional[str] = ..., order_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
     __slots__ = ("id", "deployment_id", "owner", "state", "spec", "auction", "created_at_ms", "closes_at_ms", "job_kind")
@@ -367,7 +369,7 @@ class Endpoint(_message.Message):
     def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., host: _Optional[str] = ..., external_port: _Optional[int] = ..., proto: _Optional[str] = ..., uri: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "order_id", "deployment_id", "tenant", "provider", "price_per_hour", "state", "close_reason", "created_at_ms", "running_at_ms", "closed_at_ms", "billed_until_ms", "paid", "exit_code", "message", "endpoints")
+    __slots__ = ("id", "order_id", "deployment_id", "tenant", "provider", "price_per_hour", "state", "close_reason", "created_at_ms", "running_at_ms", "closed_at_ms", "billed_until_ms", "paid", "exit_code", "message", "endpoints", "version", "failed_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -384,6 +386,8 @@ class Lease(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FAILED_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     order_id: str
     deployment_id: str
@@ -400,7 +404,9 @@ class Lease(_message.Message):
     exit_code: int
     message: str
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
-    def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...
+    version: int
+    failed_version: int
+    def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., version: _Optional[int] = ..., failed_version: _Optional[int] = ...) -> None: ...
 
 class CreateDeployment(_message.Message):
     __slots__ = ("sdl", "deposit", "force")
@@ -699,7 +705,7 @@ class WatchOrders(_message.Message):
     def __init__(self, resume_token: _Optional[int] = ...) -> None: ...
 
 class ProviderEvent(_message.Message):
-    __slots__ = ("seq", "time_ms", "order_opened", "order_closed", "lease_won", "bid_lost", "lease_closed")
+    __slots__ = ("seq", "time_ms", "order_opened", "order_closed", "lease_won", "bid_lost", "lease_closed", "lease_updated")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     ORDER_OPENED_FIELD_NUMBER: _ClassVar[int]
@@ -707,6 +713,7 @@ class ProviderEvent(_message.Message):
     LEASE_WON_FIELD_NUMBER: _ClassVar[int]
     BID_LOST_FIELD_NUMBER: _ClassVar[int]
     LEASE_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_UPDATED_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time_ms: int
     order_opened: Order
@@ -714,7 +721,8 @@ class ProviderEvent(_message.Message):
     lease_won: Lease
     bid_lost: Bid
     lease_closed: Lease
-    def __init__(self, seq: _Optional[int] = ..., time_ms: _Optional[int] = ..., order_opened: _Optional[_Union[Order, _Mapping]] = ..., order_closed: _Optional[str] = ..., lease_won: _Optional[_Union[Lease, _Mapping]] = ..., bid_lost: _Optional[_Union[Bid, _Mapping]] = ..., lease_closed: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
+    lease_updated: Lease
+    def __init__(self, seq: _Optional[int] = ..., time_ms: _Optional[int] = ..., order_opened: _Optional[_Union[Order, _Mapping]] = ..., order_closed: _Optional[str] = ..., lease_won: _Optional[_Union[Lease, _Mapping]] = ..., bid_lost: _Optional[_Union[Bid, _Mapping]] = ..., lease_closed: _Optional[_Union[Lease, _Mapping]] = ..., lease_updated: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
 
 class PlaceBid(_message.Message):
     __slots__ = ("order_id", "price_per_hour", "offer")
@@ -747,19 +755,21 @@ class GetManifest(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("lease_id", "group_name", "sdl", "tenant_request")
+    __slots__ = ("lease_id", "group_name", "sdl", "tenant_request", "version")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
     SDL_FIELD_NUMBER: _ClassVar[int]
     TENANT_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     group_name: str
     sdl: bytes
     tenant_request: SignedRequest
-    def __init__(self, lease_id: _Optional[str] = ..., group_name: _Optional[str] = ..., sdl: _Optional[bytes] = ..., tenant_request: _Optional[_Union[SignedRequest, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, lease_id: _Optional[str] = ..., group_name: _Optional[str] = ..., sdl: _Optional[bytes] = ..., tenant_request: _Optional[_Union[SignedRequest, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LeaseStatusReport(_message.Message):
-    __slots__ = ("lease_id", "state", "endpoints", "exited", "exit_code", "oom_killed", "message")
+    __slots__ = ("lease_id", "state", "endpoints", "exited", "exit_code", "oom_killed", "message", "version", "update_failed")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -767,6 +777,8 @@ class LeaseStatusReport(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FAILED_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     state: LeaseState
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
@@ -774,7 +786,9 @@ class LeaseStatusReport(_message.Message):
     exit_code: int
     oom_killed: bool
     message: str
-    def __init__(self, lease_id: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    version: int
+    update_failed: bool
+    def __init__(self, lease_id: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., message: _Optional[str] = ..., version: _Optional[int] = ..., update_failed: _Optional[bool] = ...) -> None: ...
 
 class LogBatch(_message.Message):
     __slots__ = ("lease_id", "lines")
@@ -960,3 +974,19 @@ class ProviderFindings(_message.Message):
     ok: bool
     findings: _containers.RepeatedCompositeFieldContainer[Finding]
     def __init__(self, provider: _Optional[str] = ..., ok: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ...) -> None: ...
+
+class UpdateDeployment(_message.Message):
+    __slots__ = ("deployment_id", "sdl")
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SDL_FIELD_NUMBER: _ClassVar[int]
+    deployment_id: str
+    sdl: bytes
+    def __init__(self, deployment_id: _Optional[str] = ..., sdl: _Optional[bytes] = ...) -> None: ...
+
+class UpdateResult(_message.Message):
+    __slots__ = ("deployment", "changes")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    deployment: Deployment
+    changes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., changes: _Optional[_Iterable[str]] = ...) -> None: ...
