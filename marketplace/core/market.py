@@ -717,7 +717,7 @@ class MarketService(MarketReads):
             )
         if len(update.sdl) > limits.MAX_MANIFEST_BYTES:
             raise InvalidArgument(f"manifest is over {limits.MAX_MANIFEST_BYTES:,} bytes")
-        summary = limits.check_text("update summary", "; ".join(update.changes))
+        summary = limits.display_safe("; ".join(update.changes), "update summary")  # told, not kept
         now = self.clock.now_ms()
         dep.version += 1
         dep.sdl, dep.sdl_sha256 = update.sdl, update.sdl_sha256
