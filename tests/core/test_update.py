@@ -115,6 +115,7 @@ def test_what_was_bought_is_refused_naming_service_and_field(
     assert old in SDL
     changes, refusals = plan(SDL, SDL.replace(old, new).replace("busybox:1", "busybox:2"))
     assert any(r.startswith(refusal) for r in refusals), refusals
+    assert changes[0].startswith("web: image")  # told too: the tenant fixes it all in one pass
     p = plan_update(parse_manifest(SDL, "a"), parse_manifest(SDL.replace(old, new), "b"))
     assert not p.allowed and p.reason.startswith(refusals[0])
 
