@@ -1,0 +1,124 @@
+"""Update in place, the supervisor's rules on the in-memory runtime: the new version replaces the
+containers on the same names, host ports and volumes; a missing image, a refused start or a new
+container that exits at once fail the update and the old version runs again
+(tests/system/test_update_e2e.py does it on the real engine, over HTTP)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from marketplace.core.manifest import Manifest, parse_manifest
+from marketplace.core.matching import Allocation, Capacity, allocate
+from marketplace.core.resources import GroupSpec
+from provider_agent.memory_runtime import MemoryRuntime
+from provider_agent.supervisor import LeaseSupervisor, StatusReport
+from tests.agent.supervision import Recorder, stored, until
+from tests.agent.test_supervisor import EXPOSE, GIB, H100, IMAGE, only, supervise
+
+V1 = stored("exec httpd -f -p 80").replace(b"    params:", EXPOSE.encode() + b"    params:", 1)
+LEASE = "D1/1/1/prov"
+
+
+def version(image: str) -> bytes:
+    return V1.replace(IMAGE.encode(), image.encode())
+
+
+@pytest.fixture
+def runtime() -> MemoryRuntime:
+    return MemoryRuntime("gm1provider", images=[IMAGE], unpullable=["gone:1"])
+
+
+@pytest.fixture
+def rec() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def sup(runtime: MemoryRuntime, rec: Recorder, tmp_path: Path) -> Iterator[LeaseSupervisor]:
+    supervisor = supervise(runtime, rec, tmp_path)
+    supervisor.update_settle_s = 0.05
+    supervisor.start_lease(LEASE, *_parsed(V1), version=1)
+    yield supervisor
+    supervisor.close()
+
+
+def _parsed(text: bytes) -> tuple[Manifest, GroupSpec, Allocation]:
+    manifest = parse_manifest(text, "test")
+    group = manifest.groups[0]
+    alloc = allocate(group, Capacity(8000, 8 * GIB, 100 * GIB, H100))
+    assert isinstance(alloc, Allocation), alloc
+    return manifest, group, alloc
+
+
+def update(sup: LeaseSupervisor, text: bytes, to: int = 2) -> StatusReport | None:
+    return sup.update_lease(LEASE, *_parsed(text), version=to)
+
+
+def test_the_new_version_runs_on_the_same_name_port_and_volume(
+    sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder
+) -> None:
+    before = only(runtime, LEASE)
+    volumes = runtime.volumes(LEASE)
+    report = update(sup, version("gpumarket/busybox:v2"))
+    assert report is not None and report.running and not report.update_failed
+    assert (report.version, report.message) == (2, "version 2 running")
+    after = only(runtime, LEASE)  # the old container is gone
+    assert after.id != before.id and after.running
+    assert runtime.spec_of(after.id).image == "gpumarket/busybox:v2"
+    assert (after.name, after.ports) == (before.name, before.ports)
+    assert runtime.volumes(LEASE) == volumes  # the same persistent volume, mounted again
+    assert [v.mount for v in runtime.spec_of(after.id).named_volumes] == ["/data"]
+    assert after.label("io.gpumarket.version") == "2"
+    assert not any(r.exited for r in rec.reports)  # the old one's stop is not the lease's exit
+    assert update(sup, version("gpumarket/busybox:v2")) is None  # version 2 runs already
+    runtime.finish(after.id, 1)  # the new container is watched: its exit is the lease's
+    assert rec.exited().exit_code == 1
+
+
+def test_a_missing_image_fails_before_anything_is_touched(
+    sup: LeaseSupervisor, runtime: MemoryRuntime
+) -> None:
+    before = only(runtime, LEASE)
+    report = update(sup, version("gone:1"))
+    assert report is not None and report.update_failed and report.version == 2
+    assert "gone:1" in report.message
+    assert only(runtime, LEASE) == before
+
+
+def test_a_refused_start_restores_the_old_version(
+    sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder
+) -> None:
+    before = only(runtime, LEASE)
+    runtime.refuse_starts("no such entrypoint", image="gpumarket/busybox:broken")
+    report = update(sup, version("gpumarket/busybox:broken"))
+    assert report is not None and report.update_failed
+    assert "no such entrypoint" in report.message
+    again = only(runtime, LEASE)
+    assert (again.id, again.name, again.running) == (before.id, before.name, True)
+    runtime.finish(again.id, 3)  # watched again: its exit is reported
+    assert rec.exited().exit_code == 3
+
+
+def test_a_new_container_that_exits_at_once_restores_the_old_version(
+    sup: LeaseSupervisor, runtime: MemoryRuntime
+) -> None:
+    sup.update_settle_s = 0.5  # the new container ends well within it
+    before = only(runtime, LEASE)
+
+    def crash_the_new_one() -> None:
+        until(lambda: any(s.id != before.id and s.running for s in runtime.owned(LEASE)))
+        [new] = [s for s in runtime.owned(LEASE) if s.id != before.id]
+        runtime.finish(new.id, 127)
+
+    crasher = threading.Thread(target=crash_the_new_one)
+    crasher.start()
+    report = update(sup, version("gpumarket/busybox:exits"))
+    crasher.join()
+    assert report is not None and report.update_failed
+    assert "exited with code 127" in report.message
+    assert [s.id for s in runtime.owned(LEASE)] == [before.id]
+    assert only(runtime, LEASE).running
