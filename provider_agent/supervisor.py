@@ -338,6 +338,7 @@ class LeaseSupervisor:
                 if lease.closing or lease.reported_exit or version <= lease.version:
                     return None
                 old = sorted(lease.containers.values(), key=lambda c: (c.service, c.replica))
+                old_specs = dict(lease.specs)  # empty for a re-adopted lease
             specs = _pinned(self._specs(lease_id, manifest, group, allocation, version), old)
             try:
                 for image, auth in _pulls(specs):
@@ -353,7 +354,7 @@ class LeaseSupervisor:
                 failure = str(exc)
             if failure is not None:
                 try:
-                    self._restore(lease, old)
+                    self._restore(lease, old, old_specs)
                 except RuntimeFailure as exc:
                     return self._lost(
                         lease,
@@ -427,9 +428,21 @@ class LeaseSupervisor:
             lease.specs.clear()
         return why
 
-    def _restore(self, lease: _Lease, old: list[ContainerState]) -> None:
-        """Start the old version's containers again under their own names."""
+    def _restore(
+        self, lease: _Lease, old: list[ContainerState], specs: dict[str, ContainerSpec]
+    ) -> None:
+        """Run the old version again under its own names: from its spec on its own host ports
+        (a restarted container would get new ones), or, re-adopted (no spec), restarted."""
         for state in old:
+            spec = specs.get(state.id)
+            if spec is not None:
+                pinned = dataclasses.replace(
+                    spec, host_ports=state.ports, host_udp_ports=state.udp_ports
+                )
+                again = self.runtime.launch(pinned)  # on the old one's volumes
+                self.runtime.remove(state.id)
+                self._track(lease, again, spec, self.settings.max_restarts)
+                continue
             if self.runtime.inspect(state.id).name != state.name:
                 self.runtime.rename(state.id, state.name)
             restarted = self.runtime.start(state.id)

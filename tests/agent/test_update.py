@@ -97,8 +97,9 @@ def test_a_refused_start_restores_the_old_version(
     report = update(sup, version("gpumarket/busybox:broken"))
     assert report is not None and report.update_failed
     assert "no such entrypoint" in report.message
-    again = only(runtime, LEASE)
-    assert (again.id, again.name, again.running) == (before.id, before.name, True)
+    again = only(runtime, LEASE)  # made again from its spec, on its own host port
+    assert (again.name, again.ports, again.running) == (before.name, before.ports, True)
+    assert runtime.spec_of(again.id).image == IMAGE
     runtime.finish(again.id, 3)  # watched again: its exit is reported
     assert rec.exited().exit_code == 3
 
@@ -120,5 +121,27 @@ def test_a_new_container_that_exits_at_once_restores_the_old_version(
     crasher.join()
     assert report is not None and report.update_failed
     assert "exited with code 127" in report.message
-    assert [s.id for s in runtime.owned(LEASE)] == [before.id]
-    assert only(runtime, LEASE).running
+    again = only(runtime, LEASE)
+    assert (again.name, again.ports, again.running) == (before.name, before.ports, True)
+    assert runtime.spec_of(again.id).image == IMAGE
+
+
+def test_a_readopted_lease_is_restored_by_restart_and_updated_later(
+    sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder, tmp_path: Path
+) -> None:
+    before = only(runtime, LEASE)
+    sup.close()  # the agent restarts: its containers keep running
+    again = supervise(runtime, rec, tmp_path)
+    again.update_settle_s = 0.05
+    try:
+        assert again.adopt() == [LEASE]
+        runtime.refuse_starts("broken", image="gpumarket/busybox:broken")
+        failed = update(again, version("gpumarket/busybox:broken"))
+        assert failed is not None and failed.update_failed
+        restarted = only(runtime, LEASE)  # no spec after a restart: the old one started again
+        assert (restarted.id, restarted.name, restarted.running) == (before.id, before.name, True)
+        done = update(again, version("gpumarket/busybox:v3"), to=3)
+        assert done is not None and (done.version, done.update_failed) == (3, False)
+        assert runtime.spec_of(only(runtime, LEASE).id).image == "gpumarket/busybox:v3"
+    finally:
+        again.close()
