@@ -8,9 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 from marketplace.api.client import ProviderClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.cli.main import cli
 from marketplace.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
@@ -134,3 +136,30 @@ def test_the_provider_alone_may_report_versions(tmp_path: Path) -> None:
                 pb.LeaseStatusReport(lease_id=lease_id, state=pb.LEASE_RUNNING, version=1)
             )
         assert address(p) == alice.get_lease(lease_id).provider
+
+
+def test_the_cli_says_what_changes_and_refuses_in_one_line(tmp_path: Path) -> None:
+    with ServerThread(tmp_path / "market") as server:
+        alice, _, dep, _ = leased(server)
+        assert alice.key is not None
+        key = tmp_path / "alice.pem"
+        key.write_bytes(alice.key.to_pem())
+        bigger, v2 = tmp_path / "bigger.yaml", tmp_path / "v2.yaml"
+        bigger.write_bytes(V2.replace(b"cpu: {units: 1}", b"cpu: {units: 2}"))
+        v2.write_bytes(V2)
+
+        def update(path: Path) -> Result:
+            args = ["update", dep.id, str(path), "--market", server.address, "--key", str(key)]
+            return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+        refused = update(bigger)
+        assert refused.exit_code == 1
+        assert refused.output == (
+            "Error: update refused: train: resources (cpu) cannot change in place\n"
+        )
+        done = update(v2)
+        assert done.exit_code == 0, done.output
+        assert done.output.splitlines() == [
+            f"deployment {dep.id}: version 2",
+            "  train: image gpumarket/busybox:latest → gpumarket/busybox:v2",
+        ]
