@@ -261,3 +261,19 @@ def updated_once(market: MarketService, clock: ManualClock) -> str:
     market.report_status("p1", lease_id, running=True, version=2)
     market.report_status("p1", lease_id, running=True, version=3, update_failed=True)
     return dep_id
+
+
+def test_a_provider_watching_afresh_is_told_of_updates_it_has_not_run(
+    market: MarketService, running: tuple[str, str]
+) -> None:
+    dep_id, lease_id = running
+
+    def told() -> list[str]:
+        snapshot = market.provider_snapshot("p1")
+        return [e.lease_id for e in snapshot if e.kind == ProviderEventKind.LEASE_UPDATED]
+
+    assert told() == []
+    market.update_deployment(TENANT, dep_id, 1, new_version(market, dep_id))
+    assert told() == [lease_id]
+    market.report_status("p1", lease_id, running=True, version=2, update_failed=True)
+    assert told() == []  # tried and failed: told once is enough
