@@ -245,6 +245,11 @@ def manifest_problem(manifest: pb.Manifest, tenant: str, market: str) -> str | N
                 manifest.tenant_request, pb.UpdateDeployment, market=market
             )
             signed_sdl = update.sdl
+            if (update.deployment_id, update.version) != (
+                manifest.lease_id.split("/")[0],
+                manifest.version,
+            ):
+                return "the tenant signed that update for another deployment or version"
         except MarketError:
             return f"the tenant's signature does not verify: {exc}"
     if signer != tenant:

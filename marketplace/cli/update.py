@@ -68,7 +68,8 @@ def update(
     """
     raw = read_manifest(file, force=True)  # the GPU models are the running ones
     client = conn.tenant()
-    result = client.update_deployment(deployment, raw)
+    current = client.get_deployment(deployment).version
+    result = client.update_deployment(deployment, raw, current + 1)
     dep = result.deployment
     if not as_json:
         click.echo(f"deployment {dep.id}: version {dep.version}")

@@ -429,6 +429,11 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
             raise PermissionDenied(f"deployment {msg.deployment_id} is not yours")
         if dep.state != DeploymentState.ACTIVE:
             raise FailedPrecondition(f"deployment {dep.id} is closed")
+        if msg.version != dep.version + 1:  # signed: a market cannot replay an older update
+            raise FailedPrecondition(
+                f"deployment {dep.id} is at version {dep.version}: an update makes version "
+                f"{dep.version + 1}, not {msg.version}"
+            )
         base, running_sdl = dep.version, dep.sdl or self.market.archive.manifest(dep.id)[0]
         new = await _parse_off_loop(bytes(msg.sdl))
         plan = plan_update(await _parse_off_loop(running_sdl), new)

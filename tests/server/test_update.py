@@ -37,7 +37,7 @@ def test_the_owner_updates_and_the_provider_fetches_the_new_version(tmp_path: Pa
     with ServerThread(tmp_path / "market") as server:
         alice, p, dep, lease_id = leased(server)
         token = max(e.seq for e in _feed_until(p, 0, "lease_won"))
-        result = alice.update_deployment(dep.id, V2)
+        result = alice.update_deployment(dep.id, V2, 2)
         assert result.deployment.version == 2
         assert list(result.changes) == [
             "train: image gpumarket/busybox:latest → gpumarket/busybox:v2"
@@ -51,6 +51,11 @@ def test_the_owner_updates_and_the_provider_fetches_the_new_version(tmp_path: Pa
         assert (signed.deployment_id, signed.sdl) == (dep.id, V2)
         tenant_address = alice.key.address if alice.key else ""
         assert manifest_problem(manifest, tenant_address, p.market_id) is None  # the agent's check
+        replayed = pb.Manifest()  # a market serving that signed update as another version
+        replayed.CopyFrom(manifest)
+        replayed.version = 3
+        problem = manifest_problem(replayed, tenant_address, p.market_id)
+        assert problem == "the tenant signed that update for another deployment or version"
 
         p.report_status(pb.LeaseStatusReport(lease_id=lease_id, state=pb.LEASE_RUNNING, version=2))
         assert wait_for(alice, dep.id, DeploymentEventKind.UPDATE_RUNNING).lease.version == 2
@@ -74,10 +79,10 @@ def test_an_outsider_is_refused_and_nothing_changes(tmp_path: Path) -> None:
         alice, p, dep, lease_id = leased(server)
         mallory = TenantClient(server.address, Key.generate())
         with pytest.raises(PermissionDenied, match="not yours"):
-            mallory.update_deployment(dep.id, V2)
+            mallory.update_deployment(dep.id, V2, 2)
         assert alice.get_deployment(dep.id).version == 1
         assert p.get_manifest(lease_id).sdl == gpu_sdl()
-        alice.update_deployment(dep.id, V2)  # the owner's, on version 1: the first update
+        alice.update_deployment(dep.id, V2, 2)  # the owner's, on version 1: the first update
         updated = wait_for(alice, dep.id, DeploymentEventKind.DEPLOYMENT_UPDATED)
         assert updated.message.startswith("version 2: ")
 
@@ -99,7 +104,7 @@ def test_a_change_of_what_was_bought_is_refused_with_the_field(
         alice, p, dep, lease_id = leased(server)
         assert old in V2
         with pytest.raises(FailedPrecondition, match=re.escape(f"update refused: {reason}")):
-            alice.update_deployment(dep.id, V2.replace(old, new))
+            alice.update_deployment(dep.id, V2.replace(old, new), 2)
         assert alice.get_deployment(dep.id).version == 1
         assert p.get_manifest(lease_id).sdl == gpu_sdl()
 
@@ -107,13 +112,16 @@ def test_a_change_of_what_was_bought_is_refused_with_the_field(
 def test_no_change_a_bad_sdl_and_a_closed_deployment_are_refused(tmp_path: Path) -> None:
     with ServerThread(tmp_path / "market") as server:
         alice, _, dep, _ = leased(server)
+        for wrong in (1, 3):  # an update makes the next version, no other
+            with pytest.raises(FailedPrecondition, match="an update makes version 2, not"):
+                alice.update_deployment(dep.id, V2, wrong)
         with pytest.raises(FailedPrecondition, match="changes nothing"):
-            alice.update_deployment(dep.id, gpu_sdl())
+            alice.update_deployment(dep.id, gpu_sdl(), 2)
         with pytest.raises(InvalidArgument, match="manifest"):
-            alice.update_deployment(dep.id, b"version: '2.0'\nservices: [")
+            alice.update_deployment(dep.id, b"version: '2.0'\nservices: [", 2)
         alice.close_deployment(dep.id)
         with pytest.raises(FailedPrecondition, match="closed"):
-            alice.update_deployment(dep.id, V2)
+            alice.update_deployment(dep.id, V2, 2)
         assert alice.get_deployment(dep.id).version == 1
 
 

@@ -976,12 +976,14 @@ class ProviderFindings(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., ok: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ...) -> None: ...
 
 class UpdateDeployment(_message.Message):
-    __slots__ = ("deployment_id", "sdl")
+    __slots__ = ("deployment_id", "sdl", "version")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SDL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     sdl: bytes
-    def __init__(self, deployment_id: _Optional[str] = ..., sdl: _Optional[bytes] = ...) -> None: ...
+    version: int
+    def __init__(self, deployment_id: _Optional[str] = ..., sdl: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
 
 class UpdateResult(_message.Message):
     __slots__ = ("deployment", "changes")
