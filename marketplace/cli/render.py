@@ -113,6 +113,7 @@ def deployment_detail(
     click.echo(
         f"deployment {dep.id}  {convert.deployment_state_name(dep.state)}  {dep.job_kind}  "
         f"escrow {amount(dep.escrow_balance)} of {amount(dep.deposited)} deposited"
+        + (f"  version {dep.version}" if dep.version > 1 else "")  # updated in place
     )
     order_table(orders)
     lease_table(leases)
@@ -250,4 +251,8 @@ def describe_event(event: DeploymentEvent) -> str:
         return f"not ordered again: {event.message}"
     if kind == DeploymentEventKind.DEPLOYMENT_CLOSED:
         return f"deployment {event.deployment_id} closed: {event.message}"
+    if kind == DeploymentEventKind.DEPLOYMENT_UPDATED:
+        return f"deployment {event.deployment_id} updated to {event.message}"
+    if kind in (DeploymentEventKind.UPDATE_RUNNING, DeploymentEventKind.UPDATE_FAILED):
+        return f"lease {event.lease_id}: {event.message}"
     return ""

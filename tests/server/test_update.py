@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from marketplace.api import convert
 from marketplace.api.client import ProviderClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.main import cli
+from marketplace.cli.render import describe_event
 from marketplace.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
@@ -171,3 +173,11 @@ def test_the_cli_says_what_changes_and_refuses_in_one_line(tmp_path: Path) -> No
             f"deployment {dep.id}: version 2",
             "  train: image gpumarket/busybox:latest → gpumarket/busybox:v2",
         ]
+        args = ["status", dep.id, "--market", server.address, "--key", str(key)]
+        status = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert "version 2" in status.output.splitlines()[0]
+        updated = wait_for(alice, dep.id, DeploymentEventKind.DEPLOYMENT_UPDATED)
+        event = convert.deployment_event_from_proto(updated)
+        assert event is not None
+        change = done.output.splitlines()[1].strip()
+        assert describe_event(event) == f"deployment {dep.id} updated to version 2: {change}"
