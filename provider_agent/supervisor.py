@@ -54,6 +54,7 @@ LABEL_VERSION = f"{LABEL}.version"  # the deployment version (update in place) i
 # An updated container that is not running this long after its start failed to start: the old
 # version is restored.
 UPDATE_SETTLE_S = 2.0
+PREVIOUS = "-previous"  # the name suffix of a container an update set aside
 LOG_BATCH = 200
 LOG_FLUSH_S = 0.2
 
@@ -380,6 +381,8 @@ class LeaseSupervisor:
                 watched = list(lease.containers.values())
             for state in watched:
                 self._watch(lease_id, state)
+            if lease.closing:  # closed meanwhile: stop_lease may have missed the new ones
+                self._teardown(lease_id)
             return report
 
     def _set_aside(self, lease: _Lease, old: list[ContainerState]) -> None:
@@ -389,7 +392,7 @@ class LeaseSupervisor:
             lease.replaced.update(s.id for s in old if s.id not in lease.done)
         for state in old:
             self.runtime.stop(state.id, self.settings.stop_grace_s)
-            self.runtime.rename(state.id, f"{state.name}-previous")
+            self.runtime.rename(state.id, state.name + PREVIOUS)
         with self._lock:
             self._replaced.wait_for(lambda: not lease.replaced & {s.id for s in old}, timeout=30)
             lease.replaced.difference_update(s.id for s in old)
@@ -523,7 +526,7 @@ class LeaseSupervisor:
         """Find this provider's containers after a restart and watch them again. Returns the
         lease ids now supervised. Leaked `created` containers are removed; containers that exited
         while the agent was away are reported."""
-        found = self.runtime.owned()
+        found = self._settle_interrupted_updates(self.runtime.owned())
         by_lease: dict[str, list[ContainerState]] = {}
         for state in found:
             if state.status == "created":
@@ -544,6 +547,25 @@ class LeaseSupervisor:
             for state in states:
                 self._watch(lease_id, state)
         return sorted(by_lease)
+
+    def _settle_interrupted_updates(self, found: list[ContainerState]) -> list[ContainerState]:
+        """An agent that stopped mid-update left an old container set aside: it goes when the
+        new one took its name, else it takes its name back (and is started again)."""
+        names = {s.name for s in found}
+        kept = []
+        for state in found:
+            base = state.name.removesuffix(PREVIOUS)
+            if base == state.name:
+                kept.append(state)
+            elif base in names:
+                self.runtime.remove(state.id)
+            else:
+                try:
+                    self.runtime.rename(state.id, base)
+                    kept.append(self.runtime.start(state.id))
+                except RuntimeFailure as exc:
+                    log.warning("could not start %s again: %s", base, exc)
+        return kept
 
     def _remove_orphan_volumes(self, leases_with_containers: set[str]) -> None:
         """Volumes of a lease none of whose containers is left (a killed agent's teardown, or

@@ -145,3 +145,19 @@ def test_a_readopted_lease_is_restored_by_restart_and_updated_later(
         assert runtime.spec_of(only(runtime, LEASE).id).image == "gpumarket/busybox:v3"
     finally:
         again.close()
+
+
+def test_an_update_cut_short_by_an_agent_restart_leaves_the_old_version_running(
+    sup: LeaseSupervisor, runtime: MemoryRuntime, rec: Recorder, tmp_path: Path
+) -> None:
+    before = only(runtime, LEASE)
+    sup.close()
+    runtime.stop(before.id)  # what an update does before it starts the new version...
+    runtime.rename(before.id, before.name + "-previous")  # ...and then the agent died
+    again = supervise(runtime, rec, tmp_path)
+    try:
+        assert again.adopt() == [LEASE]
+        back = only(runtime, LEASE)
+        assert (back.id, back.name, back.running) == (before.id, before.name, True)
+    finally:
+        again.close()
