@@ -5,6 +5,7 @@ container that exits at once fail the update and the old version runs again
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 from marketplace.core.manifest import Manifest, parse_manifest
 from marketplace.core.matching import Allocation, Capacity, allocate
 from marketplace.core.resources import GroupSpec
+from provider_agent.container import ContainerSpec
 from provider_agent.memory_runtime import MemoryRuntime
+from provider_agent.runtime import published_ports
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
 from tests.agent.supervision import Recorder, stored, until
 from tests.agent.test_supervisor import EXPOSE, GIB, H100, IMAGE, only, supervise
@@ -161,3 +164,16 @@ def test_an_update_cut_short_by_an_agent_restart_leaves_the_old_version_running(
         assert (back.id, back.name, back.running) == (before.id, before.name, True)
     finally:
         again.close()
+
+
+def test_docker_publishes_pinned_host_ports_and_random_ones_otherwise() -> None:
+    spec = ContainerSpec("L", "web", IMAGE, ports=(80, 81), udp_ports=(53,))
+    pinned = dataclasses.replace(spec, host_ports=((80, 32800),), host_udp_ports=((53, 32853),))
+    assert published_ports(pinned) == {
+        "80/tcp": ("127.0.0.1", 32800),
+        "81/tcp": ("127.0.0.1", None),
+        "53/udp": ("127.0.0.1", 32853),
+    }
+    everywhere = dataclasses.replace(pinned, publish_ip="0.0.0.0")
+    assert published_ports(everywhere) == {"80/tcp": 32800, "81/tcp": None, "53/udp": 32853}
+    assert pinned.digest == spec.digest  # where it is published is not what it is
