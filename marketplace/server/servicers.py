@@ -424,7 +424,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
             raise InvalidArgument(
                 f"manifest is {len(msg.sdl):,} bytes; the limit is {MAX_MANIFEST_BYTES:,} (1 MiB)"
             )
-        dep = self.market.get_deployment(msg.deployment_id)
+        dep = self.market.get_deployment(limits.check_text("id", msg.deployment_id))
         if dep.owner != signer:  # before anything is parsed: an outsider learns nothing
             raise PermissionDenied(f"deployment {msg.deployment_id} is not yours")
         if dep.state != DeploymentState.ACTIVE:
