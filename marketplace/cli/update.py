@@ -75,6 +75,8 @@ def update(
         click.echo(f"deployment {dep.id}: version {dep.version}")
         for line in result.changes:
             click.echo(f"  {line}")
+    if wait and not as_json:
+        click.echo(f"waiting (up to {timeout:g} s) for its leases to run version {dep.version}…")
     outcomes = wait_for_version(client, dep, timeout) if wait else []
     if as_json:
         print_json(
