@@ -39,6 +39,7 @@ from marketplace.core.provider_feed import (
     BidLost,
     FeedEvent,
     LeaseClosed,
+    LeaseUpdated,
     LeaseWon,
     OrderClosed,
     OrderOpened,
@@ -402,6 +403,9 @@ class Agent:
                 self._spawn(self._start_lease(lease), f"lease-{lease.id}")
             case LeaseClosed(lease=lease):
                 self._spawn(self._stop_lease(lease.id), f"stop-{lease.id}")
+            case LeaseUpdated(lease=lease):
+                if lease.id in self._running():
+                    self._spawn(self._update_lease(lease), f"update-{lease.id}")
 
     async def _start_lease(self, lease: Lease) -> None:
         assert self.supervisor is not None
@@ -424,7 +428,7 @@ class Agent:
             self.reservations.hold(f"lease:{lease.id}", allocation)
         self.say(f"lease {lease.id}: starting {', '.join(s for s, _ in _services(job.group))}")
         report = await asyncio.to_thread(
-            self.supervisor.start_lease, lease.id, job.manifest, job.group, allocation
+            self.supervisor.start_lease, lease.id, job.manifest, job.group, allocation, job.version
         )
         if report.running:
             self.bidder.started(job.group)
@@ -432,6 +436,22 @@ class Agent:
             self.say(f"lease {lease.id}: running" + (f" at {ports}" if ports else ""))
         else:
             self.bidder.start_failed(job.group, report.message)
+
+    async def _update_lease(self, lease: Lease) -> None:
+        """Fetch the lease's manifest again and run its new version (supervisor.update_lease)."""
+        assert self.supervisor is not None
+        try:
+            job = await self.link.get_manifest(lease.id, lease.tenant)
+        except MarketError as exc:
+            self.say(f"lease {lease.id}: cannot get its updated manifest: {exc}")
+            return
+        allocation = self.reservations.held(f"lease:{lease.id}")
+        self.say(f"lease {lease.id}: updating to version {job.version}")
+        report = await asyncio.to_thread(
+            self.supervisor.update_lease, lease.id, job.manifest, job.group, allocation, job.version
+        )
+        if report is not None:
+            self.say(f"lease {lease.id}: {report.message}")
 
     async def _stop_lease(self, lease_id: str) -> None:
         assert self.supervisor is not None

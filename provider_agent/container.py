@@ -120,6 +120,10 @@ class ContainerSpec:
     # Only for the pull of `image` (never a label, never in the digest): the SDL's credentials
     # when they name this image's registry.
     registry_auth: RegistryAuth | None = field(default=None, repr=False, compare=False)
+    # (container port, host port) to publish on these host ports rather than random ones: an
+    # update in place keeps the tenant's endpoints (not in the digest: where, not what, it runs)
+    host_ports: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+    host_udp_ports: tuple[tuple[int, int], ...] = field(default=(), repr=False)
 
     @property
     def named_volumes(self) -> tuple[VolumeMount, ...]:
@@ -246,6 +250,11 @@ class ContainerRuntime(Protocol):
         ...
 
     def inspect(self, container_id: str) -> ContainerState: ...
+
+    def rename(self, container_id: str, name: str) -> None:
+        """Give a container another name (an update in place sets the old one aside, so the new
+        one takes its name, and restores it if the new one fails). Raises RuntimeFailure."""
+        ...
 
     def wait(self, container_id: str) -> ContainerState:
         """Block until the container exits; its final state (exit code, OOM kill)."""

@@ -205,6 +205,8 @@ class MarketLink:
             exit_code=report.exit_code,
             oom_killed=report.oom_killed,
             message=display_safe(report.message, "lease message"),  # fits what the market takes
+            version=report.version,
+            update_failed=report.update_failed,
         )
         return lease_from_proto(await self._call("ReportLeaseStatus", msg, pb.Lease))
 
@@ -236,11 +238,23 @@ def manifest_problem(manifest: pb.Manifest, tenant: str, market: str) -> str | N
         return "the manifest carries no tenant signature"
     try:
         signer, request = open_envelope(manifest.tenant_request, pb.CreateDeployment, market=market)
+        signed_sdl = request.sdl
     except MarketError as exc:
-        return f"the tenant's signature does not verify: {exc}"
+        try:  # after an update in place: the tenant's signed UpdateDeployment (same bytes rule)
+            signer, update = open_envelope(
+                manifest.tenant_request, pb.UpdateDeployment, market=market
+            )
+            signed_sdl = update.sdl
+            if (update.deployment_id, update.version) != (
+                manifest.lease_id.split("/")[0],
+                manifest.version,
+            ):
+                return "the tenant signed that update for another deployment or version"
+        except MarketError:
+            return f"the tenant's signature does not verify: {exc}"
     if signer != tenant:
         return f"signed by {signer}, not by the lease's tenant {tenant}"
-    if request.sdl != manifest.sdl:
+    if signed_sdl != manifest.sdl:
         return "the manifest's bytes differ from what the tenant signed"
     return None
 

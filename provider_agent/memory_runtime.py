@@ -128,8 +128,8 @@ class MemoryRuntime:
                 lease_id=spec.lease_id,
                 service=spec.service,
                 replica=spec.replica,
-                ports=tuple((port, next(self._ports)) for port in spec.ports),
-                udp_ports=tuple((port, next(self._ports)) for port in spec.udp_ports),
+                ports=_published(spec.ports, dict(spec.host_ports), self._ports),
+                udp_ports=_published(spec.udp_ports, dict(spec.host_udp_ports), self._ports),
                 gpu_uuids=spec.gpu_uuids,
                 labels=tuple(sorted(labels_of(spec, self.provider).items())),
                 cpu_millis=spec.cpu_millis,
@@ -165,6 +165,13 @@ class MemoryRuntime:
     def inspect(self, container_id: str) -> ContainerState:
         with self._changed:
             return self._get(container_id).state
+
+    def rename(self, container_id: str, name: str) -> None:
+        with self._changed:
+            container = self._get(container_id)
+            if any(c.state.name == name for c in self._live() if c is not container):
+                raise RuntimeFailure(f"rename failed: the name {name} is in use")
+            container.state = replace(container.state, name=name)
 
     def wait(self, container_id: str) -> ContainerState:
         with self._changed:
@@ -312,6 +319,13 @@ class MemoryRuntime:
         container.removed = True
         del self._containers[container.state.id]
         self._changed.notify_all()
+
+
+def _published(
+    ports: tuple[int, ...], pinned: dict[int, int], fresh: Iterator[int]
+) -> tuple[tuple[int, int], ...]:
+    """(container port, host port): the pinned host port, else the next free one."""
+    return tuple((port, pinned.get(port) or next(fresh)) for port in ports)
 
 
 def _volume_names(spec: ContainerSpec) -> set[str]:

@@ -111,13 +111,17 @@ def _mount(spec: ContainerSpec, volume: VolumeMount) -> docker.types.Mount:
     )
 
 
-def published_ports(spec: ContainerSpec) -> dict[str, tuple[str, None] | None]:
+def published_ports(spec: ContainerSpec) -> dict[str, tuple[str, int | None] | int | None]:
     """Docker's `ports` for the spec: each TCP and UDP port on a random free host port (None),
     bound to `publish_ip` only; a wildcard address binds every interface (v4 and v6)."""
     everywhere = spec.publish_ip in ("", "0.0.0.0", "::")
-    binding = None if everywhere else (spec.publish_ip, None)
-    ports: dict[str, tuple[str, None] | None] = {f"{p}/tcp": binding for p in spec.ports}
-    ports.update({f"{p}/udp": binding for p in spec.udp_ports})
+    tcp, udp = dict(spec.host_ports), dict(spec.host_udp_ports)  # pinned (update in place)
+
+    def binding(host_port: int | None) -> tuple[str, int | None] | int | None:
+        return host_port if everywhere else (spec.publish_ip, host_port)
+
+    ports = {f"{p}/tcp": binding(tcp.get(p)) for p in spec.ports}
+    ports.update({f"{p}/udp": binding(udp.get(p)) for p in spec.udp_ports})
     return ports
 
 
@@ -291,6 +295,12 @@ class DockerRuntime:
 
     def inspect(self, container_id: str) -> ContainerState:
         return _state(self.client.api.inspect_container(container_id))
+
+    def rename(self, container_id: str, name: str) -> None:
+        try:
+            self.client.api.rename(container_id, name)
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"rename failed: {exc.explanation or exc}") from exc
 
     def wait(self, container_id: str) -> ContainerState:
         """Block until the container exits; its final state (exit code, OOM kill)."""

@@ -51,6 +51,11 @@ LABEL_RESTART = f"{LABEL}.restart"
 LABEL_RESTARTS = f"{LABEL}.restarts-left"
 LABEL_HTTP = f"{LABEL}.http"  # the HTTP ports' http_options, JSON, as the ingress applies them
 LABEL_INGRESS = f"{LABEL}.ingress"  # "80=a.example,b.example;8080=": ports the ingress serves
+LABEL_VERSION = f"{LABEL}.version"  # the deployment version (update in place) it runs
+# An updated container that is not running this long after its start failed to start: the old
+# version is restored.
+UPDATE_SETTLE_S = 2.0
+PREVIOUS = "-previous"  # the name suffix of a container an update set aside
 LOG_BATCH = 200
 LOG_FLUSH_S = 0.2
 
@@ -64,6 +69,8 @@ class StatusReport:
     oom_killed: bool = False
     message: str = ""
     endpoints: tuple[Endpoint, ...] = ()
+    version: int = 0  # the deployment version running (or, with update_failed, not running)
+    update_failed: bool = False
 
 
 @dataclass
@@ -76,6 +83,9 @@ class _Lease:
     done: dict[str, ContainerState] = field(default_factory=dict)  # exited for good
     closing: bool = False
     reported_exit: bool = False
+    version: int = 0  # the deployment version its containers run (0: not known)
+    replaced: set[str] = field(default_factory=set)  # stopped by an update: not an exit
+    busy: threading.Lock = field(default_factory=threading.Lock)  # a start or an update runs
 
 
 class LogCursor:
@@ -142,6 +152,8 @@ class LeaseSupervisor:
         self.cursor = LogCursor(None if state_dir is None else state_dir / "log-cursor.json")
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.RLock()
+        self._replaced = threading.Condition(self._lock)  # an update's old containers stopped
+        self.update_settle_s = UPDATE_SETTLE_S
         self._buffers: dict[str, list[LogLine]] = {}
         self._followers: dict[str, list[threading.Thread]] = {}
         self._buf_lock = threading.Lock()
@@ -171,16 +183,25 @@ class LeaseSupervisor:
         manifest: Manifest,
         group: GroupSpec,
         allocation: Allocation | None,
+        version: int = 0,
     ) -> StatusReport:
         """Pull, create and start every container of the lease (blocking). Reports and returns
-        RUNNING with endpoints, or an exit with the reason it could not start."""
+        RUNNING with endpoints, or an exit with the reason it could not start. `version`: the
+        deployment version the manifest is (reported with RUNNING)."""
         with self._lock:
             if lease_id in self._leases:
                 return StatusReport(lease_id, running=True, message="already running")
-            lease = _Lease(lease_id, manifest.job.restart_policy)
+            lease = _Lease(lease_id, manifest.job.restart_policy, version=version)
             self._leases[lease_id] = lease
+        with lease.busy:
+            return self._start(lease, manifest, group, allocation)
+
+    def _start(
+        self, lease: _Lease, manifest: Manifest, group: GroupSpec, allocation: Allocation | None
+    ) -> StatusReport:
+        lease_id = lease.lease_id
         try:
-            specs = self._specs(lease_id, manifest, group, allocation)
+            specs = self._specs(lease_id, manifest, group, allocation, lease.version)
             for image, auth in _pulls(specs):
                 self.runtime.ensure_image(
                     image, lambda text: self._system_log(lease_id, text), auth
@@ -201,7 +222,13 @@ class LeaseSupervisor:
                 lease.reported_exit = True
             self._report(report)
             return report
-        report = StatusReport(lease_id, True, message="running", endpoints=self._endpoints(lease))
+        report = StatusReport(
+            lease_id,
+            True,
+            message="running",
+            endpoints=self._endpoints(lease),
+            version=lease.version,
+        )
         self._report(report)
         with self._lock:
             watched = list(lease.containers.values())
@@ -210,7 +237,12 @@ class LeaseSupervisor:
         return report
 
     def _specs(
-        self, lease_id: str, manifest: Manifest, group: GroupSpec, allocation: Allocation | None
+        self,
+        lease_id: str,
+        manifest: Manifest,
+        group: GroupSpec,
+        allocation: Allocation | None,
+        version: int = 0,
     ) -> list[ContainerSpec]:
         job = manifest.job
         shm = (
@@ -246,7 +278,11 @@ class LeaseSupervisor:
                     gpu_uuids=tuple(unit_gpus[r.slot * n : (r.slot + 1) * n]),
                     shm_bytes=shm,
                     pids_limit=self.settings.pids_limit,
-                    extra_labels=(*_job_labels(job), *_ingress_label(service)),
+                    extra_labels=(
+                        *_job_labels(job),
+                        *_ingress_label(service),
+                        *([(LABEL_VERSION, str(version))] if version else []),
+                    ),
                     volumes=volumes,
                     scratch_bytes=_scratch_bytes(unit),
                     capabilities=self.settings.capabilities,
@@ -279,6 +315,170 @@ class LeaseSupervisor:
         ]
         # direct ports first: tools that take endpoints[0] keep reaching what they reached
         return (*direct, *self._ingress_endpoints(lease.lease_id, states))
+
+    # --- update in place ----------------------------------------------------------------------
+    def update_lease(
+        self,
+        lease_id: str,
+        manifest: Manifest,
+        group: GroupSpec,
+        allocation: Allocation | None,
+        version: int,
+    ) -> StatusReport | None:
+        """Replace the lease's containers with the manifest's `version` (blocking): the same
+        names, GPUs, host ports, ingress names and persistent volumes, a new image, command,
+        args or env. Pulls first (a missing image fails with the old version untouched); the
+        old containers are stopped and set aside, the new ones started; one that is not running
+        after update_settle_s fails the update and the old ones start again. Reports and returns
+        the new version running or update_failed; None when there is nothing to update."""
+        with self._lock:
+            lease = self._leases.get(lease_id)
+        if lease is None:
+            return None
+        with lease.busy:
+            with self._lock:
+                if lease.closing or lease.reported_exit or version <= lease.version:
+                    return None
+                old = sorted(lease.containers.values(), key=lambda c: (c.service, c.replica))
+                old_specs = dict(lease.specs)  # empty for a re-adopted lease
+            specs = _pinned(self._specs(lease_id, manifest, group, allocation, version), old)
+            try:
+                for image, auth in _pulls(specs):
+                    self.runtime.ensure_image(
+                        image, lambda text: self._system_log(lease_id, text), auth
+                    )
+            except RuntimeFailure as exc:
+                return self._update_failed(lease, version, str(exc))
+            try:
+                self._set_aside(lease, old)
+                failure = self._replace(lease, specs, manifest.job.restart_policy)
+            except RuntimeFailure as exc:
+                failure = str(exc)
+            if failure is not None:
+                try:
+                    self._restore(lease, old, old_specs)
+                except RuntimeFailure as exc:
+                    return self._lost(
+                        lease,
+                        f"update failed ({failure}); the old version did not start again: {exc}",
+                    )
+                return self._update_failed(lease, version, failure)
+            for state in old:
+                self.runtime.remove(state.id)
+                for stream in ("stdout", "stderr"):
+                    self.cursor.forget(f"{state.id}:{stream}")
+            lease.version = version
+            self._route(lease)
+            self._system_log(lease_id, f"version {version} running")
+            report = StatusReport(
+                lease_id,
+                True,
+                message=f"version {version} running",
+                endpoints=self._endpoints(lease),
+                version=version,
+            )
+            self._report(report)
+            with self._lock:
+                watched = list(lease.containers.values())
+            for state in watched:
+                self._watch(lease_id, state)
+            if lease.closing:  # closed meanwhile: stop_lease may have missed the new ones
+                self._teardown(lease_id)
+            return report
+
+    def _set_aside(self, lease: _Lease, old: list[ContainerState]) -> None:
+        """Stop the old containers (their exits are the update's, not the lease's) and rename
+        them, so the new ones take their names; wait until their watchers let them go."""
+        with self._lock:
+            lease.replaced.update(s.id for s in old if s.id not in lease.done)
+        for state in old:
+            self.runtime.stop(state.id, self.settings.stop_grace_s)
+            self.runtime.rename(state.id, state.name + PREVIOUS)
+        with self._lock:
+            self._replaced.wait_for(lambda: not lease.replaced & {s.id for s in old}, timeout=30)
+            lease.replaced.difference_update(s.id for s in old)
+            lease.containers.clear()
+            lease.restarts_left.clear()
+            lease.specs.clear()
+            lease.done.clear()
+
+    def _replace(
+        self, lease: _Lease, specs: list[ContainerSpec], restart: RestartPolicy
+    ) -> str | None:
+        """Start the new containers; why they failed, or None once all of them still run
+        update_settle_s later."""
+        network = self.runtime.ensure_network(lease.lease_id) if len(specs) > 1 else None
+        started: list[ContainerState] = []
+        try:
+            for spec in specs:
+                started.append(self.runtime.launch(_with_network(spec, network)))
+                self._track(lease, started[-1], spec, self.settings.max_restarts)
+        except RuntimeFailure as exc:
+            return self._discard(lease, started, str(exc))
+        self._stop.wait(self.update_settle_s)
+        for state in started:
+            now = self.runtime.inspect(state.id)
+            if not now.running:
+                return self._discard(lease, started, f"{now.service}: {_exit_text(now)}")
+        lease.restart = restart
+        return None
+
+    def _discard(self, lease: _Lease, started: list[ContainerState], why: str) -> str:
+        for state in started:
+            self.runtime.remove(state.id)
+        with self._lock:
+            lease.containers.clear()
+            lease.restarts_left.clear()
+            lease.specs.clear()
+        return why
+
+    def _restore(
+        self, lease: _Lease, old: list[ContainerState], specs: dict[str, ContainerSpec]
+    ) -> None:
+        """Run the old version again under its own names: from its spec on its own host ports
+        (a restarted container would get new ones), or, re-adopted (no spec), restarted."""
+        for state in old:
+            spec = specs.get(state.id)
+            if spec is not None:
+                pinned = dataclasses.replace(
+                    spec, host_ports=state.ports, host_udp_ports=state.udp_ports
+                )
+                again = self.runtime.launch(pinned)  # on the old one's volumes
+                self.runtime.remove(state.id)
+                self._track(lease, again, spec, self.settings.max_restarts)
+                continue
+            if self.runtime.inspect(state.id).name != state.name:
+                self.runtime.rename(state.id, state.name)
+            restarted = self.runtime.start(state.id)
+            self._track(lease, restarted, None, self.settings.max_restarts)
+        self._route(lease)
+        with self._lock:
+            watched = list(lease.containers.values())
+        for state in watched:
+            self._watch(lease.lease_id, state)
+
+    def _lost(self, lease: _Lease, why: str) -> StatusReport:
+        """Neither version runs: the lease has failed."""
+        self._system_log(lease.lease_id, why)
+        self._flush(lease.lease_id)
+        with self._lock:
+            lease.reported_exit = True
+        report = StatusReport(lease.lease_id, False, exited=True, exit_code=-1, message=why)
+        self._report(report)
+        return report
+
+    def _update_failed(self, lease: _Lease, version: int, why: str) -> StatusReport:
+        self._system_log(lease.lease_id, f"update to version {version} failed: {why}")
+        report = StatusReport(
+            lease.lease_id,
+            True,
+            message=f"update failed: {why}",
+            endpoints=self._endpoints(lease),
+            version=version,
+            update_failed=True,
+        )
+        self._report(report)
+        return report
 
     # --- ingress ------------------------------------------------------------------------------
     def _ingress_endpoints(self, lease_id: str, states: list[ContainerState]) -> list[Endpoint]:
@@ -327,7 +527,7 @@ class LeaseSupervisor:
         """Find this provider's containers after a restart and watch them again. Returns the
         lease ids now supervised. Leaked `created` containers are removed; containers that exited
         while the agent was away are reported."""
-        found = self.runtime.owned()
+        found = self._settle_interrupted_updates(self.runtime.owned())
         by_lease: dict[str, list[ContainerState]] = {}
         for state in found:
             if state.status == "created":
@@ -336,7 +536,7 @@ class LeaseSupervisor:
             by_lease.setdefault(state.lease_id, []).append(state)
         self._remove_orphan_volumes(set(by_lease))
         for lease_id, states in by_lease.items():
-            lease = _Lease(lease_id, _restart_of(states[0]))
+            lease = _Lease(lease_id, _restart_of(states[0]), version=_version_of(states))
             with self._lock:
                 if lease_id in self._leases:
                     continue
@@ -348,6 +548,25 @@ class LeaseSupervisor:
             for state in states:
                 self._watch(lease_id, state)
         return sorted(by_lease)
+
+    def _settle_interrupted_updates(self, found: list[ContainerState]) -> list[ContainerState]:
+        """An agent that stopped mid-update left an old container set aside: it goes when the
+        new one took its name, else it takes its name back (and is started again)."""
+        names = {s.name for s in found}
+        kept = []
+        for state in found:
+            base = state.name.removesuffix(PREVIOUS)
+            if base == state.name:
+                kept.append(state)
+            elif base in names:
+                self.runtime.remove(state.id)
+            else:
+                try:
+                    self.runtime.rename(state.id, base)
+                    kept.append(self.runtime.start(state.id))
+                except RuntimeFailure as exc:
+                    log.warning("could not start %s again: %s", base, exc)
+        return kept
 
     def _remove_orphan_volumes(self, leases_with_containers: set[str]) -> None:
         """Volumes of a lease none of whose containers is left (a killed agent's teardown, or
@@ -428,6 +647,11 @@ class LeaseSupervisor:
             return  # closed: the agent is going away; the next one's adopt() sees this exit
         with self._lock:
             followers = self._followers.pop(final.id, [])
+            replaced = self._leases.get(lease_id)
+            if replaced is not None and final.id in replaced.replaced:
+                replaced.replaced.discard(final.id)  # stopped by an update (update.py)
+                self._replaced.notify_all()
+                return
         for thread in followers:  # the exit report must come after the container's last lines
             thread.join(timeout=30)
         with self._lock:
@@ -598,6 +822,24 @@ def _with_network(spec: ContainerSpec, network: str | None) -> ContainerSpec:
     return replace(spec, network=network)
 
 
+def _pinned(specs: list[ContainerSpec], old: list[ContainerState]) -> list[ContainerSpec]:
+    """The new specs on what the old replicas hold: their host ports (the tenant's endpoints
+    stay) and their GPUs."""
+    held = {(s.service, s.replica): s for s in old}
+    pinned = []
+    for spec in specs:
+        was = held.get((spec.service, spec.replica))
+        if was is not None:
+            spec = dataclasses.replace(
+                spec,
+                host_ports=was.ports,
+                host_udp_ports=was.udp_ports,
+                gpu_uuids=was.gpu_uuids or spec.gpu_uuids,
+            )
+        pinned.append(spec)
+    return pinned
+
+
 def _scratch_bytes(unit: ResourceUnit) -> int:
     """The unit's ephemeral disk volumes: what a replica may write to its own layer."""
     return sum(v.size_bytes for v in unit.storage if not v.persistent and v.storage_class is None)
@@ -689,6 +931,12 @@ def _hostnames(lease_id: str, state: ContainerState, domain: str) -> list[tuple[
 
 def _job_labels(job: JobSettings) -> tuple[tuple[str, str], ...]:
     return ((LABEL_RESTART, str(job.restart_policy)), (f"{LABEL}.kind", str(job.kind)))
+
+
+def _version_of(states: list[ContainerState]) -> int:
+    """The deployment version a re-adopted lease runs, from its containers' labels."""
+    found = [s.label(LABEL_VERSION) for s in states]
+    return max((int(v) for v in found if v.isdigit()), default=0)
 
 
 def _restart_of(state: ContainerState) -> RestartPolicy:

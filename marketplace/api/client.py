@@ -261,6 +261,12 @@ class TenantClient(ServiceClient):
         )
         return self._unary("CreateDeployment", self._seal(msg), pb.Deployment)
 
+    def update_deployment(self, deployment_id: str, sdl: bytes, version: int) -> pb.UpdateResult:
+        """Update in place to `version` (the current one + 1): image, command, args, env
+        (anything else is refused)."""
+        msg = pb.UpdateDeployment(deployment_id=deployment_id, sdl=sdl, version=version)
+        return self._unary("UpdateDeployment", self._seal(msg), pb.UpdateResult)
+
     def get_deployment(self, deployment_id: str) -> pb.Deployment:
         req = self._seal(pb.GetRequest(id=deployment_id))
         return self._unary("GetDeployment", req, pb.Deployment)

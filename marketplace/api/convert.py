@@ -22,6 +22,7 @@ from marketplace.core.provider_feed import (
     FeedEvent,
     LeaseClosed,
     LeaseManifest,
+    LeaseUpdated,
     LeaseWon,
     OrderClosed,
     OrderOpened,
@@ -335,6 +336,7 @@ def deployment_to_proto(
         auto_top_up=d.auto_top_up,
         auto_top_up_max=d.auto_top_up_max,
         auto_topped_up=d.auto_topped_up,
+        version=d.version,
     )
 
 
@@ -452,6 +454,8 @@ def lease_to_proto(x: Lease) -> pb.Lease:
         exit_code=x.exit_code,
         message=x.message,
         endpoints=[endpoint_to_proto(e) for e in x.endpoints],
+        version=x.version,
+        failed_version=x.failed_version,
     )
 
 
@@ -475,6 +479,8 @@ def lease_from_proto(x: pb.Lease) -> Lease:
         message=x.message,
         endpoints=tuple(endpoint_from_proto(e) for e in x.endpoints),
         started=x.running_at_ms > 0,
+        version=x.version,
+        failed_version=x.failed_version,
     )
 
 
@@ -550,6 +556,8 @@ def provider_event_to_proto(e: ProviderEvent) -> pb.ProviderEvent:
         out.bid_lost.CopyFrom(bid_to_proto(e.bid))
     elif e.kind == ProviderEventKind.LEASE_CLOSED and e.lease is not None:
         out.lease_closed.CopyFrom(lease_to_proto(e.lease))
+    elif e.kind == ProviderEventKind.LEASE_UPDATED and e.lease is not None:
+        out.lease_updated.CopyFrom(lease_to_proto(e.lease))
     return out
 
 
@@ -627,10 +635,12 @@ def provider_event_from_proto(e: pb.ProviderEvent) -> FeedEvent | None:
             return BidLost(e.seq, e.time_ms, bid_from_proto(e.bid_lost))
         case ProviderEventKind.LEASE_CLOSED:
             return LeaseClosed(e.seq, e.time_ms, lease_from_proto(e.lease_closed))
+        case ProviderEventKind.LEASE_UPDATED:
+            return LeaseUpdated(e.seq, e.time_ms, lease_from_proto(e.lease_updated))
 
 
 def lease_manifest_from_proto(m: pb.Manifest) -> LeaseManifest:
     """The manifest parsed, with its lease's group. Raises InvalidArgument for a bad SDL and
     NotFound when it has no such group. (The tenant's signature is the caller's to check.)"""
     manifest = parse_manifest(m.sdl, f"lease {m.lease_id}")
-    return LeaseManifest(m.lease_id, manifest, manifest.group(m.group_name))
+    return LeaseManifest(m.lease_id, manifest, manifest.group(m.group_name), m.version)

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "leases": "marketplace.cli.tenant:leases",
     "logs": "marketplace.cli.tenant:logs",
     "close": "marketplace.cli.tenant:close",
+    "update": "marketplace.cli.update:update",
     "account": "marketplace.cli.tenant:account",
     "providers": "marketplace.cli.tenant:providers",
     "deposit": "marketplace.cli.funds:deposit",

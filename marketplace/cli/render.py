@@ -125,6 +125,7 @@ def deployment_detail(
     click.echo(
         f"deployment {dep.id}  {convert.deployment_state_name(dep.state)}  {dep.job_kind}  "
         f"escrow {amount(dep.escrow_balance)} of {amount(dep.deposited)} deposited"
+        + (f"  version {dep.version}" if dep.version > 1 else "")  # updated in place
     )
     for line in funding_lines(dep):
         click.echo(line)
@@ -301,4 +302,8 @@ def describe_event(event: DeploymentEvent) -> str:
         return f"warning: {event.message}"
     if kind == DeploymentEventKind.ESCROW_TOPPED_UP:
         return event.message
+    if kind == DeploymentEventKind.DEPLOYMENT_UPDATED:
+        return f"deployment {event.deployment_id} updated to {event.message}"
+    if kind in (DeploymentEventKind.UPDATE_RUNNING, DeploymentEventKind.UPDATE_FAILED):
+        return f"lease {event.lease_id}: {event.message}"
     return ""

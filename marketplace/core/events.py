@@ -27,6 +27,9 @@ Deployment events: Tenant.WatchDeployment, for the deployment's owner.
 | `escrow_low`         | the escrow lasts at most the market's threshold at current rates | message: time left, top-up    |
 | `escrow_topped_up`   | money entered the escrow: a deposit, or the auto top-up          | message: how much, from where |
 | `deployment_closed`  | the deployment closed; nothing follows                           | message: why                  |
+| `deployment_updated` | the tenant updated the deployment in place (a new SDL version)   | message: version, changes     |
+| `update_running`     | the provider reported the lease running the new version          | lease; message: version       |
+| `update_failed`      | the new version could not start; the provider runs the old again | lease; message: why           |
 
 Sealed bids: while an order's bid window is open, `bid_placed` carries the order but no bid
 and no bid_id (message "sealed bid"): one event per bid, so the tenant can count them, but
@@ -42,6 +45,7 @@ Provider events: Provider.WatchOrders; broadcast to every provider, or to one.
 | `lease_won`    | winner    | its bid won: fetch the manifest and start        | order, bid, lease  |
 | `bid_lost`     | loser     | another bid won the order                        | order, bid         |
 | `lease_closed` | provider  | its lease closed: stop the workload              | order, lease       |
+| `lease_updated`| provider  | its lease's SDL changed: fetch it, replace them  | order, lease       |
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ class DeploymentEventKind(StrEnum):
     ESCROW_LOW = "escrow_low"
     ESCROW_TOPPED_UP = "escrow_topped_up"
     DEPLOYMENT_CLOSED = "deployment_closed"
+    DEPLOYMENT_UPDATED = "deployment_updated"
+    UPDATE_RUNNING = "update_running"
+    UPDATE_FAILED = "update_failed"
 
 
 class ProviderEventKind(StrEnum):
@@ -76,3 +83,4 @@ class ProviderEventKind(StrEnum):
     LEASE_WON = "lease_won"
     BID_LOST = "bid_lost"
     LEASE_CLOSED = "lease_closed"
+    LEASE_UPDATED = "lease_updated"

@@ -106,6 +106,10 @@ class Journal:
         if self.tracking:
             self._created.append(dep)
 
+    def awaiting_drain(self, dep: Deployment) -> bool:
+        """`dep` was created or updated since the last drain (its SDL is not in a drain yet)."""
+        return any(created is dep for created in self._created)
+
     def deployment_closed(self, deployment_id: str) -> None:
         if self.tracking:
             self._closed.append(deployment_id)

@@ -60,6 +60,7 @@ TEXT: Mapping[str, TextLimit] = {
     "decline reason": TextLimit(1024),
     "lease message": TextLimit(1024),
     "close message": TextLimit(1024),
+    "update summary": TextLimit(1024),  # what an update in place changes (the event's message)
     "gpu uuid": TextLimit(128),
     "gpu model": TextLimit(64),
     "driver version": TextLimit(64),

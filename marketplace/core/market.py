@@ -79,7 +79,17 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from marketplace.core import auction, escrow, leases, ledger, limits, matching, money, units
+from marketplace.core import (
+    auction,
+    escrow,
+    leases,
+    ledger,
+    limits,
+    matching,
+    money,
+    units,
+    updates,
+)
 from marketplace.core.archive import Archive, NullArchive
 from marketplace.core.attestations import Attestation, AttestationBook, AuditorTrust
 from marketplace.core.clock import Clock
@@ -124,6 +134,7 @@ from marketplace.core.state import (
     acct_key,
     escrow_key,
 )
+from marketplace.core.updates import DeploymentUpdate
 
 # Reasons after which a group is ordered again, per restart policy (see the module docstring).
 _REORDER_ON_FAILURE = frozenset(
@@ -221,7 +232,8 @@ class MarketService(MarketReads):
         ledger entries leave memory (reads find them in the archive)."""
         stored = self.journal.stored(drain)
         for dep in stored.created:
-            dep.sdl = dep.tenant_request = b""
+            if not self.journal.awaiting_drain(dep):  # updated since: that SDL is not stored yet
+                dep.sdl = dep.tenant_request = b""
         for dep_id in stored.closed:
             ended = self.state.deployments.get(dep_id)
             if ended is not None:
@@ -798,6 +810,51 @@ class MarketService(MarketReads):
         self._reschedule_dry(dep)
         return dep
 
+    def update_deployment(
+        self,
+        owner: str,
+        deployment_id: str,
+        base_version: int,
+        update: DeploymentUpdate,
+    ) -> Deployment:
+        """Update in place (manifest/update.py judged the new SDL against version
+        `base_version`): the new SDL becomes the deployment's next version, and the provider of
+        each open lease is told to fetch it (lease_updated). Groups and job settings stay."""
+        self.tick()
+        dep = self._own_deployment(owner, deployment_id)
+        if dep.state != DeploymentState.ACTIVE:
+            raise FailedPrecondition(f"deployment {deployment_id} is closed")
+        if base_version != dep.version:
+            raise FailedPrecondition(
+                f"deployment {deployment_id} is at version {dep.version} now, not "
+                f"{base_version}: send the update again"
+            )
+        if tuple(update.groups) != dep.groups or update.job != dep.job:
+            raise FailedPrecondition(
+                "resources, placement, pricing and job settings cannot change in place"
+            )
+        if len(update.sdl) > limits.MAX_MANIFEST_BYTES:
+            raise InvalidArgument(f"manifest is over {limits.MAX_MANIFEST_BYTES:,} bytes")
+        summary = limits.display_safe("; ".join(update.changes), "update summary")  # told, not kept
+        now = self.clock.now_ms()
+        dep.version += 1
+        dep.sdl, dep.sdl_sha256 = update.sdl, update.sdl_sha256
+        dep.tenant_request = update.tenant_request
+        self._touch(dep)
+        self.journal.deployment_created(dep)  # its new SDL leaves memory once stored
+        self.journal.deployment_event(
+            dep.id,
+            DeploymentEventKind.DEPLOYMENT_UPDATED,
+            now,
+            message=f"version {dep.version}: {summary}",
+        )
+        for lease in self._dep_leases.get(dep.id, {}).values():
+            order = self.state.orders[lease.order_id]
+            self.journal.provider_event(
+                lease.provider, ProviderEventKind.LEASE_UPDATED, now, order=order, lease=lease
+            )
+        return dep
+
     # ==== eligibility and award ============================================================
     def _free(self, prov: ProviderRecord, only_gpus: tuple[str, ...] = ()) -> matching.Capacity:
         """The provider's registered capacity minus what its open leases hold; only the GPUs
@@ -1202,9 +1259,12 @@ class MarketService(MarketReads):
         oom_killed: bool = False,
         endpoints: Iterable[Endpoint] = (),
         message: str = "",
+        version: int = 0,
+        update_failed: bool = False,
     ) -> Lease:
         """The provider reports a lease running, or exited: exit 0 → completed, else (or OOM)
-        failed; the group is re-ordered per the restart policy."""
+        failed; the group is re-ordered per the restart policy. `version`: the deployment
+        version it runs (update in place), or with `update_failed` the one it could not run."""
         self.tick()
         lease = self.get_lease(lease_id)
         if lease.provider != provider:
@@ -1215,6 +1275,9 @@ class MarketService(MarketReads):
         endpoints = tuple(endpoints)
         limits.check_endpoints(endpoints)
         limits.check_text("lease message", message)
+        dep = self.state.deployments[lease.deployment_id]
+        if not 0 <= version <= dep.version:
+            raise InvalidArgument(f"version {version}: {dep.id} is at version {dep.version}")
         if endpoints:
             lease.endpoints = endpoints
         if message:
@@ -1231,6 +1294,8 @@ class MarketService(MarketReads):
                 lease.deployment_id, DeploymentEventKind.LEASE_RUNNING, now, lease=lease
             )
             self._reschedule_dry(self.state.deployments[lease.deployment_id])
+        if version and not exited:
+            updates.report(self.journal, self._touch, lease, now, version, update_failed, message)
         if exited:
             lease.exit_code = exit_code
             ok = exit_code == 0 and not oom_killed

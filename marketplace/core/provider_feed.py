@@ -61,7 +61,17 @@ class LeaseClosed:
     lease: Lease
 
 
-FeedEvent: TypeAlias = OrderOpened | OrderClosed | LeaseWon | BidLost | LeaseClosed
+@dataclass(frozen=True)
+class LeaseUpdated:
+    """The tenant updated one of this provider's leases in place: fetch its manifest again and
+    replace the containers (core/updates.py)."""
+
+    seq: int
+    time_ms: int
+    lease: Lease
+
+
+FeedEvent: TypeAlias = OrderOpened | OrderClosed | LeaseWon | BidLost | LeaseClosed | LeaseUpdated
 
 
 @dataclass(frozen=True)
@@ -72,3 +82,4 @@ class LeaseManifest:
     lease_id: str
     manifest: Manifest
     group: GroupSpec
+    version: int = 0  # the deployment version this manifest is (0: the market did not say)

@@ -289,7 +289,8 @@ class MarketReads:
 
     def provider_snapshot(self, address: str) -> list[ProviderEvent]:
         """What a provider watching afresh must know, as events outside the log (seq 0): every
-        open order (order_opened), then its own open leases (lease_won)."""
+        open order (order_opened), then its own open leases (lease_won), then those of them
+        running a version older than their deployment's (lease_updated)."""
         st = self.state
         opened = [
             ProviderEvent.from_records(0, 0, "", ProviderEventKind.ORDER_OPENED, order=o)
@@ -309,7 +310,21 @@ class MarketReads:
             for x in self._prov_leases.get(address, {}).values()
             if x.state != LeaseState.CLOSED
         ]
-        return opened + won
+        # running leases whose deployment was updated since the version they last reported
+        updated = [
+            ProviderEvent.from_records(
+                0, 0, address, ProviderEventKind.LEASE_UPDATED, order=st.orders[x.order_id], lease=x
+            )
+            for x in self._prov_leases.get(address, {}).values()
+            if x.started and x.state != LeaseState.CLOSED and self._update_unseen(x)
+        ]
+        return opened + won + updated
+
+    def _update_unseen(self, lease: Lease) -> bool:
+        """The lease's deployment was updated, and its provider has reported neither running
+        nor failing to run the current version."""
+        current = self.state.deployments[lease.deployment_id].version
+        return current > 1 and max(lease.version, lease.failed_version) < current
 
     def deployment_events_after(self, deployment_id: str, seq: int = 0) -> list[DeploymentEvent]:
         dep = self.get_deployment(deployment_id)

@@ -107,6 +107,9 @@ class Deployment:
     auto_top_up: int = 0
     auto_top_up_max: int = 0
     auto_topped_up: int = 0
+    # update in place (manifest/update.py): 1 for the SDL it was created with, +1 per update;
+    # sdl and tenant_request are then the current version's (the signed UpdateDeployment)
+    version: int = 1
 
 
 @dataclass(slots=True)
@@ -187,6 +190,10 @@ class Lease:
     cpu_millis: int = 0
     memory_bytes: int = 0
     storage_bytes: int = 0
+    # update in place: the deployment version the provider reported running (0: none yet),
+    # and the last version it failed to run (it then runs `version` again)
+    version: int = 0
+    failed_version: int = 0
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import limits, visibility
 from marketplace.core.errors import (
+    FailedPrecondition,
     InvalidArgument,
     MarketError,
     NotFound,
@@ -38,6 +39,7 @@ from marketplace.core.errors import (
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
 from marketplace.core.manifest.support import refuse_unmatchable
+from marketplace.core.manifest.update import plan_update
 from marketplace.core.market import MarketService
 from marketplace.core.provider_audit import verify_provider
 from marketplace.core.resources import GroupSpec
@@ -45,12 +47,14 @@ from marketplace.core.state import (
     Account,
     Deployment,
     DeploymentEvent,
+    DeploymentState,
     Lease,
     LeaseState,
     Order,
     ProviderRecord,
     acct_key,
 )
+from marketplace.core.updates import DeploymentUpdate
 from marketplace.core.visibility import Viewer
 from marketplace.server.app import MarketApp, WatcherOverflow
 from marketplace.server.paging import page
@@ -409,6 +413,46 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         finally:
             app.unsubscribe(app.log_watchers, lease_id, watcher)
 
+    @unary
+    async def UpdateDeployment(
+        self, request: pb.SignedRequest, context: Context
+    ) -> pb.UpdateResult:
+        """Update in place: the new SDL is judged against the running one (manifest/update.py;
+        a refused change is FAILED_PRECONDITION naming the service and field) and becomes the
+        deployment's next version."""
+        signer, msg = self.open(request, pb.UpdateDeployment)
+        if len(msg.sdl) > MAX_MANIFEST_BYTES:
+            raise InvalidArgument(
+                f"manifest is {len(msg.sdl):,} bytes; the limit is {MAX_MANIFEST_BYTES:,} (1 MiB)"
+            )
+        dep = self.market.get_deployment(limits.check_text("id", msg.deployment_id))
+        if dep.owner != signer:  # before anything is parsed: an outsider learns nothing
+            raise PermissionDenied(f"deployment {msg.deployment_id} is not yours")
+        if dep.state != DeploymentState.ACTIVE:
+            raise FailedPrecondition(f"deployment {dep.id} is closed")
+        if msg.version != dep.version + 1:  # signed: a market cannot replay an older update
+            raise FailedPrecondition(
+                f"deployment {dep.id} is at version {dep.version}: an update makes version "
+                f"{dep.version + 1}, not {msg.version}"
+            )
+        base, running_sdl = dep.version, dep.sdl or self.market.archive.manifest(dep.id)[0]
+        new = await _parse_off_loop(bytes(msg.sdl))
+        plan = plan_update(await _parse_off_loop(running_sdl), new)
+        if not plan.allowed:
+            raise FailedPrecondition(f"update refused: {plan.reason}")
+        update = DeploymentUpdate(
+            new.groups,
+            new.job,
+            bytes(msg.sdl),
+            new.sdl_sha256,
+            request.SerializeToString(),
+            plan.changes,
+        )
+        return await self.app.run(
+            lambda: self.market.update_deployment(signer, dep.id, base, update),
+            lambda d: pb.UpdateResult(deployment=self._deployment(d), changes=plan.changes),
+        )
+
 
 class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     @unary
@@ -545,6 +589,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
                 group_name=group.name,
                 sdl=dep.sdl,
                 tenant_request=tenant_request,
+                version=dep.version,
             )
 
         return await self.app.run(lambda: self.market.manifest_for(signer, msg.lease_id), reply)
@@ -564,6 +609,8 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
                 oom_killed=msg.oom_killed,
                 endpoints=endpoints,
                 message=msg.message,
+                version=msg.version,
+                update_failed=msg.update_failed,
             ),
             convert.lease_to_proto,
         )

@@ -153,7 +153,11 @@ def changes_batch(changes: Changes) -> Batch:
     )
     b.add(
         "INSERT INTO deployments VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-        "state=excluded.state, body=excluded.body",
+        "state=excluded.state, body=excluded.body, "
+        # an update in place brings a new SDL and signed request; other writes bring none
+        "sdl=iif(length(excluded.sdl) > 0, excluded.sdl, sdl), "
+        "tenant_request=iif(length(excluded.tenant_request) > 0, "
+        "excluded.tenant_request, tenant_request)",
         [
             (
                 d.id,

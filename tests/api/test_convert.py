@@ -13,7 +13,14 @@ from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.manifest import parse_manifest
 from marketplace.core.matching import Capacity, GpuDevice
-from marketplace.core.provider_feed import BidLost, LeaseClosed, LeaseWon, OrderClosed, OrderOpened
+from marketplace.core.provider_feed import (
+    BidLost,
+    LeaseClosed,
+    LeaseUpdated,
+    LeaseWon,
+    OrderClosed,
+    OrderOpened,
+)
 from marketplace.core.resources import JobKind
 from marketplace.core.state import (
     Bid,
@@ -108,6 +115,7 @@ def test_provider_events_put_their_record_in_the_oneof() -> None:
         ProviderEventKind.LEASE_WON: convert.lease_to_proto(lease),
         ProviderEventKind.BID_LOST: convert.bid_to_proto(bid),
         ProviderEventKind.LEASE_CLOSED: convert.lease_to_proto(lease),
+        ProviderEventKind.LEASE_UPDATED: convert.lease_to_proto(lease),
     }
     for kind, payload in expected.items():
         event = ProviderEvent.from_records(3, 4, "p", kind, order=order, bid=bid, lease=lease)
@@ -124,6 +132,7 @@ def test_every_provider_event_kind_decodes_to_its_feed_record() -> None:
         ProviderEventKind.LEASE_WON: LeaseWon,
         ProviderEventKind.BID_LOST: BidLost,
         ProviderEventKind.LEASE_CLOSED: LeaseClosed,
+        ProviderEventKind.LEASE_UPDATED: LeaseUpdated,
     }
     assert set(feed_class) == set(ProviderEventKind)
     for kind, cls in feed_class.items():

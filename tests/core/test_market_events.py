@@ -19,6 +19,7 @@ from marketplace.core.state import (
     ProviderEvent,
 )
 from tests.core.test_market import ADMIN, TENANT, capacity, deploy, gpu_group, job
+from tests.core.test_update import updated_once
 from tests.helpers import REPO
 
 DOCS = REPO / "docs" / "events.md"
@@ -86,7 +87,7 @@ def run_through_every_kind(market: MarketService, clock: ManualClock) -> list[st
     clock.advance(5_000)  # the second failed start in a row: re-ordered after 5 s
     market.tick()
     market.close_deployment(TENANT, dep_id)  # its third order is still open
-    return [dep_id, never_starts(market, clock), runs_low(market)]
+    return [dep_id, never_starts(market, clock), runs_low(market), updated_once(market, clock)]
 
 
 def runs_low(market: MarketService) -> str:

@@ -44,6 +44,7 @@ WRITES = {
     "ReportLogs",
     "SignProviderAttributes",  # an auditor's, signed (tests/server/test_auditors.py)
     "RevokeProviderAttributes",
+    "UpdateDeployment",  # the owner's (tests/server/test_update.py)
 }
 
 

@@ -245,7 +245,7 @@ class GroupSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requirements: _Optional[_Union[PlacementRequirements, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceUnit, _Mapping]]] = ..., denom: _Optional[str] = ..., max_price_per_hour: _Optional[int] = ..., needs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("id", "owner", "state", "groups", "sdl_sha256", "escrow_balance", "deposited", "created_at_ms", "closed_at_ms", "auction", "job_kind", "max_runtime_ms", "restart_policy", "order_ids", "lease_ids", "rate_per_hour", "escrow_time_left_ms", "escrow_low", "auto_top_up", "auto_top_up_max", "auto_topped_up")
+    __slots__ = ("id", "owner", "state", "groups", "sdl_sha256", "escrow_balance", "deposited", "created_at_ms", "closed_at_ms", "auction", "job_kind", "max_runtime_ms", "restart_policy", "order_ids", "lease_ids", "rate_per_hour", "escrow_time_left_ms", "escrow_low", "auto_top_up", "auto_top_up_max", "auto_topped_up", "version")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +267,7 @@ class Deployment(_message.Message):
     AUTO_TOP_UP_FIELD_NUMBER: _ClassVar[int]
     AUTO_TOP_UP_MAX_FIELD_NUMBER: _ClassVar[int]
     AUTO_TOPPED_UP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner: str
     state: DeploymentState
@@ -288,7 +289,8 @@ class Deployment(_message.Message):
     auto_top_up: int
     auto_top_up_max: int
     auto_topped_up: int
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., groups: _Optional[_Iterable[_Union[GroupSpec, _Mapping]]] = ..., sdl_sha256: _Optional[bytes] = ..., escrow_balance: _Optional[int] = ..., deposited: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., job_kind: _Optional[str] = ..., max_runtime_ms: _Optional[int] = ..., restart_policy: _Optional[str] = ..., order_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ..., rate_per_hour: _Optional[int] = ..., escrow_time_left_ms: _Optional[int] = ..., escrow_low: _Optional[bool] = ..., auto_top_up: _Optional[int] = ..., auto_top_up_max: _Optional[int] = ..., auto_topped_up: _Optional[int] = ...) -> None: ...
+    version: int
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., groups: _Optional[_Iterable[_Union[GroupSpec, _Mapping]]] = ..., sdl_sha256: _Optional[bytes] = ..., escrow_balance: _Optional[int] = ..., deposited: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., job_kind: _Optional[str] = ..., max_runtime_ms: _Optional[int] = ..., restart_policy: _Optional[str] = ..., order_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ..., rate_per_hour: _Optional[int] = ..., escrow_time_left_ms: _Optional[int] = ..., escrow_low: _Optional[bool] = ..., auto_top_up: _Optional[int] = ..., auto_top_up_max: _Optional[int] = ..., auto_topped_up: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Order(_message.Message):
     __slots__ = ("id", "deployment_id", "owner", "state", "spec", "auction", "created_at_ms", "closes_at_ms", "job_kind")
@@ -379,7 +381,7 @@ class Endpoint(_message.Message):
     def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., host: _Optional[str] = ..., external_port: _Optional[int] = ..., proto: _Optional[str] = ..., uri: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "order_id", "deployment_id", "tenant", "provider", "price_per_hour", "state", "close_reason", "created_at_ms", "running_at_ms", "closed_at_ms", "billed_until_ms", "paid", "exit_code", "message", "endpoints")
+    __slots__ = ("id", "order_id", "deployment_id", "tenant", "provider", "price_per_hour", "state", "close_reason", "created_at_ms", "running_at_ms", "closed_at_ms", "billed_until_ms", "paid", "exit_code", "message", "endpoints", "version", "failed_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -396,6 +398,8 @@ class Lease(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FAILED_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     order_id: str
     deployment_id: str
@@ -412,7 +416,9 @@ class Lease(_message.Message):
     exit_code: int
     message: str
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
-    def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ...) -> None: ...
+    version: int
+    failed_version: int
+    def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., version: _Optional[int] = ..., failed_version: _Optional[int] = ...) -> None: ...
 
 class CreateDeployment(_message.Message):
     __slots__ = ("sdl", "deposit", "force", "auto_top_up", "auto_top_up_max")
@@ -717,7 +723,7 @@ class WatchOrders(_message.Message):
     def __init__(self, resume_token: _Optional[int] = ...) -> None: ...
 
 class ProviderEvent(_message.Message):
-    __slots__ = ("seq", "time_ms", "order_opened", "order_closed", "lease_won", "bid_lost", "lease_closed")
+    __slots__ = ("seq", "time_ms", "order_opened", "order_closed", "lease_won", "bid_lost", "lease_closed", "lease_updated")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     ORDER_OPENED_FIELD_NUMBER: _ClassVar[int]
@@ -725,6 +731,7 @@ class ProviderEvent(_message.Message):
     LEASE_WON_FIELD_NUMBER: _ClassVar[int]
     BID_LOST_FIELD_NUMBER: _ClassVar[int]
     LEASE_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_UPDATED_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time_ms: int
     order_opened: Order
@@ -732,7 +739,8 @@ class ProviderEvent(_message.Message):
     lease_won: Lease
     bid_lost: Bid
     lease_closed: Lease
-    def __init__(self, seq: _Optional[int] = ..., time_ms: _Optional[int] = ..., order_opened: _Optional[_Union[Order, _Mapping]] = ..., order_closed: _Optional[str] = ..., lease_won: _Optional[_Union[Lease, _Mapping]] = ..., bid_lost: _Optional[_Union[Bid, _Mapping]] = ..., lease_closed: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
+    lease_updated: Lease
+    def __init__(self, seq: _Optional[int] = ..., time_ms: _Optional[int] = ..., order_opened: _Optional[_Union[Order, _Mapping]] = ..., order_closed: _Optional[str] = ..., lease_won: _Optional[_Union[Lease, _Mapping]] = ..., bid_lost: _Optional[_Union[Bid, _Mapping]] = ..., lease_closed: _Optional[_Union[Lease, _Mapping]] = ..., lease_updated: _Optional[_Union[Lease, _Mapping]] = ...) -> None: ...
 
 class PlaceBid(_message.Message):
     __slots__ = ("order_id", "price_per_hour", "offer")
@@ -765,19 +773,21 @@ class GetManifest(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("lease_id", "group_name", "sdl", "tenant_request")
+    __slots__ = ("lease_id", "group_name", "sdl", "tenant_request", "version")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
     SDL_FIELD_NUMBER: _ClassVar[int]
     TENANT_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     group_name: str
     sdl: bytes
     tenant_request: SignedRequest
-    def __init__(self, lease_id: _Optional[str] = ..., group_name: _Optional[str] = ..., sdl: _Optional[bytes] = ..., tenant_request: _Optional[_Union[SignedRequest, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, lease_id: _Optional[str] = ..., group_name: _Optional[str] = ..., sdl: _Optional[bytes] = ..., tenant_request: _Optional[_Union[SignedRequest, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class LeaseStatusReport(_message.Message):
-    __slots__ = ("lease_id", "state", "endpoints", "exited", "exit_code", "oom_killed", "message")
+    __slots__ = ("lease_id", "state", "endpoints", "exited", "exit_code", "oom_killed", "message", "version", "update_failed")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -785,6 +795,8 @@ class LeaseStatusReport(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     OOM_KILLED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FAILED_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     state: LeaseState
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
@@ -792,7 +804,9 @@ class LeaseStatusReport(_message.Message):
     exit_code: int
     oom_killed: bool
     message: str
-    def __init__(self, lease_id: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    version: int
+    update_failed: bool
+    def __init__(self, lease_id: _Optional[str] = ..., state: _Optional[_Union[LeaseState, str]] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., message: _Optional[str] = ..., version: _Optional[int] = ..., update_failed: _Optional[bool] = ...) -> None: ...
 
 class LogBatch(_message.Message):
     __slots__ = ("lease_id", "lines")
@@ -978,3 +992,21 @@ class ProviderFindings(_message.Message):
     ok: bool
     findings: _containers.RepeatedCompositeFieldContainer[Finding]
     def __init__(self, provider: _Optional[str] = ..., ok: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ...) -> None: ...
+
+class UpdateDeployment(_message.Message):
+    __slots__ = ("deployment_id", "sdl", "version")
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SDL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    deployment_id: str
+    sdl: bytes
+    version: int
+    def __init__(self, deployment_id: _Optional[str] = ..., sdl: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
+
+class UpdateResult(_message.Message):
+    __slots__ = ("deployment", "changes")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    deployment: Deployment
+    changes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., changes: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -122,6 +122,11 @@ class TenantStub:
                 request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.LogLine.FromString,
                 _registered_method=True)
+        self.UpdateDeployment = channel.unary_unary(
+                '/marketplace.api.v1.Tenant/UpdateDeployment',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.UpdateResult.FromString,
+                _registered_method=True)
 
 
 class TenantServicer:
@@ -249,6 +254,13 @@ class TenantServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateDeployment(self, request, context):
+        """UpdateDeployment
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TenantServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -336,6 +348,11 @@ def add_TenantServicer_to_server(servicer, server):
                     servicer.StreamLogs,
                     request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.LogLine.SerializeToString,
+            ),
+            'UpdateDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDeployment,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.UpdateResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -800,6 +817,33 @@ class Tenant:
             '/marketplace.api.v1.Tenant/StreamLogs',
             marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.LogLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Tenant/UpdateDeployment',
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.UpdateResult.FromString,
             options,
             channel_credentials,
             insecure,
