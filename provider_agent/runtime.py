@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
+import posixpath
+import socket
+import struct
+import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -36,6 +41,7 @@ from provider_agent.container import (
     LABEL_SPEC,
     ContainerSpec,
     ContainerState,
+    FileRead,
     LogLine,
     RuntimeFailure,
     VolumeMount,
@@ -410,6 +416,210 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 continue  # removed between list and inspect
         return states
+
+    # --- shells and file copies (provider_agent/shell.py) -------------------------------------
+    def exec(
+        self, container_id: str, command: Sequence[str], tty: bool, rows: int = 0, cols: int = 0
+    ) -> DockerExec:
+        try:
+            created = self.client.api.exec_create(
+                container_id,
+                list(command),
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                tty=tty,
+                environment={"TERM": "xterm"} if tty else None,
+            )
+            exec_id = str(created["Id"])
+            raw = self.client.api.exec_start(exec_id, tty=tty, socket=True)
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(
+                f"exec {' '.join(command)[:80]}: {exc.explanation or exc}"
+            ) from None
+        # a unix socket's SocketIO: the socket under it, read and written directly
+        sock = getattr(raw, "_sock", None)
+        if not isinstance(sock, socket.socket):
+            raise RuntimeFailure("exec: the engine's connection is not a socket (unix or tcp)")
+        session = DockerExec(self.client, exec_id, sock, raw, tty)
+        if tty and rows > 0 and cols > 0:
+            session.resize(rows, cols)
+        return session
+
+    def read_file(self, container_id: str, path: str, chunk_bytes: int) -> FileRead:
+        """The engine's archive of `path` (what `docker cp` reads), unpacked as it streams."""
+        try:
+            chunks, info = self.client.api.get_archive(container_id, path, chunk_size=chunk_bytes)
+        except docker.errors.NotFound:
+            raise RuntimeFailure(f"{path}: no such file in the container") from None
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"{path}: {exc.explanation or exc}") from None
+        mode = int(info.get("mode", 0))
+        if mode & (1 << 31):  # Go's os.ModeDir
+            raise RuntimeFailure(f"{path} is a directory: cp copies one file (tar it first)")
+        if mode & ((1 << 27) | (1 << 26) | (1 << 25) | (1 << 24)):  # symlink, device, pipe, socket
+            raise RuntimeFailure(f"{path} is not a regular file (a link? copy what it points to)")
+        opened = contextlib.ExitStack()  # closed once the bytes are read (or abandoned)
+        archive = opened.enter_context(
+            tarfile.TarFile.open(fileobj=_ChunkReader(chunks), mode="r|", bufsize=chunk_bytes)
+        )
+        member = archive.next()
+        body = archive.extractfile(member) if member is not None and member.isfile() else None
+        if member is None or body is None:
+            opened.close()
+            raise RuntimeFailure(f"{path} is not a regular file")
+
+        def read() -> Iterator[bytes]:
+            with opened:
+                while data := body.read(chunk_bytes):
+                    yield data
+
+        return FileRead(member.size, read())
+
+    def write_file(self, container_id: str, path: str, size: int, chunks: Iterable[bytes]) -> None:
+        """One file as a tar stream into the engine (what `docker cp` writes), sent as it comes."""
+        directory, name = posixpath.split(path)
+        if not name:
+            raise RuntimeFailure(f"{path}: name the file to write, not a directory")
+        try:
+            done = self.client.api.put_archive(
+                container_id, directory or "/", _tar_stream(name, size, chunks)
+            )
+        except docker.errors.NotFound:
+            raise RuntimeFailure(f"{directory}: no such directory in the container") from None
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"{path}: {exc.explanation or exc}") from None
+        except requests.exceptions.RequestException as exc:
+            raise RuntimeFailure(f"{path}: the copy was cut off ({exc})") from None
+        if not done:
+            raise RuntimeFailure(f"{path}: the engine refused the file")
+
+
+class DockerExec:
+    """One `docker exec` on its hijacked connection. Without a TTY the engine multiplexes
+    stdout and stderr: each piece has an 8-byte header (stream, 0, 0, 0, length big-endian)."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        exec_id: str,
+        sock: socket.socket,
+        keep: object,
+        tty: bool,
+    ) -> None:
+        self.client = client
+        self.exec_id = exec_id
+        self.sock = sock
+        self._keep = keep  # the response object owns the connection: keep it alive
+        self.tty = tty
+        self._buffer = b""
+
+    def read(self) -> tuple[str, bytes]:
+        if self.tty:
+            data = self._recv()
+            return ("stdout", data) if data else ("", b"")
+        header = self._exactly(8)
+        if len(header) < 8:
+            return "", b""
+        kind, length = header[0], struct.unpack(">I", header[4:])[0]
+        body = self._exactly(length)
+        return ("stderr" if kind == 2 else "stdout"), body
+
+    def _recv(self) -> bytes:
+        if self._buffer:
+            data, self._buffer = self._buffer, b""
+            return data
+        try:
+            return self.sock.recv(65536)
+        except OSError:
+            return b""
+
+    def _exactly(self, count: int) -> bytes:
+        parts = [self._buffer[:count]]
+        have = len(parts[0])
+        self._buffer = self._buffer[count:]
+        while have < count:
+            try:
+                data = self.sock.recv(max(65536, count - have))
+            except OSError:
+                data = b""
+            if not data:
+                break
+            need = count - have
+            parts.append(data[:need])
+            self._buffer = data[need:]
+            have += min(len(data), need)
+        return b"".join(parts)
+
+    def write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.tty and rows > 0 and cols > 0:
+            with contextlib.suppress(docker.errors.APIError):
+                self.client.api.exec_resize(self.exec_id, height=rows, width=cols)
+
+    def exit_code(self) -> int:
+        deadline = time.monotonic() + 5.0
+        while True:
+            info = self.client.api.exec_inspect(self.exec_id)
+            if not info.get("Running") or time.monotonic() > deadline:
+                code = info.get("ExitCode")
+                return int(code) if code is not None else -1
+            time.sleep(0.01)  # the engine notes the exit a moment after the output ends
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        close = getattr(self._keep, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file over an iterator of byte chunks, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._rest = chunk
+        if size < 0:
+            size = len(self._rest)
+        data, self._rest = self._rest[:size], self._rest[size:]
+        return data
+
+
+def _tar_stream(name: str, size: int, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A tar archive of one file, `size` bytes from `chunks`: header, data, padding, end. Raises
+    (and so aborts the upload) when the chunks add up to more or fewer bytes."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = int(time.time())
+    yield info.tobuf(format=tarfile.PAX_FORMAT)
+    sent = 0
+    for chunk in chunks:
+        sent += len(chunk)
+        if sent > size:
+            raise RuntimeFailure(f"more than the {size:,} bytes announced")
+        yield chunk
+    if sent != size:
+        raise RuntimeFailure(f"{sent:,} of the {size:,} bytes announced arrived")
+    yield b"\0" * ((-size) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
 
 
 def _tree_bytes(root: str) -> int | None:

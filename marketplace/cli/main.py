@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "leases": "marketplace.cli.tenant:leases",
     "logs": "marketplace.cli.tenant:logs",
     "close": "marketplace.cli.tenant:close",
+    "shell": "marketplace.cli.shell:shell",
+    "cp": "marketplace.cli.shell:cp",
     "account": "marketplace.cli.tenant:account",
     "providers": "marketplace.cli.tenant:providers",
     "auditor": "marketplace.cli.auditor:auditor",
