@@ -276,12 +276,15 @@ class SessionStream:
         except asyncio.InvalidStateError:  # the call is over: the market or tenant went
             raise Unavailable("the session's stream is closed") from None
 
-    async def close(self) -> None:
-        """Half-close our side, then wait for the market to end the stream (or cut it)."""
+    async def close(self, linger_s: float = 2.0) -> None:
+        """Half-close our side, then wait (up to `linger_s`) for the market to end the stream,
+        so that what we wrote last is delivered; cut it after that."""
+        if self._call.done():
+            return
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             await self._call.done_writing()
         with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
-            await asyncio.wait_for(self._call.code(), 2.0)
+            await asyncio.wait_for(self._call.code(), linger_s)
         self._call.cancel()
 
     def cancel(self) -> None:

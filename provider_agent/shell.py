@@ -41,6 +41,7 @@ log = logging.getLogger("provider_agent.shell")
 T = TypeVar("T")
 DEFAULT_COMMAND = ("/bin/sh",)
 CHUNK_BYTES = 256 * 1024  # a copied file's bytes per frame (the market takes up to 1 MiB)
+LINGER_S = 2.0  # after the exit frame, how long the market may take to end the stream
 UPLOAD_QUEUE = 16  # chunks on their way into the engine before the stream waits
 # one blocking reader per open session, plus short writes: a thread pool of its own
 _THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="session")
@@ -120,6 +121,8 @@ class ShellServer:
                 await self._shell(stream, container, opening)
         except MarketError as exc:  # the tenant or the market went
             log.info("session %s ended: %s", request.session_id[:8], exc)
+        except Exception:  # a fault in one session must not go unsaid, nor end the others
+            log.exception("session %s failed", request.session_id[:8])
         finally:
             await stream.close()
 
@@ -166,6 +169,11 @@ class ShellServer:
                     await stream.write(pb.ShellFrame(stdout=data))
             code = await _blocking(session.exit_code)
             await stream.write(pb.ShellFrame(exited=True, exit_code=code))
+            # the market ends the stream once it has the exit; the reader then ends by itself
+            # (cancelling a pending read cancels the whole call, and could lose the exit frame)
+            await stream.close()
+            with contextlib.suppress(TimeoutError, MarketError):
+                await asyncio.wait_for(asyncio.shield(feeding), LINGER_S)
         finally:
             feeding.cancel()
             with contextlib.suppress(asyncio.CancelledError, MarketError):

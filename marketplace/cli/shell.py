@@ -102,10 +102,14 @@ def _run_shell(
     )
     frames: queue.Queue[pb.ShellFrame | None] = queue.Queue()
     call = client.shell(opening, _drain(frames))
-    if interactive:
-        return _interactive(call, frames)
-    _start_stdin_pump(frames, sys.stdin.buffer)
-    return _print_output(call)
+    try:
+        if interactive:
+            return _interactive(call, frames)
+        _start_stdin_pump(frames, sys.stdin.buffer)
+        return _print_output(call)
+    finally:
+        frames.put(None)  # ends the request stream gRPC's thread is reading
+        call.cancel()
 
 
 def _drain(frames: queue.Queue[pb.ShellFrame | None]) -> Iterator[pb.ShellFrame]:
@@ -167,8 +171,6 @@ def _interactive(call: ShellCall, frames: queue.Queue[pb.ShellFrame | None]) -> 
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
-        frames.put(None)
-        call.cancel()
 
 
 def _write_all(fd: int, data: bytes) -> None:
