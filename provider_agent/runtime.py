@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import logging
 import os
 import posixpath
@@ -610,9 +611,11 @@ def _tar_stream(name: str, size: int, chunks: Iterable[bytes]) -> Iterator[bytes
     info.size = size
     info.mode = 0o644
     info.mtime = int(time.time())
+    pending = iter(chunks)
+    first = next(pending, b"")  # nothing reaches the engine (no file) before a first good byte
     yield info.tobuf(format=tarfile.PAX_FORMAT)
     sent = 0
-    for chunk in chunks:
+    for chunk in itertools.chain((first,), pending):
         sent += len(chunk)
         if sent > size:
             raise RuntimeFailure(f"more than the {size:,} bytes announced")

@@ -230,9 +230,25 @@ class ShellServer:
         try:
             await writing
         except RuntimeFailure as exc:
+            if upload.handed:  # the engine has begun the file: leave no part of it behind
+                await self._remove(container, path)
             await stream.write(pb.ShellFrame(error=f"cp {path}: {problem or exc}"))
             return
         await stream.write(pb.ShellFrame(exited=True, exit_code=0))
+
+    async def _remove(self, container: ContainerState, path: str) -> None:
+        """Best effort: `rm -f PATH` in the container (an image without rm keeps the part)."""
+        try:
+            session = await _blocking(
+                self.runtime.exec, container.id, ("rm", "-f", "--", path), False
+            )
+        except RuntimeFailure:
+            return
+        try:
+            while (await _blocking(session.read))[1]:
+                pass
+        finally:
+            await _blocking(session.close)
 
 
 class _Upload:
@@ -241,6 +257,7 @@ class _Upload:
     def __init__(self) -> None:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=UPLOAD_QUEUE)
         self.finished = threading.Event()  # the upload returned: nobody takes chunks any more
+        self.handed = False  # a chunk went to the engine: the file exists, maybe in part
         self._problem = ""
 
     def put(self, chunk: bytes | None) -> None:
@@ -257,6 +274,7 @@ class _Upload:
 
     def chunks(self) -> Iterator[bytes]:
         while (chunk := self._queue.get()) is not None:
+            self.handed = True
             yield chunk
         if self._problem:
             raise RuntimeFailure(self._problem)
