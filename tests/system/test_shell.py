@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -21,7 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from marketplace.api.client import TenantClient
+from marketplace.api.client import MarketUnavailable, TenantClient
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.demo_stack import GPUMARKET, Stack, wait_for_market
@@ -93,7 +94,8 @@ class Running:
 
 
 def start_stack(root: Path, **shell: object) -> Running:
-    stack = Stack(heartbeat_timeout_s=5.0, root=root, keep_root=True)
+    # a long heartbeat timeout: a test stops the agent for a while without losing its lease
+    stack = Stack(heartbeat_timeout_s=30.0, root=root, keep_root=True)
     try:
         stack.start_market()
         overrides = {"shell": dict(shell)} if shell else {}
@@ -121,9 +123,12 @@ def start_stack(root: Path, **shell: object) -> Running:
         raise
 
 
+PROVIDER_MAX_COPY = 60 * 1024 * 1024
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    world = start_stack(tmp_path_factory.mktemp("shell"))
+    world = start_stack(tmp_path_factory.mktemp("shell"), max_copy_bytes="60Mi")
     try:
         yield world
     finally:
@@ -300,6 +305,24 @@ def test_cp_refuses_a_file_over_the_limit_before_a_byte_moves(
     assert not target.exists() and list(tmp_path.iterdir()) == [big]
 
 
+def test_the_providers_own_limit_refuses_a_copy_up_front(running: Running, tmp_path: Path) -> None:
+    big = tmp_path / "61m.bin"
+    with big.open("wb") as out:
+        out.truncate(PROVIDER_MAX_COPY + 1024 * 1024)  # sparse: nothing to write
+    up = running.run("cp", str(big), f"{running.lease_id}:/data/")
+    assert up.returncode == 1
+    assert b"over provider" in up.stderr and b"limit of 62,914,560 bytes" in up.stderr
+    made = running.run(
+        "shell", running.lease_id, "--", "sh", "-c", "truncate -s 61M /data/61m && echo ok"
+    )
+    assert made.stdout == b"ok\n", made.stderr
+    down = running.run("cp", f"{running.lease_id}:/data/61m", str(tmp_path / "61m"))
+    assert down.returncode == 1
+    assert b"over this provider's limit" in down.stderr and b"max_copy_bytes" in down.stderr
+    listed = running.run("shell", running.lease_id, "--", "ls", "/data")
+    assert b"61m.bin" not in listed.stdout
+
+
 def test_the_agent_enforces_the_announced_size_while_streaming(running: Running) -> None:
     opening = pb.ShellOpen(lease_id=running.lease_id, copy_to="/data/short", copy_size=10)
     frames = [pb.ShellFrame(stdin=b"x" * 20), pb.ShellFrame(stdin_closed=True)]
@@ -359,5 +382,27 @@ def test_shell_switched_off_on_the_provider_is_refused(tmp_path: Path) -> None:
             list(world.tenant.shell(pb.ShellOpen(lease_id=world.lease_id), iter(())))
         cp = world.run("cp", f"{world.lease_id}:/etc/passwd", str(tmp_path / "p"))
         assert cp.returncode == 1 and b"switched shell access off" in cp.stderr
+        world.tenant.close_lease(world.lease_id)
+        with pytest.raises(FailedPrecondition, match="not running"):
+            list(world.tenant.shell(pb.ShellOpen(lease_id=world.lease_id), iter(())))
     finally:
         world.stack.close()
+
+
+def test_a_provider_that_does_not_answer_is_unavailable(running: Running) -> None:
+    """Last in this module: the agent is stopped (SIGSTOP) for the length of the wait, its
+    stream to the market still open; the tenant hears so after the answer timeout."""
+    agent = running.stack.providers["cpu"].proc
+    assert agent is not None
+    agent.popen.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        done = running.run("shell", running.lease_id, "--", "true")
+        waited = time.monotonic() - started
+        with pytest.raises(MarketUnavailable, match="did not answer"):
+            list(running.tenant.shell(pb.ShellOpen(lease_id=running.lease_id), iter(())))
+    finally:
+        agent.popen.send_signal(signal.SIGCONT)
+    assert done.returncode == 1
+    assert b"did not answer the session request within 10 s" in done.stderr
+    assert 9 < waited < 30
