@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import itertools
 import logging
 import os
@@ -460,22 +459,10 @@ class DockerRuntime:
             raise RuntimeFailure(f"{path} is a directory: cp copies one file (tar it first)")
         if mode & ((1 << 27) | (1 << 26) | (1 << 25) | (1 << 24)):  # symlink, device, pipe, socket
             raise RuntimeFailure(f"{path} is not a regular file (a link? copy what it points to)")
-        opened = contextlib.ExitStack()  # closed once the bytes are read (or abandoned)
-        archive = opened.enter_context(
-            tarfile.TarFile.open(fileobj=_ChunkReader(chunks), mode="r|", bufsize=chunk_bytes)
-        )
-        member = archive.next()
-        body = archive.extractfile(member) if member is not None and member.isfile() else None
-        if member is None or body is None:
-            opened.close()
+        size, body = _first_file(_TarStream(chunks))
+        if body is None:
             raise RuntimeFailure(f"{path} is not a regular file")
-
-        def read() -> Iterator[bytes]:
-            with opened:
-                while data := body.read(chunk_bytes):
-                    yield data
-
-        return FileRead(member.size, read())
+        return FileRead(size, body)
 
     def write_file(self, container_id: str, path: str, size: int, chunks: Iterable[bytes]) -> None:
         """One file as a tar stream into the engine (what `docker cp` writes), sent as it comes."""
@@ -582,26 +569,73 @@ class DockerExec:
                 close()
 
 
-class _ChunkReader(io.RawIOBase):
-    """A file over an iterator of byte chunks, for tarfile's stream mode."""
+class _TarStream:
+    """Bytes of a tar archive as they arrive in chunks, taken block by block. (tarfile's stream
+    mode copies every byte several times over and reads ~4x slower than the engine sends.)"""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._rest = b""
+        self._buffer = bytearray()  # deleting from its front is cheap (CPython keeps an offset)
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        while not self._rest:
+    def take(self, count: int) -> bytes:
+        while len(self._buffer) < count:
             chunk = next(self._chunks, None)
             if chunk is None:
-                return b""
-            self._rest = chunk
-        if size < 0:
-            size = len(self._rest)
-        data, self._rest = self._rest[:size], self._rest[size:]
+                raise RuntimeFailure("the engine's archive ended early")
+            self._buffer += chunk
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
         return data
+
+    def pieces(self, count: int) -> Iterator[bytes]:
+        """The next `count` bytes as they come, without copying whole chunks again."""
+        if self._buffer and count > 0:
+            first = bytes(self._buffer[:count])
+            del self._buffer[: len(first)]
+            count -= len(first)
+            yield first
+        while count > 0:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                raise RuntimeFailure("the engine's archive ended early")
+            if len(chunk) > count:
+                self._buffer += chunk[count:]
+                chunk = chunk[:count]
+            count -= len(chunk)
+            yield chunk
+
+
+def _first_file(stream: _TarStream) -> tuple[int, Iterator[bytes] | None]:
+    """The size and bytes of the archive's first member, None for bytes if it is no regular
+    file. PAX and GNU long-name headers before it are read (a PAX `size` counts)."""
+    pax_size: int | None = None
+    while True:
+        block = stream.take(tarfile.BLOCKSIZE)
+        if not block.strip(b"\0"):
+            return 0, None  # the end: an empty archive
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            raise RuntimeFailure(f"the engine's archive is not a tar: {exc}") from None
+        padded = info.size + (-info.size) % tarfile.BLOCKSIZE
+        if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME):
+            extra = stream.take(padded)
+            if info.type == tarfile.XHDTYPE:
+                pax_size = _pax_size(extra[: info.size]) or pax_size
+            continue
+        if not info.isfile():
+            return 0, None
+        size = pax_size if pax_size is not None else info.size
+        return size, stream.pieces(size)
+
+
+def _pax_size(records: bytes) -> int | None:
+    for line in records.split(b"\n"):
+        _, _, record = line.partition(b" ")
+        key, _, value = record.partition(b"=")
+        if key == b"size" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _tar_stream(name: str, size: int, chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -40,7 +40,7 @@ log = logging.getLogger("provider_agent.shell")
 
 T = TypeVar("T")
 DEFAULT_COMMAND = ("/bin/sh",)
-CHUNK_BYTES = 256 * 1024  # a copied file's bytes per frame (the market takes up to 1 MiB)
+CHUNK_BYTES = 1024 * 1024  # a copied file's bytes per frame (the most the market takes)
 LINGER_S = 2.0  # after the exit frame, how long the market may take to end the stream
 UPLOAD_QUEUE = 16  # chunks on their way into the engine before the stream waits
 # one blocking reader per open session, plus short writes: a thread pool of its own
@@ -194,8 +194,15 @@ class ShellServer:
             await stream.write(pb.ShellFrame(error=_too_big(path, found.size, most)))
             return
         await stream.write(pb.ShellFrame(started=True, size=found.size))
-        while (chunk := await _blocking(next, found.chunks, b"")) != b"":
-            await stream.write(pb.ShellFrame(stdout=chunk))
+        frames = _Frames(found.chunks, CHUNK_BYTES)
+        ahead = asyncio.ensure_future(_blocking(frames.next))  # read the next while one is sent
+        try:
+            while chunk := await ahead:
+                ahead = asyncio.ensure_future(_blocking(frames.next))
+                await stream.write(pb.ShellFrame(stdout=chunk))
+        finally:
+            if not ahead.done():
+                ahead.cancel()
         await stream.write(pb.ShellFrame(exited=True, exit_code=0))
 
     async def _copy_in(
@@ -293,6 +300,29 @@ async def _feed_stdin(stream: SessionStream, session: ExecSession) -> None:
             await _blocking(session.resize, frame.rows, frame.cols)
         if frame.stdin_closed:
             await _blocking(session.close_stdin)
+
+
+class _Frames:
+    """A file's chunks regrouped into frames of up to `most` bytes: the engine sends 32 KiB
+    pieces, and a frame per piece would cost more per byte than the bytes themselves."""
+
+    def __init__(self, chunks: Iterator[bytes], most: int) -> None:
+        self._chunks = chunks
+        self._most = most
+        self._carry = b""
+
+    def next(self) -> bytes:
+        """The next frame's bytes; b"" at the end. Blocks."""
+        parts, size = [self._carry], len(self._carry)
+        while size < self._most:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        joined = b"".join(parts)
+        frame, self._carry = joined[: self._most], joined[self._most :]
+        return frame
 
 
 def _too_big(path: str, size: int, most: int) -> str:

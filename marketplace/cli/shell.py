@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
 
 STDIN_CHUNK = 64 * 1024
-COPY_CHUNK = 256 * 1024  # bytes per frame of a copied file (the market takes up to 1 MiB)
+COPY_CHUNK = 1024 * 1024  # bytes per frame of a copied file (the most the market takes)
 DEFAULT_MAX_SIZE = "16Gi"
 EXIT_NO_STATUS = 255  # the session ended without the command's exit status
 

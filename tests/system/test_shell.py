@@ -26,7 +26,8 @@ from marketplace.api.client import MarketUnavailable, TenantClient
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.demo_stack import GPUMARKET, Stack, wait_for_market
-from marketplace.core.errors import FailedPrecondition, PermissionDenied
+from marketplace.core import limits
+from marketplace.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from tests.helpers import EXAMPLES, funded_tenant
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -330,6 +331,13 @@ def test_the_agent_enforces_the_announced_size_while_streaming(running: Running)
     assert any("more bytes than the 10 announced" in f.error for f in answers), answers
     listed = running.run("shell", running.lease_id, "--", "ls", "/data")
     assert b"short" not in listed.stdout
+
+
+def test_a_frame_over_the_limit_ends_the_session_as_invalid(running: Running) -> None:
+    opening = pb.ShellOpen(lease_id=running.lease_id, command=["cat"])
+    frames = [pb.ShellFrame(stdin=b"x" * (limits.MAX_SHELL_FRAME_BYTES + 1))]
+    with pytest.raises(InvalidArgument, match="at most 1,048,576"):
+        list(running.tenant.shell(opening, iter(frames)))
 
 
 # --- refusals -------------------------------------------------------------------------------------
