@@ -156,7 +156,7 @@ class Agent:
         self.monitor = monitor_for(cfg)
         # tenant shells and copies, asked for over a stream we open (no inbound port)
         self.shell = ShellServer(
-            self.link, runtime, cfg.shell, self._running, cfg.marketplace.reconnect_max_s
+            self.link, runtime, cfg.shell, self._running, cfg.marketplace.reconnect_max_s, say
         )
         self.inventory: Inventory | None = None
         self.supervisor: LeaseSupervisor | None = None

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.core import limits
 from marketplace.core.errors import MarketError
 from provider_agent.backoff import Backoff
 from provider_agent.config import ShellSection
@@ -61,7 +62,9 @@ class ShellServer:
         config: ShellSection,
         running_leases: Callable[[], list[str]],
         reconnect_max_s: float = 30.0,
+        say: Callable[[str], None] = log.info,
     ) -> None:
+        self.say = say
         self.link = link
         self.runtime = runtime
         self.config = config
@@ -110,6 +113,10 @@ class ShellServer:
         except MarketError as exc:
             log.warning("session %s: cannot answer: %s", request.session_id[:8], exc)
             return
+        self.say(
+            f"lease {opening.lease_id}: {_what(opening)} for its tenant"
+            + (f" refused: {refused}" if refused else "")
+        )
         try:
             if container is None:
                 return
@@ -323,6 +330,16 @@ class _Frames:
         joined = b"".join(parts)
         frame, self._carry = joined[: self._most], joined[self._most :]
         return frame
+
+
+def _what(opening: pb.ShellOpen) -> str:
+    """The session in a few words, for the operator's log (never the bytes it carries)."""
+    if opening.copy_from:
+        return f"copy out of {limits.shown(opening.copy_from, 80)}"
+    if opening.copy_to:
+        return f"copy of {opening.copy_size:,} bytes into {limits.shown(opening.copy_to, 80)}"
+    command = " ".join(opening.command) or DEFAULT_COMMAND[0]
+    return f"{'TTY ' if opening.tty else ''}shell {limits.shown(command, 60)}"
 
 
 def _too_big(path: str, size: int, most: int) -> str:

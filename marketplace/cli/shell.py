@@ -24,6 +24,7 @@ import sys
 import tempfile
 import termios
 import threading
+import time
 import tty
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.tenant import Connection, market_options
 from marketplace.core import limits, units
 from marketplace.core.errors import FailedPrecondition, InvalidArgument, MarketError
-from marketplace.terminal import friendly_errors
+from marketplace.terminal import friendly_errors, json_option, print_json
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -211,8 +212,11 @@ def split_remote(arg: str) -> tuple[str, str] | None:
     help="Refuse a file larger than this (e.g. 500Mi, 2Gi) [env GPUMARKET_CP_MAX_SIZE].",
 )
 @market_options
+@json_option
 @friendly_errors
-def cp(source: str, destination: str, service: str, max_size: str, conn: Connection) -> None:
+def cp(
+    source: str, destination: str, service: str, max_size: str, conn: Connection, as_json: bool
+) -> None:
     """Copy one file into or out of a lease's container.
 
     \b
@@ -231,13 +235,22 @@ def cp(source: str, destination: str, service: str, max_size: str, conn: Connect
     remote_source, remote_destination = split_remote(source), split_remote(destination)
     if (remote_source is None) == (remote_destination is None):
         raise click.UsageError("one of SOURCE and DESTINATION must be LEASE:PATH, the other local")
+    started = time.monotonic()
     if remote_source is not None:
         lease, path = remote_source
-        download(conn.tenant(), lease, service, path, Path(destination), most)
+        copied = download(conn.tenant(), lease, service, path, Path(destination), most)
     else:
         assert remote_destination is not None
         lease, path = remote_destination
-        upload(conn.tenant(), Path(source), lease, service, path, most)
+        copied = upload(conn.tenant(), Path(source), lease, service, path, most)
+    seconds = time.monotonic() - started
+    if as_json:
+        print_json(
+            {"source": source, "destination": destination, "bytes": copied, "seconds": seconds}
+        )
+    else:
+        rate = copied / max(seconds, 1e-6) / 1e6
+        click.echo(f"copied {copied:,} bytes in {seconds:.1f} s ({rate:.1f} MB/s)", err=True)
 
 
 def _over(what: str, size: int, most: int) -> InvalidArgument:
