@@ -603,6 +603,8 @@ class _TarStream:
                 chunk = chunk[:count]
             count -= len(chunk)
             yield chunk
+        for _ in self._chunks:  # the archive's padding and end: read, so the engine's
+            pass  # connection goes back to the pool instead of staying open
 
 
 def _first_file(stream: _TarStream) -> tuple[int, Iterator[bytes] | None]:
