@@ -44,6 +44,11 @@ WRITES = {
     "ReportLogs",
     "SignProviderAttributes",  # an auditor's, signed (tests/server/test_auditors.py)
     "RevokeProviderAttributes",
+    # relayed sessions: each stream opens with a signed request whose nonce is durable, as a
+    # command's (tests/system/test_shell.py); they run commands, they read no market record
+    "Shell",
+    "Sessions",
+    "SessionIO",
 }
 
 
