@@ -59,6 +59,7 @@ from provider_agent.metrics import AgentCounters, MetricsServer, render
 from provider_agent.network import WILDCARDS, host_of_uri, publish_ip
 from provider_agent.nvml import GpuMonitor, HostGpus, open_monitor
 from provider_agent.runtime import DockerRuntime
+from provider_agent.shell import ShellServer
 from provider_agent.supervisor import LeaseSupervisor, StatusReport
 
 log = logging.getLogger("provider_agent")
@@ -154,6 +155,10 @@ class Agent:
             auditors=lambda: self.link.audited,
         )
         self.monitor = monitor_for(cfg)
+        # tenant shells and copies, asked for over a stream we open (no inbound port)
+        self.shell = ShellServer(
+            self.link, runtime, cfg.shell, self._running, cfg.marketplace.reconnect_max_s, say
+        )
         self.inventory: Inventory | None = None
         self.supervisor: LeaseSupervisor | None = None
         self.metrics: MetricsServer | None = None
@@ -273,6 +278,7 @@ class Agent:
             asyncio.create_task(self._market_loop(), name="market"),
             asyncio.create_task(self._poll_loop(), name="nvml-poll"),
             asyncio.create_task(self._send_loop(), name="outbox"),
+            asyncio.create_task(self.shell.run(), name="sessions"),
         ]
         await stop.wait()
         await self.shutdown(workers)
@@ -291,6 +297,7 @@ class Agent:
         if self.supervisor is not None:
             await asyncio.to_thread(self.supervisor.close)
         await self._drain_outbox(timeout=3.0)
+        await self.shell.close()
         for task in workers + list(self._tasks):
             task.cancel()
         await asyncio.gather(*workers, *self._tasks, return_exceptions=True)

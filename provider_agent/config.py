@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marketplace.core import money, units
+from marketplace.core import limits, money, units
 from marketplace.core.bidding import BidPolicy
 from marketplace.core.pricing import PricingError, ScalePricing
 from provider_agent.container import DEFAULT_CAPABILITIES, DOCKER_DEFAULT_CAPABILITIES
@@ -147,6 +147,14 @@ class IngressSection:
 
 
 @dataclass(frozen=True)
+class ShellSection:
+    # tenants may open shells in (and copy files to and from) their leases' containers, relayed
+    # by the marketplace (provider_agent/shell.py); false refuses every one, with the reason
+    enabled: bool = True
+    max_copy_bytes: int = limits.MAX_COPY_BYTES  # the largest file copied in or out
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     provider: ProviderSection = field(default_factory=ProviderSection)
     marketplace: MarketplaceSection = field(default_factory=MarketplaceSection)
@@ -159,6 +167,7 @@ class AgentConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     network: NetworkSection = field(default_factory=NetworkSection)
     ingress: IngressSection = field(default_factory=IngressSection)
+    shell: ShellSection = field(default_factory=ShellSection)
     source: str = "<defaults>"
 
 
@@ -315,6 +324,7 @@ def parse_config(
             "metrics",
             "network",
             "ingress",
+            "shell",
         )
     }
     cfg = AgentConfig(
@@ -329,6 +339,7 @@ def parse_config(
         metrics=_metrics(sections["metrics"]),
         network=_network(sections["network"]),
         ingress=_ingress(sections["ingress"]),
+        shell=_shell(sections["shell"]),
         source=source,
     )
     root.check_unknown(tuple(sections.values()))
@@ -539,6 +550,13 @@ def _metrics(s: _Section) -> MetricsSection:
         bind=s.string("bind", "127.0.0.1"),
         port=s.integer("port", 9400, minimum=0, maximum=65535),
     )
+
+
+def _shell(s: _Section) -> ShellSection:
+    most = s.parsed("max_copy_bytes", units.parse_size, limits.MAX_COPY_BYTES)
+    if not 0 < most <= limits.MAX_COPY_BYTES:
+        raise s.error("max_copy_bytes", f"must be between 1 and {limits.MAX_COPY_BYTES} bytes")
+    return ShellSection(enabled=s.boolean("enabled", True), max_copy_bytes=most)
 
 
 def _network(s: _Section) -> NetworkSection:

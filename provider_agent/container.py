@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -169,6 +169,42 @@ class LogLine:
     text: str
 
 
+class ExecSession(Protocol):
+    """A command running inside a container (`docker exec`): its stdin, its output, its exit.
+    Every method may block; one thread reads while another writes."""
+
+    def read(self) -> tuple[str, bytes]:
+        """The next piece of output: ("stdout" | "stderr", bytes), as it comes (a TTY's is all
+        "stdout"); ("", b"") once the command closed its output."""
+        ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close_stdin(self) -> None:
+        """EOF on the command's stdin (its output goes on)."""
+        ...
+
+    def resize(self, rows: int, cols: int) -> None:
+        """The TTY's new size (no-op without a TTY)."""
+        ...
+
+    def exit_code(self) -> int:
+        """The command's exit status, once its output ended."""
+        ...
+
+    def close(self) -> None:
+        """Drop the connection (a command still running gets SIGHUP through its TTY)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """A regular file being read out of a container: its size, then its bytes."""
+
+    size: int
+    chunks: Iterator[bytes]
+
+
 def container_name(lease_id: str, service: str, replica: int) -> str:
     """A short, valid, stable name: gm-<lease hash>-<service>-<replica>."""
     tag = hashlib.sha1(lease_id.encode()).hexdigest()[:10]
@@ -289,6 +325,22 @@ class ContainerRuntime(Protocol):
 
     def scratch_usage(self, container_id: str) -> int | None:
         """Bytes the container wrote to its own layer (scratch space); None if unknown."""
+        ...
+
+    def exec(
+        self, container_id: str, command: Sequence[str], tty: bool, rows: int = 0, cols: int = 0
+    ) -> ExecSession:
+        """Run `command` in a running container, with a TTY of rows×cols or with stdout and
+        stderr apart. Raises RuntimeFailure when it cannot start."""
+        ...
+
+    def read_file(self, container_id: str, path: str, chunk_bytes: int) -> FileRead:
+        """A regular file's size and bytes. Raises RuntimeFailure (missing, a directory...)."""
+        ...
+
+    def write_file(self, container_id: str, path: str, size: int, chunks: Iterable[bytes]) -> None:
+        """Write exactly `size` bytes from `chunks` to `path` (its directory must exist).
+        Raises RuntimeFailure; an iterator that raises aborts the write."""
         ...
 
     def close(self) -> None: ...

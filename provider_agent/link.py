@@ -16,6 +16,8 @@ logs) are built here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,7 @@ from marketplace.api.envelope import open_envelope, seal
 from marketplace.api.status import error_from_rpc
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
-from marketplace.core.errors import MarketError, PermissionDenied, Unauthenticated
+from marketplace.core.errors import MarketError, PermissionDenied, Unauthenticated, Unavailable
 from marketplace.core.limits import display_safe
 from marketplace.core.provider_feed import FeedEvent, LeaseManifest
 from marketplace.core.state import Bid, Lease, Offer
@@ -229,6 +231,67 @@ class MarketLink:
         msg = pb.CloseLease(lease_id=lease_id, message=display_safe(message, "close message"))
         return lease_from_proto(await self._call("CloseLease", msg, pb.Lease))
 
+    # --- relayed sessions (provider_agent/shell.py, marketplace/server/relay.py) ---------------
+    async def sessions(
+        self, shell_enabled: bool, max_copy_bytes: int
+    ) -> AsyncIterator[pb.SessionRequest]:
+        """The tenants' session requests, until the stream ends (raises a MarketError)."""
+        opening = pb.SessionsOpen(shell_enabled=shell_enabled, max_copy_bytes=max_copy_bytes)
+        call = self._stub.Sessions(await self._seal(opening), wait_for_ready=True)
+        try:
+            async for request in call:
+                yield request
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        finally:
+            call.cancel()
+
+    async def session_io(self, accept: pb.SessionAccept) -> SessionStream:
+        """Open one session's stream, its first frame the signed answer `accept`."""
+        call = self._stub.SessionIO()
+        stream = SessionStream(call)
+        await stream.write(pb.ShellFrame(open=await self._seal(accept)))
+        return stream
+
+
+class SessionStream:
+    """One relayed session's two-way stream, its failures as MarketErrors."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall[pb.ShellFrame, pb.ShellFrame]) -> None:
+        self._call = call
+
+    async def read(self) -> pb.ShellFrame | None:
+        """The tenant's next frame; None once the market ended the stream."""
+        try:
+            frame = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return None
+            raise _error(exc) from None
+        return frame if isinstance(frame, pb.ShellFrame) else None  # else grpc.aio.EOF
+
+    async def write(self, frame: pb.ShellFrame) -> None:
+        try:
+            await self._call.write(frame)
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        except asyncio.InvalidStateError:  # the call is over: the market or tenant went
+            raise Unavailable("the session's stream is closed") from None
+
+    async def close(self, linger_s: float = 2.0) -> None:
+        """Half-close our side, then wait (up to `linger_s`) for the market to end the stream,
+        so that what we wrote last is delivered; cut it after that."""
+        if self._call.done():
+            return
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self._call.done_writing()
+        with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
+            await asyncio.wait_for(self._call.code(), linger_s)
+        self._call.cancel()
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
 
 def manifest_problem(manifest: pb.Manifest, tenant: str, market: str) -> str | None:
     """Why a manifest must not run, or None: it must be exactly the bytes the lease's tenant
@@ -287,4 +350,4 @@ def inventory_pb(inv: Inventory) -> pb.Inventory:
     )
 
 
-__all__ = ["MarketLink", "inventory_pb", "manifest_problem"]
+__all__ = ["MarketLink", "SessionStream", "inventory_pb", "manifest_problem"]

@@ -16,13 +16,15 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from provider_agent.container import (
     ContainerSpec,
     ContainerState,
+    ExecSession,
+    FileRead,
     LogLine,
     RuntimeFailure,
     VolumeState,
@@ -37,6 +39,10 @@ from provider_agent.registry import RegistryAuth
 
 FIRST_HOST_PORT = 32768  # where an engine's ephemeral port range starts
 EXIT_STOPPED = 143  # SIGTERM through the container's init, as `docker stop` ends a process
+NO_PROCESSES = (
+    "shell and cp are not supported on the in-memory runtime: its containers run no processes "
+    "(run the agent on Docker)"
+)
 EXIT_KILLED = 137  # SIGKILL: a forced removal, or the kernel's OOM killer
 
 
@@ -247,6 +253,18 @@ class MemoryRuntime:
         """What the container was created from (its mounts, capabilities)."""
         with self._changed:
             return self._get(container_id).spec
+
+    # --- shells and file copies: nothing runs here, so there is nothing to reach -------------
+    def exec(
+        self, container_id: str, command: Sequence[str], tty: bool, rows: int = 0, cols: int = 0
+    ) -> ExecSession:
+        raise RuntimeFailure(NO_PROCESSES)
+
+    def read_file(self, container_id: str, path: str, chunk_bytes: int) -> FileRead:
+        raise RuntimeFailure(NO_PROCESSES)
+
+    def write_file(self, container_id: str, path: str, size: int, chunks: Iterable[bytes]) -> None:
+        raise RuntimeFailure(NO_PROCESSES)
 
     def close(self) -> None:
         """Nothing to let go of: the containers stay, as they would on an engine."""

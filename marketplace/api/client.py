@@ -14,6 +14,7 @@ says what to do. Answers are the wire messages (marketplace.api.v1.market_pb2), 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -363,6 +364,48 @@ class TenantClient(ServiceClient):
     ) -> Iterator[pb.LogLine]:
         req = pb.StreamLogsRequest(lease_id=lease_id, follow=follow, tail=tail, after_seq=after_seq)
         return self._stream("StreamLogs", self._seal(req), pb.LogLine)
+
+    def shell(self, opening: pb.ShellOpen, frames: Iterable[pb.ShellFrame]) -> ShellCall:
+        """A shell or file copy in a lease's container, relayed by the marketplace: `opening`
+        signed as the stream's first frame, then `frames` (stdin, resizes; consumed on gRPC's
+        thread as they come). The answers: output, then the exit (or error) frame."""
+        first = pb.ShellFrame(open=self._seal(opening))
+        call = self.channel.stream_stream(
+            self._path("Shell"),
+            request_serializer=_serialize,
+            response_deserializer=pb.ShellFrame.FromString,
+        )(itertools.chain((first,), frames))
+        return ShellCall(call, self.address)
+
+
+class ShellCall:
+    """The answers of one Tenant.Shell stream; cancel() ends it from any thread."""
+
+    def __init__(self, call: Iterable[pb.ShellFrame], address: str) -> None:
+        self._call = call
+        self._address = address
+
+    def __iter__(self) -> Iterator[pb.ShellFrame]:
+        try:
+            yield from self._call
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise translate_session(exc, self._address) from None
+
+    def cancel(self) -> None:
+        cancel: Callable[[], object] = getattr(self._call, "cancel", lambda: None)
+        cancel()
+
+
+def translate_session(exc: grpc.RpcError, address: str) -> MarketError:
+    """translate(), except that UNAVAILABLE from a live marketplace is about the provider and
+    says so in the server's own words."""
+    if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+        details = exc.details() or ""
+        if details.startswith("provider "):
+            return MarketUnavailable(details)
+    return translate(exc, address)
 
 
 class ProviderClient(ServiceClient):

@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "logs": "marketplace.cli.tenant:logs",
     "close": "marketplace.cli.tenant:close",
     "update": "marketplace.cli.update:update",
+    "shell": "marketplace.cli.shell:shell",
+    "cp": "marketplace.cli.shell:cp",
     "account": "marketplace.cli.tenant:account",
     "providers": "marketplace.cli.tenant:providers",
     "deposit": "marketplace.cli.funds:deposit",

@@ -87,6 +87,15 @@ MAX_LOG_LINES_PER_BATCH = 5_000
 MAX_LOG_LINE_CHARS = 16_384  # after escaping
 LOG_STREAMS = ("stdout", "stderr", "system")  # system: what the agent says about the lease
 
+# --- shells and file copies (server/relay.py, provider_agent/shell.py) -------------------------
+MAX_SHELL_FRAME_BYTES = 1024 * 1024  # stdin, stdout or stderr bytes in one session frame
+MAX_SHELL_COMMAND_ARGS = 256  # words of a command run in a lease's container
+MAX_SHELL_COMMAND_CHARS = 64 * 1024  # all of its words together
+MAX_SHELL_PATH_CHARS = 4096  # a path copied to or from a container (PATH_MAX)
+MAX_SESSIONS_PER_LEASE = 16  # shells and copies open at once on one lease
+MAX_SESSIONS = 1024  # open at once on one marketplace
+MAX_COPY_BYTES = 16 * 1024**3  # one file copied in or out (a provider may set its own, lower)
+
 # --- addresses -----------------------------------------------------------------------------------
 ADDRESS_PREFIX = "gm1"
 _ADDRESS_BYTES = 20  # sha256(public key)[:20], base32 without padding: 32 characters

@@ -39,6 +39,7 @@ from marketplace.core.market import MarketConfig, MarketService
 from marketplace.core.provider_audit import InventoryHistory
 from marketplace.core.state import Changes, DeploymentEvent, LeaseState, ProviderEvent
 from marketplace.identity import ReplayGuard
+from marketplace.server.relay import Relay
 from marketplace.server.store import (
     Batch,
     Store,
@@ -134,6 +135,8 @@ class MarketApp:
         # told each command's changes once they are durable (logs and metrics: observe.py)
         self.observers: list[Callable[[Changes], None]] = []
         self._pending_changes: list[Changes] = []
+        # tenant shells and copies, relayed over the providers' session streams (relay.py)
+        self.relay = Relay(self)
 
     @property
     def market_id(self) -> str:

@@ -58,6 +58,7 @@ from marketplace.core.updates import DeploymentUpdate
 from marketplace.core.visibility import Viewer
 from marketplace.server.app import MarketApp, WatcherOverflow
 from marketplace.server.paging import page
+from marketplace.server.relay import ProviderSilent
 
 log = logging.getLogger("gpumarket.market")
 
@@ -453,6 +454,21 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
             lambda d: pb.UpdateResult(deployment=self._deployment(d), changes=plan.changes),
         )
 
+    async def Shell(self, request_iterator: object, context: Context) -> None:
+        """A shell or file copy in a lease's container, relayed to its provider (relay.py)."""
+        await _relayed(context, self.app.relay.tenant_session(context))
+
+
+async def _relayed(context: Context, session: Awaitable[None]) -> None:
+    """Run one side of a relayed session; its errors become statuses (a provider that does not
+    answer: UNAVAILABLE)."""
+    try:
+        await session
+    except ProviderSilent as exc:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    except Exception as exc:
+        await _abort(context, exc)
+
 
 class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     @unary
@@ -628,6 +644,18 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             lambda: self.market.close_lease(signer, msg.lease_id, msg.message),
             convert.lease_to_proto,
         )
+
+    @stream
+    async def Sessions(
+        self, request: pb.SignedRequest, context: Context
+    ) -> AsyncIterator[pb.SessionRequest]:
+        """The tenants' session requests for the signer's leases (relay.py)."""
+        async for session in self.app.relay.sessions(request):
+            yield session
+
+    async def SessionIO(self, request_iterator: object, context: Context) -> None:
+        """One relayed session's stream, opened by the lease's provider when asked."""
+        await _relayed(context, self.app.relay.provider_session(context))
 
 
 class MarketServicer(_Base, pb_grpc.MarketServicer):

@@ -45,6 +45,11 @@ WRITES = {
     "SignProviderAttributes",  # an auditor's, signed (tests/server/test_auditors.py)
     "RevokeProviderAttributes",
     "UpdateDeployment",  # the owner's (tests/server/test_update.py)
+    # relayed sessions: each stream opens with a signed request whose nonce is durable, as a
+    # command's (tests/system/test_shell.py); they run commands, they read no market record
+    "Shell",
+    "Sessions",
+    "SessionIO",
 }
 
 

@@ -1010,3 +1010,81 @@ class UpdateResult(_message.Message):
     deployment: Deployment
     changes: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., changes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ShellOpen(_message.Message):
+    __slots__ = ("lease_id", "service", "command", "tty", "rows", "cols", "copy_from", "copy_to", "copy_size")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    COPY_FROM_FIELD_NUMBER: _ClassVar[int]
+    COPY_TO_FIELD_NUMBER: _ClassVar[int]
+    COPY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    service: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    tty: bool
+    rows: int
+    cols: int
+    copy_from: str
+    copy_to: str
+    copy_size: int
+    def __init__(self, lease_id: _Optional[str] = ..., service: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., copy_from: _Optional[str] = ..., copy_to: _Optional[str] = ..., copy_size: _Optional[int] = ...) -> None: ...
+
+class ShellFrame(_message.Message):
+    __slots__ = ("open", "stdin", "stdout", "stderr", "stdin_closed", "rows", "cols", "exited", "exit_code", "error", "size", "started")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    STDIN_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    open: SignedRequest
+    stdin: bytes
+    stdout: bytes
+    stderr: bytes
+    stdin_closed: bool
+    rows: int
+    cols: int
+    exited: bool
+    exit_code: int
+    error: str
+    size: int
+    started: bool
+    def __init__(self, open: _Optional[_Union[SignedRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ..., stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., stdin_closed: _Optional[bool] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., error: _Optional[str] = ..., size: _Optional[int] = ..., started: _Optional[bool] = ...) -> None: ...
+
+class SessionsOpen(_message.Message):
+    __slots__ = ("shell_enabled", "max_copy_bytes")
+    SHELL_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_COPY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    shell_enabled: bool
+    max_copy_bytes: int
+    def __init__(self, shell_enabled: _Optional[bool] = ..., max_copy_bytes: _Optional[int] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("session_id", "open", "tenant")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    open: ShellOpen
+    tenant: str
+    def __init__(self, session_id: _Optional[str] = ..., open: _Optional[_Union[ShellOpen, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class SessionAccept(_message.Message):
+    __slots__ = ("session_id", "lease_id", "refused")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    lease_id: str
+    refused: str
+    def __init__(self, session_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., refused: _Optional[str] = ...) -> None: ...

@@ -127,6 +127,11 @@ class TenantStub:
                 request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.UpdateResult.FromString,
                 _registered_method=True)
+        self.Shell = channel.stream_stream(
+                '/marketplace.api.v1.Tenant/Shell',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.FromString,
+                _registered_method=True)
 
 
 class TenantServicer:
@@ -261,6 +266,13 @@ class TenantServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Shell(self, request_iterator, context):
+        """first frame: ShellOpen
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TenantServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -353,6 +365,11 @@ def add_TenantServicer_to_server(servicer, server):
                     servicer.UpdateDeployment,
                     request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.UpdateResult.SerializeToString,
+            ),
+            'Shell': grpc.stream_stream_rpc_method_handler(
+                    servicer.Shell,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -854,6 +871,33 @@ class Tenant:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Shell(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/marketplace.api.v1.Tenant/Shell',
+            marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ProviderStub:
     """Missing associated documentation comment in .proto file."""
@@ -913,6 +957,16 @@ class ProviderStub:
                 '/marketplace.api.v1.Provider/CloseLease',
                 request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.Lease.FromString,
+                _registered_method=True)
+        self.Sessions = channel.unary_stream(
+                '/marketplace.api.v1.Provider/Sessions',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SessionRequest.FromString,
+                _registered_method=True)
+        self.SessionIO = channel.stream_stream(
+                '/marketplace.api.v1.Provider/SessionIO',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.FromString,
                 _registered_method=True)
 
 
@@ -989,6 +1043,20 @@ class ProviderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Sessions(self, request, context):
+        """SessionsOpen
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SessionIO(self, request_iterator, context):
+        """first frame: SessionAccept
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1041,6 +1109,16 @@ def add_ProviderServicer_to_server(servicer, server):
                     servicer.CloseLease,
                     request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.Lease.SerializeToString,
+            ),
+            'Sessions': grpc.unary_stream_rpc_method_handler(
+                    servicer.Sessions,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SessionRequest.SerializeToString,
+            ),
+            'SessionIO': grpc.stream_stream_rpc_method_handler(
+                    servicer.SessionIO,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1313,6 +1391,60 @@ class Provider:
             '/marketplace.api.v1.Provider/CloseLease',
             marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.Lease.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/marketplace.api.v1.Provider/Sessions',
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.SessionRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SessionIO(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/marketplace.api.v1.Provider/SessionIO',
+            marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.FromString,
             options,
             channel_credentials,
             insecure,
