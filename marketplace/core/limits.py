@@ -85,6 +85,11 @@ MAX_LOG_LINES_PER_BATCH = 5_000
 MAX_LOG_LINE_CHARS = 16_384  # after escaping
 LOG_STREAMS = ("stdout", "stderr", "system")  # system: what the agent says about the lease
 
+# --- memory that stays flat under a long run (issue 13): history beyond these is read from the
+# store, or not kept (price statistics cover the newest leases)
+PRICE_POINTS_KEPT = 50_000  # leases' prices behind Market.Stats, the newest
+LOG_SEQS_CACHED = 10_000  # leases whose last log line number the server holds (LRU)
+
 # --- addresses -----------------------------------------------------------------------------------
 ADDRESS_PREFIX = "gm1"
 _ADDRESS_BYTES = 20  # sha256(public key)[:20], base32 without padding: 32 characters

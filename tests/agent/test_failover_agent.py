@@ -20,7 +20,7 @@ import pytest
 from marketplace.api.client import MarketClient
 from provider_agent.config import ConfigError, load_config
 from tests.server.market_process import MarketProcess
-from tests.server.test_failover import closed_port
+from tests.helpers import closed_port
 
 CONFIG = """
 [provider]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -25,17 +24,10 @@ from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.errors import InvalidArgument, MarketError
 from marketplace.identity import Key
 from marketplace.server.testing import gpu_sdl
-from tests.helpers import funded_tenant
+from tests.helpers import closed_port, funded_tenant
 from tests.server.market_process import MarketProcess
 
 CLI = [sys.executable, "-c", "from marketplace.cli.main import main; main()"]
-
-
-def closed_port() -> str:
-    """An address nothing listens on: a port bound and closed again (connection refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 class NotTheLeader(grpc.GenericRpcHandler):
