@@ -19,8 +19,8 @@ import pytest
 
 from marketplace.api.client import MarketClient
 from provider_agent.config import ConfigError, load_config
-from tests.server.market_process import MarketProcess
 from tests.helpers import closed_port
+from tests.server.market_process import MarketProcess
 
 CONFIG = """
 [provider]
