@@ -191,12 +191,14 @@ def _run_sweep(plan: Sweep, out: Path, ray_address: str | None, bar: bool) -> An
         tick = (lambda _done, _n: progress.update(1)) if progress is not None else None
         if ray_address is None:
             return run_sweep(plan, out, tick)
-        from simulator.ray_pool import RayMissing, connected, ray_runner
+        from simulator.ray_pool import RayMissing, RayUnreachable, connected, ray_runner
 
         try:
             ray = stack.enter_context(connected(ray_address, num_cpus=plan.workers))
         except RayMissing as exc:
             raise _NeedsExtra(str(exc)) from None
+        except RayUnreachable as exc:
+            raise click.ClickException(str(exc)) from None
         return run_sweep(plan, out, tick, runner=ray_runner(ray))
 
 

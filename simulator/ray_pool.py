@@ -11,6 +11,8 @@ the run's summary, which the driver turns into the same bytes as a local process
 On a cluster that was already running, the driver ships its own `simulator` and `marketplace`
 packages with the job (runtime_env py_modules), so the workers run this code, not whatever
 version the nodes have installed; the nodes need gpumarket's dependencies (simpy, PyYAML, ...).
+A cluster with Ray's token authentication on (its default since 2.5x) needs its token where this
+runs, as for any other Ray driver.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ INSTALL_HINT = "Ray is not installed: pip install 'gpumarket[ray]' (or pip insta
 
 class RayMissing(RuntimeError):
     """`--ray` asked for, ray not importable."""
+
+
+class RayUnreachable(RuntimeError):
+    """No Ray cluster answers at the address given."""
 
 
 def _ray() -> ModuleType:
@@ -67,11 +73,15 @@ def connected(address: str, num_cpus: int | None = None) -> Iterator[ModuleType]
     if address == LOCAL:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     else:
-        ray.init(
-            address=address,
-            runtime_env={"py_modules": _code_packages()},
-            log_to_driver=False,
-        )
+        try:
+            ray.init(
+                address=address,
+                runtime_env={"py_modules": _code_packages()},
+                log_to_driver=False,
+            )
+        except (ConnectionError, ValueError) as exc:  # what ray.init raises for an address
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RayUnreachable(f"cannot use the Ray cluster at {address}: {message}") from None
     try:
         yield ray
     finally:

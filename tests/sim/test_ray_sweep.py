@@ -33,6 +33,14 @@ grid:
 workers: 2
 """
 COMPARED = ("sweep_runs.csv", "sweep.csv", "sweep.json")
+# A cluster that runs on its own (as one started by `ray start --head` would), told its address
+HEAD = """
+import sys, ray
+ray.init(num_cpus=2, include_dashboard=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # runs until the test closes its stdin
+ray.shutdown()
+"""
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +71,46 @@ def files(out: Path) -> dict[str, bytes]:
     """Every result file of a sweep but the plots, by its path in the report folder."""
     found = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("metrics.json")}
     return found | {name: (out / name).read_bytes() for name in COMPARED}
+
+
+def test_a_sweep_on_a_running_cluster_at_an_address(sweep_file: Path, tmp_path: Path) -> None:
+    """The cluster's workers do not have this code on their path (no PYTHONPATH, another
+    directory): the driver ships it with the job, and the results match the process pool."""
+    # a throwaway loopback cluster: no token to share between its processes
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    head_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    head = subprocess.Popen(
+        [sys.executable, "-c", HEAD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=head_env,
+        cwd=tmp_path,
+    )
+    try:
+        assert head.stdout is not None
+        address = head.stdout.readline().strip()
+        assert address, "the Ray head did not start"
+        on_ray = tmp_path / "ray"
+        command = "from marketplace.cli.main import main; main()"
+        args = ["simulate", "sweep", str(sweep_file), "--out", str(on_ray), "--ray", address]
+        done = subprocess.run(
+            [sys.executable, "-c", command, *args, "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        assert head.stdin is not None and head.stdout is not None
+        head.stdin.close()
+        head.wait(60)
+        head.stdout.close()
+    local = tmp_path / "local"
+    code, output = sweep(str(sweep_file), "--out", str(local), "--json")
+    assert code == 0, output
+    assert files(on_ray) == files(local)
 
 
 def test_a_ray_sweep_matches_the_process_pool_byte_for_byte(
