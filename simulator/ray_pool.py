@@ -11,8 +11,8 @@ the run's summary, which the driver turns into the same bytes as a local process
 On a cluster that was already running, the driver ships its own `simulator` and `marketplace`
 packages with the job (runtime_env py_modules), so the workers run this code, not whatever
 version the nodes have installed; the nodes need gpumarket's dependencies (simpy, PyYAML, ...).
-A cluster with Ray's token authentication on (its default since 2.5x) needs its token where this
-runs, as for any other Ray driver.
+A cluster with Ray's token authentication on needs its token where this runs, as for any
+other Ray driver.
 """
 
 from __future__ import annotations
