@@ -159,7 +159,8 @@ class ServiceClient:
                 answer = attempt()
             except grpc.RpcError as exc:
                 if not self._may_move(exc, budget):
-                    raise translate(exc, self.address) from None
+                    where = str(self.ring) if self.ring.several else self.address
+                    raise translate(exc, where) from None
                 self._move()
                 if self.ring.round_done:
                     time.sleep(budget.next_pause_s())

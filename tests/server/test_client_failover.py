@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -107,6 +108,14 @@ def test_a_standby_answering_not_the_leader_is_passed_over(
     assert handler.calls >= 1
     with MarketClient(address, failover_s=1) as alone, pytest.raises(MarketUnavailable):
         alone.info()  # one address: its answer is the answer
+    both_away = f"{address},{closed_port()}"
+    started = time.monotonic()
+    with (
+        MarketClient(both_away, failover_s=1) as nowhere,
+        pytest.raises(MarketUnavailable, match=f"marketplace at {both_away}:"),
+    ):
+        nowhere.info()
+    assert time.monotonic() - started < 5  # tried within its budget, then gave up
 
 
 def test_the_cli_takes_several_addresses(market: MarketProcess, tmp_path: Path) -> None:
