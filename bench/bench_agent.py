@@ -3,10 +3,12 @@
 1. Award-to-container-running latency: from the moment the agent has a won lease's manifest to
    the RUNNING report (image present locally: create + start + inspect + network), p50/p99 over
    N leases, against a same-run baseline of a bare DockerRuntime.launch (create + start only).
-2. The idle agent daemon (`gpumarket provider run`, replayed H100, NVML polled once a second):
-   CPU share and resident memory, sampled from /proc over a window.
+2. The idle agent daemon (`gpumarket provider run`, 8 replayed H100s, NVML polled once a
+   second), connected to a real marketplace and heartbeating (not backing off): CPU share and
+   resident memory, sampled from /proc over a window.
 
-    python bench/bench_agent.py [--leases 30] [--idle-seconds 20]
+    python bench/bench_agent.py [--leases 30] [--idle-seconds 30]
+    python bench/bench_agent.py --only idle --idle-seconds 30
 """
 
 from __future__ import annotations
@@ -223,62 +225,102 @@ def proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
+IDLE_CONFIG = """
+[provider]
+key = "bench"
+region = "eu"
+host_uri = "https://127.0.0.1"
+[marketplace]
+address = "{address}"
+[gpu]
+backend = "replay"
+replay_file = "builtin:h100x8_nvml.json"
+replay_load = true
+poll_interval_s = 1.0
+[pricing.scale]
+cpu_hour = "0.01"
+[metrics]
+port = 0
+"""
+
+
 def bench_idle(seconds: float) -> None:
-    with tempfile.TemporaryDirectory() as home:
+    """The agent connected to a real marketplace (in this process, on a real SQLite file),
+    registered, watching its order stream and heartbeating at the interval the market asks
+    (10 s), with 8 replayed H100s under load: its CPU share and RSS over the window. The
+    figure is taken only while it stays connected: the market must see its heartbeats
+    advance, and the agent must not report the market unreachable."""
+    from marketplace.api.client import MarketClient
+    from marketplace.server.testing import ServerThread
+
+    with tempfile.TemporaryDirectory() as home, ServerThread(Path(home) / "market") as market:
         cfg = Path(home) / "provider.toml"
-        cfg.write_text(
-            '[provider]\nkey = "bench"\n'
-            '[marketplace]\naddress = "127.0.0.1:1"\nreconnect_max_s = 30\n'
-            '[gpu]\nbackend = "replay"\nreplay_file = "builtin:h100_nvml.json"\n'
-            "replay_load = true\npoll_interval_s = 1.0\n"
-            '[pricing.scale]\ncpu_hour = "0.01"\n[metrics]\nport = 0\n'
-        )
-        env = {**os.environ, "GPUMARKET_HOME": home}
+        cfg.write_text(IDLE_CONFIG.format(address=market.address))
+        env = {**os.environ, "GPUMARKET_HOME": home, "PYTHONUNBUFFERED": "1"}
+        command = "from marketplace.cli.main import main; main()"
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from marketplace.cli.main import main; main()",
-                "provider",
-                "run",
-                "--config",
-                str(cfg),
-            ],
+            [sys.executable, "-c", command, "provider", "run", "--config", str(cfg)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         assert proc.stdout is not None
-        while "metrics on" not in (line := proc.stdout.readline()):
+        said: list[str] = []
+        while "registered with the marketplace" not in (line := proc.stdout.readline()):
             if not line:
-                raise SystemExit("agent did not start")
-        time.sleep(3)  # let startup (imports, first registration attempt) settle
-        cpu0, t0 = proc_cpu_seconds(proc.pid), time.monotonic()
-        rss = []
-        while time.monotonic() - t0 < seconds:
-            time.sleep(1)
-            rss.append(proc_rss_mb(proc.pid))
-        cpu1, t1 = proc_cpu_seconds(proc.pid), time.monotonic()
+                raise SystemExit("agent did not register:\n" + "".join(said))
+            said.append(line)
+        offered = next((x.split(" ", 1)[1].strip() for x in said if "offering" in x), "?")
+        reader = threading.Thread(target=lambda: said.extend(proc.stdout or ()), daemon=True)
+        reader.start()
+        with MarketClient(market.address) as client:
+
+            def last_heartbeat_ms() -> int:
+                (provider,) = client.list_providers()
+                return provider.last_heartbeat_ms
+
+            time.sleep(3)  # let startup (imports, registration, the first NVML reads) settle
+            said_before = len(said)
+            beat0 = last_heartbeat_ms()
+            cpu0, t0 = proc_cpu_seconds(proc.pid), time.monotonic()
+            rss = []
+            while time.monotonic() - t0 < seconds:
+                time.sleep(1)
+                rss.append(proc_rss_mb(proc.pid))
+            cpu1, t1 = proc_cpu_seconds(proc.pid), time.monotonic()
+            beat1 = last_heartbeat_ms()
         proc.terminate()
         proc.wait(30)
+        reader.join(5)
+    away = [x for x in said[said_before:] if "unreachable" in x]
     share = (cpu1 - cpu0) / (t1 - t0) * 100
-    print(f"idle agent daemon over {t1 - t0:.0f} s (replayed H100 under load, NVML poll every 1 s,")
-    print("  marketplace unreachable so it backs off; Docker connected):")
+    print(f"idle agent daemon over {t1 - t0:.0f} s, connected and heartbeating (8 replayed H100s")
+    print(f"  under load, NVML polled every 1 s; {offered.strip()}; Docker connected):")
     print(
         f"  CPU share {share:.2f}% of one core   RSS max {max(rss):.1f} MB, last {rss[-1]:.1f} MB"
     )
+    print(
+        f"  the market's record of its last heartbeat moved {(beat1 - beat0) / 1000:.1f} s over the "
+        f"window ({'connected' if beat1 > beat0 and not away else 'NOT connected'})"
+    )
     print(f"  agent exit status on SIGTERM: {proc.returncode}")
+    if beat1 <= beat0 or away:
+        raise SystemExit(f"the agent was not connected and heartbeating throughout: {away}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--leases", type=int, default=30)
-    parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--only", choices=("latency", "market", "idle"), help="One part only.")
     args = parser.parse_args()
-    bench_latency(args.leases)
-    bench_market_latency(args.leases)
-    bench_idle(args.idle_seconds)
+    if args.only in (None, "latency"):
+        bench_latency(args.leases)
+    if args.only in (None, "market"):
+        bench_market_latency(args.leases)
+    if args.only in (None, "idle"):
+        bench_idle(args.idle_seconds)
 
 
 if __name__ == "__main__":

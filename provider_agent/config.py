@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from marketplace.api.addresses import parse_addresses
 from marketplace.core import limits, money, units
 from marketplace.core.bidding import BidPolicy
+from marketplace.core.errors import InvalidArgument
 from marketplace.core.pricing import PricingError, ScalePricing
 from provider_agent.container import DEFAULT_CAPABILITIES, DOCKER_DEFAULT_CAPABILITIES
 
@@ -44,6 +46,8 @@ class ProviderSection:
 
 @dataclass(frozen=True)
 class MarketplaceSection:
+    # HOST:PORT, or several of one marketplace (leader, standbys) joined by commas: the agent
+    # moves on to the next when one is down or not the leader (marketplace/api/addresses.py)
     address: str = "127.0.0.1:7420"
     call_timeout_s: float = 5.0
     reconnect_max_s: float = 30.0
@@ -56,6 +60,10 @@ class MarketplaceSection:
     @property
     def uses_tls(self) -> bool:
         return self.tls or self.tls_ca is not None or self.tls_cert is not None
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return parse_addresses(self.address)
 
 
 @dataclass(frozen=True)
@@ -375,12 +383,30 @@ def _marketplace(s: _Section, base: Path) -> MarketplaceSection:
     if (pem["tls_cert"] is None) != (pem["tls_key"] is None):
         raise s.error("tls_cert", "and tls_key go together: set both or neither")
     return MarketplaceSection(
-        address=s.string("address", MarketplaceSection.address),
+        address=_market_addresses(s),
         call_timeout_s=s.number("call_timeout_s", 5.0, minimum=0.1),
         reconnect_max_s=s.number("reconnect_max_s", 30.0, minimum=0.1),
         tls=s.boolean("tls", False),
         **pem,
     )
+
+
+def _market_addresses(s: _Section) -> str:
+    """address = "a:7420" or "a:7420,b:7420" or ["a:7420", "b:7420"], as "a:7420,b:7420"."""
+    value = s.raw("address")
+    if value is None:
+        return MarketplaceSection.address
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        listed: list[str] = value
+        value = ",".join(listed)
+    if not isinstance(value, str):
+        raise s.error(
+            "address", f"must be a string or a list of strings, got {units.type_name(value)}"
+        )
+    try:
+        return ",".join(parse_addresses(value))
+    except InvalidArgument as exc:
+        raise s.error("address", str(exc)) from None
 
 
 def _pem_file(s: _Section, key: str, base: Path) -> Path | None:

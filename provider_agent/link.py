@@ -27,6 +27,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from marketplace.api.addresses import AddressRing, different_market
 from marketplace.api.attestations import audited_from_proto
 from marketplace.api.client import tls_credentials
 from marketplace.api.convert import (
@@ -87,13 +88,17 @@ class MarketLink:
     def __init__(
         self, address: str, key: Key, timeout_s: float = 5.0, tls: TlsSettings | None = None
     ) -> None:
-        self.address = address
+        # several addresses of one marketplace: a call answered UNAVAILABLE moves the link to
+        # the next (the agent's reconnect loop then retries there); see api/addresses.py
+        self.ring = AddressRing.parse(address)
+        self.address = self.ring.current
         self.key = key
         self.timeout_s = timeout_s
-        self._channel = _channel(address, tls)
-        self._stub = pb_grpc.ProviderStub(self._channel)
-        self._market_stub = pb_grpc.MarketStub(self._channel)
+        self._tls = tls
+        self._open(self.address)
         self._market_id: str | None = None
+        self._id_from = self.address  # where _market_id was learned; checked at every move
+        self._id_checked = True
         # the auditors' signatures of this provider that count now (for signedBy), by every
         # name a placement may use; refreshed at each registration and heartbeat
         self.audited: dict[str, dict[str, str]] = {}
@@ -101,28 +106,52 @@ class MarketLink:
     async def close(self) -> None:
         await self._channel.close(grace=None)
 
+    def _open(self, address: str) -> None:
+        self._channel = _channel(address, self._tls)
+        self._stub = pb_grpc.ProviderStub(self._channel)
+        self._market_stub = pb_grpc.MarketStub(self._channel)
+
+    async def _failed(self, channel: grpc.aio.Channel, error: MarketError) -> MarketError:
+        """`error`, after moving on to the next address when it says the one `channel` goes
+        to is away (and no other call moved already). Calls still on the old channel end."""
+        if isinstance(error, Unavailable) and self.ring.several and channel is self._channel:
+            self.address = self.ring.advance()
+            self._open(self.address)
+            self._id_checked = self._market_id is None
+            await channel.close(grace=None)
+        return error
+
     async def market_id(self) -> str:
-        """The marketplace's id (asked once): what every signature names."""
-        if self._market_id is None:
+        """The marketplace's id (asked once, and checked at each new address): what every
+        signature names. An address that answers as another marketplace is left."""
+        if self._market_id is None or not self._id_checked:
+            channel = self._channel
             try:
                 info = await self._market_stub.Info(
-                    pb.MarketInfoRequest(), timeout=self.timeout_s, wait_for_ready=True
+                    pb.MarketInfoRequest(),
+                    timeout=self.timeout_s,
+                    wait_for_ready=not self.ring.several,  # several: a dead one fails fast
                 )
             except grpc.aio.AioRpcError as exc:
-                raise _error(exc) from None
-            self._market_id = info.market_id
+                raise await self._failed(channel, _error(exc)) from None
+            if self._market_id is not None and info.market_id != self._market_id:
+                mixed = different_market(
+                    self._id_from, self._market_id, self.address, info.market_id
+                )
+                raise await self._failed(channel, Unavailable(str(mixed)))
+            self._market_id, self._id_checked = info.market_id, True
         return self._market_id
 
     async def _seal(self, message: Message) -> pb.SignedRequest:
         return seal(self.key, message, market=await self.market_id())
 
     async def _call(self, method: str, message: Message, reply: type[Reply]) -> Reply:
-        rpc = getattr(self._stub, method)
         request = await self._seal(message)
+        channel, rpc = self._channel, getattr(self._stub, method)
         try:
             answer = await rpc(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
-            error = _error(exc)
+            error = await self._failed(channel, _error(exc))
             if isinstance(error, Unauthenticated) and "another marketplace" in str(error):
                 self._market_id = None  # another marketplace answers here now: ask it again
             raise error from None
@@ -161,6 +190,7 @@ class MarketLink:
         """Order-feed events after `resume_token`; ends (or raises a MarketError) when the stream
         does. Kinds this version does not know are skipped."""
         request = await self._seal(pb.WatchOrders(resume_token=resume_token))
+        channel = self._channel
         call = self._stub.WatchOrders(request, wait_for_ready=True)
         try:
             async for message in call:
@@ -168,7 +198,7 @@ class MarketLink:
                 if event is not None:
                     yield event
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from None
+            raise await self._failed(channel, _error(exc)) from None
         finally:
             call.cancel()
 

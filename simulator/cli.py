@@ -3,6 +3,7 @@
     gpumarket simulate                              the built-in scenario
     gpumarket simulate scenario.yaml --seed 3 --out DIR --json
     gpumarket simulate sweep sweep.yaml             a grid × seeds, in parallel processes
+    gpumarket simulate sweep sweep.yaml --ray auto  ... as tasks on a Ray cluster
 
 `simulate` is a group whose default command is `run`: anything that is not a subcommand name
 is handed to `run`, so a scenario file and `sweep` never collide.
@@ -10,15 +11,19 @@ is handed to `run`, so a scenario file and `sweep` never collide.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from marketplace.terminal import LazyGroup, friendly_errors, json_option, print_json, print_table
 from simulator.scenario import ScenarioError
+
+if TYPE_CHECKING:
+    from simulator.sweep import Sweep
 
 YAML_FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -46,8 +51,9 @@ def simulate() -> None:
         Run one scenario (default: a built-in one with a few hundred providers
         over three days). Writes metrics.json, timeseries.csv, providers.csv
         and PNG plots to ./sim-out/<name>-seed<N>/ (or --out).
-    gpumarket simulate sweep SWEEP.yaml [--out DIR] [--json]
-        Run a grid of settings × seeds in parallel; writes sweep.csv/json and plots.
+    gpumarket simulate sweep SWEEP.yaml [--out DIR] [--ray [ADDRESS]] [--json]
+        Run a grid of settings × seeds in parallel (local processes, or Ray tasks
+        with --ray); writes sweep.csv/json and plots.
     gpumarket simulate --from-market ADDR [-o FILE] [--run]
         Snapshot a live market (providers, GPUs, prices) into a scenario file.
 
@@ -125,28 +131,33 @@ def run(
     help="Report folder (default: ./sim-out/sweep-<name>/).",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Processes (default: the file's).")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    metavar="[ADDRESS]",
+    help="Run the scenarios as Ray tasks: on the cluster at ADDRESS ('auto': the one this "
+    "machine belongs to; HOST:PORT; ray://HOST:10001), or, with no ADDRESS, on a local cluster "
+    "started for this sweep. Same results as the process pool. Needs gpumarket[ray].",
+)
 @json_option
 @friendly_errors
-def sweep(sweep_file: Path, out: Path | None, workers: int | None, as_json: bool) -> None:
-    """Run a grid of scenario settings × seeds in parallel processes."""
+def sweep(
+    sweep_file: Path, out: Path | None, workers: int | None, ray_address: str | None, as_json: bool
+) -> None:
+    """Run a grid of scenario settings × seeds in parallel processes (or on a Ray cluster)."""
     import dataclasses
 
-    from simulator.sweep import load_sweep, run_sweep
+    from simulator.sweep import load_sweep
 
     try:
         plan = load_sweep(sweep_file)
         if workers is not None:
             plan = dataclasses.replace(plan, workers=workers)
         out = out or Path("sim-out") / f"sweep-{_slug(plan.name)}"
-        show = not as_json and sys.stderr.isatty()
-        total = len(plan.combinations()) * len(plan.seeds)
-        bar = click.progressbar(length=total, label="runs", file=sys.stderr) if show else None
         started = time.perf_counter()
-        if bar is not None:
-            with bar:
-                rows, means, plots = run_sweep(plan, out, lambda done, _n: bar.update(1))
-        else:
-            rows, means, plots = run_sweep(plan, out)
+        rows, means, plots = _run_sweep(plan, out, ray_address, not as_json)
         wall = time.perf_counter() - started
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -167,6 +178,34 @@ def sweep(sweep_file: Path, out: Path | None, workers: int | None, as_json: bool
         f"\n{len(rows)} runs in {wall:.1f} s; report: {out}/ (sweep.csv, sweep_runs.csv, "
         f"sweep.json, {', '.join(plots) or 'no plots'})"
     )
+
+
+class _NeedsExtra(click.ClickException):
+    exit_code = 2  # a usage problem: the command cannot run as asked here
+
+
+def _run_sweep(plan: Sweep, out: Path, ray_address: str | None, bar: bool) -> Any:
+    """run_sweep with a progress bar (on a terminal), locally or on Ray."""
+    from simulator.sweep import run_sweep
+
+    total = len(plan.combinations()) * len(plan.seeds)
+    show = bar and sys.stderr.isatty()
+    progress = click.progressbar(length=total, label="runs", file=sys.stderr) if show else None
+    with contextlib.ExitStack() as stack:
+        if progress is not None:
+            stack.enter_context(progress)
+        tick = (lambda _done, _n: progress.update(1)) if progress is not None else None
+        if ray_address is None:
+            return run_sweep(plan, out, tick)
+        from simulator.ray_pool import RayMissing, RayUnreachable, connected, ray_runner
+
+        try:
+            ray = stack.enter_context(connected(ray_address, num_cpus=plan.workers))
+        except RayMissing as exc:
+            raise _NeedsExtra(str(exc)) from None
+        except RayUnreachable as exc:
+            raise click.ClickException(str(exc)) from None
+        return run_sweep(plan, out, tick, runner=ray_runner(ray))
 
 
 def _cell(value: Any) -> str:

@@ -1,4 +1,5 @@
-"""Parameter sweeps: a grid of scenario settings × seeds, run in parallel processes.
+"""Parameter sweeps: a grid of scenario settings × seeds, run in parallel processes (or as Ray
+tasks on a cluster: simulator/ray_pool.py).
 
 A sweep file (YAML):
 
@@ -20,7 +21,7 @@ import csv
 import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,15 +107,25 @@ def load_sweep(path: Path) -> Sweep:
     return sweep
 
 
-def run_one(scenario: Path | None, overrides: dict[str, object], seed: int, out: str) -> Summary:
-    """One sweep run (in a worker process): its metrics.json, and the row for the table."""
+def run_one(scenario: Path | None, overrides: dict[str, object], seed: int) -> Summary:
+    """One sweep run, in a worker (a local process or a Ray task): its summary. The driver
+    writes the files, so a worker on another machine needs no shared disk."""
     sc = load_scenario(scenario, overrides)
-    sim = run_scenario(sc, seed)
-    summary = summarize(sim)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(metrics_json(summary), encoding="utf-8")
-    return summary
+    return summarize(run_scenario(sc, seed))
+
+
+# One run of a sweep: (its index in grid order × seeds, scenario file, overrides, seed).
+RunSpec: TypeAlias = tuple[int, Path | None, dict[str, object], int]
+# Runs the specs, yielding (index, summary) as each finishes, in any order.
+Runner: TypeAlias = Callable[[list[RunSpec], int], Iterator[tuple[int, Summary]]]
+
+
+def process_pool(specs: list[RunSpec], workers: int) -> Iterator[tuple[int, Summary]]:
+    """The default runner: local worker processes."""
+    with ProcessPoolExecutor(max_workers=min(workers, len(specs))) as pool:
+        futures = {pool.submit(run_one, sc, over, seed): i for i, sc, over, seed in specs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def table_row(params: dict[str, object], seed: int, s: Summary) -> SweepRow:
@@ -154,33 +165,33 @@ def average(rows: list[SweepRow], params: list[str]) -> list[SweepRow]:
 
 
 def run_sweep(
-    sweep: Sweep, out: Path, progress: Callable[[int, int], None] | None = None
+    sweep: Sweep,
+    out: Path,
+    progress: Callable[[int, int], None] | None = None,
+    runner: Runner | None = None,
 ) -> tuple[list[SweepRow], list[SweepRow], list[str]]:
-    """Run every combination × seed; write sweep_runs.csv, sweep.csv, sweep.json and plots.
+    """Run every combination × seed (on `runner`; default: local processes); write each run's
+    metrics.json, sweep_runs.csv, sweep.csv, sweep.json and plots.
     Returns (per-run rows, per-combination means, plot file names)."""
     out.mkdir(parents=True, exist_ok=True)
     params = list(sweep.grid)
     jobs = [
         (i, combo, seed) for i, combo in enumerate(sweep.combinations()) for seed in sweep.seeds
     ]
-    results: dict[tuple[int, int], SweepRow] = {}
-    with ProcessPoolExecutor(max_workers=min(sweep.workers, len(jobs))) as pool:
-        futures = {
-            pool.submit(
-                run_one,
-                sweep.scenario,
-                {**sweep.fixed, **combo},
-                seed,
-                str(out / "runs" / f"run{i:03d}-seed{seed}"),
-            ): (i, combo, seed)
-            for i, combo, seed in jobs
-        }
-        for done, future in enumerate(as_completed(futures), start=1):
-            i, combo, seed = futures[future]
-            results[(i, seed)] = table_row(combo, seed, future.result())
-            if progress is not None:
-                progress(done, len(jobs))
-    rows = [results[(i, seed)] for i, _, seed in jobs]  # grid order, not finishing order
+    specs: list[RunSpec] = [
+        (n, sweep.scenario, {**sweep.fixed, **combo}, seed)
+        for n, (_, combo, seed) in enumerate(jobs)
+    ]
+    results: dict[int, SweepRow] = {}
+    for done, (n, summary) in enumerate((runner or process_pool)(specs, sweep.workers), start=1):
+        i, combo, seed = jobs[n]
+        folder = out / "runs" / f"run{i:03d}-seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(metrics_json(summary), encoding="utf-8")
+        results[n] = table_row(combo, seed, summary)
+        if progress is not None:
+            progress(done, len(jobs))
+    rows = [results[n] for n in range(len(jobs))]  # grid order, not finishing order
     means = average(rows, params)
     _write_csv(out / "sweep_runs.csv", rows)
     _write_csv(out / "sweep.csv", means)

@@ -5,6 +5,7 @@ benchmarks, which cannot import this module when run as `python bench/NAME.py`).
 from __future__ import annotations
 
 import os
+import socket
 import textwrap
 from pathlib import Path
 
@@ -113,3 +114,11 @@ def registered_provider(address: str, name: str, region: str = "eu") -> Provider
     client = ProviderClient(address, Key.generate())
     client.register(provider_registration(name, region))
     return client
+
+
+def closed_port() -> str:
+    """An address nothing listens on (connection refused): a loopback port bound and closed
+    again, free for a server a test starts there later."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"

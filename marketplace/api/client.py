@@ -10,11 +10,19 @@ deadline; streams have none (a deadline would cut a watch mid-flow). A failed ca
 MarketError subclass, never grpc.RpcError: the market's own errors come back as the same class
 the server raised (status.py), and transport failures as MarketUnavailable with a message that
 says what to do. Answers are the wire messages (marketplace.api.v1.market_pb2), fully typed.
+
+`address` may list several addresses of one marketplace ("a:7420,b:7420": a leader and its
+standbys). A call answered UNAVAILABLE (nothing listening, or a standby's "not the leader") is
+sent again, the same sealed bytes, to the next address, for up to `failover_s` in all; the
+client then sticks to the address that answered. Each address's market id is checked before
+anything is sent there, so two different marketplaces are never mixed (addresses.py).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -22,6 +30,7 @@ from typing import ClassVar, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from marketplace.api.addresses import DEFAULT_FAILOVER_S, AddressRing, Failover, different_market
 from marketplace.api.envelope import seal
 from marketplace.api.status import error_from_status
 from marketplace.api.v1 import market_pb2 as pb
@@ -119,18 +128,76 @@ class ServiceClient:
         tls: bool = False,
         grpc_channel: grpc.Channel | None = None,
         client_cert: tuple[Path, Path] | None = None,
+        failover_s: float = DEFAULT_FAILOVER_S,
     ) -> None:
-        self.address = address
+        self.ring = AddressRing.parse(address)
+        self.address = self.ring.current
         self.key = key
         self.timeout_s = timeout_s
+        self.failover_s = failover_s
         self._own_channel = grpc_channel is None
-        self.channel = grpc_channel or channel(address, tls_ca, tls, client_cert)
+        self._connect = functools.partial(channel, tls_ca=tls_ca, tls=tls, client_cert=client_cert)
+        self.channel = grpc_channel or self._connect(self.address)
         self._market_id: str | None = None
+        self._id_learned_at = self.address  # the address that told us _market_id
+        self._id_checked = True  # whether the current address's market id is known to match
         self.page_size = 0  # items per page asked of listings (0: the server's default)
 
     def close(self) -> None:
         if self._own_channel:
             self.channel.close()
+
+    # --- failover ---------------------------------------------------------------------------------
+    def _failing_over(self, attempt: Callable[[], T]) -> T:
+        """attempt(), moved to the next address while the current one answers UNAVAILABLE
+        (several addresses, own channel, within failover_s); raises what the last one said."""
+        budget = Failover(self.failover_s)
+        while True:
+            try:
+                if not self._id_checked:
+                    self._check_market_id()
+                answer = attempt()
+            except grpc.RpcError as exc:
+                if not self._may_move(exc, budget):
+                    where = str(self.ring) if self.ring.several else self.address
+                    raise translate(exc, where) from None
+                self._move()
+                if self.ring.round_done:
+                    time.sleep(budget.next_pause_s())
+                continue
+            self.ring.succeeded()
+            return answer
+
+    def _may_move(self, exc: grpc.RpcError, budget: Failover) -> bool:
+        unavailable = isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE
+        return unavailable and self._own_channel and self.ring.several and budget.left_s > 0
+
+    def _move(self) -> None:
+        """Calls go to the next address from now on (a fresh channel: no reconnect backoff
+        carried over), once its market id is checked."""
+        self.channel.close()
+        self.address = self.ring.advance()
+        self.channel = self._connect(self.address)
+        self._id_checked = self._market_id is None  # nothing sealed yet: whatever it says goes
+
+    def _check_market_id(self) -> None:
+        """The current address must be the marketplace the client has been signing for."""
+        info = self._info()
+        if self._market_id is not None and info.market_id != self._market_id:
+            first = self._id_learned_at
+            raise different_market(first, self._market_id, self.address, info.market_id)
+        self._id_checked = True
+
+    def _info(self) -> pb.MarketInfo:
+        call = self.channel.unary_unary(
+            "/marketplace.api.v1.Market/Info",
+            request_serializer=_serialize,
+            response_deserializer=pb.MarketInfo.FromString,
+        )
+        info = call(pb.MarketInfoRequest(), timeout=self.timeout_s)
+        if not isinstance(info, pb.MarketInfo):  # cannot happen: FromString made it
+            raise TypeError(f"Info answered {type(info).__name__}")
+        return info
 
     def __enter__(self: T) -> T:
         return self
@@ -142,18 +209,9 @@ class ServiceClient:
     def market_id(self) -> str:
         """The id of the marketplace at the other end (asked once): what signatures name."""
         if self._market_id is None:
-            call = self.channel.unary_unary(
-                "/marketplace.api.v1.Market/Info",
-                request_serializer=_serialize,
-                response_deserializer=pb.MarketInfo.FromString,
-            )
-            try:
-                info = call(pb.MarketInfoRequest(), timeout=self.timeout_s)
-            except grpc.RpcError as exc:
-                raise translate(exc, self.address) from None
-            if not isinstance(info, pb.MarketInfo):  # cannot happen: FromString made it
-                raise TypeError(f"Info answered {type(info).__name__}")
-            self._market_id = info.market_id
+            info = self._failing_over(self._info)
+            self._market_id, self._id_learned_at = info.market_id, self.address
+            self._id_checked = True
         return self._market_id
 
     def _seal(self, message: Message) -> pb.SignedRequest:
@@ -191,15 +249,16 @@ class ServiceClient:
         return f"/{service.full_name}/{service.methods_by_name[method].name}"
 
     def _unary(self, method: str, request: Message, reply: type[Reply]) -> Reply:
-        call = self.channel.unary_unary(
-            self._path(method),
-            request_serializer=_serialize,
-            response_deserializer=reply.FromString,
-        )
-        try:
-            answer = call(request, timeout=self.timeout_s)
-        except grpc.RpcError as exc:
-            raise translate(exc, self.address) from None
+        def attempt() -> Message:
+            call = self.channel.unary_unary(
+                self._path(method),
+                request_serializer=_serialize,
+                response_deserializer=reply.FromString,
+            )
+            answer: Message = call(request, timeout=self.timeout_s)
+            return answer
+
+        answer = self._failing_over(attempt)
         if not isinstance(answer, reply):  # cannot happen: reply.FromString made it
             raise TypeError(f"{method} answered {type(answer).__name__}, not {reply.__name__}")
         return answer
@@ -207,23 +266,36 @@ class ServiceClient:
     def _stream(
         self, method: str, request: Message, reply: type[Reply], timeout_s: float | None = None
     ) -> Iterator[Reply]:
-        """The answers, until the server ends the stream (watches pass no timeout)."""
-        call = self.channel.unary_stream(
-            self._path(method),
-            request_serializer=_serialize,
-            response_deserializer=reply.FromString,
-        )(request, timeout=timeout_s)
+        """The answers, until the server ends the stream (watches pass no timeout). One that
+        fails before its first answer fails over like a unary call; one cut later raises (the
+        caller resumes from what it saw), and the next call goes to the next address."""
+
+        def opened() -> tuple[grpc.Call, Iterator[Reply], Reply | None]:
+            call = self.channel.unary_stream(
+                self._path(method),
+                request_serializer=_serialize,
+                response_deserializer=reply.FromString,
+            )(request, timeout=timeout_s)
+            answers: Iterator[Reply] = iter(call)
+            return call, answers, next(answers, None)
+
+        call, answers, first = self._failing_over(opened)
         # grpc-stubs leaves Call.cancel unannotated; this names what it is
         cancel: Callable[[], object] = call.cancel
         try:
-            for answer in call:
+            if first is None:
+                return
+            for answer in itertools.chain((first,), answers):
                 if not isinstance(answer, reply):  # cannot happen: reply.FromString made it
                     raise TypeError(f"{method} sent {type(answer).__name__}, not {reply.__name__}")
                 yield answer
         except grpc.RpcError as exc:
             if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.CANCELLED:
                 return
-            raise translate(exc, self.address) from None
+            error = translate(exc, self.address)
+            if self._may_move(exc, Failover(self.failover_s)):
+                self._move()
+            raise error from None
         finally:
             cancel()
 

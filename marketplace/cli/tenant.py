@@ -66,7 +66,7 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 class Connection:
     """Where the marketplace is and how to reach it, as the shared options gave it."""
 
-    market: str
+    market: str  # one address, or several of one marketplace, comma-separated (failover)
     key_name: str
     tls_ca: Path | None
     tls_cert: Path | None
@@ -156,7 +156,9 @@ def _connection_options(func: Callable[..., R], signing: bool) -> Callable[..., 
             default=DEFAULT_MARKET,
             envvar="GPUMARKET_MARKET",
             show_default=True,
-            help="Marketplace address HOST:PORT [env GPUMARKET_MARKET].",
+            help="Marketplace address HOST:PORT; several of one marketplace (leader, standbys) "
+            "as HOST:PORT,HOST:PORT: calls move on to the next when one is down or not the "
+            "leader [env GPUMARKET_MARKET].",
         )
     )
     for option in options:

@@ -38,8 +38,8 @@ class MarketConfig:
     # provider_silent() (the simulator models liveness analytically instead of heartbeating)
     heartbeat_expiry: bool = True
     # provider events kept in memory for provider_events_after (the server persists all of them);
-    # a provider resuming from an older token gets the oldest kept and should re-list open orders
-    provider_event_retention: int = 100_000
+    # a provider resuming from an older token gets a fresh snapshot (open orders, its leases)
+    provider_event_retention: int = 10_000
     # --- what an order may hold (market.py, "Reservations") ---
     max_bid_window_ms: int = MAX_BID_WINDOW_MS
     # a manual order closes (its bids lapse) this long after its bid window if no bid was accepted

@@ -73,6 +73,9 @@ class Journal:
         self.tracking = track_changes
         self.recording = record_events
         self._retention = provider_event_retention
+        # provider events up to this seq left memory: a resume token before it is not served
+        # from the log (MarketService.provider_log_covers)
+        self.trimmed_upto = 0
         # changed since the last drain: records by (type, key), and what was added
         self._dirty: dict[tuple[type, str], Record] = {}
         self._declines: list[Decline] = []
@@ -87,6 +90,8 @@ class Journal:
         self._unstored: deque[Stored] = deque()
         self._forgotten: set[str] = set()  # deployments whose events leave state.deployment_events
         self._attach_records()
+        if len(state.provider_events) >= provider_event_retention > 0:  # loaded: maybe older ones
+            self.trimmed_upto = state.provider_events[0].seq - 1
 
     # --- changes --------------------------------------------------------------------------
     def touch(self, record: Record) -> None:
@@ -215,7 +220,9 @@ class Journal:
         events = st.provider_events
         events.append(event)
         if len(events) > 2 * self._retention:
-            del events[: len(events) - self._retention]
+            cut = len(events) - self._retention
+            self.trimmed_upto = events[cut - 1].seq
+            del events[:cut]
         if self.tracking:
             self._provider_events.append(event)
 

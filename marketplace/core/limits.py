@@ -96,6 +96,11 @@ MAX_SESSIONS_PER_LEASE = 16  # shells and copies open at once on one lease
 MAX_SESSIONS = 1024  # open at once on one marketplace
 MAX_COPY_BYTES = 16 * 1024**3  # one file copied in or out (a provider may set its own, lower)
 
+# --- memory that stays flat under a long run (issue 13): history beyond these is read from the
+# store, or not kept (price statistics cover the newest leases)
+PRICE_POINTS_KEPT = 50_000  # leases' prices behind Market.Stats, the newest
+LOG_SEQS_CACHED = 10_000  # leases whose last log line number the server holds (LRU)
+
 # --- addresses -----------------------------------------------------------------------------------
 ADDRESS_PREFIX = "gm1"
 _ADDRESS_BYTES = 20  # sha256(public key)[:20], base32 without padding: 32 characters

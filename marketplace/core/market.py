@@ -149,6 +149,9 @@ _REORDER_ON_FAILURE = frozenset(
 _WINDOW, _HEARTBEAT, _DRY, _MANIFEST, _RUNTIME = "window", "hb", "dry", "manifest", "runtime"
 _REORDER = "reorder"  # key: "<deployment id>/<gseq>"
 _LOW = "low"  # key: deployment id; escrow.py's escrow_low
+# stale deadline entries (of records closed before their time) allowed beyond twice the live
+# ones before the heap drops them all at once
+STALE_DEADLINES_SLACK = 1024
 
 
 @dataclass(slots=True)
@@ -310,6 +313,9 @@ class MarketService(MarketReads):
         if lease.gpu_models:
             per_gpu = lease.price_per_hour // len(lease.gpu_models)
             self._prices.append((lease.created_at_ms, lease.gpu_models[0], per_gpu))
+            # memory stays flat: the newest only (trimmed in halves, so rarely)
+            if len(self._prices) > 2 * limits.PRICE_POINTS_KEPT:
+                del self._prices[: -limits.PRICE_POINTS_KEPT]
 
     # ==== deadlines ========================================================================
     def _hb_grace(self) -> int:
@@ -322,6 +328,15 @@ class MarketService(MarketReads):
         self._sched[(kind, key)] = at_ms
         self._heap_seq += 1
         heapq.heappush(self._heap, (at_ms, self._heap_seq, kind, key))
+        if len(self._heap) > 2 * len(self._sched) + STALE_DEADLINES_SLACK:
+            self._drop_stale_deadlines()
+
+    def _drop_stale_deadlines(self) -> None:
+        """Take out the heap's stale entries at once (a closed record's deadline stays there
+        until its time, hours on: memory would grow with the records closed meanwhile)."""
+        sched = self._sched
+        self._heap = [e for e in self._heap if sched.get((e[2], e[3])) == e[0]]
+        heapq.heapify(self._heap)
 
     def _schedule_runtime(self, lease: Lease) -> None:
         dep = self.state.deployments[lease.deployment_id]

@@ -94,7 +94,8 @@ class MarketReads:
         self._dep_leases: dict[str, dict[str, Lease]] = {}  # open leases per deployment
         self._prov_leases: dict[str, dict[str, Lease]] = {}  # open leases per provider
         self._owner_deps: dict[str, dict[str, None]] = {}  # owner → deployment ids, in order
-        self._prices: list[tuple[int, str, int]] = []  # (lease created ms, gpu model, per GPU-h)
+        # (lease created ms, gpu model, per GPU-h): the newest limits.PRICE_POINTS_KEPT
+        self._prices: list[tuple[int, str, int]] = []
 
     # ==== accounts =========================================================================
     def get_account(self, address: str) -> Account:
@@ -286,6 +287,11 @@ class MarketReads:
                 if len(out) >= limit:
                     break
         return out
+
+    def provider_log_covers(self, seq: int) -> bool:
+        """Whether provider_events_after(seq) misses nothing: the events after `seq` are all
+        still in memory (the log keeps the newest provider_event_retention)."""
+        return seq >= self.journal.trimmed_upto
 
     def provider_snapshot(self, address: str) -> list[ProviderEvent]:
         """What a provider watching afresh must know, as events outside the log (seq 0): every

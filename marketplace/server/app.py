@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeAlias, TypeVar
@@ -110,7 +111,8 @@ class MarketApp:
             config.heartbeat_timeout_ms if restart_grace_ms is None else restart_grace_ms
         )
         self.committed_seq = self.market.state.next_event_seq - 1
-        self._log_seq: dict[str, int] = store.last_log_seqs()
+        # the last log line number of recently logging leases (bounded; others: the store's)
+        self._log_seq: OrderedDict[str, int] = OrderedDict()
         # queued for the next transaction
         self._pending = Batch()
         self._pending_events: list[ProviderEvent | DeploymentEvent] = []
@@ -241,7 +243,7 @@ class MarketApp:
                     f"log stream {limits.shown(line.stream)}: use one of {streams}"
                 )
         now = self.clock.now_ms()
-        seq = self._log_seq.get(lease.id, 0)
+        seq = self._last_log_seq(lease.id)
         lines = []
         for line in batch.lines:
             seq += 1
@@ -255,8 +257,19 @@ class MarketApp:
                 )
             )
         self._log_seq[lease.id] = seq
+        if len(self._log_seq) > limits.LOG_SEQS_CACHED:
+            self._log_seq.popitem(last=False)  # the least recently logging lease
         await asyncio.shield(self._enqueue(logs_batch(lines), [], lines))
         return len(lines)
+
+    def _last_log_seq(self, lease_id: str) -> int:
+        """The number of the lease's last log line: held, queued, or stored."""
+        if lease_id in self._log_seq:
+            self._log_seq.move_to_end(lease_id)
+            return self._log_seq[lease_id]
+        queued = [line.seq for line in self._pending_logs if line.lease_id == lease_id]
+        stored = self.store.logs(lease_id, tail=1)
+        return max([*queued, *(line.seq for line in stored), 0])
 
     def _audit_rows_pending(self) -> bool:
         return self.market.attestations.has_changes() or self.inventory.has_changes()
@@ -410,6 +423,11 @@ class MarketApp:
     def provider_backlog(
         self, address: str, after_seq: int, upto_seq: int
     ) -> list[pb.ProviderEvent]:
+        if not self.market.provider_log_covers(after_seq):  # the token is older than the log
+            snapshot = self.provider_snapshot(address)
+            if snapshot:
+                snapshot[-1].seq = upto_seq  # resuming from here misses nothing
+            return snapshot
         out: list[pb.ProviderEvent] = []
         seq = after_seq
         while True:
