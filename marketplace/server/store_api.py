@@ -262,6 +262,8 @@ class MarketStore(Archive, Protocol):
 
     def meta(self, key: str) -> str | None: ...
 
+    def set_meta(self, key: str, value: str) -> None: ...
+
     def load(self, provider_events: int | None = None) -> MarketState:
         """The market state as committed, less what the archive keeps: the records of closed
         deployments, and SDLs and signed requests (left empty). Only the newest
