@@ -91,11 +91,11 @@ def test_a_standby_refuses_calls_and_reports_not_serving(pair: Pair) -> None:
         )
         with pytest.raises(grpc.RpcError) as refused:
             info(pb.MarketInfoRequest(), timeout=5)
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
-    assert refused.value.details() == NOT_THE_LEADER  # type: ignore[attr-defined]
-    with TenantClient(standby.address, Key.generate()) as client:
-        with pytest.raises(MarketUnavailable):  # a client takes it as a market away
-            client.get_account()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.details() == NOT_THE_LEADER
+    # a client takes it as a market away (and tries its next address)
+    with TenantClient(standby.address, Key.generate()) as client, pytest.raises(MarketUnavailable):
+        client.get_account()
     assert "standing by" in standby.output()
 
 
@@ -136,14 +136,23 @@ class Workload:
             if dep is None:
                 return
             self.deployments.append(dep.id)
-            bid = self.call(lambda _, p: p.place_bid(dep.order_ids[0], 450_000))
+            order_id, dep_id = dep.order_ids[0], dep.id
+            bid = self.call(bid_on(order_id))
             if bid is not None:
                 self.bids.append(bid.id)
             self.call(lambda _, p: p.heartbeat([self.lease_id]))
             if len(self.deployments) % 2 == 0:
-                closed = self.call(lambda t, _: t.close_deployment(dep.id))
+                closed = self.call(close(dep_id))
                 if closed is not None:
                     self.closed.append(closed.id)
+
+
+def bid_on(order_id: str) -> Callable[[TenantClient, ProviderClient], pb.Bid]:
+    return lambda _, provider: provider.place_bid(order_id, 450_000)
+
+
+def close(deployment_id: str) -> Callable[[TenantClient, ProviderClient], pb.Deployment]:
+    return lambda tenant, _: tenant.close_deployment(deployment_id)
 
 
 def start_running_lease(address: str, admin: Key) -> tuple[Key, Key, str]:
