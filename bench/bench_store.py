@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.pgcluster
 
-from bench_market import (  # type: ignore[import-not-found]  # run as python bench/NAME.py
+from bench_market import (  # bench/ is on sys.path when run as python bench/NAME.py
     DEPOSIT,
     collect,
     cpu_seconds,
