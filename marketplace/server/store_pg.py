@@ -21,6 +21,7 @@ write in flight and then sees it.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterable
 from typing import Any, TypeVar
@@ -229,7 +230,8 @@ class PostgresStore:
                 keepalives_interval=1,
                 keepalives_count=3,
                 tcp_user_timeout=timeout_s * 3000,
-                application_name="gpumarket market serve",
+                # which server a session is, in pg_stat_activity
+                application_name=f"gpumarket market serve pid {os.getpid()}",
             )
         except psycopg.OperationalError as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__

@@ -64,6 +64,7 @@ class Pair:
 
 @pytest.fixture
 def pair(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Pair]:
+    """Two servers with a 1 s lease (a silent leader is replaced after it)."""
     url = pg_cluster.create_database()
     first = MarketProcess.start(tmp_path / "a", "--store", url, "--leader-lease", "1")
     key = str(first.data_dir / ADMIN_KEY_FILE)
@@ -272,3 +273,23 @@ def test_a_paused_leader_wakes_deposed_and_commits_nothing(pair: Pair) -> None:
         assert alice.get_account().balance == 10 * money.MICRO
     assert took_over <= TAKEOVER_BOUND_S
     assert pair.leader() is standby
+
+
+def test_a_leader_cut_off_from_the_database_steps_down(pair: Pair, pg_cluster: PgCluster) -> None:
+    old, standby = pair.servers
+    # the database drops every session of the leader, as a partition or a failing link would
+    cut = time.monotonic()
+    pg_cluster.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE application_name = 'gpumarket market serve pid {old.pid}'",
+        pair.url.rpartition("/")[2],
+    )
+    wait_until(standby.serving, TAKEOVER_BOUND_S, "the standby serving", interval=0.05)
+    assert time.monotonic() - cut <= TAKEOVER_BOUND_S
+    # the old leader finds its lease gone at its next renewal (a third of the lease) and leaves;
+    # until then it may still answer health, but it can commit nothing (fenced)
+    assert old.proc is not None and old.proc.wait(20) != 0
+    assert "deposed, stepping down" in old.output()
+    assert pair.leader() is standby
+    with TenantClient(standby.address, Key.from_pem(pair.admin_key.read_bytes())) as admin:
+        admin.fund(Key.generate().address, money.MICRO)  # the new leader writes
