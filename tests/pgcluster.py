@@ -72,14 +72,14 @@ class PgCluster:
                 "initdb", "-D", str(cluster.data), "-U", SUPERUSER, "-A", "trust", "--no-sync",
                 "-E", "UTF8",
             )  # fmt: skip
-            options = (
-                f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 "
-                "-c max_connections=200 -c shared_buffers=64MB"
-            )
-            cluster._pg(
-                "pg_ctl", "-D", str(cluster.data), "-o", options, "-l", str(root / "log"),
-                "-w", "-t", str(START_TIMEOUT_S), "start",
-            )  # fmt: skip
+            # in its config, so a restart (crash_and_restart) serves the same port
+            with (cluster.data / "postgresql.conf").open("a") as conf:
+                conf.write(
+                    f"port = {cluster.port}\nunix_socket_directories = '{root}'\n"
+                    "listen_addresses = '127.0.0.1'\nmax_connections = 200\n"
+                    "shared_buffers = 64MB\n"
+                )
+            cluster._start()
         except BaseException:
             cluster.stop()
             raise
@@ -114,6 +114,18 @@ class PgCluster:
         name = f"{prefix}_{self._databases}"
         self.sql(f"CREATE DATABASE {name}")
         return self.url(name)
+
+    def crash_and_restart(self) -> None:
+        """Stop the server as a crash would (immediate: no checkpoint, every session cut), then
+        start it again on the same port; it recovers from its WAL."""
+        self._pg("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._start()
+
+    def _start(self) -> None:
+        self._pg(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w",
+            "-t", str(START_TIMEOUT_S), "start",
+        )  # fmt: skip
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -105,6 +105,11 @@ async def _refuse(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes
     await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_THE_LEADER)
 
 
+def one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def service_names() -> list[str]:
     services = pb.DESCRIPTOR.services_by_name
     return [services[name].full_name for name in ("Tenant", "Provider", "Market", "Auditor")]
@@ -135,10 +140,14 @@ async def stand_by(
         await server.start()
         on_listening(port)
         bound = f"{listen.rpartition(':')[0]}:{port}"
-        leader = await asyncio.to_thread(leadership.leader)
+        leader = await asyncio.to_thread(leadership.leader)  # reachable: try_lead just answered
         log.info("standing by: %s; asking for the lease every %.1f s", leader, poll_s)
         while True:
-            term = await asyncio.to_thread(leadership.try_lead, holder_name(bound))
+            try:
+                term = await asyncio.to_thread(leadership.try_lead, holder_name(bound))
+            except Exception as exc:  # the database is away: stand by for it too
+                log.warning("standing by: cannot ask for the lease: %s", one_line(exc))
+                term = None
             if term is not None:
                 return port, term
             await asyncio.sleep(poll_s)

@@ -187,6 +187,12 @@ def describe_url(url: str) -> str:
     return f"postgresql {user}{parts.get('host', 'localhost')}{port}/{parts.get('dbname', '')}"
 
 
+def first_line(exc: BaseException) -> str:
+    """libpq's message without its hints (the first line says what failed)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _deployment(body: str) -> Deployment:
     return decode(Deployment, {**json.loads(body), "sdl": "", "tenant_request": ""})
 
@@ -234,8 +240,7 @@ class PostgresStore:
                 application_name=f"gpumarket market serve pid {os.getpid()}",
             )
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise FailedPrecondition(f"cannot reach {self._where}: {reason}") from None
+            raise FailedPrecondition(f"cannot reach {self._where}: {first_line(exc)}") from None
         # durable at commit, whatever the server's default says
         conn.execute("SET synchronous_commit = on")
         return conn
@@ -281,10 +286,22 @@ class PostgresStore:
     def term(self) -> int | None:
         return self._term
 
+    # A connection the server dropped (a restart, a cut link) is opened again before its next
+    # use, never in the middle of one: a write that failed midway is the caller's to judge.
     def _lease_conn(self) -> psycopg.Connection[tuple[Any, ...]]:
-        if self._lease is None or self._lease.closed:
+        if self._lease is None or self._lease.closed or self._lease.broken:
             self._lease = self._connect()
         return self._lease
+
+    def _writer(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._write.closed or self._write.broken:
+            self._write = self._connect()
+        return self._write
+
+    def _reader(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._read.closed or self._read.broken:
+            self._read = self._connect()
+        return self._read
 
     def try_lead(self, holder: str) -> int | None:
         with self._lease_lock:
@@ -304,7 +321,24 @@ class PostgresStore:
         if row is None:
             return None
         self._term = int(row[0])
+        self._reconnect_dropped()  # a standby's idle sessions may not have outlived an outage
         return self._term
+
+    def _reconnect_dropped(self) -> None:
+        with self._write_lock:
+            self._write = self._alive(self._write)
+        with self._read_lock:
+            self._read = self._alive(self._read)
+
+    def _alive(
+        self, conn: psycopg.Connection[tuple[Any, ...]]
+    ) -> psycopg.Connection[tuple[Any, ...]]:
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            conn.close()
+            return self._connect()
+        return conn
 
     def renew(self) -> None:
         term = self._term
@@ -323,7 +357,9 @@ class PostgresStore:
                 )
         except psycopg.Error as exc:
             self._term = None
-            raise Deposed(f"lost the database while leading in term {term}: {exc}") from None
+            raise Deposed(
+                f"lost the database while leading in term {term}: {first_line(exc)}"
+            ) from None
         if done != 1:
             self._term = None
             raise Deposed(f"term {term} is over: {self.leader()}")
@@ -356,7 +392,7 @@ class PostgresStore:
         if term is None:
             raise Deposed("this server does not lead: it writes nothing")
         with self._write_lock:
-            conn = self._write
+            conn = self._writer()
             try:
                 with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
                     cur.execute("SELECT gpumarket_fence(%s)", (term,))
@@ -375,7 +411,7 @@ class PostgresStore:
         term = self._term
         if term is None:
             raise Deposed("this server does not lead: it writes nothing")
-        with self._write_lock, self._write.transaction():
+        with self._write_lock, self._writer().transaction():
             self._write.execute("SELECT gpumarket_fence(%s)", (term,))
             self._write.execute(
                 "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
@@ -387,7 +423,7 @@ class PostgresStore:
     def _rows(self, sql: str, params: Iterable[SqlValue] = ()) -> list[tuple[Any, ...]]:
         # Any: a row's column types are those of its query, which only the caller knows.
         with self._read_lock:
-            return self._read.execute(sql, tuple(params)).fetchall()
+            return self._reader().execute(sql, tuple(params)).fetchall()
 
     def meta(self, key: str) -> str | None:
         rows = self._rows("SELECT value FROM meta WHERE key = %s", (key,))
@@ -395,7 +431,7 @@ class PostgresStore:
 
     def load(self, provider_events: int | None = None) -> MarketState:
         """As store.Store.load, from one snapshot of the database."""
-        with self._read_lock, self._read.transaction():
+        with self._read_lock, self._reader().transaction():
             self._read.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             return self._load(self._read, provider_events)
 

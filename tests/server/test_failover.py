@@ -293,3 +293,21 @@ def test_a_leader_cut_off_from_the_database_steps_down(pair: Pair, pg_cluster: P
     assert pair.leader() is standby
     with TenantClient(standby.address, Key.from_pem(pair.admin_key.read_bytes())) as admin:
         admin.fund(Key.generate().address, money.MICRO)  # the new leader writes
+
+
+def test_the_database_crashing_loses_nothing_and_a_server_leads_after(
+    pair: Pair, pg_cluster: PgCluster
+) -> None:
+    admin = Key.from_pem(pair.admin_key.read_bytes())
+    funded = Key.generate()
+    with TenantClient(pair.leader().address, admin) as funder:
+        funder.fund(funded.address, 7 * money.MICRO)  # acknowledged: committed and flushed
+    pg_cluster.crash_and_restart()
+    # the leader lost its lease with its sessions and steps down; the standby, which stood by
+    # through the outage, leads once the database is back
+    old, standby = pair.servers
+    assert old.proc is not None and old.proc.wait(20) != 0
+    assert "deposed, stepping down" in old.output()
+    assert pair.leader() is standby
+    with TenantClient(standby.address, funded) as tenant:
+        assert tenant.get_account().balance == 7 * money.MICRO
