@@ -118,7 +118,8 @@ def market() -> None:
     default=3.0,
     show_default=True,
     help="PostgreSQL: seconds after which a leader that stopped renewing its lease (hung, "
-    "paused, cut off) is replaced by a standby; a killed leader is replaced at once.",
+    "paused, cut off) is replaced by a standby; a killed leader (its database session gone) "
+    "at the standby's next poll, a sixth of this.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
 @friendly_errors

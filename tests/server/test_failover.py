@@ -21,7 +21,9 @@ import grpc
 import pytest
 
 from marketplace.api.client import MarketClient, MarketUnavailable, ProviderClient, TenantClient
+from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import money
 from marketplace.core.errors import FailedPrecondition, MarketError
 from marketplace.core.events import DeploymentEventKind
@@ -311,3 +313,22 @@ def test_the_database_crashing_loses_nothing_and_a_server_leads_after(
     assert pair.leader() is standby
     with TenantClient(standby.address, funded) as tenant:
         assert tenant.get_account().balance == 7 * money.MICRO
+
+
+def test_a_nonce_spent_on_the_old_leader_is_refused_by_the_new_one(pair: Pair) -> None:
+    admin = Key.from_pem(pair.admin_key.read_bytes())
+    old, standby = pair.servers
+    tenant = Key.generate()
+    signed = seal(admin, pb.FundAccount(address=tenant.address, amount=5), market=admin.address)
+    with grpc.insecure_channel(old.address) as channel:
+        pb_grpc.TenantStub(channel).Fund(signed, timeout=10)
+    old.kill9()
+    assert pair.leader() is standby
+    with (
+        grpc.insecure_channel(standby.address) as channel,
+        pytest.raises(grpc.RpcError) as replayed,
+    ):
+        pb_grpc.TenantStub(channel).Fund(signed, timeout=10)
+    assert replayed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with TenantClient(standby.address, tenant) as client:
+        assert client.get_account().balance == 5  # funded once
