@@ -48,7 +48,7 @@ from marketplace.server.standby import (
     sqlite_path,
     stand_by,
 )
-from marketplace.server.store_api import Deposed, MarketStore
+from marketplace.server.store_api import Deposed, MarketStore, StoreUnreachable
 
 log = logging.getLogger("gpumarket.market")
 
@@ -152,6 +152,7 @@ class ServeOptions:
     metrics_listen: str | None = None  # PORT or HOST:PORT: serve /metrics there
     store: str | None = None  # sqlite:PATH or postgresql://...; None: market.db in data_dir
     leader_lease_s: float = DEFAULT_LEASE_S  # shared stores: a silent leader is replaced after
+    deposed: bool = False  # stands by again after a deposal: leaves the lease to others first
 
 
 @dataclass
@@ -325,6 +326,7 @@ async def _lead(
         bind,
         poll_s=max(opts.leader_lease_s / 6, 0.05),
         on_listening=lambda bound: _write_port_file(opts, bound),
+        defer_s=opts.leader_lease_s if opts.deposed else 0.0,
     )
     log.info("leading", extra=fields(store=store.describe(), term=term))
     claim_market_id(store, admin_address)
@@ -406,21 +408,40 @@ def _transport(opts: ServeOptions) -> str:
 
 
 async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
-    """`gpumarket market serve`: run until SIGINT/SIGTERM, then stop cleanly."""
-    stop = asyncio.Event()
+    """`gpumarket market serve`: run until SIGINT/SIGTERM, then stop cleanly. On a shared
+    store, a leader that is deposed stands by again, on the same address."""
+    signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    running = await _start_unless_stopped(opts, stop)
-    if running is None:
-        say("stopped while standing by")
-        return
+            loop.add_signal_handler(sig, signalled.set)
+    running = await _start_unless_stopped(opts, signalled)
+    while running is not None:
+        await _serve(running, opts, say, signalled)
+        failure = running.app.failure
+        if not isinstance(failure, Deposed) or signalled.is_set():
+            if failure is not None and not isinstance(failure, Deposed):
+                raise SystemExit(f"stopped: cannot store the market's state: {failure}")
+            return
+        say(f"stepped down: {failure}; standing by for the leader")
+        gc.unfreeze()  # the deposed state is garbage now
+        # on the address clients know it by
+        opts = dataclasses.replace(opts, listen=running.address, deposed=True)
+        running = await _stand_by_again(opts, signalled)
+    say("stopped while standing by")
+
+
+async def _serve(
+    running: Running, opts: ServeOptions, say: Callable[[str], None], signalled: asyncio.Event
+) -> None:
+    """Serve until a signal or a fatal failure (the store refused, or this server was deposed),
+    then stop cleanly."""
     # The loaded state is long-lived: keep the collector from re-scanning it, and collect the
     # old generation rarely, so a full collection does not stall awards for tens of ms.
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    running.app.on_fatal = lambda exc: stop.set()
+    fatal = asyncio.Event()
+    running.app.on_fatal = lambda exc: fatal.set()
     state = running.app.market.state
     say(f"marketplace listening on {running.address} ({_transport(opts)})")
     say(f"data dir: {running.data_dir}")
@@ -433,15 +454,24 @@ async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
         f"state: {len(state.deployments)} open deployments of {state.next_deployment - 1}, "
         f"{state.next_ledger_id - 1} ledger entries, {len(state.providers)} providers"
     )
-    await stop.wait()
+    waits = [asyncio.create_task(signalled.wait()), asyncio.create_task(fatal.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
     say("stopping: writing what is queued")
     await running.stop()
-    if isinstance(running.app.failure, Deposed):
-        raise SystemExit(
-            f"stepped down: {running.app.failure}; start it again to stand by for the leader"
-        )
-    if running.app.failure is not None:
-        raise SystemExit(f"stopped: cannot store the market's state: {running.app.failure}")
+
+
+async def _stand_by_again(opts: ServeOptions, signalled: asyncio.Event) -> Running | None:
+    """Start again after a deposal, waiting out a database that is away (as a standby would)."""
+    while not signalled.is_set():
+        try:
+            return await _start_unless_stopped(opts, signalled)
+        except StoreUnreachable as exc:
+            log.warning("standing by: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signalled.wait(), max(opts.leader_lease_s / 6, 0.05))
+    return None
 
 
 def _term_note(store: MarketStore) -> str:

@@ -121,12 +121,16 @@ async def stand_by(
     bind: Callable[[grpc.aio.Server, str], int],
     poll_s: float,
     on_listening: Callable[[int], None],
+    defer_s: float = 0.0,
 ) -> tuple[int, int]:
     """Lead at once if no one does; else serve as a standby on `listen` until this server
-    leads. Returns (the bound port, 0 when nothing was bound; the term it leads in)."""
-    term = await asyncio.to_thread(leadership.try_lead, holder_name(listen))
-    if term is not None:
-        return 0, term
+    leads. Returns (the bound port, 0 when nothing was bound; the term it leads in).
+    `defer_s`: stand by that long before asking (a server just deposed leaves the lease to
+    the others first, rather than flap)."""
+    if not defer_s:
+        term = await asyncio.to_thread(leadership.try_lead, holder_name(listen))
+        if term is not None:
+            return 0, term
     server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -142,6 +146,7 @@ async def stand_by(
         bound = f"{listen.rpartition(':')[0]}:{port}"
         leader = await asyncio.to_thread(leadership.leader)  # reachable: try_lead just answered
         log.info("standing by: %s; asking for the lease every %.1f s", leader, poll_s)
+        await asyncio.sleep(defer_s)
         while True:
             try:
                 term = await asyncio.to_thread(leadership.try_lead, holder_name(bound))

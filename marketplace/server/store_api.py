@@ -72,6 +72,10 @@ class SchemaTooNew(FailedPrecondition):
     """The store was written by a newer gpumarket: this one refuses to read or write it."""
 
 
+class StoreUnreachable(FailedPrecondition):
+    """The store's server does not answer (a shared store's database is away)."""
+
+
 class Deposed(Exception):
     """Another server leads the shared store now: this one's writes are refused (fencing)."""
 

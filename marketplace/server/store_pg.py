@@ -30,7 +30,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from marketplace.core.attestations import Attestation
-from marketplace.core.errors import FailedPrecondition, InvalidArgument
+from marketplace.core.errors import InvalidArgument
 from marketplace.core.ledger import Replay
 from marketplace.core.provider_audit import InventoryReport
 from marketplace.core.state import (
@@ -56,6 +56,7 @@ from marketplace.server.store_api import (
     Leadership,
     SqlValue,
     StoredLogLine,
+    StoreUnreachable,
     Write,
     schema_too_new,
 )
@@ -240,7 +241,7 @@ class PostgresStore:
                 application_name=f"gpumarket market serve pid {os.getpid()}",
             )
         except psycopg.OperationalError as exc:
-            raise FailedPrecondition(f"cannot reach {self._where}: {first_line(exc)}") from None
+            raise StoreUnreachable(f"cannot reach {self._where}: {first_line(exc)}") from None
         # durable at commit, whatever the server's default says
         conn.execute("SET synchronous_commit = on")
         return conn

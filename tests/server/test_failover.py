@@ -150,6 +150,16 @@ class Workload:
                     self.closed.append(closed.id)
 
 
+def stands_by_again(server: MarketProcess) -> None:
+    """A deposed leader steps down, says so, and stands by again on the same address."""
+    wait_until(
+        lambda: "standing by for the leader" in server.output(), 20, "the deposed one to step down"
+    )
+    assert "deposed, stepping down" in server.output()
+    assert server.proc is not None and server.proc.poll() is None
+    wait_until(lambda: server.output().count("standing by:") >= 1, 20, "it to stand by again")
+
+
 def bid_on(order_id: str) -> Callable[[TenantClient, ProviderClient], pb.Bid]:
     return lambda _, provider: provider.place_bid(order_id, 450_000)
 
@@ -268,8 +278,7 @@ def test_a_paused_leader_wakes_deposed_and_commits_nothing(pair: Pair) -> None:
     old.resume()
     sender.join(30)
     assert refused, "the deposed leader acknowledged a write"
-    assert old.proc is not None and old.proc.wait(20) != 0  # it stepped down
-    assert "deposed, stepping down" in old.output()
+    stands_by_again(old)
     with TenantClient(standby.address, tenant) as alice:
         assert alice.list_deployments(owner=tenant.address) == []
         assert alice.get_account().balance == 10 * money.MICRO
@@ -288,10 +297,9 @@ def test_a_leader_cut_off_from_the_database_steps_down(pair: Pair, pg_cluster: P
     )
     wait_until(standby.serving, TAKEOVER_BOUND_S, "the standby serving", interval=0.05)
     assert time.monotonic() - cut <= TAKEOVER_BOUND_S
-    # the old leader finds its lease gone at its next renewal (a third of the lease) and leaves;
-    # until then it may still answer health, but it can commit nothing (fenced)
-    assert old.proc is not None and old.proc.wait(20) != 0
-    assert "deposed, stepping down" in old.output()
+    # the old leader finds its lease gone at its next renewal (a third of the lease) and steps
+    # down; until then it may still answer health, but it can commit nothing (fenced)
+    stands_by_again(old)
     assert pair.leader() is standby
     with TenantClient(standby.address, Key.from_pem(pair.admin_key.read_bytes())) as admin:
         admin.fund(Key.generate().address, money.MICRO)  # the new leader writes
@@ -305,13 +313,11 @@ def test_the_database_crashing_loses_nothing_and_a_server_leads_after(
     with TenantClient(pair.leader().address, admin) as funder:
         funder.fund(funded.address, 7 * money.MICRO)  # acknowledged: committed and flushed
     pg_cluster.crash_and_restart()
-    # the leader lost its lease with its sessions and steps down; the standby, which stood by
-    # through the outage, leads once the database is back
-    old, standby = pair.servers
-    assert old.proc is not None and old.proc.wait(20) != 0
-    assert "deposed, stepping down" in old.output()
-    assert pair.leader() is standby
-    with TenantClient(standby.address, funded) as tenant:
+    # the leader lost its lease with its sessions and steps down; both stand by through the
+    # outage, and one leads once the database is back
+    old = pair.servers[0]
+    stands_by_again(old)
+    with TenantClient(pair.leader().address, funded) as tenant:
         assert tenant.get_account().balance == 7 * money.MICRO
 
 
@@ -332,3 +338,16 @@ def test_a_nonce_spent_on_the_old_leader_is_refused_by_the_new_one(pair: Pair) -
     assert replayed.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with TenantClient(standby.address, tenant) as client:
         assert client.get_account().balance == 5  # funded once
+
+
+def test_sigterm_stops_a_standby_cleanly_and_a_leader_hands_over(pair: Pair) -> None:
+    leader, standby = pair.servers
+    stopped = time.monotonic()
+    leader.stop()  # a clean stop gives the lease up
+    assert leader.proc is not None and leader.proc.returncode == 0
+    assert pair.leader() is standby
+    assert time.monotonic() - stopped <= TAKEOVER_BOUND_S
+    leader.restart()
+    assert not leader.serving()
+    assert "stopped while standing by" in leader.stop()
+    assert leader.proc.returncode == 0
