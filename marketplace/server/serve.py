@@ -1,4 +1,7 @@
-"""Start the marketplace: data dir, admin key, SQLite store, grpc.aio server, health, reflection.
+"""Start the marketplace: data dir, admin key, store, grpc.aio server, health, reflection.
+
+The store is SQLite in the data dir by default; --store names another file or a PostgreSQL
+database, which several servers may share: one leads, the others stand by (standby.py).
 
 Off loopback the server speaks TLS (--tls-cert/--tls-key) unless told --insecure on purpose;
 --tls-client-ca makes it mutual (every client shows a certificate signed by that CA).
@@ -268,7 +271,13 @@ async def _start(
     config = opts.config
     if not config.admin_address:
         config = dataclasses.replace(config, admin_address=admin.address)
-    app = MarketApp(store, config)
+    keeper = _Keeper.start(store, opts.leader_lease_s)
+    if keeper is None:
+        app = MarketApp(store, config)
+    else:  # the lease is renewed while the state loads, however long that takes
+        undo.callback(keeper.cancel)
+        app = await asyncio.to_thread(MarketApp, store, config)
+        keeper.serve(app)
     observability, metrics_address = _observe(app, opts, undo)
     server, health_servicer, names = _grpc_server(app, observability)
     bound = _bind(server, listen, credentials)
@@ -284,11 +293,7 @@ async def _start(
     _write_port_file(opts, bound)
     running = Running(server, app, address, admin, created, opts.data_dir, held)
     running.observability, running.metrics_address = observability, metrics_address
-    leadership = store.leadership()
-    if leadership is not None:
-        running.keeper = asyncio.create_task(
-            keep_leading(leadership, opts.leader_lease_s, lambda exc: _step_down(app, exc))
-        )
+    running.keeper = None if keeper is None else keeper.task
     log.info(
         "marketplace started",
         extra=fields(
@@ -339,6 +344,40 @@ async def _lead(
 def store_term(store: MarketStore) -> int | None:
     leadership = store.leadership()
     return None if leadership is None else leadership.term
+
+
+@dataclass
+class _Keeper:
+    """Renews a shared store's lease from the moment this server leads (keep_leading); told of
+    a deposal before the app is loaded, it passes it on once it is."""
+
+    app: MarketApp | None = None
+    deposed: Deposed | None = None
+    task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def start(cls, store: MarketStore, lease_s: float) -> _Keeper | None:
+        leadership = store.leadership()
+        if leadership is None:
+            return None
+        keeper = cls()
+        keeper.task = asyncio.create_task(keep_leading(leadership, lease_s, keeper.step_down))
+        return keeper
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def step_down(self, exc: Deposed) -> None:
+        if self.app is None:
+            self.deposed = exc
+        else:
+            _step_down(self.app, exc)
+
+    def serve(self, app: MarketApp) -> None:
+        self.app = app
+        if self.deposed is not None:
+            _step_down(app, self.deposed)
 
 
 def _step_down(app: MarketApp, exc: Deposed) -> None:
@@ -442,6 +481,8 @@ async def _serve(
     gc.set_threshold(20_000, 50, 100)
     fatal = asyncio.Event()
     running.app.on_fatal = lambda exc: fatal.set()
+    if running.app.failure is not None:  # deposed while it loaded
+        fatal.set()
     state = running.app.market.state
     say(f"marketplace listening on {running.address} ({_transport(opts)})")
     say(f"data dir: {running.data_dir}")

@@ -7,10 +7,12 @@ marketplaces find it: its health is NOT_SERVING and every other call fails UNAVA
 poll; once it leads, the standby server is stopped and the real one is bound to the same port
 (serve.py), on the state loaded then, with a fresh heartbeat grace for every provider.
 
-A leader renews its lease every third of it, and steps down (stops serving and exits) as soon as
-a renewal fails or is late, which is before any standby may take the lease: a leader cut off
-from the database stops before another leads, and one that was paused finds its term over and
-its writes refused (store_api.Deposed) when it wakes.
+A leader renews its lease every third of it (from the moment it leads, while its state loads
+too), and steps down as soon as a renewal fails or is late, which is before any standby may take
+the lease: a leader cut off from the database stops before another leads, and one that was
+paused finds its term over and its writes refused (store_api.Deposed) when it wakes. A deposed
+server stands by again on the same address (serve.py), leaving the lease to the others for one
+lease before it asks.
 """
 
 from __future__ import annotations
