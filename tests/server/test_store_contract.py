@@ -226,6 +226,8 @@ def test_postgresql_refuses_a_newer_schema(pg_cluster: PgCluster) -> None:
 def test_one_leader_at_a_time_and_a_deposed_one_commits_nothing(postgres_url: str) -> None:
     first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
     try:
+        with pytest.raises(Deposed, match="does not lead"):  # no lease, no writes
+            first.write(logs_batch([StoredLogLine("L", 1, 1, "stdout", "before leading")]))
         assert first.try_lead("first") == 1
         assert second.try_lead("second") is None  # the lease is held and fresh
         first.write(logs_batch([StoredLogLine("L", 1, 1, "stdout", "by the first")]))
