@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +151,7 @@ def takeover(cluster: PgCluster, tmp: Path, args: Any) -> None:
             killed = time.monotonic()
             proc.wait(10)
             (standby_address,) = [a for d, (_, a) in servers.items() if d != leader]
-            wait_until(
-                lambda: serving(standby_address, admin), 60, "the standby serving", interval=0.02
-            )  # noqa: B023
+            wait_until(partial(serving, standby_address, admin), 60, "the standby", interval=0.02)
             seconds.append(time.monotonic() - killed)
             servers[leader] = start_market(leader, *lease, "--admin-key", str(admin_key))
     finally:
