@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -116,11 +117,15 @@ class Workload:
     bids: list[str] = field(default_factory=list)
     failures: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None  # what ended the loop before it was stopped
 
     def call(self, step: Callable[[TenantClient, ProviderClient], T]) -> T | None:
         """One step on the leader; None when it was refused as final (a closed order)."""
         while not self.stop.is_set():
-            address = self.pair.leader().address
+            try:
+                address = self.pair.leader().address
+            except TimeoutError:  # a slow machine: keep looking
+                continue
             with (
                 TenantClient(address, self.tenant, timeout_s=5) as tenant,
                 ProviderClient(address, self.provider, timeout_s=5) as provider,
@@ -134,6 +139,18 @@ class Workload:
         return None
 
     def run(self) -> None:
+        try:
+            self.loop()
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def deployed(self, count: int) -> bool:
+        """Whether `count` deployments were acknowledged; fails if the loop died."""
+        assert self.error is None, f"the workload stopped: {self.error!r}"
+        return len(self.deployments) >= count
+
+    def loop(self) -> None:
         while not self.stop.is_set():
             dep = self.call(lambda t, _: t.create_deployment(gpu_sdl(bid_window="2s"), money.MICRO))
             if dep is None:
@@ -211,8 +228,7 @@ def test_sigkill_the_leader_again_and_again_loses_nothing_acknowledged(pair: Pai
     takeovers: list[float] = []
     try:
         for _ in range(KILLS):
-            target = len(work.deployments) + 3
-            wait_until(lambda: len(work.deployments) >= target, 60, "3 more deployments")  # noqa: B023
+            wait_until(partial(work.deployed, len(work.deployments) + 3), 120, "3 deployments")
             leader = pair.leader()
             leader.kill9()
             killed = time.monotonic()
@@ -220,8 +236,7 @@ def test_sigkill_the_leader_again_and_again_loses_nothing_acknowledged(pair: Pai
             takeovers.append(time.monotonic() - killed)
             leader.restart()  # back as a standby
             assert not leader.serving()
-        target = len(work.deployments) + 3
-        wait_until(lambda: len(work.deployments) >= target, 60, "deployments after the last kill")
+        wait_until(partial(work.deployed, len(work.deployments) + 3), 120, "deployments after")
     finally:
         work.stop.set()
         worker.join(30)
