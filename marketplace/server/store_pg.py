@@ -24,6 +24,8 @@ import json
 import os
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, TypeVar
 
 import psycopg
@@ -54,6 +56,7 @@ from marketplace.server.store_api import (
     Batch,
     Deposed,
     Leadership,
+    Row,
     SqlValue,
     StoredLogLine,
     StoreUnreachable,
@@ -123,47 +126,131 @@ _SCHEMA_V1 = (
 _MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1}
 
 
-def _replace(table: str, columns: str, key: str, moves: bool = True) -> str:
-    """An upsert that rewrites every column but the key; `moves`: draws a new pos, as SQLite's
-    REPLACE gives a re-inserted row a new rowid."""
-    names = [c.strip() for c in columns.split(",")]
-    keys = {k.strip() for k in key.split(",")}
-    sets = [f"{c} = excluded.{c}" for c in names if c not in keys]
-    if moves:
-        sets.append("pos = nextval('row_pos')")
-    marks = ",".join(["%s"] * len(names))
-    return (
-        f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
-        f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(sets)}"
-    )
+class Keep(Enum):
+    """Which of a batch's rows with one key a write keeps (it sends each key once)."""
+
+    ALL = "all"  # plain inserts: a key twice is an error, as in SQLite
+    FIRST = "first"  # ON CONFLICT DO NOTHING
+    LAST = "last"  # a replace: the last row, where it last came
+    DEPLOYMENT = "deployment"  # the first row, with the last one's state and body
 
 
-_WRITES: dict[Write, str] = {
-    Write.ACCOUNT: _replace("accounts", "address, balance, body", "address", moves=False),
-    Write.DEPLOYMENT: "INSERT INTO deployments (id, owner, state, sdl, tenant_request, body) "
-    "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
-    "body = excluded.body",
-    Write.ORDER: _replace("orders", "id, deployment_id, state, body", "id"),
-    Write.BID: _replace("bids", "id, order_id, provider, state, body", "id"),
-    Write.LEASE: _replace("leases", "id, deployment_id, tenant, provider, state, body", "id"),
-    Write.PROVIDER: _replace("providers", "address, body", "address"),
-    Write.DECLINE: _replace("declines", "order_id, provider, body", "order_id, provider"),
-    Write.LEDGER: "INSERT INTO ledger VALUES (%s,%s,%s,%s,%s,%s,%s)",
-    Write.DEPLOYMENT_EVENT: "INSERT INTO deployment_events VALUES (%s,%s,%s)",
-    Write.PROVIDER_EVENT: "INSERT INTO provider_events VALUES (%s,%s,%s)",
-    Write.COUNTER: _replace("counters", "name, value", "name", moves=False),
-    Write.LOG: _replace("logs", "lease_id, seq, time_ms, stream, line", "lease_id, seq", False),
-    Write.NONCE: "INSERT INTO nonces VALUES (%s,%s,%s) ON CONFLICT DO NOTHING",
+@dataclass(frozen=True)
+class _Bulk:
+    """One statement for all of a batch's rows of one kind: the columns go as arrays and
+    unnest() turns them back into rows (far less work per row than a statement each)."""
+
+    sql: str
+    key: int  # leading columns that make the key
+    keep: Keep
+
+
+def _bulk(table: str, columns: str, key: int, keep: Keep, moves: bool = False) -> _Bulk:
+    """`columns`: NAME TYPE, ...; `moves`: an updated row draws a new pos, as SQLite's REPLACE
+    gives a re-inserted row a new rowid."""
+    pairs = [c.split() for c in columns.split(",")]
+    names = [name for name, _ in pairs]
+    arrays = ", ".join(f"%s::{kind}[]" for _, kind in pairs)
+    sql = f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+    keys = ", ".join(names[:key])
+    if keep == Keep.FIRST:
+        sql += f" ON CONFLICT ({keys}) DO NOTHING"
+    elif keep != Keep.ALL:
+        changed = ("state", "body") if keep == Keep.DEPLOYMENT else names[key:]
+        sets = [f"{c} = excluded.{c}" for c in changed]
+        if moves:
+            sets.append("pos = nextval('row_pos')")
+        sql += f" ON CONFLICT ({keys}) DO UPDATE SET {', '.join(sets)}"
+    return _Bulk(sql, key, keep)
+
+
+_BULK: dict[Write, _Bulk] = {
+    Write.ACCOUNT: _bulk("accounts", "address text, balance bigint, body text", 1, Keep.LAST),
+    Write.DEPLOYMENT: _bulk(
+        "deployments",
+        "id text, owner text, state text, sdl bytea, tenant_request bytea, body text",
+        1,
+        Keep.DEPLOYMENT,
+    ),
+    Write.ORDER: _bulk(
+        "orders", "id text, deployment_id text, state text, body text", 1, Keep.LAST, True
+    ),
+    Write.BID: _bulk(
+        "bids", "id text, order_id text, provider text, state text, body text", 1, Keep.LAST, True
+    ),
+    Write.LEASE: _bulk(
+        "leases",
+        "id text, deployment_id text, tenant text, provider text, state text, body text",
+        1,
+        Keep.LAST,
+        True,
+    ),
+    Write.PROVIDER: _bulk("providers", "address text, body text", 1, Keep.LAST, True),
+    Write.DECLINE: _bulk("declines", "order_id text, provider text, body text", 2, Keep.LAST, True),
+    Write.LEDGER: _bulk(
+        "ledger",
+        "id bigint, time_ms bigint, debit text, credit text, amount bigint, memo text, "
+        "lease_id text",
+        1,
+        Keep.ALL,
+    ),
+    Write.DEPLOYMENT_EVENT: _bulk(
+        "deployment_events", "seq bigint, deployment_id text, body text", 1, Keep.ALL
+    ),
+    Write.PROVIDER_EVENT: _bulk(
+        "provider_events", "seq bigint, provider text, body text", 1, Keep.ALL
+    ),
+    Write.COUNTER: _bulk("counters", "name text, value bigint", 1, Keep.LAST),
+    Write.LOG: _bulk(
+        "logs", "lease_id text, seq bigint, time_ms bigint, stream text, line text", 2, Keep.LAST
+    ),
+    Write.NONCE: _bulk(
+        "nonces", "public_key bytea, nonce bytea, timestamp_ms bigint", 2, Keep.FIRST
+    ),
+    Write.ATTESTATION: _bulk(
+        "attestations",
+        "provider text, auditor text, key text, body text, proof bytea",
+        3,
+        Keep.LAST,
+    ),
+    Write.INVENTORY_REPORT: _bulk(
+        "inventory_reports", "provider text, time_ms bigint, body text", 2, Keep.LAST
+    ),
+}
+# the deletes, a statement a row
+_DELETES: dict[Write, str] = {
     Write.FORGET_NONCES: "DELETE FROM nonces WHERE timestamp_ms < %s",
-    Write.ATTESTATION: _replace(
-        "attestations", "provider, auditor, key, body, proof", "provider, auditor, key", False
-    ),
-    Write.INVENTORY_REPORT: _replace(
-        "inventory_reports", "provider, time_ms, body", "provider, time_ms", False
-    ),
     Write.TRIM_INVENTORY: "DELETE FROM inventory_reports WHERE provider = %s AND time_ms NOT IN "
     "(SELECT time_ms FROM inventory_reports WHERE provider = %s ORDER BY time_ms DESC LIMIT %s)",
 }
+
+
+def _once_per_key(rows: list[Row], bulk: _Bulk) -> list[Row]:
+    """The rows a batch's statements in order would leave, one per key (see Keep)."""
+    if bulk.keep == Keep.ALL:
+        return rows
+    kept: dict[Row, Row] = {}
+    for row in rows:
+        key = row[: bulk.key]
+        if bulk.keep == Keep.FIRST:
+            kept.setdefault(key, row)
+        elif bulk.keep == Keep.DEPLOYMENT:
+            first = kept.get(key, row)
+            kept[key] = (*first[:2], row[2], *first[3:5], row[5])
+        else:
+            kept.pop(key, None)  # where it last came: a replace moves the row
+            kept[key] = row
+    return list(kept.values())
+
+
+def _grouped(batch: Batch) -> dict[Write, list[Row]]:
+    """A batch's rows by kind, each kind where it first came: nothing in one kind depends on
+    a later kind (reports before their trim, nonces before they are forgotten)."""
+    groups: dict[Write, list[Row]] = {}
+    for write, rows in batch.statements:
+        groups.setdefault(write, []).extend(rows)
+    return groups
+
 
 _LEDGER_COLUMNS = "id, time_ms, debit, credit, amount, memo, lease_id"
 _REPLAY_PAGE = 10_000
@@ -397,8 +484,15 @@ class PostgresStore:
             try:
                 with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
                     cur.execute("SELECT gpumarket_fence(%s)", (term,))
-                    for write, rows in batch.statements:
-                        cur.executemany(_WRITES[write], rows)
+                    for write, rows in _grouped(batch).items():
+                        if write == Write.FORGET_NONCES:  # cutoffs only grow: the last does all
+                            cur.execute(_DELETES[write], (max(r[0] or 0 for r in rows),))
+                        elif write in _DELETES:
+                            cur.executemany(_DELETES[write], rows)
+                        else:
+                            bulk = _BULK[write]
+                            columns = list(zip(*_once_per_key(rows, bulk), strict=True))
+                            cur.execute(bulk.sql, [list(c) for c in columns])
             except psycopg.Error as exc:
                 if exc.sqlstate == FENCED:
                     self._term = None

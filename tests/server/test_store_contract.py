@@ -277,3 +277,24 @@ def test_a_leader_whose_session_died_is_replaced_at_once(postgres_url: str) -> N
 def test_an_unreachable_database_is_one_clear_error() -> None:
     with pytest.raises(FailedPrecondition, match=r"cannot reach postgresql nobody@127\.0\.0\.1"):
         PostgresStore(f"postgresql://nobody:secret@127.0.0.1:{free_port()}/db")
+
+
+def test_one_key_twice_in_a_batch_leaves_what_the_statements_in_order_would(
+    open_store: StoreOpener,
+) -> None:
+    store = open_store()
+    batch = Batch()
+    batch.add(Write.COUNTER, [("next_deployment", 5)])
+    batch.add(Write.LOG, [("L", 1, 1, "stdout", "first")])
+    batch.add(Write.NONCE, [(b"k", b"n", 10)])
+    batch.add(Write.DEPLOYMENT, [("D1", "alice", "open", b"sdl", b"signed", "{}")])
+    batch.add(Write.COUNTER, [("next_deployment", 7)])  # a replace: the last one stays
+    batch.add(Write.LOG, [("L", 1, 2, "stdout", "second")])
+    batch.add(Write.NONCE, [(b"k", b"n", 20)])  # kept once: the first one stays
+    batch.add(Write.DEPLOYMENT, [("D1", "alice", "closed", b"", b"", "{}")])  # SDL kept
+    store.write(batch)
+    reopened = open_store()
+    assert reopened.load().next_deployment == 7
+    assert [x.line for x in reopened.logs("L")] == ["second"]
+    assert reopened.nonces_since(0) == [SeenNonce(b"k", b"n", 10)]
+    assert reopened.manifest("D1") == (b"sdl", b"signed")
