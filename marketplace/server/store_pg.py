@@ -260,10 +260,6 @@ _OPEN_ORDERS = f"SELECT id FROM orders WHERE deployment_id IN ({_OPEN_DEPLOYMENT
 Decoded = TypeVar("Decoded", Order, Bid, Lease, Decline, DeploymentEvent)
 
 
-def is_postgresql_url(spec: str) -> bool:
-    return spec.startswith(("postgresql://", "postgres://"))
-
-
 def describe_url(url: str) -> str:
     """The URL in words without its password: `postgresql user@host:port/dbname`."""
     try:
