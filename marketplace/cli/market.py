@@ -117,6 +117,23 @@ def market() -> None:
     help="Read signedBy FOREIGN (e.g. Akash's akash1365yvmc4s7awdyj3n2sav7xfx76adc6dnmlx63) "
     "as the local auditor ADDRESS, which is then trusted (repeatable).",
 )
+@click.option(
+    "--store",
+    envvar="GPUMARKET_STORE",
+    metavar="URL",
+    help="Where the market's state lives: sqlite:PATH, or postgresql://USER@HOST/DB to share it "
+    "with standby servers (one leads, the others take over when it dies) "
+    "[default: market.db in the data dir; env GPUMARKET_STORE].",
+)
+@click.option(
+    "--leader-lease",
+    type=click.FloatRange(min=0.3),
+    default=3.0,
+    show_default=True,
+    help="PostgreSQL: seconds after which a leader that stopped renewing its lease (hung, "
+    "paused, cut off) is replaced by a standby; a killed leader (its database session gone) "
+    "at the standby's next poll, a sixth of this.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
 @friendly_errors
 def serve(
@@ -136,9 +153,12 @@ def serve(
     metrics_listen: str | None,
     auditors: tuple[str, ...],
     auditor_aliases: tuple[str, ...],
+    store: str | None,
+    leader_lease: float,
     verbose: bool,
 ) -> None:
-    """Run the marketplace's gRPC server; its state lives in SQLite under the data dir."""
+    """Run the marketplace's gRPC server; its state lives in SQLite under the data dir, or in
+    PostgreSQL (--store), where more servers may stand by to take over."""
     from marketplace.core.attestations import AuditorTrust, parse_alias
     from marketplace.core.market import MarketConfig
     from marketplace.server import logs
@@ -155,6 +175,8 @@ def serve(
         admin_key=admin_key,
         port_file=port_file,
         metrics_listen=metrics_listen,
+        store=store,
+        leader_lease_s=leader_lease,
     )
     if heartbeat_timeout is not None:
         timeout_ms = int(heartbeat_timeout * 1000)

@@ -34,6 +34,7 @@ from marketplace.core.errors import (
     MarketError,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.market import MarketConfig, MarketService
@@ -41,9 +42,10 @@ from marketplace.core.provider_audit import InventoryHistory
 from marketplace.core.state import Changes, DeploymentEvent, LeaseState, ProviderEvent
 from marketplace.identity import ReplayGuard
 from marketplace.server.relay import Relay
-from marketplace.server.store import (
+from marketplace.server.store_api import (
     Batch,
-    Store,
+    Deposed,
+    MarketStore,
     StoredLogLine,
     attestations_batch,
     changes_batch,
@@ -94,7 +96,7 @@ class Watcher(Generic[Item]):
 class MarketApp:
     def __init__(
         self,
-        store: Store,
+        store: MarketStore,
         config: MarketConfig,
         clock: Clock | None = None,
         restart_grace_ms: int | None = None,
@@ -330,9 +332,8 @@ class MarketApp:
             try:
                 await asyncio.to_thread(self.store.write, batch)
             except Exception as exc:  # the disk refused: memory is ahead of it, so stop
-                log.exception("cannot write the market's state; stopping")
                 self.failure = exc
-                future.set_exception(FailedPrecondition(f"the marketplace cannot store: {exc}"))
+                future.set_exception(self._write_refused(exc))
                 future.exception()  # retrieved: waiters get it through shield
                 if self.on_fatal is not None:
                     self.on_fatal(exc)
@@ -347,6 +348,15 @@ class MarketApp:
                 self.market = self._load()
                 self.committed_seq = self.market.state.next_event_seq - 1
                 self._recovering.set()
+
+    @staticmethod
+    def _write_refused(exc: Exception) -> MarketError:
+        """Log why a write failed, and what the commands waiting on it are told."""
+        if isinstance(exc, Deposed):  # fenced: another server leads the shared store now
+            log.error("deposed, stepping down: %s; this server commits nothing more", exc)
+            return Unavailable(f"standby: not the leader ({exc})")
+        log.exception("cannot write the market's state; stopping")
+        return FailedPrecondition(f"the marketplace cannot store: {exc}")
 
     # --- deadlines -----------------------------------------------------------------------------
     def _note_deadline(self) -> None:

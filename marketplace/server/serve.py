@@ -1,4 +1,7 @@
-"""Start the marketplace: data dir, admin key, SQLite store, grpc.aio server, health, reflection.
+"""Start the marketplace: data dir, admin key, store, grpc.aio server, health, reflection.
+
+The store is SQLite in the data dir by default; --store names another file or a PostgreSQL
+database, which several servers may share: one leads, the others stand by (standby.py).
 
 Off loopback the server speaks TLS (--tls-cert/--tls-key) unless told --insecure on purpose;
 --tls-client-ca makes it mutual (every client shows a certificate signed by that CA).
@@ -39,7 +42,16 @@ from marketplace.server.logs import fields
 from marketplace.server.metrics import split_metrics_listen
 from marketplace.server.observe import Observability
 from marketplace.server.servicers import MAX_MANIFEST_BYTES, add_servicers
-from marketplace.server.store import DB_NAME, Store
+from marketplace.server.standby import (
+    DEFAULT_LEASE_S,
+    check_market_id,
+    claim_market_id,
+    keep_leading,
+    open_store,
+    sqlite_path,
+    stand_by,
+)
+from marketplace.server.store_api import Deposed, MarketStore, StoreUnreachable
 
 log = logging.getLogger("gpumarket.market")
 
@@ -141,6 +153,9 @@ class ServeOptions:
     port_file: Path | None = None
     config: MarketConfig = field(default_factory=MarketConfig)
     metrics_listen: str | None = None  # PORT or HOST:PORT: serve /metrics there
+    store: str | None = None  # sqlite:PATH or postgresql://...; None: market.db in data_dir
+    leader_lease_s: float = DEFAULT_LEASE_S  # shared stores: a silent leader is replaced after
+    deposed: bool = False  # stands by again after a deposal: leaves the lease to others first
 
 
 @dataclass
@@ -156,10 +171,17 @@ class Running:
     data_dir_lock: datadir.DataDirLock
     observability: Observability | None = None
     metrics_address: str | None = None  # HOST:PORT of /metrics, when served
+    keeper: asyncio.Task[None] | None = None  # renews the lease of a shared store
 
     async def stop(self, grace: float | None = 1.0) -> None:
         await self.server.stop(grace)
+        if self.keeper is not None:
+            self.keeper.cancel()
         await self.app.stop()
+        leadership = self.app.store.leadership()
+        if leadership is not None and leadership.term is not None:
+            with contextlib.suppress(Exception):  # a standby takes over at once, not at expiry
+                leadership.resign()
         self.app.store.close()
         if self.observability is not None:
             self.observability.close()
@@ -233,48 +255,147 @@ async def _start(
     held = datadir.lock(opts.data_dir)
     undo.callback(held.release)
     check_listen(host, port)
-    datadir.check_store(opts.data_dir, DB_NAME, (ADMIN_KEY_FILE,))
-    store = Store(opts.data_dir / DB_NAME)
+    db = sqlite_path(opts.store, opts.data_dir)
+    if db is not None:
+        datadir.check_store(db.parent, db.name, (ADMIN_KEY_FILE,))
+    store = open_store(opts.store, opts.data_dir, opts.leader_lease_s)
     undo.callback(store.close)
-    datadir.mark_in_use(opts.data_dir, DB_NAME)
+    if db is not None:
+        datadir.mark_in_use(db.parent, db.name)
     # after the store: a faucet key in the dir then means a store was created beside it
     if opts.admin_key is not None:
         admin, created = load_key(str(opts.admin_key)), False
     else:
         admin, created = load_or_create_admin_key(opts.data_dir)
+    listen = await _lead(store, admin.address, opts, credentials)
     config = opts.config
     if not config.admin_address:
         config = dataclasses.replace(config, admin_address=admin.address)
-    app = MarketApp(store, config)
+    keeper = _Keeper.start(store, opts.leader_lease_s)
+    if keeper is None:
+        app = MarketApp(store, config)
+    else:  # the lease is renewed while the state loads, however long that takes
+        undo.callback(keeper.cancel)
+        app = await asyncio.to_thread(MarketApp, store, config)
+        keeper.serve(app)
     observability, metrics_address = _observe(app, opts, undo)
     server, health_servicer, names = _grpc_server(app, observability)
-    bound = _bind(server, opts.listen, credentials)
+    bound = _bind(server, listen, credentials)
     if bound == 0:
         check_listen(host, port)  # says why, if it can
-        raise InvalidArgument(f"cannot listen on {opts.listen}")
+        raise InvalidArgument(f"cannot listen on {listen}")
     await app.start()
     undo.push_async_callback(app.stop)
     await server.start()
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = f"{host}:{bound}"
-    if opts.port_file is not None:
-        tmp = opts.port_file.with_suffix(".tmp")
-        tmp.write_text(address + "\n")
-        tmp.replace(opts.port_file)  # atomic: a reader never sees half an address
+    _write_port_file(opts, bound)
     running = Running(server, app, address, admin, created, opts.data_dir, held)
     running.observability, running.metrics_address = observability, metrics_address
+    running.keeper = None if keeper is None else keeper.task
     log.info(
         "marketplace started",
         extra=fields(
             address=address,
             data_dir=str(opts.data_dir),
             tls=_transport(opts),
-            store=f"sqlite {store.path}",
+            store=store.describe(),
+            term=store_term(store),
             metrics=f"http://{metrics_address}/metrics" if metrics_address else None,
         ),
     )
     return running
+
+
+async def _lead(
+    store: MarketStore,
+    admin_address: str,
+    opts: ServeOptions,
+    credentials: grpc.ServerCredentials | None,
+) -> str:
+    """On a store several servers share: stand by until this server leads (serving health
+    NOT_SERVING on the listen address meanwhile). Returns the address to serve on: the port the
+    standby held, so clients keep finding this server where they found the standby."""
+    leadership = store.leadership()
+    if leadership is None:
+        return opts.listen
+    check_market_id(store, admin_address)  # a misconfigured standby refuses now, not at takeover
+
+    def bind(server: grpc.aio.Server, listen: str) -> int:
+        return _bind(server, listen, credentials)
+
+    port, term = await stand_by(
+        leadership,
+        opts.listen,
+        bind,
+        poll_s=max(opts.leader_lease_s / 6, 0.05),
+        on_listening=lambda bound: _write_port_file(opts, bound),
+        defer_s=opts.leader_lease_s if opts.deposed else 0.0,
+    )
+    log.info("leading", extra=fields(store=store.describe(), term=term))
+    claim_market_id(store, admin_address)
+    if port == 0:
+        return opts.listen
+    host, _ = split_listen(opts.listen)
+    return f"{host}:{port}"
+
+
+def store_term(store: MarketStore) -> int | None:
+    leadership = store.leadership()
+    return None if leadership is None else leadership.term
+
+
+@dataclass
+class _Keeper:
+    """Renews a shared store's lease from the moment this server leads (keep_leading); told of
+    a deposal before the app is loaded, it passes it on once it is."""
+
+    app: MarketApp | None = None
+    deposed: Deposed | None = None
+    task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def start(cls, store: MarketStore, lease_s: float) -> _Keeper | None:
+        leadership = store.leadership()
+        if leadership is None:
+            return None
+        keeper = cls()
+        keeper.task = asyncio.create_task(keep_leading(leadership, lease_s, keeper.step_down))
+        return keeper
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def step_down(self, exc: Deposed) -> None:
+        if self.app is None:
+            self.deposed = exc
+        else:
+            _step_down(self.app, exc)
+
+    def serve(self, app: MarketApp) -> None:
+        self.app = app
+        if self.deposed is not None:
+            _step_down(app, self.deposed)
+
+
+def _step_down(app: MarketApp, exc: Deposed) -> None:
+    """This server no longer leads: stop serving (the standby that leads now serves)."""
+    log.error("deposed, stepping down: %s; this server commits nothing more", exc)
+    if app.failure is None:
+        app.failure = exc
+    if app.on_fatal is not None:
+        app.on_fatal(exc)
+
+
+def _write_port_file(opts: ServeOptions, port: int) -> None:
+    if opts.port_file is None:
+        return
+    host, _ = split_listen(opts.listen)
+    tmp = opts.port_file.with_suffix(".tmp")
+    tmp.write_text(f"{host}:{port}\n")
+    tmp.replace(opts.port_file)  # atomic: a reader never sees half an address
 
 
 def _observe(
@@ -326,21 +447,46 @@ def _transport(opts: ServeOptions) -> str:
 
 
 async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
-    """`gpumarket market serve`: run until SIGINT/SIGTERM, then stop cleanly."""
-    running = await start(opts)
+    """`gpumarket market serve`: run until SIGINT/SIGTERM, then stop cleanly. On a shared
+    store, a leader that is deposed stands by again, on the same address."""
+    signalled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, signalled.set)
+    running = await _start_unless_stopped(opts, signalled)
+    while running is not None:
+        await _serve(running, opts, say, signalled)
+        failure = running.app.failure
+        if not isinstance(failure, Deposed) or signalled.is_set():
+            if failure is not None and not isinstance(failure, Deposed):
+                raise SystemExit(f"stopped: cannot store the market's state: {failure}")
+            return
+        say(f"stepped down: {failure}; standing by for the leader")
+        gc.unfreeze()  # the deposed state is garbage now
+        # on the address clients know it by
+        opts = dataclasses.replace(opts, listen=running.address, deposed=True)
+        running = await _stand_by_again(opts, signalled)
+    say("stopped while standing by")
+
+
+async def _serve(
+    running: Running, opts: ServeOptions, say: Callable[[str], None], signalled: asyncio.Event
+) -> None:
+    """Serve until a signal or a fatal failure (the store refused, or this server was deposed),
+    then stop cleanly."""
     # The loaded state is long-lived: keep the collector from re-scanning it, and collect the
     # old generation rarely, so a full collection does not stall awards for tens of ms.
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    running.app.on_fatal = lambda exc: stop.set()
+    fatal = asyncio.Event()
+    running.app.on_fatal = lambda exc: fatal.set()
+    if running.app.failure is not None:  # deposed while it loaded
+        fatal.set()
     state = running.app.market.state
     say(f"marketplace listening on {running.address} ({_transport(opts)})")
     say(f"data dir: {running.data_dir}")
+    say(f"store: {running.app.store.describe()}{_term_note(running.app.store)}")
     if running.metrics_address is not None:
         say(f"metrics: http://{running.metrics_address}/metrics")
     note = " (new)" if running.admin_created else ""
@@ -349,8 +495,40 @@ async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
         f"state: {len(state.deployments)} open deployments of {state.next_deployment - 1}, "
         f"{state.next_ledger_id - 1} ledger entries, {len(state.providers)} providers"
     )
-    await stop.wait()
+    waits = [asyncio.create_task(signalled.wait()), asyncio.create_task(fatal.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
     say("stopping: writing what is queued")
     await running.stop()
-    if running.app.failure is not None:
-        raise SystemExit(f"stopped: cannot store the market's state: {running.app.failure}")
+
+
+async def _stand_by_again(opts: ServeOptions, signalled: asyncio.Event) -> Running | None:
+    """Start again after a deposal, waiting out a database that is away (as a standby would)."""
+    while not signalled.is_set():
+        try:
+            return await _start_unless_stopped(opts, signalled)
+        except StoreUnreachable as exc:
+            log.warning("standing by: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signalled.wait(), max(opts.leader_lease_s / 6, 0.05))
+    return None
+
+
+def _term_note(store: MarketStore) -> str:
+    term = store_term(store)
+    return "" if term is None else f" (leading, term {term})"
+
+
+async def _start_unless_stopped(opts: ServeOptions, stop: asyncio.Event) -> Running | None:
+    """start(), which on a shared store stands by first; None when stopped before it led."""
+    starting = asyncio.create_task(start(opts))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        return None
+    return starting.result()

@@ -35,6 +35,7 @@ from marketplace.core.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
 )
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
@@ -84,6 +85,8 @@ async def _abort(context: Context, exc: Exception) -> NoReturn:
     # the error's tracebacks hold (a 1 MiB request, a parsed manifest) stayed, and hostile
     # requests grew the server by ~1 MiB each. Dropped here, it is freed at once.
     _drop_tracebacks(exc)
+    if isinstance(exc, Unavailable):  # a deposed leader: the client tries another address
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     if isinstance(exc, MarketError):
         context.set_trailing_metadata(((ERROR_KEY, error_name(exc)),))
         await context.abort(status_of(exc), str(exc))

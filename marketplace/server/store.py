@@ -20,19 +20,16 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeVar
 
 from marketplace.core.attestations import Attestation
 from marketplace.core.ledger import Replay
-from marketplace.core.provider_audit import KEEP_REPORTS, InventoryReport
+from marketplace.core.provider_audit import InventoryReport
 from marketplace.core.state import (
-    EVENT_RECORD_FIELDS,
     Account,
     Bid,
-    Changes,
     Decline,
     Deployment,
     DeploymentEvent,
@@ -44,9 +41,37 @@ from marketplace.core.state import (
     ProviderRecord,
 )
 from marketplace.identity import SeenNonce
-from marketplace.server.codec import decode, encode, encode_without
+from marketplace.server.codec import decode
+from marketplace.server.store_api import (
+    COUNTERS,
+    SCHEMA_VERSION,
+    Batch,
+    Leadership,
+    SqlValue,
+    StoredLogLine,
+    Write,
+    attestations_batch,
+    changes_batch,
+    inventory_reports_batch,
+    logs_batch,
+    nonces_batch,
+    schema_too_new,
+)
 
-SCHEMA_VERSION = 1
+__all__ = [
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "Batch",
+    "Store",
+    "StoredLogLine",
+    "attestations_batch",
+    "changes_batch",
+    "inventory_reports_batch",
+    "logs_batch",
+    "make_private",
+    "nonces_batch",
+]
+
 DB_NAME = "market.db"
 # SQLite's companions of a WAL database; it creates them with the database file's mode.
 DB_COMPANIONS = ("-wal", "-shm")
@@ -101,140 +126,43 @@ _REPLAY_PAGE = 10_000
 _OPEN_DEPLOYMENTS = "SELECT id FROM deployments WHERE state != 'closed'"
 _OPEN_ORDERS = f"SELECT id FROM orders WHERE deployment_id IN ({_OPEN_DEPLOYMENTS})"
 
-# Large, write-once fields of a Deployment live in their own columns, not in its JSON body,
-# so the body (rewritten at every escrow change) stays small.
-_DEPLOYMENT_BLOBS = ("sdl", "tenant_request")
-_COUNTERS = ("total_minted", "next_deployment", "next_ledger_id", "next_event_seq", "next_bid_seq")
+# One statement per kind of write (store_api.Write). REPLACE re-inserts a row, so rowid order
+# is last-written order: the order of an order's declines, the core's (latest last).
+_WRITES: dict[Write, str] = {
+    Write.ACCOUNT: "INSERT OR REPLACE INTO accounts VALUES (?,?,?)",
+    Write.DEPLOYMENT: "INSERT INTO deployments VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE "
+    "SET state=excluded.state, body=excluded.body, "
+    # an update in place brings a new SDL and signed request; other writes bring none
+    "sdl=iif(length(excluded.sdl) > 0, excluded.sdl, sdl), "
+    "tenant_request=iif(length(excluded.tenant_request) > 0, excluded.tenant_request, "
+    "tenant_request)",
+    Write.ORDER: "INSERT OR REPLACE INTO orders VALUES (?,?,?,?)",
+    Write.BID: "INSERT OR REPLACE INTO bids VALUES (?,?,?,?,?)",
+    Write.LEASE: "INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?)",
+    Write.PROVIDER: "INSERT OR REPLACE INTO providers VALUES (?,?)",
+    Write.DECLINE: "INSERT OR REPLACE INTO declines VALUES (?,?,?)",
+    Write.LEDGER: "INSERT INTO ledger VALUES (?,?,?,?,?,?,?)",
+    Write.DEPLOYMENT_EVENT: "INSERT INTO deployment_events VALUES (?,?,?)",
+    Write.PROVIDER_EVENT: "INSERT INTO provider_events VALUES (?,?,?)",
+    Write.COUNTER: "INSERT OR REPLACE INTO counters VALUES (?,?)",
+    Write.LOG: "INSERT OR REPLACE INTO logs VALUES (?,?,?,?,?)",
+    Write.NONCE: "INSERT OR IGNORE INTO nonces VALUES (?,?,?)",
+    Write.FORGET_NONCES: "DELETE FROM nonces WHERE timestamp_ms < ?",
+    Write.ATTESTATION: "INSERT OR REPLACE INTO attestations VALUES (?,?,?,?,?)",
+    Write.INVENTORY_REPORT: "INSERT OR REPLACE INTO inventory_reports VALUES (?,?,?)",
+    Write.TRIM_INVENTORY: "DELETE FROM inventory_reports WHERE provider = ? AND time_ms NOT IN "
+    "(SELECT time_ms FROM inventory_reports WHERE provider = ? ORDER BY time_ms DESC LIMIT ?)",
+}
 
+# Each schema version after the first, as the script that reaches it from the one before.
+_MIGRATIONS: dict[int, str] = {}
 
-# What the writer binds to a statement's placeholders.
-SqlValue: TypeAlias = int | float | str | bytes | None
-Row: TypeAlias = tuple[SqlValue, ...]
 Decoded = TypeVar("Decoded", Order, Bid, Lease, Decline, DeploymentEvent)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredLogLine:
-    lease_id: str
-    seq: int
-    time_ms: int
-    stream: str
-    line: str
-
-
-@dataclass(slots=True)
-class Batch:
-    """Rows ready to write: serialized on the event loop, written later on the writer thread
-    (records go on changing in memory meanwhile, so they must not be read there)."""
-
-    statements: list[tuple[str, list[Row]]] = field(default_factory=list)
-
-    def add(self, sql: str, rows: list[Row]) -> None:
-        if rows:
-            self.statements.append((sql, rows))
-
-    def extend(self, other: Batch) -> None:
-        self.statements.extend(other.statements)
-
-    def __bool__(self) -> bool:
-        return bool(self.statements)
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
-
-
-def changes_batch(changes: Changes) -> Batch:
-    """Serialize a drain of MarketService into rows."""
-    b = Batch()
-    b.add(
-        "INSERT OR REPLACE INTO accounts VALUES (?,?,?)",
-        [(a.address, a.balance, _dumps(encode(a))) for a in changes.accounts],
-    )
-    b.add(
-        "INSERT INTO deployments VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-        "state=excluded.state, body=excluded.body, "
-        # an update in place brings a new SDL and signed request; other writes bring none
-        "sdl=iif(length(excluded.sdl) > 0, excluded.sdl, sdl), "
-        "tenant_request=iif(length(excluded.tenant_request) > 0, "
-        "excluded.tenant_request, tenant_request)",
-        [
-            (
-                d.id,
-                d.owner,
-                d.state.value,
-                d.sdl,
-                d.tenant_request,
-                _dumps(encode_without(d, _DEPLOYMENT_BLOBS)),
-            )
-            for d in changes.deployments
-        ],
-    )
-    b.add(
-        "INSERT OR REPLACE INTO orders VALUES (?,?,?,?)",
-        [(o.id, o.deployment_id, o.state.value, _dumps(encode(o))) for o in changes.orders],
-    )
-    b.add(
-        "INSERT OR REPLACE INTO bids VALUES (?,?,?,?,?)",
-        [(x.id, x.order_id, x.provider, x.state.value, _dumps(encode(x))) for x in changes.bids],
-    )
-    b.add(
-        "INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?)",
-        [
-            (x.id, x.deployment_id, x.tenant, x.provider, x.state.value, _dumps(encode(x)))
-            for x in changes.leases
-        ],
-    )
-    b.add(
-        "INSERT OR REPLACE INTO providers VALUES (?,?)",
-        [(p.address, _dumps(encode(p))) for p in changes.providers],
-    )
-    # The core keeps one decline per (order, provider), the latest last: REPLACE re-inserts
-    # the row, so rowid order is that order.
-    b.add(
-        "INSERT OR REPLACE INTO declines VALUES (?,?,?)",
-        [(d.order_id, d.provider, _dumps(encode(d))) for d in changes.declines],
-    )
-    b.add(
-        "INSERT INTO ledger VALUES (?,?,?,?,?,?,?)",
-        [
-            (e.id, e.time_ms, e.debit, e.credit, e.amount, e.memo, e.lease_id)
-            for e in changes.ledger
-        ],
-    )
-    b.add(
-        "INSERT INTO deployment_events VALUES (?,?,?)",
-        [
-            (e.seq, e.deployment_id, _dumps(encode_without(e, EVENT_RECORD_FIELDS)))
-            for e in changes.deployment_events
-        ],
-    )
-    b.add(
-        "INSERT INTO provider_events VALUES (?,?,?)",
-        [
-            (e.seq, e.provider, _dumps(encode_without(e, EVENT_RECORD_FIELDS)))
-            for e in changes.provider_events
-        ],
-    )
-    b.add(
-        "INSERT OR REPLACE INTO counters VALUES (?,?)",
-        [(k, v) for k, v in changes.counters.items()],
-    )
-    return b
 
 
 def _deployment(body: str) -> Deployment:
     """A stored deployment without its SDL and signed request (Store.manifest reads them)."""
     return decode(Deployment, {**json.loads(body), "sdl": "", "tenant_request": ""})
-
-
-def logs_batch(lines: Sequence[StoredLogLine]) -> Batch:
-    b = Batch()
-    b.add(
-        "INSERT OR REPLACE INTO logs VALUES (?,?,?,?,?)",
-        [(x.lease_id, x.seq, x.time_ms, x.stream, x.line) for x in lines],
-    )
-    return b
 
 
 def make_private(path: Path) -> None:
@@ -250,46 +178,6 @@ def make_private(path: Path) -> None:
             os.chmod(file, PRIVATE_FILE_MODE)
 
 
-def nonces_batch(seen: Sequence[SeenNonce], forget_before_ms: int) -> Batch:
-    """Accepted nonces (replay protection across restarts), and forget those too old to matter."""
-    b = Batch()
-    b.add(
-        "INSERT OR IGNORE INTO nonces VALUES (?,?,?)",
-        [(n.public_key, n.nonce, n.timestamp_ms) for n in seen],
-    )
-    if seen:
-        b.add("DELETE FROM nonces WHERE timestamp_ms < ?", [(forget_before_ms,)])
-    return b
-
-
-def attestations_batch(attestations: Sequence[Attestation]) -> Batch:
-    """Auditors' signatures (a re-signed or revoked one replaces its row)."""
-    b = Batch()
-    b.add(
-        "INSERT OR REPLACE INTO attestations VALUES (?,?,?,?,?)",
-        [
-            (a.provider, a.auditor, a.key, _dumps(encode_without(a, ("proof",))), a.proof)
-            for a in attestations
-        ],
-    )
-    return b
-
-
-def inventory_reports_batch(reports: Sequence[InventoryReport]) -> Batch:
-    """Providers' distinct inventories; only the newest KEEP_REPORTS per provider are kept."""
-    b = Batch()
-    b.add(
-        "INSERT OR REPLACE INTO inventory_reports VALUES (?,?,?)",
-        [(r.provider, r.time_ms, _dumps(encode(r))) for r in reports],
-    )
-    b.add(
-        "DELETE FROM inventory_reports WHERE provider = ? AND time_ms NOT IN (SELECT time_ms "
-        "FROM inventory_reports WHERE provider = ? ORDER BY time_ms DESC LIMIT ?)",
-        [(p, p, KEEP_REPORTS) for p in sorted({r.provider for r in reports})],
-    )
-    return b
-
-
 class Store:
     """The market's SQLite file. Writes come from one thread at a time (the server's committer);
     reads use their own connection, which WAL lets run beside a write."""
@@ -303,16 +191,25 @@ class Store:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         with self._write_lock:
-            self._write.executescript(_SCHEMA)
-            self._write.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-            self._write.commit()
-        version = self.meta("schema_version")
-        if version != str(SCHEMA_VERSION):
-            raise RuntimeError(
-                f"{path} has schema version {version}; this gpumarket reads {SCHEMA_VERSION}"
-            )
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the schema in a new file, bring an older one up to SCHEMA_VERSION, and refuse
+        a newer one (a newer gpumarket wrote it). One server per file: no one migrates beside."""
+        conn = self._write
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise schema_too_new(str(self.path), version)
+        if version == 0:
+            conn.executescript(_SCHEMA)  # idempotent: IF NOT EXISTS throughout
+            version = 1
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            conn.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[step]} COMMIT;")
+        conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -320,6 +217,12 @@ class Store:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=10000")
         return conn
+
+    def describe(self) -> str:
+        return f"sqlite {self.path}"
+
+    def leadership(self) -> Leadership | None:
+        return None  # one server per file (the data dir's lock): it always leads
 
     def close(self) -> None:
         with self._write_lock:
@@ -336,8 +239,8 @@ class Store:
             conn = self._write
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for sql, rows in batch.statements:
-                    conn.executemany(sql, rows)
+                for write, rows in batch.statements:
+                    conn.executemany(_WRITES[write], rows)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -411,7 +314,7 @@ class Store:
             )
         ]
         for name, value in self._rows("SELECT name, value FROM counters"):
-            if name in _COUNTERS:
+            if name in COUNTERS:
                 setattr(st, name, value)
         return st
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from marketplace.identity import Key
 from marketplace.server.serve import ADMIN_KEY_FILE
@@ -107,6 +109,24 @@ class MarketProcess:
         os.kill(self.pid, signal.SIGKILL)
         assert self.proc is not None
         self.proc.wait(10)
+
+    def serving(self) -> bool:
+        """Whether it answers health SERVING (a standby answers NOT_SERVING; a dead one not)."""
+        with grpc.insecure_channel(self.address) as ch:
+            try:
+                answer = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=2
+                )
+            except grpc.RpcError:
+                return False
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def pause(self) -> None:
+        """SIGSTOP: alive (its sockets and database sessions open) but doing nothing."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
 
     def stop(self) -> str:
         """Stop it (SIGTERM, as an operator would) and return what it printed."""

@@ -12,6 +12,7 @@ from marketplace.core.market import MarketConfig, MarketService
 from marketplace.core.matching import Capacity, GpuDevice
 from marketplace.core.state import Endpoint, LeaseState, Offer
 from marketplace.server.store import Store, StoredLogLine, changes_batch, logs_batch
+from marketplace.server.store_api import MarketStore
 
 GIB = 1024**3
 SDL = b"""
@@ -57,7 +58,7 @@ def capacity(prefix: str) -> Capacity:
     return Capacity(64_000, 256 * GIB, 2000 * GIB, gpus)
 
 
-def run_scenario(market: MarketService, clock: ManualClock, store: Store) -> None:
+def run_scenario(market: MarketService, clock: ManualClock, store: MarketStore) -> None:
     """Deployments, bids, declines, a lease that runs, one that fails and re-orders, a close."""
 
     def commit() -> None:  # as the server does: write a drain, then tell the market it is stored
