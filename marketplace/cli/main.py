@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "auditor": "marketplace.cli.auditor:auditor",
     "provider": "provider_agent.cli:provider",
     "demo": "marketplace.cli.demo:demo",
+    "console": "marketplace.cli.console:console",
 }
 
 
