@@ -25,6 +25,7 @@ import queue
 import secrets
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -180,6 +181,15 @@ class ConsoleServer(ThreadingHTTPServer):
 
     def csrf_for(self, session: str) -> str:
         return hmac.new(self.secret, session.encode(), hashlib.sha256).hexdigest()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A connection that failed outside a request (a TLS handshake refused, a client gone)
+        is logged in one line, not as socketserver's traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ssl.SSLError | ConnectionError | TimeoutError):
+            log.info("console connection from %s dropped: %s", client_address, error)
+            return
+        log.exception("console connection from %s failed", client_address)
 
     def serve(self) -> threading.Thread:
         """Serve on a thread of its own (tests, the benchmark); stop with close()."""

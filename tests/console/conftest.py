@@ -96,7 +96,8 @@ class Browserless:
             with self.opener.open(req, timeout=30) as reply:
                 return _answer(reply.status, reply.read(), dict(reply.headers))
         except urllib.error.HTTPError as err:
-            return _answer(err.code, err.read(), dict(err.headers))
+            with err:
+                return _answer(err.code, err.read(), dict(err.headers))
 
     def get(self, path: str) -> Answer:
         return self.request(path)
