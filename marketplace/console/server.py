@@ -117,13 +117,13 @@ class ConsoleConfig:
     def check(self) -> None:
         """Refuse to serve off loopback without TLS and a token (as `market serve` does)."""
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise InvalidArgument("--tls-cert and --tls-key go together")
+            raise InvalidArgument("--https-cert and --https-key go together")
         if is_loopback(self.host):
             return
         if self.tls_cert is None:
             raise InvalidArgument(
                 f"{self.host} is not a loopback address: serving the console there needs TLS "
-                "(--tls-cert and --tls-key)"
+                "(--https-cert and --https-key)"
             )
         if not self.token:
             raise InvalidArgument(f"{self.host} is not a loopback address: a login token is needed")
