@@ -219,23 +219,23 @@ def test_the_cli_serves_on_loopback_and_refuses_plain_http_elsewhere(
         "Error: 0.0.0.0 is not a loopback address: serving the console there needs TLS "
         "(--https-cert and --https-key)"
     ]
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [*cli, "--key", str(key_file), "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().strip()
-        assert first.startswith("console: http://127.0.0.1:"), first
-        url = first.removeprefix("console: ")
-        with urllib.request.urlopen(url + "/", timeout=10) as answer:
-            assert b"gpumarket console" in answer.read()
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline().strip()
+            assert first.startswith("console: http://127.0.0.1:"), first
+            url = first.removeprefix("console: ")
+            with urllib.request.urlopen(url + "/", timeout=10) as answer:
+                assert b"gpumarket console" in answer.read()
+        finally:
+            proc.terminate()
+            proc.wait(20)
 
 
 def test_console_server_refuses_mismatched_tls_flags(tmp_path: Path) -> None:
