@@ -47,8 +47,8 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}")
 PROVIDER_ROWS = 200  # providers listed in the market view (the counts cover all of them)
 HISTORY_POINTS = 360  # clearing-price samples kept (an hour at one per 10 s)
 VALIDATE_TIMEOUT_S = 5.0
-RELIABILITY_BUCKETS = ((0.0, "< 0.5"), (0.5, "0.5–0.8"), (0.8, "0.8–0.9"), (0.9, "0.9–0.95"),
-                       (0.95, "0.95–0.99"), (0.99, "≥ 0.99"))  # fmt: skip
+RELIABILITY_BUCKETS = ((0.0, "<.5"), (0.5, ".5–.8"), (0.8, ".8–.9"), (0.9, ".9–.95"),
+                       (0.95, ".95–.99"), (0.99, "≥.99"))  # fmt: skip
 
 
 def checked_id(value: str, what: str) -> str:
