@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,7 +71,9 @@ def register(address: str, count: int) -> list[ProviderClient]:
         return list(pool.map(one, range(count)))
 
 
-def populate(market: MarketProcess, providers: int, orders: int) -> tuple[Key, list[ProviderClient]]:
+def populate(
+    market: MarketProcess, providers: int, orders: int
+) -> tuple[Key, list[ProviderClient]]:
     started = time.perf_counter()
     clients = register(market.address, providers)
     print(f"registered {providers} providers in {time.perf_counter() - started:.1f} s")
@@ -88,14 +91,20 @@ def populate(market: MarketProcess, providers: int, orders: int) -> tuple[Key, l
         for _ in range(orders):
             client.create_deployment(gpu_sdl("5m", 50_000), 10**8)
         print(f"opened {orders} orders in {time.perf_counter() - started:.1f} s")
-        wait_until(lambda: all(client.get_deployment(d.id).lease_ids for d in cleared), 30, "the GPU leases")
+        wait_until(
+            lambda: all(client.get_deployment(d.id).lease_ids for d in cleared),
+            30,
+            "the GPU leases",
+        )
     return tenant, clients
 
 
-def page_loads(page_factory: object, url: str, loads: int) -> tuple[list[float], list[float]]:
+def page_loads(
+    page_factory: Callable[[], Page], url: str, loads: int
+) -> tuple[list[float], list[float]]:
     fcp, fmp = [], []
     for _ in range(loads):
-        page: Page = page_factory()  # type: ignore[operator]
+        page = page_factory()
         page.goto(url + "/#/market")
         page.wait_for_function("() => performance.getEntriesByName('gm:market-painted').length")
         fcp.append(
@@ -110,10 +119,11 @@ def page_loads(page_factory: object, url: str, loads: int) -> tuple[list[float],
     return fcp, fmp
 
 
-def event_latency(page: Page, url: str, tenant: Key, deciders: list[ProviderClient], n: int) -> list[float]:
-    with TenantClient(url.split("|")[1], tenant) as client:
-        dep = client.create_deployment(gpu_sdl("5m", 50_000), 10**8)
-    page.goto(url.split("|")[0] + f"/#/deployment/{dep.id}")
+def event_latency(
+    page: Page, console_url: str, client: TenantClient, deciders: list[ProviderClient], n: int
+) -> list[float]:
+    dep = client.create_deployment(gpu_sdl("5m", 50_000), 10**8)
+    page.goto(console_url + f"/#/deployment/{dep.id}")
     page.wait_for_selector("#events li")
     page.evaluate(SEEN_JS)
     latencies = []
@@ -151,36 +161,38 @@ def main() -> None:
     parser.add_argument("--refresh", type=float, default=1.0)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-console-") as tmp:
-        with MarketProcess.start(Path(tmp) / "market", "--heartbeat-timeout", "900") as market:
-            tenant, providers = populate(market, args.providers, args.orders)
-            api = ConsoleApi(
-                TenantClient(market.address, tenant),
-                MarketClient(market.address, tenant),
-                tenant,
-                refresh_s=args.refresh,
-            )
-            server = ConsoleServer(ConsoleConfig("127.0.0.1", 0), api)
-            server.serve()
-            wait_until(lambda: bool(api.sampler.latest()[1]), 30, "the first market reading")
-            doc = api.sampler.latest()[1]
-            print(
-                f"market: {doc['providers_online']} providers online, "
-                f"{doc['open_orders']} open orders, prices for {list(doc['prices'])}"  # type: ignore[arg-type]
-            )
-            try:
-                with sync_playwright() as p:
-                    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                    fcp, fmp = page_loads(browser.new_page, server.url, args.loads)
-                    page = browser.new_page()
-                    latencies = event_latency(
-                        page, f"{server.url}|{market.address}", tenant, providers[20:], args.events
-                    )
-                    polled = market_latency(page, server.url, market.address, args.market_events)
-                    browser.close()
-            finally:
-                server.close()
-    print(f"\npage load over {args.loads} loads ({args.providers} providers, {args.orders} orders):")
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-console-") as tmp,
+        MarketProcess.start(Path(tmp) / "market", "--heartbeat-timeout", "900") as market,
+    ):
+        tenant, providers = populate(market, args.providers, args.orders)
+        api = ConsoleApi(
+            TenantClient(market.address, tenant),
+            MarketClient(market.address, tenant),
+            tenant,
+            refresh_s=args.refresh,
+        )
+        server = ConsoleServer(ConsoleConfig("127.0.0.1", 0), api)
+        server.serve()
+        wait_until(lambda: bool(api.sampler.latest()[1]), 30, "the first market reading")
+        doc = api.sampler.latest()[1]
+        print(
+            f"market: {doc['providers_online']} providers online, "
+            f"{doc['open_orders']} open orders, prices for {list(doc['prices'])}"  # type: ignore[arg-type]
+        )
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                fcp, fmp = page_loads(browser.new_page, server.url, args.loads)
+                page = browser.new_page()
+                latencies = event_latency(page, server.url, api.tenant, providers[20:], args.events)
+                polled = market_latency(page, server.url, market.address, args.market_events)
+                browser.close()
+        finally:
+            server.close()
+    print(
+        f"\npage load over {args.loads} loads ({args.providers} providers, {args.orders} orders):"
+    )
     print(f"  first contentful paint    p50 {pct(fcp, 50):6.0f} ms   p99 {pct(fcp, 99):6.0f} ms")
     print(f"  first meaningful paint    p50 {pct(fmp, 50):6.0f} ms   p99 {pct(fmp, 99):6.0f} ms")
     print(f"event to page over {args.events} declines (WatchDeployment → SSE → DOM):")

@@ -104,9 +104,7 @@ def console(
         raise InvalidArgument(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     logging.basicConfig(level=logging.WARNING, format="console: %(message)s", stream=sys.stderr)
     click.echo(f"console: {server.login_url}", nl=True)
-    click.echo(
-        f"  key {key.address}, market {conn.market}; Ctrl-C stops", err=True
-    )
+    click.echo(f"  key {key.address}, market {conn.market}; Ctrl-C stops", err=True)
     sys.stdout.flush()
     if open_browser:
         webbrowser.open(server.login_url)

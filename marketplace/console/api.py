@@ -47,8 +47,14 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}")
 PROVIDER_ROWS = 200  # providers listed in the market view (the counts cover all of them)
 HISTORY_POINTS = 360  # clearing-price samples kept (an hour at one per 10 s)
 VALIDATE_TIMEOUT_S = 5.0
-RELIABILITY_BUCKETS = ((0.0, "<.5"), (0.5, ".5–.8"), (0.8, ".8–.9"), (0.9, ".9–.95"),
-                       (0.95, ".95–.99"), (0.99, "≥.99"))  # fmt: skip
+RELIABILITY_BUCKETS = (
+    (0.0, "<.5"),
+    (0.5, ".5–.8"),
+    (0.8, ".8–.9"),
+    (0.9, ".9–.95"),
+    (0.95, ".95–.99"),
+    (0.99, "≥.99"),
+)
 
 
 def checked_id(value: str, what: str) -> str:
@@ -68,7 +74,9 @@ def parse_money(text: str, what: str) -> int:
     except ValueError as exc:
         raise InvalidArgument(f"{what}: {exc}") from None
     if not 0 < micro <= MAX_AMOUNT:
-        raise InvalidArgument(f"{what}: must be more than 0 and at most {format_amount(MAX_AMOUNT)}")
+        raise InvalidArgument(
+            f"{what}: must be more than 0 and at most {format_amount(MAX_AMOUNT)}"
+        )
     return micro
 
 
@@ -79,8 +87,14 @@ def endpoint_doc(e: pb.Endpoint) -> Doc:
     host = e.host or "127.0.0.1"
     port = e.external_port or e.port
     url = e.uri or (f"http://{host}:{port}" if e.proto in ("", "tcp", "http") else "")
-    return {"service": e.service, "port": e.port, "host": host, "external_port": port,
-            "proto": e.proto or "tcp", "url": url}  # fmt: skip
+    return {
+        "service": e.service,
+        "port": e.port,
+        "host": host,
+        "external_port": port,
+        "proto": e.proto or "tcp",
+        "url": url,
+    }
 
 
 def lease_doc(x: pb.Lease) -> Doc:
@@ -153,8 +167,12 @@ def explanation_doc(answer: pb.OrderExplanation) -> Doc:
         "summary": answer.summary,
         "bids": [bid_doc(b, winner) for b in answer.bids],
         "declines": [
-            {"provider": d.provider, "reason": d.reason, "time_ms": d.time_ms,
-             "by": "marketplace" if d.by_marketplace else "provider"}  # fmt: skip
+            {
+                "provider": d.provider,
+                "reason": d.reason,
+                "time_ms": d.time_ms,
+                "by": "marketplace" if d.by_marketplace else "provider",
+            }
             for d in answer.declines
         ],
     }
@@ -301,8 +319,13 @@ class MarketSampler:
         stats = self.client.stats(since_ms=now - HOUR_MS)
         providers = self.client.list_providers()
         prices: dict[str, Json] = {
-            s.model: {"p10": s.p10, "median": s.median, "p90": s.p90, "samples": s.samples,
-                      "median_text": format_amount(s.median)}  # fmt: skip
+            s.model: {
+                "p10": s.p10,
+                "median": s.median,
+                "p90": s.p90,
+                "samples": s.samples,
+                "median_text": format_amount(s.median),
+            }
             for s in stats.gpu_prices
         }
         leases_hour = sum(s.samples for s in stats.gpu_prices)
@@ -340,13 +363,17 @@ def provider_summary(providers: list[pb.ProviderInfo]) -> Doc:
         region = by_region.setdefault(p.region or "-", {"providers": 0, "gpus": 0})
         region["providers"] += 1
         region["gpus"] += len(p.inventory.gpus)
-        buckets[max(i for i, (low, _) in enumerate(RELIABILITY_BUCKETS) if p.reliability >= low)] += 1
+        buckets[
+            max(i for i, (low, _) in enumerate(RELIABILITY_BUCKETS) if p.reliability >= low)
+        ] += 1
     top = sorted(online, key=lambda p: (-p.reliability, p.address))[:PROVIDER_ROWS]
     return {
         "gpus_by_model": [{"model": m, **v} for m, v in sorted(by_model.items())],
         "by_region": [{"region": r, **v} for r, v in sorted(by_region.items())],
-        "reliability": [{"range": name, "providers": n}
-                        for (_, name), n in zip(RELIABILITY_BUCKETS, buckets, strict=True)],  # fmt: skip
+        "reliability": [
+            {"range": name, "providers": n}
+            for (_, name), n in zip(RELIABILITY_BUCKETS, buckets, strict=True)
+        ],
         "providers": [provider_row(p) for p in top],
     }
 
@@ -411,7 +438,7 @@ class ConsoleApi:
     def deployment(self, deployment_id: str) -> Doc:
         dep = self.tenant.get_deployment(checked_id(deployment_id, "deployment"))
         leases = [self.tenant.get_lease(x) for x in dep.lease_ids]
-        orders = [explanation_doc(self.tenant.explain_order(o)) for o in dep.order_ids]
+        orders: list[Json] = [explanation_doc(self.tenant.explain_order(o)) for o in dep.order_ids]
         return {
             "deployment": deployment_doc(dep),
             "orders": orders,
@@ -424,8 +451,11 @@ class ConsoleApi:
         deadline (a slow parse holds no request thread past it)."""
         raw = sdl.encode()
         if len(raw) > MAX_MANIFEST_BYTES:
-            return {"ok": False, "errors": [{"line": 0, "text": "larger than 1 MiB; not a manifest"}],
-                    "warnings": []}  # fmt: skip
+            return {
+                "ok": False,
+                "errors": [{"line": 0, "text": "larger than 1 MiB; not a manifest"}],
+                "warnings": [],
+            }
         try:
             return self._validator.submit(check_manifest, raw).result(VALIDATE_TIMEOUT_S)
         except FutureTimeout:
@@ -438,13 +468,19 @@ class ConsoleApi:
         checked = self.validate(sdl)
         if not checked["ok"] and not (force and checked.get("forceable")):
             errors = checked["errors"]
-            first = errors[0]["text"] if isinstance(errors, list) and isinstance(errors[0], dict) else ""
+            first = (
+                errors[0]["text"]
+                if isinstance(errors, list) and isinstance(errors[0], dict)
+                else ""
+            )
             raise InvalidArgument(f"not a valid manifest: {first}")
         dep = self.tenant.create_deployment(raw, parse_money(deposit, "deposit"), force=force)
         return {"deployment": deployment_doc(dep)}
 
     def deposit(self, deployment_id: str, amount: str) -> Doc:
-        dep = self.tenant.deposit(checked_id(deployment_id, "deployment"), parse_money(amount, "amount"))
+        dep = self.tenant.deposit(
+            checked_id(deployment_id, "deployment"), parse_money(amount, "amount")
+        )
         return {"deployment": deployment_doc(dep)}
 
     def close_deployment(self, deployment_id: str) -> Doc:
@@ -452,8 +488,11 @@ class ConsoleApi:
         before = self.tenant.get_account().balance
         dep = self.tenant.close_deployment(checked_id(deployment_id, "deployment"))
         after = self.tenant.get_account()
-        return {"deployment": deployment_doc(dep), "refund": money(after.balance - before),
-                "account": account_doc(after)}  # fmt: skip
+        return {
+            "deployment": deployment_doc(dep),
+            "refund": money(after.balance - before),
+            "account": account_doc(after),
+        }
 
     def accept(self, bid_id: str) -> Doc:
         return {"lease": lease_doc(self.tenant.accept_bid(checked_id(bid_id, "bid")))}
@@ -490,8 +529,15 @@ class ConsoleApi:
         return {
             "provider": provider_row(me),
             "gpus": [
-                {"index": g.index, "model": g.model, "name": g.name, "memory_gib": g.memory_mib // 1024,
-                 "healthy": g.healthy, "health_reason": g.health_reason, "allocated": g.allocated}  # fmt: skip
+                {
+                    "index": g.index,
+                    "model": g.model,
+                    "name": g.name,
+                    "memory_gib": g.memory_mib // 1024,
+                    "healthy": g.healthy,
+                    "health_reason": g.health_reason,
+                    "allocated": g.allocated,
+                }
                 for g in me.inventory.gpus
             ],
             "leases": [{**lease_doc(x), "earned": money(by_lease.get(x.id, 0))} for x in leases],
@@ -513,8 +559,12 @@ def check_manifest(raw: bytes) -> Doc:
     try:
         refuse_unmatchable(manifest, "tick “deploy anyway”")
     except InvalidArgument as exc:
-        return {"ok": False, "forceable": True, "errors": [{"line": 0, "text": str(exc)}],
-                "warnings": warnings}  # fmt: skip
+        return {
+            "ok": False,
+            "forceable": True,
+            "errors": [{"line": 0, "text": str(exc)}],
+            "warnings": warnings,
+        }
     return {"ok": True, "errors": [], "warnings": warnings, "groups": len(manifest.groups)}
 
 
@@ -532,7 +582,9 @@ class Reports:
         if self.root is None or not self.root.is_dir():
             return {}
         found = {}
-        for metrics in sorted(self.root.glob("*/metrics.json")) + sorted(self.root.glob("metrics.json")):
+        for metrics in sorted(self.root.glob("*/metrics.json")) + sorted(
+            self.root.glob("metrics.json")
+        ):
             run = metrics.parent
             found[run.name if run != self.root else self.root.name] = run
         return found
@@ -555,7 +607,7 @@ class Reports:
         return {
             "name": name,
             "metrics": flatten(metrics),
-            "plots": sorted(p.name for p in run.glob("*.png")),
+            "plots": list[Json](sorted(p.name for p in run.glob("*.png"))),
         }
 
     def plot(self, name: str, plot: str) -> bytes:

@@ -16,6 +16,7 @@ an HMAC of the session cookie that only a page of this origin can read (/api/ses
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -252,7 +253,9 @@ class ConsoleHandler(BaseHTTPRequestHandler):
             status = next(
                 (s for cls, s in ERROR_STATUS if isinstance(exc, cls)), HTTPStatus.BAD_GATEWAY
             )
-            self._send_json(status, {"error": str(exc).splitlines()[0] if str(exc) else status.phrase})
+            self._send_json(
+                status, {"error": str(exc).splitlines()[0] if str(exc) else status.phrase}
+            )
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             self.close_connection = True
         except Exception:  # the page gets one line; the log gets the traceback
@@ -273,10 +276,8 @@ class ConsoleHandler(BaseHTTPRequestHandler):
 
     def _cookies(self) -> SimpleCookie:
         jar: SimpleCookie = SimpleCookie()
-        try:
+        with contextlib.suppress(CookieError):  # a garbled header counts as no cookies
             jar.load(self.headers.get("Cookie") or "")
-        except CookieError:
-            pass
         return jar
 
     def _cookie(self, name: str) -> str:
@@ -411,7 +412,9 @@ class ConsoleHandler(BaseHTTPRequestHandler):
         if path == "/api/validate":
             doc = api.validate(_field(body, "sdl"))
         elif path == "/api/deploy":
-            doc = api.deploy(_field(body, "sdl"), _field(body, "deposit"), body.get("force") is True)
+            doc = api.deploy(
+                _field(body, "sdl"), _field(body, "deposit"), body.get("force") is True
+            )
         elif path == "/api/deposit":
             doc = api.deposit(_field(body, "id"), _field(body, "amount"))
         elif path == "/api/close":

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,7 @@ def running_console(
 @dataclass
 class Answer:
     status: int
-    doc: dict[str, object]
+    doc: dict[str, Any]  # JSON as the console sent it
     headers: dict[str, str]
     body: bytes = b""
 

@@ -71,11 +71,22 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sim-out")
     for seed in (1, 2):
         subprocess.run(
-            [sys.executable, "-c", "from marketplace.cli.main import main; main()", "simulate",
-             str(EXAMPLES / "scenario-small.yaml"), "--seed", str(seed),
-             "--out", str(root / f"small-seed{seed}"), "--json"],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "from marketplace.cli.main import main; main()",
+                "simulate",
+                str(EXAMPLES / "scenario-small.yaml"),
+                "--seed",
+                str(seed),
+                "--out",
+                str(root / f"small-seed{seed}"),
+                "--json",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     return root
 
 
@@ -267,7 +278,9 @@ def test_reports_show_a_run_and_compare_two(
         expect(page.locator("#view a")).to_have_count(2)
         shot(page, shots, "reports")
         page.click("text=small-seed1")
-        expect(page.locator("td", has_text="clearing_price_per_gpu_hour.h100.p50")).not_to_have_count(0)
+        expect(
+            page.locator("td", has_text="clearing_price_per_gpu_hour.h100.p50")
+        ).not_to_have_count(0)
         img = page.locator("img[alt^='clearing price']")
         expect(img).to_have_count(1)
         img.scroll_into_view_if_needed()  # lazy images load once in view
@@ -341,10 +354,12 @@ def tab_through(page: Page, presses: int) -> set[str]:
     page.locator("body").focus()
     for _ in range(presses):
         page.keyboard.press("Tab")
-        reached.add(page.evaluate(
-            "() => { const el = document.activeElement; return el.id || el.getAttribute('href')"
-            " || el.textContent.trim().slice(0, 30); }"
-        ))  # fmt: skip
+        reached.add(
+            page.evaluate(
+                "() => { const el = document.activeElement; return el.id || el.getAttribute('href')"
+                " || el.textContent.trim().slice(0, 30); }"
+            )
+        )
     return reached
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from marketplace.api.client import TenantClient
-from marketplace.console.server import MAX_BODY_BYTES, ConsoleConfig, ConsoleServer
+from marketplace.console.server import MAX_BODY_BYTES, ConsoleConfig
 from marketplace.core.errors import InvalidArgument
 from tests.console.conftest import FUNDS, Browserless, funded_key, running_console
 from tests.helpers import EXAMPLES
@@ -42,19 +42,19 @@ def test_json_endpoints_deploy_top_up_close_and_refund(market: MarketProcess) ->
 
         created = page.post("/api/deploy", {"sdl": INFERENCE, "deposit": "5"})
         assert created.status == 200, created.doc
-        dep_id = created.doc["deployment"]["id"]  # type: ignore[index]
+        dep_id = created.doc["deployment"]["id"]
         listed = page.get("/api/deployments").doc["deployments"]
-        assert [d["id"] for d in listed] == [dep_id]  # type: ignore[index, union-attr]
+        assert [d["id"] for d in listed] == [dep_id]
 
         topped = page.post("/api/deposit", {"id": dep_id, "amount": "1.5"})
-        assert topped.doc["deployment"]["deposited"]["micro"] == "6500000"  # type: ignore[index]
+        assert topped.doc["deployment"]["deposited"]["micro"] == "6500000"
         detail = page.get(f"/api/deployment?id={dep_id}").doc
-        assert detail["orders"][0]["summary"]  # type: ignore[index]
+        assert detail["orders"][0]["summary"]
 
         closed = page.post("/api/close", {"id": dep_id})
         assert closed.status == 200, closed.doc
         assert closed.doc["refund"] == {"micro": "6500000", "text": "6.500000 act"}
-        assert closed.doc["account"]["balance"]["micro"] == str(FUNDS)  # type: ignore[index]
+        assert closed.doc["account"]["balance"]["micro"] == str(FUNDS)
 
 
 def test_a_bad_manifest_names_its_line_as_the_cli_does(market: MarketProcess) -> None:
@@ -62,7 +62,7 @@ def test_a_bad_manifest_names_its_line_as_the_cli_does(market: MarketProcess) ->
         page = Browserless(console.url).login()
         answer = page.post("/api/validate", {"sdl": bad_line(INFERENCE, 40, "      count: x")})
         assert answer.doc["ok"] is False
-        (error,) = answer.doc["errors"]  # type: ignore[misc]
+        (error,) = answer.doc["errors"]
         assert error["line"] == 40
         assert error["text"].startswith("sdl:40: deployment.model-server.anywhere.count:")
         refused = page.post("/api/deploy", {"sdl": "version: [", "deposit": "5"})
@@ -114,9 +114,17 @@ def test_hostile_requests_get_one_line_json_errors(market: MarketProcess) -> Non
             (page.request("/api/deploy", raw=b"[1, 2]"), 400, "JSON object"),
             (page.post("/api/deploy", {"sdl": 5, "deposit": "1"}), 400, "string field 'sdl'"),
             (page.post("/api/deploy", {"sdl": INFERENCE, "deposit": "-1"}), 400, "negative"),
-            (page.post("/api/deploy", {"sdl": INFERENCE, "deposit": "10000"}), 409, "exceeds your balance"),
+            (
+                page.post("/api/deploy", {"sdl": INFERENCE, "deposit": "10000"}),
+                409,
+                "exceeds your balance",
+            ),
             (page.post("/api/deposit", {"id": "D1", "amount": "1e30"}), 400, "at most"),
-            (page.request("/api/deploy", {}, {"Content-Type": "text/plain"}), 415, "application/json"),
+            (
+                page.request("/api/deploy", {}, {"Content-Type": "text/plain"}),
+                415,
+                "application/json",
+            ),
         ]
         for answer, status, words in cases:
             assert (answer.status, True) == (status, words in str(answer.doc.get("error"))), (
@@ -127,8 +135,8 @@ def test_hostile_requests_get_one_line_json_errors(market: MarketProcess) -> Non
         put = urllib.request.Request(console.url + "/api/deploy", method="PUT")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(put, timeout=10)
-        with refused.value as answer:
-            assert answer.code == 405
+        with refused.value as put_answer:
+            assert put_answer.code == 405
 
 
 def test_an_oversize_body_is_refused_before_it_is_read(market: MarketProcess) -> None:
@@ -241,4 +249,3 @@ def test_the_cli_serves_on_loopback_and_refuses_plain_http_elsewhere(
 def test_console_server_refuses_mismatched_tls_flags(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="go together"):
         ConsoleConfig("127.0.0.1", 0, None, tmp_path / "c.pem", None).check()
-    assert ConsoleServer  # the class the CLI builds
