@@ -117,7 +117,7 @@ def lease_doc(x: pb.Lease) -> Doc:
     }
 
 
-def bid_doc(b: pb.Bid, winner: pb.Bid | None = None) -> Doc:
+def bid_doc(b: pb.Bid, winner: pb.Bid | None = None, manual: bool = False) -> Doc:
     return {
         "id": b.id,
         "provider": b.provider,
@@ -126,24 +126,24 @@ def bid_doc(b: pb.Bid, winner: pb.Bid | None = None) -> Doc:
         "reliability": round(b.reliability, 4),
         "gpus": list(b.offer.gpu_models),
         "region": b.offer.region,
-        "why": bid_reason(b, winner),
+        "why": bid_reason(b, winner, manual),
     }
 
 
-def bid_reason(b: pb.Bid, winner: pb.Bid | None) -> str:
+def bid_reason(b: pb.Bid, winner: pb.Bid | None, manual: bool = False) -> str:
     """Why the bid won or lost, in the auction's terms (price first, then reliability)."""
     if b.state == pb.BID_WON:
-        return "won: ranked first (lowest eligible price, then reliability)"
+        return "won: you accepted it" if manual else "won: lowest eligible price (then reliability)"
     if b.state == pb.BID_LOST and winner is not None:
+        if manual:
+            return "lost: you accepted another bid"
         if winner.price_per_hour < b.price_per_hour:
             return f"lost: {format_amount(winner.price_per_hour)}/h won, lower than this bid"
-        if winner.price_per_hour == b.price_per_hour:
-            return "lost: same price; the winner ranked first on reliability, then time"
-        return "lost: the tenant accepted another bid"
+        return "lost: same price; the winner ranked first on reliability, then time"
     if b.state == pb.BID_LOST:
         return "lost"
     if b.state == pb.BID_OPEN:
-        return "open: the bid window is still running"
+        return "open: yours to accept" if manual else "open: the bid window is still running"
     if b.state == pb.BID_WITHDRAWN:
         return "withdrawn by the provider"
     return "closed: the order closed before a winner"
@@ -165,7 +165,7 @@ def explanation_doc(answer: pb.OrderExplanation) -> Doc:
     return {
         **order_doc(answer.order),
         "summary": answer.summary,
-        "bids": [bid_doc(b, winner) for b in answer.bids],
+        "bids": [bid_doc(b, winner, answer.order.auction.manual) for b in answer.bids],
         "declines": [
             {
                 "provider": d.provider,

@@ -22,6 +22,7 @@ from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.demo_stack import Stack
 from marketplace.core.money import format_amount
 from marketplace.identity import Key
+from marketplace.server.testing import gpu_sdl
 from tests.console.conftest import artifacts_dir, running_console
 from tests.helpers import EXAMPLES, registered_provider
 
@@ -33,6 +34,7 @@ DEPOSIT = 5_000_000
 INFERENCE = (EXAMPLES / "inference.yaml").read_text()
 PROVIDERS = {"h100": "provider-h100-replay.toml", "cpu": "provider-cpu.toml"}
 LIVE_S = 30_000  # ms a live change may take to show (an auction, a container start)
+expect.set_options(timeout=LIVE_S)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +145,7 @@ def test_deploy_the_inference_example_from_the_page_and_close_it(
         events = page.locator("#events li")
         expect(events.filter(has_text="bid")).not_to_have_count(0)
         expect(page.locator("#events li[data-kind=lease_running]")).to_have_count(1)
-        expect(page.locator("td", has_text="won: ranked first")).to_have_count(1)
+        expect(page.locator("td", has_text="won: lowest eligible price")).to_have_count(1)
         link = page.locator("a.endpoint").first
         expect(link).to_be_visible()
         href = link.get_attribute("href")
@@ -180,6 +182,37 @@ def test_deploy_the_inference_example_from_the_page_and_close_it(
         assert js_errors(page) == []
 
 
+# --- a manual auction: the tenant picks the bid --------------------------------------------
+
+
+def test_accept_a_bid_in_a_manual_auction(stack: Stack, browser: Browser, shots: Path) -> None:
+    key = tenant(stack)
+    bidder = registered_provider(stack.address, "manual-bidder", region="eu")
+    try:
+        with TenantClient(stack.address, key) as client:
+            dep = client.create_deployment(gpu_sdl("1s", 50_000, ", manual: true"), DEPOSIT)
+            bidder.place_bid(dep.order_ids[0], 30_000)
+        with running_console(stack.address, key) as console:
+            page = new_page(browser)
+            page.goto(console.url + f"/#/deployment/{dep.id}")
+            expect(page.locator("td", has_text="open: yours to accept")).to_have_count(1)
+            # the agents in other regions said why they did not bid
+            declines = page.locator("caption", has_text="declines").locator("..")
+            expect(declines).to_contain_text("region")
+            shot(page, shots, "deployment-manual")
+            page.click("button.accept")
+            expect(page.locator("#confirm-text")).to_contain_text("Accept the bid")
+            expect(page.locator("#confirm-text")).to_contain_text("0.030000 act/h")
+            page.click("#confirm-ok")
+            expect(page.locator("td", has_text="won: you accepted it")).to_have_count(1)
+            expect(page.locator("#h-leases + .scroll")).to_contain_text("0.030000 act")
+            with TenantClient(stack.address, key) as client:
+                assert client.get_deployment(dep.id).lease_ids
+                client.close_deployment(dep.id)
+    finally:
+        bidder.close()
+
+
 # --- validation as you type ----------------------------------------------------------------
 
 
@@ -192,7 +225,11 @@ def test_a_bad_manifest_shows_its_error_at_its_line(
         lines = INFERENCE.splitlines()
         count_line = next(i for i, x in enumerate(lines, 1) if x.strip() == "count: 1")
         lines[count_line - 1] = lines[count_line - 1].replace("count: 1", "count: many")
-        page.fill("#sdl", "\n".join(lines))
+        bad = ("\n".join(lines) + "\n").encode()
+        page.set_input_files(
+            "#sdl-file", {"name": "bad.yaml", "mimeType": "text/yaml", "buffer": bad}
+        )
+        expect(page.locator("#sdl")).to_have_value(bad.decode())  # the upload fills the editor
         problem = page.locator("#sdl-problems li")
         expect(problem).to_have_count(1)
         expect(problem).to_have_text(re.compile(rf"^sdl:{count_line}: deployment\.model-server"))

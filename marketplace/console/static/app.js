@@ -121,6 +121,10 @@ function marketView() {
 }
 
 function renderMarket(m) {
+  if (!m.gpus_by_model) { // no reading yet: only the reason
+    view("Market", h("p", { class: "bad", role: "alert" }, m.error || "no market reading yet"));
+    return;
+  }
   if (!state.marketPainted) { // for the benchmark: when the market's numbers first paint
     state.marketPainted = true;
     requestAnimationFrame(() => performance.mark("gm:market-painted"));
@@ -144,7 +148,9 @@ function renderMarket(m) {
       h("section", { class: "panel", "aria-labelledby": "h-regions" }, h("h2", { id: "h-regions" }, "By region"),
         table(["Region", "Providers", "GPUs"], m.by_region.map((r) => [r.region, r.providers, r.gpus]))),
       h("section", { class: "panel", "aria-labelledby": "h-rel" }, h("h2", { id: "h-rel" }, "Reliability"),
-        barChart(m.reliability.map((r) => [r.range, r.providers]), "providers by reliability"))),
+        barChart(m.reliability.map((r) => [r.range, r.providers]), "providers by reliability")),
+      h("section", { class: "panel", "aria-labelledby": "h-rate" }, h("h2", { id: "h-rate" }, "GPU leases per hour"),
+        rateChart(m.history.map((p) => [p.t, p.leases_hour])))),
     h("section", { class: "panel", "aria-labelledby": "h-providers" },
       h("h2", { id: "h-providers" }, `Providers online (${m.providers_online} of ${m.providers_known} known${m.providers.length < m.providers_online ? `; the ${m.providers.length} most reliable shown` : ""})`),
       table(["Provider", "Region", "GPUs", "Reliability", "Leases", "Last heartbeat"], m.providers.map((p) =>
@@ -190,6 +196,25 @@ function priceChart(points, model) {
       svg("polyline", { class: "median", points: points.map((p) => `${x(p[0])},${y(p[1].median)}`).join(" ") }));
   }
   return root;
+}
+
+function rateChart(points) {
+  const W = 320, H = 130, L = 36, B = 20, T = 8, R = 8;
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "GPU leases per hour over time" });
+  if (!points.length) return h("div", { class: "chart" }, root);
+  const t0 = points[0][0], t1 = Math.max(points[points.length - 1][0], t0 + 1);
+  const top = Math.max(1, ...points.map((p) => p[1]));
+  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => H - B - (v / top) * (H - B - T);
+  const line = points.length === 1 ? [[t0, points[0][1]], [t1, points[0][1]]] : points;
+  root.append(
+    svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }),
+    svg("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, top),
+    svg("text", { x: L - 4, y: H - B, "text-anchor": "end" }, 0),
+    svg("text", { x: L, y: H - 4 }, new Date(t0).toLocaleTimeString()),
+    svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, new Date(t1).toLocaleTimeString()),
+    svg("polyline", { class: "median", points: line.map((p) => `${x(p[0])},${y(p[1])}`).join(" ") }));
+  return h("div", { class: "chart" }, root);
 }
 
 function barChart(pairs, label) {
@@ -296,18 +321,24 @@ async function deploymentView(id) {
   const doc = await api(`/api/deployment?id=${encodeURIComponent(id)}`);
   const events = h("ul", { class: "events", id: "events", "aria-live": "polite" });
   const holder = h("div", { id: "dep-body" });
-  let lastSeq = 0;
-  const render = (d) => holder.replaceChildren(...deploymentBody(d));
+  let lastSeq = 0, unseal = null;
+  const render = (d) => {
+    holder.replaceChildren(...deploymentBody(d));
+    // sealed bids show once their window closes: read again then
+    const closes = d.orders.filter((o) => o.state === "open" && o.closes_at_ms > Date.now()).map((o) => o.closes_at_ms);
+    clearTimeout(unseal);
+    if (closes.length) unseal = setTimeout(reload, Math.min(...closes) - Date.now() + 250);
+  };
   render(doc);
   view(`Deployment ${id}`, holder,
     h("section", { class: "panel", "aria-labelledby": "h-events" }, h("h2", { id: "h-events" }, "Events (live)"), events));
   let refresh = null;
-  const reload = () => {
+  function reload() {
     clearTimeout(refresh);
     refresh = setTimeout(async () => {
       try { if (state.route === `deployment/${id}`) render(await api(`/api/deployment?id=${encodeURIComponent(id)}`)); } catch (e) { toast(e.message); }
     }, 150);
-  };
+  }
   feed(`/events/deployment?id=${encodeURIComponent(id)}`, {
     event: (e) => {
       if (e.seq <= lastSeq) return;
@@ -356,7 +387,7 @@ function deploymentBody(doc) {
       h("div", { class: "card" }, h("div", { class: "n", id: "dep-state" }, d.state), h("div", { class: "l" }, `${d.job_kind} deployment`)),
       h("div", { class: "card" }, h("div", { class: "n", id: "escrow" }, d.escrow.text), h("div", { class: "l" }, `escrow left of ${d.deposited.text}`)),
       h("div", { class: "card" }, h("div", { class: "n", id: "time-left" }, open ? duration(doc.time_left.ms) : "—"),
-        h("div", { class: "l" }, `time left at ${doc.time_left.burn_per_hour.text}/h`))),
+        h("div", { class: "l" }, doc.time_left.ms === null ? "time left: nothing is billing" : `time left at ${doc.time_left.burn_per_hour.text}/h`))),
     h("p", { id: "refund", class: "ok", role: "status" }),
     actions,
     h("section", { class: "panel", "aria-labelledby": "h-leases" }, h("h2", { id: "h-leases" }, "Leases"),
