@@ -7,6 +7,7 @@ import secrets
 import sys
 import webbrowser
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
@@ -67,6 +68,12 @@ def split_listen(listen: str) -> tuple[str, int]:
     help="Seconds between readings of the public market (providers, prices).",
 )
 @click.option("--open", "open_browser", is_flag=True, help="Open the console in a browser.")
+@click.option(
+    "--view",
+    default="market",
+    show_default=True,
+    help="The page --open shows: market, tenant, provider, reports or reports/RUN.",
+)
 @market_options
 @friendly_errors
 def console(
@@ -77,6 +84,7 @@ def console(
     reports_dir: Path,
     refresh: float,
     open_browser: bool,
+    view: str,
     conn: Connection,
 ) -> None:
     """Serve the web console: the market live, your deployments (deploy, top up, close,
@@ -107,7 +115,9 @@ def console(
     click.echo(f"  key {key.address}, market {conn.market}; Ctrl-C stops", err=True)
     sys.stdout.flush()
     if open_browser:
-        webbrowser.open(server.login_url)
+        # the fragment survives the login redirect: the browser keeps it
+        page = server.login_url if config.token else server.url + "/"
+        webbrowser.open(f"{page}#/{quote(view.strip('/#'))}")
     api.start()
     try:
         server.serve_forever()

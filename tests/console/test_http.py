@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from marketplace.api.client import TenantClient
 from marketplace.console.server import MAX_BODY_BYTES, ConsoleConfig
 from marketplace.core.errors import InvalidArgument
+from marketplace.polling import wait_until
 from tests.console.conftest import FUNDS, Browserless, funded_key, running_console
 from tests.helpers import EXAMPLES
 from tests.server.market_process import MarketProcess
@@ -249,3 +251,37 @@ def test_the_cli_serves_on_loopback_and_refuses_plain_http_elsewhere(
 def test_console_server_refuses_mismatched_tls_flags(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="go together"):
         ConsoleConfig("127.0.0.1", 0, None, tmp_path / "c.pem", None).check()
+
+
+def opened_url(record: Path) -> str | None:
+    return record.read_text().strip() or None if record.exists() else None
+
+
+def test_simulate_open_shows_the_run_in_the_console(tmp_path: Path) -> None:
+    """`gpumarket simulate --open`: the run's report page opens in the browser ($BROWSER, here
+    a script that writes down the URL it was given) and serves the run's metrics and plots."""
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}.part && mv {opened}.part {opened}\n')
+    browser.chmod(0o755)
+    out = tmp_path / "sim-out" / "small-seed3"
+    gpumarket = [sys.executable, "-c", "from marketplace.cli.main import main; main()"]
+    scenario = [str(EXAMPLES / "scenario-small.yaml"), "--seed", "3", "--out", str(out)]
+    with subprocess.Popen(
+        [*gpumarket, "simulate", *scenario, "--open"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "BROWSER": f"{browser} %s"},
+        start_new_session=True,  # its own process group: the console runs as its child
+    ) as proc:
+        try:
+            url = wait_until(lambda: opened_url(opened), 120, "the browser to be opened")
+            base, _, fragment = url.partition("#")
+            assert fragment == "/reports/small-seed3"
+            with urllib.request.urlopen(base + "api/report?name=small-seed3", timeout=10) as r:
+                report = json.loads(r.read())
+            assert report["metrics"]["ledger.balanced"] is True
+            assert "clearing_price.png" in report["plots"]
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a person would
+            proc.wait(30)
