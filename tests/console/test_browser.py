@@ -237,6 +237,12 @@ def test_a_bad_manifest_shows_its_error_at_its_line(
         expect(marked).to_have_count(1)
         expect(marked).to_have_attribute("data-line", str(count_line))
         expect(page.locator("#deploy")).to_be_disabled()
+        page.click(f"text=go to line {count_line}")  # selects that line in the editor
+        selected = page.evaluate(
+            "() => { const a = document.getElementById('sdl');"
+            " return a.value.slice(a.selectionStart, a.selectionEnd); }"
+        )
+        assert selected == lines[count_line - 1]
         shot(page, shots, "tenant-bad-sdl")
         page.fill("#sdl", INFERENCE)  # fixed: the mark goes, the button comes back
         expect(page.locator("#sdl-gutter span.bad")).to_have_count(0)

@@ -98,6 +98,10 @@ function confirmAction(text, okLabel) {
   });
 }
 
+function put(el, ...children) {
+  el.replaceChildren(...children.filter((c) => c !== null && c !== undefined));
+}
+
 function view(title, ...children) {
   document.getElementById("title").textContent = title;
   document.getElementById("loading").hidden = true;
@@ -259,11 +263,24 @@ function deployForm() {
   const force = h("input", { type: "checkbox", id: "force" });
   const button = h("button", { type: "submit", id: "deploy", disabled: true }, "Deploy…");
   let lastCheck = null;
+  const editor = h("div", { class: "editor" }, gutter, area);
+  const LINE_PX = 18;
   const lines = () => {
     const n = area.value.split("\n").length;
     const bad = new Set((lastCheck ? lastCheck.errors : []).map((e) => e.line));
     gutter.replaceChildren(...Array.from({ length: n }, (_, i) => h("span", { class: bad.has(i + 1) ? "bad" : null, "data-line": i + 1 }, i + 1)));
+    area.style.height = `${Math.max(14, n + 1) * LINE_PX + 14}px`; // the editor box scrolls both
   };
+  const goToLine = (line) => {
+    const starts = [0];
+    for (let i = 0; i < area.value.length; i++) if (area.value[i] === "\n") starts.push(i + 1);
+    const from = starts[line - 1] ?? 0, to = (starts[line] ?? area.value.length + 1) - 1;
+    area.focus();
+    area.setSelectionRange(from, to);
+    editor.scrollTop = Math.max(0, (line - 4) * LINE_PX);
+  };
+  const problem = (e) => h("li", { "data-line": e.line }, e.text, e.line ? [" ",
+    h("button", { type: "button", class: "secondary goto", onclick: () => goToLine(e.line) }, `go to line ${e.line}`)] : null);
   let timer = null, asked = 0;
   const check = async () => {
     const ask = ++asked;
@@ -272,9 +289,9 @@ function deployForm() {
       const r = await api("/api/validate", { sdl: area.value });
       if (ask !== asked) return; // a newer check is on its way
       lastCheck = r;
-      problems.replaceChildren(
+      put(problems,
         r.ok ? h("p", { class: "ok" }, `valid: ${r.groups} placement group(s)`) : null,
-        r.errors.length ? h("ul", { class: "problems bad" }, r.errors.map((e) => h("li", { "data-line": e.line }, e.text))) : null,
+        r.errors.length ? h("ul", { class: "problems bad" }, r.errors.map(problem)) : null,
         r.warnings.length ? h("ul", { class: "problems warn" }, r.warnings.map((w) => h("li", {}, `warning: ${w}`))) : null);
       button.disabled = !(r.ok || (r.forceable && force.checked));
     } catch (e) {
@@ -283,7 +300,6 @@ function deployForm() {
     lines();
   };
   area.addEventListener("input", () => { lines(); clearTimeout(timer); timer = setTimeout(check, 200); });
-  area.addEventListener("scroll", () => { gutter.scrollTop = area.scrollTop; });
   force.addEventListener("change", check);
   file.addEventListener("change", async () => {
     const f = file.files[0];
@@ -307,7 +323,7 @@ function deployForm() {
     h("h2", { id: "h-deploy" }, "Deploy a manifest (Akash SDL)"),
     h("label", { for: "sdl-file" }, "Upload an SDL file"), file,
     h("label", { for: "sdl" }, "…or paste it (checked as you type)"),
-    h("div", { class: "editor" }, gutter, area),
+    editor,
     problems,
     h("div", { class: "row" },
       h("span", {}, h("label", { for: "deposit" }, "Deposit (act)"), deposit),
