@@ -7,6 +7,8 @@ and simulator commands can all use it without importing one another.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
@@ -18,6 +20,39 @@ from marketplace.core.errors import MarketError
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use, from a table of name →
+    "module:attribute", so a command loads only what it runs (`gpumarket simulate` no gRPC).
+    A module that is not there (a part not installed) leaves its command out."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        available = [
+            name
+            for name, target in self.lazy.items()
+            if importlib.util.find_spec(target.split(":")[0]) is not None
+        ]
+        return sorted(set(super().list_commands(ctx)) | set(available))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in self.lazy:
+            return command
+        module_name, attribute = self.lazy[cmd_name].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                return None  # that part of gpumarket is not built yet
+            raise
+        found: click.Command = getattr(module, attribute)
+        return found
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 

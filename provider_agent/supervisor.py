@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from marketplace.core import units
+from marketplace.core.job_env import with_lease_environment
 from marketplace.core.manifest import Manifest, Service
 from marketplace.core.manifest.model import HttpOptions
 from marketplace.core.matching import Allocation
@@ -234,7 +235,7 @@ class LeaseSupervisor:
                     replica=r.index,
                     command=service.command,
                     args=service.args,
-                    env=service.env,
+                    env=with_lease_environment(service.env, lease_id, job),
                     ports=_global_ports(service, "tcp"),
                     udp_ports=_global_ports(service, "udp"),
                     publish_ip=self.publish_ip,

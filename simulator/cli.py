@@ -19,18 +19,22 @@ from typing import Any
 
 import click
 
-from marketplace.terminal import friendly_errors, json_option, print_json, print_table
+from marketplace.terminal import LazyGroup, friendly_errors, json_option, print_json, print_table
 from simulator.scenario import ScenarioError
 
 YAML_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
-class DefaultRunGroup(click.Group):
-    """A group that runs `run` unless the first argument names another subcommand."""
+class DefaultRunGroup(LazyGroup):
+    """A group that runs `run` unless the first argument names another subcommand; `--NAME`
+    names subcommand NAME too (`simulate --from-market ADDR`)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        names = set(self.list_commands(ctx))
+        if args and args[0].startswith("--") and args[0][2:] in names:
+            args = [args[0][2:], *args[1:]]
         help_flags = set(ctx.help_option_names)
-        if not args or (args[0] not in self.commands and args[0] not in help_flags):
+        if not args or (args[0] not in names and args[0] not in help_flags):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
@@ -46,6 +50,8 @@ def simulate() -> None:
         and PNG plots to ./sim-out/<name>-seed<N>/ (or --out).
     gpumarket simulate sweep SWEEP.yaml [--out DIR] [--json]
         Run a grid of settings × seeds in parallel; writes sweep.csv/json and plots.
+    gpumarket simulate --from-market ADDR [-o FILE] [--run]
+        Snapshot a live market (providers, GPUs, prices) into a scenario file.
 
     Examples of both files are in examples/ (scenario.yaml, sweep.yaml).
     """

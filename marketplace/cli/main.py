@@ -5,11 +5,11 @@ Subcommands are imported lazily, so `gpumarket simulate` loads no gRPC, Docker o
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 
 import click
+
+from marketplace.terminal import LazyGroup
 
 # name → "module:attribute"; each module owns its own commands.
 COMMANDS: dict[str, str] = {
@@ -30,38 +30,26 @@ COMMANDS: dict[str, str] = {
     "auditor": "marketplace.cli.auditor:auditor",
     "provider": "provider_agent.cli:provider",
     "demo": "marketplace.cli.demo:demo",
+    "estimate": "marketplace.cli.twin:estimate_command",
     "console": "marketplace.cli.console:console",
 }
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._available()))
+# Subcommands a group gains from a higher layer: the simulator imports no gRPC, its twin does.
+GRAFTS: dict[str, dict[str, str]] = {
+    "simulate": {"from-market": "marketplace.cli.twin:from_market"},
+}
 
+
+class Gpumarket(LazyGroup):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
-        if command is not None or cmd_name not in COMMANDS:
-            return command
-        module_name, attribute = COMMANDS[cmd_name].split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                return None  # that part of gpumarket is not built yet
-            raise
-        return getattr(module, attribute)
-
-    @staticmethod
-    def _available() -> list[str]:
-        names = []
-        for name, target in COMMANDS.items():
-            module_name = target.split(":")[0]
-            if importlib.util.find_spec(module_name) is not None:
-                names.append(name)
-        return names
+        if isinstance(command, LazyGroup):
+            command.lazy.update(GRAFTS.get(cmd_name, {}))
+        return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Gpumarket, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gpumarket")
 def cli() -> None:
     """gpumarket: an open marketplace for GPU compute.

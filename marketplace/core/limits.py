@@ -72,6 +72,7 @@ TEXT: Mapping[str, TextLimit] = {
     "auditor": TextLimit(128),
     "id": TextLimit(128, required=True),  # deployment, order, bid and lease ids
     "address": TextLimit(64, required=True),
+    "checkpoint uri": TextLimit(2048, required=True),
 }
 MAX_ATTRIBUTES = 64  # per provider, and per group's placement requirements
 MAX_GROUPS = 256  # placement groups in one deployment

@@ -141,3 +141,6 @@ class JobSettings:
     max_runtime_ms: int | None = None
     restart_policy: RestartPolicy = RestartPolicy.ON_FAILURE
     auction: AuctionSettings = field(default_factory=AuctionSettings)
+    # A tenant-owned location (s3://, gs://, https://, ...) the job saves its work to; the
+    # provider passes it to the containers (core/job_env.py). The market never reads it.
+    checkpoint_uri: str | None = None

@@ -437,6 +437,17 @@ def test_storage_mounts_become_a_named_volume_a_tmpfs_and_scratch_space(
     assert volume.size_bytes == 50 * MI
 
 
+def test_a_re_ordered_lease_tells_its_job_the_restart_count_and_checkpoint(
+    sup: LeaseSupervisor, runtime: MemoryRuntime
+) -> None:
+    text = sdl("train", restart="on-failure").decode() + "  checkpoint: s3://ckpt/run-1\n"
+    lease, _ = start(sup, parse_manifest(text), lease="D9/1/3/prov")
+    env = dict(runtime.spec_of(only(runtime, lease).id).env)
+    assert env["GPUMARKET_RESTART_COUNT"] == "2"
+    assert env["GPUMARKET_CHECKPOINT_URI"] == "s3://ckpt/run-1"
+    assert env["GPUMARKET_LEASE_ID"] == "D9/1/3/prov"
+
+
 def test_the_providers_capability_setting_reaches_the_container(
     runtime: MemoryRuntime, rec: Recorder
 ) -> None:

@@ -113,6 +113,24 @@ def audit_balanced(stack: Stack) -> bool:
     return report.balanced
 
 
+def container_env(lease: pb.Lease) -> dict[str, str]:
+    """The environment the provider gave the lease's (first) container, read from the engine."""
+    found = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=io.gpumarket.lease={lease.id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert found, f"no container for {lease.id}"
+    inspected = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .Config.Env}}", found[0]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(item.partition("=")[::2] for item in json.loads(inspected))
+
+
 def inference_running(stack: Stack, client: TenantClient) -> tuple[pb.Deployment, pb.Lease]:
     dep = client.create_deployment((EXAMPLES / "inference.yaml").read_bytes(), DEPOSIT)
     lease = wait_for_market(lambda: running_lease(client, dep.id), 30, "the inference lease to run")
@@ -184,6 +202,7 @@ def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack:
     _, client = stack_tenant(stack)
     dep, first = inference_running(stack, client)
     assert "tiny-llm" in http_get(first)
+    assert container_env(first)["GPUMARKET_RESTART_COUNT"] == "0"
     victim = stack.provider_by_address(first.provider)
     survivor = next(p for p in stack.providers.values() if p is not victim)
     wait_for_market(
@@ -219,6 +238,9 @@ def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack:
     assert again.order_id == f"{dep.id}/1/2"
     assert again.provider == survivor.address
     assert "tiny-llm" in http_get(again)
+    # the job can tell it was restarted (and resume from its checkpoint)
+    assert container_env(again)["GPUMARKET_RESTART_COUNT"] == "1"
+    assert container_env(again)["GPUMARKET_LEASE_ID"] == again.id
 
     client.close_deployment(dep.id)
     paid = sum(client.get_lease(x).paid for x in client.get_deployment(dep.id).lease_ids)

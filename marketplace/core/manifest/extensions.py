@@ -7,7 +7,7 @@ import re
 
 from marketplace.core import units
 from marketplace.core.config import MAX_BID_WINDOW_MS
-from marketplace.core.limits import shown
+from marketplace.core.limits import TEXT, shown
 from marketplace.core.manifest.context import (
     ParseContext,
     Problem,
@@ -20,6 +20,8 @@ from marketplace.core.manifest.yaml_lines import Path
 from marketplace.core.resources import AuctionSettings, JobKind, JobSettings, Payment, RestartPolicy
 
 _RECLAMATION = re.compile(r"^[1-9][0-9]*(s|m|h)$")
+# scheme://location, printable and without spaces: a URI the job itself opens (s3://, gs://, ...)
+_CHECKPOINT_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[!-~]+$")
 
 
 def read_reclamation(ctx: ParseContext, top: dict[object, object]) -> int | None:
@@ -39,7 +41,7 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
         return JobSettings()
     path: Path = ("gpumarket",)
     spec = mapping(value, path)
-    known = ("kind", "max_runtime", "restart", "auction", "min_reliability")
+    known = ("kind", "max_runtime", "restart", "auction", "min_reliability", "checkpoint")
     for key in spec:
         if key not in known:
             raise Problem(
@@ -64,8 +66,27 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
             auction.bid_window_ms, auction.payment, auction.manual, float(reliability)
         )
     return JobSettings(
-        kind=kind, max_runtime_ms=max_runtime, restart_policy=restart, auction=auction
+        kind=kind,
+        max_runtime_ms=max_runtime,
+        restart_policy=restart,
+        auction=auction,
+        checkpoint_uri=read_checkpoint(spec.get("checkpoint"), (*path, "checkpoint")),
     )
+
+
+def read_checkpoint(value: object, path: Path) -> str | None:
+    if value is None:
+        return None
+    limit = TEXT["checkpoint uri"].chars
+    if not isinstance(value, str) or not value:
+        raise Problem(path, "checkpoint must be a URI such as s3://bucket/run-1")
+    if len(value) > limit:
+        raise Problem(path, f"checkpoint is {len(value):,} characters; the limit is {limit:,}")
+    if not _CHECKPOINT_URI.match(value):
+        raise Problem(
+            path, f"checkpoint {shown(value)} is not a URI (scheme://location, no spaces)"
+        )
+    return value
 
 
 def read_auction(ctx: ParseContext, value: object, path: Path) -> AuctionSettings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from marketplace.core.job_env import ENV_PREFIX
 from marketplace.core.limits import shown
 from marketplace.core.manifest.context import (
     ParseContext,
@@ -138,6 +139,11 @@ def read_env(ctx: ParseContext, value: object, path: Path) -> tuple[tuple[str, s
             raise Problem((*path, index), f"invalid environment entry {shown(item)} (KEY=VALUE)")
         if not sep:
             ctx.warn((*path, index), f"environment entry {shown(item)} has no '='; value is empty")
+        if key.startswith(ENV_PREFIX):
+            ctx.warn(
+                (*path, index),
+                f"{shown(key)}: GPUMARKET_* variables are set by the provider (yours is replaced)",
+            )
         result.append((key, val))
     return tuple(result)
 
