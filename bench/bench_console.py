@@ -8,9 +8,11 @@ orders (deployments with a 5-minute bid window), plus a few cleared GPU leases s
 chart has data. The console serves it in this process over real gRPC; Chromium
 (/usr/bin/chromium, driven by Playwright) loads it over loopback.
 
-1. page load: a fresh page loads the market view --loads times. First contentful paint (the
-   shell) and first meaningful paint (the market's numbers painted, the app's
-   `gm:market-painted` mark), from Chromium's performance timeline: p50/p99 in ms.
+1. page load: a fresh page loads the market view --loads times (after one cold load, shown
+   apart: the browser's first renderer start). First contentful paint (the shell) and first
+   meaningful paint (the market's numbers painted, the app's `gm:market-painted` mark), from
+   Chromium's performance timeline: p50/p99 in ms; and as a ratio to the same-run baseline, a
+   one-line HTML page from a stdlib server on the same loopback (the box is shared and noisy).
 2. event to page: a tenant page shows one deployment with an open order; a provider declines
    it (a signed DeclineOrder, one per provider) and the time from just before the call to the
    page painting the decline in its live event list is measured, --events times: p50/p99.
@@ -24,9 +26,11 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +86,7 @@ def populate(
         faucet.fund(tenant.address, 10**12)
     with TenantClient(market.address, tenant) as client:
         # a few cleared GPU leases, so the price chart has something to draw
-        cleared = [client.create_deployment(gpu_sdl("300ms", 50_000), 10**8) for _ in range(6)]
+        cleared = [client.create_deployment(gpu_sdl("3s", 50_000), 10**8) for _ in range(6)]
         in_eu = clients[:: len(REGIONS)]  # gpu_sdl places in region eu
         for n, dep in enumerate(cleared):
             for k, bidder in enumerate(in_eu[n * 3 : n * 3 + 3]):
@@ -97,6 +101,44 @@ def populate(
             "the GPU leases",
         )
     return tenant, clients
+
+
+class BarePage(BaseHTTPRequestHandler):
+    """The baseline: one line of HTML from a stdlib server on the same loopback."""
+
+    def do_GET(self) -> None:
+        body = b"<!doctype html><title>bare</title><p>hello</p>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def baseline_paints(page_factory: Callable[[], Page], loads: int) -> list[float]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BarePage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    paints = []
+    try:
+        for _ in range(loads):
+            page = page_factory()
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+            page.wait_for_function(
+                "() => performance.getEntriesByName('first-contentful-paint').length"
+            )
+            paints.append(
+                page.evaluate(
+                    "() => performance.getEntriesByName('first-contentful-paint')[0].startTime"
+                )
+            )
+            page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return paints
 
 
 def page_loads(
@@ -183,7 +225,9 @@ def main() -> None:
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                cold = page_loads(browser.new_page, server.url, 1)  # the renderer's first start
                 fcp, fmp = page_loads(browser.new_page, server.url, args.loads)
+                bare = baseline_paints(browser.new_page, args.loads)
                 page = browser.new_page()
                 latencies = event_latency(page, server.url, api.tenant, providers[20:], args.events)
                 polled = market_latency(page, server.url, market.address, args.market_events)
@@ -193,8 +237,15 @@ def main() -> None:
     print(
         f"\npage load over {args.loads} loads ({args.providers} providers, {args.orders} orders):"
     )
+    print(
+        f"  first load (cold browser) contentful {cold[0][0]:.0f} ms, meaningful {cold[1][0]:.0f} ms"
+    )
     print(f"  first contentful paint    p50 {pct(fcp, 50):6.0f} ms   p99 {pct(fcp, 99):6.0f} ms")
     print(f"  first meaningful paint    p50 {pct(fmp, 50):6.0f} ms   p99 {pct(fmp, 99):6.0f} ms")
+    print(
+        f"  baseline: a one-line page from a stdlib server, first paint p50 {pct(bare, 50):.0f} ms;"
+        f" console meaningful paint ÷ baseline = {pct(fmp, 50) / pct(bare, 50):.2f}"
+    )
     print(f"event to page over {args.events} declines (WatchDeployment → SSE → DOM):")
     print(
         f"  p50 {pct(latencies, 50):6.0f} ms   p99 {pct(latencies, 99):6.0f} ms   "

@@ -44,7 +44,7 @@ Doc = dict[str, Json]
 
 HOUR_MS = 3_600_000
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}")
-PROVIDER_ROWS = 200  # providers listed in the market view (the counts cover all of them)
+PROVIDER_ROWS = 100  # providers listed in the market view (the counts cover all of them)
 HISTORY_POINTS = 360  # clearing-price samples kept (an hour at one per 10 s)
 VALIDATE_TIMEOUT_S = 5.0
 RELIABILITY_BUCKETS = (

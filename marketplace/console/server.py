@@ -427,6 +427,12 @@ class ConsoleHandler(BaseHTTPRequestHandler):
 
     def _page(self) -> None:
         body, kind = self.server.assets["index.html"]
+        market = self.server.api.sampler.latest()[1]
+        if market:  # the market's newest reading comes with the page: painted with no round trip
+            # no "<" in the data, so nothing in it can end the block (or open a comment)
+            data = json.dumps(market, separators=(",", ":")).replace("<", "\\u003c").encode()
+            block = b'<script type="application/json" id="boot-market">' + data + b"</script>\n"
+            body = body.replace(b"</body>", block + b"</body>")
         session, new = self._session()
         headers = [("Set-Cookie", self._cookie_header(SESSION_COOKIE, session))] if new else []
         self._send(HTTPStatus.OK, body, kind, headers)

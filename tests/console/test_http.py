@@ -22,7 +22,7 @@ from marketplace.console.server import MAX_BODY_BYTES, ConsoleConfig
 from marketplace.core.errors import InvalidArgument
 from marketplace.polling import wait_until
 from tests.console.conftest import FUNDS, Browserless, funded_key, running_console
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, registered_provider
 from tests.server.market_process import MarketProcess
 from tests.server.test_tls import Authority
 
@@ -285,3 +285,18 @@ def test_simulate_open_shows_the_run_in_the_console(tmp_path: Path) -> None:
         finally:
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a person would
             proc.wait(30)
+
+
+def test_the_page_carries_the_market_reading_and_no_markup_from_it(market: MarketProcess) -> None:
+    hostile = "</script><img src=x onerror=alert(1)>"
+    provider = registered_provider(market.address, "hostile", region=hostile)
+    try:
+        with running_console(market.address, funded_key(market)) as console:
+            wait_until(lambda: console.api.sampler.latest()[1], 10, "the first market reading")
+            page = Browserless(console.url).get("/").body.decode()
+            assert '<script type="application/json" id="boot-market">' in page
+            assert hostile not in page  # escaped: it cannot end the data block
+            data = page.split('id="boot-market">')[1].split("</script>")[0]
+            assert [r["region"] for r in json.loads(data)["by_region"]] == [hostile]
+    finally:
+        provider.close()

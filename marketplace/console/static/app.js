@@ -118,6 +118,11 @@ function failed(err) {
 // --- market ---------------------------------------------------------------------------------
 
 function marketView() {
+  const boot = document.getElementById("boot-market"); // the reading the page came with
+  if (boot) {
+    if (!state.market) state.market = JSON.parse(boot.textContent);
+    boot.remove();
+  }
   const holder = view("Market", h("p", { class: "muted" }, "Waiting for the first market reading…"));
   if (state.market) renderMarket(state.market);
   feed("/events/market", { market: (doc) => { state.market = doc; if (state.route === "market") renderMarket(doc); } });
