@@ -408,13 +408,16 @@ def tab_through(page: Page, presses: int) -> set[str]:
 
 def check_accessibility(page: Page) -> None:
     assert page.evaluate(UNLABELLED) == [], "inputs without a label"
+    colours = page.evaluate(COLOURS)
+    assert len(colours) >= 9, "the contrast check found too little text"  # header, h1, text
     low = [
         (text, fg, bg, round(contrast(fg, bg), 2))
-        for fg, bg, text in page.evaluate(COLOURS)
+        for fg, bg, text in colours
         if contrast(fg, bg) < 4.5
     ]
     assert low == [], f"text under 4.5:1 contrast: {low}"
     focusable = set(page.evaluate(FOCUSABLE))
+    assert len(focusable) >= 4, "the keyboard check found too few controls"  # nav links at least
     missing = focusable - tab_through(page, len(focusable) + 5)
     assert not missing, f"not reachable with Tab: {missing}"
 
