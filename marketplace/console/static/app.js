@@ -473,6 +473,7 @@ async function providerView() {
       h("div", { class: "card" }, h("div", { class: "n" }, p.reliability.toFixed(3)), h("div", { class: "l" }, "reliability")),
       h("div", { class: "card" }, h("div", { class: "n" }, doc.earned.text), h("div", { class: "l" }, "earned"))),
     h("section", { class: "panel", "aria-labelledby": "h-gpus" }, h("h2", { id: "h-gpus" }, "GPUs"),
+      h("p", { class: "muted" }, "Health as your agent last reported it to the market. Temperature, power, utilization and XIDs stay on the box: `gpumarket provider inventory` there; your decline reasons are in your agent's log."),
       table(["#", "Model", "Name", "Memory", "Health", "Allocated"], doc.gpus.map((g) =>
         [g.index, g.model, g.name, `${g.memory_gib} GiB`, g.healthy ? h("span", { class: "ok" }, "healthy") : h("span", { class: "bad" }, g.health_reason || "unhealthy"), g.allocated ? "yes" : "no"]))),
     h("section", { class: "panel", "aria-labelledby": "h-pleases" }, h("h2", { id: "h-pleases" }, "Leases"),
