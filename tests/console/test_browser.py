@@ -298,7 +298,7 @@ def test_the_provider_view_shows_its_gpus(stack: Stack, browser: Browser, shots:
     with running_console(stack.address, provider_key) as console:
         page = new_page(browser)
         page.goto(console.url + "/#/provider")
-        gpus = page.locator("#h-gpus + .scroll tbody tr")
+        gpus = page.locator("#h-gpus ~ .scroll tbody tr")
         expect(gpus.first).to_contain_text("h100")
         expect(gpus.first).to_contain_text("healthy")
         expect(page.locator("main")).to_contain_text("earned")
