@@ -12,6 +12,7 @@ is handed to `run`, so a scenario file and `sweep` never collide.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -83,6 +84,12 @@ def _progress_bar(enabled: bool, label: str) -> Any:
     help="Override a scenario key, e.g. --set providers.count=1000 (repeatable).",
 )
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots (faster).")
+@click.option(
+    "--open",
+    "open_report",
+    is_flag=True,
+    help="Then show the report in the web console (`gpumarket console`) until Ctrl-C.",
+)
 @json_option
 @friendly_errors
 def run(
@@ -91,6 +98,7 @@ def run(
     out: Path | None,
     overrides: tuple[str, ...],
     no_plots: bool,
+    open_report: bool,
     as_json: bool,
 ) -> None:
     """Run one scenario (the built-in one when SCENARIO is left out)."""
@@ -121,6 +129,18 @@ def run(
     rate = sim.events / wall if wall > 0 else 0.0
     click.echo(f"\nran in {wall:.1f} s ({sim.events} events, {rate:,.0f} events/s)")
     click.echo(f"report: {out}/ (metrics.json, timeseries.csv, providers.csv, *.png)")
+    if open_report:
+        show_in_console(out)
+
+
+def show_in_console(out: Path) -> None:
+    """`gpumarket console` on the report's folder, opened at this run: its own process (the
+    simulator loads no marketplace code), in the foreground until Ctrl-C."""
+    gpumarket = [sys.executable, "-c", "from marketplace.cli.main import main; main()"]
+    view = f"reports/{out.resolve().name}"
+    reports = ["--reports", str(out.resolve().parent), "--view", view]
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run([*gpumarket, "console", "--listen", "127.0.0.1:0", *reports, "--open"])
 
 
 @simulate.command("sweep")

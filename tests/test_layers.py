@@ -2,7 +2,8 @@
 it or from a sibling beside it, and the pure parts load none of the heavy outside libraries.
 
     layer 4  marketplace.cli                                    the commands (click), the demo
-    layer 3  marketplace.server | provider_agent | simulator    the three programs
+    layer 3  marketplace.server | provider_agent | simulator    the three programs, and the web
+             | marketplace.console                              console (a gRPC client, like cli)
     layer 2  marketplace.api                                    the wire: convert, status, envelope, client
     layer 1  marketplace.identity | marketplace.terminal | marketplace.polling
     layer 0  marketplace.core                                   the market's rules, pure
@@ -29,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("marketplace.core",),
     ("marketplace.identity", "marketplace.terminal", "marketplace.polling"),
     ("marketplace.api",),
-    ("marketplace.server", "provider_agent", "simulator"),
+    ("marketplace.server", "provider_agent", "simulator", "marketplace.console"),
     ("marketplace.cli",),
 )
 SOURCE_ROOTS = ("marketplace", "provider_agent", "simulator")
@@ -203,6 +204,11 @@ CLEAN_IMPORTS = [
     ),
     pytest.param(["simulator"], ["grpc", "google.protobuf", "docker", "pynvml"], id="simulator"),
     pytest.param(["provider_agent"], ["marketplace.server"], id="agent-without-server"),
+    pytest.param(
+        ["marketplace.console"],
+        ["marketplace.server", "provider_agent", "simulator", "docker", "pynvml", "simpy"],
+        id="console-is-a-client",
+    ),
 ]
 
 

@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "provider": "provider_agent.cli:provider",
     "demo": "marketplace.cli.demo:demo",
     "estimate": "marketplace.cli.twin:estimate_command",
+    "console": "marketplace.cli.console:console",
 }
 
 
