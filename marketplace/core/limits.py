@@ -139,7 +139,9 @@ def check_text(field: str, text: str, limit: TextLimit | None = None) -> str:
         raise InvalidArgument(f"{field} is {len(text):,} characters; the limit is {bound.chars:,}")
     if bound.required and not text:
         raise InvalidArgument(f"{field} is empty")
-    bad = _CONTROL.search(text)
+    # isprintable() is True only without control characters (_CONTROL's are all unprintable),
+    # and is much cheaper than the search; tabs and other unprintables still go to the search
+    bad = None if text.isprintable() else _CONTROL.search(text)
     if bad is not None:
         raise InvalidArgument(
             f"{field} holds a control character (U+{ord(bad.group()):04X} at {bad.start()}); "

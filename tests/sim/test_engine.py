@@ -111,8 +111,8 @@ def test_a_provider_without_room_for_the_group_declines_through_the_bid_decision
     assert sim.metrics.declines_no_room == 1  # the half-busy box: bidding.decide said no
     assert whole.providers[0] != busy.index
     group = sim.world.group_specs(whole)[0]
-    verdict = busy.decisions[(id(group.resources), id(group.requirements), 4)]
-    assert not verdict.bid
+    verdict = busy.decisions[(id(group.resources), id(group.requirements))][4]  # 4 GPUs free
+    assert verdict is not None and not verdict.bid
     assert "needs 8× h100" in verdict.reason and "4× h100 80Gi free" in verdict.reason
 
 
