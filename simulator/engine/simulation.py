@@ -48,11 +48,11 @@ class Simulation:
     def run(self, progress: Callable[[float], None] | None = None, steps: int = 100) -> None:
         """Run to the horizon, calling progress(fraction) between chunks of simulated time."""
         # The run makes millions of short-lived objects and no reference cycles (refcounting
-        # frees them all; test_engine checks a run leaves no cyclic garbage). The cyclic GC
-        # would rescan the survivors (providers, market records, open jobs) over and over:
-        # ~20% of a 10,000-provider run even with high thresholds. So it is off while the run
-        # goes, and each chunk ends with one young-generation pass, so a cycle that some
-        # future change introduces costs memory for one chunk, not the whole run.
+        # frees them all; tests/sim/test_engine.py checks that a run leaves no cyclic
+        # garbage). The cyclic GC would rescan the survivors (providers, market records, open
+        # jobs) over and over: ~20% of a 10,000-provider run even with high thresholds, and
+        # still a few % with one young-generation pass per chunk. So it is off while the run
+        # goes; whatever a future cycle would hold is freed by the first collection after.
         was_enabled = gc.isenabled()
         gc.freeze()
         gc.disable()
@@ -61,7 +61,6 @@ class Simulation:
                 until = self.horizon_ms * step // steps
                 if until > self.env.now:
                     self.env.run(until=until)
-                gc.collect(0)
                 if progress is not None:
                     progress(step / steps)
         finally:
