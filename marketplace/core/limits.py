@@ -25,6 +25,7 @@ import base64
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.matching import Capacity
@@ -194,6 +195,14 @@ def check_capacity(capacity: Capacity) -> None:
 
 
 def check_offer(offer: Offer) -> None:
+    """An offer within its bounds. A provider sends the same offer with bid after bid (the
+    simulator the very same object): a valid one is remembered (Offer is frozen, so equal
+    offers are equally valid); an invalid one raises every time."""
+    _check_offer(offer)
+
+
+@lru_cache(maxsize=4096)
+def _check_offer(offer: Offer) -> None:
     check_texts("gpu model", offer.gpu_models, MAX_OFFER_ITEMS)
     check_texts("gpu uuid", offer.gpu_uuids, MAX_OFFER_ITEMS)
     check_text("driver version", offer.driver_version)
