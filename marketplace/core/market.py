@@ -202,17 +202,17 @@ class MarketService(MarketReads):
         self._used: dict[str, _Used] = {}
         # auditors' signed provider attributes (signedBy); the server restores and stores them
         self.attestations = AttestationBook(AuditorTrust(config.auditors, config.auditor_aliases))
-        # provider → {(ids of the group's units, offered uuids, what its leases hold):
+        # provider → {(id of the group's units tuple, offered uuids, what its leases hold):
         # (units, allocate() verdict)}; valid until its registered capacity changes (simulated
         # providers see the same few units, and the same few used states, again and again; the
         # units are shared by a job's groups). allocate() reads only group.resources. Keyed by
         # the units' identity, not their value: hashing a ResourceUnit walks all its nested
         # fields on every lookup. The entry holds the units, so no other object can take their
-        # ids while it is cached: equal ids mean the very same units.
+        # id while it is cached: an equal id means the very same units.
         self._fits: dict[
             str,
             dict[
-                tuple[tuple[int, ...], tuple[str, ...], tuple[int, int, int, frozenset[str]]],
+                tuple[int, tuple[str, ...], tuple[int, int, int, frozenset[str]]],
                 tuple[tuple[ResourceUnit, ...], matching.Allocation | str],
             ],
         ] = {}
@@ -754,7 +754,7 @@ class MarketService(MarketReads):
             )
         units = order.group.resources
         used = self._used.get(prov.address)
-        key = (tuple(map(id, units)), offer.gpu_uuids, used.key if used else _NOTHING_USED)
+        key = (id(units), offer.gpu_uuids, used.key if used else _NOTHING_USED)
         fits = self._fits.setdefault(prov.address, {})
         cached = fits.get(key)
         if cached is not None:
