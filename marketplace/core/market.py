@@ -741,11 +741,13 @@ class MarketService(MarketReads):
                 f"price {money.format_amount(price)}/h is above the tenant's maximum "
                 f"{money.format_amount(maximum)}/h"
             )
-        mismatches = matching.placement_mismatches(
-            order.group.requirements, prov.attributes, self._audited(prov, order)
-        )
-        if mismatches:
-            return "; ".join(mismatches)
+        req = order.group.requirements
+        if req.attributes or req.signed_by_all_of or req.signed_by_any_of:  # else none to miss
+            mismatches = matching.placement_mismatches(
+                req, prov.attributes, self._audited(prov, order)
+            )
+            if mismatches:
+                return "; ".join(mismatches)
         wanted = order.auction.min_reliability
         if wanted > 0 and (score := self.reliability(prov.address)) < wanted:
             return (
@@ -755,7 +757,9 @@ class MarketService(MarketReads):
         units = order.group.resources
         used = self._used.get(prov.address)
         key = (id(units), offer.gpu_uuids, used.key if used else _NOTHING_USED)
-        fits = self._fits.setdefault(prov.address, {})
+        fits = self._fits.get(prov.address)
+        if fits is None:
+            fits = self._fits[prov.address] = {}
         cached = fits.get(key)
         if cached is not None:
             return cached[1]

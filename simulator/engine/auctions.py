@@ -11,6 +11,7 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
 from marketplace.core.errors import FailedPrecondition, Ineligible, MarketError, NotFound
@@ -252,7 +253,7 @@ class Auctions:
         """Freed GPUs: the provider looks at orders left without a winner, oldest first."""
         for model in (p.model, "*"):
             queue = self.waiting[model]
-            for order_id in list(queue)[:16]:
+            for order_id in list(islice(queue, 16)):  # a copy: bids take orders out
                 if p.free_gpus <= 0:
                     return
                 watch = self.watch.get(order_id)
