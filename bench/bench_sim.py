@@ -7,7 +7,7 @@ and the wall time of a 30-day market with 10,000 providers and >= 1,000,000 jobs
     python bench/bench_sim.py --profile       # also print where the time goes (cProfile)
     python bench/bench_sim.py --out DIR       # also write the report (metrics.json, CSVs)
 
-"events" are the SimPy timeouts the simulation schedules (arrivals, bid-window closes,
+"events" are the SimPy events (timed calls) the simulation schedules (arrivals, bid-window closes,
 completions, failures, detections, repairs, patience checks, samples); each one runs the
 market's real code (MarketService) on the simulated clock. Peak RSS is this process's
 (resource.getrusage ru_maxrss): the raw SimPy baselines that run first are far smaller.

@@ -42,7 +42,7 @@ class Simulation:
 
     @property
     def events(self) -> int:
-        """SimPy timeouts scheduled so far."""
+        """SimPy events (World.after calls) scheduled so far."""
         return self.world.events
 
     def run(self, progress: Callable[[float], None] | None = None, steps: int = 100) -> None:

@@ -128,7 +128,7 @@ class World:
         self.events = 0
 
     def after(self, delay_ms: float, fn: Callable[[*Args], None], *args: *Args) -> None:
-        """Call fn(*args) in `delay_ms` of simulated time: one SimPy timeout."""
+        """Call fn(*args) in `delay_ms` of simulated time: one SimPy event (a Call)."""
         self.events += 1
         self.env.schedule(Call(fn, args), NORMAL, max(0, math.ceil(delay_ms)))
 
