@@ -3,11 +3,14 @@ and the wall time of a 30-day market with 10,000 providers and >= 1,000,000 jobs
 
     python bench/bench_sim.py                 # the full scenario (minutes)
     python bench/bench_sim.py --scale 0.05    # 500 providers, ~50,000 jobs, same 30 days
+    python bench/bench_sim.py --scale 0.1     # 1,000 providers, ~100,000 jobs
     python bench/bench_sim.py --profile       # also print where the time goes (cProfile)
+    python bench/bench_sim.py --out DIR       # also write the report (metrics.json, CSVs)
 
-"events" are the SimPy timeouts the simulation schedules (arrivals, bid-window closes,
+"events" are the SimPy events (timed calls) the simulation schedules (arrivals, bid-window closes,
 completions, failures, detections, repairs, patience checks, samples); each one runs the
-market's real code (MarketService) on the simulated clock.
+market's real code (MarketService) on the simulated clock. Peak RSS is this process's
+(resource.getrusage ru_maxrss): the raw SimPy baselines that run first are far smaller.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ import gc
 import io
 import json
 import pstats
+import resource
 import sys
 import time
+from pathlib import Path
 
 import simpy
 from simpy.events import ProcessGenerator
 
 from simulator.engine import run_scenario
-from simulator.report import summarize
+from simulator.report import summarize, write_report
 from simulator.scenario import parse_scenario
 
 FULL_PROVIDERS = 10_000
@@ -80,12 +85,19 @@ def raw_simpy(events: int, processes: int) -> float:
     return per * processes / (time.perf_counter() - started)
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (ru_maxrss is in KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full size")
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--profile", action="store_true", help="print the top functions")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--out", type=Path, help="also write the run's report into this folder")
     args = parser.parse_args()
 
     base_1 = raw_simpy(1_000_000, 1)
@@ -127,7 +139,10 @@ def main() -> None:
         "ratio_to_raw_10k_processes": round(rate / base_10k, 4),
         "gpu_utilization": summary["utilization"]["gpu_busy_fraction"],
         "ledger_balanced": summary["ledger"]["balanced"],
+        "peak_rss_mib": round(peak_rss_bytes() / 2**20),
     }
+    if args.out is not None:
+        write_report(sim, args.out, plots=False)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:

@@ -119,10 +119,12 @@ class SimProvider:
     # free ones are its first n devices), and its attributes as the market sees them
     capacities: tuple[Capacity, ...] = ()
     attributes: dict[str, str] = field(default_factory=dict)
-    # bidding.decide(pricing=None) verdicts, memoized by the engine (Auctions.reserve)
-    decisions: dict[tuple[int, int, int], BidDecision] = field(default_factory=dict)
-    # bidding.with_price results for those verdicts, by (verdict, units, price) (Auctions._bid)
-    priced: dict[tuple[int, int, int], BidDecision] = field(default_factory=dict)
+    # bidding.decide(pricing=None) verdicts, memoized by the engine (Auctions.reserve): by
+    # (group's units, group's placement) ids, a list indexed by the number of free GPUs
+    decisions: dict[tuple[int, int], list[BidDecision | None]] = field(default_factory=dict)
+    # bidding.with_price results for those verdicts, by (verdict, units) ids (Auctions._bid;
+    # not for adaptive providers, whose price moves)
+    priced: dict[tuple[int, int], BidDecision] = field(default_factory=dict)
     running: dict[str, tuple[int, int]] = field(default_factory=dict)  # lease → (GPUs, since ms)
     busy_gpu_ms: float = 0.0  # GPU-time spent running leases (what its cost is paid on)
     revenue: int = 0

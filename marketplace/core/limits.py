@@ -25,6 +25,7 @@ import base64
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.matching import Capacity
@@ -155,7 +156,9 @@ def check_text(field: str, text: str, limit: TextLimit | None = None) -> str:
         raise InvalidArgument(f"{field} is {len(text):,} characters; the limit is {bound.chars:,}")
     if bound.required and not text:
         raise InvalidArgument(f"{field} is empty")
-    bad = _CONTROL.search(text)
+    # isprintable() is True only without control characters (_CONTROL's are all unprintable),
+    # and is much cheaper than the search; tabs and other unprintables still go to the search
+    bad = None if text.isprintable() else _CONTROL.search(text)
     if bad is not None:
         raise InvalidArgument(
             f"{field} holds a control character (U+{ord(bad.group()):04X} at {bad.start()}); "
@@ -222,6 +225,14 @@ def check_capacity(capacity: Capacity) -> None:
 
 
 def check_offer(offer: Offer) -> None:
+    """An offer within its bounds. A provider sends the same offer with bid after bid (the
+    simulator the very same object): a valid one is remembered (Offer is frozen, so equal
+    offers are equally valid); an invalid one raises every time."""
+    _check_offer(offer)
+
+
+@lru_cache(maxsize=4096)
+def _check_offer(offer: Offer) -> None:
     check_texts("gpu model", offer.gpu_models, MAX_OFFER_ITEMS)
     check_texts("gpu uuid", offer.gpu_uuids, MAX_OFFER_ITEMS)
     check_text("driver version", offer.driver_version)

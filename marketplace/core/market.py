@@ -162,6 +162,22 @@ class _Used:
     memory_bytes: int = 0
     storage_bytes: int = 0
     gpu_uuids: set[str] = field(default_factory=set)
+    # all of the above, hashable: what allocate() verdicts are cached under (MarketService._fits)
+    key: tuple[int, int, int, frozenset[str]] = (0, 0, 0, frozenset())
+
+    def changed(self) -> None:
+        self.key = (
+            self.cpu_millis,
+            self.memory_bytes,
+            self.storage_bytes,
+            frozenset(self.gpu_uuids),
+        )
+
+
+_NOTHING_USED = _Used().key
+# allocate() verdicts kept per provider (MarketService._fits): enough for the units and used
+# states a provider meets between two clears, bounded for a market of 10,000 providers
+_FITS_PER_PROVIDER = 64
 
 
 def _untracked(record: Record) -> None:
@@ -201,16 +217,17 @@ class MarketService(MarketReads):
         self._used: dict[str, _Used] = {}
         # auditors' signed provider attributes (signedBy); the server restores and stores them
         self.attestations = AttestationBook(AuditorTrust(config.auditors, config.auditor_aliases))
-        # provider → {(ids of the group's units, offered uuids): (units, allocate() verdict)};
-        # valid until its free capacity changes (simulated providers see the same few units again
-        # and again, shared by a job's groups). allocate() reads only group.resources. Keyed by
+        # provider → {(id of the group's units tuple, offered uuids, what its leases hold):
+        # (units, allocate() verdict)}; valid until its registered capacity changes (simulated
+        # providers see the same few units, and the same few used states, again and again; the
+        # units are shared by a job's groups). allocate() reads only group.resources. Keyed by
         # the units' identity, not their value: hashing a ResourceUnit walks all its nested
         # fields on every lookup. The entry holds the units, so no other object can take their
-        # ids while it is cached: equal ids mean the very same units.
+        # id while it is cached: an equal id means the very same units.
         self._fits: dict[
             str,
             dict[
-                tuple[tuple[int, ...], tuple[str, ...]],
+                tuple[int, tuple[str, ...], tuple[int, int, int, frozenset[str]]],
                 tuple[tuple[ResourceUnit, ...], matching.Allocation | str],
             ],
         ] = {}
@@ -282,11 +299,11 @@ class MarketService(MarketReads):
         self._dep_leases.setdefault(lease.deployment_id, {})[lease.id] = lease
         self._prov_leases.setdefault(lease.provider, {})[lease.id] = lease
         used = self._used.setdefault(lease.provider, _Used())
-        self._fits.pop(lease.provider, None)
         used.cpu_millis += lease.cpu_millis
         used.memory_bytes += lease.memory_bytes
         used.storage_bytes += lease.storage_bytes
         used.gpu_uuids.update(lease.gpu_uuids)
+        used.changed()
         if lease.state == LeaseState.PENDING:
             self._schedule(
                 _MANIFEST, lease.id, lease.created_at_ms + self.config.manifest_timeout_ms
@@ -300,12 +317,12 @@ class MarketService(MarketReads):
             self._dep_leases.pop(lease.deployment_id, None)
         self._prov_leases.get(lease.provider, {}).pop(lease.id, None)
         used = self._used.get(lease.provider)
-        self._fits.pop(lease.provider, None)
         if used is not None:
             used.cpu_millis -= lease.cpu_millis
             used.memory_bytes -= lease.memory_bytes
             used.storage_bytes -= lease.storage_bytes
             used.gpu_uuids.difference_update(lease.gpu_uuids)
+            used.changed()
         self._sched.pop((_MANIFEST, lease.id), None)
         self._sched.pop((_RUNTIME, lease.id), None)
 
@@ -904,11 +921,13 @@ class MarketService(MarketReads):
                 f"price {money.format_amount(price)}/h is above the tenant's maximum "
                 f"{money.format_amount(maximum)}/h"
             )
-        mismatches = matching.placement_mismatches(
-            order.group.requirements, prov.attributes, self._audited(prov, order)
-        )
-        if mismatches:
-            return "; ".join(mismatches)
+        req = order.group.requirements
+        if req.attributes or req.signed_by_all_of or req.signed_by_any_of:  # else none to miss
+            mismatches = matching.placement_mismatches(
+                req, prov.attributes, self._audited(prov, order)
+            )
+            if mismatches:
+                return "; ".join(mismatches)
         wanted = order.auction.min_reliability
         if wanted > 0 and (score := self.reliability(prov.address)) < wanted:
             return (
@@ -916,12 +935,15 @@ class MarketService(MarketReads):
                 f"{order.auction.min_reliability:.2f}"
             )
         units = order.group.resources
-        key = (tuple(map(id, units)), offer.gpu_uuids)
-        fits = self._fits.setdefault(prov.address, {})
+        used = self._used.get(prov.address)
+        key = (id(units), offer.gpu_uuids, used.key if used else _NOTHING_USED)
+        fits = self._fits.get(prov.address)
+        if fits is None:
+            fits = self._fits[prov.address] = {}
         cached = fits.get(key)
         if cached is not None:
             return cached[1]
-        if len(fits) > 256:
+        if len(fits) >= _FITS_PER_PROVIDER:
             fits.clear()
         verdict = matching.allocate(order.group, self._free(prov, offer.gpu_uuids))
         fits[key] = (units, verdict)

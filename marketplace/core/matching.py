@@ -131,8 +131,12 @@ def placement_mismatches(
 
 def unit_totals(unit: ResourceUnit) -> tuple[int, int, int]:
     """(cpu millis, memory bytes, storage bytes) for all replicas; ram volumes count as memory."""
-    ram = sum(v.size_bytes for v in unit.storage if v.storage_class == "ram")
-    disk = sum(v.size_bytes for v in unit.storage if v.storage_class != "ram")
+    ram = disk = 0
+    for volume in unit.storage:  # a loop, not two generator sums: this runs on every check
+        if volume.storage_class == "ram":
+            ram += volume.size_bytes
+        else:
+            disk += volume.size_bytes
     return (
         unit.cpu_millis * unit.count,
         (unit.memory_bytes + ram) * unit.count,
@@ -225,26 +229,31 @@ def allocate(group: GroupSpec, free: Capacity) -> Allocation | str:
         need, have = units.format_size(storage), units.format_size(free.storage_bytes)
         return f"needs {need} storage, {have} free"
     remaining = list(free.gpus)
-    per_unit: list[tuple[str, ...]] = [() for _ in group.resources]
-    per_unit_variant: list[GpuVariant | None] = [None for _ in group.resources]
-    models: dict[str, str] = {}
-    for index in _most_constrained_first(group.resources, remaining):
+    per_unit: list[tuple[str, ...]] = [()] * len(group.resources)
+    per_unit_variant: list[GpuVariant | None] = [None] * len(group.resources)
+    order = _most_constrained_first(group.resources, remaining)
+    for n, index in enumerate(order, start=1):
         picked = _pick_gpus(group.resources[index], remaining)
         if isinstance(picked, str):
             return picked
         variant, devices = picked
-        taken = {d.uuid for d in devices}
-        remaining = [d for d in remaining if d.uuid not in taken]
         per_unit[index] = tuple(d.uuid for d in devices)
         per_unit_variant[index] = variant
-        models.update((d.uuid, variant.model) for d in devices)
-    uuids = [uuid for unit_uuids in per_unit for uuid in unit_uuids]
+        if n < len(order):  # what the next units choose from
+            taken = set(per_unit[index])
+            remaining = [d for d in remaining if d.uuid not in taken]
+    # a unit's devices are all of its one variant, and no device serves two units
     return Allocation(
-        gpu_uuids=tuple(uuids),
+        gpu_uuids=tuple(uuid for unit_uuids in per_unit for uuid in unit_uuids),
         cpu_millis=cpu,
         memory_bytes=memory,
         storage_bytes=storage,
-        gpu_models=tuple(models[uuid] for uuid in uuids),
+        gpu_models=tuple(
+            variant.model
+            for unit_uuids, variant in zip(per_unit, per_unit_variant, strict=True)
+            if variant is not None
+            for _ in unit_uuids
+        ),
         unit_gpus=tuple(per_unit),
         unit_variants=tuple(per_unit_variant),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 
 class JobKind(StrEnum):
@@ -124,11 +125,12 @@ class GroupSpec:
     # "http-ingress", "cpu-arch/arm64"), so one lacking it declines at bid time with the reason.
     needs: tuple[str, ...] = ()
 
-    @property
+    # Cached on first use (a frozen group never changes): every bid and its check read them.
+    @cached_property
     def max_price_per_hour(self) -> int:
         return sum(r.max_price_per_hour * r.count for r in self.resources)
 
-    @property
+    @cached_property
     def total_gpus(self) -> int:
         return sum(r.total_gpus for r in self.resources)
 

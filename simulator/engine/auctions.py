@@ -11,6 +11,7 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
 from marketplace.core.errors import FailedPrecondition, Ineligible, MarketError, NotFound
@@ -69,6 +70,9 @@ class Auctions:
         self.by_address = {p.address: p for p in self.providers}
         # what each provider says it offers (informational; the market prices from the bid)
         self.offers = [Offer(gpu_models=(p.model,), region=p.link.region) for p in self.providers]
+        # fixed for a run, read on every draw and bid
+        self.link_mbps = [min(p.link.up_mbps, p.link.down_mbps) for p in self.providers]
+        self.reference = [self.costs.get(p.model, p.cost_per_gpu_hour) for p in self.providers]
         # providers cheapest first, per model and overall: costs are fixed for a run
         ranked = sorted(self.providers, key=lambda p: (p.cost_per_gpu_hour, p.index))
         self.by_cost: dict[str, list[int]] = {"*": [p.index for p in ranked]}
@@ -113,66 +117,93 @@ class Auctions:
         policy are fixed (the policy has no tenant lists or lease limit, so neither the tenant
         nor p's lease count can change the verdict)."""
         free = p.free_gpus if p.free_gpus > 0 else 0
-        key = (id(group.resources), id(group.requirements), free)
-        decision = p.decisions.get(key)
+        key = (id(group.resources), id(group.requirements))
+        verdicts = p.decisions.get(key)
+        if verdicts is None:
+            verdicts = p.decisions[key] = [None] * len(p.capacities)
+        decision = verdicts[free]
         if decision is None:
             decision = decide(
                 group, job.tenant, p.attributes, p.capacities[free], self.policy, None, self.now()
             )
-            p.decisions[key] = decision
+            verdicts[free] = decision
         return decision
 
     def can_host(self, p: SimProvider, job: Job, group: GroupSpec) -> bool:
         """p sees the order and its bid decision, short of the price, is yes."""
-        # sees and reserve's memo inlined: this runs for every provider drawn for an order
-        link = p.link
-        if not p.up or min(link.up_mbps, link.down_mbps) < job.min_bandwidth_mbps:
-            return False
-        key = (id(group.resources), id(group.requirements), p.free_gpus if p.free_gpus > 0 else 0)
-        decision = p.decisions.get(key) or self.reserve(p, group, job)
-        if decision.bid:
-            return True
-        self.metrics.declines_no_room += 1
-        return False
+        key = (id(group.resources), id(group.requirements))
+        return self._hostable(p, job, group, key) is not None
 
-    def _candidates(self, job: Job, group: GroupSpec) -> list[SimProvider]:
-        """Up to bidders_per_order providers that can host a group, drawn at random."""
+    def _hostable(
+        self, p: SimProvider, job: Job, group: GroupSpec, key: tuple[int, int]
+    ) -> BidDecision | None:
+        """p's reservation (reserve) when p sees the order and it is a bid; None (and a decline
+        counted) when not. `key` is the group's memo key, made once per order by the caller."""
+        # sees and reserve's memo inlined: this runs for every provider drawn for an order
+        if not p.up or self.link_mbps[p.index] < job.min_bandwidth_mbps:
+            return None
+        verdicts = p.decisions.get(key)
+        decision = verdicts[p.free_gpus if p.free_gpus > 0 else 0] if verdicts else None
+        if decision is None:
+            decision = self.reserve(p, group, job)
+        if decision.bid:
+            return decision
+        self.metrics.declines_no_room += 1
+        return None
+
+    def _candidates(self, job: Job, group: GroupSpec) -> list[tuple[SimProvider, BidDecision]]:
+        """Up to bidders_per_order providers that can host a group, drawn at random, each with
+        its reservation."""
         want = self.bidders_per_order
         pool = self.pools.get(job.gpu_model)
         if pool is None or not pool.items:
             return []
         items = pool.items
-        chosen: dict[int, None] = {}
+        providers = self.providers
+        hostable = self._hostable
+        key = (id(group.resources), id(group.requirements))
         if len(items) <= want * 2:
-            eligible = [i for i in items if self.can_host(self.providers[i], job, group)]
+            eligible = []
+            for i in items:
+                p = providers[i]
+                reserved = hostable(p, job, group, key)
+                if reserved is not None:
+                    eligible.append((p, reserved))
             if len(eligible) > want:
                 eligible = self.rng.sample(eligible, want)
-            return [self.providers[i] for i in eligible]
+            return eligible
+        chosen: dict[int, tuple[SimProvider, BidDecision]] = {}
+        randrange = self.rng.randrange
+        size = len(items)
         for _ in range(want * 4):
-            i = items[self.rng.randrange(len(items))]
-            if i not in chosen and self.can_host(self.providers[i], job, group):
-                chosen[i] = None
-                if len(chosen) >= want:
-                    break
-        return [self.providers[i] for i in chosen]
+            i = items[randrange(size)]
+            if i not in chosen:
+                p = providers[i]
+                reserved = hostable(p, job, group, key)
+                if reserved is not None:
+                    chosen[i] = (p, reserved)
+                    if len(chosen) >= want:
+                        break
+        return list(chosen.values())
 
-    def _bid(self, p: SimProvider, watch: OrderWatch, order_id: str) -> bool:
-        """p, which can host the group, prices it with its strategy; bidding.with_price decides
-        whether that is still a bid (positive, within the order's maximum) or a decline."""
+    def _bid(self, p: SimProvider, watch: OrderWatch, order_id: str, reserved: BidDecision) -> bool:
+        """p, which can host the group (`reserved`: its reservation), prices it with its
+        strategy; bidding.with_price decides whether that is still a bid (positive, within the
+        order's maximum) or a decline."""
         job = watch.job
         group = watch.spec
-        reference = self.costs.get(p.model, p.cost_per_gpu_hour)
-        price = strategy_price(
-            p, job.gpus_per_group, reference, self.pricing, group.max_price_per_hour
-        )
-        reserved = self.reserve(p, group, job)
-        if p.strategy == "adaptive":  # a new price nearly every time: nothing to reuse
+        adaptive = p.strategy == "adaptive"  # a new price nearly every time: nothing to reuse
+        # The others' prices are fixed for the run (cost, markup, reference, pricing), so their
+        # price and with_price (pure) are memoized per (reservation, group's units)
+        key = (id(reserved), id(group.resources))
+        decision = None if adaptive else p.priced.get(key)
+        if decision is None:
+            reference = self.reference[p.index]
+            reserve = group.max_price_per_hour
+            price = strategy_price(p, job.gpus_per_group, reference, self.pricing, reserve)
             decision = with_price(reserved, group, price)
-        else:  # with_price is pure; these providers ask the same few prices again and again
-            key = (id(reserved), id(group.resources), price)
-            decision = p.priced.get(key) or p.priced.setdefault(
-                key, with_price(reserved, group, price)
-            )
+            if not adaptive:
+                p.priced[key] = decision
         if not decision.bid:
             # Counted, not sent: a DeclineOrder per such decline (a market tick and a decline
             # record each) made whole runs ~10% slower, for a reason no simulated tenant reads.
@@ -197,8 +228,8 @@ class Auctions:
         """A new order: providers that see it bid; its window's close is watched."""
         watch = OrderWatch(job, g, self.group_specs(job)[g])
         self.watch[order_id] = watch
-        for p in self._candidates(job, watch.spec):
-            self._bid(p, watch, order_id)
+        for p, reserved in self._candidates(job, watch.spec):
+            self._bid(p, watch, order_id, reserved)
         self.metrics.orders_solicited += 1
         self.metrics.bids_at_open += len(watch.bidders)
         order = self.market.get_order(order_id)
@@ -222,14 +253,17 @@ class Auctions:
         """Freed GPUs: the provider looks at orders left without a winner, oldest first."""
         for model in (p.model, "*"):
             queue = self.waiting[model]
-            for order_id in list(queue)[:16]:
+            for order_id in list(islice(queue, 16)):  # a copy: bids take orders out
                 if p.free_gpus <= 0:
                     return
                 watch = self.watch.get(order_id)
                 if watch is None:
                     queue.pop(order_id, None)
                     continue
-                if self.can_host(p, watch.job, watch.spec) and self._bid(p, watch, order_id):
+                spec = watch.spec
+                key = (id(spec.resources), id(spec.requirements))
+                reserved = self._hostable(p, watch.job, spec, key)
+                if reserved is not None and self._bid(p, watch, order_id, reserved):
                     queue.pop(order_id, None)
                     heapq.heappush(self.due, (self.now(), order_id))
 

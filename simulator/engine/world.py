@@ -12,9 +12,10 @@ import functools
 import math
 import random
 from collections.abc import Callable
-from typing import TypeVarTuple
+from typing import ClassVar, TypeVarTuple
 
 import simpy
+from simpy.events import NORMAL, Event
 
 from marketplace.core.archive import NullArchive
 from marketplace.core.market import MarketConfig, MarketService
@@ -34,6 +35,27 @@ ADMIN = "sim-admin"
 GIB = 1 << 30
 
 Args = TypeVarTuple("Args")
+
+
+def _fire(call: Call) -> None:
+    call.fn(*call.args)
+
+
+class Call(Event):
+    """A timeout that calls fn(*args) when it fires: what env.timeout(delay) plus a callback
+    do, scheduled the same way (NORMAL priority, the environment's event counter, so the order
+    of events is the same), without a Timeout, a closure and a callback list per event."""
+
+    # one callback list shared by every Call: SimPy's step only reads it (and unsets the
+    # event's reference to it)
+    _CALLBACKS: ClassVar[list[Callable[[Call], None]]] = [_fire]
+    _ok = True  # a fired Call succeeded (step checks it)
+
+    def __init__(self, fn: Callable[..., None], args: tuple[object, ...]) -> None:
+        # no Event.__init__: a Call is scheduled at once and never waited on
+        self.fn = fn
+        self.args = args
+        self.callbacks = self._CALLBACKS
 
 
 class SimClock:
@@ -106,10 +128,9 @@ class World:
         self.events = 0
 
     def after(self, delay_ms: float, fn: Callable[[*Args], None], *args: *Args) -> None:
-        """Call fn(*args) in `delay_ms` of simulated time: one SimPy timeout."""
+        """Call fn(*args) in `delay_ms` of simulated time: one SimPy event (a Call)."""
         self.events += 1
-        event = self.env.timeout(max(0, math.ceil(delay_ms)))
-        event.callbacks.append(lambda _event: fn(*args))
+        self.env.schedule(Call(fn, args), NORMAL, max(0, math.ceil(delay_ms)))
 
     def refresh(self, p: SimProvider) -> None:
         """Keep p in the pools of providers with free GPUs exactly when it has some."""

@@ -4,6 +4,8 @@ re-auctions the group, and the job resumes from its last synchronisation."""
 
 from __future__ import annotations
 
+import gc
+
 from marketplace.core.money import MICRO, accrued
 from simulator.engine import Simulation
 from simulator.providers import bid_price
@@ -109,6 +111,38 @@ def test_a_provider_without_room_for_the_group_declines_through_the_bid_decision
     assert sim.metrics.declines_no_room == 1  # the half-busy box: bidding.decide said no
     assert whole.providers[0] != busy.index
     group = sim.world.group_specs(whole)[0]
-    verdict = busy.decisions[(id(group.resources), id(group.requirements), 4)]
-    assert not verdict.bid
+    verdict = busy.decisions[(id(group.resources), id(group.requirements))][4]  # 4 GPUs free
+    assert verdict is not None and not verdict.bid
     assert "needs 8× h100" in verdict.reason and "4× h100 80Gi free" in verdict.reason
+
+
+def test_a_run_makes_no_cyclic_garbage() -> None:
+    """Simulation.run turns the cyclic GC off (refcounting frees everything): that holds only
+    while nothing on the hot paths builds reference cycles. A failure-heavy scenario covers
+    failovers, re-orders, refused bids and both job kinds."""
+    scenario = parse_scenario(
+        {
+            "duration_days": 0.5,
+            "providers": {
+                "count": 40,
+                "failures": {"community_share": 1.0, "community_factor": 2000},
+            },
+            "tenants": {"count": 20, "arrivals": {"rate_per_hour": 20}},
+        }
+    )
+    sim = Simulation(scenario, seed=5)
+    gc.collect()
+    collected: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            collected.append(info["collected"])
+
+    gc.callbacks.append(count)
+    try:
+        sim.run()
+        gc.collect()
+    finally:
+        gc.callbacks.remove(count)
+    assert sim.metrics.provider_failures > 0 and sim.metrics.failovers > 0
+    assert sum(collected) == 0
