@@ -24,7 +24,9 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import pstats
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,13 +56,28 @@ ECHO_METHOD = "/bench.Echo/Echo"
 # --- processes -----------------------------------------------------------------------------
 
 
-def start_market(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+# The server under cProfile, switched on by SIGUSR1 and dumped by SIGUSR2 (bid phase only).
+PROFILED_MAIN = """
+import cProfile, signal, sys
+from marketplace.cli.main import main
+profile, path = cProfile.Profile(), sys.argv.pop(1)
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+signal.signal(signal.SIGUSR2, lambda *_: (profile.disable(), profile.dump_stats(path)))
+main()
+"""
+
+
+def start_market(
+    data_dir: Path, profile: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port_file = data_dir / "port"
+    launcher = ["-c", "from marketplace.cli.main import main; main()"]
+    if profile is not None:
+        launcher = ["-c", PROFILED_MAIN, str(profile)]
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-c",
-            "from marketplace.cli.main import main; main()",
+            *launcher,
             "market",
             "serve",
             "--listen",
@@ -258,6 +275,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def print_profile(proc: subprocess.Popen[bytes], path: Path) -> None:
+    """Stop the server's profiler, wait for its dump, print the top 15 by own time."""
+    path.unlink(missing_ok=True)
+    proc.send_signal(signal.SIGUSR2)
+    wait_until(lambda: path.exists() and path.stat().st_size > 0, 30, "the profile")
+    time.sleep(0.2)  # dump_stats writes in one go; let it finish
+    pstats.Stats(str(path)).sort_stats("tottime").print_stats(15)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -273,11 +299,17 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=int, default=0, help="bids/s offered in phase 2 (0: half the throughput)"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="cProfile the server during the throughput phase; write the stats here and print "
+        "the top 15 functions by own time",
+    )
     args = parser.parse_args()
     per_worker_bids = max(1, args.bids_per_order // args.workers)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-market-"))
-    market_proc, address = start_market(tmp)
+    market_proc, address = start_market(tmp, args.profile)
     echo_proc, echo_address = start_echo(tmp)
     ctx = mp.get_context("spawn")
     outbox = ctx.Queue()
@@ -306,10 +338,14 @@ def main() -> None:
             tenant.create_deployment(sdl_long, DEPOSIT).order_ids[0] for _ in range(args.orders)
         ]
         cpu0 = cpu_seconds(market_proc.pid)
+        if args.profile:
+            market_proc.send_signal(signal.SIGUSR1)
         for inbox in inboxes:
             inbox.put(("bid", (orders, per_worker_bids)))
         ok, seconds, errors = summarize(collect(outbox, "bid", args.workers))
         market_cpu = cpu_seconds(market_proc.pid) - cpu0
+        if args.profile:
+            print_profile(market_proc, args.profile)
         bids_per_s = ok / seconds
         print(
             f"throughput: {ok} bids in {seconds:.2f} s = {bids_per_s:,.0f} bids/s  errors {errors}"

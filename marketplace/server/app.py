@@ -89,6 +89,30 @@ class Watcher(Generic[Item]):
         return item
 
 
+Reply_co = TypeVar("Reply_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted(Generic[Reply_co]):
+    """A command that ran: its reply or refusal, and the write that makes it durable."""
+
+    outcome: Reply_co | MarketError
+    waiter: asyncio.Future[None] | None
+
+    def durable(self) -> bool:
+        return self.waiter is None or self.waiter.done()
+
+    async def result(self) -> Reply_co:
+        """The reply once durable (a refusal is raised then, as run() does)."""
+        if self.waiter is not None and not self.waiter.done():
+            await asyncio.shield(self.waiter)
+        elif self.waiter is not None:
+            self.waiter.result()  # raises what stopped the write
+        if isinstance(self.outcome, MarketError):
+            raise self.outcome
+        return self.outcome
+
+
 class MarketApp:
     def __init__(
         self,
@@ -196,9 +220,19 @@ class MarketApp:
         A MarketError is raised again after the changes the core made before raising (due
         deadlines, a recorded decline) are durable too.
         """
+        await self.ready()
+        return await self.submit(command, reply).result()
+
+    async def ready(self) -> None:
+        """Return once the market takes commands (not while it reloads after a failure)."""
         assert self._recovering is not None
         if not self._recovering.is_set():
             await self._recovering.wait()
+
+    def submit(self, command: Callable[[], T], reply: Callable[[T], R]) -> Submitted[R]:
+        """run() without the waiting: the command runs now (call after ready()); what it
+        answers is to be had from the result once durable. Commands submitted one after another
+        become durable (and answer) in that order: a stream pipelines them."""
         outcome: R | MarketError
         try:
             outcome = reply(command())
@@ -207,6 +241,7 @@ class MarketApp:
         except Exception:
             log.exception("internal error in a market command; reloading the committed state")
             self.market.drain_changes()  # partial changes of a failed command: never written
+            assert self._recovering is not None
             self._recovering.clear()
             self._enqueue(Batch(), [], [])
             raise
@@ -216,14 +251,14 @@ class MarketApp:
         if waiter is None and (self.guard.has_durable() or self._audit_rows_pending()):
             # a refused command: its nonce is spent; or only attestations/inventories changed
             waiter = self._enqueue(Batch(), [], [])
-        if waiter is not None:
-            await asyncio.shield(waiter)
-        if isinstance(outcome, MarketError):
-            raise outcome
-        return outcome
+        return Submitted(outcome, waiter)
 
     async def append_logs(self, signer: str, batch: pb.LogBatch) -> int:
         """Store log lines a lease's provider sent; returns how many were kept."""
+        return await self.submit_logs(signer, batch).result()
+
+    def submit_logs(self, signer: str, batch: pb.LogBatch) -> Submitted[int]:
+        """append_logs() without the waiting (see submit())."""
         lease = self.market.get_lease(batch.lease_id)
         if lease.provider != signer:
             raise PermissionDenied(f"lease {batch.lease_id} is not yours")
@@ -252,8 +287,7 @@ class MarketApp:
                 )
             )
         self._log_seq[lease.id] = seq
-        await asyncio.shield(self._enqueue(logs_batch(lines), [], lines))
-        return len(lines)
+        return Submitted(len(lines), self._enqueue(logs_batch(lines), [], lines))
 
     def _audit_rows_pending(self) -> bool:
         return self.market.attestations.has_changes() or self.inventory.has_changes()
