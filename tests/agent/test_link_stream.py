@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 from marketplace.core import money
@@ -119,8 +120,11 @@ def test_a_stream_cut_mid_burst_resumes_with_every_bid_recorded_once(tmp_path: P
         assert sorted(b.order_id for b in placed) == sorted(orders)
         assert {b.provider for b in placed} == {key.address}
         assert sorted(server.call(recorded)) == sorted(orders)  # each exactly once
-        for order in orders[:5]:
-            assert server.call(lambda o=order: len(server.app.market.list_bids(o))) == 1
+
+        def bids_on(order_id: str) -> int:
+            return len(server.app.market.list_bids(order_id))
+
+        assert [server.call(bids_on, order) for order in orders] == [1] * BURST
 
 
 def test_the_order_feed_ends_when_the_stream_drops_and_calls_fail_fast_while_away(
@@ -151,6 +155,7 @@ def test_the_order_feed_ends_when_the_stream_drops_and_calls_fail_fast_while_awa
                 second = tenant.create_deployment(sdl, DEPOSIT).order_ids[0]
                 event = await asyncio.wait_for(anext(resumed), 10)
                 assert isinstance(event, OrderOpened) and event.order.id == second
+                assert isinstance(resumed, AsyncGenerator)
                 await resumed.aclose()
             finally:
                 await link.close()
