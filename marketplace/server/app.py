@@ -229,6 +229,9 @@ class MarketApp:
         if not self._recovering.is_set():
             await self._recovering.wait()
 
+    def ready_now(self) -> bool:
+        return self._recovering is not None and self._recovering.is_set()
+
     def submit(self, command: Callable[[], T], reply: Callable[[T], R]) -> Submitted[R]:
         """run() without the waiting: the command runs now (call after ready()); what it
         answers is to be had from the result once durable. Commands submitted one after another
@@ -315,8 +318,6 @@ class MarketApp:
         if self._pending_future is None:
             self._pending_future = asyncio.get_running_loop().create_future()
             self._latest_future = self._pending_future
-        # the nonces of the commands accepted so far go in this transaction (or an earlier one)
-        self._pending.extend(nonces_batch(self.guard.take_durable(), self.guard.cutoff_ms()))
         self._pending.extend(attestations_batch(self.market.attestations.take_changed()))
         self._pending.extend(inventory_reports_batch(self.inventory.take_changed()))
         self._pending.extend(batch)
@@ -345,6 +346,9 @@ class MarketApp:
             committed, self._pending_changes = self._pending_changes, []
             self._pending, self._pending_events, self._pending_logs = Batch(), [], []
             self._pending_future = None
+            # every nonce accepted so far goes in this transaction: with the commands it
+            # authorised, or before them (one insert and one clean-up per transaction)
+            batch.extend(nonces_batch(self.guard.take_durable(), self.guard.cutoff_ms()))
             try:
                 await asyncio.to_thread(self.store.write, batch)
             except Exception as exc:  # the disk refused: memory is ahead of it, so stop

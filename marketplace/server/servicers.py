@@ -57,6 +57,7 @@ from marketplace.core.visibility import Viewer
 from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
 from marketplace.server.channel import AnswerBook, Command, ProviderChannel, provider_feed
 from marketplace.server.paging import page
+from marketplace.server.signatures import SignatureChecker
 
 log = logging.getLogger("gpumarket.market")
 
@@ -138,8 +139,13 @@ class _Base:
     def market(self) -> MarketService:
         return self.app.market
 
-    def open(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[str, M]:
-        return open_envelope(request, message_class, self.app.guard, market=self.app.market_id)
+    def open(
+        self, request: pb.SignedRequest, message_class: type[M], signed_by: str | None = None
+    ) -> tuple[str, M]:
+        """`signed_by`: the signer, when the signature was checked already (see open_envelope)."""
+        return open_envelope(
+            request, message_class, self.app.guard, market=self.app.market_id, signed_by=signed_by
+        )
 
     def read_as(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[Viewer, M]:
         """Open a signed read: who reads (with the roles the market knows it by), and what."""
@@ -420,6 +426,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     def __init__(self, app: MarketApp) -> None:
         super().__init__(app)
         self.answers = AnswerBook(app.clock.now_ms)
+        self.signatures = SignatureChecker(app.market_id)
         self.commands: dict[str, Command] = {
             "Register": Command(pb.RegisterProvider, self.register, self._registered),
             "Heartbeat": Command(pb.Heartbeat, self.heartbeat, self._heartbeat_seen),
@@ -433,14 +440,18 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         }
 
     async def _answer(
-        self, command: Callable[[pb.SignedRequest], Submitted[Reply]], request: pb.SignedRequest
+        self,
+        command: Callable[[pb.SignedRequest, None], Submitted[Reply]],
+        request: pb.SignedRequest,
     ) -> Reply:
         await self.app.ready()
-        return await command(request).result()
+        return await command(request, None).result()
 
     # --- the commands ---------------------------------------------------------------------------
-    def register(self, request: pb.SignedRequest) -> Submitted[pb.RegisterResponse]:
-        signer, msg = self.open(request, pb.RegisterProvider)
+    def register(
+        self, request: pb.SignedRequest, signed_by: str | None = None
+    ) -> Submitted[pb.RegisterResponse]:
+        signer, msg = self.open(request, pb.RegisterProvider, signed_by)
         capacity = convert.capacity_from_proto(msg.inventory)
 
         def reply(prov: ProviderRecord) -> pb.RegisterResponse:
@@ -483,8 +494,10 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             prov, self.market.reliability(prov.address), self.market.open_lease_count(prov.address)
         )
 
-    def heartbeat(self, request: pb.SignedRequest) -> Submitted[pb.HeartbeatResponse]:
-        signer, msg = self.open(request, pb.Heartbeat)
+    def heartbeat(
+        self, request: pb.SignedRequest, signed_by: str | None = None
+    ) -> Submitted[pb.HeartbeatResponse]:
+        signer, msg = self.open(request, pb.Heartbeat, signed_by)
         capacity = convert.capacity_from_proto(msg.inventory) if msg.HasField("inventory") else None
 
         def reply(unknown: list[str]) -> pb.HeartbeatResponse:
@@ -503,29 +516,37 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             reply,
         )
 
-    def place_bid(self, request: pb.SignedRequest) -> Submitted[pb.Bid]:
-        signer, msg = self.open(request, pb.PlaceBid)
+    def place_bid(
+        self, request: pb.SignedRequest, signed_by: str | None = None
+    ) -> Submitted[pb.Bid]:
+        signer, msg = self.open(request, pb.PlaceBid, signed_by)
         offer = convert.offer_from_proto(msg.offer)
         return self.app.submit(
             lambda: self.market.place_bid(signer, msg.order_id, msg.price_per_hour, offer),
             convert.bid_to_proto,
         )
 
-    def withdraw_bid(self, request: pb.SignedRequest) -> Submitted[pb.Bid]:
-        signer, msg = self.open(request, pb.WithdrawBid)
+    def withdraw_bid(
+        self, request: pb.SignedRequest, signed_by: str | None = None
+    ) -> Submitted[pb.Bid]:
+        signer, msg = self.open(request, pb.WithdrawBid, signed_by)
         return self.app.submit(
             lambda: self.market.withdraw_bid(signer, msg.bid_id), convert.bid_to_proto
         )
 
-    def decline_order(self, request: pb.SignedRequest) -> Submitted[pb.Ack]:
-        signer, msg = self.open(request, pb.DeclineOrder)
+    def decline_order(
+        self, request: pb.SignedRequest, signed_by: str | None = None
+    ) -> Submitted[pb.Ack]:
+        signer, msg = self.open(request, pb.DeclineOrder, signed_by)
         return self.app.submit(
             lambda: self.market.decline_order(signer, msg.order_id, msg.reason),
             lambda _: pb.Ack(ok=True),
         )
 
-    def get_manifest(self, request: pb.SignedRequest) -> Submitted[pb.Manifest]:
-        signer, msg = self.open(request, pb.GetManifest)
+    def get_manifest(
+        self, request: pb.SignedRequest, signed_by: str | None = None
+    ) -> Submitted[pb.Manifest]:
+        signer, msg = self.open(request, pb.GetManifest, signed_by)
         self.readable_lease(Viewer(signer), msg.lease_id)  # another's lease: as if missing
 
         def reply(found: tuple[Deployment, GroupSpec]) -> pb.Manifest:
@@ -541,8 +562,10 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
 
         return self.app.submit(lambda: self.market.manifest_for(signer, msg.lease_id), reply)
 
-    def report_status(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
-        signer, msg = self.open(request, pb.LeaseStatusReport)
+    def report_status(
+        self, request: pb.SignedRequest, signed_by: str | None = None
+    ) -> Submitted[pb.Lease]:
+        signer, msg = self.open(request, pb.LeaseStatusReport, signed_by)
         endpoints = [convert.endpoint_from_proto(e) for e in msg.endpoints]
         running = msg.state == pb.LEASE_RUNNING
         return self.app.submit(
@@ -559,13 +582,17 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             convert.lease_to_proto,
         )
 
-    def report_logs(self, request: pb.SignedRequest) -> Submitted[pb.Ack]:
-        signer, msg = self.open(request, pb.LogBatch)
+    def report_logs(
+        self, request: pb.SignedRequest, signed_by: str | None = None
+    ) -> Submitted[pb.Ack]:
+        signer, msg = self.open(request, pb.LogBatch, signed_by)
         stored = self.app.submit_logs(signer, msg)
         return Submitted(pb.Ack(ok=True, message=f"{stored.outcome} lines"), stored.waiter)
 
-    def close_lease(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
-        signer, msg = self.open(request, pb.CloseLease)
+    def close_lease(
+        self, request: pb.SignedRequest, signed_by: str | None = None
+    ) -> Submitted[pb.Lease]:
+        signer, msg = self.open(request, pb.CloseLease, signed_by)
         return self.app.submit(
             lambda: self.market.close_lease(signer, msg.lease_id, msg.message),
             convert.lease_to_proto,
@@ -650,7 +677,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         self, request_iterator: AsyncIterator[pb.ProviderMessage], context: Context
     ) -> AsyncIterator[pb.MarketMessage]:
         """The provider's one stream: these commands and the order feed (server/channel.py)."""
-        channel = ProviderChannel(self.app, self.commands, self.answers)
+        channel = ProviderChannel(self.app, self.commands, self.answers, self.signatures)
         try:
             async for message in channel.serve(request_iterator):
                 yield message

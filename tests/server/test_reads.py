@@ -44,6 +44,7 @@ WRITES = {
     "ReportLogs",
     "SignProviderAttributes",  # an auditor's, signed (tests/server/test_auditors.py)
     "RevokeProviderAttributes",
+    "Channel",  # the provider's stream: the rpcs above, one function each (test_channel.py)
 }
 
 
