@@ -55,24 +55,16 @@ def open_envelope(
     *,
     market: str,
     durable: bool = True,
-    signed_by: str | None = None,
 ) -> tuple[str, M]:
     """Verify the signature over the received bytes, then parse. Returns (signer address, msg).
 
     Raises Unauthenticated for a bad signature, a request signed for another marketplace, wrong
     message type, replay or stale timestamp, and InvalidArgument for a payload that is signed
     but not a valid message. `durable=False` for reads: their nonces are not stored.
-    `signed_by`: what signer_of() answered for this very envelope, this message class and this
-    market (the signature was checked already, on another thread); freshness and replay are
-    still checked here.
     """
-    if signed_by is None:
-        sig = signature_of(request)
-        address = verify(message_type(message_class), request.payload, sig, market, guard, durable)
-    else:
-        address = signed_by
-        if guard is not None:
-            guard.check(signature_of(request), durable)
+    address = verify(
+        message_type(message_class), request.payload, signature_of(request), market, guard, durable
+    )
     message = message_class()
     try:
         message.ParseFromString(request.payload)

@@ -53,7 +53,6 @@ from marketplace.core.errors import (
 from marketplace.core.limits import shown
 from marketplace.identity import address_of
 from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
-from marketplace.server.signatures import SignatureChecker
 
 log = logging.getLogger("gpumarket.market")
 
@@ -71,9 +70,8 @@ class Command:
     """One Provider rpc, as both the unary rpc and the channel run it."""
 
     message_class: type[Message]
-    # opens the envelope (signature unless checked already: its signer given; replay guard)
-    # and runs the command now; raises MarketError
-    run: Callable[[pb.SignedRequest, str | None], Submitted[Message]]
+    # opens the envelope (verify, replay guard) and runs the command now; raises MarketError
+    run: Callable[[pb.SignedRequest], Submitted[Message]]
     # the answer to a resend whose first answer is forgotten, read from the state now (from
     # the signer and its envelope, already verified); None: a read, to be asked again
     again: Callable[[str, pb.SignedRequest], Message] | None = None
@@ -171,16 +169,6 @@ class _Pending:
 
 
 @dataclass(frozen=True, slots=True)
-class _Check:
-    """A command waiting for its signature to be checked."""
-
-    seq: int
-    command: Command
-    request: pb.SignedRequest
-    signer: asyncio.Future[str]
-
-
-@dataclass(frozen=True, slots=True)
 class _End:
     """The stream ends: with OK once answered (None), or with an error."""
 
@@ -193,17 +181,10 @@ _Out = pb.MarketMessage | _Pending | _End
 class ProviderChannel:
     """One open stream: reads and runs commands, writes answers (in order) and the feed."""
 
-    def __init__(
-        self,
-        app: MarketApp,
-        commands: dict[str, Command],
-        book: AnswerBook,
-        signatures: SignatureChecker,
-    ) -> None:
+    def __init__(self, app: MarketApp, commands: dict[str, Command], book: AnswerBook) -> None:
         self.app = app
         self.commands = commands
         self.book = book
-        self.signatures = signatures
         self.provider: str | None = None  # bound by the first message that verifies
         self._out: asyncio.Queue[_Out] = asyncio.Queue(MAX_UNANSWERED)
         self._feed: asyncio.Task[None] | None = None
@@ -240,24 +221,18 @@ class ProviderChannel:
 
     async def _read(self, incoming: AsyncIterator[pb.ProviderMessage]) -> None:
         end = _End()
-        out = self._out
         try:
             async for message in incoming:
-                item = self._dispatch(message)
-                if isinstance(item, _Check):  # its signature is checked on a thread
-                    item = await self._checked(item)
-                if out.full():
-                    await out.put(item)
-                else:
-                    out.put_nowait(item)
+                await self.app.ready()
+                await self._out.put(self._dispatch(message))
                 if self._feed_from is not None:
                     self._start_feed(self._feed_from)
         except Exception as exc:  # the transport failed, or a bug: end the stream with it
             end = _End(exc)
-        await out.put(end)
+        await self._out.put(end)
 
     # --- one message ---------------------------------------------------------------------------
-    def _dispatch(self, message: pb.ProviderMessage) -> _Out | _Check:
+    def _dispatch(self, message: pb.ProviderMessage) -> _Out:
         seq, request = message.seq, message.request
         try:
             return self._run(seq, message.method, request)
@@ -267,7 +242,7 @@ class ProviderChannel:
             log.error("internal error in a channel command", exc_info=exc)
             return refused(seq, MarketError(f"internal error: {type(exc).__name__}"))
 
-    def _run(self, seq: int, method: str, request: pb.SignedRequest) -> _Out | _Check:
+    def _run(self, seq: int, method: str, request: pb.SignedRequest) -> _Out:
         signer = address_of(request.public_key)
         if self.provider is not None and signer != self.provider:
             raise PermissionDenied(f"this stream is {self.provider}'s; {signer} signed this")
@@ -281,27 +256,9 @@ class ProviderChannel:
             return _Pending(seq, kept, True)
         if self.app.guard.accepted(request.public_key, request.nonce):
             return self._again(seq, command, request)
-        return _Check(seq, command, request, self.signatures.signer(request, command.message_class))
-
-    async def _checked(self, check: _Check) -> _Out:
-        """Run a command once its signature checked out (the stream reads on meanwhile)."""
         try:
-            signer = await check.signer
-            if not self.app.ready_now():
-                await self.app.ready()
-            return self._execute(check.seq, check.command, check.request, signer)
-        except MarketError as exc:
-            return refused(check.seq, exc)
-        except Exception as exc:  # a bug: this message fails, the stream goes on
-            log.error("internal error in a channel command", exc_info=exc)
-            return refused(check.seq, MarketError(f"internal error: {type(exc).__name__}"))
-
-    def _execute(self, seq: int, command: Command, request: pb.SignedRequest, signer: str) -> _Out:
-        if self.provider is not None and signer != self.provider:  # bound meanwhile
-            raise PermissionDenied(f"this stream is {self.provider}'s; {signer} signed this")
-        try:
-            submitted = command.run(request, signer)
-        except Unauthenticated:  # stale, or a replay (of a request sent twice meanwhile)
+            submitted = command.run(request)
+        except Unauthenticated:
             raise
         except MarketError as exc:  # verified, then refused (its nonce is spent)
             self._bind(signer)

@@ -57,7 +57,6 @@ from marketplace.core.visibility import Viewer
 from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
 from marketplace.server.channel import AnswerBook, Command, ProviderChannel, provider_feed
 from marketplace.server.paging import page
-from marketplace.server.signatures import SignatureChecker
 
 log = logging.getLogger("gpumarket.market")
 
@@ -139,13 +138,8 @@ class _Base:
     def market(self) -> MarketService:
         return self.app.market
 
-    def open(
-        self, request: pb.SignedRequest, message_class: type[M], signed_by: str | None = None
-    ) -> tuple[str, M]:
-        """`signed_by`: the signer, when the signature was checked already (see open_envelope)."""
-        return open_envelope(
-            request, message_class, self.app.guard, market=self.app.market_id, signed_by=signed_by
-        )
+    def open(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[str, M]:
+        return open_envelope(request, message_class, self.app.guard, market=self.app.market_id)
 
     def read_as(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[Viewer, M]:
         """Open a signed read: who reads (with the roles the market knows it by), and what."""
@@ -426,7 +420,6 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     def __init__(self, app: MarketApp) -> None:
         super().__init__(app)
         self.answers = AnswerBook(app.clock.now_ms)
-        self.signatures = SignatureChecker(app.market_id)
         self.commands: dict[str, Command] = {
             "Register": Command(pb.RegisterProvider, self.register, self._registered),
             "Heartbeat": Command(pb.Heartbeat, self.heartbeat, self._heartbeat_seen),
@@ -440,18 +433,14 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         }
 
     async def _answer(
-        self,
-        command: Callable[[pb.SignedRequest, None], Submitted[Reply]],
-        request: pb.SignedRequest,
+        self, command: Callable[[pb.SignedRequest], Submitted[Reply]], request: pb.SignedRequest
     ) -> Reply:
         await self.app.ready()
-        return await command(request, None).result()
+        return await command(request).result()
 
     # --- the commands ---------------------------------------------------------------------------
-    def register(
-        self, request: pb.SignedRequest, signed_by: str | None = None
-    ) -> Submitted[pb.RegisterResponse]:
-        signer, msg = self.open(request, pb.RegisterProvider, signed_by)
+    def register(self, request: pb.SignedRequest) -> Submitted[pb.RegisterResponse]:
+        signer, msg = self.open(request, pb.RegisterProvider)
         capacity = convert.capacity_from_proto(msg.inventory)
 
         def reply(prov: ProviderRecord) -> pb.RegisterResponse:
@@ -494,10 +483,8 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             prov, self.market.reliability(prov.address), self.market.open_lease_count(prov.address)
         )
 
-    def heartbeat(
-        self, request: pb.SignedRequest, signed_by: str | None = None
-    ) -> Submitted[pb.HeartbeatResponse]:
-        signer, msg = self.open(request, pb.Heartbeat, signed_by)
+    def heartbeat(self, request: pb.SignedRequest) -> Submitted[pb.HeartbeatResponse]:
+        signer, msg = self.open(request, pb.Heartbeat)
         capacity = convert.capacity_from_proto(msg.inventory) if msg.HasField("inventory") else None
 
         def reply(unknown: list[str]) -> pb.HeartbeatResponse:
@@ -516,37 +503,29 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             reply,
         )
 
-    def place_bid(
-        self, request: pb.SignedRequest, signed_by: str | None = None
-    ) -> Submitted[pb.Bid]:
-        signer, msg = self.open(request, pb.PlaceBid, signed_by)
+    def place_bid(self, request: pb.SignedRequest) -> Submitted[pb.Bid]:
+        signer, msg = self.open(request, pb.PlaceBid)
         offer = convert.offer_from_proto(msg.offer)
         return self.app.submit(
             lambda: self.market.place_bid(signer, msg.order_id, msg.price_per_hour, offer),
             convert.bid_to_proto,
         )
 
-    def withdraw_bid(
-        self, request: pb.SignedRequest, signed_by: str | None = None
-    ) -> Submitted[pb.Bid]:
-        signer, msg = self.open(request, pb.WithdrawBid, signed_by)
+    def withdraw_bid(self, request: pb.SignedRequest) -> Submitted[pb.Bid]:
+        signer, msg = self.open(request, pb.WithdrawBid)
         return self.app.submit(
             lambda: self.market.withdraw_bid(signer, msg.bid_id), convert.bid_to_proto
         )
 
-    def decline_order(
-        self, request: pb.SignedRequest, signed_by: str | None = None
-    ) -> Submitted[pb.Ack]:
-        signer, msg = self.open(request, pb.DeclineOrder, signed_by)
+    def decline_order(self, request: pb.SignedRequest) -> Submitted[pb.Ack]:
+        signer, msg = self.open(request, pb.DeclineOrder)
         return self.app.submit(
             lambda: self.market.decline_order(signer, msg.order_id, msg.reason),
             lambda _: pb.Ack(ok=True),
         )
 
-    def get_manifest(
-        self, request: pb.SignedRequest, signed_by: str | None = None
-    ) -> Submitted[pb.Manifest]:
-        signer, msg = self.open(request, pb.GetManifest, signed_by)
+    def get_manifest(self, request: pb.SignedRequest) -> Submitted[pb.Manifest]:
+        signer, msg = self.open(request, pb.GetManifest)
         self.readable_lease(Viewer(signer), msg.lease_id)  # another's lease: as if missing
 
         def reply(found: tuple[Deployment, GroupSpec]) -> pb.Manifest:
@@ -562,10 +541,8 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
 
         return self.app.submit(lambda: self.market.manifest_for(signer, msg.lease_id), reply)
 
-    def report_status(
-        self, request: pb.SignedRequest, signed_by: str | None = None
-    ) -> Submitted[pb.Lease]:
-        signer, msg = self.open(request, pb.LeaseStatusReport, signed_by)
+    def report_status(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
+        signer, msg = self.open(request, pb.LeaseStatusReport)
         endpoints = [convert.endpoint_from_proto(e) for e in msg.endpoints]
         running = msg.state == pb.LEASE_RUNNING
         return self.app.submit(
@@ -582,17 +559,13 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             convert.lease_to_proto,
         )
 
-    def report_logs(
-        self, request: pb.SignedRequest, signed_by: str | None = None
-    ) -> Submitted[pb.Ack]:
-        signer, msg = self.open(request, pb.LogBatch, signed_by)
+    def report_logs(self, request: pb.SignedRequest) -> Submitted[pb.Ack]:
+        signer, msg = self.open(request, pb.LogBatch)
         stored = self.app.submit_logs(signer, msg)
         return Submitted(pb.Ack(ok=True, message=f"{stored.outcome} lines"), stored.waiter)
 
-    def close_lease(
-        self, request: pb.SignedRequest, signed_by: str | None = None
-    ) -> Submitted[pb.Lease]:
-        signer, msg = self.open(request, pb.CloseLease, signed_by)
+    def close_lease(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
+        signer, msg = self.open(request, pb.CloseLease)
         return self.app.submit(
             lambda: self.market.close_lease(signer, msg.lease_id, msg.message),
             convert.lease_to_proto,
@@ -677,7 +650,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         self, request_iterator: AsyncIterator[pb.ProviderMessage], context: Context
     ) -> AsyncIterator[pb.MarketMessage]:
         """The provider's one stream: these commands and the order feed (server/channel.py)."""
-        channel = ProviderChannel(self.app, self.commands, self.answers, self.signatures)
+        channel = ProviderChannel(self.app, self.commands, self.answers)
         try:
             async for message in channel.serve(request_iterator):
                 yield message
