@@ -56,10 +56,11 @@ from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
 
 log = logging.getLogger("gpumarket.market")
 
-# How long the answer of an accepted envelope is kept for a resend (a reconnect takes seconds).
-ANSWER_MEMORY_MS = 20_000
-# ... and at most this many, oldest forgotten first (about 1 KiB each).
-MAX_ANSWERS = 50_000
+# How long the answer of an accepted envelope is kept for a resend (the agent reconnects within
+# a few seconds: backoff from 0.2 s, at most 5 s); after it, a resend is answered from the state
+ANSWER_MEMORY_MS = 10_000
+# ... and at most this many, oldest forgotten first (under 1 KiB each: at most ~20 MiB)
+MAX_ANSWERS = 25_000
 # Messages read but not yet answered, per stream: beyond it the stream stops reading, and the
 # provider's sends wait (HTTP/2 flow control).
 MAX_UNANSWERED = 1024
@@ -224,7 +225,11 @@ class ProviderChannel:
         try:
             async for message in incoming:
                 await self.app.ready()
-                await self._out.put(self._dispatch(message))
+                item = self._dispatch(message)
+                if self._out.full():  # wait until the provider reads its answers
+                    await self._out.put(item)
+                else:
+                    self._out.put_nowait(item)
                 if self._feed_from is not None:
                     self._start_feed(self._feed_from)
         except Exception as exc:  # the transport failed, or a bug: end the stream with it
