@@ -59,6 +59,7 @@ from marketplace.polling import wait_until
 from marketplace.server.testing import gpu_sdl, provider_registration
 
 IN_FLIGHT = 64  # registrations and heartbeats in flight per worker
+STREAMS_PER_CONNECTION = 100
 # a deposit that pays the bench orders' maximum price (~589 units/h) for the 10 minutes the market asks
 DEPOSIT = 100 * money.MICRO
 ECHO_METHOD = "/bench.Echo/Echo"
@@ -203,6 +204,16 @@ class BenchStream:
         self.reader.cancel()
 
 
+def spread_channels(address: str, streams: int) -> list[grpc.aio.Channel]:
+    """A connection of its own per STREAMS_PER_CONNECTION streams: one HTTP/2 connection
+    carries a bounded number of streams at once (an agent has a connection of its own)."""
+    own = (("grpc.use_local_subchannel_pool", 1),)  # not shared with the other channels
+    return [
+        grpc.aio.insecure_channel(address, options=own)
+        for _ in range(0, streams, STREAMS_PER_CONNECTION)
+    ]
+
+
 def market_stream(channel: grpc.aio.Channel) -> BenchStream:
     return BenchStream(channel, CHANNEL_METHOD, pb.MarketMessage.FromString, lambda m: m.answer.seq)
 
@@ -241,16 +252,18 @@ class Worker:
         """A Channel stream per provider, bound by a first heartbeat (heartbeats go on it)."""
         sem = asyncio.Semaphore(IN_FLIGHT)
 
-        async def open_one(key: Key) -> None:
+        channels = spread_channels(self.address, len(self.keys))
+
+        async def open_one(i: int, key: Key) -> None:
             async with sem:
-                stream = market_stream(self.channel)
+                stream = market_stream(channels[i // STREAMS_PER_CONNECTION])
                 answer = await stream.ask(
                     "Heartbeat", seal(key, pb.Heartbeat(), market=self.market)
                 )
                 assert answer.answer.code == 0, answer.answer.message
                 self.streams[key.public_key] = stream
 
-        await asyncio.gather(*(open_one(k) for k in self.keys))
+        await asyncio.gather(*(open_one(i, k) for i, k in enumerate(self.keys)))
 
     async def heartbeat_forever(self) -> None:
         while True:
@@ -307,9 +320,12 @@ class Worker:
     ) -> dict[str, Any]:
         channel = grpc.aio.insecure_channel(echo_address)
         echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
-        streams = (
-            {k.public_key: echo_stream(channel) for k in self.keys} if path == "stream" else {}
-        )
+        channels = spread_channels(echo_address, len(self.keys)) if path == "stream" else []
+        streams = {
+            k.public_key: echo_stream(channels[i // STREAMS_PER_CONNECTION])
+            for i, k in enumerate(self.keys)
+            if path == "stream"
+        }
         for stream in streams.values():  # opened before the clock starts, as the market's were
             await stream.call.wait_for_connection()
         sem = asyncio.Semaphore(self.in_flight)
@@ -327,7 +343,8 @@ class Worker:
         seconds = time.perf_counter() - start
         for stream in streams.values():
             stream.close()
-        await channel.close(grace=None)
+        for c in (channel, *channels):
+            await c.close(grace=None)
         return {"ok": len(work), "errors": {}, "seconds": seconds}
 
 
