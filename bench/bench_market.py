@@ -130,6 +130,7 @@ def echo_server_main(port_file: str) -> None:
             return request
 
         async def echo_stream(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+            await context.send_initial_metadata(())  # open at once, as the market's Channel
             async for request in requests:
                 yield request
 

@@ -652,6 +652,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         """The provider's one stream: these commands and the order feed (server/channel.py)."""
         channel = ProviderChannel(self.app, self.commands, self.answers)
         try:
+            await context.send_initial_metadata(())  # the stream is open: the provider knows
             async for message in channel.serve(request_iterator):
                 yield message
         except Exception as exc:

@@ -347,3 +347,12 @@ def test_heartbeats_over_the_stream_keep_a_lease_alive(tmp_path: Path) -> None:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+def test_a_new_stream_says_it_is_open_before_any_message(server: ServerThread) -> None:
+    async def scenario() -> None:
+        stream = await RawChannel(server.address, Key.generate()).open()
+        await asyncio.wait_for(stream.call.wait_for_connection(), 10)  # nothing sent yet
+        await stream.close()
+
+    run(scenario)
