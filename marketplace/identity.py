@@ -170,6 +170,10 @@ class ReplayGuard:
         if durable:
             self._durable.append(SeenNonce(sig.public_key, sig.nonce, sig.timestamp_ms))
 
+    def accepted(self, public_key: bytes, nonce: bytes) -> bool:
+        """Whether this nonce of this key was accepted (and is still remembered)."""
+        return public_key + nonce in self._seen
+
     def cutoff_ms(self) -> int:
         """Nonces with timestamps before this are refused as stale: no need to keep them."""
         return self._clock.now_ms() - self.max_skew_ms

@@ -1,11 +1,12 @@
 """The agent's link to the marketplace: the only agent module that imports grpc.
 
-Speaks the v1 Provider service (proto/marketplace/api/v1/market.proto) over grpc.aio. Every
+Speaks the v1 Provider service (proto/marketplace/api/v1/market.proto) over grpc.aio, on ONE
+long-lived two-way stream (Provider.Channel; marketplace/server/channel.py has its rules): every
 request is a SignedRequest sealed with the provider's Ed25519 key for the marketplace at the
-other end (its id asked once, from Market.Info); a tenant's manifest must be signed for that
-same marketplace. Unary calls carry a deadline;
-the order stream carries none (a deadline would end it mid-flow), waits for the server to be
-ready and resumes from a token.
+other end (its id asked once, from Market.Info), sent on the stream with a sequence number and
+answered in order; the order feed comes down the same stream and resumes from a token. A
+tenant's manifest must be signed for that same marketplace. The stream is opened again with
+backoff when it drops, and what was unanswered is resent unchanged (never applied twice).
 
 The rest of the agent never sees grpc or protobuf: what comes in is decoded by
 marketplace/api/convert.py into core types (orders, bids, leases, order-feed events, manifests),
@@ -29,6 +30,7 @@ from google.protobuf.message import Message
 
 from marketplace.api.addresses import AddressRing, different_market
 from marketplace.api.attestations import audited_from_proto
+from marketplace.api.channel import WATCH_ORDERS, reply_of
 from marketplace.api.client import tls_credentials
 from marketplace.api.convert import (
     bid_from_proto,
@@ -47,6 +49,7 @@ from marketplace.core.limits import display_safe
 from marketplace.core.provider_feed import FeedEvent, LeaseManifest
 from marketplace.core.state import Bid, Lease, Offer
 from marketplace.identity import Key
+from provider_agent.backoff import Backoff
 from provider_agent.container import LogLine
 from provider_agent.inventory import Inventory
 from provider_agent.supervisor import StatusReport
@@ -84,7 +87,32 @@ def _channel(address: str, tls: TlsSettings | None) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS)
 
 
+@dataclass
+class _Outgoing:
+    """A sent message awaiting its answer; resent as it is when the stream is opened again."""
+
+    message: pb.ProviderMessage
+    answer: asyncio.Future[pb.ChannelAnswer]
+    resend: bool = True  # False: the stream's own (WatchOrders), failed when it drops
+
+
+@dataclass
+class LinkCounters:
+    """What the stream went through (for tests and the agent's metrics)."""
+
+    streams_opened: int = 0
+    resent: int = 0  # messages sent again on a new stream, their envelopes unchanged
+    already_applied: int = 0  # answers saying a resend had been applied before
+
+
 class MarketLink:
+    """One Provider.Channel stream to the marketplace, opened on first use and opened again
+    (with backoff) whenever it drops: every call is a signed message on it, answered in order;
+    watch() starts the order feed on it. Messages unanswered when a stream drops are resent on
+    the next with the same signed envelopes, so the marketplace applies each exactly once
+    (server/channel.py); a call not answered within `timeout_s` raises Unavailable and is not
+    resent after. While the link waits to reconnect, calls fail at once (Unavailable)."""
+
     def __init__(
         self, address: str, key: Key, timeout_s: float = 5.0, tls: TlsSettings | None = None
     ) -> None:
@@ -102,8 +130,22 @@ class MarketLink:
         # the auditors' signatures of this provider that count now (for signedBy), by every
         # name a placement may use; refreshed at each registration and heartbeat
         self.audited: dict[str, dict[str, str]] = {}
+        self.counters = LinkCounters()
+        self._seq = 0
+        self._unanswered: dict[int, _Outgoing] = {}  # by seq, in the order sent
+        self._send: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self._connected = asyncio.Event()
+        self._away: str | None = None  # why the stream is down while waiting to reconnect
+        self._feed: asyncio.Queue[pb.ProviderEvent | MarketError] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._call: grpc.aio.StreamStreamCall[pb.ProviderMessage, pb.MarketMessage] | None = None
 
     async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
         await self._channel.close(grace=None)
 
     def _open(self, address: str) -> None:
@@ -145,21 +187,100 @@ class MarketLink:
     async def _seal(self, message: Message) -> pb.SignedRequest:
         return seal(self.key, message, market=await self.market_id())
 
-    async def _call(self, method: str, message: Message, reply: type[Reply]) -> Reply:
+    # --- the stream -----------------------------------------------------------------------------
+    def _start(self) -> None:
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._keep_open(), name="market-channel")
+
+    async def _keep_open(self) -> None:
+        """Open the stream, and again whenever it drops, with backoff."""
+        backoff = Backoff(initial=0.2, maximum=5.0)
+        while True:
+            reason = "the stream ended"
+            try:
+                await self._run_stream(backoff)
+            except grpc.aio.AioRpcError as exc:
+                # UNAVAILABLE moves the link to the next address (several: api/addresses.py)
+                reason = str(await self._failed(self._channel, _error(exc)))
+            finally:
+                self._connected.clear()
+                self._call = None
+                for seq, out in list(self._unanswered.items()):
+                    if not out.resend and not out.answer.done():
+                        del self._unanswered[seq]
+                        out.answer.set_exception(Unavailable(f"stream dropped: {reason}"))
+                if self._feed is not None:  # the feed ends with the stream: watch() again
+                    self._feed.put_nowait(Unavailable(f"order stream dropped: {reason}"))
+                    self._feed = None
+            self._away = reason
+            await asyncio.sleep(backoff.next())
+            self._away = None
+
+    async def _run_stream(self, backoff: Backoff) -> None:
+        # a new queue for what is sent from now on; everything unanswered goes first
+        self._send = asyncio.Queue()
+        resend = list(self._unanswered.values())
+        call = self._stub.Channel(self._outgoing(resend, self._send))
+        self._call = call
+        await call.wait_for_connection()
+        self.counters.streams_opened += 1
+        self._connected.set()
+        async for message in call:
+            backoff.reset()
+            if message.HasField("answer"):
+                self._answered(message.answer)
+            elif self._feed is not None:
+                self._feed.put_nowait(message.event)
+
+    async def _outgoing(
+        self, resend: list[_Outgoing], queue: asyncio.Queue[_Outgoing]
+    ) -> AsyncIterator[pb.ProviderMessage]:
+        for out in resend:
+            if out.message.seq in self._unanswered:
+                self.counters.resent += 1
+                yield out.message
+        while True:
+            out = await queue.get()
+            if out.message.seq in self._unanswered:  # not abandoned meanwhile
+                yield out.message
+
+    def _answered(self, answer: pb.ChannelAnswer) -> None:
+        out = self._unanswered.pop(answer.seq, None)
+        if answer.already_applied:
+            self.counters.already_applied += 1
+        if out is not None and not out.answer.done():
+            out.answer.set_result(answer)
+
+    async def _ask(
+        self, method: str, message: Message, reply: type[Reply], resend: bool = True
+    ) -> Reply:
+        """Send one signed message on the stream and wait for its answer."""
+        self._start()
+        if self._away is not None:
+            raise Unavailable(f"marketplace unreachable: {self._away}")
         request = await self._seal(message)
-        channel, rpc = self._channel, getattr(self._stub, method)
+        self._seq += 1
+        out = _Outgoing(
+            pb.ProviderMessage(seq=self._seq, method=method, request=request),
+            asyncio.get_running_loop().create_future(),
+            resend,
+        )
+        self._unanswered[self._seq] = out
+        self._send.put_nowait(out)
         try:
-            answer = await rpc(request, timeout=self.timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            error = await self._failed(channel, _error(exc))
-            if isinstance(error, Unauthenticated) and "another marketplace" in str(error):
+            answer = await asyncio.wait_for(out.answer, self.timeout_s)
+        except TimeoutError:
+            raise Unavailable(f"{method}: no answer within {self.timeout_s:g} s") from None
+        finally:
+            self._unanswered.pop(out.message.seq, None)  # abandoned: not resent after
+        try:
+            answered = reply_of(answer, reply)
+        except Unauthenticated as exc:
+            if "another marketplace" in str(exc):
                 self._market_id = None  # another marketplace answers here now: ask it again
-            raise error from None
-        if not isinstance(answer, reply):
-            raise MarketError(
-                f"{method} answered a {type(answer).__name__}, not a {reply.__name__}"
-            )
-        return answer
+            raise
+        assert isinstance(answered, reply)
+        return answered
 
     # --- calls ----------------------------------------------------------------------------------
     async def register(self, inv: Inventory, host_uri: str, region: str) -> int:
@@ -171,7 +292,7 @@ class MarketLink:
             region=region,
             version=VERSION,
         )
-        resp = await self._call("Register", msg, pb.RegisterResponse)
+        resp = await self._ask("Register", msg, pb.RegisterResponse)
         self.audited = audited_from_proto(resp.audited)
         return resp.heartbeat_interval_ms
 
@@ -182,39 +303,49 @@ class MarketLink:
         msg = pb.Heartbeat(running_lease_ids=list(running), draining=draining)
         if inv is not None:
             msg.inventory.CopyFrom(inventory_pb(inv))
-        resp = await self._call("Heartbeat", msg, pb.HeartbeatResponse)
+        resp = await self._ask("Heartbeat", msg, pb.HeartbeatResponse)
         self.audited = audited_from_proto(resp.audited)
         return tuple(resp.unknown_lease_ids)
 
     async def watch(self, resume_token: int) -> AsyncIterator[FeedEvent]:
-        """Order-feed events after `resume_token`; ends (or raises a MarketError) when the stream
-        does. Kinds this version does not know are skipped."""
-        request = await self._seal(pb.WatchOrders(resume_token=resume_token))
-        channel = self._channel
-        call = self._stub.WatchOrders(request, wait_for_ready=True)
+        """Order-feed events after `resume_token`; raises a MarketError (Unavailable when the
+        stream dropped) when the feed ends. Kinds this version does not know are skipped."""
+        feed: asyncio.Queue[pb.ProviderEvent | MarketError] = asyncio.Queue()
+        self._start()
+        if not self._connected.is_set():  # the feed is the stream's: wait until it is open
+            try:
+                await asyncio.wait_for(self._connected.wait(), self.timeout_s)
+            except TimeoutError:
+                raise Unavailable(self._away or "the order stream did not open") from None
+        previous, self._feed = self._feed, feed
+        if previous is not None:
+            previous.put_nowait(Unavailable("another watch took over the order feed"))
         try:
-            async for message in call:
-                event = provider_event_from_proto(message)
+            await self._ask(
+                WATCH_ORDERS, pb.WatchOrders(resume_token=resume_token), pb.Ack, resend=False
+            )
+            while True:
+                item = await feed.get()
+                if isinstance(item, MarketError):
+                    raise item
+                event = provider_event_from_proto(item)
                 if event is not None:
                     yield event
-        except grpc.aio.AioRpcError as exc:
-            raise await self._failed(channel, _error(exc)) from None
         finally:
-            call.cancel()
+            if self._feed is feed:
+                self._feed = None
 
     async def place_bid(self, order_id: str, price_per_hour: int, offer: Offer) -> Bid:
         msg = pb.PlaceBid(
             order_id=order_id, price_per_hour=price_per_hour, offer=offer_to_proto(offer)
         )
-        return bid_from_proto(await self._call("PlaceBid", msg, pb.Bid))
+        return bid_from_proto(await self._ask("PlaceBid", msg, pb.Bid))
 
     async def withdraw_bid(self, bid_id: str) -> Bid:
-        return bid_from_proto(
-            await self._call("WithdrawBid", pb.WithdrawBid(bid_id=bid_id), pb.Bid)
-        )
+        return bid_from_proto(await self._ask("WithdrawBid", pb.WithdrawBid(bid_id=bid_id), pb.Bid))
 
     async def decline(self, order_id: str, reason: str) -> None:
-        await self._call(
+        await self._ask(
             "DeclineOrder",
             pb.DeclineOrder(order_id=order_id, reason=display_safe(reason, "decline reason")),
             pb.Ack,
@@ -223,7 +354,7 @@ class MarketLink:
     async def get_manifest(self, lease_id: str, tenant: str) -> LeaseManifest:
         """The lease's manifest, once its bytes are shown to be what `tenant` signed. Raises
         PermissionDenied when they are not, InvalidArgument/NotFound when it does not parse."""
-        m = await self._call("GetManifest", pb.GetManifest(lease_id=lease_id), pb.Manifest)
+        m = await self._ask("GetManifest", pb.GetManifest(lease_id=lease_id), pb.Manifest)
         if problem := manifest_problem(m, tenant, await self.market_id()):
             raise PermissionDenied(f"refused: {problem}")
         return lease_manifest_from_proto(m)
@@ -240,7 +371,7 @@ class MarketLink:
             version=report.version,
             update_failed=report.update_failed,
         )
-        return lease_from_proto(await self._call("ReportLeaseStatus", msg, pb.Lease))
+        return lease_from_proto(await self._ask("ReportLeaseStatus", msg, pb.Lease))
 
     async def report_logs(self, lease_id: str, lines: Sequence[LogLine]) -> None:
         msg = pb.LogBatch(
@@ -255,11 +386,11 @@ class MarketLink:
                 for line in lines
             ],
         )
-        await self._call("ReportLogs", msg, pb.Ack)
+        await self._ask("ReportLogs", msg, pb.Ack)
 
     async def close_lease(self, lease_id: str, message: str) -> Lease:
         msg = pb.CloseLease(lease_id=lease_id, message=display_safe(message, "close message"))
-        return lease_from_proto(await self._call("CloseLease", msg, pb.Lease))
+        return lease_from_proto(await self._ask("CloseLease", msg, pb.Lease))
 
     # --- relayed sessions (provider_agent/shell.py, marketplace/server/relay.py) ---------------
     async def sessions(

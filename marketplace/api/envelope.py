@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError, Message
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.clock import Clock, SystemClock
 from marketplace.core.errors import InvalidArgument
-from marketplace.identity import Key, ReplayGuard, Signature, verify
+from marketplace.identity import Key, ReplayGuard, Signature, verify, verify_signature
 
 M = TypeVar("M", bound=Message)
 
@@ -71,3 +71,11 @@ def open_envelope(
     except DecodeError as exc:
         raise InvalidArgument(f"payload is not a {message_type(message_class)}") from exc
     return address, message
+
+
+def signer_of(request: pb.SignedRequest, message_class: type[Message], *, market: str) -> str:
+    """The signature alone (no replay or freshness check): who signed this exact envelope for
+    `market`. For a resend of an envelope accepted before. Raises Unauthenticated."""
+    return verify_signature(
+        message_type(message_class), request.payload, signature_of(request), market
+    )

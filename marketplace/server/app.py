@@ -93,6 +93,30 @@ class Watcher(Generic[Item]):
         return item
 
 
+Reply_co = TypeVar("Reply_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted(Generic[Reply_co]):
+    """A command that ran: its reply or refusal, and the write that makes it durable."""
+
+    outcome: Reply_co | MarketError
+    waiter: asyncio.Future[None] | None
+
+    def durable(self) -> bool:
+        return self.waiter is None or self.waiter.done()
+
+    async def result(self) -> Reply_co:
+        """The reply once durable (a refusal is raised then, as run() does)."""
+        if self.waiter is not None and not self.waiter.done():
+            await asyncio.shield(self.waiter)
+        elif self.waiter is not None:
+            self.waiter.result()  # raises what stopped the write
+        if isinstance(self.outcome, MarketError):
+            raise self.outcome
+        return self.outcome
+
+
 class MarketApp:
     def __init__(
         self,
@@ -203,9 +227,22 @@ class MarketApp:
         A MarketError is raised again after the changes the core made before raising (due
         deadlines, a recorded decline) are durable too.
         """
+        await self.ready()
+        return await self.submit(command, reply).result()
+
+    async def ready(self) -> None:
+        """Return once the market takes commands (not while it reloads after a failure)."""
         assert self._recovering is not None
         if not self._recovering.is_set():
             await self._recovering.wait()
+
+    def ready_now(self) -> bool:
+        return self._recovering is not None and self._recovering.is_set()
+
+    def submit(self, command: Callable[[], T], reply: Callable[[T], R]) -> Submitted[R]:
+        """run() without the waiting: the command runs now (call after ready()); what it
+        answers is to be had from the result once durable. Commands submitted one after another
+        become durable (and answer) in that order: a stream pipelines them."""
         outcome: R | MarketError
         try:
             outcome = reply(command())
@@ -214,6 +251,7 @@ class MarketApp:
         except Exception:
             log.exception("internal error in a market command; reloading the committed state")
             self.market.drain_changes()  # partial changes of a failed command: never written
+            assert self._recovering is not None
             self._recovering.clear()
             self._enqueue(Batch(), [], [])
             raise
@@ -223,14 +261,14 @@ class MarketApp:
         if waiter is None and (self.guard.has_durable() or self._audit_rows_pending()):
             # a refused command: its nonce is spent; or only attestations/inventories changed
             waiter = self._enqueue(Batch(), [], [])
-        if waiter is not None:
-            await asyncio.shield(waiter)
-        if isinstance(outcome, MarketError):
-            raise outcome
-        return outcome
+        return Submitted(outcome, waiter)
 
     async def append_logs(self, signer: str, batch: pb.LogBatch) -> int:
         """Store log lines a lease's provider sent; returns how many were kept."""
+        return await self.submit_logs(signer, batch).result()
+
+    def submit_logs(self, signer: str, batch: pb.LogBatch) -> Submitted[int]:
+        """append_logs() without the waiting (see submit())."""
         lease = self.market.get_lease(batch.lease_id)
         if lease.provider != signer:
             raise PermissionDenied(f"lease {batch.lease_id} is not yours")
@@ -261,8 +299,7 @@ class MarketApp:
         self._log_seq[lease.id] = seq
         if len(self._log_seq) > limits.LOG_SEQS_CACHED:
             self._log_seq.popitem(last=False)  # the least recently logging lease
-        await asyncio.shield(self._enqueue(logs_batch(lines), [], lines))
-        return len(lines)
+        return Submitted(len(lines), self._enqueue(logs_batch(lines), [], lines))
 
     def _last_log_seq(self, lease_id: str) -> int:
         """The number of the lease's last log line: held, queued, or stored."""
@@ -299,8 +336,6 @@ class MarketApp:
         if self._pending_future is None:
             self._pending_future = asyncio.get_running_loop().create_future()
             self._latest_future = self._pending_future
-        # the nonces of the commands accepted so far go in this transaction (or an earlier one)
-        self._pending.extend(nonces_batch(self.guard.take_durable(), self.guard.cutoff_ms()))
         self._pending.extend(attestations_batch(self.market.attestations.take_changed()))
         self._pending.extend(inventory_reports_batch(self.inventory.take_changed()))
         self._pending.extend(batch)
@@ -329,6 +364,9 @@ class MarketApp:
             committed, self._pending_changes = self._pending_changes, []
             self._pending, self._pending_events, self._pending_logs = Batch(), [], []
             self._pending_future = None
+            # every nonce accepted so far goes in this transaction: with the commands it
+            # authorised, or before them (one insert and one clean-up per transaction)
+            batch.extend(nonces_batch(self.guard.take_durable(), self.guard.cutoff_ms()))
             try:
                 await asyncio.to_thread(self.store.write, batch)
             except Exception as exc:  # the disk refused: memory is ahead of it, so stop

@@ -181,7 +181,8 @@ class MarketObserver:
             self._see_lease(lease)
         for entry in changes.ledger:
             self._money(entry)
-        self._set_gauges()
+        if changes.providers or changes.orders or changes.deployments or changes.leases:
+            self._set_gauges()  # (a bid alone moves none of them: most commands under load)
 
     def _set_gauges(self) -> None:
         f = self.figures

@@ -57,7 +57,8 @@ from marketplace.core.state import (
 )
 from marketplace.core.updates import DeploymentUpdate
 from marketplace.core.visibility import Viewer
-from marketplace.server.app import MarketApp, WatcherOverflow
+from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
+from marketplace.server.channel import AnswerBook, Command, ProviderChannel, provider_feed
 from marketplace.server.paging import page
 from marketplace.server.relay import ProviderSilent
 
@@ -474,22 +475,41 @@ async def _relayed(context: Context, session: Awaitable[None]) -> None:
 
 
 class ProviderServicer(_Base, pb_grpc.ProviderServicer):
-    @unary
-    async def Register(self, request: pb.SignedRequest, context: Context) -> pb.RegisterResponse:
+    """Each command is one function that the unary rpc and the Channel stream share: it opens
+    the envelope and runs the core command at once; its reply is had once durable
+    (MarketApp.submit). `commands` names them for the channel (server/channel.py)."""
+
+    def __init__(self, app: MarketApp) -> None:
+        super().__init__(app)
+        self.answers = AnswerBook(app.clock.now_ms)
+        self.commands: dict[str, Command] = {
+            "Register": Command(pb.RegisterProvider, self.register, self._registered),
+            "Heartbeat": Command(pb.Heartbeat, self.heartbeat, self._heartbeat_seen),
+            "PlaceBid": Command(pb.PlaceBid, self.place_bid, self._bid_placed),
+            "WithdrawBid": Command(pb.WithdrawBid, self.withdraw_bid, self._bid_withdrawn),
+            "DeclineOrder": Command(pb.DeclineOrder, self.decline_order, _acked),
+            "GetManifest": Command(pb.GetManifest, self.get_manifest),
+            "ReportLeaseStatus": Command(pb.LeaseStatusReport, self.report_status, self._lease),
+            "ReportLogs": Command(pb.LogBatch, self.report_logs, _acked),
+            "CloseLease": Command(pb.CloseLease, self.close_lease, self._lease),
+        }
+
+    async def _answer(
+        self, command: Callable[[pb.SignedRequest], Submitted[Reply]], request: pb.SignedRequest
+    ) -> Reply:
+        await self.app.ready()
+        return await command(request).result()
+
+    # --- the commands ---------------------------------------------------------------------------
+    def register(self, request: pb.SignedRequest) -> Submitted[pb.RegisterResponse]:
         signer, msg = self.open(request, pb.RegisterProvider)
         capacity = convert.capacity_from_proto(msg.inventory)
-        config = self.app.config
 
         def reply(prov: ProviderRecord) -> pb.RegisterResponse:
             self._note_inventory(signer, msg.inventory)
-            return pb.RegisterResponse(
-                provider=self._info(prov),
-                heartbeat_interval_ms=config.heartbeat_interval_ms,
-                heartbeat_timeout_ms=config.heartbeat_timeout_ms,
-                audited=self._audited(signer),
-            )
+            return self._registration(signer, prov)
 
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.register_provider(
                 signer,
                 msg.host_uri,
@@ -499,6 +519,15 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
                 msg.version,
             ),
             reply,
+        )
+
+    def _registration(self, signer: str, prov: ProviderRecord) -> pb.RegisterResponse:
+        config = self.app.config
+        return pb.RegisterResponse(
+            provider=self._info(prov),
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            heartbeat_timeout_ms=config.heartbeat_timeout_ms,
+            audited=self._audited(signer),
         )
 
     def _note_inventory(self, provider: str, inventory: pb.Inventory) -> None:
@@ -516,86 +545,48 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             prov, self.market.reliability(prov.address), self.market.open_lease_count(prov.address)
         )
 
-    @unary
-    async def Heartbeat(self, request: pb.SignedRequest, context: Context) -> pb.HeartbeatResponse:
+    def heartbeat(self, request: pb.SignedRequest) -> Submitted[pb.HeartbeatResponse]:
         signer, msg = self.open(request, pb.Heartbeat)
         capacity = convert.capacity_from_proto(msg.inventory) if msg.HasField("inventory") else None
 
-        def noted(unknown: list[str]) -> list[str]:
+        def reply(unknown: list[str]) -> pb.HeartbeatResponse:
             if capacity is not None:
                 self._note_inventory(signer, msg.inventory)
-            return list(unknown)
+            return pb.HeartbeatResponse(
+                server_time_ms=self.app.clock.now_ms(),
+                unknown_lease_ids=list(unknown),
+                audited=self._audited(signer),
+            )
 
-        unknown: list[str] = await self.app.run(
+        return self.app.submit(
             lambda: self.market.heartbeat(
                 signer, list(msg.running_lease_ids), capacity, msg.draining
             ),
-            noted,
-        )
-        return pb.HeartbeatResponse(
-            server_time_ms=self.app.clock.now_ms(),
-            unknown_lease_ids=unknown,
-            audited=self._audited(signer),
+            reply,
         )
 
-    @stream
-    async def WatchOrders(
-        self, request: pb.SignedRequest, context: Context
-    ) -> AsyncIterator[pb.ProviderEvent]:
-        signer, msg = open_envelope(  # a read: its nonce need not outlive a restart
-            request, pb.WatchOrders, self.app.guard, market=self.app.market_id, durable=False
-        )
-        self.market.get_provider(signer)  # the feed is for registered providers (NotFound)
-        app = self.app
-        watcher = app.subscribe(app.provider_watchers, signer)
-        try:
-            upto = app.committed_seq
-            last = msg.resume_token
-            if last <= 0 or last > upto:  # fresh start, or a token from another marketplace
-                snapshot = app.provider_snapshot(signer)
-                for i, event in enumerate(snapshot):
-                    if i == len(snapshot) - 1:
-                        event.seq = upto  # resuming from here misses nothing
-                    yield event
-                last = upto
-            else:
-                for event in app.provider_backlog(signer, last, upto):
-                    yield event
-                last = upto
-            while True:
-                live = await watcher.get()
-                if live is not None and live.seq > last:
-                    last = live.seq
-                    yield live
-        finally:
-            app.unsubscribe(app.provider_watchers, signer, watcher)
-
-    @unary
-    async def PlaceBid(self, request: pb.SignedRequest, context: Context) -> pb.Bid:
+    def place_bid(self, request: pb.SignedRequest) -> Submitted[pb.Bid]:
         signer, msg = self.open(request, pb.PlaceBid)
         offer = convert.offer_from_proto(msg.offer)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.place_bid(signer, msg.order_id, msg.price_per_hour, offer),
             convert.bid_to_proto,
         )
 
-    @unary
-    async def WithdrawBid(self, request: pb.SignedRequest, context: Context) -> pb.Bid:
+    def withdraw_bid(self, request: pb.SignedRequest) -> Submitted[pb.Bid]:
         signer, msg = self.open(request, pb.WithdrawBid)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.withdraw_bid(signer, msg.bid_id), convert.bid_to_proto
         )
 
-    @unary
-    async def DeclineOrder(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
+    def decline_order(self, request: pb.SignedRequest) -> Submitted[pb.Ack]:
         signer, msg = self.open(request, pb.DeclineOrder)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.decline_order(signer, msg.order_id, msg.reason),
             lambda _: pb.Ack(ok=True),
         )
 
-    @unary
-    async def GetManifest(self, request: pb.SignedRequest, context: Context) -> pb.Manifest:
+    def get_manifest(self, request: pb.SignedRequest) -> Submitted[pb.Manifest]:
         signer, msg = self.open(request, pb.GetManifest)
         self.readable_lease(Viewer(signer), msg.lease_id)  # another's lease: as if missing
 
@@ -611,14 +602,13 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
                 version=dep.version,
             )
 
-        return await self.app.run(lambda: self.market.manifest_for(signer, msg.lease_id), reply)
+        return self.app.submit(lambda: self.market.manifest_for(signer, msg.lease_id), reply)
 
-    @unary
-    async def ReportLeaseStatus(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
+    def report_status(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
         signer, msg = self.open(request, pb.LeaseStatusReport)
         endpoints = [convert.endpoint_from_proto(e) for e in msg.endpoints]
         running = msg.state == pb.LEASE_RUNNING
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.report_status(
                 signer,
                 msg.lease_id,
@@ -634,19 +624,92 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             convert.lease_to_proto,
         )
 
-    @unary
-    async def ReportLogs(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
+    def report_logs(self, request: pb.SignedRequest) -> Submitted[pb.Ack]:
         signer, msg = self.open(request, pb.LogBatch)
-        kept = await self.app.append_logs(signer, msg)
-        return pb.Ack(ok=True, message=f"{kept} lines")
+        stored = self.app.submit_logs(signer, msg)
+        return Submitted(pb.Ack(ok=True, message=f"{stored.outcome} lines"), stored.waiter)
 
-    @unary
-    async def CloseLease(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
+    def close_lease(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
         signer, msg = self.open(request, pb.CloseLease)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.close_lease(signer, msg.lease_id, msg.message),
             convert.lease_to_proto,
         )
+
+    # --- answers to resends whose first answer is forgotten (server/channel.py) -----------------
+    def _registered(self, signer: str, request: pb.SignedRequest) -> pb.RegisterResponse:
+        return self._registration(signer, self.market.get_provider(signer))
+
+    def _heartbeat_seen(self, signer: str, request: pb.SignedRequest) -> pb.HeartbeatResponse:
+        return pb.HeartbeatResponse(
+            server_time_ms=self.app.clock.now_ms(), audited=self._audited(signer)
+        )
+
+    def _bid_placed(self, signer: str, request: pb.SignedRequest) -> pb.Bid:
+        msg = pb.PlaceBid.FromString(request.payload)
+        bid = self.market.bid_of(msg.order_id, signer)
+        if bid is None:
+            raise FailedPrecondition(f"this bid on {msg.order_id} was refused before")
+        return convert.bid_to_proto(bid)
+
+    def _bid_withdrawn(self, signer: str, request: pb.SignedRequest) -> pb.Bid:
+        msg = pb.WithdrawBid.FromString(request.payload)
+        bid = self.market.get_bid(msg.bid_id)
+        if bid.provider != signer:
+            raise NotFound(f"bid {msg.bid_id} not found")
+        return convert.bid_to_proto(bid)
+
+    def _lease(self, signer: str, request: pb.SignedRequest) -> pb.Lease:
+        lease_id = pb.CloseLease.FromString(request.payload).lease_id  # field 1 in both
+        return convert.lease_to_proto(self.readable_lease(Viewer(signer), lease_id))
+
+    # --- the rpcs -------------------------------------------------------------------------------
+    @unary
+    async def Register(self, request: pb.SignedRequest, context: Context) -> pb.RegisterResponse:
+        return await self._answer(self.register, request)
+
+    @unary
+    async def Heartbeat(self, request: pb.SignedRequest, context: Context) -> pb.HeartbeatResponse:
+        return await self._answer(self.heartbeat, request)
+
+    @stream
+    async def WatchOrders(
+        self, request: pb.SignedRequest, context: Context
+    ) -> AsyncIterator[pb.ProviderEvent]:
+        signer, msg = open_envelope(  # a read: its nonce need not outlive a restart
+            request, pb.WatchOrders, self.app.guard, market=self.app.market_id, durable=False
+        )
+        self.market.get_provider(signer)  # the feed is for registered providers (NotFound)
+        async for event in provider_feed(self.app, signer, msg.resume_token):
+            yield event
+
+    @unary
+    async def PlaceBid(self, request: pb.SignedRequest, context: Context) -> pb.Bid:
+        return await self._answer(self.place_bid, request)
+
+    @unary
+    async def WithdrawBid(self, request: pb.SignedRequest, context: Context) -> pb.Bid:
+        return await self._answer(self.withdraw_bid, request)
+
+    @unary
+    async def DeclineOrder(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
+        return await self._answer(self.decline_order, request)
+
+    @unary
+    async def GetManifest(self, request: pb.SignedRequest, context: Context) -> pb.Manifest:
+        return await self._answer(self.get_manifest, request)
+
+    @unary
+    async def ReportLeaseStatus(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
+        return await self._answer(self.report_status, request)
+
+    @unary
+    async def ReportLogs(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
+        return await self._answer(self.report_logs, request)
+
+    @unary
+    async def CloseLease(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
+        return await self._answer(self.close_lease, request)
 
     @stream
     async def Sessions(
@@ -659,6 +722,22 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     async def SessionIO(self, request_iterator: object, context: Context) -> None:
         """One relayed session's stream, opened by the lease's provider when asked."""
         await _relayed(context, self.app.relay.provider_session(context))
+
+    async def Channel(
+        self, request_iterator: AsyncIterator[pb.ProviderMessage], context: Context
+    ) -> AsyncIterator[pb.MarketMessage]:
+        """The provider's one stream: these commands and the order feed (server/channel.py)."""
+        channel = ProviderChannel(self.app, self.commands, self.answers)
+        try:
+            await context.send_initial_metadata(())  # the stream is open: the provider knows
+            async for message in channel.serve(request_iterator):
+                yield message
+        except Exception as exc:
+            await _abort(context, exc)
+
+
+def _acked(signer: str, request: pb.SignedRequest) -> pb.Ack:
+    return pb.Ack(ok=True, message="already applied")
 
 
 class MarketServicer(_Base, pb_grpc.MarketServicer):

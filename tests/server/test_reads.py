@@ -50,6 +50,7 @@ WRITES = {
     "Shell",
     "Sessions",
     "SessionIO",
+    "Channel",  # the provider's stream: the rpcs above, one function each (test_channel.py)
 }
 
 

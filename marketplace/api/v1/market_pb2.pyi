@@ -1088,3 +1088,37 @@ class SessionAccept(_message.Message):
     lease_id: str
     refused: str
     def __init__(self, session_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., refused: _Optional[str] = ...) -> None: ...
+
+class ProviderMessage(_message.Message):
+    __slots__ = ("seq", "method", "request")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    method: str
+    request: SignedRequest
+    def __init__(self, seq: _Optional[int] = ..., method: _Optional[str] = ..., request: _Optional[_Union[SignedRequest, _Mapping]] = ...) -> None: ...
+
+class ChannelAnswer(_message.Message):
+    __slots__ = ("seq", "code", "message", "error", "reply", "already_applied")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    code: int
+    message: str
+    error: str
+    reply: bytes
+    already_applied: bool
+    def __init__(self, seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., reply: _Optional[bytes] = ..., already_applied: _Optional[bool] = ...) -> None: ...
+
+class MarketMessage(_message.Message):
+    __slots__ = ("answer", "event")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    answer: ChannelAnswer
+    event: ProviderEvent
+    def __init__(self, answer: _Optional[_Union[ChannelAnswer, _Mapping]] = ..., event: _Optional[_Union[ProviderEvent, _Mapping]] = ...) -> None: ...

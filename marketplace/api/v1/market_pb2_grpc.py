@@ -968,6 +968,11 @@ class ProviderStub:
                 request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.FromString,
                 _registered_method=True)
+        self.Channel = channel.stream_stream(
+                '/marketplace.api.v1.Provider/Channel',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ProviderMessage.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.MarketMessage.FromString,
+                _registered_method=True)
 
 
 class ProviderServicer:
@@ -1057,6 +1062,13 @@ class ProviderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Channel(self, request_iterator, context):
+        """all of the above
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1119,6 +1131,11 @@ def add_ProviderServicer_to_server(servicer, server):
                     servicer.SessionIO,
                     request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.SerializeToString,
+            ),
+            'Channel': grpc.stream_stream_rpc_method_handler(
+                    servicer.Channel,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ProviderMessage.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.MarketMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1445,6 +1462,33 @@ class Provider:
             '/marketplace.api.v1.Provider/SessionIO',
             marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.ShellFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Channel(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/marketplace.api.v1.Provider/Channel',
+            marketplace_dot_api_dot_v1_dot_market__pb2.ProviderMessage.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.MarketMessage.FromString,
             options,
             channel_credentials,
             insecure,
