@@ -35,6 +35,7 @@ import click
 
 from marketplace.api.client import ShellCall, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.cli.ids import Ids
 from marketplace.cli.tenant import Connection, market_options
 from marketplace.core import limits, units
 from marketplace.core.errors import FailedPrecondition, InvalidArgument, MarketError
@@ -88,7 +89,8 @@ def shell(
     command: list[str] = ctx.meta.get("shell.command", [])
     interactive = use_tty if use_tty is not None else sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        code = _run_shell(conn.tenant(), lease, service, command, interactive)
+        client = conn.tenant()
+        code = _run_shell(client, Ids(client).lease(lease), service, command, interactive)
     except MarketError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
@@ -236,13 +238,14 @@ def cp(
     if (remote_source is None) == (remote_destination is None):
         raise click.UsageError("one of SOURCE and DESTINATION must be LEASE:PATH, the other local")
     started = time.monotonic()
+    client = conn.tenant()
     if remote_source is not None:
         lease, path = remote_source
-        copied = download(conn.tenant(), lease, service, path, Path(destination), most)
+        copied = download(client, Ids(client).lease(lease), service, path, Path(destination), most)
     else:
         assert remote_destination is not None
         lease, path = remote_destination
-        copied = upload(conn.tenant(), Path(source), lease, service, path, most)
+        copied = upload(client, Path(source), Ids(client).lease(lease), service, path, most)
     seconds = time.monotonic() - started
     if as_json:
         print_json(

@@ -17,6 +17,7 @@ import click
 
 from marketplace.api.client import TenantClient
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.cli.ids import Ids
 from marketplace.cli.render import proto_dict
 from marketplace.cli.tenant import Connection, market_options, read_manifest
 from marketplace.core.errors import FailedPrecondition, Unavailable
@@ -68,6 +69,7 @@ def update(
     """
     raw = read_manifest(file, force=True)  # the GPU models are the running ones
     client = conn.tenant()
+    deployment = Ids(client).deployment(deployment)
     current = client.get_deployment(deployment).version
     result = client.update_deployment(deployment, raw, current + 1)
     dep = result.deployment

@@ -159,7 +159,8 @@ def test_the_cli_says_what_changes_and_refuses_in_one_line(tmp_path: Path) -> No
         v2.write_bytes(V2)
 
         def update(path: Path) -> Result:
-            args = ["update", dep.id, str(path), "--market", server.address, "--key", str(key)]
+            short = dep.id.removeprefix("D")  # a short id: `update 1` for D1
+            args = ["update", short, str(path), "--market", server.address, "--key", str(key)]
             return CliRunner().invoke(cli, args, catch_exceptions=False)
 
         refused = update(bigger)
