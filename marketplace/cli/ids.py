@@ -15,6 +15,8 @@ Short forms, each resolved among your own records only:
 - trailing parts may be left out when only one record matches: D2/1/1 or D2 names the lease of
   that order or deployment when it has just one.
 A prefix that fits several records is refused with the candidates; one that fits none says so.
+A full deployment, order or lease id is sent as typed: the market itself answers whether it is
+yours (PERMISSION_DENIED when it is someone else's), so an outsider learns nothing more.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from marketplace.api.client import TenantClient
 from marketplace.core.errors import InvalidArgument, NotFound
+from marketplace.core.limits import is_address
 
 SHOWN_CANDIDATES = 6
 _DEPLOYMENT = re.compile(r"^D\d+$")
@@ -103,6 +106,10 @@ class Ids:
         return pick("order", text, ids)
 
     def lease(self, text: str) -> str:
+        full = normalize(text)
+        head, _, provider = full.rpartition("/")
+        if _ORDER.match(head) and is_address(provider):
+            return full  # a full id: the market says whether it is yours
         ids = self._listed("lease", lambda: [x.id for x in self.client.list_leases(self._me())])
         return pick("lease", text, ids)
 
