@@ -77,12 +77,39 @@ class _Line:
 
 
 @dataclass(eq=False)
+class _Writes:
+    """The writes to one side's stream: one at a time, each finished even when its writer is
+    cancelled, and none after close(). gRPC refuses to end a call (abort or return) while a
+    write is in flight on it (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, and the call then hangs), so
+    each handler closes the writes to its own stream before it ends."""
+
+    context: Context
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closed: bool = False
+
+    async def write(self, frame: pb.ShellFrame) -> None:
+        async with self.lock:
+            if self.closed:
+                return
+            sending = asyncio.ensure_future(self.context.write(frame))
+            try:
+                await asyncio.shield(sending)
+            except asyncio.CancelledError:
+                await asyncio.gather(sending, return_exceptions=True)
+                raise
+
+    async def close(self) -> None:
+        async with self.lock:
+            self.closed = True
+
+
+@dataclass(eq=False)
 class _Session:
     id: str
     lease_id: str
     provider: str
-    tenant_context: Context
-    answered: asyncio.Future[Context]  # the provider's SessionIO context, once it opened it
+    tenant: _Writes
+    answered: asyncio.Future[_Writes]  # writes to the provider's SessionIO, once it opened it
     provider_done: asyncio.Event = field(default_factory=asyncio.Event)
     tenant_gone: asyncio.Event = field(default_factory=asyncio.Event)
     exited: bool = False  # the provider sent the exit or error frame
@@ -138,18 +165,19 @@ class Relay:
             secrets.token_hex(16),
             lease.id,
             lease.provider,
-            context,
+            _Writes(context),
             asyncio.get_running_loop().create_future(),
         )
         self._open_by_lease[lease.id] += 1
         try:
             self._waiting[session.id] = session
             line.queue.put_nowait(pb.SessionRequest(session_id=session.id, open=msg, tenant=signer))
-            provider_context = await self._answer(session)
-            await self._relay_tenant(session, provider_context)
+            provider = await self._answer(session)
+            await self._relay_tenant(session, provider)
         finally:
             self._waiting.pop(session.id, None)
             session.tenant_gone.set()
+            await session.tenant.close()
             self._open_by_lease[lease.id] -= 1
             if self._open_by_lease[lease.id] <= 0:
                 del self._open_by_lease[lease.id]
@@ -189,7 +217,7 @@ class Relay:
             )
         return line
 
-    async def _answer(self, session: _Session) -> Context:
+    async def _answer(self, session: _Session) -> _Writes:
         try:
             return await asyncio.wait_for(
                 asyncio.shield(session.answered), timeout=self.answer_timeout_s
@@ -200,9 +228,9 @@ class Relay:
                 f"{self.answer_timeout_s:g} s: its agent may be busy or cut off; try again"
             ) from None
 
-    async def _relay_tenant(self, session: _Session, provider: Context) -> None:
+    async def _relay_tenant(self, session: _Session, provider: _Writes) -> None:
         """Copy the tenant's frames to the provider until the provider's side is done."""
-        upstream = asyncio.create_task(_copy_stdin(session.tenant_context, provider))
+        upstream = asyncio.create_task(_copy_stdin(session.tenant.context, provider))
         done = asyncio.create_task(session.provider_done.wait())
         try:
             finished, _ = await asyncio.wait({upstream, done}, return_when=asyncio.FIRST_COMPLETED)
@@ -233,7 +261,8 @@ class Relay:
                 FailedPrecondition(f"provider {signer} refused: {reason}")
             )
             return
-        session.answered.set_result(context)
+        provider = _Writes(context)
+        session.answered.set_result(provider)
         downstream = asyncio.create_task(_copy_output(context, session))
         gone = asyncio.create_task(session.tenant_gone.wait())
         try:
@@ -243,6 +272,7 @@ class Relay:
             for task in (downstream, gone):
                 task.cancel()
             await asyncio.gather(downstream, gone, return_exceptions=True)
+            await provider.close()
 
     def _open(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[str, M]:
         return open_envelope(request, message_class, self.app.guard, market=self.app.market_id)
@@ -287,7 +317,7 @@ def _check_frame(frame: pb.ShellFrame) -> None:
         )
 
 
-async def _copy_stdin(tenant: Context, provider: Context) -> None:
+async def _copy_stdin(tenant: Context, provider: _Writes) -> None:
     """Tenant → provider: stdin, resizes, EOF. Returns after passing on the tenant's EOF."""
     while True:
         frame = await tenant.read()
@@ -311,7 +341,7 @@ async def _copy_output(provider: Context, session: _Session) -> None:
         _check_frame(frame)
         frame.ClearField("open")
         with contextlib.suppress(asyncio.InvalidStateError):
-            await session.tenant_context.write(frame)
+            await session.tenant.write(frame)
         if frame.exited or frame.error:
             session.exited = True
             return
