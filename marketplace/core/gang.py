@@ -233,6 +233,7 @@ def stop_others(market: MarketService, dep: Deployment, lost: Lease, reason: Clo
         if lease.id == lost.id or lease.state == LeaseState.CLOSED:
             continue
         stopped.append(market.state.orders[lease.order_id])
+        lease.message = message  # over its last status ("running"): why it stopped
         market._close_lease(lease, CloseReason.GANG_STOPPED, now, now, message, finishing=True)
     g = lost_order.gseq - 1
     again = market.state.orders[dep.group_orders[g]].state == OrderState.OPEN or (
