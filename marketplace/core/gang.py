@@ -116,7 +116,7 @@ def choose(
     best: Choice | None = None
     best_key: tuple[float, int, float] | None = None
     for floor in sorted({link_speed(c.link) for c in candidates}, reverse=True):
-        winners = _cheapest(gang.nodes, [c for c in candidates if link_speed(c.link) >= floor])
+        winners = cheapest(gang.nodes, [c for c in candidates if link_speed(c.link) >= floor])
         if winners is None:
             continue
         total = sum(c.bid.price_per_hour for c in winners)
@@ -129,7 +129,7 @@ def choose(
     return best
 
 
-def _cheapest(nodes: int, candidates: Sequence[Candidate]) -> tuple[Candidate, ...] | None:
+def cheapest(nodes: int, candidates: Sequence[Candidate]) -> tuple[Candidate, ...] | None:
     """One node each for the best-ranked providers (auction.rank's order: price, reliability,
     arrival, address): each provider in turn takes a node, moving those placed before it to
     another node they bid on when that frees one (an augmenting path), so a provider bidding on
