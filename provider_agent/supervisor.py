@@ -334,6 +334,7 @@ class LeaseSupervisor:
         group: GroupSpec,
         allocation: Allocation | None,
         version: int,
+        meeting: Rendezvous | None = None,
     ) -> StatusReport | None:
         """Replace the lease's containers with the manifest's `version` (blocking): the same
         names, GPUs, host ports, ingress names and persistent volumes, a new image, command,
@@ -351,7 +352,8 @@ class LeaseSupervisor:
                     return None
                 old = sorted(lease.containers.values(), key=lambda c: (c.service, c.replica))
                 old_specs = dict(lease.specs)  # empty for a re-adopted lease
-            specs = _pinned(self._specs(lease_id, manifest, group, allocation, version), old)
+            specs = gang_specs(self._specs(lease_id, manifest, group, allocation, version), meeting)
+            specs = _pinned(specs, old)
             try:
                 for image, auth in _pulls(specs):
                     self.runtime.ensure_image(
