@@ -99,6 +99,17 @@ def predicted_utilization(
     return utilization(gang.sync_interval_ms / 1000, sync_s)
 
 
+def link_problem(prov: ProviderRecord, gang: GangSettings | None) -> str:
+    """Why `prov` cannot hold a node of `gang` for its link ("" when it can, or no gang)."""
+    if gang is None or gang.min_bandwidth_mbps <= 0:
+        return ""
+    link = provider_link(prov)
+    if link_speed(link) >= gang.min_bandwidth_mbps:
+        return ""
+    declared = "declares no link" if link is None else f"link {link_speed(link):g} Mbps"
+    return f"{declared}; the gang needs {gang.min_bandwidth_mbps:g} Mbps"
+
+
 def link_speed(link: Link | None) -> float:
     return 0.0 if link is None else min(link.up_mbps, link.down_mbps)
 
@@ -210,13 +221,11 @@ def _eligible(
         if isinstance(verdict, str):
             market._decline(order, bid.provider, f"at auction close: {verdict}", True)
             continue
-        link = provider_link(prov)
-        if gang.min_bandwidth_mbps > 0 and link_speed(link) < gang.min_bandwidth_mbps:
-            declared = "declares no link" if link is None else f"link {link_speed(link):g} Mbps"
-            needs = f"the gang needs {gang.min_bandwidth_mbps:g} Mbps"
-            market._decline(order, bid.provider, f"at auction close: {declared}; {needs}", True)
+        short = link_problem(prov, gang)
+        if short:
+            market._decline(order, bid.provider, f"at auction close: {short}", True)
             continue
-        found.append(Candidate(node, bid, link, verdict))
+        found.append(Candidate(node, bid, provider_link(prov), verdict))
     return found
 
 

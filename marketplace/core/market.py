@@ -1553,6 +1553,9 @@ class MarketService(MarketReads):
         if isinstance(verdict, str):
             self._decline(order, provider, verdict, True)
             raise Ineligible(verdict)
+        if short := gang.link_problem(prov, self.state.deployments[order.deployment_id].job.gang):
+            self._decline(order, provider, short, True)  # a gang's bandwidth floor
+            raise Ineligible(short)
         now = self.clock.now_ms()
         st = self.state
         bid = Bid(

@@ -8,7 +8,7 @@ import pytest
 from marketplace.core import money
 from marketplace.core.allreduce import Link
 from marketplace.core.clock import ManualClock
-from marketplace.core.errors import InvalidArgument
+from marketplace.core.errors import Ineligible, InvalidArgument
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.gang import (
     DOWN_MBPS,
@@ -123,13 +123,19 @@ def test_a_bidder_under_the_gangs_bandwidth_floor_is_declined_with_the_reason(
 ) -> None:
     gang = GangSettings(nodes=2, min_bandwidth_mbps=1000.0)
     dep_id = deploy_gang(market, gang)
-    market.place_bid("slow1", f"{dep_id}/1/1", 1 * money.MICRO)
+    with pytest.raises(Ineligible, match="link 100 Mbps; the gang needs 1000 Mbps"):
+        market.place_bid("slow1", f"{dep_id}/1/1", 1 * money.MICRO)
     market.place_bid("fast1", f"{dep_id}/1/1", 3 * money.MICRO)
     market.place_bid("fast2", f"{dep_id}/2/1", 3 * money.MICRO)
     close_windows(market, clock)
     assert leased(market, dep_id) == {0: "fast1", 1: "fast2"}
     why = market.explain_order(f"{dep_id}/1/1")
     assert any("link 100 Mbps; the gang needs 1000 Mbps" in d.reason for d in why.declines), why
+    # a provider that declares no link cannot hold a node of a gang with a floor either
+    market.register_provider("quiet", "https://quiet", {"region": "eu"}, capacity(prefix="q"))
+    other = deploy_gang(market, gang)
+    with pytest.raises(Ineligible, match="declares no link; the gang needs 1000 Mbps"):
+        market.place_bid("quiet", f"{other}/1/1", 1 * money.MICRO)
 
 
 # --- ranking ---------------------------------------------------------------------------------
