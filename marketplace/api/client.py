@@ -533,6 +533,15 @@ class ProviderClient(ServiceClient):
         msg = pb.CloseLease(lease_id=lease_id, message=message)
         return self._unary("CloseLease", self._seal(msg), pb.Lease)
 
+    def report_telemetry(self, report: pb.TelemetryReport) -> pb.Ack:
+        return self._unary("ReportTelemetry", self._seal(report), pb.Ack)
+
+    def status(self, provider: str = "") -> pb.ProviderStatus:
+        """Your own GPUs' latest telemetry and your declines by kind (only yours: another
+        provider's is PERMISSION_DENIED)."""
+        msg = pb.ProviderStatusRequest(provider=provider)
+        return self._unary("GetProviderStatus", self._seal(msg), pb.ProviderStatus)
+
 
 class MarketClient(ServiceClient):
     """Market data: providers and price statistics (public); the audit and the whole ledger

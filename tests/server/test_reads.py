@@ -51,6 +51,7 @@ WRITES = {
     "Sessions",
     "SessionIO",
     "Channel",  # the provider's stream: the rpcs above, one function each (test_channel.py)
+    "ReportTelemetry",  # the agent's GPU readings (tests/server/test_provider_status.py)
 }
 
 
@@ -308,6 +309,17 @@ READS = [
         "p",
         NOT_FOUND,
         shows=_has("sdl"),
+    ),
+    Read(
+        "Provider",
+        "GetProviderStatus",
+        lambda w: pb.ProviderStatusRequest(provider=w.keys["p"].address),
+        pb.ProviderStatus,
+        "p",
+        DENIED,  # a provider's telemetry and declines are its own
+        shows=lambda r, w: (
+            isinstance(r[0], pb.ProviderStatus) and r[0].provider == w.keys["p"].address
+        ),
     ),
 ]
 
