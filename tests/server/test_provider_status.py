@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.api.client import ProviderClient, TenantClient
+from marketplace.api.client import ProviderClient, ServiceClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import gpus as gpu_registry
 from marketplace.core.errors import (
@@ -43,6 +43,11 @@ def provider(server: ServerThread, name: str) -> ProviderClient:
     return client
 
 
+def address(client: ServiceClient) -> str:
+    assert client.key is not None
+    return client.key.address
+
+
 def inventory_of(host: HostGpus) -> Inventory:
     gpus = tuple(
         OfferedGpu(g, gpu_registry.from_nvml(g.info.name, g.info.memory_mib), g.healthy)
@@ -61,7 +66,7 @@ def monitor() -> Iterator[GpuMonitor]:
 
 
 def load_series() -> list[dict[str, int]]:
-    return json.loads(UNDER_LOAD.read_text())["samples"]  # type: ignore[no-any-return]
+    return json.loads(UNDER_LOAD.read_text())["samples"]
 
 
 def test_the_latest_nvml_reading_is_kept_and_read_back_by_its_provider(
@@ -75,7 +80,7 @@ def test_the_latest_nvml_reading_is_kept_and_read_back_by_its_provider(
         host = monitor.poll()
         p.report_telemetry(pb.TelemetryReport(gpus=telemetry_pb(inventory_of(host)), read_at_ms=n))
         status = p.status()
-        assert status.provider == p.key.address and status.read_at_ms == n
+        assert status.provider == address(p) and status.read_at_ms == n
         (gpu,) = status.gpus  # one GPU in the recording: one reading, the newest
         assert gpu.model == "h100" and gpu.healthy and gpu.memory_mib > 70_000
         assert gpu.temperature_c in temps and gpu.power_w in powers
@@ -104,11 +109,11 @@ def test_another_key_is_refused_and_an_unregistered_one_is_not_found(server: Ser
         pb.TelemetryReport(gpus=[pb.GpuTelemetry(index=0, temperature_c=71)], read_at_ms=5)
     )
     with pytest.raises(PermissionDenied, match="readable by that provider only"):
-        q.status(p.key.address)
+        q.status(address(p))
     with pytest.raises(PermissionDenied):
-        ProviderClient(server.address, Key.generate()).status(p.key.address)
+        ProviderClient(server.address, Key.generate()).status(address(p))
     with pytest.raises(PermissionDenied):  # the admin's too: an operator's hardware is its own
-        ProviderClient(server.address, server.admin).status(p.key.address)
+        ProviderClient(server.address, server.admin).status(address(p))
     stranger = ProviderClient(server.address, Key.generate())
     with pytest.raises(NotFound):
         stranger.report_telemetry(pb.TelemetryReport(gpus=[pb.GpuTelemetry(index=0)]))
@@ -164,7 +169,7 @@ def test_memory_stays_flat_one_reading_per_provider(server: ServerThread) -> Non
 def test_declines_are_counted_by_kind_for_their_provider_only(server: ServerThread) -> None:
     p, q = provider(server, "dp"), provider(server, "dq")
     tenant = TenantClient(server.address, Key.generate())
-    TenantClient(server.address, server.admin).fund(tenant.key.address, 10**9)
+    TenantClient(server.address, server.admin).fund(address(tenant), 10**9)
     orders = [tenant.create_deployment(gpu_sdl("60s", 5000), 10**7).order_ids[0] for _ in range(4)]
     p.decline_order(orders[0], "price 9.000000/h is above the order's maximum 0.005000 per hour")
     p.decline_order(orders[1], "needs 2× h100 80Gi (one model for all replicas), provider has 1")
@@ -180,7 +185,7 @@ def test_declines_are_counted_by_kind_for_their_provider_only(server: ServerThre
     assert p.status().declines[0].kind == "gpu"  # most frequent first (a tie: by name)
     assert {d.kind: d.by_provider for d in q.status().declines} == {"other": 1}
     with pytest.raises(PermissionDenied):
-        q.status(p.key.address)
+        q.status(address(p))
 
 
 def test_a_reading_outlives_no_restart_but_the_nonce_does(tmp_path: Path) -> None:
