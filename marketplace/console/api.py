@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -27,11 +27,17 @@ import grpc
 from google.protobuf.message import Message
 
 from marketplace.api import convert
-from marketplace.api.client import MarketClient, ServiceClient, TenantClient, translate
+from marketplace.api.client import (
+    MarketClient,
+    ProviderClient,
+    ServiceClient,
+    TenantClient,
+    translate,
+)
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.errors import InvalidArgument, MarketError, NotFound
-from marketplace.core.limits import MAX_AMOUNT, MAX_MANIFEST_BYTES
+from marketplace.core.limits import MAX_AMOUNT, MAX_MANIFEST_BYTES, check_address
 from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.manifest.support import refuse_unmatchable
 from marketplace.core.money import format_amount, parse_amount
@@ -275,6 +281,7 @@ class MarketSampler:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _error: str = ""
+    _providers: dict[str, pb.ProviderInfo] = field(default_factory=dict)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="market-sampler", daemon=True)
@@ -288,6 +295,11 @@ class MarketSampler:
     def latest(self) -> tuple[int, Doc]:
         with self._changed:
             return self._version, self._doc
+
+    def provider(self, address: str) -> pb.ProviderInfo | None:
+        """The provider as the latest reading listed it (None: not listed, or no reading)."""
+        with self._changed:
+            return self._providers.get(address)
 
     def wait_newer(self, version: int, timeout_s: float) -> tuple[int, Doc]:
         with self._changed:
@@ -318,6 +330,8 @@ class MarketSampler:
         now = int(time.time() * 1000)
         stats = self.client.stats(since_ms=now - HOUR_MS)
         providers = self.client.list_providers()
+        with self._changed:
+            self._providers = {p.address: p for p in providers}
         prices: dict[str, Json] = {
             s.model: {
                 "p10": s.p10,
@@ -406,10 +420,14 @@ class ConsoleApi:
         key: Key,
         reports_dir: Path | None = None,
         refresh_s: float = 2.0,
+        provider: ProviderClient | None = None,
     ) -> None:
         self.tenant = tenant
         self.market = market
         self.key = key
+        self.refresh_s = refresh_s
+        # the provider's own reads (telemetry, declines by kind) go over the market's channel
+        self.own = provider or ProviderClient(market.address, key, grpc_channel=market.channel)
         self.reports = Reports(reports_dir)
         self.sampler = MarketSampler(market, interval_s=refresh_s)
         self._validator = ThreadPoolExecutor(max_workers=2, thread_name_prefix="validate")
@@ -421,6 +439,7 @@ class ConsoleApi:
         self.sampler.stop()
         self._validator.shutdown(wait=False, cancel_futures=True)
         self.tenant.close()
+        self.own.close()
         self.market.close()
 
     # reads
@@ -513,12 +532,19 @@ class ConsoleApi:
 
     # the provider's own view
 
-    def provider(self) -> Doc:
-        """The console key's provider: GPUs and health, leases, earnings (None when the key
-        is no provider's)."""
-        me = next((p for p in self.market.list_providers() if p.address == self.key.address), None)
+    def provider(self, address: str = "") -> Doc:
+        """The console key's provider: GPUs with health and telemetry, declines by kind,
+        leases, earnings ({"provider": None} when the key is no provider's). Another
+        provider's `address` is refused by the market (PERMISSION_DENIED: its telemetry and
+        declines are its own)."""
+        if address and address != self.key.address:
+            self.own.status(check_address("provider", address))  # raises PermissionDenied
+        me = self.sampler.provider(self.key.address) or next(
+            (p for p in self.market.list_providers() if p.address == self.key.address), None
+        )
         if me is None:
             return {"provider": None}
+        status = self.own.status()
         leases = [x for x in self.tenant.list_leases() if x.provider == self.key.address]
         mine = acct_key(self.key.address)
         entries = self.market.ledger()  # the console key's own entries
@@ -528,21 +554,57 @@ class ConsoleApi:
             by_lease[e.lease_id] = by_lease.get(e.lease_id, 0) + e.amount
         return {
             "provider": provider_row(me),
-            "gpus": [
-                {
-                    "index": g.index,
-                    "model": g.model,
-                    "name": g.name,
-                    "memory_gib": g.memory_mib // 1024,
-                    "healthy": g.healthy,
-                    "health_reason": g.health_reason,
-                    "allocated": g.allocated,
-                }
-                for g in me.inventory.gpus
-            ],
+            "gpus": gpu_rows(me.inventory.gpus, status),
+            "telemetry_at_ms": status.received_at_ms,
+            "declines": decline_rows(status),
+            "declines_since_ms": status.declines_since_ms,
             "leases": [{**lease_doc(x), "earned": money(by_lease.get(x.id, 0))} for x in leases],
             "earned": money(sum(by_lease.values())),
         }
+
+
+def gpu_rows(devices: Iterable[pb.GpuDevice], status: pb.ProviderStatus) -> list[Json]:
+    """Each registered GPU with its latest telemetry (None where the agent sent none)."""
+    readings = {g.index: g for g in status.gpus}
+    rows: list[Json] = []
+    for g in devices:
+        t = readings.get(g.index)
+
+        def field_of(name: str, t: pb.GpuTelemetry | None = t) -> int | None:
+            return getattr(t, name) if t is not None and t.HasField(name) else None
+
+        rows.append(
+            {
+                "index": g.index,
+                "model": g.model,
+                "name": g.name,
+                "memory_gib": g.memory_mib // 1024,
+                "healthy": t.healthy if t is not None else g.healthy,
+                "health_reason": (t.health_reason if t is not None else g.health_reason),
+                "allocated": g.allocated,
+                "temperature_c": field_of("temperature_c"),
+                "power_w": field_of("power_w"),
+                "utilization_pct": field_of("utilization_pct"),
+                "memory_used_mib": field_of("memory_used_mib"),
+                "xid_count": t.xid_count if t is not None else None,
+                "last_xid": field_of("last_xid"),
+            }
+        )
+    return rows
+
+
+def decline_rows(status: pb.ProviderStatus) -> list[Json]:
+    return [
+        {
+            "kind": d.kind,
+            "count": d.by_provider + d.by_marketplace,
+            "by_provider": d.by_provider,
+            "by_marketplace": d.by_marketplace,
+            "last_reason": d.last_reason,
+            "last_ms": d.last_ms,
+        }
+        for d in status.declines
+    ]
 
 
 def check_manifest(raw: bytes) -> Doc:

@@ -386,7 +386,7 @@ class ConsoleHandler(BaseHTTPRequestHandler):
         elif path == "/api/deployment":
             self._send_json(HTTPStatus.OK, api.deployment(_arg(q, "id")))
         elif path == "/api/provider":
-            self._send_json(HTTPStatus.OK, api.provider())
+            self._send_json(HTTPStatus.OK, api.provider(q.get("address", "")))
         elif path == "/api/reports":
             self._send_json(HTTPStatus.OK, api.reports.listing())
         elif path == "/api/report":
@@ -396,6 +396,8 @@ class ConsoleHandler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, png, "image/png")
         elif path == "/events/market":
             self._market_events()
+        elif path == "/events/provider":
+            self._provider_events()
         elif path == "/events/deployment":
             feed = api.watch(_arg(q, "id"), self._resume_after(q))
             self._feed_events(feed, lambda m: ("event", m.seq, event_doc(m)))
@@ -491,6 +493,28 @@ class ConsoleHandler(BaseHTTPRequestHandler):
             newer, doc = sampler.wait_newer(version, KEEPALIVE_S)
             write(sse("market", doc) if newer != version else b": keepalive\n\n")
             version = newer
+
+    def _provider_events(self) -> None:
+        """The provider view's document, read again every refresh and sent when it changed
+        (telemetry comes with the agent's heartbeats; declines as they happen). A failed read
+        is sent as a `failure` and tried again at the next refresh."""
+        api = self.server.api
+        write = self._start_events()
+        sent: Doc | None = None
+        idle_s = 0.0
+        while not self.server.stopping.is_set():
+            try:
+                doc, kind = api.provider(), "provider"
+            except MarketError as exc:
+                doc, kind = {"error": str(exc).splitlines()[0] if str(exc) else "failed"}, "failure"
+            if doc != sent:
+                write(sse(kind, doc))
+                sent, idle_s = doc, 0.0
+            elif idle_s >= KEEPALIVE_S:
+                write(b": keepalive\n\n")
+                idle_s = 0.0
+            self.server.stopping.wait(api.refresh_s)
+            idle_s += api.refresh_s
 
     def _feed_events(
         self, feed: Feed[Message], to_doc: Callable[[Message], tuple[str, int, Doc]]

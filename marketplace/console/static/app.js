@@ -29,7 +29,7 @@ function svg(tag, attrs, ...children) {
   return el;
 }
 
-const NUMERIC = /^(GPUs|Providers|Price|Paid|Reliability|Leases|Free|Healthy|Earned|Samples|Escrow|Deposited|Median|Memory|Orders|#)/;
+const NUMERIC = /^(GPUs|Providers|Price|Paid|Reliability|Leases|Free|Healthy|Earned|Samples|Escrow|Deposited|Median|Memory|Orders|Temp|Power|Util|XIDs|Declines|By |#)/;
 
 function table(headers, rows, caption) {
   const num = headers.map((x) => (NUMERIC.test(x) ? "num" : null));
@@ -460,22 +460,50 @@ async function refreshAccount() {
 
 // --- provider -------------------------------------------------------------------------------
 
-async function providerView() {
-  const doc = await api("/api/provider");
+async function providerView(address) {
+  if (address) { // another provider's: the market refuses it unless it is this key's own
+    const doc = await api(`/api/provider?address=${encodeURIComponent(address)}`);
+    renderProvider(doc);
+    return;
+  }
+  renderProvider(await api("/api/provider"));
+  feed("/events/provider", {
+    provider: (doc) => { if (state.route === "provider") renderProvider(doc); },
+    failure: (doc) => { if (state.route === "provider") toast(doc.error); },
+  });
+}
+
+const orDash = (v, unit) => (v === null || v === undefined ? "—" : `${v}${unit}`);
+
+function gpuHealth(g) {
+  const xid = g.last_xid !== null ? ` (XID ${g.last_xid})` : "";
+  return g.healthy ? h("span", { class: "ok" }, "healthy") : h("span", { class: "bad" }, (g.health_reason || "unhealthy") + xid);
+}
+
+function renderProvider(doc) {
   if (!doc.provider) {
     view("Provider", h("p", {}, "This console's key is not a provider's. Run the console with the provider's key (--key) to see its GPUs, leases and earnings."));
     return;
   }
   const p = doc.provider;
+  const card = (n, l, id) => h("div", { class: "card" }, h("div", { class: "n", id }, n), h("div", { class: "l" }, l));
+  const declined = doc.declines.reduce((s, d) => s + d.count, 0);
   view("Provider",
     h("div", { class: "cards" },
-      h("div", { class: "card" }, h("div", { class: "n" }, p.online ? "online" : "offline"), h("div", { class: "l" }, `last heartbeat ${when(p.last_heartbeat_ms)}`)),
-      h("div", { class: "card" }, h("div", { class: "n" }, p.reliability.toFixed(3)), h("div", { class: "l" }, "reliability")),
-      h("div", { class: "card" }, h("div", { class: "n" }, doc.earned.text), h("div", { class: "l" }, "earned"))),
+      card(p.online ? "online" : "offline", `last heartbeat ${when(p.last_heartbeat_ms)}`, "p-online"),
+      card(p.reliability.toFixed(3), "reliability", "p-reliability"),
+      card(doc.earned.text, "earned", "p-earned"),
+      card(declined, "orders declined", "p-declined")),
     h("section", { class: "panel", "aria-labelledby": "h-gpus" }, h("h2", { id: "h-gpus" }, "GPUs"),
-      h("p", { class: "muted" }, "Health as your agent last reported it to the market. Temperature, power, utilization and XIDs stay on the box: `gpumarket provider inventory` there; your decline reasons are in your agent's log."),
-      table(["#", "Model", "Name", "Memory", "Health", "Allocated"], doc.gpus.map((g) =>
-        [g.index, g.model, g.name, `${g.memory_gib} GiB`, g.healthy ? h("span", { class: "ok" }, "healthy") : h("span", { class: "bad" }, g.health_reason || "unhealthy"), g.allocated ? "yes" : "no"]))),
+      h("p", { class: "muted" }, doc.telemetry_at_ms ? `As your agent last read them (NVML), reported ${when(doc.telemetry_at_ms)}; only your key can read them.` : "No telemetry from your agent yet: it comes with its heartbeats."),
+      table(["#", "Model", "Memory", "Temp °C", "Power W", "Util %", "Memory used", "XIDs", "Health", "Allocated"], doc.gpus.map((g) =>
+        [g.index, g.model || g.name, `${g.memory_gib} GiB`,
+          h("span", { class: "temp", "data-gpu": g.index }, orDash(g.temperature_c, "")), orDash(g.power_w, ""), orDash(g.utilization_pct, ""),
+          g.memory_used_mib === null ? "—" : g.memory_used_mib < 10240 ? `${g.memory_used_mib} MiB` : `${(g.memory_used_mib / 1024).toFixed(1)} GiB`, orDash(g.xid_count, ""), gpuHealth(g), g.allocated ? "yes" : "no"]))),
+    h("section", { class: "panel", "aria-labelledby": "h-declines" }, h("h2", { id: "h-declines" }, "Declines by kind"),
+      h("p", { class: "muted" }, `Orders you declined, and bids the market refused as ineligible, since ${when(doc.declines_since_ms)}.`),
+      table(["Kind", "Declines", "By you", "By the market", "Latest reason", "When"], doc.declines.map((d) =>
+        [h("span", { class: "kind" }, d.kind), h("span", { class: "count", "data-kind": d.kind }, d.count), d.by_provider, d.by_marketplace, d.last_reason, when(d.last_ms)]))),
     h("section", { class: "panel", "aria-labelledby": "h-pleases" }, h("h2", { id: "h-pleases" }, "Leases"),
       table(["Lease", "State", "Tenant", "Price/h", "Earned"], doc.leases.map((l) =>
         [h("span", { class: "mono" }, l.id), l.state, h("span", { class: "mono" }, short(l.tenant)), l.price_per_hour.text, l.earned.text]))));
@@ -541,7 +569,7 @@ async function route() {
     if (parts[0] === "market") marketView();
     else if (parts[0] === "tenant") await tenantView();
     else if (parts[0] === "deployment" && parts[1]) await deploymentView(parts[1]);
-    else if (parts[0] === "provider") await providerView();
+    else if (parts[0] === "provider") await providerView(parts[1]);
     else if (parts[0] === "reports" && parts[1]) await reportView(parts[1]);
     else if (parts[0] === "reports") await reportsView();
     else if (parts[0] === "compare" && parts[2]) await compareView(parts[1], parts[2]);
