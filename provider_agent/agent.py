@@ -519,6 +519,14 @@ def _services(group: GroupSpec) -> list[tuple[str, int]]:
     return [(s, u.count) for u in group.resources for s in u.services]
 
 
+def provider_key(cfg: AgentConfig) -> Key:
+    """The provider's key, as the config names it (an existing one: reads create none)."""
+    name = cfg.provider.key
+    if ("/" in name or name.endswith(".pem")) and not Path(name).is_file():
+        raise NotFound(f"no key file {name} (the config's [provider] key)")
+    return load_key(name)
+
+
 def _load_key(cfg: AgentConfig) -> Key:
     name = cfg.provider.key
     if "/" in name or name.endswith(".pem"):

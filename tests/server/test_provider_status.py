@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from marketplace.api.client import ProviderClient, ServiceClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
+from marketplace.cli.main import cli
 from marketplace.core import gpus as gpu_registry
 from marketplace.core.errors import (
     FailedPrecondition,
@@ -205,3 +207,48 @@ def test_a_reading_outlives_no_restart_but_the_nonce_does(tmp_path: Path) -> Non
         assert not p.status().gpus
         with pytest.raises(Unauthenticated, match="nonce already used"):
             p._unary("ReportTelemetry", signed, pb.Ack)
+
+
+def test_provider_status_on_the_cli(server: ServerThread, tmp_path: Path) -> None:
+    """`gpumarket provider status`: the agent config's key reads its own status."""
+    key = Key.generate()
+    pem = tmp_path / "p.pem"
+    pem.write_bytes(key.to_pem())
+    config = tmp_path / "provider.toml"
+    config.write_text(
+        f'[provider]\nkey = "{pem}"\n[marketplace]\naddress = "{server.address}"\n'
+        '[gpu]\nbackend = "none"\n'
+    )
+    p = ProviderClient(server.address, key)
+    p.register(provider_registration("cli"))
+    runner = CliRunner()
+    empty = runner.invoke(cli, ["provider", "status", "--config", str(config)])
+    assert empty.exit_code == 0, empty.output
+    assert "no GPU telemetry yet" in empty.output and "no orders declined" in empty.output
+
+    p.report_telemetry(
+        pb.TelemetryReport(
+            gpus=[pb.GpuTelemetry(index=0, model="h100", healthy=True, temperature_c=47)],
+            read_at_ms=1,
+        )
+    )
+    tenant = TenantClient(server.address, Key.generate())
+    TenantClient(server.address, server.admin).fund(address(tenant), 10**9)
+    order = tenant.create_deployment(gpu_sdl("60s", 5000), 10**7).order_ids[0]
+    p.decline_order(order, "needs 2× h100 80Gi, provider has 1× h100 80Gi free")
+    table = runner.invoke(cli, ["provider", "status", "--config", str(config)])
+    assert table.exit_code == 0, table.output
+    assert "47 C" in table.output and "healthy" in table.output
+    assert "gpu" in table.output and "needs 2× h100" in table.output
+    data = json.loads(
+        runner.invoke(cli, ["provider", "status", "--config", str(config), "--json"]).output
+    )
+    assert data["gpus"][0]["temperature_c"] == 47
+    assert data["declines"][0]["kind"] == "gpu"
+
+    config.write_text(  # a key the market does not know: one line, no traceback
+        config.read_text().replace(str(pem), str(tmp_path / "missing.pem"))
+    )
+    missing = runner.invoke(cli, ["provider", "status", "--config", str(config)])
+    assert missing.exit_code == 1 and "Error: no key file" in missing.output
+    assert "Traceback" not in missing.output
