@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -274,7 +275,9 @@ class MarketSampler:
     interval_s: float = 2.0
     history_every_s: float = 10.0
     _doc: Doc = field(default_factory=dict)
-    _version: int = 0
+    # a reading's version; random from the start, so a page from an earlier console is never
+    # taken as up to date by this one (the page names its version to the live feed)
+    _version: int = field(default_factory=lambda: secrets.randbelow(1 << 40))
     _history: deque[Doc] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     _last_history_ms: int = 0
     _changed: threading.Condition = field(default_factory=threading.Condition)
@@ -282,6 +285,7 @@ class MarketSampler:
     _thread: threading.Thread | None = None
     _error: str = ""
     _providers: dict[str, pb.ProviderInfo] = field(default_factory=dict)
+    _boot: tuple[int, bytes] = (-1, b"")  # the page's data block, made once per version
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="market-sampler", daemon=True)
@@ -295,6 +299,24 @@ class MarketSampler:
     def latest(self) -> tuple[int, Doc]:
         with self._changed:
             return self._version, self._doc
+
+    def boot_block(self) -> bytes:
+        """The newest reading as the page's data block (b"": none yet), serialized once per
+        version however many pages load it."""
+        with self._changed:
+            version, doc = self._version, self._doc
+            if self._boot[0] == version:
+                return self._boot[1]
+        block = b""
+        if doc:
+            # no "<" in the data, so nothing in it can end the block (or open a comment)
+            versioned = {**doc, "version": version}  # the live feed goes on from it
+            data = json.dumps(versioned, separators=(",", ":")).replace("<", "\\u003c").encode()
+            block = b'<script type="application/json" id="boot-market">' + data + b"</script>\n"
+        with self._changed:
+            if self._version == version:
+                self._boot = (version, block)
+        return block
 
     def provider(self, address: str) -> pb.ProviderInfo | None:
         """The provider as the latest reading listed it (None: not listed, or no reading)."""

@@ -42,7 +42,14 @@ function table(headers, rows, caption) {
 }
 
 const short = (a, n = 16) => (a && a.length > n ? a.slice(0, n) + "…" : a || "-");
-const when = (ms) => (ms ? new Date(ms).toLocaleString() : "-");
+// times by hand, in local time: the first Intl (toLocale…) call of a page costs tens of ms
+const pad = (n) => String(n).padStart(2, "0");
+const clock = (ms) => { const d = new Date(ms); return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`; };
+const when = (ms) => {
+  if (!ms) return "-";
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock(ms)}`;
+};
 const duration = (ms) => {
   if (ms === null || ms === undefined) return "—";
   const m = Math.floor(ms / 60000), d = Math.floor(m / 1440), hr = Math.floor((m % 1440) / 60);
@@ -125,7 +132,9 @@ function marketView() {
   }
   const holder = view("Market", h("p", { class: "muted" }, "Waiting for the first market reading…"));
   if (state.market) renderMarket(state.market);
-  feed("/events/market", { market: (doc) => { state.market = doc; if (state.route === "market") renderMarket(doc); } });
+  // the feed goes on from the reading the page came with (not sent again, not drawn twice)
+  const after = state.market && state.market.version !== undefined ? `?after=${state.market.version}` : "";
+  feed(`/events/market${after}`, { market: (doc) => { state.market = doc; if (state.route === "market") renderMarket(doc); } });
   return holder;
 }
 
@@ -134,7 +143,8 @@ function renderMarket(m) {
     view("Market", h("p", { class: "bad", role: "alert" }, m.error || "no market reading yet"));
     return;
   }
-  if (!state.marketPainted) { // for the benchmark: when the market's numbers first paint
+  const first = !state.marketPainted;
+  if (first) { // for the benchmark: when the market's numbers first paint
     state.marketPainted = true;
     requestAnimationFrame(() => performance.mark("gm:market-painted"));
   }
@@ -162,8 +172,18 @@ function renderMarket(m) {
         rateChart(m.history.map((p) => [p.t, p.leases_hour])))),
     h("section", { class: "panel", "aria-labelledby": "h-providers" },
       h("h2", { id: "h-providers" }, `Providers online (${m.providers_online} of ${m.providers_known} known${m.providers.length < m.providers_online ? `; the ${m.providers.length} most reliable shown` : ""})`),
-      table(["Provider", "Region", "GPUs", "Reliability", "Leases", "Last heartbeat"], m.providers.map((p) =>
-        [h("span", { class: "mono", title: p.address }, short(p.address, 20)), p.region || "-", p.gpus, p.reliability.toFixed(3), p.leases_running, when(p.last_heartbeat_ms)]))));
+      first ? h("div", { id: "m-providers" }) : providerTable(m)));
+  if (first) { // the long table comes just after the first paint: the numbers go first
+    requestAnimationFrame(() => setTimeout(() => {
+      const slot = document.getElementById("m-providers");
+      if (slot) slot.replaceWith(providerTable(m));
+    }, 0));
+  }
+}
+
+function providerTable(m) {
+  return table(["Provider", "Region", "GPUs", "Reliability", "Leases", "Last heartbeat"], m.providers.map((p) =>
+    [h("span", { class: "mono", title: p.address }, short(p.address, 20)), p.region || "-", p.gpus, p.reliability.toFixed(3), p.leases_running, when(p.last_heartbeat_ms)]));
 }
 
 function priceCharts(m) {
@@ -194,8 +214,8 @@ function priceChart(points, model) {
     svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }),
     svg("text", { x: L - 4, y: y(y1) + 4, "text-anchor": "end" }, priceText(y1)),
     svg("text", { x: L - 4, y: y(y0), "text-anchor": "end" }, priceText(y0)),
-    svg("text", { x: L, y: H - 4 }, new Date(t0).toLocaleTimeString()),
-    svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, new Date(t1).toLocaleTimeString()));
+    svg("text", { x: L, y: H - 4 }, clock(t0)),
+    svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, clock(t1)));
   if (single) {
     const p = points[0];
     root.append(svg("rect", { class: "band", x: L, width: W - L - R, y: y(p[1].p90), height: Math.max(1, y(p[1].p10) - y(p[1].p90)) }),
@@ -220,8 +240,8 @@ function rateChart(points) {
     svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }),
     svg("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, top),
     svg("text", { x: L - 4, y: H - B, "text-anchor": "end" }, 0),
-    svg("text", { x: L, y: H - 4 }, new Date(t0).toLocaleTimeString()),
-    svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, new Date(t1).toLocaleTimeString()),
+    svg("text", { x: L, y: H - 4 }, clock(t0)),
+    svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, clock(t1)),
     svg("polyline", { class: "median", points: line.map((p) => `${x(p[0])},${y(p[1])}`).join(" ") }));
   return h("div", { class: "chart" }, root);
 }
@@ -364,7 +384,7 @@ async function deploymentView(id) {
     event: (e) => {
       if (e.seq <= lastSeq) return;
       lastSeq = e.seq;
-      events.prepend(h("li", { "data-kind": e.kind }, h("span", { class: "muted" }, new Date(e.time_ms).toLocaleTimeString(), " "), describe(e)));
+      events.prepend(h("li", { "data-kind": e.kind }, h("span", { class: "muted" }, clock(e.time_ms), " "), describe(e)));
       reload();
     },
     failure: (e) => toast(e.error),
