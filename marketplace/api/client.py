@@ -568,6 +568,11 @@ class MarketClient(ServiceClient):
     def stats(self, since_ms: int = 0) -> pb.MarketStats:
         return self._unary("Stats", pb.MarketStatsRequest(since_ms=since_ms), pb.MarketStats)
 
+    def price_history(self, since_ms: int = 0, bucket_ms: int = 0) -> pb.PriceHistory:
+        """Clearing prices per GPU model in buckets of time (0: five minutes), public."""
+        msg = pb.PriceHistoryRequest(since_ms=since_ms, bucket_ms=bucket_ms)
+        return self._unary("GetPriceHistory", msg, pb.PriceHistory)
+
     def audit(self) -> pb.AuditReport:
         """Admin key only."""
         return self._unary("Audit", self._seal(pb.AuditRequest()), pb.AuditReport)

@@ -1,11 +1,14 @@
-"""Wire forms of GPU telemetry and of a provider's status (core/telemetry.py, core/declines.py)."""
+"""Wire forms of GPU telemetry, a provider's status (core/telemetry.py, core/declines.py) and
+the price history (core/price_history.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from marketplace.api.convert import price_stat_to_proto
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.declines import KindCount
+from marketplace.core.price_history import PriceBucket
 from marketplace.core.telemetry import GpuTelemetry, TelemetryReading
 
 
@@ -74,3 +77,15 @@ def provider_status_to_proto(
         status.read_at_ms = reading.read_at_ms
         status.received_at_ms = reading.received_at_ms
     return status
+
+
+def price_history_to_proto(bucket_ms: int, buckets: Iterable[PriceBucket]) -> pb.PriceHistory:
+    return pb.PriceHistory(
+        bucket_ms=bucket_ms,
+        buckets=[
+            pb.PriceBucket(
+                start_ms=b.start_ms, gpu_prices=[price_stat_to_proto(s) for s in b.prices]
+            )
+            for b in buckets
+        ],
+    )

@@ -6,7 +6,8 @@ as epoch milliseconds. The key signs here, in this process; no document carries 
 
 Live data: `Feed` is one open gRPC stream (WatchDeployment, StreamLogs) that another thread may
 cancel (the browser went away); `MarketSampler` reads the public market (Stats, ListProviders)
-every few seconds and keeps the clearing prices' history, which the market itself does not.
+every few seconds, and the clearing prices' history from the market's own record
+(GetPriceHistory: the last hour, by the minute), so the chart does not start with the console.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -52,7 +52,7 @@ Doc = dict[str, Json]
 HOUR_MS = 3_600_000
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}")
 PROVIDER_ROWS = 100  # providers listed in the market view (the counts cover all of them)
-HISTORY_POINTS = 360  # clearing-price samples kept (an hour at one per 10 s)
+HISTORY_BUCKET_MS = 60_000  # the price chart's points: one per minute of the last hour
 VALIDATE_TIMEOUT_S = 5.0
 RELIABILITY_BUCKETS = (
     (0.0, "<.5"),
@@ -278,7 +278,7 @@ class MarketSampler:
     # a reading's version; random from the start, so a page from an earlier console is never
     # taken as up to date by this one (the page names its version to the live feed)
     _version: int = field(default_factory=lambda: secrets.randbelow(1 << 40))
-    _history: deque[Doc] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    _history: list[Json] = field(default_factory=list)
     _last_history_ms: int = 0
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -354,19 +354,11 @@ class MarketSampler:
         providers = self.client.list_providers()
         with self._changed:
             self._providers = {p.address: p for p in providers}
-        prices: dict[str, Json] = {
-            s.model: {
-                "p10": s.p10,
-                "median": s.median,
-                "p90": s.p90,
-                "samples": s.samples,
-                "median_text": format_amount(s.median),
-            }
-            for s in stats.gpu_prices
-        }
+        prices: dict[str, Json] = {s.model: price_doc(s) for s in stats.gpu_prices}
         leases_hour = sum(s.samples for s in stats.gpu_prices)
         if not self._history or now - self._last_history_ms >= self.history_every_s * 1000:
-            self._history.append({"t": now, "prices": prices, "leases_hour": leases_hour})
+            answer = self.client.price_history(now - HOUR_MS, HISTORY_BUCKET_MS)
+            self._history = history_points(answer)
             self._last_history_ms = now
         return {
             "providers_online": stats.providers_online,
@@ -375,9 +367,33 @@ class MarketSampler:
             "running_leases": stats.running_leases,
             "leases_last_hour": leases_hour,
             "prices": prices,
-            "history": list(self._history),
+            "history": self._history,
             **provider_summary(providers),
         }
+
+
+def price_doc(s: pb.GpuPriceStats) -> Doc:
+    return {
+        "p10": s.p10,
+        "median": s.median,
+        "p90": s.p90,
+        "samples": s.samples,
+        "median_text": format_amount(s.median),
+    }
+
+
+def history_points(answer: pb.PriceHistory) -> list[Json]:
+    """The chart's points: each bucket's prices per model, and its GPU leases as a rate per
+    hour."""
+    per_hour = HOUR_MS // max(answer.bucket_ms, 1)
+    return [
+        {
+            "t": b.start_ms,
+            "prices": {s.model: price_doc(s) for s in b.gpu_prices},
+            "leases_hour": sum(s.samples for s in b.gpu_prices) * per_hour,
+        }
+        for b in answer.buckets
+    ]
 
 
 def provider_summary(providers: list[pb.ProviderInfo]) -> Doc:

@@ -25,7 +25,7 @@ from marketplace.api import attestations as audit_wire
 from marketplace.api import convert
 from marketplace.api.envelope import open_envelope
 from marketplace.api.status import ERROR_KEY, error_name, status_of
-from marketplace.api.telemetry import gpu_telemetry_from_proto
+from marketplace.api.telemetry import gpu_telemetry_from_proto, price_history_to_proto
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import limits, visibility
@@ -803,6 +803,13 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
                 1 for x in market.state.leases.values() if x.state == LeaseState.RUNNING
             ),
         )
+
+    @unary
+    async def GetPriceHistory(
+        self, request: pb.PriceHistoryRequest, context: Context
+    ) -> pb.PriceHistory:
+        size, buckets = self.market.price_history(request.since_ms, request.bucket_ms)
+        return price_history_to_proto(size, buckets)
 
     @unary
     async def Audit(self, request: pb.SignedRequest, context: Context) -> pb.AuditReport:

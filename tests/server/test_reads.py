@@ -276,6 +276,14 @@ READS = [
     ),
     Read(
         "Market",
+        "GetPriceHistory",
+        lambda w: pb.PriceHistoryRequest(bucket_ms=60_000),
+        pb.PriceHistory,
+        "public",
+        shows=_has("buckets"),
+    ),
+    Read(
+        "Market",
         "Audit",
         lambda w: pb.AuditRequest(),
         pb.AuditReport,

@@ -1194,3 +1194,27 @@ class ProviderStatus(_message.Message):
     declines: _containers.RepeatedCompositeFieldContainer[DeclineKindCount]
     declines_since_ms: int
     def __init__(self, provider: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuTelemetry, _Mapping]]] = ..., read_at_ms: _Optional[int] = ..., received_at_ms: _Optional[int] = ..., declines: _Optional[_Iterable[_Union[DeclineKindCount, _Mapping]]] = ..., declines_since_ms: _Optional[int] = ...) -> None: ...
+
+class PriceHistoryRequest(_message.Message):
+    __slots__ = ("since_ms", "bucket_ms")
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_MS_FIELD_NUMBER: _ClassVar[int]
+    since_ms: int
+    bucket_ms: int
+    def __init__(self, since_ms: _Optional[int] = ..., bucket_ms: _Optional[int] = ...) -> None: ...
+
+class PriceBucket(_message.Message):
+    __slots__ = ("start_ms", "gpu_prices")
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    GPU_PRICES_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    gpu_prices: _containers.RepeatedCompositeFieldContainer[GpuPriceStats]
+    def __init__(self, start_ms: _Optional[int] = ..., gpu_prices: _Optional[_Iterable[_Union[GpuPriceStats, _Mapping]]] = ...) -> None: ...
+
+class PriceHistory(_message.Message):
+    __slots__ = ("bucket_ms", "buckets")
+    BUCKET_MS_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    bucket_ms: int
+    buckets: _containers.RepeatedCompositeFieldContainer[PriceBucket]
+    def __init__(self, bucket_ms: _Optional[int] = ..., buckets: _Optional[_Iterable[_Union[PriceBucket, _Mapping]]] = ...) -> None: ...

@@ -1622,6 +1622,11 @@ class MarketStub:
                 request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.LedgerPage.FromString,
                 _registered_method=True)
+        self.GetPriceHistory = channel.unary_unary(
+                '/marketplace.api.v1.Market/GetPriceHistory',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistoryRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistory.FromString,
+                _registered_method=True)
 
 
 class MarketServicer:
@@ -1662,6 +1667,14 @@ class MarketServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPriceHistory(self, request, context):
+        """entries; all for the admin
+        public
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1689,6 +1702,11 @@ def add_MarketServicer_to_server(servicer, server):
                     servicer.ListLedger,
                     request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.LedgerPage.SerializeToString,
+            ),
+            'GetPriceHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPriceHistory,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistoryRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistory.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1826,6 +1844,33 @@ class Market:
             '/marketplace.api.v1.Market/ListLedger',
             marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.LedgerPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPriceHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Market/GetPriceHistory',
+            marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistoryRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistory.FromString,
             options,
             channel_credentials,
             insecure,
