@@ -197,9 +197,39 @@ def format_time_ms(ms: int) -> str:
 
 
 def _status_json(answer: pb.ProviderStatus) -> dict[str, Any]:
-    from google.protobuf.json_format import MessageToDict
+    """Numbers as numbers (protobuf's JSON writes 64-bit ones as strings); None: not read."""
 
-    return MessageToDict(answer, preserving_proto_field_name=True)
+    def gpu(g: pb.GpuTelemetry) -> dict[str, Any]:
+        optional = ("temperature_c", "power_w", "utilization_pct", "memory_used_mib", "last_xid")
+        return {
+            "index": g.index,
+            "uuid": g.uuid,
+            "model": g.model,
+            "healthy": g.healthy,
+            "health_reason": g.health_reason,
+            "memory_mib": g.memory_mib,
+            "xid_count": g.xid_count,
+            **{name: getattr(g, name) if g.HasField(name) else None for name in optional},
+        }
+
+    return {
+        "provider": answer.provider,
+        "read_at_ms": answer.read_at_ms,
+        "received_at_ms": answer.received_at_ms,
+        "gpus": [gpu(g) for g in answer.gpus],
+        "declines_since_ms": answer.declines_since_ms,
+        "declines": [
+            {
+                "kind": d.kind,
+                "count": d.by_provider + d.by_marketplace,
+                "by_provider": d.by_provider,
+                "by_marketplace": d.by_marketplace,
+                "last_reason": d.last_reason,
+                "last_ms": d.last_ms,
+            }
+            for d in answer.declines
+        ],
+    }
 
 
 def _print_status(answer: pb.ProviderStatus) -> None:

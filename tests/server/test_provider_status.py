@@ -243,7 +243,8 @@ def test_provider_status_on_the_cli(server: ServerThread, tmp_path: Path) -> Non
     data = json.loads(
         runner.invoke(cli, ["provider", "status", "--config", str(config), "--json"]).output
     )
-    assert data["gpus"][0]["temperature_c"] == 47
+    assert data["gpus"][0]["temperature_c"] == 47 and data["gpus"][0]["power_w"] is None
+    assert data["declines_since_ms"] > 0 and data["declines"][0]["count"] == 1
     assert data["declines"][0]["kind"] == "gpu"
 
     config.write_text(  # a key the market does not know: one line, no traceback
