@@ -64,6 +64,7 @@ TEXT: Mapping[str, TextLimit] = {
     "update summary": TextLimit(1024),  # what an update in place changes (the event's message)
     "gpu uuid": TextLimit(128),
     "gpu model": TextLimit(64),
+    "gpu health reason": TextLimit(512),  # why a GPU is not offered (telemetry)
     "driver version": TextLimit(64),
     "cuda version": TextLimit(64),
     "endpoint host": TextLimit(253),
@@ -84,6 +85,19 @@ MAX_GPUS = 256  # devices one provider registers
 MAX_OFFER_ITEMS = 256  # GPU models/uuids named in one bid offer
 MAX_ENDPOINTS = 256  # per lease status report
 MAX_RUNNING_IDS = 10_000  # lease ids in one heartbeat
+
+# --- GPU telemetry (core/telemetry.py): each reading's range, inclusive; the market keeps only
+# the latest reading per GPU of each registered provider (MAX_GPUS each), so memory stays flat
+TELEMETRY_RANGES: Mapping[str, tuple[int, int]] = {
+    "temperature_c": (-40, 200),
+    "power_w": (0, 10_000),
+    "utilization_pct": (0, 100),
+    "memory_used_mib": (0, 16 * 1024 * 1024),  # 16 TiB
+    "memory_mib": (0, 16 * 1024 * 1024),
+    "xid_count": (0, 1_000_000_000),
+    "last_xid": (-1, 65_535),  # -1: NVML's event wait failed (all GPUs held back)
+    "index": (0, MAX_GPUS - 1),
+}
 
 # --- logs ----------------------------------------------------------------------------------------
 MAX_LOG_LINES_PER_BATCH = 5_000

@@ -191,7 +191,10 @@ class MarketApp:
         provider that really died still stops at its last heartbeat (the core's rule)."""
         now = self.clock.now_ms()
         for prov in self.market.state.providers.values():
-            if prov.online and prov.last_heartbeat_ms + grace_ms < now:
+            # also those whose deadline falls within the grace: lost moments after the restart,
+            # before their agents could reconnect, they would be the market's absence again
+            deadline = prov.last_heartbeat_ms + self.config.heartbeat_timeout_ms
+            if prov.online and deadline < now + grace_ms:
                 self.market.grant_heartbeat_grace(prov.address, now + grace_ms)
 
     # --- lifecycle -----------------------------------------------------------------------------
