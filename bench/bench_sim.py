@@ -20,6 +20,7 @@ import cProfile
 import gc
 import io
 import json
+import os
 import pstats
 import resource
 import sys
@@ -106,6 +107,7 @@ def main() -> None:
     gc.collect()
     profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()
+    cpu_started = time.process_time()
     if profiler is not None:
         profiler.enable()
 
@@ -118,6 +120,7 @@ def main() -> None:
     if profiler is not None:
         profiler.disable()
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     summary = summarize(sim)
     jobs = sum(summary["jobs"]["arrived"].values())
     rate = sim.events / wall
@@ -131,6 +134,9 @@ def main() -> None:
         "bids": summary["market"]["bids"],
         "simpy_events": sim.events,
         "wall_seconds": round(wall, 2),
+        # this process's CPU time: on a shared box, steadier than the wall time
+        "cpu_seconds": round(cpu, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "events_per_second": round(rate),
         "jobs_per_second": round(jobs / wall),
         "raw_simpy_events_per_second_1_process": round(base_1),
