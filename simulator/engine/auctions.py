@@ -74,7 +74,9 @@ class Auctions:
         # identity test (limits.check_offer)
         offers: dict[tuple[str, str], Offer] = {}
         self.offers = [
-            offers.setdefault((p.model, p.link.region), Offer(gpu_models=(p.model,), region=p.link.region))
+            offers.setdefault(
+                (p.model, p.link.region), Offer(gpu_models=(p.model,), region=p.link.region)
+            )
             for p in self.providers
         ]
         # fixed for a run, read on every draw and bid
@@ -264,6 +266,8 @@ class Auctions:
         """Freed GPUs: the provider looks at orders left without a winner, oldest first."""
         for model in (p.model, "*"):
             queue = self.waiting[model]
+            if not queue:
+                continue  # the usual case: every order found a bidder
             for order_id in list(islice(queue, 16)):  # a copy: bids take orders out
                 if p.free_gpus <= 0:
                     return

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import math
 import random
-from heapq import heappop, heappush
 from collections.abc import Callable
+from heapq import heappop, heappush
 from typing import ClassVar, TypeVarTuple, cast
 
 import simpy
