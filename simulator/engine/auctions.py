@@ -416,7 +416,9 @@ class Auctions:
                 if len(found) > n or scanned >= SCAN_LIMIT:
                     break
                 p = self.providers[i]
-                if self.sees(p, job) and self.reserve(p, group, job).bid:
+                # fewer free GPUs than the group's: a no without asking (most of the cheapest
+                # are busy, and at 10,000 providers the scan goes deep)
+                if p.free_gpus >= g and self.sees(p, job) and self.reserve(p, group, job).bid:
                     found[(i, -1)] = float(p.cost_per_gpu_hour * g)
             rows.append(found)
             for slot in found:
