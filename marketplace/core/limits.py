@@ -244,7 +244,16 @@ def check_offer(offer: Offer) -> None:
     """An offer within its bounds. A provider sends the same offer with bid after bid (the
     simulator the very same object): a valid one is remembered (Offer is frozen, so equal
     offers are equally valid); an invalid one raises every time."""
+    if _CHECKED_OFFERS.get(id(offer)) is offer:  # the very object again: no hashing of it
+        return
     _check_offer(offer)
+    if len(_CHECKED_OFFERS) >= 4096:
+        _CHECKED_OFFERS.clear()
+    _CHECKED_OFFERS[id(offer)] = offer
+
+
+# valid offers by id, each held so its id cannot be reused while it is remembered
+_CHECKED_OFFERS: dict[int, Offer] = {}
 
 
 @lru_cache(maxsize=4096)
