@@ -105,6 +105,18 @@ class Batch:
     def __bool__(self) -> bool:
         return bool(self.statements)
 
+    def grouped(self) -> dict[Write, list[Row]]:
+        """The rows by kind, each kind where it first came, its rows in order: what one
+        statement per kind writes. Nothing in one kind depends on a later kind (reports before
+        their trim, nonces before they are forgotten)."""
+        groups: dict[Write, list[Row]] = {}
+        for write, rows in self.statements:
+            if write in groups:
+                groups[write].extend(rows)
+            else:
+                groups[write] = list(rows)
+        return groups
+
 
 def changes_batch(changes: Changes) -> Batch:
     """Serialize a drain of MarketService into rows."""
