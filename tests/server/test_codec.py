@@ -14,7 +14,7 @@ from marketplace.core.market import MarketConfig, MarketService
 from marketplace.core.state import BidState, Offer
 from marketplace.server.codec import decode, dumps, dumps_without, json_dumps
 from marketplace.server.store import Store
-from marketplace.server.store_api import Batch, changes_batch
+from marketplace.server.store_api import Batch, SqlValue, changes_batch
 from tests.server.test_store import run_scenario
 
 CONFIG = MarketConfig(admin_address="admin")
@@ -90,7 +90,7 @@ def test_a_store_written_by_the_reference_encoding_loads_the_same(tmp_path: Path
     market.decline_order("p3", order_id, "zu beschäftigt ✓")  # non-ASCII: escaped by json
     store.write(changes_batch(market.drain_changes()))
 
-    def as_before(value: object) -> object:  # the document as json.dumps wrote it
+    def as_before(value: SqlValue) -> SqlValue:  # the document as json.dumps wrote it
         if isinstance(value, str) and value.startswith("{"):
             return json.dumps(json.loads(value), separators=(",", ":"))
         return value

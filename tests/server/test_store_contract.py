@@ -23,6 +23,7 @@ from marketplace.server.store_api import (
     SCHEMA_VERSION,
     Batch,
     Deposed,
+    Row,
     SchemaTooNew,
     StoredLogLine,
     Write,
@@ -307,8 +308,8 @@ def test_one_key_twice_in_one_write_of_many_rows_leaves_the_later_row(
     """SQLite writes many rows per statement (store.py): rows of one kind in one list go in
     their order, across statements too (1,500 rows: more than one statement holds)."""
     store = open_store()
-    logs = [("L", i % 700 + 1, i, "stdout", f"line {i}") for i in range(1_500)]  # seqs 1..700
-    nonces = [(b"k", i.to_bytes(2, "big") * 8, 10 + i) for i in range(1_200)]
+    logs: list[Row] = [("L", i % 700 + 1, i, "stdout", f"line {i}") for i in range(1_500)]
+    nonces: list[Row] = [(b"k", i.to_bytes(2, "big") * 8, 10 + i) for i in range(1_200)]
     nonces.append((b"k", (5).to_bytes(2, "big") * 8, 99_999))  # kept once: the first stays
     batch = Batch()
     batch.add(Write.COUNTER, [("next_deployment", 5), ("next_bid_seq", 3), ("next_deployment", 9)])
