@@ -368,8 +368,8 @@ class MarketApp:
             # every nonce accepted so far goes in this transaction: with the commands it
             # authorised, or before them (one insert and one clean-up per transaction)
             batch.extend(nonces_batch(self.guard.take_durable(), self.guard.cutoff_ms()))
-            try:  # the rows go in here; the commit (the fsync) waits on a thread
-                await asyncio.to_thread(self.store.begin_write(batch))
+            try:
+                await asyncio.to_thread(self.store.write, batch)
             except Exception as exc:  # the disk refused: memory is ahead of it, so stop
                 self.failure = exc
                 future.set_exception(self._write_refused(exc))

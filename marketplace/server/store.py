@@ -21,7 +21,7 @@ import re
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -215,10 +215,6 @@ def _deployment(body: str) -> Deployment:
     return decode(Deployment, {**json.loads(body), "sdl": "", "tenant_request": ""})
 
 
-def _nothing() -> None:
-    """The commit of an empty batch."""
-
-
 def make_private(path: Path) -> None:
     """Create the database file 0600 before SQLite does (which would honour the umask, often
     0644), and tighten an existing one and its WAL/SHM files: they hold every tenant's logs."""
@@ -292,40 +288,18 @@ class Store:
     # --- writes --------------------------------------------------------------------------------
     def write(self, batch: Batch) -> None:
         """Everything in `batch`, in one transaction: on disk when this returns."""
-        self.begin_write(batch)()
-
-    def begin_write(self, batch: Batch) -> Callable[[], None]:
-        """The rows go in now, in a transaction; the call returned commits it (on disk when it
-        returns). The server's event loop calls this and commits on a thread: its rows cost it
-        a few µs each, and the fsync waits off the loop with one hand-back of the GIL, where a
-        thread inserting beside the busy loop waits for the GIL at every statement."""
         if not batch:
-            return _nothing
-        self._write_lock.acquire()  # released by the commit, on whichever thread runs it
-        conn = self._write
-        try:
+            return
+        with self._write_lock:
+            conn = self._write
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for write, rows in batch.grouped().items():  # a kind's rows from all commands
                     _execute(conn, write, rows)
+                conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        except BaseException:
-            self._write_lock.release()
-            raise
-
-        def commit() -> None:
-            try:
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._write_lock.release()
-
-        return commit
 
     def set_meta(self, key: str, value: str) -> None:
         with self._write_lock:

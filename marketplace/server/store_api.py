@@ -18,7 +18,7 @@ the others stand by; a deposed leader's writes are refused (Deposed), never comm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, TypeAlias
@@ -267,13 +267,6 @@ class MarketStore(Archive, Protocol):
 
     def write(self, batch: Batch) -> None:
         """Everything in `batch`, in one transaction: durable when this returns."""
-        ...
-
-    def begin_write(self, batch: Batch) -> Callable[[], None]:
-        """write(batch) in two steps, for the server's event loop: what an engine does better
-        on the caller's thread is done now, and the call returned (run on a thread) makes the
-        batch durable, or raises as write() would, having written nothing of it. No other write
-        begins before that call returned."""
         ...
 
     def close(self) -> None: ...

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -500,10 +500,6 @@ class PostgresStore:
                     self._term = None
                     raise Deposed(f"term {term} is over: another server leads") from None
                 raise
-
-    def begin_write(self, batch: Batch) -> Callable[[], None]:
-        """All of write() on the thread that commits: its statements are a round trip."""
-        return lambda: self.write(batch)
 
     def set_meta(self, key: str, value: str) -> None:
         self.write_meta(key, value)

@@ -4,7 +4,6 @@ PostgreSQL (a throwaway server, tests/pgcluster.py). What one engine does, the o
 from __future__ import annotations
 
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -327,28 +326,3 @@ def test_one_key_twice_in_one_write_of_many_rows_leaves_the_later_row(
     kept = reopened.nonces_since(0)
     assert len(kept) == 1_200
     assert SeenNonce(b"k", (5).to_bytes(2, "big") * 8, 15) in kept
-
-
-def test_a_begun_write_is_durable_once_its_commit_returned_on_another_thread(
-    open_store: StoreOpener,
-) -> None:
-    """The server begins a write on its event loop and commits on a thread (app.py): nothing is
-    read back before the commit, all of it after, and the store takes the next write."""
-    store, reader = open_store(), open_store()  # opened first: opening writes (its schema)
-    lines = [StoredLogLine("L5", i, i, "stdout", f"line {i}") for i in range(1, 4)]
-    commit = store.begin_write(logs_batch(lines))
-    with ThreadPoolExecutor(1) as pool:
-        try:
-            unseen = reader.logs("L5")
-        finally:  # committed whatever happened: a begun write holds the store's writer
-            pool.submit(commit).result(30)
-    assert unseen == []
-    assert reader.logs("L5") == lines
-    store.write(logs_batch([StoredLogLine("L5", 4, 4, "stdout", "next")]))
-    bad = logs_batch([StoredLogLine("L5", 5, 5, "stdout", "never")])
-    entry = (1, 1, "admin", "alice", 1, "mint", "")
-    bad.add(Write.LEDGER, [entry, entry])  # fails: at begin_write (SQLite) or at its commit
-    with pytest.raises(Exception):  # noqa: B017 - each engine's own integrity error
-        store.begin_write(bad)()
-    store.write(logs_batch([StoredLogLine("L5", 6, 6, "stdout", "after")]))  # not locked out
-    assert [x.seq for x in open_store().logs("L5")] == [1, 2, 3, 4, 6]
