@@ -339,8 +339,9 @@ class MarketApp:
         if self._pending_future is None:
             self._pending_future = asyncio.get_running_loop().create_future()
             self._latest_future = self._pending_future
-        self._pending.extend(attestations_batch(self.market.attestations.take_changed()))
-        self._pending.extend(inventory_reports_batch(self.inventory.take_changed()))
+        if self._audit_rows_pending():  # rarely: a bid changes neither
+            self._pending.extend(attestations_batch(self.market.attestations.take_changed()))
+            self._pending.extend(inventory_reports_batch(self.inventory.take_changed()))
         self._pending.extend(batch)
         self._pending_events.extend(events)
         self._pending_logs.extend(lines)
