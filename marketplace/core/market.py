@@ -370,14 +370,20 @@ class MarketService(MarketReads):
             self._schedule(_DRY, dep.id, at)
         self._reschedule_low(dep, at, loading)
 
+    def _low_threshold_ms(self, dep: Deployment) -> int:
+        """How long before running dry escrow_low is said; 0 when there is nobody to tell and
+        nothing to top up (the simulator). One rule for arming it and for running dry: were
+        they to differ, a run-dry would say escrow_low, be re-armed at once and loop."""
+        if not self.config.record_events and not dep.auto_top_up:
+            return 0
+        return self.config.escrow_low_ms
+
     def _reschedule_low(self, dep: Deployment, dry_at: int | None, loading: bool) -> None:
         """escrow_low is due at dry − threshold, once per crossing (escrow.py): re-armed when the
         time left is above the threshold again; said at once when it is due already (a lease
         started on a low escrow), except while loading (the next tick says it). Without events
         nor an auto top-up (the simulator) it has nothing to do."""
-        threshold = self.config.escrow_low_ms
-        if not self.config.record_events and not dep.auto_top_up:
-            threshold = 0
+        threshold = self._low_threshold_ms(dep)
         now = self.clock.now_ms()
         low = None if dry_at is None or not threshold else escrow.low_at(dry_at, threshold)
         if dep.escrow_low and (low is None or low > now):
@@ -459,7 +465,7 @@ class MarketService(MarketReads):
         owes at that moment as far as the escrow goes (in lease order), close them
         insufficient_funds at that moment, and close the deployment. escrow_low comes first if it
         was not said yet (and its auto top-up may keep the deployment running)."""
-        if self.config.escrow_low_ms and not dep.escrow_low:
+        if self._low_threshold_ms(dep) and not dep.escrow_low:
             self._escrow_low(dep, at_ms)
             if (_DRY, dep.id) in self._sched:
                 return  # rescheduled: topped up, or due again at once (then it closes)

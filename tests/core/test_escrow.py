@@ -211,3 +211,20 @@ def test_a_restarted_market_says_escrow_low_once(clock: ManualClock) -> None:
         again.heartbeat(name)
     assert kinds(again, told).count(Kind.ESCROW_LOW) == 1
     assert kinds(again, later).count(Kind.ESCROW_LOW) == 1
+
+
+def test_a_market_without_events_closes_a_dry_escrow_when_its_tick_comes_late(
+    clock: ManualClock,
+) -> None:
+    # found by the property test: with nobody to tell (no events, no auto top-up) a run-dry
+    # said escrow_low, was re-armed at once and ran again, forever
+    config = MarketConfig(admin_address=ADMIN, escrow_low_ms=HOUR, record_events=False)
+    market = market_with(clock, config)
+    dep_id = running(market, clock, deposit=RATE)
+    for _ in range(2 * HOUR // 25_000):  # heartbeats every 25 s: each tick comes up to 25 s late
+        clock.advance(25_000)
+        running_ids = [x.id for x in market.list_leases(provider="p1", open_only=True)]
+        market.heartbeat("p1", running_ids)
+    assert market.get_deployment(dep_id).state == DeploymentState.CLOSED
+    assert market.get_lease(f"{dep_id}/1/1/p1").close_reason == CloseReason.INSUFFICIENT_FUNDS
+    assert_audited(market)
