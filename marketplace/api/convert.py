@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.core import gpus, matching
+from marketplace.core import gpus, matching, price_advice
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.manifest import parse_manifest
 from marketplace.core.provider_feed import (
@@ -644,3 +644,27 @@ def lease_manifest_from_proto(m: pb.Manifest) -> LeaseManifest:
     NotFound when it has no such group. (The tenant's signature is the caller's to check.)"""
     manifest = parse_manifest(m.sdl, f"lease {m.lease_id}")
     return LeaseManifest(m.lease_id, manifest, manifest.group(m.group_name), m.version)
+
+
+def price_advice_to_proto(
+    provider: str, since_ms: int, until_ms: int, advice: list[price_advice.ModelAdvice]
+) -> pb.PriceAdviceReport:
+    return pb.PriceAdviceReport(
+        provider=provider,
+        since_ms=since_ms,
+        until_ms=until_ms,
+        models=[
+            pb.ModelPriceAdvice(
+                model=a.model,
+                auctions=a.auctions,
+                unleased=a.unleased,
+                current_price_per_gpu_hour=a.current_price,
+                earned=a.earned,
+                leases_won=a.leases_won,
+                best_price_per_gpu_hour=a.best_price,
+                best_revenue=a.best_revenue,
+                best_leases_won=a.best_leases,
+            )
+            for a in advice
+        ],
+    )
