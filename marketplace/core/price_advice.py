@@ -26,6 +26,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from marketplace.core import auction, matching, money
 from marketplace.core.errors import InvalidArgument
@@ -56,8 +57,7 @@ class Auction:
     won_price: int = 0  # what the provider's own lease paid per hour (0: it did not win)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     revenue: int  # micro-units over the auctions' lengths
     leases: int
 
