@@ -435,7 +435,13 @@ class Agent:
             self.reservations.hold(f"lease:{lease.id}", allocation)
         self.say(f"lease {lease.id}: starting {', '.join(s for s, _ in _services(job.group))}")
         report = await asyncio.to_thread(
-            self.supervisor.start_lease, lease.id, job.manifest, job.group, allocation, job.version
+            self.supervisor.start_lease,
+            lease.id,
+            job.manifest,
+            job.group,
+            allocation,
+            job.version,
+            job.rendezvous,
         )
         if report.running:
             self.bidder.started(job.group)
@@ -455,7 +461,13 @@ class Agent:
         allocation = self.reservations.held(f"lease:{lease.id}")
         self.say(f"lease {lease.id}: updating to version {job.version}")
         report = await asyncio.to_thread(
-            self.supervisor.update_lease, lease.id, job.manifest, job.group, allocation, job.version
+            self.supervisor.update_lease,
+            lease.id,
+            job.manifest,
+            job.group,
+            allocation,
+            job.version,
+            job.rendezvous,
         )
         if report is not None:
             self.say(f"lease {lease.id}: {report.message}")

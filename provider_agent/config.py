@@ -134,6 +134,10 @@ class NetworkSection:
     # it names one (else what its name resolves to), 127.0.0.1 without host_uri; "0.0.0.0" (or
     # "::") publishes on every interface, only when the operator writes it.
     publish_address: str = "auto"
+    # This host's link in megabits per second (0: not declared), published as the provider
+    # attributes network/up-mbps and network/down-mbps: gangs rank bids by it (core/gang.py).
+    up_mbps: float = 0.0
+    down_mbps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -589,7 +593,11 @@ def _network(s: _Section) -> NetworkSection:
     address = s.string("publish_address", "auto")
     if address != "auto":
         s.parsed("publish_address", _ip_address)
-    return NetworkSection(publish_address=address)
+    return NetworkSection(
+        publish_address=address,
+        up_mbps=float(s.integer("up_mbps", 0, 0, limits.MAX_BANDWIDTH_MBPS)),
+        down_mbps=float(s.integer("down_mbps", 0, 0, limits.MAX_BANDWIDTH_MBPS)),
+    )
 
 
 def _ip_address(value: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marketplace.core import gpus as gpu_registry
+from marketplace.core.gang import DOWN_MBPS, UP_MBPS
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.matching import Allocation, Capacity, GpuDevice
 from marketplace.core.resources import GroupSpec, Need, cpu_arch
@@ -119,6 +120,9 @@ def provider_attributes(
         for key in variant.attribute_keys:
             attrs[key] = "true"
     attrs.update(storage_attributes(cfg.resources.storage_classes))
+    if cfg.network.up_mbps and cfg.network.down_mbps:  # a gang's bidders are ranked by it
+        attrs[UP_MBPS] = f"{cfg.network.up_mbps:g}"
+        attrs[DOWN_MBPS] = f"{cfg.network.down_mbps:g}"
     return tuple(sorted(attrs.items()))
 
 

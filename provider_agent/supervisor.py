@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from marketplace.core import units
+from marketplace.core.gang import Rendezvous
 from marketplace.core.job_env import with_lease_environment
 from marketplace.core.manifest import Manifest, Service
 from marketplace.core.manifest.model import HttpOptions
@@ -45,6 +46,7 @@ from provider_agent.container import (
 from provider_agent.ingress import AKASH_HTTP, Backend, IngressSite, lease_hostname
 from provider_agent.network import backend_host
 from provider_agent.registry import RegistryAuth, auth_for
+from provider_agent.rendezvous import gang_specs
 
 log = logging.getLogger(__name__)
 LABEL_RESTART = f"{LABEL}.restart"
@@ -184,24 +186,32 @@ class LeaseSupervisor:
         group: GroupSpec,
         allocation: Allocation | None,
         version: int = 0,
+        meeting: Rendezvous | None = None,
     ) -> StatusReport:
         """Pull, create and start every container of the lease (blocking). Reports and returns
         RUNNING with endpoints, or an exit with the reason it could not start. `version`: the
-        deployment version the manifest is (reported with RUNNING)."""
+        deployment version the manifest is (reported with RUNNING); `meeting`: a gang node's
+        rendezvous (provider_agent/rendezvous.py)."""
         with self._lock:
             if lease_id in self._leases:
                 return StatusReport(lease_id, running=True, message="already running")
             lease = _Lease(lease_id, manifest.job.restart_policy, version=version)
             self._leases[lease_id] = lease
         with lease.busy:
-            return self._start(lease, manifest, group, allocation)
+            return self._start(lease, manifest, group, allocation, meeting)
 
     def _start(
-        self, lease: _Lease, manifest: Manifest, group: GroupSpec, allocation: Allocation | None
+        self,
+        lease: _Lease,
+        manifest: Manifest,
+        group: GroupSpec,
+        allocation: Allocation | None,
+        meeting: Rendezvous | None = None,
     ) -> StatusReport:
         lease_id = lease.lease_id
         try:
             specs = self._specs(lease_id, manifest, group, allocation, lease.version)
+            specs = gang_specs(specs, meeting)
             for image, auth in _pulls(specs):
                 self.runtime.ensure_image(
                     image, lambda text: self._system_log(lease_id, text), auth
@@ -324,6 +334,7 @@ class LeaseSupervisor:
         group: GroupSpec,
         allocation: Allocation | None,
         version: int,
+        meeting: Rendezvous | None = None,
     ) -> StatusReport | None:
         """Replace the lease's containers with the manifest's `version` (blocking): the same
         names, GPUs, host ports, ingress names and persistent volumes, a new image, command,
@@ -341,7 +352,8 @@ class LeaseSupervisor:
                     return None
                 old = sorted(lease.containers.values(), key=lambda c: (c.service, c.replica))
                 old_specs = dict(lease.specs)  # empty for a re-adopted lease
-            specs = _pinned(self._specs(lease_id, manifest, group, allocation, version), old)
+            specs = gang_specs(self._specs(lease_id, manifest, group, allocation, version), meeting)
+            specs = _pinned(specs, old)
             try:
                 for image, auth in _pulls(specs):
                     self.runtime.ensure_image(

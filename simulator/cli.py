@@ -57,6 +57,9 @@ def simulate() -> None:
         with --ray); writes sweep.csv/json and plots.
     gpumarket simulate --from-market ADDR [-o FILE] [--run]
         Snapshot a live market (providers, GPUs, prices) into a scenario file.
+    gpumarket simulate gang-ranking [SCENARIO.yaml] [--jobs N] [--json]
+        Price-only against utilization-aware ranking of multi-node (gang)
+        training bids: the GPU-hours each leaves idle on slow links.
 
     Examples of both files are in examples/ (scenario.yaml, sweep.yaml).
     """
@@ -131,6 +134,54 @@ def run(
     click.echo(f"report: {out}/ (metrics.json, timeseries.csv, providers.csv, *.png)")
     if open_report:
         show_in_console(out)
+
+
+@simulate.command("gang-ranking")
+@click.argument("scenario", required=False, type=YAML_FILE)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 100_000),
+    default=500,
+    show_default=True,
+    help="Multi-node training jobs to auction.",
+)
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (default: the scenario's).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a scenario key, e.g. --set providers.count=1000 (repeatable).",
+)
+@json_option
+@friendly_errors
+def gang_ranking(
+    scenario: Path | None, jobs: int, seed: int | None, overrides: tuple[str, ...], as_json: bool
+) -> None:
+    """Compare price-only with utilization-aware ranking of gang bids: the same multi-node
+    training jobs and bids, awarded by each rule; reports the GPU-hours each leaves idle on
+    slow links (simulator/gang_ranking.py says how).
+
+    \b
+    gpumarket simulate gang-ranking                     the built-in scenario
+    gpumarket simulate gang-ranking scenario.yaml --jobs 2000 --json
+    """
+    from simulator.gang_ranking import compare_ranking
+    from simulator.scenario import load_scenario
+
+    try:
+        sc = load_scenario(scenario, _parse_overrides(overrides))
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from exc
+    results = compare_ranking(sc, jobs, sc.seed if seed is None else seed)
+    rows = [r.row() for r in results.values()]
+    if as_json:
+        print_json({"scenario": sc.name, "jobs": jobs, "rules": rows})
+        return
+    columns = list(rows[0])
+    print_table(columns, [[row[c] for c in columns] for row in rows])
+    saved = results["price"].gpu_hours_wasted - results["utilization"].gpu_hours_wasted
+    click.echo(f"\nutilization-aware ranking wastes {saved:,.1f} fewer GPU-hours")
 
 
 def show_in_console(out: Path) -> None:

@@ -15,7 +15,9 @@ from typing import Protocol, TypeVar
 
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import gpus, matching, price_advice
+from marketplace.core.errors import InvalidArgument
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
+from marketplace.core.gang import Rendezvous, node_rendezvous
 from marketplace.core.manifest import parse_manifest
 from marketplace.core.provider_feed import (
     BidLost,
@@ -102,6 +104,7 @@ CLOSE_REASON_TO_PROTO = {
     CloseReason.PROVIDER_LOST: pb.PROVIDER_LOST,
     CloseReason.MANIFEST_TIMEOUT: pb.MANIFEST_TIMEOUT,
     CloseReason.DEPLOYMENT_CLOSED: pb.CLOSED_WITH_DEPLOYMENT,
+    CloseReason.GANG_STOPPED: pb.GANG_STOPPED,
 }
 
 
@@ -643,7 +646,24 @@ def lease_manifest_from_proto(m: pb.Manifest) -> LeaseManifest:
     """The manifest parsed, with its lease's group. Raises InvalidArgument for a bad SDL and
     NotFound when it has no such group. (The tenant's signature is the caller's to check.)"""
     manifest = parse_manifest(m.sdl, f"lease {m.lease_id}")
-    return LeaseManifest(m.lease_id, manifest, manifest.group(m.group_name), m.version)
+    meeting = None
+    if manifest.job.gang is not None:  # rank, size, port: the signed SDL's; rank 0's host: ours
+        try:
+            meeting = node_rendezvous(m.lease_id, manifest.job.gang, m.gang.master_addr)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+    group = manifest.group(m.group_name)
+    return LeaseManifest(m.lease_id, manifest, group, m.version, meeting)
+
+
+def rendezvous_to_proto(r: Rendezvous) -> pb.GangRendezvous:
+    return pb.GangRendezvous(
+        gang_id=r.gang_id,
+        rank=r.rank,
+        world_size=r.world_size,
+        master_addr=r.master_addr,
+        master_port=r.master_port,
+    )
 
 
 def price_advice_to_proto(

@@ -78,6 +78,8 @@ TEXT: Mapping[str, TextLimit] = {
 }
 MAX_ATTRIBUTES = 64  # per provider, and per group's placement requirements
 MAX_GROUPS = 256  # placement groups in one deployment
+MAX_GANG_NODES = 64  # nodes of one gang (`gpumarket: gang: nodes`), each an order
+MAX_BANDWIDTH_MBPS = 10_000_000  # a declared link or a gang's floor: 10 Tbps
 MAX_GPUS = 256  # devices one provider registers
 MAX_OFFER_ITEMS = 256  # GPU models/uuids named in one bid offer
 MAX_ENDPOINTS = 256  # per lease status report

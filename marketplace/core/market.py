@@ -82,6 +82,7 @@ from dataclasses import dataclass, field
 from marketplace.core import (
     auction,
     escrow,
+    gang,
     leases,
     ledger,
     limits,
@@ -646,6 +647,7 @@ class MarketService(MarketReads):
         for group in groups:
             self._check_group_price(group)
             limits.check_group_texts(group)
+        gang.check_groups(groups, job.gang)
         floor = max(self.config.min_deposit, 1)
         if deposit < floor:
             raise InvalidArgument(
@@ -964,6 +966,10 @@ class MarketService(MarketReads):
         if order.auction.manual:
             self._lapse(order, at_ms)
             return
+        dep = self.state.deployments[order.deployment_id]
+        if dep.job.gang is not None:  # all nodes or none
+            gang.close_window(self, dep, dep.job.gang, at_ms)
+            return
         # Check bids best first and stop once the payment rule has what it needs (the winner, and
         # for second price the runner-up): a bid that no longer passes is passed over.
         needed = 2 if order.auction.payment == Payment.SECOND_PRICE else 1
@@ -1230,6 +1236,8 @@ class MarketService(MarketReads):
             return
         if dep.state == DeploymentState.ACTIVE and self._reorders(dep, reason):
             self._order_again(dep, order, lease, now)
+        if dep.job.gang is not None:  # the rest of the gang stops (and is ordered again) with it
+            gang.stop_others(self, dep, lease, reason)
         if self._all_finished(dep):
             self._finish_deployment(dep, reason, at_ms, f"all groups finished ({reason.value})")
         else:
@@ -1545,6 +1553,9 @@ class MarketService(MarketReads):
         if isinstance(verdict, str):
             self._decline(order, provider, verdict, True)
             raise Ineligible(verdict)
+        if short := gang.link_problem(prov, self.state.deployments[order.deployment_id].job.gang):
+            self._decline(order, provider, short, True)  # a gang's bandwidth floor
+            raise Ineligible(short)
         now = self.clock.now_ms()
         st = self.state
         bid = Bid(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from marketplace.core.gang import Rendezvous
 from marketplace.core.manifest import Manifest
 from marketplace.core.resources import GroupSpec
 from marketplace.core.state import Bid, Lease, Order
@@ -83,3 +84,4 @@ class LeaseManifest:
     manifest: Manifest
     group: GroupSpec
     version: int = 0  # the deployment version this manifest is (0: the market did not say)
+    rendezvous: Rendezvous | None = None  # a gang's node: its rank and where rank 0 is

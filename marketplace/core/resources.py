@@ -136,6 +136,18 @@ class GroupSpec:
 
 
 @dataclass(frozen=True)
+class GangSettings:
+    """`gpumarket: gang:` nodes that are won, run and lost together (core/gang.py)."""
+
+    nodes: int  # the deployment's one placement group, ordered this many times
+    min_bandwidth_mbps: float = 0.0  # every node's min(up, down) link at least this
+    port: int = 29500  # MASTER_PORT: rank 0 publishes it on its provider's public host
+    # what the all-reduce model needs to predict utilization (core/allreduce.py)
+    gradient_bytes: int = 1_000_000_000
+    sync_interval_ms: int = 300_000
+
+
+@dataclass(frozen=True)
 class JobSettings:
     """gpumarket's own optional SDL keys (see README: "Manifest extensions")."""
 
@@ -146,3 +158,4 @@ class JobSettings:
     # A tenant-owned location (s3://, gs://, https://, ...) the job saves its work to; the
     # provider passes it to the containers (core/job_env.py). The market never reads it.
     checkpoint_uri: str | None = None
+    gang: GangSettings | None = None  # multi-node training: all nodes or none

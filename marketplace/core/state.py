@@ -69,6 +69,7 @@ class CloseReason(StrEnum):
     PROVIDER_LOST = "provider_lost"  # the provider went silent past the heartbeat timeout
     MANIFEST_TIMEOUT = "manifest_timeout"  # the provider never started the workload
     DEPLOYMENT_CLOSED = "deployment_closed"  # the tenant closed the whole deployment
+    GANG_STOPPED = "gang_stopped"  # another node of its gang was lost (core/gang.py)
 
 
 @dataclass(slots=True)

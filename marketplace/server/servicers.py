@@ -38,6 +38,7 @@ from marketplace.core.errors import (
     Unavailable,
 )
 from marketplace.core.events import DeploymentEventKind
+from marketplace.core.gang import Rendezvous, rendezvous
 from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
 from marketplace.core.manifest.support import refuse_unmatchable
 from marketplace.core.manifest.update import plan_update
@@ -590,8 +591,12 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         signer, msg = self.open(request, pb.GetManifest)
         self.readable_lease(Viewer(signer), msg.lease_id)  # another's lease: as if missing
 
-        def reply(found: tuple[Deployment, GroupSpec]) -> pb.Manifest:
-            dep, group = found
+        def found() -> tuple[Deployment, GroupSpec, Rendezvous | None]:
+            dep, group = self.market.manifest_for(signer, msg.lease_id)
+            return dep, group, rendezvous(self.market, self.market.get_lease(msg.lease_id))
+
+        def reply(found: tuple[Deployment, GroupSpec, Rendezvous | None]) -> pb.Manifest:
+            dep, group, meeting = found
             tenant_request = pb.SignedRequest()
             tenant_request.ParseFromString(dep.tenant_request)
             return pb.Manifest(
@@ -600,9 +605,10 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
                 sdl=dep.sdl,
                 tenant_request=tenant_request,
                 version=dep.version,
+                gang=None if meeting is None else convert.rendezvous_to_proto(meeting),
             )
 
-        return self.app.submit(lambda: self.market.manifest_for(signer, msg.lease_id), reply)
+        return self.app.submit(found, reply)
 
     def report_status(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
         signer, msg = self.open(request, pb.LeaseStatusReport)

@@ -47,6 +47,7 @@ class LeaseCloseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROVIDER_LOST: _ClassVar[LeaseCloseReason]
     MANIFEST_TIMEOUT: _ClassVar[LeaseCloseReason]
     CLOSED_WITH_DEPLOYMENT: _ClassVar[LeaseCloseReason]
+    GANG_STOPPED: _ClassVar[LeaseCloseReason]
 DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 DEPLOYMENT_ACTIVE: DeploymentState
 DEPLOYMENT_CLOSED: DeploymentState
@@ -73,6 +74,7 @@ INSUFFICIENT_FUNDS: LeaseCloseReason
 PROVIDER_LOST: LeaseCloseReason
 MANIFEST_TIMEOUT: LeaseCloseReason
 CLOSED_WITH_DEPLOYMENT: LeaseCloseReason
+GANG_STOPPED: LeaseCloseReason
 
 class SignedRequest(_message.Message):
     __slots__ = ("payload", "public_key", "signature", "nonce", "timestamp_ms", "market_id")
@@ -773,18 +775,20 @@ class GetManifest(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("lease_id", "group_name", "sdl", "tenant_request", "version")
+    __slots__ = ("lease_id", "group_name", "sdl", "tenant_request", "version", "gang")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
     SDL_FIELD_NUMBER: _ClassVar[int]
     TENANT_REQUEST_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    GANG_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     group_name: str
     sdl: bytes
     tenant_request: SignedRequest
     version: int
-    def __init__(self, lease_id: _Optional[str] = ..., group_name: _Optional[str] = ..., sdl: _Optional[bytes] = ..., tenant_request: _Optional[_Union[SignedRequest, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+    gang: GangRendezvous
+    def __init__(self, lease_id: _Optional[str] = ..., group_name: _Optional[str] = ..., sdl: _Optional[bytes] = ..., tenant_request: _Optional[_Union[SignedRequest, _Mapping]] = ..., version: _Optional[int] = ..., gang: _Optional[_Union[GangRendezvous, _Mapping]] = ...) -> None: ...
 
 class LeaseStatusReport(_message.Message):
     __slots__ = ("lease_id", "state", "endpoints", "exited", "exit_code", "oom_killed", "message", "version", "update_failed")
@@ -1122,6 +1126,20 @@ class MarketMessage(_message.Message):
     answer: ChannelAnswer
     event: ProviderEvent
     def __init__(self, answer: _Optional[_Union[ChannelAnswer, _Mapping]] = ..., event: _Optional[_Union[ProviderEvent, _Mapping]] = ...) -> None: ...
+
+class GangRendezvous(_message.Message):
+    __slots__ = ("gang_id", "rank", "world_size", "master_addr", "master_port")
+    GANG_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MASTER_ADDR_FIELD_NUMBER: _ClassVar[int]
+    MASTER_PORT_FIELD_NUMBER: _ClassVar[int]
+    gang_id: str
+    rank: int
+    world_size: int
+    master_addr: str
+    master_port: int
+    def __init__(self, gang_id: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., master_addr: _Optional[str] = ..., master_port: _Optional[int] = ...) -> None: ...
 
 class PriceAdviceRequest(_message.Message):
     __slots__ = ("provider", "since_ms")

@@ -16,6 +16,7 @@ from marketplace.core.manifest.context import (
     mapping,
     quantity,
 )
+from marketplace.core.manifest.gang import read_gang
 from marketplace.core.manifest.yaml_lines import Path
 from marketplace.core.resources import AuctionSettings, JobKind, JobSettings, Payment, RestartPolicy
 
@@ -41,7 +42,7 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
         return JobSettings()
     path: Path = ("gpumarket",)
     spec = mapping(value, path)
-    known = ("kind", "max_runtime", "restart", "auction", "min_reliability", "checkpoint")
+    known = ("kind", "max_runtime", "restart", "auction", "min_reliability", "checkpoint", "gang")
     for key in spec:
         if key not in known:
             raise Problem(
@@ -55,6 +56,11 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
     if spec.get("max_runtime") is not None:
         max_runtime = quantity(units.parse_duration_ms, spec["max_runtime"], (*path, "max_runtime"))
     auction = read_auction(ctx, spec.get("auction"), (*path, "auction"))
+    gang = read_gang(ctx, spec.get("gang"), (*path, "gang"))
+    if gang is not None and kind != JobKind.TRAINING:
+        raise Problem((*path, "gang"), "a gang is for training: set gpumarket.kind to training")
+    if gang is not None and auction.manual:
+        raise Problem((*path, "gang"), "a gang's nodes are awarded together: no manual auction")
     if spec.get("min_reliability") is not None:
         reliability = spec["min_reliability"]
         rpath = (*path, "min_reliability")
@@ -71,6 +77,7 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
         restart_policy=restart,
         auction=auction,
         checkpoint_uri=read_checkpoint(spec.get("checkpoint"), (*path, "checkpoint")),
+        gang=gang,
     )
 
 

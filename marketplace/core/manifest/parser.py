@@ -16,6 +16,7 @@ from marketplace.core.manifest.context import ParseContext, Problem, dotted, map
 from marketplace.core.manifest.deployment import build_groups, read_deployment
 from marketplace.core.manifest.errors import ManifestError
 from marketplace.core.manifest.extensions import read_job, read_reclamation
+from marketplace.core.manifest.gang import gang_groups
 from marketplace.core.manifest.model import Endpoint, Manifest
 from marketplace.core.manifest.placement import read_placements
 from marketplace.core.manifest.services import (
@@ -100,6 +101,8 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
         groups = tuple(
             replace(g, needs=tuple(sorted({*g.needs, Need.RECLAMATION.value}))) for g in groups
         )
+    if job.gang is not None and groups:
+        groups = ctx.collect(gang_groups, job.gang, groups) or groups
     check_endpoints_used(ctx, endpoints, services)
     if ctx.errors:
         raise ctx.combined()
