@@ -10,8 +10,9 @@ chart has data. The console serves it in this process over real gRPC; Chromium
 
 1. page load: a fresh page loads the market view --loads times (after one cold load, shown
    apart: the browser's first renderer start). First contentful paint (the shell) and first
-   meaningful paint (the market's numbers painted, the app's `gm:market-painted` mark), from
-   Chromium's performance timeline: p50/p99 in ms; and as a ratio to the same-run baseline, a
+   meaningful paint (the market's numbers painted: the app's `gm:market-painted` mark, taken
+   as that frame starts, or the first contentful paint if later), from Chromium's performance
+   timeline: p50/p99 in ms; and as a ratio to the same-run baseline, a
    one-line HTML page from a stdlib server on the same loopback (the box is shared and noisy).
 2. event to page: a tenant page shows one deployment with an open order; a provider declines
    it (a signed DeclineOrder, one per provider) and the time from just before the call to the
@@ -148,15 +149,20 @@ def page_loads(
     for _ in range(loads):
         page = page_factory()
         page.goto(url + "/#/market")
-        page.wait_for_function("() => performance.getEntriesByName('gm:market-painted').length")
-        fcp.append(
-            page.evaluate(
-                "() => performance.getEntriesByName('first-contentful-paint')[0].startTime"
-            )
+        page.wait_for_function(
+            "() => performance.getEntriesByName('gm:market-painted').length"
+            " && performance.getEntriesByName('first-contentful-paint').length"
         )
-        fmp.append(
-            page.evaluate("() => performance.getEntriesByName('gm:market-painted')[0].startTime")
+        contentful = page.evaluate(
+            "() => performance.getEntriesByName('first-contentful-paint')[0].startTime"
         )
+        marked = page.evaluate(
+            "() => performance.getEntriesByName('gm:market-painted')[0].startTime"
+        )
+        fcp.append(contentful)
+        # the mark is taken as the frame with the numbers starts; that frame is painted no
+        # earlier than the first contentful paint
+        fmp.append(max(marked, contentful))
         page.close()
     return fcp, fmp
 

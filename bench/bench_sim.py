@@ -6,6 +6,11 @@ and the wall time of a 30-day market with 10,000 providers and >= 1,000,000 jobs
     python bench/bench_sim.py --scale 0.1     # 1,000 providers, ~100,000 jobs
     python bench/bench_sim.py --profile       # also print where the time goes (cProfile)
     python bench/bench_sim.py --out DIR       # also write the report (metrics.json, CSVs)
+    python bench/bench_sim.py --compiled build/compiled   # on the compiled core (see below)
+
+--compiled runs the market core compiled by `python -m simulator.compiled build` (mypyc) when
+that build matches the sources; otherwise it says why and runs the pure-Python core (the
+reference; same results either way).
 
 "events" are the SimPy events (timed calls) the simulation schedules (arrivals, bid-window closes,
 completions, failures, detections, repairs, patience checks, samples); each one runs the
@@ -20,18 +25,21 @@ import cProfile
 import gc
 import io
 import json
+import os
 import pstats
 import resource
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import simpy
 from simpy.events import ProcessGenerator
 
-from simulator.engine import run_scenario
-from simulator.report import summarize, write_report
-from simulator.scenario import parse_scenario
+from simulator import compiled
+
+if TYPE_CHECKING:
+    from simulator.engine.simulation import Simulation
 
 FULL_PROVIDERS = 10_000
 FULL_JOBS_PER_HOUR = 1_400  # ~1,008,000 arrivals in 30 days
@@ -98,7 +106,20 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print the top functions")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--out", type=Path, help="also write the run's report into this folder")
+    parser.add_argument(
+        "--compiled",
+        type=Path,
+        metavar="DIR",
+        help="run the compiled core built into DIR (python -m simulator.compiled build)",
+    )
     args = parser.parse_args()
+    refused = None if args.compiled is None else compiled.activate(args.compiled)
+    if refused is not None:
+        print(f"compiled core not used: {refused}", file=sys.stderr)
+    # imported only now: the compiled core (if any) must be in place before the core loads
+    from marketplace.core import market
+    from simulator.engine import run_scenario
+    from simulator.scenario import parse_scenario
 
     base_1 = raw_simpy(1_000_000, 1)
     base_10k = raw_simpy(1_000_000, 10_000)
@@ -106,6 +127,7 @@ def main() -> None:
     gc.collect()
     profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()
+    cpu_started = time.process_time()
     if profiler is not None:
         profiler.enable()
 
@@ -118,11 +140,30 @@ def main() -> None:
     if profiler is not None:
         profiler.disable()
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
+    report(args, sim, wall, cpu, compiled.is_compiled(market), (base_1, base_10k), profiler)
+
+
+def report(
+    args: argparse.Namespace,
+    sim: Simulation,
+    wall: float,
+    cpu: float,
+    core_compiled: bool,
+    baselines: tuple[float, float],
+    profiler: cProfile.Profile | None,
+) -> None:
+    """Print the run's figures (and the profile), write the report when asked."""
+    from simulator.report import summarize, write_report
+
+    base_1, base_10k = baselines
+
     summary = summarize(sim)
     jobs = sum(summary["jobs"]["arrived"].values())
     rate = sim.events / wall
     figures = {
         "scale": args.scale,
+        "core_compiled": core_compiled,
         "simulated_days": args.days,
         "providers": len(sim.providers),
         "gpus": summary["utilization"]["gpus"],
@@ -131,6 +172,9 @@ def main() -> None:
         "bids": summary["market"]["bids"],
         "simpy_events": sim.events,
         "wall_seconds": round(wall, 2),
+        # this process's CPU time: on a shared box, steadier than the wall time
+        "cpu_seconds": round(cpu, 2),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "events_per_second": round(rate),
         "jobs_per_second": round(jobs / wall),
         "raw_simpy_events_per_second_1_process": round(base_1),

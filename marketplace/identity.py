@@ -109,6 +109,12 @@ class Key:
         return Signature(self.public_key, self._private.sign(data), nonce, timestamp_ms, market)
 
 
+@lru_cache(maxsize=65_536)  # a provider signs every message with one key: load it once
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of 32 raw bytes (raises ValueError, never cached, for invalid ones)."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def verify_signature(message_type: str, payload: bytes, sig: Signature, market: str) -> str:
     """Check the signature alone, for the marketplace `market`; return the signer's address.
     Raises Unauthenticated."""
@@ -121,7 +127,7 @@ def verify_signature(message_type: str, payload: bytes, sig: Signature, market: 
         )
     data = signing_bytes(market, message_type, sig.nonce, sig.timestamp_ms, payload)
     try:
-        Ed25519PublicKey.from_public_bytes(sig.public_key).verify(sig.signature, data)
+        _public_key(sig.public_key).verify(sig.signature, data)
     except (InvalidSignature, ValueError) as exc:
         raise Unauthenticated(f"bad signature for {message_type}") from exc
     return address_of(sig.public_key)

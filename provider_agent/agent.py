@@ -378,6 +378,7 @@ class Agent:
         while True:
             try:
                 unknown = await self.link.heartbeat(self.inventory, self._running(), self.draining)
+                await self._report_telemetry()
                 for lease_id in unknown:
                     if lease_id in self._running():
                         self.say(f"lease {lease_id}: closed at the marketplace; stopping it")
@@ -390,6 +391,15 @@ class Agent:
             except MarketError as exc:
                 log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(self.heartbeat_s)
+
+    async def _report_telemetry(self) -> None:
+        """The GPUs' newest readings, with each heartbeat (the poll loop re-reads them)."""
+        if self.inventory is None or not self.inventory.gpus:
+            return
+        try:
+            await self.link.report_telemetry(self.inventory, int(time.time() * 1000))
+        except MarketError as exc:  # an older market without telemetry: heartbeats go on
+            log.debug("telemetry report refused: %s", exc)
 
     # --- events -----------------------------------------------------------------------------------
     def _on_event(self, event: FeedEvent) -> None:
@@ -519,6 +529,14 @@ class Agent:
 
 def _services(group: GroupSpec) -> list[tuple[str, int]]:
     return [(s, u.count) for u in group.resources for s in u.services]
+
+
+def provider_key(cfg: AgentConfig) -> Key:
+    """The provider's key, as the config names it (an existing one: reads create none)."""
+    name = cfg.provider.key
+    if ("/" in name or name.endswith(".pem")) and not Path(name).is_file():
+        raise NotFound(f"no key file {name} (the config's [provider] key)")
+    return load_key(name)
 
 
 def _load_key(cfg: AgentConfig) -> Key:

@@ -9,10 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from marketplace.terminal import LazyGroup, json_option, print_json, print_table
+from marketplace.terminal import (
+    LazyGroup,
+    friendly_errors,
+    json_option,
+    print_json,
+    print_table,
+)
 from provider_agent.config import EX_CONFIG, AgentConfig, ConfigError, check_runnable, load_config
 
 if TYPE_CHECKING:  # the inventory pulls in NVML: only the commands that read it import it
+    from marketplace.api.v1 import market_pb2 as pb
     from marketplace.core.bidding import BidDecision
     from marketplace.core.resources import GroupSpec
     from provider_agent.inventory import Inventory
@@ -157,6 +164,122 @@ def _quote_json(group: GroupSpec, d: BidDecision) -> dict[str, object]:
         "gpus": list(d.allocation.gpu_uuids) if d.allocation and d.bid else [],
         "reason": d.reason,
     }
+
+
+@provider.command()
+@config_option
+@json_option
+@friendly_errors
+def status(config_path: Path | None, as_json: bool) -> None:
+    """What the marketplace holds about this provider: each GPU as the agent last reported it
+    (temperature, power, utilization, memory, XIDs, health) and the orders declined, by kind.
+
+    \b
+    Only this provider's key can read it (the config's [provider] key); the agent sends its
+    GPUs' readings with every heartbeat, so `gpumarket provider run` must be running:
+        gpumarket provider status --config provider.toml
+    """
+    from marketplace.api.client import ProviderClient
+    from provider_agent.agent import provider_key
+
+    cfg = _load(config_path)
+    m = cfg.marketplace
+    cert = (m.tls_cert, m.tls_key) if m.tls_cert is not None and m.tls_key is not None else None
+    with ProviderClient(
+        m.address, provider_key(cfg), m.call_timeout_s, m.tls_ca, m.uses_tls, client_cert=cert
+    ) as client:
+        answer = client.status()
+    if as_json:
+        print_json(_status_json(answer))
+        return
+    _print_status(answer)
+
+
+def format_time_ms(ms: int) -> str:
+    """UTC, to the second ("-": never)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ms else "-"
+
+
+def _status_json(answer: pb.ProviderStatus) -> dict[str, Any]:
+    """Numbers as numbers (protobuf's JSON writes 64-bit ones as strings); None: not read."""
+
+    def gpu(g: pb.GpuTelemetry) -> dict[str, Any]:
+        optional = ("temperature_c", "power_w", "utilization_pct", "memory_used_mib", "last_xid")
+        return {
+            "index": g.index,
+            "uuid": g.uuid,
+            "model": g.model,
+            "healthy": g.healthy,
+            "health_reason": g.health_reason,
+            "memory_mib": g.memory_mib,
+            "xid_count": g.xid_count,
+            **{name: getattr(g, name) if g.HasField(name) else None for name in optional},
+        }
+
+    return {
+        "provider": answer.provider,
+        "read_at_ms": answer.read_at_ms,
+        "received_at_ms": answer.received_at_ms,
+        "gpus": [gpu(g) for g in answer.gpus],
+        "declines_since_ms": answer.declines_since_ms,
+        "declines": [
+            {
+                "kind": d.kind,
+                "count": d.by_provider + d.by_marketplace,
+                "by_provider": d.by_provider,
+                "by_marketplace": d.by_marketplace,
+                "last_reason": d.last_reason,
+                "last_ms": d.last_ms,
+            }
+            for d in answer.declines
+        ],
+    }
+
+
+def _print_status(answer: pb.ProviderStatus) -> None:
+    click.echo(f"provider {answer.provider}")
+    if not answer.gpus:
+        click.echo("no GPU telemetry yet: the agent sends it with its heartbeats")
+    else:
+        click.echo(f"GPUs as the agent read them at {format_time_ms(answer.read_at_ms)}:")
+
+        def shown(g: pb.GpuTelemetry, field: str, unit: str) -> str:
+            return f"{getattr(g, field)}{unit}" if g.HasField(field) else "?"
+
+        rows = [
+            [
+                g.index,
+                g.model or "?",
+                shown(g, "temperature_c", " C"),
+                shown(g, "power_w", " W"),
+                shown(g, "utilization_pct", " %"),
+                shown(g, "memory_used_mib", " MiB"),
+                g.xid_count if not g.HasField("last_xid") else f"{g.xid_count} (last {g.last_xid})",
+                "healthy" if g.healthy else f"held back: {g.health_reason}",
+            ]
+            for g in answer.gpus
+        ]
+        print_table(["GPU", "MODEL", "TEMP", "POWER", "UTIL", "MEM USED", "XIDS", "HEALTH"], rows)
+    since = format_time_ms(answer.declines_since_ms)
+    if not answer.declines:
+        click.echo(f"no orders declined since {since}")
+        return
+    click.echo(f"declines by kind since {since}:")
+    print_table(
+        ["KIND", "DECLINES", "BY YOU", "BY MARKET", "LATEST REASON"],
+        [
+            [
+                d.kind,
+                d.by_provider + d.by_marketplace,
+                d.by_provider,
+                d.by_marketplace,
+                d.last_reason,
+            ]
+            for d in answer.declines
+        ],
+    )
 
 
 @provider.command()

@@ -45,7 +45,7 @@ from marketplace.api.status import error_from_rpc
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core.errors import MarketError, PermissionDenied, Unauthenticated, Unavailable
-from marketplace.core.limits import display_safe
+from marketplace.core.limits import MAX_GPUS, TELEMETRY_RANGES, display_safe
 from marketplace.core.provider_feed import FeedEvent, LeaseManifest
 from marketplace.core.state import Bid, Lease, Offer
 from marketplace.identity import Key
@@ -307,6 +307,11 @@ class MarketLink:
         self.audited = audited_from_proto(resp.audited)
         return tuple(resp.unknown_lease_ids)
 
+    async def report_telemetry(self, inv: Inventory, read_at_ms: int) -> None:
+        """The GPUs' latest NVML readings (the market keeps only the newest per GPU)."""
+        msg = pb.TelemetryReport(gpus=telemetry_pb(inv), read_at_ms=read_at_ms)
+        await self._ask("ReportTelemetry", msg, pb.Ack)
+
     async def watch(self, resume_token: int) -> AsyncIterator[FeedEvent]:
         """Order-feed events after `resume_token`; raises a MarketError (Unavailable when the
         stream dropped) when the feed ends. Kinds this version does not know are skipped."""
@@ -511,4 +516,38 @@ def inventory_pb(inv: Inventory) -> pb.Inventory:
     )
 
 
-__all__ = ["MarketLink", "SessionStream", "inventory_pb", "manifest_problem"]
+def telemetry_pb(inv: Inventory) -> list[pb.GpuTelemetry]:
+    """Each GPU's health as NVML last read it, clamped to the market's bounds (a sensor's odd
+    value must not cost the whole report)."""
+    out = []
+    for g in inv.gpus[:MAX_GPUS]:
+        info, h = g.reading.info, g.reading.health
+        msg = pb.GpuTelemetry(
+            index=info.index,
+            uuid=info.uuid,
+            model=g.variant.model if g.variant else "",
+            healthy=g.offered,
+            health_reason=g.why_not[:512],
+            memory_mib=_bounded("memory_mib", info.memory_mib or 0),
+            xid_count=_bounded("xid_count", h.xid_count),
+        )
+        if h.temperature_c is not None:
+            msg.temperature_c = _bounded("temperature_c", h.temperature_c)
+        if h.power_w is not None:
+            msg.power_w = _bounded("power_w", round(h.power_w))
+        if h.utilization_gpu is not None:
+            msg.utilization_pct = _bounded("utilization_pct", h.utilization_gpu)
+        if h.memory_used_mib is not None:
+            msg.memory_used_mib = _bounded("memory_used_mib", h.memory_used_mib)
+        if h.last_xid is not None:
+            msg.last_xid = _bounded("last_xid", h.last_xid)
+        out.append(msg)
+    return out
+
+
+def _bounded(name: str, value: int) -> int:
+    low, high = TELEMETRY_RANGES[name]
+    return min(max(value, low), high)
+
+
+__all__ = ["MarketLink", "SessionStream", "inventory_pb", "manifest_problem", "telemetry_pb"]

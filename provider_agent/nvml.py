@@ -95,6 +95,7 @@ class GpuHealth:
     remapped_rows: tuple[int, int, int, int] | None = None  # corr, unc, pending, failure
     pcie_replay_counter: int | None = None
     last_xid: int | None = None
+    xid_count: int = 0  # critical XIDs since the monitor started (telemetry)
     processes: tuple[tuple[int, int], ...] = ()  # (host pid, used bytes)
 
 
@@ -183,6 +184,7 @@ class GpuMonitor:
         self._status = HostGpus(status="no_gpus", message="NVML not started")
         self._infos: dict[int, GpuInfo] = {}
         self._xids: dict[int, tuple[int, float]] = {}  # gpu index -> (xid, when)
+        self._xid_counts: dict[int, int] = {}  # gpu index -> critical XIDs seen
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -337,6 +339,7 @@ class GpuMonitor:
             remapped_rows=r.get(lib.nvmlDeviceGetRemappedRows, h),
             pcie_replay_counter=r.get(lib.nvmlDeviceGetPcieReplayCounter, h),
             last_xid=self._recent_xid(index),
+            xid_count=self._xid_counts.get(index, 0),
             processes=tuple((int(p.pid), int(p.usedGpuMemory or 0)) for p in procs),
         )
         reasons = health_problems(health, info)
@@ -400,6 +403,7 @@ class GpuMonitor:
         log.warning("GPU %d: XID %d: not offering it for %.0f s", index, xid, self._quarantine_s)
         with self._lock:
             self._xids[index] = (xid, self._clock())
+            self._xid_counts[index] = self._xid_counts.get(index, 0) + 1
 
     def _mark_all(self, xid: int) -> None:
         with self._lock:

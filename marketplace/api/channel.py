@@ -26,10 +26,12 @@ def status_number(code: grpc.StatusCode) -> int:
 
 
 def answered(seq: int, reply: Message, already_applied: bool = False) -> pb.MarketMessage:
-    answer = pb.ChannelAnswer(
-        seq=seq, reply=reply.SerializeToString(), already_applied=already_applied
-    )
-    return pb.MarketMessage(answer=answer)
+    message = pb.MarketMessage()
+    answer = message.answer  # filled in place: a ChannelAnswer passed in would be copied
+    answer.seq = seq
+    answer.reply = reply.SerializeToString()
+    answer.already_applied = already_applied
+    return message
 
 
 def refused(seq: int, exc: MarketError, already_applied: bool = False) -> pb.MarketMessage:

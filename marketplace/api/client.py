@@ -533,6 +533,15 @@ class ProviderClient(ServiceClient):
         msg = pb.CloseLease(lease_id=lease_id, message=message)
         return self._unary("CloseLease", self._seal(msg), pb.Lease)
 
+    def report_telemetry(self, report: pb.TelemetryReport) -> pb.Ack:
+        return self._unary("ReportTelemetry", self._seal(report), pb.Ack)
+
+    def status(self, provider: str = "") -> pb.ProviderStatus:
+        """Your own GPUs' latest telemetry and your declines by kind (only yours: another
+        provider's is PERMISSION_DENIED)."""
+        msg = pb.ProviderStatusRequest(provider=provider)
+        return self._unary("GetProviderStatus", self._seal(msg), pb.ProviderStatus)
+
 
 class MarketClient(ServiceClient):
     """Market data: providers and price statistics (public); the audit and the whole ledger
@@ -558,6 +567,11 @@ class MarketClient(ServiceClient):
 
     def stats(self, since_ms: int = 0) -> pb.MarketStats:
         return self._unary("Stats", pb.MarketStatsRequest(since_ms=since_ms), pb.MarketStats)
+
+    def price_history(self, since_ms: int = 0, bucket_ms: int = 0) -> pb.PriceHistory:
+        """Clearing prices per GPU model in buckets of time (0: five minutes), public."""
+        msg = pb.PriceHistoryRequest(since_ms=since_ms, bucket_ms=bucket_ms)
+        return self._unary("GetPriceHistory", msg, pb.PriceHistory)
 
     def audit(self) -> pb.AuditReport:
         """Admin key only."""

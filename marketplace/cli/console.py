@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import click
 
-from marketplace.api.client import MarketClient
+from marketplace.api.client import MarketClient, ProviderClient
 from marketplace.cli.tenant import Connection, load_key, market_options
 from marketplace.console.api import ConsoleApi
 from marketplace.console.server import ConsoleConfig, ConsoleServer, is_loopback
@@ -103,7 +103,12 @@ def console(
     config.check()
     key = load_key(conn.key_name)
     api = ConsoleApi(
-        conn.tenant(key), conn.client(MarketClient, key), key, reports_dir, refresh_s=refresh
+        conn.tenant(key),
+        conn.client(MarketClient, key),
+        key,
+        reports_dir,
+        refresh_s=refresh,
+        provider=conn.client(ProviderClient, key),
     )
     try:
         server = ConsoleServer(config, api)

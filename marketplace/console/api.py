@@ -6,17 +6,18 @@ as epoch milliseconds. The key signs here, in this process; no document carries 
 
 Live data: `Feed` is one open gRPC stream (WatchDeployment, StreamLogs) that another thread may
 cancel (the browser went away); `MarketSampler` reads the public market (Stats, ListProviders)
-every few seconds and keeps the clearing prices' history, which the market itself does not.
+every few seconds, and the clearing prices' history from the market's own record
+(GetPriceHistory: the last hour, by the minute), so the chart does not start with the console.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -27,11 +28,17 @@ import grpc
 from google.protobuf.message import Message
 
 from marketplace.api import convert
-from marketplace.api.client import MarketClient, ServiceClient, TenantClient, translate
+from marketplace.api.client import (
+    MarketClient,
+    ProviderClient,
+    ServiceClient,
+    TenantClient,
+    translate,
+)
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.errors import InvalidArgument, MarketError, NotFound
-from marketplace.core.limits import MAX_AMOUNT, MAX_MANIFEST_BYTES
+from marketplace.core.limits import MAX_AMOUNT, MAX_MANIFEST_BYTES, check_address
 from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.manifest.support import refuse_unmatchable
 from marketplace.core.money import format_amount, parse_amount
@@ -45,7 +52,7 @@ Doc = dict[str, Json]
 HOUR_MS = 3_600_000
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,255}")
 PROVIDER_ROWS = 100  # providers listed in the market view (the counts cover all of them)
-HISTORY_POINTS = 360  # clearing-price samples kept (an hour at one per 10 s)
+HISTORY_BUCKET_MS = 60_000  # the price chart's points: one per minute of the last hour
 VALIDATE_TIMEOUT_S = 5.0
 RELIABILITY_BUCKETS = (
     (0.0, "<.5"),
@@ -268,13 +275,17 @@ class MarketSampler:
     interval_s: float = 2.0
     history_every_s: float = 10.0
     _doc: Doc = field(default_factory=dict)
-    _version: int = 0
-    _history: deque[Doc] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    # a reading's version; random from the start, so a page from an earlier console is never
+    # taken as up to date by this one (the page names its version to the live feed)
+    _version: int = field(default_factory=lambda: secrets.randbelow(1 << 40))
+    _history: list[Json] = field(default_factory=list)
     _last_history_ms: int = 0
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _error: str = ""
+    _providers: dict[str, pb.ProviderInfo] = field(default_factory=dict)
+    _boot: tuple[int, bytes] = (-1, b"")  # the page's data block, made once per version
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="market-sampler", daemon=True)
@@ -288,6 +299,29 @@ class MarketSampler:
     def latest(self) -> tuple[int, Doc]:
         with self._changed:
             return self._version, self._doc
+
+    def boot_block(self) -> bytes:
+        """The newest reading as the page's data block (b"": none yet), serialized once per
+        version however many pages load it."""
+        with self._changed:
+            version, doc = self._version, self._doc
+            if self._boot[0] == version:
+                return self._boot[1]
+        block = b""
+        if doc:
+            # no "<" in the data, so nothing in it can end the block (or open a comment)
+            versioned = {**doc, "version": version}  # the live feed goes on from it
+            data = json.dumps(versioned, separators=(",", ":")).replace("<", "\\u003c").encode()
+            block = b'<script type="application/json" id="boot-market">' + data + b"</script>\n"
+        with self._changed:
+            if self._version == version:
+                self._boot = (version, block)
+        return block
+
+    def provider(self, address: str) -> pb.ProviderInfo | None:
+        """The provider as the latest reading listed it (None: not listed, or no reading)."""
+        with self._changed:
+            return self._providers.get(address)
 
     def wait_newer(self, version: int, timeout_s: float) -> tuple[int, Doc]:
         with self._changed:
@@ -318,19 +352,13 @@ class MarketSampler:
         now = int(time.time() * 1000)
         stats = self.client.stats(since_ms=now - HOUR_MS)
         providers = self.client.list_providers()
-        prices: dict[str, Json] = {
-            s.model: {
-                "p10": s.p10,
-                "median": s.median,
-                "p90": s.p90,
-                "samples": s.samples,
-                "median_text": format_amount(s.median),
-            }
-            for s in stats.gpu_prices
-        }
+        with self._changed:
+            self._providers = {p.address: p for p in providers}
+        prices: dict[str, Json] = {s.model: price_doc(s) for s in stats.gpu_prices}
         leases_hour = sum(s.samples for s in stats.gpu_prices)
         if not self._history or now - self._last_history_ms >= self.history_every_s * 1000:
-            self._history.append({"t": now, "prices": prices, "leases_hour": leases_hour})
+            answer = self.client.price_history(now - HOUR_MS, HISTORY_BUCKET_MS)
+            self._history = history_points(answer)
             self._last_history_ms = now
         return {
             "providers_online": stats.providers_online,
@@ -339,9 +367,33 @@ class MarketSampler:
             "running_leases": stats.running_leases,
             "leases_last_hour": leases_hour,
             "prices": prices,
-            "history": list(self._history),
+            "history": self._history,
             **provider_summary(providers),
         }
+
+
+def price_doc(s: pb.GpuPriceStats) -> Doc:
+    return {
+        "p10": s.p10,
+        "median": s.median,
+        "p90": s.p90,
+        "samples": s.samples,
+        "median_text": format_amount(s.median),
+    }
+
+
+def history_points(answer: pb.PriceHistory) -> list[Json]:
+    """The chart's points: each bucket's prices per model, and its GPU leases as a rate per
+    hour."""
+    per_hour = HOUR_MS // max(answer.bucket_ms, 1)
+    return [
+        {
+            "t": b.start_ms,
+            "prices": {s.model: price_doc(s) for s in b.gpu_prices},
+            "leases_hour": sum(s.samples for s in b.gpu_prices) * per_hour,
+        }
+        for b in answer.buckets
+    ]
 
 
 def provider_summary(providers: list[pb.ProviderInfo]) -> Doc:
@@ -406,10 +458,14 @@ class ConsoleApi:
         key: Key,
         reports_dir: Path | None = None,
         refresh_s: float = 2.0,
+        provider: ProviderClient | None = None,
     ) -> None:
         self.tenant = tenant
         self.market = market
         self.key = key
+        self.refresh_s = refresh_s
+        # the provider's own reads (telemetry, declines by kind) go over the market's channel
+        self.own = provider or ProviderClient(market.address, key, grpc_channel=market.channel)
         self.reports = Reports(reports_dir)
         self.sampler = MarketSampler(market, interval_s=refresh_s)
         self._validator = ThreadPoolExecutor(max_workers=2, thread_name_prefix="validate")
@@ -421,6 +477,7 @@ class ConsoleApi:
         self.sampler.stop()
         self._validator.shutdown(wait=False, cancel_futures=True)
         self.tenant.close()
+        self.own.close()
         self.market.close()
 
     # reads
@@ -513,12 +570,19 @@ class ConsoleApi:
 
     # the provider's own view
 
-    def provider(self) -> Doc:
-        """The console key's provider: GPUs and health, leases, earnings (None when the key
-        is no provider's)."""
-        me = next((p for p in self.market.list_providers() if p.address == self.key.address), None)
+    def provider(self, address: str = "") -> Doc:
+        """The console key's provider: GPUs with health and telemetry, declines by kind,
+        leases, earnings ({"provider": None} when the key is no provider's). Another
+        provider's `address` is refused by the market (PERMISSION_DENIED: its telemetry and
+        declines are its own)."""
+        if address and address != self.key.address:
+            self.own.status(check_address("provider", address))  # raises PermissionDenied
+        me = self.sampler.provider(self.key.address) or next(
+            (p for p in self.market.list_providers() if p.address == self.key.address), None
+        )
         if me is None:
             return {"provider": None}
+        status = self.own.status()
         leases = [x for x in self.tenant.list_leases() if x.provider == self.key.address]
         mine = acct_key(self.key.address)
         entries = self.market.ledger()  # the console key's own entries
@@ -528,21 +592,57 @@ class ConsoleApi:
             by_lease[e.lease_id] = by_lease.get(e.lease_id, 0) + e.amount
         return {
             "provider": provider_row(me),
-            "gpus": [
-                {
-                    "index": g.index,
-                    "model": g.model,
-                    "name": g.name,
-                    "memory_gib": g.memory_mib // 1024,
-                    "healthy": g.healthy,
-                    "health_reason": g.health_reason,
-                    "allocated": g.allocated,
-                }
-                for g in me.inventory.gpus
-            ],
+            "gpus": gpu_rows(me.inventory.gpus, status),
+            "telemetry_at_ms": status.received_at_ms,
+            "declines": decline_rows(status),
+            "declines_since_ms": status.declines_since_ms,
             "leases": [{**lease_doc(x), "earned": money(by_lease.get(x.id, 0))} for x in leases],
             "earned": money(sum(by_lease.values())),
         }
+
+
+def gpu_rows(devices: Iterable[pb.GpuDevice], status: pb.ProviderStatus) -> list[Json]:
+    """Each registered GPU with its latest telemetry (None where the agent sent none)."""
+    readings = {g.index: g for g in status.gpus}
+    rows: list[Json] = []
+    for g in devices:
+        t = readings.get(g.index)
+
+        def field_of(name: str, t: pb.GpuTelemetry | None = t) -> int | None:
+            return getattr(t, name) if t is not None and t.HasField(name) else None
+
+        rows.append(
+            {
+                "index": g.index,
+                "model": g.model,
+                "name": g.name,
+                "memory_gib": g.memory_mib // 1024,
+                "healthy": t.healthy if t is not None else g.healthy,
+                "health_reason": (t.health_reason if t is not None else g.health_reason),
+                "allocated": g.allocated,
+                "temperature_c": field_of("temperature_c"),
+                "power_w": field_of("power_w"),
+                "utilization_pct": field_of("utilization_pct"),
+                "memory_used_mib": field_of("memory_used_mib"),
+                "xid_count": t.xid_count if t is not None else None,
+                "last_xid": field_of("last_xid"),
+            }
+        )
+    return rows
+
+
+def decline_rows(status: pb.ProviderStatus) -> list[Json]:
+    return [
+        {
+            "kind": d.kind,
+            "count": d.by_provider + d.by_marketplace,
+            "by_provider": d.by_provider,
+            "by_marketplace": d.by_marketplace,
+            "last_reason": d.last_reason,
+            "last_ms": d.last_ms,
+        }
+        for d in status.declines
+    ]
 
 
 def check_manifest(raw: bytes) -> Doc:

@@ -16,6 +16,7 @@ an HMAC of the session cookie that only a page of this origin can read (/api/ses
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -62,6 +63,8 @@ KEEPALIVE_S = 15.0  # a comment line on idle live feeds, so a gone browser is no
 AUTH_COOKIE = "gm_auth"
 SESSION_COOKIE = "gm_session"
 CSRF_HEADER = "X-CSRF-Token"
+CSP = "Content-Security-Policy"
+IMMUTABLE = "public, max-age=31536000, immutable"  # a versioned asset URL never changes
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -141,6 +144,62 @@ def load_assets() -> dict[str, tuple[bytes, str]]:
     return assets
 
 
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    kind: str  # its Content-Type
+    version: str  # a digest of the bytes: /static/NAME?v=VERSION may be cached for good
+
+
+def versioned(files: dict[str, tuple[bytes, str]]) -> dict[str, Asset]:
+    """The assets, each with its version; the page names each asset by its versioned URL
+    (/static/app.js?v=…), so a browser keeps them across page loads and asks again only when
+    the package changed: a later page load paints without waiting on the assets."""
+    assets = {
+        name: Asset(body, kind, hashlib.sha256(body).hexdigest()[:16])
+        for name, (body, kind) in files.items()
+    }
+    page = assets["index.html"]
+    body = page.body
+    for name, asset in assets.items():
+        body = body.replace(
+            f'"/static/{name}"'.encode(), f'"/static/{name}?v={asset.version}"'.encode()
+        )
+    assets["index.html"] = Asset(body, page.kind, page.version)
+    return assets
+
+
+@dataclass(frozen=True)
+class Page:
+    """The page with its stylesheet and script inlined: the first paint waits on no other
+    request. The market's reading goes between `head` and `tail` (before the script); the
+    Content-Security-Policy allows exactly these inline blocks, by their digests."""
+
+    head: bytes
+    tail: bytes
+    csp: str
+
+
+def inline_page(assets: dict[str, Asset]) -> Page:
+    html, css, js = (assets[n].body for n in ("index.html", "app.css", "app.js"))
+    link = f'<link rel="stylesheet" href="/static/app.css?v={assets["app.css"].version}">'
+    script = f'<script src="/static/app.js?v={assets["app.js"].version}" defer></script>'
+    policy = SECURITY_HEADERS["Content-Security-Policy"]
+    if link.encode() not in html or script.encode() not in html or b"</" in css + js:
+        head, _, rest = html.partition(b"</body>")  # not inlinable: served as files
+        return Page(head, b"</body>" + rest, policy)
+    html = html.replace(link.encode(), b"<style>" + css + b"</style>")
+    head, _, rest = html.replace(script.encode() + b"\n", b"").partition(b"</body>")
+    tail = b"<script>" + js + b"</script>\n</body>" + rest
+
+    def digest(body: bytes) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"
+
+    policy = policy.replace("style-src 'self'", f"style-src 'self' {digest(css)}")
+    policy = policy.replace("script-src 'self'", f"script-src 'self' {digest(js)}")
+    return Page(head, tail, policy)
+
+
 class ConsoleServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -150,7 +209,8 @@ class ConsoleServer(ThreadingHTTPServer):
         config.check()
         self.config = config
         self.api = api
-        self.assets = load_assets()
+        self.assets = versioned(load_assets())
+        self.page = inline_page(self.assets)
         self.secret = secrets.token_bytes(32)
         self.stopping = threading.Event()
         family = socket.AF_INET6 if ":" in config.host.strip("[]") else socket.AF_INET
@@ -342,13 +402,20 @@ class ConsoleHandler(BaseHTTPRequestHandler):
         return body
 
     def _send(
-        self, status: HTTPStatus, body: bytes, kind: str, headers: Iterable[tuple[str, str]] = ()
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        kind: str,
+        headers: Iterable[tuple[str, str]] = (),
+        cache: str = "no-store",
+        csp: str | None = None,
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (*SECURITY_HEADERS.items(), *headers):
+        self.send_header("Cache-Control", cache)
+        security = SECURITY_HEADERS if csp is None else {**SECURITY_HEADERS, CSP: csp}
+        for name, value in (*security.items(), *headers):
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -371,7 +438,7 @@ class ConsoleHandler(BaseHTTPRequestHandler):
         elif path == "/login":
             self._login(q.get("token", ""))
         elif path.startswith("/static/"):
-            self._asset(path.removeprefix("/static/"))
+            self._asset(path.removeprefix("/static/"), q.get("v", ""))
         elif path == "/api/session":
             session, new = self._session()
             headers = [("Set-Cookie", self._cookie_header(SESSION_COOKIE, session))] if new else []
@@ -386,7 +453,7 @@ class ConsoleHandler(BaseHTTPRequestHandler):
         elif path == "/api/deployment":
             self._send_json(HTTPStatus.OK, api.deployment(_arg(q, "id")))
         elif path == "/api/provider":
-            self._send_json(HTTPStatus.OK, api.provider())
+            self._send_json(HTTPStatus.OK, api.provider(q.get("address", "")))
         elif path == "/api/reports":
             self._send_json(HTTPStatus.OK, api.reports.listing())
         elif path == "/api/report":
@@ -395,7 +462,9 @@ class ConsoleHandler(BaseHTTPRequestHandler):
             png = api.reports.plot(_arg(q, "name"), _arg(q, "plot"))
             self._send(HTTPStatus.OK, png, "image/png")
         elif path == "/events/market":
-            self._market_events()
+            self._market_events(q)
+        elif path == "/events/provider":
+            self._provider_events()
         elif path == "/events/deployment":
             feed = api.watch(_arg(q, "id"), self._resume_after(q))
             self._feed_events(feed, lambda m: ("event", m.seq, event_doc(m)))
@@ -426,16 +495,12 @@ class ConsoleHandler(BaseHTTPRequestHandler):
         self._send_json(HTTPStatus.OK, doc)
 
     def _page(self) -> None:
-        body, kind = self.server.assets["index.html"]
-        market = self.server.api.sampler.latest()[1]
-        if market:  # the market's newest reading comes with the page: painted with no round trip
-            # no "<" in the data, so nothing in it can end the block (or open a comment)
-            data = json.dumps(market, separators=(",", ":")).replace("<", "\\u003c").encode()
-            block = b'<script type="application/json" id="boot-market">' + data + b"</script>\n"
-            body = body.replace(b"</body>", block + b"</body>")
+        page = self.server.page
+        # the market's newest reading comes with the page: painted with no round trip
+        body = page.head + self.server.api.sampler.boot_block() + page.tail
         session, new = self._session()
         headers = [("Set-Cookie", self._cookie_header(SESSION_COOKIE, session))] if new else []
-        self._send(HTTPStatus.OK, body, kind, headers)
+        self._send(HTTPStatus.OK, body, CONTENT_TYPES[".html"], headers, csp=page.csp)
 
     def _login(self, token: str) -> None:
         expected = self.server.config.token
@@ -449,11 +514,18 @@ class ConsoleHandler(BaseHTTPRequestHandler):
     def _redirect(self, where: str, headers: list[tuple[str, str]] | None = None) -> None:
         self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", [("Location", where), *(headers or [])])
 
-    def _asset(self, name: str) -> None:
+    def _asset(self, name: str, version: str) -> None:
+        """An asset: kept for good under its current version's URL; else revalidated (ETag)."""
         found = self.server.assets.get(name)
         if found is None:
             raise HttpError(HTTPStatus.NOT_FOUND, "no such asset")
-        self._send(HTTPStatus.OK, found[0], found[1])
+        etag = f'"{found.version}"'
+        cache = IMMUTABLE if version == found.version else "no-cache"
+        headers = [("ETag", etag)]
+        if etag in (self.headers.get("If-None-Match") or ""):
+            self._send(HTTPStatus.NOT_MODIFIED, b"", found.kind, headers, cache)
+            return
+        self._send(HTTPStatus.OK, found.body, found.kind, headers, cache)
 
     def _resume_after(self, q: dict[str, str]) -> int:
         """Where a live feed resumes: EventSource's Last-Event-ID on a reconnect, else ?after."""
@@ -481,16 +553,43 @@ class ConsoleHandler(BaseHTTPRequestHandler):
 
         return write
 
-    def _market_events(self) -> None:
+    def _market_events(self, q: dict[str, str]) -> None:
+        """Each new market reading, its version as the event id; the page names the version
+        it came with (?after=, or Last-Event-ID on a reconnect), which is not sent again."""
         sampler = self.server.api.sampler
+        seen = (
+            self._resume_after(q) if (q.get("after") or self.headers.get("Last-Event-ID")) else -1
+        )
         write = self._start_events()
         version, doc = sampler.latest()
-        if doc:
-            write(sse("market", doc))
+        if doc and version != seen:
+            write(sse("market", doc, version))
         while not self.server.stopping.is_set():
             newer, doc = sampler.wait_newer(version, KEEPALIVE_S)
-            write(sse("market", doc) if newer != version else b": keepalive\n\n")
+            write(sse("market", doc, newer) if newer != version else b": keepalive\n\n")
             version = newer
+
+    def _provider_events(self) -> None:
+        """The provider view's document, read again every refresh and sent when it changed
+        (telemetry comes with the agent's heartbeats; declines as they happen). A failed read
+        is sent as a `failure` and tried again at the next refresh."""
+        api = self.server.api
+        write = self._start_events()
+        sent: Doc | None = None
+        idle_s = 0.0
+        while not self.server.stopping.is_set():
+            try:
+                doc, kind = api.provider(), "provider"
+            except MarketError as exc:
+                doc, kind = {"error": str(exc).splitlines()[0] if str(exc) else "failed"}, "failure"
+            if doc != sent:
+                write(sse(kind, doc))
+                sent, idle_s = doc, 0.0
+            elif idle_s >= KEEPALIVE_S:
+                write(b": keepalive\n\n")
+                idle_s = 0.0
+            self.server.stopping.wait(api.refresh_s)
+            idle_s += api.refresh_s
 
     def _feed_events(
         self, feed: Feed[Message], to_doc: Callable[[Message], tuple[str, int, Doc]]

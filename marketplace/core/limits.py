@@ -64,6 +64,7 @@ TEXT: Mapping[str, TextLimit] = {
     "update summary": TextLimit(1024),  # what an update in place changes (the event's message)
     "gpu uuid": TextLimit(128),
     "gpu model": TextLimit(64),
+    "gpu health reason": TextLimit(512),  # why a GPU is not offered (telemetry)
     "driver version": TextLimit(64),
     "cuda version": TextLimit(64),
     "endpoint host": TextLimit(253),
@@ -84,6 +85,19 @@ MAX_GPUS = 256  # devices one provider registers
 MAX_OFFER_ITEMS = 256  # GPU models/uuids named in one bid offer
 MAX_ENDPOINTS = 256  # per lease status report
 MAX_RUNNING_IDS = 10_000  # lease ids in one heartbeat
+
+# --- GPU telemetry (core/telemetry.py): each reading's range, inclusive; the market keeps only
+# the latest reading per GPU of each registered provider (MAX_GPUS each), so memory stays flat
+TELEMETRY_RANGES: Mapping[str, tuple[int, int]] = {
+    "temperature_c": (-40, 200),
+    "power_w": (0, 10_000),
+    "utilization_pct": (0, 100),
+    "memory_used_mib": (0, 16 * 1024 * 1024),  # 16 TiB
+    "memory_mib": (0, 16 * 1024 * 1024),
+    "xid_count": (0, 1_000_000_000),
+    "last_xid": (-1, 65_535),  # -1: NVML's event wait failed (all GPUs held back)
+    "index": (0, MAX_GPUS - 1),
+}
 
 # --- logs ----------------------------------------------------------------------------------------
 MAX_LOG_LINES_PER_BATCH = 5_000
@@ -230,7 +244,16 @@ def check_offer(offer: Offer) -> None:
     """An offer within its bounds. A provider sends the same offer with bid after bid (the
     simulator the very same object): a valid one is remembered (Offer is frozen, so equal
     offers are equally valid); an invalid one raises every time."""
+    if _CHECKED_OFFERS.get(id(offer)) is offer:  # the very object again: no hashing of it
+        return
     _check_offer(offer)
+    if len(_CHECKED_OFFERS) >= 4096:
+        _CHECKED_OFFERS.clear()
+    _CHECKED_OFFERS[id(offer)] = offer
+
+
+# valid offers by id, each held so its id cannot be reused while it is remembered
+_CHECKED_OFFERS: dict[int, Offer] = {}
 
 
 @lru_cache(maxsize=4096)

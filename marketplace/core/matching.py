@@ -83,6 +83,12 @@ def key_matches(pattern: str, key: str) -> bool:
     return _glob(pattern).match(key) is not None
 
 
+@lru_cache(maxsize=1024)
+def _is_literal(pattern: str) -> bool:
+    """A pattern without glob characters matches its own text only."""
+    return not any(char in pattern for char in "*?[")
+
+
 def _missing(
     required: tuple[tuple[str, str], ...], attributes: Mapping[str, str]
 ) -> list[tuple[str, str]]:
@@ -90,7 +96,11 @@ def _missing(
     return [
         (pattern, value)
         for pattern, value in required
-        if not any(v == value and key_matches(pattern, k) for k, v in attributes.items())
+        if not (
+            attributes.get(pattern) == value  # a plain key (the common case: checked per bid)
+            if _is_literal(pattern)
+            else any(v == value and key_matches(pattern, k) for k, v in attributes.items())
+        )
     ]
 
 

@@ -23,6 +23,7 @@ from marketplace.core.config import MarketConfig
 from marketplace.core.errors import NotFound
 from marketplace.core.events import ProviderEventKind
 from marketplace.core.journal import Journal, with_records
+from marketplace.core.price_history import PriceBucket, bucketed_prices
 from marketplace.core.state import (
     Account,
     AuditReport,
@@ -363,6 +364,10 @@ class MarketReads:
 
             stats.append(PriceStat(model, len(prices), pick(0.1), pick(0.5), pick(0.9)))
         return stats
+
+    def price_history(self, since_ms: int, bucket_ms: int) -> tuple[int, list[PriceBucket]]:
+        """The kept leases' prices per GPU-hour in buckets of time (price_history.py)."""
+        return bucketed_prices(self._prices, since_ms, bucket_ms, self.clock.now_ms())
 
     def audit(self) -> AuditReport:
         """Ledger vs balances: Σ accounts + escrows == total minted, no negative balance, every

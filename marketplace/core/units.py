@@ -16,9 +16,9 @@ import re
 from decimal import Decimal, InvalidOperation
 
 KI = 1024
-MI = KI**2
-GI = KI**3
-TI = KI**4
+MI: int = KI**2  # annotated: mypyc's fresh type check could not infer it in time
+GI: int = KI**3
+TI: int = KI**4
 
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
 _SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([kmgtpe]?)(i?)(b?)$", re.IGNORECASE)

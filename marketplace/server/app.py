@@ -191,7 +191,10 @@ class MarketApp:
         provider that really died still stops at its last heartbeat (the core's rule)."""
         now = self.clock.now_ms()
         for prov in self.market.state.providers.values():
-            if prov.online and prov.last_heartbeat_ms + grace_ms < now:
+            # also those whose deadline falls within the grace: lost moments after the restart,
+            # before their agents could reconnect, they would be the market's absence again
+            deadline = prov.last_heartbeat_ms + self.config.heartbeat_timeout_ms
+            if prov.online and deadline < now + grace_ms:
                 self.market.grant_heartbeat_grace(prov.address, now + grace_ms)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -336,8 +339,9 @@ class MarketApp:
         if self._pending_future is None:
             self._pending_future = asyncio.get_running_loop().create_future()
             self._latest_future = self._pending_future
-        self._pending.extend(attestations_batch(self.market.attestations.take_changed()))
-        self._pending.extend(inventory_reports_batch(self.inventory.take_changed()))
+        if self._audit_rows_pending():  # rarely: a bid changes neither
+            self._pending.extend(attestations_batch(self.market.attestations.take_changed()))
+            self._pending.extend(inventory_reports_batch(self.inventory.take_changed()))
         self._pending.extend(batch)
         self._pending_events.extend(events)
         self._pending_logs.extend(lines)

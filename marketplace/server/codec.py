@@ -4,6 +4,13 @@ The store keeps each record as one JSON document, so this module must turn every
 marketplace/core/state.py back into an equal record: dataclasses (frozen or not), StrEnums,
 bytes (base64), tuples and lists, dicts, optionals. ProviderRecord.capacity is typed Any in the
 core (to keep state.py free of matching.py), so its real type is named here.
+
+dumps() writes a record's document: with orjson where it is installed (a record in ~3 µs,
+against ~15 µs for encode() and the json module: every bid and its event pass here before the
+server answers), else, and for what orjson refuses (an int past 64 bits, a string that is not
+valid UTF-8, a dict with keys other than strings), with encode() and the json module, which
+stay the reference. Both write the same JSON values (orjson writes non-ASCII characters as
+UTF-8 where json escapes them), so either reads what the other wrote.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import json
 import types
 import typing
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -20,6 +29,14 @@ from marketplace.core import matching, state
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+
+# orjson's dumps where it is installed; None: the json module writes the same, only slower
+_fast_dumps: Callable[..., bytes] | None
+try:
+    from orjson import OPT_PASSTHROUGH_DATACLASS as _DATACLASSES_TO_DEFAULT
+    from orjson import dumps as _fast_dumps
+except ImportError:
+    _fast_dumps, _DATACLASSES_TO_DEFAULT = None, 0
 
 T = TypeVar("T")
 
@@ -78,15 +95,6 @@ def encode(value: object) -> object:
     return value
 
 
-def encode_without(record: DataclassInstance, skip: tuple[str, ...]) -> dict[str, object]:
-    """encode(), leaving out some (large) fields stored elsewhere."""
-    return {
-        f.name: encode(getattr(record, f.name))
-        for f in dataclasses.fields(record)
-        if f.name not in skip
-    }
-
-
 def decode(cls: type[T], data: Any) -> T:
     """The inverse of encode() for a value of type `cls`."""
     return cast(T, _decode(cls, data))
@@ -132,3 +140,37 @@ def _decode(hint: object, data: Any) -> object:
         if hint is float:
             return float(data)
     return data
+
+
+def _as_encode_writes(value: object) -> object:
+    """For orjson, what it must not write its own way: a dataclass as its fields alone (orjson
+    would write a plain dataclass's __dict__, cached properties too), bytes as base64."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: getattr(value, name) for name in _field_names(type(value))}
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot store a {type(value).__name__}")
+
+
+def json_dumps(value: object) -> str:
+    """The reference: encode(), then the json module (compact)."""
+    return json.dumps(encode(value), separators=(",", ":"))
+
+
+def dumps(value: object) -> str:
+    """`value` (a record, or a dict of its fields) as one JSON document; see the module's doc."""
+    if _fast_dumps is not None:
+        try:
+            return _fast_dumps(
+                value, default=_as_encode_writes, option=_DATACLASSES_TO_DEFAULT
+            ).decode()
+        except TypeError:  # orjson.JSONEncodeError: what only json writes
+            pass
+    return json_dumps(value)
+
+
+def dumps_without(record: DataclassInstance, skip: tuple[str, ...]) -> str:
+    """dumps(), leaving out some (large) fields stored elsewhere."""
+    return dumps(
+        {name: getattr(record, name) for name in _field_names(type(record)) if name not in skip}
+    )

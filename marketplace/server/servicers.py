@@ -25,6 +25,7 @@ from marketplace.api import attestations as audit_wire
 from marketplace.api import convert
 from marketplace.api.envelope import open_envelope
 from marketplace.api.status import ERROR_KEY, error_name, status_of
+from marketplace.api.telemetry import gpu_telemetry_from_proto, price_history_to_proto
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import limits, price_advice, visibility
@@ -61,6 +62,7 @@ from marketplace.core.visibility import Viewer
 from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
 from marketplace.server.channel import AnswerBook, Command, ProviderChannel, provider_feed
 from marketplace.server.paging import page
+from marketplace.server.provider_status import ProviderStatusBook
 from marketplace.server.relay import ProviderSilent
 
 log = logging.getLogger("gpumarket.market")
@@ -493,7 +495,9 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             "ReportLeaseStatus": Command(pb.LeaseStatusReport, self.report_status, self._lease),
             "ReportLogs": Command(pb.LogBatch, self.report_logs, _acked),
             "CloseLease": Command(pb.CloseLease, self.close_lease, self._lease),
+            "ReportTelemetry": Command(pb.TelemetryReport, self.report_telemetry, _acked),
         }
+        self.status = ProviderStatusBook(app)  # telemetry and declines by kind (its own read)
 
     async def _answer(
         self, command: Callable[[pb.SignedRequest], Submitted[Reply]], request: pb.SignedRequest
@@ -642,6 +646,14 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             convert.lease_to_proto,
         )
 
+    def report_telemetry(self, request: pb.SignedRequest) -> Submitted[pb.Ack]:
+        signer, msg = self.open(request, pb.TelemetryReport)
+        gpus = tuple(gpu_telemetry_from_proto(g) for g in msg.gpus)
+        return self.app.submit(
+            lambda: self.status.record(signer, gpus, msg.read_at_ms),
+            lambda _: pb.Ack(ok=True),
+        )
+
     # --- answers to resends whose first answer is forgotten (server/channel.py) -----------------
     def _registered(self, signer: str, request: pb.SignedRequest) -> pb.RegisterResponse:
         return self._registration(signer, self.market.get_provider(signer))
@@ -741,6 +753,18 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         except Exception as exc:
             await _abort(context, exc)
 
+    @unary
+    async def ReportTelemetry(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
+        return await self._answer(self.report_telemetry, request)
+
+    @unary
+    async def GetProviderStatus(
+        self, request: pb.SignedRequest, context: Context
+    ) -> pb.ProviderStatus:
+        """The signer's own GPUs' telemetry and declines by kind (provider_status.py)."""
+        viewer, msg = self.read_as(request, pb.ProviderStatusRequest)
+        return self.status.read(viewer.address, msg.provider)
+
 
 def _acked(signer: str, request: pb.SignedRequest) -> pb.Ack:
     return pb.Ack(ok=True, message="already applied")
@@ -785,6 +809,13 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
                 1 for x in market.state.leases.values() if x.state == LeaseState.RUNNING
             ),
         )
+
+    @unary
+    async def GetPriceHistory(
+        self, request: pb.PriceHistoryRequest, context: Context
+    ) -> pb.PriceHistory:
+        size, buckets = self.market.price_history(request.since_ms, request.bucket_ms)
+        return price_history_to_proto(size, buckets)
 
     @unary
     async def Audit(self, request: pb.SignedRequest, context: Context) -> pb.AuditReport:

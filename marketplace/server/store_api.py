@@ -18,7 +18,6 @@ the others stand by; a deposed leader's writes are refused (Deposed), never comm
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,7 +29,7 @@ from marketplace.core.errors import FailedPrecondition
 from marketplace.core.provider_audit import KEEP_REPORTS, InventoryReport
 from marketplace.core.state import EVENT_RECORD_FIELDS, Changes, MarketState
 from marketplace.identity import SeenNonce
-from marketplace.server.codec import encode, encode_without
+from marketplace.server.codec import dumps, dumps_without
 
 # The schema this gpumarket writes. Each engine migrates an older store up to it at open, and
 # refuses a newer one (written by a newer gpumarket) rather than guess at it.
@@ -106,15 +105,23 @@ class Batch:
     def __bool__(self) -> bool:
         return bool(self.statements)
 
-
-def dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    def grouped(self) -> dict[Write, list[Row]]:
+        """The rows by kind, each kind where it first came, its rows in order: what one
+        statement per kind writes. Nothing in one kind depends on a later kind (reports before
+        their trim, nonces before they are forgotten)."""
+        groups: dict[Write, list[Row]] = {}
+        for write, rows in self.statements:
+            if write in groups:
+                groups[write].extend(rows)
+            else:
+                groups[write] = list(rows)
+        return groups
 
 
 def changes_batch(changes: Changes) -> Batch:
     """Serialize a drain of MarketService into rows."""
     b = Batch()
-    b.add(Write.ACCOUNT, [(a.address, a.balance, dumps(encode(a))) for a in changes.accounts])
+    b.add(Write.ACCOUNT, [(a.address, a.balance, dumps(a)) for a in changes.accounts])
     b.add(
         Write.DEPLOYMENT,
         [
@@ -124,29 +131,29 @@ def changes_batch(changes: Changes) -> Batch:
                 d.state.value,
                 d.sdl,
                 d.tenant_request,
-                dumps(encode_without(d, DEPLOYMENT_BLOBS)),
+                dumps_without(d, DEPLOYMENT_BLOBS),
             )
             for d in changes.deployments
         ],
     )
     b.add(
         Write.ORDER,
-        [(o.id, o.deployment_id, o.state.value, dumps(encode(o))) for o in changes.orders],
+        [(o.id, o.deployment_id, o.state.value, dumps(o)) for o in changes.orders],
     )
     b.add(
         Write.BID,
-        [(x.id, x.order_id, x.provider, x.state.value, dumps(encode(x))) for x in changes.bids],
+        [(x.id, x.order_id, x.provider, x.state.value, dumps(x)) for x in changes.bids],
     )
     b.add(
         Write.LEASE,
         [
-            (x.id, x.deployment_id, x.tenant, x.provider, x.state.value, dumps(encode(x)))
+            (x.id, x.deployment_id, x.tenant, x.provider, x.state.value, dumps(x))
             for x in changes.leases
         ],
     )
-    b.add(Write.PROVIDER, [(p.address, dumps(encode(p))) for p in changes.providers])
+    b.add(Write.PROVIDER, [(p.address, dumps(p)) for p in changes.providers])
     # the core keeps one decline per (order, provider), the latest last
-    b.add(Write.DECLINE, [(d.order_id, d.provider, dumps(encode(d))) for d in changes.declines])
+    b.add(Write.DECLINE, [(d.order_id, d.provider, dumps(d)) for d in changes.declines])
     b.add(
         Write.LEDGER,
         [
@@ -157,14 +164,14 @@ def changes_batch(changes: Changes) -> Batch:
     b.add(
         Write.DEPLOYMENT_EVENT,
         [
-            (e.seq, e.deployment_id, dumps(encode_without(e, EVENT_RECORD_FIELDS)))
+            (e.seq, e.deployment_id, dumps_without(e, EVENT_RECORD_FIELDS))
             for e in changes.deployment_events
         ],
     )
     b.add(
         Write.PROVIDER_EVENT,
         [
-            (e.seq, e.provider, dumps(encode_without(e, EVENT_RECORD_FIELDS)))
+            (e.seq, e.provider, dumps_without(e, EVENT_RECORD_FIELDS))
             for e in changes.provider_events
         ],
     )
@@ -193,7 +200,7 @@ def attestations_batch(attestations: Sequence[Attestation]) -> Batch:
     b.add(
         Write.ATTESTATION,
         [
-            (a.provider, a.auditor, a.key, dumps(encode_without(a, ("proof",))), a.proof)
+            (a.provider, a.auditor, a.key, dumps_without(a, ("proof",)), a.proof)
             for a in attestations
         ],
     )
@@ -203,7 +210,7 @@ def attestations_batch(attestations: Sequence[Attestation]) -> Batch:
 def inventory_reports_batch(reports: Sequence[InventoryReport]) -> Batch:
     """Providers' distinct inventories; only the newest KEEP_REPORTS per provider are kept."""
     b = Batch()
-    b.add(Write.INVENTORY_REPORT, [(r.provider, r.time_ms, dumps(encode(r))) for r in reports])
+    b.add(Write.INVENTORY_REPORT, [(r.provider, r.time_ms, dumps(r)) for r in reports])
     b.add(
         Write.TRIM_INVENTORY,
         [(p, p, KEEP_REPORTS) for p in sorted({r.provider for r in reports})],

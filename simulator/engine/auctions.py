@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -68,8 +69,16 @@ class Auctions:
         # every simulated provider bids on any tenant's order, with no lease limit
         self.policy = BidPolicy()
         self.by_address = {p.address: p for p in self.providers}
-        # what each provider says it offers (informational; the market prices from the bid)
-        self.offers = [Offer(gpu_models=(p.model,), region=p.link.region) for p in self.providers]
+        # what each provider says it offers (informational; the market prices from the bid):
+        # one object per (model, region), so the market's check of an offer it has seen is an
+        # identity test (limits.check_offer)
+        offers: dict[tuple[str, str], Offer] = {}
+        self.offers = [
+            offers.setdefault(
+                (p.model, p.link.region), Offer(gpu_models=(p.model,), region=p.link.region)
+            )
+            for p in self.providers
+        ]
         # fixed for a run, read on every draw and bid
         self.link_mbps = [min(p.link.up_mbps, p.link.down_mbps) for p in self.providers]
         self.reference = [self.costs.get(p.model, p.cost_per_gpu_hour) for p in self.providers]
@@ -80,8 +89,12 @@ class Auctions:
             self.by_cost.setdefault(p.model, []).append(p.index)
         self.watch: dict[str, OrderWatch] = {}  # orders the tenants wait on, by id
         self.due: list[tuple[int, str]] = []  # heap of (window close, order id)
-        # orders left without a bid, oldest first, per GPU model
-        self.waiting: dict[str, dict[str, None]] = {model: {} for model in world.pools}
+        # orders left without a bid, oldest first, per GPU model. OrderedDicts, not dicts: a
+        # dict's iteration walks the holes its deletions leave at the front, and every freed
+        # provider reads the first few (offer_capacity), so a long queue made that O(queue)
+        self.waiting: dict[str, OrderedDict[str, None]] = {
+            model: OrderedDict() for model in world.pools
+        }
         self.next_tick_ms = math.inf
 
     # ---- the market's clock ------------------------------------------------------------------
@@ -253,6 +266,8 @@ class Auctions:
         """Freed GPUs: the provider looks at orders left without a winner, oldest first."""
         for model in (p.model, "*"):
             queue = self.waiting[model]
+            if not queue:
+                continue  # the usual case: every order found a bidder
             for order_id in list(islice(queue, 16)):  # a copy: bids take orders out
                 if p.free_gpus <= 0:
                     return
@@ -401,7 +416,9 @@ class Auctions:
                 if len(found) > n or scanned >= SCAN_LIMIT:
                     break
                 p = self.providers[i]
-                if self.sees(p, job) and self.reserve(p, group, job).bid:
+                # fewer free GPUs than the group's: a no without asking (most of the cheapest
+                # are busy, and at 10,000 providers the scan goes deep)
+                if p.free_gpus >= g and self.sees(p, job) and self.reserve(p, group, job).bid:
                     found[(i, -1)] = float(p.cost_per_gpu_hour * g)
             rows.append(found)
             for slot in found:

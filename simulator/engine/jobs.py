@@ -11,6 +11,7 @@ import contextlib
 import math
 
 from marketplace.core.errors import MarketError
+from marketplace.core.escrow import MIN_DEPOSIT_MS
 from simulator import checkpoints
 from simulator.engine.auctions import Auctions
 from simulator.engine.world import World
@@ -84,7 +85,10 @@ class Jobs:
         needed = math.ceil(price * (wall_ms * 1.2 / MS_PER_HOUR + 1))
         available = self.market.escrow_available(job.deployment_id)
         if available < needed:
-            self.market.deposit(job.tenant, job.deployment_id, needed - available)
+            # the market refuses a deposit that buys less than a minute at the current rate:
+            # a small shortfall is topped up by that minute's worth
+            least = -(-self.market.current_rate(dep) * MIN_DEPOSIT_MS // MS_PER_HOUR)
+            self.market.deposit(job.tenant, job.deployment_id, max(needed - available, least))
             self.metrics.escrow_top_ups += 1
 
     def group_down(self, job: Job, g: int) -> None:

@@ -60,7 +60,7 @@ class Simulation:
             for step in range(1, steps + 1):
                 until = self.horizon_ms * step // steps
                 if until > self.env.now:
-                    self.env.run(until=until)
+                    self.world.run_until(until)
                 if progress is not None:
                     progress(step / steps)
         finally:

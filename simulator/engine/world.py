@@ -12,7 +12,8 @@ import functools
 import math
 import random
 from collections.abc import Callable
-from typing import ClassVar, TypeVarTuple
+from heapq import heappop, heappush
+from typing import ClassVar, TypeVarTuple, cast
 
 import simpy
 from simpy.events import NORMAL, Event
@@ -128,9 +129,25 @@ class World:
         self.events = 0
 
     def after(self, delay_ms: float, fn: Callable[[*Args], None], *args: *Args) -> None:
-        """Call fn(*args) in `delay_ms` of simulated time: one SimPy event (a Call)."""
+        """Call fn(*args) in `delay_ms` of simulated time: one SimPy event (a Call), queued as
+        Environment.schedule queues it (time, NORMAL, the environment's event counter)."""
         self.events += 1
-        self.env.schedule(Call(fn, args), NORMAL, max(0, math.ceil(delay_ms)))
+        env = self.env
+        delay = math.ceil(delay_ms) if delay_ms > 0 else 0
+        heappush(env._queue, (env._now + delay, NORMAL, next(env._eid), Call(fn, args)))
+
+    def run_until(self, until: int) -> None:
+        """What env.run(until=until) does with a queue of Calls only: fire every one due
+        before `until` in the queue's order (time, priority, event counter), then stand at
+        `until` (a Call due at `until` itself fires in the next run, as SimPy's urgent until
+        event comes first). Without Environment.step's per-event bookkeeping (callback lists,
+        the failure check: a Call never fails, its exception propagates the same way)."""
+        env = self.env
+        queue = cast("list[tuple[int, int, int, Call]]", env._queue)  # World.after queues Calls
+        while queue and queue[0][0] < until:
+            env._now, _, _, call = heappop(queue)
+            call.fn(*call.args)
+        env._now = until
 
     def refresh(self, p: SimProvider) -> None:
         """Keep p in the pools of providers with free GPUs exactly when it has some."""

@@ -7,6 +7,7 @@ text colour at least 4.5:1 on its background, every control reachable with Tab.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from marketplace.core.money import format_amount
 from marketplace.identity import Key
 from marketplace.server.testing import gpu_sdl
 from tests.console.conftest import artifacts_dir, running_console
-from tests.helpers import EXAMPLES, registered_provider
+from tests.helpers import EXAMPLES, REPO, registered_provider
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -33,6 +34,7 @@ FUNDS = 20_000_000
 DEPOSIT = 5_000_000
 INFERENCE = (EXAMPLES / "inference.yaml").read_text()
 PROVIDERS = {"h100": "provider-h100-replay.toml", "cpu": "provider-cpu.toml"}
+UNDER_LOAD = REPO / "provider_agent" / "fixtures" / "h100_nvml_under_load.json"
 LIVE_S = 30_000  # ms a live change may take to show (an auction, a container start)
 expect.set_options(timeout=LIVE_S)
 
@@ -307,6 +309,41 @@ def test_the_provider_view_shows_its_gpus(stack: Stack, browser: Browser, shots:
         page = new_page(browser)
         page.goto(console.url + "/#/provider")
         expect(page.locator("#view")).to_contain_text("not a provider's")
+
+
+def test_the_provider_view_shows_live_telemetry_and_declines_by_kind(
+    stack: Stack, browser: Browser, shots: Path
+) -> None:
+    """A real agent on the replayed H100 under load (its NVML series: temperature, power,
+    utilization) reports with its heartbeats; it declines an order for two H100s; its console
+    shows both, live; another provider's telemetry is refused."""
+    load = stack.add_provider("h100-load", EXAMPLES / PROVIDERS["h100"], gpu={"replay_load": True})
+    stack.start_provider("h100-load")
+    try:
+        stack.wait_providers_online(["h100-load"])
+        temps = {str(s["temp_c"]) for s in json.loads(UNDER_LOAD.read_text())["samples"]}
+        with running_console(stack.address, load.key) as console:
+            page = new_page(browser)
+            page.goto(console.url + "/#/provider")
+            temperature = page.locator('.temp[data-gpu="0"]')
+            expect(temperature).to_have_text(re.compile(r"^\d+$"))
+            assert temperature.inner_text() in temps
+            with TenantClient(stack.address, tenant(stack)) as client:  # two H100s: no box has
+                two = gpu_sdl("60s").replace(b"  units: 1", b"  units: 2")
+                two = two.replace(b"{region: eu}", b"{region: eu-west}")
+                client.create_deployment(two, DEPOSIT, force=True)
+            gpu_declines = page.locator('.count[data-kind="gpu"]')  # live: no reload
+            expect(gpu_declines).to_have_text(re.compile(r"^[1-9]\d*$"))
+            expect(page.locator("#h-declines ~ .scroll")).to_contain_text("needs 2×")
+            shot(page, shots, "provider-telemetry")
+            other = stack.providers["h100"].key.address
+            page.goto(console.url + f"/#/provider/{other}")
+            expect(page.locator("#view [role=alert]")).to_contain_text(
+                "readable by that provider only"
+            )
+            assert js_errors(page) == []
+    finally:
+        stack.kill_provider("h100-load")
 
 
 # --- simulation reports -------------------------------------------------------------------

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marketplace.core.manifest import ManifestError, parse_manifest
-from tests.helpers import BASE, CORPUS_SDL
+from tests.helpers import BASE, CORPUS_SDL, EXAMPLES
 
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 SEEDS = [
@@ -99,3 +100,13 @@ def test_random_bytes(data: bytes) -> None:
     except ManifestError as err:
         assert "\n" not in str(err)
         assert "internal parser error" not in str(err), str(err)
+
+
+def test_a_key_holding_a_newline_stays_on_one_line() -> None:
+    # found by the fuzzer: the key went into the error's path as it was
+    text = (EXAMPLES / "inference.yaml").read_text()
+    text = text.replace("services:\n", 'services:\n  "we\\nb":\n    image: x\n', 1)
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, "one\nline.yaml")
+    assert "\n" not in str(caught.value)
+    assert "invalid service name" in str(caught.value)

@@ -74,13 +74,14 @@ HOSTILE: dict[str, Callable[[], str]] = {
 
 
 def refused(text: str) -> tuple[ManifestError, float, int]:
-    """The error, the seconds it took and the peak bytes allocated while parsing."""
+    """The error, the CPU seconds it took (this process's own, so that other work on a loaded
+    box does not count) and the peak bytes allocated while parsing."""
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         with pytest.raises(ManifestError) as caught:
             parse_manifest(text, "hostile.yaml")
-        took = time.perf_counter() - started
+        took = time.process_time() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -122,9 +123,9 @@ def test_deep_nesting_names_the_bound() -> None:
 
 def test_a_huge_value_is_cut_before_it_is_quoted() -> None:
     # one 500 KB scalar where the parser quotes the value: the message quotes 40 characters
-    started = time.perf_counter()
+    started = time.process_time()
     error, _, _ = refused(in_restart("x" * 500_000))
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
     assert "invalid value 'xxxxxxxx" in error.message
     assert len(error.message) < 200
 
@@ -146,9 +147,9 @@ def test_many_warnings_are_cut() -> None:
     bare = "    env:\n" + "".join(f"      - NOVALUE{i}\n" for i in range(3000))
     text = BASE.replace("  train:\n", "  train:\n" + bare, 1)
     assert text != BASE
-    started = time.perf_counter()
+    started = time.process_time()
     manifest = parse_manifest(text)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert len(manifest.warnings) == 51
     assert manifest.warnings[-1].endswith("more warnings not shown")
 
@@ -156,9 +157,9 @@ def test_many_warnings_are_cut() -> None:
 def test_many_unknown_keys_are_cut() -> None:
     unknown = "".join(f"    unknown{i}: 1\n" for i in range(3000))
     text = BASE.replace("  train:\n    image:", "  train:\n" + unknown + "    image:", 1)
-    started = time.perf_counter()
+    started = time.process_time()
     error, _, _ = refused(text)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert len(error.errors) <= 20
 
 
@@ -189,12 +190,12 @@ def test_the_least_price_converts_to_one_micro_unit_per_hour() -> None:
 
 def test_shown_cuts_before_formatting() -> None:
     big = ["x" * 1000] * 100_000  # repr() would be 100 MB
-    started = time.perf_counter()
+    started = time.process_time()
     assert limits.shown(big) == "<a list of 100000>"
     assert limits.shown("y" * 10**7) == "'" + "y" * 40 + "'…"
     assert limits.shown(2**10_000) == "<int>"
     assert limits.shown(12) == "12" and limits.shown("ok") == "'ok'"
-    assert time.perf_counter() - started < 0.05
+    assert time.process_time() - started < 0.05
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.matching import (
     Allocation,
@@ -79,6 +82,30 @@ def test_glob_requirement_key_matches_any_provider_key() -> None:
     req = PlacementRequirements(attributes=(("capabilities/storage/*/class", "beta3"),))
     assert placement_mismatches(req, {"capabilities/storage/1/class": "beta3"}) == []
     assert placement_mismatches(req, {"capabilities/storage/1/class": "beta2"})
+
+
+_KEYS = st.text(alphabet="ab/*?[]", min_size=1, max_size=5)
+
+
+@given(
+    st.lists(st.tuples(_KEYS, st.sampled_from("xy")), max_size=3),
+    st.dictionaries(_KEYS, st.sampled_from("xy"), max_size=4),
+)
+def test_a_plain_key_matches_as_its_glob_would(
+    required: list[tuple[str, str]], attributes: dict[str, str]
+) -> None:
+    """A requirement key without glob characters is looked up, not scanned: the same verdict."""
+    req = PlacementRequirements(attributes=tuple(required))
+    unmet = [
+        (p, v)
+        for p, v in required
+        if not any(a == v and key_matches(p, k) for k, a in attributes.items())
+    ]
+    reasons = placement_mismatches(req, attributes)
+    assert len(reasons) == len(unmet)
+    assert all(
+        r.startswith(f"placement needs {p}={v};") for r, (p, v) in zip(reasons, unmet, strict=True)
+    )
 
 
 AUDITOR_A, AUDITOR_B = "akash1aaa", "akash1bbb"

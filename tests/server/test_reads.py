@@ -51,6 +51,7 @@ WRITES = {
     "Sessions",
     "SessionIO",
     "Channel",  # the provider's stream: the rpcs above, one function each (test_channel.py)
+    "ReportTelemetry",  # the agent's GPU readings (tests/server/test_provider_status.py)
 }
 
 
@@ -275,6 +276,14 @@ READS = [
     ),
     Read(
         "Market",
+        "GetPriceHistory",
+        lambda w: pb.PriceHistoryRequest(bucket_ms=60_000),
+        pb.PriceHistory,
+        "public",
+        shows=_has("buckets"),
+    ),
+    Read(
+        "Market",
         "Audit",
         lambda w: pb.AuditRequest(),
         pb.AuditReport,
@@ -319,6 +328,17 @@ READS = [
         "p",
         NOT_FOUND,
         shows=_has("sdl"),
+    ),
+    Read(
+        "Provider",
+        "GetProviderStatus",
+        lambda w: pb.ProviderStatusRequest(provider=w.keys["p"].address),
+        pb.ProviderStatus,
+        "p",
+        DENIED,  # a provider's telemetry and declines are its own
+        shows=lambda r, w: (
+            isinstance(r[0], pb.ProviderStatus) and r[0].provider == w.keys["p"].address
+        ),
     ),
 ]
 

@@ -22,6 +22,7 @@ from marketplace.server.store_api import (
     SCHEMA_VERSION,
     Batch,
     Deposed,
+    Row,
     SchemaTooNew,
     StoredLogLine,
     Write,
@@ -298,3 +299,30 @@ def test_one_key_twice_in_a_batch_leaves_what_the_statements_in_order_would(
     assert [x.line for x in reopened.logs("L")] == ["second"]
     assert reopened.nonces_since(0) == [SeenNonce(b"k", b"n", 10)]
     assert reopened.manifest("D1") == (b"sdl", b"signed")
+
+
+def test_one_key_twice_in_one_write_of_many_rows_leaves_the_later_row(
+    open_store: StoreOpener,
+) -> None:
+    """SQLite writes many rows per statement (store.py): rows of one kind in one list go in
+    their order, across statements too (1,500 rows: more than one statement holds)."""
+    store = open_store()
+    logs: list[Row] = [("L", i % 700 + 1, i, "stdout", f"line {i}") for i in range(1_500)]
+    nonces: list[Row] = [(b"k", i.to_bytes(2, "big") * 8, 10 + i) for i in range(1_200)]
+    nonces.append((b"k", (5).to_bytes(2, "big") * 8, 99_999))  # kept once: the first stays
+    batch = Batch()
+    batch.add(Write.COUNTER, [("next_deployment", 5), ("next_bid_seq", 3), ("next_deployment", 9)])
+    batch.add(Write.LOG, logs)
+    batch.add(Write.NONCE, nonces)
+    store.write(batch)
+    reopened = open_store()
+    state = reopened.load()
+    assert (state.next_deployment, state.next_bid_seq) == (9, 3)
+    lines = reopened.logs("L", limit=10_000)
+    assert [x.seq for x in lines] == list(range(1, 701))
+    # the last row of each seq wins: seq s + 1 came from i = s, s + 700 and (s < 100) s + 1400
+    assert [x.line for x in lines[:3]] == ["line 1400", "line 1401", "line 1402"]
+    assert lines[699].line == "line 1399"
+    kept = reopened.nonces_since(0)
+    assert len(kept) == 1_200
+    assert SeenNonce(b"k", (5).to_bytes(2, "big") * 8, 15) in kept

@@ -1141,6 +1141,102 @@ class GangRendezvous(_message.Message):
     master_port: int
     def __init__(self, gang_id: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., master_addr: _Optional[str] = ..., master_port: _Optional[int] = ...) -> None: ...
 
+class GpuTelemetry(_message.Message):
+    __slots__ = ("index", "uuid", "model", "healthy", "health_reason", "temperature_c", "power_w", "utilization_pct", "memory_used_mib", "memory_mib", "xid_count", "last_xid")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_REASON_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    POWER_W_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PCT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_MIB_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    XID_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_XID_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    uuid: str
+    model: str
+    healthy: bool
+    health_reason: str
+    temperature_c: int
+    power_w: int
+    utilization_pct: int
+    memory_used_mib: int
+    memory_mib: int
+    xid_count: int
+    last_xid: int
+    def __init__(self, index: _Optional[int] = ..., uuid: _Optional[str] = ..., model: _Optional[str] = ..., healthy: _Optional[bool] = ..., health_reason: _Optional[str] = ..., temperature_c: _Optional[int] = ..., power_w: _Optional[int] = ..., utilization_pct: _Optional[int] = ..., memory_used_mib: _Optional[int] = ..., memory_mib: _Optional[int] = ..., xid_count: _Optional[int] = ..., last_xid: _Optional[int] = ...) -> None: ...
+
+class TelemetryReport(_message.Message):
+    __slots__ = ("gpus", "read_at_ms")
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    READ_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuTelemetry]
+    read_at_ms: int
+    def __init__(self, gpus: _Optional[_Iterable[_Union[GpuTelemetry, _Mapping]]] = ..., read_at_ms: _Optional[int] = ...) -> None: ...
+
+class ProviderStatusRequest(_message.Message):
+    __slots__ = ("provider",)
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    def __init__(self, provider: _Optional[str] = ...) -> None: ...
+
+class DeclineKindCount(_message.Message):
+    __slots__ = ("kind", "by_provider", "by_marketplace", "last_reason", "last_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BY_PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    BY_MARKETPLACE_FIELD_NUMBER: _ClassVar[int]
+    LAST_REASON_FIELD_NUMBER: _ClassVar[int]
+    LAST_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    by_provider: int
+    by_marketplace: int
+    last_reason: str
+    last_ms: int
+    def __init__(self, kind: _Optional[str] = ..., by_provider: _Optional[int] = ..., by_marketplace: _Optional[int] = ..., last_reason: _Optional[str] = ..., last_ms: _Optional[int] = ...) -> None: ...
+
+class ProviderStatus(_message.Message):
+    __slots__ = ("provider", "gpus", "read_at_ms", "received_at_ms", "declines", "declines_since_ms")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    READ_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DECLINES_FIELD_NUMBER: _ClassVar[int]
+    DECLINES_SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuTelemetry]
+    read_at_ms: int
+    received_at_ms: int
+    declines: _containers.RepeatedCompositeFieldContainer[DeclineKindCount]
+    declines_since_ms: int
+    def __init__(self, provider: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuTelemetry, _Mapping]]] = ..., read_at_ms: _Optional[int] = ..., received_at_ms: _Optional[int] = ..., declines: _Optional[_Iterable[_Union[DeclineKindCount, _Mapping]]] = ..., declines_since_ms: _Optional[int] = ...) -> None: ...
+
+class PriceHistoryRequest(_message.Message):
+    __slots__ = ("since_ms", "bucket_ms")
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_MS_FIELD_NUMBER: _ClassVar[int]
+    since_ms: int
+    bucket_ms: int
+    def __init__(self, since_ms: _Optional[int] = ..., bucket_ms: _Optional[int] = ...) -> None: ...
+
+class PriceBucket(_message.Message):
+    __slots__ = ("start_ms", "gpu_prices")
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    GPU_PRICES_FIELD_NUMBER: _ClassVar[int]
+    start_ms: int
+    gpu_prices: _containers.RepeatedCompositeFieldContainer[GpuPriceStats]
+    def __init__(self, start_ms: _Optional[int] = ..., gpu_prices: _Optional[_Iterable[_Union[GpuPriceStats, _Mapping]]] = ...) -> None: ...
+
+class PriceHistory(_message.Message):
+    __slots__ = ("bucket_ms", "buckets")
+    BUCKET_MS_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    bucket_ms: int
+    buckets: _containers.RepeatedCompositeFieldContainer[PriceBucket]
+    def __init__(self, bucket_ms: _Optional[int] = ..., buckets: _Optional[_Iterable[_Union[PriceBucket, _Mapping]]] = ...) -> None: ...
+
 class PriceAdviceRequest(_message.Message):
     __slots__ = ("provider", "since_ms")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]

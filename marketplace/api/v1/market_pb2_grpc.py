@@ -973,6 +973,16 @@ class ProviderStub:
                 request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ProviderMessage.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.MarketMessage.FromString,
                 _registered_method=True)
+        self.ReportTelemetry = channel.unary_unary(
+                '/marketplace.api.v1.Provider/ReportTelemetry',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.Ack.FromString,
+                _registered_method=True)
+        self.GetProviderStatus = channel.unary_unary(
+                '/marketplace.api.v1.Provider/GetProviderStatus',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ProviderStatus.FromString,
+                _registered_method=True)
 
 
 class ProviderServicer:
@@ -1069,6 +1079,20 @@ class ProviderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportTelemetry(self, request, context):
+        """TelemetryReport
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProviderStatus(self, request, context):
+        """ProviderStatusRequest: your own
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1136,6 +1160,16 @@ def add_ProviderServicer_to_server(servicer, server):
                     servicer.Channel,
                     request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.ProviderMessage.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.MarketMessage.SerializeToString,
+            ),
+            'ReportTelemetry': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportTelemetry,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.Ack.SerializeToString,
+            ),
+            'GetProviderStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProviderStatus,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.ProviderStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1499,6 +1533,60 @@ class Provider:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ReportTelemetry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Provider/ReportTelemetry',
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProviderStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Provider/GetProviderStatus',
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.ProviderStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class MarketStub:
     """Missing associated documentation comment in .proto file."""
@@ -1533,6 +1621,11 @@ class MarketStub:
                 '/marketplace.api.v1.Market/ListLedger',
                 request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.LedgerPage.FromString,
+                _registered_method=True)
+        self.GetPriceHistory = channel.unary_unary(
+                '/marketplace.api.v1.Market/GetPriceHistory',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistoryRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistory.FromString,
                 _registered_method=True)
         self.PriceAdvice = channel.unary_unary(
                 '/marketplace.api.v1.Market/PriceAdvice',
@@ -1579,9 +1672,16 @@ class MarketServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PriceAdvice(self, request, context):
+    def GetPriceHistory(self, request, context):
         """entries; all for the admin
-        PriceAdviceRequest: your
+        public
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PriceAdvice(self, request, context):
+        """PriceAdviceRequest: your
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1614,6 +1714,11 @@ def add_MarketServicer_to_server(servicer, server):
                     servicer.ListLedger,
                     request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.LedgerPage.SerializeToString,
+            ),
+            'GetPriceHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPriceHistory,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistoryRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistory.SerializeToString,
             ),
             'PriceAdvice': grpc.unary_unary_rpc_method_handler(
                     servicer.PriceAdvice,
@@ -1756,6 +1861,33 @@ class Market:
             '/marketplace.api.v1.Market/ListLedger',
             marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.LedgerPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPriceHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Market/GetPriceHistory',
+            marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistoryRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistory.FromString,
             options,
             channel_credentials,
             insecure,

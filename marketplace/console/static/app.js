@@ -29,7 +29,7 @@ function svg(tag, attrs, ...children) {
   return el;
 }
 
-const NUMERIC = /^(GPUs|Providers|Price|Paid|Reliability|Leases|Free|Healthy|Earned|Samples|Escrow|Deposited|Median|Memory|Orders|#)/;
+const NUMERIC = /^(GPUs|Providers|Price|Paid|Reliability|Leases|Free|Healthy|Earned|Samples|Escrow|Deposited|Median|Memory|Orders|Temp|Power|Util|XIDs|Declines|By |#)/;
 
 function table(headers, rows, caption) {
   const num = headers.map((x) => (NUMERIC.test(x) ? "num" : null));
@@ -42,7 +42,14 @@ function table(headers, rows, caption) {
 }
 
 const short = (a, n = 16) => (a && a.length > n ? a.slice(0, n) + "…" : a || "-");
-const when = (ms) => (ms ? new Date(ms).toLocaleString() : "-");
+// times by hand, in local time: the first Intl (toLocale…) call of a page costs tens of ms
+const pad = (n) => String(n).padStart(2, "0");
+const clock = (ms) => { const d = new Date(ms); return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`; };
+const when = (ms) => {
+  if (!ms) return "-";
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock(ms)}`;
+};
 const duration = (ms) => {
   if (ms === null || ms === undefined) return "—";
   const m = Math.floor(ms / 60000), d = Math.floor(m / 1440), hr = Math.floor((m % 1440) / 60);
@@ -125,7 +132,9 @@ function marketView() {
   }
   const holder = view("Market", h("p", { class: "muted" }, "Waiting for the first market reading…"));
   if (state.market) renderMarket(state.market);
-  feed("/events/market", { market: (doc) => { state.market = doc; if (state.route === "market") renderMarket(doc); } });
+  // the feed goes on from the reading the page came with (not sent again, not drawn twice)
+  const after = state.market && state.market.version !== undefined ? `?after=${state.market.version}` : "";
+  feed(`/events/market${after}`, { market: (doc) => { state.market = doc; if (state.route === "market") renderMarket(doc); } });
   return holder;
 }
 
@@ -134,7 +143,8 @@ function renderMarket(m) {
     view("Market", h("p", { class: "bad", role: "alert" }, m.error || "no market reading yet"));
     return;
   }
-  if (!state.marketPainted) { // for the benchmark: when the market's numbers first paint
+  const first = !state.marketPainted;
+  if (first) { // for the benchmark: when the market's numbers first paint
     state.marketPainted = true;
     requestAnimationFrame(() => performance.mark("gm:market-painted"));
   }
@@ -162,8 +172,18 @@ function renderMarket(m) {
         rateChart(m.history.map((p) => [p.t, p.leases_hour])))),
     h("section", { class: "panel", "aria-labelledby": "h-providers" },
       h("h2", { id: "h-providers" }, `Providers online (${m.providers_online} of ${m.providers_known} known${m.providers.length < m.providers_online ? `; the ${m.providers.length} most reliable shown` : ""})`),
-      table(["Provider", "Region", "GPUs", "Reliability", "Leases", "Last heartbeat"], m.providers.map((p) =>
-        [h("span", { class: "mono", title: p.address }, short(p.address, 20)), p.region || "-", p.gpus, p.reliability.toFixed(3), p.leases_running, when(p.last_heartbeat_ms)]))));
+      first ? h("div", { id: "m-providers" }) : providerTable(m)));
+  if (first) { // the long table comes just after the first paint: the numbers go first
+    requestAnimationFrame(() => setTimeout(() => {
+      const slot = document.getElementById("m-providers");
+      if (slot) slot.replaceWith(providerTable(m));
+    }, 0));
+  }
+}
+
+function providerTable(m) {
+  return table(["Provider", "Region", "GPUs", "Reliability", "Leases", "Last heartbeat"], m.providers.map((p) =>
+    [h("span", { class: "mono", title: p.address }, short(p.address, 20)), p.region || "-", p.gpus, p.reliability.toFixed(3), p.leases_running, when(p.last_heartbeat_ms)]));
 }
 
 function priceCharts(m) {
@@ -194,8 +214,8 @@ function priceChart(points, model) {
     svg("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }),
     svg("text", { x: L - 4, y: y(y1) + 4, "text-anchor": "end" }, priceText(y1)),
     svg("text", { x: L - 4, y: y(y0), "text-anchor": "end" }, priceText(y0)),
-    svg("text", { x: L, y: H - 4 }, new Date(t0).toLocaleTimeString()),
-    svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, new Date(t1).toLocaleTimeString()));
+    svg("text", { x: L, y: H - 4 }, clock(t0)),
+    svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, clock(t1)));
   if (single) {
     const p = points[0];
     root.append(svg("rect", { class: "band", x: L, width: W - L - R, y: y(p[1].p90), height: Math.max(1, y(p[1].p10) - y(p[1].p90)) }),
@@ -220,8 +240,8 @@ function rateChart(points) {
     svg("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }),
     svg("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, top),
     svg("text", { x: L - 4, y: H - B, "text-anchor": "end" }, 0),
-    svg("text", { x: L, y: H - 4 }, new Date(t0).toLocaleTimeString()),
-    svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, new Date(t1).toLocaleTimeString()),
+    svg("text", { x: L, y: H - 4 }, clock(t0)),
+    svg("text", { x: W - R, y: H - 4, "text-anchor": "end" }, clock(t1)),
     svg("polyline", { class: "median", points: line.map((p) => `${x(p[0])},${y(p[1])}`).join(" ") }));
   return h("div", { class: "chart" }, root);
 }
@@ -364,7 +384,7 @@ async function deploymentView(id) {
     event: (e) => {
       if (e.seq <= lastSeq) return;
       lastSeq = e.seq;
-      events.prepend(h("li", { "data-kind": e.kind }, h("span", { class: "muted" }, new Date(e.time_ms).toLocaleTimeString(), " "), describe(e)));
+      events.prepend(h("li", { "data-kind": e.kind }, h("span", { class: "muted" }, clock(e.time_ms), " "), describe(e)));
       reload();
     },
     failure: (e) => toast(e.error),
@@ -460,22 +480,50 @@ async function refreshAccount() {
 
 // --- provider -------------------------------------------------------------------------------
 
-async function providerView() {
-  const doc = await api("/api/provider");
+async function providerView(address) {
+  if (address) { // another provider's: the market refuses it unless it is this key's own
+    const doc = await api(`/api/provider?address=${encodeURIComponent(address)}`);
+    renderProvider(doc);
+    return;
+  }
+  renderProvider(await api("/api/provider"));
+  feed("/events/provider", {
+    provider: (doc) => { if (state.route === "provider") renderProvider(doc); },
+    failure: (doc) => { if (state.route === "provider") toast(doc.error); },
+  });
+}
+
+const orDash = (v, unit) => (v === null || v === undefined ? "—" : `${v}${unit}`);
+
+function gpuHealth(g) {
+  const xid = g.last_xid !== null ? ` (XID ${g.last_xid})` : "";
+  return g.healthy ? h("span", { class: "ok" }, "healthy") : h("span", { class: "bad" }, (g.health_reason || "unhealthy") + xid);
+}
+
+function renderProvider(doc) {
   if (!doc.provider) {
     view("Provider", h("p", {}, "This console's key is not a provider's. Run the console with the provider's key (--key) to see its GPUs, leases and earnings."));
     return;
   }
   const p = doc.provider;
+  const card = (n, l, id) => h("div", { class: "card" }, h("div", { class: "n", id }, n), h("div", { class: "l" }, l));
+  const declined = doc.declines.reduce((s, d) => s + d.count, 0);
   view("Provider",
     h("div", { class: "cards" },
-      h("div", { class: "card" }, h("div", { class: "n" }, p.online ? "online" : "offline"), h("div", { class: "l" }, `last heartbeat ${when(p.last_heartbeat_ms)}`)),
-      h("div", { class: "card" }, h("div", { class: "n" }, p.reliability.toFixed(3)), h("div", { class: "l" }, "reliability")),
-      h("div", { class: "card" }, h("div", { class: "n" }, doc.earned.text), h("div", { class: "l" }, "earned"))),
+      card(p.online ? "online" : "offline", `last heartbeat ${when(p.last_heartbeat_ms)}`, "p-online"),
+      card(p.reliability.toFixed(3), "reliability", "p-reliability"),
+      card(doc.earned.text, "earned", "p-earned"),
+      card(declined, "orders declined", "p-declined")),
     h("section", { class: "panel", "aria-labelledby": "h-gpus" }, h("h2", { id: "h-gpus" }, "GPUs"),
-      h("p", { class: "muted" }, "Health as your agent last reported it to the market. Temperature, power, utilization and XIDs stay on the box: `gpumarket provider inventory` there; your decline reasons are in your agent's log."),
-      table(["#", "Model", "Name", "Memory", "Health", "Allocated"], doc.gpus.map((g) =>
-        [g.index, g.model, g.name, `${g.memory_gib} GiB`, g.healthy ? h("span", { class: "ok" }, "healthy") : h("span", { class: "bad" }, g.health_reason || "unhealthy"), g.allocated ? "yes" : "no"]))),
+      h("p", { class: "muted" }, doc.telemetry_at_ms ? `As your agent last read them (NVML), reported ${when(doc.telemetry_at_ms)}; only your key can read them.` : "No telemetry from your agent yet: it comes with its heartbeats."),
+      table(["#", "Model", "Memory", "Temp °C", "Power W", "Util %", "Memory used", "XIDs", "Health", "Allocated"], doc.gpus.map((g) =>
+        [g.index, g.model || g.name, `${g.memory_gib} GiB`,
+          h("span", { class: "temp", "data-gpu": g.index }, orDash(g.temperature_c, "")), orDash(g.power_w, ""), orDash(g.utilization_pct, ""),
+          g.memory_used_mib === null ? "—" : g.memory_used_mib < 10240 ? `${g.memory_used_mib} MiB` : `${(g.memory_used_mib / 1024).toFixed(1)} GiB`, orDash(g.xid_count, ""), gpuHealth(g), g.allocated ? "yes" : "no"]))),
+    h("section", { class: "panel", "aria-labelledby": "h-declines" }, h("h2", { id: "h-declines" }, "Declines by kind"),
+      h("p", { class: "muted" }, `Orders you declined, and bids the market refused as ineligible, since ${when(doc.declines_since_ms)}.`),
+      table(["Kind", "Declines", "By you", "By the market", "Latest reason", "When"], doc.declines.map((d) =>
+        [h("span", { class: "kind" }, d.kind), h("span", { class: "count", "data-kind": d.kind }, d.count), d.by_provider, d.by_marketplace, d.last_reason, when(d.last_ms)]))),
     h("section", { class: "panel", "aria-labelledby": "h-pleases" }, h("h2", { id: "h-pleases" }, "Leases"),
       table(["Lease", "State", "Tenant", "Price/h", "Earned"], doc.leases.map((l) =>
         [h("span", { class: "mono" }, l.id), l.state, h("span", { class: "mono" }, short(l.tenant)), l.price_per_hour.text, l.earned.text]))));
@@ -541,7 +589,7 @@ async function route() {
     if (parts[0] === "market") marketView();
     else if (parts[0] === "tenant") await tenantView();
     else if (parts[0] === "deployment" && parts[1]) await deploymentView(parts[1]);
-    else if (parts[0] === "provider") await providerView();
+    else if (parts[0] === "provider") await providerView(parts[1]);
     else if (parts[0] === "reports" && parts[1]) await reportView(parts[1]);
     else if (parts[0] === "reports") await reportsView();
     else if (parts[0] === "compare" && parts[2]) await compareView(parts[1], parts[2]);

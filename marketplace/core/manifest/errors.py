@@ -18,9 +18,9 @@ class ManifestError(InvalidArgument):
         errors: tuple[ManifestError, ...] = (),
     ) -> None:
         self.message = one_line(message[:MAX_MESSAGE])[:MAX_MESSAGE]
-        self.path = path[:MAX_PATH]
+        self.path = one_line(path[:MAX_PATH])  # a key may hold a newline: still one line
         self.line = line
-        self.source = source
+        self.source = one_line(source[:MAX_PATH])
         self.errors: tuple[ManifestError, ...] = errors or (self,)
         super().__init__(self.location_message)
 
