@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from marketplace.terminal import friendly_errors, json_option, print_json, print_table
+from marketplace.terminal import (
+    LazyGroup,
+    friendly_errors,
+    json_option,
+    print_json,
+    print_table,
+)
 from provider_agent.config import EX_CONFIG, AgentConfig, ConfigError, check_runnable, load_config
 
 if TYPE_CHECKING:  # the inventory pulls in NVML: only the commands that read it import it
@@ -42,9 +48,9 @@ def _load(config_path: Path | None, to_run: bool = False) -> AgentConfig:
         sys.exit(EX_CONFIG)
 
 
-@click.group()
+@click.group(cls=LazyGroup)  # lazy: `gpumarket` grafts price-advice (a client command) on
 def provider() -> None:
-    """Run a GPU provider: inventory, quotes and the bidding/running daemon."""
+    """Run a GPU provider: inventory, quotes, price advice and the bidding/running daemon."""
 
 
 @provider.command()

@@ -66,6 +66,8 @@ class Collector:
     provider_failures: int = 0
     leases_lost: int = 0
     job_interruptions: int = 0
+    work_lost_gpu_ms: float = 0.0  # training compute done since the last checkpoint, lost
+    work_saved_gpu_ms: float = 0.0  # compute kept by checkpoints that a fresh restart would redo
     failovers: int = 0
     sla_checked: int = 0
     sla_violations: int = 0

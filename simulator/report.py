@@ -85,6 +85,8 @@ class FailureSummary(TypedDict):
     job_interruptions: int
     failovers: int
     failover_minutes: Spread
+    work_lost_gpu_hours: float  # training compute lost since the last checkpoint
+    work_saved_gpu_hours: float  # kept by checkpoints, against restarting from scratch
 
 
 class SlaSummary(TypedDict):
@@ -248,6 +250,8 @@ def summarize(sim: Simulation) -> Summary:
             "job_interruptions": m.job_interruptions,
             "failovers": m.failovers,
             "failover_minutes": _spread(failovers),
+            "work_lost_gpu_hours": r6(m.work_lost_gpu_ms / MS_PER_HOUR),
+            "work_saved_gpu_hours": r6(m.work_saved_gpu_ms / MS_PER_HOUR),
         },
         "sla": {
             "services_checked": m.sla_checked,
@@ -363,6 +367,11 @@ def summary_rows(summary: Summary) -> list[tuple[str, str]]:
             "failures",
             f"{f['provider_failures']} provider failures, {f['leases_lost']} leases "
             f"lost, {f['failovers']} failovers",
+        ),
+        (
+            "work on failures",
+            f"{f['work_lost_gpu_hours']:.1f} GPU-h lost, {f['work_saved_gpu_hours']:.1f} GPU-h "
+            "saved by checkpoints",
         ),
         (
             "SLA violations",

@@ -147,6 +147,10 @@ class TrainingSpec:
     min_bandwidth_mbps: dict[float, float] = field(
         default_factory=lambda: {0.0: 0.6, 100.0: 0.2, 1000.0: 0.2}
     )
+    # Minutes of compute between checkpoints, written at a gradient sync: a failed or pre-empted
+    # job resumes from its last one (simulator/checkpoints.py). 0: at every sync (the default);
+    # longer than a job: none, it restarts from scratch.
+    checkpoint_interval_min: float = field(default=0.0, metadata=_range(0.0))
     # A job that cannot get (back) all its nodes within this long is given up.
     patience_hours: float = field(default=6.0, metadata=_range(0.0))
 

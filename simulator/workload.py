@@ -34,6 +34,7 @@ class Job:
     compute_ms: int = 0
     gradient_bytes: float = 0.0
     sync_interval_ms: int = 0
+    checkpoint_ms: int = 0  # checkpoint interval in compute time (0: at every sync)
     min_bandwidth_mbps: float = 0.0
     # inference
     duration_ms: int = 0
@@ -141,6 +142,7 @@ class JobFactory:
             compute_ms=compute_ms or _lognormal_ms(self.rng, t.compute_hours, MS_PER_HOUR),
             gradient_bytes=self.t_grad.pick(self.rng) * 1e9,
             sync_interval_ms=round(self.t_sync.pick(self.rng) * MS_PER_MINUTE),
+            checkpoint_ms=round(t.checkpoint_interval_min * MS_PER_MINUTE),  # a knob, not drawn
             min_bandwidth_mbps=self.t_bw.pick(self.rng),
         )
 

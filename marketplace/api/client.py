@@ -587,6 +587,12 @@ class MarketClient(ServiceClient):
             limit,
         )
 
+    def price_advice(self, since_ms: int, provider: str = "") -> pb.PriceAdviceReport:
+        """Your auctions since `since_ms` replayed at one price per GPU-hour (you, a provider;
+        the admin key may name any provider)."""
+        msg = pb.PriceAdviceRequest(provider=provider, since_ms=since_ms)
+        return self._unary("PriceAdvice", self._seal(msg), pb.PriceAdviceReport)
+
 
 def _list_request(owner: str | None, open_only: bool, size: int, token: str) -> pb.ListRequest:
     return pb.ListRequest(owner=owner or "", open_only=open_only, page_size=size, page_token=token)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.core import gpus, matching
+from marketplace.core import gpus, matching, price_advice
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.gang import Rendezvous, node_rendezvous
@@ -663,4 +663,28 @@ def rendezvous_to_proto(r: Rendezvous) -> pb.GangRendezvous:
         world_size=r.world_size,
         master_addr=r.master_addr,
         master_port=r.master_port,
+    )
+
+
+def price_advice_to_proto(
+    provider: str, since_ms: int, until_ms: int, advice: list[price_advice.ModelAdvice]
+) -> pb.PriceAdviceReport:
+    return pb.PriceAdviceReport(
+        provider=provider,
+        since_ms=since_ms,
+        until_ms=until_ms,
+        models=[
+            pb.ModelPriceAdvice(
+                model=a.model,
+                auctions=a.auctions,
+                unleased=a.unleased,
+                current_price_per_gpu_hour=a.current_price,
+                earned=a.earned,
+                leases_won=a.leases_won,
+                best_price_per_gpu_hour=a.best_price,
+                best_revenue=a.best_revenue,
+                best_leases_won=a.best_leases,
+            )
+            for a in advice
+        ],
     )

@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
 # Subcommands a group gains from a higher layer: the simulator imports no gRPC, its twin does.
 GRAFTS: dict[str, dict[str, str]] = {
     "simulate": {"from-market": "marketplace.cli.twin:from_market"},
+    "provider": {"price-advice": "marketplace.cli.price_advice:price_advice"},
 }
 
 

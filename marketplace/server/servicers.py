@@ -28,7 +28,7 @@ from marketplace.api.status import ERROR_KEY, error_name, status_of
 from marketplace.api.telemetry import gpu_telemetry_from_proto, price_history_to_proto
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
-from marketplace.core import limits, visibility
+from marketplace.core import limits, price_advice, visibility
 from marketplace.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -837,6 +837,22 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         return pb.LedgerPage(
             entries=[convert.ledger_entry_to_proto(e) for e in found], next_page_token=token
         )
+
+    @unary
+    async def PriceAdvice(
+        self, request: pb.SignedRequest, context: Context
+    ) -> pb.PriceAdviceReport:
+        """A provider's auctions replayed at one price (price_advice.py): its own, or any for
+        the admin key; totals only, so no other party's order or bid leaves the market."""
+        viewer, msg = self.read_as(request, pb.PriceAdviceRequest)
+        provider = msg.provider or viewer.address
+        if provider != viewer.address and not viewer.admin:
+            raise PermissionDenied("you may read your own price advice only")
+        now = self.app.clock.now_ms()
+        record = price_advice.take_record(self.market, provider, msg.since_ms, now)
+        # the replay runs off the loop: it only reads what take_record gathered
+        advice = await asyncio.get_running_loop().run_in_executor(None, price_advice.advise, record)
+        return convert.price_advice_to_proto(provider, msg.since_ms, now, advice)
 
 
 # An auditor's request is kept as its proof, once per attribute it signs: bounded.

@@ -1,5 +1,5 @@
 """The jobs on their leases: a training job runs when all its groups are leased and up, at the
-speed its gradient syncs allow, loses the work since its last sync when a member fails, and
+speed its gradient syncs allow, loses the work since its last checkpoint when a member fails, and
 completes when its compute is done; an inference service serves from its first replica's start
 for its duration, and its availability is checked against the tenant's target. A job still
 waiting for a group past the tenant's patience gives up. The tenant keeps the escrow topped up
@@ -12,6 +12,7 @@ import math
 
 from marketplace.core.errors import MarketError
 from marketplace.core.escrow import MIN_DEPOSIT_MS
+from simulator import checkpoints
 from simulator.engine.auctions import Auctions
 from simulator.engine.world import World
 from simulator.metrics import MS_PER_HOUR
@@ -102,10 +103,14 @@ class Jobs:
                 job.replica_since[g] = -1
             return
         if job.running_since_ms >= 0:
-            # work since the last synchronisation is lost (a synchronous job fails together)
+            # work since the last checkpoint is lost (a synchronous job fails together)
             done = (now - job.running_since_ms) * job.utilization
-            kept = (done // job.sync_interval_ms) * job.sync_interval_ms
-            job.progress_ms = min(job.compute_ms, job.progress_ms + kept)
+            cut = checkpoints.interrupt(
+                done, job.progress_ms, job.compute_ms, job.sync_interval_ms, job.checkpoint_ms
+            )
+            job.progress_ms = cut.saved_ms
+            self.metrics.work_lost_gpu_ms += cut.lost_ms * job.groups * job.gpus_per_group
+            self.metrics.work_saved_gpu_ms += cut.saved_ms * job.groups * job.gpus_per_group
             job.running_since_ms = -1
             job.epoch += 1
             job.interruptions += 1

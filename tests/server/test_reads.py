@@ -301,6 +301,17 @@ READS = [
         shows=_has("entries"),
     ),
     Read(
+        "Market",
+        "PriceAdvice",  # a provider's own (tests/server/test_price_advice.py)
+        lambda w: pb.PriceAdviceRequest(
+            provider=w.keys["p"].address, since_ms=w.server.app.clock.now_ms() - 3_600_000
+        ),
+        pb.PriceAdviceReport,
+        "p",
+        DENIED,
+        shows=_has("models"),
+    ),
+    Read(
         "Provider",
         "WatchOrders",
         lambda w: pb.WatchOrders(),

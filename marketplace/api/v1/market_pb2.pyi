@@ -1236,3 +1236,45 @@ class PriceHistory(_message.Message):
     bucket_ms: int
     buckets: _containers.RepeatedCompositeFieldContainer[PriceBucket]
     def __init__(self, bucket_ms: _Optional[int] = ..., buckets: _Optional[_Iterable[_Union[PriceBucket, _Mapping]]] = ...) -> None: ...
+
+class PriceAdviceRequest(_message.Message):
+    __slots__ = ("provider", "since_ms")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    since_ms: int
+    def __init__(self, provider: _Optional[str] = ..., since_ms: _Optional[int] = ...) -> None: ...
+
+class ModelPriceAdvice(_message.Message):
+    __slots__ = ("model", "auctions", "unleased", "current_price_per_gpu_hour", "earned", "leases_won", "best_price_per_gpu_hour", "best_revenue", "best_leases_won")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    AUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    UNLEASED_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_PRICE_PER_GPU_HOUR_FIELD_NUMBER: _ClassVar[int]
+    EARNED_FIELD_NUMBER: _ClassVar[int]
+    LEASES_WON_FIELD_NUMBER: _ClassVar[int]
+    BEST_PRICE_PER_GPU_HOUR_FIELD_NUMBER: _ClassVar[int]
+    BEST_REVENUE_FIELD_NUMBER: _ClassVar[int]
+    BEST_LEASES_WON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    auctions: int
+    unleased: int
+    current_price_per_gpu_hour: int
+    earned: int
+    leases_won: int
+    best_price_per_gpu_hour: int
+    best_revenue: int
+    best_leases_won: int
+    def __init__(self, model: _Optional[str] = ..., auctions: _Optional[int] = ..., unleased: _Optional[int] = ..., current_price_per_gpu_hour: _Optional[int] = ..., earned: _Optional[int] = ..., leases_won: _Optional[int] = ..., best_price_per_gpu_hour: _Optional[int] = ..., best_revenue: _Optional[int] = ..., best_leases_won: _Optional[int] = ...) -> None: ...
+
+class PriceAdviceReport(_message.Message):
+    __slots__ = ("provider", "since_ms", "until_ms", "models")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    since_ms: int
+    until_ms: int
+    models: _containers.RepeatedCompositeFieldContainer[ModelPriceAdvice]
+    def __init__(self, provider: _Optional[str] = ..., since_ms: _Optional[int] = ..., until_ms: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelPriceAdvice, _Mapping]]] = ...) -> None: ...

@@ -1627,6 +1627,11 @@ class MarketStub:
                 request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistoryRequest.SerializeToString,
                 response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistory.FromString,
                 _registered_method=True)
+        self.PriceAdvice = channel.unary_unary(
+                '/marketplace.api.v1.Market/PriceAdvice',
+                request_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+                response_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceAdviceReport.FromString,
+                _registered_method=True)
 
 
 class MarketServicer:
@@ -1675,6 +1680,13 @@ class MarketServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PriceAdvice(self, request, context):
+        """PriceAdviceRequest: your
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1707,6 +1719,11 @@ def add_MarketServicer_to_server(servicer, server):
                     servicer.GetPriceHistory,
                     request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistoryRequest.FromString,
                     response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistory.SerializeToString,
+            ),
+            'PriceAdvice': grpc.unary_unary_rpc_method_handler(
+                    servicer.PriceAdvice,
+                    request_deserializer=marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.FromString,
+                    response_serializer=marketplace_dot_api_dot_v1_dot_market__pb2.PriceAdviceReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1871,6 +1888,33 @@ class Market:
             '/marketplace.api.v1.Market/GetPriceHistory',
             marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistoryRequest.SerializeToString,
             marketplace_dot_api_dot_v1_dot_market__pb2.PriceHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PriceAdvice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/marketplace.api.v1.Market/PriceAdvice',
+            marketplace_dot_api_dot_v1_dot_market__pb2.SignedRequest.SerializeToString,
+            marketplace_dot_api_dot_v1_dot_market__pb2.PriceAdviceReport.FromString,
             options,
             channel_credentials,
             insecure,

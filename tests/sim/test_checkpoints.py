@@ -1,0 +1,128 @@
+"""Checkpoint-aware failover in the simulator: a training job keeps its work up to its last
+checkpoint when a member fails, so under the same failure and seed more frequent checkpoints
+lose less work; the report says how much was lost and how much the checkpoints saved against a
+restart from scratch. The default (a checkpoint at every sync) is the engine's rule from before."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from simulator.checkpoints import effective_interval_ms, interrupt
+from simulator.engine import Simulation, run_scenario
+from simulator.report import summarize
+from simulator.scenario import parse_scenario
+from simulator.workload import MS_PER_HOUR, MS_PER_MINUTE
+from tests.sim.test_golden import SCENARIOS
+
+WINDOW_MS = 30_000
+TIMEOUT_MS = 60_000
+SYNC_MIN = 38
+NEVER = 10**6  # minutes: longer than any job, so no checkpoint: a restart from scratch
+
+
+def one_job_market(checkpoint_min: float | None) -> Simulation:
+    """Two 8-GPU H100 providers, no random failures, one 1-node training job syncing every
+    38 minutes (tests/sim/test_engine.py's market) with the given checkpoint interval."""
+    training: dict[str, object] = {
+        "nodes": {1: 1},
+        "gpu_models": {"h100": 1},
+        "sync_interval_min": {SYNC_MIN: 1},
+        "min_bandwidth_mbps": {0: 1},
+    }
+    if checkpoint_min is not None:
+        training["checkpoint_interval_min"] = checkpoint_min
+    scenario = parse_scenario(
+        {
+            "duration_days": 1,
+            "market": {"payment": "first-price", "bid_window_s": 30, "heartbeat_timeout_s": 60},
+            "providers": {
+                "count": 2,
+                "mix": [{"model": "h100", "ram_gib": 80, "interface": "sxm", "gpus_per_node": 8}],
+                "strategies": {"cost-plus": 1},
+                "failures": {"distribution": "none"},
+                "up_mbps": {1000: 1},
+                "down_mbps": {1000: 1},
+            },
+            "tenants": {
+                "count": 1,
+                "arrivals": {"rate_per_hour": 0},
+                "mix": {"training": 1},
+                "training": training,
+            },
+        }
+    )
+    return Simulation(scenario, seed=4)
+
+
+def fail_after_two_hours(checkpoint_min: float | None) -> Simulation:
+    """The job's provider dies 2 h into a 5 h job; the job fails over and completes."""
+    sim = one_job_market(checkpoint_min)
+    job = sim.arrivals.factory.make(0, "training", gpus=8, duration_ms=5 * MS_PER_HOUR)
+    sim.world.after(0, sim.arrivals.arrive, job)
+    sim.env.run(until=WINDOW_MS + 1)
+    assert job.first_start_ms == WINDOW_MS
+    fail_at = job.first_start_ms + 2 * MS_PER_HOUR
+    sim.world.after(fail_at - sim.world.now(), sim.failures.fail, sim.providers[job.providers[0]])
+    sim.env.run(until=sim.horizon_ms)
+    assert job.outcome == "completed" and sim.metrics.job_interruptions == 1
+    return sim
+
+
+@pytest.mark.parametrize(
+    ("checkpoint_min", "kept_min"),
+    [
+        (None, 3 * SYNC_MIN),  # the default: every sync (114 of the 120 minutes kept)
+        (0, 3 * SYNC_MIN),
+        (60, 2 * SYNC_MIN),  # at the first sync after each hour: every 76 minutes
+        (100, 3 * SYNC_MIN),  # ceil(100 / 38) = 3 syncs: one checkpoint, at 114 minutes
+        (NEVER, 0),  # no checkpoint: all 120 minutes are redone
+    ],
+)
+def test_the_work_kept_is_up_to_the_last_checkpoint(
+    checkpoint_min: float | None, kept_min: int
+) -> None:
+    sim = fail_after_two_hours(checkpoint_min)
+    gpus = 8
+    lost_ms = (120 - kept_min) * MS_PER_MINUTE
+    assert sim.metrics.work_lost_gpu_ms == lost_ms * gpus
+    assert sim.metrics.work_saved_gpu_ms == kept_min * MS_PER_MINUTE * gpus
+    failures = summarize(sim)["failures"]
+    assert failures["work_lost_gpu_hours"] == round(lost_ms * gpus / MS_PER_HOUR, 6)
+    assert failures["work_saved_gpu_hours"] == round(kept_min * gpus / 60, 6)
+
+
+def test_more_frequent_checkpoints_lose_less_work_under_the_same_failure() -> None:
+    # every 1, 2 and 4 syncs (38, 76, 152 minutes), then never: each checkpoint of a longer
+    # interval is one of the shorter's too, so the shorter never keeps less
+    lost = [fail_after_two_hours(every).metrics.work_lost_gpu_ms for every in (0, 60, 120, NEVER)]
+    minutes = [x / 8 / MS_PER_MINUTE for x in lost]
+    assert minutes == [120 - 114, 120 - 76, 120, 120]
+
+
+def test_a_market_run_loses_less_with_frequent_checkpoints_and_same_seed() -> None:
+    """The bench golden scenario (random failures on a shared seed): its failures stay the
+    same whatever the interval, and the work lost grows, the work saved shrinks with it."""
+    data, seed = SCENARIOS["bench"]
+    runs = []
+    for every in (0, 30, 120, NEVER):
+        changed = copy.deepcopy(data)
+        tenants = changed["tenants"]
+        assert isinstance(tenants, dict)
+        tenants["training"] = {**tenants["training"], "checkpoint_interval_min": every}
+        runs.append(summarize(run_scenario(parse_scenario(changed), seed))["failures"])
+    assert len({(r["provider_failures"], r["job_interruptions"]) for r in runs}) == 1
+    lost = [r["work_lost_gpu_hours"] for r in runs]
+    saved = [r["work_saved_gpu_hours"] for r in runs]
+    assert lost == sorted(lost) and lost[0] < lost[-1]
+    assert saved == sorted(saved, reverse=True) and saved[-1] == 0.0
+
+
+def test_the_checkpoint_falls_on_a_sync() -> None:
+    assert effective_interval_ms(38, 0) == 38
+    assert effective_interval_ms(38, 1) == 38
+    assert effective_interval_ms(38, 39) == 76
+    cut = interrupt(100.0, 50.0, 1_000.0, 38, 60)  # 76 of the 100 kept, on top of 50 kept
+    assert (cut.kept_ms, cut.lost_ms, cut.saved_ms) == (76.0, 24.0, 126.0)
+    assert interrupt(100.0, 950.0, 1_000.0, 10, 0).saved_ms == 1_000.0  # never past the job
