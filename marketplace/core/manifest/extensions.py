@@ -17,7 +17,14 @@ from marketplace.core.manifest.context import (
     quantity,
 )
 from marketplace.core.manifest.yaml_lines import Path
-from marketplace.core.resources import AuctionSettings, JobKind, JobSettings, Payment, RestartPolicy
+from marketplace.core.resources import (
+    AuctionSettings,
+    JobKind,
+    JobSettings,
+    Payment,
+    RestartPolicy,
+    Tier,
+)
 
 _RECLAMATION = re.compile(r"^[1-9][0-9]*(s|m|h)$")
 # scheme://location, printable and without spaces: a URI the job itself opens (s3://, gs://, ...)
@@ -41,7 +48,7 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
         return JobSettings()
     path: Path = ("gpumarket",)
     spec = mapping(value, path)
-    known = ("kind", "max_runtime", "restart", "auction", "min_reliability", "checkpoint")
+    known = ("kind", "max_runtime", "restart", "auction", "min_reliability", "checkpoint", "tier")
     for key in spec:
         if key not in known:
             raise Problem(
@@ -71,6 +78,7 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
         restart_policy=restart,
         auction=auction,
         checkpoint_uri=read_checkpoint(spec.get("checkpoint"), (*path, "checkpoint")),
+        tier=choice(spec.get("tier"), (*path, "tier"), Tier, Tier.ON_DEMAND),
     )
 
 

@@ -252,6 +252,7 @@ TABLE: tuple[FieldSupport, ...] = (
     FieldSupport("gpumarket.max_runtime", ("JobSettings.max_runtime_ms",), _H),
     FieldSupport("gpumarket.restart", ("JobSettings.restart_policy",), _H),
     FieldSupport("gpumarket.checkpoint", ("JobSettings.checkpoint_uri",), _H),
+    FieldSupport("gpumarket.tier", ("JobSettings.tier",), _H),
     FieldSupport(
         "gpumarket.auction",
         (
