@@ -381,8 +381,10 @@ class Agent:
                 unknown = await self.link.heartbeat(self.inventory, self._running(), self.draining)
                 for lease_id in unknown:
                     if lease_id in self._running():
+                        if lease_id in self._stops:
+                            continue  # being stopped already (e.g. pre-empted, with its grace)
                         self.say(f"lease {lease_id}: closed at the marketplace; stopping it")
-                        self._spawn(self._stop_lease(lease_id), f"stop-{lease_id}")
+                        self._stop_closed(lease_id, preempted=False)
             except NotFound as exc:  # the marketplace lost our registration: register again
                 log.warning("heartbeat failed: %s", exc)
                 with contextlib.suppress(MarketError):

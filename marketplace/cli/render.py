@@ -311,4 +311,6 @@ def describe_event(event: DeploymentEvent) -> str:
         return f"deployment {event.deployment_id} updated to {event.message}"
     if kind in (DeploymentEventKind.UPDATE_RUNNING, DeploymentEventKind.UPDATE_FAILED):
         return f"lease {event.lease_id}: {event.message}"
+    if kind == DeploymentEventKind.LEASE_PREEMPTED:
+        return f"lease {event.lease_id} pre-empted (spot): {event.message}"
     return ""

@@ -1688,7 +1688,8 @@ class MarketService(MarketReads):
             return
         for lease_id in found.lease_ids:
             victim = self.state.leases[lease_id]
-            message = f"pre-empted by on-demand lease {winner.id}"
+            # not the on-demand lease's id: that is another tenant's (reads are private)
+            message = "its provider needs the room for an on-demand order"
             self.journal.deployment_event(
                 victim.deployment_id,
                 DeploymentEventKind.LEASE_PREEMPTED,

@@ -105,7 +105,8 @@ def test_an_on_demand_order_preempts_a_spot_lease_billed_to_that_moment_and_reor
         for e in market.deployment_events_after(spot_dep)
         if e.kind == DeploymentEventKind.LEASE_PREEMPTED
     ]
-    assert on_demand.id in preempted.message
+    assert "on-demand order" in preempted.message
+    assert order_id.split("/")[0] not in preempted.message  # another deployment's: private
     # on-failure: the spot group is ordered again, at once, as a spot order
     reorder = market.get_order(f"{spot_dep}/1/2")
     assert reorder.state == OrderState.OPEN and reorder.tier == Tier.SPOT
