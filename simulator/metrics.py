@@ -67,6 +67,8 @@ class Collector:
     leases_lost: int = 0
     job_interruptions: int = 0
     failovers: int = 0
+    spot_jobs: int = 0  # training jobs that asked for spot capacity
+    preemptions: int = 0  # spot leases pre-empted by on-demand orders (core/spot.py)
     sla_checked: int = 0
     sla_violations: int = 0
     escrow_top_ups: int = 0

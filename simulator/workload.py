@@ -35,6 +35,7 @@ class Job:
     gradient_bytes: float = 0.0
     sync_interval_ms: int = 0
     min_bandwidth_mbps: float = 0.0
+    spot: bool = False  # training: interruptible capacity (gpumarket: tier: spot)
     # inference
     duration_ms: int = 0
     uptime_target: float = 0.0
@@ -142,6 +143,8 @@ class JobFactory:
             gradient_bytes=self.t_grad.pick(self.rng) * 1e9,
             sync_interval_ms=round(self.t_sync.pick(self.rng) * MS_PER_MINUTE),
             min_bandwidth_mbps=self.t_bw.pick(self.rng),
+            # no draw without spot jobs: scenarios without them keep their numbers
+            spot=t.spot_share > 0 and self.rng.random() < t.spot_share,
         )
 
     def _inference(self, now_ms: int, gpus: int | None, duration_ms: int | None) -> Job:

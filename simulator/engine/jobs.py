@@ -11,6 +11,7 @@ import contextlib
 import math
 
 from marketplace.core.errors import MarketError
+from marketplace.core.escrow import MIN_DEPOSIT_MS
 from simulator.engine.auctions import Auctions
 from simulator.engine.world import World
 from simulator.metrics import MS_PER_HOUR
@@ -83,7 +84,10 @@ class Jobs:
         needed = math.ceil(price * (wall_ms * 1.2 / MS_PER_HOUR + 1))
         available = self.market.escrow_available(job.deployment_id)
         if available < needed:
-            self.market.deposit(job.tenant, job.deployment_id, needed - available)
+            # the market takes no deposit that buys under a minute at the current rate (a spot
+            # group pre-empted while the job's other groups run can leave less than that)
+            least = -(-self.market.current_rate(dep) * MIN_DEPOSIT_MS // MS_PER_HOUR)
+            self.market.deposit(job.tenant, job.deployment_id, max(needed - available, least))
             self.metrics.escrow_top_ups += 1
 
     def group_down(self, job: Job, g: int) -> None:
