@@ -41,7 +41,8 @@ Rules (see also auction.py, ledger.py, leases.py, reliability.py):
   last + timeout) goes offline: its leases close provider_lost at the detection time, billed only
   up to its last heartbeat, and each group is ordered again (oseq + 1) per the restart policy.
 - Restart policy, applied when a lease closes: never → no re-order; on-failure → re-order after
-  failed (exit ≠ 0, OOM), provider_lost, manifest_timeout and a close by the provider;
+  failed (exit ≠ 0, OOM), provider_lost, manifest_timeout, a close by the provider and
+  preempted (a spot lease that gave way to an on-demand order: spot.py's rules);
   always → the same, plus completed (exit 0) for services and inference, but not for training
   jobs (a finished training job is done). Closes by the tenant, by deployment close, at max
   runtime and for insufficient funds never re-order.

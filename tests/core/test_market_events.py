@@ -16,8 +16,8 @@ from marketplace.core.market import MarketConfig, MarketService
 from marketplace.core.resources import Tier
 from marketplace.core.state import (
     EVENT_RECORD_FIELDS,
-    Offer,
     DeploymentEvent,
+    Offer,
     ProviderEvent,
 )
 from tests.core.test_market import ADMIN, TENANT, capacity, deploy, gpu_group, job
