@@ -45,7 +45,7 @@ from marketplace.core.provider_feed import (
     OrderOpened,
 )
 from marketplace.core.resources import GroupSpec
-from marketplace.core.state import Lease
+from marketplace.core.state import CloseReason, Lease
 from marketplace.identity import Key, config_dir, load_key, load_or_create_key
 from provider_agent.backoff import Backoff
 from provider_agent.bidder import Bidder, Quoter
@@ -168,6 +168,7 @@ class Agent:
         self.resume_token = self._load_token()
         self.heartbeat_s = 10.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stops: dict[str, asyncio.Task[None]] = {}  # leases being stopped, by id
         self._outbox: asyncio.Queue[StatusReport | _Logs] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -381,8 +382,10 @@ class Agent:
                 await self._report_telemetry()
                 for lease_id in unknown:
                     if lease_id in self._running():
+                        if lease_id in self._stops:
+                            continue  # being stopped already (e.g. pre-empted, with its grace)
                         self.say(f"lease {lease_id}: closed at the marketplace; stopping it")
-                        self._spawn(self._stop_lease(lease_id), f"stop-{lease_id}")
+                        self._stop_closed(lease_id, preempted=False)
             except NotFound as exc:  # the marketplace lost our registration: register again
                 log.warning("heartbeat failed: %s", exc)
                 with contextlib.suppress(MarketError):
@@ -414,18 +417,39 @@ class Agent:
             case LeaseWon(lease=lease):
                 if lease.id in self._running():
                     return  # replayed event for a lease we already run
-                self.bidder.won(lease)
+                preempted = self.bidder.won(lease)
                 price = format_amount(lease.price_per_hour)
                 self.say(f"won {lease.order_id} at {price}/h: lease {lease.id}")
-                self._spawn(self._start_lease(lease), f"lease-{lease.id}")
+                self._spawn(self._start_lease(lease, preempted), f"lease-{lease.id}")
             case LeaseClosed(lease=lease):
-                self._spawn(self._stop_lease(lease.id), f"stop-{lease.id}")
+                self._stop_closed(lease.id, lease.close_reason == CloseReason.PREEMPTED)
             case LeaseUpdated(lease=lease):
                 if lease.id in self._running():
                     self._spawn(self._update_lease(lease), f"update-{lease.id}")
 
-    async def _start_lease(self, lease: Lease) -> None:
+    def _stop_closed(self, lease_id: str, preempted: bool) -> asyncio.Task[None]:
+        """Stop a closed lease (once); a pre-empted spot lease's containers get SIGTERM and
+        preempt_grace_s to save their work before SIGKILL."""
+        task = self._stops.get(lease_id)
+        if task is not None:
+            return task
+        grace = None
+        if preempted:
+            grace = self.cfg.runtime.preempt_grace_s
+            self.say(
+                f"lease {lease_id}: pre-empted by an on-demand lease; SIGTERM, {grace} s grace"
+            )
+        task = self._spawn(self._stop_lease(lease_id, grace), f"stop-{lease_id}")
+        self._stops[lease_id] = task
+        task.add_done_callback(lambda _: self._stops.pop(lease_id, None))
+        return task
+
+    async def _start_lease(self, lease: Lease, preempted: tuple[str, ...] = ()) -> None:
         assert self.supervisor is not None
+        for victim in preempted:  # the spot leases our bid named stop first (core/spot.py)
+            if victim in self._stops or victim in self._running():
+                # its failure to stop is the stop task's to log; this lease starts regardless
+                await asyncio.gather(self._stop_closed(victim, True), return_exceptions=True)
         try:
             job = await self.link.get_manifest(lease.id, lease.tenant)
         except MarketError as exc:
@@ -482,10 +506,11 @@ class Agent:
         if report is not None:
             self.say(f"lease {lease.id}: {report.message}")
 
-    async def _stop_lease(self, lease_id: str) -> None:
+    async def _stop_lease(self, lease_id: str, grace_s: int | None = None) -> None:
         assert self.supervisor is not None
-        await asyncio.to_thread(self.supervisor.stop_lease, lease_id)
+        await asyncio.to_thread(self.supervisor.stop_lease, lease_id, grace_s)
         self.reservations.release(f"lease:{lease_id}")
+        self.bidder.lease_ended(lease_id)
         self.counters.leases_running = len(self._running())
         self.say(f"lease {lease_id}: closed; containers removed")
 

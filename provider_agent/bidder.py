@@ -27,16 +27,19 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from marketplace.core import spot
 from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
 from marketplace.core.clock import Clock
 from marketplace.core.errors import MarketError, Unavailable
+from marketplace.core.matching import Capacity
 from marketplace.core.money import format_amount
 from marketplace.core.pricing import Pricing, PricingError
-from marketplace.core.resources import GroupSpec
+from marketplace.core.resources import GroupSpec, Tier
+from marketplace.core.spot import SpotHolding
 from marketplace.core.state import Bid, Lease, Offer, Order
 from provider_agent.backoff import Backoff
 from provider_agent.config import AgentConfig, HoldLimits
@@ -71,10 +74,19 @@ class Quoter:
     pricing: Pricing | None
     clock: Clock
     features: frozenset[str] = frozenset()  # the GroupSpec.needs this provider meets
+    spot_percent: int = 100  # spot orders: this percent of the price, never below spot_floor
+    spot_floor: int = 0  # per GPU-hour
 
     @classmethod
     def from_config(cls, cfg: AgentConfig, clock: Clock) -> Quoter:
-        return cls(cfg.policy, pricing_from_config(cfg), clock, provider_features(cfg))
+        return cls(
+            cfg.policy,
+            pricing_from_config(cfg),
+            clock,
+            provider_features(cfg),
+            cfg.pricing.spot_percent,
+            cfg.pricing.spot_floor,
+        )
 
     async def evaluate(
         self,
@@ -86,9 +98,15 @@ class Quoter:
         running_leases: int = 0,
         closes_at_ms: int | None = None,
         auditors: Mapping[str, Mapping[str, str]] | None = None,
+        tier: Tier = Tier.ON_DEMAND,
+        spot_leases: Sequence[SpotHolding] = (),
     ) -> BidDecision:
         """The decision for `group`. What it would use is held under `key` in `reservations`
-        from before pricing on; releasing it is the caller's (its one cleanup path)."""
+        from before pricing on; releasing it is the caller's (its one cleanup path).
+
+        An on-demand order that does not fit, but would with some of `spot_leases` pre-empted,
+        is bid on naming those (core/spot.py); a spot order is priced at spot_percent of the
+        price, never below the floor."""
         if self.pricing is None:
             return BidDecision(False, reason=NO_PRICES)
         lacking = needs_refusal(group, self.features) or storage_refusal(
@@ -96,18 +114,29 @@ class Quoter:
         )
         if lacking is not None:
             return BidDecision(False, reason=lacking)
-        decision = decide(
-            group,
-            tenant,
-            dict(inventory.attributes),
-            reservations.free(inventory.total),
-            self.policy,
-            None,  # priced below, once the resources are held
-            self.clock.now_ms(),
-            running_leases=running_leases,
-            closes_at_ms=closes_at_ms,
-            auditors=auditors,
-        )
+        free = reservations.free(inventory.total)
+
+        def decided(capacity: Capacity) -> BidDecision:
+            return decide(
+                group,
+                tenant,
+                dict(inventory.attributes),
+                capacity,
+                self.policy,
+                None,  # priced below, once the resources are held
+                self.clock.now_ms(),
+                running_leases=running_leases,
+                closes_at_ms=closes_at_ms,
+                auditors=auditors,
+            )
+
+        decision = decided(free)
+        if not decision.bid and tier == Tier.ON_DEMAND and spot_leases:
+            devices = inventory.total.gpus
+            if decided(spot.freed(free, devices, spot_leases)).bid:  # room, all spot gone
+                found = spot.plan(group, free, devices, spot_leases)
+                if found is not None:
+                    decision = BidDecision(True, 0, found.allocation, preempts=found.lease_ids)
         if not decision.bid or decision.allocation is None:
             return decision
         reservations.hold(key, decision.allocation)
@@ -115,7 +144,15 @@ class Quoter:
             price = await asyncio.to_thread(self.pricing.price, group, decision.allocation, tenant)
         except PricingError as exc:
             return replace(decision, bid=False, reason=str(exc))
-        return with_price(decision, group, price)
+        if tier == Tier.SPOT:
+            price = spot.spot_price(price, self.spot_percent, self.spot_floor, group.total_gpus)
+        priced = with_price(decision, group, price)
+        if priced.bid and decision.preempts:
+            names = ", ".join(decision.preempts)
+            return replace(
+                priced, preempts=decision.preempts, reason=f"{priced.reason}; pre-empts {names}"
+            )
+        return priced
 
     def quote(self, group: GroupSpec, tenant: str, inventory: Inventory) -> BidDecision:
         """`evaluate` against the whole inventory, for a person asking (blocking)."""
@@ -244,6 +281,8 @@ class Bidder:
         self.draining = False
         self._withdraw_on_stop = True
         self._orders: dict[str, _OpenOrder] = {}
+        self._spot_since: dict[str, int] = {}  # this provider's spot leases: when each was won
+        self._preempts: dict[str, tuple[str, ...]] = {}  # order id → the leases its bid names
 
     def open_orders(self) -> list[str]:
         """Orders being decided, priced, bid on or awaiting their outcome."""
@@ -257,10 +296,29 @@ class Bidder:
         self._orders[order.id] = entry
         entry.task = asyncio.create_task(self._run(entry), name=f"order-{order.id}")
 
-    def won(self, lease: Lease) -> None:
+    def won(self, lease: Lease) -> tuple[str, ...]:
+        """The lease is ours: its reservation moves to it. Returns the spot leases its bid
+        named to pre-empt (they stop before it starts)."""
         self.counters.add("bids_won")
         self.reservations.move(f"order:{lease.order_id}", f"lease:{lease.id}")
+        entry = self._orders.get(lease.order_id)
+        if entry is not None and entry.order.tier == Tier.SPOT:
+            self._spot_since[lease.id] = self.quoter.clock.now_ms()
         self._end(lease.order_id, Outcome.WON)
+        return self._preempts.pop(lease.order_id, ())
+
+    def lease_ended(self, lease_id: str) -> None:
+        """A lease of ours closed: it is no longer a spot lease to pre-empt."""
+        self._spot_since.pop(lease_id, None)
+
+    def spot_holdings(self) -> list[SpotHolding]:
+        """What this provider's running spot leases hold (pre-emptible for on-demand orders)."""
+        holdings = []
+        for lease_id, since in self._spot_since.items():
+            held = self.reservations.held(f"lease:{lease_id}")
+            if held is not None:
+                holdings.append(SpotHolding.of(lease_id, held, since))
+        return holdings
 
     def lost(self, order_id: str) -> None:
         self.counters.add("bids_lost")
@@ -335,6 +393,8 @@ class Bidder:
                 running_leases=self.running_leases(),
                 closes_at_ms=closes,
                 auditors=self.auditors(),
+                tier=order.tier,
+                spot_leases=self.spot_holdings(),
             )
             if not decision.bid:
                 self.counters.add("orders_declined")
@@ -343,6 +403,8 @@ class Bidder:
                 return
             bid = await self._place(order.id, decision, closes)
             entry.bid_id = bid.id
+            if decision.preempts:
+                self._preempts[order.id] = decision.preempts
             self.counters.add("bids_placed")
             price = format_amount(decision.price_per_hour, order.group.denom)
             self.say(f"bid {price}/h on {order.id} ({decision.reason})")
@@ -390,6 +452,7 @@ class Bidder:
             del self._orders[order_id]
         if entry.outcome is Outcome.WON:
             return
+        self._preempts.pop(order_id, None)
         stopping = entry.outcome is Outcome.SHUTDOWN and self._withdraw_on_stop
         if entry.bid_id and (stopping or entry.expired):
             # an expired bid could still win later, for capacity no longer held for it
@@ -419,4 +482,5 @@ def offer_for(decision: BidDecision, inv: Inventory) -> Offer:
         cuda_version=inv.host.cuda_version or "",
         price_per_gpu_hour=decision.price_per_hour // len(uuids) if uuids else 0,
         region=dict(inv.attributes).get("region", ""),
+        preempts=decision.preempts,
     )

@@ -107,6 +107,10 @@ class PricingSection:
     scale: ScalePricing | None = None
     script_command: tuple[str, ...] = ()
     script_timeout_s: float = 5.0
+    # spot orders (`gpumarket: tier: spot`): this percent of the on-demand price, never below
+    # spot_floor per GPU-hour (core/spot.py's spot_price)
+    spot_percent: int = 100
+    spot_floor: int = 0
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class RuntimeSection:
     training_shm_bytes: int = units.GI  # training jobs (NCCL, data loaders) need a large /dev/shm
     max_restarts: int = 3  # local restarts for on-failure / always before the lease fails
     stop_grace_s: int = 10
+    preempt_grace_s: int = 30  # SIGTERM → SIGKILL for a spot lease pre-empted by an on-demand one
     # the capabilities a container keeps (every other is dropped); see container.py
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     volume_check_s: float = 60.0  # how often persistent volumes are measured against their size
@@ -520,6 +525,8 @@ def _pricing(s: _Section, base: Path) -> PricingSection:
         scale=scale,
         script_command=tuple(command or ()),
         script_timeout_s=timeout,
+        spot_percent=s.integer("spot_percent", 100, minimum=1, maximum=100),
+        spot_floor=s.amount("spot_floor") or 0,
     )
 
 
@@ -552,6 +559,7 @@ def _runtime(s: _Section) -> RuntimeSection:
         training_shm_bytes=s.parsed("training_shm_size", units.parse_size, units.GI),
         max_restarts=s.integer("max_restarts", 3),
         stop_grace_s=s.integer("stop_grace_s", 10, minimum=1),
+        preempt_grace_s=s.integer("preempt_grace_s", 30, minimum=1, maximum=3600),
         capabilities=_capabilities(s),
         volume_check_s=s.number("volume_check_s", 60.0, minimum=1.0),
     )

@@ -724,21 +724,22 @@ class LeaseSupervisor:
         )
 
     # --- stopping -----------------------------------------------------------------------------
-    def stop_lease(self, lease_id: str) -> None:
-        """The lease is closed: stop and remove its containers and network (blocking)."""
+    def stop_lease(self, lease_id: str, grace_s: int | None = None) -> None:
+        """The lease is closed: stop and remove its containers and network (blocking). Each
+        container gets SIGTERM and `grace_s` (default stop_grace_s) before SIGKILL."""
         with self._lock:
             lease = self._leases.get(lease_id)
             if lease is not None:
                 lease.closing = True
         self._flush(lease_id)
-        self._teardown(lease_id)
+        self._teardown(lease_id, grace_s)
         with self._lock:
             self._leases.pop(lease_id, None)
 
-    def _teardown(self, lease_id: str) -> None:
+    def _teardown(self, lease_id: str, grace_s: int | None = None) -> None:
         self._unroute(lease_id)
         for state in self.runtime.owned(lease_id):
-            self.runtime.stop(state.id, self.settings.stop_grace_s)
+            self.runtime.stop(state.id, grace_s or self.settings.stop_grace_s)
             self.runtime.remove(state.id)
             for stream in ("stdout", "stderr"):
                 self.cursor.forget(f"{state.id}:{stream}")

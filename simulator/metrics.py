@@ -69,6 +69,8 @@ class Collector:
     work_lost_gpu_ms: float = 0.0  # training compute done since the last checkpoint, lost
     work_saved_gpu_ms: float = 0.0  # compute kept by checkpoints that a fresh restart would redo
     failovers: int = 0
+    spot_jobs: int = 0  # training jobs that asked for spot capacity
+    preemptions: int = 0  # spot leases pre-empted by on-demand orders (core/spot.py)
     sla_checked: int = 0
     sla_violations: int = 0
     escrow_top_ups: int = 0

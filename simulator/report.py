@@ -10,7 +10,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from marketplace.core.money import MICRO
 from simulator.engine import Simulation
@@ -142,6 +142,12 @@ class Summary(TypedDict):
     providers: ProvidersSummary
     ledger: LedgerSummary
     engine: EngineSummary
+    spot: NotRequired[SpotSummary]  # only with spot jobs (tenants.training.spot_share > 0)
+
+
+class SpotSummary(TypedDict):
+    jobs: int  # training jobs that asked for spot capacity
+    preemptions: int  # spot leases pre-empted by on-demand orders (core/spot.py)
 
 
 def _spread(values: list[float]) -> Spread:
@@ -208,7 +214,7 @@ def summarize(sim: Simulation) -> Summary:
     ]
     revenue_spread = quantiles(revenue, (0.1, 0.5, 0.9))
     audit = sim.market.audit()
-    return {
+    summary: Summary = {
         "scenario": scenario_to_dict(sim.scenario),
         "seed": sim.seed,
         "simulated_hours": r6(end / MS_PER_HOUR),
@@ -272,6 +278,9 @@ def summarize(sim: Simulation) -> Summary:
         "ledger": {"balanced": audit.balanced, "problems": list(audit.problems)},
         "engine": {"simpy_events": sim.events},
     }
+    if m.spot_jobs:  # only scenarios with spot jobs (tenants.training.spot_share) say so
+        summary["spot"] = {"jobs": m.spot_jobs, "preemptions": m.preemptions}
+    return summary
 
 
 def metrics_json(summary: Summary) -> str:

@@ -102,6 +102,8 @@ class ProviderSpec:
     )
     markup: float = field(default=0.2, metadata=_range(0.0, 100.0))
     adaptive_step: float = field(default=0.05, metadata=_range(0.0, 1.0))
+    # Spot orders are bid at this percent of a provider's price (the agent's [pricing]).
+    spot_percent: int = field(default=60, metadata=_range(1, 100))
     failures: FailureSpec = field(default_factory=FailureSpec)
     regions: dict[str, float] = field(default_factory=lambda: {"us": 0.5, "eu": 0.3, "asia": 0.2})
     up_mbps: dict[float, float] = field(
@@ -153,6 +155,9 @@ class TrainingSpec:
     checkpoint_interval_min: float = field(default=0.0, metadata=_range(0.0))
     # A job that cannot get (back) all its nodes within this long is given up.
     patience_hours: float = field(default=6.0, metadata=_range(0.0))
+    # Training jobs that ask for spot capacity (`gpumarket: tier: spot`): cheaper, pre-emptible
+    # by an on-demand order their provider could not serve otherwise (core/spot.py).
+    spot_share: float = field(default=0.0, metadata=_range(0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -250,6 +255,13 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, object]:
     """The scenario as plain data (for the report), without internal fields."""
     out = dataclasses.asdict(scenario)
     out.pop("base_dir", None)
+    # the spot keys only where spot is used: a scenario without spot jobs reports as before
+    if scenario.tenants.training.spot_share == 0:
+        tenants = out["tenants"]
+        providers = out["providers"]
+        assert isinstance(tenants, dict) and isinstance(providers, dict)
+        tenants["training"].pop("spot_share", None)
+        providers.pop("spot_percent", None)
     return out
 
 

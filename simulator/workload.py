@@ -36,6 +36,7 @@ class Job:
     sync_interval_ms: int = 0
     checkpoint_ms: int = 0  # checkpoint interval in compute time (0: at every sync)
     min_bandwidth_mbps: float = 0.0
+    spot: bool = False  # training: interruptible capacity (gpumarket: tier: spot)
     # inference
     duration_ms: int = 0
     uptime_target: float = 0.0
@@ -144,6 +145,8 @@ class JobFactory:
             sync_interval_ms=round(self.t_sync.pick(self.rng) * MS_PER_MINUTE),
             checkpoint_ms=round(t.checkpoint_interval_min * MS_PER_MINUTE),  # a knob, not drawn
             min_bandwidth_mbps=self.t_bw.pick(self.rng),
+            # no draw without spot jobs: scenarios without them keep their numbers
+            spot=t.spot_share > 0 and self.rng.random() < t.spot_share,
         )
 
     def _inference(self, now_ms: int, gpus: int | None, duration_ms: int | None) -> Job:

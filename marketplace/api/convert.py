@@ -10,6 +10,7 @@ core types by their own names, so the two never mix. Conventions:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Protocol, TypeVar
 
@@ -38,6 +39,7 @@ from marketplace.core.resources import (
     Payment,
     PlacementRequirements,
     ResourceUnit,
+    Tier,
     Volume,
 )
 from marketplace.core.state import (
@@ -105,6 +107,7 @@ CLOSE_REASON_TO_PROTO = {
     CloseReason.MANIFEST_TIMEOUT: pb.MANIFEST_TIMEOUT,
     CloseReason.DEPLOYMENT_CLOSED: pb.CLOSED_WITH_DEPLOYMENT,
     CloseReason.GANG_STOPPED: pb.GANG_STOPPED,
+    CloseReason.PREEMPTED: pb.PREEMPTED,
 }
 
 
@@ -340,6 +343,7 @@ def deployment_to_proto(
         auto_top_up_max=d.auto_top_up_max,
         auto_topped_up=d.auto_topped_up,
         version=d.version,
+        tier=d.job.tier.value,
     )
 
 
@@ -354,6 +358,7 @@ def order_to_proto(o: Order) -> pb.Order:
         created_at_ms=o.created_at_ms,
         closes_at_ms=o.closes_at_ms,
         job_kind=o.job_kind.value,
+        tier=o.tier.value,
     )
 
 
@@ -373,6 +378,7 @@ def order_from_proto(o: pb.Order) -> Order:
         created_at_ms=o.created_at_ms,
         closes_at_ms=o.closes_at_ms,
         job_kind=JobKind(o.job_kind) if o.job_kind else JobKind.SERVICE,
+        tier=Tier(o.tier) if o.tier else Tier.ON_DEMAND,
     )
 
 
@@ -384,6 +390,7 @@ def offer_to_proto(o: Offer) -> pb.BidOffer:
         cuda_version=o.cuda_version,
         price_per_gpu_hour=o.price_per_gpu_hour,
         region=o.region,
+        preempts=list(o.preempts),
     )
 
 
@@ -395,6 +402,7 @@ def offer_from_proto(o: pb.BidOffer) -> Offer:
         cuda_version=o.cuda_version,
         price_per_gpu_hour=o.price_per_gpu_hour,
         region=o.region,
+        preempts=tuple(o.preempts),
     )
 
 
@@ -407,7 +415,10 @@ def bid_to_proto(b: Bid) -> pb.Bid:
         state=BID_STATE_TO_PROTO[b.state],
         created_at_ms=b.created_at_ms,
         reliability=b.reliability,
-        offer=offer_to_proto(b.offer),
+        # the spot leases a bid would pre-empt are other tenants' ids: not shown with the bid
+        offer=offer_to_proto(
+            dataclasses.replace(b.offer, preempts=()) if b.offer.preempts else b.offer
+        ),
     )
 
 

@@ -128,6 +128,7 @@ def summarize(parsed: Manifest) -> dict[str, Any]:
             "payment": str(job.auction.payment),
             "manual": job.auction.manual,
             "min_reliability": job.auction.min_reliability,
+            "tier": str(job.tier),
         },
         "sha256": parsed.sdl_sha256.hex(),
     }

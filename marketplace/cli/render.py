@@ -108,7 +108,7 @@ def deployment_table(deps: Sequence[pb.Deployment]) -> None:
                 amount(d.escrow_balance),
                 time_left(d),
                 amount(d.deposited),
-                d.job_kind,
+                kind_and_tier(d),
                 len(d.order_ids),
                 len(d.lease_ids),
                 when(d.created_at_ms),
@@ -123,7 +123,7 @@ def deployment_detail(
 ) -> None:
     """One deployment: a summary line, its orders, its leases."""
     click.echo(
-        f"deployment {dep.id}  {convert.deployment_state_name(dep.state)}  {dep.job_kind}  "
+        f"deployment {dep.id}  {convert.deployment_state_name(dep.state)}  {kind_and_tier(dep)}  "
         f"escrow {amount(dep.escrow_balance)} of {amount(dep.deposited)} deposited"
         + (f"  version {dep.version}" if dep.version > 1 else "")  # updated in place
     )
@@ -131,6 +131,11 @@ def deployment_detail(
         click.echo(line)
     order_table(orders)
     lease_table(leases)
+
+
+def kind_and_tier(dep: pb.Deployment) -> str:
+    """'training', or 'training spot' for interruptible capacity (`gpumarket: tier: spot`)."""
+    return f"{dep.job_kind} spot" if dep.tier == "spot" else dep.job_kind
 
 
 def time_left(dep: pb.Deployment) -> str:
@@ -306,4 +311,6 @@ def describe_event(event: DeploymentEvent) -> str:
         return f"deployment {event.deployment_id} updated to {event.message}"
     if kind in (DeploymentEventKind.UPDATE_RUNNING, DeploymentEventKind.UPDATE_FAILED):
         return f"lease {event.lease_id}: {event.message}"
+    if kind == DeploymentEventKind.LEASE_PREEMPTED:
+        return f"lease {event.lease_id} pre-empted (spot): {event.message}"
     return ""

@@ -38,6 +38,7 @@ class BidDecision:
     price_per_hour: int = 0
     allocation: Allocation | None = None
     reason: str = ""  # why not (or, for a bid, what was offered)
+    preempts: tuple[str, ...] = ()  # spot leases the bid stops to make room (core/spot.py)
 
 
 def decide(

@@ -30,6 +30,7 @@ Deployment events: Tenant.WatchDeployment, for the deployment's owner.
 | `deployment_updated` | the tenant updated the deployment in place (a new SDL version)   | message: version, changes     |
 | `update_running`     | the provider reported the lease running the new version          | lease; message: version       |
 | `update_failed`      | the new version could not start; the provider runs the old again | lease; message: why           |
+| `lease_preempted`    | a spot lease gave way to an on-demand order; `lease_closed` next | lease; message: by which one  |
 
 Sealed bids: while an order's bid window is open, `bid_placed` carries the order but no bid
 and no bid_id (message "sealed bid"): one event per bid, so the tenant can count them, but
@@ -73,6 +74,7 @@ class DeploymentEventKind(StrEnum):
     DEPLOYMENT_UPDATED = "deployment_updated"
     UPDATE_RUNNING = "update_running"
     UPDATE_FAILED = "update_failed"
+    LEASE_PREEMPTED = "lease_preempted"  # core/spot.py
 
 
 class ProviderEventKind(StrEnum):

@@ -263,6 +263,7 @@ def _check_offer(offer: Offer) -> None:
     check_text("driver version", offer.driver_version)
     check_text("cuda version", offer.cuda_version)
     check_text("region", offer.region)
+    check_texts("id", offer.preempts, MAX_OFFER_ITEMS)  # the spot leases a bid would pre-empt
     if not 0 <= offer.price_per_gpu_hour <= MAX_PRICE_PER_HOUR:
         raise InvalidArgument(
             f"offer price_per_gpu_hour {shown(offer.price_per_gpu_hour)} is outside "

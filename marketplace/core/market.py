@@ -41,7 +41,8 @@ Rules (see also auction.py, ledger.py, leases.py, reliability.py):
   last + timeout) goes offline: its leases close provider_lost at the detection time, billed only
   up to its last heartbeat, and each group is ordered again (oseq + 1) per the restart policy.
 - Restart policy, applied when a lease closes: never → no re-order; on-failure → re-order after
-  failed (exit ≠ 0, OOM), provider_lost, manifest_timeout and a close by the provider;
+  failed (exit ≠ 0, OOM), provider_lost, manifest_timeout, a close by the provider and
+  preempted (a spot lease that gave way to an on-demand order: spot.py's rules);
   always → the same, plus completed (exit 0) for services and inference, but not for training
   jobs (a finished training job is done). Closes by the tenant, by deployment close, at max
   runtime and for insufficient funds never re-order.
@@ -88,6 +89,7 @@ from marketplace.core import (
     limits,
     matching,
     money,
+    spot,
     units,
     updates,
 )
@@ -113,6 +115,7 @@ from marketplace.core.resources import (
     Payment,
     ResourceUnit,
     RestartPolicy,
+    Tier,
 )
 from marketplace.core.state import (
     MINT,
@@ -144,6 +147,7 @@ _REORDER_ON_FAILURE = frozenset(
         CloseReason.PROVIDER_LOST,
         CloseReason.MANIFEST_TIMEOUT,
         CloseReason.PROVIDER,
+        CloseReason.PREEMPTED,
     }
 )
 
@@ -736,6 +740,7 @@ class MarketService(MarketReads):
             closes_at_ms=now + window,
             job_kind=dep.job.kind,
             excluded_provider=excluded,
+            tier=dep.job.tier,
         )
         self.state.orders[order.id] = order
         self._open_orders[order.id] = order
@@ -942,6 +947,8 @@ class MarketService(MarketReads):
                 f"provider reliability {score:.2f} is below the required "
                 f"{order.auction.min_reliability:.2f}"
             )
+        if offer.preempts:  # room made by pre-empting spot leases (spot.py)
+            return self._room_by_preempting(prov, order, offer)
         units = order.group.resources
         used = self._used.get(prov.address)
         key = (id(units), offer.gpu_uuids, used.key if used else _NOTHING_USED)
@@ -1013,6 +1020,8 @@ class MarketService(MarketReads):
     def _create_lease(
         self, order: Order, winner: Bid, price: int, allocation: matching.Allocation, now: int
     ) -> Lease:
+        if winner.offer.preempts:
+            self._preempt(order, winner, now)
         dep = self.state.deployments[order.deployment_id]
         leases.move(order, OrderState.ACTIVE)
         self._open_orders.pop(order.id, None)
@@ -1555,6 +1564,8 @@ class MarketService(MarketReads):
                 f"order {order_id} has the maximum {self.config.max_bids_per_order} open bids"
             )
         offer = offer or Offer()
+        if offer.preempts:
+            self._check_preemption_bid(prov, order, offer)
         verdict = self._check(prov, order, price_per_hour, offer)
         if isinstance(verdict, str):
             self._decline(order, provider, verdict, True)
@@ -1608,6 +1619,103 @@ class MarketService(MarketReads):
         if order.state != OrderState.OPEN:
             raise FailedPrecondition(f"order {order_id} is {order.state}, not taking bids")
         self._decline(order, provider, reason.strip() or "declined (no reason given)", False)
+
+    # ==== spot: pre-emption (the rules are spot.py's) ======================================
+    def _spot_holdings(
+        self, prov: ProviderRecord, lease_ids: Iterable[str]
+    ) -> list[spot.SpotHolding]:
+        """The open spot leases of `prov` among `lease_ids` (others are left out)."""
+        mine = self._prov_leases.get(prov.address, {})
+        holdings = []
+        for lease_id in lease_ids:
+            lease = mine.get(lease_id)
+            if lease is None or self.state.deployments[lease.deployment_id].job.tier != Tier.SPOT:
+                continue
+            holdings.append(
+                spot.SpotHolding(
+                    lease.id,
+                    lease.cpu_millis,
+                    lease.memory_bytes,
+                    lease.storage_bytes,
+                    lease.gpu_uuids,
+                    lease.created_at_ms,
+                )
+            )
+        return holdings
+
+    @staticmethod
+    def _devices(prov: ProviderRecord, offer: Offer) -> tuple[matching.GpuDevice, ...]:
+        gpus: tuple[matching.GpuDevice, ...] = prov.capacity.gpus
+        if offer.gpu_uuids:
+            return tuple(d for d in gpus if d.uuid in offer.gpu_uuids)
+        return gpus
+
+    def _check_preemption_bid(self, prov: ProviderRecord, order: Order, offer: Offer) -> None:
+        """A bid naming spot leases to pre-empt: they must be this provider's own open spot
+        leases (PermissionDenied for anyone else's), the order on-demand, and the pre-emption
+        exactly what makes the room (Ineligible, with a decline recorded, otherwise)."""
+        if len(set(offer.preempts)) != len(offer.preempts):
+            raise InvalidArgument("the bid names a lease to pre-empt twice")
+        mine = self._prov_leases.get(prov.address, {})
+        for lease_id in offer.preempts:
+            lease = self.state.leases.get(lease_id)
+            if lease is None or lease.provider != prov.address:
+                raise PermissionDenied(f"lease {lease_id} is not yours to pre-empt")
+            if lease_id not in mine:
+                raise FailedPrecondition(f"lease {lease_id} is closed already")
+            victim_tier = self.state.deployments[lease.deployment_id].job.tier
+            why = spot.may_preempt(order.tier, victim_tier)
+            if why:
+                self._decline(order, prov.address, f"{lease_id}: {why}", True)
+                raise Ineligible(f"{lease_id}: {why}")
+        verdict = spot.check_named(
+            order.group,
+            self._free(prov, offer.gpu_uuids),
+            self._devices(prov, offer),
+            self._spot_holdings(prov, offer.preempts),
+        )
+        if isinstance(verdict, str):
+            self._decline(order, prov.address, verdict, True)
+            raise Ineligible(verdict)
+
+    def _room_by_preempting(
+        self, prov: ProviderRecord, order: Order, offer: Offer
+    ) -> matching.Allocation | str:
+        """What the bid takes: the free capacity when it fits (a named lease closed meanwhile),
+        else that plus the fewest of its still-open named spot leases."""
+        if order.tier != Tier.ON_DEMAND:
+            return "only an on-demand order pre-empts; this order is spot"
+        free = self._free(prov, offer.gpu_uuids)
+        fits = matching.allocate(order.group, free)
+        if isinstance(fits, matching.Allocation):
+            return fits
+        holdings = self._spot_holdings(prov, offer.preempts)
+        found = spot.plan(order.group, free, self._devices(prov, offer), holdings)
+        return fits if found is None else found.allocation
+
+    def _preempt(self, order: Order, winner: Bid, now: int) -> None:
+        """The winner's bid makes room by pre-empting spot leases: close them `preempted`,
+        billed to now (the container's grace period is the provider's), re-ordered per their
+        restart policy. Only those still needed (the same plan _check just accepted)."""
+        prov = self.state.providers[winner.provider]
+        offer = winner.offer
+        free = self._free(prov, offer.gpu_uuids)
+        holdings = self._spot_holdings(prov, offer.preempts)
+        found = spot.plan(order.group, free, self._devices(prov, offer), holdings)
+        if found is None:
+            return
+        for lease_id in found.lease_ids:
+            victim = self.state.leases[lease_id]
+            # not the on-demand lease's id: that is another tenant's (reads are private)
+            message = "its provider needs the room for an on-demand order"
+            self.journal.deployment_event(
+                victim.deployment_id,
+                DeploymentEventKind.LEASE_PREEMPTED,
+                now,
+                lease=victim,
+                message=message,
+            )
+            self._close_lease(victim, CloseReason.PREEMPTED, now, now, message)
 
 
 def _grown(per_group: list[int], groups: int) -> list[int]:

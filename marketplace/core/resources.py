@@ -17,6 +17,14 @@ class JobKind(StrEnum):
     SERVICE = "service"
 
 
+class Tier(StrEnum):
+    """What capacity a deployment buys: on-demand, or spot (cheaper, and pre-emptible by an
+    on-demand order its provider could otherwise not serve; see core/spot.py)."""
+
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+
 class RestartPolicy(StrEnum):
     NEVER = "never"  # a lost or failed lease closes the group
     ON_FAILURE = "on-failure"  # re-order after a failure or a lost provider
@@ -159,3 +167,4 @@ class JobSettings:
     # provider passes it to the containers (core/job_env.py). The market never reads it.
     checkpoint_uri: str | None = None
     gang: GangSettings | None = None  # multi-node training: all nodes or none
+    tier: Tier = Tier.ON_DEMAND  # `gpumarket: tier: spot`: interruptible capacity (core/spot.py)

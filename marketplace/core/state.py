@@ -21,7 +21,7 @@ from enum import StrEnum
 
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.matching import Capacity
-from marketplace.core.resources import AuctionSettings, GroupSpec, JobKind, JobSettings
+from marketplace.core.resources import AuctionSettings, GroupSpec, JobKind, JobSettings, Tier
 
 MINT = "mint"
 
@@ -70,6 +70,7 @@ class CloseReason(StrEnum):
     MANIFEST_TIMEOUT = "manifest_timeout"  # the provider never started the workload
     DEPLOYMENT_CLOSED = "deployment_closed"  # the tenant closed the whole deployment
     GANG_STOPPED = "gang_stopped"  # another node of its gang was lost (core/gang.py)
+    PREEMPTED = "preempted"  # a spot lease evicted for an on-demand order (core/spot.py)
 
 
 @dataclass(slots=True)
@@ -128,6 +129,7 @@ class Order:
     job_kind: JobKind
     lease_id: str = ""  # the lease created from it, if any
     excluded_provider: str = ""  # failed to start the group's last lease: no bid in this window
+    tier: Tier = Tier.ON_DEMAND  # the deployment's: spot orders' leases are pre-emptible
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,8 @@ class Offer:
     cuda_version: str = ""
     price_per_gpu_hour: int = 0
     region: str = ""
+    # spot leases of this provider it stops to make room, should the bid win (core/spot.py)
+    preempts: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -4,6 +4,7 @@ group orders go to auction, and a patience timeout after which it gives up waiti
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from marketplace.core.resources import (
     JobSettings,
     Payment,
     RestartPolicy,
+    Tier,
 )
 from simulator.engine.auctions import Auctions
 from simulator.engine.jobs import Jobs
@@ -56,6 +58,7 @@ class Arrivals:
             )
             for kind in (JobKind.TRAINING, JobKind.INFERENCE)
         }
+        self.spot_settings = dataclasses.replace(self.settings[JobKind.TRAINING], tier=Tier.SPOT)
 
     def start(self) -> None:
         """Schedule the first arrival (each arrival schedules the next)."""
@@ -94,6 +97,7 @@ class Arrivals:
         now = self.now()
         self.active[job.id] = job
         self.metrics.jobs_arrived[job.kind] += 1
+        self.metrics.spot_jobs += job.spot
         if job.tenant not in self.funded:
             self.funded[job.tenant] = None
             self.market.fund(ADMIN, job.tenant, TENANT_FUNDS)
@@ -102,9 +106,8 @@ class Arrivals:
         deposit = max(1, math.ceil(job.max_price_per_hour * job.groups * hours))
         specs = self.group_specs(job)
         kind = JobKind.TRAINING if job.kind == "training" else JobKind.INFERENCE
-        dep = self.market.create_deployment(
-            job.tenant, specs, self.settings[kind], b"", b"", b"", deposit
-        )
+        settings = self.spot_settings if job.spot else self.settings[kind]
+        dep = self.market.create_deployment(job.tenant, specs, settings, b"", b"", b"", deposit)
         job.deployment_id = dep.id
         job.orders = list(dep.group_orders)
         job.leases = [""] * job.groups

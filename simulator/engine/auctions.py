@@ -7,6 +7,7 @@ optimum (welfare)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import math
 from collections import OrderedDict
@@ -14,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
+from marketplace.core import spot
 from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
 from marketplace.core.errors import FailedPrecondition, Ineligible, MarketError, NotFound
 from marketplace.core.resources import GroupSpec
-from marketplace.core.state import Offer, OrderState
+from marketplace.core.state import CloseReason, LeaseState, Offer, OrderState
 from simulator.assignment import min_cost_assignment
 from simulator.engine.world import World
 from simulator.providers import Pricing, SimProvider, learn, strategy_price
@@ -42,6 +44,8 @@ class Auctions:
     # An award starts the job's group on its lease: Jobs.group_up, wired by the Simulation
     # (the jobs process needs this one to withdraw a finished job's orders).
     start_group: Callable[[Job, int], None]
+    # A pre-empted spot lease stops its job's group: Jobs.group_down, wired likewise.
+    stop_group: Callable[[Job, int], None]
 
     def __init__(self, world: World) -> None:
         self.market = world.market
@@ -96,6 +100,9 @@ class Auctions:
             model: OrderedDict() for model in world.pools
         }
         self.next_tick_ms = math.inf
+        self.spot_percent = scenario.providers.spot_percent
+        # per provider index: the spot leases it runs (pre-emptible for on-demand orders)
+        self.spot_leases: dict[int, dict[str, None]] = {}
 
     # ---- the market's clock ------------------------------------------------------------------
     def wake_market(self) -> None:
@@ -161,8 +168,59 @@ class Auctions:
             decision = self.reserve(p, group, job)
         if decision.bid:
             return decision
+        if not job.spot and self.spot_leases.get(p.index):
+            preempting = self._preempting(p, group)
+            if preempting is not None:
+                return preempting
         self.metrics.declines_no_room += 1
         return None
+
+    def _preemptors(
+        self, job: Job, group: GroupSpec, drawn: set[int]
+    ) -> list[tuple[SimProvider, BidDecision]]:
+        """Providers full of spot leases are in no pool of free GPUs: an on-demand order looks
+        at them too (oldest first), up to bidders_per_order in all, each with its reservation."""
+        found: list[tuple[SimProvider, BidDecision]] = []
+        want = self.bidders_per_order - len(drawn)
+        key = (id(group.resources), id(group.requirements))
+        for index, leases in self.spot_leases.items():
+            if len(found) >= want:
+                break
+            p = self.providers[index]
+            if not leases or index in drawn or job.gpu_model not in ("*", p.model):
+                continue
+            reserved = self._hostable(p, job, group, key)
+            if reserved is not None:
+                found.append((p, reserved))
+        return found
+
+    def _preempting(self, p: SimProvider, group: GroupSpec) -> BidDecision | None:
+        """The agent's rule for an on-demand order p has no room for: the fewest of its spot
+        leases to pre-empt (core/spot.py's plan, on the market's records of those leases)."""
+        leases = self.market.state.leases
+        mine = self.spot_leases[p.index]
+        holdings = []
+        for lease_id in list(mine):
+            lease = leases.get(lease_id)
+            if lease is None or lease.state == LeaseState.CLOSED:
+                del mine[lease_id]
+                continue
+            holdings.append(
+                spot.SpotHolding(
+                    lease_id,
+                    lease.cpu_millis,
+                    lease.memory_bytes,
+                    lease.storage_bytes,
+                    lease.gpu_uuids,
+                    lease.created_at_ms,
+                )
+            )
+        devices = self.market.state.providers[p.address].capacity.gpus
+        free = p.capacities[p.free_gpus if p.free_gpus > 0 else 0]
+        found = spot.plan(group, free, devices, holdings)
+        if found is None:
+            return None
+        return BidDecision(True, 0, found.allocation, preempts=found.lease_ids)
 
     def _candidates(self, job: Job, group: GroupSpec) -> list[tuple[SimProvider, BidDecision]]:
         """Up to bidders_per_order providers that can host a group, drawn at random, each with
@@ -205,17 +263,21 @@ class Auctions:
         order's maximum) or a decline."""
         job = watch.job
         group = watch.spec
-        adaptive = p.strategy == "adaptive"  # a new price nearly every time: nothing to reuse
+        # a new price nearly every time (adaptive), a one-off reservation (pre-emption), or a
+        # spot price (the memo is the on-demand one): nothing to reuse
+        fresh = p.strategy == "adaptive" or bool(reserved.preempts) or job.spot
         # The others' prices are fixed for the run (cost, markup, reference, pricing), so their
         # price and with_price (pure) are memoized per (reservation, group's units)
         key = (id(reserved), id(group.resources))
-        decision = None if adaptive else p.priced.get(key)
+        decision = None if fresh else p.priced.get(key)
         if decision is None:
             reference = self.reference[p.index]
             reserve = group.max_price_per_hour
             price = strategy_price(p, job.gpus_per_group, reference, self.pricing, reserve)
+            if job.spot:  # the agent's spot price (no floor in the simulator)
+                price = spot.spot_price(price, self.spot_percent, 0, job.gpus_per_group)
             decision = with_price(reserved, group, price)
-            if not adaptive:
+            if not fresh:
                 p.priced[key] = decision
         if not decision.bid:
             # Counted, not sent: a DeclineOrder per such decline (a market tick and a decline
@@ -224,9 +286,10 @@ class Auctions:
             return False
         self.metrics.bids += 1
         try:
-            self.market.place_bid(
-                p.address, order_id, decision.price_per_hour, self.offers[p.index]
-            )
+            offer = self.offers[p.index]
+            if reserved.preempts:
+                offer = dataclasses.replace(offer, preempts=reserved.preempts)
+            self.market.place_bid(p.address, order_id, decision.price_per_hour, offer)
         except Ineligible:
             self.metrics.bids_refused += 1
             return False
@@ -241,7 +304,10 @@ class Auctions:
         """A new order: providers that see it bid; its window's close is watched."""
         watch = OrderWatch(job, g, self.group_specs(job)[g])
         self.watch[order_id] = watch
-        for p, reserved in self._candidates(job, watch.spec):
+        candidates = self._candidates(job, watch.spec)
+        if not job.spot and len(candidates) < self.bidders_per_order and self.spot_leases:
+            candidates += self._preemptors(job, watch.spec, {p.index for p, _ in candidates})
+        for p, reserved in candidates:
             self._bid(p, watch, order_id, reserved)
         self.metrics.orders_solicited += 1
         self.metrics.bids_at_open += len(watch.bidders)
@@ -355,6 +421,7 @@ class Auctions:
         job, g = watch.job, watch.group
         lease = self.market.get_lease(lease_id)
         p = self.by_address[lease.provider]
+        self._preempted(p, lease_id)
         self.metrics.auctions += 1
         self._welfare(watch, p)
         learn(p, won=True, step=self.pricing.adaptive_step)
@@ -369,6 +436,8 @@ class Auctions:
         job.leases[g] = lease_id
         job.providers[g] = p.index
         p.leases[lease_id] = (job, g)
+        if job.spot:
+            self.spot_leases.setdefault(p.index, {})[lease_id] = None
         if not p.up:
             if p.index in self.silent:  # known dead already: it can never start the lease
                 self.market.close_lease(p.address, lease_id, "provider lost (simulated)")
@@ -384,6 +453,25 @@ class Auctions:
             job.lost_at[g] = -1
         self.start_group(job, g)
         return p
+
+    def _preempted(self, p: SimProvider, lease_id: str) -> None:
+        """The winning bid named spot leases of p, which the market closed `preempted`: their
+        jobs' groups stop (work since the last sync is lost) and are ordered again."""
+        bid = self.market.state.bids.get(lease_id)
+        if bid is None or not bid.offer.preempts:
+            return
+        leases = self.market.state.leases
+        for victim in bid.offer.preempts:
+            lease = leases.get(victim)
+            entry = p.leases.get(victim)
+            if lease is None or lease.close_reason != CloseReason.PREEMPTED or entry is None:
+                continue  # closed otherwise, before the award: not pre-empted
+            job, g = entry
+            self.metrics.preemptions += 1
+            self.spot_leases.get(p.index, {}).pop(victim, None)
+            self.lease_gone(p, victim)
+            self.stop_group(job, g)
+            self.reorder(job, g)
 
     # ---- welfare -----------------------------------------------------------------------------
     def _welfare(self, watch: OrderWatch, winner: SimProvider) -> None:

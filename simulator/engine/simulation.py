@@ -23,6 +23,7 @@ class Simulation:
         self.auctions = Auctions(world)
         self.jobs = Jobs(world, self.auctions)
         self.auctions.start_group = self.jobs.group_up
+        self.auctions.stop_group = self.jobs.group_down
         self.failures = Failures(world, self.auctions, self.jobs)
         self.arrivals = Arrivals(world, self.auctions, self.jobs)
         # what the report reads

@@ -13,9 +13,11 @@ from marketplace.core.clock import ManualClock
 from marketplace.core.errors import Ineligible
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.market import MarketConfig, MarketService
+from marketplace.core.resources import Tier
 from marketplace.core.state import (
     EVENT_RECORD_FIELDS,
     DeploymentEvent,
+    Offer,
     ProviderEvent,
 )
 from tests.core.test_market import ADMIN, TENANT, capacity, deploy, gpu_group, job
@@ -87,7 +89,30 @@ def run_through_every_kind(market: MarketService, clock: ManualClock) -> list[st
     clock.advance(5_000)  # the second failed start in a row: re-ordered after 5 s
     market.tick()
     market.close_deployment(TENANT, dep_id)  # its third order is still open
-    return [dep_id, never_starts(market, clock), runs_low(market), updated_once(market, clock)]
+    return [
+        dep_id,
+        never_starts(market, clock),
+        runs_low(market),
+        updated_once(market, clock),
+        preempted_once(market, clock),
+    ]
+
+
+def preempted_once(market: MarketService, clock: ManualClock) -> str:
+    """A spot lease on a one-GPU provider gives way to an on-demand order (lease_preempted)."""
+    market.register_provider("s1", "https://s1", {}, capacity(n=1, prefix="s1"))
+    spot_job = dataclasses.replace(job(), tier=Tier.SPOT)
+    dep_id = market.create_deployment(
+        TENANT, [gpu_group()], spot_job, b"sdl", b"h" * 32, b"req", 100 * money.MICRO
+    ).id
+    market.place_bid("s1", f"{dep_id}/1/1", money.MICRO)
+    clock.advance(5_000)
+    market.tick()
+    order_id = f"{deploy(market)}/1/1"
+    market.place_bid("s1", order_id, 2 * money.MICRO, Offer(preempts=(f"{dep_id}/1/1/s1",)))
+    clock.advance(5_000)
+    market.tick()
+    return dep_id
 
 
 def runs_low(market: MarketService) -> str:

@@ -48,6 +48,7 @@ class LeaseCloseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MANIFEST_TIMEOUT: _ClassVar[LeaseCloseReason]
     CLOSED_WITH_DEPLOYMENT: _ClassVar[LeaseCloseReason]
     GANG_STOPPED: _ClassVar[LeaseCloseReason]
+    PREEMPTED: _ClassVar[LeaseCloseReason]
 DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState
 DEPLOYMENT_ACTIVE: DeploymentState
 DEPLOYMENT_CLOSED: DeploymentState
@@ -75,6 +76,7 @@ PROVIDER_LOST: LeaseCloseReason
 MANIFEST_TIMEOUT: LeaseCloseReason
 CLOSED_WITH_DEPLOYMENT: LeaseCloseReason
 GANG_STOPPED: LeaseCloseReason
+PREEMPTED: LeaseCloseReason
 
 class SignedRequest(_message.Message):
     __slots__ = ("payload", "public_key", "signature", "nonce", "timestamp_ms", "market_id")
@@ -247,7 +249,7 @@ class GroupSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., requirements: _Optional[_Union[PlacementRequirements, _Mapping]] = ..., resources: _Optional[_Iterable[_Union[ResourceUnit, _Mapping]]] = ..., denom: _Optional[str] = ..., max_price_per_hour: _Optional[int] = ..., needs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("id", "owner", "state", "groups", "sdl_sha256", "escrow_balance", "deposited", "created_at_ms", "closed_at_ms", "auction", "job_kind", "max_runtime_ms", "restart_policy", "order_ids", "lease_ids", "rate_per_hour", "escrow_time_left_ms", "escrow_low", "auto_top_up", "auto_top_up_max", "auto_topped_up", "version")
+    __slots__ = ("id", "owner", "state", "groups", "sdl_sha256", "escrow_balance", "deposited", "created_at_ms", "closed_at_ms", "auction", "job_kind", "max_runtime_ms", "restart_policy", "order_ids", "lease_ids", "rate_per_hour", "escrow_time_left_ms", "escrow_low", "auto_top_up", "auto_top_up_max", "auto_topped_up", "version", "tier")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +272,7 @@ class Deployment(_message.Message):
     AUTO_TOP_UP_MAX_FIELD_NUMBER: _ClassVar[int]
     AUTO_TOPPED_UP_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner: str
     state: DeploymentState
@@ -292,10 +295,11 @@ class Deployment(_message.Message):
     auto_top_up_max: int
     auto_topped_up: int
     version: int
-    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., groups: _Optional[_Iterable[_Union[GroupSpec, _Mapping]]] = ..., sdl_sha256: _Optional[bytes] = ..., escrow_balance: _Optional[int] = ..., deposited: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., job_kind: _Optional[str] = ..., max_runtime_ms: _Optional[int] = ..., restart_policy: _Optional[str] = ..., order_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ..., rate_per_hour: _Optional[int] = ..., escrow_time_left_ms: _Optional[int] = ..., escrow_low: _Optional[bool] = ..., auto_top_up: _Optional[int] = ..., auto_top_up_max: _Optional[int] = ..., auto_topped_up: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+    tier: str
+    def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., groups: _Optional[_Iterable[_Union[GroupSpec, _Mapping]]] = ..., sdl_sha256: _Optional[bytes] = ..., escrow_balance: _Optional[int] = ..., deposited: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., job_kind: _Optional[str] = ..., max_runtime_ms: _Optional[int] = ..., restart_policy: _Optional[str] = ..., order_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ..., rate_per_hour: _Optional[int] = ..., escrow_time_left_ms: _Optional[int] = ..., escrow_low: _Optional[bool] = ..., auto_top_up: _Optional[int] = ..., auto_top_up_max: _Optional[int] = ..., auto_topped_up: _Optional[int] = ..., version: _Optional[int] = ..., tier: _Optional[str] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("id", "deployment_id", "owner", "state", "spec", "auction", "created_at_ms", "closes_at_ms", "job_kind")
+    __slots__ = ("id", "deployment_id", "owner", "state", "spec", "auction", "created_at_ms", "closes_at_ms", "job_kind", "tier")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +309,7 @@ class Order(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     CLOSES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     JOB_KIND_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     id: str
     deployment_id: str
     owner: str
@@ -314,23 +319,26 @@ class Order(_message.Message):
     created_at_ms: int
     closes_at_ms: int
     job_kind: str
-    def __init__(self, id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[OrderState, str]] = ..., spec: _Optional[_Union[GroupSpec, _Mapping]] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., closes_at_ms: _Optional[int] = ..., job_kind: _Optional[str] = ...) -> None: ...
+    tier: str
+    def __init__(self, id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[OrderState, str]] = ..., spec: _Optional[_Union[GroupSpec, _Mapping]] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., closes_at_ms: _Optional[int] = ..., job_kind: _Optional[str] = ..., tier: _Optional[str] = ...) -> None: ...
 
 class BidOffer(_message.Message):
-    __slots__ = ("gpu_models", "gpu_uuids", "driver_version", "cuda_version", "price_per_gpu_hour", "region")
+    __slots__ = ("gpu_models", "gpu_uuids", "driver_version", "cuda_version", "price_per_gpu_hour", "region", "preempts")
     GPU_MODELS_FIELD_NUMBER: _ClassVar[int]
     GPU_UUIDS_FIELD_NUMBER: _ClassVar[int]
     DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     CUDA_VERSION_FIELD_NUMBER: _ClassVar[int]
     PRICE_PER_GPU_HOUR_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTS_FIELD_NUMBER: _ClassVar[int]
     gpu_models: _containers.RepeatedScalarFieldContainer[str]
     gpu_uuids: _containers.RepeatedScalarFieldContainer[str]
     driver_version: str
     cuda_version: str
     price_per_gpu_hour: int
     region: str
-    def __init__(self, gpu_models: _Optional[_Iterable[str]] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., driver_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., price_per_gpu_hour: _Optional[int] = ..., region: _Optional[str] = ...) -> None: ...
+    preempts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, gpu_models: _Optional[_Iterable[str]] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., driver_version: _Optional[str] = ..., cuda_version: _Optional[str] = ..., price_per_gpu_hour: _Optional[int] = ..., region: _Optional[str] = ..., preempts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Bid(_message.Message):
     __slots__ = ("id", "order_id", "provider", "price_per_hour", "state", "created_at_ms", "reliability", "offer")

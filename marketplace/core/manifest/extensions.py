@@ -18,7 +18,14 @@ from marketplace.core.manifest.context import (
 )
 from marketplace.core.manifest.gang import read_gang
 from marketplace.core.manifest.yaml_lines import Path
-from marketplace.core.resources import AuctionSettings, JobKind, JobSettings, Payment, RestartPolicy
+from marketplace.core.resources import (
+    AuctionSettings,
+    JobKind,
+    JobSettings,
+    Payment,
+    RestartPolicy,
+    Tier,
+)
 
 _RECLAMATION = re.compile(r"^[1-9][0-9]*(s|m|h)$")
 # scheme://location, printable and without spaces: a URI the job itself opens (s3://, gs://, ...)
@@ -42,7 +49,16 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
         return JobSettings()
     path: Path = ("gpumarket",)
     spec = mapping(value, path)
-    known = ("kind", "max_runtime", "restart", "auction", "min_reliability", "checkpoint", "gang")
+    known = (
+        "kind",
+        "max_runtime",
+        "restart",
+        "auction",
+        "min_reliability",
+        "checkpoint",
+        "gang",
+        "tier",
+    )
     for key in spec:
         if key not in known:
             raise Problem(
@@ -78,6 +94,7 @@ def read_job(ctx: ParseContext, value: object) -> JobSettings:
         auction=auction,
         checkpoint_uri=read_checkpoint(spec.get("checkpoint"), (*path, "checkpoint")),
         gang=gang,
+        tier=choice(spec.get("tier"), (*path, "tier"), Tier, Tier.ON_DEMAND),
     )
 
 

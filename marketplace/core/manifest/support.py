@@ -253,6 +253,7 @@ TABLE: tuple[FieldSupport, ...] = (
     FieldSupport("gpumarket.restart", ("JobSettings.restart_policy",), _H),
     FieldSupport("gpumarket.checkpoint", ("JobSettings.checkpoint_uri",), _H),
     FieldSupport("gpumarket.gang", ("JobSettings.gang",), _H),
+    FieldSupport("gpumarket.tier", ("JobSettings.tier",), _H),
     FieldSupport(
         "gpumarket.auction",
         (
