@@ -71,7 +71,8 @@ def _glob(pattern: str) -> re.Pattern[str]:
             body = pattern[i + 1 : end]
             negate = body.startswith(("^", "!"))
             body = re.escape(body[1:] if negate else body).replace("\\-", "-")
-            out.append(f"[{'^' if negate else ''}{body}]")
+            # an empty class is a bad pattern to Go's filepath.Match: here it matches nothing
+            out.append(f"[{'^' if negate else ''}{body}]" if body else "(?!)")
             i = end
         else:
             out.append(re.escape(char))

@@ -237,3 +237,9 @@ def test_a_wildcard_unit_leaves_specific_devices_to_a_specific_unit() -> None:
     assert isinstance(result, Allocation)
     assert result.unit_gpus == (("GPU-rtx4090-0",), ("GPU-h100-0",))
     assert result.gpu_models == ("rtx4090", "h100")
+
+
+def test_an_empty_class_in_a_placement_key_matches_nothing_and_raises_nothing() -> None:
+    # found by the hypothesis test above: "[]" compiled to a broken regex
+    req = PlacementRequirements(attributes=(("[]", "x"), ("[^]", "x")))
+    assert len(placement_mismatches(req, {"?": "x", "]": "x"})) == 2
