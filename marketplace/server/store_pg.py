@@ -249,15 +249,6 @@ def _once_per_key(rows: list[Row], bulk: _Bulk) -> list[Row]:
     return list(kept.values())
 
 
-def _grouped(batch: Batch) -> dict[Write, list[Row]]:
-    """A batch's rows by kind, each kind where it first came: nothing in one kind depends on
-    a later kind (reports before their trim, nonces before they are forgotten)."""
-    groups: dict[Write, list[Row]] = {}
-    for write, rows in batch.statements:
-        groups.setdefault(write, []).extend(rows)
-    return groups
-
-
 _LEDGER_COLUMNS = "id, time_ms, debit, credit, amount, memo, lease_id"
 _REPLAY_PAGE = 10_000
 _OPEN_DEPLOYMENTS = "SELECT id FROM deployments WHERE state != 'closed'"
@@ -486,7 +477,7 @@ class PostgresStore:
             try:
                 with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
                     cur.execute("SELECT gpumarket_fence(%s)", (term,))
-                    for write, rows in _grouped(batch).items():
+                    for write, rows in batch.grouped().items():
                         if write == Write.FORGET_NONCES:  # cutoffs only grow: the last does all
                             cur.execute(_DELETES[write], (max(r[0] or 0 for r in rows),))
                         elif write in _DELETES:
