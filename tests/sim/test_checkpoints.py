@@ -14,6 +14,7 @@ from simulator.engine import Simulation, run_scenario
 from simulator.report import summarize
 from simulator.scenario import parse_scenario
 from simulator.workload import MS_PER_HOUR, MS_PER_MINUTE
+from tests.sim.test_engine import hand_driven_market
 from tests.sim.test_golden import SCENARIOS
 
 WINDOW_MS = 30_000
@@ -23,37 +24,12 @@ NEVER = 10**6  # minutes: longer than any job, so no checkpoint: a restart from 
 
 
 def one_job_market(checkpoint_min: float | None) -> Simulation:
-    """Two 8-GPU H100 providers, no random failures, one 1-node training job syncing every
-    38 minutes (tests/sim/test_engine.py's market) with the given checkpoint interval."""
-    training: dict[str, object] = {
-        "nodes": {1: 1},
-        "gpu_models": {"h100": 1},
-        "sync_interval_min": {SYNC_MIN: 1},
-        "min_bandwidth_mbps": {0: 1},
-    }
+    """tests/sim/test_engine.py's market (one 1-node job syncing every 38 minutes) with the
+    given checkpoint interval."""
+    keys: dict[str, object] = {}
     if checkpoint_min is not None:
-        training["checkpoint_interval_min"] = checkpoint_min
-    scenario = parse_scenario(
-        {
-            "duration_days": 1,
-            "market": {"payment": "first-price", "bid_window_s": 30, "heartbeat_timeout_s": 60},
-            "providers": {
-                "count": 2,
-                "mix": [{"model": "h100", "ram_gib": 80, "interface": "sxm", "gpus_per_node": 8}],
-                "strategies": {"cost-plus": 1},
-                "failures": {"distribution": "none"},
-                "up_mbps": {1000: 1},
-                "down_mbps": {1000: 1},
-            },
-            "tenants": {
-                "count": 1,
-                "arrivals": {"rate_per_hour": 0},
-                "mix": {"training": 1},
-                "training": training,
-            },
-        }
-    )
-    return Simulation(scenario, seed=4)
+        keys["checkpoint_interval_min"] = checkpoint_min
+    return hand_driven_market(training_keys=keys)
 
 
 def fail_after_two_hours(checkpoint_min: float | None) -> Simulation:

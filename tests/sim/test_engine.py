@@ -16,21 +16,29 @@ WINDOW_MS = 30_000
 TIMEOUT_MS = 60_000
 
 
-def two_provider_market() -> Simulation:
+def hand_driven_market(
+    providers: int = 2,
+    tenants: int = 1,
+    provider_keys: dict[str, object] | None = None,
+    training_keys: dict[str, object] | None = None,
+) -> Simulation:
+    """8-GPU H100 providers with no random failures and no arrivals, for jobs made by hand: a
+    1-node training job syncing every 38 minutes. Extra scenario keys go in `*_keys`."""
     scenario = parse_scenario(
         {
             "duration_days": 1,
             "market": {"payment": "first-price", "bid_window_s": 30, "heartbeat_timeout_s": 60},
             "providers": {
-                "count": 2,
+                "count": providers,
                 "mix": [{"model": "h100", "ram_gib": 80, "interface": "sxm", "gpus_per_node": 8}],
                 "strategies": {"cost-plus": 1},
                 "failures": {"distribution": "none"},
                 "up_mbps": {1000: 1},
                 "down_mbps": {1000: 1},
+                **(provider_keys or {}),
             },
             "tenants": {
-                "count": 1,
+                "count": tenants,
                 "arrivals": {"rate_per_hour": 0},
                 "mix": {"training": 1},
                 "training": {
@@ -38,11 +46,16 @@ def two_provider_market() -> Simulation:
                     "gpu_models": {"h100": 1},
                     "sync_interval_min": {38: 1},
                     "min_bandwidth_mbps": {0: 1},
+                    **(training_keys or {}),
                 },
             },
         }
     )
     return Simulation(scenario, seed=4)
+
+
+def two_provider_market() -> Simulation:
+    return hand_driven_market()
 
 
 def test_failover_bills_to_the_failure_and_resumes_from_the_last_sync() -> None:

@@ -13,42 +13,21 @@ from marketplace.core.state import CloseReason, OrderState
 from simulator.engine import Simulation
 from simulator.providers import bid_price
 from simulator.report import metrics_json, summarize
-from simulator.scenario import load_scenario, parse_scenario
+from simulator.scenario import load_scenario
 from simulator.workload import MS_PER_HOUR
 from tests.helpers import EXAMPLES
+from tests.sim.test_engine import hand_driven_market
 
 WINDOW_MS = 30_000
 
 
 def one_provider_market() -> Simulation:
-    scenario = parse_scenario(
-        {
-            "duration_days": 1,
-            "market": {"payment": "first-price", "bid_window_s": 30, "heartbeat_timeout_s": 60},
-            "providers": {
-                "count": 1,
-                "mix": [{"model": "h100", "ram_gib": 80, "interface": "sxm", "gpus_per_node": 8}],
-                "strategies": {"cost-plus": 1},
-                "failures": {"distribution": "none"},
-                "up_mbps": {1000: 1},
-                "down_mbps": {1000: 1},
-                "spot_percent": 60,
-            },
-            "tenants": {
-                "count": 2,
-                "arrivals": {"rate_per_hour": 0},
-                "mix": {"training": 1},
-                "training": {
-                    "nodes": {1: 1},
-                    "gpu_models": {"h100": 1},
-                    "sync_interval_min": {38: 1},
-                    "min_bandwidth_mbps": {0: 1},
-                    "spot_share": 0.5,
-                },
-            },
-        }
+    return hand_driven_market(
+        providers=1,
+        tenants=2,
+        provider_keys={"spot_percent": 60},
+        training_keys={"spot_share": 0.5},
     )
-    return Simulation(scenario, seed=4)
 
 
 def test_an_on_demand_job_preempts_a_spot_job_with_the_markets_rule() -> None:
