@@ -163,6 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the build's folder")
     args = parser.parse_args(argv)
     if args.command == "build":
+        if not (REPO / "pyproject.toml").is_file():
+            print(
+                f"compiled build failed: it builds from a source checkout, and {REPO} is an "
+                "installed copy: run it in a clone of gpumarket",
+                file=sys.stderr,
+            )
+            return 1
         try:
             manifest = build(args.out)
         except (subprocess.CalledProcessError, FileNotFoundError) as exc:
