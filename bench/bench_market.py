@@ -17,7 +17,9 @@ one PlaceBid call per bid):
 2. baseline, in the same run: the same workers send the same number of the same signed messages
    to a trivial grpc.aio echo server (a subprocess too) the same way: on the stream path over one
    bidi echo stream per provider, on the unary path as unary calls. The ratio bids/s ÷ echo/s
-   says what the marketplace costs above raw gRPC on this machine now.
+   says what the marketplace costs above raw gRPC on this machine now. Then the same to a
+   second echo server that also checks each message's Ed25519 signature (as the market must,
+   and nothing else): bids/s ÷ verifying echo/s says what the market costs above that floor.
 3. award latency (first path only): orders arrive at rate/bids-per-order per second with a 1 s
    window, and their bids come in at once (--rate bids/s offered; by default half the measured
    throughput); latency = when an observer provider receives the order's close on its
@@ -37,6 +39,7 @@ import os
 import pstats
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,11 +53,11 @@ import grpc
 import grpc.aio
 
 from marketplace.api.client import ProviderClient, TenantClient
-from marketplace.api.envelope import seal
+from marketplace.api.envelope import seal, signature_of
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import money
-from marketplace.identity import Key
+from marketplace.identity import Key, verify_signature
 from marketplace.polling import wait_until
 from marketplace.server.serve import SERVER_OPTIONS
 from marketplace.server.testing import gpu_sdl, provider_registration
@@ -62,6 +65,7 @@ from marketplace.server.testing import gpu_sdl, provider_registration
 IN_FLIGHT = 64  # registrations and heartbeats in flight per worker
 STREAMS_PER_CONNECTION = 100
 MAX_ECHO_STREAMS = 250  # per worker
+ECHO_ROUNDS = 3
 # a deposit that pays the bench orders' maximum price (~589 units/h) for the 10 minutes the market asks
 DEPOSIT = 100 * money.MICRO
 ECHO_METHOD = "/bench.Echo/Echo"
@@ -124,16 +128,29 @@ def wait_for_file(path: Path, proc: subprocess.Popen[bytes]) -> str:
         raise SystemExit("server did not start") from None
 
 
-def echo_server_main(port_file: str) -> None:
+def check_signature(request: pb.SignedRequest, method: str) -> None:
+    """What the verifying echo adds: the Ed25519 check every market message gets (no replay
+    guard, no parsing of the payload, no store)."""
+    verify_signature(
+        f"marketplace.api.v1.{method}", request.payload, signature_of(request), request.market_id
+    )
+
+
+def echo_server_main(port_file: str, verifying: bool = False) -> None:
     async def run() -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)  # as the market's
 
         async def echo(request: bytes, context: Any) -> bytes:
+            if verifying:
+                check_signature(pb.SignedRequest.FromString(request), "PlaceBid")
             return request
 
         async def echo_stream(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
             await context.send_initial_metadata(())  # open at once, as the market's Channel
             async for request in requests:
+                if verifying:
+                    message = pb.ProviderMessage.FromString(request)
+                    check_signature(message.request, message.method)
                 yield request
 
         handler = grpc.method_handlers_generic_handler(
@@ -152,9 +169,9 @@ def echo_server_main(port_file: str) -> None:
     asyncio.run(run())
 
 
-def start_echo(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = data_dir / "echo-port"
-    code = f"import bench_market as b; b.echo_server_main({str(port_file)!r})"
+def start_echo(data_dir: Path, verifying: bool) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = data_dir / f"echo-port-{verifying}"
+    code = f"import bench_market as b; b.echo_server_main({str(port_file)!r}, {verifying})"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     return proc, wait_for_file(port_file, proc)
@@ -463,7 +480,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-market-"))
     market_proc, address = start_market(tmp, args.profile)
-    echo_proc, echo_address = start_echo(tmp)
+    echoes = {verifying: start_echo(tmp, verifying) for verifying in (False, True)}
     ctx = mp.get_context("spawn")
     outbox = ctx.Queue()
     inboxes = [ctx.Queue() for _ in range(args.workers)]
@@ -506,12 +523,15 @@ def main() -> None:
                 market_proc,
                 profile=args.profile if path == paths[0] else None,
             )
-            echo_per_s = measure_echo(
-                path, echo_address, inboxes, outbox, args, per_worker_bids, echo_proc
-            )
-            print(
-                f"{path:>6} ratio: bids/s ÷ {path} echo/s (same run) = {bids_per_s / echo_per_s:.2f}"
-            )
+            for verifying, (echo_proc, echo_address) in echoes.items():
+                echo_per_s = measure_echo(
+                    path, echo_address, inboxes, outbox, args, per_worker_bids, echo_proc, verifying
+                )
+                kind = "verifying echo" if verifying else "echo"
+                print(
+                    f"{path:>6} ratio: bids/s ÷ {path} {kind}/s (same run) = "
+                    f"{bids_per_s / echo_per_s:.2f}"
+                )
             first_rate = first_rate or bids_per_s
 
         # 3. award latency under a steady offered load, on the first path
@@ -531,7 +551,8 @@ def main() -> None:
             if p.is_alive():
                 p.kill()
         market_proc.terminate()
-        echo_proc.kill()
+        for echo_proc, _ in echoes.values():
+            echo_proc.kill()
         market_proc.wait(20)
 
 
@@ -580,17 +601,24 @@ def measure_echo(
     args: Any,
     per_worker_bids: int,
     echo_proc: subprocess.Popen[bytes],
+    verifying: bool,
 ) -> float:
-    """2. the same messages, the same way, to an echo server: the same-run baseline."""
+    """2. the same messages, the same way, to an echo server: the same-run baseline (and to
+    one that also checks each message's signature, as the market must)."""
     orders = [f"echo-{i}" for i in range(args.orders)]
-    cpu0 = cpu_seconds(echo_proc.pid)
-    for inbox in inboxes:
-        inbox.put(("echo", (echo_address, orders, per_worker_bids, path)))
-    eok, eseconds, _ = summarize(collect(outbox, "echo", len(inboxes)))
-    echo_cpu = cpu_seconds(echo_proc.pid) - cpu0
-    echo_per_s = eok / eseconds
-    print(f"{path:>6} baseline:   {eok} echoes in {eseconds:.2f} s = {echo_per_s:,.0f} echoes/s")
-    print(f"{path:>6}   echo server CPU {echo_cpu * 1e6 / max(eok, 1):,.0f} µs per echo")
+    kind = "verifying echo" if verifying else "echo"
+    rates, cpu_per_message = [], []
+    for _ in range(ECHO_ROUNDS):  # each round is short (~1 s): the median of a few is steadier
+        cpu0 = cpu_seconds(echo_proc.pid)
+        for inbox in inboxes:
+            inbox.put(("echo", (echo_address, orders, per_worker_bids, path)))
+        eok, eseconds, _ = summarize(collect(outbox, "echo", len(inboxes)))
+        cpu_per_message.append((cpu_seconds(echo_proc.pid) - cpu0) * 1e6 / max(eok, 1))
+        rates.append(eok / eseconds)
+    echo_per_s = statistics.median(rates)
+    shown_rates = ", ".join(f"{r:,.0f}" for r in rates)
+    print(f"{path:>6} baseline ({kind}): median {echo_per_s:,.0f}/s of {shown_rates}")
+    print(f"{path:>6}   {kind} server CPU {statistics.median(cpu_per_message):,.0f} µs per message")
     return echo_per_s
 
 
