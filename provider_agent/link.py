@@ -220,29 +220,42 @@ class MarketLink:
         # a new queue for what is sent from now on; everything unanswered goes first
         self._send = asyncio.Queue()
         resend = list(self._unanswered.values())
-        call = self._stub.Channel(self._outgoing(resend, self._send))
+        # written by a task of ours, not from a request iterator: grpc's own task for an
+        # iterator outlives a dropped stream and its generator dies "already running"
+        call = self._stub.Channel()
         self._call = call
-        await call.wait_for_connection()
-        self.counters.streams_opened += 1
-        self._connected.set()
-        async for message in call:
-            backoff.reset()
-            if message.HasField("answer"):
-                self._answered(message.answer)
-            elif self._feed is not None:
-                self._feed.put_nowait(message.event)
+        writer = asyncio.create_task(self._write(call, resend, self._send), name="channel-writer")
+        try:
+            await call.wait_for_connection()
+            self.counters.streams_opened += 1
+            self._connected.set()
+            async for message in call:
+                backoff.reset()
+                if message.HasField("answer"):
+                    self._answered(message.answer)
+                elif self._feed is not None:
+                    self._feed.put_nowait(message.event)
+        finally:
+            writer.cancel()
+            # it ends with the call: cancelled, or a write refused because the call ended
+            ended = (asyncio.CancelledError, asyncio.InvalidStateError, grpc.aio.AioRpcError)
+            with contextlib.suppress(*ended):
+                await writer
 
-    async def _outgoing(
-        self, resend: list[_Outgoing], queue: asyncio.Queue[_Outgoing]
-    ) -> AsyncIterator[pb.ProviderMessage]:
+    async def _write(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        resend: list[_Outgoing],
+        queue: asyncio.Queue[_Outgoing],
+    ) -> None:
         for out in resend:
             if out.message.seq in self._unanswered:
                 self.counters.resent += 1
-                yield out.message
+                await call.write(out.message)
         while True:
             out = await queue.get()
             if out.message.seq in self._unanswered:  # not abandoned meanwhile
-                yield out.message
+                await call.write(out.message)
 
     def _answered(self, answer: pb.ChannelAnswer) -> None:
         out = self._unanswered.pop(answer.seq, None)
