@@ -292,9 +292,12 @@ class MarketSampler:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop sampling; returns once no read is in flight (the channels may close then)."""
         self._stop.set()
         with self._changed:
             self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()  # a read in flight ends within the client's timeout
 
     def latest(self) -> tuple[int, Doc]:
         with self._changed:
