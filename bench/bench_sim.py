@@ -40,41 +40,28 @@ from simulator import compiled
 
 if TYPE_CHECKING:
     from simulator.engine.simulation import Simulation
+    from simulator.scenario import Scenario
 
-FULL_PROVIDERS = 10_000
-FULL_JOBS_PER_HOUR = 1_400  # ~1,008,000 arrivals in 30 days
+# the full-scale month: 10,000 providers (~26,800 GPUs), >1M small jobs in 30 days
+MONTH = Path(__file__).resolve().parent.parent / "examples" / "scenario-month.yaml"
 
 
-def bench_scenario(scale: float, days: float) -> dict[str, object]:
-    """Small jobs (a few GPU-hours) so 10,000 providers (~26,000 GPUs) carry >1M jobs a month
-    at ~70% utilization; the default failure model (datacentre + flaky community boxes)."""
-    return {
-        "name": f"bench-x{scale:g}",
-        "seed": 1,
-        "duration_days": days,
-        "market": {
-            "payment": "first-price",
-            "bid_window_s": 30,
-            "bidders_per_order": 6,
-            "efficiency_sample_every": 50,
+def bench_scenario(scale: float, days: float) -> Scenario:
+    """The month of examples/scenario-month.yaml, `scale` of its providers, tenants and
+    arrivals, over `days`."""
+    from simulator.scenario import load_scenario  # after the compiled core (if any) is active
+
+    full = load_scenario(MONTH)
+    return load_scenario(
+        MONTH,
+        {
+            "name": f"bench-x{scale:g}",
+            "duration_days": days,
+            "providers.count": max(10, round(full.providers.count * scale)),
+            "tenants.count": max(10, round(full.tenants.count * scale)),
+            "tenants.arrivals.rate_per_hour": full.tenants.arrivals.rate_per_hour * scale,
         },
-        "providers": {"count": max(10, round(FULL_PROVIDERS * scale))},
-        "tenants": {
-            "count": max(10, round(20_000 * scale)),
-            "arrivals": {"rate_per_hour": FULL_JOBS_PER_HOUR * scale},
-            "mix": {"training": 0.3, "inference": 0.7},
-            "training": {
-                "nodes": {1: 0.7, 2: 0.2, 4: 0.1},
-                "gpus_per_node": {1: 0.5, 2: 0.3, 4: 0.2},
-                "compute_hours": {"median": 2.5, "sigma": 1.0},
-            },
-            "inference": {
-                "duration_hours": {"median": 5.0, "sigma": 1.0},
-                "request_rate": {"median": 2.0, "sigma": 1.0},
-            },
-        },
-        "report": {"sample_minutes": 60, "plots": False},
-    }
+    )
 
 
 def raw_simpy(events: int, processes: int) -> float:
@@ -119,11 +106,10 @@ def main() -> None:
     # imported only now: the compiled core (if any) must be in place before the core loads
     from marketplace.core import market
     from simulator.engine import run_scenario
-    from simulator.scenario import parse_scenario
 
     base_1 = raw_simpy(1_000_000, 1)
     base_10k = raw_simpy(1_000_000, 10_000)
-    scenario = parse_scenario(bench_scenario(args.scale, args.days))
+    scenario = bench_scenario(args.scale, args.days)
     gc.collect()
     profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()

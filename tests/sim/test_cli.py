@@ -125,9 +125,14 @@ def test_examples_load() -> None:
     from simulator.scenario import load_scenario
     from simulator.sweep import load_sweep
 
-    for name in ("scenario.yaml", "scenario-small.yaml", "scenario-trace.yaml"):
-        load_scenario(EXAMPLES / name)
+    scenarios = sorted(EXAMPLES.glob("scenario*.yaml"))
+    assert len(scenarios) >= 5  # every one that README or a sweep names
+    for path in scenarios:
+        load_scenario(path)
     assert len(load_sweep(EXAMPLES / "sweep.yaml").combinations()) == 6
+    month = load_sweep(EXAMPLES / "sweep-month.yaml")
+    assert len(month.combinations()) == 2
+    assert load_scenario(EXAMPLES / "scenario-month.yaml").providers.count == 10_000
 
 
 def test_alibaba_v2023_trace_loads_its_gpu_tasks() -> None:
