@@ -331,9 +331,10 @@ class Worker:
                 except grpc.aio.AioRpcError as exc:
                     errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(bid(k, o) for k, o in work))
-        return {"ok": done, "errors": errors, "seconds": time.perf_counter() - start}
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        return {"ok": done, "errors": errors, "seconds": seconds, "cpu": cpu}
 
     async def echo_all(
         self, echo_address: str, work: list[tuple[Key, str]], path: str
@@ -361,14 +362,14 @@ class Worker:
                 else:
                     await echo(request.SerializeToString(), timeout=60)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(call(k, o) for k, o in work))
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         for stream in echoes:
             stream.close()
         for c in (channel, *channels):
             await c.close(grace=None)
-        return {"ok": len(work), "errors": {}, "seconds": seconds}
+        return {"ok": len(work), "errors": {}, "seconds": seconds, "cpu": cpu}
 
 
 def worker_main(
@@ -418,6 +419,7 @@ def collect(outboxes: Any, kind: str, n: int) -> list[dict[str, Any]]:
 
 
 def summarize(results: list[dict[str, Any]]) -> tuple[int, float, dict[str, int]]:
+    """Messages answered, the slowest worker's seconds, errors by status."""
     ok = sum(r["ok"] for r in results)
     seconds = max(r["seconds"] for r in results)
     errors: dict[str, int] = {}
@@ -425,6 +427,12 @@ def summarize(results: list[dict[str, Any]]) -> tuple[int, float, dict[str, int]
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
     return ok, seconds, errors
+
+
+def clients_cpu_us(results: list[dict[str, Any]]) -> float:
+    """The workers' own CPU per message answered (signing, gRPC client): the same work in every
+    phase, and on this box it shares the cores with the server."""
+    return sum(r["cpu"] for r in results) * 1e6 / max(1, sum(r["ok"] for r in results))
 
 
 def cpu_seconds(pid: int, thread: int | None = None) -> float:
@@ -575,7 +583,8 @@ def measure_throughput(
         market_proc.send_signal(signal.SIGUSR1)
     for inbox in inboxes:
         inbox.put(("bid", (orders, per_worker_bids, path)))
-    ok, seconds, errors = summarize(collect(outbox, "bid", len(inboxes)))
+    results = collect(outbox, "bid", len(inboxes))
+    ok, seconds, errors = summarize(results)
     market_cpu = cpu_seconds(market_proc.pid) - cpu0
     loop_cpu = cpu_seconds(market_proc.pid, market_proc.pid) - loop0
     if profile:
@@ -588,7 +597,8 @@ def measure_throughput(
     print(
         f"{path:>6}   server CPU {market_cpu * 1e6 / max(ok, 1):,.0f} µs per bid "
         f"(= {ok / max(market_cpu, 1e-9):,.0f} bids per server CPU-second), of which "
-        f"{loop_cpu * 1e6 / max(ok, 1):,.0f} µs on its event loop's thread"
+        f"{loop_cpu * 1e6 / max(ok, 1):,.0f} µs on its event loop's thread; "
+        f"clients {clients_cpu_us(results):,.0f} µs per bid"
     )
     return bids_per_s
 
@@ -607,18 +617,23 @@ def measure_echo(
     one that also checks each message's signature, as the market must)."""
     orders = [f"echo-{i}" for i in range(args.orders)]
     kind = "verifying echo" if verifying else "echo"
-    rates, cpu_per_message = [], []
+    rates, cpu_per_message, clients = [], [], []
     for _ in range(ECHO_ROUNDS):  # each round is short (~1 s): the median of a few is steadier
         cpu0 = cpu_seconds(echo_proc.pid)
         for inbox in inboxes:
             inbox.put(("echo", (echo_address, orders, per_worker_bids, path)))
-        eok, eseconds, _ = summarize(collect(outbox, "echo", len(inboxes)))
+        results = collect(outbox, "echo", len(inboxes))
+        eok, eseconds, _ = summarize(results)
+        clients.append(clients_cpu_us(results))
         cpu_per_message.append((cpu_seconds(echo_proc.pid) - cpu0) * 1e6 / max(eok, 1))
         rates.append(eok / eseconds)
     echo_per_s = statistics.median(rates)
     shown_rates = ", ".join(f"{r:,.0f}" for r in rates)
     print(f"{path:>6} baseline ({kind}): median {echo_per_s:,.0f}/s of {shown_rates}")
-    print(f"{path:>6}   {kind} server CPU {statistics.median(cpu_per_message):,.0f} µs per message")
+    print(
+        f"{path:>6}   {kind} server CPU {statistics.median(cpu_per_message):,.0f} µs per message"
+        f" (stream opening included); clients {statistics.median(clients):,.0f} µs per message"
+    )
     return echo_per_s
 
 
