@@ -10,6 +10,8 @@ something walks or prints it). A recursive alias is refused too."""
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 
 import yaml
@@ -27,13 +29,43 @@ from marketplace.core.manifest.errors import ManifestError
 Path = tuple[str | int, ...]  # keys and list indices from the document's root to a field
 
 
+Mark = yaml.Mark | CMark
+
+# What ends a line for the person reading the file: YAML (and libyaml's marks) also break lines
+# at NEL, U+2028 and U+2029, which no editor shows as a new line; counted that way, every line
+# after one of them was named one too far down.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+class LineIndex:
+    """Line numbers as an editor shows them, from a mark's character offset: \n, \r\n or \r
+    end a line, and a mark past the last line (the end of the stream) names the last line."""
+
+    def __init__(self, text: str) -> None:
+        self._starts = [0] + [m.end() for m in _LINE_BREAK.finditer(text)]
+        if len(self._starts) > 1 and self._starts[-1] == len(text):
+            self._starts.pop()  # a final line break ends the last line; it starts none
+
+    @property
+    def count(self) -> int:
+        """How many lines the file has (at least 1: an empty file has an empty first line)."""
+        return len(self._starts)
+
+    def at(self, offset: int) -> int:
+        """The line (from 1) holding the character at `offset`."""
+        return bisect_right(self._starts, max(0, offset))
+
+    def of(self, mark: Mark | None) -> int:
+        return self.at(mark.index) if mark is not None else 1
+
+
 class TooLarge(Exception):
     """The document is over a bound (nodes, depth, text), counted through its aliases."""
 
-    def __init__(self, problem: str, mark: yaml.Mark | CMark | None) -> None:
+    def __init__(self, problem: str, mark: Mark | None) -> None:
         super().__init__(problem)
         self.problem = problem
-        self.line = mark.line + 1 if mark is not None else 1
+        self.mark = mark
 
 
 class _BoundedComposer(Composer):
@@ -74,7 +106,7 @@ class _BoundedComposer(Composer):
             self._cost[id(node)] = (self._nodes - nodes, self._text - text)
         return node
 
-    def _charge(self, nodes: int, text: int, mark: yaml.Mark | CMark | None) -> None:
+    def _charge(self, nodes: int, text: int, mark: Mark | None) -> None:
         self._nodes += nodes
         self._text += text
         if self._nodes > MAX_MANIFEST_NODES:
@@ -126,22 +158,24 @@ def _decode(raw: bytes, source: str) -> str:
         ) from None
 
 
-def load_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, object]:
-    """The node tree (for lines) and the data of one YAML document; ManifestError on anything
-    YAML refuses."""
+def load_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, object, LineIndex]:
+    """The node tree (for lines), the data of one YAML document and the file's lines;
+    ManifestError on anything YAML refuses."""
     text = _decode(raw, source)
+    lines = LineIndex(text)
     error: ManifestError
     try:
-        return _load(text)
+        node, data = _load(text)
+        return node, data, lines
     except TooLarge as exc:
-        error = ManifestError(f"manifest too large: {exc.problem}", line=exc.line, source=source)
+        line = lines.of(exc.mark)
+        error = ManifestError(f"manifest too large: {exc.problem}", line=line, source=source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        what = exc.problem or exc.context or "malformed"
-        error = ManifestError(f"invalid YAML: {what}", line=line, source=source)
+        what = _yaml_problem(exc)
+        error = ManifestError(f"invalid YAML: {what}", line=lines.of(mark), source=source)
     except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1
+        line = lines.at(exc.position)
         what = f"invalid YAML: unacceptable character {_char(exc.character)}"
         error = ManifestError(what, line=line, source=source)
     except yaml.YAMLError as exc:
@@ -154,6 +188,14 @@ def load_yaml(raw: bytes, source: str) -> tuple[yaml.Node | None, object]:
     # document is freed at once by reference counting. (Chained to the YAML error, it stayed
     # alive in cycles until the collector ran; hostile manifests made that a 0.5 s pause.)
     raise error
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """libyaml's words, where they read oddly on their own said plainly."""
+    what = exc.problem or exc.context or "malformed"
+    if exc.context == "expected a single document in the stream":
+        return "more than one YAML document (a manifest is one document; remove the '---')"
+    return what
 
 
 def _load(text: str) -> tuple[yaml.Node | None, object]:
