@@ -152,6 +152,10 @@ def text(value: object, path: Path, what: str = "a string") -> str:
     """A YAML string, as Akash's schema types it: `4000` or `true` unquoted is refused with a
     hint to quote it, rather than read as text the author may not have meant."""
     if isinstance(value, str):
+        if "\x00" in value:  # YAML's "\0": no image, argument, variable or path can hold it
+            raise Problem(
+                path, f"{shown(value)} holds a NUL character, which no container can take"
+            )
         return value
     quote = " (quote it)" if isinstance(value, bool | int | float) else ""
     raise Problem(path, f"expected {what}, got {units.type_name(value)} {shown(value)}{quote}")

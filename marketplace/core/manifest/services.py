@@ -3,6 +3,7 @@ storage mounts, registry credentials, permissions and TEE."""
 
 from __future__ import annotations
 
+import posixpath
 import re
 
 from marketplace.core.job_env import ENV_PREFIX
@@ -41,6 +42,17 @@ _SERVICE_KEYS = (
     "dependencies",
 )
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Docker's image reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest].
+# An image the runtime cannot pull would be found out only after the auction, by a failed lease.
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+_IMAGE_CHARS = 512  # Docker: a name of at most 255, a tag of 128, a sha512 digest of 135
 _ENDPOINT_NAME = re.compile(r"^[a-z]+[-_0-9a-z]+$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-zA-Z0-9*]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?\.)*"
@@ -101,6 +113,12 @@ def read_service(
     if image is None or (isinstance(image, str) and not image.strip()):
         raise Problem((*path, "image"), "image is required")
     image = text(image, (*path, "image"))
+    if len(image) > _IMAGE_CHARS or not _IMAGE.fullmatch(image):
+        raise Problem(
+            (*path, "image"),
+            f"invalid image reference {shown(image)} (a Docker image such as nginx:1.27, "
+            "ghcr.io/org/app:v1 or app@sha256:…)",
+        )
     params = field(spec, "params", path)
     ctx.unexpected(params, ("storage", "permissions", "tee"), (*path, "params"))
     read_dependencies(ctx, spec, path)
@@ -135,7 +153,7 @@ def read_env(ctx: ParseContext, value: object, path: Path) -> tuple[tuple[str, s
     result = []
     for index, item in enumerate(ctx.strings(value, path)):
         key, sep, val = item.partition("=")
-        if not key.strip():
+        if not key.strip() or not key.isprintable():
             raise Problem((*path, index), f"invalid environment entry {shown(item)} (KEY=VALUE)")
         if not sep:
             ctx.warn((*path, index), f"environment entry {shown(item)} has no '='; value is empty")
@@ -293,9 +311,13 @@ def read_mounts(
             mount_text = text(spec_map["mount"], (*vpath, "mount"))
             if not mount_text.startswith("/"):
                 raise Problem((*vpath, "mount"), f"mount path {shown(mount_text)} is not absolute")
-            if mount_text in seen:
+            # "/data", "/data/" and "/x/../data" are one mount point to the runtime
+            point = posixpath.normpath(mount_text)
+            if point in ("/", "//"):
+                raise Problem((*vpath, "mount"), "a volume cannot be mounted over / itself")
+            if point in seen:
                 raise Problem((*vpath, "mount"), f"duplicated mount point {shown(mount_text)}")
-            seen.add(mount_text)
+            seen.add(point)
         read_only = strict_bool(spec_map.get("readOnly", False), (*vpath, "readOnly"))
         result.append(StorageMount(str(volume), mount_text, read_only))
     return tuple(result)
