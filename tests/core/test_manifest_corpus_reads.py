@@ -178,9 +178,7 @@ def test_what_the_index_records_is_what_is_read(path: Path) -> None:
     assert len(manifest.services) == int(row["services"])
     assert max((u.gpu.units for u in units), default=0) == int(row["max_gpu_units"])
     models = {
-        o.model + (f"/{o.ram_gib}Gi" if o.ram_gib else "")
-        for u in units
-        for o in u.gpu.options
+        o.model + (f"/{o.ram_gib}Gi" if o.ram_gib else "") for u in units for o in u.gpu.options
     }
     assert models == set(filter(None, row["gpu_models"].split(";")))
     assert {g.denom for g in manifest.groups} == set(row["denoms"].split(";"))
