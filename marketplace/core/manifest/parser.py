@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import replace
 from types import MappingProxyType
 
+from marketplace.core import units
 from marketplace.core.limits import MAX_MANIFEST_BYTES, shown
 from marketplace.core.manifest.compute import read_compute_profiles
 from marketplace.core.manifest.context import ParseContext, Problem, dotted, mapping, text
@@ -71,7 +72,10 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
     """The whole SDL, section by section; raises the problems collected on the way."""
     if tree is None:
         raise Problem((), "empty manifest")
-    top = mapping(tree, ())
+    if not isinstance(tree, dict):
+        got = units.type_name(tree)
+        raise Problem((), f"a manifest is a YAML mapping (version, services, ...), got {got}")
+    top = tree
     for key in top:
         if str(key) not in _TOP_KEYS:
             raise Problem((str(key),), f"unexpected field {shown(str(key))}")

@@ -1,0 +1,300 @@
+"""A mutation fuzzer over the 100 valid SDLs of the awesome-akash sample.
+
+Each example takes one real manifest and breaks it the ways files break in the wild: in its
+data (a key deleted, duplicated, renamed or retyped; a value swapped for another type, made huge,
+unicode, or nested deep) or in its bytes (tabs, a BOM, CRLF or lone CR, bytes that are not
+UTF-8, NEL and U+2028 line breaks, NUL, an alias bomb, an undefined alias, truncation, an empty
+file, a second YAML document, a line indented wrong). Whatever comes out, a user sees one of two
+things: the manifest is accepted, and the market's own bounds take what it asks for; or a
+ManifestError whose every problem is one line naming a field (or saying what is wrong with the
+file as a whole) at a line the file has. Never another exception, never a second of CPU, never
+unbounded memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import re
+import time
+import tracemalloc
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from marketplace.core import limits
+from marketplace.core.manifest import ManifestError, parse_manifest
+from tests.helpers import CORPUS_SDL
+
+INDEX = csv.DictReader((CORPUS_SDL / "_index.csv").read_text().splitlines())
+VALID = sorted(r["file"] for r in INDEX if r["yaml_ok"] == "1" and r["schema_valid"] == "1")
+RAW = {name: (CORPUS_SDL / name).read_bytes() for name in VALID}
+DOCS = {name: yaml.safe_load(raw) for name, raw in RAW.items()}
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+# What a problem about the file as a whole (no field to name) may say.
+WHOLE_FILE = re.compile(
+    r"^(invalid YAML|not UTF-8|manifest too large|empty manifest|manifest is nested"
+    r"|a manifest is a YAML mapping|cannot read manifest)"
+)
+CPU_SECONDS = 1.0
+PEAK_BYTES = 64 * 1024 * 1024
+
+WEIRD: list[object] = [
+    None,
+    True,
+    0,
+    -1,
+    2**64,
+    10**40,
+    1.5,
+    float("inf"),
+    float("nan"),
+    "",
+    " ",
+    "x" * 100_000,
+    "é" * 300,
+    "\u202e\u200b",
+    "\t",
+    "*",
+    "0x10",
+    "1e999",
+    "-5Gi",
+    "80Gi",
+    "100m",
+    "/",
+    [],
+    {},
+    [[[[[[[[1]]]]]]]],
+    {"a": {"b": {"c": None}}},
+]
+
+
+def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += paths(value, (*prefix, index))
+    return found
+
+
+def mutate_data(draw: st.DrawFn, doc: Any) -> Any:
+    path = draw(st.sampled_from(paths(doc)))
+    parent = doc
+    for step in path[:-1]:
+        parent = parent[step]
+    last = path[-1]
+    action = draw(st.sampled_from(["delete", "retype", "rename", "swap", "huge", "nest", "dup"]))
+    if action == "delete":
+        del parent[last]
+    elif action == "retype":
+        parent[last] = copy.deepcopy(draw(st.sampled_from(WEIRD)))
+    elif action == "rename" and isinstance(parent, dict):
+        renames: list[object] = [str(last).upper(), f"{last}_", "é", "", " ", "<<", 7, None, True]
+        parent[draw(st.sampled_from(renames))] = parent.pop(last)
+    elif action == "swap":
+        value = parent[last]
+        parent[last] = {"k": value} if isinstance(value, list) else [value]
+    elif action == "huge":
+        parent[last] = draw(st.sampled_from([10**40, "9" * 5_000, 1e308, "1" + "0" * 400 + "Gi"]))
+    elif action == "nest":
+        value = parent[last]
+        for _ in range(draw(st.sampled_from([3, 40, 80]))):
+            value = [value]
+        parent[last] = value
+    elif action == "dup" and isinstance(parent, dict):
+        parent[f"{last}2"] = copy.deepcopy(parent[last])
+    else:
+        parent[last] = draw(st.text(max_size=20))
+    return doc
+
+
+BOMB = (
+    b'[&a0 ["l","l","l","l","l","l","l","l","l"], '
+    + b", ".join(b"&a%d [" % k + b",".join([b"*a%d" % (k - 1)] * 9) + b"]" for k in range(1, 9))
+    + b"]"
+)
+NOT_UTF8 = [b"\xff", b"\xc3", b"\x80\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]
+
+
+def mutate_bytes(draw: st.DrawFn, raw: bytes) -> bytes:
+    lines = raw.split(b"\n")
+    i = draw(st.integers(0, len(lines) - 1))
+    action = draw(
+        st.sampled_from(
+            [
+                "tab", "bom", "crlf", "cr", "not-utf8", "empty", "two-docs", "truncate",
+                "dup-line", "ls", "nel", "nul", "bomb", "alias", "utf16", "indent", "dedent",
+            ]
+        )
+    )  # fmt: skip
+    if action == "tab":
+        lines[i] = lines[i].replace(b"  ", b"\t", 1)
+    elif action == "bom":
+        return b"\xef\xbb\xbf" + raw
+    elif action == "crlf":
+        return raw.replace(b"\n", b"\r\n")
+    elif action == "cr":
+        return raw.replace(b"\n", b"\r")
+    elif action == "not-utf8":
+        at = draw(st.integers(0, len(raw)))
+        return raw[:at] + draw(st.sampled_from(NOT_UTF8)) + raw[at:]
+    elif action == "empty":
+        return draw(st.sampled_from([b"", b"\n", b"  \n\n", b"---\n", b"~\n", b"...\n", b"# x\n"]))
+    elif action == "two-docs":
+        return raw + b"\n---\n" + draw(st.sampled_from([raw, b"x: 1\n", b""]))
+    elif action == "truncate":
+        return raw[: draw(st.integers(0, len(raw)))]
+    elif action == "dup-line":
+        lines.insert(i, lines[i])
+    elif action == "ls":
+        lines[i] += "\u2028".encode()
+    elif action == "nel":
+        lines[i] += "\x85".encode()
+    elif action == "nul":
+        lines[i] += b"\x00"
+    elif action == "bomb":
+        value = re.search(rb": \S.*$", lines[i])
+        lines[i] = (lines[i][: value.start()] + b": " + BOMB) if value else lines[i] + BOMB
+    elif action == "alias":
+        lines[i] += b" *undefined"
+    elif action == "utf16":
+        return b"\xff\xfe" + raw.decode("utf-8", "replace").encode("utf-16-le")
+    elif action == "indent":
+        lines[i] = b"  " + lines[i]
+    elif action == "dedent":
+        lines[i] = lines[i][2:]
+    return b"\n".join(lines)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
+    name = draw(st.sampled_from(VALID))
+    raw = RAW[name]
+    if draw(st.booleans()):
+        doc = copy.deepcopy(DOCS[name])
+        for _ in range(draw(st.integers(1, 3))):
+            doc = mutate_data(draw, doc)
+        text = yaml.dump(doc, Dumper=DUMPER, allow_unicode=True, sort_keys=False)
+        raw = text.encode("utf-8", "surrogatepass")
+    for _ in range(draw(st.integers(0 if raw != RAW[name] else 1, 2))):
+        raw = mutate_bytes(draw, raw)
+    return name, raw
+
+
+def editor_lines(raw: bytes) -> int:
+    """How many lines an editor shows for the file (\\n, \\r\\n or \\r end one)."""
+    text = raw.decode("utf-8", "replace")
+    return max(1, len(re.split(r"\r\n|\r|\n", text.removesuffix("\n").removesuffix("\r"))))
+
+
+def assert_user_sees_a_clear_outcome(raw: bytes, source: str = "m.yaml") -> None:
+    tracemalloc.start()
+    started = time.process_time()
+    try:
+        manifest = parse_manifest(raw, source)
+    except ManifestError as err:
+        spent = time.process_time() - started
+        for problem in err.errors:
+            shown = str(problem)
+            assert "\n" not in shown and shown.startswith(f"{source}:"), shown
+            assert "internal parser error" not in shown, shown
+            assert problem.path or WHOLE_FILE.match(problem.message), shown
+            assert 1 <= problem.line <= editor_lines(raw), (shown, editor_lines(raw))
+    else:
+        spent = time.process_time() - started
+        assert manifest.groups
+        assert len(manifest.groups) <= limits.MAX_GROUPS
+        for group in manifest.groups:  # what Market.create_deployment checks of a group
+            limits.check_group_texts(group)
+            assert 1 <= group.max_price_per_hour <= limits.MAX_PRICE_PER_HOUR
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert spent < CPU_SECONDS, f"{spent:.2f} s of CPU"
+    assert peak < PEAK_BYTES, f"{peak:,} bytes"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_a_mutated_real_manifest_is_accepted_or_refused_clearly(case: tuple[str, bytes]) -> None:
+    assert_user_sees_a_clear_outcome(case[1])
+
+
+# --- the classes the fuzzer found, each pinned by the manifest that showed it -----------------
+
+
+def corpus(name: str) -> bytes:
+    return RAW[name]
+
+
+def line_of(raw: bytes, text: bytes) -> int:
+    return raw.split(b"\n").index(text) + 1
+
+
+@pytest.mark.parametrize(
+    ("name", "break_it", "line", "says"),
+    [
+        # a YAML line break an editor does not show (NEL) moved every later line down
+        (
+            "Yearn.finance__deploy.yaml",
+            lambda raw: raw.replace(b"deployment:", "deployment:\x85".encode()) + b"\nz: 1\n",
+            lambda raw: line_of(raw, b"z: 1"),
+            "z: unexpected field 'z'",
+        ),
+        # an error at the end of the stream named a line after the last
+        (
+            "uma-protocol__deploy.yaml",
+            lambda raw: raw.rstrip(b"\n") + b"\n\ndeploym",
+            lambda raw: line_of(raw, b"deploym"),
+            "invalid YAML: could not find expected ':'",
+        ),
+        (
+            "chia-bladebit-disk__configs__bladebit-disk-10-32-2000.yaml",
+            lambda raw: b"---\n  ",
+            lambda raw: 2,
+            "empty manifest",
+        ),
+        # a key "" named no field
+        (
+            "whisper-gui-gpu__deploy.yaml",
+            lambda raw: raw + b'\n"": 1\n',
+            lambda raw: line_of(raw, b'"": 1'),
+            "'': unexpected field ''",
+        ),
+        # a second document: libyaml's "but found another document" said plainly
+        (
+            "Grav__deploy.yaml",
+            lambda raw: raw + b"\n---\nx: 1\n",
+            lambda raw: line_of(raw, b"x: 1") - 1,
+            "more than one YAML document",
+        ),
+    ],
+)
+def test_found_by_the_fuzzer(name: str, break_it: Any, line: Any, says: str) -> None:
+    raw = break_it(RAW[name])
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(raw, "m.yaml")
+    error = caught.value.errors[0]
+    assert says in str(error)
+    assert error.line == line(raw), str(error)
+    assert_user_sees_a_clear_outcome(raw)
+
+
+def test_line_breaks_no_editor_shows_do_not_move_the_lines_after_them() -> None:
+    raw = RAW["Grav__deploy.yaml"].replace(
+        b"    image: evns/grav\n",
+        '    image: evns/grav\n    env:\n      - "A=b\u2028c\u2029d\x85e"\n'.encode(),
+    )
+    parse_manifest(raw, "m.yaml")  # valid: the breaks are inside a quoted value
+    broken = raw.replace(b"profiles:", b"profiles:\n  ghost: 1", 1)
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(broken, "m.yaml")
+    assert caught.value.path == "profiles.ghost"
+    assert caught.value.line == line_of(broken, b"  ghost: 1"), str(caught.value)
