@@ -84,7 +84,9 @@ def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
     ctx.unexpected(spec, ("units", "attributes"), path)
     if spec.get("units") is None:
         raise Problem((*path, "units"), "cpu units are required")
-    millis = quantity(units.parse_cpu, spec["units"], (*path, "units"))
+    millis = quantity(
+        units.parse_cpu, as_written(ctx, spec["units"], (*path, "units")), (*path, "units")
+    )
     if not CPU_MIN_MILLIS <= millis <= CPU_MAX_MILLIS:
         raise Problem(
             (*path, "units"),
@@ -97,6 +99,15 @@ def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
                 (*path, "attributes", str(key)), f"unsupported cpu attribute {shown(key)}"
             )
     return millis
+
+
+def as_written(ctx: ParseContext, value: object, path: Path) -> object:
+    """A number as the file writes it: Akash reads CPU and GPU units from the text (ParseFloat,
+    ParseUint), so `010` is 10 and `0x10` or `1_0` no number, where YAML's integer rules
+    would read 8, 16 and 10."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return ctx.raw(path, value)
+    return value
 
 
 def read_memory(ctx: ParseContext, value: object, path: Path) -> int:
@@ -194,7 +205,7 @@ def read_gpu(ctx: ParseContext, resources: dict[object, object], parent: Path) -
             raise Problem(
                 (*path, str(key)), f"unsupported field ({clipped(str(key))}) for GPU resource"
             )
-    count = gpu_units(spec.get("units", 0), (*path, "units"))
+    count = gpu_units(as_written(ctx, spec.get("units", 0), (*path, "units")), (*path, "units"))
     attrs = spec.get("attributes")
     if count == 0:
         if "attributes" in spec:
@@ -278,7 +289,7 @@ def check_model(
 
 
 def gpu_units(value: object, path: Path) -> int:
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,12}", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise Problem(path, f"GPU units must be a whole number, got {shown(value)}")

@@ -168,10 +168,18 @@ def field(spec: dict[object, object], key: str, path: Path) -> dict[object, obje
     return mapping(spec[key], (*path, key), what=f"a mapping for {key}", null_ok=False)
 
 
+# The YAML 1.1 words yaml.v3 still takes for a Go bool field (decode.go), and only there.
+_TRUE_WORDS = ("y", "Y", "yes", "Yes", "YES", "on", "On", "ON")
+_FALSE_WORDS = ("n", "N", "no", "No", "NO", "off", "Off", "OFF")
+
+
 def strict_bool(value: object, path: Path) -> bool:
-    """A YAML boolean, as the schema types it (`true`/`false`, not the string "yes")."""
+    """A boolean field: `true`/`false`, or a YAML 1.1 word yaml.v3 takes for a bool (`yes`,
+    `off`, ...), as Akash reads it; never the quoted string "true" nor a number."""
     if isinstance(value, bool):
         return value
+    if value in _TRUE_WORDS or value in _FALSE_WORDS:
+        return value in _TRUE_WORDS
     raise Problem(path, f"expected true or false, got {units.type_name(value)} {shown(value)}")
 
 

@@ -74,7 +74,10 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
         raise Problem((), "empty manifest")
     if not isinstance(tree, dict):
         got = units.type_name(tree)
-        raise Problem((), f"a manifest is a YAML mapping (version, services, ...), got {got}")
+        raise Problem(
+            (),
+            f"expected a mapping (version, services, profiles, deployment) for the manifest, got {got}",
+        )
     top = tree
     for key in top:
         if str(key) not in _TOP_KEYS:

@@ -21,7 +21,7 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent, NodeEvent
 from yaml.nodes import Node, ScalarNode
-from yaml.resolver import Resolver
+from yaml.resolver import BaseResolver
 
 from marketplace.core.limits import MAX_MANIFEST_DEPTH, MAX_MANIFEST_NODES, MAX_MANIFEST_TEXT
 from marketplace.core.manifest.errors import ManifestError
@@ -123,14 +123,54 @@ class _BoundedComposer(Composer):
             )
 
 
-class _Loader(_BoundedComposer, CParser, SafeConstructor, Resolver):
+class GoResolver(BaseResolver):
+    """Plain scalars typed as Akash's parser (Go's yaml.v3) types them, not as YAML 1.1 does.
+
+    PyYAML's YAML 1.1 reads `80:80` as the number 4880 (base 60), `yes`, `no`, `on`, `off`, `y`
+    and `n` as booleans, `2024-01-01` as a date and `=` as a tag no safe loader can build, where
+    yaml.v3 reads them all as text: an SDL port was read as another port, and a plain `args: [on]`
+    or `env: [2024-01-01]` was refused. yaml.v3's own rules (resolve.go) instead: true/false
+    only; integers in base 10, 0x, 0o, 0b and the leading-zero octal, with `_` ignored; floats
+    with a dot or an exponent, .inf and .nan; the nulls; the merge key. A typed boolean field
+    still takes yes/no/on/off/y/n (context.strict_bool), as yaml.v3 does for a Go bool.
+    """
+
+
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    (
+        "int",
+        r"^(?:[-+]?0b[0-1_]+|[-+]?0o[0-7_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)"
+        r"|[-+]?0x[0-9a-fA-F_]+)$",
+        "-+0123456789",
+    ),
+    (
+        "float",
+        r"^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("merge", r"^(?:<<)$", "<"),
+):
+    GoResolver.add_implicit_resolver(
+        f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first)
+    )
+
+
+class _Loader(_BoundedComposer, CParser, SafeConstructor, GoResolver):
     """libyaml's parser (5-10× faster) under the bounded composer: the same nodes and marks."""
 
     def __init__(self, text: str) -> None:
         CParser.__init__(self, text)
         _BoundedComposer.__init__(self)
         SafeConstructor.__init__(self)
-        Resolver.__init__(self)
+        GoResolver.__init__(self)
+
+    def construct_merge_text(self, node: ScalarNode) -> str:
+        """`<<` where a value stands is the text "<<" (only a key merges)."""
+        return str(self.construct_scalar(node))
 
     def release(self) -> None:
         """Drop what a parse that stopped half-way still holds (the constructor's pending
@@ -140,6 +180,9 @@ class _Loader(_BoundedComposer, CParser, SafeConstructor, Resolver):
         self.constructed_objects = {}
         self.recursive_objects = {}
         self.state_generators = []
+
+
+_Loader.add_constructor("tag:yaml.org,2002:merge", _Loader.construct_merge_text)
 
 
 def _decode(raw: bytes, source: str) -> str:

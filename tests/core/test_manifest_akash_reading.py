@@ -1,0 +1,225 @@
+"""Classes of manifest problems found by running real and hostile SDLs, each fixed at its root
+and pinned here by cases of the whole class:
+
+- plain YAML values are typed as Akash's parser (Go's yaml.v3) types them, not as YAML 1.1;
+- strings a container runtime receives hold nothing it cannot take;
+- a manifest that validates is one the market takes (the market's own bounds, applied early);
+- lines are counted as an editor counts them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from marketplace.core import limits
+from marketplace.core.manifest import ManifestError, parse_manifest
+from tests.helpers import BASE
+
+
+def sub(old: str, new: str, text: str = BASE) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def refused(text: str) -> ManifestError:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(text, "job.yaml")
+    return caught.value
+
+
+def line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+# --- YAML typed as yaml.v3 types it ---------------------------------------------------------
+
+ARGS = """args: ["nginx -g 'daemon off;'"]"""
+
+
+def test_yaml_1_1_words_dates_and_signs_are_text_where_text_is_asked_for() -> None:
+    """`on`, `yes`, `n`, a date, `=` and `<<` unquoted: YAML 1.1 reads booleans, a date and
+    tags no loader builds (refused, or "invalid YAML"); Akash reads the text."""
+    manifest = parse_manifest(sub(ARGS, "args: [on, yes, n, 2024-01-01, =, <<, 12:30]"), "j.yaml")
+    assert manifest.services["web"].args == ("on", "yes", "n", "2024-01-01", "=", "<<", "12:30")
+
+
+def test_a_base_60_number_is_no_port() -> None:
+    """`as: 80:8080` was read as 12880 (YAML 1.1 base 60), a port nobody asked for."""
+    text = sub("as: 80", "as: 80:8080")
+    error = refused(text)
+    assert error.path == "services.web.expose[0].as"
+    assert "expected a whole number, got a string '80:8080'" in error.message
+    assert error.line == line_of(text, "as: 80:8080")
+
+
+@pytest.mark.parametrize(
+    ("written", "millis"),
+    [("010", 10_000), ("1.0", 1_000), ("1e1", 10_000), ("'0.5'", 500), ("250m", 250)],
+)
+def test_cpu_units_are_read_from_the_text(written: str, millis: int) -> None:
+    """Akash parses CPU units from the text (ParseFloat): `010` is 10 CPUs, not octal 8."""
+    manifest = parse_manifest(sub("units: 0.5", f"units: {written}"), "j.yaml")
+    assert manifest.groups[0].resources[0].cpu_millis == millis
+
+
+@pytest.mark.parametrize("written", ["0x10", "1_0", "0b11", "0o7"])
+def test_cpu_units_akash_cannot_parse_are_refused(written: str) -> None:
+    error = refused(sub("units: 0.5", f"units: {written}"))
+    assert error.path == "profiles.compute.web.resources.cpu.units"
+    assert f"invalid CPU quantity '{written}'" in error.message
+
+
+def test_gpu_units_are_read_from_the_text() -> None:
+    """ParseUint(text, 10): `010` is 10 GPUs; `0x2` is no count."""
+    manifest = parse_manifest(sub("units: 2\n", "units: 010\n"), "j.yaml")
+    assert manifest.groups[0].resources[0].gpu.units == 10
+    error = refused(sub("units: 2\n", "units: 0x2\n"))
+    assert error.path == "profiles.compute.web.resources.gpu.units"
+
+
+@pytest.mark.parametrize(("word", "value"), [("yes", True), ("On", True), ("off", False)])
+def test_a_boolean_field_takes_the_words_yaml_v3_takes(word: str, value: bool) -> None:
+    text = sub("- global: true", f"- global: {word}")
+    text = sub("mount: /data", f"mount: /data\n          readOnly: {word}", text)
+    service = parse_manifest(text, "j.yaml").services["web"]
+    assert service.expose[0].to[0].global_ is value
+    assert service.storage[0].read_only is value
+
+
+def test_a_boolean_field_still_refuses_text_that_is_no_boolean() -> None:
+    error = refused(sub("- global: true", "- global: 'maybe'"))
+    assert error.path == "services.web.expose[0].to[0].global"
+
+
+def test_a_placement_attribute_keeps_the_words_as_written() -> None:
+    text = sub("region: us-west", "region: on\n        gpu: 4090\n        when: 2024-01-01")
+    attributes = dict(parse_manifest(text, "j.yaml").groups[0].requirements.attributes)
+    assert attributes == {"region": "on", "gpu": "4090", "when": "2024-01-01"}
+
+
+# --- strings a container runtime receives ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ("image: nginx:1.27", 'image: "nginx\\0"', "services.web.image"),
+        ("- MODE=prod", '- "MODE=a\\0b"', "services.web.env[0]"),
+        ('command: ["sh", "-c"]', 'command: ["s\\0h"]', "services.web.command[0]"),
+        (ARGS, 'args: ["a\\0"]', "services.web.args[0]"),
+        ("mount: /data", 'mount: "/da\\0ta"', "services.web.params.storage.data.mount"),
+    ],
+)
+def test_no_string_a_container_gets_holds_a_nul(old: str, new: str, path: str) -> None:
+    """YAML's "\\0" is one character; no image, argument, variable or path can carry it (the
+    provider would find out after the auction, with a failed lease)."""
+    error = refused(sub(old, new))
+    assert error.path == path
+    assert "holds a NUL character" in error.message
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "nginx",
+        "nginx:1.27",
+        "ghcr.io/org/app:v1.2-rc_3",
+        "localhost:5000/a/b",
+        "a@sha256:" + "0" * 64,
+    ],
+)
+def test_image_references_docker_takes_are_accepted(image: str) -> None:
+    assert parse_manifest(sub("image: nginx:1.27", f"image: {image}"), "j.yaml")
+
+
+@pytest.mark.parametrize(
+    "image", ["'ngi nx'", "'nginx\\n'", "Nginx/App", "'nginx:'", "'a:b:c'", "x" * 600, "'-x'"]
+)
+def test_image_references_docker_refuses_are_refused_naming_the_field(image: str) -> None:
+    error = refused(sub("image: nginx:1.27", f"image: {image}"))
+    assert error.path == "services.web.image"
+    assert "invalid image reference" in error.message and len(str(error)) < 300
+
+
+def test_a_mount_point_written_two_ways_is_one_mount_point() -> None:
+    text = sub(
+        "      storage:\n        data:\n          mount: /data\n",
+        "      storage:\n        data:\n          mount: /data\n"
+        "        scratch:\n          mount: /data/\n",
+    )
+    text = sub(
+        "          - size: 1Gi\n",
+        "          - size: 1Gi\n          - name: scratch\n            size: 1Gi\n",
+        text,
+    )
+    error = refused(text)
+    assert "duplicated mount point '/data/'" in error.message
+    assert error.path == "services.web.params.storage.scratch.mount"
+
+
+def test_nothing_is_mounted_over_the_root() -> None:
+    error = refused(sub("mount: /data", "mount: /./"))
+    assert "cannot be mounted over /" in error.message
+
+
+def test_an_env_key_must_be_printable() -> None:
+    error = refused(sub("- MODE=prod", '- "MO\\tDE=prod"'))
+    assert error.path == "services.web.env[0]"
+
+
+# --- what validates, the market takes -------------------------------------------------------
+
+
+def attributes(count: int) -> str:
+    return "".join(f"        key{i}: v\n" for i in range(count))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "says"),
+    [
+        (
+            "        region: us-west\n",
+            attributes(limits.MAX_ATTRIBUTES + 1),
+            "profiles.placement.dc.attributes",
+            "65 attributes; the limit is 64",
+        ),
+        (
+            "          - akash1auditor\n",
+            "".join(f"          - auditor{i}\n" for i in range(limits.MAX_ATTRIBUTES + 1)),
+            "profiles.placement.dc.signedBy.anyOf",
+            "65 auditors; the limit is 64",
+        ),
+        (
+            "region: us-west",
+            'region: "us\\u2028west"',
+            "profiles.placement.dc.attributes.region",
+            "control character (U+2028",
+        ),
+        (
+            "- akash1auditor",
+            '- "akash\\u2029auditor"',
+            "profiles.placement.dc.signedBy.anyOf[0]",
+            "control character (U+2029",
+        ),
+    ],
+)
+def test_the_market_s_own_bounds_are_applied_when_a_manifest_is_read(
+    old: str, new: str, path: str, says: str
+) -> None:
+    """Each was valid to `manifest validate` and then refused by the market at deploy."""
+    error = refused(sub(old, new))
+    assert error.path == path and says in error.message, str(error)
+
+
+def test_the_bytes_are_bounded_by_the_parser_itself() -> None:
+    """validate used to pass a 2 MiB manifest the market then refused (1 MiB)."""
+    padded = BASE + "#" * limits.MAX_MANIFEST_BYTES
+    error = refused(padded)
+    assert error.line == 1 and "the limit is 1,048,576" in error.message
+
+
+def test_every_group_a_valid_manifest_yields_passes_the_market_s_checks() -> None:
+    text = sub("        region: us-west\n", attributes(limits.MAX_ATTRIBUTES))
+    for group in parse_manifest(text, "j.yaml").groups:
+        limits.check_group_texts(group)
+        assert 1 <= group.max_price_per_hour <= limits.MAX_PRICE_PER_HOUR
