@@ -103,6 +103,13 @@ def _group_refusals(old: tuple[GroupSpec, ...], new: tuple[GroupSpec, ...]) -> l
     found: list[str] = []
     for name in sorted(before):
         a, b = before[name], after[name]
+        told = len(found)
+        if a.needs != b.needs:  # a CPU architecture, leased IPs, ingress, reclamation notice
+            found.append(
+                f"placement {name}: what its provider must offer "
+                f"({', '.join(a.needs) or 'nothing more'} → {', '.join(b.needs) or 'nothing more'}) "
+                "cannot change in place"
+            )
         if a.requirements != b.requirements:
             found.append(f"placement {name}: attributes and signedBy cannot change in place")
         if a.denom != b.denom:
@@ -119,6 +126,8 @@ def _group_refusals(old: tuple[GroupSpec, ...], new: tuple[GroupSpec, ...]) -> l
                 for what, read in _UNIT_FIELDS
                 if read(unit) != read(units_b[services])
             ]
+        if a != b and len(found) == told:  # the market compares whole groups: so does the plan
+            found.append(f"placement {name}: its terms cannot change in place")
     return found
 
 
@@ -128,6 +137,8 @@ def _job_refusals(old: Manifest, new: Manifest) -> list[str]:
         found.append(
             "gpumarket job settings (kind, runtime, restart, auction) cannot change in place"
         )
+    if old.reclamation_min_window_ms != new.reclamation_min_window_ms:
+        found.append("reclamation (the provider's notice before reclaiming) cannot change in place")
     if old.endpoints != new.endpoints:
         found.append("endpoints cannot change in place")
     if old.deployments != new.deployments:
