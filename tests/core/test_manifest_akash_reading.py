@@ -223,3 +223,32 @@ def test_every_group_a_valid_manifest_yields_passes_the_market_s_checks() -> Non
     for group in parse_manifest(text, "j.yaml").groups:
         limits.check_group_texts(group)
         assert 1 <= group.max_price_per_hour <= limits.MAX_PRICE_PER_HOUR
+
+
+# --- keys are text, as in Akash's string-keyed maps -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "written"),
+    [
+        ("region: us-west", "~: x", "profiles.placement.dc.attributes.~", "~: x"),
+        ("region: us-west", "5: x", "profiles.placement.dc.attributes.5", "5: x"),
+        ("services:\n  web:", "services:\n  ~:\n    image: x\n  web:", "services.~", "  ~:"),
+        ("services:\n  web:", "services:\n  Null:\n    image: x\n  web:", "services.Null", "Null:"),
+    ],
+)
+def test_a_key_is_named_as_written_at_its_own_line(
+    old: str, new: str, path: str, written: str
+) -> None:
+    """`~:` was the key None: an attribute "None=x" was accepted, and errors named "None" at
+    the line of the enclosing mapping."""
+    text = sub(old, new)
+    error = refused(text)
+    assert error.path == path, str(error)
+    assert error.line == line_of(text, written)
+
+
+def test_a_key_that_is_a_list_is_refused_at_its_line() -> None:
+    text = sub("services:\n  web:", "services:\n  ? [a, b]\n  : {image: x}\n  web:")
+    error = refused(text)
+    assert "a key is text" in error.message and error.line == line_of(text, "? [a, b]")

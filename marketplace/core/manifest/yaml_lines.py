@@ -18,9 +18,9 @@ import yaml
 from yaml._yaml import CParser
 from yaml._yaml import Mark as CMark
 from yaml.composer import Composer
-from yaml.constructor import SafeConstructor
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import AliasEvent, NodeEvent
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.resolver import BaseResolver
 
 from marketplace.core.limits import MAX_MANIFEST_DEPTH, MAX_MANIFEST_NODES, MAX_MANIFEST_TEXT
@@ -167,6 +167,23 @@ class _Loader(_BoundedComposer, CParser, SafeConstructor, GoResolver):
         _BoundedComposer.__init__(self)
         SafeConstructor.__init__(self)
         GoResolver.__init__(self)
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[object, object]:
+        """Keys as written: every SDL mapping is string-keyed in Akash (Go map[string]...), so
+        `true:`, `~:` and `5:` are the keys "true", "~" and "5", not True, None and 5, which
+        paths showed as "True"/"None" at the wrong line and an attribute took as "None"."""
+        self.flatten_mapping(node)
+        mapping: dict[object, object] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found a key that is a list or a mapping (a key is text)",
+                    key_node.start_mark,
+                )
+            mapping[key_node.value] = self.construct_object(value_node, deep=deep)
+        return mapping
 
     def construct_merge_text(self, node: ScalarNode) -> str:
         """`<<` where a value stands is the text "<<" (only a key merges)."""
