@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import yaml
 from yaml._yaml import CParser
@@ -189,6 +190,11 @@ class _Loader(_BoundedComposer, CParser, SafeConstructor, GoResolver):
         """`<<` where a value stands is the text "<<" (only a key merges)."""
         return str(self.construct_scalar(node))
 
+    yaml_constructors: ClassVar[dict[Any, Any]] = {  # PyYAML's table, as its stubs type it
+        **SafeConstructor.yaml_constructors,
+        "tag:yaml.org,2002:merge": construct_merge_text,
+    }
+
     def release(self) -> None:
         """Drop what a parse that stopped half-way still holds (the constructor's pending
         generators refer back to the loader: a cycle only the collector would free)."""
@@ -197,9 +203,6 @@ class _Loader(_BoundedComposer, CParser, SafeConstructor, GoResolver):
         self.constructed_objects = {}
         self.recursive_objects = {}
         self.state_generators = []
-
-
-_Loader.add_constructor("tag:yaml.org,2002:merge", _Loader.construct_merge_text)
 
 
 def _decode(raw: bytes, source: str) -> str:
