@@ -1,4 +1,5 @@
-"""A mutation fuzzer over the 100 valid SDLs of the awesome-akash sample.
+"""A mutation fuzzer over the 100 valid SDLs of the awesome-akash sample (and six seeds with
+what it lacks: gpumarket's own keys, a gang, reclamation, SDL 2.2, the examples).
 
 Each example takes one real manifest and breaks it the ways files break in the wild: in its
 data (a key deleted, duplicated, renamed or retyped; a value swapped for another type, made huge,
@@ -28,13 +29,51 @@ from hypothesis import strategies as st
 from marketplace.core import limits
 from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.manifest.update import plan_update
-from tests.helpers import CORPUS_SDL
+from tests.helpers import CORPUS_SDL, EXAMPLES
 
 INDEX = csv.DictReader((CORPUS_SDL / "_index.csv").read_text().splitlines())
 VALID = sorted(r["file"] for r in INDEX if r["yaml_ok"] == "1" and r["schema_valid"] == "1")
 RAW = {name: (CORPUS_SDL / name).read_bytes() for name in VALID}
-DOCS = {name: yaml.safe_load(raw) for name, raw in RAW.items()}
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def with_extensions() -> dict[str, bytes]:
+    """What the sample lacks: gpumarket's own keys (every job setting, a gang), reclamation,
+    SDL 2.2 multi-denom pricing, and the example manifests a new user starts from."""
+    base = yaml.safe_load(RAW["Grav__deploy.yaml"])
+    full = copy.deepcopy(base)
+    full["gpumarket"] = {
+        "kind": "training",
+        "max_runtime": "6h",
+        "restart": "on-failure",
+        "min_reliability": 0.95,
+        "checkpoint": "s3://bucket/run-7",
+        "tier": "spot",
+        "auction": {"bid_window": "10s", "payment": "second-price", "manual": False},
+    }
+    full["reclamation"] = {"min_window": "1h"}
+    gang = copy.deepcopy(base)
+    gang["gpumarket"] = {
+        "kind": "training",
+        "gang": {"nodes": 4, "min_bandwidth": "10Gbps", "gradient_size": "2G"},
+    }
+    multi_denom = copy.deepcopy(base)
+    multi_denom["version"] = "2.2"
+    for placement in multi_denom["profiles"]["placement"].values():
+        for profile, coin in placement["pricing"].items():
+            placement["pricing"][profile] = [coin, {"denom": "uakt", "amount": 5}]
+    seeds = {
+        f"extensions-{name}": yaml.safe_dump(doc, sort_keys=False).encode()
+        for name, doc in (("all", full), ("gang", gang), ("2.2", multi_denom))
+    }
+    for example in ("inference.yaml", "training.yaml", "training-h100.yaml"):
+        seeds[f"example-{example}"] = (EXAMPLES / example).read_bytes()
+    return seeds
+
+
+RAW.update(with_extensions())
+VALID = sorted(RAW)
+DOCS = {name: yaml.safe_load(raw) for name, raw in RAW.items()}
 
 # What a problem about the file as a whole (no field to name) may say.
 WHOLE_FILE = re.compile(
