@@ -252,3 +252,24 @@ def test_a_key_that_is_a_list_is_refused_at_its_line() -> None:
     text = sub("services:\n  web:", "services:\n  ? [a, b]\n  : {image: x}\n  web:")
     error = refused(text)
     assert "a key is text" in error.message and error.line == line_of(text, "? [a, b]")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("arch", "[amd64, arm64]"), ("arch", "x" * 300), ("arch", '"a\\u2028b"'), ("arch", "~")],
+)
+def test_a_cpu_architecture_is_a_name(field: str, value: str) -> None:
+    """It becomes a need every provider is shown: a list was read as "[...]", and any length or
+    control character went through."""
+    error = refused(
+        sub("units: 0.5", f"units: 0.5\n          attributes:\n            {field}: {value}")
+    )
+    assert error.path == "profiles.compute.web.resources.cpu.attributes.arch", str(error)
+
+
+def test_a_volume_name_is_a_name() -> None:
+    text = sub("- name: data", f"- name: {'v' * 100}")
+    text = sub("      storage:\n        data:", f"      storage:\n        {'v' * 100}:", text)
+    error = refused(text)
+    assert error.path == "profiles.compute.web.resources.storage[1].name"
+    assert "invalid volume name" in error.message

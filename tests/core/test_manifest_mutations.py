@@ -253,6 +253,8 @@ def assert_user_sees_a_clear_outcome(raw: bytes, source: str = "m.yaml") -> None
         assert len(manifest.groups) <= limits.MAX_GROUPS
         for group in manifest.groups:  # what Market.create_deployment checks of a group
             limits.check_group_texts(group)
+            for text in (*group.needs, *(v.name for u in group.resources for v in u.storage)):
+                limits.check_text("attribute value", text)  # what else every provider sees
             assert 1 <= group.max_price_per_hour <= limits.MAX_PRICE_PER_HOUR
     finally:
         peak = tracemalloc.get_traced_memory()[1]
@@ -389,8 +391,9 @@ def targeted_edit(draw: st.DrawFn, doc: Any) -> Any:
         service.setdefault("params", {})["permissions"] = {"read": ["logs"]}
     elif edit == "price":
         for placement in doc["profiles"]["placement"].values():
-            for coin in placement["pricing"].values():
-                coin["amount"] = draw(st.sampled_from([1, 999, 5000, 123456]))
+            for price in placement["pricing"].values():
+                for coin in price if isinstance(price, list) else [price]:  # SDL 2.2: a list
+                    coin["amount"] = draw(st.sampled_from([1, 999, 5000, 123456]))
     else:
         for placement in doc["profiles"]["placement"].values():
             placement["attributes"] = {"region": draw(st.sampled_from(["us", "eu"]))}
@@ -460,3 +463,17 @@ def test_a_new_reclamation_window_is_refused() -> None:
         parse_manifest(yaml.safe_dump(old), "v1"), parse_manifest(yaml.safe_dump(new), "v2")
     )
     assert not plan.allowed and plan.reason.startswith("reclamation")
+
+
+def test_an_update_names_long_env_keys_and_images_in_a_short_line() -> None:
+    """Found by the update fuzzer (Chatterbox__backend__deploy.yaml with a 5,000-character env
+    entry): the change line quoted every key whole, 5 KB on the wire and in the event."""
+    doc = copy.deepcopy(DOCS["Chatterbox__backend__deploy.yaml"])
+    service = doc["services"]["chatterbox"]
+    service["env"] = [*(service.get("env") or []), "9" * 5_000, *(f"K{i}=v" for i in range(30))]
+    service["image"] = "a" * 400
+    new = parse_manifest(yaml.safe_dump(doc), "v2.yaml")
+    plan = plan_update(PARSED["Chatterbox__backend__deploy.yaml"], new)
+    assert plan.allowed
+    assert all(len(line) < 400 for line in plan.changes), [len(c) for c in plan.changes]
+    assert any("and 21 more" in line for line in plan.changes)

@@ -30,6 +30,8 @@ from marketplace.core.manifest.limits import (
 from marketplace.core.manifest.yaml_lines import Path
 from marketplace.core.resources import GpuOption, GpuRequest, Volume
 
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
+_ARCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")
 STORAGE_CLASSES = ("default", "beta1", "beta2", "beta3", "ram")
 
 
@@ -98,6 +100,11 @@ def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
             raise Problem(
                 (*path, "attributes", str(key)), f"unsupported cpu attribute {shown(key)}"
             )
+    if "arch" in attrs:  # it becomes a need every provider is shown: a name, not any value
+        apath = (*path, "attributes", "arch")
+        arch = text(attrs["arch"], apath, "an architecture name (amd64, arm64)")
+        if not _ARCH.fullmatch(arch):
+            raise Problem(apath, f"invalid CPU architecture {shown(arch)} (e.g. amd64, arm64)")
     return millis
 
 
@@ -143,6 +150,10 @@ def read_volume(ctx: ParseContext, value: object, path: Path) -> Volume:
     spec = mapping(value, path, null_ok=False)
     ctx.unexpected(spec, ("name", "size", "attributes"), path)
     name = "default" if "name" not in spec else text(spec["name"], (*path, "name"))
+    if not _VOLUME_NAME.fullmatch(name):  # every provider is shown it, and mounts by it
+        raise Problem(
+            (*path, "name"), f"invalid volume name {shown(name)} (1-63 letters, digits, - _ .)"
+        )
     if spec.get("size") is None:
         raise Problem((*path, "size"), "storage size is required")
     size = quantity(units.parse_size, text(spec["size"], (*path, "size")), (*path, "size"))

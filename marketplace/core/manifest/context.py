@@ -158,7 +158,8 @@ def text(value: object, path: Path, what: str = "a string") -> str:
             )
         return value
     quote = " (quote it)" if isinstance(value, bool | int | float) else ""
-    raise Problem(path, f"expected {what}, got {units.type_name(value)} {shown(value)}{quote}")
+    quoted = "" if value is None else f" {shown(value)}"
+    raise Problem(path, f"expected {what}, got {units.type_name(value)}{quoted}{quote}")
 
 
 def field(spec: dict[object, object], key: str, path: Path) -> dict[object, object]:

@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from marketplace.core.limits import clipped
 from marketplace.core.manifest.model import Manifest, Service
 from marketplace.core.resources import GroupSpec, ResourceUnit
 
+_KEYS_NAMED = 10  # env keys a change line names (then "and N more")
 # Service fields an update may change, in the order a change is told.
 UPDATABLE = ("image", "command", "args", "env", "credentials")
 # Service fields that are part of the lease's terms: a change is refused.
@@ -70,11 +72,14 @@ def _differs(name: str, before: Service, after: Service) -> bool:
 
 
 def _change_text(service: str, name: str, before: Service, after: Service) -> str:
+    """One short line: what it quotes from the manifest is cut (an env key may be 1 MiB)."""
     if name == "image":
-        return f"{service}: image {before.image} → {after.image}"
+        return f"{service}: image {clipped(before.image, 120)} → {clipped(after.image, 120)}"
     if name == "env":  # values may be secrets: name the keys only
         keys = sorted({k for k, _ in set(before.env) ^ set(after.env)})
-        return f"{service}: env ({', '.join(keys)})"
+        named = ", ".join(clipped(k) for k in keys[:_KEYS_NAMED])
+        more = f" and {len(keys) - _KEYS_NAMED} more" if len(keys) > _KEYS_NAMED else ""
+        return f"{service}: env ({named}{more})"
     if name == "credentials":
         return f"{service}: registry credentials"
     return f"{service}: {name}"
@@ -98,7 +103,7 @@ def _group_refusals(old: tuple[GroupSpec, ...], new: tuple[GroupSpec, ...]) -> l
     if set(before) != set(after):
         return [
             "placement groups cannot change in place "
-            f"({', '.join(sorted(before))} → {', '.join(sorted(after))})"
+            f"({clipped(', '.join(sorted(before)), 200)} → {clipped(', '.join(sorted(after)), 200)})"
         ]
     found: list[str] = []
     for name in sorted(before):
@@ -120,7 +125,7 @@ def _group_refusals(old: tuple[GroupSpec, ...], new: tuple[GroupSpec, ...]) -> l
             found.append(f"placement {name}: its services or profiles cannot change in place")
             continue
         for services, unit in units_a.items():
-            label = ",".join(services)
+            label = clipped(",".join(services), 120)
             found += [
                 f"{label}: {what} cannot change in place"
                 for what, read in _UNIT_FIELDS
