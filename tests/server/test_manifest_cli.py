@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -233,3 +234,25 @@ def test_every_valid_corpus_sdl_is_taken_by_a_real_market_and_the_rest_refused(
             lines = len(raw.splitlines())
             assert all(1 <= int(line) <= lines for line, _ in named), str(caught.value)
         assert len(tenant.list_deployments()) == 100
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_device_or_a_pipe_is_refused_before_it_is_read(tmp_path: Path, special: str) -> None:
+    """/dev/zero reports size 0 and was read until memory ran out; a FIFO blocked forever."""
+    if special == "fifo":
+        special = str(tmp_path / "pipe.yaml")
+        os.mkfifo(special)
+    code, out = run(special)
+    assert code == 1
+    assert out.strip() == f"{special}: cannot read: not a regular file (a device or a pipe?)"
+    result = CliRunner().invoke(
+        cli, ["deploy", special, "--deposit", "1", "--market", "127.0.0.1:9"]
+    )
+    assert result.exit_code == 1 and "not a regular file" in result.output
+
+
+def test_a_file_over_the_market_s_limit_is_refused_by_validate_too(tmp_path: Path) -> None:
+    """validate read up to 4 MiB where the market takes 1 MiB: it passed what deploy failed."""
+    path = write(tmp_path, "big.yaml", BASE + "#" * (1024 * 1024))
+    code, out = run(path)
+    assert code == 1 and "cannot read: larger than 1 MiB; not a manifest" in out
