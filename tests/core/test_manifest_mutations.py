@@ -250,6 +250,10 @@ def assert_user_sees_a_clear_outcome(raw: bytes, source: str = "m.yaml") -> None
     else:
         spent = time.process_time() - started
         assert manifest.groups
+        for warning in manifest.warnings:  # each one line, at a line the file has
+            assert "\n" not in warning, warning
+            where = re.match(rf"{re.escape(source)}:(\d+): ", warning)
+            assert where is None or 1 <= int(where.group(1)) <= editor_lines(raw), warning
         assert len(manifest.groups) <= limits.MAX_GROUPS
         for group in manifest.groups:  # what Market.create_deployment checks of a group
             limits.check_group_texts(group)
