@@ -273,3 +273,66 @@ def test_a_volume_name_is_a_name() -> None:
     error = refused(text)
     assert error.path == "profiles.compute.web.resources.storage[1].name"
     assert "invalid volume name" in error.message
+
+
+# --- patterns hold the whole value, in ASCII, as Go's regexp does -----------------------------
+
+GANG = '\ngpumarket:\n  kind: training\n  gang:\n    nodes: 2\n    min_bandwidth: "{}"\n'
+NAMED_BY_A_PATTERN = {  # field: (how to write VALUE there, a valid VALUE, blanks trimmed first)
+    "service name": (
+        lambda v: sub("services:\n", f'services:\n  "{v}":\n    image: x\n'),
+        "api",
+        False,
+    ),
+    "endpoint name": (
+        lambda v: (
+            sub("- global: true", f'- global: true\n            ip: "{v}"')
+            + f'endpoints:\n  "{v}":\n    kind: ip\n'
+        ),
+        "myip",
+        False,
+    ),
+    "accept hostname": (
+        lambda v: sub("        as: 80\n", f'        as: 80\n        accept: ["{v}"]\n'),
+        "example.com",
+        False,
+    ),
+    "attribute key": (lambda v: sub("region: us-west", f'"{v}": x'), "region", False),
+    "GPU model": (lambda v: sub("- model: a100", f'- model: "{v}"'), "a100", True),
+    "image tag": (lambda v: sub("image: nginx:1.27", f'image: "nginx:{v}"'), "1.27", False),
+    "volume name": (
+        lambda v: sub("- name: data", f'- name: "{v}"').replace(
+            "        data:\n", f'        "{v}":\n'
+        ),
+        "data",
+        False,
+    ),
+    "reclamation window": (lambda v: BASE + f'reclamation:\n  min_window: "{v}"\n', "1h", False),
+    "checkpoint URI": (
+        lambda v: BASE + f'gpumarket:\n  checkpoint: "{v}"\n',
+        "s3://b/run",
+        False,
+    ),
+    "gang bandwidth": (
+        lambda v: sub("units: 2\n", "units: 1\n") + GANG.format(v),
+        "10Gbps",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("field", NAMED_BY_A_PATTERN)
+def test_a_value_a_pattern_checks_holds_nothing_after_it_nor_a_non_ascii_letter(
+    field: str,
+) -> None:
+    """Python's `$` also matches before a final newline, and its \\w takes every alphabet: a
+    service "web\\n" (a container name with a newline), a hostname "example.com\\n", an
+    attribute key "région" and a tag "tåg" were accepted. Each field so checked, both ways
+    (a field read with its blanks trimmed takes the newline as a blank)."""
+    write, valid, trimmed = NAMED_BY_A_PATTERN[field]
+    parse_manifest(write(valid), "j.yaml")  # the valid value is accepted as it stands
+    bad = [valid[:1] + "é" + valid[1:]] + ([] if trimmed else [valid + "\\n"])
+    for value in bad:
+        with pytest.raises(ManifestError) as caught:
+            parse_manifest(write(value), "j.yaml")
+        assert caught.value.path, str(caught.value)

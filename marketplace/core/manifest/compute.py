@@ -262,7 +262,7 @@ def read_gpu_option(ctx: ParseContext, value: object, path: Path) -> GpuOption:
         raise Problem((*path, "model"), "GPU model is required (or leave the list empty)")
     written = text(spec["model"], (*path, "model")).strip()
     model = written.lower()
-    if not model or not ATTRIBUTE_KEY.match(f"m/{model}"):
+    if not model or not ATTRIBUTE_KEY.fullmatch(f"m/{model}"):
         raise Problem((*path, "model"), f"invalid GPU model {shown(written)}")
     ram = None
     if "ram" in spec:

@@ -65,7 +65,7 @@ def read_placement(ctx: ParseContext, value: object, path: Path, version: str) -
         raise Problem(apath, f"{len(written):,} attributes; the limit is {MAX_ATTRIBUTES}")
     for key, val in written.items():
         key_text = str(key)
-        if not ATTRIBUTE_KEY.match(key_text):
+        if not ATTRIBUTE_KEY.fullmatch(key_text):
             raise Problem((*apath, str(key)), f"invalid attribute key {shown(key_text)}")
         if isinstance(val, dict | list) or val is None:
             got = units.type_name(val)
@@ -149,7 +149,7 @@ def read_coin(ctx: ParseContext, value: object, path: Path) -> tuple[str, Decima
         got = units.type_name(amount_value)
         raise Problem((*path, "amount"), f"amount must be a decimal number, got {got}")
     written = ctx.raw((*path, "amount"), amount_value).strip()
-    if not _DECIMAL.match(written):
+    if not _DECIMAL.fullmatch(written):
         raise Problem((*path, "amount"), f"invalid coin amount {shown(written)} (a decimal ≥ 0)")
     try:
         amount = Decimal(written)

@@ -50,7 +50,8 @@ _PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE = re.compile(
     rf"(?:{_DOMAIN}/)?{_PATH_PART}(?:/{_PATH_PART})*"
     r"(?::[\w][\w.-]{0,127})?"
-    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?",
+    re.ASCII,  # Go's \w, as Docker reads a tag
 )
 _IMAGE_CHARS = 512  # Docker: a name of at most 255, a tag of 128, a sha512 digest of 135
 _ENDPOINT_NAME = re.compile(r"^[a-z]+[-_0-9a-z]+$")
@@ -64,7 +65,7 @@ def read_endpoints(ctx: ParseContext, top: dict[object, object]) -> dict[str, En
     result: dict[str, Endpoint] = {}
     for name, spec in field(top, "endpoints", ()).items():
         path: Path = ("endpoints", str(name))
-        if not isinstance(name, str) or not _ENDPOINT_NAME.match(name):
+        if not isinstance(name, str) or not _ENDPOINT_NAME.fullmatch(name):
             raise Problem(path, f"invalid endpoint name {shown(name)} (lowercase letters, -, _)")
         spec_map = mapping(spec, path, null_ok=False)
         ctx.unexpected(spec_map, ("kind",), path)
@@ -105,7 +106,7 @@ def read_services(
 def read_service(
     ctx: ParseContext, name: object, value: object, path: Path, endpoints: dict[str, Endpoint]
 ) -> Service:
-    if not isinstance(name, str) or len(name) > 63 or not _SERVICE_NAME.match(name):
+    if not isinstance(name, str) or len(name) > 63 or not _SERVICE_NAME.fullmatch(name):
         raise Problem(path, f"invalid service name {shown(name)} (lowercase DNS label)")
     spec = mapping(value, path, null_ok=False)
     ctx.unexpected(spec, _SERVICE_KEYS, path)
@@ -203,7 +204,7 @@ def read_expose(
         proto = str(spec["proto"]).lower()
     accept = []
     for i, host in enumerate(sequence(spec.get("accept", []), (*path, "accept"))):
-        if not isinstance(host, str) or not _HOSTNAME.match(host):
+        if not isinstance(host, str) or not _HOSTNAME.fullmatch(host):
             raise Problem((*path, "accept", i), f"invalid hostname {shown(host)}")
         accept.append(host.lower())
     targets = []
