@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import os
 import re
 import time
 import tracemalloc
@@ -80,6 +81,8 @@ WHOLE_FILE = re.compile(
     r"^(invalid YAML|not UTF-8|manifest too large|empty manifest|manifest is nested"
     r"|expected a mapping \(version|cannot read manifest)"
 )
+# A long hunt: GPUMARKET_FUZZ_EXAMPLES=20000 python -m pytest tests/core/test_manifest_mutations.py
+EXAMPLES_PER_RUN = int(os.environ.get("GPUMARKET_FUZZ_EXAMPLES", "300"))
 CPU_SECONDS = 1.0
 PEAK_BYTES = 64 * 1024 * 1024
 
@@ -267,7 +270,9 @@ def assert_user_sees_a_clear_outcome(raw: bytes, source: str = "m.yaml") -> None
     assert peak < PEAK_BYTES, f"{peak:,} bytes"
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES_PER_RUN, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(mutated())
 def test_a_mutated_real_manifest_is_accepted_or_refused_clearly(case: tuple[str, bytes]) -> None:
     assert_user_sees_a_clear_outcome(case[1])
@@ -418,7 +423,11 @@ def second_versions(draw: st.DrawFn) -> tuple[str, str]:
 SECRETS = ("SECRET_TOKEN=", "hunter2secret")
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES_PER_RUN * 2 // 3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(second_versions())
 def test_an_update_plan_is_clear_and_agrees_with_the_market(case: tuple[str, str]) -> None:
     """Every second version is either refused as a manifest (clearly, as above) or planned:
