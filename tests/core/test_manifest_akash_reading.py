@@ -336,3 +336,16 @@ def test_a_value_a_pattern_checks_holds_nothing_after_it_nor_a_non_ascii_letter(
         with pytest.raises(ManifestError) as caught:
             parse_manifest(write(value), "j.yaml")
         assert caught.value.path, str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["MO DE", "1ABC", "ÉTÉ", "A:B", "=x"])
+def test_an_env_name_akash_s_provider_refuses_is_refused_when_read(name: str) -> None:
+    """Akash's provider checks each name (k8s IsEnvVarName) only when the lease starts."""
+    error = refused(sub("- MODE=prod", f'- "{name}=1"'))
+    assert error.path == "services.web.env[0]" and "environment variable name" in error.message
+
+
+@pytest.mark.parametrize("name", ["my.var-1", "_X", "-x", "PATH"])
+def test_env_names_akash_takes_are_taken(name: str) -> None:
+    env = parse_manifest(sub("- MODE=prod", f'- "{name}=1"'), "j.yaml").services["web"].env
+    assert (name, "1") in env

@@ -54,6 +54,7 @@ _IMAGE = re.compile(
     re.ASCII,  # Go's \w, as Docker reads a tag
 )
 _IMAGE_CHARS = 512  # Docker: a name of at most 255, a tag of 128, a sha512 digest of 135
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _ENDPOINT_NAME = re.compile(r"^[a-z]+[-_0-9a-z]+$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-zA-Z0-9*]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?\.)*"
@@ -154,8 +155,12 @@ def read_env(ctx: ParseContext, value: object, path: Path) -> tuple[tuple[str, s
     result = []
     for index, item in enumerate(ctx.strings(value, path)):
         key, sep, val = item.partition("=")
-        if not key.strip() or not key.isprintable():
-            raise Problem((*path, index), f"invalid environment entry {shown(item)} (KEY=VALUE)")
+        if not _ENV_NAME.fullmatch(key):  # what Akash's provider checks (k8s IsEnvVarName)
+            raise Problem(
+                (*path, index),
+                f"invalid environment variable name {shown(key)} in {shown(item)} "
+                "(KEY=VALUE; a KEY of letters, digits, '_', '-' and '.', not starting with a digit)",
+            )
         if not sep:
             ctx.warn((*path, index), f"environment entry {shown(item)} has no '='; value is empty")
         if key.startswith(ENV_PREFIX):
