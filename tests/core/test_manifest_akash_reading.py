@@ -349,3 +349,18 @@ def test_an_env_name_akash_s_provider_refuses_is_refused_when_read(name: str) ->
 def test_env_names_akash_takes_are_taken(name: str) -> None:
     env = parse_manifest(sub("- MODE=prod", f'- "{name}=1"'), "j.yaml").services["web"].env
     assert (name, "1") in env
+
+
+@pytest.mark.parametrize(
+    "accepts",
+    [
+        "        accept: [a.example.com, a.example.com]\n",
+        "        accept: [a.example.com, A.Example.com]\n",
+    ],
+)
+def test_a_hostname_is_accepted_once_in_the_whole_manifest(accepts: str) -> None:
+    """Akash refuses a hostname twice anywhere; within one service it was taken here."""
+    text = sub("        as: 80\n", "        as: 80\n" + accepts)
+    error = refused(text)
+    assert error.path == "services.web.expose[0].accept"
+    assert "hostname 'a.example.com' is also accepted again" in error.message

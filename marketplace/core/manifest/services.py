@@ -87,20 +87,24 @@ def read_services(
     for name, spec in services_map.items():
         path: Path = ("services", str(name))
         result[str(name)] = ctx.collect(read_service, ctx, name, spec, path, endpoints)
-    hosts: dict[str, str] = {}
+    hosts: dict[str, str] = {}  # hostname → the service that first accepts it
     for service in result.values():
         if service is None:
             continue
-        for expose in service.expose:
+        for index, expose in enumerate(service.expose):
             for host in expose.accept:
-                if host in hosts and hosts[host] != service.name:
+                # Akash refuses a hostname twice anywhere (one ingress rule per name): twice in
+                # one service, to two of its ports, was taken here and left to the ingress
+                if host in hosts:
+                    other = hosts[host]
+                    where = "again" if other == service.name else f"by service {shown(other)}"
                     ctx.errors.append(
                         Problem(
-                            ("services", service.name, "expose"),
-                            f"hostname {shown(host)} is also accepted by service {shown(hosts[host])}",
+                            ("services", service.name, "expose", index, "accept"),
+                            f"hostname {shown(host)} is also accepted {where}",
                         )
                     )
-                hosts[host] = service.name
+                hosts[host] = hosts.get(host, service.name)
     return result
 
 
