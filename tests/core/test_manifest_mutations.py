@@ -483,7 +483,7 @@ def test_an_update_names_long_env_keys_and_images_in_a_short_line() -> None:
     entry): the change line quoted every key whole, 5 KB on the wire and in the event."""
     doc = copy.deepcopy(DOCS["Chatterbox__backend__deploy.yaml"])
     service = doc["services"]["chatterbox"]
-    service["env"] = [*(service.get("env") or []), "9" * 5_000, *(f"K{i}=v" for i in range(30))]
+    service["env"] = [*(service.get("env") or []), "K" * 5_000, *(f"K{i}=v" for i in range(30))]
     service["image"] = "a" * 400
     new = parse_manifest(yaml.safe_dump(doc), "v2.yaml")
     plan = plan_update(PARSED["Chatterbox__backend__deploy.yaml"], new)
