@@ -30,6 +30,7 @@ from marketplace.api.client import (
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.amounts import parse_auto_top_up
 from marketplace.cli.ids import Ids
+from marketplace.cli.manifest import read_manifest_file
 from marketplace.cli.render import (
     account_lines,
     amount,
@@ -55,8 +56,6 @@ from marketplace.terminal import friendly_errors, json_option, print_json
 
 R = TypeVar("R")
 C = TypeVar("C", bound=ServiceClient)
-
-MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 # --- shared options ------------------------------------------------------------------------
@@ -189,9 +188,7 @@ def read_manifest(path: Path, force: bool = False) -> bytes:
     """The file's bytes, validated locally first: every problem on its own line; a GPU model
     no provider can be is refused too, unless `force` (deploy --force)."""
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise InvalidArgument(f"{path}: larger than 4 MiB; not a manifest")
-        raw = path.read_bytes()
+        raw = read_manifest_file(path)  # bounded: never /dev/zero to the end
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from None
     try:

@@ -73,6 +73,8 @@ def parse_cpu(value: object) -> int:
     text = _number_text(value)
     if text.startswith("-"):
         raise ValueError("invalid: negative value not allowed")
+    if "_" in text:  # Go's ParseFloat, which Akash reads it with, takes no digit separators
+        raise ValueError(f"invalid CPU quantity {text!r} (use 0.5, 1 or 100m)")
     if text.endswith("m"):
         digits = text[:-1]
         if not re.fullmatch(r"[0-9]+", digits):

@@ -70,6 +70,10 @@ HOSTILE: dict[str, Callable[[], str]] = {
     "deep mapping nesting": lambda: in_restart("{a: " * 50_000 + "x" + "}" * 50_000),
     "many keys": lambda: "version: '2.0'\nx:\n" + "".join(f"  k{i}: v\n" for i in range(50_000)),
     "many list items": lambda: in_restart("[" + ",".join(["1"] * 200_000) + "]"),
+    # lines were once indexed up front: 47 MB and most of a second for a MiB of newlines
+    "a MiB of newlines, then an error": lambda: BASE + "\n" * 1_040_000 + "zz: 1\n",
+    "a MiB of lone carriage returns": lambda: "\r" * (limits.MAX_MANIFEST_BYTES - 1),
+    "a manifest over the byte limit": lambda: BASE + "#" * limits.MAX_MANIFEST_BYTES,
 }
 
 
@@ -219,3 +223,9 @@ def test_what_every_provider_sees_of_a_group_is_bounded(old: str, new: str, expe
         parse_manifest(text)
     assert any(expected in str(error) for error in caught.value.errors), caught.value
     assert all(len(str(error)) < 400 for error in caught.value.errors)
+
+
+def test_an_error_after_a_mib_of_newlines_names_its_own_line() -> None:
+    text = BASE + "\n" * 1_040_000 + "zz: 1\n"
+    error, _, _ = refused(text)
+    assert error.line == text.count("\n") and error.path == "zz"

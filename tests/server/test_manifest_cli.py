@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +179,80 @@ def test_the_marketplace_refuses_an_unknown_gpu_model_unless_the_request_forces(
         dep = tenant.create_deployment(TYPO, 5_000_000, force=True)
         assert dep.deposited == 5_000_000
         assert tenant.create_deployment(gpu_sdl(), 5_000_000).deposited == 5_000_000
+
+
+# --- the whole corpus, through the real command and a real market --------------------------------
+
+CORPUS_INDEX = {
+    row["file"]: row for row in csv.DictReader((CORPUS_SDL / "_index.csv").read_text().splitlines())
+}
+CORPUS_FILES = sorted(p for p in CORPUS_SDL.iterdir() if p.suffix in (".yaml", ".yml"))
+CORPUS_VALID = {name for name, row in CORPUS_INDEX.items() if row["schema_valid"] == "1"}
+
+
+def test_validate_agrees_with_the_corpus_index_in_a_real_process() -> None:
+    """`gpumarket manifest validate --json` over all 119 files at once, as a user runs it:
+    exactly the schema-valid ones pass; every error of the others names a field and a line of
+    its file."""
+    command = "from marketplace.cli.main import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", command, "manifest", "validate", "--json", *map(str, CORPUS_FILES)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    reports = json.loads(done.stdout)
+    assert len(reports) == len(CORPUS_FILES) == 119
+    valid = {Path(r["file"]).name for r in reports if r["valid"]}
+    assert valid == CORPUS_VALID and len(valid) == 100
+    for report in reports:
+        lines = Path(report["file"]).read_text().splitlines()
+        for error in report["errors"]:
+            assert error["path"], error
+            assert 1 <= error["line"] <= len(lines), error
+
+
+def test_every_valid_corpus_sdl_is_taken_by_a_real_market_and_the_rest_refused(
+    server: ServerThread,
+) -> None:
+    """What validate accepts, the market accepts (no bound of its own that the parser lacks);
+    what it refuses, the market refuses with INVALID_ARGUMENT naming the field and line."""
+    deposit = 10**14  # covers the priciest group's first minutes
+    with funded_tenant(server.address, server.admin, 10**17) as tenant:
+        for path in CORPUS_FILES:
+            raw = path.read_bytes()
+            if path.name in CORPUS_VALID:
+                dep = tenant.create_deployment(raw, deposit, force=True)
+                assert dep.deposited == deposit, path.name
+                continue
+            with pytest.raises(InvalidArgument) as caught:
+                tenant.create_deployment(raw, deposit, force=True)
+            named = re.findall(r"manifest:(\d+): ([\w.\-\[\]]+): ", str(caught.value))
+            assert named, str(caught.value)  # each problem: its line and field
+            lines = len(raw.splitlines())
+            assert all(1 <= int(line) <= lines for line, _ in named), str(caught.value)
+        assert len(tenant.list_deployments()) == 100
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_device_or_a_pipe_is_refused_before_it_is_read(tmp_path: Path, special: str) -> None:
+    """/dev/zero reports size 0 and was read until memory ran out; a FIFO blocked forever."""
+    if special == "fifo":
+        special = str(tmp_path / "pipe.yaml")
+        os.mkfifo(special)
+    code, out = run(special)
+    assert code == 1
+    assert out.strip() == f"{special}: cannot read: not a regular file (a device or a pipe?)"
+    result = CliRunner().invoke(
+        cli, ["deploy", special, "--deposit", "1", "--market", "127.0.0.1:9"]
+    )
+    assert result.exit_code == 1 and "not a regular file" in result.output
+
+
+def test_a_file_over_the_market_s_limit_is_refused_by_validate_too(tmp_path: Path) -> None:
+    """validate read up to 4 MiB where the market takes 1 MiB: it passed what deploy failed."""
+    path = write(tmp_path, "big.yaml", BASE + "#" * (1024 * 1024))
+    code, out = run(path)
+    assert code == 1 and "cannot read: larger than 1 MiB; not a manifest" in out

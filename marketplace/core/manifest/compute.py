@@ -30,6 +30,8 @@ from marketplace.core.manifest.limits import (
 from marketplace.core.manifest.yaml_lines import Path
 from marketplace.core.resources import GpuOption, GpuRequest, Volume
 
+_VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}")
+_ARCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")
 STORAGE_CLASSES = ("default", "beta1", "beta2", "beta3", "ram")
 
 
@@ -84,7 +86,9 @@ def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
     ctx.unexpected(spec, ("units", "attributes"), path)
     if spec.get("units") is None:
         raise Problem((*path, "units"), "cpu units are required")
-    millis = quantity(units.parse_cpu, spec["units"], (*path, "units"))
+    millis = quantity(
+        units.parse_cpu, as_written(ctx, spec["units"], (*path, "units")), (*path, "units")
+    )
     if not CPU_MIN_MILLIS <= millis <= CPU_MAX_MILLIS:
         raise Problem(
             (*path, "units"),
@@ -96,7 +100,21 @@ def read_cpu(ctx: ParseContext, value: object, path: Path) -> int:
             raise Problem(
                 (*path, "attributes", str(key)), f"unsupported cpu attribute {shown(key)}"
             )
+    if "arch" in attrs:  # it becomes a need every provider is shown: a name, not any value
+        apath = (*path, "attributes", "arch")
+        arch = text(attrs["arch"], apath, "an architecture name (amd64, arm64)")
+        if not _ARCH.fullmatch(arch):
+            raise Problem(apath, f"invalid CPU architecture {shown(arch)} (e.g. amd64, arm64)")
     return millis
+
+
+def as_written(ctx: ParseContext, value: object, path: Path) -> object:
+    """A number as the file writes it: Akash reads CPU and GPU units from the text (ParseFloat,
+    ParseUint), so `010` is 10 and `0x10` or `1_0` no number, where YAML's integer rules
+    would read 8, 16 and 10."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return ctx.raw(path, value)
+    return value
 
 
 def read_memory(ctx: ParseContext, value: object, path: Path) -> int:
@@ -132,6 +150,10 @@ def read_volume(ctx: ParseContext, value: object, path: Path) -> Volume:
     spec = mapping(value, path, null_ok=False)
     ctx.unexpected(spec, ("name", "size", "attributes"), path)
     name = "default" if "name" not in spec else text(spec["name"], (*path, "name"))
+    if not _VOLUME_NAME.fullmatch(name):  # every provider is shown it, and mounts by it
+        raise Problem(
+            (*path, "name"), f"invalid volume name {shown(name)} (1-63 letters, digits, - _ .)"
+        )
     if spec.get("size") is None:
         raise Problem((*path, "size"), "storage size is required")
     size = quantity(units.parse_size, text(spec["size"], (*path, "size")), (*path, "size"))
@@ -194,7 +216,7 @@ def read_gpu(ctx: ParseContext, resources: dict[object, object], parent: Path) -
             raise Problem(
                 (*path, str(key)), f"unsupported field ({clipped(str(key))}) for GPU resource"
             )
-    count = gpu_units(spec.get("units", 0), (*path, "units"))
+    count = gpu_units(as_written(ctx, spec.get("units", 0), (*path, "units")), (*path, "units"))
     attrs = spec.get("attributes")
     if count == 0:
         if "attributes" in spec:
@@ -240,7 +262,7 @@ def read_gpu_option(ctx: ParseContext, value: object, path: Path) -> GpuOption:
         raise Problem((*path, "model"), "GPU model is required (or leave the list empty)")
     written = text(spec["model"], (*path, "model")).strip()
     model = written.lower()
-    if not model or not ATTRIBUTE_KEY.match(f"m/{model}"):
+    if not model or not ATTRIBUTE_KEY.fullmatch(f"m/{model}"):
         raise Problem((*path, "model"), f"invalid GPU model {shown(written)}")
     ram = None
     if "ram" in spec:
@@ -278,7 +300,7 @@ def check_model(
 
 
 def gpu_units(value: object, path: Path) -> int:
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,12}", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise Problem(path, f"GPU units must be a whole number, got {shown(value)}")

@@ -10,9 +10,17 @@ from typing import ParamSpec, TypeVar
 import yaml
 
 from marketplace.core import units
+from marketplace.core.errors import InvalidArgument
 from marketplace.core.limits import shown
 from marketplace.core.manifest.errors import MAX_ERRORS, MAX_WARNINGS, ManifestError, one_line
-from marketplace.core.manifest.yaml_lines import Path, child, exact, key_node, node_at
+from marketplace.core.manifest.yaml_lines import (
+    LineIndex,
+    Path,
+    child,
+    exact,
+    key_node,
+    node_at,
+)
 
 _STEP_CHARS = 64  # of one key in a dotted path (a key may be a 1 MiB string)
 P = ParamSpec("P")
@@ -32,9 +40,10 @@ class Problem(Exception):
 class ParseContext:
     """One parse: the YAML node tree (for lines), the problems found so far, the warnings."""
 
-    def __init__(self, root: yaml.Node | None, source: str) -> None:
+    def __init__(self, root: yaml.Node | None, source: str, lines: LineIndex) -> None:
         self.root = root
         self.source = source
+        self.lines = lines
         self.errors: list[Problem] = []
         self.warnings: list[str] = []
         self.unmatchable: list[str] = []  # GPU requests no registry model can meet (warned too)
@@ -49,7 +58,7 @@ class ParseContext:
             key = key_node(node, step)  # None for a list item: its own line is right
             node = found
         where = key if key is not None else node
-        return where.start_mark.line + 1 if where is not None else 1
+        return self.lines.of(where.start_mark) if where is not None else 1
 
     def warn(self, path: Path, message: str) -> None:
         if len(self.warnings) >= MAX_WARNINGS:
@@ -129,13 +138,28 @@ def unexpected_field(key: object, allowed: tuple[str, ...]) -> str:
     return f"unexpected field {shown(str(key))} (allowed: {', '.join(allowed)}){hint}"
 
 
+def market_bound(path: Path, check: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Apply one of the market's own input bounds (core.limits) to what the manifest asks for,
+    as a Problem at `path`: a manifest that validates is one the market takes, never one it
+    refuses later for a bound the parser did not know."""
+    try:
+        return check(*args, **kwargs)
+    except InvalidArgument as exc:
+        raise Problem(path, str(exc)) from None
+
+
 def text(value: object, path: Path, what: str = "a string") -> str:
     """A YAML string, as Akash's schema types it: `4000` or `true` unquoted is refused with a
     hint to quote it, rather than read as text the author may not have meant."""
     if isinstance(value, str):
+        if "\x00" in value:  # YAML's "\0": no image, argument, variable or path can hold it
+            raise Problem(
+                path, f"{shown(value)} holds a NUL character, which no container can take"
+            )
         return value
     quote = " (quote it)" if isinstance(value, bool | int | float) else ""
-    raise Problem(path, f"expected {what}, got {units.type_name(value)} {shown(value)}{quote}")
+    quoted = "" if value is None else f" {shown(value)}"
+    raise Problem(path, f"expected {what}, got {units.type_name(value)}{quoted}{quote}")
 
 
 def field(spec: dict[object, object], key: str, path: Path) -> dict[object, object]:
@@ -145,19 +169,36 @@ def field(spec: dict[object, object], key: str, path: Path) -> dict[object, obje
     return mapping(spec[key], (*path, key), what=f"a mapping for {key}", null_ok=False)
 
 
+# The YAML 1.1 words yaml.v3 still takes for a Go bool field (decode.go), and only there.
+_TRUE_WORDS = ("y", "Y", "yes", "Yes", "YES", "on", "On", "ON")
+_FALSE_WORDS = ("n", "N", "no", "No", "NO", "off", "Off", "OFF")
+
+
 def strict_bool(value: object, path: Path) -> bool:
-    """A YAML boolean, as the schema types it (`true`/`false`, not the string "yes")."""
+    """A boolean field: `true`/`false`, or a YAML 1.1 word yaml.v3 takes for a bool (`yes`,
+    `off`, ...), as Akash reads it; never the quoted string "true" nor a number."""
     if isinstance(value, bool):
         return value
+    if value in _TRUE_WORDS or value in _FALSE_WORDS:
+        return value in _TRUE_WORDS
     raise Problem(path, f"expected true or false, got {units.type_name(value)} {shown(value)}")
 
 
 def dotted(path: Path) -> str:
     text = ""
     for step in path:
-        step = step if isinstance(step, int) else step[:_STEP_CHARS]
+        step = step if isinstance(step, int) else _step(step)
         text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
     return text
+
+
+def _step(key: str) -> str:
+    """A key as a path shows it: quoted when it would not show as itself (empty, blank at an
+    end, a control character), so that an error about the key "" still names a field."""
+    cut = key[:_STEP_CHARS]
+    if cut and cut == cut.strip() and cut.isprintable():
+        return cut
+    return shown(cut)
 
 
 def mapping(

@@ -4,9 +4,16 @@
 from __future__ import annotations
 
 from marketplace.core import units
-from marketplace.core.limits import shown
+from marketplace.core.limits import MAX_GROUPS, MAX_PRICE_PER_HOUR, check_group_texts, shown
 from marketplace.core.manifest.compute import Compute
-from marketplace.core.manifest.context import ParseContext, Problem, integer, mapping, text
+from marketplace.core.manifest.context import (
+    ParseContext,
+    Problem,
+    integer,
+    mapping,
+    market_bound,
+    text,
+)
 from marketplace.core.manifest.limits import (
     CPU_MAX_MILLIS,
     GPU_MAX_UNITS,
@@ -109,8 +116,11 @@ def build_groups(
     if ctx.errors:
         return ()
     denom = choose_denom(ctx, deployments, placements)
+    names = sorted({d.placement for d in deployments})
+    if len(names) > MAX_GROUPS:
+        raise Problem(("deployment",), f"{len(names)} placement groups; the limit is {MAX_GROUPS}")
     groups = []
-    for name in sorted({d.placement for d in deployments}):
+    for name in names:
         mine = [d for d in deployments if d.placement == name]
         group = ctx.collect(
             build_group, ctx, version, name, mine, services, compute, placements, denom
@@ -215,6 +225,14 @@ def build_group(
         name=name, requirements=requirements, resources=resources, denom=denom, needs=needs
     )
     check_group_totals(ctx, group, placement, mine, path)
+    # the market's own checks of a group (Market.create_deployment), so validate agrees with it
+    market_bound(path, check_group_texts, group)
+    if not 1 <= group.max_price_per_hour <= MAX_PRICE_PER_HOUR:
+        raise Problem(
+            (*path, "pricing"),
+            f"group maximum price {group.max_price_per_hour:,} "
+            f"per hour is outside 1..{MAX_PRICE_PER_HOUR:,} micro-units",
+        )
     return group
 
 

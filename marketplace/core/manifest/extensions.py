@@ -39,7 +39,7 @@ def read_reclamation(ctx: ParseContext, top: dict[object, object]) -> int | None
     spec = mapping(top["reclamation"], path, null_ok=False)
     ctx.unexpected(spec, ("min_window",), path)
     window = spec.get("min_window")
-    if not isinstance(window, str) or not _RECLAMATION.match(window):
+    if not isinstance(window, str) or not _RECLAMATION.fullmatch(window):
         raise Problem((*path, "min_window"), "min_window must look like 1h, 24h or 720h")
     return units.parse_duration_ms(window)
 
@@ -106,7 +106,7 @@ def read_checkpoint(value: object, path: Path) -> str | None:
         raise Problem(path, "checkpoint must be a URI such as s3://bucket/run-1")
     if len(value) > limit:
         raise Problem(path, f"checkpoint is {len(value):,} characters; the limit is {limit:,}")
-    if not _CHECKPOINT_URI.match(value):
+    if not _CHECKPOINT_URI.fullmatch(value):
         raise Problem(
             path, f"checkpoint {shown(value)} is not a URI (scheme://location, no spaces)"
         )

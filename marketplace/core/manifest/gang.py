@@ -23,7 +23,9 @@ from marketplace.core.manifest.yaml_lines import Path
 from marketplace.core.resources import GangSettings, GroupSpec
 
 KEYS = ("nodes", "min_bandwidth", "port", "gradient_size", "sync_interval")
-_BANDWIDTH = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(bps|bit/s)?$", re.IGNORECASE)
+_BANDWIDTH = re.compile(
+    r"^([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(bps|bit/s)?$", re.IGNORECASE | re.ASCII
+)
 _MBPS_PER = {"k": 0.001, "m": 1.0, "g": 1000.0, "t": 1_000_000.0}
 _MAX_SYNC_MS = 7 * 24 * 3600 * 1000
 
@@ -33,7 +35,7 @@ def parse_bandwidth_mbps(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"expected a bandwidth such as 10Gbps, got {units.type_name(value)}")
     text = str(value).strip()
-    match = _BANDWIDTH.match(text)
+    match = _BANDWIDTH.fullmatch(text)
     if not match or (match.group(2) and not match.group(3)):
         raise ValueError(f"invalid bandwidth {shown(value)} (use e.g. 100Mbps, 10Gbps or Mbps)")
     number, prefix, _ = match.groups()

@@ -17,4 +17,5 @@ VOLUME_MIN = 5 * units.MI
 VOLUME_MAX = 32 * units.TI
 PRICE_MAX = Decimal(10_000_000)  # per unit, in denom units per block
 GROUP_FACTOR = 50  # a group's totals may reach 50× the per-unit maximum
-ATTRIBUTE_KEY = re.compile(r"^([a-zA-Z][\w/.\-]{1,126}[\w*]?)$")
+# Go's \w is ASCII (RE2): Python's took "région" and any other letter (hence re.ASCII)
+ATTRIBUTE_KEY = re.compile(r"^([a-zA-Z][\w/.\-]{1,126}[\w*]?)$", re.ASCII)

@@ -10,7 +10,8 @@ import hashlib
 from dataclasses import replace
 from types import MappingProxyType
 
-from marketplace.core.limits import shown
+from marketplace.core import units
+from marketplace.core.limits import MAX_MANIFEST_BYTES, shown
 from marketplace.core.manifest.compute import read_compute_profiles
 from marketplace.core.manifest.context import ParseContext, Problem, dotted, mapping, text
 from marketplace.core.manifest.deployment import build_groups, read_deployment
@@ -45,8 +46,13 @@ def parse_manifest(data: str | bytes, source: str = "<manifest>") -> Manifest:
         raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     except (UnicodeError, TypeError, ValueError) as exc:
         raise ManifestError(f"cannot read manifest: {exc}", source=source) from None
-    node, tree = load_yaml(raw, source)
-    ctx = ParseContext(node, source)
+    if len(raw) > MAX_MANIFEST_BYTES:  # every caller's bound, so that `validate` says what the
+        raise ManifestError(  # market would say, before any of it is decoded
+            f"manifest too large: {len(raw):,} bytes; the limit is {MAX_MANIFEST_BYTES:,} (1 MiB)",
+            source=source,
+        )
+    node, tree, lines = load_yaml(raw, source)
+    ctx = ParseContext(node, source, lines)
     try:
         return read_manifest(ctx, tree, hashlib.sha256(raw).digest())
     except ManifestError:
@@ -66,7 +72,13 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
     """The whole SDL, section by section; raises the problems collected on the way."""
     if tree is None:
         raise Problem((), "empty manifest")
-    top = mapping(tree, ())
+    if not isinstance(tree, dict):
+        got = units.type_name(tree)
+        raise Problem(
+            (),
+            f"expected a mapping (version, services, profiles, deployment) for the manifest, got {got}",
+        )
+    top = tree
     for key in top:
         if str(key) not in _TOP_KEYS:
             raise Problem((str(key),), f"unexpected field {shown(str(key))}")
@@ -74,7 +86,7 @@ def read_manifest(ctx: ParseContext, tree: object, sha: bytes) -> Manifest:
         raise ManifestError(
             f"mapping key {shown(path[-1])} already defined",
             path=dotted(path),
-            line=node.start_mark.line + 1,
+            line=ctx.lines.of(node.start_mark),
             source=ctx.source,
         )
     version = read_version(ctx, top)

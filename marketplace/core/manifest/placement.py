@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 from marketplace.core import units
-from marketplace.core.limits import shown
+from marketplace.core.limits import MAX_ATTRIBUTES, check_text, shown
 from marketplace.core.manifest.context import (
     ParseContext,
     Problem,
     field,
     mapping,
+    market_bound,
     sequence,
     text,
 )
@@ -48,6 +49,8 @@ def read_placements(
             problem = f"invalid placement name {shown(str(name))} (1-128 printable characters)"
             ctx.errors.append(Problem(ppath, problem))
             continue
+        if ctx.collect(market_bound, ppath, check_text, "group name", str(name)) is None:
+            continue
         result[str(name)] = ctx.collect(read_placement, ctx, spec, ppath, version)
     return result
 
@@ -57,9 +60,12 @@ def read_placement(ctx: ParseContext, value: object, path: Path, version: str) -
     ctx.unexpected(spec, ("attributes", "signedBy", "pricing"), path)
     attributes = []
     apath = (*path, "attributes")
-    for key, val in field(spec, "attributes", path).items():
+    written = field(spec, "attributes", path)
+    if len(written) > MAX_ATTRIBUTES:
+        raise Problem(apath, f"{len(written):,} attributes; the limit is {MAX_ATTRIBUTES}")
+    for key, val in written.items():
         key_text = str(key)
-        if not ATTRIBUTE_KEY.match(key_text):
+        if not ATTRIBUTE_KEY.fullmatch(key_text):
             raise Problem((*apath, str(key)), f"invalid attribute key {shown(key_text)}")
         if isinstance(val, dict | list) or val is None:
             got = units.type_name(val)
@@ -68,16 +74,22 @@ def read_placement(ctx: ParseContext, value: object, path: Path, version: str) -
         if not _VALUE.fullmatch(text):
             problem = f"attribute value {shown(text)} must be printable, at most 256 characters"
             raise Problem((*apath, str(key)), problem)
+        market_bound((*apath, key_text), check_text, "attribute key", key_text)
+        market_bound((*apath, key_text), check_text, "attribute value", text)
         attributes.append((key_text, text))
     signed = field(spec, "signedBy", path)
     ctx.unexpected(signed, ("allOf", "anyOf"), (*path, "signedBy"))
     all_of = read_auditors(ctx, signed, "allOf", (*path, "signedBy"))
     any_of = read_auditors(ctx, signed, "anyOf", (*path, "signedBy"))
     for which, auditors in (("allOf", all_of), ("anyOf", any_of)):
+        if len(auditors) > MAX_ATTRIBUTES:
+            problem = f"{len(auditors):,} auditors; the limit is {MAX_ATTRIBUTES}"
+            raise Problem((*path, "signedBy", which), problem)
         for i, auditor in enumerate(auditors):
             if not _NAME.fullmatch(auditor):
                 problem = f"invalid auditor {shown(auditor)} (1-128 printable characters)"
                 raise Problem((*path, "signedBy", which, i), problem)
+            market_bound((*path, "signedBy", which, i), check_text, "auditor", auditor)
     pricing: dict[str, dict[str, Decimal]] = {}
     ppath = (*path, "pricing")
     if "pricing" not in spec:
@@ -137,7 +149,7 @@ def read_coin(ctx: ParseContext, value: object, path: Path) -> tuple[str, Decima
         got = units.type_name(amount_value)
         raise Problem((*path, "amount"), f"amount must be a decimal number, got {got}")
     written = ctx.raw((*path, "amount"), amount_value).strip()
-    if not _DECIMAL.match(written):
+    if not _DECIMAL.fullmatch(written):
         raise Problem((*path, "amount"), f"invalid coin amount {shown(written)} (a decimal ≥ 0)")
     try:
         amount = Decimal(written)

@@ -3,6 +3,7 @@ storage mounts, registry credentials, permissions and TEE."""
 
 from __future__ import annotations
 
+import posixpath
 import re
 
 from marketplace.core.job_env import ENV_PREFIX
@@ -41,6 +42,19 @@ _SERVICE_KEYS = (
     "dependencies",
 )
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Docker's image reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest].
+# An image the runtime cannot pull would be found out only after the auction, by a failed lease.
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?",
+    re.ASCII,  # Go's \w, as Docker reads a tag
+)
+_IMAGE_CHARS = 512  # Docker: a name of at most 255, a tag of 128, a sha512 digest of 135
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _ENDPOINT_NAME = re.compile(r"^[a-z]+[-_0-9a-z]+$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-zA-Z0-9*]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?\.)*"
@@ -52,7 +66,7 @@ def read_endpoints(ctx: ParseContext, top: dict[object, object]) -> dict[str, En
     result: dict[str, Endpoint] = {}
     for name, spec in field(top, "endpoints", ()).items():
         path: Path = ("endpoints", str(name))
-        if not isinstance(name, str) or not _ENDPOINT_NAME.match(name):
+        if not isinstance(name, str) or not _ENDPOINT_NAME.fullmatch(name):
             raise Problem(path, f"invalid endpoint name {shown(name)} (lowercase letters, -, _)")
         spec_map = mapping(spec, path, null_ok=False)
         ctx.unexpected(spec_map, ("kind",), path)
@@ -73,27 +87,31 @@ def read_services(
     for name, spec in services_map.items():
         path: Path = ("services", str(name))
         result[str(name)] = ctx.collect(read_service, ctx, name, spec, path, endpoints)
-    hosts: dict[str, str] = {}
+    hosts: dict[str, str] = {}  # hostname → the service that first accepts it
     for service in result.values():
         if service is None:
             continue
-        for expose in service.expose:
+        for index, expose in enumerate(service.expose):
             for host in expose.accept:
-                if host in hosts and hosts[host] != service.name:
+                # Akash refuses a hostname twice anywhere (one ingress rule per name): twice in
+                # one service, to two of its ports, was taken here and left to the ingress
+                if host in hosts:
+                    other = hosts[host]
+                    where = "again" if other == service.name else f"by service {shown(other)}"
                     ctx.errors.append(
                         Problem(
-                            ("services", service.name, "expose"),
-                            f"hostname {shown(host)} is also accepted by service {shown(hosts[host])}",
+                            ("services", service.name, "expose", index, "accept"),
+                            f"hostname {shown(host)} is also accepted {where}",
                         )
                     )
-                hosts[host] = service.name
+                hosts[host] = hosts.get(host, service.name)
     return result
 
 
 def read_service(
     ctx: ParseContext, name: object, value: object, path: Path, endpoints: dict[str, Endpoint]
 ) -> Service:
-    if not isinstance(name, str) or len(name) > 63 or not _SERVICE_NAME.match(name):
+    if not isinstance(name, str) or len(name) > 63 or not _SERVICE_NAME.fullmatch(name):
         raise Problem(path, f"invalid service name {shown(name)} (lowercase DNS label)")
     spec = mapping(value, path, null_ok=False)
     ctx.unexpected(spec, _SERVICE_KEYS, path)
@@ -101,6 +119,12 @@ def read_service(
     if image is None or (isinstance(image, str) and not image.strip()):
         raise Problem((*path, "image"), "image is required")
     image = text(image, (*path, "image"))
+    if len(image) > _IMAGE_CHARS or not _IMAGE.fullmatch(image):
+        raise Problem(
+            (*path, "image"),
+            f"invalid image reference {shown(image)} (a Docker image such as nginx:1.27, "
+            "ghcr.io/org/app:v1 or app@sha256:…)",
+        )
     params = field(spec, "params", path)
     ctx.unexpected(params, ("storage", "permissions", "tee"), (*path, "params"))
     read_dependencies(ctx, spec, path)
@@ -135,8 +159,12 @@ def read_env(ctx: ParseContext, value: object, path: Path) -> tuple[tuple[str, s
     result = []
     for index, item in enumerate(ctx.strings(value, path)):
         key, sep, val = item.partition("=")
-        if not key.strip():
-            raise Problem((*path, index), f"invalid environment entry {shown(item)} (KEY=VALUE)")
+        if not _ENV_NAME.fullmatch(key):  # what Akash's provider checks (k8s IsEnvVarName)
+            raise Problem(
+                (*path, index),
+                f"invalid environment variable name {shown(key)} in {shown(item)} "
+                "(KEY=VALUE; a KEY of letters, digits, '_', '-' and '.', not starting with a digit)",
+            )
         if not sep:
             ctx.warn((*path, index), f"environment entry {shown(item)} has no '='; value is empty")
         if key.startswith(ENV_PREFIX):
@@ -185,7 +213,7 @@ def read_expose(
         proto = str(spec["proto"]).lower()
     accept = []
     for i, host in enumerate(sequence(spec.get("accept", []), (*path, "accept"))):
-        if not isinstance(host, str) or not _HOSTNAME.match(host):
+        if not isinstance(host, str) or not _HOSTNAME.fullmatch(host):
             raise Problem((*path, "accept", i), f"invalid hostname {shown(host)}")
         accept.append(host.lower())
     targets = []
@@ -293,9 +321,13 @@ def read_mounts(
             mount_text = text(spec_map["mount"], (*vpath, "mount"))
             if not mount_text.startswith("/"):
                 raise Problem((*vpath, "mount"), f"mount path {shown(mount_text)} is not absolute")
-            if mount_text in seen:
+            # "/data", "/data/" and "/x/../data" are one mount point to the runtime
+            point = posixpath.normpath(mount_text)
+            if point in ("/", "//"):
+                raise Problem((*vpath, "mount"), "a volume cannot be mounted over / itself")
+            if point in seen:
                 raise Problem((*vpath, "mount"), f"duplicated mount point {shown(mount_text)}")
-            seen.add(mount_text)
+            seen.add(point)
         read_only = strict_bool(spec_map.get("readOnly", False), (*vpath, "readOnly"))
         result.append(StorageMount(str(volume), mount_text, read_only))
     return tuple(result)

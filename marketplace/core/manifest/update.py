@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from marketplace.core.limits import clipped
 from marketplace.core.manifest.model import Manifest, Service
 from marketplace.core.resources import GroupSpec, ResourceUnit
 
+_KEYS_NAMED = 10  # env keys a change line names (then "and N more")
 # Service fields an update may change, in the order a change is told.
 UPDATABLE = ("image", "command", "args", "env", "credentials")
 # Service fields that are part of the lease's terms: a change is refused.
@@ -70,11 +72,14 @@ def _differs(name: str, before: Service, after: Service) -> bool:
 
 
 def _change_text(service: str, name: str, before: Service, after: Service) -> str:
+    """One short line: what it quotes from the manifest is cut (an env key may be 1 MiB)."""
     if name == "image":
-        return f"{service}: image {before.image} → {after.image}"
+        return f"{service}: image {clipped(before.image, 120)} → {clipped(after.image, 120)}"
     if name == "env":  # values may be secrets: name the keys only
         keys = sorted({k for k, _ in set(before.env) ^ set(after.env)})
-        return f"{service}: env ({', '.join(keys)})"
+        named = ", ".join(clipped(k) for k in keys[:_KEYS_NAMED])
+        more = f" and {len(keys) - _KEYS_NAMED} more" if len(keys) > _KEYS_NAMED else ""
+        return f"{service}: env ({named}{more})"
     if name == "credentials":
         return f"{service}: registry credentials"
     return f"{service}: {name}"
@@ -98,11 +103,18 @@ def _group_refusals(old: tuple[GroupSpec, ...], new: tuple[GroupSpec, ...]) -> l
     if set(before) != set(after):
         return [
             "placement groups cannot change in place "
-            f"({', '.join(sorted(before))} → {', '.join(sorted(after))})"
+            f"({clipped(', '.join(sorted(before)), 200)} → {clipped(', '.join(sorted(after)), 200)})"
         ]
     found: list[str] = []
     for name in sorted(before):
         a, b = before[name], after[name]
+        told = len(found)
+        if a.needs != b.needs:  # a CPU architecture, leased IPs, ingress, reclamation notice
+            found.append(
+                f"placement {name}: what its provider must offer "
+                f"({', '.join(a.needs) or 'nothing more'} → {', '.join(b.needs) or 'nothing more'}) "
+                "cannot change in place"
+            )
         if a.requirements != b.requirements:
             found.append(f"placement {name}: attributes and signedBy cannot change in place")
         if a.denom != b.denom:
@@ -113,12 +125,14 @@ def _group_refusals(old: tuple[GroupSpec, ...], new: tuple[GroupSpec, ...]) -> l
             found.append(f"placement {name}: its services or profiles cannot change in place")
             continue
         for services, unit in units_a.items():
-            label = ",".join(services)
+            label = clipped(",".join(services), 120)
             found += [
                 f"{label}: {what} cannot change in place"
                 for what, read in _UNIT_FIELDS
                 if read(unit) != read(units_b[services])
             ]
+        if a != b and len(found) == told:  # the market compares whole groups: so does the plan
+            found.append(f"placement {name}: its terms cannot change in place")
     return found
 
 
@@ -128,6 +142,8 @@ def _job_refusals(old: Manifest, new: Manifest) -> list[str]:
         found.append(
             "gpumarket job settings (kind, runtime, restart, auction) cannot change in place"
         )
+    if old.reclamation_min_window_ms != new.reclamation_min_window_ms:
+        found.append("reclamation (the provider's notice before reclaiming) cannot change in place")
     if old.endpoints != new.endpoints:
         found.append("endpoints cannot change in place")
     if old.deployments != new.deployments:
