@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -91,10 +91,30 @@ class Key:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> Key:
-        private = serialization.load_pem_private_key(pem, password=None)
+        """The key in an unencrypted PEM; anything else is InvalidArgument, never a library's
+        own exception (a user hands us key files: a typo must read as one line, not a trace)."""
+        try:
+            private = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # TypeError: an encrypted key; ValueError: not PEM, or PEM of no key we read
+            reason = "it is encrypted" if isinstance(exc, TypeError) else "not a PEM private key"
+            raise InvalidArgument(f"not an Ed25519 private key ({reason})") from None
         if not isinstance(private, Ed25519PrivateKey):
             raise InvalidArgument("not an Ed25519 private key")
         return cls(private)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Key:
+        """The key in a PEM file; a missing, unreadable or malformed file is InvalidArgument
+        naming the path."""
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise InvalidArgument(f"{path}: cannot read: {exc.strerror or exc}") from None
+        try:
+            return cls.from_pem(pem)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{path}: {exc}") from None
 
     def to_pem(self) -> bytes:
         return self._private.private_bytes(
@@ -262,7 +282,7 @@ def load_key(name_or_path: str) -> Key:
         path = _key_path(name_or_path)
     if not path.exists():
         raise NotFound(f"no key {name_or_path!r}: create one with `gpumarket keys create NAME`")
-    return Key.from_pem(path.read_bytes())
+    return Key.from_file(path)
 
 
 def load_or_create_key(name: str) -> Key:
@@ -276,4 +296,4 @@ def list_keys() -> list[tuple[str, Key]]:
     directory = keys_dir()
     if not directory.exists():
         return []
-    return [(p.stem, Key.from_pem(p.read_bytes())) for p in sorted(directory.glob("*.pem"))]
+    return [(p.stem, Key.from_file(p)) for p in sorted(directory.glob("*.pem"))]

@@ -74,3 +74,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":  # `python -m marketplace.cli.main ...` runs the CLI, as `gpumarket` does
+    main()

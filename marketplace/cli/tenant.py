@@ -554,7 +554,7 @@ def fund(
         raise InvalidArgument(str(exc)) from None
     if address in ("me", "self"):
         address = load_key(conn.key_name).address
-    key = identity.Key.from_pem(admin_key.read_bytes())
+    key = identity.Key.from_file(admin_key)
     acct = conn.tenant(key).fund(address, micro)
     if as_json:
         print_json(proto_dict(acct))

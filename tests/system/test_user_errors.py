@@ -1,0 +1,186 @@
+"""The mistakes a new user makes first get one clear line and a non-zero exit, never a traceback.
+
+A key file that is not a key (any command that reads one: a named key, `--key FILE.pem`,
+`--admin-key`, the agent's `[provider] key`, the market's own admin.pem), a market that is not
+running or an address that is not one, a file that is missing, a config that is not TOML. Each
+runs the real `gpumarket` command (in this process, through click) against no mocks.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from marketplace.cli.main import cli
+from marketplace.identity import Key
+from tests.helpers import EXAMPLES, closed_port
+
+
+def gpumarket(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=True)
+
+
+def assert_no_traceback(result: Result) -> None:
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        trace = "".join(traceback.format_exception(result.exception))
+        raise AssertionError(f"a traceback instead of an error line:\n{trace}")
+    assert "Traceback" not in result.output
+
+
+def assert_one_line_error(result: Result, *needles: str) -> str:
+    """Exit status not 0, an `Error: ...` line naming what is wrong, no traceback."""
+    assert_no_traceback(result)
+    assert result.exit_code != 0, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert needle in errors[0], result.output
+    return errors[0]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh GPUMARKET_HOME (keys under it) and no market address from the environment."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("GPUMARKET_HOME", str(home))
+    for name in ("GPUMARKET_MARKET", "GPUMARKET_KEY", "GPUMARKET_ADMIN_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+# what users hand us as a key: text, an empty file, a certificate-like PEM, an encrypted key
+NOT_KEYS = {
+    "text": b"not a key\n",
+    "empty": b"",
+    "truncated": Key.generate().to_pem()[:60],
+    "public": b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n"
+    b"-----END PUBLIC KEY-----\n",
+}
+
+
+def encrypted_key() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+
+
+@pytest.fixture(params=[*NOT_KEYS, "encrypted"])
+def bad_pem(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    path = tmp_path / f"{request.param}.pem"
+    path.write_bytes(encrypted_key() if request.param == "encrypted" else NOT_KEYS[request.param])
+    return path
+
+
+def test_a_named_key_that_is_not_a_key(home: Path, bad_pem: Path) -> None:
+    keys = home / "keys"
+    keys.mkdir(parents=True)
+    (keys / "broken.pem").write_bytes(bad_pem.read_bytes())
+    market = closed_port()
+    for args in (
+        ("keys", "list"),
+        ("keys", "show", "broken"),
+        ("status", "--key", "broken", "--market", market),
+        ("account", "--key", "broken", "--market", market),
+    ):
+        line = assert_one_line_error(gpumarket(*args), "broken.pem", "not an Ed25519 private key")
+        assert "keys/broken.pem" in line, (args, line)
+
+
+def test_a_key_file_that_is_not_a_key(home: Path, bad_pem: Path, tmp_path: Path) -> None:
+    market = closed_port()
+    for args in (
+        ("status", "--key", str(bad_pem), "--market", market),
+        ("account", "fund", "gm1" + "a" * 32, "5", "--admin-key", str(bad_pem), "--market", market),
+        ("market", "audit", "--admin-key", str(bad_pem), "--market", market),
+        (
+            "market",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "market"),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-key",
+            str(bad_pem),
+        ),
+    ):
+        assert_one_line_error(gpumarket(*args), str(bad_pem), "not an Ed25519 private key")
+
+
+def test_an_admin_key_file_need_not_end_in_pem(home: Path, tmp_path: Path) -> None:
+    """`--admin-key` takes a FILE (its help says so): any name, not a key name."""
+    key_file = tmp_path / "admin.key"
+    key_file.write_bytes(b"garbage")
+    result = gpumarket(
+        "market", "serve", "--data-dir", str(tmp_path / "m"), "--listen", "127.0.0.1:0",
+        "--admin-key", str(key_file),
+    )  # fmt: skip
+    assert_one_line_error(result, str(key_file), "not an Ed25519 private key")
+
+
+def test_the_market_data_dirs_admin_key_is_not_a_key(home: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "market"
+    serve = ("market", "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
+    # a first start that fails on the port leaves the data dir with its store and key
+    (data_dir).mkdir(mode=0o700)
+    (data_dir / "admin.pem").write_bytes(b"garbage")
+    (data_dir / "market.db").write_bytes(b"")
+    result = gpumarket(*serve)
+    assert_one_line_error(result)
+
+
+def test_the_agents_key_file_is_not_a_key(home: Path, bad_pem: Path, tmp_path: Path) -> None:
+    config = tmp_path / "provider.toml"
+    config.write_text(
+        f'[provider]\nkey = "{bad_pem}"\n[gpu]\nbackend = "none"\n'
+        '[pricing.scale]\ncpu_hour = "0.01"\n'
+    )
+    result = gpumarket("provider", "run", "--config", str(config))
+    assert_one_line_error(result, "provider.key", str(bad_pem))
+    assert result.exit_code == 78  # EX_CONFIG: systemd does not restart a bad config in a loop
+
+
+@pytest.mark.parametrize(
+    "market", ["closed", "127.0.0.1", "no-such-host.invalid:7420", "127.0.0.1:notaport"]
+)
+def test_a_market_that_is_not_there(home: Path, market: str) -> None:
+    address = closed_port() if market == "closed" else market
+    for args in (
+        ("status",),
+        ("status", "--json"),
+        ("providers",),
+        ("deploy", str(EXAMPLES / "inference.yaml"), "--deposit", "5"),
+        ("market", "stats"),
+    ):
+        assert_one_line_error(gpumarket(*args, "--market", address), address)
+
+
+def test_missing_files(home: Path, tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.yaml")
+    for args in (
+        ("deploy", missing, "--deposit", "5"),
+        ("simulate", missing),
+        ("estimate", missing),
+        ("provider", "run", "--config", str(tmp_path / "nope.toml")),
+        ("provider", "quote", missing),
+    ):
+        result = gpumarket(*args)
+        assert result.exit_code != 0, (args, result.output)
+        assert_no_traceback(result)
+        assert "nope." in result.output, (args, result.output)
+
+
+def test_a_config_that_is_not_toml(home: Path, tmp_path: Path) -> None:
+    config = tmp_path / "provider.toml"
+    config.write_text("[provider\nkey = 1\n")
+    for command in ("run", "inventory", "status"):
+        result = gpumarket("provider", command, "--config", str(config))
+        assert_one_line_error(result, str(config), "line 1")
+        assert result.exit_code == 78
