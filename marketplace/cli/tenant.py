@@ -492,7 +492,12 @@ def close(id: str, conn: Connection, as_json: bool) -> None:
     if as_json:
         print_json(proto_dict(dep))
     else:
-        click.echo(f"deployment {dep.id} closed; the escrow's rest went back to your account")
+        # every deposit and top-up is in `deposited`; what the leases did not take came back
+        paid = sum(client.get_lease(lease_id).paid for lease_id in dep.lease_ids)
+        click.echo(
+            f"deployment {dep.id} closed: {amount(paid)} paid to providers, "
+            f"{amount(dep.deposited - paid)} refunded to your account"
+        )
 
 
 # --- accounts and providers -------------------------------------------------------------------
