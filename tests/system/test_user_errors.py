@@ -8,6 +8,8 @@ runs the real `gpumarket` command (in this process, through click) against no mo
 
 from __future__ import annotations
 
+import re
+import socket
 import traceback
 from pathlib import Path
 
@@ -34,7 +36,8 @@ def assert_one_line_error(result: Result, *needles: str) -> str:
     """Exit status not 0, an `Error: ...` line naming what is wrong, no traceback."""
     assert_no_traceback(result)
     assert result.exit_code != 0, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    # the agent's lines carry their time (HH:MM:SS) first
+    errors = [x for x in result.output.splitlines() if re.match(r"(\d\d:\d\d:\d\d )?Error:", x)]
     assert len(errors) == 1, result.output
     for needle in needles:
         assert needle in errors[0], result.output
@@ -184,3 +187,35 @@ def test_a_config_that_is_not_toml(home: Path, tmp_path: Path) -> None:
         result = gpumarket("provider", command, "--config", str(config))
         assert_one_line_error(result, str(config), "line 1")
         assert result.exit_code == 78
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("config", "names", "status"),
+    [
+        # examples/provider.toml's documentation address, copied as is
+        ('[provider]\nhost_uri = "203.0.113.7"\n', "[provider] host_uri", 78),
+        ('[network]\npublish_address = "203.0.113.7"\n', "[network] publish_address", 78),
+        ('[metrics]\nbind = "203.0.113.7"\nport = 0\n', "[metrics] bind", 78),
+        ('[ingress]\nlisten = "203.0.113.7:0"\ndomain = "x.test"\n', "[ingress] listen", 78),
+        ("[metrics]\nport = {busy}\n", "[metrics] port", 1),  # may free itself: a retry helps
+    ],
+    ids=["host_uri", "publish_address", "metrics-bind", "ingress-listen", "metrics-port-busy"],
+)
+def test_an_agent_that_cannot_start_says_which_key(
+    home: Path, tmp_path: Path, config: str, names: str, status: int
+) -> None:
+    """What the config asks of the host is checked at start: one line naming the key, exit 78
+    when only a config change helps (the systemd unit then stops retrying), else 1."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        path = tmp_path / "provider.toml"
+        base = '[gpu]\nbackend = "none"\n[pricing.scale]\ncpu_hour = "0.01"\n'
+        base += f'[marketplace]\naddress = "{closed_port()}"\n'
+        if "[metrics]" not in config:
+            base += "[metrics]\nenabled = false\n"
+        path.write_text(base + config.format(busy=busy.getsockname()[1]))
+        result = gpumarket("provider", "run", "--config", str(path))
+    assert_one_line_error(result, names)
+    assert result.exit_code == status, result.output
