@@ -285,6 +285,20 @@ def load_key(name_or_path: str) -> Key:
     return Key.from_file(path)
 
 
+def load_agent_key(name_or_path: str) -> Key:
+    """A provider agent's key, for the commands that read with it (they create none). A missing
+    one is not to be created anew (that would be another provider): the hint says where the
+    agent keeps its own."""
+    try:
+        return load_key(name_or_path)
+    except NotFound:
+        raise NotFound(
+            f"no provider key {name_or_path!r} in {keys_dir()}: the agent creates its key at its "
+            "first `gpumarket provider run`; use the agent's GPUMARKET_HOME and its key "
+            "([provider] key in its provider.toml)"
+        ) from None
+
+
 def load_or_create_key(name: str) -> Key:
     try:
         return load_key(name)

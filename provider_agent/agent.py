@@ -47,7 +47,7 @@ from marketplace.core.provider_feed import (
 )
 from marketplace.core.resources import GroupSpec
 from marketplace.core.state import CloseReason, Lease
-from marketplace.identity import Key, config_dir, load_key, load_or_create_key
+from marketplace.identity import Key, config_dir, load_agent_key, load_key, load_or_create_key
 from provider_agent.backoff import Backoff
 from provider_agent.bidder import Bidder, Quoter
 from provider_agent.config import EX_CONFIG, AgentConfig
@@ -571,7 +571,7 @@ def provider_key(cfg: AgentConfig) -> Key:
     name = cfg.provider.key
     if ("/" in name or name.endswith(".pem")) and not Path(name).is_file():
         raise NotFound(f"no key file {name} (the config's [provider] key)")
-    return load_key(name)
+    return load_agent_key(name)
 
 
 def _load_key(cfg: AgentConfig) -> Key:

@@ -219,3 +219,18 @@ def test_an_agent_that_cannot_start_says_which_key(
         result = gpumarket("provider", "run", "--config", str(path))
     assert_one_line_error(result, names)
     assert result.exit_code == status, result.output
+
+
+def test_a_provider_command_without_the_agents_key_says_where_it_lives(
+    home: Path, tmp_path: Path
+) -> None:
+    """Reads with the provider's key create none (a new key would be another provider): the
+    line says that the agent makes its key and where to find it, and no key appears."""
+    config = tmp_path / "provider.toml"
+    config.write_text(f'[marketplace]\naddress = "{closed_port()}"\n')
+    for args in (
+        ("provider", "status", "--config", str(config)),
+        ("provider", "price-advice", "--market", closed_port()),
+    ):
+        assert_one_line_error(gpumarket(*args), "no provider key 'provider'", "GPUMARKET_HOME")
+    assert not (home / "keys").exists()
