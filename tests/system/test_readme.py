@@ -248,3 +248,25 @@ def test_the_update_example_is_an_update_in_place_of_the_inference_example() -> 
     old, new = (EXAMPLES / "inference.yaml", EXAMPLES / "inference-v2.yaml")
     plan = plan_update(parse_manifest(old.read_text()), parse_manifest(new.read_text()))
     assert plan.allowed, plan.reason
+
+
+def test_every_market_command_takes_json() -> None:
+    """README: the tenant and market commands take `--market`, `--key` and `--json` for
+    scripts. Interactive ones (a shell, the console's web server) have no output to parse."""
+    interactive = {"gpumarket shell", "gpumarket console"}
+    missing = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        if isinstance(command, click.Group):
+            with click.Context(command) as ctx:
+                for name in command.list_commands(ctx):
+                    sub = command.get_command(ctx, name)
+                    if sub is not None:
+                        walk(sub, [*path, name])
+            return
+        names = option_names(command)
+        if "--market" in names and " ".join(path) not in interactive and "--json" not in names:
+            missing.append(" ".join(path))
+
+    walk(cli, ["gpumarket"])
+    assert not missing, missing
