@@ -250,6 +250,36 @@ def test_the_update_example_is_an_update_in_place_of_the_inference_example() -> 
     assert plan.allowed, plan.reason
 
 
+def command_paths() -> list[list[str]]:
+    """Every command and group, as the words after `gpumarket`."""
+    found: list[list[str]] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        found.append(path)
+        if isinstance(command, click.Group):
+            with click.Context(command) as ctx:
+                for name in command.list_commands(ctx):
+                    sub = command.get_command(ctx, name)
+                    if sub is not None:
+                        walk(sub, [*path, name])
+
+    walk(cli, [])
+    return found
+
+
+def test_every_help_teaches() -> None:
+    """README: every command has --help. Each one prints its usage and a description."""
+    from click.testing import CliRunner
+
+    assert len(command_paths()) > 40
+    for path in command_paths():
+        result = CliRunner().invoke(cli, [*path, "--help"], prog_name="gpumarket")
+        assert result.exit_code == 0, (path, result.output)
+        usage, _, description = result.output.partition("\n\n")
+        assert usage.startswith(f"Usage: gpumarket {' '.join(path)}".rstrip()), result.output
+        assert description.strip(), f"gpumarket {' '.join(path)} --help describes nothing"
+
+
 def test_every_market_command_takes_json() -> None:
     """README: the tenant and market commands take `--market`, `--key` and `--json` for
     scripts. Interactive ones (a shell, the console's web server) have no output to parse."""
