@@ -234,3 +234,15 @@ def test_a_provider_command_without_the_agents_key_says_where_it_lives(
     ):
         assert_one_line_error(gpumarket(*args), "no provider key 'provider'", "GPUMARKET_HOME")
     assert not (home / "keys").exists()
+
+
+def test_an_agent_without_a_docker_engine_says_how_to_start_one(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    config = tmp_path / "provider.toml"
+    config.write_text('[gpu]\nbackend = "none"\n[pricing.scale]\ncpu_hour = "0.01"\n')
+    result = gpumarket("provider", "run", "--config", str(config))
+    line = assert_one_line_error(result, "no Docker engine answers", "no-engine.sock")
+    assert "start it" in line
+    assert result.exit_code == 1  # not the config's fault: a service manager may retry
