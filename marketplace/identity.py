@@ -259,6 +259,8 @@ def keys_dir() -> Path:
 def _key_path(name: str) -> Path:
     if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
         raise InvalidArgument(f"bad key name {name!r}: use letters, digits, '-', '_' and '.'")
+    if name.endswith(".pem"):  # --key NAME.pem reads a file of that name, not this key
+        raise InvalidArgument(f"bad key name {name!r}: name it without .pem")
     return keys_dir() / f"{name}.pem"
 
 
@@ -275,11 +277,22 @@ def create_key(name: str) -> Key:
     return key
 
 
+def is_key_path(name_or_path: str) -> bool:
+    """Whether --key names a file (`./me.pem`, `/etc/gpumarket/key`) rather than a key name."""
+    return "/" in name_or_path or name_or_path.endswith(".pem")
+
+
 def load_key(name_or_path: str) -> Key:
     """A key by name (in keys_dir()) or by file path."""
-    path = Path(name_or_path)
-    if not (path.suffix == ".pem" and path.exists()):
-        path = _key_path(name_or_path)
+    if is_key_path(name_or_path):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise NotFound(
+                f"no key file {name_or_path}: pass an existing PEM file, or a key name "
+                "(`gpumarket keys list`)"
+            )
+        return Key.from_file(path)
+    path = _key_path(name_or_path)
     if not path.exists():
         raise NotFound(f"no key {name_or_path!r}: create one with `gpumarket keys create NAME`")
     return Key.from_file(path)
@@ -303,6 +316,8 @@ def load_or_create_key(name: str) -> Key:
     try:
         return load_key(name)
     except NotFound:
+        if is_key_path(name):
+            raise  # a file the user named is not made up in its place
         return create_key(name)
 
 

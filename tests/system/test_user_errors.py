@@ -246,3 +246,18 @@ def test_an_agent_without_a_docker_engine_says_how_to_start_one(
     line = assert_one_line_error(result, "no Docker engine answers", "no-engine.sock")
     assert "start it" in line
     assert result.exit_code == 1  # not the config's fault: a service manager may retry
+
+
+def test_a_key_file_that_is_not_there_is_not_made_up(home: Path, tmp_path: Path) -> None:
+    """`--key ./me.pem` names a file: missing, it is an error naming it (never a "bad key
+    name", never a new key in its place); a file without .pem is a file too."""
+    market = closed_port()
+    for name in (str(tmp_path / "missing.pem"), "./missing.pem", "missing.pem"):
+        line = assert_one_line_error(gpumarket("status", "--key", name, "--market", market))
+        assert f"no key file {name}" in line
+    assert not (home / "keys").exists()
+    key_file = tmp_path / "tenant.key"
+    key_file.write_bytes(Key.generate().to_pem())
+    result = gpumarket("status", "--key", str(key_file), "--market", market)
+    assert_one_line_error(result, "cannot reach the marketplace")  # the key loaded
+    assert_one_line_error(gpumarket("keys", "create", "me.pem"), "without .pem")
