@@ -36,6 +36,7 @@ from marketplace.core.limits import is_address as is_address  # (limits.is_addre
 
 DOMAIN = b"gpumarket/v1\x00"
 NONCE_BYTES = 16
+MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM key file; a key is ~120 bytes of it
 # A request older or newer than this (against the verifier's clock) is refused as stale.
 DEFAULT_MAX_SKEW_MS = 60_000
 
@@ -108,9 +109,12 @@ class Key:
         """The key in a PEM file; a missing, unreadable or malformed file is InvalidArgument
         naming the path."""
         try:
-            pem = path.read_bytes()
+            with path.open("rb") as handle:
+                pem = handle.read(MAX_KEY_FILE_BYTES + 1)  # a key is ~120 bytes; /dev/zero is not
         except OSError as exc:
             raise InvalidArgument(f"{path}: cannot read: {exc.strerror or exc}") from None
+        if len(pem) > MAX_KEY_FILE_BYTES:
+            raise InvalidArgument(f"{path}: more than {MAX_KEY_FILE_BYTES:,} bytes: not a key")
         try:
             return cls.from_pem(pem)
         except InvalidArgument as exc:

@@ -21,6 +21,7 @@ from marketplace.core import limits, money, units
 from marketplace.core.bidding import BidPolicy
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.pricing import PricingError, ScalePricing
+from marketplace.userfiles import CONFIG_FILE_BYTES, read_bounded_text
 from provider_agent.container import DEFAULT_CAPABILITIES, DOCKER_DEFAULT_CAPABILITIES
 
 EX_CONFIG = 78
@@ -313,7 +314,7 @@ def load_config(path: Path) -> AgentConfig:
     """Read and validate a config file. Raises ConfigError."""
     source = str(path)
     try:
-        text = path.read_text()
+        text = read_bounded_text(path, CONFIG_FILE_BYTES, "an agent config")
     except OSError as exc:
         raise ConfigError("", f"cannot read: {exc.strerror or exc}", source) from None
     try:
@@ -424,7 +425,8 @@ def _pem_file(s: _Section, key: str, base: Path) -> Path | None:
         return None
     path: Path = s.parsed(key, lambda v: _path(v, base))
     try:
-        head = path.read_bytes()[:4096]
+        with path.open("rb") as handle:
+            head = handle.read(4096)
     except OSError as exc:
         raise s.error(key, f"cannot read {path}: {exc.strerror or exc}") from None
     if b"-----BEGIN " not in head:

@@ -6,6 +6,7 @@ it or from a sibling beside it, and the pure parts load none of the heavy outsid
              | marketplace.console                              console (a gRPC client, like cli)
     layer 2  marketplace.api                                    the wire: convert, status, envelope, client
     layer 1  marketplace.identity | marketplace.terminal | marketplace.polling
+             | marketplace.userfiles                            files users name, read bounded
     layer 0  marketplace.core                                   the market's rules, pure
 
 A module may import its own component (the same row entry) and anything in a lower layer;
@@ -28,7 +29,12 @@ from tests.helpers import REPO
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("marketplace.core",),
-    ("marketplace.identity", "marketplace.terminal", "marketplace.polling"),
+    (
+        "marketplace.identity",
+        "marketplace.terminal",
+        "marketplace.polling",
+        "marketplace.userfiles",
+    ),
     ("marketplace.api",),
     ("marketplace.server", "provider_agent", "simulator", "marketplace.console"),
     ("marketplace.cli",),

@@ -13,6 +13,7 @@ from marketplace.core.manifest.support import Support, notes
 from marketplace.core.matching import option_label, unit_totals
 from marketplace.core.money import MICRO, format_amount
 from marketplace.terminal import json_option, print_json
+from marketplace.userfiles import read_bounded
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # an SDL is a few KiB; anything this big is not one
 
@@ -48,9 +49,7 @@ def check_file(path: Path) -> dict[str, Any]:
     try:
         if path.is_dir():
             raise OSError("is a directory")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise OSError(f"larger than {MAX_FILE_BYTES // 1024 // 1024} MiB; not a manifest")
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_FILE_BYTES, "a manifest")
     except OSError as exc:
         reason = exc.strerror or str(exc)
         error = {"line": None, "path": "", "message": f"cannot read: {reason}"}

@@ -52,6 +52,7 @@ from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.manifest.support import refuse_unmatchable
 from marketplace.core.money import parse_amount
 from marketplace.terminal import friendly_errors, json_option, print_json
+from marketplace.userfiles import read_bounded
 
 R = TypeVar("R")
 C = TypeVar("C", bound=ServiceClient)
@@ -171,8 +172,8 @@ def load_key(name: str) -> identity.Key:
     try:
         return identity.load_key(name)
     except NotFound:
-        if name.endswith(".pem"):
-            raise
+        if identity.is_key_path(name):
+            raise  # a file the user named is not made up in its place
         key = identity.create_key(name)
         click.echo(
             f"created key {name!r} ({key.address}) in {identity.keys_dir()}; "
@@ -189,9 +190,7 @@ def read_manifest(path: Path, force: bool = False) -> bytes:
     """The file's bytes, validated locally first: every problem on its own line; a GPU model
     no provider can be is refused too, unless `force` (deploy --force)."""
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise InvalidArgument(f"{path}: larger than 4 MiB; not a manifest")
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_FILE_BYTES, "a manifest")
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from None
     try:

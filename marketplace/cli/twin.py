@@ -148,7 +148,9 @@ def estimate_command(file: click.utils.LazyFile, conn: Connection, as_json: bool
     """
     text = file.read(MAX_SDL_BYTES + 1)
     if len(text) > MAX_SDL_BYTES:
-        raise click.ClickException(f"{file.name} is over {MAX_SDL_BYTES:,} bytes")
+        raise click.ClickException(
+            f"cannot read {file.name}: more than {MAX_SDL_BYTES:,} bytes: not a manifest"
+        )
     manifest = parse_manifest(text, source=file.name)
     found = estimate(manifest, take_snapshot(conn))
     if as_json:

@@ -8,14 +8,18 @@ runs the real `gpumarket` command (in this process, through click) against no mo
 
 from __future__ import annotations
 
+import os
 import re
+import resource
 import socket
+import subprocess
 import traceback
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from marketplace.cli.demo_stack import GPUMARKET
 from marketplace.cli.main import cli
 from marketplace.identity import Key
 from tests.helpers import EXAMPLES, closed_port
@@ -261,3 +265,59 @@ def test_a_key_file_that_is_not_there_is_not_made_up(home: Path, tmp_path: Path)
     result = gpumarket("status", "--key", str(key_file), "--market", market)
     assert_one_line_error(result, "cannot reach the marketplace")  # the key loaded
     assert_one_line_error(gpumarket("keys", "create", "me.pem"), "without .pem")
+
+
+def commands_reading(path: str) -> list[tuple[str, ...]]:
+    """Every command that reads a file the user names, naming `path`."""
+    market = ("--market", closed_port())
+    return [
+        ("deploy", path, "--deposit", "5", *market),
+        ("update", "D1", path, *market),
+        ("estimate", path, *market),
+        ("manifest", "validate", path),
+        ("simulate", path),
+        ("simulate", "sweep", path),
+        ("simulate", "gang-ranking", path),
+        ("provider", "quote", path),
+        ("provider", "run", "--config", path),
+        ("provider", "inventory", "--config", path),
+        ("market", "audit", "--admin-key", path, *market),
+        ("status", "--key", path, *market),
+    ]
+
+
+def test_a_huge_file_is_refused_without_reading_it(home: Path, tmp_path: Path) -> None:
+    """A 64 MiB file named by mistake (sparse here: it costs no disk) is refused at its bound,
+    in one line, by every command that reads one."""
+    huge = tmp_path / "checkpoint.pem"  # .pem: --key reads it as a file too
+    with huge.open("wb") as handle:
+        handle.truncate(64 * 1024 * 1024)
+    for args in commands_reading(str(huge)):
+        result = gpumarket(*args)
+        assert_no_traceback(result)
+        assert result.exit_code != 0, (args, result.output)
+        # one line names the file and the bound (`manifest validate` writes FILE: ..., the
+        # others Error: ...)
+        [line] = [x for x in result.output.splitlines() if str(huge) in x]
+        assert re.search(r"more than [\d,]+ (MiB|KiB|bytes)", line), (args, line)
+
+
+def test_an_endless_file_is_refused_without_reading_it(home: Path) -> None:
+    """/dev/zero has no size on disk to check first: the bound is on what is read. Run as
+    processes with 1 GiB of address space, so reading it whole fails the test, not the box."""
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))
+
+    for args in commands_reading("/dev/zero"):
+        done = subprocess.run(
+            [*GPUMARKET, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=limited,
+            env={**os.environ, "GPUMARKET_HOME": str(home)},
+        )
+        assert done.returncode != 0 and "Traceback" not in done.stderr, (args, done.stderr)
+        [line] = [x for x in (done.stdout + done.stderr).splitlines() if "/dev/zero" in x]
+        assert "more than" in line or "no key file" in line, (args, line)
