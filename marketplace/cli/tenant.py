@@ -28,7 +28,7 @@ from marketplace.api.client import (
     TenantClient,
 )
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.cli.amounts import parse_auto_top_up
+from marketplace.cli.amounts import parse_auto_top_up, parse_money
 from marketplace.cli.ids import Ids
 from marketplace.cli.render import (
     account_lines,
@@ -50,7 +50,6 @@ from marketplace.core.errors import InvalidArgument, NotFound
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.manifest.support import refuse_unmatchable
-from marketplace.core.money import parse_amount
 from marketplace.terminal import friendly_errors, json_option, print_json
 from marketplace.userfiles import read_bounded
 
@@ -249,10 +248,7 @@ def deploy(
     as_json: bool,
 ) -> None:
     """Deploy the job manifest FILE (Akash SDL) with a DEPOSIT in escrow."""
-    try:
-        micro = parse_amount(deposit)
-    except ValueError as exc:
-        raise InvalidArgument(f"--deposit: {exc}") from None
+    micro = parse_money("--deposit", deposit)
     timeout_ms = parse_timeout(timeout_text)
     step, cap = parse_auto_top_up(auto_top_up)
     raw = read_manifest(file, force)
@@ -552,10 +548,7 @@ def fund(
     as_json: bool,
 ) -> None:
     """Dev faucet: mint AMOUNT into ADDRESS (only the marketplace's admin key may)."""
-    try:
-        micro = parse_amount(amount_text)
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from None
+    micro = parse_money("amount", amount_text)
     if address in ("me", "self"):
         address = load_key(conn.key_name).address
     key = identity.Key.from_file(admin_key)

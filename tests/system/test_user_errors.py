@@ -321,3 +321,26 @@ def test_an_endless_file_is_refused_without_reading_it(home: Path) -> None:
         assert done.returncode != 0 and "Traceback" not in done.stderr, (args, done.stderr)
         [line] = [x for x in (done.stdout + done.stderr).splitlines() if "/dev/zero" in x]
         assert "more than" in line or "no key file" in line, (args, line)
+
+
+@pytest.mark.parametrize("amount", ["inf", "nan", "1e100", "1e999999999", "9" * 30, "12.5u", "0"])
+def test_an_amount_that_is_not_one(home: Path, tmp_path: Path, amount: str) -> None:
+    """Every place a user types an amount says what is wrong in one line: the CLI's deposits,
+    the faucet, the auto top-up, and a provider's prices."""
+    market = closed_port()
+    admin = tmp_path / "admin.pem"
+    admin.write_bytes(Key.generate().to_pem())
+    manifest = str(EXAMPLES / "inference.yaml")
+    for args in (
+        ("deploy", manifest, "--deposit", amount, "--market", market),
+        ("deploy", manifest, "--deposit", "5", "--auto-top-up", amount, "--market", market),
+        ("deposit", "D1", amount, "--market", market),
+        ("account", "fund", "me", amount, "--admin-key", str(admin), "--market", market),
+    ):
+        line = assert_one_line_error(gpumarket(*args))
+        assert "cannot reach" not in line, (args, line)  # refused before it is sent
+    config = tmp_path / "provider.toml"
+    config.write_text(f'[gpu]\nbackend = "none"\n[pricing.scale]\ncpu_hour = "{amount}"\n')
+    result = gpumarket("provider", "inventory", "--config", str(config))
+    if amount != "0":  # a price of 0 is a free CPU: allowed
+        assert_one_line_error(result, "pricing.scale.cpu_hour")
