@@ -284,17 +284,25 @@ class _Section:
 
 
 def parse_money(value: object) -> int:
-    """A price: "2.50" (units) or "2500000u" (micro-units) or a whole number of units. Floats
-    are refused: money never goes through a float."""
+    """A price: "2.50" (units) or "2500000u" (micro-units) or a whole number of units, at most
+    the market's largest price an hour (a bigger one could never be bid). Floats are refused:
+    money never goes through a float."""
     if isinstance(value, bool | float):
         raise ValueError(f'write prices as strings, e.g. "{value}", not as a float')
     if isinstance(value, int):
         if value < 0:
             raise ValueError("must not be negative")
-        return value * money.MICRO
-    if not isinstance(value, str):
+        micro = value * money.MICRO
+    elif isinstance(value, str):
+        micro = money.parse_amount(value)
+    else:
         raise ValueError(f'must be a price such as "2.50", got {units.type_name(value)}')
-    return money.parse_amount(value)
+    if micro > limits.MAX_PRICE_PER_HOUR:
+        raise ValueError(
+            f"{money.format_amount(micro)} is over the largest price the market takes, "
+            f"{money.format_amount(limits.MAX_PRICE_PER_HOUR)} an hour"
+        )
+    return micro
 
 
 def _path(value: object, base: Path) -> Path:
