@@ -21,7 +21,8 @@ import pytest
 
 from marketplace.cli.main import cli
 from marketplace.core.manifest import parse_manifest
-from provider_agent.config import load_config
+from provider_agent.config import check_runnable, load_config
+from provider_agent.network import publish_ip
 from simulator.cli import DefaultRunGroup
 from simulator.scenario import load_scenario
 from simulator.sweep import load_sweep
@@ -204,8 +205,12 @@ def test_every_example_file_loads(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
-def test_every_example_provider_config_loads(path: Path) -> None:
-    load_config(path)
+def test_every_example_provider_config_loads_and_starts_anywhere(path: Path) -> None:
+    """Copied as is to any machine, an example passes what the agent checks at start too
+    (the address it publishes ports on must be this host's)."""
+    cfg = load_config(path)
+    check_runnable(cfg)
+    publish_ip(cfg)
 
 
 def toml_blocks() -> list[Snippet]:
@@ -221,7 +226,9 @@ def test_every_toml_block_is_a_config_the_agent_loads(snippet: Snippet, tmp_path
     tomllib.loads(snippet.text)
     path = tmp_path / "provider.toml"
     path.write_text(snippet.text)
-    load_config(path)
+    cfg = load_config(path)
+    check_runnable(cfg)
+    publish_ip(cfg)
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:
