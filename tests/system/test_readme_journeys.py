@@ -22,6 +22,7 @@ import pytest
 
 from marketplace.cli.demo_stack import GPUMARKET, Provider, Stack, spawn, wait_for_market
 from marketplace.identity import Key
+from marketplace.polling import wait_until
 from tests.helpers import EXAMPLES
 from tests.system.test_readme import README, code_snippets
 
@@ -63,9 +64,15 @@ def gpumarket(stack: Stack, *args: str, home: Path | None = None) -> str:
     return done.stdout
 
 
-def fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        return str(answer.read().decode())
+def answers(url: str, text: str) -> None:
+    """Wait until the endpoint's answer holds `text`: a container "running" may take a moment
+    more to listen (generous: the box is shared)."""
+
+    def fetched() -> bool:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return text in answer.read().decode()
+
+    wait_until(fetched, 60, f"{url} to answer {text}", interval=0.2, retry_on=(OSError,))
 
 
 def balance(stack: Stack, home: Path, key: str) -> int:
@@ -96,12 +103,12 @@ def test_a_provider_from_readme_earns_what_a_tenant_following_readme_pays(
     gpumarket(stack, "account", "fund", "me", "20", "--admin-key", admin)
     out = gpumarket(stack, "deploy", "examples/inference.yaml", "--deposit", "5", "--wait")
     [endpoint] = re.findall(r"running: (http://\S+)", out)
-    assert '"tiny-llm"' in fetch(f"{endpoint}/health")
+    answers(f"{endpoint}/health", '"tiny-llm"')
     events = gpumarket(stack, "events", "D1")
     assert "lease_created" in events and "lease_running" in events
     assert "tiny-llm" in gpumarket(stack, "shell", "D1", "--", "cat", "/www/health")
     gpumarket(stack, "update", "D1", "examples/inference-v2.yaml", "--wait")
-    assert '"tiny-llm-v2"' in fetch(f"{endpoint}/health")  # the same endpoint, version 2
+    answers(f"{endpoint}/health", '"tiny-llm-v2"')  # the same endpoint, version 2
     gpumarket(stack, "deposit", "D1", "1")
 
     closed = gpumarket(stack, "close", "D1")
