@@ -309,6 +309,8 @@ def load_agent_key(name_or_path: str) -> Key:
     try:
         return load_key(name_or_path)
     except NotFound:
+        if is_key_path(name_or_path):
+            raise  # "no key file PATH" says it
         raise NotFound(
             f"no provider key {name_or_path!r} in {keys_dir()}: the agent creates its key at its "
             "first `gpumarket provider run`; use the agent's GPUMARKET_HOME and its key "
