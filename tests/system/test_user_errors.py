@@ -155,9 +155,19 @@ def test_the_agents_key_file_is_not_a_key(home: Path, bad_pem: Path, tmp_path: P
 
 
 @pytest.mark.parametrize(
-    "market", ["closed", "127.0.0.1", "no-such-host.invalid:7420", "127.0.0.1:notaport"]
+    ("market", "said"),
+    [
+        ("closed", "is `gpumarket market serve` running?"),
+        ("no-such-host.invalid:7420", "is `gpumarket market serve` running?"),
+        # not an address at all: said so, not "cannot reach"
+        ("127.0.0.1", "is not HOST:PORT"),
+        ("127.0.0.1:notaport", "is not HOST:PORT"),
+        ("127.0.0.1:70000", "is not HOST:PORT"),
+        ("http://127.0.0.1:7420", "is not HOST:PORT"),
+        ("127.0.0.1:7420,", "empty entry"),
+    ],
 )
-def test_a_market_that_is_not_there(home: Path, market: str) -> None:
+def test_a_market_that_is_not_there(home: Path, market: str, said: str) -> None:
     address = closed_port() if market == "closed" else market
     for args in (
         ("status",),
@@ -166,7 +176,7 @@ def test_a_market_that_is_not_there(home: Path, market: str) -> None:
         ("deploy", str(EXAMPLES / "inference.yaml"), "--deposit", "5"),
         ("market", "stats"),
     ):
-        assert_one_line_error(gpumarket(*args, "--market", address), address)
+        assert_one_line_error(gpumarket(*args, "--market", address), address.rstrip(","), said)
 
 
 def test_missing_files(home: Path, tmp_path: Path) -> None:
