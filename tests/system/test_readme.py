@@ -307,3 +307,24 @@ def test_every_market_command_takes_json() -> None:
 
     walk(cli, ["gpumarket"])
     assert not missing, missing
+
+
+def yaml_blocks() -> list[Snippet]:
+    return [s for path in (README, *DOCS) for s in code_snippets(path) if s.lang == "yaml"]
+
+
+@pytest.mark.parametrize("snippet", yaml_blocks(), ids=lambda s: s.where())
+def test_every_manifest_block_is_one_the_parser_takes(snippet: Snippet) -> None:
+    """A whole SDL shown in the docs parses; a `gpumarket:` block parses as the settings of
+    examples/training.yaml."""
+    if snippet.text.startswith("version:"):
+        text = snippet.text
+    else:
+        assert snippet.text.startswith("gpumarket:"), snippet.where()
+        base = (EXAMPLES / "training.yaml").read_text()
+        text = base[: base.index("\ngpumarket:")] + "\n" + snippet.text
+    parse_manifest(text, snippet.where())
+
+
+def test_the_docs_show_manifest_blocks() -> None:
+    assert len(yaml_blocks()) >= 4
