@@ -272,12 +272,18 @@ def create_key(name: str) -> Key:
     path = _key_path(name)
     if path.exists():
         raise InvalidArgument(f"key {name!r} exists already at {path}")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Key.generate()
-    # O_EXCL + mode 0600: the private key is never readable by others, not even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.to_pem())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # O_EXCL + mode 0600: the private key is never readable by others, not even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.to_pem())
+    except OSError as exc:  # GPUMARKET_HOME a file, read-only, full, ...
+        raise InvalidArgument(
+            f"cannot create key {name!r} in {path.parent}: {exc.strerror or exc} "
+            "(keys live under $GPUMARKET_HOME/keys, default ~/.config/gpumarket/keys)"
+        ) from None
     return key
 
 

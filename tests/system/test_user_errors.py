@@ -354,3 +354,21 @@ def test_an_amount_that_is_not_one(home: Path, tmp_path: Path, amount: str) -> N
     result = gpumarket("provider", "inventory", "--config", str(config))
     if amount != "0":  # a price of 0 is a free CPU: allowed
         assert_one_line_error(result, "pricing.scale.cpu_hour")
+
+
+def test_a_home_where_no_key_can_be_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPUMARKET_HOME naming a file (or anything a key cannot be written under)."""
+    home = tmp_path / "not-a-dir"
+    home.write_text("")
+    monkeypatch.setenv("GPUMARKET_HOME", str(home))
+    config = tmp_path / "provider.toml"
+    config.write_text(
+        '[gpu]\nbackend = "none"\n[pricing.scale]\ncpu_hour = "0.01"\n[metrics]\nenabled = false\n'
+        f'[marketplace]\naddress = "{closed_port()}"\n'
+    )
+    for args in (
+        ("keys", "create", "me"),
+        ("status", "--market", closed_port()),
+        ("provider", "run", "--config", str(config)),
+    ):
+        assert_one_line_error(gpumarket(*args), "cannot create key", str(home / "keys"))
