@@ -107,7 +107,12 @@ def from_market(
         raise click.ClickException(f"{conn.market} has no GPU provider online: nothing to twin")
     document = scenario_document(snapshot, days)
     path = out or Path(f"{document['name']}.yaml")
-    path.write_text(_header(snapshot, conn.market) + yaml.safe_dump(document, sort_keys=False))
+    try:
+        path.write_text(_header(snapshot, conn.market) + yaml.safe_dump(document, sort_keys=False))
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write {path}: {exc.strerror or exc} (-o FILE)"
+        ) from None
     if as_json and not run_it:
         print_json({"scenario": str(path), "document": document})
         return

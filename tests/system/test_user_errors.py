@@ -372,3 +372,14 @@ def test_a_home_where_no_key_can_be_made(tmp_path: Path, monkeypatch: pytest.Mon
         ("provider", "run", "--config", str(config)),
     ):
         assert_one_line_error(gpumarket(*args), "cannot create key", str(home / "keys"))
+
+
+def test_a_report_folder_that_cannot_be_written(home: Path, tmp_path: Path) -> None:
+    """--out under a file: said before the simulation runs, in one line."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for args in (
+        ("simulate", str(EXAMPLES / "scenario-small.yaml"), "--out", str(blocker / "run")),
+        ("simulate", "sweep", str(EXAMPLES / "sweep.yaml"), "--out", str(blocker / "sweep")),
+    ):
+        assert_one_line_error(gpumarket(*args), f"cannot write the report to {blocker}", "--out")
