@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -33,9 +33,11 @@ from marketplace.core.clock import Clock
 from marketplace.core.errors import InvalidArgument, NotFound, Unauthenticated
 from marketplace.core.limits import ADDRESS_PREFIX as ADDRESS_PREFIX  # the core checks addresses
 from marketplace.core.limits import is_address as is_address  # (limits.is_address) without us
+from marketplace.userfiles import read_bounded
 
 DOMAIN = b"gpumarket/v1\x00"
 NONCE_BYTES = 16
+MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM key file; a key is ~120 bytes of it
 # A request older or newer than this (against the verifier's clock) is refused as stale.
 DEFAULT_MAX_SKEW_MS = 60_000
 
@@ -91,10 +93,30 @@ class Key:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> Key:
-        private = serialization.load_pem_private_key(pem, password=None)
+        """The key in an unencrypted PEM; anything else is InvalidArgument, never a library's
+        own exception (a user hands us key files: a typo must read as one line, not a trace)."""
+        try:
+            private = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # TypeError: an encrypted key; ValueError: not PEM, or PEM of no key we read
+            reason = "it is encrypted" if isinstance(exc, TypeError) else "not a PEM private key"
+            raise InvalidArgument(f"not an Ed25519 private key ({reason})") from None
         if not isinstance(private, Ed25519PrivateKey):
             raise InvalidArgument("not an Ed25519 private key")
         return cls(private)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Key:
+        """The key in a PEM file; a missing, unreadable or malformed file is InvalidArgument
+        naming the path."""
+        try:
+            pem = read_bounded(path, MAX_KEY_FILE_BYTES, "a key")  # a key is ~120 bytes
+        except OSError as exc:
+            raise InvalidArgument(f"{path}: cannot read: {exc.strerror or exc}") from None
+        try:
+            return cls.from_pem(pem)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{path}: {exc}") from None
 
     def to_pem(self) -> bytes:
         return self._private.private_bytes(
@@ -239,6 +261,8 @@ def keys_dir() -> Path:
 def _key_path(name: str) -> Path:
     if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
         raise InvalidArgument(f"bad key name {name!r}: use letters, digits, '-', '_' and '.'")
+    if name.endswith(".pem"):  # --key NAME.pem reads a file of that name, not this key
+        raise InvalidArgument(f"bad key name {name!r}: name it without .pem")
     return keys_dir() / f"{name}.pem"
 
 
@@ -246,29 +270,64 @@ def create_key(name: str) -> Key:
     path = _key_path(name)
     if path.exists():
         raise InvalidArgument(f"key {name!r} exists already at {path}")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Key.generate()
-    # O_EXCL + mode 0600: the private key is never readable by others, not even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.to_pem())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # O_EXCL + mode 0600: the private key is never readable by others, not even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.to_pem())
+    except OSError as exc:  # GPUMARKET_HOME a file, read-only, full, ...
+        raise InvalidArgument(
+            f"cannot create key {name!r} in {path.parent}: {exc.strerror or exc} "
+            "(keys live under $GPUMARKET_HOME/keys, default ~/.config/gpumarket/keys)"
+        ) from None
     return key
+
+
+def is_key_path(name_or_path: str) -> bool:
+    """Whether --key names a file (`./me.pem`, `/etc/gpumarket/key`) rather than a key name."""
+    return "/" in name_or_path or name_or_path.endswith(".pem")
 
 
 def load_key(name_or_path: str) -> Key:
     """A key by name (in keys_dir()) or by file path."""
-    path = Path(name_or_path)
-    if not (path.suffix == ".pem" and path.exists()):
-        path = _key_path(name_or_path)
+    if is_key_path(name_or_path):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise NotFound(
+                f"no key file {name_or_path}: pass an existing PEM file, or a key name "
+                "(`gpumarket keys list`)"
+            )
+        return Key.from_file(path)
+    path = _key_path(name_or_path)
     if not path.exists():
         raise NotFound(f"no key {name_or_path!r}: create one with `gpumarket keys create NAME`")
-    return Key.from_pem(path.read_bytes())
+    return Key.from_file(path)
+
+
+def load_agent_key(name_or_path: str) -> Key:
+    """A provider agent's key, for the commands that read with it (they create none). A missing
+    one is not to be created anew (that would be another provider): the hint says where the
+    agent keeps its own."""
+    try:
+        return load_key(name_or_path)
+    except NotFound:
+        if is_key_path(name_or_path):
+            raise  # "no key file PATH" says it
+        raise NotFound(
+            f"no provider key {name_or_path!r} in {keys_dir()}: the agent creates its key at its "
+            "first `gpumarket provider run`; use the agent's GPUMARKET_HOME and its key "
+            "([provider] key in its provider.toml)"
+        ) from None
 
 
 def load_or_create_key(name: str) -> Key:
     try:
         return load_key(name)
     except NotFound:
+        if is_key_path(name):
+            raise  # a file the user named is not made up in its place
         return create_key(name)
 
 
@@ -276,4 +335,4 @@ def list_keys() -> list[tuple[str, Key]]:
     directory = keys_dir()
     if not directory.exists():
         return []
-    return [(p.stem, Key.from_pem(p.read_bytes())) for p in sorted(directory.glob("*.pem"))]
+    return [(p.stem, Key.from_file(p)) for p in sorted(directory.glob("*.pem"))]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -46,11 +47,11 @@ from marketplace.core.provider_feed import (
 )
 from marketplace.core.resources import GroupSpec
 from marketplace.core.state import CloseReason, Lease
-from marketplace.identity import Key, config_dir, load_key, load_or_create_key
+from marketplace.identity import Key, config_dir, load_agent_key, load_key, load_or_create_key
 from provider_agent.backoff import Backoff
 from provider_agent.bidder import Bidder, Quoter
-from provider_agent.config import AgentConfig
-from provider_agent.container import ContainerRuntime, LogLine, RuntimeFailure
+from provider_agent.config import EX_CONFIG, AgentConfig
+from provider_agent.container import ConfigFailure, ContainerRuntime, LogLine, RuntimeFailure
 from provider_agent.host import HostCapacity, fit_to_host, read_host
 from provider_agent.ingress import Ingress, IngressLimits, IngressSite, RouteTable
 from provider_agent.inventory import Inventory, Reservations, build_inventory
@@ -220,7 +221,15 @@ class Agent:
         self.counters.leases_running = len(self.supervisor.running_leases())
         if self.cfg.metrics.enabled:
             m = self.cfg.metrics
-            self.metrics = MetricsServer(m.bind, m.port, self._metrics_text)
+            try:
+                self.metrics = MetricsServer(m.bind, m.port, self._metrics_text)
+            except OSError as exc:
+                raise _bind_failure(
+                    f"[metrics] {m.bind}:{m.port}",
+                    exc,
+                    "[metrics] bind",
+                    "[metrics] port (0: any free port) or enabled = false",
+                ) from None
             self.say(f"metrics on http://{m.bind}:{self.metrics.port}/metrics")
 
     def _public_host(self, publish: str) -> str:
@@ -242,7 +251,8 @@ class Agent:
         try:
             await self.ingress.start()
         except OSError as exc:
-            raise RuntimeFailure(f"[ingress] listen {ic.listen}: {exc.strerror or exc}") from None
+            what = f"[ingress] listen {ic.listen}"
+            raise _bind_failure(what, exc, "[ingress] listen", "[ingress] listen") from None
         self.say(f"ingress on {ic.listen.rsplit(':', 1)[0]}:{self.ingress.port} for *.{ic.domain}")
         return IngressSite(routes, ic.domain, ic.public_port or self.ingress.port)
 
@@ -274,7 +284,7 @@ class Agent:
             await self.start()
         except RuntimeFailure as exc:
             self.say(f"Error: {exc}")
-            return 1
+            return EX_CONFIG if isinstance(exc, ConfigFailure) else 1
         workers = [
             asyncio.create_task(self._market_loop(), name="market"),
             asyncio.create_task(self._poll_loop(), name="nvml-poll"),
@@ -561,7 +571,7 @@ def provider_key(cfg: AgentConfig) -> Key:
     name = cfg.provider.key
     if ("/" in name or name.endswith(".pem")) and not Path(name).is_file():
         raise NotFound(f"no key file {name} (the config's [provider] key)")
-    return load_key(name)
+    return load_agent_key(name)
 
 
 def _load_key(cfg: AgentConfig) -> Key:
@@ -569,6 +579,14 @@ def _load_key(cfg: AgentConfig) -> Key:
     if "/" in name or name.endswith(".pem"):
         return load_key(name)
     return load_or_create_key(name)
+
+
+def _bind_failure(what: str, exc: OSError, address_key: str, port_key: str) -> RuntimeFailure:
+    """A port the config names could not be bound: an address this host lacks is the config's
+    fault (exit 78); a port in use may free itself (exit 1, so a service manager retries)."""
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigFailure(f"{what}: not an address of this host; set {address_key}")
+    return RuntimeFailure(f"{what}: {exc.strerror or exc}; set {port_key}")
 
 
 def run_agent(cfg: AgentConfig) -> int:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from marketplace.core.limits import MAX_MANIFEST_BYTES
 from marketplace.terminal import (
     LazyGroup,
     friendly_errors,
@@ -16,6 +17,7 @@ from marketplace.terminal import (
     print_json,
     print_table,
 )
+from marketplace.userfiles import read_bounded
 from provider_agent.config import EX_CONFIG, AgentConfig, ConfigError, check_runnable, load_config
 
 if TYPE_CHECKING:  # the inventory pulls in NVML: only the commands that read it import it
@@ -137,7 +139,10 @@ def quote(manifest_file: Path, tenant: str, config_path: Path | None, as_json: b
 
     cfg = _load(config_path)
     try:
-        manifest = parse_manifest(manifest_file.read_bytes(), str(manifest_file))
+        raw = read_bounded(manifest_file, MAX_MANIFEST_BYTES, "a manifest")
+        manifest = parse_manifest(raw, str(manifest_file))
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {manifest_file}: {exc.strerror or exc}") from None
     except MarketError as exc:
         raise click.ClickException(str(exc)) from exc
     inv = read_inventory(cfg)

@@ -21,6 +21,7 @@ from marketplace.core import limits, money, units
 from marketplace.core.bidding import BidPolicy
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.pricing import PricingError, ScalePricing
+from marketplace.userfiles import CONFIG_FILE_BYTES, read_bounded_text
 from provider_agent.container import DEFAULT_CAPABILITIES, DOCKER_DEFAULT_CAPABILITIES
 
 EX_CONFIG = 78
@@ -283,17 +284,25 @@ class _Section:
 
 
 def parse_money(value: object) -> int:
-    """A price: "2.50" (units) or "2500000u" (micro-units) or a whole number of units. Floats
-    are refused: money never goes through a float."""
+    """A price: "2.50" (units) or "2500000u" (micro-units) or a whole number of units, at most
+    the market's largest price an hour (a bigger one could never be bid). Floats are refused:
+    money never goes through a float."""
     if isinstance(value, bool | float):
         raise ValueError(f'write prices as strings, e.g. "{value}", not as a float')
     if isinstance(value, int):
         if value < 0:
             raise ValueError("must not be negative")
-        return value * money.MICRO
-    if not isinstance(value, str):
+        micro = value * money.MICRO
+    elif isinstance(value, str):
+        micro = money.parse_amount(value)
+    else:
         raise ValueError(f'must be a price such as "2.50", got {units.type_name(value)}')
-    return money.parse_amount(value)
+    if micro > limits.MAX_PRICE_PER_HOUR:
+        raise ValueError(
+            f"{money.format_amount(micro)} is over the largest price the market takes, "
+            f"{money.format_amount(limits.MAX_PRICE_PER_HOUR)} an hour"
+        )
+    return micro
 
 
 def _path(value: object, base: Path) -> Path:
@@ -313,7 +322,7 @@ def load_config(path: Path) -> AgentConfig:
     """Read and validate a config file. Raises ConfigError."""
     source = str(path)
     try:
-        text = path.read_text()
+        text = read_bounded_text(path, CONFIG_FILE_BYTES, "an agent config")
     except OSError as exc:
         raise ConfigError("", f"cannot read: {exc.strerror or exc}", source) from None
     try:
@@ -424,7 +433,8 @@ def _pem_file(s: _Section, key: str, base: Path) -> Path | None:
         return None
     path: Path = s.parsed(key, lambda v: _path(v, base))
     try:
-        head = path.read_bytes()[:4096]
+        with path.open("rb") as handle:
+            head = handle.read(4096)
     except OSError as exc:
         raise s.error(key, f"cannot read {path}: {exc.strerror or exc}") from None
     if b"-----BEGIN " not in head:

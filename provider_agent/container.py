@@ -61,6 +61,12 @@ class RuntimeFailure(Exception):
     """A container could not be pulled, created or started; the message says why, for the tenant."""
 
 
+class ConfigFailure(RuntimeFailure):
+    """The config asks this host for what it cannot have (an address that is not its own): only
+    a config change helps, so the agent exits 78 (EX_CONFIG), which its systemd unit does not
+    restart in a loop. The message names the key to change."""
+
+
 @dataclass(frozen=True)
 class VolumeMount:
     """One `params.storage` mount of a replica. Persistent volumes are named volumes of their

@@ -15,7 +15,7 @@ import socket
 from urllib.parse import urlparse
 
 from provider_agent.config import AgentConfig
-from provider_agent.container import RuntimeFailure
+from provider_agent.container import ConfigFailure, RuntimeFailure
 
 WILDCARDS = ("0.0.0.0", "::")
 LOOPBACK = "127.0.0.1"
@@ -70,7 +70,7 @@ def _check_local(address: str, source: str) -> None:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
             probe.bind((address, 0))
     except OSError as exc:
-        raise RuntimeFailure(
+        raise ConfigFailure(
             f"{source}: {address} is not an address of this host ({exc.strerror or exc}); "
             'set [network] publish_address to one of its addresses, or "0.0.0.0" for every '
             "interface"

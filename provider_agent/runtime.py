@@ -101,6 +101,26 @@ def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
     return kwargs
 
 
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+def _probe_unix_socket(host: str) -> None:
+    """Raise OSError when a unix:// engine socket does not take a connection. The Docker SDK
+    leaks its socket on that failure (a ResourceWarning at some later garbage collection), so
+    the common case of no engine is answered here, with the socket closed."""
+    if not host.startswith("unix://"):
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(10)
+        probe.connect(host.removeprefix("unix://"))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The library's own words, kept to one line."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def _mount(spec: ContainerSpec, volume: VolumeMount) -> docker.types.Mount:
     """A ram volume is a tmpfs capped at its size (the kernel enforces it); a persistent one is
     the replica's own named volume."""
@@ -187,11 +207,23 @@ class DockerRuntime:
     @classmethod
     def connect(cls, provider: str) -> DockerRuntime:
         """Raises RuntimeFailure when no engine answers."""
+        where = os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+        client: docker.DockerClient | None = None
         try:
+            _probe_unix_socket(where)
             client = docker.from_env(timeout=120)
             client.ping()
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise RuntimeFailure(f"no Docker engine answers: {exc}") from exc
+        except (
+            OSError,
+            docker.errors.DockerException,
+            requests.exceptions.RequestException,
+        ) as exc:
+            if client is not None:
+                client.close()
+            raise RuntimeFailure(
+                f"no Docker engine answers at {where}: start it (`sudo systemctl start docker`, "
+                f"or `sudo dockerd &`), then run the agent again ({_first_line(exc)})"
+            ) from exc
         return cls(provider, client)
 
     def close(self) -> None:

@@ -5,6 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# the suite reads the shared fixtures and corpus, which are not in the checkout (tests/conftest.py)
+shared="${GPUMARKET_SHARED:-../shared}"
+if [ ! -d "$shared/fixtures" ] || [ ! -d "$shared/corpus" ]; then
+    echo "test.sh: the tests need the shared fixtures and corpus at $shared: put the project's" \
+        "shared/ beside the checkout, or set GPUMARKET_SHARED=/path/to/shared" >&2
+    exit 4
+fi
+
 python -m pip install -q --disable-pip-version-check -e '.[test]'
 if [ "${GPUMARKET_SKIP_DOCKER:-0}" != "1" ]; then
     bash scripts/docker-up.sh

@@ -113,6 +113,7 @@ def run(
         sc = load_scenario(scenario, _parse_overrides(overrides))
         seed = sc.seed if seed is None else seed
         out = out or Path("sim-out") / f"{_slug(sc.name)}-seed{seed}"
+        _writable(out)  # before the run, not after it
         show = not as_json and sys.stderr.isatty()
         bar = _progress_bar(show, f"simulating {sc.duration_days:g} days")
         started = time.perf_counter()
@@ -122,7 +123,12 @@ def run(
         else:
             sim = run_scenario(sc, seed)
         wall = time.perf_counter() - started
-        summary = write_report(sim, out, plots=sc.report.plots and not no_plots)
+        try:
+            summary = write_report(sim, out, plots=sc.report.plots and not no_plots)
+        except OSError as exc:  # the disk filled, the folder went away
+            raise ScenarioError(
+                f"cannot write the report to {out}: {exc.strerror or exc}"
+            ) from None
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -227,6 +233,7 @@ def sweep(
         if workers is not None:
             plan = dataclasses.replace(plan, workers=workers)
         out = out or Path("sim-out") / f"sweep-{_slug(plan.name)}"
+        _writable(out)
         started = time.perf_counter()
         rows, means, plots = _run_sweep(plan, out, ray_address, not as_json)
         wall = time.perf_counter() - started
@@ -249,6 +256,16 @@ def sweep(
         f"\n{len(rows)} runs in {wall:.1f} s; report: {out}/ (sweep.csv, sweep_runs.csv, "
         f"sweep.json, {', '.join(plots) or 'no plots'})"
     )
+
+
+def _writable(out: Path) -> None:
+    """The report folder, made now: a folder that cannot be is said at once, in one line."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the report to {out}: {exc.strerror or exc} (--out DIR)"
+        ) from None
 
 
 class _NeedsExtra(click.ClickException):

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import yaml
 
+from marketplace.userfiles import CONFIG_FILE_BYTES, read_bounded_text
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -222,7 +224,7 @@ def load_scenario(
     else:
         path = Path(path)
         try:
-            text = path.read_text("utf-8")
+            text = read_bounded_text(path, CONFIG_FILE_BYTES, "a scenario")
         except OSError as exc:
             raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from exc
         base_dir = str(path.resolve().parent)

@@ -29,6 +29,7 @@ from typing import TypeAlias, cast
 
 import yaml
 
+from marketplace.userfiles import CONFIG_FILE_BYTES, read_bounded_text
 from simulator.engine import run_scenario
 from simulator.report import Summary, metrics_json, summarize
 from simulator.scenario import ScenarioError, load_scenario
@@ -59,7 +60,7 @@ class Sweep:
 
 def load_sweep(path: Path) -> Sweep:
     try:
-        data = yaml.safe_load(path.read_text("utf-8"))
+        data = yaml.safe_load(read_bounded_text(path, CONFIG_FILE_BYTES, "a sweep"))
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:

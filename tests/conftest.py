@@ -7,6 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import SHARED
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The suite reads the project's shared fixtures and corpus (NVML recordings, real SDLs,
+    Akash's schema, traces), which are not in the checkout: without them, say so in one line
+    instead of a collection error per module."""
+    if not (SHARED / "fixtures").is_dir() or not (SHARED / "corpus").is_dir():
+        pytest.exit(
+            f"the tests read the shared fixtures and corpus from {SHARED}, which is missing: "
+            "put the project's shared/ beside the checkout, or set GPUMARKET_SHARED=/path/to/shared",
+            returncode=4,
+        )
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(

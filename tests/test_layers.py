@@ -1,11 +1,12 @@
 """The dependency rule, checked over the real source: no module imports one from a layer above
 it or from a sibling beside it, and the pure parts load none of the heavy outside libraries.
 
-    layer 4  marketplace.cli                                    the commands (click), the demo
-    layer 3  marketplace.server | provider_agent | simulator    the three programs, and the web
+    layer 5  marketplace.cli                                    the commands (click), the demo
+    layer 4  marketplace.server | provider_agent | simulator    the three programs, and the web
              | marketplace.console                              console (a gRPC client, like cli)
-    layer 2  marketplace.api                                    the wire: convert, status, envelope, client
-    layer 1  marketplace.identity | marketplace.terminal | marketplace.polling
+    layer 3  marketplace.api                                    the wire: convert, status, envelope, client
+    layer 2  marketplace.identity | marketplace.terminal | marketplace.polling
+    layer 1  marketplace.userfiles                              files users name, read bounded
     layer 0  marketplace.core                                   the market's rules, pure
 
 A module may import its own component (the same row entry) and anything in a lower layer;
@@ -28,6 +29,7 @@ from tests.helpers import REPO
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("marketplace.core",),
+    ("marketplace.userfiles",),
     ("marketplace.identity", "marketplace.terminal", "marketplace.polling"),
     ("marketplace.api",),
     ("marketplace.server", "provider_agent", "simulator", "marketplace.console"),
@@ -154,7 +156,7 @@ def test_namespace_packages_import_nothing_of_ours() -> None:
 
 def test_the_rule_catches_an_upward_import_and_says_where() -> None:
     imp = Import("provider_agent.cli", "marketplace.cli.tenant", "provider_agent/cli.py:12")
-    assert violation(imp) == ("provider_agent (layer 3) imports up into marketplace.cli (layer 4)")
+    assert violation(imp) == ("provider_agent (layer 4) imports up into marketplace.cli (layer 5)")
     beside = Import("provider_agent.link", "marketplace.server.app", "provider_agent/link.py:3")
     assert "sideways" in (violation(beside) or "")
     assert violation(Import("marketplace.cli.demo", "provider_agent.runtime", "-")) is None

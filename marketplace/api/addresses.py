@@ -18,6 +18,7 @@ address's id (Market.Info) before it sends there, and refuses to mix two markets
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,11 +43,27 @@ def parse_addresses(value: str | Iterable[str]) -> tuple[str, ...]:
                 f"marketplace address list {_shown(value)!r} has an empty entry: "
                 "give HOST:PORT[,HOST:PORT...]"
             )
+        _check_host_port(address)
         if address not in found:
             found.append(address)
     if len(found) > MAX_ADDRESSES:
         raise InvalidArgument(f"at most {MAX_ADDRESSES} marketplace addresses, got {len(found)}")
     return tuple(found)
+
+
+# HOST:PORT: a name or IPv4 address, or an IPv6 address in brackets, then a port
+_HOST_PORT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
+
+
+def _check_host_port(address: str) -> None:
+    """Refuse what cannot be dialled as one (no port, a port out of range, a URL), so the user
+    reads what is wrong instead of "cannot reach"."""
+    match = _HOST_PORT.match(address)
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        shown = address if len(address) <= 80 else address[:80] + "…"
+        raise InvalidArgument(
+            f"marketplace address {shown!r} is not HOST:PORT (e.g. 127.0.0.1:7420)"
+        )
 
 
 def _shown(value: str | Iterable[str]) -> str:

@@ -262,7 +262,7 @@ class Stack:
         return {**os.environ, "GPUMARKET_HOME": str(self.root / "home"), "PYTHONUNBUFFERED": "1"}
 
     def admin_key(self) -> Key:
-        return Key.from_pem((self.data_dir / "admin.pem").read_bytes())
+        return Key.from_file(self.data_dir / "admin.pem")
 
     # --- the marketplace ---
     def start_market(self, timeout_s: float = 30.0) -> str:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from marketplace.api.client import TenantClient
+from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.errors import InvalidArgument, NotFound
 from marketplace.core.limits import is_address
 
@@ -105,13 +106,23 @@ class Ids:
         ids = self._listed("order", lambda: [o.id for o in self.client.list_orders(self._me())])
         return pick("order", text, ids)
 
-    def lease(self, text: str) -> str:
+    def lease(self, text: str, open_only: bool = False) -> str:
+        """`open_only`: a short form counts only leases not closed (a shell or a copy needs a
+        container), so `D1` names the lease running after a failover, not also the lost one."""
         full = normalize(text)
         head, _, provider = full.rpartition("/")
         if _ORDER.match(head) and is_address(provider):
             return full  # a full id: the market says whether it is yours
-        ids = self._listed("lease", lambda: [x.id for x in self.client.list_leases(self._me())])
-        return pick("lease", text, ids)
+        kind = "open lease" if open_only else "lease"
+        ids = self._listed(
+            kind,
+            lambda: [
+                x.id
+                for x in self.client.list_leases(self._me())
+                if not open_only or x.state != pb.LEASE_CLOSED
+            ],
+        )
+        return pick(kind, text, ids)
 
     def bid(self, text: str) -> str:
         full = normalize(text)

@@ -76,5 +76,5 @@ def main() -> None:
         sys.exit(130)
 
 
-if __name__ == "__main__":  # `python -m marketplace.cli.main` ran nothing and exited 0
+if __name__ == "__main__":  # `python -m marketplace.cli.main ...` runs the CLI, as `gpumarket` does
     main()

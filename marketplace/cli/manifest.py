@@ -14,24 +14,14 @@ from marketplace.core.manifest.support import Support, notes
 from marketplace.core.matching import option_label, unit_totals
 from marketplace.core.money import MICRO, format_amount
 from marketplace.terminal import json_option, print_json
+from marketplace.userfiles import read_bounded
 
 MAX_FILE_BYTES = MAX_MANIFEST_BYTES  # what the market takes (an SDL is a few KiB)
 
 
 def read_manifest_file(path: Path) -> bytes:
-    """A manifest file's bytes, never more than the market takes: a directory, a device such as
-    /dev/zero or a pipe is refused before it is read (/dev/zero reports size 0 and was read
-    until memory ran out; a FIFO blocked forever), and a larger file is not read whole.
-    OSError says what is wrong (the callers print it as "cannot read: ...")."""
-    if path.is_dir():
-        raise OSError("is a directory")
-    if path.exists() and not path.is_file():
-        raise OSError("not a regular file (a device or a pipe?)")
-    with path.open("rb") as handle:
-        raw = handle.read(MAX_FILE_BYTES + 1)
-    if len(raw) > MAX_FILE_BYTES:
-        raise OSError(f"larger than {MAX_FILE_BYTES // 1024 // 1024} MiB; not a manifest")
-    return raw
+    """A manifest file's bytes, never more than the market takes (userfiles.read_bounded)."""
+    return read_bounded(path, MAX_FILE_BYTES, "a manifest")
 
 
 @click.group()

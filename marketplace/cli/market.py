@@ -234,7 +234,7 @@ def audit(conn: Connection, admin_key: Path | None, as_json: bool) -> None:
             "the audit needs the marketplace's admin key: pass --admin-key (admin.pem in the "
             "marketplace's data dir)"
         )
-    key = Key.from_pem(path.read_bytes())
+    key = Key.from_file(path)
     report = conn.market_client(key).audit()
     if as_json:
         print_json(proto_dict(report))

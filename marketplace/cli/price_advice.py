@@ -88,7 +88,7 @@ def price_advice(conn: Connection, days: float, as_json: bool) -> None:
     gpumarket provider price-advice                   the last 7 days
     gpumarket provider price-advice --days 1 --json   for scripts
     """
-    key = identity.load_key(conn.key_name)  # --key: endpoint_options keeps it in conn
+    key = identity.load_agent_key(conn.key_name)  # --key: endpoint_options keeps it in conn
     with conn.client(MarketClient, key) as market:
         now_ms = market.info().server_time_ms  # the market's clock bounds the window, not ours
         report = market.price_advice(max(0, now_ms - int(days * DAY_MS)))

@@ -90,7 +90,8 @@ def shell(
     interactive = use_tty if use_tty is not None else sys.stdin.isatty() and sys.stdout.isatty()
     try:
         client = conn.tenant()
-        code = _run_shell(client, Ids(client).lease(lease), service, command, interactive)
+        leased = Ids(client).lease(lease, open_only=True)
+        code = _run_shell(client, leased, service, command, interactive)
     except MarketError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
@@ -241,11 +242,13 @@ def cp(
     client = conn.tenant()
     if remote_source is not None:
         lease, path = remote_source
-        copied = download(client, Ids(client).lease(lease), service, path, Path(destination), most)
+        leased = Ids(client).lease(lease, open_only=True)
+        copied = download(client, leased, service, path, Path(destination), most)
     else:
         assert remote_destination is not None
         lease, path = remote_destination
-        copied = upload(client, Path(source), Ids(client).lease(lease), service, path, most)
+        leased = Ids(client).lease(lease, open_only=True)
+        copied = upload(client, Path(source), leased, service, path, most)
     seconds = time.monotonic() - started
     if as_json:
         print_json(

@@ -28,7 +28,7 @@ from marketplace.api.client import (
     TenantClient,
 )
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.cli.amounts import parse_auto_top_up
+from marketplace.cli.amounts import parse_auto_top_up, parse_money
 from marketplace.cli.ids import Ids
 from marketplace.cli.manifest import read_manifest_file
 from marketplace.cli.render import (
@@ -51,7 +51,6 @@ from marketplace.core.errors import InvalidArgument, NotFound
 from marketplace.core.events import DeploymentEventKind
 from marketplace.core.manifest import ManifestError, parse_manifest
 from marketplace.core.manifest.support import refuse_unmatchable
-from marketplace.core.money import parse_amount
 from marketplace.terminal import friendly_errors, json_option, print_json
 
 R = TypeVar("R")
@@ -170,8 +169,8 @@ def load_key(name: str) -> identity.Key:
     try:
         return identity.load_key(name)
     except NotFound:
-        if name.endswith(".pem"):
-            raise
+        if identity.is_key_path(name):
+            raise  # a file the user named is not made up in its place
         key = identity.create_key(name)
         click.echo(
             f"created key {name!r} ({key.address}) in {identity.keys_dir()}; "
@@ -247,10 +246,7 @@ def deploy(
     as_json: bool,
 ) -> None:
     """Deploy the job manifest FILE (Akash SDL) with a DEPOSIT in escrow."""
-    try:
-        micro = parse_amount(deposit)
-    except ValueError as exc:
-        raise InvalidArgument(f"--deposit: {exc}") from None
+    micro = parse_money("--deposit", deposit)
     timeout_ms = parse_timeout(timeout_text)
     step, cap = parse_auto_top_up(auto_top_up)
     raw = read_manifest(file, force)
@@ -489,7 +485,12 @@ def close(id: str, conn: Connection, as_json: bool) -> None:
     if as_json:
         print_json(proto_dict(dep))
     else:
-        click.echo(f"deployment {dep.id} closed; the escrow's rest went back to your account")
+        # every deposit and top-up is in `deposited`; what the leases did not take came back
+        paid = sum(client.get_lease(lease_id).paid for lease_id in dep.lease_ids)
+        click.echo(
+            f"deployment {dep.id} closed: {amount(paid)} paid to providers, "
+            f"{amount(dep.deposited - paid)} refunded to your account"
+        )
 
 
 # --- accounts and providers -------------------------------------------------------------------
@@ -545,13 +546,10 @@ def fund(
     as_json: bool,
 ) -> None:
     """Dev faucet: mint AMOUNT into ADDRESS (only the marketplace's admin key may)."""
-    try:
-        micro = parse_amount(amount_text)
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from None
+    micro = parse_money("amount", amount_text)
     if address in ("me", "self"):
         address = load_key(conn.key_name).address
-    key = identity.Key.from_pem(admin_key.read_bytes())
+    key = identity.Key.from_file(admin_key)
     acct = conn.tenant(key).fund(address, micro)
     if as_json:
         print_json(proto_dict(acct))

@@ -12,6 +12,7 @@ import click
 import yaml
 
 from marketplace.api.convert import attributes_from_proto, capacity_from_proto
+from marketplace.cli.manifest import read_manifest_file
 from marketplace.cli.tenant import Connection, endpoint_options
 from marketplace.core import money
 from marketplace.core.manifest import parse_manifest
@@ -27,7 +28,6 @@ from simulator.twin import (
 )
 
 WEEK_MS = 7 * 24 * 3600 * 1000
-MAX_SDL_BYTES = 1024 * 1024
 
 
 def take_snapshot(conn: Connection, window_ms: int = WEEK_MS) -> MarketSnapshot:
@@ -107,7 +107,12 @@ def from_market(
         raise click.ClickException(f"{conn.market} has no GPU provider online: nothing to twin")
     document = scenario_document(snapshot, days)
     path = out or Path(f"{document['name']}.yaml")
-    path.write_text(_header(snapshot, conn.market) + yaml.safe_dump(document, sort_keys=False))
+    try:
+        path.write_text(_header(snapshot, conn.market) + yaml.safe_dump(document, sort_keys=False))
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write {path}: {exc.strerror or exc} (-o FILE)"
+        ) from None
     if as_json and not run_it:
         print_json({"scenario": str(path), "document": document})
         return
@@ -135,21 +140,22 @@ def _row(e: GroupEstimate) -> tuple[str, ...]:
 
 
 @click.command("estimate")
-@click.argument("file", type=click.File("rb"))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @endpoint_options
 @json_option
 @friendly_errors
-def estimate_command(file: click.utils.LazyFile, conn: Connection, as_json: bool) -> None:
+def estimate_command(file: Path, conn: Connection, as_json: bool) -> None:
     """What FILE (an SDL) would pay per hour and how long it would wait, on the live market.
 
     Providers that fit each placement group are found by the market's own matching (GPU
     model, VRAM, CPU, memory, storage, attributes) over what they registered; prices are the
     last week's clearing prices (P10 / median / P90) of the cheapest GPU model that fits.
     """
-    text = file.read(MAX_SDL_BYTES + 1)
-    if len(text) > MAX_SDL_BYTES:
-        raise click.ClickException(f"{file.name} is over {MAX_SDL_BYTES:,} bytes")
-    manifest = parse_manifest(text, source=file.name)
+    try:
+        text = read_manifest_file(file)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {file}: {exc.strerror or exc}") from None
+    manifest = parse_manifest(text, source=str(file))
     found = estimate(manifest, take_snapshot(conn))
     if as_json:
         print_json([e.__dict__ | {"notes": list(e.notes)} for e in found])

@@ -13,7 +13,7 @@ difference from the last, so no fraction is lost between settlements (Akash drop
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Decimal, DecimalException, InvalidOperation
 
 MICRO = 1_000_000
 MS_PER_HOUR = 3_600_000
@@ -38,19 +38,32 @@ def accrued(rate_per_hour: int, elapsed_ms: int) -> int:
     return rate_per_hour * elapsed_ms // MS_PER_HOUR
 
 
+# Far above any amount the market takes (limits.MAX_AMOUNT is 10^18), so callers still say their
+# own bound; it keeps "1e999999999" from becoming a billion-digit integer, and inf from crashing.
+MAX_PARSED_MICRO = 10**60
+MAX_AMOUNT_TEXT = 64
+
+
 def parse_amount(text: str) -> int:
-    """'12.5' (whole units) or '12500000u' (micro-units) → micro-units. Rejects negatives."""
+    """'12.5' (whole units) or '12500000u' (micro-units) → micro-units. Rejects negatives,
+    non-numbers and infinities, and anything over MAX_PARSED_MICRO (checked before an integer
+    is made)."""
     text = text.strip().lower().replace("_", "")
+    shown = text if len(text) <= MAX_AMOUNT_TEXT else text[:MAX_AMOUNT_TEXT] + "…"
+    invalid = ValueError(f"not an amount: {shown!r} (use 12.5 for units or 12500000u)")
+    if len(text) > MAX_AMOUNT_TEXT:
+        raise invalid
     try:
-        if text.endswith("u"):
-            value = int(text[:-1])
-        else:
-            value = int((Decimal(text) * MICRO).to_integral_value(rounding=ROUND_FLOOR))
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(f"not an amount: {text!r} (use 12.5 for units or 12500000u)") from exc
-    if value < 0:
-        raise ValueError(f"amount must not be negative: {text!r}")
-    return value
+        micro = Decimal(text[:-1]) if text.endswith("u") else Decimal(text) * MICRO
+    except DecimalException:  # InvalidOperation, or Overflow: 1e999999999 units
+        raise invalid from None
+    if not micro.is_finite() or (text.endswith("u") and micro != micro.to_integral_value()):
+        raise invalid
+    if micro < 0:
+        raise ValueError(f"amount must not be negative: {shown!r}")
+    if micro > MAX_PARSED_MICRO:
+        raise ValueError(f"too large to be an amount: {shown!r}")
+    return int(micro.to_integral_value(rounding=ROUND_FLOOR))
 
 
 def format_amount(micro: int, denom: str = "uact") -> str:

@@ -35,7 +35,7 @@ from grpc_reflection.v1alpha import reflection
 
 from marketplace.core.errors import FailedPrecondition, InvalidArgument
 from marketplace.core.market import MarketConfig
-from marketplace.identity import Key, load_key
+from marketplace.identity import Key
 from marketplace.server import datadir
 from marketplace.server.app import MarketApp
 from marketplace.server.logs import fields
@@ -85,7 +85,7 @@ def load_or_create_admin_key(data_dir: Path) -> tuple[Key, bool]:
     """The marketplace's own key (the faucet), created at first start. Returns (key, created)."""
     path = data_dir / ADMIN_KEY_FILE
     if path.exists():
-        return Key.from_pem(path.read_bytes()), False
+        return Key.from_file(path), False
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Key.generate()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -264,7 +264,7 @@ async def _start(
         datadir.mark_in_use(db.parent, db.name)
     # after the store: a faucet key in the dir then means a store was created beside it
     if opts.admin_key is not None:
-        admin, created = load_key(str(opts.admin_key)), False
+        admin, created = Key.from_file(opts.admin_key), False
     else:
         admin, created = load_or_create_admin_key(opts.data_dir)
     listen = await _lead(store, admin.address, opts, credentials)

@@ -39,6 +39,8 @@ memory = "4Gi"
 storage = "10Gi"
 [pricing.scale]
 cpu_hour = "0.01"
+[metrics]
+port = 0  # any free port: the default 9400 may be another agent's on a shared box
 """
 
 
@@ -79,6 +81,8 @@ class Agent:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.communicate()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()  # an agent that exited by itself: its pipe is still open
 
 
 @pytest.fixture

@@ -200,3 +200,34 @@ def test_deployment_events_read_as_lines_from_the_records_they_carry() -> None:
         "lease D1/1/1/p running: train: p.example:30080 (tcp → 8080)"
     )
     assert line(DeploymentEventKind.DEPLOYMENT_CREATED) == ""
+
+
+def test_close_says_what_was_paid_and_what_came_back(
+    server: ServerThread, admin_pem: Path, sdl: Path
+) -> None:
+    """`close D1` tells the tenant the refund, and the numbers are the ledger's."""
+    funded(server, admin_pem, "100")
+    prov = provider(server)
+
+    def act_as_provider() -> None:
+        for event in prov.watch_orders(0):
+            kind = event.WhichOneof("event")
+            if kind == "order_opened":
+                prov.place_bid(event.order_opened.id, 2_000_000)  # under the group maximum
+            elif kind == "lease_won":
+                report = pb.LeaseStatusReport(lease_id=event.lease_won.id, state=pb.LEASE_RUNNING)
+                prov.report_status(report)
+                return
+
+    bidder = threading.Thread(target=act_as_provider, daemon=True)
+    bidder.start()
+    ok(server, "deploy", str(sdl), "--deposit", "50", "--wait")
+    bidder.join(10)
+    out = ok(server, "close", "D1")
+    words = out.split()
+    paid = float(words[words.index("paid") - 2])
+    refunded = float(words[words.index("refunded") - 2])
+    assert out.startswith("deployment D1 closed:"), out
+    assert paid > 0 and refunded > 0 and round(paid + refunded, 6) == 50, out
+    account = json.loads(ok(server, "account", "--json"))
+    assert int(account["balance"]) == 100_000_000 - round(paid * 1_000_000), (out, account)

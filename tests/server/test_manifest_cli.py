@@ -255,4 +255,4 @@ def test_a_file_over_the_market_s_limit_is_refused_by_validate_too(tmp_path: Pat
     """validate read up to 4 MiB where the market takes 1 MiB: it passed what deploy failed."""
     path = write(tmp_path, "big.yaml", BASE + "#" * (1024 * 1024))
     code, out = run(path)
-    assert code == 1 and "cannot read: larger than 1 MiB; not a manifest" in out
+    assert code == 1 and "cannot read: more than 1 MiB: not a manifest" in out

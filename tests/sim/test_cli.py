@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from marketplace.cli.main import cli
-from tests.helpers import EXAMPLES, SHARED
+from tests.helpers import SHARED
 
 TINY = """
 name: tiny
@@ -119,20 +119,6 @@ def test_sweep_errors_name_the_key(tmp_path: Path) -> None:
     code, output = simulate("sweep", str(sweep))
     assert code == 1
     assert "providers.count: must be >= 1, got -1" in output
-
-
-def test_examples_load() -> None:
-    from simulator.scenario import load_scenario
-    from simulator.sweep import load_sweep
-
-    scenarios = sorted(EXAMPLES.glob("scenario*.yaml"))
-    assert len(scenarios) >= 5  # every one that README or a sweep names
-    for path in scenarios:
-        load_scenario(path)
-    assert len(load_sweep(EXAMPLES / "sweep.yaml").combinations()) == 6
-    month = load_sweep(EXAMPLES / "sweep-month.yaml")
-    assert len(month.combinations()) == 2
-    assert load_scenario(EXAMPLES / "scenario-month.yaml").providers.count == 10_000
 
 
 def test_alibaba_v2023_trace_loads_its_gpu_tasks() -> None:

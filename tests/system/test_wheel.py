@@ -7,6 +7,7 @@ file read from the checkout (examples/, scripts/) would be missing, as on a user
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -148,3 +149,35 @@ def test_the_installed_package_builds_the_demo_image(installed: Installed) -> No
             pass
         finally:
             client.close()
+
+
+# what the installed commands read from the package, beside the demo's files: (package, file)
+PACKAGE_DATA = {
+    ("marketplace.api.v1", "market.proto"): REPO / "proto" / "marketplace" / "api" / "v1",
+    ("simulator.scenarios", "default.yaml"): REPO / "simulator" / "scenarios",
+    ("simulator.data", "machine_mix.json"): REPO / "simulator" / "data",
+    ("provider_agent.fixtures", "h100_nvml.json"): REPO / "provider_agent" / "fixtures",
+    ("provider_agent.fixtures", "h100x8_nvml.json"): REPO / "provider_agent" / "fixtures",
+    ("marketplace.core.data", "gpus.json"): REPO / "marketplace" / "core" / "data",
+    ("marketplace.console", "static/index.html"): REPO / "marketplace" / "console",
+}
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_its_package_data(installed: Installed) -> None:
+    """The wire protocol (for clients in other languages), the built-in scenario, the NVML
+    recordings README's provider.toml names (builtin:...), the GPU table and the console's page:
+    each read from the installed package, the checkout's bytes."""
+    for (package, name), checkout_dir in PACKAGE_DATA.items():
+        shipped = installed.python(
+            "import sys, importlib.resources as r; "
+            f"sys.stdout.write(r.files({package!r}).joinpath({name!r}).read_text())"
+        )
+        assert shipped == (checkout_dir / name).read_text(), f"{package}: {name}"
+    # README's provider.toml (the replayed H100) loads from the installed package, anywhere
+    config = installed.cwd / "provider.toml"
+    config.write_text('[gpu]\nbackend = "replay"\nreplay_file = "builtin:h100_nvml.json"\n')
+    done = installed.gpumarket("provider", "inventory", "--config", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    [gpu] = json.loads(done.stdout)["gpus"]
+    assert gpu["name"] == "NVIDIA H100 80GB HBM3"
