@@ -40,6 +40,11 @@ def _token(offset: int) -> str:
     return base64.urlsafe_b64encode(f"{_PREFIX}{offset}".encode()).decode()
 
 
+def check_token(token: str) -> None:
+    """Refuse a bad page_token before any work is spent on the listing (InvalidArgument)."""
+    _offset(token)
+
+
 def page(items: Sequence[T], size: int, token: str) -> tuple[list[T], str]:
     """One page of `items` and the token of the next ("" when this is the last)."""
     start = _offset(token)

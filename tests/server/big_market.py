@@ -7,6 +7,7 @@ not through thousands of RPCs. For the event-loop tests (test_loop.py) and bench
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import threading
 import time
@@ -18,8 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from marketplace.api.client import MarketClient, ProviderClient, TenantClient
 from marketplace.core import money
-from marketplace.core.price_advice import DAY_MS
 from marketplace.core.manifest import parse_manifest
+from marketplace.core.price_advice import DAY_MS
 from marketplace.core.state import Offer
 from marketplace.identity import Key
 from marketplace.server.testing import ServerThread, gpu_sdl
@@ -65,7 +66,7 @@ def build_history(server: ServerThread, deployments: int, providers: int = 2) ->
     while done < deployments:
         count = min(CHUNK, deployments - done)
         future = asyncio.run_coroutine_threadsafe(
-            app.run(lambda s=done, c=count: chunk(s, c), lambda n: n), server.loop
+            app.run(functools.partial(chunk, done, count), int), server.loop
         )
         done += future.result(300)
     return BigMarket(tenant, bidders, done)
@@ -158,7 +159,7 @@ def under_load(
 ) -> Latency:
     """The probes' latency for `seconds` while `hammers` threads call `read` back to back."""
     probes = Probes(address, bidder, order_id)
-    loads = [_Repeat(read) for _ in range(hammers if read is not None else 0)]
+    loads = [_Repeat(read) for _ in range(hammers)] if read is not None else []
     for load in loads:
         load.start()
     bidder.heartbeat([])  # online (the market may have just restarted)
@@ -203,5 +204,7 @@ def heavy_reads(address: str, admin: Key, big: BigMarket) -> dict[str, Callable[
         "PriceAdvice": lambda: provider_view.price_advice(int(time.time() * 1000) - DAY_MS),
         "Stats": public.stats,
         "GetPriceHistory": public.price_history,
-        "WatchDeployment/closed": lambda: list(tenant.watch_deployment(first.id, history_only=True)),
+        "WatchDeployment/closed": lambda: list(
+            tenant.watch_deployment(first.id, history_only=True)
+        ),
     }
