@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from marketplace.api.client import ProviderClient, TenantClient  # noqa: E402
-from marketplace.server.testing import ServerThread  # noqa: E402
-from tests.server.big_market import (  # noqa: E402
+from marketplace.api.client import ProviderClient, TenantClient
+from marketplace.server.testing import ServerThread
+from tests.server.big_market import (
     BigMarket,
     Latency,
     build_history,
@@ -31,7 +31,7 @@ from tests.server.big_market import (  # noqa: E402
     open_order,
     under_load,
 )
-from tests.server.market_process import MarketProcess  # noqa: E402
+from tests.server.market_process import MarketProcess
 
 
 def main() -> None:
@@ -64,11 +64,17 @@ def run(server: MarketProcess, built: BigMarket, args: argparse.Namespace) -> No
     bidder = big.providers[1]
     reads = heavy_reads(address, server.admin, big)
     wanted = [n for n in args.only.split(",") if n] or list(reads)
-    print(f"{big.closed:,} closed deployments; {args.hammers} threads per read, {args.seconds} s each")
+    print(
+        f"{big.closed:,} closed deployments; {args.hammers} threads per read, {args.seconds} s each"
+    )
     base = under_load(address, bidder, order_id, None, args.seconds)
     show("(no load)", base, base)
     for name in wanted:
-        show(name, under_load(address, bidder, order_id, reads[name], args.seconds, args.hammers), base)
+        show(
+            name,
+            under_load(address, bidder, order_id, reads[name], args.seconds, args.hammers),
+            base,
+        )
 
 
 def show(name: str, got: Latency, base: Latency) -> None:

@@ -44,7 +44,7 @@ from marketplace.core.provider_feed import (
     OrderClosed,
     OrderOpened,
 )
-from marketplace.core.resources import GroupSpec
+from marketplace.core.resources import GroupSpec, Tier
 from marketplace.core.state import CloseReason, Lease
 from marketplace.identity import Key, config_dir, load_key, load_or_create_key
 from provider_agent.backoff import Backoff
@@ -216,7 +216,10 @@ class Agent:
         adopted = await asyncio.to_thread(self.supervisor.adopt)
         for lease_id in adopted:
             self._hold_adopted(lease_id)
-            self.say(f"re-adopted running lease {lease_id}")
+            tier, since_ms = self.supervisor.tier_of(lease_id)
+            if tier == Tier.SPOT:  # pre-emptible as before the restart (its containers' labels)
+                self.bidder.note_spot(lease_id, since_ms)
+            self.say(f"re-adopted running {tier} lease {lease_id}")
         self.counters.leases_running = len(self.supervisor.running_leases())
         if self.cfg.metrics.enabled:
             m = self.cfg.metrics
@@ -416,6 +419,7 @@ class Agent:
                 self.bidder.lost(bid.order_id)
             case LeaseWon(lease=lease):
                 if lease.id in self._running():
+                    self.bidder.note_tier(lease)  # a re-adopted lease: spot or not, say the market
                     return  # replayed event for a lease we already run
                 preempted = self.bidder.won(lease)
                 price = format_amount(lease.price_per_hour)
@@ -476,6 +480,7 @@ class Agent:
             allocation,
             job.version,
             job.rendezvous,
+            lease.created_at_ms,
         )
         if report.running:
             self.bidder.started(job.group)
