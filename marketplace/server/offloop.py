@@ -73,6 +73,30 @@ def merged(
     return sorted(records, key=key)
 
 
+def first_of_listing(
+    held: list[Rec],
+    stored: Callable[[int], list[Rec]],
+    wanted: Callable[[Rec], bool],
+    key: Callable[[Rec], tuple[int, str]],
+    end: int,
+) -> list[Rec]:
+    """The first `end` records of a listing (one more when there are more: the page knows
+    it is not the last) from what memory holds (`held`, already filtered) and the store's
+    first closed ones (`stored(limit)`, in the listing's order `key`), those `wanted`.
+
+    The records a page [start, end) shows are among the first `end` of the store's that are
+    wanted and not held, so the store is asked for `end` plus what memory may hide, more only
+    while `wanted` refuses some: the cost follows the page's position, not the history."""
+    ids = {r.id for r in held}
+    limit = end + len(held) + 1
+    while True:
+        found = stored(limit)
+        kept = [r for r in found if r.id not in ids and wanted(r)]
+        if len(kept) > end or len(found) < limit:
+            return merged(held, kept, key)[: end + 1]
+        limit *= 4
+
+
 def deployment_number(dep: Deployment) -> tuple[int, str]:
     """Deployment "D12" → 12: deployments in the order they were created."""
     return (int(dep.id[1:]), dep.id)

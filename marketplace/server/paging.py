@@ -40,9 +40,10 @@ def _token(offset: int) -> str:
     return base64.urlsafe_b64encode(f"{_PREFIX}{offset}".encode()).decode()
 
 
-def check_token(token: str) -> None:
-    """Refuse a bad page_token before any work is spent on the listing (InvalidArgument)."""
-    _offset(token)
+def page_end(size: int, token: str) -> int:
+    """Where the page `size`, `token` ends in its listing: how many of the listing's first
+    records it needs (InvalidArgument for a bad token, before any work is spent on it)."""
+    return _offset(token) + page_size(size)
 
 
 def page(items: Sequence[T], size: int, token: str) -> tuple[list[T], str]:

@@ -63,8 +63,8 @@ from marketplace.core.updates import DeploymentUpdate
 from marketplace.core.visibility import Viewer
 from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
 from marketplace.server.channel import AnswerBook, Command, ProviderChannel, provider_feed
-from marketplace.server.offloop import created, deployment_number, merged, off_loop
-from marketplace.server.paging import check_token, page
+from marketplace.server.offloop import created, deployment_number, first_of_listing, off_loop
+from marketplace.server.paging import page, page_end
 from marketplace.server.provider_status import ProviderStatusBook
 from marketplace.server.relay import ProviderSilent
 
@@ -272,21 +272,23 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         self, request: pb.SignedRequest, context: Context
     ) -> pb.DeploymentList:
         viewer, msg = self.read_as(request, pb.ListRequest)
-        check_token(msg.page_token)
+        end = page_end(_size(msg), msg.page_token)
         mine = msg.owner in ("", viewer.address)
         held = self.market.held_deployments(viewer.address) if mine else []
         if msg.open_only or not mine:
             deps = [d for d in held if d.state == DeploymentState.ACTIVE]
-            found, token = page(deps, _size(msg), msg.page_token)
-        else:  # and the closed ones the store holds, off the loop (offloop.py)
-            archive = self.market.archive
-            found, token = await off_loop(
-                lambda: page(
-                    merged(held, archive.closed_deployments(viewer.address), deployment_number),
-                    _size(msg),
-                    msg.page_token,
+        else:  # and the first closed ones the store holds, off the loop (offloop.py)
+            archive, me = self.market.archive, viewer.address
+            deps = await off_loop(
+                lambda: first_of_listing(
+                    held,
+                    lambda n: archive.first_closed_deployments(me, n),
+                    lambda d: True,
+                    deployment_number,
+                    end,
                 )
             )
+        found, token = page(deps, _size(msg), msg.page_token)
         return pb.DeploymentList(
             deployments=[self._deployment(d) for d in found], next_page_token=token
         )
@@ -316,7 +318,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     @unary
     async def ListOrders(self, request: pb.SignedRequest, context: Context) -> pb.OrderList:
         viewer, msg = self.read_as(request, pb.ListRequest)
-        check_token(msg.page_token)
+        end = page_end(_size(msg), msg.page_token)
         bids = self.market.state.bids  # an order in memory has its bids in memory too
 
         def wanted(o: Order, bid_on: Callable[[Order], bool]) -> bool:
@@ -329,24 +331,23 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
 
         if msg.open_only:
             orders = [o for o in self.market.list_orders(open_only=True) if wanted(o, held_bid)]
-            found, token = page(orders, _size(msg), msg.page_token)
-        else:  # the closed orders are the store's: read, filtered and paged off the loop
+        else:  # the first closed ones the signer may read are the store's: off the loop
             held = [o for o in self.market.state.orders.values() if wanted(o, held_bid)]
-            archive = self.market.archive
+            archive, me = self.market.archive, viewer.address
 
             def stored_bid(o: Order) -> bool:
-                return archive.bid(f"{o.id}/{viewer.address}") is not None
+                return archive.bid(f"{o.id}/{me}") is not None
 
-            def listed() -> tuple[list[Order], str]:
-                ids = {o.id for o in held}
-                closed = [
-                    o
-                    for o in archive.closed_orders(None)
-                    if o.id not in ids and wanted(o, stored_bid)
-                ]
-                return page(merged(held, closed, created), _size(msg), msg.page_token)
-
-            found, token = await off_loop(listed)
+            orders = await off_loop(
+                lambda: first_of_listing(
+                    held,
+                    lambda n: archive.first_closed_orders_of(me, n),
+                    lambda o: wanted(o, stored_bid),
+                    created,
+                    end,
+                )
+            )
+        found, token = page(orders, _size(msg), msg.page_token)
         return pb.OrderList(
             orders=[convert.order_to_proto(o) for o in found], next_page_token=token
         )
@@ -404,7 +405,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     async def ListLeases(self, request: pb.SignedRequest, context: Context) -> pb.LeaseList:
         """The signer's leases, as tenant or provider (owner: only those with that party)."""
         viewer, msg = self.read_as(request, pb.ListRequest)
-        check_token(msg.page_token)
+        end = page_end(_size(msg), msg.page_token)
         me = viewer.address
 
         def wanted(x: Lease) -> bool:
@@ -413,17 +414,14 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         held = [x for x in self.market.state.leases.values() if wanted(x)]
         if msg.open_only:
             leases = [x for x in held if x.state != LeaseState.CLOSED]
-            found, token = page(leases, _size(msg), msg.page_token)
-        else:  # only the signer's closed leases (as tenant, as provider), off the loop
+        else:  # the signer's first closed leases (as tenant or provider), off the loop
             archive = self.market.archive
-
-            def listed() -> tuple[list[Lease], str]:
-                mine = archive.closed_leases(me, None, None) + archive.closed_leases(None, me, None)
-                closed = {x.id: x for x in mine if wanted(x)}  # one's own lease is both
-                leases = merged(held, closed.values(), created)
-                return page(leases, _size(msg), msg.page_token)
-
-            found, token = await off_loop(listed)
+            leases = await off_loop(
+                lambda: first_of_listing(
+                    held, lambda n: archive.first_closed_leases_of(me, n), wanted, created, end
+                )
+            )
+        found, token = page(leases, _size(msg), msg.page_token)
         return pb.LeaseList(
             leases=[convert.lease_to_proto(x) for x in found], next_page_token=token
         )
@@ -934,7 +932,7 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         if not visibility.can_read_ledger(viewer, account):
             raise PermissionDenied("you may read your own account's entries only")
         key = acct_key(account) if account else ""
-        check_token(msg.page_token)
+        page_end(_size(msg), msg.page_token)  # a bad token: refused before any work
         market = self.market
         held = [e for e in market.state.ledger if not key or key in (e.debit, e.credit)]
         before = market.first_kept_entry()  # every older entry is stored: read off the loop

@@ -451,6 +451,37 @@ class Store:
         sql = "SELECT body FROM declines WHERE order_id = ? ORDER BY rowid"
         return self._all(Decline, sql, order_id)
 
+    # listings' first records (the sort runs in SQLite, which lets go of the GIL meanwhile)
+    def first_closed_deployments(self, owner: str, limit: int) -> list[Deployment]:
+        rows = self._rows(
+            "SELECT body FROM deployments WHERE state = 'closed' AND owner = ? "
+            "ORDER BY CAST(substr(id, 2) AS INTEGER), id LIMIT ?",
+            (owner, limit),
+        )
+        return [_deployment(body) for (body,) in rows]
+
+    def first_closed_orders_of(self, party: str, limit: int) -> list[Order]:
+        return self._all(
+            Order,
+            "SELECT body FROM orders WHERE state = 'closed' AND (deployment_id IN "
+            "(SELECT id FROM deployments WHERE owner = ?) OR id IN "
+            "(SELECT order_id FROM bids WHERE provider = ?)) "
+            "ORDER BY json_extract(body, '$.created_at_ms'), id LIMIT ?",
+            party,
+            party,
+            limit,
+        )
+
+    def first_closed_leases_of(self, party: str, limit: int) -> list[Lease]:
+        return self._all(
+            Lease,
+            "SELECT body FROM leases WHERE state = 'closed' AND (tenant = ? OR provider = ?) "
+            "ORDER BY json_extract(body, '$.created_at_ms'), id LIMIT ?",
+            party,
+            party,
+            limit,
+        )
+
     def deployment_events(self, deployment_id: str) -> list[DeploymentEvent]:
         sql = "SELECT body FROM deployment_events WHERE deployment_id = ? ORDER BY seq"
         return self._all(DeploymentEvent, sql, deployment_id)

@@ -36,10 +36,13 @@ class BigMarket:
     closed: int
 
 
-def build_history(server: ServerThread, deployments: int, providers: int = 2) -> BigMarket:
-    """`deployments` closed deployments of one tenant, each leased to one of `providers`
-    (after every provider bid on it), all committed; returns the parties' clients."""
-    tenant = funded_tenant(server.address, server.admin, 10**12)
+def build_history(
+    server: ServerThread, deployments: int, providers: int = 2, tenant: TenantClient | None = None
+) -> BigMarket:
+    """`deployments` closed deployments of one tenant (a new one unless given), each leased to
+    one of `providers` (after every provider bid on it), all committed; returns the parties'
+    clients."""
+    tenant = tenant or funded_tenant(server.address, server.admin, 10**12)
     bidders = [registered_provider(server.address, f"big{i}") for i in range(providers)]
     sdl = gpu_sdl(bid_window="5m", extra=", manual: true")
     manifest = parse_manifest(sdl, "manifest")

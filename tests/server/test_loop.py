@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 from marketplace.api.client import ProviderClient, TenantClient
-from marketplace.server.testing import ServerThread
+from marketplace.core import money
+from marketplace.core.state import OrderState
+from marketplace.server.testing import ServerThread, gpu_sdl
+from tests.helpers import funded_tenant
 from tests.server.big_market import (
     BigMarket,
     Latency,
@@ -94,3 +97,46 @@ def _phase(
         and got.bid_p99 <= base.bid_p99 + P99_SLACK_MS
     )
     return None if prompt else line
+
+
+def test_listings_page_through_memory_and_store_as_the_core_lists_them(tmp_path: Path) -> None:
+    """Listings read only the store's first records a page needs (offloop.first_of_listing),
+    merged with memory's: paged 7 at a time they are the core's full listing, for a tenant
+    and for a provider, with open deployments before, among and after the closed ones."""
+    with ServerThread(tmp_path / "market") as server:
+        tenant = funded_tenant(server.address, server.admin, 10**12)
+        sdl = gpu_sdl(bid_window="5m", extra=", manual: true")
+        tenant.create_deployment(sdl, money.MICRO)  # open, older than the history
+        built = build_history(server, 60, tenant=tenant)
+        provider = built.providers[0]
+        bid_on = tenant.create_deployment(sdl, money.MICRO).order_ids[0]
+        provider.place_bid(bid_on, 1_000)
+        tenant.create_deployment(sdl, money.MICRO)  # open, newer
+        market = server.app.market
+        assert provider.key is not None
+        as_provider = TenantClient(server.address, provider.key)
+        for client in (tenant, as_provider):
+            assert client.key is not None
+            me = client.key.address
+            client.page_size = 7
+            is_provider = me in market.state.providers
+
+            def deployments(me: str = me) -> list[str]:
+                return [d.id for d in market.list_deployments(me)]
+
+            def orders(me: str = me, is_provider: bool = is_provider) -> list[str]:
+                return [
+                    o.id
+                    for o in market.list_orders()
+                    if o.owner == me
+                    or market.bid_of(o.id, me) is not None
+                    or (is_provider and o.state == OrderState.OPEN)
+                ]
+
+            def leases(me: str = me) -> list[str]:
+                return [x.id for x in market.list_leases() if me in (x.tenant, x.provider)]
+
+            assert [d.id for d in client.list_deployments()] == server.call(deployments)
+            assert [o.id for o in client.list_orders()] == server.call(orders)
+            assert [x.id for x in client.list_leases()] == server.call(leases)
+            assert len(server.call(leases)) >= 30  # half the history's leases are each's
