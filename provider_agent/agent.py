@@ -169,6 +169,7 @@ class Agent:
         self.heartbeat_s = 10.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._stops: dict[str, asyncio.Task[None]] = {}  # leases being stopped, by id
+        self._preempting: set[str] = set()  # of those, the spot leases pre-empted
         self._outbox: asyncio.Queue[StatusReport | _Logs] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -445,12 +446,19 @@ class Agent:
             )
         task = self._spawn(self._stop_lease(lease_id, grace), f"stop-{lease_id}")
         self._stops[lease_id] = task
+        if preempted:
+            self._preempting.add(lease_id)
         task.add_done_callback(lambda _: self._stops.pop(lease_id, None))
+        task.add_done_callback(lambda _: self._preempting.discard(lease_id))
         return task
 
     async def _start_lease(self, lease: Lease, preempted: tuple[str, ...] = ()) -> None:
         assert self.supervisor is not None
-        for victim in preempted:  # the spot leases our bid named stop first (core/spot.py)
+        # the spot leases our bid named stop first (core/spot.py), and any the market pre-empted
+        # that are still stopping: after a restart the bid's names are not known here, and the
+        # market closes the leases a winning bid pre-empts before it announces the win
+        victims = [*preempted, *(v for v in sorted(self._preempting) if v not in preempted)]
+        for victim in victims:
             if victim in self._stops or victim in self._running():
                 # its failure to stop is the stop task's to log; this lease starts regardless
                 await asyncio.gather(self._stop_closed(victim, True), return_exceptions=True)

@@ -289,3 +289,52 @@ def test_a_spot_lease_re_adopted_after_an_agent_restart_is_still_preempted(
             assert report.balanced and not report.problems
     finally:
         docker.close()
+
+
+def test_a_preempting_bid_won_after_the_agent_was_killed_stops_the_spot_lease_first(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The agent bids on an on-demand order naming its spot lease, and is SIGKILLed before the
+    auction closes: the bid's names die with it. The restarted agent learns of the win and of
+    the pre-emption from the market; it stops the spot lease (notice, grace) before it starts
+    the on-demand lease, whose room that lease held, so the on-demand lease runs."""
+    client = funded_tenant(stack.address, stack.admin_key(), FUNDS)
+    agent = stack.providers["cpu"]
+    docker = DockerEvents(agent.address)
+    try:
+        spot_dep = deploy(client, SPOT_JOB, spot=True)
+        spot = wait_for_market(lambda: running_lease(client, spot_dep), 60, "the spot job to run")
+        assert agent.proc is not None
+        log_before = agent.proc.log_path.read_text(errors="replace")
+        text = SDL.format(script=ON_DEMAND_JOB).replace("bid_window: 1s", "bid_window: 8s")
+        demand_dep = str(client.create_deployment(text.encode(), 5_000_000).id)
+        order_id = client.get_deployment(demand_dep).order_ids[0]
+
+        def bid_placed() -> bool:
+            assert agent.proc is not None
+            new = agent.proc.log_path.read_text(errors="replace")[len(log_before) :]
+            return f"/h on {order_id} (" in new
+
+        wait_for_market(bid_placed, 30, "the agent's pre-empting bid")
+        stack.kill_provider("cpu")  # SIGKILL: no withdrawal, no goodbye
+        stack.start_provider("cpu")
+
+        demand = wait_for_market(
+            lambda: running_lease(client, demand_dep), 90, "the on-demand lease to run"
+        )
+        assert demand.provider == agent.address
+        preempted = client.get_lease(spot.id)
+        assert preempted.state == pb.LEASE_CLOSED and preempted.close_reason == pb.PREEMPTED
+
+        def spot_died() -> list[tuple[str, dict[str, str]]] | None:
+            seen = docker.of(spot.id)
+            return seen if any(action == "die" for action, _ in seen) else None
+
+        seen = wait_for_market(spot_died, 30, "the spot container to stop")
+        kills = [attrs.get("signal") for action, attrs in seen if action == "kill"]
+        assert kills and kills[0] == "15", seen
+        start = docker.index(demand.id, "start")
+        spot_die = docker.index(spot.id, "die")
+        assert start is not None and spot_die is not None and spot_die < start
+    finally:
+        docker.close()
