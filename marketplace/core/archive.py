@@ -78,6 +78,10 @@ class Archive(Protocol):
         """The first closed leases with `party` as tenant or provider."""
         ...
 
+    def first_ledger(self, key: str, before_id: int, limit: int) -> list[LedgerEntry]:
+        """ledger()'s entries, the first `limit` of them (oldest first)."""
+        ...
+
     def deployment_events(self, deployment_id: str) -> list[DeploymentEvent]:
         """The deployment's events by seq, naming records by id (records not attached)."""
         ...
@@ -135,6 +139,9 @@ class NullArchive:
         return []
 
     def first_closed_leases_of(self, party: str, limit: int) -> list[Lease]:
+        return []
+
+    def first_ledger(self, key: str, before_id: int, limit: int) -> list[LedgerEntry]:
         return []
 
     def deployment_events(self, deployment_id: str) -> list[DeploymentEvent]:

@@ -932,15 +932,12 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         if not visibility.can_read_ledger(viewer, account):
             raise PermissionDenied("you may read your own account's entries only")
         key = acct_key(account) if account else ""
-        page_end(_size(msg), msg.page_token)  # a bad token: refused before any work
+        end = page_end(_size(msg), msg.page_token)
         market = self.market
         held = [e for e in market.state.ledger if not key or key in (e.debit, e.credit)]
-        before = market.first_kept_entry()  # every older entry is stored: read off the loop
-        found, token = await off_loop(
-            lambda: page(
-                market.archive.ledger(key, before, None) + held, _size(msg), msg.page_token
-            )
-        )
+        before = market.first_kept_entry()  # every older entry is stored, and comes first
+        stored = await off_loop(lambda: market.archive.first_ledger(key, before, end + 1))
+        found, token = page(stored + held[: end + 1], _size(msg), msg.page_token)
         return pb.LedgerPage(
             entries=[convert.ledger_entry_to_proto(e) for e in found], next_page_token=token
         )

@@ -506,6 +506,15 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [LedgerEntry(*row) for row in reversed(self._rows(sql, params))]
 
+    def first_ledger(self, key: str, before_id: int, limit: int) -> list[LedgerEntry]:
+        params: list[SqlValue]
+        where, params = "id < ?", [before_id]
+        if key:
+            where += " AND (debit = ? OR credit = ?)"
+            params += [key, key]
+        sql = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE {where} ORDER BY id LIMIT ?"
+        return [LedgerEntry(*row) for row in self._rows(sql, [*params, limit])]
+
     def ledger_replay(self, before_id: int) -> Replay:
         replay, after = Replay(), 0
         while True:  # a page at a time: the whole ledger is never in memory at once

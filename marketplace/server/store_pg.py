@@ -715,6 +715,15 @@ class PostgresStore:
             sql += f" LIMIT {int(limit)}"
         return [LedgerEntry(*row) for row in reversed(self._rows(sql, params))]
 
+    def first_ledger(self, key: str, before_id: int, limit: int) -> list[LedgerEntry]:
+        params: list[SqlValue]
+        where, params = "id < %s", [before_id]
+        if key:
+            where += " AND (debit = %s OR credit = %s)"
+            params += [key, key]
+        sql = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE {where} ORDER BY id LIMIT %s"
+        return [LedgerEntry(*row) for row in self._rows(sql, [*params, limit])]
+
     def ledger_replay(self, before_id: int) -> Replay:
         replay, after = Replay(), 0
         while True:  # a page at a time: the whole ledger is never in memory at once

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.api.client import ProviderClient, TenantClient
+from marketplace.api.client import MarketClient, ProviderClient, TenantClient
 from marketplace.core import money
-from marketplace.core.state import OrderState
+from marketplace.core.state import OrderState, acct_key
 from marketplace.server.testing import ServerThread, gpu_sdl
 from tests.helpers import funded_tenant
 from tests.server.big_market import (
@@ -140,3 +140,14 @@ def test_listings_page_through_memory_and_store_as_the_core_lists_them(tmp_path:
             assert [o.id for o in client.list_orders()] == server.call(orders)
             assert [x.id for x in client.list_leases()] == server.call(leases)
             assert len(server.call(leases)) >= 30  # half the history's leases are each's
+        admin = MarketClient(server.address, server.admin)
+        admin.page_size = 7
+        everything = server.call(market.ledger_entries)
+        assert len(everything) > 100
+        assert [e.id for e in admin.ledger()] == [e.id for e in everything]
+        assert tenant.key is not None
+        mine = acct_key(tenant.key.address)
+        tenant_view = MarketClient(server.address, tenant.key)
+        tenant_view.page_size = 7
+        theirs = server.call(lambda: market.ledger_entries(mine))
+        assert [e.id for e in tenant_view.ledger()] == [e.id for e in theirs]

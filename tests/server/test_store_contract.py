@@ -122,6 +122,10 @@ def test_archive_reads_answer_as_memory_did(open_store: StoreOpener) -> None:
     assert store.first_closed_orders_of("alice", 10) == [o for o in every if o.owner == "alice"]
     bid_on = [o for o in every if store.bid(f"{o.id}/p2") is not None]
     assert bid_on and store.first_closed_orders_of("p2", 10) == bid_on
+    for key in ("", "acct:alice"):
+        entries = store.ledger(key, 10**9, None)
+        assert len(entries) > 2 and store.first_ledger(key, 10**9, 2) == entries[:2]
+        assert store.first_ledger(key, entries[1].id, 10) == entries[:1]
     assert store.first_closed_orders_of("p3", 10) == []  # it declined: not its order
 
 
