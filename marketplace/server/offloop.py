@@ -9,7 +9,9 @@ hundreds of milliseconds at a few thousand closed deployments, and grew with eve
 - on the loop, what memory holds: the open records, copied into a list (its cost grows with the
   open state only, which the market keeps small), and the cut-off between memory and store;
 - here, on the reader thread, what the store holds (the archive: closed records, the stored
-  ledger, log lines), merged with that snapshot, sorted and cut to one page.
+  ledger, log lines), merged with that snapshot. A listing asks the store only for the first
+  records its page needs, sorted by the database (first_of_listing): a page's cost follows
+  its position in the listing, not the market's history.
 
 Records of closed deployments never change again, and a record leaves memory only once stored
 (MarketService.committed), so a snapshot taken on the loop and the store read after it miss
