@@ -45,7 +45,7 @@ from marketplace.core.provider_feed import (
     OrderClosed,
     OrderOpened,
 )
-from marketplace.core.resources import GroupSpec
+from marketplace.core.resources import GroupSpec, Tier
 from marketplace.core.state import CloseReason, Lease
 from marketplace.identity import Key, config_dir, load_agent_key, load_key, load_or_create_key
 from provider_agent.backoff import Backoff
@@ -170,6 +170,7 @@ class Agent:
         self.heartbeat_s = 10.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._stops: dict[str, asyncio.Task[None]] = {}  # leases being stopped, by id
+        self._preempting: set[str] = set()  # of those, the spot leases pre-empted
         self._outbox: asyncio.Queue[StatusReport | _Logs] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -217,7 +218,10 @@ class Agent:
         adopted = await asyncio.to_thread(self.supervisor.adopt)
         for lease_id in adopted:
             self._hold_adopted(lease_id)
-            self.say(f"re-adopted running lease {lease_id}")
+            tier, since_ms = self.supervisor.tier_of(lease_id)
+            if tier == Tier.SPOT:  # pre-emptible as before the restart (its containers' labels)
+                self.bidder.note_spot(lease_id, since_ms)
+            self.say(f"re-adopted running {tier} lease {lease_id}")
         self.counters.leases_running = len(self.supervisor.running_leases())
         if self.cfg.metrics.enabled:
             m = self.cfg.metrics
@@ -426,6 +430,7 @@ class Agent:
                 self.bidder.lost(bid.order_id)
             case LeaseWon(lease=lease):
                 if lease.id in self._running():
+                    self.bidder.note_tier(lease)  # a re-adopted lease: spot or not, say the market
                     return  # replayed event for a lease we already run
                 preempted = self.bidder.won(lease)
                 price = format_amount(lease.price_per_hour)
@@ -451,12 +456,19 @@ class Agent:
             )
         task = self._spawn(self._stop_lease(lease_id, grace), f"stop-{lease_id}")
         self._stops[lease_id] = task
+        if preempted:
+            self._preempting.add(lease_id)
         task.add_done_callback(lambda _: self._stops.pop(lease_id, None))
+        task.add_done_callback(lambda _: self._preempting.discard(lease_id))
         return task
 
     async def _start_lease(self, lease: Lease, preempted: tuple[str, ...] = ()) -> None:
         assert self.supervisor is not None
-        for victim in preempted:  # the spot leases our bid named stop first (core/spot.py)
+        # the spot leases our bid named stop first (core/spot.py), and any the market pre-empted
+        # that are still stopping: after a restart the bid's names are not known here, and the
+        # market closes the leases a winning bid pre-empts before it announces the win
+        victims = [*preempted, *(v for v in sorted(self._preempting) if v not in preempted)]
+        for victim in victims:
             if victim in self._stops or victim in self._running():
                 # its failure to stop is the stop task's to log; this lease starts regardless
                 await asyncio.gather(self._stop_closed(victim, True), return_exceptions=True)
@@ -486,6 +498,7 @@ class Agent:
             allocation,
             job.version,
             job.rendezvous,
+            lease.created_at_ms,
         )
         if report.running:
             self.bidder.started(job.group)

@@ -303,9 +303,21 @@ class Bidder:
         self.reservations.move(f"order:{lease.order_id}", f"lease:{lease.id}")
         entry = self._orders.get(lease.order_id)
         if entry is not None and entry.order.tier == Tier.SPOT:
-            self._spot_since[lease.id] = self.quoter.clock.now_ms()
+            self.note_spot(lease.id, lease.created_at_ms or self.quoter.clock.now_ms())
+        self.note_tier(lease)  # won after a restart: the order is not among ours, the lease says
         self._end(lease.order_id, Outcome.WON)
         return self._preempts.pop(lease.order_id, ())
+
+    def note_tier(self, lease: Lease) -> None:
+        """Know a spot lease of ours as one, from the lease the market sent (its tier), e.g.
+        a re-adopted lease's, replayed after a restart."""
+        if lease.tier == Tier.SPOT:
+            self.note_spot(lease.id, lease.created_at_ms or self.quoter.clock.now_ms())
+
+    def note_spot(self, lease_id: str, since_ms: int) -> None:
+        """A spot lease of ours, created at `since_ms` (the market's award time: the newest is
+        pre-empted first, by the market's plan and ours alike, core/spot.py)."""
+        self._spot_since.setdefault(lease_id, since_ms)
 
     def lease_ended(self, lease_id: str) -> None:
         """A lease of ours closed: it is no longer a spot lease to pre-empt."""

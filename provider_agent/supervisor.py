@@ -30,7 +30,14 @@ from marketplace.core.job_env import with_lease_environment
 from marketplace.core.manifest import Manifest, Service
 from marketplace.core.manifest.model import HttpOptions
 from marketplace.core.matching import Allocation
-from marketplace.core.resources import GroupSpec, JobKind, JobSettings, ResourceUnit, RestartPolicy
+from marketplace.core.resources import (
+    GroupSpec,
+    JobKind,
+    JobSettings,
+    ResourceUnit,
+    RestartPolicy,
+    Tier,
+)
 from marketplace.core.state import Endpoint
 from provider_agent.config import RuntimeSection
 from provider_agent.container import (
@@ -54,6 +61,10 @@ LABEL_RESTARTS = f"{LABEL}.restarts-left"
 LABEL_HTTP = f"{LABEL}.http"  # the HTTP ports' http_options, JSON, as the ingress applies them
 LABEL_INGRESS = f"{LABEL}.ingress"  # "80=a.example,b.example;8080=": ports the ingress serves
 LABEL_VERSION = f"{LABEL}.version"  # the deployment version (update in place) it runs
+# spot (core/spot.py): the lease's tier and when the market created it, so that a restarted agent
+# still knows which of the leases it re-adopts it may pre-empt, newest first
+LABEL_TIER = f"{LABEL}.tier"
+LABEL_CREATED = f"{LABEL}.lease-created-ms"
 # An updated container that is not running this long after its start failed to start: the old
 # version is restored.
 UPDATE_SETTLE_S = 2.0
@@ -86,6 +97,7 @@ class _Lease:
     closing: bool = False
     reported_exit: bool = False
     version: int = 0  # the deployment version its containers run (0: not known)
+    created_ms: int = 0  # when the market created the lease (0: not known), for tier_of()
     replaced: set[str] = field(default_factory=set)  # stopped by an update: not an exit
     busy: threading.Lock = field(default_factory=threading.Lock)  # a start or an update runs
 
@@ -187,15 +199,19 @@ class LeaseSupervisor:
         allocation: Allocation | None,
         version: int = 0,
         meeting: Rendezvous | None = None,
+        created_ms: int = 0,
     ) -> StatusReport:
         """Pull, create and start every container of the lease (blocking). Reports and returns
         RUNNING with endpoints, or an exit with the reason it could not start. `version`: the
         deployment version the manifest is (reported with RUNNING); `meeting`: a gang node's
-        rendezvous (provider_agent/rendezvous.py)."""
+        rendezvous (provider_agent/rendezvous.py); `created_ms`: when the market created the
+        lease (on its containers' labels, with the tier, for tier_of() after a restart)."""
         with self._lock:
             if lease_id in self._leases:
                 return StatusReport(lease_id, running=True, message="already running")
-            lease = _Lease(lease_id, manifest.job.restart_policy, version=version)
+            lease = _Lease(
+                lease_id, manifest.job.restart_policy, version=version, created_ms=created_ms
+            )
             self._leases[lease_id] = lease
         with lease.busy:
             return self._start(lease, manifest, group, allocation, meeting)
@@ -210,7 +226,9 @@ class LeaseSupervisor:
     ) -> StatusReport:
         lease_id = lease.lease_id
         try:
-            specs = self._specs(lease_id, manifest, group, allocation, lease.version)
+            specs = self._specs(
+                lease_id, manifest, group, allocation, lease.version, lease.created_ms
+            )
             specs = gang_specs(specs, meeting)
             for image, auth in _pulls(specs):
                 self.runtime.ensure_image(
@@ -253,6 +271,7 @@ class LeaseSupervisor:
         group: GroupSpec,
         allocation: Allocation | None,
         version: int = 0,
+        created_ms: int = 0,
     ) -> list[ContainerSpec]:
         job = manifest.job
         shm = (
@@ -292,6 +311,7 @@ class LeaseSupervisor:
                         *_job_labels(job),
                         *_ingress_label(service),
                         *([(LABEL_VERSION, str(version))] if version else []),
+                        *([(LABEL_CREATED, str(created_ms))] if created_ms else []),
                     ),
                     volumes=volumes,
                     scratch_bytes=_scratch_bytes(unit),
@@ -352,7 +372,8 @@ class LeaseSupervisor:
                     return None
                 old = sorted(lease.containers.values(), key=lambda c: (c.service, c.replica))
                 old_specs = dict(lease.specs)  # empty for a re-adopted lease
-            specs = gang_specs(self._specs(lease_id, manifest, group, allocation, version), meeting)
+            specs = self._specs(lease_id, manifest, group, allocation, version, lease.created_ms)
+            specs = gang_specs(specs, meeting)
             specs = _pinned(specs, old)
             try:
                 for image, auth in _pulls(specs):
@@ -548,7 +569,13 @@ class LeaseSupervisor:
             by_lease.setdefault(state.lease_id, []).append(state)
         self._remove_orphan_volumes(set(by_lease))
         for lease_id, states in by_lease.items():
-            lease = _Lease(lease_id, _restart_of(states[0]), version=_version_of(states))
+            created = [int(v) for s in states if (v := s.label(LABEL_CREATED)).isdigit()]
+            lease = _Lease(
+                lease_id,
+                _restart_of(states[0]),
+                version=_version_of(states),
+                created_ms=max(created, default=0),
+            )
             with self._lock:
                 if lease_id in self._leases:
                     continue
@@ -595,6 +622,16 @@ class LeaseSupervisor:
                 log.info("removed volume %s of closed lease %s", volume.name, volume.lease_id)
             except RuntimeFailure as exc:
                 log.warning("could not remove leftover volume %s: %s", volume.name, exc)
+
+    def tier_of(self, lease_id: str) -> tuple[Tier, int]:
+        """A running lease's tier and when the market created it (0: not known), from its
+        containers' labels: what a restarted agent knows of a lease it re-adopts."""
+        states = self.containers(lease_id)
+        with self._lock:
+            lease = self._leases.get(lease_id)
+        tiers = {s.label(LABEL_TIER) for s in states}
+        tier = Tier.SPOT if tiers == {str(Tier.SPOT)} else Tier.ON_DEMAND
+        return tier, lease.created_ms if lease is not None else 0
 
     def storage_bytes(self, lease_id: str) -> int:
         """The disk a running lease holds: its persistent volumes and its containers' scratch
@@ -943,7 +980,11 @@ def _hostnames(lease_id: str, state: ContainerState, domain: str) -> list[tuple[
 
 
 def _job_labels(job: JobSettings) -> tuple[tuple[str, str], ...]:
-    return ((LABEL_RESTART, str(job.restart_policy)), (f"{LABEL}.kind", str(job.kind)))
+    return (
+        (LABEL_RESTART, str(job.restart_policy)),
+        (f"{LABEL}.kind", str(job.kind)),
+        (LABEL_TIER, str(job.tier)),
+    )
 
 
 def _version_of(states: list[ContainerState]) -> int:

@@ -378,7 +378,7 @@ def order_from_proto(o: pb.Order) -> Order:
         created_at_ms=o.created_at_ms,
         closes_at_ms=o.closes_at_ms,
         job_kind=JobKind(o.job_kind) if o.job_kind else JobKind.SERVICE,
-        tier=Tier(o.tier) if o.tier else Tier.ON_DEMAND,
+        tier=tier_from_proto(o.tier),
     )
 
 
@@ -470,6 +470,7 @@ def lease_to_proto(x: Lease) -> pb.Lease:
         endpoints=[endpoint_to_proto(e) for e in x.endpoints],
         version=x.version,
         failed_version=x.failed_version,
+        tier=x.tier.value,
     )
 
 
@@ -495,7 +496,17 @@ def lease_from_proto(x: pb.Lease) -> Lease:
         started=x.running_at_ms > 0,
         version=x.version,
         failed_version=x.failed_version,
+        tier=tier_from_proto(x.tier),
     )
+
+
+def tier_from_proto(tier: str) -> Tier:
+    """A tier off the wire: empty (an older market) or one this version does not know is
+    on-demand, which is never pre-empted (the safe reading for a provider)."""
+    try:
+        return Tier(tier) if tier else Tier.ON_DEMAND
+    except ValueError:
+        return Tier.ON_DEMAND
 
 
 def decline_to_proto(d: Decline) -> pb.Decline:

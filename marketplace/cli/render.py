@@ -189,11 +189,12 @@ def order_table(orders: Sequence[pb.Order]) -> None:
 
 def lease_table(leases: Sequence[pb.Lease]) -> None:
     print_table(
-        ["LEASE", "STATE", "PROVIDER", "PRICE/H", "PAID", "REASON", "ENDPOINTS"],
+        ["LEASE", "STATE", "TIER", "PROVIDER", "PRICE/H", "PAID", "REASON", "ENDPOINTS"],
         [
             (
                 x.id,
                 convert.lease_state_name(x.state),
+                x.tier or "on-demand",  # spot: pre-emptible (`gpumarket: tier: spot`)
                 short(x.provider),
                 amount(x.price_per_hour),
                 amount(x.paid),

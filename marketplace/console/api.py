@@ -113,6 +113,7 @@ def lease_doc(x: pb.Lease) -> Doc:
         "tenant": x.tenant,
         "state": convert.lease_state_name(x.state),
         "close_reason": convert.close_reason_name(x.close_reason) or "",
+        "tier": x.tier or "on-demand",  # spot: pre-emptible (core/spot.py)
         "price_per_hour": money(x.price_per_hour),
         "paid": money(x.paid),
         "created_at_ms": x.created_at_ms,

@@ -63,6 +63,25 @@ class Archive(Protocol):
         """The order's declines, oldest first."""
         ...
 
+    # A listing's page needs only the first records of it: these answer in the listing's
+    # order (deployments by number; orders and leases by creation time, then id), at most
+    # `limit`, so a page's cost follows its position, not the whole history (server/offloop.py).
+    def first_closed_deployments(self, owner: str, limit: int) -> list[Deployment]:
+        """The owner's first closed deployments."""
+        ...
+
+    def first_closed_orders_of(self, party: str, limit: int) -> list[Order]:
+        """The first closed orders of `party`'s deployments or that `party` bid on."""
+        ...
+
+    def first_closed_leases_of(self, party: str, limit: int) -> list[Lease]:
+        """The first closed leases with `party` as tenant or provider."""
+        ...
+
+    def first_ledger(self, key: str, before_id: int, limit: int) -> list[LedgerEntry]:
+        """ledger()'s entries, the first `limit` of them (oldest first)."""
+        ...
+
     def deployment_events(self, deployment_id: str) -> list[DeploymentEvent]:
         """The deployment's events by seq, naming records by id (records not attached)."""
         ...
@@ -111,6 +130,18 @@ class NullArchive:
         return []
 
     def declines(self, order_id: str) -> list[Decline]:
+        return []
+
+    def first_closed_deployments(self, owner: str, limit: int) -> list[Deployment]:
+        return []
+
+    def first_closed_orders_of(self, party: str, limit: int) -> list[Order]:
+        return []
+
+    def first_closed_leases_of(self, party: str, limit: int) -> list[Lease]:
+        return []
+
+    def first_ledger(self, key: str, before_id: int, limit: int) -> list[LedgerEntry]:
         return []
 
     def deployment_events(self, deployment_id: str) -> list[DeploymentEvent]:

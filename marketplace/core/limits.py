@@ -117,6 +117,7 @@ MAX_COPY_BYTES = 16 * 1024**3  # one file copied in or out (a provider may set i
 # store, or not kept (price statistics cover the newest leases)
 PRICE_POINTS_KEPT = 50_000  # leases' prices behind Market.Stats, the newest
 LOG_SEQS_CACHED = 10_000  # leases whose last log line number the server holds (LRU)
+MAX_READS_WAITING = 64  # reads queued for the server's reader thread (server/offloop.py)
 
 # --- addresses -----------------------------------------------------------------------------------
 ADDRESS_PREFIX = "gm1"

@@ -284,6 +284,8 @@ class MarketService(MarketReads):
             x for x in self.archive.closed_leases(None, None, None) if x.id not in st.leases
         ]
         for lease in sorted(st.leases.values(), key=lambda x: (x.created_at_ms, x.id)):
+            if (owner := st.deployments.get(lease.deployment_id)) is not None:
+                lease.tier = owner.job.tier  # the same; a lease stored before leases had one
             if lease.state != LeaseState.CLOSED:
                 self._index_lease(lease)
         for lease in sorted(
@@ -1051,6 +1053,7 @@ class MarketService(MarketReads):
             cpu_millis=allocation.cpu_millis,
             memory_bytes=allocation.memory_bytes,
             storage_bytes=allocation.storage_bytes,
+            tier=order.tier,
         )
         self.state.leases[lease.id] = lease
         order.lease_id = lease.id

@@ -130,6 +130,11 @@ class MarketReads:
             return [d for d in deps if d.state == DeploymentState.ACTIVE]
         return _merged(deps, self.archive.closed_deployments(owner), _deployment_number)
 
+    def held_deployments(self, owner: str) -> list[Deployment]:
+        """The owner's deployments in memory (open, or closed and not yet stored), oldest
+        first: a listing's part that memory holds (the store holds the rest)."""
+        return [self.state.deployments[d] for d in self._owner_deps.get(owner, [])]
+
     def escrow_available(self, deployment_id: str) -> int:
         """Escrow left after what its open leases have accrued but not yet settled."""
         dep = self.get_deployment(deployment_id)
@@ -389,6 +394,10 @@ class MarketReads:
                 return held
         wanted = None if limit is None else limit - len(held)
         return self.archive.ledger(key, self._first_kept_entry(), wanted) + held
+
+    def first_kept_entry(self) -> int:
+        """The id of the oldest ledger entry in memory; every older one is stored."""
+        return self._first_kept_entry()
 
     def _first_kept_entry(self) -> int:
         """The id of the oldest ledger entry in memory; every older one is stored."""

@@ -199,6 +199,9 @@ class Lease:
     # and the last version it failed to run (it then runs `version` again)
     version: int = 0
     failed_version: int = 0
+    # its order's (the deployment's) tier: a spot lease may be pre-empted (core/spot.py); on the
+    # lease too, so its provider knows it from the lease alone, after a restart as well
+    tier: Tier = Tier.ON_DEMAND
 
 
 @dataclass(slots=True)

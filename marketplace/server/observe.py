@@ -147,9 +147,10 @@ class MarketObserver:
         self._held = 0  # Σ _escrows
         self._leases: dict[str, LeaseState] = {}  # leases not closed
         self._lease_states: Counter[LeaseState] = Counter()  # Σ _leases by state
-        # (deployment, gseq) → the group's lease that closed, until the group is ordered again
-        # or its deployment closes (a re-order may come in a later command than the close)
-        self._closed_groups: dict[tuple[str, int], Lease] = {}
+        # deployment → gseq → the group's lease that closed, until the group is ordered again
+        # or its deployment closes (a re-order may come in a later command than the close);
+        # by deployment, so a close forgets its groups without a scan of every deployment's
+        self._closed_groups: dict[str, dict[int, Lease]] = {}
         self._seed(state)
         figures.start_time.set(round(time.time(), 3))
 
@@ -299,14 +300,13 @@ class MarketObserver:
             if dep_id in batch.dry:
                 _info("escrow ran dry", deployment=dep_id)
             _info("deployment closed", deployment=dep_id, why=event.message)
-            for group in [g for g in self._closed_groups if g[0] == dep_id]:
-                del self._closed_groups[group]
+            self._closed_groups.pop(dep_id, None)
 
     def _lease_closed(self, lease: Lease, event: DeploymentEvent, batch: _Batch) -> None:
         reason = lease.close_reason
         self.figures.leases_closed.inc(1, (reason.value or "unknown",))
         if event.order is not None:
-            self._closed_groups[(lease.deployment_id, event.order.gseq)] = lease
+            self._closed_groups.setdefault(lease.deployment_id, {})[event.order.gseq] = lease
         if reason == CloseReason.INSUFFICIENT_FUNDS:
             batch.dry.add(lease.deployment_id)
         _info(
@@ -322,7 +322,10 @@ class MarketObserver:
         """A group ordered again: a failover when its lease was lost with its provider."""
         order = event.order
         assert order is not None
-        closed = self._closed_groups.pop((event.deployment_id, order.gseq), None)
+        groups = self._closed_groups.get(event.deployment_id, {})
+        closed = groups.pop(order.gseq, None)
+        if not groups:
+            self._closed_groups.pop(event.deployment_id, None)
         if closed is None or closed.close_reason != CloseReason.PROVIDER_LOST:
             _info(
                 "order reopened",

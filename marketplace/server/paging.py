@@ -40,6 +40,12 @@ def _token(offset: int) -> str:
     return base64.urlsafe_b64encode(f"{_PREFIX}{offset}".encode()).decode()
 
 
+def page_end(size: int, token: str) -> int:
+    """Where the page `size`, `token` ends in its listing: how many of the listing's first
+    records it needs (InvalidArgument for a bad token, before any work is spent on it)."""
+    return _offset(token) + page_size(size)
+
+
 def page(items: Sequence[T], size: int, token: str) -> tuple[list[T], str]:
     """One page of `items` and the token of the next ("" when this is the last)."""
     start = _offset(token)

@@ -28,7 +28,7 @@ from marketplace.api.status import ERROR_KEY, error_name, status_of
 from marketplace.api.telemetry import gpu_telemetry_from_proto, price_history_to_proto
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
-from marketplace.core import limits, price_advice, visibility
+from marketplace.core import ledger, limits, price_advice, visibility
 from marketplace.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -44,16 +44,18 @@ from marketplace.core.manifest import Manifest, ManifestError, parse_manifest
 from marketplace.core.manifest.support import refuse_unmatchable
 from marketplace.core.manifest.update import plan_update
 from marketplace.core.market import MarketService
-from marketplace.core.provider_audit import verify_provider
+from marketplace.core.provider_audit import Finding, verify_provider
 from marketplace.core.resources import GroupSpec
 from marketplace.core.state import (
     Account,
+    Bid,
     Deployment,
     DeploymentEvent,
     DeploymentState,
     Lease,
     LeaseState,
     Order,
+    OrderExplanation,
     ProviderRecord,
     acct_key,
 )
@@ -61,13 +63,15 @@ from marketplace.core.updates import DeploymentUpdate
 from marketplace.core.visibility import Viewer
 from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
 from marketplace.server.channel import AnswerBook, Command, ProviderChannel, provider_feed
-from marketplace.server.paging import page
+from marketplace.server.offloop import created, deployment_number, first_of_listing, off_loop
+from marketplace.server.paging import page, page_end
 from marketplace.server.provider_status import ProviderStatusBook
 from marketplace.server.relay import ProviderSilent
 
 log = logging.getLogger("gpumarket.market")
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 Servicer = TypeVar("Servicer", bound="_Base")
 Request = TypeVar("Request", bound=Message)
 Reply = TypeVar("Reply", bound=Message)
@@ -185,6 +189,11 @@ class _Base:
             raise NotFound(f"lease {lease_id} not found")
         return lease
 
+    async def fetched(self, held: bool, read: Callable[[], T]) -> T:
+        """`read()` at once when what it reads is in memory (`held`), else on the reader
+        thread: a record that left memory is read from the store (offloop.py)."""
+        return read() if held else await off_loop(read)
+
 
 def _size(request: pb.ListRequest) -> int:
     return request.page_size or request.limit
@@ -253,15 +262,32 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     @unary
     async def GetDeployment(self, request: pb.SignedRequest, context: Context) -> pb.Deployment:
         viewer, msg = self.read_as(request, pb.GetRequest)
-        return self._deployment(self.readable_deployment(viewer, msg.id))
+        held = msg.id in self.market.state.deployments
+        return self._deployment(
+            await self.fetched(held, lambda: self.readable_deployment(viewer, msg.id))
+        )
 
     @unary
     async def ListDeployments(
         self, request: pb.SignedRequest, context: Context
     ) -> pb.DeploymentList:
         viewer, msg = self.read_as(request, pb.ListRequest)
+        end = page_end(_size(msg), msg.page_token)
         mine = msg.owner in ("", viewer.address)
-        deps = self.market.list_deployments(viewer.address, msg.open_only) if mine else []
+        held = self.market.held_deployments(viewer.address) if mine else []
+        if msg.open_only or not mine:
+            deps = [d for d in held if d.state == DeploymentState.ACTIVE]
+        else:  # and the first closed ones the store holds, off the loop (offloop.py)
+            archive, me = self.market.archive, viewer.address
+            deps = await off_loop(
+                lambda: first_of_listing(
+                    held,
+                    lambda n: archive.first_closed_deployments(me, n),
+                    lambda d: True,
+                    deployment_number,
+                    end,
+                )
+            )
         found, token = page(deps, _size(msg), msg.page_token)
         return pb.DeploymentList(
             deployments=[self._deployment(d) for d in found], next_page_token=token
@@ -284,16 +310,43 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     @unary
     async def GetOrder(self, request: pb.SignedRequest, context: Context) -> pb.Order:
         viewer, msg = self.read_as(request, pb.GetRequest)
-        return convert.order_to_proto(self.readable_order(viewer, msg.id))
+        held = msg.id in self.market.state.orders
+        return convert.order_to_proto(
+            await self.fetched(held, lambda: self.readable_order(viewer, msg.id))
+        )
 
     @unary
     async def ListOrders(self, request: pb.SignedRequest, context: Context) -> pb.OrderList:
         viewer, msg = self.read_as(request, pb.ListRequest)
-        orders = [
-            o
-            for o in self.market.list_orders(open_only=msg.open_only)
-            if (not msg.owner or o.owner == msg.owner) and self.can_read_order(viewer, o)
-        ]
+        end = page_end(_size(msg), msg.page_token)
+        bids = self.market.state.bids  # an order in memory has its bids in memory too
+
+        def wanted(o: Order, bid_on: Callable[[Order], bool]) -> bool:
+            return (not msg.owner or o.owner == msg.owner) and visibility.can_read_order(
+                viewer, o, bid_on(o)
+            )
+
+        def held_bid(o: Order) -> bool:
+            return f"{o.id}/{viewer.address}" in bids
+
+        if msg.open_only:
+            orders = [o for o in self.market.list_orders(open_only=True) if wanted(o, held_bid)]
+        else:  # the first closed ones the signer may read are the store's: off the loop
+            held = [o for o in self.market.state.orders.values() if wanted(o, held_bid)]
+            archive, me = self.market.archive, viewer.address
+
+            def stored_bid(o: Order) -> bool:
+                return archive.bid(f"{o.id}/{me}") is not None
+
+            orders = await off_loop(
+                lambda: first_of_listing(
+                    held,
+                    lambda n: archive.first_closed_orders_of(me, n),
+                    lambda o: wanted(o, stored_bid),
+                    created,
+                    end,
+                )
+            )
         found, token = page(orders, _size(msg), msg.page_token)
         return pb.OrderList(
             orders=[convert.order_to_proto(o) for o in found], next_page_token=token
@@ -302,13 +355,17 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     @unary
     async def ListBids(self, request: pb.SignedRequest, context: Context) -> pb.BidList:
         viewer, msg = self.read_as(request, pb.ListBidsRequest)
-        order = self.readable_order(viewer, msg.order_id)
         now = self.app.clock.now_ms()
-        bids = [
-            b
-            for b in self.market.list_bids(order.id)
-            if visibility.can_read_bid(viewer, b, order, now)
-        ]
+
+        def readable() -> list[Bid]:
+            order = self.readable_order(viewer, msg.order_id)
+            return [
+                b
+                for b in self.market.list_bids(order.id)
+                if visibility.can_read_bid(viewer, b, order, now)
+            ]
+
+        bids = await self.fetched(msg.order_id in self.market.state.orders, readable)
         found, token = page(bids, msg.page_size, msg.page_token)
         return pb.BidList(bids=[convert.bid_to_proto(b) for b in found], next_page_token=token)
 
@@ -317,10 +374,14 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         self, request: pb.SignedRequest, context: Context
     ) -> pb.OrderExplanation:
         viewer, msg = self.read_as(request, pb.GetRequest)
-        order = self.market.get_order(msg.id)
-        if viewer.address != order.owner:
-            raise NotFound(f"order {msg.id} not found")
-        why = self.market.explain_order(order.id)
+
+        def explained() -> OrderExplanation:
+            order = self.market.get_order(msg.id)
+            if viewer.address != order.owner:
+                raise NotFound(f"order {msg.id} not found")
+            return self.market.explain_order(order.id)
+
+        why = await self.fetched(msg.id in self.market.state.orders, explained)
         return convert.explanation_to_proto(
             visibility.explanation_for(viewer, why, self.app.clock.now_ms())
         )
@@ -335,18 +396,31 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     @unary
     async def GetLease(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
         viewer, msg = self.read_as(request, pb.GetRequest)
-        return convert.lease_to_proto(self.readable_lease(viewer, msg.id))
+        held = msg.id in self.market.state.leases
+        return convert.lease_to_proto(
+            await self.fetched(held, lambda: self.readable_lease(viewer, msg.id))
+        )
 
     @unary
     async def ListLeases(self, request: pb.SignedRequest, context: Context) -> pb.LeaseList:
         """The signer's leases, as tenant or provider (owner: only those with that party)."""
         viewer, msg = self.read_as(request, pb.ListRequest)
+        end = page_end(_size(msg), msg.page_token)
         me = viewer.address
-        leases = [
-            x
-            for x in self.market.list_leases(open_only=msg.open_only)
-            if me in (x.tenant, x.provider) and msg.owner in ("", x.tenant, x.provider)
-        ]
+
+        def wanted(x: Lease) -> bool:
+            return me in (x.tenant, x.provider) and msg.owner in ("", x.tenant, x.provider)
+
+        held = [x for x in self.market.state.leases.values() if wanted(x)]
+        if msg.open_only:
+            leases = [x for x in held if x.state != LeaseState.CLOSED]
+        else:  # the signer's first closed leases (as tenant or provider), off the loop
+            archive = self.market.archive
+            leases = await off_loop(
+                lambda: first_of_listing(
+                    held, lambda n: archive.first_closed_leases_of(me, n), wanted, created, end
+                )
+            )
         found, token = page(leases, _size(msg), msg.page_token)
         return pb.LeaseList(
             leases=[convert.lease_to_proto(x) for x in found], next_page_token=token
@@ -366,12 +440,18 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     ) -> AsyncIterator[pb.DeploymentEvent]:
         viewer, msg = self.read_as(request, pb.WatchDeploymentRequest)
         app, dep_id = self.app, msg.deployment_id
-        self.readable_deployment(viewer, dep_id)
+        held = dep_id in self.market.state.deployments
+        await self.fetched(held, lambda: self.readable_deployment(viewer, dep_id))
         watcher = app.subscribe(app.deployment_watchers, dep_id)
         try:
             last = msg.after_seq
             upto = app.committed_seq
-            for event in self.market.deployment_events_after(dep_id, last):
+            # once out of memory, a deployment is in the store for good: read there, off the loop
+            held = dep_id in self.market.state.deployments
+            history = await self.fetched(
+                held, lambda: self.market.deployment_events_after(dep_id, msg.after_seq)
+            )
+            for event in history:
                 if event.seq > upto:
                     break
                 last = event.seq
@@ -401,11 +481,13 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     ) -> AsyncIterator[pb.LogLine]:
         viewer, msg = self.read_as(request, pb.StreamLogsRequest)
         app, lease_id = self.app, msg.lease_id
-        self.readable_lease(viewer, lease_id)
+        held = lease_id in self.market.state.leases
+        await self.fetched(held, lambda: self.readable_lease(viewer, lease_id))
         watcher = app.subscribe(app.log_watchers, lease_id)
         try:
             last = msg.after_seq
-            for line in app.store.logs(lease_id, msg.after_seq, msg.tail):
+            stored = await off_loop(lambda: app.store.logs(lease_id, msg.after_seq, msg.tail))
+            for line in stored:
                 last = line.seq
                 yield convert.log_line_to_proto(line)
             while msg.follow and not app.lease_closed(lease_id):
@@ -416,7 +498,10 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
                     last = item.seq
                     yield convert.log_line_to_proto(item)
             # lines written together with the close (or just before it)
-            for line in app.store.logs(lease_id, last) if msg.follow else ():
+            after = last
+            for line in (
+                await off_loop(lambda: app.store.logs(lease_id, after)) if msg.follow else ()
+            ):
                 yield convert.log_line_to_proto(line)
         finally:
             app.unsubscribe(app.log_watchers, lease_id, watcher)
@@ -799,10 +884,11 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
     @unary
     async def Stats(self, request: pb.MarketStatsRequest, context: Context) -> pb.MarketStats:
         market = self.market
+        # up to limits.PRICE_POINTS_KEPT prices sorted per model: off the loop (the list is
+        # only appended to, and cut once it doubles; a read sees it before or after)
+        stats = await off_loop(lambda: market.price_stats(request.since_ms))
         return pb.MarketStats(
-            gpu_prices=[
-                convert.price_stat_to_proto(s) for s in market.price_stats(request.since_ms)
-            ],
+            gpu_prices=[convert.price_stat_to_proto(s) for s in stats],
             providers_online=sum(1 for p in market.list_providers() if p.online),
             open_orders=len(market.list_orders(open_only=True)),
             running_leases=sum(
@@ -814,7 +900,10 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
     async def GetPriceHistory(
         self, request: pb.PriceHistoryRequest, context: Context
     ) -> pb.PriceHistory:
-        size, buckets = self.market.price_history(request.since_ms, request.bucket_ms)
+        market = self.market
+        size, buckets = await off_loop(
+            lambda: market.price_history(request.since_ms, request.bucket_ms)
+        )
         return price_history_to_proto(size, buckets)
 
     @unary
@@ -822,7 +911,18 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         viewer, _ = self.read_as(request, pb.AuditRequest)
         if not viewer.admin:
             raise PermissionDenied("only the marketplace's admin key may run the audit")
-        return convert.audit_to_proto(self.market.audit())
+        market = self.market
+        if not (market.config.keep_ledger and market.config.retain_closed):
+            return convert.audit_to_proto(market.audit())
+        # the stored entries' replay (the whole ledger's history) runs off the loop; entries
+        # stored meanwhile (they left memory) are added, so it meets memory where it is now
+        before = market.first_kept_entry()
+        stored = await off_loop(lambda: market.archive.ledger_replay(before))
+        while (now := market.first_kept_entry()) != before:
+            gap = await off_loop(functools.partial(market.archive.ledger, "", now, now - before))
+            stored.add(e for e in gap if e.id >= before)
+            before = now
+        return convert.audit_to_proto(ledger.audit(market.state, replay=True, stored=stored))
 
     @unary
     async def ListLedger(self, request: pb.SignedRequest, context: Context) -> pb.LedgerPage:
@@ -832,8 +932,12 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         if not visibility.can_read_ledger(viewer, account):
             raise PermissionDenied("you may read your own account's entries only")
         key = acct_key(account) if account else ""
-        entries = self.market.ledger_entries(key)
-        found, token = page(entries, _size(msg), msg.page_token)
+        end = page_end(_size(msg), msg.page_token)
+        market = self.market
+        held = [e for e in market.state.ledger if not key or key in (e.debit, e.credit)]
+        before = market.first_kept_entry()  # every older entry is stored, and comes first
+        stored = await off_loop(lambda: market.archive.first_ledger(key, before, end + 1))
+        found, token = page(stored + held[: end + 1], _size(msg), msg.page_token)
         return pb.LedgerPage(
             entries=[convert.ledger_entry_to_proto(e) for e in found], next_page_token=token
         )
@@ -849,9 +953,18 @@ class MarketServicer(_Base, pb_grpc.MarketServicer):
         if provider != viewer.address and not viewer.admin:
             raise PermissionDenied("you may read your own price advice only")
         now = self.app.clock.now_ms()
-        record = price_advice.take_record(self.market, provider, msg.since_ms, now)
-        # the replay runs off the loop: it only reads what take_record gathered
-        advice = await asyncio.get_running_loop().run_in_executor(None, price_advice.advise, record)
+        price_advice.check_window(msg.since_ms, now)
+        self.market.get_provider(provider)  # NotFound before the queue
+        market = self.market
+
+        def advised() -> list[price_advice.ModelAdvice]:
+            # closed auctions (from the store) and their leases, which no longer change; the
+            # open records are reached by single look-ups and copies the GIL makes whole
+            return price_advice.advise(
+                price_advice.take_record(market, provider, msg.since_ms, now)
+            )
+
+        advice = await off_loop(advised)
         return convert.price_advice_to_proto(provider, msg.since_ms, now, advice)
 
 
@@ -923,17 +1036,18 @@ class AuditorServicer(_Base, pb_grpc.AuditorServicer):
         prov = self.market.get_provider(request.provider)
         to_sign = convert.attributes_from_proto(request.attributes)
         limits.check_attributes(to_sign)
-        reports = self.app.store.inventory_reports(prov.address)
         latest = self.app.inventory.latest(prov.address)
-        if latest is not None and (not reports or reports[-1].time_ms < latest.time_ms):
-            reports.append(latest)  # reported, not yet on disk
-        claimed_by = {
-            device.uuid: other.address
-            for other in self.market.state.providers.values()
-            if other.address != prov.address
-            for device in other.capacity.gpus
-        }
-        findings = verify_provider(prov, reports, to_sign, claimed_by)
+        others = [p for p in self.market.state.providers.values() if p.address != prov.address]
+        store = self.app.store
+
+        def verified() -> list[Finding]:  # the stored reports, every provider's GPUs
+            reports = store.inventory_reports(prov.address)
+            if latest is not None and (not reports or reports[-1].time_ms < latest.time_ms):
+                reports.append(latest)  # reported, not yet on disk
+            claimed_by = {d.uuid: other.address for other in others for d in other.capacity.gpus}
+            return verify_provider(prov, reports, to_sign, claimed_by)
+
+        findings = await off_loop(verified)
         return audit_wire.findings_to_proto(prov.address, findings)
 
 

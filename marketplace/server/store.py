@@ -451,6 +451,37 @@ class Store:
         sql = "SELECT body FROM declines WHERE order_id = ? ORDER BY rowid"
         return self._all(Decline, sql, order_id)
 
+    # listings' first records (the sort runs in SQLite, which lets go of the GIL meanwhile)
+    def first_closed_deployments(self, owner: str, limit: int) -> list[Deployment]:
+        rows = self._rows(
+            "SELECT body FROM deployments WHERE state = 'closed' AND owner = ? "
+            "ORDER BY CAST(substr(id, 2) AS INTEGER), id LIMIT ?",
+            (owner, limit),
+        )
+        return [_deployment(body) for (body,) in rows]
+
+    def first_closed_orders_of(self, party: str, limit: int) -> list[Order]:
+        return self._all(
+            Order,
+            "SELECT body FROM orders WHERE state = 'closed' AND (deployment_id IN "
+            "(SELECT id FROM deployments WHERE owner = ?) OR id IN "
+            "(SELECT order_id FROM bids WHERE provider = ?)) "
+            "ORDER BY json_extract(body, '$.created_at_ms'), id LIMIT ?",
+            party,
+            party,
+            limit,
+        )
+
+    def first_closed_leases_of(self, party: str, limit: int) -> list[Lease]:
+        return self._all(
+            Lease,
+            "SELECT body FROM leases WHERE state = 'closed' AND (tenant = ? OR provider = ?) "
+            "ORDER BY json_extract(body, '$.created_at_ms'), id LIMIT ?",
+            party,
+            party,
+            limit,
+        )
+
     def deployment_events(self, deployment_id: str) -> list[DeploymentEvent]:
         sql = "SELECT body FROM deployment_events WHERE deployment_id = ? ORDER BY seq"
         return self._all(DeploymentEvent, sql, deployment_id)
@@ -474,6 +505,15 @@ class Store:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [LedgerEntry(*row) for row in reversed(self._rows(sql, params))]
+
+    def first_ledger(self, key: str, before_id: int, limit: int) -> list[LedgerEntry]:
+        params: list[SqlValue]
+        where, params = "id < ?", [before_id]
+        if key:
+            where += " AND (debit = ? OR credit = ?)"
+            params += [key, key]
+        sql = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE {where} ORDER BY id LIMIT ?"
+        return [LedgerEntry(*row) for row in self._rows(sql, [*params, limit])]
 
     def ledger_replay(self, before_id: int) -> Replay:
         replay, after = Replay(), 0

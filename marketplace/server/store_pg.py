@@ -660,6 +660,37 @@ class PostgresStore:
         sql = "SELECT body FROM declines WHERE order_id = %s ORDER BY pos"
         return self._all(Decline, sql, order_id)
 
+    # listings' first records; ids compare as Python compares them (bytewise: COLLATE "C")
+    def first_closed_deployments(self, owner: str, limit: int) -> list[Deployment]:
+        rows = self._rows(
+            "SELECT body FROM deployments WHERE state = 'closed' AND owner = %s "
+            'ORDER BY substr(id, 2)::bigint, id COLLATE "C" LIMIT %s',
+            (owner, limit),
+        )
+        return [_deployment(body) for (body,) in rows]
+
+    def first_closed_orders_of(self, party: str, limit: int) -> list[Order]:
+        return self._all(
+            Order,
+            "SELECT body FROM orders WHERE state = 'closed' AND (deployment_id IN "
+            "(SELECT id FROM deployments WHERE owner = %s) OR id IN "
+            "(SELECT order_id FROM bids WHERE provider = %s)) "
+            "ORDER BY (body::json->>'created_at_ms')::bigint, id COLLATE \"C\" LIMIT %s",
+            party,
+            party,
+            limit,
+        )
+
+    def first_closed_leases_of(self, party: str, limit: int) -> list[Lease]:
+        return self._all(
+            Lease,
+            "SELECT body FROM leases WHERE state = 'closed' AND (tenant = %s OR provider = %s) "
+            "ORDER BY (body::json->>'created_at_ms')::bigint, id COLLATE \"C\" LIMIT %s",
+            party,
+            party,
+            limit,
+        )
+
     def deployment_events(self, deployment_id: str) -> list[DeploymentEvent]:
         sql = "SELECT body FROM deployment_events WHERE deployment_id = %s ORDER BY seq"
         return self._all(DeploymentEvent, sql, deployment_id)
@@ -683,6 +714,15 @@ class PostgresStore:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [LedgerEntry(*row) for row in reversed(self._rows(sql, params))]
+
+    def first_ledger(self, key: str, before_id: int, limit: int) -> list[LedgerEntry]:
+        params: list[SqlValue]
+        where, params = "id < %s", [before_id]
+        if key:
+            where += " AND (debit = %s OR credit = %s)"
+            params += [key, key]
+        sql = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE {where} ORDER BY id LIMIT %s"
+        return [LedgerEntry(*row) for row in self._rows(sql, [*params, limit])]
 
     def ledger_replay(self, before_id: int) -> Replay:
         replay, after = Replay(), 0

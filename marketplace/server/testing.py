@@ -54,6 +54,11 @@ class ServerThread:
         assert self._running is not None
         return self._running.app
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server's event loop (for asyncio.run_coroutine_threadsafe)."""
+        return self._loop
+
     def call(self, fn: Callable[[*Args], R], *args: *Args) -> R:
         """Run fn(*args) on the server's loop (where the market lives) and return its result."""
 

@@ -13,6 +13,7 @@ import pytest
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.manifest import Manifest, parse_manifest
 from marketplace.core.matching import Allocation, Capacity, GpuDevice, allocate
+from marketplace.core.resources import Tier
 from provider_agent.config import RuntimeSection
 from provider_agent.container import (
     DEFAULT_CAPABILITIES,
@@ -361,6 +362,28 @@ def test_a_restarted_agent_re_adopts_running_containers_without_starting_them_ag
     runtime.finish(original.id, 1)
     assert rec.exited().exit_code == 1
     assert not any("restarting" in t for t in rec.texts("system"))
+    after.close()
+
+
+def test_a_re_adopted_lease_keeps_its_tier_and_creation_time(
+    runtime: MemoryRuntime, tmp_path: Path
+) -> None:
+    """What a restarted agent knows of a spot lease is on its containers: spot, and when the
+    market created it (the newest spot lease is pre-empted first); an on-demand one stays so."""
+    before = supervise(runtime, Recorder(), tmp_path)
+    spot_sdl = parse_manifest(sdl("serve") + b"  tier: spot\n")
+    group = spot_sdl.groups[0]
+    alloc = allocate(group, Capacity(8000, 8 * GIB, 100 * GIB, H100))
+    assert isinstance(alloc, Allocation)
+    before.start_lease("D1/1/1/prov", spot_sdl, group, alloc, created_ms=1_700_000_000_123)
+    on_demand, _ = start(before, parse_manifest(sdl("serve")))
+    assert before.tier_of("D1/1/1/prov") == (Tier.SPOT, 1_700_000_000_123)
+    before.close()
+
+    after = supervise(runtime, Recorder(), tmp_path)
+    assert sorted(after.adopt()) == sorted(["D1/1/1/prov", on_demand])
+    assert after.tier_of("D1/1/1/prov") == (Tier.SPOT, 1_700_000_000_123)
+    assert after.tier_of(on_demand) == (Tier.ON_DEMAND, 0)
     after.close()
 
 

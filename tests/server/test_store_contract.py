@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -14,7 +15,7 @@ from marketplace.core.errors import FailedPrecondition
 from marketplace.core.ledger import Replay
 from marketplace.core.market import MarketConfig, MarketService
 from marketplace.core.provider_audit import KEEP_REPORTS, GpuReading, InventoryReport
-from marketplace.core.state import DeploymentState, LeaseState, LedgerEntry
+from marketplace.core.state import DeploymentState, Lease, LeaseState, LedgerEntry, Order
 from marketplace.identity import SeenNonce
 from marketplace.polling import wait_until
 from marketplace.server.store import Store
@@ -38,6 +39,12 @@ from tests.server.conftest import StoreOpener
 from tests.server.test_store import SDL, run_scenario
 
 CONFIG = MarketConfig(admin_address="admin")
+Created = TypeVar("Created", Order, Lease)
+
+
+def by_creation(records: list[Created]) -> list[Created]:
+    """In a listing's order: by creation time, then id."""
+    return sorted(records, key=lambda r: (r.created_at_ms, r.id))
 
 
 def scenario_with_a_closed_deployment(open_store: StoreOpener) -> tuple[MarketService, str]:
@@ -101,6 +108,25 @@ def test_archive_reads_answer_as_memory_did(open_store: StoreOpener) -> None:
     assert store.closed_leases(None, "nobody", None) == []
     assert store.bid(store.bids(order_id)[0].id) is not None
     assert store.order("no-such") is None and store.deployment("no-such") is None
+    # a listing's first records, in its order: the same records, `limit` at most
+    assert store.first_closed_deployments("alice", 10) == store.closed_deployments("alice")
+    assert store.first_closed_deployments("alice", 0) == []
+    alices = by_creation(store.closed_leases("alice", None, None))
+    assert store.first_closed_leases_of("alice", 10) == alices
+    assert store.first_closed_leases_of("alice", 1) == alices[:1]
+    assert store.first_closed_leases_of("p1", 10) == by_creation(
+        store.closed_leases(None, "p1", None)
+    )
+    assert store.first_closed_leases_of("bob", 10) == []
+    every = by_creation(store.closed_orders(None))
+    assert store.first_closed_orders_of("alice", 10) == [o for o in every if o.owner == "alice"]
+    bid_on = [o for o in every if store.bid(f"{o.id}/p2") is not None]
+    assert bid_on and store.first_closed_orders_of("p2", 10) == bid_on
+    for key in ("", "acct:alice"):
+        entries = store.ledger(key, 10**9, None)
+        assert len(entries) > 2 and store.first_ledger(key, 10**9, 2) == entries[:2]
+        assert store.first_ledger(key, entries[1].id, 10) == entries[:1]
+    assert store.first_closed_orders_of("p3", 10) == []  # it declined: not its order
 
 
 def test_ledger_replays_and_pages(open_store: StoreOpener) -> None:

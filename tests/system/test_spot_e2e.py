@@ -223,3 +223,118 @@ def test_an_on_demand_order_preempts_a_spot_lease_with_notice_and_exact_billing(
         )
     finally:
         docker.close()
+
+
+def test_a_spot_lease_re_adopted_after_an_agent_restart_is_still_preempted(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The agent restarts (SIGTERM: it drains and leaves its containers) with a spot lease
+    running; the new process re-adopts it as spot (its containers' labels), so an on-demand
+    order for the slot still pre-empts it by the same rules: notice, grace, exit 0, then the
+    on-demand container. `gpumarket status` shows the tier (and --json)."""
+    client = funded_tenant(stack.address, stack.admin_key(), FUNDS)
+    assert client.key is not None
+    key_file = tmp_path / "tenant.pem"
+    key_file.write_bytes(client.key.to_pem())
+    agent = stack.providers["cpu"]
+    docker = DockerEvents(agent.address)
+    try:
+        spot_dep = deploy(client, SPOT_JOB, spot=True)
+        spot = wait_for_market(lambda: running_lease(client, spot_dep), 60, "the spot job to run")
+        assert spot.tier == "spot"
+        table = cli(stack, key_file, "status", spot.id)
+        assert "spot" in table.splitlines()[1], table  # the lease's row: its TIER column
+        shown = json.loads(cli(stack, key_file, "status", spot.id, "--json"))
+        assert shown["tier"] == "spot", shown
+
+        assert agent.proc is not None
+        agent.proc.stop(grace_s=30)  # SIGTERM: the containers stay for re-adoption
+        log_before = agent.proc.log_path.read_text(errors="replace")
+        restarted = stack.start_provider("cpu")
+        stack.wait_providers_online(["cpu"])
+
+        def re_adopted() -> bool:
+            text = restarted.log_path.read_text(errors="replace")[len(log_before) :]
+            return f"re-adopted running spot lease {spot.id}" in text
+
+        wait_for_market(re_adopted, 60, "the restarted agent to re-adopt the spot lease")
+        assert running_lease(client, spot_dep) is not None  # still running, not restarted
+        assert docker.index(spot.id, "kill") is None
+
+        demand_dep = deploy(client, ON_DEMAND_JOB, spot=False)
+        demand = wait_for_market(
+            lambda: running_lease(client, demand_dep), 90, "the on-demand job to pre-empt"
+        )
+        assert demand.provider == agent.address and demand.tier == "on-demand"
+        preempted = client.get_lease(spot.id)
+        assert preempted.state == pb.LEASE_CLOSED and preempted.close_reason == pb.PREEMPTED
+        assert preempted.billed_until_ms == preempted.closed_at_ms <= demand.created_at_ms
+
+        def spot_died() -> list[tuple[str, dict[str, str]]] | None:
+            seen = docker.of(spot.id)
+            return seen if any(action == "die" for action, _ in seen) else None
+
+        seen = wait_for_market(spot_died, 30, "the spot container to stop")
+        kills = [attrs.get("signal") for action, attrs in seen if action == "kill"]
+        assert kills and kills[0] == "15", seen  # the notice, then its grace period
+        [died] = [attrs for action, attrs in seen if action == "die"]
+        assert died.get("exitCode") == "0", seen
+        start = wait_for_market(
+            lambda: docker.index(demand.id, "start"), 30, "the on-demand container's start"
+        )
+        spot_die = docker.index(spot.id, "die")
+        assert spot_die is not None and spot_die < start
+        with MarketClient(stack.address, stack.admin_key()) as market:
+            report = market.audit()
+            assert report.balanced and not report.problems
+    finally:
+        docker.close()
+
+
+def test_a_preempting_bid_won_after_the_agent_was_killed_stops_the_spot_lease_first(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The agent bids on an on-demand order naming its spot lease, and is SIGKILLed before the
+    auction closes: the bid's names die with it. The restarted agent learns of the win and of
+    the pre-emption from the market; it stops the spot lease (notice, grace) before it starts
+    the on-demand lease, whose room that lease held, so the on-demand lease runs."""
+    client = funded_tenant(stack.address, stack.admin_key(), FUNDS)
+    agent = stack.providers["cpu"]
+    docker = DockerEvents(agent.address)
+    try:
+        spot_dep = deploy(client, SPOT_JOB, spot=True)
+        spot = wait_for_market(lambda: running_lease(client, spot_dep), 60, "the spot job to run")
+        assert agent.proc is not None
+        log_before = agent.proc.log_path.read_text(errors="replace")
+        text = SDL.format(script=ON_DEMAND_JOB).replace("bid_window: 1s", "bid_window: 8s")
+        demand_dep = str(client.create_deployment(text.encode(), 5_000_000).id)
+        order_id = client.get_deployment(demand_dep).order_ids[0]
+
+        def bid_placed() -> bool:
+            assert agent.proc is not None
+            new = agent.proc.log_path.read_text(errors="replace")[len(log_before) :]
+            return f"/h on {order_id} (" in new
+
+        wait_for_market(bid_placed, 30, "the agent's pre-empting bid")
+        stack.kill_provider("cpu")  # SIGKILL: no withdrawal, no goodbye
+        stack.start_provider("cpu")
+
+        demand = wait_for_market(
+            lambda: running_lease(client, demand_dep), 90, "the on-demand lease to run"
+        )
+        assert demand.provider == agent.address
+        preempted = client.get_lease(spot.id)
+        assert preempted.state == pb.LEASE_CLOSED and preempted.close_reason == pb.PREEMPTED
+
+        def spot_died() -> list[tuple[str, dict[str, str]]] | None:
+            seen = docker.of(spot.id)
+            return seen if any(action == "die" for action, _ in seen) else None
+
+        seen = wait_for_market(spot_died, 30, "the spot container to stop")
+        kills = [attrs.get("signal") for action, attrs in seen if action == "kill"]
+        assert kills and kills[0] == "15", seen
+        start = docker.index(demand.id, "start")
+        spot_die = docker.index(spot.id, "die")
+        assert start is not None and spot_die is not None and spot_die < start
+    finally:
+        docker.close()

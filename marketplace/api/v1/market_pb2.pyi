@@ -391,7 +391,7 @@ class Endpoint(_message.Message):
     def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., host: _Optional[str] = ..., external_port: _Optional[int] = ..., proto: _Optional[str] = ..., uri: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "order_id", "deployment_id", "tenant", "provider", "price_per_hour", "state", "close_reason", "created_at_ms", "running_at_ms", "closed_at_ms", "billed_until_ms", "paid", "exit_code", "message", "endpoints", "version", "failed_version")
+    __slots__ = ("id", "order_id", "deployment_id", "tenant", "provider", "price_per_hour", "state", "close_reason", "created_at_ms", "running_at_ms", "closed_at_ms", "billed_until_ms", "paid", "exit_code", "message", "endpoints", "version", "failed_version", "tier")
     ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -410,6 +410,7 @@ class Lease(_message.Message):
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FAILED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     id: str
     order_id: str
     deployment_id: str
@@ -428,7 +429,8 @@ class Lease(_message.Message):
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
     version: int
     failed_version: int
-    def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., version: _Optional[int] = ..., failed_version: _Optional[int] = ...) -> None: ...
+    tier: str
+    def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., version: _Optional[int] = ..., failed_version: _Optional[int] = ..., tier: _Optional[str] = ...) -> None: ...
 
 class CreateDeployment(_message.Message):
     __slots__ = ("sdl", "deposit", "force", "auto_top_up", "auto_top_up_max")

@@ -432,8 +432,8 @@ function deploymentBody(doc) {
     h("p", { id: "refund", class: "ok", role: "status" }),
     actions,
     h("section", { class: "panel", "aria-labelledby": "h-leases" }, h("h2", { id: "h-leases" }, "Leases"),
-      table(["Lease", "State", "Provider", "Price/h", "Paid", "Endpoint", "Logs"], doc.leases.map((l) => [
-        h("span", { class: "mono" }, l.id), `${l.state}${l.close_reason ? ` (${l.close_reason})` : ""}`, h("span", { class: "mono", title: l.provider }, short(l.provider)),
+      table(["Lease", "State", "Tier", "Provider", "Price/h", "Paid", "Endpoint", "Logs"], doc.leases.map((l) => [
+        h("span", { class: "mono" }, l.id), `${l.state}${l.close_reason ? ` (${l.close_reason})` : ""}`, h("span", { class: "tier" }, l.tier), h("span", { class: "mono", title: l.provider }, short(l.provider)),
         l.price_per_hour.text, l.paid.text,
         l.endpoints.length ? l.endpoints.map((e) => e.url ? h("a", { href: e.url, target: "_blank", rel: "noopener noreferrer", class: "endpoint" }, e.url) : `${e.host}:${e.external_port}`) : "-",
         h("button", { type: "button", class: "secondary follow", "data-lease": l.id, onclick: () => followLogs(l.id) }, "Follow logs")])),
@@ -525,8 +525,8 @@ function renderProvider(doc) {
       table(["Kind", "Declines", "By you", "By the market", "Latest reason", "When"], doc.declines.map((d) =>
         [h("span", { class: "kind" }, d.kind), h("span", { class: "count", "data-kind": d.kind }, d.count), d.by_provider, d.by_marketplace, d.last_reason, when(d.last_ms)]))),
     h("section", { class: "panel", "aria-labelledby": "h-pleases" }, h("h2", { id: "h-pleases" }, "Leases"),
-      table(["Lease", "State", "Tenant", "Price/h", "Earned"], doc.leases.map((l) =>
-        [h("span", { class: "mono" }, l.id), l.state, h("span", { class: "mono" }, short(l.tenant)), l.price_per_hour.text, l.earned.text]))));
+      table(["Lease", "State", "Tier", "Tenant", "Price/h", "Earned"], doc.leases.map((l) =>
+        [h("span", { class: "mono" }, l.id), l.state, h("span", { class: "tier" }, l.tier), h("span", { class: "mono" }, short(l.tenant)), l.price_per_hour.text, l.earned.text]))));
 }
 
 // --- simulation reports ---------------------------------------------------------------------
