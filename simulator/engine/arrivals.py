@@ -36,10 +36,10 @@ class Arrivals:
         self.now = world.now
         self.group_specs = world.group_specs
         self.horizon_ms = world.horizon_ms
-        self.rng = world.rng
+        self.rng = world.streams["arrivals"]
         self.tenants = world.scenario.tenants
         self.base_dir = world.scenario.base_dir
-        self.factory = JobFactory(world.scenario, world.providers, world.costs, world.rng)
+        self.factory = JobFactory(world.scenario, world.providers, world.costs, self.rng)
         self.solicit = auctions.solicit
         self.wake_market = auctions.wake_market
         self.active = jobs.active

@@ -51,7 +51,7 @@ class Auctions:
         self.market = world.market
         self.metrics = world.metrics
         self.providers = world.providers
-        self.rng = world.rng
+        self.rng = world.streams["auctions"]
         self.pools = world.pools
         self.costs = world.costs
         self.silent = world.silent

@@ -19,7 +19,7 @@ class Failures:
         self.market = world.market
         self.metrics = world.metrics
         self.providers = world.providers
-        self.rng = world.rng
+        self.rng = world.streams["failures"]
         self.silent = world.silent
         self.after = world.after
         self.now = world.now

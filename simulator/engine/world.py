@@ -97,6 +97,10 @@ class World:
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
         self.rng = random.Random(self.seed)
+        self.streams = {
+            name: random.Random(f"{self.seed}/{name}")
+            for name in ("arrivals", "failures", "auctions")
+        }
         self.env = simpy.Environment()
         clock = SimClock(self.env)
         # SimPy's time as the market reads it (SimClock): whole ms
