@@ -58,6 +58,7 @@ class Auctions:
         self.after = world.after
         self.now = world.now
         self.refresh = world.refresh
+        self.release = world.release
         self.lease_gone = world.lease_gone
         self.group_specs = world.group_specs
         scenario = world.scenario
@@ -328,15 +329,28 @@ class Auctions:
         job.orders[g] = order_id
         self.solicit(job, g, order_id)
 
-    def offer_capacity(self, p: SimProvider) -> None:
-        """Freed GPUs: the provider looks at orders left without a winner, oldest first."""
+    def offer_freed(self, indices: list[int]) -> None:
+        """Providers whose GPUs came free, or that came back up, in the event just done
+        (World.capacity_back): each that is up with free GPUs looks at the waiting orders."""
+        placed = False
+        for index in indices:
+            p = self.providers[index]
+            if p.up and p.free_gpus > 0:
+                placed = self.offer_capacity(p) or placed
+        if placed:
+            self.wake_market()
+
+    def offer_capacity(self, p: SimProvider) -> bool:
+        """Freed GPUs: the provider looks at orders left without a winner, oldest first.
+        Returns whether it bid on any (their awards are due now)."""
+        placed = False
         for model in (p.model, "*"):
             queue = self.waiting[model]
             if not queue:
                 continue  # the usual case: every order found a bidder
             for order_id in list(islice(queue, 16)):  # a copy: bids take orders out
                 if p.free_gpus <= 0:
-                    return
+                    return placed
                 watch = self.watch.get(order_id)
                 if watch is None:
                     queue.pop(order_id, None)
@@ -347,19 +361,17 @@ class Auctions:
                 if reserved is not None and self._bid(p, watch, order_id, reserved):
                     queue.pop(order_id, None)
                     heapq.heappush(self.due, (self.now(), order_id))
+                    placed = True
+        return placed
 
-    def withdraw(self, job: Job) -> list[SimProvider]:
-        """A job ended: its orders stop waiting and their bidders are released (without looking
-        at other orders yet). Returns those bidders."""
+    def withdraw(self, job: Job) -> None:
+        """A job ended: its orders stop waiting and their bidders are released."""
         for order_id in job.orders:
             self.waiting[job.gpu_model].pop(order_id, None)
-        freed: list[SimProvider] = []
         for order_id in job.orders:
             watch = self.watch.pop(order_id, None)
             if watch is not None:
-                freed.extend(self.providers[i] for i, _ in watch.bidders)
-                self._release_bidders(watch, None, offer=False)
-        return freed
+                self._release_bidders(watch, None)
 
     # ---- awards ------------------------------------------------------------------------------
     def _collect_awards(self) -> None:
@@ -396,11 +408,10 @@ class Auctions:
             if every > 0 and self.metrics.auction_rounds % every == 0:
                 self._round_optimum(awarded)
 
-    def _release_bidders(
-        self, watch: OrderWatch, winner: int | None, withdraw: str = "", offer: bool = True
-    ) -> None:
-        """Losers (or everyone, with no winner) unreserve; with `withdraw` (an order that stays
-        open) they also withdraw their bids, as Akash's bid engine does on a bid timeout."""
+    def _release_bidders(self, watch: OrderWatch, winner: int | None, withdraw: str = "") -> None:
+        """Losers (or everyone, with no winner) unreserve (World.release: after this event they
+        look at the waiting orders); with `withdraw` (an order that stays open) they also
+        withdraw their bids, as Akash's bid engine does on a bid timeout."""
         g = watch.job.gpus_per_group
         for index, _price in watch.bidders:
             if index == winner:
@@ -409,12 +420,9 @@ class Auctions:
             if withdraw:
                 with contextlib.suppress(MarketError):  # not open any more
                     self.market.withdraw_bid(p.address, f"{withdraw}/{p.address}")
-            p.free_gpus += g
-            self.refresh(p)
+            self.release(p, g)
             if winner is not None:
                 learn(p, won=False, step=self.pricing.adaptive_step)
-            if offer and p.free_gpus > 0 and p.up:
-                self.offer_capacity(p)
 
     def _awarded(self, watch: OrderWatch, lease_id: str) -> SimProvider:
         """The market leased the order to a provider: it starts the workload."""

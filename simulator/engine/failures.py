@@ -29,7 +29,7 @@ class Failures:
         self.timeout_ms = world.timeout_ms
         self.model = FailureModel.from_spec(world.scenario.providers.failures)
         self.reorder = auctions.reorder
-        self.offer_capacity = auctions.offer_capacity
+        self.capacity_back = world.capacity_back
         self.wake_market = auctions.wake_market
         self.group_down = jobs.group_down
         self.providers_down = 0
@@ -94,5 +94,5 @@ class Failures:
         self.refresh(p)
         self.metrics.up_gpus.add(now, p.gpus)
         self._schedule_failure(p)
-        self.offer_capacity(p)
+        self.capacity_back(p)
         self.wake_market()

@@ -32,7 +32,6 @@ class Jobs:
         self.lease_gone = world.lease_gone
         self.cross_region_factor = world.scenario.providers.cross_region_factor
         self.withdraw = auctions.withdraw
-        self.offer_capacity = auctions.offer_capacity
         self.wake_market = auctions.wake_market
         self.active: dict[int, Job] = {}  # jobs not ended yet, by id
         self.ended = 0
@@ -161,14 +160,10 @@ class Jobs:
         if dep is not None and dep.state != "closed":
             with contextlib.suppress(MarketError):
                 self.market.close_deployment(job.tenant, job.deployment_id)
-        freed = self.withdraw(job)
+        self.withdraw(job)
         for g, lease_id in enumerate(job.leases):
             if lease_id and job.providers[g] >= 0:
                 p = self.providers[job.providers[g]]
-                if p.up:
+                if p.up:  # a failed provider's leases go when the market notices (Failures)
                     self.lease_gone(p, lease_id)
-                    freed.append(p)
-        for p in freed:
-            if p.up and p.free_gpus > 0:
-                self.offer_capacity(p)
         self.wake_market()
