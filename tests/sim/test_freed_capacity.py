@@ -66,7 +66,7 @@ def provider_comes_back(sim: Simulation) -> tuple[Job, int]:
     blocker.patience_ms = 1  # the blocker gives up on its lost node at once
     sim.failures.fail(box)  # repair comes a drawn time later
     [back_at] = [
-        t for t, _, _, c in sim.env._queue if getattr(c, "fn", None) == sim.failures._repair
+        int(t) for t, _, _, c in sim.env._queue if getattr(c, "fn", None) == sim.failures._repair
     ]
     assert back_at < waiting.arrival_ms + waiting.patience_ms  # still waiting then
     run_to(sim, back_at + 1)
