@@ -1,6 +1,7 @@
 """The jobs on their leases: a training job runs when all its groups are leased and up, at the
 speed its gradient syncs allow, loses the work since its last checkpoint when a member fails, and
-completes when its compute is done; an inference service serves from its first replica's start
+completes when its compute is done (a multi-node one is a gang to the market, which leases, stops
+and re-auctions its nodes together by its own rule, core/gang.py); an inference service serves from its first replica's start
 for its duration, and its availability is checked against the tenant's target. A job still
 waiting for a group past the tenant's patience gives up. The tenant keeps the escrow topped up
 and closes the deployment at the end."""
@@ -12,6 +13,7 @@ import math
 
 from marketplace.core.errors import MarketError
 from marketplace.core.escrow import MIN_DEPOSIT_MS
+from marketplace.core.state import LeaseState
 from simulator import checkpoints
 from simulator.engine.auctions import Auctions
 from simulator.engine.world import World
@@ -91,7 +93,8 @@ class Jobs:
             self.metrics.escrow_top_ups += 1
 
     def group_down(self, job: Job, g: int) -> None:
-        """A member of the job failed (its provider died): the job stops now."""
+        """A member of the job failed (its provider died): the job stops now. (What happens to
+        its leases is the market's to say when it notices: Auctions.closed_by_market.)"""
         if job.done:
             return
         now = self.now()
@@ -129,9 +132,13 @@ class Jobs:
         if job.deployment_id not in self.market.state.deployments:
             self.end_job(job, "escrow_ran_dry")
             return
+        leases = self.market.state.leases
         for g, lease_id in enumerate(job.leases):
             p = self.providers[job.providers[g]]
-            self.market.report_status(p.address, lease_id, running=False, exited=True)
+            lease = leases.get(lease_id)
+            # a gang's other nodes close (gang_stopped, at this moment) as the first exits
+            if lease is not None and lease.state != LeaseState.CLOSED:
+                self.market.report_status(p.address, lease_id, running=False, exited=True)
             self.lease_gone(p, lease_id)
         self.end_job(job, "completed")
 

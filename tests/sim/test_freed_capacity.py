@@ -1,9 +1,9 @@
 """Freed capacity goes to the work waiting for it, whatever freed it: a job that found no room
 waits (its order stays open, without bids), and the moment GPUs come free (a training job
 completes, an inference service ends, a provider comes back from a failure, a spot job is
-pre-empted with room to spare, a job gives up and closes) the provider bids on it and it starts
-then, not at some later, unrelated event. One path per case: each has freed capacity somewhere
-in the engine (World.release, World.capacity_back), and a new path is one more case here."""
+pre-empted with room to spare, a gang's node is lost and the market stops the rest) the
+provider bids on it and it starts then, not at some later, unrelated event. One path per case:
+each frees capacity through World.release or World.capacity_back; a new path is one more case."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from simulator.engine import Simulation
 from simulator.engine.world import World
 from simulator.workload import MS_PER_HOUR, Job
 from tests.helpers import REPO
-from tests.sim.test_engine import WINDOW_MS, hand_driven_market
+from tests.sim.test_engine import TIMEOUT_MS, WINDOW_MS, hand_driven_market
 
 
 def arrive(
@@ -89,24 +89,24 @@ def spot_preempted_with_room_to_spare(sim: Simulation) -> tuple[Job, int]:
     return waiting, preempted_at
 
 
-def a_stalled_job_gives_up(sim: Simulation) -> tuple[Job, int]:
-    """A 2-node job on two boxes loses one; the survivor holds its box until the job gives up
-    waiting for the lost node, and that box goes to the waiting job then."""
-    blocker = arrive(sim, "training", 8, 20, groups=2)
+def a_gang_loses_a_node(sim: Simulation) -> tuple[Job, int]:
+    """A 2-node gang on two boxes loses one: when the market notices, it stops the other node
+    (gang_stopped) and orders both again (core/gang.py); the survivor's box bids on that
+    re-auction, which cannot fill (the other box is down), and goes to the waiting job as
+    its bid lapses at the window's close."""
+    gang = arrive(sim, "training", 8, 20, groups=2)
     run_to(sim, WINDOW_MS + 1)
-    assert blocker.first_start_ms == WINDOW_MS
+    assert gang.first_start_ms == WINDOW_MS
     waiting = arrive(sim, "training", 8, 1)
     run_to(sim, sim.world.now() + 2 * WINDOW_MS)
     assert waiting.first_start_ms < 0
-    lost = sim.providers[blocker.providers[0]]
-    blocker.patience_ms = 3 * WINDOW_MS
-    failed_at = sim.world.now()
+    lost = sim.providers[gang.providers[0]]
+    noticed_at = sim.world.now() + TIMEOUT_MS
     sim.failures.fail(lost)
-    gives_up_at = failed_at + blocker.patience_ms
-    run_to(sim, gives_up_at + 1)
-    assert blocker.outcome == "abandoned"
+    run_to(sim, noticed_at + WINDOW_MS + 1)
     assert not lost.up  # the survivor's box is the only one free
-    return waiting, gives_up_at
+    assert gang.first_start_ms == WINDOW_MS and gang.running_since_ms < 0
+    return waiting, noticed_at + WINDOW_MS
 
 
 CASES: dict[str, tuple[Callable[[Simulation], tuple[Job, int]], int]] = {
@@ -114,7 +114,7 @@ CASES: dict[str, tuple[Callable[[Simulation], tuple[Job, int]], int]] = {
     "inference ends": (completes("inference"), 1),
     "provider repaired": (provider_comes_back, 1),
     "spot pre-empted": (spot_preempted_with_room_to_spare, 1),
-    "stalled job gives up": (a_stalled_job_gives_up, 2),
+    "gang loses a node": (a_gang_loses_a_node, 2),
 }
 
 
