@@ -16,8 +16,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from marketplace.core.errors import MarketError
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -81,7 +79,13 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except MarketError as exc:
-            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            # imported only now: a command may load the market core itself, and must be first
+            # to (`gpumarket simulate --compiled` puts the compiled core in place before it)
+            from marketplace.core.errors import MarketError
+
+            if isinstance(exc, MarketError):
+                raise click.ClickException(str(exc)) from exc
+            raise
 
     return wrapper

@@ -4,6 +4,7 @@ pure-Python modules, which stay the reference: nothing here runs unless asked fo
     python -m simulator.compiled build [--out build/compiled]   # needs mypyc (mypy) and a C compiler
     python -m simulator.compiled check [--out build/compiled]   # usable with this source tree?
     python bench/bench_sim.py --compiled build/compiled          # a run on the compiled modules
+    gpumarket simulate --compiled build/compiled                 # (or GPUMARKET_COMPILED=DIR)
 
 `build` compiles a copy of the sources (nothing is written beside the .py files, so no
 extension module can shadow an edited source) into its own folder, with a manifest of the
@@ -124,7 +125,8 @@ def problem(out: Path) -> str | None:
 class _Finder(importlib.abc.MetaPathFinder):
     """Finds the listed modules as their extension modules; leaves every other name alone."""
 
-    def __init__(self, extensions: dict[str, Path]) -> None:
+    def __init__(self, build: Path, extensions: dict[str, Path]) -> None:
+        self.build = build
         self.extensions = extensions
 
     def find_spec(
@@ -148,7 +150,16 @@ def activate(out: Path = DEFAULT_OUT) -> str | None:
     if any(isinstance(f, _Finder) for f in sys.meta_path):
         return "a compiled build is active already"
     sys.path.append(str(out))  # the group's shared runtime module (a unique, hashed name)
-    sys.meta_path.insert(0, _Finder(extensions))
+    sys.meta_path.insert(0, _Finder(out, extensions))
+    return None
+
+
+def active() -> Path | None:
+    """The build this process runs on (activate succeeded), or None: the pure-Python core.
+    Worker processes started afresh (not forked) activate it too (simulator.sweep)."""
+    for finder in sys.meta_path:
+        if isinstance(finder, _Finder):
+            return finder.build
     return None
 
 

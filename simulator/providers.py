@@ -19,6 +19,7 @@ from itertools import accumulate
 from typing import TYPE_CHECKING, Generic, Literal, TypedDict, TypeVar
 
 from marketplace.core.bidding import BidDecision
+from marketplace.core.gang import DOWN_MBPS, UP_MBPS
 from marketplace.core.gpus import GpuVariant
 from marketplace.core.matching import Capacity, GpuDevice
 from marketplace.core.money import MICRO
@@ -228,5 +229,10 @@ def make_providers(scenario: Scenario, rng: random.Random) -> list[SimProvider]:
             )
         )
     for p in providers:
-        p.attributes = {"region": p.link.region}
+        # what an agent declares from its [network] settings: the gang auction ranks by it
+        p.attributes = {
+            "region": p.link.region,
+            UP_MBPS: f"{p.link.up_mbps:g}",
+            DOWN_MBPS: f"{p.link.down_mbps:g}",
+        }
     return providers

@@ -30,6 +30,7 @@ from typing import TypeAlias, cast
 import yaml
 
 from marketplace.userfiles import CONFIG_FILE_BYTES, read_bounded_text
+from simulator import compiled
 from simulator.engine import run_scenario
 from simulator.report import Summary, metrics_json, summarize
 from simulator.scenario import ScenarioError, load_scenario
@@ -122,8 +123,15 @@ Runner: TypeAlias = Callable[[list[RunSpec], int], Iterator[tuple[int, Summary]]
 
 
 def process_pool(specs: list[RunSpec], workers: int) -> Iterator[tuple[int, Summary]]:
-    """The default runner: local worker processes."""
-    with ProcessPoolExecutor(max_workers=min(workers, len(specs))) as pool:
+    """The default runner: local worker processes, on the compiled core when this process runs
+    on it (a forked worker has it already; a worker started afresh activates it first)."""
+    build = compiled.active()
+    most = min(workers, len(specs))
+    if build is None:
+        pool = ProcessPoolExecutor(max_workers=most)
+    else:
+        pool = ProcessPoolExecutor(most, initializer=compiled.activate, initargs=(build,))
+    with pool:
         futures = {pool.submit(run_one, sc, over, seed): i for i, sc, over, seed in specs}
         for future in as_completed(futures):
             yield futures[future], future.result()

@@ -61,6 +61,12 @@ class Job:
     outcome: str = ""  # completed | failed | abandoned | unfilled | running (at the end)
     epoch: int = 0  # bumped on every (re)start/stop, so stale completion timeouts are ignored
 
+    @property
+    def gang(self) -> bool:
+        """A multi-node training job: the market leases, stops and re-auctions its nodes
+        together (core/gang.py), as a synchronous job needs."""
+        return self.kind == "training" and self.groups > 1
+
 
 def _lognormal_ms(rng: random.Random, dist: LogNormal, unit_ms: int) -> int:
     return max(1, round(rng.lognormvariate(math.log(dist.median), dist.sigma) * unit_ms))

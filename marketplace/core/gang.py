@@ -149,23 +149,28 @@ def cheapest(nodes: int, candidates: Sequence[Candidate]) -> tuple[Candidate, ..
     for c in sorted(candidates, key=lambda c: auction.rank_key(c.bid)):
         mine.setdefault(c.bid.provider, []).append(c)
     holder: dict[int, Candidate] = {}
-
-    def place(provider: str, tried: set[int]) -> bool:
-        for c in mine[provider]:
-            if c.node in tried:
-                continue
-            tried.add(c.node)
-            held = holder.get(c.node)
-            if held is None or place(held.bid.provider, tried):
-                holder[c.node] = c
-                return True
-        return False
-
     for provider in mine:  # best first (dicts keep insertion order)
-        place(provider, set())
+        _place(mine, holder, provider, set())
         if len(holder) == nodes:
             return tuple(holder[n] for n in range(nodes))
     return None
+
+
+def _place(
+    mine: dict[str, list[Candidate]], holder: dict[int, Candidate], provider: str, tried: set[int]
+) -> bool:
+    """Give `provider` a node, moving the holder of one it bid on elsewhere if that frees it
+    (an augmenting path). A function of its own, not a closure: a recursive closure is a
+    reference cycle, left for the cyclic GC after every award (the simulator runs without)."""
+    for c in mine[provider]:
+        if c.node in tried:
+            continue
+        tried.add(c.node)
+        held = holder.get(c.node)
+        if held is None or _place(mine, holder, held.bid.provider, tried):
+            holder[c.node] = c
+            return True
+    return False
 
 
 # ==== the market's side ========================================================================

@@ -10,7 +10,9 @@ The simulator plays the tenants and the providers; the market (orders, bids, the
 its payment rule, leases, escrow, billing, liveness, re-orders) is marketplace.core, unchanged,
 and each provider decides to bid or decline with the provider agent's own rule
 (marketplace.core.bidding: placement, reservation of concrete GPUs, the price check).
-One random.Random(seed) owned by the run drives every draw; iteration is over lists and dicts
+The run's seed drives every draw, through one random.Random stream per process (World.streams:
+arrivals, failures, auctions; the providers are drawn once from the seed's own), so a change in
+how one process draws leaves the others' draws as they were; iteration is over lists and dicts
 (insertion order), never sets, so a run is reproducible byte for byte.
 
 One process per module, all acting on one `world.World` (clock, random stream, market,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from marketplace.core.resources import (
     AuctionSettings,
+    GangSettings,
     JobKind,
     JobSettings,
     Payment,
@@ -36,11 +37,12 @@ class Arrivals:
         self.now = world.now
         self.group_specs = world.group_specs
         self.horizon_ms = world.horizon_ms
-        self.rng = world.rng
+        self.rng = world.streams["arrivals"]
         self.tenants = world.scenario.tenants
         self.base_dir = world.scenario.base_dir
-        self.factory = JobFactory(world.scenario, world.providers, world.costs, world.rng)
+        self.factory = JobFactory(world.scenario, world.providers, world.costs, self.rng)
         self.solicit = auctions.solicit
+        self.solicit_gang = auctions.solicit_gang
         self.wake_market = auctions.wake_market
         self.active = jobs.active
         self.patience = jobs.patience
@@ -92,6 +94,17 @@ class Arrivals:
         self.arrive(self.factory.make(self.now(), task.kind, task.gpus, task.duration_ms))
         self._next_trace(tasks)
 
+    @staticmethod
+    def gang_settings(job: Job) -> GangSettings:
+        """A multi-node training job is a gang (`gpumarket: gang:`), as its tenant would
+        declare it: its nodes, link floor, gradient size and sync interval."""
+        return GangSettings(
+            nodes=job.groups,
+            min_bandwidth_mbps=job.min_bandwidth_mbps,
+            gradient_bytes=round(job.gradient_bytes),
+            sync_interval_ms=job.sync_interval_ms,
+        )
+
     def arrive(self, job: Job) -> None:
         """The tenant deploys the job: one order per group, each solicited now."""
         now = self.now()
@@ -107,6 +120,8 @@ class Arrivals:
         specs = self.group_specs(job)
         kind = JobKind.TRAINING if job.kind == "training" else JobKind.INFERENCE
         settings = self.spot_settings if job.spot else self.settings[kind]
+        if job.gang:
+            settings = dataclasses.replace(settings, gang=self.gang_settings(job))
         dep = self.market.create_deployment(job.tenant, specs, settings, b"", b"", b"", deposit)
         job.deployment_id = dep.id
         job.orders = list(dep.group_orders)
@@ -115,8 +130,11 @@ class Arrivals:
         job.lost_at = [-1] * job.groups
         job.replica_since = [-1] * job.groups
         job.waiting_since_ms = now
-        for g, order_id in enumerate(job.orders):
-            self.solicit(job, g, order_id)
+        if job.gang:
+            self.solicit_gang(job, list(range(job.groups)))
+        else:
+            for g, order_id in enumerate(job.orders):
+                self.solicit(job, g, order_id)
         patience = (
             self.tenants.training.patience_hours
             if job.kind == "training"

@@ -28,6 +28,11 @@ from simulator.workload import Job
 # The offline optimum looks at this many of the cheapest providers per order (a bound that
 # only binds when nearly every cheap provider is busy).
 SCAN_LIMIT = 2_000
+# Gangs left without a full set of winners that are auctioned again per round of freed
+# capacity (the oldest first): a bound on the bids one round can place.
+GANG_RETRIES = 4
+# ... and how far into the pool of providers with free GPUs the first look for room goes
+GANG_SCAN = 512
 
 
 @dataclass(slots=True)
@@ -51,13 +56,14 @@ class Auctions:
         self.market = world.market
         self.metrics = world.metrics
         self.providers = world.providers
-        self.rng = world.rng
+        self.rng = world.streams["auctions"]
         self.pools = world.pools
         self.costs = world.costs
         self.silent = world.silent
         self.after = world.after
         self.now = world.now
         self.refresh = world.refresh
+        self.release = world.release
         self.lease_gone = world.lease_gone
         self.group_specs = world.group_specs
         scenario = world.scenario
@@ -99,6 +105,15 @@ class Auctions:
         self.waiting: dict[str, OrderedDict[str, None]] = {
             model: OrderedDict() for model in world.pools
         }
+        # gangs (multi-node training) whose auction found no full set of winners, oldest
+        # first, per GPU model: the market awards a gang all or none (core/gang.py), so a gang
+        # waits as a whole and is auctioned again, every node at once, when capacity frees
+        self.waiting_gangs: dict[str, OrderedDict[int, Job]] = {
+            model: OrderedDict() for model in world.pools
+        }
+        # when each waiting gang was last auctioned again: once per instant (its failed
+        # bidders, released, free capacity at that instant again)
+        self.gang_retried_ms: dict[int, int] = {}
         self.next_tick_ms = math.inf
         self.spot_percent = scenario.providers.spot_percent
         # per provider index: the spot leases it runs (pre-emptible for on-demand orders)
@@ -176,12 +191,13 @@ class Auctions:
         return None
 
     def _preemptors(
-        self, job: Job, group: GroupSpec, drawn: set[int]
+        self, job: Job, group: GroupSpec, drawn: set[int], most: int = 0
     ) -> list[tuple[SimProvider, BidDecision]]:
         """Providers full of spot leases are in no pool of free GPUs: an on-demand order looks
-        at them too (oldest first), up to bidders_per_order in all, each with its reservation."""
+        at them too (oldest first), up to `most` (default bidders_per_order) in all, each with
+        its reservation."""
         found: list[tuple[SimProvider, BidDecision]] = []
-        want = self.bidders_per_order - len(drawn)
+        want = (most or self.bidders_per_order) - len(drawn)
         key = (id(group.resources), id(group.requirements))
         for index, leases in self.spot_leases.items():
             if len(found) >= want:
@@ -222,10 +238,12 @@ class Auctions:
             return None
         return BidDecision(True, 0, found.allocation, preempts=found.lease_ids)
 
-    def _candidates(self, job: Job, group: GroupSpec) -> list[tuple[SimProvider, BidDecision]]:
-        """Up to bidders_per_order providers that can host a group, drawn at random, each with
-        its reservation."""
-        want = self.bidders_per_order
+    def _candidates(
+        self, job: Job, group: GroupSpec, want: int = 0
+    ) -> list[tuple[SimProvider, BidDecision]]:
+        """Up to `want` (default bidders_per_order) providers that can host a group, drawn at
+        random, each with its reservation."""
+        want = want or self.bidders_per_order
         pool = self.pools.get(job.gpu_model)
         if pool is None or not pool.items:
             return []
@@ -314,8 +332,43 @@ class Auctions:
         order = self.market.get_order(order_id)
         heapq.heappush(self.due, (order.closes_at_ms, order_id))
 
+    def solicit_gang(self, job: Job, nodes: list[int]) -> None:
+        """A gang's new orders (every node, opened together): their windows' closes are
+        watched, and providers bid on them (_bid_gang)."""
+        specs = self.group_specs(job)
+        watches = []
+        for g in nodes:
+            watch = OrderWatch(job, g, specs[g])
+            self.watch[job.orders[g]] = watch
+            watches.append(watch)
+        self._bid_gang(job, watches)
+        self.metrics.orders_solicited += len(nodes)
+        self.metrics.bids_at_open += sum(len(w.bidders) for w in watches)
+        for g in nodes:
+            order = self.market.get_order(job.orders[g])
+            heapq.heappush(self.due, (order.closes_at_ms, order.id))
+
+    def _bid_gang(self, job: Job, watches: list[OrderWatch]) -> None:
+        """Bidders for a gang's nodes: up to bidders_per_order per node, drawn at once and
+        dealt one node each in turn. The market leases a gang to distinct providers, all nodes
+        or none; a provider with room for one node that bid on the first node the way it bids
+        on any order (every drawn provider on every node, in node order) would leave the later
+        nodes without bids whenever the market holds no more such providers than nodes."""
+        spec = watches[0].spec  # the nodes ask for the same group (World.group_specs)
+        want = self.bidders_per_order * len(watches)
+        drawn = self._candidates(job, spec, want)
+        if not job.spot and len(drawn) < want and self.spot_leases:
+            drawn += self._preemptors(job, spec, {p.index for p, _ in drawn}, want)
+        for k, (p, reserved) in enumerate(drawn):
+            watch = watches[k % len(watches)]
+            self._bid(p, watch, watch.job.orders[watch.group], reserved)
+
     def reorder(self, job: Job, g: int) -> None:
-        """The market re-ordered a lost group: bid on the new order."""
+        """The market re-ordered a lost group: bid on the new order (a gang's: on every node
+        the market ordered again, together)."""
+        if job.gang:
+            self._reorder_gang(job)
+            return
         dep = self.market.state.deployments.get(job.deployment_id)
         if dep is None:
             return
@@ -328,15 +381,104 @@ class Auctions:
         job.orders[g] = order_id
         self.solicit(job, g, order_id)
 
-    def offer_capacity(self, p: SimProvider) -> None:
-        """Freed GPUs: the provider looks at orders left without a winner, oldest first."""
+    def _reorder_gang(self, job: Job) -> None:
+        dep = self.market.state.deployments.get(job.deployment_id)
+        if dep is None:
+            return
+        fresh = []
+        for g, order_id in enumerate(dep.group_orders):
+            if order_id == job.orders[g] or order_id in self.watch:
+                continue
+            order = self.market.state.orders.get(order_id)
+            if order is None or order.state != OrderState.OPEN:
+                continue
+            job.orders[g] = order_id
+            fresh.append(g)
+        if fresh:
+            self.solicit_gang(job, fresh)
+
+    def offer_freed(self, indices: list[int]) -> None:
+        """Providers whose GPUs came free, or that came back up, in the event just done
+        (World.capacity_back): each that is up with free GPUs looks at the waiting orders,
+        then the waiting gangs one of them could hold a node of are auctioned again."""
+        placed = False
+        freed = []
+        for index in indices:
+            p = self.providers[index]
+            if p.up and p.free_gpus > 0:
+                freed.append(p)
+                placed = self.offer_capacity(p) or placed
+        if freed and any(self.waiting_gangs.values()):
+            placed = self._retry_gangs(freed) or placed
+        if placed:
+            self.wake_market()
+
+    def _retry_gangs(self, freed: list[SimProvider]) -> bool:
+        """Auction waiting gangs again, every node at once (drawn as a new order's bidders
+        are), the oldest first, up to GANG_RETRIES: those a freed provider could hold a node
+        of (else nothing has changed for them). Returns whether any was."""
+        retried = 0
+        now = self.now()
+        for model in dict.fromkeys([*(p.model for p in freed), "*"]):
+            queue = self.waiting_gangs[model]
+            for job in list(islice(queue.values(), 16)):
+                if retried >= GANG_RETRIES:
+                    return True
+                watches = [self.watch.get(order_id) for order_id in job.orders]
+                if job.done or None in watches:
+                    queue.pop(job.id, None)  # ended, or a node is being ordered again
+                    self.gang_retried_ms.pop(job.id, None)
+                    continue
+                if any(w is not None and w.bidders for w in watches):
+                    continue  # being auctioned again already
+                if self.gang_retried_ms.get(job.id) == now:
+                    continue
+                if not any(self._could_hold(p, job) for p in freed):
+                    continue
+                self.gang_retried_ms[job.id] = now
+                if not self._room_for_gang(job):
+                    continue  # its bids would only be withdrawn
+                retried += 1
+                self._bid_gang(job, [w for w in watches if w is not None])
+                for order_id in job.orders:
+                    heapq.heappush(self.due, (now, order_id))
+        return retried > 0
+
+    def _room_for_gang(self, job: Job) -> bool:
+        """At least as many providers with free GPUs as the gang has nodes could each hold one
+        (the gang's nodes go to distinct providers), found within GANG_SCAN of its pool."""
+        pool = self.pools.get(job.gpu_model)
+        if pool is None:
+            return False
+        found = 0
+        for i in islice(pool.items, GANG_SCAN):
+            if self.providers[i].free_gpus >= job.gpus_per_group and (
+                self.link_mbps[i] >= job.min_bandwidth_mbps
+            ):
+                found += 1
+                if found >= job.groups:
+                    return True
+        return False
+
+    def _could_hold(self, p: SimProvider, job: Job) -> bool:
+        """A cheap first look: p's model, free GPUs and link fit one node of the job."""
+        return (
+            p.free_gpus >= job.gpus_per_group
+            and job.gpu_model in ("*", p.model)
+            and self.link_mbps[p.index] >= job.min_bandwidth_mbps
+        )
+
+    def offer_capacity(self, p: SimProvider) -> bool:
+        """Freed GPUs: the provider looks at orders left without a winner, oldest first.
+        Returns whether it bid on any (their awards are due now)."""
+        placed = False
         for model in (p.model, "*"):
             queue = self.waiting[model]
             if not queue:
                 continue  # the usual case: every order found a bidder
             for order_id in list(islice(queue, 16)):  # a copy: bids take orders out
                 if p.free_gpus <= 0:
-                    return
+                    return placed
                 watch = self.watch.get(order_id)
                 if watch is None:
                     queue.pop(order_id, None)
@@ -347,19 +489,38 @@ class Auctions:
                 if reserved is not None and self._bid(p, watch, order_id, reserved):
                     queue.pop(order_id, None)
                     heapq.heappush(self.due, (self.now(), order_id))
+                    placed = True
+        return placed
 
-    def withdraw(self, job: Job) -> list[SimProvider]:
-        """A job ended: its orders stop waiting and their bidders are released (without looking
-        at other orders yet). Returns those bidders."""
+    def withdraw(self, job: Job) -> None:
+        """A job ended: its orders stop waiting and their bidders are released."""
+        self.waiting_gangs[job.gpu_model].pop(job.id, None)
+        self.gang_retried_ms.pop(job.id, None)
         for order_id in job.orders:
             self.waiting[job.gpu_model].pop(order_id, None)
-        freed: list[SimProvider] = []
         for order_id in job.orders:
             watch = self.watch.pop(order_id, None)
             if watch is not None:
-                freed.extend(self.providers[i] for i, _ in watch.bidders)
-                self._release_bidders(watch, None, offer=False)
-        return freed
+                self._release_bidders(watch, None)
+
+    def closed_by_market(self, job: Job, lost: tuple[int, ...] = ()) -> None:
+        """Groups `lost` (their leases gone already), and leases of the job the market closed
+        on its own, as a gang's rule closes the other nodes of one that was lost or pre-empted
+        (gang_stopped, core/gang.py): their GPUs are free first, then the groups the market
+        ordered again are bid on."""
+        again = list(lost)
+        leases = self.market.state.leases
+        for g, lease_id in enumerate(job.leases):
+            if not lease_id or job.providers[g] < 0:
+                continue
+            lease = leases.get(lease_id)
+            if lease is not None and lease.state != LeaseState.CLOSED:
+                continue
+            self.lease_gone(self.providers[job.providers[g]], lease_id)
+            again.append(g)
+        if not job.done:
+            for g in again:
+                self.reorder(job, g)  # a gang's: every node at the first
 
     # ---- awards ------------------------------------------------------------------------------
     def _collect_awards(self) -> None:
@@ -383,12 +544,19 @@ class Auctions:
                 self._release_bidders(watch, None, withdraw=order_id)
                 watch.bidders = []
                 self.metrics.orders_without_bids += 1
-                self.waiting[watch.job.gpu_model][order_id] = None
+                job = watch.job
+                if job.gang:  # no full set of winners: the gang waits as a whole
+                    self.waiting_gangs[job.gpu_model].setdefault(job.id, job)
+                else:
+                    self.waiting[job.gpu_model][order_id] = None
                 continue
             self.watch.pop(order_id, None)
             if not order.lease_id:
                 self._release_bidders(watch, None)
                 continue
+            if watch.job.gang:
+                self.waiting_gangs[watch.job.gpu_model].pop(watch.job.id, None)
+                self.gang_retried_ms.pop(watch.job.id, None)
             awarded.append((watch, self._awarded(watch, order.lease_id)))
         if awarded:
             self.metrics.auction_rounds += 1
@@ -396,11 +564,10 @@ class Auctions:
             if every > 0 and self.metrics.auction_rounds % every == 0:
                 self._round_optimum(awarded)
 
-    def _release_bidders(
-        self, watch: OrderWatch, winner: int | None, withdraw: str = "", offer: bool = True
-    ) -> None:
-        """Losers (or everyone, with no winner) unreserve; with `withdraw` (an order that stays
-        open) they also withdraw their bids, as Akash's bid engine does on a bid timeout."""
+    def _release_bidders(self, watch: OrderWatch, winner: int | None, withdraw: str = "") -> None:
+        """Losers (or everyone, with no winner) unreserve (World.release: after this event they
+        look at the waiting orders); with `withdraw` (an order that stays open) they also
+        withdraw their bids, as Akash's bid engine does on a bid timeout."""
         g = watch.job.gpus_per_group
         for index, _price in watch.bidders:
             if index == winner:
@@ -409,12 +576,9 @@ class Auctions:
             if withdraw:
                 with contextlib.suppress(MarketError):  # not open any more
                     self.market.withdraw_bid(p.address, f"{withdraw}/{p.address}")
-            p.free_gpus += g
-            self.refresh(p)
+            self.release(p, g)
             if winner is not None:
                 learn(p, won=False, step=self.pricing.adaptive_step)
-            if offer and p.free_gpus > 0 and p.up:
-                self.offer_capacity(p)
 
     def _awarded(self, watch: OrderWatch, lease_id: str) -> SimProvider:
         """The market leased the order to a provider: it starts the workload."""
@@ -442,8 +606,11 @@ class Auctions:
             if p.index in self.silent:  # known dead already: it can never start the lease
                 self.market.close_lease(p.address, lease_id, "provider lost (simulated)")
                 self.lease_gone(p, lease_id)
-                self.reorder(job, g)
+                self.closed_by_market(job, (g,))  # a gang's other nodes stop with it
             return p  # else it won while failing: detection closes the lease and re-orders
+        if lease.state == LeaseState.CLOSED:  # a gang's node, stopped with another already
+            self.closed_by_market(job)
+            return p
         self.market.report_status(p.address, lease_id, running=True)
         p.running[lease_id] = (job.gpus_per_group, self.now())
         self.metrics.busy_gpus.add(self.now(), job.gpus_per_group)
@@ -471,7 +638,7 @@ class Auctions:
             self.spot_leases.get(p.index, {}).pop(victim, None)
             self.lease_gone(p, victim)
             self.stop_group(job, g)
-            self.reorder(job, g)
+            self.closed_by_market(job, (g,))  # a gang's other nodes stop with it
 
     # ---- welfare -----------------------------------------------------------------------------
     def _welfare(self, watch: OrderWatch, winner: SimProvider) -> None:

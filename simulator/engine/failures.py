@@ -10,6 +10,7 @@ from simulator.engine.jobs import Jobs
 from simulator.engine.world import World
 from simulator.failures import FailureModel
 from simulator.providers import SimProvider
+from simulator.workload import Job
 
 
 class Failures:
@@ -19,7 +20,7 @@ class Failures:
         self.market = world.market
         self.metrics = world.metrics
         self.providers = world.providers
-        self.rng = world.rng
+        self.rng = world.streams["failures"]
         self.silent = world.silent
         self.after = world.after
         self.now = world.now
@@ -28,8 +29,8 @@ class Failures:
         self.horizon_ms = world.horizon_ms
         self.timeout_ms = world.timeout_ms
         self.model = FailureModel.from_spec(world.scenario.providers.failures)
-        self.reorder = auctions.reorder
-        self.offer_capacity = auctions.offer_capacity
+        self.closed_by_market = auctions.closed_by_market
+        self.capacity_back = world.capacity_back
         self.wake_market = auctions.wake_market
         self.group_down = jobs.group_down
         self.providers_down = 0
@@ -78,11 +79,15 @@ class Failures:
         """The market notices the silence: leases provider_lost, groups ordered again."""
         self.market.provider_silent(p.address)
         self.silent[p.index] = None
+        lost: dict[int, tuple[Job, list[int]]] = {}
         for lease_id, (job, g) in list(p.leases.items()):
             self.lease_gone(p, lease_id)
             if not job.done:
                 self.metrics.leases_lost += 1
-                self.reorder(job, g)
+            lost.setdefault(job.id, (job, []))[1].append(g)
+        for job, groups in lost.values():
+            # ordered again; a gang's other nodes stopped with the lost one and are too
+            self.closed_by_market(job, tuple(groups))
         self.wake_market()
 
     def _repair(self, p: SimProvider) -> None:
@@ -94,5 +99,5 @@ class Failures:
         self.refresh(p)
         self.metrics.up_gpus.add(now, p.gpus)
         self._schedule_failure(p)
-        self.offer_capacity(p)
+        self.capacity_back(p)
         self.wake_market()

@@ -1,6 +1,7 @@
 """The jobs on their leases: a training job runs when all its groups are leased and up, at the
 speed its gradient syncs allow, loses the work since its last checkpoint when a member fails, and
-completes when its compute is done; an inference service serves from its first replica's start
+completes when its compute is done (a multi-node one is a gang to the market, which leases, stops
+and re-auctions its nodes together by its own rule, core/gang.py); an inference service serves from its first replica's start
 for its duration, and its availability is checked against the tenant's target. A job still
 waiting for a group past the tenant's patience gives up. The tenant keeps the escrow topped up
 and closes the deployment at the end."""
@@ -12,6 +13,7 @@ import math
 
 from marketplace.core.errors import MarketError
 from marketplace.core.escrow import MIN_DEPOSIT_MS
+from marketplace.core.state import LeaseState
 from simulator import checkpoints
 from simulator.engine.auctions import Auctions
 from simulator.engine.world import World
@@ -32,7 +34,6 @@ class Jobs:
         self.lease_gone = world.lease_gone
         self.cross_region_factor = world.scenario.providers.cross_region_factor
         self.withdraw = auctions.withdraw
-        self.offer_capacity = auctions.offer_capacity
         self.wake_market = auctions.wake_market
         self.active: dict[int, Job] = {}  # jobs not ended yet, by id
         self.ended = 0
@@ -92,7 +93,8 @@ class Jobs:
             self.metrics.escrow_top_ups += 1
 
     def group_down(self, job: Job, g: int) -> None:
-        """A member of the job failed (its provider died): the job stops now."""
+        """A member of the job failed (its provider died): the job stops now. (What happens to
+        its leases is the market's to say when it notices: Auctions.closed_by_market.)"""
         if job.done:
             return
         now = self.now()
@@ -130,9 +132,13 @@ class Jobs:
         if job.deployment_id not in self.market.state.deployments:
             self.end_job(job, "escrow_ran_dry")
             return
+        leases = self.market.state.leases
         for g, lease_id in enumerate(job.leases):
             p = self.providers[job.providers[g]]
-            self.market.report_status(p.address, lease_id, running=False, exited=True)
+            lease = leases.get(lease_id)
+            # a gang's other nodes close (gang_stopped, at this moment) as the first exits
+            if lease is not None and lease.state != LeaseState.CLOSED:
+                self.market.report_status(p.address, lease_id, running=False, exited=True)
             self.lease_gone(p, lease_id)
         self.end_job(job, "completed")
 
@@ -161,14 +167,10 @@ class Jobs:
         if dep is not None and dep.state != "closed":
             with contextlib.suppress(MarketError):
                 self.market.close_deployment(job.tenant, job.deployment_id)
-        freed = self.withdraw(job)
+        self.withdraw(job)
         for g, lease_id in enumerate(job.leases):
             if lease_id and job.providers[g] >= 0:
                 p = self.providers[job.providers[g]]
-                if p.up:
+                if p.up:  # a failed provider's leases go when the market notices (Failures)
                     self.lease_gone(p, lease_id)
-                    freed.append(p)
-        for p in freed:
-            if p.up and p.free_gpus > 0:
-                self.offer_capacity(p)
         self.wake_market()

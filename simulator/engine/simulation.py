@@ -24,6 +24,7 @@ class Simulation:
         self.jobs = Jobs(world, self.auctions)
         self.auctions.start_group = self.jobs.group_up
         self.auctions.stop_group = self.jobs.group_down
+        world.offer_freed = self.auctions.offer_freed
         self.failures = Failures(world, self.auctions, self.jobs)
         self.arrivals = Arrivals(world, self.auctions, self.jobs)
         # what the report reads

@@ -96,7 +96,14 @@ class World:
     def __init__(self, scenario: Scenario, seed: int | None = None) -> None:
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
-        self.rng = random.Random(self.seed)
+        self.rng = random.Random(self.seed)  # the providers' draws (made once, below)
+        # Each process draws from its own stream of the seed: a change in how one of them draws
+        # (the auctions' candidates, say) leaves the jobs that arrive and the providers'
+        # failures as they were, so two versions of the engine compare on the same workload.
+        self.streams = {
+            name: random.Random(f"{self.seed}/{name}")
+            for name in ("arrivals", "failures", "auctions")
+        }
         self.env = simpy.Environment()
         clock = SimClock(self.env)
         # SimPy's time as the market reads it (SimClock): whole ms
@@ -125,6 +132,11 @@ class World:
         self.metrics = Collector(models, round(scenario.report.sample_minutes * 60_000))
         self.pools: dict[str, Pool] = {model: Pool() for model in [*models, "*"]}
         self.silent: dict[int, None] = {}  # failed providers the market has noticed
+        # providers whose GPUs came free (or that came back up) in the current event: once it
+        # is done, each looks at the orders waiting for capacity (offer_freed)
+        self.freed: dict[int, None] = {}
+        # what a provider with freed capacity does: Auctions.offer_freed, wired by Simulation
+        self.offer_freed: Callable[[list[int]], None] = lambda _indices: None
         self.groups: dict[tuple[str, int], tuple[GroupSpec, ...]] = {}
         self.events = 0
 
@@ -162,13 +174,34 @@ class World:
             self.pools[p.model].remove(p.index)
             self.pools["*"].remove(p.index)
 
+    def release(self, p: SimProvider, gpus: int) -> None:
+        """`gpus` of p are free again (a lease ended, a bid lost, was withdrawn or went with
+        its job): back in the pools now, and offered to the waiting orders after this event.
+        Every path that frees GPUs comes through here, so none leaves waiting work waiting."""
+        p.free_gpus += gpus
+        self.refresh(p)
+        self.capacity_back(p)
+
+    def capacity_back(self, p: SimProvider) -> None:
+        """p has capacity to offer again (freed GPUs, or it came back up): once the current
+        event is done (one Call at this instant, so every path gets the same turn, after the
+        event's own bookkeeping), it looks at the orders waiting for capacity, as a provider
+        agent that sees free GPUs bids on the open orders it can serve."""
+        if not self.freed:
+            self.after(0, self._offer_freed)
+        self.freed[p.index] = None
+
+    def _offer_freed(self) -> None:
+        indices = list(self.freed)
+        self.freed.clear()
+        self.offer_freed(indices)
+
     def lease_gone(self, p: SimProvider, lease_id: str) -> None:
         """A lease of p ended (any reason): its GPUs are free again."""
         entry = p.leases.pop(lease_id, None)
         if entry is None:
             return
         job, g = entry
-        p.free_gpus += job.gpus_per_group
         if job.providers[g] == p.index:
             job.providers[g] = -1
         if job.leases[g] == lease_id:
@@ -178,7 +211,7 @@ class World:
             gpus, since = running
             p.busy_gpu_ms += gpus * (self.now() - since)
             self.metrics.busy_gpus.add(self.now(), -gpus)
-        self.refresh(p)
+        self.release(p, job.gpus_per_group)
 
     def group_specs(self, job: Job) -> tuple[GroupSpec, ...]:
         """The groups a job's deployment asks for, interned per (GPU model, GPUs per group)."""

@@ -78,21 +78,28 @@ def test_more_frequent_checkpoints_lose_less_work_under_the_same_failure() -> No
 
 
 def test_a_market_run_loses_less_with_frequent_checkpoints_and_same_seed() -> None:
-    """The bench golden scenario (random failures on a shared seed): its failures stay the
-    same whatever the interval, and the work lost grows, the work saved shrinks with it."""
+    """The bench golden scenario on flaky boxes (enough failures to interrupt a dozen training
+    jobs): the providers' failures stay the same whatever the interval (drawn from their own
+    stream), and the work lost, in all and per interrupted job, grows with it; with no
+    checkpoint nothing is saved. (Which jobs a failure hits, and so the work saved, may
+    differ: a job that kept less work runs longer, into later failures.)"""
     data, seed = SCENARIOS["bench"]
     runs = []
     for every in (0, 30, 120, NEVER):
         changed = copy.deepcopy(data)
-        tenants = changed["tenants"]
-        assert isinstance(tenants, dict)
+        tenants, providers = changed["tenants"], changed["providers"]
+        assert isinstance(tenants, dict) and isinstance(providers, dict)
         tenants["training"] = {**tenants["training"], "checkpoint_interval_min": every}
+        providers["failures"] = {"community_share": 1.0, "community_factor": 300}
         runs.append(summarize(run_scenario(parse_scenario(changed), seed))["failures"])
-    assert len({(r["provider_failures"], r["job_interruptions"]) for r in runs}) == 1
+    assert len({r["provider_failures"] for r in runs}) == 1
+    assert all(r["job_interruptions"] >= 5 for r in runs)
     lost = [r["work_lost_gpu_hours"] for r in runs]
+    per_job = [r["work_lost_gpu_hours"] / r["job_interruptions"] for r in runs]
     saved = [r["work_saved_gpu_hours"] for r in runs]
     assert lost == sorted(lost) and lost[0] < lost[-1]
-    assert saved == sorted(saved, reverse=True) and saved[-1] == 0.0
+    assert per_job == sorted(per_job)
+    assert saved[0] > 0 and saved[-1] == 0.0
 
 
 def test_the_checkpoint_falls_on_a_sync() -> None:

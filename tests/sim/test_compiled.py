@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from marketplace.core import market, money
 from simulator import compiled
@@ -97,13 +98,18 @@ for name in SCENARIOS:
 """
 
 
-@pytest.mark.timeout(1800)
-def test_a_run_on_the_compiled_core_matches_the_golden_files(tmp_path: Path) -> None:
-    """Builds the core with mypyc (a minute or more of C compiling) and runs every golden
-    scenario on it in a fresh process."""
-    build = tmp_path / "build"
-    manifest = compiled.build(build)
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The core built with mypyc (a minute or more of C compiling), once for this module."""
+    folder = tmp_path_factory.mktemp("compiled") / "build"
+    manifest = compiled.build(folder)
     assert set(manifest["modules"]) == {compiled.module_name(s) for s in compiled.sources()}
+    return folder
+
+
+@pytest.mark.timeout(1800)
+def test_a_run_on_the_compiled_core_matches_the_golden_files(build: Path, tmp_path: Path) -> None:
+    """Runs every golden scenario on the compiled core in a fresh process."""
     out = tmp_path / "out"
     subprocess.run(
         [sys.executable, "-c", RUN_GOLDEN, str(build), str(out)],
@@ -117,3 +123,108 @@ def test_a_run_on_the_compiled_core_matches_the_golden_files(tmp_path: Path) -> 
             got = (out / name / file).read_text(encoding="utf-8")
             want = (GOLDEN / name / file).read_text(encoding="utf-8")
             assert got == want, f"compiled: {name}/{file} differs from the golden file"
+
+
+# ---- gpumarket simulate --compiled DIR / GPUMARKET_COMPILED=DIR -------------------------------
+GOLDEN_RUN = "second-price"  # the smallest golden scenario
+
+
+def gpumarket(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gpumarket ARGS` as a user runs it: its own process (the core not loaded yet)."""
+    environment = {k: v for k, v in os.environ.items() if k != "GPUMARKET_COMPILED"}
+    return subprocess.run(
+        [sys.executable, "-c", "from marketplace.cli.main import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**environment, "PYTHONPATH": str(REPO), **(env or {})},
+        timeout=600,
+    )
+
+
+def simulate_golden(
+    tmp_path: Path, out: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gpumarket simulate ... --json` on the golden scenario into tmp_path/out."""
+    data, seed = SCENARIOS[GOLDEN_RUN]
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(yaml.safe_dump(data), "utf-8")
+    folder = str(tmp_path / out)
+    run = ("simulate", str(scenario), "--seed", str(seed), "--out", folder, "--no-plots", "--json")
+    done = gpumarket(tmp_path, *run, *args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    for file in FILES:
+        got = (tmp_path / out / file).read_text(encoding="utf-8")
+        want = (GOLDEN / GOLDEN_RUN / file).read_text(encoding="utf-8")
+        assert got == want, f"{out}: {file} differs from the golden file"
+    return done
+
+
+def test_simulate_without_a_build_says_why_in_one_line_and_runs_pure_python(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-build"
+    done = simulate_golden(tmp_path, "flag", "--compiled", str(missing))
+    assert done.stderr.splitlines() == [
+        f"compiled core not used: no compiled build in {missing} "
+        "(python -m simulator.compiled build); running the pure-Python core"
+    ]
+    assert json.loads(done.stdout)["core_compiled"] is False
+
+
+def test_simulate_with_a_stale_build_says_why_in_one_line_and_runs_pure_python(
+    tmp_path: Path,
+) -> None:
+    stale = tmp_path / "stale"
+    fake_build(stale, "marketplace/core/money.py", "0" * 64)  # built from other sources
+    done = simulate_golden(tmp_path, "env", env={"GPUMARKET_COMPILED": str(stale)})
+    assert done.stderr.splitlines() == [
+        f"compiled core not used: marketplace/core/money.py changed since {stale} was built: "
+        "rebuild it; running the pure-Python core"
+    ]
+    assert json.loads(done.stdout)["core_compiled"] is False
+
+
+@pytest.mark.timeout(1800)
+def test_simulate_on_a_build_is_byte_identical(build: Path, tmp_path: Path) -> None:
+    """The flag and the variable both run the compiled core (nothing of the core is loaded
+    before the command puts it in place) and write the golden files byte for byte."""
+    for out, args, env in (
+        ("flag", ("--compiled", str(build)), None),
+        ("env", (), {"GPUMARKET_COMPILED": str(build)}),
+    ):
+        done = simulate_golden(tmp_path, out, *args, env=env)
+        assert done.stderr == ""
+        assert json.loads(done.stdout)["core_compiled"] is True
+
+
+@pytest.mark.timeout(1800)
+def test_a_sweep_on_a_build_matches_the_pure_python_sweep(build: Path, tmp_path: Path) -> None:
+    """The sweep's worker processes run the compiled core too: same rows as pure Python."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        "name: t\nseeds: [1, 2]\nset: {duration_days: 0.1, providers.count: 20, "
+        "tenants.count: 10}\ngrid:\n  market.payment: [first-price, second-price]\nworkers: 2\n",
+        "utf-8",
+    )
+    runs = {}
+    for name, args in (("pure", ()), ("compiled", ("--compiled", str(build)))):
+        done = gpumarket(
+            tmp_path,
+            "simulate",
+            "sweep",
+            str(sweep),
+            "--out",
+            str(tmp_path / name),
+            "--json",
+            *args,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        result = json.loads(done.stdout)
+        assert result["core_compiled"] is (name == "compiled")
+        runs[name] = result["runs"]
+    assert runs["compiled"] == runs["pure"]

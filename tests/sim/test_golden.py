@@ -2,8 +2,10 @@
 providers.csv and timeseries.csv, on every machine and after every speed-up.
 
 The golden files under tests/sim/golden/ were written by the simulator before the performance
-round (issue 13). A change that alters them must say which result changed and why; then rewrite
-them with `python -m tests.sim.test_golden` and commit the diff with that explanation.
+round (issue 13), and rewritten since only by changes meant to alter results, each saying in its
+commit which results changed and why (per-process random streams; freed capacity offered to the
+waiting orders on every path; multi-node jobs as gangs under the market's rules). Such a change
+rewrites them with `python -m tests.sim.test_golden` and commits the diff with its explanation.
 """
 
 from __future__ import annotations
