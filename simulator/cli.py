@@ -308,7 +308,6 @@ def sweep(
         if workers is not None:
             plan = dataclasses.replace(plan, workers=workers)
         out = out or Path("sim-out") / f"sweep-{_slug(plan.name)}"
-        _writable(out)
         started = time.perf_counter()
         rows, means, plots = _run_sweep(plan, out, ray_address, not as_json)
         wall = time.perf_counter() - started
@@ -360,6 +359,7 @@ def _run_sweep(plan: Sweep, out: Path, ray_address: str | None, bar: bool) -> An
             stack.enter_context(progress)
         tick = (lambda _done, _n: progress.update(1)) if progress is not None else None
         if ray_address is None:
+            _writable(out)
             return run_sweep(plan, out, tick)
         from simulator.ray_pool import RayMissing, RayUnreachable, connected, ray_runner
 
@@ -369,6 +369,7 @@ def _run_sweep(plan: Sweep, out: Path, ray_address: str | None, bar: bool) -> An
             raise _NeedsExtra(str(exc)) from None
         except RayUnreachable as exc:
             raise click.ClickException(str(exc)) from None
+        _writable(out)  # after Ray answers: a sweep that cannot start leaves nothing behind
         return run_sweep(plan, out, tick, runner=ray_runner(ray))
 
 
