@@ -454,7 +454,7 @@ class Agent:
             self.say(
                 f"lease {lease_id}: pre-empted by an on-demand lease; SIGTERM, {grace} s grace"
             )
-        task = self._spawn(self._stop_lease(lease_id, grace), f"stop-{lease_id}")
+        task = self._spawn(self._stop_lease(lease_id, grace, preempted), f"stop-{lease_id}")
         self._stops[lease_id] = task
         if preempted:
             self._preempting.add(lease_id)
@@ -489,6 +489,8 @@ class Agent:
                 return
             allocation = got
             self.reservations.hold(f"lease:{lease.id}", allocation)
+        if victims:  # what the pre-empted leases held beyond this lease's needs is free now
+            self.bidder.capacity_freed()
         self.say(f"lease {lease.id}: starting {', '.join(s for s, _ in _services(job.group))}")
         report = await asyncio.to_thread(
             self.supervisor.start_lease,
@@ -529,11 +531,15 @@ class Agent:
         if report is not None:
             self.say(f"lease {lease.id}: {report.message}")
 
-    async def _stop_lease(self, lease_id: str, grace_s: int | None = None) -> None:
+    async def _stop_lease(
+        self, lease_id: str, grace_s: int | None = None, preempted: bool = False
+    ) -> None:
         assert self.supervisor is not None
         await asyncio.to_thread(self.supervisor.stop_lease, lease_id, grace_s)
         self.reservations.release(f"lease:{lease_id}")
         self.bidder.lease_ended(lease_id)
+        if not preempted:  # a pre-empted lease's room is the pre-empting lease's (it starts next)
+            self.bidder.capacity_freed()
         self.counters.leases_running = len(self._running())
         self.say(f"lease {lease_id}: closed; containers removed")
 
@@ -569,6 +575,8 @@ class Agent:
             self.reservations.release(f"lease:{item.lease_id}")
             self.say(f"lease {item.lease_id}: {item.message}")
         await self.link.report_status(item)
+        if item.exited:  # the market counts the room free now too: orders waiting for it may bid
+            self.bidder.capacity_freed()
 
     async def _drain_outbox(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -17,7 +17,14 @@ to start here is not bid on for a cooldown that doubles with each failure in a r
 hour) and ends with the next lease of that shape that starts.
 
 Every exit goes through one cleanup: unless the lease was won, the reservation is released, and
-a bid still open when the agent shuts down, or left without an outcome, is withdrawn. `gpumarket provider quote` runs the same
+a bid still open when the agent shuts down, or left without an outcome, is withdrawn.
+
+An order declined for want of room (it would be bid on with nothing of this provider held;
+not a manual one, not one the hold limits refused) stays open at the market, taking bids after
+its window too. The bidder keeps the newest
+MAX_WAITING of them until they close, and when room comes free (a lease ends, a bid is lost or
+expires) looks at them again, oldest first, without a second decline; Akash's bid engine sees
+an order once, so capacity freed later sat idle beside orders it could serve. `gpumarket provider quote` runs the same
 path up to the bid (`Quoter.quote`).
 """
 
@@ -27,6 +34,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -57,6 +65,7 @@ log = logging.getLogger(__name__)
 ORDER_GRACE_MS = 60_000  # keep a bid's reservation this long past the window before giving up
 NO_PRICES = "no prices configured: set [pricing.scale] in the config"
 MAX_COOLDOWN_MS = 3_600_000
+MAX_WAITING = 256  # orders declined for want of room, looked at again when room frees
 
 
 def pricing_from_config(cfg: AgentConfig) -> Pricing | None:
@@ -154,6 +163,31 @@ class Quoter:
             )
         return priced
 
+    def fits_when_empty(
+        self,
+        group: GroupSpec,
+        tenant: str,
+        inventory: Inventory,
+        auditors: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> bool:
+        """Whether `group` would be bid on with none of this provider's capacity held and no
+        lease running: a decline now is then for want of room, which a lease ending can make."""
+        if self.pricing is None or needs_refusal(group, self.features):
+            return False
+        if storage_refusal(group, dict(inventory.attributes)) is not None:
+            return False
+        empty = decide(
+            group,
+            tenant,
+            dict(inventory.attributes),
+            inventory.total,
+            self.policy,
+            None,
+            self.clock.now_ms(),
+            auditors=auditors,
+        )
+        return empty.bid
+
     def quote(self, group: GroupSpec, tenant: str, inventory: Inventory) -> BidDecision:
         """`evaluate` against the whole inventory, for a person asking (blocking)."""
 
@@ -247,6 +281,7 @@ class _OpenOrder:
     outcome: Outcome | None = None
     bid_id: str = ""  # set once the marketplace has the bid
     expired: bool = False  # no outcome arrived in time
+    revisit: bool = False  # declined before for want of room: looked at again, not declined twice
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -283,16 +318,17 @@ class Bidder:
         self._orders: dict[str, _OpenOrder] = {}
         self._spot_since: dict[str, int] = {}  # this provider's spot leases: when each was won
         self._preempts: dict[str, tuple[str, ...]] = {}  # order id → the leases its bid names
+        self._waiting: OrderedDict[str, Order] = OrderedDict()  # declined for want of room
 
     def open_orders(self) -> list[str]:
         """Orders being decided, priced, bid on or awaiting their outcome."""
         return list(self._orders)
 
     # --- the order feed ---------------------------------------------------------------------
-    def open(self, order: Order) -> None:
+    def open(self, order: Order, revisit: bool = False) -> None:
         if self.draining or order.id in self._orders:
             return  # a replayed event, or the agent is stopping
-        entry = _OpenOrder(order)
+        entry = _OpenOrder(order, revisit=revisit)
         self._orders[order.id] = entry
         entry.task = asyncio.create_task(self._run(entry), name=f"order-{order.id}")
 
@@ -300,6 +336,7 @@ class Bidder:
         """The lease is ours: its reservation moves to it. Returns the spot leases its bid
         named to pre-empt (they stop before it starts)."""
         self.counters.add("bids_won")
+        self._waiting.pop(lease.order_id, None)  # (declined after a restart, won by a bid before)
         self.reservations.move(f"order:{lease.order_id}", f"lease:{lease.id}")
         entry = self._orders.get(lease.order_id)
         if entry is not None and entry.order.tier == Tier.SPOT:
@@ -337,7 +374,33 @@ class Bidder:
         self._end(order_id, Outcome.LOST)
 
     def closed(self, order_id: str) -> None:
+        self._waiting.pop(order_id, None)
         self._end(order_id, Outcome.CLOSED)
+
+    def waiting_orders(self) -> list[str]:
+        """Orders declined for want of room, oldest first (looked at again when room frees)."""
+        return list(self._waiting)
+
+    def capacity_freed(self) -> None:
+        """Room came free: the orders waiting for it are looked at again, oldest first (each
+        task holds what it takes before the next one is priced)."""
+        if self.draining:
+            return
+        waiting, self._waiting = self._waiting, OrderedDict()
+        for order in waiting.values():
+            self.open(order, revisit=True)
+
+    def _wait_for_room(self, entry: _OpenOrder) -> None:
+        """Keep a declined order to look at again if room is all it lacked. Not a manual one:
+        it waits for its tenant, and bidding on it again would only hold room again."""
+        order = entry.order
+        if order.auction.manual or not self.quoter.fits_when_empty(
+            order.group, order.owner, self.inventory(), self.auditors()
+        ):
+            return
+        self._waiting[order.id] = order
+        while len(self._waiting) > MAX_WAITING:
+            self._waiting.popitem(last=False)
 
     async def stop(self, withdraw: bool) -> None:
         """Bid no more; end every order's task (withdrawing open bids if `withdraw`)."""
@@ -386,15 +449,27 @@ class Bidder:
             return f"this provider already holds {held} pending bids for tenant {order.owner}"
         return None
 
+    async def _decline(self, entry: _OpenOrder, reason: str, maybe_room: bool = True) -> None:
+        """Say why (once per order: a second look that finds no room says nothing). An order
+        turned down before it was priced may be waiting for room; one turned down by its price
+        is not (and its own reservation's release must not bring it back)."""
+        if maybe_room:
+            self._wait_for_room(entry)
+        if entry.revisit:
+            return
+        self.counters.add("orders_declined")
+        self.say(f"decline {entry.order.id}: {reason}")
+        await self.market.decline(entry.order.id, reason)
+
     async def _run(self, entry: _OpenOrder) -> None:
         order = entry.order
         closes = order.closes_at_ms or None
+        if entry.revisit and closes is not None and closes <= self.quoter.clock.now_ms():
+            closes = None  # past its window the order still takes bids, awarded at once
         try:
             refused = self._refusal(entry)
-            if refused:
-                self.counters.add("orders_declined")
-                self.say(f"decline {order.id}: {refused}")
-                await self.market.decline(order.id, refused)
+            if refused:  # the hold limits' refusals are final: room does not change them
+                await self._decline(entry, refused, maybe_room=False)
                 return
             decision = await self.quoter.evaluate(
                 order.group,
@@ -409,9 +484,7 @@ class Bidder:
                 spot_leases=self.spot_holdings(),
             )
             if not decision.bid:
-                self.counters.add("orders_declined")
-                self.say(f"decline {order.id}: {decision.reason}")
-                await self.market.decline(order.id, decision.reason)
+                await self._decline(entry, decision.reason, decision.allocation is None)
                 return
             bid = await self._place(order.id, decision, closes)
             entry.bid_id = bid.id
@@ -472,6 +545,8 @@ class Bidder:
                 await self.market.withdraw_bid(entry.bid_id)
                 self.say(f"withdrew bid on {order_id}")
         released = self.reservations.release(entry.key)
+        if released:
+            self.capacity_freed()
         if released and entry.outcome is Outcome.LOST:
             self.say(f"bid on {order_id} lost; reservation released")
         elif released and entry.expired:

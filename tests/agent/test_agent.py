@@ -121,3 +121,37 @@ def test_a_bid_still_open_at_shutdown_is_withdrawn_and_its_reservation_released(
             await channel.close(grace=None)
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_an_order_declined_for_want_of_room_is_bid_on_once_a_lease_frees_it(
+    tmp_path: Path,
+) -> None:
+    """The box (16 GiB) runs one 12 GiB job; a second one is declined, stays open at the market
+    past its window, and is bid on and leased the moment the first job ends: no idle box beside
+    a waiting order, and the market hears the decline once."""
+
+    async def scenario() -> None:
+        admin = Key.generate()
+        async with (
+            marketplace(tmp_path, admin) as port,
+            running_agent(tmp_path, port) as (agent, runtime, said),
+        ):
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            tenant = Tenant(channel, admin)
+            first = await tenant.deploy(job("sleep 600", memory="12Gi"))
+            running = await eventually(lambda: tenant.lease(first.id, pb.LEASE_RUNNING))
+            second = await tenant.deploy(job("sleep 600", memory="12Gi"))
+            order_id = second.order_ids[0]
+            await eventually(lambda: _async(agent.bidder.waiting_orders() == [order_id]))
+            assert any(s.startswith(f"decline {order_id}") and "memory" in s for s in said)
+            [container] = runtime.owned(running.id)
+            runtime.finish(container.id, 0)  # the first job ends: its 12 GiB are free
+            leased = await eventually(lambda: tenant.lease(second.id, pb.LEASE_RUNNING))
+            assert leased.provider == agent.key.address
+            assert agent.bidder.waiting_orders() == []
+            why = await tenant.stub.ExplainOrder(tenant.signed(pb.GetRequest(id=order_id)))
+            mine = [d for d in why.declines if d.provider == agent.key.address]
+            assert len(mine) == 1 and not mine[0].by_marketplace  # declined once, not per look
+            await channel.close(grace=None)
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
