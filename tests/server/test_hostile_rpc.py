@@ -1,0 +1,682 @@
+"""Every RPC of every service, hostile: a sweep driven by the proto's descriptors.
+
+One real `gpumarket market serve` process (tests/server/market_process.py) holds a victim (a
+tenant with a running lease on a provider's box, and an auction in its bid window) and an
+attacker who owns records of its own (a tenant with a lease, a provider). Then every method the
+proto names (unary, server-streaming, client-streaming and bidi) gets, as raw bytes on the wire:
+garbage; an empty request; a payload of another message type; unsigned, forged, misdirected
+(another market), stale and replayed envelopes; the victim's records named by an outsider; huge
+strings, repeated fields past every limit, deeply nested and oversized payloads; and numbers at
+their types' extremes in every numeric field, field by field and as hypothesis draws them from
+the descriptor. Streams also get messages after a refusal, a half-closed stream and a flood.
+
+Each answer must be a deliberate status (DELIBERATE; never UNKNOWN or INTERNAL) with a one-line
+message; after each method the server log holds no traceback, health answers SERVING, and the
+victim's records and balance are as before; at the end a normal deploy, bid and lease still
+work and the ledger audit balances.
+
+A method the table below does not know fails test_the_table_names_every_rpc: a new rpc is swept
+from the day it exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from marketplace.api.client import MarketClient, ProviderClient, TenantClient
+from marketplace.api.envelope import message_type, seal
+from marketplace.api.v1 import market_pb2 as pb
+from marketplace.core import limits, money
+from marketplace.core.clock import Clock, SystemClock
+from marketplace.core.events import DeploymentEventKind
+from marketplace.identity import Key
+from marketplace.server.testing import gpu_sdl, provider_registration
+from tests.helpers import wait_until
+from tests.server.market_process import MarketProcess
+
+# The statuses a refusal may end with: each one a decision of the server, none a crash.
+DELIBERATE = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+# A refusal's message is one line, and short: never the hostile input echoed back whole.
+MAX_DETAILS = 1024
+
+# The payload each SignedRequest rpc opens (the proto says it in comments only).
+SIGNED_PAYLOAD: dict[str, type[Message]] = {
+    "Tenant/GetAccount": pb.GetAccountRequest,
+    "Tenant/Fund": pb.FundAccount,
+    "Tenant/CreateDeployment": pb.CreateDeployment,
+    "Tenant/GetDeployment": pb.GetRequest,
+    "Tenant/ListDeployments": pb.ListRequest,
+    "Tenant/CloseDeployment": pb.CloseDeployment,
+    "Tenant/Deposit": pb.DepositEscrow,
+    "Tenant/GetOrder": pb.GetRequest,
+    "Tenant/ListOrders": pb.ListRequest,
+    "Tenant/ListBids": pb.ListBidsRequest,
+    "Tenant/ExplainOrder": pb.GetRequest,
+    "Tenant/AcceptBid": pb.AcceptBid,
+    "Tenant/GetLease": pb.GetRequest,
+    "Tenant/ListLeases": pb.ListRequest,
+    "Tenant/CloseLease": pb.CloseLease,
+    "Tenant/WatchDeployment": pb.WatchDeploymentRequest,
+    "Tenant/StreamLogs": pb.StreamLogsRequest,
+    "Tenant/UpdateDeployment": pb.UpdateDeployment,
+    "Provider/Register": pb.RegisterProvider,
+    "Provider/Heartbeat": pb.Heartbeat,
+    "Provider/WatchOrders": pb.WatchOrders,
+    "Provider/PlaceBid": pb.PlaceBid,
+    "Provider/WithdrawBid": pb.WithdrawBid,
+    "Provider/DeclineOrder": pb.DeclineOrder,
+    "Provider/GetManifest": pb.GetManifest,
+    "Provider/ReportLeaseStatus": pb.LeaseStatusReport,
+    "Provider/ReportLogs": pb.LogBatch,
+    "Provider/CloseLease": pb.CloseLease,
+    "Provider/Sessions": pb.SessionsOpen,
+    "Provider/ReportTelemetry": pb.TelemetryReport,
+    "Provider/GetProviderStatus": pb.ProviderStatusRequest,
+    "Market/Audit": pb.AuditRequest,
+    "Market/ListLedger": pb.ListRequest,
+    "Market/PriceAdvice": pb.PriceAdviceRequest,
+    "Auditor/SignProviderAttributes": pb.SignProviderAttributes,
+    "Auditor/RevokeProviderAttributes": pb.RevokeProviderAttributes,
+}
+# Client-streaming rpcs whose first frame carries a SignedRequest (ShellFrame.open) of this type.
+OPENED_BY_FRAME: dict[str, type[Message]] = {
+    "Tenant/Shell": pb.ShellOpen,
+    "Provider/SessionIO": pb.SessionAccept,
+}
+CHANNEL = "Provider/Channel"  # ProviderMessages, each naming a Provider rpc and its request
+# Who signs a method's requests in the attacker's own name: its role there.
+ADMIN_METHODS = frozenset({"Tenant/Fund", "Market/Audit"})
+
+
+def all_methods() -> list[MethodDescriptor]:
+    return [m for service in pb.DESCRIPTOR.services_by_name.values() for m in service.methods]
+
+
+def rpc(method: MethodDescriptor) -> str:
+    return f"{method.containing_service.name}/{method.name}"
+
+
+def path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+METHODS = {rpc(m): m for m in all_methods()}
+PUBLIC = sorted(
+    name
+    for name, m in METHODS.items()
+    if m.input_type.full_name != pb.SignedRequest.DESCRIPTOR.full_name and not m.client_streaming
+)
+
+
+def test_the_table_names_every_rpc() -> None:
+    known = {*SIGNED_PAYLOAD, *OPENED_BY_FRAME, CHANNEL, *PUBLIC}
+    assert set(METHODS) == known, f"new rpcs to add to SIGNED_PAYLOAD: {set(METHODS) - known}"
+    for name in SIGNED_PAYLOAD:
+        assert METHODS[name].input_type.full_name == pb.SignedRequest.DESCRIPTOR.full_name
+
+
+# --- the market under attack ------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    server: MarketProcess
+    keys: dict[str, Key]
+    market_id: str
+    ids: dict[str, str] = field(default_factory=dict)  # victim's and attacker's record ids
+
+    def key_for(self, name: str, own: bool) -> Key:
+        """The key that signs `name` in the attacker's own right (own) or as an outsider."""
+        if own and name in ADMIN_METHODS:
+            return self.keys["admin"]
+        provider_side = name.startswith("Provider/") or name.startswith("Auditor/")
+        return self.keys["q" if provider_side else "mallory"]
+
+    def victim_view(self) -> tuple[object, ...]:
+        """What the victim would notice: its balance, deployments, lease, bid, logs and box."""
+        alice = TenantClient(self.server.address, self.keys["alice"])
+        as_p = TenantClient(self.server.address, self.keys["p"])
+        deps = tuple(
+            (d.id, d.state, d.deposited, d.version, d.auto_top_up, tuple(d.lease_ids))
+            for d in alice.list_deployments()
+        )
+        lease = alice.get_lease(self.ids["lease"])
+        bids = tuple((b.id, b.state, b.price_per_hour) for b in as_p.list_bids(self.ids["order"]))
+        logs = tuple(line.line for line in alice.stream_logs(self.ids["lease"]))
+        box = ProviderClient(self.server.address, self.keys["p"]).status()
+        listed = MarketClient(self.server.address).list_providers()
+        (p,) = [
+            (x.host_uri, x.region, len(x.attributes))
+            for x in listed
+            if x.address == self.ids["provider"]
+        ]
+        return (
+            p,
+            alice.get_account().balance,
+            deps,
+            (lease.state, lease.price_per_hour, lease.provider),
+            bids,
+            logs,
+            len(box.gpus),
+        )
+
+
+def _lease_of(tenant: TenantClient, dep_id: str) -> str:
+    for event in tenant.watch_deployment(dep_id):
+        if event.kind == DeploymentEventKind.LEASE_CREATED:
+            return str(event.lease_id)
+    raise AssertionError(f"no lease for {dep_id}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    server = MarketProcess.start(tmp_path_factory.mktemp("hostile") / "market")
+    try:
+        keys = {name: Key.generate() for name in ("alice", "mallory", "p", "q")}
+        keys["admin"] = server.admin
+        w = World(server, keys, server.admin.address)
+        faucet = TenantClient(server.address, server.admin)
+        for name in ("alice", "mallory"):
+            faucet.fund(keys[name].address, 100 * money.MICRO)
+        for name in ("p", "q"):
+            ProviderClient(server.address, keys[name]).register(provider_registration(name))
+        alice = TenantClient(server.address, keys["alice"])
+        mallory = TenantClient(server.address, keys["mallory"])
+        p = ProviderClient(server.address, keys["p"])
+        q = ProviderClient(server.address, keys["q"])
+        for tenant, provider, who in ((alice, p, ""), (mallory, q, "own_")):
+            dep = tenant.create_deployment(gpu_sdl(bid_window="300ms"), money.MICRO)
+            provider.place_bid(dep.order_ids[0], 500_000)
+            lease = _lease_of(tenant, dep.id)
+            provider.report_status(pb.LeaseStatusReport(lease_id=lease, state=pb.LEASE_RUNNING))
+            provider.report_logs(lease, [pb.LogLine(line="hello")])
+            w.ids[who + "dep"], w.ids[who + "lease"] = dep.id, lease
+        sealed = alice.create_deployment(gpu_sdl(bid_window="5m"), money.MICRO)
+        w.ids["order"] = sealed.order_ids[0]
+        w.ids["bid"] = p.place_bid(w.ids["order"], 400_000).id
+        w.ids["tenant"], w.ids["provider"] = keys["alice"].address, keys["p"].address
+        own = mallory.create_deployment(gpu_sdl(bid_window="5m"), money.MICRO)
+        w.ids["own_order"] = own.order_ids[0]
+        w.ids["own_bid"] = q.place_bid(w.ids["own_order"], 400_000).id
+        yield w
+    finally:
+        server.stop()
+
+
+# --- calls on the wire ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: grpc.StatusCode
+    details: str
+    replies: int = 0
+
+
+STREAM_WAIT_S = 1.0  # a server stream that stays open (a watch) is cut by the client then
+UNARY_WAIT_S = 20.0
+
+
+def call(channel: grpc.Channel, method: MethodDescriptor, body: bytes) -> Outcome:
+    """Send `body` as the request's bytes; the status it ends with."""
+    p = path(method)
+    try:
+        if method.client_streaming:
+            replies = channel.stream_stream(p)(iter([body]), timeout=STREAM_WAIT_S * 3)
+            return Outcome(grpc.StatusCode.OK, "", sum(1 for _ in replies))
+        if method.server_streaming:
+            stream = channel.unary_stream(p)(body, timeout=STREAM_WAIT_S)
+            return Outcome(grpc.StatusCode.OK, "", sum(1 for _ in stream))
+        channel.unary_unary(p)(body, timeout=UNARY_WAIT_S)
+        return Outcome(grpc.StatusCode.OK, "")
+    except grpc.RpcError as exc:
+        assert isinstance(exc, grpc.Call)
+        return Outcome(exc.code(), exc.details() or "")
+
+
+def assert_deliberate(
+    case: str, outcome: Outcome, *, expect: grpc.StatusCode | None = None
+) -> None:
+    code, details = outcome.code, outcome.details
+    if expect is not None:
+        assert code == expect, f"{case}: {code.name} ({details!r}), not {expect.name}"
+    if code == grpc.StatusCode.OK:
+        return
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return  # the client's own deadline: a stream that legitimately stays open
+    assert code in DELIBERATE, f"{case}: {code.name} {details!r}"
+    assert details and "\n" not in details, f"{case}: {code.name} message {details!r}"
+    assert len(details) <= MAX_DETAILS, f"{case}: {code.name} message of {len(details):,} chars"
+
+
+# --- requests: generated from the descriptor -----------------------------------------------------
+
+INT_RANGES = {
+    FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.CPPTYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.CPPTYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.CPPTYPE_ENUM: (-(2**31), 2**31 - 1),
+}
+HUGE = "h" * 200_000  # past every string limit, well under the message limit
+PAST_LIMIT = 10_001  # items: past every repeated field's limit (limits.py: at most 10,000)
+
+
+def is_repeated(f: FieldDescriptor) -> bool:
+    return bool(f.is_repeated)
+
+
+def extremes(f: FieldDescriptor) -> list[object]:
+    if f.cpp_type in INT_RANGES:
+        low, high = INT_RANGES[f.cpp_type]
+        return sorted({low, low + 1, -1, 0, 1, high - 1, high} & set(range(low, high + 1)))
+    if f.cpp_type in (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT):
+        return [float("nan"), float("inf"), -float("inf"), -1.0, 1e308]
+    return []
+
+
+def numeric_paths(
+    descriptor: Descriptor, prefix: tuple[str, ...] = (), depth: int = 0
+) -> Iterator[tuple[str, ...]]:
+    """Every numeric field, nested ones too (by field names from the top)."""
+    for f in descriptor.fields:
+        if extremes(f):
+            yield (*prefix, f.name)
+        elif f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE and depth < 3:
+            yield from numeric_paths(f.message_type, (*prefix, f.name), depth + 1)
+
+
+def set_path(message: Message, names: tuple[str, ...], value: object) -> None:
+    """Set the field at `names` (a repeated one on the way gets one element)."""
+    head, *rest = names
+    f = message.DESCRIPTOR.fields_by_name[head]
+    if not rest:
+        if is_repeated(f):
+            getattr(message, head).append(value)
+        else:
+            setattr(message, head, value)
+        return
+    if f.message_type.GetOptions().map_entry:
+        return
+    child = getattr(message, head).add() if is_repeated(f) else getattr(message, head)
+    set_path(child, tuple(rest), value)
+
+
+def fill_strings(message: Message, value: Callable[[FieldDescriptor], str]) -> None:
+    for f in message.DESCRIPTOR.fields:
+        if f.cpp_type == FieldDescriptor.CPPTYPE_STRING and f.type == FieldDescriptor.TYPE_STRING:
+            if is_repeated(f):
+                getattr(message, f.name).append(value(f))
+            else:
+                setattr(message, f.name, value(f))
+
+
+def past_limits(message_class: type[Message]) -> Message:
+    """Every repeated field holds PAST_LIMIT items (default ones, or a short string)."""
+    message = message_class()
+    for f in message.DESCRIPTOR.fields:
+        if not is_repeated(f):
+            continue
+        items = getattr(message, f.name)
+        if f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
+            if f.message_type.GetOptions().map_entry:
+                for i in range(PAST_LIMIT):
+                    items[str(i)]  # noqa: B018 (inserts a map entry)
+                continue
+            for _ in range(PAST_LIMIT):
+                items.add()
+        elif f.cpp_type == FieldDescriptor.CPPTYPE_STRING:
+            items.extend(["x"] * PAST_LIMIT)
+        elif f.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
+            items.extend([True] * PAST_LIMIT)
+        elif f.cpp_type in INT_RANGES:
+            items.extend([1] * PAST_LIMIT)
+        else:
+            items.extend([1.0] * PAST_LIMIT)
+    return message
+
+
+def nested_unknown_fields(depth: int) -> bytes:
+    """A payload of `depth` length-delimited unknown fields, one inside the next."""
+    body = b""
+    for _ in range(depth):
+        body = b"\xfa\x3e" + _varint(len(body)) + body  # field 999, wire type 2
+    return body
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def messages(
+    descriptor: Descriptor, text: st.SearchStrategy[str], depth: int = 0
+) -> st.SearchStrategy[Message]:
+    """Messages of `descriptor`'s type with any field set to anything its type allows."""
+    cls = pb_class(descriptor)
+    strategies: dict[str, st.SearchStrategy[object]] = {}
+    for f in descriptor.fields:
+        one = scalar(f, text, depth)
+        if one is None:
+            continue
+        strategies[f.name] = st.lists(one, max_size=3) if is_repeated(f) else one
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Message:
+        message = cls()
+        chosen = (
+            draw(st.lists(st.sampled_from(sorted(strategies)), unique=True)) if strategies else []
+        )
+        for name in chosen:
+            value = draw(strategies[name])
+            f = descriptor.fields_by_name[name]
+            if f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
+                target = getattr(message, name)
+                if is_repeated(f):
+                    for item in value:  # type: ignore[attr-defined]
+                        target.add().CopyFrom(item)
+                else:
+                    target.CopyFrom(value)
+            elif is_repeated(f):
+                getattr(message, name).extend(value)
+            else:
+                setattr(message, name, value)
+        return message
+
+    return build()
+
+
+def scalar(
+    f: FieldDescriptor, text: st.SearchStrategy[str], depth: int
+) -> st.SearchStrategy[object] | None:
+    if f.cpp_type in INT_RANGES:
+        low, high = INT_RANGES[f.cpp_type]
+        return st.sampled_from(extremes(f)) | st.integers(low, high)
+    if f.cpp_type in (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT):
+        return st.floats(
+            allow_nan=True, width=32 if f.cpp_type == FieldDescriptor.CPPTYPE_FLOAT else 64
+        )
+    if f.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
+        return st.booleans()
+    if f.type == FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=64)
+    if f.cpp_type == FieldDescriptor.CPPTYPE_STRING:
+        return text
+    if f.message_type.GetOptions().map_entry or depth >= 3:
+        return None
+    return messages(f.message_type, text, depth + 1)
+
+
+def pb_class(descriptor: Descriptor) -> type[Message]:
+    from google.protobuf import message_factory
+
+    return message_factory.GetMessageClass(descriptor)
+
+
+# --- the sweep -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    label: str
+    body: bytes
+    expect: grpc.StatusCode | None = None  # None: any deliberate status (or OK)
+
+
+def signed(
+    key: Key,
+    message_class: type[Message],
+    payload: bytes,
+    market: str,
+    clock: Clock | None = None,
+) -> pb.SignedRequest:
+    """`payload` signed as a `message_class` (whatever its bytes are)."""
+    now = (clock or SystemClock()).now_ms()
+    sig = key.sign(market, message_type(message_class), payload, now)
+    return pb.SignedRequest(
+        payload=payload,
+        public_key=sig.public_key,
+        signature=sig.signature,
+        nonce=sig.nonce,
+        timestamp_ms=sig.timestamp_ms,
+        market_id=sig.market,
+    )
+
+
+class OffsetClock:
+    def __init__(self, offset_ms: int) -> None:
+        self.offset_ms = offset_ms
+
+    def now_ms(self) -> int:
+        return SystemClock().now_ms() + self.offset_ms
+
+
+ID_FIELDS = {
+    "lease_id": "lease",
+    "deployment_id": "dep",
+    "order_id": "order",
+    "bid_id": "bid",
+    "id": "dep",
+    "address": "tenant",
+    "owner": "tenant",
+    "provider": "provider",
+}
+
+
+def ids_of(w: World, own: bool) -> Callable[[FieldDescriptor], str]:
+    """Each string field named as an id gets the attacker's own record (own) or the victim's."""
+    prefix = "own_" if own else ""
+
+    def value(f: FieldDescriptor) -> str:
+        kind = ID_FIELDS.get(f.name)
+        if kind is None:
+            return ""
+        if own and kind in ("tenant", "provider"):
+            return w.keys["mallory" if kind == "tenant" else "q"].address
+        return w.ids.get(prefix + kind, w.ids.get(kind, ""))
+
+    return value
+
+
+def raw_cases() -> list[Case]:
+    """What reaches the server before any signature: for every method, signed or not."""
+    oversized = b"\x0a" + _varint(2 * 1024 * 1024) + b"x" * (2 * 1024 * 1024)
+    groups = b"\xfb\x3e" * 200 + b"\xfc\x3e" * 200  # field 999 as nested groups, 200 deep
+    return [
+        Case("garbage bytes", b"\xff\xff\xff\x01garbage", grpc.StatusCode.INVALID_ARGUMENT),
+        Case("truncated field", b"\x0a\x80\x80\x01", grpc.StatusCode.INVALID_ARGUMENT),
+        Case("nested 200 deep", groups, grpc.StatusCode.INVALID_ARGUMENT),
+        Case("2 MiB", oversized, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        Case("empty", b""),
+    ]
+
+
+def envelope_cases(w: World, name: str) -> list[Case]:
+    """Envelopes that must not open: each is UNAUTHENTICATED."""
+    cls = SIGNED_PAYLOAD[name]
+    key = w.key_for(name, own=True)
+    payload = message_for(w, cls, own=True).SerializeToString()
+    other = pb.Ack if cls is not pb.Ack else pb.GetRequest
+    forged = signed(key, cls, payload, w.market_id)
+    forged.signature = bytes([forged.signature[0] ^ 1]) + forged.signature[1:]
+    impostor = signed(Key.generate(), cls, payload, w.market_id)
+    impostor.public_key = w.keys["alice"].public_key
+    at_edges = [
+        signed(key, cls, payload, w.market_id, OffsetClock(-3600_000)),
+        signed(key, cls, payload, w.market_id, OffsetClock(3600_000)),
+    ]
+    for extreme in (-(2**63), 2**63 - 1):
+        edge = signed(key, cls, payload, w.market_id)
+        edge.timestamp_ms = extreme
+        at_edges.append(edge)
+    refused = {
+        "unsigned": pb.SignedRequest(payload=payload, market_id=w.market_id),
+        "empty SignedRequest": pb.SignedRequest(),
+        "bad signature": forged,
+        "another key's public key": impostor,
+        "payload of another type": seal(key, other(), market=w.market_id),
+        "signed for another market": signed(key, cls, payload, Key.generate().address),
+        "signed for a 200 KB market name": signed(key, cls, payload, HUGE),
+        "signed for no market": signed(key, cls, payload, ""),
+        "an hour old": at_edges[0],
+        "an hour ahead": at_edges[1],
+        "timestamp int64 min": at_edges[2],
+        "timestamp int64 max": at_edges[3],
+        "a 1000-byte public key": pb.SignedRequest(payload=payload, public_key=b"k" * 1000),
+    }
+    return [
+        Case(label, r.SerializeToString(), grpc.StatusCode.UNAUTHENTICATED)
+        for label, r in refused.items()
+    ]
+
+
+def message_for(w: World, cls: type[Message], own: bool) -> Message:
+    message = cls()
+    fill_strings(message, ids_of(w, own))
+    return message
+
+
+def payload_cases(w: World, name: str) -> list[Case]:
+    """Envelopes that open: hostile payloads, signed by the attacker (own) or naming the victim."""
+    cls = SIGNED_PAYLOAD[name]
+    own, outsider = w.key_for(name, own=True), w.key_for(name, own=False)
+    cases: list[Case] = []
+
+    def add(label: str, key: Key, payload: bytes, expect: grpc.StatusCode | None = None) -> None:
+        request = signed(key, cls, payload, w.market_id)
+        cases.append(Case(label, request.SerializeToString(), expect))
+
+    add(
+        "another type's payload signed as this one",
+        own,
+        pb.LogBatch(lease_id="x", lines=[pb.LogLine(line="y")]).SerializeToString(),
+    )
+    add("undecodable payload", own, b"\xff\xff\xff\x01", grpc.StatusCode.INVALID_ARGUMENT)
+    add(
+        "payload nested 200 deep",
+        own,
+        b"\xfb\x3e" * 200 + b"\xfc\x3e" * 200,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    for kind in ("dep", "order", "bid", "lease", "tenant", "provider"):
+        victim = cls()
+        fill_strings(victim, lambda f, k=kind: w.ids[k] if f.name in ID_FIELDS else "")
+        add(f"outsider names the victim's {kind}", outsider, victim.SerializeToString())
+    add(
+        "the victim's ids, every field",
+        outsider,
+        message_for(w, cls, own=False).SerializeToString(),
+    )
+    huge = cls()
+    fill_strings(huge, lambda f: HUGE)
+    add("200 KB in every string", own, huge.SerializeToString())
+    add("repeated fields past their limits", own, past_limits(cls).SerializeToString())
+    for names in numeric_paths(cls.DESCRIPTOR):
+        leaf = cls.DESCRIPTOR
+        for n in names[:-1]:
+            leaf = leaf.fields_by_name[n].message_type
+        for value in extremes(leaf.fields_by_name[names[-1]]):
+            message = message_for(w, cls, own=True)
+            set_path(message, names, value)
+            add(f"{'.'.join(names)} = {value}", own, message.SerializeToString())
+    return cases
+
+
+@dataclass
+class Sweep:
+    world: World
+    channel: grpc.Channel
+    method: MethodDescriptor
+    sent: int = 0
+
+    def send(self, case: Case) -> Outcome:
+        outcome = call(self.channel, self.method, case.body)
+        self.sent += 1
+        assert_deliberate(f"{rpc(self.method)}: {case.label}", outcome, expect=case.expect)
+        return outcome
+
+
+@pytest.fixture
+def sweep(world: World, request: pytest.FixtureRequest) -> Iterator[Callable[[str], Sweep]]:
+    """A sweep of one method; afterwards: no traceback, health, the victim as it was."""
+    log_from = len(world.server.output())
+    before = world.victim_view()
+    with grpc.insecure_channel(
+        world.server.address, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    ) as channel:
+        made: list[Sweep] = []
+
+        def make(name: str) -> Sweep:
+            made.append(Sweep(world, channel, METHODS[name]))
+            return made[-1]
+
+        yield make
+        assert serving(channel), "the server stopped answering health"
+    log = world.server.output()[log_from:]
+    assert "Traceback" not in log, log[-4000:]
+    assert world.victim_view() == before, "the victim's records changed"
+
+
+def serving(channel: grpc.Channel) -> bool:
+    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_raw_bytes(name: str, sweep: Callable[[str], Sweep]) -> None:
+    s = sweep(name)
+    for case in raw_cases():
+        if METHODS[name].client_streaming:
+            continue  # a frame of its own: test_streams
+        s.send(case)
+
+
+@pytest.mark.parametrize("name", sorted(SIGNED_PAYLOAD))
+def test_envelopes(name: str, sweep: Callable[[str], Sweep], world: World) -> None:
+    s = sweep(name)
+    for case in envelope_cases(world, name):
+        s.send(case)
+    # replayed: the second send of the very same bytes, whatever the first one got
+    request = signed(
+        world.key_for(name, own=True),
+        SIGNED_PAYLOAD[name],
+        message_for(world, SIGNED_PAYLOAD[name], own=True).SerializeToString(),
+        world.market_id,
+    ).SerializeToString()
+    s.send(Case("first send", request))
+    s.send(Case("replayed", request, grpc.StatusCode.UNAUTHENTICATED))
+
+
+@pytest.mark.parametrize("name", sorted(SIGNED_PAYLOAD))
+def test_payloads(name: str, sweep: Callable[[str], Sweep], world: World) -> None:
+    s = sweep(name)
+    for case in payload_cases(world, name):
+        s.send(case)
