@@ -258,7 +258,7 @@ def gpu_variant_from_proto(d: pb.GpuDevice) -> gpus.GpuVariant | None:
     interface the agent reported (VRAM rounded to whole GiB)."""
     variant = gpus.from_nvml(d.name, d.memory_mib or None) if d.name else None
     if variant is None and d.model:
-        ram = round(d.memory_mib / 1024) if d.memory_mib else 0
+        ram = (d.memory_mib + 512) // 1024 if d.memory_mib else 0  # ints: exact at int64's edge
         variant = gpus.GpuVariant(d.model, ram, gpus.normalize_interface(d.interface) or "pcie")
     return variant
 

@@ -21,11 +21,8 @@ from the day it exists.
 
 from __future__ import annotations
 
-import itertools
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import pytest
@@ -38,12 +35,11 @@ from hypothesis import strategies as st
 from marketplace.api.client import MarketClient, ProviderClient, TenantClient
 from marketplace.api.envelope import message_type, seal
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.core import limits, money
+from marketplace.core import money
 from marketplace.core.clock import Clock, SystemClock
 from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
-from marketplace.server.testing import gpu_sdl, provider_registration
-from tests.helpers import wait_until
+from marketplace.server.testing import gpu_sdl, h100_inventory, provider_registration
 from tests.server.market_process import MarketProcess
 
 # The statuses a refusal may end with: each one a decision of the server, none a crash.
@@ -194,9 +190,17 @@ def _lease_of(tenant: TenantClient, dep_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    server = MarketProcess.start(tmp_path_factory.mktemp("hostile") / "market")
+    keys = {name: Key.generate() for name in ("alice", "mallory", "p", "q")}
+    # the victim's provider does not heartbeat during the sweep: its lease must not time out;
+    # q is an auditor too, so that its signed attributes reach the checks behind the envelope
+    server = MarketProcess.start(
+        tmp_path_factory.mktemp("hostile") / "market",
+        "--heartbeat-timeout",
+        "3600",
+        "--auditor",
+        keys["q"].address,
+    )
     try:
-        keys = {name: Key.generate() for name in ("alice", "mallory", "p", "q")}
         keys["admin"] = server.admin
         w = World(server, keys, server.admin.address)
         faucet = TenantClient(server.address, server.admin)
@@ -219,9 +223,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         w.ids["order"] = sealed.order_ids[0]
         w.ids["bid"] = p.place_bid(w.ids["order"], 400_000).id
         w.ids["tenant"], w.ids["provider"] = keys["alice"].address, keys["p"].address
+        w.ids["own_tenant"], w.ids["own_provider"] = keys["mallory"].address, keys["q"].address
         own = mallory.create_deployment(gpu_sdl(bid_window="5m"), money.MICRO)
         w.ids["own_order"] = own.order_ids[0]
         w.ids["own_bid"] = q.place_bid(w.ids["own_order"], 400_000).id
+        w.ids["own_open_dep"] = own.id  # in its bid window: UpdateDeployment's
+        w.ids["own_unbid_order"] = mallory.create_deployment(
+            gpu_sdl(bid_window="5m"), money.MICRO
+        ).order_ids[0]  # PlaceBid's
         yield w
     finally:
         server.stop()
@@ -293,7 +302,7 @@ def is_repeated(f: FieldDescriptor) -> bool:
 def extremes(f: FieldDescriptor) -> list[object]:
     if f.cpp_type in INT_RANGES:
         low, high = INT_RANGES[f.cpp_type]
-        return sorted({low, low + 1, -1, 0, 1, high - 1, high} & set(range(low, high + 1)))
+        return sorted(v for v in {low, low + 1, -1, 0, 1, high - 1, high} if low <= v <= high)
     if f.cpp_type in (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT):
         return [float("nan"), float("inf"), -float("inf"), -1.0, 1e308]
     return []
@@ -311,7 +320,8 @@ def numeric_paths(
 
 
 def set_path(message: Message, names: tuple[str, ...], value: object) -> None:
-    """Set the field at `names` (a repeated one on the way gets one element)."""
+    """Set the field at `names` (in every element of a repeated message on the way; a list
+    that is empty gets one)."""
     head, *rest = names
     f = message.DESCRIPTOR.fields_by_name[head]
     if not rest:
@@ -322,41 +332,62 @@ def set_path(message: Message, names: tuple[str, ...], value: object) -> None:
         return
     if f.message_type.GetOptions().map_entry:
         return
-    child = getattr(message, head).add() if is_repeated(f) else getattr(message, head)
-    set_path(child, tuple(rest), value)
+    if is_repeated(f):
+        items = getattr(message, head)
+        for child in list(items) or [items.add()]:
+            set_path(child, tuple(rest), value)
+    else:
+        set_path(getattr(message, head), tuple(rest), value)
 
 
-def fill_strings(message: Message, value: Callable[[FieldDescriptor], str]) -> None:
+def fill_strings(message: Message, value: Callable[[FieldDescriptor], str], depth: int = 0) -> None:
+    """Every string field set to value(field): top-level ones, and those of submessages
+    already set (to three levels)."""
     for f in message.DESCRIPTOR.fields:
         if f.cpp_type == FieldDescriptor.CPPTYPE_STRING and f.type == FieldDescriptor.TYPE_STRING:
             if is_repeated(f):
                 getattr(message, f.name).append(value(f))
             else:
                 setattr(message, f.name, value(f))
+        elif f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE and depth < 3:
+            if f.message_type.GetOptions().map_entry:
+                continue
+            if is_repeated(f):
+                for child in getattr(message, f.name):
+                    fill_strings(child, value, depth + 1)
+            elif message.HasField(f.name):
+                fill_strings(getattr(message, f.name), value, depth + 1)
 
 
-def past_limits(message_class: type[Message]) -> Message:
-    """Every repeated field holds PAST_LIMIT items (default ones, or a short string)."""
-    message = message_class()
+def past_limits(message: Message, depth: int = 0) -> Message:
+    """Every repeated field (in submessages already set too) made PAST_LIMIT items long, with
+    copies of its first item (a default one, a short string, a 1 for an empty list)."""
     for f in message.DESCRIPTOR.fields:
+        if f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE and not is_repeated(f):
+            if depth < 3 and message.HasField(f.name):
+                past_limits(getattr(message, f.name), depth + 1)
+            continue
         if not is_repeated(f):
             continue
         items = getattr(message, f.name)
         if f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
             if f.message_type.GetOptions().map_entry:
                 for i in range(PAST_LIMIT):
-                    items[str(i)]  # noqa: B018 (inserts a map entry)
+                    items[str(i)]
                 continue
-            for _ in range(PAST_LIMIT):
-                items.add()
-        elif f.cpp_type == FieldDescriptor.CPPTYPE_STRING:
-            items.extend(["x"] * PAST_LIMIT)
+            first = items[0] if len(items) else items.add()
+            for _ in range(PAST_LIMIT - len(items)):
+                items.add().CopyFrom(first)
+            continue
+        if f.cpp_type == FieldDescriptor.CPPTYPE_STRING:
+            fill: object = items[0] if len(items) else "x"
         elif f.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
-            items.extend([True] * PAST_LIMIT)
+            fill = True
         elif f.cpp_type in INT_RANGES:
-            items.extend([1] * PAST_LIMIT)
+            fill = 1
         else:
-            items.extend([1.0] * PAST_LIMIT)
+            fill = 1.0
+        items.extend([fill] * (PAST_LIMIT - len(items)))
     return message
 
 
@@ -564,6 +595,79 @@ def message_for(w: World, cls: type[Message], own: bool) -> Message:
     return message
 
 
+def inventory(name: str) -> pb.Inventory:
+    """An H100 box's inventory: one GPU named as NVML names it, one by model and VRAM only."""
+    inv = h100_inventory(name)
+    inv.gpus[1].ClearField("name")
+    return inv
+
+
+def baseline(w: World, name: str) -> Message:
+    """A request the attacker may rightly send, on its own records: the numbers of the sweep
+    are set into it, so that each one reaches the checks behind the envelope."""
+    own_dep, own_lease = w.ids["own_dep"], w.ids["own_lease"]
+    q, mallory = w.keys["q"].address, w.keys["mallory"].address
+    now = SystemClock().now_ms()
+    valid: dict[str, Callable[[], Message]] = {
+        "Provider/Register": lambda: pb.RegisterProvider(
+            host_uri="https://q.example", region="eu", inventory=inventory("q"), version="t"
+        ),
+        "Provider/Heartbeat": lambda: pb.Heartbeat(
+            running_lease_ids=[own_lease], inventory=inventory("q")
+        ),
+        "Provider/PlaceBid": lambda: pb.PlaceBid(
+            order_id=w.ids["own_unbid_order"],
+            price_per_hour=400_000,
+            offer=pb.BidOffer(gpu_models=["h100"], price_per_gpu_hour=400_000, region="eu"),
+        ),
+        "Provider/ReportLeaseStatus": lambda: pb.LeaseStatusReport(
+            lease_id=own_lease,
+            state=pb.LEASE_RUNNING,
+            endpoints=[pb.Endpoint(service="train", port=8080, host="q.example", proto="TCP")],
+        ),
+        "Provider/ReportLogs": lambda: pb.LogBatch(
+            lease_id=own_lease, lines=[pb.LogLine(stream="stdout", line="step 1")]
+        ),
+        "Provider/ReportTelemetry": lambda: pb.TelemetryReport(
+            read_at_ms=now,
+            gpus=[
+                pb.GpuTelemetry(
+                    index=0,
+                    uuid="GPU-q-0",
+                    model="h100",
+                    healthy=True,
+                    temperature_c=50,
+                    power_w=300,
+                    utilization_pct=90,
+                    memory_used_mib=1000,
+                    memory_mib=81559,
+                )
+            ],
+        ),
+        "Tenant/CreateDeployment": lambda: pb.CreateDeployment(
+            sdl=gpu_sdl(bid_window="5m"), deposit=money.MICRO
+        ),
+        "Tenant/Deposit": lambda: pb.DepositEscrow(deployment_id=own_dep, amount=1000),
+        "Tenant/Fund": lambda: pb.FundAccount(address=mallory, amount=1000),
+        "Tenant/UpdateDeployment": lambda: pb.UpdateDeployment(
+            deployment_id=w.ids["own_open_dep"], sdl=gpu_sdl(bid_window="5m"), version=2
+        ),
+        "Tenant/StreamLogs": lambda: pb.StreamLogsRequest(lease_id=own_lease),
+        "Tenant/WatchDeployment": lambda: pb.WatchDeploymentRequest(
+            deployment_id=own_dep, history_only=True
+        ),
+        "Auditor/SignProviderAttributes": lambda: pb.SignProviderAttributes(
+            provider=q,
+            auditor=q,
+            attributes=[pb.Attribute(key="tier", value="gold")],
+            expires_at_ms=now + 3600_000,
+        ),
+        "Market/PriceAdvice": lambda: pb.PriceAdviceRequest(provider=q),
+    }
+    make = valid.get(name)
+    return make() if make is not None else message_for(w, SIGNED_PAYLOAD[name], own=True)
+
+
 def payload_cases(w: World, name: str) -> list[Case]:
     """Envelopes that open: hostile payloads, signed by the attacker (own) or naming the victim."""
     cls = SIGNED_PAYLOAD[name]
@@ -595,16 +699,18 @@ def payload_cases(w: World, name: str) -> list[Case]:
         outsider,
         message_for(w, cls, own=False).SerializeToString(),
     )
-    huge = cls()
+    huge = baseline(w, name)
     fill_strings(huge, lambda f: HUGE)
     add("200 KB in every string", own, huge.SerializeToString())
-    add("repeated fields past their limits", own, past_limits(cls).SerializeToString())
+    add(
+        "repeated fields past their limits", own, past_limits(baseline(w, name)).SerializeToString()
+    )
     for names in numeric_paths(cls.DESCRIPTOR):
         leaf = cls.DESCRIPTOR
         for n in names[:-1]:
             leaf = leaf.fields_by_name[n].message_type
         for value in extremes(leaf.fields_by_name[names[-1]]):
-            message = message_for(w, cls, own=True)
+            message = baseline(w, name)
             set_path(message, names, value)
             add(f"{'.'.join(names)} = {value}", own, message.SerializeToString())
     return cases
@@ -680,3 +786,75 @@ def test_payloads(name: str, sweep: Callable[[str], Sweep], world: World) -> Non
     s = sweep(name)
     for case in payload_cases(world, name):
         s.send(case)
+
+
+def text_for(w: World) -> st.SearchStrategy[str]:
+    """Strings a hostile client would send: real ids (its own and the victim's), empty ones,
+    control characters, long ones."""
+    return (
+        st.sampled_from([*sorted(set(w.ids.values())), ""])
+        | st.text(max_size=12)
+        | st.just(HUGE[:5000])
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SIGNED_PAYLOAD))
+def test_drawn_payloads(name: str, sweep: Callable[[str], Sweep], world: World) -> None:
+    """Hypothesis draws whole messages from the descriptor, signed by the attacker."""
+    s = sweep(name)
+    cls = SIGNED_PAYLOAD[name]
+    key = world.key_for(name, own=True)
+
+    @settings(
+        max_examples=15,
+        derandomize=True,  # the same draws on every run: a CI failure is one to reproduce
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(messages(cls.DESCRIPTOR, text_for(world)))
+    def attack(message: Message) -> None:
+        payload = message.SerializeToString()
+        s.send(
+            Case(
+                f"{message!r:.300}", signed(key, cls, payload, world.market_id).SerializeToString()
+            )
+        )
+
+    attack()
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_drawn_public_requests(name: str, sweep: Callable[[str], Sweep], world: World) -> None:
+    s = sweep(name)
+    method = METHODS[name]
+
+    @settings(
+        max_examples=25,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(messages(method.input_type, text_for(world)))
+    def attack(message: Message) -> None:
+        s.send(Case(f"{message!r:.300}", message.SerializeToString()))
+
+    attack()
+    for names in numeric_paths(method.input_type):
+        leaf = method.input_type
+        for n in names[:-1]:
+            leaf = leaf.fields_by_name[n].message_type
+        for value in extremes(leaf.fields_by_name[names[-1]]):
+            message = pb_class(method.input_type)()
+            set_path(message, names, value)
+            s.send(Case(f"{'.'.join(names)} = {value}", message.SerializeToString()))
+    huge = pb_class(method.input_type)()
+    fill_strings(huge, lambda f: HUGE)
+    s.send(Case("200 KB in every string", huge.SerializeToString()))
+    s.send(
+        Case(
+            "repeated fields past their limits",
+            past_limits(pb_class(method.input_type)()).SerializeToString(),
+        )
+    )
