@@ -21,7 +21,7 @@ from the day it exists.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -39,6 +39,7 @@ from marketplace.core import money
 from marketplace.core.clock import Clock, SystemClock
 from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
+from marketplace.server.serve import MAX_MESSAGE_BYTES
 from marketplace.server.testing import gpu_sdl, h100_inventory, provider_registration
 from tests.server.market_process import MarketProcess
 
@@ -550,9 +551,14 @@ def raw_cases() -> list[Case]:
     ]
 
 
+def payload_class(name: str) -> type[Message]:
+    """The message a method's SignedRequest carries (in a stream's opening frame too)."""
+    return SIGNED_PAYLOAD.get(name) or OPENED_BY_FRAME[name]
+
+
 def envelope_cases(w: World, name: str) -> list[Case]:
     """Envelopes that must not open: each is UNAUTHENTICATED."""
-    cls = SIGNED_PAYLOAD[name]
+    cls = payload_class(name)
     key = w.key_for(name, own=True)
     payload = message_for(w, cls, own=True).SerializeToString()
     other = pb.Ack if cls is not pb.Ack else pb.GetRequest
@@ -663,14 +669,16 @@ def baseline(w: World, name: str) -> Message:
             expires_at_ms=now + 3600_000,
         ),
         "Market/PriceAdvice": lambda: pb.PriceAdviceRequest(provider=q),
+        "Tenant/Shell": lambda: pb.ShellOpen(lease_id=own_lease, command=["ls"]),
+        "Provider/SessionIO": lambda: pb.SessionAccept(session_id="0" * 32, lease_id=own_lease),
     }
     make = valid.get(name)
-    return make() if make is not None else message_for(w, SIGNED_PAYLOAD[name], own=True)
+    return make() if make is not None else message_for(w, payload_class(name), own=True)
 
 
 def payload_cases(w: World, name: str) -> list[Case]:
     """Envelopes that open: hostile payloads, signed by the attacker (own) or naming the victim."""
-    cls = SIGNED_PAYLOAD[name]
+    cls = payload_class(name)
     own, outsider = w.key_for(name, own=True), w.key_for(name, own=False)
     cases: list[Case] = []
 
@@ -857,4 +865,202 @@ def test_drawn_public_requests(name: str, sweep: Callable[[str], Sweep], world: 
             "repeated fields past their limits",
             past_limits(pb_class(method.input_type)()).SerializeToString(),
         )
+    )
+
+
+# --- streams: Channel, Shell, SessionIO -----------------------------------------------------------
+
+# A relayed session whose provider has no Sessions stream open ends UNAVAILABLE (relay.py): the
+# tenant may try again once the agent is back. Deliberate too, for those two rpcs.
+RELAY_DELIBERATE = DELIBERATE | {grpc.StatusCode.UNAVAILABLE}
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+STREAM_WAIT_LONG_S = 60.0
+
+
+def stream_call(
+    channel: grpc.Channel, name: str, frames: Iterable[bytes], timeout: float = STREAM_WAIT_LONG_S
+) -> tuple[Outcome, list[bytes]]:
+    """Send raw frames and half-close: the replies and the status the stream ends with."""
+    replies: list[bytes] = []
+    call_ = channel.stream_stream(path(METHODS[name]))(iter(frames), timeout=timeout)
+    try:
+        replies.extend(call_)
+    except grpc.RpcError as exc:
+        assert isinstance(exc, grpc.Call)
+        return Outcome(exc.code(), exc.details() or "", len(replies)), replies
+    return Outcome(grpc.StatusCode.OK, "", len(replies)), replies
+
+
+def frame(open_request: bytes) -> bytes:
+    return pb.ShellFrame(open=pb.SignedRequest.FromString(open_request)).SerializeToString()
+
+
+def opening_cases(w: World, name: str) -> list[Case]:
+    """The envelope and payload cases of a relayed session's opening (ShellOpen, SessionAccept)."""
+    return [*envelope_cases(w, name), *payload_cases(w, name)]
+
+
+@pytest.mark.parametrize("name", sorted(OPENED_BY_FRAME))
+def test_relayed_sessions(name: str, sweep: Callable[[str], Sweep], world: World) -> None:
+    s = sweep(name)
+    channel = s.channel
+    cases = [
+        Case("garbage first frame", b"\xff\xff\xff\x01", grpc.StatusCode.INVALID_ARGUMENT),
+        Case(
+            "a first frame without its opening",
+            pb.ShellFrame(stdin=b"ls\n").SerializeToString(),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+    ]
+    for case in cases:
+        outcome, _ = stream_call(channel, name, [case.body], timeout=20)
+        assert_deliberate(f"{name}: {case.label}", outcome, expect=case.expect)
+    outcome, _ = stream_call(channel, name, [], timeout=20)
+    assert_deliberate(
+        f"{name}: half-closed at once", outcome, expect=grpc.StatusCode.INVALID_ARGUMENT
+    )
+    for case in opening_cases(world, name):
+        body = frame(case.body)
+        # frames after the opening (a refusal's too): stdin, a resize, EOF, then 200 of a flood
+        after = [
+            pb.ShellFrame(stdin=b"x" * 1024).SerializeToString(),
+            pb.ShellFrame(rows=2**32 - 1, cols=2**32 - 1).SerializeToString(),
+            pb.ShellFrame(stdin_closed=True).SerializeToString(),
+            *[pb.ShellFrame(stdin=b"y").SerializeToString()] * 200,
+        ]
+        outcome, _ = stream_call(channel, name, [body, *after], timeout=30)
+        label = f"{name}: {case.label}"
+        if case.expect is not None:
+            assert outcome.code == case.expect, f"{label}: {outcome}"
+        assert outcome.code in RELAY_DELIBERATE, f"{label}: {outcome}"
+        assert outcome.details and "\n" not in outcome.details, f"{label}: {outcome}"
+        assert len(outcome.details) <= MAX_DETAILS, label
+
+
+CHANNEL_COMMANDS = (
+    "Register",
+    "Heartbeat",
+    "PlaceBid",
+    "WithdrawBid",
+    "DeclineOrder",
+    "GetManifest",
+    "ReportLeaseStatus",
+    "ReportLogs",
+    "CloseLease",
+    "ReportTelemetry",
+)
+
+
+def channel_answers(replies: list[bytes]) -> dict[int, pb.ChannelAnswer]:
+    answers = {}
+    for raw in replies:
+        message = pb.MarketMessage.FromString(raw)
+        if message.HasField("answer"):
+            answers[message.answer.seq] = message.answer
+    return answers
+
+
+def assert_answers(label: str, sent: dict[int, Case], answers: dict[int, pb.ChannelAnswer]) -> None:
+    assert set(answers) == set(sent), f"{label}: unanswered {sorted(set(sent) - set(answers))[:5]}"
+    for seq, case in sent.items():
+        answer = answers[seq]
+        code = _CODES.get(answer.code)
+        case_label = f"{label} #{seq} {case.label}"
+        assert code is not None, f"{case_label}: code {answer.code}"
+        assert_deliberate(case_label, Outcome(code, answer.message), expect=case.expect)
+
+
+def test_channel_every_command(sweep: Callable[[str], Sweep], world: World) -> None:
+    """Each Provider command's envelope and payload cases, over one Channel stream of q's:
+    each one answered, the stream up after every refusal, then closed by its sender."""
+    s = sweep(CHANNEL)
+    sent: dict[int, Case] = {}
+    messages_: list[bytes] = []
+    too_big: list[bytes] = []
+    for command in CHANNEL_COMMANDS:
+        for case in [
+            *envelope_cases(world, f"Provider/{command}"),
+            *payload_cases(world, f"Provider/{command}"),
+        ]:
+            seq = len(sent) + 1
+            request = pb.SignedRequest.FromString(case.body)
+            message = pb.ProviderMessage(
+                seq=seq, method=command, request=request
+            ).SerializeToString()
+            if len(message) > MAX_MESSAGE_BYTES:  # gRPC ends the stream: its own case below
+                too_big.append(message)
+                continue
+            sent[seq] = case
+            messages_.append(message)
+    for label, method in (
+        ("no such command", "Nope"),
+        ("a 200 KB command name", HUGE),
+        ("no command", ""),
+    ):
+        seq = len(sent) + 1
+        sent[seq] = Case(label, b"", grpc.StatusCode.INVALID_ARGUMENT)
+        heartbeat = signed(world.keys["q"], pb.Heartbeat, b"", world.market_id)
+        messages_.append(
+            pb.ProviderMessage(seq=seq, method=method, request=heartbeat).SerializeToString()
+        )
+    outcome, replies = stream_call(s.channel, CHANNEL, messages_, timeout=120)
+    assert outcome.code == grpc.StatusCode.OK, outcome
+    assert_answers("Channel", sent, channel_answers(replies))
+    for message in too_big[:3]:
+        outcome, _ = stream_call(s.channel, CHANNEL, [message], timeout=20)
+        assert_deliberate("Channel: past the message limit", outcome)
+        assert outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED, outcome
+
+
+def test_channel_floods_and_strangers(sweep: Callable[[str], Sweep], world: World) -> None:
+    """A flood of refused and accepted messages on one stream; another key's messages after the
+    stream is bound; garbage after all that; then a stream closed before its first message."""
+    s = sweep(CHANNEL)
+    q, p = world.keys["q"], world.keys["p"]
+    sent: dict[int, Case] = {}
+    messages_: list[bytes] = []
+
+    def add(case: Case, method: str, request: pb.SignedRequest) -> None:
+        seq = len(sent) + 1
+        sent[seq] = case
+        messages_.append(
+            pb.ProviderMessage(seq=seq, method=method, request=request).SerializeToString()
+        )
+
+    beat = pb.Heartbeat(running_lease_ids=[world.ids["own_lease"]]).SerializeToString()
+    add(
+        Case("q's heartbeat binds the stream", b"", grpc.StatusCode.OK),
+        "Heartbeat",
+        signed(q, pb.Heartbeat, beat, world.market_id),
+    )
+    close = pb.CloseLease(lease_id=world.ids["lease"]).SerializeToString()
+    add(
+        Case("p (the victim) on q's stream", b"", grpc.StatusCode.PERMISSION_DENIED),
+        "CloseLease",
+        signed(p, pb.CloseLease, close, world.market_id),
+    )
+    for i in range(1500):
+        forged = signed(q, pb.Heartbeat, beat, world.market_id)
+        forged.signature = bytes(64)
+        add(Case(f"forged #{i}", b"", grpc.StatusCode.UNAUTHENTICATED), "Heartbeat", forged)
+        if i % 3 == 0:
+            add(
+                Case(f"heartbeat #{i}", b"", grpc.StatusCode.OK),
+                "Heartbeat",
+                signed(q, pb.Heartbeat, beat, world.market_id),
+            )
+    outcome, replies = stream_call(s.channel, CHANNEL, messages_, timeout=120)
+    assert outcome.code == grpc.StatusCode.OK, outcome
+    assert_answers("Channel flood", sent, channel_answers(replies))
+
+    outcome, replies = stream_call(s.channel, CHANNEL, [], timeout=20)
+    assert outcome.code == grpc.StatusCode.OK and replies == [], "a stream closed at once"
+    good = pb.ProviderMessage(
+        seq=1, method="Heartbeat", request=signed(q, pb.Heartbeat, beat, world.market_id)
+    )
+    outcome, replies = stream_call(
+        s.channel, CHANNEL, [good.SerializeToString(), b"\xff\xff\xff\x01"], timeout=20
+    )
+    assert_deliberate(
+        "Channel: garbage after a good message", outcome, expect=grpc.StatusCode.INVALID_ARGUMENT
     )
