@@ -653,7 +653,7 @@ def baseline(w: World, name: str) -> Message:
         "Tenant/CreateDeployment": lambda: pb.CreateDeployment(
             sdl=gpu_sdl(bid_window="5m"), deposit=money.MICRO
         ),
-        "Tenant/Deposit": lambda: pb.DepositEscrow(deployment_id=own_dep, amount=1000),
+        "Tenant/Deposit": lambda: pb.DepositEscrow(deployment_id=own_dep, amount=money.MICRO),
         "Tenant/Fund": lambda: pb.FundAccount(address=mallory, amount=1000),
         "Tenant/UpdateDeployment": lambda: pb.UpdateDeployment(
             deployment_id=w.ids["own_open_dep"], sdl=gpu_sdl(bid_window="5m"), version=2
@@ -1064,3 +1064,48 @@ def test_channel_floods_and_strangers(sweep: Callable[[str], Sweep], world: Worl
     assert_deliberate(
         "Channel: garbage after a good message", outcome, expect=grpc.StatusCode.INVALID_ARGUMENT
     )
+
+
+def test_unknown_methods_are_unimplemented(sweep: Callable[[str], Sweep], world: World) -> None:
+    s = sweep("Market/Info")
+    for method in ("/marketplace.api.v1.Tenant/Nope", "/nope.Nope/Info", "/" + "x" * 5000):
+        try:
+            s.channel.unary_unary(method)(b"", timeout=UNARY_WAIT_S)
+            outcome = Outcome(grpc.StatusCode.OK, "")
+        except grpc.RpcError as exc:
+            assert isinstance(exc, grpc.Call)
+            outcome = Outcome(exc.code(), exc.details() or "")
+        assert outcome.code == grpc.StatusCode.UNIMPLEMENTED, (method[:40], outcome)
+
+
+def test_the_market_still_works_and_balances(world: World) -> None:
+    """After the sweep (this test runs last): the victim's own request replayed is refused, a
+    new tenant deploys, a provider bids and wins, and the ledger audit balances."""
+    address, admin = world.server.address, world.keys["admin"]
+    alice = world.keys["alice"]
+    deposit = seal(
+        alice,
+        pb.DepositEscrow(deployment_id=world.ids["dep"], amount=money.MICRO),
+        market=world.market_id,
+    )
+    with grpc.insecure_channel(address) as channel:
+        send = channel.unary_unary(path(METHODS["Tenant/Deposit"]))
+        send(deposit.SerializeToString(), timeout=UNARY_WAIT_S)
+        balance = TenantClient(address, alice).get_account().balance
+        for _ in range(3):
+            outcome = call(channel, METHODS["Tenant/Deposit"], deposit.SerializeToString())
+            assert_deliberate(
+                "the victim's deposit replayed", outcome, expect=grpc.StatusCode.UNAUTHENTICATED
+            )
+        assert TenantClient(address, alice).get_account().balance == balance
+
+    tenant_key, provider_key = Key.generate(), Key.generate()
+    TenantClient(address, admin).fund(tenant_key.address, 10 * money.MICRO)
+    tenant, provider = TenantClient(address, tenant_key), ProviderClient(address, provider_key)
+    provider.register(provider_registration("late"))
+    dep = tenant.create_deployment(gpu_sdl(bid_window="300ms"), money.MICRO)
+    bid = provider.place_bid(dep.order_ids[0], 500_000)
+    assert _lease_of(tenant, dep.id) == bid.id
+    report = MarketClient(address, admin).audit()
+    assert report.balanced, report
+    assert "Traceback" not in world.server.output()
