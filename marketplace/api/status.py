@@ -19,10 +19,11 @@ import grpc
 from marketplace.core import errors
 
 ERROR_KEY = "gm-error"
-# A status's details: one line of at most this many characters. A refusal may quote what the
-# client sent (an id, a market's name); echoed whole, a 200 KB id would pass gRPC's 8 KiB
-# limit on the trailers the client reads, and the client would see INTERNAL instead.
-MAX_DETAILS_CHARS = 512
+# A status's details: one line of at most this many UTF-8 bytes. A refusal may quote what the
+# client sent (an id, a market's name); echoed whole, a 200 KB id would pass gRPC's 8 KiB limit
+# on the trailers a client reads (percent-encoded: up to 3 characters a byte), and the client
+# would see INTERNAL instead of the refusal. A manifest's list of errors fits.
+MAX_DETAILS_BYTES = 2048
 _LINE_BREAKS = str.maketrans({"\n": " ", "\r": " ", "\u2028": " ", "\u2029": " "})
 
 # Most specific first: the first class an error is an instance of decides its status.
@@ -44,10 +45,11 @@ for _cls, _code in reversed(_TO_STATUS):
 
 
 def details_of(exc: BaseException) -> str:
-    """What a status says about `exc`: its message on one line, cut to MAX_DETAILS_CHARS."""
-    text = str(exc)[: MAX_DETAILS_CHARS + 1].translate(_LINE_BREAKS).strip()
-    if len(text) > MAX_DETAILS_CHARS:
-        text = text[: MAX_DETAILS_CHARS - 1] + "…"
+    """What a status says about `exc`: its message on one line, cut to MAX_DETAILS_BYTES."""
+    text = str(exc)[: MAX_DETAILS_BYTES + 1].translate(_LINE_BREAKS).strip()
+    raw = text.encode(errors="replace")
+    if len(raw) > MAX_DETAILS_BYTES:  # cut on a character's boundary, and say so
+        text = raw[: MAX_DETAILS_BYTES - 3].decode(errors="ignore") + "…"
     return text or type(exc).__name__
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from marketplace.api.status import MAX_DETAILS_BYTES
 from marketplace.console import server as console_server
 from marketplace.console.server import CSRF_HEADER, MAX_BODY_BYTES
 from tests.console.conftest import Answer, Browserless, funded_key, running_console
@@ -109,7 +110,8 @@ def assert_refusal_or_answer(what: str, answer: Answer) -> None:
     if answer.status >= 400:
         error = answer.doc.get("error")
         assert isinstance(error, str) and error, f"{what}: {answer.status} {answer.body[:300]!r}"
-        assert "\n" not in error and len(error) <= 1024, f"{what}: {error[:300]!r}"
+        one_line = "\n" not in error and len(error.encode()) <= MAX_DETAILS_BYTES
+        assert one_line, f"{what}: {error[:300]!r}"
 
 
 def raw(base: str, method: str, target: str, body: bytes, headers: dict[str, str]) -> Answer:

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 from marketplace.api.client import MarketClient, ProviderClient, TenantClient
 from marketplace.api.envelope import message_type, seal
+from marketplace.api.status import MAX_DETAILS_BYTES
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import money
 from marketplace.core.clock import Clock, SystemClock
@@ -58,7 +59,7 @@ DELIBERATE = frozenset(
     }
 )
 # A refusal's message is one line, and short: never the hostile input echoed back whole.
-MAX_DETAILS = 1024
+MAX_DETAILS = MAX_DETAILS_BYTES
 
 # The payload each SignedRequest rpc opens (the proto says it in comments only).
 SIGNED_PAYLOAD: dict[str, type[Message]] = {
@@ -280,7 +281,8 @@ def assert_deliberate(
         return  # the client's own deadline: a stream that legitimately stays open
     assert code in DELIBERATE, f"{case}: {code.name} {details!r}"
     assert details and "\n" not in details, f"{case}: {code.name} message {details!r}"
-    assert len(details) <= MAX_DETAILS, f"{case}: {code.name} message of {len(details):,} chars"
+    size = len(details.encode())
+    assert size <= MAX_DETAILS, f"{case}: {code.name} message of {size:,} bytes"
 
 
 # --- requests: generated from the descriptor -----------------------------------------------------
@@ -293,6 +295,7 @@ INT_RANGES = {
     FieldDescriptor.CPPTYPE_ENUM: (-(2**31), 2**31 - 1),
 }
 HUGE = "h" * 200_000  # past every string limit, well under the message limit
+WIDE = "\u2603" * 70_000  # 210 KB of 3-byte characters: 9 bytes each once percent-encoded
 PAST_LIMIT = 10_001  # items: past every repeated field's limit (limits.py: at most 10,000)
 
 
@@ -710,6 +713,9 @@ def payload_cases(w: World, name: str) -> list[Case]:
     huge = baseline(w, name)
     fill_strings(huge, lambda f: HUGE)
     add("200 KB in every string", own, huge.SerializeToString())
+    wide = baseline(w, name)
+    fill_strings(wide, lambda f: WIDE)
+    add("200 KB of snowmen in every string", own, wide.SerializeToString())
     add(
         "repeated fields past their limits", own, past_limits(baseline(w, name)).SerializeToString()
     )
@@ -934,7 +940,7 @@ def test_relayed_sessions(name: str, sweep: Callable[[str], Sweep], world: World
             assert outcome.code == case.expect, f"{label}: {outcome}"
         assert outcome.code in RELAY_DELIBERATE, f"{label}: {outcome}"
         assert outcome.details and "\n" not in outcome.details, f"{label}: {outcome}"
-        assert len(outcome.details) <= MAX_DETAILS, label
+        assert len(outcome.details.encode()) <= MAX_DETAILS, label
 
 
 CHANNEL_COMMANDS = (
