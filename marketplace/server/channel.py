@@ -280,7 +280,7 @@ class ProviderChannel:
     def _check_signature(self, method: str, request: pb.SignedRequest) -> None:
         """Raise Unauthenticated unless `request` is signed, as `method`'s, by its key."""
         command = self.commands.get(method)
-        message_class = pb.WatchOrders if method == WATCH_ORDERS else None
+        message_class: type[Message] | None = pb.WatchOrders if method == WATCH_ORDERS else None
         if command is not None:
             message_class = command.message_class
         if message_class is None:

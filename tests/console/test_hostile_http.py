@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,9 +101,9 @@ def test_the_table_names_every_route() -> None:
 
 
 @pytest.fixture(scope="module")
-def market(tmp_path_factory: pytest.TempPathFactory) -> MarketProcess:
+def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MarketProcess]:
     with MarketProcess.start(tmp_path_factory.mktemp("console") / "market") as running:
-        yield running  # type: ignore[misc]
+        yield running
 
 
 def assert_refusal_or_answer(what: str, answer: Answer) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import grpc
 import pytest
@@ -257,12 +258,18 @@ def call(channel: grpc.Channel, method: MethodDescriptor, body: bytes) -> Outcom
     p = path(method)
     try:
         if method.client_streaming:
-            replies = channel.stream_stream(p)(iter([body]), timeout=STREAM_WAIT_S * 3)
+            replies = channel.stream_stream(p, request_serializer=None, response_deserializer=None)(
+                iter([body]), timeout=STREAM_WAIT_S * 3
+            )
             return Outcome(grpc.StatusCode.OK, "", sum(1 for _ in replies))
         if method.server_streaming:
-            stream = channel.unary_stream(p)(body, timeout=STREAM_WAIT_S)
+            stream = channel.unary_stream(p, request_serializer=None, response_deserializer=None)(
+                body, timeout=STREAM_WAIT_S
+            )
             return Outcome(grpc.StatusCode.OK, "", sum(1 for _ in stream))
-        channel.unary_unary(p)(body, timeout=UNARY_WAIT_S)
+        channel.unary_unary(p, request_serializer=None, response_deserializer=None)(
+            body, timeout=UNARY_WAIT_S
+        )
         return Outcome(grpc.StatusCode.OK, "")
     except grpc.RpcError as exc:
         assert isinstance(exc, grpc.Call)
@@ -299,6 +306,28 @@ WIDE = "\u2603" * 70_000  # 210 KB of 3-byte characters: 9 bytes each once perce
 PAST_LIMIT = 10_001  # items: past every repeated field's limit (limits.py: at most 10,000)
 
 
+def descriptor_of(message: Message | type[Message]) -> Descriptor:
+    """A message's descriptor (the stubs type it as either protobuf implementation's)."""
+    return cast(Descriptor, message.DESCRIPTOR)
+
+
+def submessage(f: FieldDescriptor) -> Descriptor:
+    """The message type of a message field."""
+    assert f.message_type is not None, f.full_name
+    return f.message_type
+
+
+def is_map(f: FieldDescriptor) -> bool:
+    return bool(submessage(f).GetOptions().map_entry)
+
+
+def leaf_field(descriptor: Descriptor, names: tuple[str, ...]) -> FieldDescriptor:
+    """The field at `names` (field names from `descriptor` down)."""
+    for name in names[:-1]:
+        descriptor = submessage(descriptor.fields_by_name[name])
+    return descriptor.fields_by_name[names[-1]]
+
+
 def is_repeated(f: FieldDescriptor) -> bool:
     return bool(f.is_repeated)
 
@@ -306,7 +335,8 @@ def is_repeated(f: FieldDescriptor) -> bool:
 def extremes(f: FieldDescriptor) -> list[object]:
     if f.cpp_type in INT_RANGES:
         low, high = INT_RANGES[f.cpp_type]
-        return sorted(v for v in {low, low + 1, -1, 0, 1, high - 1, high} if low <= v <= high)
+        edges = {low, low + 1, -1, 0, 1, high - 1, high}
+        return [v for v in sorted(edges) if low <= v <= high]
     if f.cpp_type in (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT):
         return [float("nan"), float("inf"), -float("inf"), -1.0, 1e308]
     return []
@@ -320,21 +350,21 @@ def numeric_paths(
         if extremes(f):
             yield (*prefix, f.name)
         elif f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE and depth < 3:
-            yield from numeric_paths(f.message_type, (*prefix, f.name), depth + 1)
+            yield from numeric_paths(submessage(f), (*prefix, f.name), depth + 1)
 
 
 def set_path(message: Message, names: tuple[str, ...], value: object) -> None:
     """Set the field at `names` (in every element of a repeated message on the way; a list
     that is empty gets one)."""
     head, *rest = names
-    f = message.DESCRIPTOR.fields_by_name[head]
+    f = descriptor_of(message).fields_by_name[head]
     if not rest:
         if is_repeated(f):
             getattr(message, head).append(value)
         else:
             setattr(message, head, value)
         return
-    if f.message_type.GetOptions().map_entry:
+    if is_map(f):
         return
     if is_repeated(f):
         items = getattr(message, head)
@@ -347,14 +377,14 @@ def set_path(message: Message, names: tuple[str, ...], value: object) -> None:
 def fill_strings(message: Message, value: Callable[[FieldDescriptor], str], depth: int = 0) -> None:
     """Every string field set to value(field): top-level ones, and those of submessages
     already set (to three levels)."""
-    for f in message.DESCRIPTOR.fields:
+    for f in descriptor_of(message).fields:
         if f.cpp_type == FieldDescriptor.CPPTYPE_STRING and f.type == FieldDescriptor.TYPE_STRING:
             if is_repeated(f):
                 getattr(message, f.name).append(value(f))
             else:
                 setattr(message, f.name, value(f))
         elif f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE and depth < 3:
-            if f.message_type.GetOptions().map_entry:
+            if is_map(f):
                 continue
             if is_repeated(f):
                 for child in getattr(message, f.name):
@@ -366,7 +396,7 @@ def fill_strings(message: Message, value: Callable[[FieldDescriptor], str], dept
 def past_limits(message: Message, depth: int = 0) -> Message:
     """Every repeated field (in submessages already set too) made PAST_LIMIT items long, with
     copies of its first item (a default one, a short string, a 1 for an empty list)."""
-    for f in message.DESCRIPTOR.fields:
+    for f in descriptor_of(message).fields:
         if f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE and not is_repeated(f):
             if depth < 3 and message.HasField(f.name):
                 past_limits(getattr(message, f.name), depth + 1)
@@ -375,7 +405,7 @@ def past_limits(message: Message, depth: int = 0) -> Message:
             continue
         items = getattr(message, f.name)
         if f.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
-            if f.message_type.GetOptions().map_entry:
+            if is_map(f):
                 for i in range(PAST_LIMIT):
                     items[str(i)]
                 continue
@@ -465,9 +495,9 @@ def scalar(
         return st.binary(max_size=64)
     if f.cpp_type == FieldDescriptor.CPPTYPE_STRING:
         return text
-    if f.message_type.GetOptions().map_entry or depth >= 3:
+    if is_map(f) or depth >= 3:
         return None
-    return messages(f.message_type, text, depth + 1)
+    return messages(submessage(f), text, depth + 1)
 
 
 def pb_class(descriptor: Descriptor) -> type[Message]:
@@ -679,6 +709,11 @@ def baseline(w: World, name: str) -> Message:
     return make() if make is not None else message_for(w, payload_class(name), own=True)
 
 
+def victims(record: str) -> Callable[[FieldDescriptor], str]:
+    """Every id-like string field names `record`; other strings stay empty."""
+    return lambda f: record if f.name in ID_FIELDS else ""
+
+
 def payload_cases(w: World, name: str) -> list[Case]:
     """Envelopes that open: hostile payloads, signed by the attacker (own) or naming the victim."""
     cls = payload_class(name)
@@ -703,7 +738,7 @@ def payload_cases(w: World, name: str) -> list[Case]:
     )
     for kind in ("dep", "order", "bid", "lease", "tenant", "provider"):
         victim = cls()
-        fill_strings(victim, lambda f, k=kind: w.ids[k] if f.name in ID_FIELDS else "")
+        fill_strings(victim, victims(w.ids[kind]))
         add(f"outsider names the victim's {kind}", outsider, victim.SerializeToString())
     add(
         "the victim's ids, every field",
@@ -719,11 +754,8 @@ def payload_cases(w: World, name: str) -> list[Case]:
     add(
         "repeated fields past their limits", own, past_limits(baseline(w, name)).SerializeToString()
     )
-    for names in numeric_paths(cls.DESCRIPTOR):
-        leaf = cls.DESCRIPTOR
-        for n in names[:-1]:
-            leaf = leaf.fields_by_name[n].message_type
-        for value in extremes(leaf.fields_by_name[names[-1]]):
+    for names in numeric_paths(descriptor_of(cls)):
+        for value in extremes(leaf_field(descriptor_of(cls), names)):
             message = baseline(w, name)
             set_path(message, names, value)
             add(f"{'.'.join(names)} = {value}", own, message.SerializeToString())
@@ -826,7 +858,7 @@ def test_drawn_payloads(name: str, sweep: Callable[[str], Sweep], world: World) 
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(messages(cls.DESCRIPTOR, text_for(world)))
+    @given(messages(descriptor_of(cls), text_for(world)))
     def attack(message: Message) -> None:
         payload = message.SerializeToString()
         s.send(
@@ -842,6 +874,8 @@ def test_drawn_payloads(name: str, sweep: Callable[[str], Sweep], world: World) 
 def test_drawn_public_requests(name: str, sweep: Callable[[str], Sweep], world: World) -> None:
     s = sweep(name)
     method = METHODS[name]
+    request_type = method.input_type
+    assert request_type is not None
 
     @settings(
         max_examples=25,
@@ -850,26 +884,23 @@ def test_drawn_public_requests(name: str, sweep: Callable[[str], Sweep], world: 
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(messages(method.input_type, text_for(world)))
+    @given(messages(request_type, text_for(world)))
     def attack(message: Message) -> None:
         s.send(Case(f"{message!r:.300}", message.SerializeToString()))
 
     attack()
-    for names in numeric_paths(method.input_type):
-        leaf = method.input_type
-        for n in names[:-1]:
-            leaf = leaf.fields_by_name[n].message_type
-        for value in extremes(leaf.fields_by_name[names[-1]]):
-            message = pb_class(method.input_type)()
+    for names in numeric_paths(request_type):
+        for value in extremes(leaf_field(request_type, names)):
+            message = pb_class(request_type)()
             set_path(message, names, value)
             s.send(Case(f"{'.'.join(names)} = {value}", message.SerializeToString()))
-    huge = pb_class(method.input_type)()
+    huge = pb_class(request_type)()
     fill_strings(huge, lambda f: HUGE)
     s.send(Case("200 KB in every string", huge.SerializeToString()))
     s.send(
         Case(
             "repeated fields past their limits",
-            past_limits(pb_class(method.input_type)()).SerializeToString(),
+            past_limits(pb_class(request_type)()).SerializeToString(),
         )
     )
 
@@ -888,7 +919,9 @@ def stream_call(
 ) -> tuple[Outcome, list[bytes]]:
     """Send raw frames and half-close: the replies and the status the stream ends with."""
     replies: list[bytes] = []
-    call_ = channel.stream_stream(path(METHODS[name]))(iter(frames), timeout=timeout)
+    call_ = channel.stream_stream(
+        path(METHODS[name]), request_serializer=None, response_deserializer=None
+    )(iter(frames), timeout=timeout)
     try:
         replies.extend(call_)
     except grpc.RpcError as exc:
@@ -1076,7 +1109,9 @@ def test_unknown_methods_are_unimplemented(sweep: Callable[[str], Sweep], world:
     s = sweep("Market/Info")
     for method in ("/marketplace.api.v1.Tenant/Nope", "/nope.Nope/Info", "/" + "x" * 5000):
         try:
-            s.channel.unary_unary(method)(b"", timeout=UNARY_WAIT_S)
+            s.channel.unary_unary(method, request_serializer=None, response_deserializer=None)(
+                b"", timeout=UNARY_WAIT_S
+            )
             outcome = Outcome(grpc.StatusCode.OK, "")
         except grpc.RpcError as exc:
             assert isinstance(exc, grpc.Call)
@@ -1095,7 +1130,9 @@ def test_the_market_still_works_and_balances(world: World) -> None:
         market=world.market_id,
     )
     with grpc.insecure_channel(address) as channel:
-        send = channel.unary_unary(path(METHODS["Tenant/Deposit"]))
+        send = channel.unary_unary(
+            path(METHODS["Tenant/Deposit"]), request_serializer=None, response_deserializer=None
+        )
         send(deposit.SerializeToString(), timeout=UNARY_WAIT_S)
         balance = TenantClient(address, alice).get_account().balance
         for _ in range(3):
