@@ -107,6 +107,7 @@ OPENED_BY_FRAME: dict[str, type[Message]] = {
     "Provider/SessionIO": pb.SessionAccept,
 }
 CHANNEL = "Provider/Channel"  # ProviderMessages, each naming a Provider rpc and its request
+VICTIM_LOG_LINE = "victim's secret: hunter2"  # only the victim (and its provider) may read it
 # Who signs a method's requests in the attacker's own name: its role there.
 ADMIN_METHODS = frozenset({"Tenant/Fund", "Market/Audit"})
 
@@ -220,7 +221,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             provider.place_bid(dep.order_ids[0], 500_000)
             lease = _lease_of(tenant, dep.id)
             provider.report_status(pb.LeaseStatusReport(lease_id=lease, state=pb.LEASE_RUNNING))
-            provider.report_logs(lease, [pb.LogLine(line="hello")])
+            line = VICTIM_LOG_LINE if who == "" else "step 1"
+            provider.report_logs(lease, [pb.LogLine(line=line)])
             w.ids[who + "dep"], w.ids[who + "lease"] = dep.id, lease
         sealed = alice.create_deployment(gpu_sdl(bid_window="5m"), money.MICRO)
         w.ids["order"] = sealed.order_ids[0]
@@ -247,45 +249,58 @@ class Outcome:
     code: grpc.StatusCode
     details: str
     replies: int = 0
+    body: bytes = b""  # the replies' bytes, one after the other
 
 
 STREAM_WAIT_S = 1.0  # a server stream that stays open (a watch) is cut by the client then
-UNARY_WAIT_S = 20.0
+UNARY_WAIT_S = 20.0  # generous: under load a refusal may take a while, never this long
 
 
-def call(channel: grpc.Channel, method: MethodDescriptor, body: bytes) -> Outcome:
-    """Send `body` as the request's bytes; the status it ends with."""
+def call(channel: grpc.Channel, method: MethodDescriptor, body: bytes, wait_s: float) -> Outcome:
+    """Send `body` as the request's bytes; the status it ends with, and what came back."""
     p = path(method)
     try:
         if method.client_streaming:
-            replies = channel.stream_stream(p, request_serializer=None, response_deserializer=None)(
-                iter([body]), timeout=STREAM_WAIT_S * 3
+            stream = channel.stream_stream(p, request_serializer=None, response_deserializer=None)(
+                iter([body]), timeout=wait_s
             )
-            return Outcome(grpc.StatusCode.OK, "", sum(1 for _ in replies))
+            replies = list(stream)
+            return Outcome(grpc.StatusCode.OK, "", len(replies), b"".join(replies))
         if method.server_streaming:
             stream = channel.unary_stream(p, request_serializer=None, response_deserializer=None)(
-                body, timeout=STREAM_WAIT_S
+                body, timeout=wait_s
             )
-            return Outcome(grpc.StatusCode.OK, "", sum(1 for _ in stream))
-        channel.unary_unary(p, request_serializer=None, response_deserializer=None)(
-            body, timeout=UNARY_WAIT_S
+            replies = []
+            try:
+                replies.extend(stream)
+            except grpc.RpcError as exc:  # a watch's open end: what came before it counts
+                cut = isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                if not (cut and replies):
+                    raise
+            return Outcome(grpc.StatusCode.OK, "", len(replies), b"".join(replies))
+        reply = channel.unary_unary(p, request_serializer=None, response_deserializer=None)(
+            body, timeout=wait_s
         )
-        return Outcome(grpc.StatusCode.OK, "")
+        return Outcome(grpc.StatusCode.OK, "", 1, reply)
     except grpc.RpcError as exc:
         assert isinstance(exc, grpc.Call)
         return Outcome(exc.code(), exc.details() or "")
 
 
 def assert_deliberate(
-    case: str, outcome: Outcome, *, expect: grpc.StatusCode | None = None
+    case: str,
+    outcome: Outcome,
+    *,
+    expect: grpc.StatusCode | None = None,
+    streaming: bool = False,
 ) -> None:
     code, details = outcome.code, outcome.details
     if expect is not None:
         assert code == expect, f"{case}: {code.name} ({details!r}), not {expect.name}"
     if code == grpc.StatusCode.OK:
         return
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return  # the client's own deadline: a stream that legitimately stays open
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and streaming:
+        return  # the client's own deadline: a watch that legitimately stays open, silent
     assert code in DELIBERATE, f"{case}: {code.name} {details!r}"
     assert details and "\n" not in details, f"{case}: {code.name} message {details!r}"
     size = len(details.encode())
@@ -514,6 +529,7 @@ class Case:
     label: str
     body: bytes
     expect: grpc.StatusCode | None = None  # None: any deliberate status (or OK)
+    outsider: bool = False  # an answer must not carry what only the victim may read
 
 
 def signed(
@@ -722,7 +738,8 @@ def payload_cases(w: World, name: str) -> list[Case]:
 
     def add(label: str, key: Key, payload: bytes, expect: grpc.StatusCode | None = None) -> None:
         request = signed(key, cls, payload, w.market_id)
-        cases.append(Case(label, request.SerializeToString(), expect))
+        outsider = "victim" in label
+        cases.append(Case(label, request.SerializeToString(), expect, outsider))
 
     add(
         "another type's payload signed as this one",
@@ -770,9 +787,16 @@ class Sweep:
     sent: int = 0
 
     def send(self, case: Case) -> Outcome:
-        outcome = call(self.channel, self.method, case.body)
+        streaming = self.method.server_streaming
+        # a refusal is awaited generously; a watch that may stay open, briefly
+        wait_s = STREAM_WAIT_S if streaming and case.expect is None else UNARY_WAIT_S
+        outcome = call(self.channel, self.method, case.body, wait_s)
         self.sent += 1
-        assert_deliberate(f"{rpc(self.method)}: {case.label}", outcome, expect=case.expect)
+        label = f"{rpc(self.method)}: {case.label}"
+        assert_deliberate(label, outcome, expect=case.expect, streaming=streaming)
+        if case.outsider:
+            for secret in (VICTIM_LOG_LINE.encode(), self.world.ids["lease"].encode()):
+                assert secret not in outcome.body, f"{label}: the answer leaks {secret!r}"
         return outcome
 
 
@@ -1136,7 +1160,9 @@ def test_the_market_still_works_and_balances(world: World) -> None:
         send(deposit.SerializeToString(), timeout=UNARY_WAIT_S)
         balance = TenantClient(address, alice).get_account().balance
         for _ in range(3):
-            outcome = call(channel, METHODS["Tenant/Deposit"], deposit.SerializeToString())
+            outcome = call(
+                channel, METHODS["Tenant/Deposit"], deposit.SerializeToString(), UNARY_WAIT_S
+            )
             assert_deliberate(
                 "the victim's deposit replayed", outcome, expect=grpc.StatusCode.UNAUTHENTICATED
             )
