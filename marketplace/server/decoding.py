@@ -8,9 +8,10 @@ parser that never raises out of gRPC's hands:
 
 - a unary request that does not parse becomes an `Undecodable`, and the call ends
   INVALID_ARGUMENT before the method runs;
-- a streamed request (Channel, Shell, SessionIO) that does not parse raises InvalidArgument
-  from the stream's read, inside the servicer, which ends the call with that status like any
-  other refusal (servicers._abort).
+- a streamed request (Channel, Shell, SessionIO, reflection) that does not parse raises an
+  UndecodableFrame (an InvalidArgument) from the stream's read, inside the servicer, which
+  ends the call with that status like any other refusal (servicers._abort; for a handler not
+  ours, this module's wrapper).
 
 It is the innermost interceptor, so ObservingInterceptor counts such calls as refused.
 """
@@ -28,6 +29,10 @@ from marketplace.core.errors import InvalidArgument
 from marketplace.server.interceptors import Context, Handler, StreamingBehavior, UnaryBehavior
 
 Parse: TypeAlias = Callable[[bytes], Any]
+
+
+class UndecodableFrame(InvalidArgument):
+    """A streamed request's frame that did not parse (raised where the stream is read)."""
 
 
 class Undecodable:
@@ -68,7 +73,7 @@ def strict(parse: Parse) -> Parse:
         try:
             return parse(data)
         except Exception:
-            raise InvalidArgument(_reason(parse, len(data))) from None
+            raise UndecodableFrame(_reason(parse, len(data))) from None
 
     return deserialize
 
@@ -97,6 +102,29 @@ def _refusing_unary_stream(behavior: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
         return _refusing_streaming(cast(StreamingBehavior, behavior))
     return _refusing_unary(cast(UnaryBehavior, behavior))
+
+
+def _refusing_frames(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """A stream-request behavior whose UndecodableFrame ends the call INVALID_ARGUMENT, for
+    handlers that do not map it themselves (grpc's reflection; ours do, servicers._abort)."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def frames(requests: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for item in behavior(requests, context):
+                    yield item
+            except UndecodableFrame as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+        return frames
+
+    async def frames_then_reply(requests: Any, context: Context) -> Any:
+        try:
+            return await behavior(requests, context)
+        except UndecodableFrame as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    return frames_then_reply
 
 
 class RequestDecoding(grpc.aio.ServerInterceptor):
@@ -131,11 +159,13 @@ def decoding(handler: Handler) -> Handler:
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            handler.stream_unary, request_deserializer=strict(parse), response_serializer=serialize
+            _refusing_frames(handler.stream_unary),
+            request_deserializer=strict(parse),
+            response_serializer=serialize,
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            handler.stream_stream,
+            _refusing_frames(handler.stream_stream),
             request_deserializer=strict(parse),
             response_serializer=serialize,
         )

@@ -1143,6 +1143,32 @@ def test_unknown_methods_are_unimplemented(sweep: Callable[[str], Sweep], world:
         assert outcome.code == grpc.StatusCode.UNIMPLEMENTED, (method[:40], outcome)
 
 
+def test_health_and_reflection_refuse_garbage(sweep: Callable[[str], Sweep], world: World) -> None:
+    """The services beside the market's (grpc's own health and reflection) pass the same
+    request parser: garbage is INVALID_ARGUMENT there too, with no traceback."""
+    s = sweep("Market/Info")
+    check = "/grpc.health.v1.Health/Check"
+    reply = s.channel.unary_unary(check, request_serializer=None, response_deserializer=None)
+    for body in (b"\xff\xff\xff\x01", b"\x0a\x80\x80\x01"):
+        with pytest.raises(grpc.RpcError) as caught:
+            reply(body, timeout=UNARY_WAIT_S)
+        error = caught.value
+        assert isinstance(error, grpc.Call)
+        outcome = Outcome(error.code(), error.details() or "")
+        assert_deliberate("Health/Check garbage", outcome, expect=grpc.StatusCode.INVALID_ARGUMENT)
+    reflection = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    stream = s.channel.stream_stream(
+        reflection, request_serializer=None, response_deserializer=None
+    )
+    try:
+        list(stream(iter([b"\xff\xff\xff\x01"]), timeout=UNARY_WAIT_S))
+        outcome = Outcome(grpc.StatusCode.OK, "")
+    except grpc.RpcError as exc:
+        assert isinstance(exc, grpc.Call)
+        outcome = Outcome(exc.code(), exc.details() or "")
+    assert_deliberate("reflection garbage", outcome, expect=grpc.StatusCode.INVALID_ARGUMENT)
+
+
 def test_the_market_still_works_and_balances(world: World) -> None:
     """After the sweep (this test runs last): the victim's own request replayed is refused, a
     new tenant deploys, a provider bids and wins, and the ledger audit balances."""
