@@ -819,6 +819,8 @@ def sweep(world: World, request: pytest.FixtureRequest) -> Iterator[Callable[[st
     log = world.server.output()[log_from:]
     assert "Traceback" not in log, log[-4000:]
     assert world.victim_view() == before, "the victim's records changed"
+    audit = MarketClient(world.server.address, world.keys["admin"]).audit()
+    assert audit.balanced, f"the ledger no longer balances: {audit}"
 
 
 def serving(channel: grpc.Channel) -> bool:
