@@ -39,6 +39,7 @@ from marketplace.api.status import MAX_DETAILS_BYTES
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import money
 from marketplace.core.clock import Clock, SystemClock
+from marketplace.core.errors import InvalidArgument
 from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
 from marketplace.server.serve import MAX_MESSAGE_BYTES
@@ -1169,6 +1170,20 @@ def test_health_and_reflection_refuse_garbage(sweep: Callable[[str], Sweep], wor
         assert isinstance(exc, grpc.Call)
         outcome = Outcome(exc.code(), exc.details() or "")
     assert_deliberate("reflection garbage", outcome, expect=grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_a_reading_from_the_future_cannot_freeze_telemetry(world: World) -> None:
+    """A report dated past the market's clock (int64's edge, a year ahead) is refused: kept,
+    it would have hidden every real reading after it, and `provider status` could not print
+    its date."""
+    q = ProviderClient(world.server.address, world.keys["q"])
+    now = SystemClock().now_ms()
+    reading = pb.GpuTelemetry(index=0, uuid="GPU-q-0", model="h100", healthy=True)
+    for ahead in (2**63 - 1 - now, 365 * 24 * 3600_000):
+        with pytest.raises(InvalidArgument, match="ahead of the marketplace's clock"):
+            q.report_telemetry(pb.TelemetryReport(gpus=[reading], read_at_ms=now + ahead))
+    q.report_telemetry(pb.TelemetryReport(gpus=[reading], read_at_ms=now))
+    assert q.status().read_at_ms == now
 
 
 def test_the_market_still_works_and_balances(world: World) -> None:
