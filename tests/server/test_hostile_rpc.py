@@ -225,7 +225,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             line = VICTIM_LOG_LINE if who == "" else "step 1"
             provider.report_logs(lease, [pb.LogLine(line=line)])
             w.ids[who + "dep"], w.ids[who + "lease"] = dep.id, lease
-        sealed = alice.create_deployment(gpu_sdl(bid_window="5m"), money.MICRO)
+        # manual: no winner is picked for 10 minutes, far past the sweep, so the auction's
+        # close never reads as a change to the victim
+        manual = gpu_sdl(bid_window="5m", extra=", manual: true")
+        sealed = alice.create_deployment(manual, money.MICRO)
         w.ids["order"] = sealed.order_ids[0]
         w.ids["bid"] = p.place_bid(w.ids["order"], 400_000).id
         w.ids["tenant"], w.ids["provider"] = keys["alice"].address, keys["p"].address
