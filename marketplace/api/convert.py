@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.core import gpus, matching, price_advice
+from marketplace.core import gpus, limits, matching, price_advice
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.gang import Rendezvous, node_rendezvous
@@ -243,7 +243,14 @@ def group_from_proto(g: pb.GroupSpec) -> GroupSpec:
 
 
 def attributes_from_proto(attrs: Iterable[pb.Attribute]) -> dict[str, str]:
-    return {a.key: a.value for a in attrs}
+    """Attributes by key. A key given twice is refused: a dict would keep the last one
+    silently (and 10,000 copies of one key would pass the count limit as one)."""
+    found: dict[str, str] = {}
+    for a in attrs:
+        if a.key in found:
+            raise InvalidArgument(f"attribute key {limits.shown(a.key)} is given twice")
+        found[a.key] = a.value
+    return found
 
 
 def attributes_to_proto(attrs: dict[str, str]) -> list[pb.Attribute]:
