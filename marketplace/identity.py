@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from marketplace.core.clock import Clock
 from marketplace.core.errors import InvalidArgument, NotFound, Unauthenticated
 from marketplace.core.limits import ADDRESS_PREFIX as ADDRESS_PREFIX  # the core checks addresses
+from marketplace.core.limits import clipped
 from marketplace.core.limits import is_address as is_address  # (limits.is_address) without us
 from marketplace.userfiles import read_bounded
 
@@ -143,9 +144,9 @@ def verify_signature(message_type: str, payload: bytes, sig: Signature, market: 
     if len(sig.public_key) != 32 or len(sig.signature) != 64 or len(sig.nonce) != NONCE_BYTES:
         raise Unauthenticated("malformed signature envelope")
     if sig.market != market:
+        named = clipped(sig.market, 64) if sig.market else "none named"  # the sender's: cut
         raise Unauthenticated(
-            f"signed for another marketplace ({sig.market or 'none named'}); "
-            f"this is marketplace {market}"
+            f"signed for another marketplace ({named}); this is marketplace {market}"
         )
     data = signing_bytes(market, message_type, sig.nonce, sig.timestamp_ms, payload)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from marketplace.api.status import ERROR_KEY, error_from_rpc, error_name, status_of
+from marketplace.api.status import ERROR_KEY, details_of, error_from_rpc, error_name, status_of
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.errors import MarketError
 
@@ -39,7 +39,7 @@ def refused(seq: int, exc: MarketError, already_applied: bool = False) -> pb.Mar
     answer = pb.ChannelAnswer(
         seq=seq,
         code=status_number(status_of(exc)),
-        message=str(exc),
+        message=details_of(exc),
         error=error_name(exc),
         already_applied=already_applied,
     )

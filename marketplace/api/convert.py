@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from marketplace.api.v1 import market_pb2 as pb
-from marketplace.core import gpus, matching, price_advice
+from marketplace.core import gpus, limits, matching, price_advice
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.gang import Rendezvous, node_rendezvous
@@ -243,7 +243,14 @@ def group_from_proto(g: pb.GroupSpec) -> GroupSpec:
 
 
 def attributes_from_proto(attrs: Iterable[pb.Attribute]) -> dict[str, str]:
-    return {a.key: a.value for a in attrs}
+    """Attributes by key. A key given twice is refused: a dict would keep the last one
+    silently (and 10,000 copies of one key would pass the count limit as one)."""
+    found: dict[str, str] = {}
+    for a in attrs:
+        if a.key in found:
+            raise InvalidArgument(f"attribute key {limits.shown(a.key)} is given twice")
+        found[a.key] = a.value
+    return found
 
 
 def attributes_to_proto(attrs: dict[str, str]) -> list[pb.Attribute]:
@@ -258,7 +265,7 @@ def gpu_variant_from_proto(d: pb.GpuDevice) -> gpus.GpuVariant | None:
     interface the agent reported (VRAM rounded to whole GiB)."""
     variant = gpus.from_nvml(d.name, d.memory_mib or None) if d.name else None
     if variant is None and d.model:
-        ram = round(d.memory_mib / 1024) if d.memory_mib else 0
+        ram = (d.memory_mib + 512) // 1024 if d.memory_mib else 0  # ints: exact at int64's edge
         variant = gpus.GpuVariant(d.model, ram, gpus.normalize_interface(d.interface) or "pcie")
     return variant
 

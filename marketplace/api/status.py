@@ -19,6 +19,12 @@ import grpc
 from marketplace.core import errors
 
 ERROR_KEY = "gm-error"
+# A status's details: one line of at most this many UTF-8 bytes. A refusal may quote what the
+# client sent (an id, a market's name); echoed whole, a 200 KB id would pass gRPC's 8 KiB limit
+# on the trailers a client reads (percent-encoded: up to 3 characters a byte), and the client
+# would see INTERNAL instead of the refusal. A manifest's list of errors fits.
+MAX_DETAILS_BYTES = 2048
+_LINE_BREAKS = str.maketrans({"\n": " ", "\r": " ", "\u2028": " ", "\u2029": " "})
 
 # Most specific first: the first class an error is an instance of decides its status.
 _TO_STATUS: tuple[tuple[type[errors.MarketError], grpc.StatusCode], ...] = (
@@ -36,6 +42,15 @@ _BY_NAME: dict[str, type[errors.MarketError]] = {cls.__name__: cls for cls, _ in
 _FROM_STATUS: dict[grpc.StatusCode, type[errors.MarketError]] = {}
 for _cls, _code in reversed(_TO_STATUS):
     _FROM_STATUS[_code] = _cls  # the least specific class of each code
+
+
+def details_of(exc: BaseException) -> str:
+    """What a status says about `exc`: its message on one line, cut to MAX_DETAILS_BYTES."""
+    text = str(exc)[: MAX_DETAILS_BYTES + 1].translate(_LINE_BREAKS).strip()
+    raw = text.encode(errors="replace")
+    if len(raw) > MAX_DETAILS_BYTES:  # cut on a character's boundary, and say so
+        text = raw[: MAX_DETAILS_BYTES - 3].decode(errors="ignore") + "…"
+    return text or type(exc).__name__
 
 
 def status_of(exc: errors.MarketError) -> grpc.StatusCode:

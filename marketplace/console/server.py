@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 from google.protobuf.message import Message as ProtoMessage
 
 from marketplace.api.client import MarketUnavailable
+from marketplace.api.status import details_of
 from marketplace.console.api import ConsoleApi, Doc, Feed, Json, event_doc, log_doc
 from marketplace.core.errors import (
     AlreadyExists,
@@ -301,21 +302,20 @@ class ConsoleHandler(BaseHTTPRequestHandler):
 
     def _handle(self, route: Callable[[str, dict[str, str]], None]) -> None:
         url = urlsplit(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query, max_num_fields=20).items()}
         try:
+            query = _query(url.query)
             self._check_host()
             if url.path != "/login":
                 self._check_login()
             route(url.path, query)
-        except HttpError as exc:
-            self._send_json(exc.status, {"error": exc.message})
+        except HttpError as exc:  # one bounded line: a message may quote a 20 KB id
+            self._send_json(exc.status, {"error": details_of(exc)})
         except MarketError as exc:
             status = next(
                 (s for cls, s in ERROR_STATUS if isinstance(exc, cls)), HTTPStatus.BAD_GATEWAY
             )
-            self._send_json(
-                status, {"error": str(exc).splitlines()[0] if str(exc) else status.phrase}
-            )
+            first = str(exc).splitlines()[0] if str(exc) else status.phrase
+            self._send_json(status, {"error": details_of(Exception(first))})
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             self.close_connection = True
         except Exception:  # the page gets one line; the log gets the traceback
@@ -397,6 +397,10 @@ class ConsoleHandler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length))
         except (ValueError, UnicodeDecodeError):
             raise HttpError(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
+        except RecursionError:  # [[[[...: json recurses per level, 2 bytes a level
+            raise HttpError(
+                HTTPStatus.BAD_REQUEST, "the body's JSON is nested too deeply"
+            ) from None
         if not isinstance(body, dict):
             raise HttpError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
         return body
@@ -645,6 +649,14 @@ def sse(event: str, doc: Doc, event_id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
 
+def _query(text: str) -> dict[str, str]:
+    """The query's fields (the first value of each); more than 20 is a client's error."""
+    try:
+        return {k: v[0] for k, v in parse_qs(text, max_num_fields=20).items()}
+    except ValueError:  # parse_qs: "Max number of fields exceeded"
+        raise HttpError(HTTPStatus.BAD_REQUEST, "the query has more than 20 fields") from None
+
+
 def _arg(q: dict[str, str], name: str) -> str:
     value = q.get(name)
     if not value:
@@ -656,4 +668,11 @@ def _field(body: dict[str, Json], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise HttpError(HTTPStatus.BAD_REQUEST, f"the body needs a string field {name!r}")
+    if not value.isascii():  # JSON may carry lone surrogates ("\ud800"), which no text holds
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise HttpError(
+                HTTPStatus.BAD_REQUEST, f"the body's field {name!r} is not valid Unicode text"
+            ) from None
     return value

@@ -64,6 +64,7 @@ TEXT: Mapping[str, TextLimit] = {
     "update summary": TextLimit(1024),  # what an update in place changes (the event's message)
     "gpu uuid": TextLimit(128),
     "gpu model": TextLimit(64),
+    "gpu interface": TextLimit(16),
     "gpu health reason": TextLimit(512),  # why a GPU is not offered (telemetry)
     "driver version": TextLimit(64),
     "cuda version": TextLimit(64),
@@ -82,6 +83,7 @@ MAX_GROUPS = 256  # placement groups in one deployment
 MAX_GANG_NODES = 64  # nodes of one gang (`gpumarket: gang: nodes`), each an order
 MAX_BANDWIDTH_MBPS = 10_000_000  # a declared link or a gang's floor: 10 Tbps
 MAX_GPUS = 256  # devices one provider registers
+MAX_GPU_RAM_GIB = 16 * 1024  # one device's VRAM as a provider reports it (telemetry's 16 TiB)
 MAX_OFFER_ITEMS = 256  # GPU models/uuids named in one bid offer
 MAX_ENDPOINTS = 256  # per lease status report
 MAX_RUNNING_IDS = 10_000  # lease ids in one heartbeat
@@ -239,6 +241,14 @@ def check_capacity(capacity: Capacity) -> None:
         if not 0 <= value <= MAX_AMOUNT:
             raise InvalidArgument(f"inventory {field} {shown(value)} is outside 0..{MAX_AMOUNT:,}")
     check_texts("gpu uuid", (device.uuid for device in capacity.gpus), MAX_GPUS)
+    for device in capacity.gpus:  # echoed by ListProviders to everyone: bounded, int64-safe
+        check_text("gpu model", device.variant.model)
+        check_text("gpu interface", device.variant.interface)
+        if not 0 <= device.variant.ram_gib <= MAX_GPU_RAM_GIB:
+            raise InvalidArgument(
+                f"inventory gpu {clipped(device.uuid)}: VRAM {shown(device.variant.ram_gib)} GiB "
+                f"is outside 0..{MAX_GPU_RAM_GIB:,}"
+            )
 
 
 def check_offer(offer: Offer) -> None:

@@ -60,6 +60,10 @@ def check_gpu(gpu: GpuTelemetry) -> GpuTelemetry:
     return gpu
 
 
+# How far ahead of the market's clock a reading may be dated (a signature may be 60 s off)
+MAX_AHEAD_MS = 5 * 60_000
+
+
 def check_report(gpus: tuple[GpuTelemetry, ...], read_at_ms: int) -> None:
     if len(gpus) > MAX_GPUS:
         raise InvalidArgument(
@@ -91,6 +95,11 @@ class TelemetryBook:
         changes nothing). An older reading than the one kept (a resend, a reordered report)
         is kept out."""
         check_report(gpus, read_at_ms)
+        if read_at_ms - now_ms > MAX_AHEAD_MS:  # kept, it would hide every real reading after
+            raise InvalidArgument(
+                f"read_at_ms is {(read_at_ms - now_ms) / 1000:,.0f} s ahead of the marketplace's "
+                f"clock; at most {MAX_AHEAD_MS // 1000} s (is the agent's clock right?)"
+            )
         kept = self._latest.get(provider)
         if kept is not None and kept.read_at_ms > read_at_ms:
             return kept

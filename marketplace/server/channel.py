@@ -253,6 +253,7 @@ class ProviderChannel:
     def _run(self, seq: int, method: str, request: pb.SignedRequest) -> _Out:
         signer = address_of(request.public_key)
         if self.provider is not None and signer != self.provider:
+            self._check_signature(method, request)  # a forgery is UNAUTHENTICATED, as unary
             raise PermissionDenied(f"this stream is {self.provider}'s; {signer} signed this")
         if method == WATCH_ORDERS:
             return self._watch(seq, request)
@@ -275,6 +276,16 @@ class ProviderChannel:
         self._bind(signer)
         self.book.keep(request, submitted)
         return _Pending(seq, submitted, False)
+
+    def _check_signature(self, method: str, request: pb.SignedRequest) -> None:
+        """Raise Unauthenticated unless `request` is signed, as `method`'s, by its key."""
+        command = self.commands.get(method)
+        message_class: type[Message] | None = pb.WatchOrders if method == WATCH_ORDERS else None
+        if command is not None:
+            message_class = command.message_class
+        if message_class is None:
+            raise InvalidArgument(f"no command {shown(method)} on the provider channel")
+        signer_of(request, message_class, market=self.app.market_id)
 
     def _again(self, seq: int, command: Command, request: pb.SignedRequest) -> _Out:
         """A resend of an accepted envelope whose answer is no longer kept."""

@@ -38,6 +38,7 @@ from marketplace.core.market import MarketConfig
 from marketplace.identity import Key
 from marketplace.server import datadir
 from marketplace.server.app import MarketApp
+from marketplace.server.decoding import RequestDecoding
 from marketplace.server.logs import fields
 from marketplace.server.metrics import split_metrics_listen
 from marketplace.server.observe import Observability
@@ -415,7 +416,9 @@ def _grpc_server(
     app: MarketApp, observability: Observability
 ) -> tuple[grpc.aio.Server, health_aio.HealthServicer, list[str]]:
     """The server with the market's services, health and reflection; not bound yet."""
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[observability.interceptor])
+    # innermost: RequestDecoding (undecodable requests are refused before they are counted)
+    interceptors = [observability.interceptor, RequestDecoding()]
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     names = add_servicers(server, app)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

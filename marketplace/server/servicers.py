@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from marketplace.api import attestations as audit_wire
 from marketplace.api import convert
 from marketplace.api.envelope import open_envelope
-from marketplace.api.status import ERROR_KEY, error_name, status_of
+from marketplace.api.status import ERROR_KEY, details_of, error_name, status_of
 from marketplace.api.telemetry import gpu_telemetry_from_proto, price_history_to_proto
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
@@ -94,12 +94,12 @@ async def _abort(context: Context, exc: Exception) -> NoReturn:
     # requests grew the server by ~1 MiB each. Dropped here, it is freed at once.
     _drop_tracebacks(exc)
     if isinstance(exc, Unavailable):  # a deposed leader: the client tries another address
-        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, details_of(exc))
     if isinstance(exc, MarketError):
         context.set_trailing_metadata(((ERROR_KEY, error_name(exc)),))
-        await context.abort(status_of(exc), str(exc))
+        await context.abort(status_of(exc), details_of(exc))
     if isinstance(exc, WatcherOverflow):
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, details_of(exc))
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
 
@@ -557,7 +557,7 @@ async def _relayed(context: Context, session: Awaitable[None]) -> None:
     try:
         await session
     except ProviderSilent as exc:
-        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, details_of(exc))
     except Exception as exc:
         await _abort(context, exc)
 

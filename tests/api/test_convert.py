@@ -176,3 +176,10 @@ def test_status_both_ways(error: errors.MarketError, code: grpc.StatusCode) -> N
 
 def test_transport_statuses_are_not_market_errors() -> None:
     assert status.error_from_status(grpc.StatusCode.UNAVAILABLE, "down") is None
+
+
+def test_an_attribute_key_given_twice_is_refused_not_overwritten() -> None:
+    twice = [pb.Attribute(key="region", value="eu"), pb.Attribute(key="region", value="us")]
+    with pytest.raises(errors.InvalidArgument, match="attribute key 'region' is given twice"):
+        convert.attributes_from_proto(twice)
+    assert convert.attributes_from_proto(twice[:1]) == {"region": "eu"}

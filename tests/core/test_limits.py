@@ -104,6 +104,26 @@ def test_registration_with_huge_strings_is_refused_and_changes_nothing(
     assert [p.address for p in market.list_providers()] == ["p1"]
 
 
+@pytest.mark.parametrize(
+    ("variant", "says"),
+    [
+        (GpuVariant("h100", 2**53, "sxm"), "VRAM 9007199254740992 GiB is outside 0..16,384"),
+        (GpuVariant("h100", -1, "sxm"), "VRAM -1 GiB is outside 0..16,384"),
+        (GpuVariant("h" * 65, 80, "sxm"), "gpu model is 65 characters; the limit is 64"),
+        (GpuVariant("h100", 80, "s\x1bxm"), "gpu interface holds a control character"),
+    ],
+)
+def test_a_gpu_the_market_cannot_echo_is_refused_by_register_and_heartbeat(
+    market: MarketService, variant: GpuVariant, says: str
+) -> None:
+    """ListProviders writes each GPU's VRAM as MiB in an int64: a device at int64's edge
+    (memory_mib 2^63-1 read as 2^53 GiB) would have broken it for every reader."""
+    odd = Capacity(64_000, 1024**3, 1024**3, (GpuDevice("GPU-odd", variant),))
+    assert says in refused(market.register_provider, "p2", "https://p2", {}, odd)
+    assert says in refused(market.heartbeat, "p1", [], odd)
+    assert "p2" not in {p.address for p in market.list_providers()}
+
+
 @pytest.mark.parametrize("text", ["a\x00b", "evil\x1b]0;pwned\x07", "two\nlines", "\u2028", "\x9b"])
 def test_control_characters_are_refused(market: MarketService, text: str) -> None:
     message = refused(market.register_provider, "p2", text, {}, capacity("p2"))
