@@ -116,27 +116,11 @@ class Quoter:
         An on-demand order that does not fit, but would with some of `spot_leases` pre-empted,
         is bid on naming those (core/spot.py); a spot order is priced at spot_percent of the
         price, never below the floor."""
-        if self.pricing is None:
-            return BidDecision(False, reason=NO_PRICES)
-        lacking = needs_refusal(group, self.features) or storage_refusal(
-            group, dict(inventory.attributes)
-        )
-        if lacking is not None:
-            return BidDecision(False, reason=lacking)
         free = reservations.free(inventory.total)
 
         def decided(capacity: Capacity) -> BidDecision:
-            return decide(
-                group,
-                tenant,
-                dict(inventory.attributes),
-                capacity,
-                self.policy,
-                None,  # priced below, once the resources are held
-                self.clock.now_ms(),
-                running_leases=running_leases,
-                closes_at_ms=closes_at_ms,
-                auditors=auditors,
+            return self._unpriced(
+                group, tenant, inventory, capacity, running_leases, closes_at_ms, auditors
             )
 
         decision = decided(free)
@@ -148,6 +132,7 @@ class Quoter:
                     decision = BidDecision(True, 0, found.allocation, preempts=found.lease_ids)
         if not decision.bid or decision.allocation is None:
             return decision
+        assert self.pricing is not None  # _unpriced bids only with prices set
         reservations.hold(key, decision.allocation)
         try:
             price = await asyncio.to_thread(self.pricing.price, group, decision.allocation, tenant)
@@ -172,21 +157,39 @@ class Quoter:
     ) -> bool:
         """Whether `group` would be bid on with none of this provider's capacity held and no
         lease running: a decline now is then for want of room, which a lease ending can make."""
-        if self.pricing is None or needs_refusal(group, self.features):
-            return False
-        if storage_refusal(group, dict(inventory.attributes)) is not None:
-            return False
-        empty = decide(
+        return self._unpriced(group, tenant, inventory, inventory.total, 0, None, auditors).bid
+
+    def _unpriced(
+        self,
+        group: GroupSpec,
+        tenant: str,
+        inventory: Inventory,
+        capacity: Capacity,
+        running_leases: int,
+        closes_at_ms: int | None,
+        auditors: Mapping[str, Mapping[str, str]] | None,
+    ) -> BidDecision:
+        """Everything but the price: prices set, features and storage this box has, then the
+        core's decision against `capacity` (what to hold, or why not)."""
+        if self.pricing is None:
+            return BidDecision(False, reason=NO_PRICES)
+        lacking = needs_refusal(group, self.features) or storage_refusal(
+            group, dict(inventory.attributes)
+        )
+        if lacking is not None:
+            return BidDecision(False, reason=lacking)
+        return decide(
             group,
             tenant,
             dict(inventory.attributes),
-            inventory.total,
+            capacity,
             self.policy,
-            None,
+            None,  # priced by the caller, once the resources are held
             self.clock.now_ms(),
+            running_leases=running_leases,
+            closes_at_ms=closes_at_ms,
             auditors=auditors,
         )
-        return empty.bid
 
     def quote(self, group: GroupSpec, tenant: str, inventory: Inventory) -> BidDecision:
         """`evaluate` against the whole inventory, for a person asking (blocking)."""

@@ -128,17 +128,25 @@ def _refusing_frames(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class RequestDecoding(grpc.aio.ServerInterceptor):
-    """Give every method's handler a parser that refuses undecodable requests (module doc)."""
+    """Give every method's handler a parser that refuses undecodable requests (module doc).
+    A method's handler is the same object on every call: it is wrapped once, not per call."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
+        method = handler_call_details.method
+        if (known := self._wrapped.get(method)) is not None:
+            return known
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler  # unknown method (UNIMPLEMENTED), or raw bytes wanted
-        return decoding(handler)
+        self._wrapped[method] = wrapped = decoding(handler)
+        return wrapped
 
 
 def decoding(handler: Handler) -> Handler:

