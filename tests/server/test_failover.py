@@ -26,7 +26,15 @@ from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import money
-from marketplace.core.errors import FailedPrecondition, MarketError
+from marketplace.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    MarketError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from marketplace.core.events import DeploymentEventKind
 from marketplace.identity import Key
 from marketplace.server.serve import ADMIN_KEY_FILE
@@ -41,6 +49,8 @@ pytestmark = pytest.mark.slow
 TAKEOVER_BOUND_S = 5.0  # SIGKILL → the standby serving (its default lease is 3 s)
 KILLS = 3
 T = TypeVar("T")
+# answers that are the market's rules, not a leader going away (which surfaces as MarketError)
+REFUSALS = (AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated)
 
 
 @dataclass
@@ -116,6 +126,7 @@ class Workload:
     closed: list[str] = field(default_factory=list)
     bids: list[str] = field(default_factory=list)
     failures: int = 0
+    last_failure: MarketError | None = None  # named when the workload stalls
     stop: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None  # what ended the loop before it was stopped
 
@@ -134,8 +145,11 @@ class Workload:
                     return step(tenant, provider)
                 except FailedPrecondition:
                     return None
-                except MarketError:  # the leader went away: find the next one
+                except REFUSALS:  # a rule said no: retrying cannot help, so the workload ends
+                    raise
+                except MarketError as exc:  # the leader went away: find the next one
                     self.failures += 1
+                    self.last_failure = exc
         return None
 
     def run(self) -> None:
@@ -157,7 +171,7 @@ class Workload:
                 return
             self.deployments.append(dep.id)
             order_id, dep_id = dep.order_ids[0], dep.id
-            bid = self.call(bid_on(order_id))
+            bid = self.call(bid_on(order_id, self.provider))
             if bid is not None:
                 self.bids.append(bid.id)
             self.call(lambda _, p: p.heartbeat([self.lease_id]))
@@ -177,8 +191,15 @@ def stands_by_again(server: MarketProcess) -> None:
     wait_until(lambda: server.output().count("standing by:") >= 1, 20, "it to stand by again")
 
 
-def bid_on(order_id: str) -> Callable[[TenantClient, ProviderClient], pb.Bid]:
-    return lambda _, provider: provider.place_bid(order_id, 450_000)
+def bid_on(order_id: str, bidder: Key) -> Callable[[TenantClient, ProviderClient], pb.Bid]:
+    def place(tenant: TenantClient, provider: ProviderClient) -> pb.Bid:
+        try:
+            return provider.place_bid(order_id, 450_000)
+        except AlreadyExists:  # a try whose answer died with the leader was committed: find it
+            with TenantClient(tenant.address, bidder, timeout_s=5) as own:
+                return next(b for b in own.list_bids(order_id) if b.provider == bidder.address)
+
+    return place
 
 
 def close(deployment_id: str) -> Callable[[TenantClient, ProviderClient], pb.Deployment]:
