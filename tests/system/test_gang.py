@@ -6,6 +6,7 @@ provider publishes (busybox `nc`). SIGKILLing one agent stops and re-auctions bo
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import subprocess
@@ -37,7 +38,9 @@ def bridge_gateway() -> str:
         check=True,
         timeout=30,
     ).stdout
-    return str(json.loads(out)[0]["Gateway"])
+    config = json.loads(out)[0]
+    # an engine restarted on a kept bridge may list no gateway: Docker gives it the subnet's first
+    return str(config.get("Gateway") or next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 
 def free_port() -> int:
