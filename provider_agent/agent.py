@@ -34,7 +34,7 @@ import click
 
 from marketplace.core.clock import Clock, SystemClock
 from marketplace.core.errors import MarketError, NotFound, Unavailable
-from marketplace.core.matching import Allocation, allocate
+from marketplace.core.matching import Allocation, Capacity, allocate
 from marketplace.core.money import format_amount
 from marketplace.core.provider_feed import (
     BidLost,
@@ -480,15 +480,11 @@ class Agent:
                 StatusReport(lease.id, False, True, -1, message=f"manifest: {exc}")
             )
             return
-        allocation = self.reservations.held(f"lease:{lease.id}")
-        if allocation is None:  # e.g. the agent restarted between bid and win
-            got = allocate(job.group, self.reservations.free(self._inventory().total))
-            if isinstance(got, str):
-                self.bidder.start_failed(job.group, got)
-                await self._outbox.put(StatusReport(lease.id, False, True, -1, message=got))
-                return
-            allocation = got
-            self.reservations.hold(f"lease:{lease.id}", allocation)
+        allocation = self._place(lease.id, job.group)
+        if isinstance(allocation, str):
+            self.bidder.start_failed(job.group, allocation)
+            await self._outbox.put(StatusReport(lease.id, False, True, -1, message=allocation))
+            return
         if victims:  # what the pre-empted leases held beyond this lease's needs is free now
             self.bidder.capacity_freed()
         self.say(f"lease {lease.id}: starting {', '.join(s for s, _ in _services(job.group))}")
@@ -508,6 +504,27 @@ class Agent:
             self.say(f"lease {lease.id}: running" + (f" at {ports}" if ports else ""))
         else:
             self.bidder.start_failed(job.group, report.message)
+
+    def _place(self, lease_id: str, group: GroupSpec) -> Allocation | str:
+        """The lease's GPUs unit by unit, and what it holds. A won bid's reservation is that
+        already; one held from the lease's record (won before a restart) names its GPUs but not
+        their units, so the group is placed on them; with nothing held (an older market's
+        lease), or should that fail, on what is free. Returns why not, when it fits nowhere."""
+        key = f"lease:{lease_id}"
+        held = self.reservations.held(key)
+        if held is not None and (held.unit_gpus or not held.gpu_uuids):
+            return held
+        total = self._inventory().total
+        got: Allocation | str = "nothing held"
+        if held is not None:  # within what it holds
+            mine = tuple(d for d in total.gpus if d.uuid in set(held.gpu_uuids))
+            own = Capacity(held.cpu_millis, held.memory_bytes, held.storage_bytes, mine)
+            got = allocate(group, own)
+        if isinstance(got, str):
+            got = allocate(group, self.reservations.free(total, ignoring=key))
+        if not isinstance(got, str):
+            self.reservations.hold(key, got)
+        return got
 
     async def _update_lease(self, lease: Lease) -> None:
         """Fetch the lease's manifest again and run its new version (supervisor.update_lease)."""

@@ -43,7 +43,8 @@ from marketplace.core import spot
 from marketplace.core.bidding import BidDecision, BidPolicy, decide, with_price
 from marketplace.core.clock import Clock
 from marketplace.core.errors import MarketError, Unavailable
-from marketplace.core.matching import Capacity
+from marketplace.core.gang import declared_link, link_shortfall
+from marketplace.core.matching import Allocation, Capacity
 from marketplace.core.money import format_amount
 from marketplace.core.pricing import Pricing, PricingError
 from marketplace.core.resources import GroupSpec, Tier
@@ -116,7 +117,7 @@ class Quoter:
         An on-demand order that does not fit, but would with some of `spot_leases` pre-empted,
         is bid on naming those (core/spot.py); a spot order is priced at spot_percent of the
         price, never below the floor."""
-        free = reservations.free(inventory.total)
+        free = reservations.free(inventory.total, ignoring=key)  # its own hold is its to take
 
         def decided(capacity: Capacity) -> BidDecision:
             return self._unpriced(
@@ -288,7 +289,28 @@ class _OpenOrder:
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key = f"order:{self.order.id}"
+        self.key = reservation_key(self.order)
+
+
+def reservation_key(order: Order) -> str:
+    """Where an order's room is held: its own, or its gang's one reservation for every node
+    (the market awards a provider at most one node of a gang, so one node's room serves all
+    the bids on its nodes)."""
+    return f"gang:{order.deployment_id}" if order.gang is not None else f"order:{order.id}"
+
+
+def lease_allocation(lease: Lease) -> Allocation | None:
+    """What the market says a lease holds of this provider (its allocation at the award), or
+    None when it says nothing (an older market)."""
+    if not (lease.gpu_uuids or lease.cpu_millis or lease.memory_bytes or lease.storage_bytes):
+        return None
+    return Allocation(
+        gpu_uuids=lease.gpu_uuids,
+        cpu_millis=lease.cpu_millis,
+        memory_bytes=lease.memory_bytes,
+        storage_bytes=lease.storage_bytes,
+        gpu_models=lease.gpu_models,
+    )
 
 
 class Bidder:
@@ -336,17 +358,27 @@ class Bidder:
         entry.task = asyncio.create_task(self._run(entry), name=f"order-{order.id}")
 
     def won(self, lease: Lease) -> tuple[str, ...]:
-        """The lease is ours: its reservation moves to it. Returns the spot leases its bid
-        named to pre-empt (they stop before it starts)."""
+        """The lease is ours: its reservation (its gang's, for a gang's node) moves to it. Won
+        by a bid before a restart, it holds what the market says it holds, from now on (not
+        once its manifest is fetched: the room must not be bid away in between). Returns the
+        spot leases its bid named to pre-empt (they stop before it starts)."""
         self.counters.add("bids_won")
         self._waiting.pop(lease.order_id, None)  # (declined after a restart, won by a bid before)
-        self.reservations.move(f"order:{lease.order_id}", f"lease:{lease.id}")
         entry = self._orders.get(lease.order_id)
+        key = entry.key if entry is not None else f"order:{lease.order_id}"
+        self.reservations.move(key, f"lease:{lease.id}")
+        self.hold_lease(lease)
         if entry is not None and entry.order.tier == Tier.SPOT:
             self.note_spot(lease.id, lease.created_at_ms or self.quoter.clock.now_ms())
         self.note_tier(lease)  # won after a restart: the order is not among ours, the lease says
         self._end(lease.order_id, Outcome.WON)
         return self._preempts.pop(lease.order_id, ())
+
+    def hold_lease(self, lease: Lease) -> None:
+        """Hold what `lease` holds at the market, unless its room is held already."""
+        held = lease_allocation(lease)
+        if held is not None and self.reservations.held(f"lease:{lease.id}") is None:
+            self.reservations.hold(f"lease:{lease.id}", held)
 
     def note_tier(self, lease: Lease) -> None:
         """Know a spot lease of ours as one, from the lease the market sent (its tier), e.g.
@@ -444,9 +476,13 @@ class Bidder:
                 f"the bid window ends in {window // 1000} s, later than this provider holds "
                 f"capacity for a bid ({hold // 1000} s)"
             )
+        short = link_shortfall(declared_link(dict(self.inventory().attributes)), order.gang)
+        if short:  # the [network] link this provider declares is too slow for the gang
+            return f"this provider {short}"
         most = self.limits.max_bids_per_tenant
-        held = sum(
-            1 for e in self._orders.values() if e is not entry and e.order.owner == order.owner
+        # a gang's bids share one reservation: they count once
+        held = len(
+            {e.key for e in self._orders.values() if e.order.owner == order.owner} - {entry.key}
         )
         if most and held >= most:
             return f"this provider already holds {held} pending bids for tenant {order.owner}"
@@ -541,13 +577,15 @@ class Bidder:
         if entry.outcome is Outcome.WON:
             return
         self._preempts.pop(order_id, None)
+        # a gang's room stays held while a bid on another of its nodes awaits its outcome
+        shared = any(e.key == entry.key for e in self._orders.values())
         stopping = entry.outcome is Outcome.SHUTDOWN and self._withdraw_on_stop
         if entry.bid_id and (stopping or entry.expired):
             # an expired bid could still win later, for capacity no longer held for it
             with contextlib.suppress(MarketError):
                 await self.market.withdraw_bid(entry.bid_id)
                 self.say(f"withdrew bid on {order_id}")
-        released = self.reservations.release(entry.key)
+        released = not shared and self.reservations.release(entry.key)
         if released:
             self.capacity_freed()
         if released and entry.outcome is Outcome.LOST:

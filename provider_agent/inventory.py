@@ -250,9 +250,11 @@ class Reservations:
         with self._lock:
             return list(self._held)
 
-    def free(self, total: Capacity) -> Capacity:
+    def free(self, total: Capacity, ignoring: str = "") -> Capacity:
+        """What is not held; with `ignoring`, as if that key held nothing (what its holder may
+        take again: a gang's one reservation, shared by the bids on its nodes)."""
         with self._lock:
-            held = list(self._held.values())
+            held = [a for k, a in self._held.items() if k != ignoring]
         taken = {u for a in held for u in a.gpu_uuids}
         return Capacity(
             cpu_millis=max(total.cpu_millis - sum(a.cpu_millis for a in held), 0),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import gpus, limits, matching, price_advice
@@ -32,6 +32,7 @@ from marketplace.core.provider_feed import (
 )
 from marketplace.core.resources import (
     AuctionSettings,
+    GangSettings,
     GpuOption,
     GpuRequest,
     GroupSpec,
@@ -366,7 +367,43 @@ def order_to_proto(o: Order) -> pb.Order:
         closes_at_ms=o.closes_at_ms,
         job_kind=o.job_kind.value,
         tier=o.tier.value,
+        gang=gang_to_proto(o) if o.gang is not None else None,
     )
+
+
+def gang_to_proto(o: Order) -> pb.OrderGang:
+    assert o.gang is not None
+    g = o.gang
+    return pb.OrderGang(
+        id=o.deployment_id,
+        node=o.gseq - 1,
+        nodes=g.nodes,
+        min_bandwidth_mbps=g.min_bandwidth_mbps,
+        port=g.port,
+        gradient_bytes=g.gradient_bytes,
+        sync_interval_ms=g.sync_interval_ms,
+    )
+
+
+def gang_from_proto(o: pb.Order, gseq: int) -> GangSettings | None:
+    """The order's gang, checked against the order it rides on (its id and node are the
+    order's deployment and group); None when the order is no gang's node. Raises
+    InvalidArgument naming the field that is out of bounds or disagrees."""
+    if not o.HasField("gang"):
+        return None
+    g = o.gang
+    if not 2 <= g.nodes <= limits.MAX_GANG_NODES:
+        raise InvalidArgument(f"order.gang.nodes: {g.nodes} is not 2..{limits.MAX_GANG_NODES}")
+    if g.id != o.deployment_id:
+        raise InvalidArgument(f"order.gang.id: {limits.shown(g.id)} is not the order's deployment")
+    if g.node != gseq - 1 or not 0 <= g.node < g.nodes:
+        raise InvalidArgument(f"order.gang.node: {g.node} is not node {gseq - 1} of {g.nodes}")
+    mbps = g.min_bandwidth_mbps
+    if not 0 <= mbps <= limits.MAX_BANDWIDTH_MBPS:  # (NaN fails both)
+        raise InvalidArgument(f"order.gang.min_bandwidth_mbps: {mbps!r} is out of range")
+    if not 0 <= g.port <= 65535 or g.gradient_bytes < 0 or g.sync_interval_ms < 0:
+        raise InvalidArgument("order.gang: port, gradient_bytes or sync_interval_ms out of range")
+    return GangSettings(g.nodes, mbps, g.port, g.gradient_bytes, g.sync_interval_ms)
 
 
 def order_from_proto(o: pb.Order) -> Order:
@@ -386,6 +423,7 @@ def order_from_proto(o: pb.Order) -> Order:
         closes_at_ms=o.closes_at_ms,
         job_kind=JobKind(o.job_kind) if o.job_kind else JobKind.SERVICE,
         tier=tier_from_proto(o.tier),
+        gang=gang_from_proto(o, gseq),
     )
 
 
@@ -478,11 +516,17 @@ def lease_to_proto(x: Lease) -> pb.Lease:
         version=x.version,
         failed_version=x.failed_version,
         tier=x.tier.value,
+        gpu_uuids=list(x.gpu_uuids),
+        gpu_models=list(x.gpu_models),
+        cpu_millis=x.cpu_millis,
+        memory_bytes=x.memory_bytes,
+        storage_bytes=x.storage_bytes,
     )
 
 
 def lease_from_proto(x: pb.Lease) -> Lease:
-    """The wire's view of a lease (what it holds of the provider is not on the wire)."""
+    """The wire's view of a lease, with what it holds of its provider (an older market sends
+    none: zeros, no GPUs)."""
     return Lease(
         id=x.id,
         order_id=x.order_id,
@@ -504,7 +548,26 @@ def lease_from_proto(x: pb.Lease) -> Lease:
         version=x.version,
         failed_version=x.failed_version,
         tier=tier_from_proto(x.tier),
+        **_lease_holdings(x),
     )
+
+
+def _lease_holdings(x: pb.Lease) -> dict[str, Any]:
+    """What the lease holds of its provider, bounded: at most MAX_GPUS devices, no negative
+    amounts. Raises InvalidArgument naming the field."""
+    for name in ("gpu_uuids", "gpu_models"):
+        if len(getattr(x, name)) > limits.MAX_GPUS:
+            raise InvalidArgument(f"lease.{name}: more than {limits.MAX_GPUS}")
+    for name in ("cpu_millis", "memory_bytes", "storage_bytes"):
+        if getattr(x, name) < 0:
+            raise InvalidArgument(f"lease.{name}: {getattr(x, name)} is negative")
+    return {
+        "gpu_uuids": tuple(x.gpu_uuids),
+        "gpu_models": tuple(x.gpu_models),
+        "cpu_millis": x.cpu_millis,
+        "memory_bytes": x.memory_bytes,
+        "storage_bytes": x.storage_bytes,
+    }
 
 
 def tier_from_proto(tier: str) -> Tier:

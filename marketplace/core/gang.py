@@ -20,7 +20,7 @@ re-auctioned together, as the simulator's training jobs are (simulator/engine/jo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -60,14 +60,19 @@ GANG_ID = "GPUMARKET_GANG_ID"
 
 def provider_link(prov: ProviderRecord) -> Link | None:
     """The link a provider declares, or None when it declares none (or nonsense)."""
+    return declared_link(prov.attributes, prov.region)
+
+
+def declared_link(attributes: Mapping[str, str], region: str = "") -> Link | None:
+    """The link these provider attributes declare (UP_MBPS, DOWN_MBPS), or None."""
     try:
-        up = float(prov.attributes[UP_MBPS])
-        down = float(prov.attributes[DOWN_MBPS])
+        up = float(attributes[UP_MBPS])
+        down = float(attributes[DOWN_MBPS])
     except (KeyError, ValueError):
         return None
     if not (math.isfinite(up) and math.isfinite(down)) or up <= 0 or down <= 0:
         return None
-    return Link(up, down, prov.region)
+    return Link(up, down, region)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +106,14 @@ def predicted_utilization(
 
 def link_problem(prov: ProviderRecord, gang: GangSettings | None) -> str:
     """Why `prov` cannot hold a node of `gang` for its link ("" when it can, or no gang)."""
+    return link_shortfall(provider_link(prov), gang)
+
+
+def link_shortfall(link: Link | None, gang: GangSettings | None) -> str:
+    """Why a provider with `link` cannot hold a node of `gang` ("" when it can, or no gang):
+    the market's rule at the award, and a provider agent's before it bids."""
     if gang is None or gang.min_bandwidth_mbps <= 0:
         return ""
-    link = provider_link(prov)
     if link_speed(link) >= gang.min_bandwidth_mbps:
         return ""
     declared = "declares no link" if link is None else f"link {link_speed(link):g} Mbps"

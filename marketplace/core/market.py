@@ -743,6 +743,7 @@ class MarketService(MarketReads):
             job_kind=dep.job.kind,
             excluded_provider=excluded,
             tier=dep.job.tier,
+            gang=dep.job.gang,
         )
         self.state.orders[order.id] = order
         self._open_orders[order.id] = order

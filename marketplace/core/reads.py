@@ -300,9 +300,10 @@ class MarketReads:
         return seq >= self.journal.trimmed_upto
 
     def provider_snapshot(self, address: str) -> list[ProviderEvent]:
-        """What a provider watching afresh must know, as events outside the log (seq 0): every
-        open order (order_opened), then its own open leases (lease_won), then those of them
-        running a version older than their deployment's (lease_updated)."""
+        """What a provider watching afresh must know, as events outside the log (seq 0): its
+        own open leases (lease_won), then those of them running a version older than their
+        deployment's (lease_updated), then every open order (order_opened). Leases first: an
+        agent holds the room its leases take before it looks at any order."""
         st = self.state
         opened = [
             ProviderEvent.from_records(0, 0, "", ProviderEventKind.ORDER_OPENED, order=o)
@@ -330,7 +331,7 @@ class MarketReads:
             for x in self._prov_leases.get(address, {}).values()
             if x.started and x.state != LeaseState.CLOSED and self._update_unseen(x)
         ]
-        return opened + won + updated
+        return won + updated + opened
 
     def _update_unseen(self, lease: Lease) -> bool:
         """The lease's deployment was updated, and its provider has reported neither running

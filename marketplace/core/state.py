@@ -21,7 +21,14 @@ from enum import StrEnum
 
 from marketplace.core.events import DeploymentEventKind, ProviderEventKind
 from marketplace.core.matching import Capacity
-from marketplace.core.resources import AuctionSettings, GroupSpec, JobKind, JobSettings, Tier
+from marketplace.core.resources import (
+    AuctionSettings,
+    GangSettings,
+    GroupSpec,
+    JobKind,
+    JobSettings,
+    Tier,
+)
 
 MINT = "mint"
 
@@ -130,6 +137,9 @@ class Order:
     lease_id: str = ""  # the lease created from it, if any
     excluded_provider: str = ""  # failed to start the group's last lease: no bid in this window
     tier: Tier = Tier.ON_DEMAND  # the deployment's: spot orders' leases are pre-emptible
+    # the deployment's gang, when the order is one of its nodes (node gseq-1): on the order, so
+    # a provider knows from the feed alone that it bids for one node of several (core/gang.py)
+    gang: GangSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)

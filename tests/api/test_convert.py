@@ -3,6 +3,9 @@ both ways (marketplace/api/status.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import grpc
 import pytest
 
@@ -21,7 +24,7 @@ from marketplace.core.provider_feed import (
     OrderClosed,
     OrderOpened,
 )
-from marketplace.core.resources import JobKind
+from marketplace.core.resources import GangSettings, JobKind
 from marketplace.core.state import (
     Bid,
     BidState,
@@ -183,3 +186,53 @@ def test_an_attribute_key_given_twice_is_refused_not_overwritten() -> None:
     with pytest.raises(errors.InvalidArgument, match="attribute key 'region' is given twice"):
         convert.attributes_from_proto(twice)
     assert convert.attributes_from_proto(twice[:1]) == {"region": "eu"}
+
+
+def test_a_gang_node_order_and_what_a_lease_holds_round_trip() -> None:
+    """A provider learns from the order alone which gang it is a node of (and its size and link
+    floor), and from the lease alone what room it holds."""
+    order, _bid, lease = records()
+    gang = GangSettings(3, 1000.0, 29501, 2_000_000_000, 60_000)
+    node = dataclasses.replace(order, id="D1/2/1", gseq=2, oseq=1, gang=gang)
+    wire = convert.order_to_proto(node)
+    assert (wire.gang.id, wire.gang.node, wire.gang.nodes) == ("D1", 1, 3)
+    assert wire.gang.min_bandwidth_mbps == 1000.0
+    assert convert.order_from_proto(wire) == node
+    assert not convert.order_to_proto(order).HasField("gang")
+    holding = dataclasses.replace(
+        lease, gpu_uuids=("GPU-1",), gpu_models=("h100",), cpu_millis=500, memory_bytes=7
+    )
+    assert convert.lease_from_proto(convert.lease_to_proto(holding)) == holding
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("nodes", 1, "order.gang.nodes"),
+        ("nodes", 10_000, "order.gang.nodes"),
+        ("node", 2, "order.gang.node"),
+        ("id", "D9", "order.gang.id"),
+        ("min_bandwidth_mbps", float("nan"), "order.gang.min_bandwidth_mbps"),
+        ("min_bandwidth_mbps", -1.0, "order.gang.min_bandwidth_mbps"),
+    ],
+)
+def test_a_gang_that_disagrees_with_its_order_is_refused_naming_the_field(
+    field: str, value: object, says: str
+) -> None:
+    order, _bid, _lease = records()
+    wire = convert.order_to_proto(dataclasses.replace(order, gang=GangSettings(3)))
+    setattr(wire.gang, field, value)
+    with pytest.raises(errors.InvalidArgument, match=re.escape(says)):
+        convert.order_from_proto(wire)
+
+
+def test_a_lease_holding_too_much_is_refused_naming_the_field() -> None:
+    _order, _bid, lease = records()
+    wire = convert.lease_to_proto(lease)
+    wire.gpu_uuids.extend(f"GPU-{n}" for n in range(300))
+    with pytest.raises(errors.InvalidArgument, match=r"lease\.gpu_uuids"):
+        convert.lease_from_proto(wire)
+    wire = convert.lease_to_proto(lease)
+    wire.memory_bytes = -1
+    with pytest.raises(errors.InvalidArgument, match=r"lease\.memory_bytes"):
+        convert.lease_from_proto(wire)

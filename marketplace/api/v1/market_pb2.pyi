@@ -299,7 +299,7 @@ class Deployment(_message.Message):
     def __init__(self, id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[DeploymentState, str]] = ..., groups: _Optional[_Iterable[_Union[GroupSpec, _Mapping]]] = ..., sdl_sha256: _Optional[bytes] = ..., escrow_balance: _Optional[int] = ..., deposited: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., job_kind: _Optional[str] = ..., max_runtime_ms: _Optional[int] = ..., restart_policy: _Optional[str] = ..., order_ids: _Optional[_Iterable[str]] = ..., lease_ids: _Optional[_Iterable[str]] = ..., rate_per_hour: _Optional[int] = ..., escrow_time_left_ms: _Optional[int] = ..., escrow_low: _Optional[bool] = ..., auto_top_up: _Optional[int] = ..., auto_top_up_max: _Optional[int] = ..., auto_topped_up: _Optional[int] = ..., version: _Optional[int] = ..., tier: _Optional[str] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("id", "deployment_id", "owner", "state", "spec", "auction", "created_at_ms", "closes_at_ms", "job_kind", "tier")
+    __slots__ = ("id", "deployment_id", "owner", "state", "spec", "auction", "created_at_ms", "closes_at_ms", "job_kind", "tier", "gang")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +310,7 @@ class Order(_message.Message):
     CLOSES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     JOB_KIND_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    GANG_FIELD_NUMBER: _ClassVar[int]
     id: str
     deployment_id: str
     owner: str
@@ -320,7 +321,26 @@ class Order(_message.Message):
     closes_at_ms: int
     job_kind: str
     tier: str
-    def __init__(self, id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[OrderState, str]] = ..., spec: _Optional[_Union[GroupSpec, _Mapping]] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., closes_at_ms: _Optional[int] = ..., job_kind: _Optional[str] = ..., tier: _Optional[str] = ...) -> None: ...
+    gang: OrderGang
+    def __init__(self, id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., owner: _Optional[str] = ..., state: _Optional[_Union[OrderState, str]] = ..., spec: _Optional[_Union[GroupSpec, _Mapping]] = ..., auction: _Optional[_Union[AuctionSettings, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., closes_at_ms: _Optional[int] = ..., job_kind: _Optional[str] = ..., tier: _Optional[str] = ..., gang: _Optional[_Union[OrderGang, _Mapping]] = ...) -> None: ...
+
+class OrderGang(_message.Message):
+    __slots__ = ("id", "node", "nodes", "min_bandwidth_mbps", "port", "gradient_bytes", "sync_interval_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    MIN_BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SYNC_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    node: int
+    nodes: int
+    min_bandwidth_mbps: float
+    port: int
+    gradient_bytes: int
+    sync_interval_ms: int
+    def __init__(self, id: _Optional[str] = ..., node: _Optional[int] = ..., nodes: _Optional[int] = ..., min_bandwidth_mbps: _Optional[float] = ..., port: _Optional[int] = ..., gradient_bytes: _Optional[int] = ..., sync_interval_ms: _Optional[int] = ...) -> None: ...
 
 class BidOffer(_message.Message):
     __slots__ = ("gpu_models", "gpu_uuids", "driver_version", "cuda_version", "price_per_gpu_hour", "region", "preempts")
@@ -391,7 +411,7 @@ class Endpoint(_message.Message):
     def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., host: _Optional[str] = ..., external_port: _Optional[int] = ..., proto: _Optional[str] = ..., uri: _Optional[str] = ...) -> None: ...
 
 class Lease(_message.Message):
-    __slots__ = ("id", "order_id", "deployment_id", "tenant", "provider", "price_per_hour", "state", "close_reason", "created_at_ms", "running_at_ms", "closed_at_ms", "billed_until_ms", "paid", "exit_code", "message", "endpoints", "version", "failed_version", "tier")
+    __slots__ = ("id", "order_id", "deployment_id", "tenant", "provider", "price_per_hour", "state", "close_reason", "created_at_ms", "running_at_ms", "closed_at_ms", "billed_until_ms", "paid", "exit_code", "message", "endpoints", "version", "failed_version", "tier", "gpu_uuids", "gpu_models", "cpu_millis", "memory_bytes", "storage_bytes")
     ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -411,6 +431,11 @@ class Lease(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FAILED_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    GPU_UUIDS_FIELD_NUMBER: _ClassVar[int]
+    GPU_MODELS_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLIS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     id: str
     order_id: str
     deployment_id: str
@@ -430,7 +455,12 @@ class Lease(_message.Message):
     version: int
     failed_version: int
     tier: str
-    def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., version: _Optional[int] = ..., failed_version: _Optional[int] = ..., tier: _Optional[str] = ...) -> None: ...
+    gpu_uuids: _containers.RepeatedScalarFieldContainer[str]
+    gpu_models: _containers.RepeatedScalarFieldContainer[str]
+    cpu_millis: int
+    memory_bytes: int
+    storage_bytes: int
+    def __init__(self, id: _Optional[str] = ..., order_id: _Optional[str] = ..., deployment_id: _Optional[str] = ..., tenant: _Optional[str] = ..., provider: _Optional[str] = ..., price_per_hour: _Optional[int] = ..., state: _Optional[_Union[LeaseState, str]] = ..., close_reason: _Optional[_Union[LeaseCloseReason, str]] = ..., created_at_ms: _Optional[int] = ..., running_at_ms: _Optional[int] = ..., closed_at_ms: _Optional[int] = ..., billed_until_ms: _Optional[int] = ..., paid: _Optional[int] = ..., exit_code: _Optional[int] = ..., message: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., version: _Optional[int] = ..., failed_version: _Optional[int] = ..., tier: _Optional[str] = ..., gpu_uuids: _Optional[_Iterable[str]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., cpu_millis: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., storage_bytes: _Optional[int] = ...) -> None: ...
 
 class CreateDeployment(_message.Message):
     __slots__ = ("sdl", "deposit", "force", "auto_top_up", "auto_top_up_max")
