@@ -156,13 +156,37 @@ def verify_signature(message_type: str, payload: bytes, sig: Signature, market: 
     return address_of(sig.public_key)
 
 
+def envelope_digest(payload: bytes, sig: Signature) -> bytes:
+    """What makes two envelopes the same message: every signed byte and the signature."""
+    h = hashlib.blake2b(sig.signature, digest_size=16)
+    h.update(payload)
+    h.update(sig.timestamp_ms.to_bytes(8, "big", signed=True))
+    h.update(sig.market.encode())
+    return h.digest()
+
+
 @dataclass(frozen=True, slots=True)
 class SeenNonce:
-    """A nonce the marketplace accepted: kept (in the store too) while its timestamp is fresh."""
+    """A nonce the marketplace accepted: kept (in the store too) while its timestamp is fresh.
+
+    `digest` names the envelope that spent it (envelope_digest; empty for a read's nonce), and
+    `outcome` what that envelope's command came to, once it ran (None before): the result a
+    resend's answer is found by (store_api.outcome_of says how it is written)."""
 
     public_key: bytes
     nonce: bytes
     timestamp_ms: int
+    digest: bytes = b""
+    outcome: str | None = None
+
+
+class Resent(Unauthenticated):
+    """The very envelope of a command accepted before: a resend, to be answered, not run
+    again (server/once.py). Where no one answers it, it is refused as a replay."""
+
+    def __init__(self, seen: SeenNonce) -> None:
+        super().__init__("replayed request: nonce already used")
+        self.seen = seen
 
 
 class ReplayGuard:
@@ -176,15 +200,21 @@ class ReplayGuard:
     they authorised, or an earlier one, and loads them again at start (remember()). So a
     request whose effect is on disk has its nonce on disk too. Reads (`durable=False`) change
     nothing a replay could repeat, so their nonces are kept in memory only (no write per read).
+
+    Resends: a durable nonce is kept with its envelope's digest, and (settle()) what its
+    command came to, written in the command's own transaction. The same envelope again raises
+    Resent, carrying both, for the server to answer it without running it twice; the same
+    nonce on other bytes is a forgery (or a signer's bug): refused as a replay.
     """
 
     def __init__(self, clock: Clock, max_skew_ms: int = DEFAULT_MAX_SKEW_MS) -> None:
         self._clock = clock
         self.max_skew_ms = max_skew_ms
-        self._seen: OrderedDict[bytes, int] = OrderedDict()
+        self._seen: OrderedDict[bytes, SeenNonce] = OrderedDict()
         self._durable: list[SeenNonce] = []
+        self._settled: list[SeenNonce] = []
 
-    def check(self, sig: Signature, durable: bool = True) -> None:
+    def check(self, sig: Signature, durable: bool = True, digest: bytes = b"") -> None:
         now = self._clock.now_ms()
         if abs(now - sig.timestamp_ms) > self.max_skew_ms:
             raise Unauthenticated(
@@ -193,15 +223,30 @@ class ReplayGuard:
             )
         self._forget_before(self.cutoff_ms())
         key = sig.public_key + sig.nonce
-        if key in self._seen:
+        seen = self._seen.get(key)
+        if seen is not None:
+            if durable and seen.digest and seen.digest == digest:
+                raise Resent(seen)
             raise Unauthenticated("replayed request: nonce already used")
-        self._seen[key] = sig.timestamp_ms
+        seen = SeenNonce(sig.public_key, sig.nonce, sig.timestamp_ms, digest if durable else b"")
+        self._seen[key] = seen
         if durable:
-            self._durable.append(SeenNonce(sig.public_key, sig.nonce, sig.timestamp_ms))
+            self._durable.append(seen)
 
     def accepted(self, public_key: bytes, nonce: bytes) -> bool:
         """Whether this nonce of this key was accepted (and is still remembered)."""
         return public_key + nonce in self._seen
+
+    def settle(self, public_key: bytes, nonce: bytes, outcome: str) -> None:
+        """What the command of an accepted nonce came to; for the store with the next
+        transaction (the command's own, when called before the loop moves on)."""
+        key = public_key + nonce
+        seen = self._seen.get(key)
+        if seen is None or seen.outcome is not None:
+            return  # forgotten (stale), or settled already
+        settled = SeenNonce(seen.public_key, seen.nonce, seen.timestamp_ms, seen.digest, outcome)
+        self._seen[key] = settled
+        self._settled.append(settled)
 
     def cutoff_ms(self) -> int:
         """Nonces with timestamps before this are refused as stale: no need to keep them."""
@@ -209,21 +254,26 @@ class ReplayGuard:
 
     def remember(self, seen: SeenNonce) -> None:
         """A nonce accepted before a restart (loaded from the store, oldest first)."""
-        self._seen[seen.public_key + seen.nonce] = seen.timestamp_ms
+        self._seen[seen.public_key + seen.nonce] = seen
 
     def has_durable(self) -> bool:
-        return bool(self._durable)
+        return bool(self._durable or self._settled)
 
     def take_durable(self) -> list[SeenNonce]:
         """The nonces of commands accepted since the last call, for the store."""
         taken, self._durable = self._durable, []
         return taken
 
+    def take_settled(self) -> list[SeenNonce]:
+        """The nonces whose outcome was settled since the last call, for the store."""
+        taken, self._settled = self._settled, []
+        return taken
+
     def _forget_before(self, cutoff_ms: int) -> None:
         # Insertion order approximates timestamp order; stop at the first fresh entry.
         while self._seen:
-            key, ts = next(iter(self._seen.items()))
-            if ts >= cutoff_ms:
+            key, seen = next(iter(self._seen.items()))
+            if seen.timestamp_ms >= cutoff_ms:
                 break
             del self._seen[key]
 
@@ -239,7 +289,7 @@ def verify(
     """Signature (for `market`), then freshness and replay. Returns the signer's address."""
     address = verify_signature(message_type, payload, sig, market)
     if guard is not None:
-        guard.check(sig, durable)
+        guard.check(sig, durable, envelope_digest(payload, sig) if durable else b"")
     return address
 
 

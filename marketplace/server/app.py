@@ -370,7 +370,10 @@ class MarketApp:
             self._pending_future = None
             # every nonce accepted so far goes in this transaction: with the commands it
             # authorised, or before them (one insert and one clean-up per transaction)
-            batch.extend(nonces_batch(self.guard.take_durable(), self.guard.cutoff_ms()))
+            guard = self.guard
+            batch.extend(
+                nonces_batch(guard.take_durable(), guard.cutoff_ms(), guard.take_settled())
+            )
             try:
                 await asyncio.to_thread(self.store.write, batch)
             except Exception as exc:  # the disk refused: memory is ahead of it, so stop

@@ -21,25 +21,20 @@ A stream ends when the provider closes it (after its last answer), when its feed
 behind (RESOURCE_EXHAUSTED: reconnect with the resume token), or with the transport.
 
 Resends. A provider whose stream dropped opens another and resends the messages it holds no
-answer for, with the SAME signed envelopes. The market keeps the answer of each envelope it
-accepted (by public key and nonce; one still being made durable too) for ANSWER_MEMORY_MS; the
-identical envelope sent again gets that answer again, marked already_applied, and runs nothing.
-Once that answer is forgotten (or after a restart, which keeps nonces but not answers), a
-resent envelope whose nonce was accepted is answered from the state now, where the command has
-such a reading (PlaceBid: the provider's bid on that order), else FAILED_PRECONDITION; marked
-already_applied either way. So a resend is never applied twice, and never lost. An envelope
-changed in any byte is a new message: its signature, nonce and timestamp are checked afresh.
+answer for, with the SAME signed envelopes: each is answered as its first time, marked
+already_applied, and runs nothing; the unary rpcs keep the same contract (server/once.py). An
+envelope changed in any byte is a new message: its signature, nonce and timestamp are checked
+afresh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -47,90 +42,21 @@ from marketplace.api.channel import WATCH_ORDERS, answered, refused
 from marketplace.api.envelope import open_envelope, signer_of
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.errors import (
-    FailedPrecondition,
     InvalidArgument,
     MarketError,
     PermissionDenied,
     Unauthenticated,
 )
 from marketplace.core.limits import shown
-from marketplace.identity import address_of
+from marketplace.identity import Resent, address_of
 from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
+from marketplace.server.once import ANSWER_MEMORY_MS, AnswerBook, Command, Once
 
 log = logging.getLogger("gpumarket.market")
 
-# How long the answer of an accepted envelope is kept for a resend (the agent reconnects within
-# a few seconds: backoff from 0.2 s, at most 5 s); after it, a resend is answered from the state
-ANSWER_MEMORY_MS = 10_000
-# ... and at most this many, oldest forgotten first (under 1 KiB each: at most ~20 MiB)
-MAX_ANSWERS = 25_000
 # Messages read but not yet answered, per stream: beyond it the stream stops reading, and the
 # provider's sends wait (HTTP/2 flow control).
 MAX_UNANSWERED = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """One Provider rpc, as both the unary rpc and the channel run it."""
-
-    message_class: type[Message]
-    # opens the envelope (verify, replay guard) and runs the command now; raises MarketError
-    run: Callable[[pb.SignedRequest], Submitted[Message]]
-    # the answer to a resend whose first answer is forgotten, read from the state now (from
-    # the signer and its envelope, already verified); None: a read, to be asked again
-    again: Callable[[str, pb.SignedRequest], Message] | None = None
-
-
-def envelope_digest(request: pb.SignedRequest) -> bytes:
-    """What makes two envelopes the same message: every signed byte and the signature."""
-    h = hashlib.blake2b(request.signature, digest_size=16)
-    h.update(request.payload)
-    h.update(request.timestamp_ms.to_bytes(8, "big", signed=True))
-    h.update(request.market_id.encode())
-    return h.digest()
-
-
-@dataclass(slots=True)
-class _Kept:
-    kept_at_ms: int
-    digest: bytes
-    submitted: Submitted[Message]
-
-
-class AnswerBook:
-    """The answers of accepted envelopes, by public key and nonce, for resends (see above)."""
-
-    def __init__(self, now_ms: Callable[[], int]) -> None:
-        self._now_ms = now_ms
-        self._kept: OrderedDict[bytes, _Kept] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-    def keep(self, request: pb.SignedRequest, submitted: Submitted[Message]) -> None:
-        now = self._now_ms()
-        self._kept[request.public_key + request.nonce] = _Kept(
-            now, envelope_digest(request), submitted
-        )
-        self._forget(now)
-
-    def find(self, request: pb.SignedRequest) -> Submitted[Message] | None:
-        """The answer kept for this very envelope, if any."""
-        kept = self._kept.get(request.public_key + request.nonce)
-        if kept is None or kept.digest != envelope_digest(request):
-            return None
-        return kept.submitted
-
-    def _forget(self, now: int) -> None:
-        cutoff = now - ANSWER_MEMORY_MS
-        kept = self._kept
-        while kept:
-            oldest = next(iter(kept.values()))
-            if oldest.kept_at_ms >= cutoff and len(kept) <= MAX_ANSWERS:
-                return
-            if not oldest.submitted.durable():
-                return  # in order: what follows is newer still
-            kept.popitem(last=False)
 
 
 async def provider_feed(
@@ -185,10 +111,10 @@ _Out = pb.MarketMessage | _Pending | _End
 class ProviderChannel:
     """One open stream: reads and runs commands, writes answers (in order) and the feed."""
 
-    def __init__(self, app: MarketApp, commands: dict[str, Command], book: AnswerBook) -> None:
+    def __init__(self, app: MarketApp, commands: dict[str, Command[Any]], once: Once) -> None:
         self.app = app
         self.commands = commands
-        self.book = book
+        self.once = once
         self.provider: str | None = None  # bound by the first message that verifies
         self._out: asyncio.Queue[_Out] = asyncio.Queue(MAX_UNANSWERED)
         self._feed: asyncio.Task[None] | None = None
@@ -260,21 +186,24 @@ class ProviderChannel:
         command = self.commands.get(method)
         if command is None:
             raise InvalidArgument(f"no command {shown(method)} on the provider channel")
-        kept = self.book.find(request)
+        kept = self.once.kept(request)
         if kept is not None:
             return _Pending(seq, kept, True)
-        if self.app.guard.accepted(request.public_key, request.nonce):
-            return self._again(seq, command, request)
+        fresh = self.once.fresh(request)
+        if command.run is None:
+            raise InvalidArgument(f"no command {shown(method)} on the provider channel")
         try:
             submitted = command.run(request)
+        except Resent as resent:
+            return self._again(seq, command, request, resent)
         except Unauthenticated:
             raise
         except MarketError as exc:  # verified, then refused (its nonce is spent)
             self._bind(signer)
-            self.book.keep(request, Submitted(exc, None))
+            self.once.refused(request, exc, fresh)
             raise
         self._bind(signer)
-        self.book.keep(request, submitted)
+        self.once.ran(request, submitted, command.result_of)
         return _Pending(seq, submitted, False)
 
     def _check_signature(self, method: str, request: pb.SignedRequest) -> None:
@@ -287,17 +216,13 @@ class ProviderChannel:
             raise InvalidArgument(f"no command {shown(method)} on the provider channel")
         signer_of(request, message_class, market=self.app.market_id)
 
-    def _again(self, seq: int, command: Command, request: pb.SignedRequest) -> _Out:
+    def _again(
+        self, seq: int, command: Command[Any], request: pb.SignedRequest, resent: Resent
+    ) -> _Out:
         """A resend of an accepted envelope whose answer is no longer kept."""
-        signer = signer_of(request, command.message_class, market=self.app.market_id)
-        self._bind(signer)
+        self._bind(address_of(request.public_key))  # verified before the guard spoke
         try:
-            if command.again is None:
-                raise FailedPrecondition(
-                    "this request was applied before and its answer is no longer kept; "
-                    "ask again with a new one"
-                )
-            return answered(seq, command.again(signer, request), already_applied=True)
+            return answered(seq, self.once.again(command, request, resent), already_applied=True)
         except MarketError as exc:
             return refused(seq, exc, already_applied=True)
 

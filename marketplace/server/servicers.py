@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import NoReturn, TypeAlias, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
@@ -62,8 +62,9 @@ from marketplace.core.state import (
 from marketplace.core.updates import DeploymentUpdate
 from marketplace.core.visibility import Viewer
 from marketplace.server.app import MarketApp, Submitted, WatcherOverflow
-from marketplace.server.channel import AnswerBook, Command, ProviderChannel, provider_feed
+from marketplace.server.channel import ProviderChannel, provider_feed
 from marketplace.server.offloop import created, deployment_number, first_of_listing, off_loop
+from marketplace.server.once import Command, Once
 from marketplace.server.paging import page, page_end
 from marketplace.server.provider_status import ProviderStatusBook
 from marketplace.server.relay import ProviderSilent
@@ -72,6 +73,7 @@ log = logging.getLogger("gpumarket.market")
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
+R = TypeVar("R")
 Servicer = TypeVar("Servicer", bound="_Base")
 Request = TypeVar("Request", bound=Message)
 Reply = TypeVar("Reply", bound=Message)
@@ -144,8 +146,9 @@ def stream(
 
 
 class _Base:
-    def __init__(self, app: MarketApp) -> None:
+    def __init__(self, app: MarketApp, once: Once) -> None:
         self.app = app
+        self.once = once  # every command runs once; a resend is answered (server/once.py)
 
     @property
     def market(self) -> MarketService:
@@ -189,6 +192,18 @@ class _Base:
             raise NotFound(f"lease {lease_id} not found")
         return lease
 
+    def lease_now(self, signer: str, request: pb.SignedRequest, result: str | None) -> pb.Lease:
+        """A resend's answer: the lease its request names (CloseLease's field 1, and
+        LeaseStatusReport's), as it is now."""
+        lease_id = result or pb.CloseLease.FromString(request.payload).lease_id
+        return convert.lease_to_proto(self.readable_lease(Viewer(signer), lease_id))
+
+    async def submitted(self, command: Callable[[], T], reply: Callable[[T], R]) -> Submitted[R]:
+        """MarketApp.submit() once the market takes commands: the last step of a command
+        whose first steps are awaited (Once.unary's `run`)."""
+        await self.app.ready()
+        return self.app.submit(command, reply)
+
     async def fetched(self, held: bool, read: Callable[[], T]) -> T:
         """`read()` at once when what it reads is in memory (`held`), else on the reader
         thread: a record that left memory is read from the store (offloop.py)."""
@@ -209,6 +224,18 @@ async def _parse_off_loop(sdl: bytes) -> Manifest:
 
 
 class TenantServicer(_Base, pb_grpc.TenantServicer):
+    def __init__(self, app: MarketApp, once: Once) -> None:
+        super().__init__(app, once)
+        self.fund = Command(pb.FundAccount, self._fund, self._funded)
+        self.create = Command(pb.CreateDeployment, None, self._created, lambda d: d.id)
+        self.close_deployment = Command(
+            pb.CloseDeployment, self._close_deployment, self._deployment_now
+        )
+        self.deposit = Command(pb.DepositEscrow, self._deposit, self._deployment_now)
+        self.accept_bid = Command(pb.AcceptBid, self._accept_bid, self.lease_now, lambda x: x.id)
+        self.close_lease = Command(pb.CloseLease, self._close_lease, self.lease_now)
+        self.update = Command(pb.UpdateDeployment, None, self._updated, _changes_kept)
+
     def _account(self, account: Account) -> pb.Account:
         return convert.account_to_proto(
             account, self.market.escrowed(account.address), self.app.config.denom
@@ -227,14 +254,42 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
 
     @unary
     async def Fund(self, request: pb.SignedRequest, context: Context) -> pb.Account:
+        return await self.once.unary(self.fund, request)
+
+    def _fund(self, request: pb.SignedRequest) -> Submitted[pb.Account]:
         signer, msg = self.open(request, pb.FundAccount)
         limits.check_address("fund: address", msg.address)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.fund(signer, msg.address, msg.amount), self._account
         )
 
+    def _funded(self, signer: str, request: pb.SignedRequest, result: str | None) -> pb.Account:
+        return self._account(
+            self.market.get_account(pb.FundAccount.FromString(request.payload).address)
+        )
+
+    def _deployment_now(
+        self, signer: str, request: pb.SignedRequest, result: str | None
+    ) -> pb.Deployment:
+        """A resend's answer: the deployment it names (field 1 of CloseDeployment and
+        DepositEscrow; the one it made, for CreateDeployment), as it is now."""
+        dep_id = result or pb.CloseDeployment.FromString(request.payload).deployment_id
+        return self._deployment(self.readable_deployment(Viewer(signer), dep_id))
+
+    def _created(self, signer: str, request: pb.SignedRequest, result: str | None) -> pb.Deployment:
+        if not result:
+            raise FailedPrecondition(
+                "this request was accepted, but no deployment is recorded for it: it is still "
+                "being handled, or the market stopped before it ran; list your deployments, "
+                "or send it again newly signed"
+            )
+        return self._deployment_now(signer, request, result)
+
     @unary
     async def CreateDeployment(self, request: pb.SignedRequest, context: Context) -> pb.Deployment:
+        return await self.once.unary(self.create, request, self._create)
+
+    async def _create(self, request: pb.SignedRequest) -> Submitted[pb.Deployment]:
         signer, msg = self.open(request, pb.CreateDeployment)
         if len(msg.sdl) > MAX_MANIFEST_BYTES:
             raise InvalidArgument(
@@ -244,7 +299,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         if not msg.force:  # an order no provider can fill would hold its escrow for nothing
             refuse_unmatchable(manifest, "set force")
         signed = request.SerializeToString()
-        return await self.app.run(
+        return await self.submitted(
             lambda: self.market.create_deployment(
                 signer,
                 manifest.groups,
@@ -295,15 +350,21 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
 
     @unary
     async def CloseDeployment(self, request: pb.SignedRequest, context: Context) -> pb.Deployment:
+        return await self.once.unary(self.close_deployment, request)
+
+    def _close_deployment(self, request: pb.SignedRequest) -> Submitted[pb.Deployment]:
         signer, msg = self.open(request, pb.CloseDeployment)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.close_deployment(signer, msg.deployment_id), self._deployment
         )
 
     @unary
     async def Deposit(self, request: pb.SignedRequest, context: Context) -> pb.Deployment:
+        return await self.once.unary(self.deposit, request)
+
+    def _deposit(self, request: pb.SignedRequest) -> Submitted[pb.Deployment]:
         signer, msg = self.open(request, pb.DepositEscrow)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.deposit(signer, msg.deployment_id, msg.amount), self._deployment
         )
 
@@ -388,8 +449,11 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
 
     @unary
     async def AcceptBid(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
+        return await self.once.unary(self.accept_bid, request)
+
+    def _accept_bid(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
         signer, msg = self.open(request, pb.AcceptBid)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.accept_bid(signer, msg.bid_id), convert.lease_to_proto
         )
 
@@ -428,8 +492,11 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
 
     @unary
     async def CloseLease(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
+        return await self.once.unary(self.close_lease, request)
+
+    def _close_lease(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
         signer, msg = self.open(request, pb.CloseLease)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.close_lease(signer, msg.lease_id, msg.message),
             convert.lease_to_proto,
         )
@@ -513,6 +580,18 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
         """Update in place: the new SDL is judged against the running one (manifest/update.py;
         a refused change is FAILED_PRECONDITION naming the service and field) and becomes the
         deployment's next version."""
+        return await self.once.unary(self.update, request, self._update)
+
+    def _updated(
+        self, signer: str, request: pb.SignedRequest, result: str | None
+    ) -> pb.UpdateResult:
+        dep_id = pb.UpdateDeployment.FromString(request.payload).deployment_id
+        return pb.UpdateResult(
+            deployment=self._deployment_now(signer, request, dep_id),
+            changes=result.split("\n") if result else [],
+        )
+
+    async def _update(self, request: pb.SignedRequest) -> Submitted[pb.UpdateResult]:
         signer, msg = self.open(request, pb.UpdateDeployment)
         if len(msg.sdl) > MAX_MANIFEST_BYTES:
             raise InvalidArgument(
@@ -541,7 +620,7 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
             request.SerializeToString(),
             plan.changes,
         )
-        return await self.app.run(
+        return await self.submitted(
             lambda: self.market.update_deployment(signer, dep.id, base, update),
             lambda d: pb.UpdateResult(deployment=self._deployment(d), changes=plan.changes),
         )
@@ -549,6 +628,12 @@ class TenantServicer(_Base, pb_grpc.TenantServicer):
     async def Shell(self, request_iterator: object, context: Context) -> None:
         """A shell or file copy in a lease's container, relayed to its provider (relay.py)."""
         await _relayed(context, self.app.relay.tenant_session(context))
+
+
+def _changes_kept(result: pb.UpdateResult) -> str:
+    """An update's list of changes, as its nonce's outcome (bounded: the first 4 KiB)."""
+    kept = "\n".join(result.changes)
+    return kept if len(kept) <= 4096 else kept[:4096].rpartition("\n")[0]
 
 
 async def _relayed(context: Context, session: Awaitable[None]) -> None:
@@ -567,28 +652,24 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     the envelope and runs the core command at once; its reply is had once durable
     (MarketApp.submit). `commands` names them for the channel (server/channel.py)."""
 
-    def __init__(self, app: MarketApp) -> None:
-        super().__init__(app)
-        self.answers = AnswerBook(app.clock.now_ms)
-        self.commands: dict[str, Command] = {
+    def __init__(self, app: MarketApp, once: Once) -> None:
+        super().__init__(app, once)
+        self.commands: dict[str, Command[Any]] = {
             "Register": Command(pb.RegisterProvider, self.register, self._registered),
             "Heartbeat": Command(pb.Heartbeat, self.heartbeat, self._heartbeat_seen),
             "PlaceBid": Command(pb.PlaceBid, self.place_bid, self._bid_placed),
             "WithdrawBid": Command(pb.WithdrawBid, self.withdraw_bid, self._bid_withdrawn),
             "DeclineOrder": Command(pb.DeclineOrder, self.decline_order, _acked),
-            "GetManifest": Command(pb.GetManifest, self.get_manifest),
-            "ReportLeaseStatus": Command(pb.LeaseStatusReport, self.report_status, self._lease),
+            "GetManifest": Command(pb.GetManifest, self.get_manifest, self._manifest_again),
+            "ReportLeaseStatus": Command(pb.LeaseStatusReport, self.report_status, self.lease_now),
             "ReportLogs": Command(pb.LogBatch, self.report_logs, _acked),
-            "CloseLease": Command(pb.CloseLease, self.close_lease, self._lease),
+            "CloseLease": Command(pb.CloseLease, self.close_lease, self.lease_now),
             "ReportTelemetry": Command(pb.TelemetryReport, self.report_telemetry, _acked),
         }
         self.status = ProviderStatusBook(app)  # telemetry and declines by kind (its own read)
 
-    async def _answer(
-        self, command: Callable[[pb.SignedRequest], Submitted[Reply]], request: pb.SignedRequest
-    ) -> Reply:
-        await self.app.ready()
-        return await command(request).result()
+    async def _answer(self, name: str, request: pb.SignedRequest) -> Any:
+        return await self.once.unary(self.commands[name], request)
 
     # --- the commands ---------------------------------------------------------------------------
     def register(self, request: pb.SignedRequest) -> Submitted[pb.RegisterResponse]:
@@ -679,25 +760,39 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
     def get_manifest(self, request: pb.SignedRequest) -> Submitted[pb.Manifest]:
         signer, msg = self.open(request, pb.GetManifest)
         self.readable_lease(Viewer(signer), msg.lease_id)  # another's lease: as if missing
+        return self.app.submit(
+            lambda: self._manifest_found(signer, msg.lease_id),
+            lambda found: self._manifest(msg.lease_id, found),
+        )
 
-        def found() -> tuple[Deployment, GroupSpec, Rendezvous | None]:
-            dep, group = self.market.manifest_for(signer, msg.lease_id)
-            return dep, group, rendezvous(self.market, self.market.get_lease(msg.lease_id))
+    def _manifest_found(
+        self, signer: str, lease_id: str
+    ) -> tuple[Deployment, GroupSpec, Rendezvous | None]:
+        dep, group = self.market.manifest_for(signer, lease_id)
+        return dep, group, rendezvous(self.market, self.market.get_lease(lease_id))
 
-        def reply(found: tuple[Deployment, GroupSpec, Rendezvous | None]) -> pb.Manifest:
-            dep, group, meeting = found
-            tenant_request = pb.SignedRequest()
-            tenant_request.ParseFromString(dep.tenant_request)
-            return pb.Manifest(
-                lease_id=msg.lease_id,
-                group_name=group.name,
-                sdl=dep.sdl,
-                tenant_request=tenant_request,
-                version=dep.version,
-                gang=None if meeting is None else convert.rendezvous_to_proto(meeting),
-            )
+    @staticmethod
+    def _manifest(
+        lease_id: str, found: tuple[Deployment, GroupSpec, Rendezvous | None]
+    ) -> pb.Manifest:
+        dep, group, meeting = found
+        tenant_request = pb.SignedRequest()
+        tenant_request.ParseFromString(dep.tenant_request)
+        return pb.Manifest(
+            lease_id=lease_id,
+            group_name=group.name,
+            sdl=dep.sdl,
+            tenant_request=tenant_request,
+            version=dep.version,
+            gang=None if meeting is None else convert.rendezvous_to_proto(meeting),
+        )
 
-        return self.app.submit(found, reply)
+    def _manifest_again(
+        self, signer: str, request: pb.SignedRequest, result: str | None
+    ) -> pb.Manifest:
+        lease_id = pb.GetManifest.FromString(request.payload).lease_id
+        self.readable_lease(Viewer(signer), lease_id)
+        return self._manifest(lease_id, self._manifest_found(signer, lease_id))
 
     def report_status(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
         signer, msg = self.open(request, pb.LeaseStatusReport)
@@ -740,40 +835,40 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         )
 
     # --- answers to resends whose first answer is forgotten (server/channel.py) -----------------
-    def _registered(self, signer: str, request: pb.SignedRequest) -> pb.RegisterResponse:
+    def _registered(
+        self, signer: str, request: pb.SignedRequest, result: str | None
+    ) -> pb.RegisterResponse:
         return self._registration(signer, self.market.get_provider(signer))
 
-    def _heartbeat_seen(self, signer: str, request: pb.SignedRequest) -> pb.HeartbeatResponse:
+    def _heartbeat_seen(
+        self, signer: str, request: pb.SignedRequest, result: str | None
+    ) -> pb.HeartbeatResponse:
         return pb.HeartbeatResponse(
             server_time_ms=self.app.clock.now_ms(), audited=self._audited(signer)
         )
 
-    def _bid_placed(self, signer: str, request: pb.SignedRequest) -> pb.Bid:
+    def _bid_placed(self, signer: str, request: pb.SignedRequest, result: str | None) -> pb.Bid:
         msg = pb.PlaceBid.FromString(request.payload)
         bid = self.market.bid_of(msg.order_id, signer)
         if bid is None:
             raise FailedPrecondition(f"this bid on {msg.order_id} was refused before")
         return convert.bid_to_proto(bid)
 
-    def _bid_withdrawn(self, signer: str, request: pb.SignedRequest) -> pb.Bid:
+    def _bid_withdrawn(self, signer: str, request: pb.SignedRequest, result: str | None) -> pb.Bid:
         msg = pb.WithdrawBid.FromString(request.payload)
         bid = self.market.get_bid(msg.bid_id)
         if bid.provider != signer:
             raise NotFound(f"bid {msg.bid_id} not found")
         return convert.bid_to_proto(bid)
 
-    def _lease(self, signer: str, request: pb.SignedRequest) -> pb.Lease:
-        lease_id = pb.CloseLease.FromString(request.payload).lease_id  # field 1 in both
-        return convert.lease_to_proto(self.readable_lease(Viewer(signer), lease_id))
-
     # --- the rpcs -------------------------------------------------------------------------------
     @unary
     async def Register(self, request: pb.SignedRequest, context: Context) -> pb.RegisterResponse:
-        return await self._answer(self.register, request)
+        return await self._answer("Register", request)
 
     @unary
     async def Heartbeat(self, request: pb.SignedRequest, context: Context) -> pb.HeartbeatResponse:
-        return await self._answer(self.heartbeat, request)
+        return await self._answer("Heartbeat", request)
 
     @stream
     async def WatchOrders(
@@ -788,31 +883,31 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
 
     @unary
     async def PlaceBid(self, request: pb.SignedRequest, context: Context) -> pb.Bid:
-        return await self._answer(self.place_bid, request)
+        return await self._answer("PlaceBid", request)
 
     @unary
     async def WithdrawBid(self, request: pb.SignedRequest, context: Context) -> pb.Bid:
-        return await self._answer(self.withdraw_bid, request)
+        return await self._answer("WithdrawBid", request)
 
     @unary
     async def DeclineOrder(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
-        return await self._answer(self.decline_order, request)
+        return await self._answer("DeclineOrder", request)
 
     @unary
     async def GetManifest(self, request: pb.SignedRequest, context: Context) -> pb.Manifest:
-        return await self._answer(self.get_manifest, request)
+        return await self._answer("GetManifest", request)
 
     @unary
     async def ReportLeaseStatus(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
-        return await self._answer(self.report_status, request)
+        return await self._answer("ReportLeaseStatus", request)
 
     @unary
     async def ReportLogs(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
-        return await self._answer(self.report_logs, request)
+        return await self._answer("ReportLogs", request)
 
     @unary
     async def CloseLease(self, request: pb.SignedRequest, context: Context) -> pb.Lease:
-        return await self._answer(self.close_lease, request)
+        return await self._answer("CloseLease", request)
 
     @stream
     async def Sessions(
@@ -830,7 +925,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         self, request_iterator: AsyncIterator[pb.ProviderMessage], context: Context
     ) -> AsyncIterator[pb.MarketMessage]:
         """The provider's one stream: these commands and the order feed (server/channel.py)."""
-        channel = ProviderChannel(self.app, self.commands, self.answers)
+        channel = ProviderChannel(self.app, self.commands, self.once)
         try:
             await context.send_initial_metadata(())  # the stream is open: the provider knows
             async for message in channel.serve(request_iterator):
@@ -840,7 +935,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
 
     @unary
     async def ReportTelemetry(self, request: pb.SignedRequest, context: Context) -> pb.Ack:
-        return await self._answer(self.report_telemetry, request)
+        return await self._answer("ReportTelemetry", request)
 
     @unary
     async def GetProviderStatus(
@@ -851,7 +946,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
         return self.status.read(viewer.address, msg.provider)
 
 
-def _acked(signer: str, request: pb.SignedRequest) -> pb.Ack:
+def _acked(signer: str, request: pb.SignedRequest, result: str | None) -> pb.Ack:
     return pb.Ack(ok=True, message="already applied")
 
 
@@ -976,6 +1071,22 @@ class AuditorServicer(_Base, pb_grpc.AuditorServicer):
     """Auditors sign and revoke providers' attributes (attestations.py has the rules); anyone
     may read what is signed and run the checks an auditor runs before signing."""
 
+    def __init__(self, app: MarketApp, once: Once) -> None:
+        super().__init__(app, once)
+        self.sign = Command(pb.SignProviderAttributes, self._sign, self._signed)
+        self.revoke = Command(pb.RevokeProviderAttributes, self._revoke, self._revoked)
+
+    def _signed(
+        self, signer: str, request: pb.SignedRequest, result: str | None
+    ) -> pb.AttestationList:
+        """A resend's answer: the provider's attestations now."""
+        return self._list(pb.SignProviderAttributes.FromString(request.payload).provider)
+
+    def _revoked(
+        self, signer: str, request: pb.SignedRequest, result: str | None
+    ) -> pb.AttestationList:
+        return self._list(pb.RevokeProviderAttributes.FromString(request.payload).provider)
+
     def _signed_by(self, request: pb.SignedRequest, message_class: type[M]) -> tuple[str, M]:
         if len(request.payload) > MAX_ATTESTATION_BYTES:
             raise InvalidArgument(
@@ -998,11 +1109,14 @@ class AuditorServicer(_Base, pb_grpc.AuditorServicer):
     async def SignProviderAttributes(
         self, request: pb.SignedRequest, context: Context
     ) -> pb.AttestationList:
+        return await self.once.unary(self.sign, request)
+
+    def _sign(self, request: pb.SignedRequest) -> Submitted[pb.AttestationList]:
         signer, msg = self._signed_by(request, pb.SignProviderAttributes)
         self._bound(signer, msg.auditor)
         attributes = convert.attributes_from_proto(msg.attributes)  # a key twice: refused
         proof = request.SerializeToString()
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.sign_attributes(
                 signer, msg.provider, attributes, msg.expires_at_ms, proof
             ),
@@ -1013,9 +1127,12 @@ class AuditorServicer(_Base, pb_grpc.AuditorServicer):
     async def RevokeProviderAttributes(
         self, request: pb.SignedRequest, context: Context
     ) -> pb.AttestationList:
+        return await self.once.unary(self.revoke, request)
+
+    def _revoke(self, request: pb.SignedRequest) -> Submitted[pb.AttestationList]:
         signer, msg = self._signed_by(request, pb.RevokeProviderAttributes)
         self._bound(signer, msg.auditor)
-        return await self.app.run(
+        return self.app.submit(
             lambda: self.market.revoke_attributes(signer, msg.provider, list(msg.keys)),
             lambda _: self._list(msg.provider),
         )
@@ -1051,9 +1168,10 @@ class AuditorServicer(_Base, pb_grpc.AuditorServicer):
 
 def add_servicers(server: grpc.aio.Server, app: MarketApp) -> list[str]:
     """Register the v1 services; returns their full names (for reflection and health)."""
-    pb_grpc.add_TenantServicer_to_server(TenantServicer(app), server)
-    pb_grpc.add_ProviderServicer_to_server(ProviderServicer(app), server)
-    pb_grpc.add_MarketServicer_to_server(MarketServicer(app), server)
-    pb_grpc.add_AuditorServicer_to_server(AuditorServicer(app), server)
+    once = Once(app)  # one book of answers: a resend may come by any service
+    pb_grpc.add_TenantServicer_to_server(TenantServicer(app, once), server)
+    pb_grpc.add_ProviderServicer_to_server(ProviderServicer(app, once), server)
+    pb_grpc.add_MarketServicer_to_server(MarketServicer(app, once), server)
+    pb_grpc.add_AuditorServicer_to_server(AuditorServicer(app, once), server)
     services = pb.DESCRIPTOR.services_by_name
     return [services[name].full_name for name in ("Tenant", "Provider", "Market", "Auditor")]

@@ -149,7 +149,9 @@ _WRITES: dict[Write, str] = {
     Write.PROVIDER_EVENT: "INSERT INTO provider_events VALUES (?,?,?)",
     Write.COUNTER: "INSERT OR REPLACE INTO counters VALUES (?,?)",
     Write.LOG: "INSERT OR REPLACE INTO logs VALUES (?,?,?,?,?)",
-    Write.NONCE: "INSERT OR IGNORE INTO nonces VALUES (?,?,?)",
+    Write.NONCE: "INSERT OR IGNORE INTO nonces VALUES (?,?,?,?,?)",
+    Write.OUTCOME: "INSERT INTO nonces VALUES (?,?,?,?,?) ON CONFLICT(public_key, nonce) "
+    "DO UPDATE SET outcome=excluded.outcome",
     Write.FORGET_NONCES: "DELETE FROM nonces WHERE timestamp_ms < ?",
     Write.ATTESTATION: "INSERT OR REPLACE INTO attestations VALUES (?,?,?,?,?)",
     Write.INVENTORY_REPORT: "INSERT OR REPLACE INTO inventory_reports VALUES (?,?,?)",
@@ -205,7 +207,11 @@ def _execute(conn: sqlite3.Connection, write: Write, rows: list[Row]) -> None:
 
 
 # Each schema version after the first, as the script that reaches it from the one before.
-_MIGRATIONS: dict[int, str] = {}
+# Each schema version after the first (_SCHEMA), as the statements that reach it.
+_MIGRATIONS: dict[int, str] = {
+    # nonces keep their envelope's digest and what its command came to (server/once.py)
+    2: "ALTER TABLE nonces ADD COLUMN digest BLOB; ALTER TABLE nonces ADD COLUMN outcome TEXT;",
+}
 
 Decoded = TypeVar("Decoded", Order, Bid, Lease, Decline, DeploymentEvent)
 
@@ -376,11 +382,12 @@ class Store:
     def nonces_since(self, since_ms: int) -> list[SeenNonce]:
         """Accepted nonces whose timestamps are at or after `since_ms`, oldest first."""
         rows = self._rows(
-            "SELECT public_key, nonce, timestamp_ms FROM nonces WHERE timestamp_ms >= ? "
+            "SELECT public_key, nonce, timestamp_ms, digest, outcome FROM nonces "
+            "WHERE timestamp_ms >= ? "
             "ORDER BY timestamp_ms",
             (since_ms,),
         )
-        return [SeenNonce(bytes(k), bytes(n), t) for k, n, t in rows]
+        return [SeenNonce(bytes(k), bytes(n), t, bytes(d or b""), o) for k, n, t, d, o in rows]
 
     def attestations(self) -> list[Attestation]:
         rows = self._rows("SELECT body, proof FROM attestations ORDER BY provider, auditor, key")

@@ -33,7 +33,7 @@ from marketplace.server.codec import dumps, dumps_without
 
 # The schema this gpumarket writes. Each engine migrates an older store up to it at open, and
 # refuses a newer one (written by a newer gpumarket) rather than guess at it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: nonces keep their envelope's digest and outcome (resends)
 
 # What the writer binds to a statement's placeholders.
 SqlValue: TypeAlias = int | float | str | bytes | None
@@ -60,7 +60,8 @@ class Write(StrEnum):
     PROVIDER_EVENT = "provider_event"  # (seq, provider, body): appends
     COUNTER = "counter"  # (name, value): replaces
     LOG = "log"  # (lease_id, seq, time_ms, stream, line): replaces
-    NONCE = "nonce"  # (public_key, nonce, timestamp_ms): kept once
+    NONCE = "nonce"  # (public_key, nonce, timestamp_ms, digest, outcome): kept once
+    OUTCOME = "outcome"  # (public_key, nonce, timestamp_ms, digest, outcome): sets the outcome
     FORGET_NONCES = "forget_nonces"  # (before_ms,): deletes older ones
     ATTESTATION = "attestation"  # (provider, auditor, key, body, proof): replaces
     INVENTORY_REPORT = "inventory_report"  # (provider, time_ms, body): replaces
@@ -185,13 +186,22 @@ def logs_batch(lines: Sequence[StoredLogLine]) -> Batch:
     return b
 
 
-def nonces_batch(seen: Sequence[SeenNonce], forget_before_ms: int) -> Batch:
-    """Accepted nonces (replay protection across restarts), and forget those too old to matter."""
+def nonces_batch(
+    seen: Sequence[SeenNonce], forget_before_ms: int, settled: Sequence[SeenNonce] = ()
+) -> Batch:
+    """Accepted nonces (replay protection across restarts) and the outcomes of their commands
+    (a resend's answer: server/once.py), and forget those too old to matter. A nonce and its
+    outcome may come in either order, in one batch or two: the outcome is kept either way."""
     b = Batch()
-    b.add(Write.NONCE, [(n.public_key, n.nonce, n.timestamp_ms) for n in seen])
-    if seen:
+    b.add(Write.NONCE, [_nonce_row(n) for n in seen])
+    b.add(Write.OUTCOME, [_nonce_row(n) for n in settled])
+    if seen or settled:
         b.add(Write.FORGET_NONCES, [(forget_before_ms,)])
     return b
+
+
+def _nonce_row(n: SeenNonce) -> Row:
+    return (n.public_key, n.nonce, n.timestamp_ms, n.digest, n.outcome)
 
 
 def attestations_batch(attestations: Sequence[Attestation]) -> Batch:

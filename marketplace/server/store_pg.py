@@ -123,7 +123,10 @@ _SCHEMA_V1 = (
 )
 
 # Each schema version, as the statements that reach it from the one before.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: _SCHEMA_V1,
+    2: ("ALTER TABLE nonces ADD COLUMN digest bytea, ADD COLUMN outcome text",),
+}
 
 
 class Keep(Enum):
@@ -169,6 +172,7 @@ def _bulk(table: str, columns: str, key: int, keep: Keep, moves: bool = False) -
     return _Bulk(sql, key, keep)
 
 
+_NONCE_COLUMNS = "public_key bytea, nonce bytea, timestamp_ms bigint, digest bytea, outcome text"
 _BULK: dict[Write, _Bulk] = {
     Write.ACCOUNT: _bulk("accounts", "address text, balance bigint, body text", 1, Keep.LAST),
     Write.DEPLOYMENT: _bulk(
@@ -209,9 +213,8 @@ _BULK: dict[Write, _Bulk] = {
     Write.LOG: _bulk(
         "logs", "lease_id text, seq bigint, time_ms bigint, stream text, line text", 2, Keep.LAST
     ),
-    Write.NONCE: _bulk(
-        "nonces", "public_key bytea, nonce bytea, timestamp_ms bigint", 2, Keep.FIRST
-    ),
+    Write.NONCE: _bulk("nonces", _NONCE_COLUMNS, 2, Keep.FIRST),
+    Write.OUTCOME: _bulk("nonces", _NONCE_COLUMNS, 2, Keep.LAST),
     Write.ATTESTATION: _bulk(
         "attestations",
         "provider text, auditor text, key text, body text, proof bytea",
@@ -582,11 +585,12 @@ class PostgresStore:
 
     def nonces_since(self, since_ms: int) -> list[SeenNonce]:
         rows = self._rows(
-            "SELECT public_key, nonce, timestamp_ms FROM nonces WHERE timestamp_ms >= %s "
+            "SELECT public_key, nonce, timestamp_ms, digest, outcome FROM nonces "
+            "WHERE timestamp_ms >= %s "
             "ORDER BY timestamp_ms",
             (since_ms,),
         )
-        return [SeenNonce(bytes(k), bytes(n), int(t)) for k, n, t in rows]
+        return [SeenNonce(bytes(k), bytes(n), int(t), bytes(d or b""), o) for k, n, t, d, o in rows]
 
     def attestations(self) -> list[Attestation]:
         rows = self._rows("SELECT body, proof FROM attestations ORDER BY provider, auditor, key")

@@ -264,12 +264,14 @@ def test_a_resent_envelope_is_answered_again_and_applied_once(server: ServerThre
         await other.close()
         await stream.close()
 
-        # a unary replay of an envelope the stream applied is refused, as any replay
+        # the unary rpc keeps the same contract: the envelope the stream applied gets its
+        # answer again, the changed one is refused
         channel = grpc.aio.insecure_channel(server.address)
+        stub = pb_grpc.ProviderStub(channel)
+        assert await stub.PlaceBid(envelope, timeout=10) == pb.Bid.FromString(first.reply)
         with pytest.raises(grpc.aio.AioRpcError) as refusal:
-            await pb_grpc.ProviderStub(channel).PlaceBid(envelope, timeout=10)
+            await stub.PlaceBid(changed, timeout=10)
         assert refusal.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert "replayed" in (refusal.value.details() or "")
         await channel.close(grace=None)
 
     run(scenario)

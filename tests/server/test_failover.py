@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
 from marketplace.api.client import MarketClient, MarketUnavailable, ProviderClient, TenantClient
 from marketplace.api.envelope import seal
@@ -36,7 +37,7 @@ from marketplace.core.errors import (
     Unauthenticated,
 )
 from marketplace.core.events import DeploymentEventKind
-from marketplace.identity import Key
+from marketplace.identity import Key, signing_bytes
 from marketplace.server.serve import ADMIN_KEY_FILE
 from marketplace.server.standby import NOT_THE_LEADER
 from marketplace.server.testing import gpu_sdl, provider_registration
@@ -357,23 +358,91 @@ def test_the_database_crashing_loses_nothing_and_a_server_leads_after(
         assert tenant.get_account().balance == 7 * money.MICRO
 
 
-def test_a_nonce_spent_on_the_old_leader_is_refused_by_the_new_one(pair: Pair) -> None:
+def same_nonce_other_bytes(
+    key: Key, envelope: pb.SignedRequest, other: Message
+) -> pb.SignedRequest:
+    """`other` signed by `key` under `envelope`'s nonce: a valid signature, a spent nonce."""
+    changed = pb.SignedRequest()
+    changed.CopyFrom(envelope)
+    changed.payload = other.SerializeToString()
+    data = signing_bytes(
+        envelope.market_id,
+        type(other).DESCRIPTOR.full_name,
+        envelope.nonce,
+        envelope.timestamp_ms,
+        changed.payload,
+    )
+    changed.signature = key._private.sign(data)  # a client's bug: one nonce, two messages
+    return changed
+
+
+def test_a_command_resent_to_the_new_leader_gets_its_first_answer_and_applies_once(
+    pair: Pair,
+) -> None:
+    """The leader commits commands and dies before answering (here: it answered, and the
+    client resends the same sealed bytes anyway, as it would after UNAVAILABLE): the new
+    leader answers each as the first time, applies none again, and refuses the same nonce on
+    other bytes."""
     admin = Key.from_pem(pair.admin_key.read_bytes())
     old, standby = pair.servers
-    tenant = Key.generate()
-    signed = seal(admin, pb.FundAccount(address=tenant.address, amount=5), market=admin.address)
+    market = admin.address
+    tenant, provider = Key.generate(), Key.generate()
+    with ProviderClient(old.address, provider) as client:
+        client.register(provider_registration("p1", "eu"))
+
+    fund = seal(
+        admin, pb.FundAccount(address=tenant.address, amount=50 * money.MICRO), market=market
+    )
+    create = seal(
+        tenant,
+        pb.CreateDeployment(sdl=gpu_sdl(), deposit=2 * money.MICRO),
+        market=market,
+    )
     with grpc.insecure_channel(old.address) as channel:
-        pb_grpc.TenantStub(channel).Fund(signed, timeout=10)
+        tenant_rpc = pb_grpc.TenantStub(channel)
+        funded = tenant_rpc.Fund(fund, timeout=10)
+        made = tenant_rpc.CreateDeployment(create, timeout=30)
+        deposit = seal(
+            tenant, pb.DepositEscrow(deployment_id=made.id, amount=money.MICRO), market=market
+        )
+        deposited = tenant_rpc.Deposit(deposit, timeout=10)
+        missing = seal(tenant, pb.DepositEscrow(deployment_id="d-missing", amount=1), market=market)
+        with pytest.raises(grpc.RpcError) as first_refusal:
+            tenant_rpc.Deposit(missing, timeout=10)
+        place = seal(
+            provider, pb.PlaceBid(order_id=made.order_ids[0], price_per_hour=450_000), market=market
+        )
+        bid = pb_grpc.ProviderStub(channel).PlaceBid(place, timeout=10)
     old.kill9()
     assert pair.leader() is standby
-    with (
-        grpc.insecure_channel(standby.address) as channel,
-        pytest.raises(grpc.RpcError) as replayed,
-    ):
-        pb_grpc.TenantStub(channel).Fund(signed, timeout=10)
-    assert replayed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    with grpc.insecure_channel(standby.address) as channel:
+        tenant_rpc = pb_grpc.TenantStub(channel)
+        assert tenant_rpc.Fund(fund, timeout=10).address == funded.address
+        again = tenant_rpc.CreateDeployment(create, timeout=30)
+        assert (again.id, list(again.order_ids)) == (made.id, list(made.order_ids))
+        assert tenant_rpc.Deposit(deposit, timeout=10).id == deposited.id
+        with pytest.raises(grpc.RpcError) as refusal:
+            tenant_rpc.Deposit(missing, timeout=10)
+        assert refusal.value.code() == first_refusal.value.code() == grpc.StatusCode.NOT_FOUND
+        assert refusal.value.details() == first_refusal.value.details()
+        assert pb_grpc.ProviderStub(channel).PlaceBid(place, timeout=10).id == bid.id
+        twice = same_nonce_other_bytes(
+            admin, fund, pb.FundAccount(address=tenant.address, amount=99 * money.MICRO)
+        )
+        with pytest.raises(grpc.RpcError) as forged:
+            tenant_rpc.Fund(twice, timeout=10)
+        assert forged.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "replayed" in (forged.value.details() or "")
+
     with TenantClient(standby.address, tenant) as client:
-        assert client.get_account().balance == 5  # funded once
+        assert [d.id for d in client.list_deployments()] == [made.id]  # one deployment
+        # funded once (50), 2 deposited at creation and 1 after: each moved once
+        assert client.get_account().balance == 47 * money.MICRO
+    with TenantClient(standby.address, provider) as bidder:  # its own bids (sealed to others)
+        assert [b.id for b in bidder.list_bids(made.order_ids[0])] == [bid.id]
+    audit = audit_cli(standby.address, pair.admin_key)
+    assert audit["balanced"] is True, audit
 
 
 def test_sigterm_stops_a_standby_cleanly_and_a_leader_hands_over(pair: Pair) -> None:

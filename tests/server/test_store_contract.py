@@ -172,6 +172,65 @@ def test_nonces_are_kept_once_and_forgotten_when_old(open_store: StoreOpener) ->
     assert open_store().nonces_since(0) == seen[2:] + later
 
 
+def test_a_nonce_keeps_its_envelope_digest_and_what_its_command_came_to(
+    open_store: StoreOpener,
+) -> None:
+    """The outcome of a command (server/once.py) is kept with its nonce, whichever of the two
+    is written first, in one batch or two, and forgotten with it."""
+    store = open_store()
+    first = SeenNonce(b"key-a", b"1" * 16, 1_000, b"digest-1")
+    second = SeenNonce(b"key-a", b"2" * 16, 1_001, b"digest-2")
+    store.write(nonces_batch([first, second], forget_before_ms=0))  # accepted, not yet run
+    assert [n.outcome for n in store.nonces_since(0)] == [None, None]
+    settled = SeenNonce(b"key-a", b"1" * 16, 1_000, b"digest-1", "=D-7")
+    store.write(nonces_batch([], forget_before_ms=0, settled=[settled]))  # in a later batch
+    # a nonce and its outcome in one batch, the outcome first, then the nonce: both kept
+    third = SeenNonce(b"key-b", b"3" * 16, 1_002, b"digest-3", "!NotFound order o-9 not found")
+    batch = nonces_batch([], forget_before_ms=0, settled=[third])
+    batch.extend(nonces_batch([SeenNonce(b"key-b", b"3" * 16, 1_002, b"digest-3")], 0))
+    store.write(batch)
+    expected = [settled, second, third]
+    assert store.nonces_since(0) == expected
+    assert open_store().nonces_since(0) == expected
+    store.write(nonces_batch([], forget_before_ms=1_002, settled=[second]))  # forgotten: old
+    assert open_store().nonces_since(0) == [third]
+
+
+def test_sqlite_migrates_a_first_version_store_keeping_its_nonces(tmp_path: Path) -> None:
+    path = tmp_path / "market.db"
+    with sqlite3.connect(path) as db:  # what gpumarket of schema 1 left
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute(
+            "CREATE TABLE nonces (public_key BLOB, nonce BLOB, timestamp_ms INTEGER, "
+            "PRIMARY KEY (public_key, nonce))"
+        )
+        db.execute("INSERT INTO nonces VALUES (?, ?, ?)", (b"k", b"n" * 16, 5))
+    store = Store(path)
+    assert store.meta("schema_version") == str(SCHEMA_VERSION)
+    assert store.nonces_since(0) == [SeenNonce(b"k", b"n" * 16, 5)]  # a resend: refused
+
+
+def test_postgresql_migrates_a_first_version_store_keeping_its_nonces(
+    pg_cluster: PgCluster,
+) -> None:
+    url = pg_cluster.create_database()
+    PostgresStore(url).close()
+    name = url.rpartition("/")[2]
+    pg_cluster.sql(
+        "ALTER TABLE nonces DROP COLUMN digest, DROP COLUMN outcome; "
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version'; "
+        "INSERT INTO nonces VALUES ('\\x6b', '\\x6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e', 5)",
+        name,
+    )
+    store = PostgresStore(url)
+    try:
+        assert store.meta("schema_version") == str(SCHEMA_VERSION)
+        assert store.nonces_since(0) == [SeenNonce(b"k", b"n" * 16, 5)]
+    finally:
+        store.close()
+
+
 def test_logs_keep_order_tail_and_last_seq(open_store: StoreOpener) -> None:
     store = open_store()
     lines = [StoredLogLine("L1", i, 1000 + i, "stdout", f"line {i} ✓") for i in range(1, 11)]
@@ -313,17 +372,17 @@ def test_one_key_twice_in_a_batch_leaves_what_the_statements_in_order_would(
     batch = Batch()
     batch.add(Write.COUNTER, [("next_deployment", 5)])
     batch.add(Write.LOG, [("L", 1, 1, "stdout", "first")])
-    batch.add(Write.NONCE, [(b"k", b"n", 10)])
+    batch.add(Write.NONCE, [(b"k", b"n", 10, b"d", None)])
     batch.add(Write.DEPLOYMENT, [("D1", "alice", "open", b"sdl", b"signed", "{}")])
     batch.add(Write.COUNTER, [("next_deployment", 7)])  # a replace: the last one stays
     batch.add(Write.LOG, [("L", 1, 2, "stdout", "second")])
-    batch.add(Write.NONCE, [(b"k", b"n", 20)])  # kept once: the first one stays
+    batch.add(Write.NONCE, [(b"k", b"n", 20, b"e", None)])  # kept once: the first one stays
     batch.add(Write.DEPLOYMENT, [("D1", "alice", "closed", b"", b"", "{}")])  # SDL kept
     store.write(batch)
     reopened = open_store()
     assert reopened.load().next_deployment == 7
     assert [x.line for x in reopened.logs("L")] == ["second"]
-    assert reopened.nonces_since(0) == [SeenNonce(b"k", b"n", 10)]
+    assert reopened.nonces_since(0) == [SeenNonce(b"k", b"n", 10, b"d")]
     assert reopened.manifest("D1") == (b"sdl", b"signed")
 
 
@@ -334,8 +393,9 @@ def test_one_key_twice_in_one_write_of_many_rows_leaves_the_later_row(
     their order, across statements too (1,500 rows: more than one statement holds)."""
     store = open_store()
     logs: list[Row] = [("L", i % 700 + 1, i, "stdout", f"line {i}") for i in range(1_500)]
-    nonces: list[Row] = [(b"k", i.to_bytes(2, "big") * 8, 10 + i) for i in range(1_200)]
-    nonces.append((b"k", (5).to_bytes(2, "big") * 8, 99_999))  # kept once: the first stays
+    nonces: list[Row] = [(b"k", i.to_bytes(2, "big") * 8, 10 + i, b"", None) for i in range(1_200)]
+    # kept once: the first stays
+    nonces.append((b"k", (5).to_bytes(2, "big") * 8, 99_999, b"", None))
     batch = Batch()
     batch.add(Write.COUNTER, [("next_deployment", 5), ("next_bid_seq", 3), ("next_deployment", 9)])
     batch.add(Write.LOG, logs)
