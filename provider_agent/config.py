@@ -633,7 +633,8 @@ def _ingress(s: _Section) -> IngressSection:
     domain = s.string("domain", "").lower().rstrip(".")
     if listen:
         host, colon, port = listen.rpartition(":")
-        if not colon or not port.isdigit() or int(port) > 65535:
+        number = limits.whole_number(port, 5)
+        if not colon or number is None or number > 65535:
             raise s.error("listen", f'must be "address:port", e.g. "0.0.0.0:8080", got {listen!r}')
         try:
             ipaddress.ip_address(host.strip("[]"))

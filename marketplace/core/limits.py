@@ -163,6 +163,15 @@ def shown(value: object, limit: int = MAX_ERROR_VALUE) -> str:
     return text[: limit + 8]
 
 
+def whole_number(text: str, most_digits: int = 18) -> int | None:
+    """`text` as a non-negative int when it is 1 to `most_digits` ASCII digits, else None.
+    str.isdigit() alone is no guard before int(): it passes '²' (which int() refuses with a
+    ValueError) and other scripts' digits, and int() refuses more than 4,300 digits."""
+    if not 0 < len(text) <= most_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 def clipped(text: str, limit: int = MAX_ERROR_VALUE) -> str:
     """shown() without the quotes, for text a message names as it is."""
     return text[:limit] + ("…" if len(text) > limit else "")

@@ -1,0 +1,105 @@
+"""Hostile edges of the wire against a real marketplace (marketplace.server.testing.ServerThread,
+real gRPC): values a client can put in a well-formed, well-signed request that the server must
+refuse with INVALID_ARGUMENT naming the field, never an INTERNAL error (a traceback)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from click.testing import CliRunner
+from google.protobuf.message import Message
+
+from marketplace.api.envelope import seal
+from marketplace.api.v1 import market_pb2 as pb
+from marketplace.api.v1 import market_pb2_grpc as pb_grpc
+from marketplace.cli.main import cli
+from marketplace.core import money
+from marketplace.core.errors import MarketError
+from marketplace.identity import Key
+from marketplace.server.testing import ServerThread, gpu_sdl
+from tests.helpers import funded_tenant, registered_provider, wait_until
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    with ServerThread(tmp_path_factory.mktemp("market")) as running:
+        yield running
+
+
+def refusal(server: ServerThread, method: Callable[..., object], key: Key, msg: Message) -> str:
+    """The details of the INVALID_ARGUMENT a raw signed call ends with."""
+    with pytest.raises(grpc.RpcError) as caught:
+        method(seal(key, msg, market=server.admin.address), timeout=10)
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    details = error.details() or ""
+    assert "\n" not in details
+    return details
+
+
+def running_lease(server: ServerThread) -> tuple[Key, str]:
+    """A provider's key and the lease it won and reported running."""
+    tenant = funded_tenant(server.address, server.admin, 100 * money.MICRO)
+    provider = registered_provider(server.address, "edges")
+    dep = tenant.create_deployment(gpu_sdl(bid_window="200ms"), money.MICRO)
+    bid = provider.place_bid(dep.order_ids[0], 1_000)
+    wait_until(lambda: _has_lease(tenant, bid.id), 10, "the lease", interval=0.05)
+    provider.report_status(pb.LeaseStatusReport(lease_id=bid.id, state=pb.LEASE_RUNNING))
+    assert provider.key is not None
+    return provider.key, bid.id
+
+
+def _has_lease(tenant: object, lease_id: str) -> bool:
+    try:
+        return tenant.get_lease(lease_id).id == lease_id  # type: ignore[attr-defined]
+    except MarketError:
+        return False
+
+
+# --- 1: unknown enum values and malformed fields ------------------------------------------------
+
+
+def test_a_page_token_of_non_ascii_digits_is_invalid_not_internal(server: ServerThread) -> None:
+    # 'p1:²' passed str.isdigit() and then int() raised: INTERNAL, a traceback in the log
+    token = base64.urlsafe_b64encode("p1:²".encode()).decode()
+    with grpc.insecure_channel(server.address) as channel:
+        details = refusal(
+            server,
+            pb_grpc.TenantStub(channel).ListDeployments,
+            Key.generate(),
+            pb.ListRequest(page_token=token),
+        )
+    assert details.startswith("bad page_token")
+
+
+def test_a_lease_status_of_an_unknown_state_is_refused_naming_it(server: ServerThread) -> None:
+    key, lease_id = running_lease(server)
+    with grpc.insecure_channel(server.address) as channel:
+        details = refusal(
+            server,
+            pb_grpc.ProviderStub(channel).ReportLeaseStatus,
+            key,
+            pb.LeaseStatusReport(lease_id=lease_id, state=99),  # type: ignore[arg-type]
+        )
+    assert details.startswith("state 99 is not a lease state this marketplace knows")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["market", "serve", "--listen", "127.0.0.1:²"], "use HOST:PORT, e.g. 127.0.0.1:7420"),
+        (["console", "--listen", "127.0.0.1:²"], "use HOST:PORT, e.g. 127.0.0.1:7480"),
+    ],
+)
+def test_a_port_of_non_ascii_digits_is_one_line_not_a_traceback(
+    args: list[str], said: str, tmp_path: Path
+) -> None:
+    if args[0] == "market":
+        args = [*args, "--data-dir", str(tmp_path / "market")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output == f"Error: --listen '127.0.0.1:²': {said}\n"
