@@ -101,6 +101,12 @@ TELEMETRY_RANGES: Mapping[str, tuple[int, int]] = {
     "index": (0, MAX_GPUS - 1),
 }
 
+# --- times a client stamps what it sends by (a log line, a telemetry reading) -------------------
+# Its clock agrees with the market's within a signature's ±60 s; what it sends may have waited
+# while it was away, but never from before what it describes (a log line before its lease).
+MAX_CLOCK_AHEAD_MS = 5 * 60_000
+MAX_TELEMETRY_AGE_MS = 24 * 3600_000  # a reading older than this describes no GPU as it is
+
 # --- logs ----------------------------------------------------------------------------------------
 MAX_LOG_LINES_PER_BATCH = 5_000
 MAX_LOG_LINE_CHARS = 16_384  # after escaping
@@ -291,10 +297,29 @@ def _check_offer(offer: Offer) -> None:
         )
 
 
+def check_time(field: str, time_ms: int, now_ms: int, earliest_ms: int, earliest: str) -> int:
+    """A time a client stamped: from `earliest_ms` (what `earliest` names) to now, give or take
+    MAX_CLOCK_AHEAD_MS. Kept, a log line dated 1970 or 2262 would sort before or after every
+    other, and a reading from the future would hide every real one after it."""
+    skew = f"at most {MAX_CLOCK_AHEAD_MS // 1000} s (is the sender's clock right?)"
+    if time_ms > now_ms + MAX_CLOCK_AHEAD_MS:
+        ahead = (time_ms - now_ms) // 1000
+        raise InvalidArgument(f"{field} is {ahead:,} s ahead of the marketplace's clock; {skew}")
+    if time_ms < earliest_ms - MAX_CLOCK_AHEAD_MS:
+        behind = (earliest_ms - time_ms) // 1000
+        raise InvalidArgument(f"{field} is {behind:,} s before {earliest}; {skew}")
+    return time_ms
+
+
 def check_endpoints(endpoints: tuple[Endpoint, ...]) -> None:
     if len(endpoints) > MAX_ENDPOINTS:
         raise InvalidArgument(f"{len(endpoints):,} endpoints; the limit is {MAX_ENDPOINTS}")
     for endpoint in endpoints:
+        for name in ("port", "external_port"):  # uint32 on the wire
+            if not 0 <= getattr(endpoint, name) <= 65535:
+                raise InvalidArgument(
+                    f"endpoint {name} {getattr(endpoint, name)} is outside 0..65535"
+                )
         check_text("endpoint service", endpoint.service)
         check_text("endpoint host", endpoint.host)
         check_text("endpoint uri", endpoint.uri)

@@ -5,6 +5,7 @@ refuse with INVALID_ARGUMENT naming the field, never an INTERNAL error (a traceb
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import pytest
 from click.testing import CliRunner
 from google.protobuf.message import Message
 
+from marketplace.api.client import ProviderClient, TenantClient
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.cli.main import cli
 from marketplace.core import money
+from marketplace.core.clock import SystemClock
 from marketplace.core.errors import MarketError
 from marketplace.identity import Key
 from marketplace.server.testing import ServerThread, gpu_sdl
@@ -103,3 +106,56 @@ def test_a_port_of_non_ascii_digits_is_one_line_not_a_traceback(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert result.output == f"Error: --listen '127.0.0.1:²': {said}\n"
+
+
+# --- 2: times and counters a provider stamps -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("time_ms", "said"),
+    [
+        (1, r"log line time_ms is [\d,]+ s before its lease; at most 300 s"),
+        (2**63 - 1, r"log line time_ms is [\d,]+ s ahead of the marketplace's clock"),
+        (-(2**63), "log line time_ms is .* s before its lease"),
+    ],
+)
+def test_a_log_line_dated_far_from_its_lease_is_refused(
+    server: ServerThread, time_ms: int, said: str
+) -> None:
+    key, lease_id = running_lease(server)
+    batch = pb.LogBatch(
+        lease_id=lease_id,
+        lines=[pb.LogLine(line="fine"), pb.LogLine(line="dated", time_ms=time_ms)],
+    )
+    with grpc.insecure_channel(server.address) as channel:
+        details = refusal(server, pb_grpc.ProviderStub(channel).ReportLogs, key, batch)
+    assert re.match(said, details), details
+    provider = ProviderClient(server.address, key)
+    now = SystemClock().now_ms()
+    provider.report_logs(lease_id, [pb.LogLine(line="on time", time_ms=now)])
+    (line,) = TenantClient(server.address, key).stream_logs(lease_id)  # nothing of the refused
+    assert (line.line, line.time_ms) == ("on time", now)
+
+
+def test_a_telemetry_reading_from_long_ago_is_refused(server: ServerThread) -> None:
+    provider = registered_provider(server.address, "old-readings")
+    assert provider.key is not None
+    report = pb.TelemetryReport(gpus=[pb.GpuTelemetry(index=0, model="h100")], read_at_ms=1)
+    with grpc.insecure_channel(server.address) as channel:
+        details = refusal(
+            server, pb_grpc.ProviderStub(channel).ReportTelemetry, provider.key, report
+        )
+    assert re.match(r"read_at_ms is [\d,]+ s before a day ago", details), details
+
+
+def test_an_endpoint_port_past_65535_is_refused(server: ServerThread) -> None:
+    key, lease_id = running_lease(server)
+    for name in ("port", "external_port"):
+        endpoint = pb.Endpoint(service="web", port=80, host="127.0.0.1", external_port=8080)
+        setattr(endpoint, name, 2**32 - 1)
+        report = pb.LeaseStatusReport(
+            lease_id=lease_id, state=pb.LEASE_RUNNING, endpoints=[endpoint]
+        )
+        with grpc.insecure_channel(server.address) as channel:
+            details = refusal(server, pb_grpc.ProviderStub(channel).ReportLeaseStatus, key, report)
+        assert details == f"endpoint {name} 4294967295 is outside 0..65535"
