@@ -379,6 +379,10 @@ def _provider(s: _Section, base: Path) -> ProviderSection:
         attrs.used.add(key)
         if not isinstance(value, str):
             raise attrs.error(key, f"attribute values are strings, got {units.type_name(value)}")
+        try:  # what the market would refuse at registration, said here with the config's line
+            limits.check_attribute_key(key)
+        except InvalidArgument as exc:
+            raise attrs.error(key, str(exc)) from None
         if key.startswith("capabilities/gpu"):
             raise attrs.error(
                 key, "GPU capabilities are derived from the inventory; do not type them"

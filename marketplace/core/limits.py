@@ -210,11 +210,22 @@ def check_texts(field: str, texts: Iterable[str], most: int) -> tuple[str, ...]:
     return items
 
 
+def check_attribute_key(key: str) -> str:
+    """An attribute key: 1 to 128 characters, not blank, no space around it. A blank key or
+    ' region' could never be matched by a manifest's (which Akash's key pattern bounds)."""
+    check_text("attribute key", key)
+    if not key.strip():
+        raise InvalidArgument(f"attribute key {shown(key)} is empty")
+    if key != key.strip():
+        raise InvalidArgument(f"attribute key {shown(key)} has spaces around it")
+    return key
+
+
 def check_attributes(attributes: Mapping[str, str]) -> None:
     if len(attributes) > MAX_ATTRIBUTES:
         raise InvalidArgument(f"{len(attributes):,} attributes; the limit is {MAX_ATTRIBUTES}")
     for key, value in attributes.items():
-        check_text("attribute key", key)
+        check_attribute_key(key)
         check_text("attribute value", value)
 
 

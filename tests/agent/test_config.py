@@ -61,6 +61,18 @@ def test_full_example_values() -> None:
             "storage_classes",
         ),
         ('[runtime]\ncapabilities = ["SYS_ADMIN"]', "runtime.capabilities", "default set"),
+        ('[provider.attributes]\n"" = "x"', "provider.attributes.", "attribute key '' is empty"),
+        ('[provider.attributes]\n"  " = "x"', "provider.attributes.  ", "is empty"),
+        (
+            '[provider.attributes]\n" region" = "eu"',
+            "provider.attributes. region",
+            "attribute key ' region' has spaces around it",
+        ),
+        (
+            f'[provider.attributes]\n"{"k" * 129}" = "x"',
+            f"provider.attributes.{'k' * 129}",
+            "attribute key is 129 characters; the limit is 128",
+        ),
         (
             '[runtime]\ncapabilities = ["CHOWN"]\ncap_drop_all = true',
             "runtime.cap_drop_all",

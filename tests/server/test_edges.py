@@ -23,7 +23,7 @@ from marketplace.core import money
 from marketplace.core.clock import SystemClock
 from marketplace.core.errors import MarketError
 from marketplace.identity import Key
-from marketplace.server.testing import ServerThread, gpu_sdl
+from marketplace.server.testing import ServerThread, gpu_sdl, provider_registration
 from tests.helpers import funded_tenant, registered_provider, wait_until
 
 
@@ -159,3 +159,43 @@ def test_an_endpoint_port_past_65535_is_refused(server: ServerThread) -> None:
         with grpc.insecure_channel(server.address) as channel:
             details = refusal(server, pb_grpc.ProviderStub(channel).ReportLeaseStatus, key, report)
         assert details == f"endpoint {name} 4294967295 is outside 0..65535"
+
+
+# --- 3: attribute keys ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("", "attribute key '' is empty"),
+        (" \t ", r"attribute key ' \t ' is empty"),
+        (" region", "attribute key ' region' has spaces around it"),
+        ("k" * 129, "attribute key is 129 characters; the limit is 128"),
+    ],
+)
+def test_a_blank_or_overlong_attribute_key_is_refused_naming_it(
+    server: ServerThread, key: str, said: str
+) -> None:
+    registration = provider_registration("blank-key")
+    registration.attributes.append(pb.Attribute(key=key, value="x"))
+    signed = registered_provider(server.address, "to-verify").key
+    assert signed is not None
+    verify = pb.VerifyProviderRequest(
+        provider=signed.address, attributes=[pb.Attribute(key=key, value="x")]
+    )
+    with grpc.insecure_channel(server.address) as channel:
+        registered = refusal(
+            server, pb_grpc.ProviderStub(channel).Register, Key.generate(), registration
+        )
+        with pytest.raises(grpc.RpcError) as caught:  # what an auditor checks before signing
+            pb_grpc.AuditorStub(channel).VerifyProvider(verify, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert registered == said and caught.value.details() == said
+
+
+def test_the_auditor_cli_refuses_a_blank_key_in_one_line(server: ServerThread) -> None:
+    result = CliRunner().invoke(
+        cli, ["auditor", "sign", "gm1x", " =v", "--market", server.address, "--skip-verify"]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output == "Error: attribute key ' ' is empty\n"
