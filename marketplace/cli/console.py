@@ -11,10 +11,11 @@ from urllib.parse import quote
 
 import click
 
+from marketplace.api.addresses import is_loopback
 from marketplace.api.client import MarketClient, ProviderClient
 from marketplace.cli.tenant import Connection, load_key, market_options
 from marketplace.console.api import ConsoleApi
-from marketplace.console.server import ConsoleConfig, ConsoleServer, is_loopback
+from marketplace.console.server import ConsoleConfig, ConsoleServer
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.limits import whole_number
 from marketplace.terminal import friendly_errors

@@ -20,7 +20,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import queue
@@ -41,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf.message import Message as ProtoMessage
 
+from marketplace.api.addresses import is_loopback
 from marketplace.api.client import MarketUnavailable
 from marketplace.api.status import details_of
 from marketplace.console.api import ConsoleApi, Doc, Feed, Json, event_doc, log_doc
@@ -100,15 +100,6 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

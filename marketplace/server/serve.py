@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import errno
 import gc
-import ipaddress
 import logging
 import os
 import signal
@@ -33,6 +32,7 @@ from grpc_health.v1 import _async as health_aio  # = health.aio, which grpc-stub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from marketplace.api.addresses import is_loopback
 from marketplace.core.errors import FailedPrecondition, InvalidArgument
 from marketplace.core.limits import whole_number
 from marketplace.core.market import MarketConfig
@@ -94,16 +94,6 @@ def load_or_create_admin_key(data_dir: Path) -> tuple[Key, bool]:
     with os.fdopen(fd, "wb") as f:
         f.write(key.to_pem())
     return key, True
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -24,6 +24,7 @@ from marketplace.core.clock import SystemClock
 from marketplace.core.errors import MarketError
 from marketplace.identity import Key
 from marketplace.server.testing import ServerThread, gpu_sdl, provider_registration
+from provider_agent.config import EX_CONFIG, load_config
 from tests.helpers import funded_tenant, registered_provider, wait_until
 
 
@@ -199,3 +200,44 @@ def test_the_auditor_cli_refuses_a_blank_key_in_one_line(server: ServerThread) -
     )
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert result.output == "Error: attribute key ' ' is empty\n"
+
+
+# --- 4: plaintext off loopback -------------------------------------------------------------------
+
+
+def test_the_cli_refuses_plaintext_off_loopback_unless_told(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 0.0.0.0 is not a loopback address, yet Linux delivers a connection to it to this machine:
+    # a real market off loopback, as the check sees it
+    port = server.address.rpartition(":")[2]
+    remote = f"127.0.0.1:{port},0.0.0.0:{port}"
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["providers", "--market", remote])
+    assert refused.exit_code == 1 and isinstance(refused.exception, SystemExit)
+    assert refused.output == (
+        f"Error: refusing plaintext to 0.0.0.0:{port} (not this machine): pass the marketplace's"
+        " CA with --tls-ca CA.pem [env GPUMARKET_TLS_CA], or --insecure [env GPUMARKET_INSECURE=1]"
+        " to send it readable on purpose\n"
+    )
+    told = runner.invoke(cli, ["providers", "--market", f"0.0.0.0:{port}", "--insecure"])
+    assert told.exit_code == 0, told.output
+    monkeypatch.setenv("GPUMARKET_INSECURE", "1")
+    assert runner.invoke(cli, ["providers", "--market", f"0.0.0.0:{port}"]).exit_code == 0
+    monkeypatch.delenv("GPUMARKET_INSECURE")
+    assert runner.invoke(cli, ["providers", "--market", server.address]).exit_code == 0
+
+
+def test_the_agent_config_refuses_plaintext_off_loopback_unless_told(tmp_path: Path) -> None:
+    config = tmp_path / "provider.toml"
+    config.write_text('[marketplace]\naddress = "10.0.0.1:7420"\n[gpu]\nbackend = "none"\n')
+    result = CliRunner().invoke(cli, ["provider", "inventory", "--config", str(config)])
+    assert result.exit_code == EX_CONFIG
+    assert result.output == (
+        f"Error: {config}: marketplace.address: 10.0.0.1:7420 is not this machine and no TLS is "
+        'set: set tls_ca = "CA.pem" (or tls = true for the system\'s roots), or insecure = true '
+        "to talk plaintext on purpose\n"
+    )
+    for opt_in in ("insecure = true", "tls = true"):
+        config.write_text(f'[marketplace]\naddress = "10.0.0.1:7420"\n{opt_in}\n')
+        assert load_config(config).marketplace.address == "10.0.0.1:7420"
