@@ -37,6 +37,11 @@ def test_full_example_values() -> None:
         ('[gpu]\nreplay_file = "/nope.json"', "gpu.replay_file", "no such file"),
         ("[pricing.scale]\ncpu_hour = 0.5", "pricing.scale.cpu_hour", "as strings"),
         ('[pricing.scale]\ncpu_hour = "-1"', "pricing.scale.cpu_hour", "negative"),
+        (
+            '[pricing.scale]\ncpu_hour = "0.0000001"',
+            "pricing.scale.cpu_hour",
+            "'0.0000001' is not a whole number of micro-units",
+        ),
         ('[pricing.scale]\nfloor = "1"', "pricing.scale", "every price is zero"),
         ('[pricing]\nstrategy = "script"', "pricing.script.command", "required"),
         ('[resources]\nmemory = "lots"', "resources.memory", "invalid size"),

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from google.protobuf.message import Message
 
-from marketplace.api.client import ProviderClient, TenantClient
+from marketplace.api.client import MarketClient, ProviderClient, TenantClient
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
@@ -241,3 +241,40 @@ def test_the_agent_config_refuses_plaintext_off_loopback_unless_told(tmp_path: P
     for opt_in in ("insecure = true", "tls = true"):
         config.write_text(f'[marketplace]\naddress = "10.0.0.1:7420"\n{opt_in}\n')
         assert load_config(config).marketplace.address == "10.0.0.1:7420"
+
+
+# --- 5: amounts finer than a micro-unit ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["account", "fund", "me", "0.0000001"],
+            "amount: '0.0000001' is not a whole number of micro-units",
+        ),
+        (
+            ["account", "fund", "me", "1.0000005"],
+            "amount: '1.0000005' is not a whole number of micro-units",
+        ),
+        (["account", "fund", "me", "0"], "amount must be positive, got 0"),
+        (["account", "fund", "me", "0.0000000u"], "amount must be positive, got 0"),
+        (["deposit", "D1", "0.0000001"], "deposit: '0.0000001' is not a whole number"),
+        (["deploy", "job.yaml", "--deposit", "0.5u"], "--deposit: '0.5u' is not a whole number"),
+    ],
+)
+def test_an_amount_finer_than_a_micro_unit_or_not_positive_is_refused_naming_it(
+    server: ServerThread, tmp_path: Path, args: list[str], said: str
+) -> None:
+    (tmp_path / "job.yaml").write_bytes(gpu_sdl())
+    admin = tmp_path / "admin.pem"
+    admin.write_bytes(server.admin.to_pem())
+    extra = ["--admin-key", str(admin)] if args[0] == "account" else []
+    args = [str(tmp_path / a) if a.endswith(".yaml") else a for a in args]
+    minted = MarketClient(server.address, server.admin).audit().total_minted
+    result = CliRunner(env={"GPUMARKET_HOME": str(tmp_path)}).invoke(
+        cli, [*args, *extra, "--market", server.address]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.splitlines()[-1].startswith(f"Error: {said}")
+    assert MarketClient(server.address, server.admin).audit().total_minted == minted
