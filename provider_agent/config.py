@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marketplace.api.addresses import parse_addresses
+from marketplace.api.addresses import off_loopback, parse_addresses
 from marketplace.core import limits, money, units
 from marketplace.core.bidding import BidPolicy
 from marketplace.core.errors import InvalidArgument
@@ -57,6 +57,9 @@ class MarketplaceSection:
     # the agent's client certificate and key (PEM), for a market that asks for mutual TLS
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # plaintext to a market off this machine, on purpose (else a config error: the agent's
+    # manifests, their env secrets and its tenants' logs would cross the network readable)
+    insecure: bool = False
 
     @property
     def uses_tls(self) -> bool:
@@ -379,6 +382,10 @@ def _provider(s: _Section, base: Path) -> ProviderSection:
         attrs.used.add(key)
         if not isinstance(value, str):
             raise attrs.error(key, f"attribute values are strings, got {units.type_name(value)}")
+        try:  # what the market would refuse at registration, said here with the config's line
+            limits.check_attribute_key(key)
+        except InvalidArgument as exc:
+            raise attrs.error(key, str(exc)) from None
         if key.startswith("capabilities/gpu"):
             raise attrs.error(
                 key, "GPU capabilities are derived from the inventory; do not type them"
@@ -400,13 +407,22 @@ def _marketplace(s: _Section, base: Path) -> MarketplaceSection:
     pem = {key: _pem_file(s, key, base) for key in ("tls_ca", "tls_cert", "tls_key")}
     if (pem["tls_cert"] is None) != (pem["tls_key"] is None):
         raise s.error("tls_cert", "and tls_key go together: set both or neither")
-    return MarketplaceSection(
+    section = MarketplaceSection(
         address=_market_addresses(s),
         call_timeout_s=s.number("call_timeout_s", 5.0, minimum=0.1),
         reconnect_max_s=s.number("reconnect_max_s", 30.0, minimum=0.1),
         tls=s.boolean("tls", False),
+        insecure=s.boolean("insecure", False),
         **pem,
     )
+    remote = None if section.uses_tls or section.insecure else off_loopback(section.address)
+    if remote is not None:
+        raise s.error(
+            "address",
+            f'{remote} is not this machine and no TLS is set: set tls_ca = "CA.pem" (or '
+            "tls = true for the system's roots), or insecure = true to talk plaintext on purpose",
+        )
+    return section
 
 
 def _market_addresses(s: _Section) -> str:
@@ -633,7 +649,8 @@ def _ingress(s: _Section) -> IngressSection:
     domain = s.string("domain", "").lower().rstrip(".")
     if listen:
         host, colon, port = listen.rpartition(":")
-        if not colon or not port.isdigit() or int(port) > 65535:
+        number = limits.whole_number(port, 5)
+        if not colon or number is None or number > 65535:
             raise s.error("listen", f'must be "address:port", e.g. "0.0.0.0:8080", got {listen!r}')
         try:
             ipaddress.ip_address(host.strip("[]"))

@@ -36,6 +36,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
+from marketplace.core.limits import whole_number
 from marketplace.core.manifest.model import HttpOptions
 
 log = logging.getLogger(__name__)
@@ -449,9 +450,10 @@ def _framing(headers: dict[str, list[str]]) -> tuple[int | None, bool]:
         raise ValueError("both Content-Length and chunked")  # request smuggling
     if not lengths:
         return None, chunked
-    if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+    length = whole_number(next(iter(lengths))) if len(lengths) == 1 else None
+    if length is None:
         raise ValueError("a bad Content-Length")
-    return int(next(iter(lengths))), False
+    return length, False
 
 
 def parse_request(head: bytes) -> Request:
@@ -480,13 +482,14 @@ def parse_response(head: bytes) -> tuple[int, int | None, bool, bool]:
     """(status, Content-Length, chunked, closes) of a response head; ValueError if malformed."""
     status_line, *lines = head.decode("latin-1").split("\r\n")
     parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    status = whole_number(parts[1], 3) if len(parts) >= 2 else None
+    if status is None or not parts[0].startswith("HTTP/1."):
         raise ValueError("not an HTTP/1.x status line")
     headers = _headers(lines)
     length, chunked = _framing(headers)
     connection = _tokens(headers, "connection")
     close = "close" in connection or (parts[0] == "HTTP/1.0" and "keep-alive" not in connection)
-    return int(parts[1]), length, chunked, close
+    return status, length, chunked, close
 
 
 async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, int]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,13 @@ from marketplace.api.envelope import open_envelope, seal
 from marketplace.api.status import error_from_rpc
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
-from marketplace.core.errors import MarketError, PermissionDenied, Unauthenticated, Unavailable
+from marketplace.core.errors import (
+    InvalidArgument,
+    MarketError,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from marketplace.core.limits import MAX_GPUS, TELEMETRY_RANGES, display_safe
 from marketplace.core.provider_feed import FeedEvent, LeaseManifest
 from marketplace.core.state import Bid, Lease, Offer
@@ -63,6 +70,8 @@ CHANNEL_OPTIONS = (
 )
 VERSION = "gpumarket-provider/0.1"
 Reply = TypeVar("Reply", bound=Message)
+
+log = logging.getLogger(__name__)
 
 
 def _error(exc: grpc.aio.AioRpcError) -> MarketError:
@@ -327,7 +336,9 @@ class MarketLink:
 
     async def watch(self, resume_token: int) -> AsyncIterator[FeedEvent]:
         """Order-feed events after `resume_token`; raises a MarketError (Unavailable when the
-        stream dropped) when the feed ends. Kinds this version does not know are skipped."""
+        stream dropped) when the feed ends. Kinds this version does not know are skipped, and so
+        is an event it cannot read (an order of a job kind a newer market added): raised, it
+        would end the feed, and the watch resumed at the same event would end it again."""
         feed: asyncio.Queue[pb.ProviderEvent | MarketError] = asyncio.Queue()
         self._start()
         if not self._connected.is_set():  # the feed is the stream's: wait until it is open
@@ -346,7 +357,11 @@ class MarketLink:
                 item = await feed.get()
                 if isinstance(item, MarketError):
                     raise item
-                event = provider_event_from_proto(item)
+                try:
+                    event = provider_event_from_proto(item)
+                except InvalidArgument as exc:
+                    log.warning("order feed: event %d skipped: %s", item.seq, exc)
+                    continue
                 if event is not None:
                     yield event
         finally:

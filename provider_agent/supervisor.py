@@ -27,6 +27,7 @@ from pathlib import Path
 from marketplace.core import units
 from marketplace.core.gang import Rendezvous
 from marketplace.core.job_env import with_lease_environment
+from marketplace.core.limits import whole_number
 from marketplace.core.manifest import Manifest, Service
 from marketplace.core.manifest.model import HttpOptions
 from marketplace.core.matching import Allocation
@@ -963,8 +964,8 @@ def _ingress_ports(state: ContainerState) -> list[tuple[int, tuple[str, ...]]]:
     found = []
     for item in state.label(LABEL_INGRESS).split(";"):
         port, _, hosts = item.partition("=")
-        if port.isdigit():
-            found.append((int(port), tuple(h for h in hosts.split(",") if h)))
+        if (number := whole_number(port, 5)) is not None:
+            found.append((number, tuple(h for h in hosts.split(",") if h)))
     return found
 
 
@@ -990,7 +991,7 @@ def _job_labels(job: JobSettings) -> tuple[tuple[str, str], ...]:
 def _version_of(states: list[ContainerState]) -> int:
     """The deployment version a re-adopted lease runs, from its containers' labels."""
     found = [s.label(LABEL_VERSION) for s in states]
-    return max((int(v) for v in found if v.isdigit()), default=0)
+    return max((n for v in found if (n := whole_number(v)) is not None), default=0)
 
 
 def _restart_of(state: ContainerState) -> RestartPolicy:

@@ -18,6 +18,7 @@ address's id (Market.Info) before it sends there, and refuses to mix two markets
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Iterable
@@ -64,6 +65,27 @@ def _check_host_port(address: str) -> None:
         raise InvalidArgument(
             f"marketplace address {shown!r} is not HOST:PORT (e.g. 127.0.0.1:7420)"
         )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an IP, IPv6 with or without brackets) is this machine."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def off_loopback(addresses: str) -> str | None:
+    """The first of the HOST:PORT `addresses` that is not this machine, or None. Plaintext
+    there puts everything on the wire readable (manifests, their env secrets, logs): the
+    callers refuse it unless told to send it on purpose."""
+    for address in parse_addresses(addresses):
+        if not is_loopback(address.rpartition(":")[0]):
+            return address
+    return None
 
 
 def _shown(value: str | Iterable[str]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 from marketplace.api.v1 import market_pb2 as pb
@@ -68,6 +69,21 @@ from marketplace.core.state import (
 
 K = TypeVar("K")
 V = TypeVar("V")
+E = TypeVar("E", bound=StrEnum)
+
+
+def known(kind: type[E], value: str, field: str) -> E:
+    """A string enum off the wire; one this version does not know (a newer peer's, or garbage)
+    is InvalidArgument naming the field and what is known, never a bare ValueError."""
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(k.value for k in kind)
+        raise InvalidArgument(
+            f"{field} {limits.shown(value)} is not one this version of gpumarket knows "
+            f"({names}): is the other side newer?"
+        ) from None
+
 
 # --- enums ------------------------------------------------------------------------------------
 
@@ -151,10 +167,9 @@ def gpu_option_from_key(key: str) -> GpuOption:
     """'vendor/nvidia/model/h100/ram/80Gi/interface/sxm' → GpuOption('h100', 80, 'sxm')."""
     parts = key.split("/")
     fields = dict(zip(parts[0::2], parts[1::2], strict=False))
-    ram = fields.get("ram", "").removesuffix("Gi")
     return GpuOption(
         model=fields.get("model", "*"),
-        ram_gib=int(ram) if ram.isdigit() else None,
+        ram_gib=limits.whole_number(fields.get("ram", "").removesuffix("Gi"), 9),
         interface=fields.get("interface"),
     )
 
@@ -407,9 +422,9 @@ def gang_from_proto(o: pb.Order, gseq: int) -> GangSettings | None:
 
 
 def order_from_proto(o: pb.Order) -> Order:
-    """An Order as the wire describes it (gseq/oseq read from its id)."""
-    parts = o.id.split("/")
-    gseq, oseq = (int(parts[1]), int(parts[2])) if len(parts) == 3 else (1, 1)
+    """An Order as the wire describes it (gseq/oseq read from its id). Raises InvalidArgument
+    for a job kind this version does not know or an id that is not `D<n>/<gseq>/<oseq>`."""
+    gseq, oseq = _order_sequences(o.id)
     return Order(
         id=o.id,
         deployment_id=o.deployment_id,
@@ -421,10 +436,20 @@ def order_from_proto(o: pb.Order) -> Order:
         state=ORDER_STATE_FROM_PROTO.get(o.state, OrderState.OPEN),
         created_at_ms=o.created_at_ms,
         closes_at_ms=o.closes_at_ms,
-        job_kind=JobKind(o.job_kind) if o.job_kind else JobKind.SERVICE,
+        job_kind=known(JobKind, o.job_kind, f"order {limits.clipped(o.id)}: job_kind")
+        if o.job_kind
+        else JobKind.SERVICE,
         tier=tier_from_proto(o.tier),
         gang=gang_from_proto(o, gseq),
     )
+
+
+def _order_sequences(order_id: str) -> tuple[int, int]:
+    parts = order_id.split("/")
+    numbers = [limits.whole_number(p) for p in parts[1:]]
+    if len(parts) != 3 or None in numbers:
+        raise InvalidArgument(f"order id {limits.shown(order_id)} is not D<n>/<group>/<order>")
+    return numbers[0] or 0, numbers[1] or 0
 
 
 def offer_to_proto(o: Offer) -> pb.BidOffer:

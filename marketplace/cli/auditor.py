@@ -14,6 +14,7 @@ from marketplace.cli.render import proto_dict, when
 from marketplace.cli.tenant import Connection, load_key, market_options
 from marketplace.core import units
 from marketplace.core.errors import InvalidArgument
+from marketplace.core.limits import check_attribute_key
 from marketplace.terminal import friendly_errors, json_option, print_json, print_table
 
 
@@ -29,6 +30,7 @@ def parse_attributes(pairs: tuple[str, ...]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidArgument(f"{pair!r}: attributes are KEY=VALUE (e.g. host=akash)")
+        check_attribute_key(key)
         if key in attributes:
             raise InvalidArgument(f"attribute {key} is given twice")
         attributes[key] = value

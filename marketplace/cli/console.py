@@ -11,11 +11,13 @@ from urllib.parse import quote
 
 import click
 
+from marketplace.api.addresses import is_loopback
 from marketplace.api.client import MarketClient, ProviderClient
 from marketplace.cli.tenant import Connection, load_key, market_options
 from marketplace.console.api import ConsoleApi
-from marketplace.console.server import ConsoleConfig, ConsoleServer, is_loopback
+from marketplace.console.server import ConsoleConfig, ConsoleServer
 from marketplace.core.errors import InvalidArgument
+from marketplace.core.limits import whole_number
 from marketplace.terminal import friendly_errors
 
 DEFAULT_LISTEN = "127.0.0.1:7480"
@@ -23,9 +25,10 @@ DEFAULT_LISTEN = "127.0.0.1:7480"
 
 def split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host or int(port) > 65535:
+    number = whole_number(port, 5)
+    if not sep or number is None or not host or number > 65535:
         raise InvalidArgument(f"--listen {listen!r}: use HOST:PORT, e.g. {DEFAULT_LISTEN}")
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), number
 
 
 @click.command()

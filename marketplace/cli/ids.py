@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from marketplace.api.client import TenantClient
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core.errors import InvalidArgument, NotFound
-from marketplace.core.limits import is_address
+from marketplace.core.limits import is_address, whole_number
 
 SHOWN_CANDIDATES = 6
 _DEPLOYMENT = re.compile(r"^D\d+$")
@@ -38,9 +38,9 @@ def normalize(text: str) -> str:
     """Spaces trimmed, trailing slashes dropped, `d2`/`2` → `D2`."""
     text = text.strip().rstrip("/")
     head, sep, rest = text.partition("/")
-    if head.isdigit():
+    if whole_number(head) is not None:
         head = f"D{head}"
-    elif head[:1] == "d" and head[1:].isdigit():
+    elif head[:1] == "d" and whole_number(head[1:]) is not None:
         head = head.upper()
     return head + sep + rest
 

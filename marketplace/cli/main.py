@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "auditor": "marketplace.cli.auditor:auditor",
     "provider": "provider_agent.cli:provider",
     "demo": "marketplace.cli.demo:demo",
+    "example": "marketplace.cli.example:example",
     "estimate": "marketplace.cli.twin:estimate_command",
     "console": "marketplace.cli.console:console",
 }

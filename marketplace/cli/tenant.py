@@ -20,6 +20,7 @@ import click
 
 from marketplace import identity
 from marketplace.api import convert
+from marketplace.api.addresses import off_loopback
 from marketplace.api.client import (
     DEFAULT_MARKET,
     MarketClient,
@@ -113,10 +114,19 @@ def _connection_options(func: Callable[..., R], signing: bool) -> Callable[..., 
             tls_cert=cast("Path | None", cert),
             tls_key=cast("Path | None", key),
         )
+        if not kwargs.pop("insecure") and conn.tls_ca is None and conn.tls_cert is None:
+            refuse_plaintext(conn.market)
         return func(*args, conn=conn, **kwargs)
 
     pem = click.Path(exists=True, dir_okay=False, path_type=Path)
     options = [
+        click.option(
+            "--insecure",
+            is_flag=True,
+            envvar="GPUMARKET_INSECURE",
+            help="Talk plaintext to a marketplace off loopback, on purpose: anyone on the path "
+            "reads your manifests and their secrets [env GPUMARKET_INSECURE=1].",
+        ),
         click.option(
             "--tls-key",
             type=pem,
@@ -162,6 +172,21 @@ def _connection_options(func: Callable[..., R], signing: bool) -> Callable[..., 
     for option in options:
         with_connection = option(with_connection)
     return with_connection
+
+
+def refuse_plaintext(market: str) -> None:
+    """Without TLS, only a marketplace on this machine: signatures keep requests from being
+    altered, not from being read, and a manifest carries its env secrets."""
+    try:
+        remote = off_loopback(market)
+    except InvalidArgument as exc:
+        raise click.ClickException(str(exc)) from None
+    if remote is not None:
+        raise click.ClickException(
+            f"refusing plaintext to {remote} (not this machine): pass the marketplace's CA "
+            "with --tls-ca CA.pem [env GPUMARKET_TLS_CA], or --insecure "
+            "[env GPUMARKET_INSECURE=1] to send it readable on purpose"
+        )
 
 
 def load_key(name: str) -> identity.Key:

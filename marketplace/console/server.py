@@ -20,7 +20,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import queue
@@ -41,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf.message import Message as ProtoMessage
 
+from marketplace.api.addresses import is_loopback
 from marketplace.api.client import MarketUnavailable
 from marketplace.api.status import details_of
 from marketplace.console.api import ConsoleApi, Doc, Feed, Json, event_doc, log_doc
@@ -54,7 +54,7 @@ from marketplace.core.errors import (
     Unauthenticated,
     Unavailable,
 )
-from marketplace.core.limits import MAX_MANIFEST_BYTES
+from marketplace.core.limits import MAX_MANIFEST_BYTES, whole_number
 
 log = logging.getLogger("gpumarket.console")
 Message = TypeVar("Message", bound=ProtoMessage)
@@ -100,15 +100,6 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -383,10 +374,9 @@ class ConsoleHandler(BaseHTTPRequestHandler):
         kind = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         if kind != "application/json":
             raise HttpError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
-        length_text = self.headers.get("Content-Length")
-        if length_text is None or not length_text.isdigit():
+        length = whole_number(self.headers.get("Content-Length") or "")
+        if length is None:
             raise HttpError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length is required")
-        length = int(length_text)
         if length > MAX_BODY_BYTES:
             self.close_connection = True  # the unread body must not be parsed as a request
             raise HttpError(
@@ -534,9 +524,10 @@ class ConsoleHandler(BaseHTTPRequestHandler):
     def _resume_after(self, q: dict[str, str]) -> int:
         """Where a live feed resumes: EventSource's Last-Event-ID on a reconnect, else ?after."""
         text = self.headers.get("Last-Event-ID") or q.get("after") or "0"
-        if not text.isdigit() or len(text) > 18:
+        after = whole_number(text)
+        if after is None:
             raise HttpError(HTTPStatus.BAD_REQUEST, "after: not a sequence number")
-        return int(text)
+        return after
 
     # --- live feeds (Server-Sent Events) ----------------------------------------------------
 

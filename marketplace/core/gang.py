@@ -29,6 +29,7 @@ from marketplace.core import auction
 from marketplace.core.allreduce import Link, sync_seconds, utilization
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.events import DeploymentEventKind
+from marketplace.core.limits import whole_number
 from marketplace.core.resources import GangSettings
 from marketplace.core.state import (
     Bid,
@@ -319,9 +320,10 @@ def node_rendezvous(lease_id: str, gang: GangSettings, master_addr: str) -> Rend
     """A provider's view: rank, world size and port from what the tenant signed (the lease id's
     group and the SDL's gang), only rank 0's host from the market."""
     parts = lease_id.split("/")
-    if len(parts) < 3 or not parts[1].isdigit():
+    gseq = whole_number(parts[1]) if len(parts) >= 3 else None
+    if gseq is None:
         raise ValueError(f"lease id {lease_id!r} has no group sequence (D<n>/<group>/<order>/...)")
-    rank = int(parts[1]) - 1
+    rank = gseq - 1
     if not 0 <= rank < gang.nodes:
         raise ValueError(f"lease {lease_id} is no node of a gang of {gang.nodes}")
     return Rendezvous(parts[0], rank, gang.nodes, master_addr, gang.port)

@@ -6,6 +6,7 @@ GPUMARKET_RESTART_COUNT > 0 loads the last checkpoint first)."""
 
 from __future__ import annotations
 
+from marketplace.core.limits import whole_number
 from marketplace.core.resources import JobSettings
 
 ENV_PREFIX = "GPUMARKET_"
@@ -18,9 +19,10 @@ def restart_count(lease_id: str) -> int:
     """Orders of a group before this lease's: its order sequence less one. A lease id is
     `D<dseq>/<gseq>/<oseq>/<provider>`; each failover or re-order adds one to oseq."""
     parts = lease_id.split("/")
-    if len(parts) < 3 or not parts[2].isdigit():
+    oseq = whole_number(parts[2]) if len(parts) >= 3 else None
+    if oseq is None:
         raise ValueError(f"lease id {lease_id!r} has no order sequence (D<n>/<group>/<order>/...)")
-    return max(int(parts[2]) - 1, 0)
+    return max(oseq - 1, 0)
 
 
 def lease_environment(lease_id: str, job: JobSettings) -> tuple[tuple[str, str], ...]:

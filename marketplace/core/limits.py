@@ -101,6 +101,12 @@ TELEMETRY_RANGES: Mapping[str, tuple[int, int]] = {
     "index": (0, MAX_GPUS - 1),
 }
 
+# --- times a client stamps what it sends by (a log line, a telemetry reading) -------------------
+# Its clock agrees with the market's within a signature's ±60 s; what it sends may have waited
+# while it was away, but never from before what it describes (a log line before its lease).
+MAX_CLOCK_AHEAD_MS = 5 * 60_000
+MAX_TELEMETRY_AGE_MS = 24 * 3600_000  # a reading older than this describes no GPU as it is
+
 # --- logs ----------------------------------------------------------------------------------------
 MAX_LOG_LINES_PER_BATCH = 5_000
 MAX_LOG_LINE_CHARS = 16_384  # after escaping
@@ -163,6 +169,15 @@ def shown(value: object, limit: int = MAX_ERROR_VALUE) -> str:
     return text[: limit + 8]
 
 
+def whole_number(text: str, most_digits: int = 18) -> int | None:
+    """`text` as a non-negative int when it is 1 to `most_digits` ASCII digits, else None.
+    str.isdigit() alone is no guard before int(): it passes '²' (which int() refuses with a
+    ValueError) and other scripts' digits, and int() refuses more than 4,300 digits."""
+    if not 0 < len(text) <= most_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 def clipped(text: str, limit: int = MAX_ERROR_VALUE) -> str:
     """shown() without the quotes, for text a message names as it is."""
     return text[:limit] + ("…" if len(text) > limit else "")
@@ -195,11 +210,22 @@ def check_texts(field: str, texts: Iterable[str], most: int) -> tuple[str, ...]:
     return items
 
 
+def check_attribute_key(key: str) -> str:
+    """An attribute key: 1 to 128 characters, not blank, no space around it. A blank key or
+    ' region' could never be matched by a manifest's (which Akash's key pattern bounds)."""
+    check_text("attribute key", key)
+    if not key.strip():
+        raise InvalidArgument(f"attribute key {shown(key)} is empty")
+    if key != key.strip():
+        raise InvalidArgument(f"attribute key {shown(key)} has spaces around it")
+    return key
+
+
 def check_attributes(attributes: Mapping[str, str]) -> None:
     if len(attributes) > MAX_ATTRIBUTES:
         raise InvalidArgument(f"{len(attributes):,} attributes; the limit is {MAX_ATTRIBUTES}")
     for key, value in attributes.items():
-        check_text("attribute key", key)
+        check_attribute_key(key)
         check_text("attribute value", value)
 
 
@@ -282,10 +308,29 @@ def _check_offer(offer: Offer) -> None:
         )
 
 
+def check_time(field: str, time_ms: int, now_ms: int, earliest_ms: int, earliest: str) -> int:
+    """A time a client stamped: from `earliest_ms` (what `earliest` names) to now, give or take
+    MAX_CLOCK_AHEAD_MS. Kept, a log line dated 1970 or 2262 would sort before or after every
+    other, and a reading from the future would hide every real one after it."""
+    skew = f"at most {MAX_CLOCK_AHEAD_MS // 1000} s (is the sender's clock right?)"
+    if time_ms > now_ms + MAX_CLOCK_AHEAD_MS:
+        ahead = (time_ms - now_ms) // 1000
+        raise InvalidArgument(f"{field} is {ahead:,} s ahead of the marketplace's clock; {skew}")
+    if time_ms < earliest_ms - MAX_CLOCK_AHEAD_MS:
+        behind = (earliest_ms - time_ms) // 1000
+        raise InvalidArgument(f"{field} is {behind:,} s before {earliest}; {skew}")
+    return time_ms
+
+
 def check_endpoints(endpoints: tuple[Endpoint, ...]) -> None:
     if len(endpoints) > MAX_ENDPOINTS:
         raise InvalidArgument(f"{len(endpoints):,} endpoints; the limit is {MAX_ENDPOINTS}")
     for endpoint in endpoints:
+        for name in ("port", "external_port"):  # uint32 on the wire
+            if not 0 <= getattr(endpoint, name) <= 65535:
+                raise InvalidArgument(
+                    f"endpoint {name} {getattr(endpoint, name)} is outside 0..65535"
+                )
         check_text("endpoint service", endpoint.service)
         check_text("endpoint host", endpoint.host)
         check_text("endpoint uri", endpoint.uri)

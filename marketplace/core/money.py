@@ -46,8 +46,8 @@ MAX_AMOUNT_TEXT = 64
 
 def parse_amount(text: str) -> int:
     """'12.5' (whole units) or '12500000u' (micro-units) → micro-units. Rejects negatives,
-    non-numbers and infinities, and anything over MAX_PARSED_MICRO (checked before an integer
-    is made)."""
+    non-numbers and infinities, anything over MAX_PARSED_MICRO (checked before an integer is
+    made), and fractions of a micro-unit: '0.0000001' rounded would silently be 0."""
     text = text.strip().lower().replace("_", "")
     shown = text if len(text) <= MAX_AMOUNT_TEXT else text[:MAX_AMOUNT_TEXT] + "…"
     invalid = ValueError(f"not an amount: {shown!r} (use 12.5 for units or 12500000u)")
@@ -57,13 +57,18 @@ def parse_amount(text: str) -> int:
         micro = Decimal(text[:-1]) if text.endswith("u") else Decimal(text) * MICRO
     except DecimalException:  # InvalidOperation, or Overflow: 1e999999999 units
         raise invalid from None
-    if not micro.is_finite() or (text.endswith("u") and micro != micro.to_integral_value()):
+    if not micro.is_finite():
         raise invalid
     if micro < 0:
         raise ValueError(f"amount must not be negative: {shown!r}")
     if micro > MAX_PARSED_MICRO:
         raise ValueError(f"too large to be an amount: {shown!r}")
-    return int(micro.to_integral_value(rounding=ROUND_FLOOR))
+    if micro != micro.to_integral_value():
+        raise ValueError(
+            f"{shown!r} is not a whole number of micro-units (the smallest amount is "
+            "0.000001, or 1u)"
+        )
+    return int(micro)
 
 
 def format_amount(micro: int, denom: str = "uact") -> str:

@@ -14,7 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from marketplace.core.errors import InvalidArgument
-from marketplace.core.limits import MAX_GPUS, TELEMETRY_RANGES, check_text
+from marketplace.core.limits import (
+    MAX_GPUS,
+    MAX_TELEMETRY_AGE_MS,
+    TELEMETRY_RANGES,
+    check_text,
+    check_time,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +66,11 @@ def check_gpu(gpu: GpuTelemetry) -> GpuTelemetry:
     return gpu
 
 
-# How far ahead of the market's clock a reading may be dated (a signature may be 60 s off)
-MAX_AHEAD_MS = 5 * 60_000
-
-
 def check_report(gpus: tuple[GpuTelemetry, ...], read_at_ms: int) -> None:
     if len(gpus) > MAX_GPUS:
         raise InvalidArgument(
             f"{len(gpus):,} GPUs in one telemetry report; the limit is {MAX_GPUS}"
         )
-    if read_at_ms < 0:
-        raise InvalidArgument("read_at_ms is negative")
     seen: set[int] = set()
     for gpu in gpus:
         check_gpu(gpu)
@@ -95,11 +95,10 @@ class TelemetryBook:
         changes nothing). An older reading than the one kept (a resend, a reordered report)
         is kept out."""
         check_report(gpus, read_at_ms)
-        if read_at_ms - now_ms > MAX_AHEAD_MS:  # kept, it would hide every real reading after
-            raise InvalidArgument(
-                f"read_at_ms is {(read_at_ms - now_ms) / 1000:,.0f} s ahead of the marketplace's "
-                f"clock; at most {MAX_AHEAD_MS // 1000} s (is the agent's clock right?)"
-            )
+        # ahead, it would hide every real reading after; long before now, describe nothing
+        if read_at_ms:  # 0: not said
+            oldest = now_ms - MAX_TELEMETRY_AGE_MS
+            check_time("read_at_ms", read_at_ms, now_ms, oldest, "a day ago")
         kept = self._latest.get(provider)
         if kept is not None and kept.read_at_ms > read_at_ms:
             return kept

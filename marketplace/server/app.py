@@ -279,13 +279,16 @@ class MarketApp:
             raise InvalidArgument(
                 f"{len(batch.lines)} log lines in one batch; send at most {MAX_LOG_LINES_PER_BATCH}"
             )
+        now = self.clock.now_ms()
         for line in batch.lines:
             if line.stream and line.stream not in limits.LOG_STREAMS:
                 streams = ", ".join(limits.LOG_STREAMS)
                 raise InvalidArgument(
                     f"log stream {limits.shown(line.stream)}: use one of {streams}"
                 )
-        now = self.clock.now_ms()
+            if line.time_ms:  # 0: not said, stamped now
+                created = lease.created_at_ms
+                limits.check_time("log line time_ms", line.time_ms, now, created, "its lease")
         seq = self._last_log_seq(lease.id)
         lines = []
         for line in batch.lines:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marketplace.core.errors import FailedPrecondition, InvalidArgument
+from marketplace.core.limits import whole_number
 
 log = logging.getLogger("gpumarket.market")
 
@@ -92,7 +93,7 @@ def lock(path: Path) -> DataDirLock:
 
 def _holder_pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    return int(text) if text.isdigit() else None
+    return whole_number(text)
 
 
 def check_store(path: Path, db_name: str, signs_of_use: tuple[str, ...]) -> None:

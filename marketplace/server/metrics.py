@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Literal, TypeVar
 
 from marketplace.core.errors import FailedPrecondition, InvalidArgument
+from marketplace.core.limits import whole_number
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Labels = tuple[str, ...]
@@ -201,12 +202,13 @@ def split_metrics_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep:
         host, port = "127.0.0.1", listen
-    if not port.isdigit() or not host or int(port) > 65535:
+    number = whole_number(port, 5)
+    if number is None or not host or number > 65535:
         raise InvalidArgument(
             f"--metrics-listen {listen!r}: use PORT or HOST:PORT with a port in 0-65535, "
             "e.g. 127.0.0.1:9420"
         )
-    return host.strip("[]"), int(port)
+    return host.strip("[]"), number
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

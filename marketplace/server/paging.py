@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from marketplace.core.errors import InvalidArgument
+from marketplace.core.limits import whole_number
 
 T = TypeVar("T")
 
@@ -30,10 +31,10 @@ def _offset(token: str) -> int:
         text = base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    digits = text.removeprefix(_PREFIX)
-    if not text.startswith(_PREFIX) or not digits.isdigit() or len(digits) > 12:
+    offset = whole_number(text.removeprefix(_PREFIX), 12)
+    if not text.startswith(_PREFIX) or offset is None:
         raise InvalidArgument("bad page_token: pass the next_page_token of the previous page")
-    return int(digits)
+    return offset
 
 
 def _token(offset: int) -> str:

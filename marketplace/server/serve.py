@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import errno
 import gc
-import ipaddress
 import logging
 import os
 import signal
@@ -33,7 +32,9 @@ from grpc_health.v1 import _async as health_aio  # = health.aio, which grpc-stub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from marketplace.api.addresses import is_loopback
 from marketplace.core.errors import FailedPrecondition, InvalidArgument
+from marketplace.core.limits import whole_number
 from marketplace.core.market import MarketConfig
 from marketplace.identity import Key
 from marketplace.server import datadir
@@ -95,24 +96,15 @@ def load_or_create_admin_key(data_dir: Path) -> tuple[Key, bool]:
     return key, True
 
 
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    number = whole_number(port, 9)
+    if not sep or number is None or not host:
         raise InvalidArgument(f"--listen {listen!r}: use HOST:PORT, e.g. 127.0.0.1:7420")
     # gRPC would take 99999 modulo 65536 and listen on a port nobody asked for
-    if int(port) > 65535:
-        raise InvalidArgument(f"--listen {listen!r}: port {int(port)} is out of range (0-65535)")
-    return host, int(port)
+    if number > 65535:
+        raise InvalidArgument(f"--listen {listen!r}: port {number} is out of range (0-65535)")
+    return host, number
 
 
 def check_listen(host: str, port: int) -> None:

@@ -796,6 +796,11 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
 
     def report_status(self, request: pb.SignedRequest) -> Submitted[pb.Lease]:
         signer, msg = self.open(request, pb.LeaseStatusReport)
+        if msg.state not in convert.LEASE_STATE_FROM_PROTO and msg.state:
+            raise InvalidArgument(
+                f"state {msg.state} is not a lease state this marketplace knows "
+                "(LEASE_RUNNING, or LEASE_CLOSED with exited)"
+            )
         endpoints = [convert.endpoint_from_proto(e) for e in msg.endpoints]
         running = msg.state == pb.LEASE_RUNNING
         return self.app.submit(

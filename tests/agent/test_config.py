@@ -37,6 +37,11 @@ def test_full_example_values() -> None:
         ('[gpu]\nreplay_file = "/nope.json"', "gpu.replay_file", "no such file"),
         ("[pricing.scale]\ncpu_hour = 0.5", "pricing.scale.cpu_hour", "as strings"),
         ('[pricing.scale]\ncpu_hour = "-1"', "pricing.scale.cpu_hour", "negative"),
+        (
+            '[pricing.scale]\ncpu_hour = "0.0000001"',
+            "pricing.scale.cpu_hour",
+            "'0.0000001' is not a whole number of micro-units",
+        ),
         ('[pricing.scale]\nfloor = "1"', "pricing.scale", "every price is zero"),
         ('[pricing]\nstrategy = "script"', "pricing.script.command", "required"),
         ('[resources]\nmemory = "lots"', "resources.memory", "invalid size"),
@@ -61,6 +66,18 @@ def test_full_example_values() -> None:
             "storage_classes",
         ),
         ('[runtime]\ncapabilities = ["SYS_ADMIN"]', "runtime.capabilities", "default set"),
+        ('[provider.attributes]\n"" = "x"', "provider.attributes.", "attribute key '' is empty"),
+        ('[provider.attributes]\n"  " = "x"', "provider.attributes.  ", "is empty"),
+        (
+            '[provider.attributes]\n" region" = "eu"',
+            "provider.attributes. region",
+            "attribute key ' region' has spaces around it",
+        ),
+        (
+            f'[provider.attributes]\n"{"k" * 129}" = "x"',
+            f"provider.attributes.{'k' * 129}",
+            "attribute key is 129 characters; the limit is 128",
+        ),
         (
             '[runtime]\ncapabilities = ["CHOWN"]\ncap_drop_all = true',
             "runtime.cap_drop_all",

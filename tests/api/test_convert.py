@@ -236,3 +236,34 @@ def test_a_lease_holding_too_much_is_refused_naming_the_field() -> None:
     wire.memory_bytes = -1
     with pytest.raises(errors.InvalidArgument, match=r"lease\.memory_bytes"):
         convert.lease_from_proto(wire)
+
+
+def test_an_order_of_a_job_kind_this_version_does_not_know_is_refused_naming_the_field() -> None:
+    order, _, _ = records()
+    wire = convert.order_to_proto(order)
+    wire.job_kind = "quantum-annealing"  # a newer market's kind
+    with pytest.raises(errors.InvalidArgument) as caught:
+        convert.order_from_proto(wire)
+    message = str(caught.value)
+    assert "order D1/1/2: job_kind 'quantum-annealing' is not one this version" in message
+    assert "(training, inference, service)" in message
+    with pytest.raises(errors.InvalidArgument, match="job_kind"):  # as the agent's feed reads it
+        convert.provider_event_from_proto(pb.ProviderEvent(seq=3, order_opened=wire))
+
+
+@pytest.mark.parametrize(
+    "order_id", ["D1/x/1", "D1/1", "D1/²/1", pytest.param("D1/1/" + "9" * 5000, id="5000-digits")]
+)
+def test_an_order_id_without_its_sequences_is_refused_naming_it(order_id: str) -> None:
+    order, _, _ = records()
+    wire = convert.order_to_proto(order)
+    wire.id = order_id
+    with pytest.raises(errors.InvalidArgument, match=r"order id .* is not D<n>/<group>/<order>"):
+        convert.order_from_proto(wire)
+
+
+def test_a_gpu_key_with_a_digit_int_refuses_reads_as_any_ram() -> None:
+    # '²'.isdigit() is True and int('²') a ValueError: the key decoded to a crash before
+    option = convert.gpu_option_from_key("vendor/nvidia/model/h100/ram/²Gi")
+    assert (option.model, option.ram_gib) == ("h100", None)
+    assert convert.gpu_option_from_key("vendor/nvidia/model/h100/ram/80Gi").ram_gib == 80

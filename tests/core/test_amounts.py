@@ -22,7 +22,8 @@ from marketplace.core.money import MAX_PARSED_MICRO, MICRO, parse_amount
         (" 5 ", 5 * MICRO),
         ("1_000", 1000 * MICRO),
         ("1e3u", 1000),
-        ("0.0000005", 0),  # below a micro-unit: rounded down (the market refuses 0 as an amount)
+        ("0.000001", 1),
+        ("0", 0),  # whether zero is an amount is the caller's to say
     ],
 )
 def test_amounts_read_as_micro_units(text: str, micro: int) -> None:
@@ -36,7 +37,13 @@ def test_amounts_read_as_micro_units(text: str, micro: int) -> None:
         ("-inf", "not an amount"),
         ("nan", "not an amount"),
         ("snan", "not an amount"),
-        ("12.5u", "not an amount"),
+        ("12.5u", "'12.5u' is not a whole number of micro-units"),
+        (
+            "0.0000005",
+            r"'0.0000005' is not a whole number of micro-units \(the smallest amount is 0\.000001",
+        ),
+        ("1.0000001", "not a whole number of micro-units"),  # before: 1.000000, silently
+        ("1e-7", "not a whole number of micro-units"),
         ("1,000", "not an amount"),
         ("", "not an amount"),
         ("-5", "must not be negative"),

@@ -281,3 +281,24 @@ def test_group_names_and_requirements_are_bounded(market: MarketService) -> None
         market.create_deployment, TENANT, many, JobSettings(), b"", b"", b"", 10
     )
     assert market.list_deployments() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", 0),
+        ("42", 42),
+        ("", None),
+        ("²", None),
+        ("٣", None),
+        ("-1", None),
+        (" 1", None),
+        ("9" * 18, 10**18 - 1),
+        ("9" * 19, None),
+        ("9" * 5000, None),
+    ],
+)
+def test_whole_number_takes_ascii_digits_only_and_never_raises(
+    text: str, value: int | None
+) -> None:
+    assert limits.whole_number(text) == value

@@ -15,6 +15,7 @@ from marketplace.api.client import ProviderClient, ServiceClient, TenantClient
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.cli.main import cli
 from marketplace.core import gpus as gpu_registry
+from marketplace.core.clock import SystemClock
 from marketplace.core.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -28,6 +29,9 @@ from provider_agent.inventory import Inventory, OfferedGpu
 from provider_agent.link import telemetry_pb
 from provider_agent.nvml import GpuMonitor, HostGpus, open_monitor
 from tests.helpers import FIXTURES_NVML
+
+# readings are dated from now: the market refuses one from more than a day ago
+NOW = SystemClock().now_ms()
 
 UNDER_LOAD = FIXTURES_NVML / "h100_nvml_under_load.json"
 
@@ -79,9 +83,11 @@ def test_the_latest_nvml_reading_is_kept_and_read_back_by_its_provider(
     seen = []
     for n in range(6):
         host = monitor.poll()
-        p.report_telemetry(pb.TelemetryReport(gpus=telemetry_pb(inventory_of(host)), read_at_ms=n))
+        p.report_telemetry(
+            pb.TelemetryReport(gpus=telemetry_pb(inventory_of(host)), read_at_ms=NOW + n)
+        )
         status = p.status()
-        assert status.provider == address(p) and status.read_at_ms == n
+        assert status.provider == address(p) and status.read_at_ms == NOW + n
         (gpu,) = status.gpus  # one GPU in the recording: one reading, the newest
         assert gpu.model == "h100" and gpu.healthy and gpu.memory_mib > 70_000
         assert gpu.temperature_c in temps and gpu.power_w in powers
@@ -99,7 +105,7 @@ def test_an_xid_is_counted_and_shown_until_its_quarantine_ends(
     monitor.record_xid(0, 79)  # fallen off the bus
     monitor.record_xid(0, 48)  # double-bit ECC
     report = telemetry_pb(inventory_of(monitor.poll()))
-    p.report_telemetry(pb.TelemetryReport(gpus=report, read_at_ms=1))
+    p.report_telemetry(pb.TelemetryReport(gpus=report, read_at_ms=NOW + 1))
     (gpu,) = p.status().gpus
     assert gpu.xid_count == 2 and gpu.last_xid == 48 and not gpu.healthy
 
@@ -107,7 +113,7 @@ def test_an_xid_is_counted_and_shown_until_its_quarantine_ends(
 def test_another_key_is_refused_and_an_unregistered_one_is_not_found(server: ServerThread) -> None:
     p, q = provider(server, "p2"), provider(server, "q2")
     p.report_telemetry(
-        pb.TelemetryReport(gpus=[pb.GpuTelemetry(index=0, temperature_c=71)], read_at_ms=5)
+        pb.TelemetryReport(gpus=[pb.GpuTelemetry(index=0, temperature_c=71)], read_at_ms=NOW + 5)
     )
     with pytest.raises(PermissionDenied, match="readable by that provider only"):
         q.status(address(p))
@@ -140,7 +146,7 @@ def test_a_reading_out_of_bounds_is_refused_and_changes_nothing(
     p = provider(server, "b")
     p.report_telemetry(pb.TelemetryReport(gpus=[pb.GpuTelemetry(index=0, power_w=300)]))
     with pytest.raises(InvalidArgument, match=problem):
-        p.report_telemetry(pb.TelemetryReport(gpus=[gpu], read_at_ms=9))
+        p.report_telemetry(pb.TelemetryReport(gpus=[gpu], read_at_ms=NOW + 9))
     assert p.status().gpus[0].power_w == 300
 
 
@@ -159,11 +165,11 @@ def test_memory_stays_flat_one_reading_per_provider(server: ServerThread) -> Non
     p = provider(server, "flat")
     gpus = [pb.GpuTelemetry(index=i, temperature_c=40 + i) for i in range(8)]
     for n in range(200):
-        p.report_telemetry(pb.TelemetryReport(gpus=gpus, read_at_ms=n))
+        p.report_telemetry(pb.TelemetryReport(gpus=gpus, read_at_ms=NOW + n))
     status = p.status()
-    assert len(status.gpus) == 8 and status.read_at_ms == 199
+    assert len(status.gpus) == 8 and status.read_at_ms == NOW + 199
     # an older reading (a late resend) does not replace the newer one
-    p.report_telemetry(pb.TelemetryReport(gpus=gpus[:1], read_at_ms=3))
+    p.report_telemetry(pb.TelemetryReport(gpus=gpus[:1], read_at_ms=NOW + 3))
     assert len(p.status().gpus) == 8
 
 
@@ -228,7 +234,7 @@ def test_provider_status_on_the_cli(server: ServerThread, tmp_path: Path) -> Non
     p.report_telemetry(
         pb.TelemetryReport(
             gpus=[pb.GpuTelemetry(index=0, model="h100", healthy=True, temperature_c=47)],
-            read_at_ms=1,
+            read_at_ms=NOW + 1,
         )
     )
     tenant = TenantClient(server.address, Key.generate())

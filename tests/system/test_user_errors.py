@@ -158,7 +158,8 @@ def test_the_agents_key_file_is_not_a_key(home: Path, bad_pem: Path, tmp_path: P
     ("market", "said"),
     [
         ("closed", "is `gpumarket market serve` running?"),
-        ("no-such-host.invalid:7420", "is `gpumarket market serve` running?"),
+        # off this machine without TLS: refused before anything is sent (--insecure to send it)
+        ("no-such-host.invalid:7420", "refusing plaintext to no-such-host.invalid:7420"),
         # not an address at all: said so, not "cannot reach"
         ("127.0.0.1", "is not HOST:PORT"),
         ("127.0.0.1:notaport", "is not HOST:PORT"),
@@ -177,6 +178,12 @@ def test_a_market_that_is_not_there(home: Path, market: str, said: str) -> None:
         ("market", "stats"),
     ):
         assert_one_line_error(gpumarket(*args, "--market", address), address.rstrip(","), said)
+
+
+def test_a_remote_market_told_insecure_is_dialled(home: Path) -> None:
+    address = "no-such-host.invalid:7420"
+    result = gpumarket("providers", "--market", address, "--insecure")
+    assert_one_line_error(result, address, "is `gpumarket market serve` running?")
 
 
 def test_missing_files(home: Path, tmp_path: Path) -> None:

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from marketplace.cli.demo_files import DOCKER_UP, SHIPPED, demo_file
+from marketplace.cli.examples import names
+from marketplace.cli.main import cli
 from tests.helpers import EXAMPLES, REPO
 
 # what a wheel is built from: the package sources, nothing else of the checkout
@@ -181,3 +184,48 @@ def test_the_wheel_carries_its_package_data(installed: Installed) -> None:
     assert done.returncode == 0, done.stderr
     [gpu] = json.loads(done.stdout)["gpus"]
     assert gpu["name"] == "NVIDIA H100 80GB HBM3"
+
+
+def test_every_checkout_example_is_shipped_as_a_link_to_it() -> None:
+    """marketplace/cli/examples holds a link to each file of examples/, so `gpumarket example`
+    can never serve a stale copy, and a new example is shipped from the day it exists."""
+    shipped = REPO / "marketplace" / "cli" / "examples"
+    assert names() == sorted(p.name for p in EXAMPLES.iterdir())
+    for name in names():
+        link = shipped / name
+        assert link.is_symlink() and link.resolve() == (EXAMPLES / name).resolve(), name
+
+
+@pytest.mark.slow
+def test_readme_examples_are_had_without_a_checkout(installed: Installed) -> None:
+    """README's commands name examples/...: `gpumarket example --all examples` writes them from
+    the installed package (the checkout's bytes), and README's commands then run as written."""
+    done = installed.gpumarket("example", "--all", "examples")
+    assert done.returncode == 0, done.stderr
+    for path in EXAMPLES.iterdir():
+        assert (installed.cwd / "examples" / path.name).read_bytes() == path.read_bytes(), path
+    printed = installed.gpumarket("example", "training.yaml")
+    assert printed.stdout == (EXAMPLES / "training.yaml").read_text()
+    for command in (
+        ("manifest", "validate", "examples/inference.yaml"),
+        ("provider", "inventory", "--config", "examples/provider-h100-replay.toml"),
+        (
+            "simulate",
+            "run",
+            "examples/scenario-small.yaml",
+            "--set",
+            "providers.count=10",
+            "--no-plots",
+            "--out",
+            "sim-small",
+        ),
+    ):
+        done = installed.gpumarket(*command, timeout=300)
+        assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+
+
+def test_an_unknown_example_is_one_line_naming_the_known_ones() -> None:
+    result = CliRunner().invoke(cli, ["example", "nope.yaml"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.startswith("Error: no example 'nope.yaml': `gpumarket example` lists")
+    assert "training.yaml" in result.output and len(result.output.splitlines()) == 1
