@@ -141,8 +141,9 @@ class Agent:
         self.state = state_dir(cfg)
         self.counters = AgentCounters()
         self.reservations = Reservations()
+        m = cfg.marketplace
         self.link = MarketLink(
-            cfg.marketplace.address, key, cfg.marketplace.call_timeout_s, tls_settings(cfg)
+            m.address, key, m.call_timeout_s, tls_settings(cfg), reconnect_max_s=m.reconnect_max_s
         )
         self.bidder = Bidder(
             Quoter.from_config(cfg, clock),

@@ -65,9 +65,11 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.initial_reconnect_backoff_ms", 500),
-    ("grpc.max_reconnect_backoff_ms", 10_000),
 )
+# the longest wait between attempts to open the stream again (the agent's reconnect_max_s, when
+# shorter). gRPC's own reconnect backoff is capped alike: a channel that failed for a while
+# otherwise fails calls at once ("connection refused") for seconds after the marketplace is back
+RECONNECT_MAX_S = 5.0
 VERSION = "gpumarket-provider/0.1"
 Reply = TypeVar("Reply", bound=Message)
 
@@ -89,11 +91,17 @@ class TlsSettings:
     client_cert: tuple[Path, Path] | None = None
 
 
-def _channel(address: str, tls: TlsSettings | None) -> grpc.aio.Channel:
+def _channel(address: str, tls: TlsSettings | None, reconnect_max_s: float) -> grpc.aio.Channel:
+    backoff_ms = int(reconnect_max_s * 1000)
+    options = (
+        *CHANNEL_OPTIONS,
+        ("grpc.initial_reconnect_backoff_ms", min(500, backoff_ms)),
+        ("grpc.max_reconnect_backoff_ms", backoff_ms),
+    )
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(address, options=options)
     creds = tls_credentials(tls.ca, tls.client_cert)
-    return grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(address, creds, options=options)
 
 
 @dataclass
@@ -120,10 +128,16 @@ class MarketLink:
     watch() starts the order feed on it. Messages unanswered when a stream drops are resent on
     the next with the same signed envelopes, so the marketplace applies each exactly once
     (server/channel.py); a call not answered within `timeout_s` raises Unavailable and is not
-    resent after. While the link waits to reconnect, calls fail at once (Unavailable)."""
+    resent after. While the link waits to reconnect, calls fail at once (Unavailable); it waits
+    at most `reconnect_max_s` (RECONNECT_MAX_S, if that is shorter) between attempts."""
 
     def __init__(
-        self, address: str, key: Key, timeout_s: float = 5.0, tls: TlsSettings | None = None
+        self,
+        address: str,
+        key: Key,
+        timeout_s: float = 5.0,
+        tls: TlsSettings | None = None,
+        reconnect_max_s: float = RECONNECT_MAX_S,
     ) -> None:
         # several addresses of one marketplace: a call answered UNAVAILABLE moves the link to
         # the next (the agent's reconnect loop then retries there); see api/addresses.py
@@ -132,6 +146,7 @@ class MarketLink:
         self.key = key
         self.timeout_s = timeout_s
         self._tls = tls
+        self.reconnect_max_s = min(reconnect_max_s, RECONNECT_MAX_S)
         self._open(self.address)
         self._market_id: str | None = None
         self._id_from = self.address  # where _market_id was learned; checked at every move
@@ -158,7 +173,7 @@ class MarketLink:
         await self._channel.close(grace=None)
 
     def _open(self, address: str) -> None:
-        self._channel = _channel(address, self._tls)
+        self._channel = _channel(address, self._tls, self.reconnect_max_s)
         self._stub = pb_grpc.ProviderStub(self._channel)
         self._market_stub = pb_grpc.MarketStub(self._channel)
 
@@ -203,7 +218,7 @@ class MarketLink:
 
     async def _keep_open(self) -> None:
         """Open the stream, and again whenever it drops, with backoff."""
-        backoff = Backoff(initial=0.2, maximum=5.0)
+        backoff = Backoff(initial=min(0.2, self.reconnect_max_s), maximum=self.reconnect_max_s)
         while True:
             reason = "the stream ended"
             try:

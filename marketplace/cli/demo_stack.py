@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -38,7 +37,6 @@ T = TypeVar("T")
 IMAGE = "gpumarket/busybox:latest"
 # `gpumarket` as a child process, with this interpreter (no reliance on PATH)
 GPUMARKET = (sys.executable, "-c", "import sys; from marketplace.cli.main import main; main()")
-_PR_SET_PDEATHSIG = 1
 
 
 def wait_for_market(
@@ -118,14 +116,21 @@ def remove_containers(provider: str) -> int:
 # --- processes --------------------------------------------------------------------------------
 
 
-# loaded here, not in the child: a forked child of a threaded parent must not dlopen
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux), however it dies."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# `gpumarket` as a part: first it asks for SIGTERM when we die (Linux parent-death signal),
+# however we die, and exits if we are gone already. The child asks, after exec: a preexec_fn
+# would make subprocess fork() rather than vfork(), and gRPC's fork handlers restart its poller
+# in a forked child, which then aborts before exec now and then ("epoll_wait error: Bad file
+# descriptor", grpc/grpc#43055): a part that never started
+_DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+parent = int(sys.argv.pop(1))
+if sys.platform == "linux":
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        sys.exit("gpumarket: the process that started this one is gone")
+from marketplace.cli.main import main
+main()
+"""
 
 
 @dataclass
@@ -173,13 +178,12 @@ def spawn(name: str, args: list[str], log_path: Path, env: dict[str, str]) -> Pr
     log_file = log_path.open("ab")
     try:
         popen = subprocess.Popen(
-            [*GPUMARKET, *args],
+            [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *args],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C reaches only the orchestrator, which stops us in order
-            preexec_fn=_die_with_parent if _LIBC is not None else None,
         )
     finally:
         log_file.close()

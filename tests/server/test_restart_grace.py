@@ -4,6 +4,7 @@ billed only up to its last heartbeat."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from marketplace.core import money
@@ -20,8 +21,9 @@ from marketplace.server.testing import gpu_sdl
 CONFIG = MarketConfig(admin_address="admin", heartbeat_timeout_ms=30_000)
 
 
-def test_restart_grace_then_lost(tmp_path: Path) -> None:
-    clock = ManualClock(1_700_000_000_000)
+def _running_lease(tmp_path: Path, clock: ManualClock) -> tuple[str, int]:
+    """A market stored in tmp_path whose provider "p" runs a lease for "alice". Returns the
+    lease's id and the provider's last heartbeat."""
     store = Store(tmp_path / "market.db")
     market = MarketService(clock, CONFIG)
     manifest = parse_manifest(gpu_sdl(bid_window="1s"))
@@ -38,15 +40,43 @@ def test_restart_grace_then_lost(tmp_path: Path) -> None:
     market.report_status("p", lease.id, running=True)
     last_heartbeat = clock.now_ms()
     store.write(changes_batch(market.drain_changes()))
+    return lease.id, last_heartbeat
+
+
+def test_restart_grace_then_lost(tmp_path: Path) -> None:
+    clock = ManualClock(1_700_000_000_000)
+    lease_id, last_heartbeat = _running_lease(tmp_path, clock)
 
     clock.advance(10 * 60_000)  # the marketplace was down for ten minutes
     app = MarketApp(Store(tmp_path / "market.db"), CONFIG, clock)
     app.market.tick()
     assert app.market.get_provider("p").online
-    assert app.market.get_lease(lease.id).state == LeaseState.RUNNING
+    assert app.market.get_lease(lease_id).state == LeaseState.RUNNING
 
     clock.advance(30_001)  # and the provider never came back
     app.market.tick()
-    closed = app.market.get_lease(lease.id)
+    closed = app.market.get_lease(lease_id)
     assert closed.close_reason == CloseReason.PROVIDER_LOST
     assert closed.billed_until_ms == last_heartbeat
+
+
+def test_the_grace_counts_from_when_the_market_starts_not_from_loading(tmp_path: Path) -> None:
+    """A restart that is slow between loading the state and serving (a big state, a loaded box)
+    still leaves the agents a whole heartbeat timeout once the market serves."""
+    clock = ManualClock(1_700_000_000_000)
+    lease_id, _ = _running_lease(tmp_path, clock)
+    clock.advance(10 * 60_000)
+    app = MarketApp(Store(tmp_path / "market.db"), CONFIG, clock)
+    clock.advance(29_000)  # loaded, then 29 s until it serves
+
+    async def started_then_ticked() -> None:
+        await app.start()
+        try:
+            clock.advance(29_000)  # 58 s after loading, 29 s after starting
+            app.market.tick()
+        finally:
+            await app.stop()
+
+    asyncio.run(started_then_ticked())
+    assert app.market.get_provider("p").online
+    assert app.market.get_lease(lease_id).state == LeaseState.RUNNING

@@ -222,9 +222,11 @@ def test_sigkilled_provider_loses_its_lease_which_fails_over_to_the_other(stack:
     info = provider_info(stack, victim.address)
     assert not info.online
     assert lost.billed_until_ms == info.last_heartbeat_ms <= killed_ms
-    # declared lost one heartbeat timeout after its last heartbeat (the marketplace's clock)
+    # declared lost once silent past the heartbeat timeout, never before (the marketplace's
+    # clock); how soon after is the ticker's speed on a loaded box: bounded as generously as
+    # the wait above (a tick seconds late is not a bug; one that never comes is)
     silent_ms = lost.closed_at_ms - info.last_heartbeat_ms
-    assert HEARTBEAT_TIMEOUT_S * 1000 < silent_ms < HEARTBEAT_TIMEOUT_S * 1000 + 1500
+    assert HEARTBEAT_TIMEOUT_S * 1000 < silent_ms < (HEARTBEAT_TIMEOUT_S + 10) * 1000
     assert lost.paid == money.accrued(
         lost.price_per_hour, lost.billed_until_ms - lost.running_at_ms
     )

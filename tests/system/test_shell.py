@@ -13,6 +13,7 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Iterator
@@ -175,6 +176,14 @@ while read line; do
 done
 """
 
+# the child takes its terminal as its controlling terminal itself, then runs the command: a
+# preexec_fn makes subprocess fork() this gRPC-using process, and a forked child can abort
+# before exec (see marketplace/cli/demo_stack.py)
+CONTROLLING_TTY = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
 
 class Terminal:
     """The real CLI on a pseudo-terminal that is its controlling terminal (so a window resize
@@ -184,12 +193,11 @@ class Terminal:
         self.master, slave = os.openpty()
         self.resize(rows, cols)
         self.proc = subprocess.Popen(
-            command,
+            [sys.executable, "-c", CONTROLLING_TTY, *command],
             stdin=slave,
             stdout=slave,
             stderr=slave,
             start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )
         self.slave = slave
         self.seen = b""

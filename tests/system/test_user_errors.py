@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import socket
 import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -324,19 +324,19 @@ def test_a_device_or_a_pipe_is_refused_without_reading_it(home: Path, tmp_path: 
     forever: both are refused before they are opened, by every command that reads a file. Run as
     processes with 1 GiB of address space, so reading one whole fails the test, not the box."""
 
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))
-
+    # the child sets its limit itself: a preexec_fn makes subprocess fork() this gRPC-using
+    # process, and a forked child can abort before exec (see demo_stack._DIE_WITH_PARENT)
+    limited = "import resource; resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3)); "
+    command = [sys.executable, "-c", limited + GPUMARKET[2]]
     fifo = tmp_path / "pipe.pem"  # .pem: --key reads it as a file too
     os.mkfifo(fifo)
     for special in ("/dev/zero", str(fifo)):
         for args in commands_reading(special):
             done = subprocess.run(
-                [*GPUMARKET, *args],
+                [*command, *args],
                 capture_output=True,
                 text=True,
                 timeout=60,
-                preexec_fn=limited,
                 env={**os.environ, "GPUMARKET_HOME": str(home)},
             )
             assert done.returncode != 0 and "Traceback" not in done.stderr, (args, done.stderr)
