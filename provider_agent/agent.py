@@ -5,9 +5,11 @@
           or say plainly there are none), re-adopt containers left running by a previous
           agent on the runtime it is given, serve metrics;
   loop:   register, heartbeat, watch orders (reconnect with backoff, resume from the last token);
-          each open order goes to the bidder (provider_agent/bidder.py: one task per order,
-          decide, reserve, price, bid or decline with a reason, release unless won); on a win
-          fetch the manifest and run the lease;
+          each watch starts with the market's list of our open leases, whatever the token: each
+          one holds its room, and one with no containers here (won just before the agent was
+          killed) is started; each open order goes to the bidder (provider_agent/bidder.py: one
+          task per order, decide, reserve, price, bid or decline with a reason, release unless
+          won); on a win fetch the manifest and run the lease;
   SIGTERM: stop bidding, heartbeat draining=true, leave containers running for re-adoption.
 
 It sees only core types: provider_agent/link.py decodes the wire and raises core errors. The
@@ -171,6 +173,7 @@ class Agent:
         self.heartbeat_s = 10.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._stops: dict[str, asyncio.Task[None]] = {}  # leases being stopped, by id
+        self._starting: set[str] = set()  # leases whose manifest is fetched or start runs
         self._preempting: set[str] = set()  # of those, the spot leases pre-empted
         self._outbox: asyncio.Queue[StatusReport | _Logs] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -430,18 +433,30 @@ class Agent:
             case BidLost(bid=bid):
                 self.bidder.lost(bid.order_id)
             case LeaseWon(lease=lease):
-                if lease.id in self._running():
-                    self.bidder.note_tier(lease)  # a re-adopted lease: spot or not, say the market
-                    return  # replayed event for a lease we already run
-                preempted = self.bidder.won(lease)
-                price = format_amount(lease.price_per_hour)
-                self.say(f"won {lease.order_id} at {price}/h: lease {lease.id}")
-                self._spawn(self._start_lease(lease, preempted), f"lease-{lease.id}")
+                self._on_lease(lease)
             case LeaseClosed(lease=lease):
                 self._stop_closed(lease.id, lease.close_reason == CloseReason.PREEMPTED)
             case LeaseUpdated(lease=lease):
                 if lease.id in self._running():
                     self._spawn(self._update_lease(lease), f"update-{lease.id}")
+
+    def _on_lease(self, lease: Lease) -> None:
+        """A lease of ours, won now or listed by the market at a (re)connect (the feed starts
+        with every open lease of ours, whatever the resume token: one won just before the agent
+        was killed, its event behind the saved token, is started all the same). Started once:
+        one starting, or with containers here (re-adopted), is not started again."""
+        if lease.id in self._starting or self._supervises(lease.id):
+            self.bidder.note_tier(lease)  # a re-adopted lease: spot or not, say the market
+            return
+        preempted = self.bidder.won(lease)
+        price = format_amount(lease.price_per_hour)
+        self.say(f"won {lease.order_id} at {price}/h: lease {lease.id}")
+        self._starting.add(lease.id)
+        task = self._spawn(self._start_lease(lease, preempted), f"lease-{lease.id}")
+        task.add_done_callback(lambda _: self._starting.discard(lease.id))
+
+    def _supervises(self, lease_id: str) -> bool:
+        return self.supervisor is not None and self.supervisor.knows(lease_id)
 
     def _stop_closed(self, lease_id: str, preempted: bool) -> asyncio.Task[None]:
         """Stop a closed lease (once); a pre-empted spot lease's containers get SIGTERM and

@@ -205,7 +205,8 @@ class _Section:
         self.used: set[str] = set()
 
     def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.prefix}{key}", message, self.source)
+        # the key cut as a quoted value is: an unknown or attribute key may be 100 KB long
+        return ConfigError(f"{self.prefix}{limits.path_key(key)}", message, self.source)
 
     def raw(self, key: str) -> Any:
         self.used.add(key)

@@ -350,7 +350,9 @@ class MarketLink:
         await self._ask("ReportTelemetry", msg, pb.Ack)
 
     async def watch(self, resume_token: int) -> AsyncIterator[FeedEvent]:
-        """Order-feed events after `resume_token`; raises a MarketError (Unavailable when the
+        """Order-feed events after `resume_token`, after this provider's open leases (LeaseWon,
+        and LeaseUpdated for a version not yet run; seq 0) whatever the token: what the agent
+        reconciles with at each (re)connect. Raises a MarketError (Unavailable when the
         stream dropped) when the feed ends. Kinds this version does not know are skipped, and so
         is an event it cannot read (an order of a job kind a newer market added): raised, it
         would end the feed, and the watch resumed at the same event would end it again."""
@@ -366,7 +368,10 @@ class MarketLink:
             previous.put_nowait(Unavailable("another watch took over the order feed"))
         try:
             await self._ask(
-                WATCH_ORDERS, pb.WatchOrders(resume_token=resume_token), pb.Ack, resend=False
+                WATCH_ORDERS,
+                pb.WatchOrders(resume_token=resume_token, with_leases=True),
+                pb.Ack,
+                resend=False,
             )
             while True:
                 item = await feed.get()

@@ -186,6 +186,12 @@ class LeaseSupervisor:
         with self._lock:
             return [lid for lid, lease in self._leases.items() if not lease.reported_exit]
 
+    def knows(self, lease_id: str) -> bool:
+        """Whether the lease has containers here (starting, running, re-adopted, or exited and
+        not yet removed): it must not be started again."""
+        with self._lock:
+            return lease_id in self._leases
+
     def containers(self, lease_id: str) -> list[ContainerState]:
         with self._lock:
             lease = self._leases.get(lease_id)

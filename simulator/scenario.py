@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import yaml
 
+from marketplace.core.limits import path_key, shown
 from marketplace.userfiles import CONFIG_FILE_BYTES, read_bounded_text
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ def _kind(value: object) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {shown(value)}"
 
 
 def _build(cls: type[Spec], data: object, path: str) -> Spec:
@@ -299,7 +300,7 @@ def _build(cls: type[Spec], data: object, path: str) -> Spec:
     kwargs: dict[str, object] = {}
     for key, value in data.items():
         key_text = str(key)
-        where = f"{path}.{key_text}" if path else key_text
+        where = f"{path}.{path_key(key_text)}" if path else path_key(key_text)
         if key_text not in fields:
             close = difflib.get_close_matches(key_text, list(fields), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -348,8 +349,8 @@ def _convert(hint: object, value: object, where: str) -> object:
             raise ScenarioError(f"{where}: expected a mapping, got {_kind(value)}")
         out: dict[object, object] = {}
         for k, v in value.items():
-            key = _convert(args[0], k, f"{where}.{k}")
-            out[key] = _convert(args[1], v, f"{where}.{k}")
+            key = _convert(args[0], k, f"{where}.{path_key(k)}")
+            out[key] = _convert(args[1], v, f"{where}.{path_key(k)}")
         return out
     return _scalar(hint, value, where)
 
@@ -405,7 +406,7 @@ def _check_weights(s: Scenario) -> None:
     for key, table in weights.items():
         for value, weight in table.items():
             if weight < 0:
-                raise ScenarioError(f"{key}.{value}: weight must be >= 0, got {weight}")
+                raise ScenarioError(f"{key}.{path_key(value)}: weight must be >= 0, got {weight}")
             if isinstance(value, int | float) and value < 0:
                 raise ScenarioError(f"{key}: values must be >= 0, got {value}")
         if sum(table.values()) <= 0:
@@ -414,7 +415,8 @@ def _check_weights(s: Scenario) -> None:
         if allowed is not None:
             for name in table:
                 if name not in allowed:
-                    raise ScenarioError(f"{key}.{name}: must be one of {', '.join(allowed)}")
+                    where = f"{key}.{path_key(name)}"
+                    raise ScenarioError(f"{where}: must be one of {', '.join(allowed)}")
     counts = {
         "tenants.training.nodes": s.tenants.training.nodes,
         "tenants.training.gpus_per_node": s.tenants.training.gpus_per_node,

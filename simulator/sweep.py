@@ -29,6 +29,7 @@ from typing import TypeAlias, cast
 
 import yaml
 
+from marketplace.core.limits import path_key
 from marketplace.userfiles import CONFIG_FILE_BYTES, read_bounded_text
 from simulator import compiled
 from simulator.engine import run_scenario
@@ -70,13 +71,13 @@ def load_sweep(path: Path) -> Sweep:
         raise ScenarioError(f"{path}: a sweep must be a mapping with a 'grid'")
     for key in data:
         if key not in _KEYS:
-            raise ScenarioError(f"sweep.{key}: unknown key (known: {', '.join(_KEYS)})")
+            raise ScenarioError(f"sweep.{path_key(key)}: unknown key (known: {', '.join(_KEYS)})")
     grid = data.get("grid")
     if not isinstance(grid, dict) or not grid:
         raise ScenarioError("sweep.grid: needs at least one 'dotted.key: [values]' entry")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ScenarioError(f"sweep.grid.{key}: expected a non-empty list of values")
+            raise ScenarioError(f"sweep.grid.{path_key(key)}: expected a non-empty list of values")
     seeds = data.get("seeds", [1])
     if (
         not isinstance(seeds, list)

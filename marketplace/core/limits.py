@@ -42,6 +42,9 @@ MAX_MANIFEST_NODES = 10_000  # YAML nodes, counting each alias as the size of wh
 MAX_MANIFEST_DEPTH = 64  # nesting of YAML collections
 MAX_MANIFEST_TEXT = 4 * 1024 * 1024  # characters of all scalars, aliases expanded
 MAX_ERROR_VALUE = 40  # characters of a value quoted in an error message
+# characters of a key in an error's field path: the longest key any input takes (an attribute
+# key's 128), so a valid key shows whole and a hostile one is cut
+MAX_PATH_KEY = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,18 @@ def whole_number(text: str, most_digits: int = 18) -> int | None:
 def clipped(text: str, limit: int = MAX_ERROR_VALUE) -> str:
     """shown() without the quotes, for text a message names as it is."""
     return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def path_key(key: object) -> str:
+    """A user's mapping key as an error's field path names it: cut at MAX_PATH_KEY ('…' marking
+    the cut: a hostile 100 KB key is not echoed back); as it is when it shows as itself, else
+    quoted (empty, blank at an end, a control character), so that a path still names a field."""
+    if not isinstance(key, str):
+        return shown(key, MAX_PATH_KEY)
+    cut = key[: MAX_PATH_KEY + 1]
+    if cut and cut == cut.strip() and cut.isprintable():
+        return clipped(cut, MAX_PATH_KEY)
+    return shown(cut, MAX_PATH_KEY)
 
 
 def check_text(field: str, text: str, limit: TextLimit | None = None) -> str:

@@ -301,14 +301,23 @@ class MarketReads:
 
     def provider_snapshot(self, address: str) -> list[ProviderEvent]:
         """What a provider watching afresh must know, as events outside the log (seq 0): its
-        own open leases (lease_won), then those of them running a version older than their
-        deployment's (lease_updated), then every open order (order_opened). Leases first: an
-        agent holds the room its leases take before it looks at any order."""
-        st = self.state
+        own open leases (provider_leases), then every open order (order_opened). Leases first:
+        an agent holds the room its leases take before it looks at any order."""
         opened = [
             ProviderEvent.from_records(0, 0, "", ProviderEventKind.ORDER_OPENED, order=o)
             for o in self._open_orders.values()
             if o.state == OrderState.OPEN
+        ]
+        return self.provider_leases(address) + opened
+
+    def provider_leases(self, address: str) -> list[ProviderEvent]:
+        """The provider's open leases as events outside the log (seq 0): each one (lease_won),
+        then those of them running a version older than their deployment's (lease_updated).
+        What an agent reconciles with at every (re)connect, whatever its resume token: an
+        event it acknowledged but did not act on (killed in between) is not lost."""
+        st = self.state
+        mine = [
+            x for x in self._prov_leases.get(address, {}).values() if x.state != LeaseState.CLOSED
         ]
         won = [
             ProviderEvent.from_records(
@@ -320,18 +329,17 @@ class MarketReads:
                 bid=st.bids.get(x.id),
                 lease=x,
             )
-            for x in self._prov_leases.get(address, {}).values()
-            if x.state != LeaseState.CLOSED
+            for x in mine
         ]
         # running leases whose deployment was updated since the version they last reported
         updated = [
             ProviderEvent.from_records(
                 0, 0, address, ProviderEventKind.LEASE_UPDATED, order=st.orders[x.order_id], lease=x
             )
-            for x in self._prov_leases.get(address, {}).values()
-            if x.started and x.state != LeaseState.CLOSED and self._update_unseen(x)
+            for x in mine
+            if x.started and self._update_unseen(x)
         ]
-        return won + updated + opened
+        return won + updated
 
     def _update_unseen(self, lease: Lease) -> bool:
         """The lease's deployment was updated, and its provider has reported neither running

@@ -482,6 +482,10 @@ class MarketApp:
         """For a watcher with no resume token: every open order, and its own open leases."""
         return [convert.provider_event_to_proto(e) for e in self.market.provider_snapshot(address)]
 
+    def provider_leases(self, address: str) -> list[pb.ProviderEvent]:
+        """A provider's open leases (lease_won, lease_updated; seq 0): what it reconciles with."""
+        return [convert.provider_event_to_proto(e) for e in self.market.provider_leases(address)]
+
     def provider_backlog(
         self, address: str, after_seq: int, upto_seq: int
     ) -> list[pb.ProviderEvent]:

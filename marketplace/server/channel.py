@@ -60,11 +60,12 @@ MAX_UNANSWERED = 1024
 
 
 async def provider_feed(
-    app: MarketApp, signer: str, resume_token: int
+    app: MarketApp, signer: str, resume_token: int, with_leases: bool = False
 ) -> AsyncIterator[pb.ProviderEvent]:
     """A registered provider's order feed after `resume_token` (0: a snapshot of what is open
-    first), then live; the same for Provider.WatchOrders and the channel. Raises
-    WatcherOverflow when the provider reads too slowly."""
+    first), then live; the same for Provider.WatchOrders and the channel. `with_leases`: a
+    resumed feed starts with the provider's open leases too (the snapshot has them anyway).
+    Raises WatcherOverflow when the provider reads too slowly."""
     watcher = app.subscribe(app.provider_watchers, signer)
     try:
         upto = app.committed_seq
@@ -77,6 +78,10 @@ async def provider_feed(
                 yield event
             last = upto
         else:
+            # before the backlog: a lease whose event is behind the token but was never acted
+            # on (the agent killed after saving the token) is still started
+            for event in app.provider_leases(signer) if with_leases else ():
+                yield event
             for event in app.provider_backlog(signer, last, upto):
                 yield event
             last = upto
@@ -118,7 +123,8 @@ class ProviderChannel:
         self.provider: str | None = None  # bound by the first message that verifies
         self._out: asyncio.Queue[_Out] = asyncio.Queue(MAX_UNANSWERED)
         self._feed: asyncio.Task[None] | None = None
-        self._feed_from: int | None = None  # a resume token: start the feed from it
+        # a resume token and whether to send the provider's leases first: start the feed so
+        self._feed_from: tuple[int, bool] | None = None
 
     async def serve(
         self, incoming: AsyncIterator[pb.ProviderMessage]
@@ -160,7 +166,7 @@ class ProviderChannel:
                 else:
                     self._out.put_nowait(item)
                 if self._feed_from is not None:
-                    self._start_feed(self._feed_from)
+                    self._start_feed(*self._feed_from)
         except Exception as exc:  # the transport failed, or a bug: end the stream with it
             end = _End(exc)
         await self._out.put(end)
@@ -238,21 +244,21 @@ class ProviderChannel:
         )
         app.market.get_provider(signer)  # the feed is for registered providers (NotFound)
         self._bind(signer)
-        self._feed_from = msg.resume_token  # started once this answer is queued
+        self._feed_from = (msg.resume_token, msg.with_leases)  # started once this is queued
         return answered(seq, pb.Ack(ok=True, message="order feed started"))
 
-    def _start_feed(self, resume_token: int) -> None:
+    def _start_feed(self, resume_token: int, with_leases: bool) -> None:
         assert self.provider is not None
         self._feed_from = None
         if self._feed is not None:
             self._feed.cancel()
         self._feed = asyncio.create_task(
-            self._pump(self.provider, resume_token), name="channel-feed"
+            self._pump(self.provider, resume_token, with_leases), name="channel-feed"
         )
 
-    async def _pump(self, signer: str, resume_token: int) -> None:
+    async def _pump(self, signer: str, resume_token: int, with_leases: bool) -> None:
         try:
-            async for event in provider_feed(self.app, signer, resume_token):
+            async for event in provider_feed(self.app, signer, resume_token, with_leases):
                 await self._out.put(pb.MarketMessage(event=event))
         except WatcherOverflow as exc:
             await self._out.put(_End(exc))

@@ -883,7 +883,7 @@ class ProviderServicer(_Base, pb_grpc.ProviderServicer):
             request, pb.WatchOrders, self.app.guard, market=self.app.market_id, durable=False
         )
         self.market.get_provider(signer)  # the feed is for registered providers (NotFound)
-        async for event in provider_feed(self.app, signer, msg.resume_token):
+        async for event in provider_feed(self.app, signer, msg.resume_token, msg.with_leases):
             yield event
 
     @unary

@@ -66,17 +66,22 @@ def test_full_example_values() -> None:
             "storage_classes",
         ),
         ('[runtime]\ncapabilities = ["SYS_ADMIN"]', "runtime.capabilities", "default set"),
-        ('[provider.attributes]\n"" = "x"', "provider.attributes.", "attribute key '' is empty"),
-        ('[provider.attributes]\n"  " = "x"', "provider.attributes.  ", "is empty"),
+        ('[provider.attributes]\n"" = "x"', "provider.attributes.''", "attribute key '' is empty"),
+        ('[provider.attributes]\n"  " = "x"', "provider.attributes.'  '", "is empty"),
         (
             '[provider.attributes]\n" region" = "eu"',
-            "provider.attributes. region",
+            "provider.attributes.' region'",
             "attribute key ' region' has spaces around it",
         ),
         (
             f'[provider.attributes]\n"{"k" * 129}" = "x"',
-            f"provider.attributes.{'k' * 129}",
+            f"provider.attributes.{'k' * 128}…",  # cut: a path shows 128 characters of a key
             "attribute key is 129 characters; the limit is 128",
+        ),
+        (  # a hostile key is not echoed back whole
+            f'[resources]\n"{"x" * 100_000}" = 1',
+            f"resources.{'x' * 128}…",
+            "unknown key",
         ),
         (
             '[runtime]\ncapabilities = ["CHOWN"]\ncap_drop_all = true',

@@ -108,11 +108,17 @@ def config(port: int, state: Path, mbps: int = 10_000) -> dict[str, Any]:
 
 @asynccontextmanager
 async def agent(
-    tmp: Path, port: int, name: str, mbps: int = 10_000, key: Key | None = None
+    tmp: Path,
+    port: int,
+    name: str,
+    mbps: int = 10_000,
+    key: Key | None = None,
+    runtime: MemoryRuntime | None = None,
 ) -> AsyncIterator[tuple[Agent, list[str]]]:
+    """An agent run until the block ends; `runtime`: the containers a previous one left."""
     key = key or Key.generate()
     said: list[str] = []
-    runtime = MemoryRuntime(key.address, images=[IMAGE])
+    runtime = runtime or MemoryRuntime(key.address, images=[IMAGE])
     cfg = parse_config(config(port, tmp / name, mbps))
     a = Agent(cfg, key, runtime, SystemClock(), say=said.append, host=HOST)
     stop = asyncio.Event()

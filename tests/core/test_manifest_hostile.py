@@ -229,3 +229,23 @@ def test_an_error_after_a_mib_of_newlines_names_its_own_line() -> None:
     text = BASE + "\n" * 1_040_000 + "zz: 1\n"
     error, _, _ = refused(text)
     assert error.line == text.count("\n") and error.path == "zz"
+
+
+@pytest.mark.parametrize(
+    ("old", "key_at"),
+    [
+        ("{region: eu}", "{region: eu, ? KEY\n: x}"),  # an attribute key
+        ("  train:\n    image:", "  train:\n    ? KEY\n    : x\n    image:"),  # a service's field
+        ("{denom: uact, amount: 5000}", "{denom: uact, amount: 5000, ? KEY\n: x}"),  # a price's
+    ],
+)
+def test_a_huge_key_is_cut_in_the_path_as_in_the_message(old: str, key_at: str) -> None:
+    """A 100 KB key is named by its first characters in the error's path, '…' marking the cut,
+    as the message quotes it: a hostile manifest must not make us echo it back."""
+    key = "k" * 100_000
+    text = BASE.replace(old, key_at.replace("KEY", key), 1)
+    assert text != BASE
+    error, _, _ = refused(text)
+    [problem] = [e for e in error.errors if "kkkk" in e.path]
+    assert f".{'k' * limits.MAX_PATH_KEY}…" in problem.path
+    assert len(str(problem)) < 400

@@ -79,6 +79,8 @@ def test_human_output_is_a_summary_table(tiny: Path, tmp_path: Path) -> None:
         ("tenants: {training: {nodes: {0: 1}}}\n", "tenants.training.nodes: values must be >= 1"),
         ("duration_days: soon\n", "duration_days: expected a number"),
         ("[1, 2]\n", "a scenario must be a mapping"),
+        # a hostile key is named by its first 128 characters, not echoed back whole
+        (f"providers:\n  ? {'x' * 100_000}\n  : 3\n", f"providers.{'x' * 128}…: unknown key"),
     ],
 )
 def test_bad_scenarios_fail_in_one_line(tmp_path: Path, text: str, message: str) -> None:

@@ -35,11 +35,14 @@ def checkout_copy(name: str) -> Path:
 
 
 def test_the_shipped_demo_files_are_the_checkouts() -> None:
-    """examples/ and scripts/ stay for users; the package holds identical copies."""
+    """examples/ and scripts/ stay for users; the package holds no copy of them: the demo's
+    manifests and configs are the shipped examples, its docker-up.sh a link to scripts/."""
+    demo_files = REPO / "marketplace" / "cli" / "demo_files"
+    assert sorted(p.name for p in demo_files.iterdir() if not p.name.startswith("_")) == [DOCKER_UP]
+    link = demo_files / DOCKER_UP
+    assert link.is_symlink() and link.resolve() == checkout_copy(DOCKER_UP).resolve()
     for name in SHIPPED:
-        assert demo_file(name).read_bytes() == checkout_copy(name).read_bytes(), (
-            f"marketplace/cli/demo_files/{name} differs from {checkout_copy(name)}: copy it over"
-        )
+        assert demo_file(name).read_bytes() == checkout_copy(name).read_bytes(), name
 
 
 def _without_checkout() -> dict[str, str]:

@@ -759,10 +759,12 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, server_time_ms: _Optional[int] = ..., unknown_lease_ids: _Optional[_Iterable[str]] = ..., audited: _Optional[_Union[AuditedAttributes, _Mapping]] = ...) -> None: ...
 
 class WatchOrders(_message.Message):
-    __slots__ = ("resume_token",)
+    __slots__ = ("resume_token", "with_leases")
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WITH_LEASES_FIELD_NUMBER: _ClassVar[int]
     resume_token: int
-    def __init__(self, resume_token: _Optional[int] = ...) -> None: ...
+    with_leases: bool
+    def __init__(self, resume_token: _Optional[int] = ..., with_leases: _Optional[bool] = ...) -> None: ...
 
 class ProviderEvent(_message.Message):
     __slots__ = ("seq", "time_ms", "order_opened", "order_closed", "lease_won", "bid_lost", "lease_closed", "lease_updated")

@@ -11,7 +11,7 @@ import yaml
 
 from marketplace.core import units
 from marketplace.core.errors import InvalidArgument
-from marketplace.core.limits import shown
+from marketplace.core.limits import path_key, shown
 from marketplace.core.manifest.errors import MAX_ERRORS, MAX_WARNINGS, ManifestError, one_line
 from marketplace.core.manifest.yaml_lines import (
     LineIndex,
@@ -22,7 +22,6 @@ from marketplace.core.manifest.yaml_lines import (
     node_at,
 )
 
-_STEP_CHARS = 64  # of one key in a dotted path (a key may be a 1 MiB string)
 P = ParamSpec("P")
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
@@ -185,20 +184,15 @@ def strict_bool(value: object, path: Path) -> bool:
 
 
 def dotted(path: Path) -> str:
+    """The field path as errors name it, each key cut (limits.path_key: a key may be a 1 MiB
+    string)."""
     text = ""
     for step in path:
-        step = step if isinstance(step, int) else _step(step)
-        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else str(step))
+        if isinstance(step, int):
+            text += f"[{step}]"
+        else:
+            text += f".{path_key(step)}" if text else path_key(step)
     return text
-
-
-def _step(key: str) -> str:
-    """A key as a path shows it: quoted when it would not show as itself (empty, blank at an
-    end, a control character), so that an error about the key "" still names a field."""
-    cut = key[:_STEP_CHARS]
-    if cut and cut == cut.strip() and cut.isprintable():
-        return cut
-    return shown(cut)
 
 
 def mapping(
