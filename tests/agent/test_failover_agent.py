@@ -116,9 +116,9 @@ def test_the_agent_fails_over_to_the_standby_by_itself(tmp_path: Path, agents: l
 def test_the_config_takes_a_list_or_commas(tmp_path: Path) -> None:
     path = tmp_path / "provider.toml"
     for given, expected in [
-        ('"a:1"', ("a:1",)),
-        ('"a:1, b:2"', ("a:1", "b:2")),
-        ('["a:1", "b:2"]', ("a:1", "b:2")),
+        ('"localhost:1"', ("localhost:1",)),
+        ('"localhost:1, 127.0.0.2:2"', ("localhost:1", "127.0.0.2:2")),
+        ('["localhost:1", "[::1]:2"]', ("localhost:1", "[::1]:2")),
     ]:
         path.write_text(CONFIG.format(addresses=given))
         cfg = load_config(path)
