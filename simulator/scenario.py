@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import yaml
 
-from marketplace.core.limits import path_key, shown
+from marketplace.core.quoting import path_key, shown
 from marketplace.userfiles import CONFIG_FILE_BYTES, read_bounded_text
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from typing import TypeAlias, cast
 
 import yaml
 
-from marketplace.core.limits import path_key
+from marketplace.core.quoting import path_key
 from marketplace.userfiles import CONFIG_FILE_BYTES, read_bounded_text
 from simulator import compiled
 from simulator.engine import run_scenario

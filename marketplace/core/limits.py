@@ -29,6 +29,13 @@ from functools import lru_cache
 
 from marketplace.core.errors import InvalidArgument
 from marketplace.core.matching import Capacity
+
+# re-exported: callers name values through limits, as before quoting became its own module
+from marketplace.core.quoting import MAX_ERROR_VALUE as MAX_ERROR_VALUE
+from marketplace.core.quoting import MAX_PATH_KEY as MAX_PATH_KEY
+from marketplace.core.quoting import clipped as clipped
+from marketplace.core.quoting import path_key as path_key
+from marketplace.core.quoting import shown as shown
 from marketplace.core.resources import GroupSpec
 from marketplace.core.state import Endpoint, Offer
 
@@ -41,10 +48,6 @@ MAX_MANIFEST_BYTES = 1024 * 1024  # the SDL text
 MAX_MANIFEST_NODES = 10_000  # YAML nodes, counting each alias as the size of what it names
 MAX_MANIFEST_DEPTH = 64  # nesting of YAML collections
 MAX_MANIFEST_TEXT = 4 * 1024 * 1024  # characters of all scalars, aliases expanded
-MAX_ERROR_VALUE = 40  # characters of a value quoted in an error message
-# characters of a key in an error's field path: the longest key any input takes (an attribute
-# key's 128), so a valid key shows whole and a hostile one is cut
-MAX_PATH_KEY = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,23 +158,6 @@ def check_address(field: str, text: str) -> str:
     return text
 
 
-def shown(value: object, limit: int = MAX_ERROR_VALUE) -> str:
-    """A value quoted for an error message, at most about `limit` characters, cut BEFORE it is
-    formatted: an aliased YAML value or a 1 MiB string costs no more than a short one."""
-    if isinstance(value, str):
-        cut = value[: limit + 1]
-        text = repr(cut[:limit]) + ("…" if len(cut) > limit else "")
-    elif value is None or isinstance(value, bool | int | float):
-        text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "<int>"
-    elif isinstance(value, list | tuple):
-        text = f"<a list of {len(value)}>"
-    elif isinstance(value, dict):
-        text = f"<a mapping of {len(value)}>"
-    else:
-        text = f"<{type(value).__name__}>"
-    return text[: limit + 8]
-
-
 def whole_number(text: str, most_digits: int = 18) -> int | None:
     """`text` as a non-negative int when it is 1 to `most_digits` ASCII digits, else None.
     str.isdigit() alone is no guard before int(): it passes '²' (which int() refuses with a
@@ -179,23 +165,6 @@ def whole_number(text: str, most_digits: int = 18) -> int | None:
     if not 0 < len(text) <= most_digits or not text.isascii() or not text.isdigit():
         return None
     return int(text)
-
-
-def clipped(text: str, limit: int = MAX_ERROR_VALUE) -> str:
-    """shown() without the quotes, for text a message names as it is."""
-    return text[:limit] + ("…" if len(text) > limit else "")
-
-
-def path_key(key: object) -> str:
-    """A user's mapping key as an error's field path names it: cut at MAX_PATH_KEY ('…' marking
-    the cut: a hostile 100 KB key is not echoed back); as it is when it shows as itself, else
-    quoted (empty, blank at an end, a control character), so that a path still names a field."""
-    if not isinstance(key, str):
-        return shown(key, MAX_PATH_KEY)
-    cut = key[: MAX_PATH_KEY + 1]
-    if cut and cut == cut.strip() and cut.isprintable():
-        return clipped(cut, MAX_PATH_KEY)
-    return shown(cut, MAX_PATH_KEY)
 
 
 def check_text(field: str, text: str, limit: TextLimit | None = None) -> str:

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,13 @@ SERVER_OPTIONS = (
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
 )
+
+# How long a thread holding the GIL keeps it from another that asks (CPython's default: 5 ms).
+# A heavy read decodes the archive on the reader thread (offloop.py) while the event loop
+# serves bids: each time the loop comes back from I/O it waits up to this long for the GIL, and
+# a bid crosses the loop, the committer's thread and gRPC several times. At 5 ms a bid took
+# 100+ ms behind one price-advice read (tests/server/test_loop.py); at 1 ms ~5x less.
+GIL_SWITCH_S = 0.001
 
 
 def default_data_dir() -> Path:
@@ -444,6 +452,7 @@ def _transport(opts: ServeOptions) -> str:
 async def serve_forever(opts: ServeOptions, say: Callable[[str], None]) -> None:
     """`gpumarket market serve`: run until SIGINT/SIGTERM, then stop cleanly. On a shared
     store, a leader that is deposed stands by again, on the same address."""
+    sys.setswitchinterval(GIL_SWITCH_S)
     signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
