@@ -45,13 +45,20 @@ class ProviderSection:
     state_dir: Path | None = None  # where the agent keeps its resume token; default: home
 
 
+# The longest wait between reconnect attempts. After an outage the market gives providers its
+# heartbeat timeout (30 s by default) from when it serves again before declaring one lost: the
+# longest wait, +20 % jitter, must fit well inside it (at 30 s an agent could miss it, and its
+# leases be re-auctioned, though the market was the one away).
+DEFAULT_RECONNECT_MAX_S = 10.0
+
+
 @dataclass(frozen=True)
 class MarketplaceSection:
     # HOST:PORT, or several of one marketplace (leader, standbys) joined by commas: the agent
     # moves on to the next when one is down or not the leader (marketplace/api/addresses.py)
     address: str = "127.0.0.1:7420"
     call_timeout_s: float = 5.0
-    reconnect_max_s: float = 30.0
+    reconnect_max_s: float = DEFAULT_RECONNECT_MAX_S
     tls: bool = False  # TLS with the system's roots (implied by tls_ca or tls_cert)
     tls_ca: Path | None = None  # the CA that signed the marketplace's certificate (PEM)
     # the agent's client certificate and key (PEM), for a market that asks for mutual TLS
@@ -411,7 +418,7 @@ def _marketplace(s: _Section, base: Path) -> MarketplaceSection:
     section = MarketplaceSection(
         address=_market_addresses(s),
         call_timeout_s=s.number("call_timeout_s", 5.0, minimum=0.1),
-        reconnect_max_s=s.number("reconnect_max_s", 30.0, minimum=0.1),
+        reconnect_max_s=s.number("reconnect_max_s", DEFAULT_RECONNECT_MAX_S, minimum=0.1),
         tls=s.boolean("tls", False),
         insecure=s.boolean("insecure", False),
         **pem,

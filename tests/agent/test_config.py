@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from marketplace.cli.main import cli as main
+from marketplace.core.config import MarketConfig
 from provider_agent.config import EX_CONFIG, ConfigError, load_config, parse_config
 from tests.helpers import EXAMPLES
 
@@ -137,3 +138,13 @@ def test_unparsable_toml_exits_78(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["provider", "inventory", "--config", str(bad)])
     assert result.exit_code == EX_CONFIG
     assert "not valid TOML" in result.output and "Traceback" not in result.output
+
+
+def test_an_agent_left_to_its_defaults_is_back_within_the_markets_restart_grace() -> None:
+    """After an outage the market waits one heartbeat timeout for its providers before declaring
+    them lost (server/app.py's restart grace): an agent's longest reconnect wait, jitter
+    included, plus a heartbeat must fit in it, or its leases are re-auctioned for the market's
+    own absence."""
+    market = MarketConfig()
+    longest_wait_s = parse_config({}).marketplace.reconnect_max_s * 1.2
+    assert longest_wait_s + market.heartbeat_interval_ms / 1000 < market.heartbeat_timeout_ms / 1000
