@@ -78,7 +78,7 @@ def bench_latency(n: int) -> None:
         if r.running:
             running.set()
 
-    sup = LeaseSupervisor(rt, RuntimeSection(stop_grace_s=1), report, lambda _l, _x: None)
+    sup = LeaseSupervisor(rt, RuntimeSection(stop_grace_s=1), report, lambda _l, _x, _d: None)
     manifest = parse_manifest(SDL)
     group = manifest.groups[0]
     alloc = allocate(group, Capacity(8000, 8 << 30, 100 << 30))

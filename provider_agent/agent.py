@@ -113,6 +113,7 @@ class _Logs:
 
     lease_id: str
     lines: tuple[LogLine, ...]
+    delivered: Callable[[], None]  # the supervisor's log cursor moves on (a small file write)
 
 
 def tls_settings(cfg: AgentConfig) -> TlsSettings | None:
@@ -213,7 +214,7 @@ class Agent:
             self.runtime,
             self.cfg.runtime,
             report=self._post,
-            ship_logs=lambda lease, lines: self._post(_Logs(lease, tuple(lines))),
+            ship_logs=lambda lease, lines, done: self._post(_Logs(lease, tuple(lines), done)),
             public_host=self._public_host(publish),
             state_dir=self.state,
             publish_ip=publish,
@@ -593,10 +594,12 @@ class Agent:
                     break
                 except Unavailable:
                     await asyncio.sleep(backoff.next())
-                except MarketError as exc:
+                except MarketError as exc:  # decided: sending it again would be refused again
                     kind = "logs" if isinstance(item, _Logs) else "status"
                     log.warning("marketplace refused a %s report: %s", kind, exc)
                     break
+            if isinstance(item, _Logs):
+                await asyncio.to_thread(item.delivered)
             self._outbox.task_done()
 
     async def _send(self, item: StatusReport | _Logs) -> None:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from marketplace.core import units
@@ -104,39 +105,53 @@ class _Lease:
 
 
 class LogCursor:
-    """Last shipped log time per container stream ("<id>:stdout"), on disk, so a restarted agent
-    resumes its logs rather than repeating them."""
+    """Per container stream ("<id>:stdout"): how far its log was read, and how far the market
+    has it. Only the second is on disk, written once the market acknowledged the lines, so a
+    restarted agent resumes its logs from what the market has: nothing repeated that arrived,
+    nothing lost that was still queued when the agent was killed."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._times: dict[str, float] = {}
+        self._delivered: dict[str, float] = {}  # on disk
+        self._read: dict[str, float] = {}  # in memory: where a dropped log stream resumes
+        self._gone: set[str] = set()  # forgotten: a late acknowledgement must not bring it back
         self._lock = threading.Lock()
         self._dirty = False
         if path is not None and path.exists():
             try:
-                self._times = {k: float(v) for k, v in json.loads(path.read_text()).items()}
+                self._delivered = {k: float(v) for k, v in json.loads(path.read_text()).items()}
             except (OSError, ValueError):
                 log.warning("log cursor %s unreadable; resuming logs from the start", path)
 
     def get(self, container_id: str) -> float | None:
         with self._lock:
-            return self._times.get(container_id)
+            return self._read.get(container_id, self._delivered.get(container_id))
 
     def advance(self, container_id: str, when: float) -> None:
+        """The stream was read up to `when` (its lines are queued for the market)."""
         with self._lock:
-            if when > self._times.get(container_id, 0.0):
-                self._times[container_id] = when
-                self._dirty = True
+            if when > self._read.get(container_id, 0.0):
+                self._read[container_id] = when
+
+    def delivered(self, marks: dict[str, float]) -> None:
+        """The market acknowledged lines up to these times."""
+        with self._lock:
+            for key, when in marks.items():
+                if key not in self._gone and when > self._delivered.get(key, 0.0):
+                    self._delivered[key] = when
+                    self._dirty = True
 
     def forget(self, container_id: str) -> None:
         with self._lock:
-            self._dirty = self._times.pop(container_id, None) is not None or self._dirty
+            self._gone.add(container_id)
+            self._read.pop(container_id, None)
+            self._dirty = self._delivered.pop(container_id, None) is not None or self._dirty
 
     def save(self) -> None:
         with self._lock:
             if self.path is None or not self._dirty:
                 return
-            data = json.dumps(self._times)
+            data = json.dumps(self._delivered)
             self._dirty = False
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(data)
@@ -149,7 +164,8 @@ class LeaseSupervisor:
         runtime: ContainerRuntime,
         settings: RuntimeSection,
         report: Callable[[StatusReport], None],
-        ship_logs: Callable[[str, list[LogLine]], None],
+        # (lease id, lines, call once the market has them): the log cursor moves on then
+        ship_logs: Callable[[str, list[LogLine], Callable[[], None]], None],
         public_host: str = "127.0.0.1",
         state_dir: Path | None = None,
         log_flush_s: float = LOG_FLUSH_S,
@@ -169,7 +185,7 @@ class LeaseSupervisor:
         self._lock = threading.RLock()
         self._replaced = threading.Condition(self._lock)  # an update's old containers stopped
         self.update_settle_s = UPDATE_SETTLE_S
-        self._buffers: dict[str, list[LogLine]] = {}
+        self._buffers: dict[str, list[tuple[str, LogLine]]] = {}  # (cursor key, line)
         self._followers: dict[str, list[threading.Thread]] = {}
         self._buf_lock = threading.Lock()
         self._stop = threading.Event()
@@ -847,7 +863,7 @@ class LeaseSupervisor:
     # --- logs ---------------------------------------------------------------------------------
     def _emit(self, lease_id: str, cursor_key: str, line: LogLine) -> None:
         with self._buf_lock:
-            self._buffers.setdefault(lease_id, []).append(line)
+            self._buffers.setdefault(lease_id, []).append((cursor_key, line))
             big = len(self._buffers[lease_id]) >= LOG_BATCH
         if cursor_key:
             self.cursor.advance(cursor_key, line.time)
@@ -859,13 +875,21 @@ class LeaseSupervisor:
 
     def _flush(self, lease_id: str) -> None:
         with self._buf_lock:
-            lines = self._buffers.pop(lease_id, [])
-        if lines:
-            try:
-                self._ship(lease_id, lines)
-            except Exception:
-                log.exception("shipping logs of %s failed", lease_id)
-            self.cursor.save()
+            queued = self._buffers.pop(lease_id, [])
+        if not queued:
+            return
+        marks: dict[str, float] = {}
+        for key, line in queued:
+            if key:
+                marks[key] = max(line.time, marks.get(key, 0.0))
+        try:
+            self._ship(lease_id, [line for _, line in queued], partial(self._delivered, marks))
+        except Exception:
+            log.exception("shipping logs of %s failed", lease_id)
+
+    def _delivered(self, marks: dict[str, float]) -> None:
+        self.cursor.delivered(marks)
+        self.cursor.save()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.log_flush_s):

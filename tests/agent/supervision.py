@@ -105,9 +105,10 @@ gpumarket:
 class Recorder:
     """Collects what the supervisor reports, and lets a test await it (no fixed sleeps)."""
 
-    def __init__(self) -> None:
+    def __init__(self, acknowledges: bool = True) -> None:
         self.reports: list[StatusReport] = []
         self.lines: list[LogLine] = []
+        self.acknowledges = acknowledges  # False: a market that died before answering the logs
         self._cond = threading.Condition()
 
     def report(self, r: StatusReport) -> None:
@@ -115,10 +116,12 @@ class Recorder:
             self.reports.append(r)
             self._cond.notify_all()
 
-    def ship(self, lease_id: str, lines: list[LogLine]) -> None:
+    def ship(self, lease_id: str, lines: list[LogLine], delivered: Callable[[], None]) -> None:
         with self._cond:
             self.lines.extend(lines)
             self._cond.notify_all()
+        if self.acknowledges:
+            delivered()  # as the market's acknowledgement does
 
     def wait_for(self, predicate: Callable[[Recorder], bool], timeout: float = 30.0) -> None:
         with self._cond:

@@ -143,10 +143,11 @@ from provider_agent.supervisor import LeaseSupervisor
 
 provider, state, sdl_path, shipped = sys.argv[1:5]
 out = open(shipped, "a")
-def ship(lease, lines):
+def ship(lease, lines, delivered):
     for line in lines:
         out.write(line.text + "\\n")
     out.flush()
+    delivered()
 sup = LeaseSupervisor(DockerRuntime.connect(provider), RuntimeSection(), lambda r: None, ship,
                       state_dir=Path(state))
 m = parse_manifest(Path(sdl_path).read_bytes())

@@ -117,7 +117,7 @@ from provider_agent.supervisor import LeaseSupervisor
 
 provider, state, sdl_path = sys.argv[1:4]
 sup = LeaseSupervisor(DockerRuntime.connect(provider), RuntimeSection(), lambda r: None,
-                      lambda lease, lines: None, state_dir=Path(state))
+                      lambda lease, lines, delivered: None, state_dir=Path(state))
 m = parse_manifest(Path(sdl_path).read_bytes())
 g = m.groups[0]
 report = sup.start_lease("Dkill/1/1/prov", m, g, allocate(g, Capacity(8000, 8 << 30, 100 << 30)))

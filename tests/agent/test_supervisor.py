@@ -409,6 +409,31 @@ def test_re_adopted_logs_resume_where_the_last_agent_stopped(
     after.close()
 
 
+def test_lines_the_market_never_acknowledged_are_shipped_again_by_the_next_agent(
+    runtime: MemoryRuntime, tmp_path: Path
+) -> None:
+    """An agent killed with log lines queued for the market (sent, never answered) must not have
+    moved its cursor past them: the next agent ships them, then carries on."""
+    first = Recorder()
+    before = supervise(runtime, first, tmp_path)
+    lease, _ = start(before, parse_manifest(sdl("tick")))
+    job = only(runtime, lease)
+    runtime.write(job.id, "tick 0")
+    first.wait_for(lambda r: r.texts("stdout") == ["tick 0"])
+    first.acknowledges = False  # from here on the market never answers
+    runtime.write(job.id, "tick 1")
+    first.wait_for(lambda r: r.texts("stdout") == ["tick 0", "tick 1"])
+    before.close()
+
+    rec = Recorder()
+    after = supervise(runtime, rec, tmp_path)
+    after.adopt()
+    runtime.write(job.id, "tick 2")
+    rec.wait_for(lambda r: "tick 2" in r.texts("stdout"))
+    assert rec.texts("stdout") == ["tick 1", "tick 2"]  # the unanswered line again, none before
+    after.close()
+
+
 def test_re_adoption_removes_never_started_containers_and_reports_exits_missed(
     runtime: MemoryRuntime, tmp_path: Path
 ) -> None:
