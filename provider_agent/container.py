@@ -236,11 +236,14 @@ def network_name(lease_id: str) -> str:
     return f"gm-{hashlib.sha1(lease_id.encode()).hexdigest()[:10]}"
 
 
-def volume_name(spec: ContainerSpec, volume: VolumeMount) -> str:
-    """gm-<lease hash>-<service>-<replica>-<volume>: stable, so a restarted container (and a
-    re-adopted one) finds the same data."""
+def volume_name(spec: ContainerSpec, volume: VolumeMount, provider: str) -> str:
+    """gm-<provider and lease hash>-<service>-<replica>-<volume>: stable, so a restarted
+    container (and a re-adopted one) finds the same data; the provider is in the hash, so two
+    agents on one engine never share a name (the engine would hand one the other's volume)."""
     safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", volume.volume)[:40]
-    return f"{container_name(spec.lease_id, spec.service, spec.replica)}-{safe}"
+    tag = hashlib.sha1(f"{provider}\n{spec.lease_id}".encode()).hexdigest()[:10]
+    service = re.sub(r"[^a-zA-Z0-9_.-]", "-", spec.service)[:40]
+    return f"gm-{tag}-{service}-{spec.replica}-{safe}"
 
 
 def volume_labels(spec: ContainerSpec, volume: VolumeMount, provider: str) -> dict[str, str]:

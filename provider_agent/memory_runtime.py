@@ -142,7 +142,7 @@ class MemoryRuntime:
                 memory_bytes=spec.memory_bytes,
             )
             for volume in spec.named_volumes:  # made once; a restart or a re-create reuses it
-                name = volume_name(spec, volume)
+                name = volume_name(spec, volume, self.provider)
                 labels = volume_labels(spec, volume, self.provider)
                 self._volumes.setdefault(name, volume_state(name, labels))
             self._containers[container_id] = _Container(state, spec.image, spec)
@@ -234,7 +234,9 @@ class MemoryRuntime:
 
     def remove_volume(self, name: str) -> None:
         with self._changed:
-            users = [c.state.name for c in self._live() if name in _volume_names(c.spec)]
+            users = [
+                c.state.name for c in self._live() if name in _volume_names(c.spec, self.provider)
+            ]
             if users:  # as the engine refuses: "volume is in use"
                 raise RuntimeFailure(f"volume {name} is in use by {', '.join(users)}")
             self._volumes.pop(name, None)
@@ -346,8 +348,8 @@ def _published(
     return tuple((port, pinned.get(port) or next(fresh)) for port in ports)
 
 
-def _volume_names(spec: ContainerSpec) -> set[str]:
-    return {volume_name(spec, v) for v in spec.named_volumes}
+def _volume_names(spec: ContainerSpec, provider: str) -> set[str]:
+    return {volume_name(spec, v, provider) for v in spec.named_volumes}
 
 
 def _ended(container: _Container) -> bool:

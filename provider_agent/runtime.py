@@ -86,7 +86,9 @@ def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
         "hostname": spec.service[:63],
     }
     if spec.volumes:
-        kwargs["mounts"] = [_mount(spec, v) for v in spec.volumes if v.persistent or v.is_ram]
+        kwargs["mounts"] = [
+            _mount(spec, v, provider) for v in spec.volumes if v.persistent or v.is_ram
+        ]
     if spec.command:
         kwargs["entrypoint"] = list(spec.command)
     if spec.args:
@@ -121,7 +123,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _mount(spec: ContainerSpec, volume: VolumeMount) -> docker.types.Mount:
+def _mount(spec: ContainerSpec, volume: VolumeMount, provider: str) -> docker.types.Mount:
     """A ram volume is a tmpfs capped at its size (the kernel enforces it); a persistent one is
     the replica's own named volume."""
     if volume.is_ram:
@@ -133,7 +135,7 @@ def _mount(spec: ContainerSpec, volume: VolumeMount) -> docker.types.Mount:
             tmpfs_size=volume.size_bytes,
         )
     return docker.types.Mount(
-        volume.mount, volume_name(spec, volume), type="volume", read_only=volume.read_only
+        volume.mount, volume_name(spec, volume, provider), type="volume", read_only=volume.read_only
     )
 
 
@@ -394,12 +396,19 @@ class DockerRuntime:
     # --- volumes --------------------------------------------------------------------------------
     def _ensure_volume(self, spec: ContainerSpec, volume: VolumeMount) -> None:
         """The replica's named volume, made once with its labels (a restart reuses it)."""
-        name = volume_name(spec, volume)
+        name = volume_name(spec, volume, self.provider)
+        labels = volume_labels(spec, volume, self.provider)
         try:
-            self.client.api.inspect_volume(name)
+            found = self.client.api.inspect_volume(name)
         except docker.errors.NotFound:
-            labels = volume_labels(spec, volume, self.provider)
             self.client.api.create_volume(name, driver="local", labels=labels)
+            return
+        has = found.get("Labels") or {}
+        if any(has.get(k) != labels[k] for k in (LABEL_PROVIDER, LABEL_LEASE)):  # another's data
+            raise RuntimeFailure(
+                f"volume {name} exists but is not this lease's ({spec.lease_id}): refusing to "
+                "mount it; remove it (docker volume rm) if it is a leftover"
+            )
 
     def volumes(self, lease_id: str | None = None) -> list[VolumeState]:
         labels = [f"{LABEL_PROVIDER}={self.provider}"]

@@ -106,6 +106,42 @@ def test_a_persistent_volume_survives_a_container_restart_and_is_gone_after_clos
     sup.close()
 
 
+def test_two_providers_on_one_engine_never_share_a_volume_and_a_stranger_is_not_mounted(
+    provider: str,
+) -> None:
+    """The same lease id on two agents of one engine (one provider key on two markets, or a
+    market started afresh) gets two volumes; a volume of this name made by someone else is
+    refused, not mounted: its data is not this tenant's."""
+    lease = f"D{uuid.uuid4().hex[:6]}/1/1/prov"
+    manifest = parse_manifest(stored("echo mine > /data/marker; sleep 600"))
+    group = manifest.groups[0]
+    alloc = allocate(group, Capacity(8000, 8 * GIB, 100 * GIB))
+    assert isinstance(alloc, Allocation)
+    other = f"{provider}-other"
+    one, two = supervise(provider, Recorder()), supervise(other, Recorder())
+    client = client_of(one)
+    try:
+        assert one.start_lease(lease, manifest, group, alloc).running
+        assert two.start_lease(lease, manifest, group, alloc).running
+        assert len(engine_volumes(client, lease)) == 2  # one each
+        [theirs] = two.runtime.volumes(lease)
+        two.stop_lease(lease)  # its volume goes; a stranger's of the same name comes instead
+        client.api.create_volume(
+            theirs.name, labels={LABEL_PROVIDER: "stranger", LABEL_LEASE: lease}
+        )
+        third = supervise(other, Recorder())
+        refused = third.start_lease(lease, manifest, group, alloc)
+        assert not refused.running and "is not this lease's" in refused.message
+        third.close()
+    finally:
+        one.stop_lease(lease)
+        one.close()
+        two.close()
+        cleanup_provider(client, other)
+        for name in engine_volumes(client, lease):
+            client.api.remove_volume(name, force=True)
+
+
 CHILD = """
 import sys, time
 from pathlib import Path
