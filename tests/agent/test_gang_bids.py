@@ -39,38 +39,7 @@ IMAGE = "gpumarket/busybox:latest"
 GIB = 1 << 30
 HOST = HostCapacity(cpu_millis=8000, memory_bytes=16 * GIB, storage_bytes=100 * GIB)
 
-# One node takes 12 GiB of a box's 16: every box has room for exactly one node.
-GANG = """
-version: "2.0"
-services:
-  node:
-    image: gpumarket/busybox:latest
-    command: ["sh", "-c"]
-    args: ["sleep 600"]
-profiles:
-  compute:
-    node:
-      resources:
-        cpu: {{units: 1}}
-        memory: {{size: 12Gi}}
-        storage: {{size: 100Mi}}
-  placement:
-    here:
-      pricing:
-        node: {{denom: uact, amount: 3000}}
-deployment:
-  node:
-    here: {{profile: node, count: 1}}
-gpumarket:
-  kind: training
-  restart: never
-  auction:
-    bid_window: {window}
-  gang:
-    nodes: {nodes}
-    min_bandwidth: 1Gbps
-"""
-
+# One job (or gang node) takes 12 GiB of a box's 16: every box has room for exactly one.
 ONE_BOX = """
 version: "2.0"
 services:
@@ -98,6 +67,13 @@ gpumarket:
   auction:
     bid_window: {window}
 """
+GANG = (
+    ONE_BOX
+    + """  gang:
+    nodes: {nodes}
+    min_bandwidth: 1Gbps
+"""
+)
 
 
 def config(port: int, state: Path, mbps: int = 10_000) -> dict[str, Any]:
