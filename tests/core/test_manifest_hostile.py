@@ -99,7 +99,9 @@ def test_hostile_manifest_is_refused_fast_in_bounded_memory(name: str) -> None:
     message = str(error)
     assert "\n" not in message and len(message) < 500, message
     assert message.startswith("hostile.yaml:"), message
-    assert took < 0.5, f"{name}: {took * 1000:.0f} ms"  # ~1-100 ms here; generous for slow CI
+    # a bound on work, not a speed test: the slowest cases take 0.2-0.5 s of CPU under
+    # tracemalloc on a slow box; a parse that blew up with its input would take many seconds
+    assert took < 2.0, f"{name}: {took * 1000:.0f} ms"
     # what parsing allocated beyond the text itself: the composer stops early
     assert peak < 4 * len(text) + 30 * 2**20, f"{name}: peak {peak / 2**20:.0f} MiB"
 
