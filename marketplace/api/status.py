@@ -36,12 +36,16 @@ _TO_STATUS: tuple[tuple[type[errors.MarketError], grpc.StatusCode], ...] = (
     (errors.Ineligible, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.InsufficientFunds, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 _BY_NAME: dict[str, type[errors.MarketError]] = {cls.__name__: cls for cls, _ in _TO_STATUS}
 _FROM_STATUS: dict[grpc.StatusCode, type[errors.MarketError]] = {}
 for _cls, _code in reversed(_TO_STATUS):
-    _FROM_STATUS[_code] = _cls  # the least specific class of each code
+    # RESOURCE_EXHAUSTED alone is gRPC's too (a message past its size limit): only the
+    # market's own, named in gm-error, is a ResourceExhausted
+    if _cls is not errors.ResourceExhausted:
+        _FROM_STATUS[_code] = _cls  # the least specific class of each code
 
 
 def details_of(exc: BaseException) -> str:

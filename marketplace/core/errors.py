@@ -43,6 +43,11 @@ class Ineligible(FailedPrecondition):
         self.reason = reason
 
 
+class ResourceExhausted(MarketError):
+    """The market holds as much of this kind of work as it takes at once (manifests waiting
+    to be parsed): send it again, newly signed, in a moment."""
+
+
 class Unavailable(MarketError):
     """The market could not be reached or did not answer in time: the request may succeed if
     tried again later (every other MarketError is final)."""

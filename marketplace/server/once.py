@@ -16,13 +16,17 @@ provider's channel alike):
   a resend is answered as before. It is forgotten with the nonce, once the nonce is stale.
 - the same nonce on other bytes is refused UNAUTHENTICATED (replayed), as before.
 
-A nonce accepted without an outcome (its command was still being prepared, or the server died
-before the command ran) is answered from the state where the request names what to read, else
-FAILED_PRECONDITION saying so.
+A unary command runs in a task of its own. Some take steps after their nonce is accepted and
+before they run (a manifest parsed off the loop): a resend that comes meanwhile waits for that
+task and gets its answer, and a caller that gives up (its deadline passed: gRPC cancels the
+rpc) does not stop the command half-way. A nonce accepted without an outcome (the server died before the command
+ran) is answered from the state where the request names what to read, else FAILED_PRECONDITION
+saying so.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -134,6 +138,9 @@ class Once:
     def __init__(self, app: MarketApp) -> None:
         self.app = app
         self.book = AnswerBook(app.clock.now_ms)
+        # unary commands not yet run, by public key and nonce: the envelope's digest, and the
+        # task that opens and runs it
+        self._preparing: dict[bytes, tuple[bytes, asyncio.Task[Submitted[Any]]]] = {}
 
     def kept(self, request: pb.SignedRequest) -> Submitted[Any] | None:
         return self.book.find(request)
@@ -188,20 +195,40 @@ class Once:
         if kept is not None:
             return await kept.result()
         await self.app.ready()
-        fresh = self.fresh(request)
+        key, digest = request.public_key + request.nonce, envelope_digest(request)
+        preparing = self._preparing.get(key)
+        if preparing is not None and preparing[0] == digest:
+            task = preparing[1]  # its first copy is still being prepared: that one's answer
+        else:
+            task = asyncio.ensure_future(self._run(command, request, run, self.fresh(request)))
+            if preparing is None:  # (the same nonce on other bytes is refused: replayed)
+                self._preparing[key] = (digest, task)
+                task.add_done_callback(lambda _: self._preparing.pop(key, None))
+        submitted = await asyncio.shield(task)  # a caller that gives up leaves it running
+        if isinstance(submitted.outcome, Resent):
+            return self.again(command, request, submitted.outcome)
+        return await submitted.result()
+
+    async def _run(
+        self,
+        command: Command[R],
+        request: pb.SignedRequest,
+        run: Callable[[pb.SignedRequest], Awaitable[Submitted[R]]] | None,
+        fresh: bool,
+    ) -> Submitted[R]:
+        """Open `request` and run its command (its own steps first, where it has some), and
+        record what it came to; a refusal is the outcome, not raised."""
         try:
             if run is not None:
                 submitted = await run(request)
             else:
                 assert command.run is not None
                 submitted = command.run(request)
-        except Resent as resent:
-            return self.again(command, request, resent)
-        except MarketError as exc:
+        except MarketError as exc:  # Resent too: the caller answers it (again())
             self.refused(request, exc, fresh)
-            raise
+            return Submitted(exc, None)
         self.ran(request, submitted, command.result_of)
-        return await submitted.result()
+        return submitted
 
 
 __all__ = ["ANSWER_MEMORY_MS", "AnswerBook", "Command", "Once", "envelope_digest"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeAlias, TypeVar
@@ -35,6 +36,7 @@ from marketplace.core.errors import (
     MarketError,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -85,6 +87,11 @@ MAX_MANIFEST_BYTES = limits.MAX_MANIFEST_BYTES
 # manifests at once queue up rather than multiply the memory they take, and the loop shares
 # the GIL with one parser only (health checks p99 ~35 ms under attack, ~60 ms with two).
 _PARSERS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest")
+# ... and at most this many wait for it, or are parsed, at once (each up to 1 MiB; ~3 s of
+# parsing at the largest): a command goes on once its nonce is accepted, whether or not its
+# caller waits for the answer (server/once.py), so hanging up does not shorten the queue
+MAX_MANIFESTS_PARSING = 32
+_PARSE_SLOTS = threading.BoundedSemaphore(MAX_MANIFESTS_PARSING)  # the servers of a process
 
 
 async def _abort(context: Context, exc: Exception) -> NoReturn:
@@ -215,10 +222,15 @@ def _size(request: pb.ListRequest) -> int:
 
 
 async def _parse_off_loop(sdl: bytes) -> Manifest:
-    try:
-        return await asyncio.get_running_loop().run_in_executor(
-            _PARSERS, parse_manifest, sdl, "manifest"
+    if not _PARSE_SLOTS.acquire(blocking=False):
+        raise ResourceExhausted(
+            f"the marketplace is parsing {MAX_MANIFESTS_PARSING} manifests already: "
+            "send yours again, newly signed, in a moment"
         )
+    parsed = asyncio.get_running_loop().run_in_executor(_PARSERS, parse_manifest, sdl, "manifest")
+    parsed.add_done_callback(lambda _: _PARSE_SLOTS.release())
+    try:
+        return await parsed
     except ManifestError as exc:
         raise InvalidArgument("; ".join(e.location_message for e in exc.errors)) from None
 

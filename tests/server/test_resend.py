@@ -16,6 +16,7 @@ from marketplace.api.v1 import market_pb2 as pb
 from marketplace.api.v1 import market_pb2_grpc as pb_grpc
 from marketplace.core import money
 from marketplace.identity import Key
+from marketplace.server.servicers import MAX_MANIFESTS_PARSING
 from marketplace.server.testing import ServerThread, gpu_sdl, provider_registration
 from tests.helpers import funded_tenant
 
@@ -67,3 +68,91 @@ def test_a_provider_resending_its_registration_after_a_restart_is_answered(
         with grpc.insecure_channel(server.address) as channel:
             again = pb_grpc.ProviderStub(channel).Register(register, timeout=10)
         assert again.provider.address == first.provider.address == key.address
+
+
+def slow_to_parse_sdl() -> bytes:
+    """A valid manifest near the parser's node bound (~9,000 env entries): its parse, off the
+    loop, takes a good fraction of a second on this box, the window these tests send into."""
+    env = "".join(f"      - VAR_{i}=value{i}\n" for i in range(9_000))
+    image = "    image: gpumarket/busybox:latest\n"
+    return gpu_sdl().replace(image.encode(), f"{image}    env:\n{env}".encode())
+
+
+def test_the_same_bytes_sent_again_while_the_first_is_still_parsed_get_its_answer(
+    tmp_path: Path,
+) -> None:
+    """Before, the copy that came while the first was parsed (its nonce accepted, no outcome
+    yet) was told FAILED_PRECONDITION for a deployment that was being made."""
+    with ServerThread(tmp_path) as server:
+        tenant = funded_tenant(server.address, server.admin, 50 * money.MICRO)
+        assert tenant.key is not None
+        create = seal(
+            tenant.key,
+            pb.CreateDeployment(sdl=slow_to_parse_sdl(), deposit=2 * money.MICRO),
+            market=server.admin.address,
+        )
+        with grpc.insecure_channel(server.address) as channel:
+            send = pb_grpc.TenantStub(channel).CreateDeployment
+            copies = [send.future(create, timeout=60) for _ in range(3)]
+            answers = [copy.result() for copy in copies]
+        assert answers[0].id and all(a == answers[0] for a in answers)
+        assert [d.id for d in tenant.list_deployments()] == [answers[0].id]
+        assert tenant.get_account().balance == 48 * money.MICRO  # one deposit taken
+        tenant.close()
+
+
+def test_a_caller_whose_deadline_passed_mid_parse_gets_its_deployment_when_it_resends(
+    tmp_path: Path,
+) -> None:
+    """gRPC cancels the rpc when its deadline passes; the command, its nonce accepted, runs on
+    (before, it stopped half-way and the resend was told FAILED_PRECONDITION)."""
+    with ServerThread(tmp_path) as server:
+        tenant = funded_tenant(server.address, server.admin, 50 * money.MICRO)
+        assert tenant.key is not None
+        create = seal(
+            tenant.key,
+            pb.CreateDeployment(sdl=slow_to_parse_sdl(), deposit=2 * money.MICRO),
+            market=server.admin.address,
+        )
+        with grpc.insecure_channel(server.address) as channel:
+            rpc = pb_grpc.TenantStub(channel)
+            with pytest.raises(grpc.RpcError) as gave_up:
+                rpc.CreateDeployment(create, timeout=0.05)
+            assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            made = rpc.CreateDeployment(create, timeout=60)
+        assert [d.id for d in tenant.list_deployments()] == [made.id]
+        assert tenant.get_account().balance == 48 * money.MICRO
+        tenant.close()
+
+
+def test_manifests_past_what_the_parser_queue_holds_are_refused_until_it_drains(
+    tmp_path: Path,
+) -> None:
+    """A command runs on when its caller hangs up, so callers that send and hang up would grow
+    the parser's queue without end: past MAX_MANIFESTS_PARSING, RESOURCE_EXHAUSTED, nothing
+    taken; once the queue drains, deployments are made again."""
+    sent = 2 * MAX_MANIFESTS_PARSING
+    with ServerThread(tmp_path) as server:
+        tenant = funded_tenant(server.address, server.admin, 100 * money.MICRO)
+        assert tenant.key is not None
+        sdl = slow_to_parse_sdl()
+        creates = [
+            seal(tenant.key, pb.CreateDeployment(sdl=sdl, deposit=money.MICRO), market=market)
+            for market in [server.admin.address] * sent
+        ]
+        with grpc.insecure_channel(server.address) as channel:
+            send = pb_grpc.TenantStub(channel).CreateDeployment
+            calls = [send.future(create, timeout=120) for create in creates]
+            made, refused = [], []
+            for call in calls:
+                try:
+                    made.append(call.result().id)
+                except grpc.RpcError as exc:
+                    refused.append((exc.code(), exc.details()))
+        assert made and refused, (len(made), refused[:1])
+        assert {code for code, _ in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert "send yours again, newly signed, in a moment" in refused[0][1]
+        assert sorted(d.id for d in tenant.list_deployments()) == sorted(made)
+        assert tenant.get_account().balance == (100 - len(made)) * money.MICRO
+        assert tenant.create_deployment(gpu_sdl(), money.MICRO).id  # drained: taken again
+        tenant.close()
