@@ -499,10 +499,13 @@ class ProviderClient(ServiceClient):
             msg.inventory.CopyFrom(inventory)
         return self._unary("Heartbeat", self._seal(msg), pb.HeartbeatResponse)
 
-    def watch_orders(self, resume_token: int = 0) -> Iterator[pb.ProviderEvent]:
-        return self._stream(
-            "WatchOrders", self._seal(pb.WatchOrders(resume_token=resume_token)), pb.ProviderEvent
-        )
+    def watch_orders(
+        self, resume_token: int = 0, with_leases: bool = False
+    ) -> Iterator[pb.ProviderEvent]:
+        """The order feed after `resume_token` (0: what is open first); `with_leases`: a
+        resumed feed starts with this provider's open leases (lease_won), whatever the token."""
+        msg = pb.WatchOrders(resume_token=resume_token, with_leases=with_leases)
+        return self._stream("WatchOrders", self._seal(msg), pb.ProviderEvent)
 
     def place_bid(
         self, order_id: str, price_per_hour: int, offer: pb.BidOffer | None = None

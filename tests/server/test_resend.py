@@ -148,7 +148,7 @@ def test_manifests_past_what_the_parser_queue_holds_are_refused_until_it_drains(
                 try:
                     made.append(call.result().id)
                 except grpc.RpcError as exc:
-                    refused.append((exc.code(), exc.details()))
+                    refused.append((exc.code(), exc.details() or ""))
         assert made and refused, (len(made), refused[:1])
         assert {code for code, _ in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
         assert "send yours again, newly signed, in a moment" in refused[0][1]
