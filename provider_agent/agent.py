@@ -42,6 +42,7 @@ from marketplace.core.provider_feed import (
     BidLost,
     FeedEvent,
     LeaseClosed,
+    LeaseManifest,
     LeaseUpdated,
     LeaseWon,
     OrderClosed,
@@ -490,7 +491,7 @@ class Agent:
                 # its failure to stop is the stop task's to log; this lease starts regardless
                 await asyncio.gather(self._stop_closed(victim, True), return_exceptions=True)
         try:
-            job = await self.link.get_manifest(lease.id, lease.tenant)
+            job = await self._manifest(lease)
         except MarketError as exc:
             self.say(f"lease {lease.id}: cannot get its manifest: {exc}")
             await self._outbox.put(
@@ -522,6 +523,21 @@ class Agent:
         else:
             self.bidder.start_failed(job.group, report.message)
 
+    async def _manifest(self, lease: Lease) -> LeaseManifest:
+        """The lease's manifest, asked for again (with backoff) while the marketplace is away
+        or slow: a market restarting, or a standby taking over, is no reason to fail the
+        tenant's lease. Raises what the market refused it with."""
+        backoff = Backoff(initial=0.2, maximum=self.cfg.marketplace.reconnect_max_s)
+        told = False
+        while True:
+            try:
+                return await self.link.get_manifest(lease.id, lease.tenant)
+            except Unavailable as exc:
+                if not told:  # said once: it is asked until the market answers
+                    self.say(f"lease {lease.id}: no manifest yet ({exc}); asking again")
+                    told = True
+                await asyncio.sleep(backoff.next())
+
     def _place(self, lease_id: str, group: GroupSpec) -> Allocation | str:
         """The lease's GPUs unit by unit, and what it holds. A won bid's reservation is that
         already; one held from the lease's record (won before a restart) names its GPUs but not
@@ -547,7 +563,7 @@ class Agent:
         """Fetch the lease's manifest again and run its new version (supervisor.update_lease)."""
         assert self.supervisor is not None
         try:
-            job = await self.link.get_manifest(lease.id, lease.tenant)
+            job = await self._manifest(lease)
         except MarketError as exc:
             self.say(f"lease {lease.id}: cannot get its updated manifest: {exc}")
             return
