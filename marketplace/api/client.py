@@ -15,7 +15,9 @@ says what to do. Answers are the wire messages (marketplace.api.v1.market_pb2), 
 standbys). A call answered UNAVAILABLE (nothing listening, or a standby's "not the leader") is
 sent again, the same sealed bytes, to the next address, for up to `failover_s` in all; the
 client then sticks to the address that answered. Each address's market id is checked before
-anything is sent there, so two different marketplaces are never mixed (addresses.py).
+anything is sent there, so two different marketplaces are never mixed (addresses.py). A
+command with no answer before its deadline is sent again too, the same bytes, within the same
+budget: the market may have run it, and answers a resend with what it came to (ANSWERED_ONCE).
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ Reply = TypeVar("Reply", bound=Message)
 
 DEFAULT_MARKET = "127.0.0.1:7420"
 DEFAULT_TIMEOUT_S = 10.0
+# The rpcs whose sealed bytes the market answers once and only once (server/once.py): one
+# with no answer in time may have run all the same, so it is sent again, the same bytes, and
+# gets what it came to (a read is not: its nonce is spent, and it is simply asked anew).
+ANSWERED_ONCE = frozenset(
+    {
+        "Fund", "CreateDeployment", "CloseDeployment", "Deposit", "AcceptBid", "CloseLease",
+        "UpdateDeployment", "Register", "Heartbeat", "PlaceBid", "WithdrawBid", "DeclineOrder",
+        "GetManifest", "ReportLeaseStatus", "ReportLogs", "ReportTelemetry",
+        "SignProviderAttributes", "RevokeProviderAttributes",
+    }
+)  # fmt: skip
 CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 2 * 1024 * 1024),
@@ -249,14 +262,25 @@ class ServiceClient:
         return f"/{service.full_name}/{service.methods_by_name[method].name}"
 
     def _unary(self, method: str, request: Message, reply: type[Reply]) -> Reply:
+        resends = Failover(self.failover_s)
+
         def attempt() -> Message:
             call = self.channel.unary_unary(
                 self._path(method),
                 request_serializer=_serialize,
                 response_deserializer=reply.FromString,
             )
-            answer: Message = call(request, timeout=self.timeout_s)
-            return answer
+            while True:
+                try:
+                    answer: Message = call(request, timeout=self.timeout_s)
+                    return answer
+                except grpc.RpcError as exc:
+                    late = (
+                        isinstance(exc, grpc.Call)
+                        and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                    )
+                    if not (late and method in ANSWERED_ONCE and resends.left_s > 0):
+                        raise
 
         answer = self._failing_over(attempt)
         if not isinstance(answer, reply):  # cannot happen: reply.FromString made it

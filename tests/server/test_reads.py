@@ -16,7 +16,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
-from marketplace.api.client import MarketClient, ProviderClient, TenantClient
+from marketplace.api.client import ANSWERED_ONCE, MarketClient, ProviderClient, TenantClient
 from marketplace.api.envelope import seal
 from marketplace.api.v1 import market_pb2 as pb
 from marketplace.core import money
@@ -534,3 +534,11 @@ def test_a_page_is_at_most_a_thousand_and_a_hundred_by_default() -> None:
         list(range(2000, 2500)),
         "",
     )
+
+
+def test_the_client_resends_after_a_deadline_exactly_the_rpcs_answered_once() -> None:
+    """Every unary write (and GetManifest, a provider's command) is answered once per sealed
+    envelope (server/once.py), so the client sends it again when its deadline passes; a read is
+    not: its nonce is spent."""
+    streams = {"Shell", "Sessions", "SessionIO", "Channel"}
+    assert (WRITES - streams) | {"GetManifest"} == ANSWERED_ONCE

@@ -5,6 +5,8 @@ test_failover.py."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -19,6 +21,7 @@ from marketplace.identity import Key
 from marketplace.server.servicers import MAX_MANIFESTS_PARSING
 from marketplace.server.testing import ServerThread, gpu_sdl, provider_registration
 from tests.helpers import funded_tenant
+from tests.server.market_process import MarketProcess
 
 
 def test_the_same_bytes_twice_answer_alike_and_apply_once_across_a_restart(
@@ -156,3 +159,34 @@ def test_manifests_past_what_the_parser_queue_holds_are_refused_until_it_drains(
         assert tenant.get_account().balance == (100 - len(made)) * money.MICRO
         assert tenant.create_deployment(gpu_sdl(), money.MICRO).id  # drained: taken again
         tenant.close()
+
+
+def test_a_command_with_no_answer_in_time_is_sent_again_and_made_once(tmp_path: Path) -> None:
+    """A market that stops answering (SIGSTOP: a long GC pause, a VM stalled) past the client's
+    deadline: before, `create_deployment` raised "did not answer in time" although the market
+    would make the deployment once it ran again, and the tenant who tried again had two. Now the
+    client sends the same bytes again within failover_s and gets the one deployment."""
+    market = MarketProcess.start(tmp_path / "market")
+    try:
+        tenant = funded_tenant(market.address, market.admin, 10 * money.MICRO)
+        assert tenant.key is not None
+        impatient = TenantClient(market.address, tenant.key, timeout_s=0.3, failover_s=60)
+        impatient.get_account()  # the market id learned while it answers
+        made: list[pb.Deployment] = []
+        market.pause()
+        creating = threading.Thread(
+            target=lambda: made.append(impatient.create_deployment(gpu_sdl(), money.MICRO))
+        )
+        creating.start()
+        # nothing to await here: the point is that deadlines pass while the market is stopped
+        time.sleep(1.0)
+        market.resume()
+        creating.join(60)
+        assert len(made) == 1, "the create did not come back"
+        assert [d.id for d in tenant.list_deployments()] == [made[0].id]
+        assert tenant.get_account().balance == 9 * money.MICRO
+        impatient.close()
+        tenant.close()
+    finally:
+        market.resume()
+        market.stop()
