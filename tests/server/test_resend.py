@@ -108,23 +108,29 @@ def test_a_caller_whose_deadline_passed_mid_parse_gets_its_deployment_when_it_re
     tmp_path: Path,
 ) -> None:
     """gRPC cancels the rpc when its deadline passes; the command, its nonce accepted, runs on
-    (before, it stopped half-way and the resend was told FAILED_PRECONDITION)."""
+    (before, it stopped half-way and the resend was told FAILED_PRECONDITION). Four manifests
+    sent first hold the one parser thread, so the deadline passes while this one waits for it,
+    however fast the machine."""
     with ServerThread(tmp_path) as server:
         tenant = funded_tenant(server.address, server.admin, 50 * money.MICRO)
         assert tenant.key is not None
-        create = seal(
-            tenant.key,
-            pb.CreateDeployment(sdl=slow_to_parse_sdl(), deposit=2 * money.MICRO),
-            market=server.admin.address,
-        )
+        key, sdl = tenant.key, slow_to_parse_sdl()
+
+        def create() -> pb.SignedRequest:
+            msg = pb.CreateDeployment(sdl=sdl, deposit=2 * money.MICRO)
+            return seal(key, msg, market=server.admin.address)
+
+        ahead, mine = [create() for _ in range(4)], create()
         with grpc.insecure_channel(server.address) as channel:
             rpc = pb_grpc.TenantStub(channel)
+            queued = [rpc.CreateDeployment.future(request, timeout=60) for request in ahead]
             with pytest.raises(grpc.RpcError) as gave_up:
-                rpc.CreateDeployment(create, timeout=0.05)
+                rpc.CreateDeployment(mine, timeout=0.05)
             assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            made = rpc.CreateDeployment(create, timeout=60)
-        assert [d.id for d in tenant.list_deployments()] == [made.id]
-        assert tenant.get_account().balance == 48 * money.MICRO
+            made = rpc.CreateDeployment(mine, timeout=60)
+            first = [call.result().id for call in queued]
+        assert sorted(d.id for d in tenant.list_deployments()) == sorted([*first, made.id])
+        assert tenant.get_account().balance == 40 * money.MICRO  # five deposits, each once
         tenant.close()
 
 
