@@ -19,9 +19,9 @@ provider's channel alike):
 A unary command runs in a task of its own. Some take steps after their nonce is accepted and
 before they run (a manifest parsed off the loop): a resend that comes meanwhile waits for that
 task and gets its answer, and a caller that gives up (its deadline passed: gRPC cancels the
-rpc) does not stop the command half-way. A nonce accepted without an outcome (the server died before the command
-ran) is answered from the state where the request names what to read, else FAILED_PRECONDITION
-saying so.
+rpc) does not stop the command half-way. A nonce accepted without an outcome (the server died
+before the command ran) is answered from the state where the request names what to read, else
+FAILED_PRECONDITION saying so.
 """
 
 from __future__ import annotations
