@@ -211,11 +211,16 @@ class FileRead:
     chunks: Iterator[bytes]
 
 
-def container_name(lease_id: str, service: str, replica: int) -> str:
-    """A short, valid, stable name: gm-<lease hash>-<service>-<replica>."""
-    tag = hashlib.sha1(lease_id.encode()).hexdigest()[:10]
+def lease_tag(provider: str, lease_id: str) -> str:
+    """What names a lease's containers, network and volumes on the engine: the provider is in
+    it, so two agents on one engine (one key on two markets) never name anything alike."""
+    return hashlib.sha1(f"{provider}\n{lease_id}".encode()).hexdigest()[:10]
+
+
+def container_name(provider: str, lease_id: str, service: str, replica: int) -> str:
+    """A short, valid, stable name: gm-<provider and lease hash>-<service>-<replica>."""
     safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", service)[:40]
-    return f"gm-{tag}-{safe}-{replica}"
+    return f"gm-{lease_tag(provider, lease_id)}-{safe}-{replica}"
 
 
 def labels_of(spec: ContainerSpec, provider: str) -> dict[str, str]:
@@ -232,8 +237,8 @@ def labels_of(spec: ContainerSpec, provider: str) -> dict[str, str]:
     }
 
 
-def network_name(lease_id: str) -> str:
-    return f"gm-{hashlib.sha1(lease_id.encode()).hexdigest()[:10]}"
+def network_name(provider: str, lease_id: str) -> str:
+    return f"gm-{lease_tag(provider, lease_id)}"
 
 
 def volume_name(spec: ContainerSpec, volume: VolumeMount, provider: str) -> str:
@@ -241,9 +246,7 @@ def volume_name(spec: ContainerSpec, volume: VolumeMount, provider: str) -> str:
     container (and a re-adopted one) finds the same data; the provider is in the hash, so two
     agents on one engine never share a name (the engine would hand one the other's volume)."""
     safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", volume.volume)[:40]
-    tag = hashlib.sha1(f"{provider}\n{spec.lease_id}".encode()).hexdigest()[:10]
-    service = re.sub(r"[^a-zA-Z0-9_.-]", "-", spec.service)[:40]
-    return f"gm-{tag}-{service}-{spec.replica}-{safe}"
+    return f"{container_name(provider, spec.lease_id, spec.service, spec.replica)}-{safe}"
 
 
 def volume_labels(spec: ContainerSpec, volume: VolumeMount, provider: str) -> dict[str, str]:

@@ -104,14 +104,14 @@ class MemoryRuntime:
             return set(self._images)
 
     def ensure_network(self, lease_id: str) -> str:
-        name = network_name(lease_id)
+        name = network_name(self.provider, lease_id)
         with self._changed:
             self._networks.add(name)
         return name
 
     def remove_network(self, lease_id: str) -> None:
         with self._changed:
-            self._networks.discard(network_name(lease_id))
+            self._networks.discard(network_name(self.provider, lease_id))
 
     def networks(self) -> set[str]:
         with self._changed:
@@ -120,7 +120,7 @@ class MemoryRuntime:
     # --- containers ---------------------------------------------------------------------------
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) a container; an old one of the same name is removed first."""
-        name = container_name(spec.lease_id, spec.service, spec.replica)
+        name = container_name(self.provider, spec.lease_id, spec.service, spec.replica)
         with self._changed:
             if spec.image not in self._images:
                 raise RuntimeFailure(f"image {spec.image} is not on this host")

@@ -67,7 +67,7 @@ def create_kwargs(spec: ContainerSpec, provider: str) -> dict[str, Any]:
     labels = labels_of(spec, provider)
     kwargs: dict[str, Any] = {
         "image": spec.image,
-        "name": container_name(spec.lease_id, spec.service, spec.replica),
+        "name": container_name(provider, spec.lease_id, spec.service, spec.replica),
         "labels": labels,
         "environment": env,
         "detach": True,
@@ -294,17 +294,29 @@ class DockerRuntime:
 
     # --- networks -------------------------------------------------------------------------------
     def ensure_network(self, lease_id: str) -> str:
-        name = network_name(lease_id)
-        found = self.client.networks.list(names=[name])
-        if not any(n.name == name for n in found):
-            labels = {LABEL_PROVIDER: self.provider, LABEL_LEASE: lease_id}
-            self.client.networks.create(name, driver="bridge", labels=labels)
+        """The lease's bridge network: the one labelled this provider's and this lease's (made
+        before an upgrade, it may have an older name), else a new one. A network of the name
+        that is not this lease's is refused, not joined: the tenant's services would share it."""
+        if mine := self._networks(lease_id):
+            return str(mine[0].name)
+        name = network_name(self.provider, lease_id)
+        if self.client.networks.list(names=[name]):
+            raise RuntimeFailure(
+                f"network {name} exists but is not this lease's ({lease_id}): refusing to join "
+                "it; remove it (docker network rm) if it is a leftover"
+            )
+        labels = {LABEL_PROVIDER: self.provider, LABEL_LEASE: lease_id}
+        self.client.networks.create(name, driver="bridge", labels=labels)
         return name
 
     def remove_network(self, lease_id: str) -> None:
-        for net in self.client.networks.list(names=[network_name(lease_id)]):
+        for net in self._networks(lease_id):
             with contextlib.suppress(docker.errors.NotFound):
                 net.remove()
+
+    def _networks(self, lease_id: str) -> list[Any]:
+        labels = [f"{LABEL_PROVIDER}={self.provider}", f"{LABEL_LEASE}={lease_id}"]
+        return list(self.client.networks.list(filters={"label": labels}))
 
     # --- containers -----------------------------------------------------------------------------
     def create(self, spec: ContainerSpec) -> str:
@@ -451,7 +463,12 @@ class DockerRuntime:
         return int(size) if isinstance(size, int) and size >= 0 else None
 
     def _remove_by_name(self, name: str) -> None:
+        """A leftover of ours with this name goes; another's is refused, never removed."""
         for c in self.client.api.containers(all=True, filters={"name": f"^/{name}$"}):
+            if (c.get("Labels") or {}).get(LABEL_PROVIDER) != self.provider:
+                raise RuntimeFailure(
+                    f"container {name} exists but is not this provider's: refusing to remove it"
+                )
             self.remove(c["Id"])
 
     def owned(self, lease_id: str | None = None) -> list[ContainerState]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from provider_agent.container import LABEL_LEASE, network_name
 from provider_agent.runtime import (
     LABEL_PROVIDER,
     ContainerSpec,
@@ -173,3 +174,38 @@ def test_owned_lists_only_this_providers_containers(runtime: DockerRuntime) -> N
     assert [c.id for c in runtime.owned()] == [a.id]
     other = DockerRuntime(f"other-{uuid.uuid4().hex[:6]}", runtime.client)
     assert other.owned() == []
+
+
+def test_two_providers_with_one_lease_id_keep_apart_and_a_strangers_name_is_refused(
+    runtime: DockerRuntime,
+) -> None:
+    """One key on two markets (or two agents that happen to share a lease id) on one engine:
+    before, the second's create removed the first's running container (same name) and its
+    services joined the first's network. Now names carry the provider, and a container or
+    network of this provider's name that is another's is refused, never removed or joined."""
+    other = DockerRuntime(f"other-{uuid.uuid4().hex[:6]}", runtime.client)
+    stranger = DockerRuntime(f"stranger-{uuid.uuid4().hex[:6]}", runtime.client)
+    job = spec(command=("sleep", "60"))
+    try:
+        mine, theirs = runtime.launch(job), other.launch(job)
+        assert mine.name != theirs.name
+        assert runtime.inspect(mine.id).status == "running"  # the second launch left it be
+        assert runtime.ensure_network(job.lease_id) != other.ensure_network(job.lease_id)
+        assert runtime.ensure_network(job.lease_id) == runtime.ensure_network(job.lease_id)
+
+        fresh = spec(command=("sleep", "60"))
+        squatter = stranger.launch(fresh)  # then named as this provider's would be
+        wanted = create_kwargs(fresh, runtime.provider)["name"]
+        runtime.client.containers.get(squatter.id).rename(wanted)
+        with pytest.raises(RuntimeFailure, match="not this provider's"):
+            runtime.launch(fresh)
+        assert stranger.inspect(squatter.id).status == "running"
+        runtime.client.networks.create(
+            network_name(runtime.provider, fresh.lease_id),
+            labels={LABEL_PROVIDER: stranger.provider, LABEL_LEASE: fresh.lease_id},
+        )
+        with pytest.raises(RuntimeFailure, match="not this lease's"):
+            runtime.ensure_network(fresh.lease_id)
+    finally:
+        for them in (other, stranger):
+            cleanup_provider(runtime.client, them.provider)

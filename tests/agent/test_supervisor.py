@@ -160,7 +160,7 @@ def test_a_job_split_in_replicas_gets_its_own_gpus_each(
     assert first.running
     gpus = sorted(s.gpu_uuids for s in runtime.owned(lease))
     assert gpus == [("GPU-0",), ("GPU-1",)]
-    assert network_name(lease) in runtime.networks()  # replicas find each other on it
+    assert network_name(runtime.provider, lease) in runtime.networks()  # replicas meet on it
 
 
 def test_a_lone_container_gets_no_network_of_its_own(
