@@ -113,8 +113,9 @@ class LogCursor:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._delivered: dict[str, float] = {}  # on disk
-        self._read: dict[str, float] = {}  # in memory: where a dropped log stream resumes
-        self._gone: set[str] = set()  # forgotten: a late acknowledgement must not bring it back
+        # in memory: where a dropped log stream resumes. Only a stream read here is delivered
+        # (read first): once forgotten, a late acknowledgement does not bring it back
+        self._read: dict[str, float] = {}
         self._lock = threading.Lock()
         self._dirty = False
         if path is not None and path.exists():
@@ -137,13 +138,12 @@ class LogCursor:
         """The market acknowledged lines up to these times."""
         with self._lock:
             for key, when in marks.items():
-                if key not in self._gone and when > self._delivered.get(key, 0.0):
+                if key in self._read and when > self._delivered.get(key, 0.0):
                     self._delivered[key] = when
                     self._dirty = True
 
     def forget(self, container_id: str) -> None:
         with self._lock:
-            self._gone.add(container_id)
             self._read.pop(container_id, None)
             self._dirty = self._delivered.pop(container_id, None) is not None or self._dirty
 
@@ -862,11 +862,11 @@ class LeaseSupervisor:
 
     # --- logs ---------------------------------------------------------------------------------
     def _emit(self, lease_id: str, cursor_key: str, line: LogLine) -> None:
+        if cursor_key:  # read before it can be shipped (LogCursor.delivered)
+            self.cursor.advance(cursor_key, line.time)
         with self._buf_lock:
             self._buffers.setdefault(lease_id, []).append((cursor_key, line))
             big = len(self._buffers[lease_id]) >= LOG_BATCH
-        if cursor_key:
-            self.cursor.advance(cursor_key, line.time)
         if big:
             self._flush(lease_id)
 

@@ -161,10 +161,11 @@ class ServiceClient:
             self.channel.close()
 
     # --- failover ---------------------------------------------------------------------------------
-    def _failing_over(self, attempt: Callable[[], T]) -> T:
+    def _failing_over(self, attempt: Callable[[], T], budget: Failover | None = None) -> T:
         """attempt(), moved to the next address while the current one answers UNAVAILABLE
-        (several addresses, own channel, within failover_s); raises what the last one said."""
-        budget = Failover(self.failover_s)
+        (several addresses, own channel, within `budget`: failover_s from now); raises what
+        the last one said."""
+        budget = budget or Failover(self.failover_s)
         while True:
             try:
                 if not self._id_checked:
@@ -262,7 +263,7 @@ class ServiceClient:
         return f"/{service.full_name}/{service.methods_by_name[method].name}"
 
     def _unary(self, method: str, request: Message, reply: type[Reply]) -> Reply:
-        resends = Failover(self.failover_s)
+        budget = Failover(self.failover_s)  # for moving on, and for sending again
 
         def attempt() -> Message:
             call = self.channel.unary_unary(
@@ -279,10 +280,10 @@ class ServiceClient:
                         isinstance(exc, grpc.Call)
                         and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
                     )
-                    if not (late and method in ANSWERED_ONCE and resends.left_s > 0):
+                    if not (late and method in ANSWERED_ONCE and budget.left_s > 0):
                         raise
 
-        answer = self._failing_over(attempt)
+        answer = self._failing_over(attempt, budget)
         if not isinstance(answer, reply):  # cannot happen: reply.FromString made it
             raise TypeError(f"{method} answered {type(answer).__name__}, not {reply.__name__}")
         return answer
